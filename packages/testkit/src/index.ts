@@ -1,0 +1,3 @@
+export * from "./frames";
+export * from "./kernel";
+export * from "./netns";

@@ -1,1 +1,24 @@
-console.log(JSON.stringify({a:process.argv.slice(2)}))
+#!/usr/bin/env node
+import { Command } from "commander";
+import { registerChainCommands } from "./commands/chain";
+import { registerControllerCommands } from "./commands/controller";
+import { registerDataplaneCommands } from "./commands/dataplane";
+import { registerNfCommands } from "./commands/nf";
+import { registerPkiCommands } from "./commands/pki";
+
+// Each command group lives in its own module under commands/ and registers itself here.
+const program = new Command("galette")
+  .description("Galette: chains of XDP/AF_XDP network functions on small Linux devices")
+  .showHelpAfterError()
+  .configureHelp({ sortSubcommands: true });
+
+registerChainCommands(program);
+registerNfCommands(program);
+registerDataplaneCommands(program);
+registerPkiCommands(program);
+registerControllerCommands(program);
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  process.stderr.write(`galette: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,58 @@
+/* Galette dataplane ABI: shared by the generated XDP shims (BPF C), the native NF
+ * libraries (Rust, mirrored in packages/nf) and the AF_XDP userland workers (addon).
+ * Change it only together with all three and bump GALETTE_ABI_VERSION. */
+#ifndef GALETTE_ABI_H
+#define GALETTE_ABI_H
+
+#include <linux/types.h>
+
+#define GALETTE_ABI_VERSION 1
+
+#define GALETTE_MAX_ACTIONS 16    /* Action variants per NF (entries of its action table) */
+#define GALETTE_MAX_INSTANCES 256 /* NF instances per device = PROG_ARRAY slots */
+#define GALETTE_MAX_XSKS 64       /* AF_XDP sockets (userland worker threads) */
+#define GALETTE_MAX_MAPS 16       /* maps one NF may declare */
+
+/* What an NF's Action variant does. kind < 100 is a final verdict; the first four equal
+ * the XDP_* codes so the shim can return them unchanged. */
+enum galette_action_kind {
+	GALETTE_ACT_ABORT = 0,     /* XDP_ABORTED */
+	GALETTE_ACT_DROP = 1,      /* XDP_DROP */
+	GALETTE_ACT_PASS = 2,      /* XDP_PASS: hand to the kernel stack */
+	GALETTE_ACT_TX = 3,        /* XDP_TX: out of the port it came in on */
+	GALETTE_ACT_REDIRECT = 4,  /* reserved: DEVMAP redirect to port `arg` (two-port devices) */
+	GALETTE_ACT_TAILCALL = 100, /* continue in XDP with instance `arg` (= PROG_ARRAY slot) */
+	GALETTE_ACT_UPCALL = 101,   /* continue in userland with instance `arg` */
+};
+
+/* One entry of an NF instance's action table (BPF ARRAY map, key = variant index). */
+struct galette_action {
+	__u32 kind; /* enum galette_action_kind */
+	__u32 arg;  /* instance id for TAILCALL/UPCALL, port for REDIRECT, else 0 */
+};
+
+/* The 8 bytes an upcalling XDP shim stores in front of the frame (bpf_xdp_adjust_meta):
+ * which instance upcalled and with which action variant. The worker looks the pair up in
+ * that instance's action table to find the userland instance to run next. */
+struct galette_upcall_meta {
+	__u32 instance;
+	__u32 action;
+};
+
+/* A frame as native NF libraries see it. The NF may move `data`/`len` within the
+ * headroom/tailroom (head/tail adjustment) and the worker transmits what it is left with. */
+struct galette_pkt {
+	__u8 *data;
+	__u32 len;
+	__u32 headroom; /* bytes available before data */
+	__u32 tailroom; /* bytes available after data + len */
+};
+
+/* Symbols every native NF library exports:
+ *   __u32 galette_nf_abi_version(void);                 -> GALETTE_ABI_VERSION
+ *   __u32 galette_nf_packet(struct galette_pkt *pkt, const int *map_fds);
+ *       returns the Action variant index; map_fds holds one BPF map fd per #[maps]
+ *       field, in declaration order. Map access uses libbpf's bpf_map_*_elem, left
+ *       undefined in the library and resolved from the worker process. */
+
+#endif

@@ -48,6 +48,22 @@ struct galette_pkt {
 	__u32 tailroom; /* bytes available after data + len */
 };
 
+/* Names in every generated NF object (one object = one NF build; one loaded program per
+ * NF instance):
+ *   program  SEC("xdp") galette_nf          the entry: runs the NF, then acts on its verdict
+ *   map      galette_actions   ARRAY[GALETTE_MAX_ACTIONS] u32 -> struct galette_action
+ *                              (per instance: the installer gives each instance its own)
+ *   map      galette_progs     PROG_ARRAY[GALETTE_MAX_INSTANCES] (shared by a device's NFs)
+ *   map      galette_xsks      XSKMAP[GALETTE_MAX_XSKS] (shared)
+ *   map      galette_xsk_count ARRAY[1] u32 -> u32 number of live sockets (shared; the
+ *                              upcall picks bpf_get_prandom_u32() % count)
+ *   map      galette_counts    PERCPU_ARRAY[GALETTE_MAX_ACTIONS] u64 frames per variant
+ *                              (per instance)
+ *   rodata   const volatile __u32 galette_instance_id (set per instance before load)
+ *   maps     nf_map_<field>    one per #[maps] field, in declaration order
+ * The device's fixed root program tail-calls slot 0 of its own PROG_ARRAY
+ * (galette_root_progs[1]); swapping that one entry switches chains atomically. */
+
 /* Symbols every native NF library exports:
  *   __u32 galette_nf_abi_version(void);                 -> GALETTE_ABI_VERSION
  *   __u32 galette_nf_packet(struct galette_pkt *pkt, const int *map_fds);

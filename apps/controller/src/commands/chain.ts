@@ -1,5 +1,154 @@
+import {
+  type Chain,
+  type ChainPlan,
+  checkNfInterfaces,
+  type Diagnostic,
+  formatDiagnostic,
+  hasErrors,
+  loadChainFile,
+  type NfInterface,
+  planChain,
+  sortDiagnostics,
+} from "@galette/chain";
 import type { Command } from "commander";
 
-export function registerChainCommands(_program: Command): void {
-  // filled in by the issue that owns the `chain` commands
+/**
+ * Seam for the NF compiler: given a valid chain, return the interface (Action variants,
+ * #[maps] fields) of each NF instance it can analyse. When absent, `chain validate`
+ * checks structure only and says so.
+ */
+export type ResolveInterfaces = (chain: Chain) => Promise<Map<string, NfInterface>>;
+
+export interface ChainCommandOptions {
+  resolveInterfaces?: ResolveInterfaces;
+}
+
+const out = (text: string) => process.stdout.write(`${text}\n`);
+
+export function registerChainCommands(program: Command, options: ChainCommandOptions = {}): void {
+  const chain = program.command("chain").description("Validate and plan chain files (TOML)");
+
+  chain
+    .command("validate")
+    .description("Check chain files; prints `FILE: ok` or compiler-style errors (exit 1 on any error)")
+    .argument("<files...>", "chain TOML files")
+    .option("--structure-only", "check only the chain file itself, not the NF crates it names")
+    .option("--json", "print the diagnostics as JSON")
+    .action(async (files: string[], flags: { structureOnly?: boolean; json?: boolean }) => {
+      const resolve = flags.structureOnly ? undefined : options.resolveInterfaces;
+      const results: Array<{ file: string; ok: boolean; diagnostics: Diagnostic[] }> = [];
+      for (const file of files) {
+        const parsed = await loadChainFile(file);
+        let diagnostics = parsed.diagnostics;
+        if (parsed.chain && resolve) {
+          const interfaces = await resolve(parsed.chain);
+          diagnostics = sortDiagnostics([...diagnostics, ...checkNfInterfaces(parsed.chain, interfaces)]);
+        }
+        results.push({ file, ok: !hasErrors(diagnostics), diagnostics });
+      }
+      const ok = results.every((r) => r.ok);
+      if (flags.json) {
+        out(JSON.stringify({ ok, files: results }, null, 2));
+      } else {
+        for (const r of results) {
+          for (const d of r.diagnostics) out(formatDiagnostic(d));
+          out(`${r.file}: ${r.ok ? "ok" : "failed"}${summary(r.diagnostics)}`);
+        }
+        if (!flags.structureOnly && !resolve) {
+          out(
+            "note: NF arity and map checks against the NF crates need the NF compiler; checked chain structure only",
+          );
+        }
+      }
+      if (!ok) process.exitCode = 1;
+    });
+
+  chain
+    .command("plan")
+    .description("Show where each NF runs (XDP or userland), its UUID, maps and next hops")
+    .argument("<file>", "chain TOML file")
+    .option("--json", "print the plan as JSON")
+    .action(async (file: string, flags: { json?: boolean }) => {
+      const parsed = await loadChainFile(file);
+      if (!parsed.chain) {
+        if (flags.json) {
+          const errors = parsed.diagnostics.filter((d) => d.severity === "error");
+          const warnings = parsed.diagnostics.filter((d) => d.severity !== "error");
+          out(JSON.stringify({ chain: null, errors, warnings }, null, 2));
+        } else {
+          for (const d of parsed.diagnostics) out(formatDiagnostic(d));
+          out(`${file}: failed${summary(parsed.diagnostics)}`);
+        }
+        process.exitCode = 1;
+        return;
+      }
+      const plan = planChain(parsed.chain, { warnings: parsed.diagnostics });
+      out(flags.json ? JSON.stringify(plan, null, 2) : renderPlan(plan));
+    });
+}
+
+function summary(diagnostics: Diagnostic[]): string {
+  const errors = diagnostics.filter((d) => d.severity === "error").length;
+  const warnings = diagnostics.length - errors;
+  const parts = [];
+  if (errors) parts.push(`${errors} error${errors === 1 ? "" : "s"}`);
+  if (warnings) parts.push(`${warnings} warning${warnings === 1 ? "" : "s"}`);
+  return parts.length ? ` (${parts.join(", ")})` : "";
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
+  return [line(header), ...rows.map(line)].map((l) => `  ${l}`).join("\n");
+}
+
+/** The human-readable plan: one row per NF, then maps and warnings. */
+export function renderPlan(plan: ChainPlan): string {
+  const yes = (b: boolean) => (b ? "yes" : "-");
+  const lines: string[] = [];
+  const xdpCount = plan.nfs.filter((n) => n.xdp).length;
+  const userCount = plan.nfs.filter((n) => n.userland).length;
+  lines.push(
+    `chain ${plan.chain} (${plan.file}): ${plan.nfs.length} NFs, entry ${plan.entry}, ` +
+      `${xdpCount} in XDP, ${userCount} in userland, tail-call limit ${plan.maxTailCalls}`,
+  );
+  const rows = plan.nfs.map((nf) => {
+    const hops = nf.next
+      .map((_, action) => {
+        const kinds = plan.edges
+          .filter((e) => e.from === nf.name && e.action === action)
+          .map((e) => (e.kind === "exit" ? "" : e.kind));
+        const target =
+          plan.edges.find((e) => e.from === nf.name && e.action === action)?.to ?? nf.next[action]!;
+        const via = [...new Set(kinds.filter(Boolean))].join("|");
+        return `${action}:${target}${via ? ` (${via})` : ""}`;
+      })
+      .join("  ");
+    const maps = nf.maps.map((m) => `${m.name}${m.shared ? "*" : ""}`).join(",") || "-";
+    return [nf.name, nf.uuid, yes(nf.xdp), yes(nf.userland), maps, hops || "-"];
+  });
+  lines.push(table(["NF", "UUID", "XDP", "USERLAND", "MAPS", "NEXT HOPS (action: target)"], rows));
+  if (plan.maps.length > 0) {
+    lines.push("maps (* = shared):");
+    lines.push(
+      table(
+        ["MAP", "TYPE", "SIZE", "USED BY"],
+        plan.maps.map((m) => [`${m.id}${m.shared ? "*" : ""}`, m.type, String(m.size), m.users.join(", ")]),
+      ),
+    );
+  }
+  const why = plan.nfs.filter((n) => n.userland || !n.xdp);
+  if (why.length > 0) {
+    lines.push("userland placement:");
+    for (const n of why) lines.push(`  ${n.name}: ${n.reasons.join("; ")}`);
+  }
+  if (plan.warnings.length > 0) {
+    lines.push("warnings:");
+    for (const w of plan.warnings) lines.push(formatDiagnostic(w).replace(/^/gm, "  "));
+  }
+  return lines.join("\n");
 }

@@ -1,0 +1,43 @@
+export {
+  closestMatch,
+  type Diagnostic,
+  editDistance,
+  formatDiagnostic,
+  formatLocation,
+  hasErrors,
+  type Severity,
+  type SourceLocation,
+  sortDiagnostics,
+} from "./diagnostics";
+export { checkNfInterfaces, type NfInterface } from "./interfaces";
+export { indexToml, type KeyPath, type Position, PositionIndex } from "./locate";
+export {
+  type Chain,
+  type ChainMap,
+  canonicalMapName,
+  canonicalMapType,
+  EXITS,
+  type Exit,
+  findFunction,
+  MAP_TYPES,
+  type MapBinding,
+  type MapType,
+  type NfInstance,
+  type Target,
+} from "./model";
+export { type ParseOptions, type ParseResult, parseChain } from "./parse";
+export {
+  type ChainPlan,
+  type EdgeKind,
+  KERNEL_MAX_TAIL_CALLS,
+  type Placement,
+  type PlanEdge,
+  type PlanMap,
+  type PlanNf,
+  type PlanNfMap,
+  type PlanOptions,
+  planChain,
+  targetText,
+} from "./plan";
+export { loadChainFile } from "./read";
+export { GALETTE_NAMESPACE, instanceUuid, uuidV5 } from "./uuid";

@@ -1,0 +1,168 @@
+import { type Diagnostic, didYouMean, formatLocation, type SourceLocation } from "./diagnostics";
+import { type Chain, canonicalMapName, canonicalMapType, type MapType } from "./model";
+import { targetText } from "./plan";
+
+/** What an NF crate exposes, as the NF compiler reads it from src/lib.rs. */
+export interface NfInterface {
+  /** the NF's src/lib.rs */
+  file: string;
+  /** variants of the Action enum returned by `packet()`, in declaration order */
+  actions: Array<{ name: string; location: SourceLocation }>;
+  /** fields of the #[maps] struct, in declaration order */
+  maps: Array<{
+    name: string;
+    keySize?: number;
+    valueSize?: number;
+    /** map type given in the source, if any (any spelling) */
+    mapType?: string;
+    location: SourceLocation;
+  }>;
+}
+
+/** BPF_MAP_TYPE_LPM_TRIE keys are a u32 prefix length followed by 1..256 data bytes. */
+const LPM_KEY_MIN = 4 + 1;
+const LPM_KEY_MAX = 4 + 256;
+
+/**
+ * Checks a chain against the interfaces of its NF crates (by instance name): `to`
+ * entries vs Action variants, TOML maps vs #[maps] fields by name, key/value sizes
+ * against the map type and across the NFs sharing a map. Instances without an interface
+ * are skipped. Pure: the caller (the NF compiler) supplies the interfaces.
+ */
+export function checkNfInterfaces(chain: Chain, interfaces: ReadonlyMap<string, NfInterface>): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const error = (
+    at: SourceLocation,
+    code: string,
+    message: string,
+    hint: string,
+    related: Diagnostic["related"],
+  ) => out.push({ severity: "error", ...at, code, message, hint, related });
+  const mapsById = new Map(chain.maps.map((m) => [m.id, m]));
+  /** sizes each NF's source gives a chain map, to compare NFs sharing it */
+  const sizesByMap = new Map<
+    string,
+    Array<{ nf: string; keySize?: number; valueSize?: number; location: SourceLocation }>
+  >();
+
+  for (const nf of chain.functions) {
+    const iface = interfaces.get(nf.name);
+    if (!iface) continue;
+
+    if (nf.actions.length !== iface.actions.length) {
+      const variants = iface.actions.map((a) => a.name).join(", ") || "none";
+      const targets = nf.actions.map(targetText).join(", ");
+      error(
+        nf.linkLocation,
+        "action-count",
+        `"${nf.name}" has ${nf.actions.length} link target(s) (${targets}) but its Action enum in ${iface.file} has ${iface.actions.length} variant(s) (${variants})`,
+        "give exactly one `to` entry per Action variant, in declaration order",
+        iface.actions[0]
+          ? [{ ...iface.actions[0].location, message: `Action variants of ${nf.path}` }]
+          : undefined,
+      );
+    }
+
+    const fields = new Map(iface.maps.map((f) => [canonicalMapName(f.name), f]));
+    const fieldNames = [...fields.keys()];
+    const bound = new Set(nf.maps.map((b) => b.name));
+    for (const binding of nf.maps) {
+      const field = fields.get(binding.name);
+      const map = mapsById.get(binding.map)!;
+      if (!field) {
+        const unbound = fieldNames.filter((n) => !bound.has(n));
+        error(
+          binding.location,
+          "map-extra",
+          `"${nf.name}" declares map "${binding.tomlName}" but ${iface.file} has no #[maps] field of that name${didYouMean(binding.name, unbound)}`,
+          fieldNames.length
+            ? `the #[maps] fields are: ${fieldNames.join(", ")}; map names bind to field names`
+            : "the NF has no #[maps] struct; remove the map from the chain",
+          undefined,
+        );
+        continue;
+      }
+      const fieldAt = [{ ...field.location, message: `#[maps] field ${field.name}` }];
+      if (field.mapType !== undefined) {
+        const declared = canonicalMapType(field.mapType);
+        if (declared !== map.type) {
+          error(
+            binding.location,
+            "map-type-mismatch",
+            `map "${binding.tomlName}" of "${nf.name}" is ${map.type} in the chain but ${field.mapType} in ${formatLocation(field.location)}`,
+            "make the chain's type match the NF source",
+            fieldAt,
+          );
+        }
+      }
+      for (const problem of sizeProblems(map.type, field.keySize, field.valueSize)) {
+        error(
+          binding.location,
+          "map-key-value-size",
+          `map "${binding.tomlName}" of "${nf.name}" (${map.type}): ${problem} (${formatLocation(field.location)})`,
+          "change the key/value types in the #[maps] struct or the map type in the chain",
+          fieldAt,
+        );
+      }
+      const list = sizesByMap.get(map.id) ?? [];
+      list.push({
+        nf: nf.name,
+        keySize: field.keySize,
+        valueSize: field.valueSize,
+        location: field.location,
+      });
+      sizesByMap.set(map.id, list);
+    }
+    for (const field of iface.maps) {
+      const name = canonicalMapName(field.name);
+      if (bound.has(name)) continue;
+      const extras = nf.maps.filter((b) => !fields.has(b.name)).map((b) => b.tomlName);
+      error(
+        nf.location,
+        "map-missing",
+        `"${nf.name}" does not declare map "${field.name}" that ${formatLocation(field.location)} uses${didYouMean(name, extras)}`,
+        `add it under [functions.${nf.name}.maps]: ${field.name} = { type = "hash_map", size = 1024 } or ${field.name} = "_"`,
+        [{ ...field.location, message: `#[maps] field ${field.name}` }],
+      );
+    }
+  }
+
+  for (const [id, uses] of sizesByMap) {
+    const map = mapsById.get(id)!;
+    for (const what of ["keySize", "valueSize"] as const) {
+      const known = uses.filter((u) => u[what] !== undefined);
+      const first = known[0];
+      const other = known.find((u) => u[what] !== first?.[what]);
+      if (!first || !other) continue;
+      const label = what === "keySize" ? "key" : "value";
+      error(
+        map.location,
+        "map-size-conflict",
+        `shared map "${map.name}": "${first.nf}" uses a ${first[what]}-byte ${label} (${formatLocation(first.location)}) but "${other.nf}" uses ${other[what]} bytes (${formatLocation(other.location)})`,
+        "every NF sharing a map must use the same key and value types",
+        [
+          { ...first.location, message: `${label} of ${first.nf}` },
+          { ...other.location, message: `${label} of ${other.nf}` },
+        ],
+      );
+    }
+  }
+  return out;
+}
+
+/** The kernel's constraints on key/value sizes per map type (map creation fails otherwise). */
+function sizeProblems(type: MapType, keySize?: number, valueSize?: number): string[] {
+  const problems: string[] = [];
+  if (valueSize === 0) problems.push("the value type has size 0");
+  if (keySize === undefined) return problems;
+  if ((type === "array" || type === "percpu_array") && keySize !== 4) {
+    problems.push(`array keys must be 4 bytes (u32), the key type has ${keySize}`);
+  } else if (type === "lpm_trie" && (keySize < LPM_KEY_MIN || keySize > LPM_KEY_MAX)) {
+    problems.push(
+      `lpm-trie keys are a u32 prefix length plus 1..256 data bytes (${LPM_KEY_MIN}..${LPM_KEY_MAX} bytes), the key type has ${keySize}`,
+    );
+  } else if (keySize === 0) {
+    problems.push("the key type has size 0");
+  }
+  return problems;
+}

@@ -1,0 +1,278 @@
+import type { Diagnostic, SourceLocation } from "./diagnostics";
+import type { Chain, MapType, NfInstance, Target } from "./model";
+import { instanceUuid } from "./uuid";
+
+/**
+ * Successful tail calls the kernel allows per packet: MAX_TAIL_CALL_CNT, 33 since Linux
+ * 5.17 (which only renamed the limit all JITs already enforced: 33 calls, 34 programs).
+ */
+export const KERNEL_MAX_TAIL_CALLS = 33;
+
+export type Placement = "xdp" | "userland";
+
+/**
+ * - entry:    rx → the first NF (the root XDP program tail-calls it, or upcalls when the
+ *             entry runs in userland; see toPlacement)
+ * - tailcall: XDP NF → XDP NF (bpf_tail_call through the PROG_ARRAY)
+ * - upcall:   XDP NF → userland NF (AF_XDP redirect with metadata)
+ * - call:     userland NF → userland NF (a function call in the worker)
+ * - exit:     NF → tx / pass / drop / abort
+ */
+export type EdgeKind = "entry" | "tailcall" | "upcall" | "call" | "exit";
+
+export interface PlanEdge {
+  /** NF instance name, or "rx" */
+  from: string;
+  /** NF instance name, or an exit (tx, pass, drop, abort) */
+  to: string;
+  kind: EdgeKind;
+  /** index of the Action variant (position in `to`); 0 for the rx edge */
+  action: number;
+  /** which copy of `from` takes this edge (an NF placed in both has both) */
+  fromPlacement: Placement;
+  /** where `to` runs; absent for exits */
+  toPlacement?: Placement;
+}
+
+export interface PlanNfMap {
+  /** the #[maps] field name */
+  name: string;
+  /** PlanMap.id */
+  map: string;
+  type: MapType;
+  size: number;
+  shared: boolean;
+}
+
+export interface PlanNf {
+  name: string;
+  uuid: string;
+  xdp: boolean;
+  userland: boolean;
+  path: string;
+  disableXdp: boolean;
+  /** tail calls that lead to this NF's XDP program on its longest XDP path (entry = 1) */
+  xdpDepth?: number;
+  maps: PlanNfMap[];
+  /** one per Action variant: the target as written */
+  next: string[];
+  /** why it runs where it runs */
+  reasons: string[];
+}
+
+export interface PlanMap {
+  id: string;
+  name: string;
+  type: MapType;
+  size: number;
+  shared: boolean;
+  owner?: string;
+  users: string[];
+}
+
+export interface ChainPlan {
+  chain: string;
+  file: string;
+  entry: string;
+  maxTailCalls: number;
+  nfs: PlanNf[];
+  edges: PlanEdge[];
+  maps: PlanMap[];
+  warnings: Diagnostic[];
+}
+
+export interface PlanOptions {
+  /** tail-call budget per packet; default KERNEL_MAX_TAIL_CALLS */
+  maxTailCalls?: number;
+  /** NF build hash per instance name, mixed into the UUID (from the NF compiler) */
+  buildHashes?: ReadonlyMap<string, string>;
+  /** validation warnings to carry into the plan */
+  warnings?: readonly Diagnostic[];
+}
+
+/**
+ * Decides where each NF instance runs and classifies every edge.
+ *
+ * Rules (docs/chain-format.md "Placement"):
+ * - The root program reaches the entry NF with one tail call, so the entry has depth 1
+ *   and an NF at depth d has used d tail calls. An XDP edge u → v is a tail call while
+ *   depth(u) + 1 ≤ maxTailCalls; past that it becomes an upcall and v runs in userland.
+ * - depth(v) is the longest XDP path to v: one XDP program (one action table) serves every
+ *   path, so the deepest path decides.
+ * - `!nf` and `disable_xdp` make the edge an upcall; from a userland NF every edge is a call
+ *   (there is no way back into XDP). An NF reached both ways runs in both.
+ */
+export function planChain(chain: Chain, options: PlanOptions = {}): ChainPlan {
+  const maxTailCalls = options.maxTailCalls ?? KERNEL_MAX_TAIL_CALLS;
+  if (!Number.isInteger(maxTailCalls) || maxTailCalls < 1) {
+    throw new Error(`planChain: maxTailCalls must be a positive integer, got ${maxTailCalls}`);
+  }
+  const byName = new Map(chain.functions.map((f) => [f.name, f]));
+  const xdp = new Set<string>();
+  const userland = new Set<string>();
+  const depth = new Map<string, number>();
+  /** predecessor on the deepest XDP path, for warnings */
+  const deepestFrom = new Map<string, string>();
+  const reasons = new Map<string, string[]>();
+  const edges: PlanEdge[] = [];
+  const warnings: Diagnostic[] = [...(options.warnings ?? [])];
+  const reason = (nf: string, text: string) => {
+    const list = reasons.get(nf) ?? [];
+    if (!list.includes(text)) list.push(text);
+    reasons.set(nf, list);
+  };
+
+  const entry = chain.entry;
+  const entryNf = byName.get(entry.nf)!;
+  if (entry.upcall || entryNf.disableXdp) {
+    userland.add(entry.nf);
+    reason(entry.nf, entry.upcall ? "entry, upcalled by rx (!)" : "entry, disable_xdp");
+    edges.push({
+      from: "rx",
+      to: entry.nf,
+      kind: "entry",
+      action: 0,
+      fromPlacement: "xdp",
+      toPlacement: "userland",
+    });
+  } else {
+    xdp.add(entry.nf);
+    depth.set(entry.nf, 1);
+    reason(entry.nf, "entry (1 tail call from the root program)");
+    edges.push({
+      from: "rx",
+      to: entry.nf,
+      kind: "entry",
+      action: 0,
+      fromPlacement: "xdp",
+      toPlacement: "xdp",
+    });
+  }
+
+  const pathTo = (nf: string): string[] => {
+    const out = [nf];
+    for (let cur = deepestFrom.get(nf); cur !== undefined; cur = deepestFrom.get(cur)) out.unshift(cur);
+    return ["rx", ...out];
+  };
+
+  for (const name of topologicalOrder(chain, byName)) {
+    const nf = byName.get(name)!;
+    const placements: Placement[] = [];
+    if (xdp.has(name)) placements.push("xdp");
+    if (userland.has(name)) placements.push("userland");
+    for (const placement of placements) {
+      nf.actions.forEach((target, action) => {
+        if (target.kind === "exit") {
+          edges.push({ from: name, to: target.exit, kind: "exit", action, fromPlacement: placement });
+          return;
+        }
+        const to = target.nf;
+        const push = (kind: EdgeKind, toPlacement: Placement) =>
+          edges.push({ from: name, to, kind, action, fromPlacement: placement, toPlacement });
+        if (placement === "userland") {
+          userland.add(to);
+          reason(to, `called from userland "${name}"`);
+          push("call", "userland");
+        } else if (target.upcall) {
+          userland.add(to);
+          reason(to, `upcall from "${name}" (!${to})`);
+          push("upcall", "userland");
+        } else if (byName.get(to)!.disableXdp) {
+          userland.add(to);
+          reason(to, "disable_xdp");
+          push("upcall", "userland");
+        } else {
+          const d = depth.get(name)! + 1;
+          if (d > maxTailCalls) {
+            userland.add(to);
+            reason(to, `tail-call limit: would be tail call ${d} of at most ${maxTailCalls}`);
+            warnings.push(depthWarning(target.location, name, to, d, maxTailCalls, pathTo(name)));
+            push("upcall", "userland");
+          } else {
+            xdp.add(to);
+            if (d > (depth.get(to) ?? 0)) {
+              depth.set(to, d);
+              deepestFrom.set(to, name);
+            }
+            reason(to, `tail call from "${name}"`);
+            push("tailcall", "xdp");
+          }
+        }
+      });
+    }
+  }
+
+  const mapsById = new Map(chain.maps.map((m) => [m.id, m]));
+  const nfs: PlanNf[] = chain.functions.map((f) => {
+    const planNf: PlanNf = {
+      name: f.name,
+      uuid: instanceUuid(chain.name, f.name, options.buildHashes?.get(f.name)),
+      xdp: xdp.has(f.name),
+      userland: userland.has(f.name),
+      path: f.path,
+      disableXdp: f.disableXdp,
+      maps: f.maps.map((b) => {
+        const m = mapsById.get(b.map)!;
+        return { name: b.name, map: m.id, type: m.type, size: m.size, shared: m.shared };
+      }),
+      next: f.actions.map(targetText),
+      reasons: reasons.get(f.name) ?? ["unreachable: not placed"],
+    };
+    const d = depth.get(f.name);
+    if (d !== undefined) planNf.xdpDepth = d;
+    return planNf;
+  });
+  const maps: PlanMap[] = chain.maps.map((m) => {
+    const out: PlanMap = {
+      id: m.id,
+      name: m.name,
+      type: m.type,
+      size: m.size,
+      shared: m.shared,
+      users: [...m.users],
+    };
+    if (m.owner) out.owner = m.owner;
+    return out;
+  });
+  return { chain: chain.name, file: chain.file, entry: entry.nf, maxTailCalls, nfs, edges, maps, warnings };
+}
+
+function depthWarning(
+  location: SourceLocation,
+  from: string,
+  to: string,
+  depth: number,
+  max: number,
+  path: string[],
+): Diagnostic {
+  const shown = path.length > 6 ? [...path.slice(0, 3), "…", ...path.slice(-2)] : path;
+  return {
+    severity: "warning",
+    ...location,
+    code: "tail-call-limit",
+    message:
+      `"${to}" runs in userland: reaching it from "${from}" would be tail call ${depth}, ` +
+      `but the kernel allows ${max} tail calls per packet (MAX_TAIL_CALL_CNT; the root program's call ` +
+      `to the entry NF counts as one). Path: ${[...shown, to].join(" → ")}. ` +
+      `"${from}" upcalls to AF_XDP and "${to}" and everything after it run in userland.`,
+    hint: "shorten the XDP part of the chain, or accept the userland tail (slower)",
+  };
+}
+
+export function targetText(t: Target): string {
+  return t.kind === "exit" ? t.exit : `${t.upcall ? "!" : ""}${t.nf}`;
+}
+
+/** NFs reachable from the entry, every NF after all its predecessors (the chain is acyclic). */
+function topologicalOrder(chain: Chain, byName: Map<string, NfInstance>): string[] {
+  const order: string[] = [];
+  const seen = new Set<string>();
+  const visit = (name: string) => {
+    if (seen.has(name)) return;
+    seen.add(name);
+    for (const t of byName.get(name)?.actions ?? []) if (t.kind === "nf") visit(t.nf);
+    order.push(name);
+  };
+  visit(chain.entry.nf);
+  return order.reverse();
+}

@@ -1,0 +1,36 @@
+import { z } from "zod";
+
+/** File names inside a device bundle (`galette device enroll --out DIR`). Other tools rely on them. */
+export const BUNDLE_FILES = {
+  cert: "device.crt",
+  key: "device.key",
+  ca: "ca.crt",
+  config: "agent.json",
+} as const;
+
+/**
+ * `agent.json`, the agent's config (`galette-agent --config FILE`). Relative paths are
+ * resolved against the directory holding the file, so a bundle can be copied anywhere.
+ */
+export const AgentConfig = z.object({
+  /** e.g. https://10.0.0.1:8443 — the controller's device API */
+  controllerUrl: z.url({ protocol: /^https$/, error: "controllerUrl must be an https:// URL" }),
+  /** the device name enrolled (= the certificate's CN) */
+  device: z.string().min(1),
+  certFile: z.string().min(1).default("device.crt"),
+  keyFile: z.string().min(1).default("device.key"),
+  caFile: z.string().min(1).default("ca.crt"),
+  /** network interface the chain attaches to; set by the operator on the device */
+  interface: z.string().min(1).optional(),
+  /** where the agent caches its last good assignment and artifacts */
+  dataDir: z.string().min(1).default("/var/lib/galette-agent"),
+  pollIntervalSeconds: z.number().positive().default(30),
+  statusIntervalSeconds: z.number().positive().default(10),
+  workerThreads: z.number().int().positive().default(1),
+  /** busy-poll AF_XDP sockets (lowest latency, burns a core) instead of blocking poll() */
+  busyPoll: z.boolean().default(false),
+  /** hold the ws notification channel; polling alone still converges when false */
+  websocket: z.boolean().default(true),
+});
+export type AgentConfig = z.infer<typeof AgentConfig>;
+export type AgentConfigInput = z.input<typeof AgentConfig>;

@@ -1,0 +1,165 @@
+import { z } from "zod";
+import { CpuTriple, MapEntry, MapType, Name, Sha256Digest, Uuid } from "./common";
+
+/** Where a packet ends when an NF returns an Action bound to a verdict. */
+export const EXITS = ["tx", "pass", "drop", "abort"] as const;
+export const Exit = z.enum(EXITS);
+export type Exit = z.infer<typeof Exit>;
+
+/**
+ * How control moves along an edge of the chain graph.
+ * - entry:    rx → the first NF (actionIndex null)
+ * - tailcall: XDP NF → XDP NF through the PROG_ARRAY
+ * - upcall:   XDP NF → userland NF (AF_XDP with 8 bytes of metadata); no way back to XDP
+ * - userland: userland NF → userland NF, run to completion in the worker
+ * - exit:     NF → verdict (tx/pass/drop/abort)
+ */
+export const EdgeKind = z.enum(["entry", "tailcall", "upcall", "userland", "exit"]);
+export type EdgeKind = z.infer<typeof EdgeKind>;
+
+/**
+ * One edge of the assignment graph. `from` is "rx" or an NF instance UUID; `to` is an NF
+ * instance UUID or an exit. `actionIndex` is the position of the Action variant in the
+ * source NF's enum (the slot in its action array map); null only for the entry edge.
+ */
+export const AssignmentEdge = z.object({
+  from: z.union([z.literal("rx"), Uuid]),
+  to: z.union([Uuid, Exit]),
+  kind: EdgeKind,
+  actionIndex: z.number().int().nonnegative().nullable(),
+});
+export type AssignmentEdge = z.infer<typeof AssignmentEdge>;
+
+/** A BPF map the agent creates once per chain; XDP and userland NFs share it by fd. */
+export const MapSpec = z.object({
+  /** unique in the chain: the shared map's name, or `<instance>.<field>` for an owned map */
+  id: z.string().min(1),
+  /** canonical snake_case name = the #[maps] field it binds to */
+  name: z.string().min(1),
+  type: MapType,
+  keySize: z.number().int().positive(),
+  valueSize: z.number().int().positive(),
+  maxEntries: z.number().int().positive().max(0xffff_ffff),
+  shared: z.boolean(),
+  /** the NF instance owning an inline (non-shared) map */
+  owner: Uuid.optional(),
+});
+export type MapSpec = z.infer<typeof MapSpec>;
+
+/** A content-addressed artifact the agent downloads from GET /v1/device/artifacts/:digest and verifies. */
+export const ArtifactRef = z.object({
+  digest: Sha256Digest,
+  size: z.number().int().nonnegative(),
+});
+export type ArtifactRef = z.infer<typeof ArtifactRef>;
+
+/** One NF instance of the assigned chain. The UUID is stable while the NF build and position are unchanged. */
+export const AssignedNf = z.object({
+  uuid: Uuid,
+  /** the instance's name in the chain TOML ([functions.NAME]) */
+  instance: z.string().min(1),
+  /** the crate (published NF) it runs */
+  nf: Name,
+  /** build hash of the NF (source + toolchain); empty until built */
+  buildHash: z.string(),
+  /** runs in XDP (has a BPF program) */
+  xdp: z.boolean(),
+  /** runs (also) in the userland worker (native library) */
+  userland: z.boolean(),
+  /** the Action enum's variant count = the length of its action array */
+  actionCount: z.number().int().nonnegative(),
+  /** the #[maps] fields in order, each bound to a MapSpec.id */
+  maps: z.array(z.object({ field: z.string().min(1), map: z.string().min(1) })),
+  artifacts: z.object({
+    /** present when xdp */
+    bpfObject: ArtifactRef.optional(),
+    /** for the device's CPU triple; present when userland and built for that triple */
+    native: ArtifactRef.optional(),
+  }),
+});
+export type AssignedNf = z.infer<typeof AssignedNf>;
+
+export const AssignedChain = z.object({
+  name: Name,
+  /** monotonically increasing per chain name; each push stores a new version */
+  version: z.number().int().positive(),
+  nfs: z.array(AssignedNf),
+  edges: z.array(AssignmentEdge),
+  maps: z.array(MapSpec),
+  /** entries operators set through the controller, applied by the agent after the maps exist */
+  mapEntries: z.array(z.object({ map: z.string().min(1), entries: z.array(MapEntry) })),
+});
+export type AssignedChain = z.infer<typeof AssignedChain>;
+
+/**
+ * Body of GET /v1/device/assignment. Sent with an ETag (the sha256 of this body); a
+ * request with a matching If-None-Match gets 304. `chain` is null for an enrolled device
+ * that has no chain assigned yet.
+ */
+export const DeviceAssignment = z.object({
+  protocolVersion: z.number().int().positive(),
+  device: Name,
+  /** the triple the native artifacts were chosen for; absent until the device states its CPU */
+  triple: CpuTriple.optional(),
+  chain: AssignedChain.nullable(),
+});
+export type DeviceAssignment = z.infer<typeof DeviceAssignment>;
+
+/**
+ * Query of GET /v1/device/assignment: `arch` is the device's `uname -m`, so the first
+ * request already gets the native artifacts for its CPU (otherwise the last reported one is used).
+ */
+export const AssignmentQuery = z.object({ arch: z.string().min(1).max(32).optional() });
+
+export const DeviceState = z.enum(["idle", "installing", "converged", "error", "offline-cache"]);
+export type DeviceState = z.infer<typeof DeviceState>;
+
+export const DeviceError = z.object({
+  message: z.string().min(1),
+  /** ISO-8601 time the agent saw it */
+  at: z.string().min(1),
+  nf: Uuid.optional(),
+});
+export type DeviceError = z.infer<typeof DeviceError>;
+
+export const NfCounters = z.object({
+  uuid: Uuid,
+  instance: z.string().optional(),
+  /** counter name → value, e.g. packets, bytes, drops, upcalls */
+  counters: z.record(z.string().min(1), z.number().nonnegative()),
+});
+export type NfCounters = z.infer<typeof NfCounters>;
+
+/** Body of POST /v1/device/status (answered 204). */
+export const DeviceStatusReport = z.object({
+  protocolVersion: z.number().int().positive(),
+  agentVersion: z.string().min(1).max(64),
+  /** `uname -m` */
+  arch: z.string().min(1).max(32),
+  /** `uname -r` */
+  kernelVersion: z.string().min(1).max(128),
+  /** what is live on the interface now (null when nothing is installed) */
+  installed: z
+    .object({ chain: Name, version: z.number().int().positive(), etag: z.string().optional() })
+    .nullable(),
+  state: DeviceState,
+  errors: z.array(DeviceError).max(100),
+  counters: z.array(NfCounters).max(1024),
+});
+export type DeviceStatusReport = z.infer<typeof DeviceStatusReport>;
+
+/** Messages the controller sends on ws /v1/device/notifications. The agent sends nothing. */
+export const DeviceNotification = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("hello"), protocolVersion: z.number().int().positive(), device: Name }),
+  /** the assignment's ETag changed: GET it now */
+  z.object({ type: z.literal("assignment-changed"), etag: z.string() }),
+]);
+export type DeviceNotification = z.infer<typeof DeviceNotification>;
+
+/** Device API paths, so the agent and the server agree by construction. */
+export const DEVICE_ROUTES = {
+  assignment: "/v1/device/assignment",
+  artifact: (digest: string) => `/v1/device/artifacts/${digest}`,
+  status: "/v1/device/status",
+  notifications: "/v1/device/notifications",
+} as const;

@@ -1,0 +1,103 @@
+import { describe, expect, it } from "vitest";
+import {
+  AgentConfig,
+  AssignChainRequest,
+  DeviceAssignment,
+  DeviceNotification,
+  DeviceStatusReport,
+  describeZodError,
+  PROTOCOL_VERSION,
+  SetMapEntriesRequest,
+  tripleForMachine,
+} from "../src/index";
+
+const uuid = "6c0a6f1e-3b1d-4f5e-9a57-2f4d1c8e0b7a";
+
+describe("protocol schemas", () => {
+  it("accepts an assignment graph and rejects an edge to an unknown kind of endpoint", () => {
+    const assignment = {
+      protocolVersion: PROTOCOL_VERSION,
+      device: "pi-1",
+      triple: "aarch64-unknown-linux-gnu",
+      chain: {
+        name: "security",
+        version: 3,
+        nfs: [
+          {
+            uuid,
+            instance: "macswap",
+            nf: "macswap",
+            buildHash: "",
+            xdp: true,
+            userland: false,
+            actionCount: 1,
+            maps: [],
+            artifacts: { bpfObject: { digest: "a".repeat(64), size: 10 } },
+          },
+        ],
+        edges: [
+          { from: "rx", to: uuid, kind: "entry", actionIndex: null },
+          { from: uuid, to: "tx", kind: "exit", actionIndex: 0 },
+        ],
+        maps: [],
+        mapEntries: [],
+      },
+    };
+    expect(DeviceAssignment.parse(assignment)).toEqual(assignment);
+    const bad = structuredClone(assignment);
+    (bad.chain.edges[1] as { to: string }).to = "elsewhere";
+    const result = DeviceAssignment.safeParse(bad);
+    expect(result.success).toBe(false);
+    expect(describeZodError(result.error!).join("\n")).toContain("chain.edges.1.to");
+  });
+
+  it("requires devices or a selector in an assign request, naming the key", () => {
+    const result = AssignChainRequest.safeParse({ chain: "security" });
+    expect(result.success).toBe(false);
+    expect(describeZodError(result.error!)[0]).toMatch(/^devices: give devices/);
+    expect(AssignChainRequest.parse({ chain: "security", selector: { role: "edge" } }).selector).toEqual({
+      role: "edge",
+    });
+  });
+
+  it("rejects odd-length or uppercase hex in map entries", () => {
+    expect(SetMapEntriesRequest.safeParse({ set: [{ key: "abc", value: "00" }] }).success).toBe(false);
+    expect(SetMapEntriesRequest.safeParse({ set: [{ key: "AB", value: "00" }] }).success).toBe(false);
+    expect(SetMapEntriesRequest.safeParse({}).success).toBe(false);
+    expect(SetMapEntriesRequest.parse({ delete: ["0a000001"] }).set).toEqual([]);
+  });
+
+  it("parses status reports and notifications", () => {
+    expect(
+      DeviceStatusReport.parse({
+        protocolVersion: 1,
+        agentVersion: "0.1.0",
+        arch: "armv7l",
+        kernelVersion: "6.1.0-rpi",
+        installed: null,
+        state: "idle",
+        errors: [],
+        counters: [{ uuid, counters: { packets: 5 } }],
+      }).counters[0]!.counters.packets,
+    ).toBe(5);
+    expect(DeviceNotification.parse({ type: "assignment-changed", etag: '"x"' }).type).toBe(
+      "assignment-changed",
+    );
+    expect(DeviceNotification.safeParse({ type: "reboot" }).success).toBe(false);
+  });
+
+  it("maps uname -m to build triples", () => {
+    expect(tripleForMachine("armv7l")).toBe("armv7-unknown-linux-gnueabihf");
+    expect(tripleForMachine("aarch64")).toBe("aarch64-unknown-linux-gnu");
+    expect(tripleForMachine("mips")).toBeUndefined();
+  });
+
+  it("fills agent config defaults and refuses plain http", () => {
+    const config = AgentConfig.parse({ controllerUrl: "https://127.0.0.1:8443", device: "pi-1" });
+    expect(config.certFile).toBe("device.crt");
+    expect(config.pollIntervalSeconds).toBe(30);
+    expect(AgentConfig.safeParse({ controllerUrl: "http://127.0.0.1:8443", device: "pi-1" }).success).toBe(
+      false,
+    );
+  });
+});

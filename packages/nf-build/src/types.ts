@@ -20,6 +20,8 @@ export interface NfMapField {
   value: RustType;
   /** optional map type given in the source (e.g. #[map(type = "lpm-trie", size = 1024)]) */
   mapType?: string;
+  /** max entries from #[map(size = N)], if given in the source */
+  maxEntries?: number;
   location: SourceLocation;
 }
 
@@ -42,4 +44,21 @@ export interface NfAnalysis {
   actions: NfActionVariant[];
   /** true if the crate is not #![no_std] (userland-only NF; must be disable_xdp) */
   usesStd: boolean;
+  /** non-fatal findings of the analyser (e.g. a key/value type whose size cannot be computed) */
+  warnings?: NfDiagnostic[];
+}
+
+/** One finding of the NF analyser; the same shape as @galette/chain's Diagnostic so the two merge. */
+export interface NfDiagnostic {
+  severity: "error" | "warning";
+  file: string;
+  /** 1-based */
+  line: number;
+  /** 1-based */
+  column: number;
+  /** stable machine-readable code, e.g. "nf-no-packet-fn" */
+  code: string;
+  message: string;
+  /** what to do about it */
+  hint?: string;
 }

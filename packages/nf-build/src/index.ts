@@ -1,0 +1,3 @@
+export * from "./analyze";
+export * from "./interfaces";
+export * from "./types";

@@ -136,6 +136,11 @@ interface ShapeContext {
 class ChainValidator {
   readonly diagnostics: Diagnostic[] = [];
   private readonly functionNames: string[] = [];
+  /** every [maps.X] written, valid or not (canonical names), to avoid cascading errors */
+  private readonly declaredSharedMaps = new Set<string>();
+  /** functions that have a [[links]] entry, valid or not */
+  private readonly linkedFunctions = new Set<string>();
+  private linksMalformed = false;
 
   constructor(
     private readonly raw: Record<string, unknown>,
@@ -246,7 +251,8 @@ class ChainValidator {
     const functionsRaw = isTable(this.raw.functions) ? this.raw.functions : {};
     const sharedRaw = isTable(this.raw.maps) ? this.raw.maps : {};
     const linksRaw = Array.isArray(this.raw.links) ? this.raw.links : [];
-    this.functionNames.push(...Object.keys(functionsRaw));
+    this.functionNames.push(...Object.keys(functionsRaw).filter((n) => !RESERVED_NAMES.has(n)));
+    this.linksMalformed = this.raw.links !== undefined && !Array.isArray(this.raw.links);
 
     const sharedMaps = this.sharedMaps(sharedRaw);
     const functions = this.functions(functionsRaw, sharedMaps);
@@ -289,6 +295,7 @@ class ChainValidator {
       const path = ["maps", tomlName];
       if (!this.mapName(tomlName, path, "[maps]")) continue;
       const name = canonicalMapName(tomlName);
+      this.declaredSharedMaps.add(name);
       const earlier = out.get(name);
       if (earlier) {
         this.duplicateMap(path, tomlName, earlier.location, "[maps]");
@@ -359,6 +366,7 @@ class ChainValidator {
           `"${name}" cannot name a function: rx, tx, pass, drop and abort are reserved`,
           'rename the instance and set path = "nf-examples/..." to keep using the crate',
         );
+        continue;
       } else if (!INSTANCE_NAME.test(name)) {
         this.error(
           this.at(path),
@@ -430,6 +438,7 @@ class ChainValidator {
           continue;
         }
         const shared = sharedMaps.get(name);
+        if (!shared && this.declaredSharedMaps.has(name)) continue; // its own error is reported
         if (!shared) {
           this.error(
             this.at(path, "value"),
@@ -469,6 +478,7 @@ class ChainValidator {
         this.error(this.at(path, "value"), "invalid-type", `links entry #${i + 1} must be a table`);
         return;
       }
+      if (typeof body.from === "string") this.linkedFunctions.add(body.from);
       if (!this.checkShape(LinkShape, body, path, { knownKeys: LINK_KEYS, hints: linkHints })) return;
       const from = body.from as string;
       const fromLocation = this.at([...path, "from"], "value");
@@ -519,7 +529,7 @@ class ChainValidator {
       result.byFrom.set(from, link);
     });
 
-    if (rxLinks.length === 0) {
+    if (rxLinks.length === 0 && !this.linkedFunctions.has("rx") && !this.linksMalformed) {
       const where = this.index.hasKey(["links"]) ? this.at(["links"]) : this.at([]);
       this.error(
         where,
@@ -597,6 +607,7 @@ class ChainValidator {
   ): void {
     for (const { instance } of functions) {
       const link = links.byFrom.get(instance.name);
+      if (!link && (this.linkedFunctions.has(instance.name) || this.linksMalformed)) continue; // reported already
       if (!link) {
         this.error(
           instance.location,
@@ -610,7 +621,9 @@ class ChainValidator {
       instance.linkLocation = link.toLocation;
     }
     this.cycles(links);
-    if (links.rx)
+    // an unknown target usually explains an "unreachable" function: don't pile on
+    const targetErrors = this.diagnostics.some((d) => d.code === "unknown-target");
+    if (links.rx && !targetErrors)
       this.unreachable(
         functions.map((f) => f.instance),
         links,

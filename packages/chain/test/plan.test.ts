@@ -1,0 +1,177 @@
+import { describe, expect, it } from "vitest";
+import { type ChainPlan, instanceUuid, KERNEL_MAX_TAIL_CALLS, parseChain, planChain } from "../src/index";
+
+function plan(src: string, maxTailCalls?: number): ChainPlan {
+  const { chain, diagnostics } = parseChain(src, "p.toml");
+  if (!chain) throw new Error(diagnostics.map((d) => d.message).join("\n"));
+  return planChain(chain, { maxTailCalls, warnings: diagnostics });
+}
+
+/** a line of n NFs, each `to = [next, drop]`, last → tx */
+function line(n: number): string {
+  const names = Array.from({ length: n }, (_, i) => `n${i + 1}`);
+  let src = names.map((x) => `[functions.${x}]\npath = "nf-examples/decrement-ttl"\n`).join("");
+  src += `[[links]]\nfrom = "rx"\nto = ["n1"]\n`;
+  names.forEach((x, i) => {
+    src += `[[links]]\nfrom = "${x}"\nto = ["${names[i + 1] ?? "tx"}", "drop"]\n`;
+  });
+  return src;
+}
+
+const place = (p: ChainPlan, nf: string) => {
+  const n = p.nfs.find((x) => x.name === nf)!;
+  return { xdp: n.xdp, userland: n.userland };
+};
+const edge = (p: ChainPlan, from: string, to: string) =>
+  p.edges.filter((e) => e.from === from && e.to === to);
+
+describe("planChain", () => {
+  it("uses the kernel's 33 tail calls", () => {
+    expect(KERNEL_MAX_TAIL_CALLS).toBe(33);
+  });
+
+  it("keeps an NF at the depth limit in XDP and moves the next one to userland, with a warning", () => {
+    const p = plan(line(KERNEL_MAX_TAIL_CALLS + 1));
+    expect(place(p, "n33")).toEqual({ xdp: true, userland: false });
+    expect(p.nfs.find((n) => n.name === "n33")!.xdpDepth).toBe(33);
+    expect(place(p, "n34")).toEqual({ xdp: false, userland: true });
+    expect(edge(p, "n32", "n33")).toEqual([expect.objectContaining({ kind: "tailcall" })]);
+    expect(edge(p, "n33", "n34")).toEqual([
+      expect.objectContaining({ kind: "upcall", fromPlacement: "xdp", toPlacement: "userland", action: 0 }),
+    ]);
+    expect(p.warnings).toHaveLength(1);
+    expect(p.warnings[0]).toMatchObject({ code: "tail-call-limit", severity: "warning" });
+    expect(p.warnings[0]!.message).toContain('"n34" runs in userland');
+    expect(p.warnings[0]!.message).toContain("would be tail call 34");
+    expect(p.warnings[0]!.message).toContain("allows 33 tail calls per packet");
+  });
+
+  it("fits exactly 33 NFs in XDP without warnings", () => {
+    const p = plan(line(33));
+    expect(p.nfs.every((n) => n.xdp && !n.userland)).toBe(true);
+    expect(p.warnings).toEqual([]);
+  });
+
+  it("honours a smaller budget and keeps everything after the limit in userland", () => {
+    const p = plan(line(6), 3);
+    expect(p.nfs.map((n) => (n.xdp ? "x" : "u")).join("")).toBe("xxxuuu");
+    expect(edge(p, "n4", "n5")[0]!.kind).toBe("call");
+    expect(edge(p, "n6", "tx")[0]).toMatchObject({ kind: "exit", fromPlacement: "userland" });
+  });
+
+  it("classifies entry, tailcall, upcall, call and exit edges", () => {
+    const p = plan(`
+[functions.a]
+[functions.b]
+[functions.c]
+disable_xdp = true
+[functions.d]
+[[links]]
+from = "rx"
+to = ["a"]
+[[links]]
+from = "a"
+to = ["b", "drop"]
+[[links]]
+from = "b"
+to = ["c", "tx"]
+[[links]]
+from = "c"
+to = ["d"]
+[[links]]
+from = "d"
+to = ["pass"]
+`);
+    expect(p.edges).toEqual([
+      { from: "rx", to: "a", kind: "entry", action: 0, fromPlacement: "xdp", toPlacement: "xdp" },
+      { from: "a", to: "b", kind: "tailcall", action: 0, fromPlacement: "xdp", toPlacement: "xdp" },
+      { from: "a", to: "drop", kind: "exit", action: 1, fromPlacement: "xdp" },
+      { from: "b", to: "c", kind: "upcall", action: 0, fromPlacement: "xdp", toPlacement: "userland" },
+      { from: "b", to: "tx", kind: "exit", action: 1, fromPlacement: "xdp" },
+      { from: "c", to: "d", kind: "call", action: 0, fromPlacement: "userland", toPlacement: "userland" },
+      { from: "d", to: "pass", kind: "exit", action: 0, fromPlacement: "userland" },
+    ]);
+    expect(place(p, "c")).toEqual({ xdp: false, userland: true });
+    expect(place(p, "d")).toEqual({ xdp: false, userland: true });
+  });
+
+  it("places an NF reached both in XDP and through an upcall in both", () => {
+    const p = plan(`
+[functions.split]
+[functions.shared]
+[[links]]
+from = "rx"
+to = ["split"]
+[[links]]
+from = "split"
+to = ["shared", "!shared"]
+[[links]]
+from = "shared"
+to = ["tx"]
+`);
+    expect(place(p, "shared")).toEqual({ xdp: true, userland: true });
+    expect(edge(p, "shared", "tx").map((e) => e.fromPlacement)).toEqual(["xdp", "userland"]);
+  });
+
+  it("uses the longest XDP path to an NF for its depth", () => {
+    // d is reachable at depth 2 (a → d) and depth 3 (a → b → d); with 2 tail calls d must go to userland
+    const p = plan(
+      `
+[functions.a]
+[functions.b]
+[functions.d]
+[[links]]
+from = "rx"
+to = ["a"]
+[[links]]
+from = "a"
+to = ["d", "b"]
+[[links]]
+from = "b"
+to = ["d"]
+[[links]]
+from = "d"
+to = ["tx"]
+`,
+      2,
+    );
+    expect(place(p, "d")).toEqual({ xdp: true, userland: true });
+    expect(edge(p, "a", "d")[0]!.kind).toBe("tailcall");
+    expect(edge(p, "b", "d")[0]!.kind).toBe("upcall");
+  });
+
+  it("puts a disable_xdp or upcalled entry in userland", () => {
+    const src = (entry: string, extra: string) =>
+      `[functions.e]\n${extra}[[links]]\nfrom = "rx"\nto = ["${entry}"]\n[[links]]\nfrom = "e"\nto = ["tx"]\n`;
+    for (const p of [plan(src("e", "disable_xdp = true\n")), plan(src("!e", ""))]) {
+      expect(place(p, "e")).toEqual({ xdp: false, userland: true });
+      expect(p.edges[0]).toMatchObject({ from: "rx", kind: "entry", toPlacement: "userland" });
+    }
+  });
+
+  it("gives each instance its UUID, with the build hash when known, and lists maps", () => {
+    const src = `[functions.m.maps]\ncounters = { type = "array", size = 1 }\n[[links]]\nfrom = "rx"\nto = ["m"]\n[[links]]\nfrom = "m"\nto = ["tx"]\n`;
+    const { chain } = parseChain(src, "chains/mac.toml");
+    const p = planChain(chain!, { buildHashes: new Map([["m", "h1"]]) });
+    expect(p.nfs[0]!.uuid).toBe(instanceUuid("mac", "m", "h1"));
+    expect(p.nfs[0]!.maps).toEqual([
+      { name: "counters", map: "m.counters", type: "array", size: 1, shared: false },
+    ]);
+    expect(p.maps).toEqual([
+      { id: "m.counters", name: "counters", type: "array", size: 1, shared: false, owner: "m", users: ["m"] },
+    ]);
+  });
+
+  it("leaves unreachable NFs unplaced and carries the validation warning", () => {
+    const p = plan(
+      `[functions.a]\n[functions.b]\n[[links]]\nfrom = "rx"\nto = ["a"]\n[[links]]\nfrom = "a"\nto = ["tx"]\n[[links]]\nfrom = "b"\nto = ["tx"]\n`,
+    );
+    expect(place(p, "b")).toEqual({ xdp: false, userland: false });
+    expect(p.warnings.map((w) => w.code)).toEqual(["unreachable"]);
+  });
+
+  it("rejects a nonsensical tail-call budget", () => {
+    const { chain } = parseChain(line(1), "x.toml");
+    expect(() => planChain(chain!, { maxTailCalls: 0 })).toThrow(/maxTailCalls/);
+  });
+});

@@ -1,5 +1,132 @@
+/**
+ * `galette nf ...`: build NF crates into XDP objects and native libraries (`nf build`) and
+ * show what the analyser sees in them (`nf inspect`, in nf-inspect.ts).
+ */
+import path from "node:path";
+import {
+  buildNfs,
+  NfBuildError,
+  type NfBuildResult,
+  type ProgressEvent,
+  parseTargets,
+  TARGETS,
+  type Target,
+} from "@galette/nf-build";
 import type { Command } from "commander";
+import { registerNfInspect } from "./nf-inspect";
 
-export function registerNfCommands(_program: Command): void {
-  // filled in by the issue that owns the `nf` commands
+interface BuildFlags {
+  target?: string;
+  allTargets?: boolean;
+  out?: string;
+  json?: boolean;
+  jobs?: string;
+}
+
+/** The `--json` output of `galette nf build`. */
+export interface NfBuildJson {
+  nfs: Array<{
+    name: string;
+    hash: string;
+    crateDir: string;
+    manifest: string;
+    variants: string[];
+    artifacts: Array<{
+      target: Target;
+      triple: string;
+      file: string;
+      sha256: string;
+      size: number;
+      cached: boolean;
+    }>;
+    skipped: Array<{ target: Target; reason: string }>;
+  }>;
+}
+
+export function buildJson(results: NfBuildResult[]): NfBuildJson {
+  return {
+    nfs: results.map((r) => ({
+      name: r.name,
+      hash: r.hash,
+      crateDir: r.crateDir,
+      manifest: r.manifestFile,
+      variants: r.manifest.variants,
+      artifacts: r.artifacts.map((a) => ({
+        target: a.target,
+        triple: a.triple,
+        file: a.file,
+        sha256: a.sha256,
+        size: a.size,
+        cached: a.cached,
+      })),
+      skipped: r.skipped,
+    })),
+  };
+}
+
+const rel = (p: string) => {
+  const r = path.relative(process.cwd(), p);
+  return r && !r.startsWith("..") ? r : p;
+};
+
+export function registerNfCommands(program: Command): void {
+  const nf = program.command("nf").description("Build and inspect network function crates");
+
+  nf.command("build")
+    .description(
+      "Compile NF crates to an XDP object (<hash>.bpf.o) and native libraries (<hash>.<triple>.so)",
+    )
+    .argument("<crate-dirs...>", "NF crate directories (each with Cargo.toml and src/lib.rs)")
+    .option("--target <list>", `comma-separated targets: ${TARGETS.join(",")}`, "bpf,x86_64")
+    .option("--all-targets", "build every target")
+    .option("--out <dir>", "also copy artifacts and manifests into this directory")
+    .option("--json", "print the result as JSON on stdout")
+    .option("-j, --jobs <n>", "parallel compilations (default: number of CPUs)")
+    .action(async (crateDirs: string[], flags: BuildFlags) => {
+      try {
+        const targets = flags.allTargets ? [...TARGETS] : parseTargets(flags.target ?? "bpf,x86_64");
+        let jobs: number | undefined;
+        if (flags.jobs !== undefined) {
+          jobs = Number(flags.jobs);
+          if (!Number.isInteger(jobs) || jobs < 1)
+            throw new NfBuildError(`--jobs must be a positive integer, got "${flags.jobs}"`);
+        }
+        const tty = process.stderr.isTTY === true;
+        const onProgress = tty
+          ? (e: ProgressEvent) => {
+              if (e.state === "start") return;
+              process.stderr.write(`\r\x1b[K[${e.done}/${e.total}] ${e.nf} ${e.target}: ${e.state}`);
+              if (e.done === e.total) process.stderr.write("\n");
+            }
+          : undefined;
+        const results = await buildNfs(crateDirs, {
+          targets,
+          ...(flags.out ? { outDir: path.resolve(flags.out) } : {}),
+          ...(jobs ? { jobs } : {}),
+          ...(onProgress ? { onProgress } : {}),
+        });
+        if (flags.json) {
+          process.stdout.write(`${JSON.stringify(buildJson(results), null, 2)}\n`);
+          return;
+        }
+        for (const r of results) {
+          process.stdout.write(`${r.name} ${r.hash} (${r.manifest.variants.join(", ")})\n`);
+          for (const a of r.artifacts)
+            process.stdout.write(
+              `  ${a.target.padEnd(8)} ${rel(a.file)} ${a.size} B${a.cached ? " (cached)" : ""}\n`,
+            );
+          for (const s of r.skipped) process.stdout.write(`  ${s.target.padEnd(8)} skipped: ${s.reason}\n`);
+        }
+      } catch (err) {
+        // Build errors are for the NF author: the message, never a stack trace.
+        if (err instanceof Error && (err instanceof NfBuildError || err.name === "NfAnalysisError")) {
+          process.stderr.write(`galette nf build: ${err.message}\n`);
+          process.exitCode = 1;
+          return;
+        }
+        throw err;
+      }
+    });
+
+  registerNfInspect(nf);
 }

@@ -1,0 +1,745 @@
+/**
+ * The NF compiler: turns NF crates into `<hash>.bpf.o` (XDP) and `<hash>.<triple>.so`
+ * (native, for AF_XDP workers) through rustc-web, clang-22 and LLVM 22 (TOOLCHAIN.md), with a
+ * content-addressed artifact cache: a warm rebuild runs no compiler.
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import path from "node:path";
+import { parse as parseToml } from "smol-toml";
+import { analyzeNf } from "./analyze";
+import { NfBuildError } from "./errors";
+import {
+  ABI_VERSION,
+  GLUE_VERSION,
+  generateBpfGlue,
+  generateNativeGlue,
+  generateShim,
+  type MapOverride,
+  type MapSpec,
+  resolveMaps,
+} from "./glue";
+import {
+  ABI_INCLUDE_DIR,
+  CLANG,
+  cacheDir,
+  ensureSysroot,
+  LLC,
+  LLVM_LINK,
+  LLVM_NM,
+  NF_CRATE_ROOT,
+  OPT,
+  RUSTC,
+  runTool,
+  SYSROOT_SCRIPT,
+  sha256,
+  TARGET_INFO,
+  type Target,
+  toolchainVersions,
+} from "./toolchain";
+import type { NfAnalysis } from "./types";
+import { explainUndefinedSymbols } from "./undefined";
+
+/** Bump when compiler flags change: part of every cache key. */
+const FLAGS_VERSION = "1";
+
+export interface BuildOptions {
+  targets: Target[];
+  /** copy artifacts and manifests here too (default: only the cache) */
+  outDir?: string;
+  /** map type/size per NF crate dir (resolved path) and #[maps] field, e.g. from a chain */
+  mapOverrides?: Record<string, MapOverride>;
+  /** parallel jobs (default: os.availableParallelism()) */
+  jobs?: number;
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+export interface ProgressEvent {
+  nf: string;
+  target: Target;
+  state: "start" | "done" | "cached" | "skipped" | "failed";
+  done: number;
+  total: number;
+}
+
+export interface ArtifactInfo {
+  target: Target;
+  triple: string;
+  /** absolute path of the artifact (in outDir when given, else in the cache) */
+  file: string;
+  sha256: string;
+  size: number;
+  /** true when it came from the cache without compiling */
+  cached: boolean;
+  /** compile time (ms) when it was built */
+  buildMs: number;
+}
+
+export interface ManifestArtifact {
+  target: Target;
+  triple: string;
+  file: string;
+  sha256: string;
+  size: number;
+  buildMs: number;
+}
+
+/** `<hash>.json` next to the artifacts. */
+export interface NfManifest {
+  name: string;
+  hash: string;
+  abiVersion: number;
+  glueVersion: string;
+  /** Action variants in order (index = the value the NF returns) */
+  variants: string[];
+  maps: MapSpec[];
+  /** true for NFs that never run in XDP (std, or [package.metadata.galette] xdp = false) */
+  userlandOnly: boolean;
+  targets: Target[];
+  artifacts: ManifestArtifact[];
+  builtAt: string;
+}
+
+export interface NfBuildResult {
+  name: string;
+  hash: string;
+  crateDir: string;
+  manifestFile: string;
+  manifest: NfManifest;
+  artifacts: ArtifactInfo[];
+  skipped: { target: Target; reason: string }[];
+}
+
+const artifactsDir = () => path.join(cacheDir(), "artifacts");
+
+export const artifactFileName = (hash: string, target: Target): string =>
+  target === "bpf" ? `${hash}.bpf.o` : `${hash}.${TARGET_INFO[target].artifactTriple}.so`;
+
+// ---------------------------------------------------------------------------------------------
+// Content hashing
+
+const SKIP_ENTRIES = new Set(["target", "Cargo.lock", "node_modules"]);
+
+/** sha256 over every file of a directory tree (relative path + bytes), build outputs excluded. */
+export async function hashTree(root: string): Promise<string> {
+  const files: string[] = [];
+  const walk = async (dir: string) => {
+    const entries = await readdir(dir, { withFileTypes: true });
+    for (const e of entries) {
+      if (e.name.startsWith(".") || SKIP_ENTRIES.has(e.name)) continue;
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) files.push(p);
+    }
+  };
+  await walk(root);
+  files.sort();
+  const parts: Buffer[] = [];
+  for (const f of files) {
+    parts.push(Buffer.from(`${path.relative(root, f)}\0`), await readFile(f), Buffer.from("\0"));
+  }
+  return sha256(Buffer.concat(parts));
+}
+
+let nfCrateHash: Promise<string> | undefined;
+const nfSourcesHash = () => {
+  nfCrateHash ??= hashTree(NF_CRATE_ROOT);
+  return nfCrateHash;
+};
+
+interface CrateInfo {
+  analysis: NfAnalysis;
+  edition: string;
+  userlandOnly: boolean;
+  crateHash: string;
+}
+
+async function readCrate(crateDir: string): Promise<CrateInfo> {
+  const analysis = await analyzeNf(crateDir);
+  const manifestPath = path.join(analysis.crateDir, "Cargo.toml");
+  const toml = parseToml(await readFile(manifestPath, "utf8")) as {
+    package?: { edition?: string; metadata?: { galette?: { xdp?: unknown } } };
+  };
+  const xdp = toml.package?.metadata?.galette?.xdp;
+  if (xdp !== undefined && typeof xdp !== "boolean")
+    throw new NfBuildError(`${manifestPath}: [package.metadata.galette] xdp must be true or false`);
+  return {
+    analysis,
+    edition: toml.package?.edition ?? "2021",
+    userlandOnly: analysis.usesStd || xdp === false,
+    crateHash: await hashTree(analysis.crateDir),
+  };
+}
+
+async function nfHash(crate: CrateInfo, maps: MapSpec[]): Promise<string> {
+  const key = {
+    glue: GLUE_VERSION,
+    flags: FLAGS_VERSION,
+    abi: await readFile(path.join(ABI_INCLUDE_DIR, "galette_abi.h"), "utf8"),
+    sysrootScript: await readFile(SYSROOT_SCRIPT, "utf8"),
+    tools: await toolchainVersions(),
+    nf: await nfSourcesHash(),
+    crate: crate.crateHash,
+    edition: crate.edition,
+    maps,
+  };
+  return sha256(JSON.stringify(key)).slice(0, 24);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The nf crate, compiled once per target and cached
+
+interface NfLib {
+  dir: string;
+  rlib: string;
+  /** bitcode of the nf crate (BPF only) */
+  bc?: string;
+}
+
+const rustEnv = { RUSTC_BOOTSTRAP: "1" };
+
+async function targetFlags(target: Target): Promise<string[]> {
+  const info = TARGET_INFO[target];
+  const sysroot = await ensureSysroot(target);
+  const flags = ["--target", info.triple, "-C", "opt-level=3", "-C", "panic=abort", "-C", "codegen-units=1"];
+  if (sysroot) flags.push("--sysroot", sysroot);
+  // BPF: v3 ISA (32-bit jumps/ALU); debuginfo gives non-inlined functions the BTF the verifier wants
+  if (target === "bpf") flags.push("-C", "target-cpu=v3", "-C", "debuginfo=2");
+  flags.push("--color", "never");
+  return flags;
+}
+
+/** Publishes a finished directory atomically; if another build won the race, keeps theirs. */
+async function publishDir(tmp: string, dest: string): Promise<void> {
+  await mkdir(path.dirname(dest), { recursive: true });
+  try {
+    await rename(tmp, dest);
+  } catch (err) {
+    if (!existsSync(dest)) throw err;
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+const scratch = (what: string) =>
+  path.join(cacheDir(), "tmp", `${what}-${process.pid}-${randomBytes(4).toString("hex")}`);
+
+let macrosBuild: Promise<string> | undefined;
+
+function ensureMacros(): Promise<string> {
+  macrosBuild ??= (async () => {
+    const key = sha256(
+      JSON.stringify([await nfSourcesHash(), (await toolchainVersions()).rustc, FLAGS_VERSION]),
+    );
+    const dir = path.join(cacheDir(), "nflib", key.slice(0, 16), "host");
+    const so = path.join(dir, "libnf_macros.so");
+    if (existsSync(so)) return so;
+    const tmp = scratch("macros");
+    await mkdir(tmp, { recursive: true });
+    await runTool(
+      RUSTC,
+      [
+        "--edition",
+        "2024",
+        "--crate-type",
+        "proc-macro",
+        "--crate-name",
+        "nf_macros",
+        "-C",
+        "opt-level=1",
+        "--color",
+        "never",
+        path.join(NF_CRATE_ROOT, "macros", "src", "lib.rs"),
+        "-o",
+        path.join(tmp, "libnf_macros.so"),
+      ],
+      { what: "compiling the nf-macros crate" },
+    );
+    await publishDir(tmp, dir);
+    return so;
+  })();
+  macrosBuild.catch(() => {
+    macrosBuild = undefined;
+  });
+  return macrosBuild;
+}
+
+const nfLibBuilds = new Map<Target, Promise<NfLib>>();
+
+function ensureNfLib(target: Target): Promise<NfLib> {
+  let p = nfLibBuilds.get(target);
+  if (!p) {
+    p = (async () => {
+      const macros = await ensureMacros();
+      const key = sha256(
+        JSON.stringify([await nfSourcesHash(), (await toolchainVersions()).rustc, FLAGS_VERSION, target]),
+      );
+      const dir = path.join(cacheDir(), "nflib", key.slice(0, 16), target);
+      const lib: NfLib = {
+        dir,
+        rlib: path.join(dir, "libnf.rlib"),
+        ...(target === "bpf" ? { bc: path.join(dir, "nf.bc") } : {}),
+      };
+      if (existsSync(lib.rlib)) return lib;
+      const tmp = scratch(`nflib-${target}`);
+      await mkdir(tmp, { recursive: true });
+      await copyFile(macros, path.join(tmp, "libnf_macros.so"));
+      const emit =
+        target === "bpf"
+          ? `--emit=link=${path.join(tmp, "libnf.rlib")},llvm-bc=${path.join(tmp, "nf.bc")}`
+          : `--emit=link=${path.join(tmp, "libnf.rlib")}`;
+      await runTool(
+        RUSTC,
+        [
+          "--edition",
+          "2024",
+          "--crate-type",
+          "rlib",
+          "--crate-name",
+          "nf",
+          ...(await targetFlags(target)),
+          "--cfg",
+          target === "bpf" ? "nf_bpf" : "nf_native",
+          "--extern",
+          `nf_macros=${path.join(tmp, "libnf_macros.so")}`,
+          path.join(NF_CRATE_ROOT, "nf", "src", "lib.rs"),
+          emit,
+        ],
+        { env: rustEnv, what: `compiling the nf crate for ${target}` },
+      );
+      await publishDir(tmp, dir);
+      return lib;
+    })();
+    nfLibBuilds.set(target, p);
+    p.catch(() => nfLibBuilds.delete(target));
+  }
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-NF, per-target compilation
+
+/** How the author's lib.rs is named to rustc: relative to the cwd when inside it, so diagnostics match what the author typed. */
+function authorPath(file: string): string {
+  const rel = path.relative(process.cwd(), file);
+  return rel && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel : file;
+}
+
+async function compileAuthorCrate(
+  crate: CrateInfo,
+  target: Target,
+  lib: NfLib,
+  dir: string,
+  emitBitcode: boolean,
+): Promise<{ rlib: string; bc?: string }> {
+  const ident = crate.analysis.name.replaceAll("-", "_");
+  const rlib = path.join(dir, `lib${ident}.rlib`);
+  const bc = path.join(dir, `${ident}.bc`);
+  try {
+    await runTool(
+      RUSTC,
+      [
+        "--edition",
+        crate.edition,
+        "--crate-type",
+        "rlib",
+        "--crate-name",
+        ident,
+        ...(await targetFlags(target)),
+        "--extern",
+        `nf=${lib.rlib}`,
+        "-L",
+        `dependency=${lib.dir}`,
+        authorPath(crate.analysis.libFile),
+        emitBitcode ? `--emit=link=${rlib},llvm-bc=${bc}` : `--emit=link=${rlib}`,
+      ],
+      { env: rustEnv, what: `rustc (${target})` },
+    );
+  } catch (err) {
+    if (err instanceof NfBuildError)
+      throw new NfBuildError(
+        `NF ${crate.analysis.name} does not compile for ${target}:\n${stripToolPrefix(err.message)}`,
+      );
+    throw err;
+  }
+  return emitBitcode ? { rlib, bc } : { rlib };
+}
+
+const stripToolPrefix = (msg: string) => msg.replace(/^[^\n]*failed \([^)]*\):\n/, "");
+
+async function compileGlue(crate: CrateInfo, target: Target, args: string[], what: string): Promise<void> {
+  try {
+    await runTool(RUSTC, args, { env: rustEnv, what });
+  } catch (err) {
+    if (err instanceof NfBuildError)
+      throw new NfBuildError(
+        `NF ${crate.analysis.name}: the generated ${target} glue does not compile against the NF. ` +
+          "Check that lib.rs has `pub fn packet(pkt: &mut Packet, maps: &Maps) -> Action` " +
+          `(or \`packet(pkt: &mut Packet)\` without #[maps]) and a fieldless Action enum:\n${stripToolPrefix(err.message)}`,
+      );
+    throw err;
+  }
+}
+
+async function buildBpf(crate: CrateInfo, maps: MapSpec[], dir: string, out: string): Promise<void> {
+  const lib = await ensureNfLib("bpf");
+  const user = await compileAuthorCrate(crate, "bpf", lib, dir, true);
+  const ident = crate.analysis.name.replaceAll("-", "_");
+  const gluePath = path.join(dir, "glue_bpf.rs");
+  const shimPath = path.join(dir, "shim.c");
+  await writeFile(gluePath, generateBpfGlue(crate.analysis, maps));
+  await writeFile(shimPath, generateShim(crate.analysis, maps));
+  const glueBc = path.join(dir, "glue.bc");
+  await compileGlue(
+    crate,
+    "bpf",
+    [
+      "--edition",
+      "2024",
+      "--crate-type",
+      "rlib",
+      "--crate-name",
+      "galette_glue",
+      ...(await targetFlags("bpf")),
+      "--extern",
+      `nf=${lib.rlib}`,
+      "--extern",
+      `${ident}=${user.rlib}`,
+      "-L",
+      `dependency=${lib.dir}`,
+      gluePath,
+      `--emit=llvm-bc=${glueBc}`,
+    ],
+    "compiling the BPF glue",
+  );
+  const shimBc = path.join(dir, "shim.bc");
+  await runTool(
+    CLANG,
+    [
+      "-target",
+      "bpfel",
+      "-mcpu=v3",
+      "-O2",
+      "-g",
+      "-I/usr/include/x86_64-linux-gnu",
+      `-I${ABI_INCLUDE_DIR}`,
+      "-emit-llvm",
+      "-c",
+      shimPath,
+      "-o",
+      shimBc,
+    ],
+    { what: "compiling the XDP shim" },
+  );
+  const linked = path.join(dir, "linked.bc");
+  const optimised = path.join(dir, "opt.bc");
+  await runTool(
+    LLVM_LINK,
+    ["--internalize", shimBc, glueBc, user.bc as string, lib.bc as string, "-o", linked],
+    {
+      what: "linking bitcode",
+    },
+  );
+  await runTool(OPT, ["-O2", linked, "-o", optimised], { what: "optimising bitcode" });
+  const { stdout } = await runTool(LLVM_NM, ["-u", "--demangle", optimised], {
+    what: "listing undefined symbols",
+  });
+  const undefinedSymbols = stdout
+    .split("\n")
+    .map((l) => l.trim().replace(/^U\s+/, ""))
+    .filter(Boolean);
+  if (undefinedSymbols.length)
+    throw new NfBuildError(explainUndefinedSymbols(crate.analysis, undefinedSymbols));
+  await runTool(LLC, ["-march=bpfel", "-mcpu=v3", "-O2", "-filetype=obj", optimised, "-o", out], {
+    what: "generating the BPF object",
+  });
+}
+
+async function buildNative(
+  crate: CrateInfo,
+  maps: MapSpec[],
+  target: Target,
+  dir: string,
+  out: string,
+): Promise<void> {
+  const lib = await ensureNfLib(target);
+  const user = await compileAuthorCrate(crate, target, lib, dir, false);
+  const ident = crate.analysis.name.replaceAll("-", "_");
+  const gluePath = path.join(dir, "glue_native.rs");
+  await writeFile(gluePath, generateNativeGlue(crate.analysis, maps));
+  const linker = TARGET_INFO[target].linker;
+  await compileGlue(
+    crate,
+    target,
+    [
+      "--edition",
+      "2024",
+      "--crate-type",
+      "cdylib",
+      "--crate-name",
+      `galette_nf_${ident}`,
+      ...(await targetFlags(target)),
+      "-C",
+      "lto",
+      ...(linker ? ["-C", `linker=${linker}`] : []),
+      "--extern",
+      `nf=${lib.rlib}`,
+      "--extern",
+      `${ident}=${user.rlib}`,
+      "-L",
+      `dependency=${lib.dir}`,
+      gluePath,
+      "-o",
+      out,
+    ],
+    `linking the ${target} library`,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestration
+
+async function fileDigest(file: string): Promise<{ sha256: string; size: number }> {
+  const data = await readFile(file);
+  return { sha256: sha256(data), size: data.length };
+}
+
+async function readManifest(file: string): Promise<NfManifest | undefined> {
+  if (!existsSync(file)) return undefined;
+  return JSON.parse(await readFile(file, "utf8")) as NfManifest;
+}
+
+async function writeAtomic(file: string, data: string | Buffer): Promise<void> {
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  await writeFile(tmp, data);
+  await rename(tmp, file);
+}
+
+/** Serialises manifest updates per hash within this process (targets finish concurrently). */
+const manifestLocks = new Map<string, Promise<unknown>>();
+function withManifestLock<T>(hash: string, fn: () => Promise<T>): Promise<T> {
+  const prev = manifestLocks.get(hash) ?? Promise.resolve();
+  const next = prev.then(fn, fn);
+  manifestLocks.set(
+    hash,
+    next.catch(() => undefined),
+  );
+  return next;
+}
+
+interface Job {
+  nf: PreparedNf;
+  target: Target;
+}
+
+interface PreparedNf {
+  crate: CrateInfo;
+  maps: MapSpec[];
+  hash: string;
+  targets: Target[];
+  skipped: { target: Target; reason: string }[];
+  artifacts: ArtifactInfo[];
+}
+
+function skipReason(crate: CrateInfo, target: Target): string | undefined {
+  if (target === "bpf" && crate.userlandOnly)
+    return crate.analysis.usesStd
+      ? "userland-only NF (uses std): no XDP build"
+      : "userland-only NF ([package.metadata.galette] xdp = false): no XDP build";
+  if (target !== "bpf" && target !== "x86_64" && crate.analysis.usesStd)
+    return `NF uses std, which is only available for x86_64 here (no std sysroot for ${TARGET_INFO[target].triple})`;
+  return undefined;
+}
+
+async function runJob(job: Job): Promise<{ artifact: ArtifactInfo; cached: boolean }> {
+  const { nf, target } = job;
+  const name = artifactFileName(nf.hash, target);
+  const cachePath = path.join(artifactsDir(), name);
+  if (existsSync(cachePath)) {
+    const d = await fileDigest(cachePath);
+    const manifest = await readManifest(path.join(artifactsDir(), `${nf.hash}.json`));
+    const buildMs = manifest?.artifacts.find((a) => a.target === target)?.buildMs ?? 0;
+    return {
+      artifact: { target, triple: TARGET_INFO[target].triple, file: cachePath, ...d, cached: true, buildMs },
+      cached: true,
+    };
+  }
+  const dir = scratch(`${nf.crate.analysis.name}-${target}`);
+  await mkdir(dir, { recursive: true });
+  const started = performance.now();
+  try {
+    const tmpOut = path.join(dir, name);
+    if (target === "bpf") await buildBpf(nf.crate, nf.maps, dir, tmpOut);
+    else await buildNative(nf.crate, nf.maps, target, dir, tmpOut);
+    await mkdir(artifactsDir(), { recursive: true });
+    await rename(tmpOut, cachePath);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  const buildMs = Math.round(performance.now() - started);
+  const d = await fileDigest(cachePath);
+  return {
+    artifact: { target, triple: TARGET_INFO[target].triple, file: cachePath, ...d, cached: false, buildMs },
+    cached: false,
+  };
+}
+
+async function updateManifest(
+  nf: PreparedNf,
+  built: ArtifactInfo[],
+): Promise<{ file: string; manifest: NfManifest }> {
+  const file = path.join(artifactsDir(), `${nf.hash}.json`);
+  return withManifestLock(nf.hash, async () => {
+    const old = await readManifest(file);
+    const byTarget = new Map<Target, ManifestArtifact>();
+    for (const a of old?.artifacts ?? [])
+      if (existsSync(path.join(artifactsDir(), a.file))) byTarget.set(a.target, a);
+    let changed = !old;
+    for (const a of built) {
+      if (a.cached && byTarget.has(a.target)) continue;
+      changed = true;
+      byTarget.set(a.target, {
+        target: a.target,
+        triple: a.triple,
+        file: path.basename(a.file),
+        sha256: a.sha256,
+        size: a.size,
+        buildMs: a.buildMs,
+      });
+    }
+    const artifacts = [...byTarget.values()].sort(
+      (a, b) => TARGET_ORDER.indexOf(a.target) - TARGET_ORDER.indexOf(b.target),
+    );
+    const manifest: NfManifest = {
+      name: nf.crate.analysis.name,
+      hash: nf.hash,
+      abiVersion: ABI_VERSION,
+      glueVersion: GLUE_VERSION,
+      variants: nf.crate.analysis.actions.map((a) => a.name),
+      maps: nf.maps,
+      userlandOnly: nf.crate.userlandOnly,
+      targets: artifacts.map((a) => a.target),
+      artifacts,
+      builtAt: changed || !old ? new Date().toISOString() : old.builtAt,
+    };
+    if (changed) {
+      await mkdir(artifactsDir(), { recursive: true });
+      await writeAtomic(file, `${JSON.stringify(manifest, null, 2)}\n`);
+    }
+    return { file, manifest };
+  });
+}
+
+const TARGET_ORDER: Target[] = ["bpf", "x86_64", "aarch64", "armv7", "riscv64"];
+
+/** Runs `fn` over `items` with at most `limit` in flight; rejects with the first error after all settle. */
+async function pool<T, R>(
+  items: T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<PromiseSettledResult<R>[]> {
+  const results: PromiseSettledResult<R>[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      try {
+        results[i] = { status: "fulfilled", value: await fn(items[i] as T) };
+      } catch (reason) {
+        results[i] = { status: "rejected", reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  return results;
+}
+
+/**
+ * Builds every crate for every target (in parallel up to the core count). Fails with an
+ * NfBuildError naming every NF/target that failed, after the others finished.
+ */
+export async function buildNfs(crateDirs: string[], opts: BuildOptions): Promise<NfBuildResult[]> {
+  if (crateDirs.length === 0) throw new NfBuildError("no NF crate directories given");
+  const prepared: PreparedNf[] = [];
+  for (const dir of crateDirs) {
+    const crate = await readCrate(dir);
+    const maps = resolveMaps(crate.analysis, opts.mapOverrides ?? {});
+    const hash = await nfHash(crate, maps);
+    const targets: Target[] = [];
+    const skipped: PreparedNf["skipped"] = [];
+    for (const t of opts.targets) {
+      const reason = skipReason(crate, t);
+      if (reason) skipped.push({ target: t, reason });
+      else targets.push(t);
+    }
+    prepared.push({ crate, maps, hash, targets, skipped, artifacts: [] });
+  }
+  const jobs: Job[] = prepared.flatMap((nf) => nf.targets.map((target) => ({ nf, target })));
+  let done = 0;
+  const total = jobs.length;
+  const progress = (job: Job, state: ProgressEvent["state"]) =>
+    opts.onProgress?.({ nf: job.nf.crate.analysis.name, target: job.target, state, done, total });
+  const settled = await pool(jobs, opts.jobs ?? availableParallelism(), async (job) => {
+    progress(job, "start");
+    try {
+      const r = await runJob(job);
+      done++;
+      progress(job, r.cached ? "cached" : "done");
+      return r;
+    } catch (err) {
+      done++;
+      progress(job, "failed");
+      throw err;
+    }
+  });
+  const failures: string[] = [];
+  settled.forEach((s, i) => {
+    const job = jobs[i] as Job;
+    if (s.status === "fulfilled") job.nf.artifacts.push(s.value.artifact);
+    else {
+      const e = s.reason;
+      if (e instanceof NfBuildError || (e instanceof Error && e.name === "NfAnalysisError"))
+        failures.push(e.message);
+      else throw e;
+    }
+  });
+  if (failures.length) throw new NfBuildError([...new Set(failures)].join("\n\n"));
+
+  const results: NfBuildResult[] = [];
+  for (const nf of prepared) {
+    nf.artifacts.sort((a, b) => TARGET_ORDER.indexOf(a.target) - TARGET_ORDER.indexOf(b.target));
+    const { file, manifest } = await updateManifest(nf, nf.artifacts);
+    let manifestFile = file;
+    let artifacts = nf.artifacts;
+    if (opts.outDir) {
+      await mkdir(opts.outDir, { recursive: true });
+      artifacts = [];
+      for (const a of nf.artifacts) {
+        const dest = path.resolve(opts.outDir, path.basename(a.file));
+        await copyFile(a.file, dest);
+        artifacts.push({ ...a, file: dest });
+      }
+      manifestFile = path.resolve(opts.outDir, path.basename(file));
+      await copyFile(file, manifestFile);
+    }
+    results.push({
+      name: nf.crate.analysis.name,
+      hash: nf.hash,
+      crateDir: nf.crate.analysis.crateDir,
+      manifestFile,
+      manifest,
+      artifacts,
+      skipped: nf.skipped,
+    });
+  }
+  return results;
+}
+
+export async function buildNf(crateDir: string, opts: BuildOptions): Promise<NfBuildResult> {
+  const [r] = await buildNfs([crateDir], opts);
+  return r as NfBuildResult;
+}
+
+/** Size of an artifact on disk (for callers that only have the path). */
+export const artifactSize = async (file: string): Promise<number> => (await stat(file)).size;

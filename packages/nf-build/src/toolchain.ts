@@ -1,0 +1,209 @@
+/**
+ * The external toolchain nf-build drives (TOOLCHAIN.md): Debian's rustc-web, LLVM 22 and the
+ * cross gcc linkers, plus the private sysroots and the cache directory they live in.
+ */
+import { execFile, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { homedir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { NfBuildError } from "./errors";
+
+const execFileP = promisify(execFile);
+
+export const RUSTC = process.env.GALETTE_RUSTC ?? "/usr/bin/rustc";
+export const CLANG = "clang-22";
+export const LLVM_LINK = "llvm-link-22";
+export const OPT = "opt-22";
+export const LLC = "llc-22";
+export const LLVM_NM = "llvm-nm-22";
+
+/** Build targets: "bpf" is the XDP object; the rest are native libraries for AF_XDP workers. */
+export const TARGETS = ["bpf", "x86_64", "aarch64", "armv7", "riscv64"] as const;
+export type Target = (typeof TARGETS)[number];
+export type NativeTarget = Exclude<Target, "bpf">;
+
+export interface TargetInfo {
+  /** rustc target triple */
+  triple: string;
+  /** the triple in artifact names (`<hash>.<artifactTriple>.so`) and the manifest */
+  artifactTriple: string;
+  /** gcc used as linker for native targets (undefined: rustc's default) */
+  linker?: string;
+  /** whether the private sysroot built from rust-web-src is used (else the installed one) */
+  privateSysroot: boolean;
+}
+
+export const TARGET_INFO: Record<Target, TargetInfo> = {
+  bpf: { triple: "bpfel-unknown-none", artifactTriple: "bpf", privateSysroot: true },
+  x86_64: {
+    triple: "x86_64-unknown-linux-gnu",
+    artifactTriple: "x86_64-unknown-linux-gnu",
+    privateSysroot: false,
+  },
+  aarch64: {
+    triple: "aarch64-unknown-linux-gnu",
+    artifactTriple: "aarch64-unknown-linux-gnu",
+    linker: "aarch64-linux-gnu-gcc",
+    privateSysroot: true,
+  },
+  armv7: {
+    triple: "armv7-unknown-linux-gnueabihf",
+    artifactTriple: "armv7-unknown-linux-gnueabihf",
+    linker: "arm-linux-gnueabihf-gcc",
+    privateSysroot: true,
+  },
+  riscv64: {
+    triple: "riscv64gc-unknown-linux-gnu",
+    artifactTriple: "riscv64gc-unknown-linux-gnu",
+    linker: "riscv64-linux-gnu-gcc",
+    privateSysroot: true,
+  },
+};
+
+export function parseTargets(spec: string): Target[] {
+  const out: Target[] = [];
+  for (const raw of spec.split(",")) {
+    const t = raw.trim();
+    if (!t) continue;
+    if (!(TARGETS as readonly string[]).includes(t))
+      throw new NfBuildError(`unknown target "${t}": expected one of ${TARGETS.join(", ")}`);
+    if (!out.includes(t as Target)) out.push(t as Target);
+  }
+  if (out.length === 0) throw new NfBuildError(`no targets given: expected some of ${TARGETS.join(", ")}`);
+  return out;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const PACKAGE_DIR = path.resolve(here, "..");
+/** packages/nf: the `nf` crate (nf/) and its proc-macro crate (macros/) */
+export const NF_CRATE_ROOT = path.resolve(PACKAGE_DIR, "..", "nf");
+export const ABI_INCLUDE_DIR = path.resolve(PACKAGE_DIR, "..", "xdp-native", "include");
+export const SYSROOT_SCRIPT = path.join(PACKAGE_DIR, "scripts", "build-sysroot.sh");
+
+/** Where sysroots, the artifact cache and build scratch live: $GALETTE_CACHE_DIR or ~/.cache/galette. */
+export function cacheDir(): string {
+  return process.env.GALETTE_CACHE_DIR ?? path.join(homedir(), ".cache", "galette");
+}
+
+export interface ToolOutput {
+  stdout: string;
+  stderr: string;
+}
+
+/** Counts compiler/linker processes started, so tests can assert a warm build runs none. */
+export const compilerStats = { invocations: 0 };
+
+/**
+ * Runs a toolchain command with captured output. Rejects with NfBuildError carrying the
+ * tool's stderr (the author-facing part) and `what` (which step failed).
+ */
+export function runTool(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; what: string },
+): Promise<ToolOutput> {
+  compilerStats.invocations++;
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      cwd: opts.cwd,
+      env: { ...process.env, ...opts.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.on("error", (err) => {
+      reject(
+        new NfBuildError(`${opts.what}: cannot run ${cmd}: ${err.message} (run \`make setup\`)`, {
+          cause: err,
+        }),
+      );
+    });
+    child.on("close", (code, signal) => {
+      if (code === 0) resolve({ stdout, stderr });
+      else
+        reject(
+          new NfBuildError(
+            `${opts.what} failed (${cmd} exited ${code ?? signal}):\n${stderr.trim() || stdout.trim()}`,
+          ),
+        );
+    });
+  });
+}
+
+async function versionOf(cmd: string, args: string[]): Promise<string> {
+  try {
+    const { stdout } = await execFileP(cmd, args);
+    return stdout.trim();
+  } catch (err) {
+    throw new NfBuildError(
+      `cannot run \`${cmd} ${args.join(" ")}\`: ${(err as Error).message} (run \`make setup\`)`,
+      {
+        cause: err,
+      },
+    );
+  }
+}
+
+let toolVersions: Promise<Record<string, string>> | undefined;
+
+/** Versions of every tool whose output ends up in an artifact (part of the cache key). */
+export function toolchainVersions(): Promise<Record<string, string>> {
+  toolVersions ??= (async () => {
+    const entries: [string, string][] = [
+      ["rustc", await versionOf(RUSTC, ["-vV"])],
+      ["clang", await versionOf(CLANG, ["--version"])],
+    ];
+    for (const t of TARGETS) {
+      const linker = TARGET_INFO[t].linker;
+      // a missing cross linker only matters when that target is built (it fails there)
+      if (linker) entries.push([linker, await versionOf(linker, ["--version"]).catch(() => "missing")]);
+    }
+    return Object.fromEntries(entries);
+  })();
+  toolVersions.catch(() => {
+    toolVersions = undefined;
+  });
+  return toolVersions;
+}
+
+export function sha256(data: string | Buffer): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/** Sysroots are keyed by the exact rustc build (same key as scripts/setup.d/20-rust-toolchain.sh). */
+export async function sysrootKey(): Promise<string> {
+  const { stdout } = await execFileP(RUSTC, ["-vV"]);
+  return sha256(stdout).slice(0, 12);
+}
+
+const sysrootBuilds = new Map<string, Promise<string | undefined>>();
+
+/** The sysroot dir for a target (building it once if setup has not), or undefined for the installed one. */
+export function ensureSysroot(target: Target): Promise<string | undefined> {
+  const info = TARGET_INFO[target];
+  if (!info.privateSysroot) return Promise.resolve(undefined);
+  let p = sysrootBuilds.get(target);
+  if (!p) {
+    p = (async () => {
+      const dir = path.join(cacheDir(), "sysroots", await sysrootKey(), info.triple);
+      if (!existsSync(path.join(dir, ".complete"))) {
+        await runTool("bash", [SYSROOT_SCRIPT, info.triple, dir], {
+          what: `building the Rust sysroot for ${info.triple}`,
+        });
+      }
+      return dir;
+    })();
+    sysrootBuilds.set(target, p);
+    p.catch(() => sysrootBuilds.delete(target));
+  }
+  return p;
+}

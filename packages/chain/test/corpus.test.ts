@@ -166,6 +166,12 @@ const corpus: Record<string, Expected[]> = {
     },
     { code: "unknown-target", at: "15:26", message: 'unknown link target "dorp" — did you mean "drop"?' },
   ],
+  "link-from-exit.toml": [
+    { code: "invalid-link-source", at: "12:8", message: 'a link cannot start from "drop"' },
+  ],
+  "empty-path.toml": [
+    { code: "invalid-value", at: "2:8", message: '"path" in [functions.macswap] must not be empty' },
+  ],
   "unreachable-warning.toml": [
     {
       code: "unreachable",

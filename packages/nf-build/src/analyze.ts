@@ -10,11 +10,11 @@
  * them (AAPCS aligns u64 to 8 like the 64-bit ABIs). usize/isize and pointers are 8 bytes on
  * bpf and the 64-bit natives but 4 on armv7, so they are rejected in maps.
  */
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
-import { Language, type Node, Parser } from "web-tree-sitter";
+import { Language, type Node, Parser, type Tree } from "web-tree-sitter";
 import type {
   NfActionVariant,
   NfAnalysis,
@@ -119,25 +119,71 @@ export async function analyzeNf(crateDir: string): Promise<NfAnalysis> {
       },
     ]);
   }
-  return analyzeNfSource(source, { file: manifest.libFile, crateName: manifest.name, crateDir: dir });
+  return analyzeNfSource(source, {
+    file: manifest.libFile,
+    crateName: manifest.name,
+    crateDir: dir,
+    ...(manifest.nfCrateDir ? { nfCrateDir: manifest.nfCrateDir } : {}),
+  });
 }
 
-/** Analyses lib.rs source text (the part of analyzeNf after Cargo.toml). Throws NfAnalysisError. */
+/**
+ * Analyses lib.rs source text (the part of analyzeNf after Cargo.toml). Throws NfAnalysisError.
+ * `nfCrateDir`: the nf crate the NF depends on; its types (LpmKeyV4, …) are laid out from its
+ * source, else from NF_CRATE_TYPES.
+ */
 export async function analyzeNfSource(
   source: string,
-  options: { file: string; crateName: string; crateDir?: string },
+  options: { file: string; crateName: string; crateDir?: string; nfCrateDir?: string },
 ): Promise<NfAnalysis> {
   const parser = await loadRustParser();
-  const tree = parser.parse(source);
-  if (!tree) throw new Error(`tree-sitter returned no tree for ${options.file}`);
+  const trees: Tree[] = [];
   try {
-    return new LibAnalyser(tree.rootNode, options.file).run(
+    const tree = parser.parse(source);
+    if (!tree) throw new Error(`tree-sitter returned no tree for ${options.file}`);
+    trees.push(tree);
+    const extraDiagnostics: NfDiagnostic[] = [];
+    let nfScope: Scope | undefined;
+    if (options.nfCrateDir) {
+      try {
+        nfScope = await loadCrateScope(parser, options.nfCrateDir, trees);
+      } catch (err) {
+        extraDiagnostics.push({
+          severity: "warning",
+          file: options.file,
+          line: 1,
+          column: 1,
+          code: "nf-crate-unreadable",
+          message: `cannot read the nf crate at ${options.nfCrateDir} (${errorText(err)}); sizes of nf types come from nf-build's built-in table`,
+        });
+      }
+    }
+    const crateDir = options.crateDir ?? path.dirname(path.dirname(options.file));
+    return new LibAnalyser(tree.rootNode, options.file, nfScope, extraDiagnostics).run(
       options.crateName,
-      options.crateDir ?? path.dirname(path.dirname(options.file)),
+      crateDir,
     );
   } finally {
-    tree.delete();
+    for (const tree of trees) tree.delete();
   }
+}
+
+/** Top-level items of every .rs file under `<crateDir>/src`, merged (the nf crate re-exports them flat). */
+async function loadCrateScope(parser: Parser, crateDir: string, trees: Tree[]): Promise<Scope> {
+  const srcDir = path.join(crateDir, "src");
+  const files = (await readdir(srcDir, { recursive: true }))
+    .filter((f) => f.endsWith(".rs"))
+    .sort()
+    .map((f) => path.join(srcDir, f));
+  if (files.length === 0) throw new Error(`no .rs files in ${srcDir}`);
+  const scope: Scope = { file: srcDir, items: new Map(), consts: new Map() };
+  for (const file of files) {
+    const tree = parser.parse(await readFile(file, "utf8"));
+    if (!tree) throw new Error(`tree-sitter returned no tree for ${file}`);
+    trees.push(tree);
+    collectTopLevel(tree.rootNode, file, scope);
+  }
+  return scope;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,6 +192,8 @@ export async function analyzeNfSource(
 interface Manifest {
   name: string;
   libFile: string;
+  /** the `nf` dependency's directory, when it is a path dependency */
+  nfCrateDir?: string;
 }
 
 async function readManifest(crateDir: string): Promise<Manifest> {
@@ -177,7 +225,14 @@ async function readManifest(crateDir: string): Promise<Manifest> {
   if (typeof name !== "string" || name === "") return fail("missing [package] name");
   const lib = toml.lib;
   const libPath = isRecord(lib) && typeof lib.path === "string" ? lib.path : "src/lib.rs";
-  return { name, libFile: path.resolve(crateDir, libPath) };
+  const dependencies = toml.dependencies;
+  const nf = isRecord(dependencies) ? dependencies.nf : undefined;
+  const nfPath = isRecord(nf) && typeof nf.path === "string" ? nf.path : undefined;
+  return {
+    name,
+    libFile: path.resolve(crateDir, libPath),
+    ...(nfPath !== undefined ? { nfCrateDir: path.resolve(crateDir, nfPath) } : {}),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -235,22 +290,97 @@ const PRIMITIVES: Readonly<Record<string, { size: number; align: number }>> = {
 
 const INTEGER_REPRS = new Set(["u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64"]);
 
+/** Top-level items of one source file (lib.rs, or the nf crate's files merged). */
+interface Scope {
+  file: string;
+  items: Map<string, Item>;
+  consts: Map<string, Node>;
+}
+
+/** Where a type is being laid out: its scope and the generic arguments bound so far. */
+interface Env {
+  scope: Scope;
+  types: Map<string, { node: Node; env: Env }>;
+  consts: Map<string, number>;
+  /** items being laid out (`file#name`), to stop on recursive types */
+  visiting: Set<string>;
+}
+
+interface TopLevel {
+  scope: Scope;
+  functions: Map<string, Item>;
+  mapsStructs: Item[];
+  noStd: boolean;
+}
+
+/** Collects a file's top-level items with the outer attributes written before each. */
+function collectTopLevel(root: Node, file: string, into?: Scope): TopLevel {
+  const top: TopLevel = {
+    scope: into ?? { file, items: new Map(), consts: new Map() },
+    functions: new Map(),
+    mapsStructs: [],
+    noStd: false,
+  };
+  let pending: Attribute[] = [];
+  for (const child of namedChildren(root)) {
+    if (isComment(child)) continue;
+    if (child.type === "inner_attribute_item") {
+      if (declaresNoStd(child)) top.noStd = true;
+      continue;
+    }
+    if (child.type === "attribute_item") {
+      const attribute = parseAttribute(child);
+      if (attribute) pending.push(attribute);
+      continue;
+    }
+    const item: Item = { node: child, attributes: pending };
+    pending = [];
+    const name = child.childForFieldName("name")?.text;
+    if (name === undefined) continue;
+    switch (child.type) {
+      case "struct_item":
+      case "enum_item":
+      case "type_item":
+      case "union_item":
+        top.scope.items.set(name, item);
+        if (child.type === "struct_item" && item.attributes.some((a) => isMapsAttribute(a.path)))
+          top.mapsStructs.push(item);
+        break;
+      case "const_item":
+        top.scope.consts.set(name, child);
+        break;
+      case "function_item":
+        top.functions.set(name, item);
+        break;
+    }
+  }
+  return top;
+}
+
 class LibAnalyser {
   private readonly diagnostics: NfDiagnostic[] = [];
-  private readonly items = new Map<string, Item>();
-  private readonly consts = new Map<string, Node>();
-  private readonly functions = new Map<string, Item>();
-  private readonly mapsStructs: Item[] = [];
-  private usesStd = true;
+  private readonly scope: Scope;
+  private readonly functions: Map<string, Item>;
+  private readonly mapsStructs: Item[];
+  private readonly usesStd: boolean;
 
+  /** `nfScope`: the nf crate's top-level types, when its source is at hand (sizes of nf::LpmKeyV4 …). */
   constructor(
     private readonly root: Node,
     private readonly file: string,
-  ) {}
+    private readonly nfScope?: Scope,
+    extraDiagnostics: NfDiagnostic[] = [],
+  ) {
+    this.diagnostics.push(...extraDiagnostics);
+    const top = collectTopLevel(root, file);
+    this.scope = top.scope;
+    this.functions = top.functions;
+    this.mapsStructs = top.mapsStructs;
+    this.usesStd = !top.noStd;
+  }
 
   run(crateName: string, crateDir: string): NfAnalysis {
     this.checkSyntax();
-    this.collectItems();
 
     const packet = this.functions.get("packet");
     let actionEnum = "";
@@ -298,42 +428,6 @@ class LibAnalyser {
       `Rust syntax error: ${what}`,
       "run `cargo check` in the crate for the compiler's explanation",
     );
-  }
-
-  private collectItems(): void {
-    let pending: Attribute[] = [];
-    for (const child of namedChildren(this.root)) {
-      if (child.type === "line_comment" || child.type === "block_comment") continue;
-      if (child.type === "inner_attribute_item") {
-        if (declaresNoStd(child)) this.usesStd = false;
-        continue;
-      }
-      if (child.type === "attribute_item") {
-        const attribute = parseAttribute(child);
-        if (attribute) pending.push(attribute);
-        continue;
-      }
-      const item: Item = { node: child, attributes: pending };
-      pending = [];
-      const name = child.childForFieldName("name")?.text;
-      if (name === undefined) continue;
-      switch (child.type) {
-        case "struct_item":
-        case "enum_item":
-        case "type_item":
-        case "union_item":
-          this.items.set(name, item);
-          if (child.type === "struct_item" && item.attributes.some((a) => isMapsAttribute(a.path)))
-            this.mapsStructs.push(item);
-          break;
-        case "const_item":
-          this.consts.set(name, child);
-          break;
-        case "function_item":
-          this.functions.set(name, item);
-          break;
-      }
-    }
   }
 
   // --- packet's return enum ------------------------------------------------------------------
@@ -413,14 +507,14 @@ class LibAnalyser {
   /** Follows `type A = B;` aliases (within lib.rs) to the item they name. */
   private resolveAlias(name: string): Item | undefined {
     const seen = new Set<string>();
-    let item = this.items.get(name);
+    let item = this.scope.items.get(name);
     while (item && item.node.type === "type_item" && !seen.has(name)) {
       seen.add(name);
       const target = item.node.childForFieldName("type");
       const next = target ? localTypeName(target) : undefined;
       if (next === undefined) return item;
       name = next;
-      item = this.items.get(name);
+      item = this.scope.items.get(name);
     }
     return item;
   }
@@ -446,7 +540,7 @@ class LibAnalyser {
     if (mapsParam) {
       const typeNode = mapsParam.childForFieldName("type");
       const typeName = typeNode ? localTypeName(stripReferences(typeNode)) : undefined;
-      const declared = typeName === undefined ? undefined : this.items.get(typeName);
+      const declared = typeName === undefined ? undefined : this.scope.items.get(typeName);
       const hint =
         declared?.node.type === "struct_item"
           ? `annotate \`struct ${typeName}\` with #[maps] (or #[nf::maps])`
@@ -518,14 +612,14 @@ class LibAnalyser {
     const value = this.mapSideType(name, "value", valueNode);
     const result: NfMapField = { name, key, value, location: this.loc(nameNode) };
     for (const attribute of attributes) {
-      if (attribute.path === "map" || attribute.path === "nf::map") this.applyMapAttribute(result, attribute);
+      if (attribute.path === "map") this.applyMapAttribute(result, attribute);
     }
     return result;
   }
 
   private mapSideType(field: string, side: "key" | "value", typeNode: Node): RustType {
     const text = oneLine(typeNode.text);
-    const result = this.layoutOf(typeNode, new Set());
+    const result = this.layoutOf(typeNode, this.libEnv());
     if ("problem" in result) {
       const { problem } = result;
       const message = `map field \`${field}\`: ${side} type \`${text}\`: ${problem.message}`;
@@ -606,7 +700,11 @@ class LibAnalyser {
 
   // --- layout --------------------------------------------------------------------------------
 
-  private layoutOf(typeNode: Node, visiting: Set<string>): LayoutResult {
+  private libEnv(): Env {
+    return { scope: this.scope, types: new Map(), consts: new Map(), visiting: new Set() };
+  }
+
+  private layoutOf(typeNode: Node, env: Env): LayoutResult {
     const problem = (p: Omit<LayoutProblem, "at"> & { at?: Node }): LayoutResult => ({
       problem: { at: typeNode, ...p },
     });
@@ -633,9 +731,9 @@ class LibAnalyser {
         const lengthNode = typeNode.childForFieldName("length");
         if (!element || !lengthNode)
           return problem({ fatal: false, code: "nf-map-type-size", message: "array without a length" });
-        const inner = this.layoutOf(element, visiting);
+        const inner = this.layoutOf(element, env);
         if ("problem" in inner) return inner;
-        const length = this.evalConst(lengthNode, new Set());
+        const length = this.evalConst(lengthNode, env, new Set());
         if (length === undefined) {
           return problem({
             fatal: false,
@@ -670,17 +768,28 @@ class LibAnalyser {
           hint: "use a #[repr(C)] struct",
         });
       case "type_identifier":
-      case "scoped_type_identifier": {
-        const local = localTypeName(typeNode);
-        if (local !== undefined && this.items.has(local)) return this.layoutOfItem(local, typeNode, visiting);
-        const name = lastSegment(typeNode);
-        const known = NF_CRATE_TYPES[name];
-        if (known && (local !== undefined || pathRoot(typeNode) === "nf"))
+      case "scoped_type_identifier":
+      case "generic_type": {
+        const base = typeNode.type === "generic_type" ? typeNode.childForFieldName("type") : typeNode;
+        const args =
+          typeNode.type === "generic_type"
+            ? namedChildren(typeNode.childForFieldName("type_arguments") ?? typeNode).filter(
+                (n) => n.type !== "lifetime" && !isComment(n),
+              )
+            : [];
+        if (!base)
+          return problem({ fatal: false, code: "nf-map-type-size", message: "cannot read this type" });
+        const bound = base.type === "type_identifier" ? env.types.get(base.text) : undefined;
+        if (bound) return this.layoutOf(bound.node, bound.env);
+        const found = this.lookupType(base, env.scope);
+        if (found) return this.layoutOfItem(found.item, found.scope, args, typeNode, env);
+        const known = this.nfScope === undefined ? NF_CRATE_TYPES[lastSegment(base)] : undefined;
+        if (known && args.length === 0 && (localTypeName(base) !== undefined || pathRoot(base) === "nf"))
           return { layout: { ...known, padding: 0 } };
         return problem({
           fatal: false,
           code: "nf-map-type-size",
-          message: `\`${oneLine(typeNode.text)}\` is not defined in src/lib.rs`,
+          message: `\`${oneLine(typeNode.text)}\` is not defined in src/lib.rs${this.nfScope ? " nor in the nf crate" : ""}`,
           hint: "define key/value types in src/lib.rs as #[repr(C)] structs",
         });
       }
@@ -694,20 +803,81 @@ class LibAnalyser {
     }
   }
 
-  private layoutOfItem(name: string, use: Node, visiting: Set<string>): LayoutResult {
-    const item = this.items.get(name)!;
-    const problem = (p: Omit<LayoutProblem, "at">): LayoutResult => ({ problem: { at: use, ...p } });
-    if (visiting.has(name))
-      return problem({ fatal: false, code: "nf-map-type-size", message: `\`${name}\` contains itself` });
-    const nested = new Set(visiting).add(name);
-    const node = item.node;
-    if (node.childForFieldName("type_parameters")) {
-      return problem({ fatal: false, code: "nf-map-type-size", message: `\`${name}\` is generic` });
+  /**
+   * Finds the item a type path names: `Foo`/`crate::Foo`/`self::Foo` in the current scope,
+   * else (from lib.rs) a name the nf crate defines: `nf::LpmKeyV4`, or `LpmKeyV4` imported with `use nf::…`.
+   */
+  private lookupType(base: Node, scope: Scope): { item: Item; scope: Scope } | undefined {
+    const local = localTypeName(base);
+    const here = local === undefined ? undefined : scope.items.get(local);
+    if (here) return { item: here, scope };
+    const nf = this.nfScope;
+    if (!nf || scope !== this.scope) return undefined;
+    if (local !== undefined || pathRoot(base) === "nf") {
+      const there = nf.items.get(lastSegment(base));
+      if (there) return { item: there, scope: nf };
     }
+    return undefined;
+  }
+
+  private layoutOfItem(item: Item, scope: Scope, args: Node[], use: Node, useEnv: Env): LayoutResult {
+    const name = nameOf(item.node);
+    const problem = (p: Omit<LayoutProblem, "at">): LayoutResult => ({ problem: { at: use, ...p } });
+    const key = `${scope.file}#${name}`;
+    if (useEnv.visiting.has(key))
+      return problem({ fatal: false, code: "nf-map-type-size", message: `\`${name}\` contains itself` });
+    const env: Env = {
+      scope,
+      types: new Map(),
+      consts: new Map(),
+      visiting: new Set(useEnv.visiting).add(key),
+    };
+
+    // Generic parameters: bind const parameters to values and type parameters to the use site's types.
+    const params = namedChildren(item.node.childForFieldName("type_parameters") ?? item.node).filter(
+      (n) => n.type === "const_parameter" || n.type === "type_parameter",
+    );
+    if (params.length !== args.length) {
+      return problem({
+        fatal: false,
+        code: "nf-map-type-size",
+        message: `\`${name}\` takes ${params.length} generic argument(s), ${args.length} given`,
+      });
+    }
+    for (const [i, param] of params.entries()) {
+      const paramName = param.childForFieldName("name")?.text ?? "";
+      const arg = args[i]!;
+      if (param.type === "const_parameter") {
+        const value = this.evalConst(arg, useEnv, new Set());
+        if (value === undefined)
+          return problem({
+            fatal: false,
+            code: "nf-map-type-size",
+            message: `cannot evaluate the generic argument \`${oneLine(arg.text)}\` of \`${name}\``,
+          });
+        env.consts.set(paramName, value);
+      } else {
+        env.types.set(paramName, { node: arg, env: useEnv });
+      }
+    }
+
+    const result = this.layoutOfItemBody(item, name, env, problem);
+    // Problems found inside another crate's source are reported where lib.rs uses the type.
+    if ("problem" in result && scope !== this.scope) return { problem: { ...result.problem, at: use } };
+    return result;
+  }
+
+  private layoutOfItemBody(
+    item: Item,
+    name: string,
+    env: Env,
+    problem: (p: Omit<LayoutProblem, "at">) => LayoutResult,
+  ): LayoutResult {
+    const node = item.node;
     if (node.type === "type_item") {
       const target = node.childForFieldName("type");
       return target
-        ? this.layoutOf(target, nested)
+        ? this.layoutOf(target, env)
         : problem({ fatal: false, code: "nf-map-type-size", message: `cannot read alias \`${name}\`` });
     }
     const repr = readRepr(item.attributes);
@@ -751,7 +921,7 @@ class LibAnalyser {
     let padding = 0;
     for (const fieldType of fieldTypes) {
       if (!fieldType) continue;
-      const field = this.layoutOf(fieldType, nested);
+      const field = this.layoutOf(fieldType, env);
       if ("problem" in field) return field;
       const fieldAlign =
         repr.packed === undefined ? field.layout.align : Math.min(field.layout.align, repr.packed);
@@ -766,27 +936,30 @@ class LibAnalyser {
     return { layout: { size, align, padding } };
   }
 
-  /** Evaluates an array length: integer literals, lib.rs consts, + - * / << >> and parentheses. */
-  private evalConst(node: Node, visiting: Set<string>): number | undefined {
+  /** Evaluates a length or const argument: integer literals, consts, + - * / << >>, ( ) and { }. */
+  private evalConst(node: Node, env: Env, visiting: Set<string>): number | undefined {
     switch (node.type) {
       case "integer_literal":
         return parseIntegerLiteral(node.text);
-      case "parenthesized_expression": {
-        const inner = namedChildren(node)[0];
-        return inner ? this.evalConst(inner, visiting) : undefined;
+      case "parenthesized_expression":
+      case "block": {
+        const inner = namedChildren(node).filter((n) => !isComment(n));
+        return inner.length === 1 ? this.evalConst(inner[0]!, env, visiting) : undefined;
       }
-      case "identifier": {
-        const constant = this.consts.get(node.text);
-        const value = constant?.childForFieldName("value");
+      case "identifier":
+      case "type_identifier": {
+        const bound = env.consts.get(node.text);
+        if (bound !== undefined) return bound;
+        const value = env.scope.consts.get(node.text)?.childForFieldName("value");
         if (!value || visiting.has(node.text)) return undefined;
-        return this.evalConst(value, new Set(visiting).add(node.text));
+        return this.evalConst(value, { ...env, consts: new Map() }, new Set(visiting).add(node.text));
       }
       case "binary_expression": {
         const left = node.childForFieldName("left");
         const right = node.childForFieldName("right");
         const operator = node.childForFieldName("operator")?.text;
-        const a = left ? this.evalConst(left, visiting) : undefined;
-        const b = right ? this.evalConst(right, visiting) : undefined;
+        const a = left ? this.evalConst(left, env, visiting) : undefined;
+        const b = right ? this.evalConst(right, env, visiting) : undefined;
         if (a === undefined || b === undefined) return undefined;
         const results: Record<string, number | undefined> = {
           "+": a + b,

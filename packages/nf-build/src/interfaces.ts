@@ -4,37 +4,12 @@
  * #[maps] fields with key/value sizes where known.
  */
 import path from "node:path";
+import type { NfInterface } from "@galette/chain";
 import { analyzeNf, NfAnalysisError } from "./analyze";
-import type { NfAnalysis, NfDiagnostic, SourceLocation } from "./types";
+import type { NfAnalysis, NfDiagnostic } from "./types";
 
-/*
- * Structurally identical to @galette/chain's NfInterface (defined here because nf-build must
- * not depend on the chain package's internals while both are written; TypeScript's
- * structural typing makes the two interchangeable). Keep the two in step.
- */
-export interface NfInterfaceAction {
-  name: string;
-  location: SourceLocation;
-}
-
-export interface NfInterfaceMap {
-  /** #[maps] field name (snake_case; the chain binds `flow-state` to `flow_state`) */
-  name: string;
-  keySize?: number;
-  valueSize?: number;
-  /** canonical map type from #[map(type = …)], e.g. "lpm_trie" */
-  mapType?: string;
-  location: SourceLocation;
-}
-
-export interface NfInterface {
-  /** the enum `packet` returns, variants in declaration order */
-  actions: NfInterfaceAction[];
-  /** #[maps] fields in declaration order */
-  maps: NfInterfaceMap[];
-  /** the crate's lib.rs */
-  file: string;
-}
+/** The interface shape @galette/chain's checkNfInterfaces consumes (re-exported for callers). */
+export type { NfInterface };
 
 export function nfInterfaceFromAnalysis(analysis: NfAnalysis): NfInterface {
   return {

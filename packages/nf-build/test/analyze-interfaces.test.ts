@@ -1,4 +1,6 @@
+import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
+import { checkNfInterfaces, formatDiagnostic, loadChainFile, parseChain } from "@galette/chain";
 import { describe, expect, it } from "vitest";
 import {
   analyzeNf,
@@ -9,6 +11,7 @@ import {
 } from "../src/index";
 
 const FIXTURES = path.join(import.meta.dirname, "fixtures/analyze");
+const REPO = path.resolve(import.meta.dirname, "../../..");
 
 describe("nfInterfaceFromAnalysis", () => {
   it("keeps actions in order and maps with sizes and canonical map type, dropping unknown sizes", async () => {
@@ -80,4 +83,43 @@ describe("resolveChainInterfaces", () => {
       ["nowhere/Cargo.toml", "nf-manifest"],
     ]);
   });
+});
+
+describe("with @galette/chain's checkNfInterfaces", () => {
+  it("an arity mismatch against a fixture crate names both the TOML and lib.rs", async () => {
+    const toml = [
+      '[chain]\nname = "t"',
+      '[functions.swap]\npath = "listing2"',
+      '[functions.swap.maps]\ncounter = { type = "array", size = 1 }',
+      '[[links]]\nfrom = "rx"\nto = ["swap"]',
+      '[[links]]\nfrom = "swap"\nto = ["tx"]',
+    ].join("\n");
+    const parsed = parseChain(toml, path.join(FIXTURES, "t.toml"));
+    expect(parsed.diagnostics.filter((d) => d.severity === "error")).toEqual([]);
+    const interfaces = await resolveChainInterfaces(parsed.chain!, FIXTURES);
+    const text = checkNfInterfaces(parsed.chain!, interfaces)
+      .map((d) => formatDiagnostic(d))
+      .join("\n");
+    // listing2 has Action { Tx, Drop } and the map field `counters`
+    expect(text).toContain("has 1 link target(s) (tx) but its Action enum in");
+    expect(text).toContain(`${path.join(FIXTURES, "listing2/src/lib.rs")}:12:5`);
+    expect(text).toContain("counter");
+  });
+
+  // The repository's chains against the real example crates (crate paths are relative to the repo root).
+  const chainFiles = existsSync(path.join(REPO, "chains"))
+    ? readdirSync(path.join(REPO, "chains"))
+        .filter((f) => f.endsWith(".toml"))
+        .map((f) => path.join(REPO, "chains", f))
+    : [];
+  for (const file of chainFiles) {
+    it(`chains/${path.basename(file)} matches its crates`, async () => {
+      const parsed = await loadChainFile(file);
+      if (!parsed.chain) throw new Error(parsed.diagnostics.map((d) => formatDiagnostic(d)).join("\n"));
+      const crates = parsed.chain.functions.filter((f) => existsSync(path.join(REPO, f.path, "Cargo.toml")));
+      const interfaces = await resolveChainInterfaces({ functions: crates }, REPO);
+      const errors = checkNfInterfaces(parsed.chain, interfaces).filter((d) => d.severity === "error");
+      expect(errors.map((d) => formatDiagnostic(d))).toEqual([]);
+    });
+  }
 });

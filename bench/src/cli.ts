@@ -1,0 +1,18 @@
+/**
+ * `make bench` entry: runs the whole suite and writes bench/results/<date>.md (+ .json and
+ * plots). Environment: QUICK=1 for the ~1-minute smoke run; BENCH_ONLY=a,b to run only
+ * scenarios whose name contains a or b; BENCH_GENERATOR=live for the BPF_PROG_RUN generator;
+ * BENCH_OUT=dir to write elsewhere.
+ */
+import { runSuite } from "./suite";
+
+const out = await runSuite({ outDir: process.env.BENCH_OUT || undefined });
+const failed = out.results.outcomes.filter((o) => o.status === "failed");
+const ran = out.results.outcomes.filter((o) => o.status === "ok").length;
+const pending = out.results.outcomes.filter((o) => o.status === "pending").length;
+process.stdout.write(
+  `bench: ${ran} scenario(s) measured, ${pending} pending, ${failed.length} failed\n` +
+    `report: ${out.reportPath}\nraw:    ${out.jsonPath}\nplots:  ${out.plotPaths.join("\n        ")}\n`,
+);
+for (const f of failed) process.stderr.write(`bench: ${f.scenario.name} failed: ${f.reason}\n`);
+process.exit(failed.length ? 1 : 0);

@@ -1,0 +1,365 @@
+import { expensiveCell, headline, latencyAt, throughputAt } from "./aggregate";
+import type { BenchResults, ScenarioOutcome } from "./runner";
+import { EXPENSIVE_FRACTIONS, type Target, THREAD_COUNTS } from "./scenarios";
+import { ratio, type Spread } from "./stats";
+
+export const NOT_IMPLEMENTED = "n/a — not yet implemented";
+
+/** Plot files the report links to (relative to the report's directory). */
+export interface PlotRefs {
+  [title: string]: string;
+}
+
+const fmt = (v: number | undefined, digits: number): string => (v === undefined ? "–" : v.toFixed(digits));
+const withSpread = (s: Spread | undefined, scale: number, digits: number): string =>
+  s === undefined
+    ? "–"
+    : s.n > 1
+      ? `${fmt(s.median * scale, digits)} (${fmt(s.min * scale, digits)}–${fmt(s.max * scale, digits)})`
+      : fmt(s.median * scale, digits);
+const pct = (s: Spread | undefined): string => withSpread(s, 100, 0);
+const mpps = (s: Spread | undefined): string => withSpread(s, 1e-6, 3);
+const us = (s: Spread | undefined): string => withSpread(s, 1, 1);
+const rateLabel = (r: number): string =>
+  r === 0 ? "saturation" : r >= 1e6 ? `${r / 1e6} Mpps` : `${r / 1e3} kpps`;
+
+/** A row's cells when the scenario did not produce numbers. */
+function unavailable(o: ScenarioOutcome): string | undefined {
+  if (o.status === "pending") return NOT_IMPLEMENTED;
+  if (o.status === "failed") return `failed: ${(o.reason ?? "").split("\n")[0]!.slice(0, 120)}`;
+  return undefined;
+}
+
+function table(header: string[], rows: string[][]): string {
+  const esc = (c: string) => c.replace(/\|/g, "\\|");
+  return [
+    `| ${header.map(esc).join(" | ")} |`,
+    `|${header.map(() => "---").join("|")}|`,
+    ...rows.map((r) => `| ${r.map(esc).join(" | ")} |`),
+  ].join("\n");
+}
+
+function targetText(t: Target): string {
+  const bound = t.atLeast !== undefined ? `≥ ${t.atLeast}` : `≤ ${t.atMost}`;
+  return `${t.metric} ratio ${bound}`;
+}
+
+function targetRows(results: BenchResults): string[][] {
+  const byName = new Map(results.outcomes.map((o) => [o.scenario.name, o]));
+  const rows: string[][] = [];
+  for (const o of results.outcomes) {
+    for (const t of o.scenario.targets ?? []) {
+      const againstName = t.against ?? o.scenario.baseline;
+      const against = againstName ? byName.get(againstName) : undefined;
+      const mine = headline(results, o, t.metric);
+      const theirs = against ? headline(results, against, t.metric) : undefined;
+      const r = ratio(mine, theirs);
+      const scale = t.metric === "throughput" ? 1e-6 : 1;
+      const unit = t.metric === "throughput" ? " Mpps" : " µs";
+      const na = unavailable(o) ?? (against ? unavailable(against) : `baseline ${againstName} not run`);
+      const status =
+        r === undefined
+          ? (na ?? "n/a — no measurement")
+          : (t.atLeast !== undefined && r >= t.atLeast) || (t.atMost !== undefined && r <= t.atMost)
+            ? "met"
+            : "**NOT met**";
+      rows.push([
+        o.scenario.title,
+        `vs ${against?.scenario.title ?? againstName ?? "?"}`,
+        mine === undefined ? (unavailable(o) ?? "–") : `${fmt(mine * scale, 3)}${unit}`,
+        theirs === undefined ? "–" : `${fmt(theirs * scale, 3)}${unit}`,
+        r === undefined ? "–" : fmt(r, 2),
+        targetText(t),
+        status,
+      ]);
+    }
+  }
+  return rows;
+}
+
+/** bench/results/<date>.md: tables shaped like the paper's, ratios to the baselines, plots. */
+export function renderReport(results: BenchResults, plots: PlotRefs): string {
+  const { plan, machine } = results;
+  const macswap = results.outcomes.filter(
+    (o) => o.scenario.experiment === "macswap" || o.scenario.experiment === "chain5",
+  );
+  const size0 = plan.sizes[0] ?? 64;
+  const byName = new Map(results.outcomes.map((o) => [o.scenario.name, o]));
+  const out: string[] = [];
+  out.push(
+    `# Galette benchmarks — ${results.startedAt.slice(0, 10)}${plan.quick ? " (QUICK smoke run)" : ""}`,
+  );
+  out.push("");
+  out.push(
+    `Run ${results.startedAt} → ${results.finishedAt} on Linux ${machine.kernel}, ${machine.cpus} × ${machine.cpuModel}; ` +
+      `load average before: ${machine.loadavgBefore}.`,
+  );
+  out.push("");
+  out.push("## Method");
+  out.push("");
+  out.push(
+    [
+      `- Topology: a fresh veth pair per scenario between two namespaces: generator (A) ⇄ device under test (B). The DUT bounces frames back MAC-swapped; throughput = frames counted back at A per second.`,
+      `- Generator: \`galgen\` (bench/c) — ${plan.generator === "live" ? "BPF_PROG_RUN live frames (BPF_F_TEST_XDP_LIVE_FRAMES)" : "AF_PACKET sendmmsg with PACKET_QDISC_BYPASS"}, pinned to CPU ${machine.genCpu}. Saturation = the generator sending as fast as it can; paced rates for latency. Sizes are on-the-wire sizes incl. FCS (the veth carries size − 4 bytes).`,
+      `- Sink and latency: an XDP program on A counts the bounced frames and records send-stamp → arrival (CLOCK_MONOTONIC, bpf_ktime_get_ns at A's XDP hook) in a histogram (100 ns buckets below 100 µs, 10 µs below 10 ms, 1 ms below 1 s); percentiles are bucket midpoints.`,
+      `- CPU: the DUT's NAPI kthread (threaded NAPI) and its userland processes are pinned to CPU ${machine.dutCpu}; "DUT CPU" is that CPU's busy share from /proc/stat deltas over the window (it includes anything else scheduled there — other jobs on a shared machine inflate it). "DUT procs" is utime+stime of the DUT's userland processes (getrusage-equivalent from /proc/PID/stat), in CPUs. /proc/stat under-reports BPF_PROG_RUN work, so with the live generator the generator CPU is low.`,
+      `- Repetitions: ${plan.repetitions} per point after ${plan.warmupS} s warm-up; windows of ${plan.throughputS} s (saturation) and ${plan.latencyS} s (paced). Cells show median (min–max) when there is more than one repetition.`,
+    ].join("\n"),
+  );
+  out.push("");
+
+  out.push("## Targets (ratios from this run)");
+  out.push("");
+  const tRows = targetRows(results);
+  out.push(
+    tRows.length
+      ? table(["scenario", "against", "Galette", "baseline", "ratio", "target", "status"], tRows)
+      : "_no scenario in this run declares a target_",
+  );
+  out.push("");
+
+  out.push(`## Table I — throughput at saturation (Mpps) per datapath and frame size`);
+  out.push("");
+  out.push(
+    table(
+      [
+        "datapath",
+        "impl",
+        ...plan.sizes.map((s) => `${s} B`),
+        `offered @${size0} B`,
+        `Galette/baseline @${size0} B`,
+      ],
+      macswap.map((o) => {
+        const na = unavailable(o);
+        const base = o.scenario.baseline ? byName.get(o.scenario.baseline) : undefined;
+        const r =
+          o.scenario.impl === "galette"
+            ? na
+              ? NOT_IMPLEMENTED
+              : fmt(
+                  ratio(headline(results, o, "throughput"), base && headline(results, base, "throughput")),
+                  2,
+                )
+            : "";
+        return [
+          o.scenario.title,
+          o.scenario.impl,
+          ...plan.sizes.map((s) => na ?? mpps(throughputAt(o, s).rxPps)),
+          na ?? mpps(throughputAt(o, size0).offeredPps),
+          r,
+        ];
+      }),
+    ),
+  );
+  out.push("");
+
+  out.push(`## Table II — CPU at saturation (${size0} B)`);
+  out.push("");
+  out.push(
+    table(
+      ["datapath", "mode", "throughput (Mpps)", "DUT CPU busy %", "DUT procs (CPUs)", "generator CPU busy %"],
+      macswap.map((o) => {
+        const na = unavailable(o);
+        const c = throughputAt(o, size0);
+        return [
+          o.scenario.title,
+          o.scenario.workerMode ?? "kernel",
+          na ?? mpps(c.rxPps),
+          na ?? pct(c.dutCpu),
+          na ?? (c.dutProcsCpu ? withSpread(c.dutProcsCpu, 1, 2) : "– (no userland process)"),
+          na ?? pct(c.genCpu),
+        ];
+      }),
+    ),
+  );
+  out.push("");
+
+  out.push(`## Table III — latency at ${rateLabel(plan.referenceRate)} (${size0} B, µs)`);
+  out.push("");
+  out.push(
+    table(
+      [
+        "datapath",
+        "mode",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "loss %",
+        "Galette/baseline p50",
+        "Galette/baseline p99",
+      ],
+      macswap.map((o) => {
+        const na = unavailable(o);
+        const l = latencyAt(o, plan.referenceRate, size0);
+        const base = o.scenario.baseline ? byName.get(o.scenario.baseline) : undefined;
+        const rr = (m: "p50" | "p99") =>
+          o.scenario.impl !== "galette"
+            ? ""
+            : na
+              ? NOT_IMPLEMENTED
+              : fmt(ratio(headline(results, o, m), base && headline(results, base, m)), 2);
+        return [
+          o.scenario.title,
+          o.scenario.workerMode ?? "kernel",
+          na ?? us(l.p50),
+          na ?? us(l.p90),
+          na ?? us(l.p99),
+          na ?? us(l.max),
+          na ?? pct(l.loss),
+          rr("p50"),
+          rr("p99"),
+        ];
+      }),
+    ),
+  );
+  out.push("");
+
+  out.push(`## Latency and throughput across rates (${size0} B; Fig. 4–5)`);
+  out.push("");
+  const rates = [...plan.rates, 0];
+  out.push(
+    table(
+      ["datapath", ...rates.map((r) => `${rateLabel(r)}: rx kpps / p50 / p99 µs`)],
+      macswap.map((o) => {
+        const na = unavailable(o);
+        return [
+          o.scenario.title,
+          ...rates.map((r) => {
+            if (na) return na;
+            const l = latencyAt(o, r, size0);
+            return `${fmt(l.rxPps && l.rxPps.median / 1e3, 0)} / ${fmt(l.p50?.median, 1)} / ${fmt(l.p99?.median, 1)}`;
+          }),
+        ];
+      }),
+    ),
+  );
+  out.push("");
+
+  out.push("## IRQ vs poll (userland workers, Table III of the paper)");
+  out.push("");
+  const pairs = new Map<string, { irq?: ScenarioOutcome; poll?: ScenarioOutcome }>();
+  for (const o of macswap) {
+    if (!o.scenario.workerMode) continue;
+    const stem = o.scenario.name.replace(/-(irq|poll)$/, "");
+    const p = pairs.get(stem) ?? {};
+    p[o.scenario.workerMode] = o;
+    pairs.set(stem, p);
+  }
+  const irqRows: string[][] = [];
+  for (const [stem, p] of pairs) {
+    for (const mode of ["irq", "poll"] as const) {
+      const o = p[mode];
+      if (!o) continue;
+      const na = unavailable(o);
+      const t = throughputAt(o, size0);
+      const l = latencyAt(o, plan.referenceRate, size0);
+      irqRows.push([
+        stem,
+        mode === "irq" ? "IRQ (blocking)" : "poll (busy)",
+        na ?? mpps(t.rxPps),
+        na ?? pct(t.dutCpu),
+        na ?? pct(l.dutCpu),
+        na ?? us(l.p50),
+        na ?? us(l.p99),
+      ]);
+    }
+  }
+  out.push(
+    table(
+      [
+        "worker",
+        "mode",
+        "saturation Mpps",
+        "DUT CPU % at saturation",
+        `DUT CPU % at ${rateLabel(plan.referenceRate)}`,
+        "p50 µs",
+        "p99 µs",
+      ],
+      irqRows,
+    ),
+  );
+  out.push("");
+
+  out.push(
+    `## Expensive NF on a fraction P of frames: XDP placement vs upcall (Fig. 6–7; ${size0} B; normal-traffic throughput at saturation, p99 at ${rateLabel(plan.expensiveRate)})`,
+  );
+  out.push("");
+  const exp = (placement: "xdp" | "upcall", P: number) => byName.get(`galette/expensive-${placement}-P${P}`);
+  out.push(
+    table(
+      [
+        "P",
+        "XDP: normal Mpps",
+        "upcall: normal Mpps",
+        "upcall/XDP throughput",
+        "XDP: p99 µs",
+        "upcall: p99 µs",
+        "XDP/upcall p99",
+      ],
+      EXPENSIVE_FRACTIONS.map((P) => {
+        const x = exp("xdp", P);
+        const u = exp("upcall", P);
+        const xn = x && unavailable(x);
+        const un = u && unavailable(u);
+        const xc = x && !xn ? expensiveCell(x) : undefined;
+        const uc = u && !un ? expensiveCell(u) : undefined;
+        const missing = (o: ScenarioOutcome | undefined, n: string | undefined) => (o ? n : "not run");
+        return [
+          String(P),
+          missing(x, xn) ?? mpps(xc?.normalPps),
+          missing(u, un) ?? mpps(uc?.normalPps),
+          xc && uc ? fmt(ratio(uc.normalPps?.median, xc.normalPps?.median), 2) : NOT_IMPLEMENTED,
+          missing(x, xn) ?? us(xc?.p99),
+          missing(u, un) ?? us(uc?.p99),
+          xc && uc ? fmt(ratio(xc.p99?.median, uc.p99?.median), 2) : NOT_IMPLEMENTED,
+        ];
+      }),
+    ),
+  );
+  out.push("");
+
+  out.push("## Userland threads at P = 0.5 (Fig. 8)");
+  out.push("");
+  out.push(
+    table(
+      ["threads", "normal-traffic Mpps"],
+      THREAD_COUNTS.map((n) => {
+        const o = byName.get(`galette/threads-${n}`);
+        return [String(n), o ? (unavailable(o) ?? mpps(expensiveCell(o).normalPps)) : "not run"];
+      }),
+    ),
+  );
+  out.push("");
+
+  out.push("## Plots");
+  out.push("");
+  for (const [title, file] of Object.entries(plots)) out.push(`![${title}](${file})`);
+  out.push("");
+
+  const problems = results.outcomes.filter((o) => o.status !== "ok");
+  if (problems.length) {
+    out.push("## Scenarios without numbers");
+    out.push("");
+    for (const o of problems) out.push(`- \`${o.scenario.name}\`: ${o.status} — ${o.reason ?? ""}`);
+    out.push("");
+  }
+  out.push("## Run details");
+  out.push("");
+  out.push(
+    table(
+      ["scenario", "status", "windows", "time (s)", "NAPI kthreads (gen / DUT)"],
+      results.outcomes
+        .filter((o) => o.status !== "pending")
+        .map((o) => [
+          o.scenario.name,
+          o.status,
+          String(o.runs.length),
+          fmt(o.durationS, 1),
+          o.napi ? `${o.napi.gen.join(",")} / ${o.napi.dut.join(",")}` : "–",
+        ]),
+    ),
+  );
+  out.push("");
+  return out.join("\n");
+}

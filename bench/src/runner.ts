@@ -1,0 +1,197 @@
+import { readFileSync } from "node:fs";
+import { availableParallelism, cpus, release } from "node:os";
+import type { Logger } from "pino";
+import { spawnInNs } from "./dut";
+import { type GenOptions, type GenResult, runGen } from "./gen";
+import type { BenchPlan } from "./plan";
+import type { DutContext, Experiment, RunningDut, Scenario } from "./scenarios";
+import type { BenchTools } from "./tools";
+import { createBenchTopology, type NapiPinning } from "./topology";
+
+export type RunKind = "throughput" | "latency" | "expensive-throughput" | "expensive-latency";
+
+export interface RunRecord {
+  kind: RunKind;
+  size: number;
+  /** paced rate, 0 = saturation (the generator as fast as it goes) */
+  rate: number;
+  rep: number;
+  result: GenResult;
+}
+
+export interface ScenarioMeta {
+  name: string;
+  title: string;
+  impl: Scenario["impl"];
+  experiment: Experiment;
+  datapath: Scenario["datapath"];
+  workerMode?: Scenario["workerMode"];
+  baseline?: string;
+  targets?: Scenario["targets"];
+  params?: Scenario["params"];
+}
+
+export interface ScenarioOutcome {
+  scenario: ScenarioMeta;
+  status: "ok" | "pending" | "failed";
+  /** pending: why it cannot run yet; failed: the error */
+  reason?: string;
+  runs: RunRecord[];
+  napi?: NapiPinning;
+  durationS?: number;
+}
+
+export interface MachineInfo {
+  kernel: string;
+  cpuModel: string;
+  cpus: number;
+  genCpu: number;
+  dutCpu: number;
+  loadavgBefore: string;
+}
+
+export interface BenchResults {
+  startedAt: string;
+  finishedAt: string;
+  plan: BenchPlan;
+  machine: MachineInfo;
+  outcomes: ScenarioOutcome[];
+}
+
+export const metaOf = (s: Scenario): ScenarioMeta => ({
+  name: s.name,
+  title: s.title,
+  impl: s.impl,
+  experiment: s.experiment,
+  datapath: s.datapath,
+  workerMode: s.workerMode,
+  baseline: s.baseline,
+  targets: s.targets,
+  params: s.params,
+});
+
+/** The measurement windows a scenario gets under a plan, in order. */
+export function runsFor(
+  s: Pick<Scenario, "experiment" | "params">,
+  plan: BenchPlan,
+): Array<{ kind: RunKind; size: number; rate: number; expensive?: number }> {
+  const out: Array<{ kind: RunKind; size: number; rate: number; expensive?: number }> = [];
+  const small = plan.sizes[0] ?? 64;
+  if (s.experiment === "macswap" || s.experiment === "chain5") {
+    for (const size of plan.sizes) out.push({ kind: "throughput", size, rate: 0 });
+    for (const rate of plan.rates) out.push({ kind: "latency", size: small, rate });
+  } else {
+    const P = s.params?.P ?? 0;
+    out.push({ kind: "expensive-throughput", size: small, rate: 0, expensive: P });
+    if (s.experiment === "expensive")
+      out.push({ kind: "expensive-latency", size: small, rate: plan.expensiveRate, expensive: P });
+  }
+  return out;
+}
+
+export interface RunBenchOptions {
+  plan: BenchPlan;
+  tools: BenchTools;
+  scenarios: Scenario[];
+  log: Logger;
+}
+
+export async function runBench({ plan, tools, scenarios, log }: RunBenchOptions): Promise<BenchResults> {
+  const startedAt = new Date().toISOString();
+  const dutCpu = availableParallelism() > 1 ? 1 : 0;
+  const machine: MachineInfo = {
+    kernel: release(),
+    cpuModel: cpus()[0]?.model ?? "unknown",
+    cpus: availableParallelism(),
+    genCpu: 0,
+    dutCpu,
+    loadavgBefore: readFileSync("/proc/loadavg", "utf8").trim(),
+  };
+  const outcomes: ScenarioOutcome[] = [];
+  for (const s of scenarios) {
+    if (plan.only.length && !plan.only.some((o) => s.name.includes(o))) continue;
+    if (s.pending) {
+      outcomes.push({ scenario: metaOf(s), status: "pending", reason: s.pending, runs: [] });
+      continue;
+    }
+    const t0 = Date.now();
+    const outcome: ScenarioOutcome = { scenario: metaOf(s), status: "ok", runs: [] };
+    try {
+      await runScenario(s, plan, tools, log, outcome);
+    } catch (err) {
+      outcome.status = "failed";
+      outcome.reason = (err as Error).message;
+      log.error({ scenario: s.name, err }, "scenario failed");
+    }
+    outcome.durationS = (Date.now() - t0) / 1000;
+    outcomes.push(outcome);
+  }
+  return { startedAt, finishedAt: new Date().toISOString(), plan, machine, outcomes };
+}
+
+async function runScenario(
+  s: Scenario,
+  plan: BenchPlan,
+  tools: BenchTools,
+  log: Logger,
+  outcome: ScenarioOutcome,
+): Promise<void> {
+  const topo = await createBenchTopology("bn");
+  let running: RunningDut | undefined;
+  try {
+    const { pair } = topo;
+    const dut: DutContext = {
+      ns: pair.nsB,
+      iface: pair.ifB,
+      ifindex: pair.ifindexB,
+      mac: pair.macB,
+      cpu: topo.dutCpu,
+      tools,
+      log,
+      spawn: (cmd, args) => spawnInNs(pair.nsB, cmd, args),
+    };
+    log.info({ scenario: s.name, nsA: pair.nsA, nsB: pair.nsB }, "setting up DUT");
+    running = await s.setup(dut);
+    outcome.napi = await topo.pinNapi();
+    for (const r of runsFor(s, plan)) {
+      for (let rep = 0; rep < plan.repetitions; rep++) {
+        const opts: GenOptions = {
+          size: r.size,
+          rate: r.rate,
+          durationS: r.rate === 0 ? plan.throughputS : plan.latencyS,
+          warmupS: plan.warmupS,
+          expensive: r.expensive,
+          mode: plan.generator,
+          // the latency-distribution plot needs the histogram at the reference rate
+          hist: r.kind === "latency" && r.rate === plan.referenceRate && rep === 0,
+          genCpu: topo.genCpu,
+          dutCpu: topo.dutCpu,
+          dutPids: running.pids,
+          genMac: pair.macA,
+          dutMac: pair.macB,
+        };
+        const result = await runGen(tools, pair.nsA, pair.ifA, opts);
+        log.info(
+          {
+            scenario: s.name,
+            kind: r.kind,
+            size: r.size,
+            rate: r.rate,
+            rep,
+            rxMpps: +(result.rx_pps / 1e6).toFixed(3),
+            p50us: result.latency.normal.p50_us,
+            p99us: result.latency.normal.p99_us,
+          },
+          "window",
+        );
+        outcome.runs.push({ kind: r.kind, size: r.size, rate: r.rate, rep, result });
+      }
+    }
+  } finally {
+    try {
+      if (running) await running.teardown();
+    } finally {
+      await topo.cleanup();
+    }
+  }
+}

@@ -1,0 +1,282 @@
+import type { Logger } from "pino";
+import type { DutProcess } from "./dut";
+import { run } from "./testkit";
+import type { BenchTools } from "./tools";
+
+/** Where the work happens on the DUT. */
+export type Datapath = "xdp" | "afxdp" | "afpacket";
+
+/**
+ * Which experiment of the paper a scenario belongs to:
+ * - macswap: one macswap NF across rates and sizes (Tables I–III, Fig. 4–5)
+ * - chain5: five NFs chained in XDP (ratio to the single-NF chain)
+ * - expensive: an expensive NF on a fraction P of the frames, placed in XDP or upcalled (Fig. 6–7)
+ * - threads: userland worker threads at P = 0.5 (Fig. 8)
+ */
+export type Experiment = "macswap" | "chain5" | "expensive" | "threads";
+
+/** The device under test as a scenario's setup sees it: namespace B of a fresh veth pair. */
+export interface DutContext {
+  ns: string;
+  iface: string;
+  ifindex: number;
+  mac: string;
+  /** CPU reserved for the DUT (its NAPI kthread is pinned here after setup) */
+  cpu: number;
+  tools: BenchTools;
+  log: Logger;
+  /** Start a long-running process in the DUT namespace; resolves once it prints `ready`. */
+  spawn(cmd: string, args: string[]): Promise<DutProcess>;
+}
+
+/** What setup leaves running; teardown undoes it (the namespace is deleted afterwards anyway). */
+export interface RunningDut {
+  /** processes whose utime+stime count as the DUT's CPU */
+  pids: number[];
+  teardown(): Promise<void>;
+}
+
+/** A ratio target from the issue, checked in the report. */
+export interface Target {
+  metric: "throughput" | "p50" | "p99";
+  /** ratio = this scenario / `against` (default: the scenario's baseline) */
+  against?: string;
+  atLeast?: number;
+  atMost?: number;
+}
+
+export interface Scenario {
+  /** unique, "<impl>/<what>", e.g. "baseline/xdp-macswap" */
+  name: string;
+  /** row label in the report, e.g. "XDP_TX macswap (C)" */
+  title: string;
+  impl: "baseline" | "galette";
+  experiment: Experiment;
+  datapath: Datapath;
+  /** userland workers: blocking ("irq", the paper's IRQ mode) or spinning ("poll") */
+  workerMode?: "poll" | "irq";
+  /** the scenario whose figures are this one's denominators */
+  baseline?: string;
+  targets?: Target[];
+  /** expensive: fraction of expensive frames; threads: number of userland threads */
+  params?: { P?: number; threads?: number };
+  /** set while the scenario cannot run yet; the report shows "n/a — <pending>" */
+  pending?: string;
+  setup(dut: DutContext): Promise<RunningDut>;
+}
+
+const registry = new Map<string, Scenario>();
+
+/**
+ * Add a scenario. A name may be registered again only to replace a pending placeholder
+ * (that is how Galette scenarios plug in over the "not yet implemented" rows).
+ */
+export function registerScenario(s: Scenario): void {
+  const existing = registry.get(s.name);
+  if (existing && !existing.pending)
+    throw new Error(
+      `bench scenario "${s.name}" is already registered (only pending placeholders can be replaced)`,
+    );
+  if (s.baseline && s.baseline === s.name) throw new Error(`bench scenario "${s.name}" is its own baseline`);
+  registry.set(s.name, s);
+}
+
+export function scenarios(): Scenario[] {
+  return [...registry.values()];
+}
+
+export function scenario(name: string): Scenario {
+  const s = registry.get(name);
+  if (!s)
+    throw new Error(
+      `unknown bench scenario "${name}"; known: ${[...registry.keys()].join(", ") || "(none)"}`,
+    );
+  return s;
+}
+
+/** Attach an XDP object's section in native mode on the DUT interface (replacing whatever is there). */
+export async function attachXdp(dut: DutContext, obj: string, section = "xdp"): Promise<void> {
+  await run("ip", [
+    "-n",
+    dut.ns,
+    "-force",
+    "link",
+    "set",
+    "dev",
+    dut.iface,
+    "xdpdrv",
+    "obj",
+    obj,
+    "sec",
+    section,
+  ]);
+}
+
+export async function detachXdp(dut: DutContext): Promise<void> {
+  await run("ip", ["-n", dut.ns, "link", "set", "dev", dut.iface, "xdpdrv", "off"]);
+}
+
+const processDut = (proc: DutProcess, log: Logger, name: string): RunningDut => ({
+  pids: [proc.pid],
+  async teardown() {
+    const out = await proc.stop();
+    const summary = out.trim().split("\n").pop();
+    log.info({ scenario: name, summary }, "DUT process stopped");
+  },
+});
+
+// ---- hand-written C baselines (the denominators) ----
+
+export const baselineScenarios: Scenario[] = [
+  {
+    name: "baseline/xdp-macswap",
+    title: "XDP_TX macswap (C)",
+    impl: "baseline",
+    experiment: "macswap",
+    datapath: "xdp",
+    async setup(dut) {
+      await attachXdp(dut, dut.tools.xdpMacswapObj, "xdp");
+      return { pids: [], teardown: () => detachXdp(dut) };
+    },
+  },
+  ...(["poll", "irq"] as const).map(
+    (mode): Scenario => ({
+      name: `baseline/afxdp-macswap-${mode}`,
+      title: `AF_XDP copy-mode macswap, ${mode === "poll" ? "busy-poll" : "blocking poll()"} (C)`,
+      impl: "baseline",
+      experiment: "macswap",
+      datapath: "afxdp",
+      workerMode: mode,
+      async setup(dut) {
+        const proc = await dut.spawn(dut.tools.afxdpMacswap, [
+          "-i",
+          dut.iface,
+          "-o",
+          dut.tools.xskRedirectObj,
+          "-m",
+          mode === "poll" ? "busy" : "poll",
+          "-c",
+          String(dut.cpu),
+        ]);
+        return processDut(proc, dut.log, `baseline/afxdp-macswap-${mode}`);
+      },
+    }),
+  ),
+  ...(["poll", "irq"] as const).map(
+    (mode): Scenario => ({
+      name: `baseline/afpacket-macswap-${mode}`,
+      title: `AF_PACKET macswap, ${mode === "poll" ? "busy recvmmsg" : "blocking recvmmsg"} (C)`,
+      impl: "baseline",
+      experiment: "macswap",
+      datapath: "afpacket",
+      workerMode: mode,
+      async setup(dut) {
+        // An XDP_PASS program gives the DUT's veth a NAPI context, so its receive work runs
+        // on the DUT CPU (as a NIC driver's would) instead of the generator's softirq.
+        await attachXdp(dut, dut.tools.xdpPassObj, "xdp");
+        const proc = await dut.spawn(dut.tools.afpacketMacswap, [
+          "-i",
+          dut.iface,
+          "-m",
+          mode === "poll" ? "busy" : "block",
+          "-c",
+          String(dut.cpu),
+        ]);
+        return processDut(proc, dut.log, `baseline/afpacket-macswap-${mode}`);
+      },
+    }),
+  ),
+];
+
+// ---- Galette scenarios: placeholders until the dataplane installer lands ----
+
+const NOT_YET = "not yet implemented (needs the Galette dataplane installer)";
+const pendingSetup = async (): Promise<RunningDut> => {
+  throw new Error(NOT_YET);
+};
+
+/** Fractions of expensive frames swept in Fig. 6–7. */
+export const EXPENSIVE_FRACTIONS = [0, 0.01, 0.05, 0.1, 0.25, 0.5, 1] as const;
+/** Userland thread counts swept in Fig. 8 (at P = 0.5). */
+export const THREAD_COUNTS = [1, 2, 4] as const;
+
+export const galettePlaceholders: Scenario[] = [
+  {
+    name: "galette/xdp-macswap",
+    title: "Galette macswap chain in XDP",
+    impl: "galette",
+    experiment: "macswap",
+    datapath: "xdp",
+    baseline: "baseline/xdp-macswap",
+    targets: [
+      { metric: "throughput", atLeast: 0.9 },
+      { metric: "p50", atMost: 1.2 },
+    ],
+    pending: NOT_YET,
+    setup: pendingSetup,
+  },
+  ...(["poll", "irq"] as const).map(
+    (mode): Scenario => ({
+      name: `galette/upcall-macswap-${mode}`,
+      title: `Galette macswap upcalled to userland (${mode})`,
+      impl: "galette",
+      experiment: "macswap",
+      datapath: "afxdp",
+      workerMode: mode,
+      baseline: `baseline/afxdp-macswap-${mode}`,
+      targets: [{ metric: "throughput", atLeast: 0.9 }],
+      pending: NOT_YET,
+      setup: pendingSetup,
+    }),
+  ),
+  {
+    name: "galette/xdp-chain5",
+    title: "Galette 5-NF chain in XDP",
+    impl: "galette",
+    experiment: "chain5",
+    datapath: "xdp",
+    baseline: "galette/xdp-macswap",
+    targets: [{ metric: "throughput", atLeast: 0.6 }],
+    pending: NOT_YET,
+    setup: pendingSetup,
+  },
+  ...EXPENSIVE_FRACTIONS.flatMap((P) =>
+    (["xdp", "afxdp"] as const).map(
+      (datapath): Scenario => ({
+        name: `galette/expensive-${datapath === "xdp" ? "xdp" : "upcall"}-P${P}`,
+        title: `Galette expensive NF ${datapath === "xdp" ? "in XDP" : "upcalled"}, P=${P}`,
+        impl: "galette",
+        experiment: "expensive",
+        datapath,
+        workerMode: datapath === "afxdp" ? "poll" : undefined,
+        params: { P },
+        // the issue's target: at P = 0.5 upcalling gives normal traffic >= 5x the throughput
+        // and >= 10x lower p99 than placing the expensive NF in XDP
+        targets:
+          datapath === "afxdp" && P === 0.5
+            ? [
+                { metric: "throughput", against: "galette/expensive-xdp-P0.5", atLeast: 5 },
+                { metric: "p99", against: "galette/expensive-xdp-P0.5", atMost: 0.1 },
+              ]
+            : undefined,
+        pending: NOT_YET,
+        setup: pendingSetup,
+      }),
+    ),
+  ),
+  ...THREAD_COUNTS.map(
+    (threads): Scenario => ({
+      name: `galette/threads-${threads}`,
+      title: `Galette upcalled expensive NF, P=0.5, ${threads} userland thread(s)`,
+      impl: "galette",
+      experiment: "threads",
+      datapath: "afxdp",
+      workerMode: "poll",
+      params: { P: 0.5, threads },
+      pending: NOT_YET,
+      setup: pendingSetup,
+    }),
+  ),
+];
+
+for (const s of [...baselineScenarios, ...galettePlaceholders]) registerScenario(s);

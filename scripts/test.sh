@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
-# All tests: formatting/lint, typecheck, then every vitest project (unit + kernel e2e).
+# All tests: formatting/lint, typecheck, then every vitest project (unit + real-kernel e2e).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "== lint"; pnpm -s lint
-echo "== typecheck"; pnpm -s typecheck
-echo "== tests"
-pnpm -s vitest run "$@"
+echo "== lint (biome)"
+pnpm -s lint
+echo "== typecheck (tsc)"
+pnpm -s typecheck
+echo "== tests (vitest)"
+report=$(mktemp -t galette-vitest-XXXXXX.json)
+trap 'rm -f "$report"' EXIT
+status=0
+pnpm -s vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || status=$?
+# One plain closing line for CI: "N passed, N failed, N skipped".
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  const skipped = r.numPendingTests + r.numTodoTests;
+  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
+' "$report" || true
+exit $status

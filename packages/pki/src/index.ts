@@ -62,7 +62,12 @@ function keyPair(bits: number): forge.pki.rsa.KeyPair {
   return forge.pki.rsa.generateKeyPair({ bits, e: 0x10001 });
 }
 
-function validity(cert: forge.pki.Certificate, days: number): void {
+function validity(cert: forge.pki.Certificate, days: number, explicit?: ValidityWindow): void {
+  if (explicit) {
+    cert.validity.notBefore = explicit.notBefore;
+    cert.validity.notAfter = explicit.notAfter;
+    return;
+  }
   // Backdate a little so a device whose clock lags the controller's by minutes still accepts.
   const now = Date.now();
   cert.validity.notBefore = new Date(now - 5 * 60_000);
@@ -74,6 +79,12 @@ function subject(commonName: string): forge.pki.CertificateField[] {
     { name: "commonName", value: commonName },
     { name: "organizationName", value: "Galette" },
   ];
+}
+
+/** An explicit validity window (tests use it to make expired certificates). */
+export interface ValidityWindow {
+  notBefore: Date;
+  notAfter: Date;
 }
 
 export interface InitCaOptions {
@@ -118,6 +129,7 @@ function issueLeaf(
   commonName: string,
   validityDays: number,
   extensions: Record<string, unknown>[],
+  window?: ValidityWindow,
 ): IssuedCert {
   const { cert: caCert, key: caKey } = loadCaObjects(ca);
   const keys = keyPair(LEAF_KEY_BITS);
@@ -125,7 +137,7 @@ function issueLeaf(
   cert.publicKey = keys.publicKey;
   const serial = newSerial();
   cert.serialNumber = serial;
-  validity(cert, validityDays);
+  validity(cert, validityDays, window);
   cert.setSubject(subject(commonName));
   cert.setIssuer(caCert.subject.attributes);
   cert.setExtensions([
@@ -173,6 +185,7 @@ export function issueServerCert(ca: CertAndKey, options: ServerCertOptions = {})
 
 export interface DeviceCertOptions {
   validityDays?: number;
+  validity?: ValidityWindow;
 }
 
 /** A device client certificate: CN = device name, extKeyUsage clientAuth only. */
@@ -186,9 +199,13 @@ export function issueDeviceCert(
       `device name ${JSON.stringify(deviceName)} is not valid (letters, digits, . _ -; max 63)`,
     );
   }
-  return issueLeaf(ca, deviceName, options.validityDays ?? DEFAULT_DEVICE_VALIDITY_DAYS, [
-    { name: "extKeyUsage", clientAuth: true },
-  ]);
+  return issueLeaf(
+    ca,
+    deviceName,
+    options.validityDays ?? DEFAULT_DEVICE_VALIDITY_DAYS,
+    [{ name: "extKeyUsage", clientAuth: true }],
+    options.validity,
+  );
 }
 
 function commonNameOf(attributes: forge.pki.Certificate["subject"]): string {

@@ -11,22 +11,32 @@ export type Exit = z.infer<typeof Exit>;
  * - entry:    rx → the first NF (actionIndex null)
  * - tailcall: XDP NF → XDP NF through the PROG_ARRAY
  * - upcall:   XDP NF → userland NF (AF_XDP with 8 bytes of metadata); no way back to XDP
- * - userland: userland NF → userland NF, run to completion in the worker
+ * - call:     userland NF → userland NF, run to completion in the worker
  * - exit:     NF → verdict (tx/pass/drop/abort)
+ * (the same kinds as @galette/chain's plan)
  */
-export const EdgeKind = z.enum(["entry", "tailcall", "upcall", "userland", "exit"]);
+export const EdgeKind = z.enum(["entry", "tailcall", "upcall", "call", "exit"]);
 export type EdgeKind = z.infer<typeof EdgeKind>;
+
+export const Placement = z.enum(["xdp", "userland"]);
+export type Placement = z.infer<typeof Placement>;
 
 /**
  * One edge of the assignment graph. `from` is "rx" or an NF instance UUID; `to` is an NF
  * instance UUID or an exit. `actionIndex` is the position of the Action variant in the
  * source NF's enum (the slot in its action array map); null only for the entry edge.
+ * An NF placed in both XDP and userland has one edge per placement, told apart by
+ * `fromPlacement`.
  */
 export const AssignmentEdge = z.object({
   from: z.union([z.literal("rx"), Uuid]),
   to: z.union([Uuid, Exit]),
   kind: EdgeKind,
   actionIndex: z.number().int().nonnegative().nullable(),
+  /** which copy of `from` takes the edge (rx counts as xdp) */
+  fromPlacement: Placement,
+  /** where `to` runs; absent for exits */
+  toPlacement: Placement.optional(),
 });
 export type AssignmentEdge = z.infer<typeof AssignmentEdge>;
 

@@ -36,8 +36,15 @@ describe("protocol schemas", () => {
           },
         ],
         edges: [
-          { from: "rx", to: uuid, kind: "entry", actionIndex: null },
-          { from: uuid, to: "tx", kind: "exit", actionIndex: 0 },
+          {
+            from: "rx",
+            to: uuid,
+            kind: "entry",
+            actionIndex: null,
+            fromPlacement: "xdp",
+            toPlacement: "xdp",
+          },
+          { from: uuid, to: "tx", kind: "exit", actionIndex: 0, fromPlacement: "xdp" },
         ],
         maps: [],
         mapEntries: [],

@@ -1,0 +1,202 @@
+import { randomBytes } from "node:crypto";
+import { isAbsolute, join, resolve } from "node:path";
+import { type ControllerPki, issueDeviceCert, loadPkiDir, normaliseSerial } from "@galette/pki";
+import {
+  type AssignedNf,
+  type CpuTriple,
+  type DeviceAssignment,
+  type EnrollDeviceResponse,
+  Labels,
+  Name,
+  PROTOCOL_VERSION,
+  type Sha256Digest,
+  tripleForMachine,
+} from "@galette/protocol";
+import { ArtifactStore, sha256Hex } from "./storage/artifacts";
+import type { DeviceRecord, Repository } from "./storage/repository";
+import { openSqliteRepository } from "./storage/sqlite";
+
+/** A 4xx the server turns into an ErrorResponse; `message` names the problem. */
+export class RequestError extends Error {
+  constructor(
+    readonly statusCode: number,
+    message: string,
+    readonly details?: string[],
+  ) {
+    super(message);
+  }
+}
+
+const TOKEN_PREFIX = "glt_";
+
+export function hashToken(token: string): string {
+  return sha256Hex(token);
+}
+
+/**
+ * A controller data directory: CA + server cert, SQLite, artifacts. Both the server and
+ * the CLI's `--data DIR` mode go through this, so both apply the same rules.
+ */
+export class DataDir {
+  readonly dir: string;
+  readonly repo: Repository;
+  readonly artifacts: ArtifactStore;
+  readonly pki: ControllerPki;
+
+  private constructor(dir: string) {
+    this.dir = isAbsolute(dir) ? dir : resolve(dir);
+    this.pki = loadPkiDir(this.dir);
+    this.repo = openSqliteRepository(this.dir);
+    this.artifacts = new ArtifactStore(this.dir);
+  }
+
+  static open(dir: string): DataDir {
+    return new DataDir(dir);
+  }
+
+  /** Where uploaded NF crates are unpacked for the builder. */
+  get nfSourceRoot(): string {
+    return join(this.dir, "nf-sources");
+  }
+
+  enrolDevice(
+    name: string,
+    labels: Labels,
+    controllerUrl: string,
+    validityDays?: number,
+  ): EnrollDeviceResponse {
+    const checkedName = Name.safeParse(name);
+    if (!checkedName.success)
+      throw new RequestError(
+        400,
+        `device name ${JSON.stringify(name)}: ${checkedName.error.issues[0]?.message}`,
+      );
+    const checkedLabels = Labels.safeParse(labels);
+    if (!checkedLabels.success) {
+      throw new RequestError(
+        400,
+        `labels: ${checkedLabels.error.issues.map((i) => `${i.path.join(".")} ${i.message}`).join("; ")}`,
+      );
+    }
+    const existing = this.repo.getDevice(name);
+    if (existing && !existing.revokedAt) {
+      throw new RequestError(
+        409,
+        `device ${name} is already enrolled (serial ${existing.serial}); revoke it first`,
+      );
+    }
+    const issued = issueDeviceCert(this.pki.ca, name, validityDays ? { validityDays } : {});
+    const serial = normaliseSerial(issued.serial);
+    this.repo.insertDevice({
+      name,
+      labels: checkedLabels.data,
+      serial,
+      certPem: issued.certPem,
+      enrolledAt: new Date().toISOString(),
+      notAfter: issued.notAfter.toISOString(),
+    });
+    return {
+      name,
+      serial,
+      notAfter: issued.notAfter.toISOString(),
+      certPem: issued.certPem,
+      keyPem: issued.keyPem,
+      caPem: this.pki.ca.certPem,
+      controllerUrl,
+    };
+  }
+
+  revokeDevice(name: string): DeviceRecord {
+    const device = this.repo.getDevice(name);
+    if (!device) throw new RequestError(404, `device ${name} is not enrolled`);
+    if (device.revokedAt)
+      throw new RequestError(409, `device ${name} was already revoked at ${device.revokedAt}`);
+    return this.repo.revokeDevice(name, new Date().toISOString());
+  }
+
+  /** Creates a token, stores only its hash, returns the token (shown once). */
+  createToken(name: string): { name: string; token: string; createdAt: string } {
+    const checked = Name.safeParse(name);
+    if (!checked.success)
+      throw new RequestError(400, `token name ${JSON.stringify(name)}: ${checked.error.issues[0]?.message}`);
+    const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
+    const createdAt = new Date().toISOString();
+    this.repo.insertToken(name, hashToken(token), createdAt);
+    return { name, token, createdAt };
+  }
+
+  close(): void {
+    this.repo.close();
+  }
+}
+
+/** The device's CPU triple: from the request's `arch`, else from its last status report. */
+export function deviceTriple(device: DeviceRecord, arch?: string): CpuTriple | undefined {
+  const machine = arch ?? device.status?.arch;
+  return machine ? tripleForMachine(machine) : undefined;
+}
+
+/**
+ * What GET /v1/device/assignment returns for this device: its chain's graph with the
+ * artifacts of the latest published build of each NF for its triple, and the map entries.
+ */
+export function buildAssignment(
+  repo: Repository,
+  device: DeviceRecord,
+  triple?: CpuTriple,
+): DeviceAssignment {
+  const base = { protocolVersion: PROTOCOL_VERSION, device: device.name, ...(triple ? { triple } : {}) };
+  if (!device.assignedChain) return { ...base, chain: null };
+  const chain = repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined);
+  if (!chain) return { ...base, chain: null };
+  const nfs: AssignedNf[] = chain.graph.nfs.map((nf) => {
+    const published = repo.latestNf(nf.nf);
+    const artifacts: AssignedNf["artifacts"] = {};
+    if (published) {
+      const bpf = published.artifacts.find((a) => a.kind === "bpf-object");
+      const native = triple
+        ? published.artifacts.find((a) => a.kind === "native-lib" && a.triple === triple)
+        : undefined;
+      if (nf.xdp && bpf) artifacts.bpfObject = { digest: bpf.digest, size: bpf.size };
+      if (nf.userland && native) artifacts.native = { digest: native.digest, size: native.size };
+    }
+    return { ...nf, artifacts };
+  });
+  const mapEntries = chain.graph.maps
+    .map((map) => ({ map: map.id, entries: repo.getMapEntries(chain.name, map.id) }))
+    .filter((m) => m.entries.length > 0);
+  return {
+    ...base,
+    chain: {
+      name: chain.name,
+      version: chain.version,
+      nfs,
+      edges: chain.graph.edges,
+      maps: chain.graph.maps,
+      mapEntries,
+    },
+  };
+}
+
+/** Strong ETag of an assignment body: its sha256 in quotes. */
+export function assignmentEtag(assignment: DeviceAssignment): string {
+  return `"${sha256Hex(JSON.stringify(assignment))}"`;
+}
+
+/**
+ * Digests a device may download: every artifact of every NF in its assigned chain (any
+ * triple: a device may legitimately fetch another CPU's build of its own NF; nothing else).
+ */
+export function artifactsAllowedFor(repo: Repository, device: DeviceRecord): Set<Sha256Digest> {
+  const allowed = new Set<Sha256Digest>();
+  if (!device.assignedChain) return allowed;
+  const chain = repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined);
+  if (!chain) return allowed;
+  for (const nf of chain.graph.nfs) {
+    const published = repo.latestNf(nf.nf);
+    for (const artifact of published?.artifacts ?? []) {
+      if (artifact.kind !== "crate-source") allowed.add(artifact.digest);
+    }
+  }
+  return allowed;
+}

@@ -1,0 +1,104 @@
+import type { NfInterface } from "@galette/chain";
+import type {
+  ArtifactMeta,
+  AssignedChain,
+  DeviceStatusReport,
+  Labels,
+  MapEntry,
+  PublishNfResponse,
+} from "@galette/protocol";
+
+export interface DeviceRecord {
+  name: string;
+  labels: Labels;
+  /** normalised serial of the device's current certificate */
+  serial: string;
+  certPem: string;
+  enrolledAt: string;
+  notAfter: string;
+  revokedAt: string | null;
+  lastSeenAt: string | null;
+  assignedChain: string | null;
+  /** null = follow the latest version of assignedChain */
+  assignedVersion: number | null;
+  status: DeviceStatusReport | null;
+  statusAt: string | null;
+}
+
+export interface TokenRecord {
+  name: string;
+  createdAt: string;
+}
+
+/** The device-independent part of a pushed chain: what every device of it gets, minus artifacts and map entries. */
+export type ChainGraph = Omit<AssignedChain, "name" | "version" | "mapEntries" | "nfs"> & {
+  nfs: Array<Omit<AssignedChain["nfs"][number], "artifacts">>;
+};
+
+export interface ChainVersionRecord {
+  name: string;
+  version: number;
+  toml: string;
+  file: string;
+  graph: ChainGraph;
+  warnings: string[];
+  createdAt: string;
+}
+
+export interface NfRecord {
+  name: string;
+  sourceDigest: string;
+  build: PublishNfResponse["build"];
+  buildMessage: string | null;
+  buildHash: string;
+  /** Action variants and #[maps] fields as the NF analyser read them; push checks chains against it */
+  interface: NfInterface;
+  /** digests of the bpf object and native libraries built from this source */
+  artifacts: ArtifactMeta[];
+  publishedAt: string;
+}
+
+/**
+ * What the controller stores. One implementation (SQLite); every method reads the
+ * database afresh so changes made by another process on the same data dir (the CLI's
+ * `--data DIR` mode) are seen at once.
+ */
+export interface Repository {
+  /** Run `fn` in one transaction; a throw rolls everything back. */
+  transaction<T>(fn: () => T): T;
+
+  insertDevice(
+    device: Omit<
+      DeviceRecord,
+      "revokedAt" | "lastSeenAt" | "status" | "statusAt" | "assignedChain" | "assignedVersion"
+    >,
+  ): void;
+  getDevice(name: string): DeviceRecord | undefined;
+  listDevices(): DeviceRecord[];
+  /** Marks the device and its certificate serial revoked. */
+  revokeDevice(name: string, at: string): DeviceRecord;
+  isSerialRevoked(serial: string): boolean;
+  touchDevice(name: string, at: string): void;
+  saveDeviceStatus(name: string, status: DeviceStatusReport, at: string): void;
+  assignChain(deviceNames: string[], chain: string, version: number | null): void;
+  devicesAssignedTo(chain: string): DeviceRecord[];
+
+  insertToken(name: string, tokenHash: string, at: string): void;
+  findTokenByHash(tokenHash: string): TokenRecord | undefined;
+
+  /** Stores a new version (previous + 1) and returns it. */
+  insertChainVersion(chain: Omit<ChainVersionRecord, "version">): number;
+  getChainVersion(name: string, version?: number): ChainVersionRecord | undefined;
+  listChains(): Array<{ name: string; latestVersion: number; createdAt: string }>;
+
+  insertNf(nf: NfRecord): void;
+  latestNf(name: string): NfRecord | undefined;
+
+  insertArtifact(meta: ArtifactMeta, at: string): void;
+  getArtifact(digest: string): ArtifactMeta | undefined;
+
+  setMapEntries(chain: string, map: string, set: MapEntry[], remove: string[], at: string): void;
+  getMapEntries(chain: string, map: string): MapEntry[];
+
+  close(): void;
+}

@@ -1,0 +1,400 @@
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { NfInterface } from "@galette/chain";
+import type { ArtifactMeta, DeviceStatusReport, Labels, MapEntry } from "@galette/protocol";
+import Database from "better-sqlite3";
+import type {
+  ChainGraph,
+  ChainVersionRecord,
+  DeviceRecord,
+  NfRecord,
+  Repository,
+  TokenRecord,
+} from "./repository";
+
+export const DATABASE_FILE = "galette.db";
+
+/**
+ * Schema migrations, applied in order; PRAGMA user_version records how many ran.
+ * Never edit a shipped migration: append a new one.
+ */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE devices (
+     name TEXT PRIMARY KEY,
+     labels TEXT NOT NULL,
+     serial TEXT NOT NULL,
+     cert_pem TEXT NOT NULL,
+     enrolled_at TEXT NOT NULL,
+     not_after TEXT NOT NULL,
+     revoked_at TEXT,
+     last_seen_at TEXT,
+     assigned_chain TEXT,
+     assigned_version INTEGER,
+     status TEXT,
+     status_at TEXT
+   );
+   CREATE TABLE revoked_serials (
+     serial TEXT PRIMARY KEY,
+     device TEXT NOT NULL,
+     revoked_at TEXT NOT NULL
+   );
+   CREATE TABLE tokens (
+     token_hash TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE chain_versions (
+     name TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     toml TEXT NOT NULL,
+     file TEXT NOT NULL,
+     graph TEXT NOT NULL,
+     warnings TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     PRIMARY KEY (name, version)
+   );
+   CREATE TABLE nfs (
+     name TEXT NOT NULL,
+     source_digest TEXT NOT NULL,
+     build TEXT NOT NULL,
+     build_message TEXT,
+     build_hash TEXT NOT NULL,
+     interface TEXT NOT NULL,
+     artifacts TEXT NOT NULL,
+     published_at TEXT NOT NULL,
+     seq INTEGER PRIMARY KEY AUTOINCREMENT
+   );
+   CREATE INDEX nfs_by_name ON nfs (name, seq);
+   CREATE TABLE artifacts (
+     digest TEXT PRIMARY KEY,
+     kind TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     nf TEXT NOT NULL,
+     triple TEXT,
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE map_entries (
+     chain TEXT NOT NULL,
+     map TEXT NOT NULL,
+     key TEXT NOT NULL,
+     value TEXT NOT NULL,
+     updated_at TEXT NOT NULL,
+     PRIMARY KEY (chain, map, key)
+   );`,
+];
+
+interface DeviceRow {
+  name: string;
+  labels: string;
+  serial: string;
+  cert_pem: string;
+  enrolled_at: string;
+  not_after: string;
+  revoked_at: string | null;
+  last_seen_at: string | null;
+  assigned_chain: string | null;
+  assigned_version: number | null;
+  status: string | null;
+  status_at: string | null;
+}
+
+function deviceFromRow(row: DeviceRow): DeviceRecord {
+  return {
+    name: row.name,
+    labels: JSON.parse(row.labels) as Labels,
+    serial: row.serial,
+    certPem: row.cert_pem,
+    enrolledAt: row.enrolled_at,
+    notAfter: row.not_after,
+    revokedAt: row.revoked_at,
+    lastSeenAt: row.last_seen_at,
+    assignedChain: row.assigned_chain,
+    assignedVersion: row.assigned_version,
+    status: row.status ? (JSON.parse(row.status) as DeviceStatusReport) : null,
+    statusAt: row.status_at,
+  };
+}
+
+export function migrate(db: Database.Database): void {
+  const current = db.pragma("user_version", { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    throw new Error(
+      `database schema version ${current} is newer than this controller knows (${MIGRATIONS.length}): upgrade galette`,
+    );
+  }
+  for (let version = current; version < MIGRATIONS.length; version++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[version]!);
+      db.pragma(`user_version = ${version + 1}`);
+    }).immediate();
+  }
+}
+
+/** Opens (creating if needed) DIR/galette.db, migrated to the current schema. */
+export function openSqliteRepository(dataDir: string): Repository {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const db = new Database(join(dataDir, DATABASE_FILE));
+  // WAL lets the CLI write (enrol/revoke on --data DIR) while a running controller reads.
+  db.pragma("journal_mode = WAL");
+  db.pragma("busy_timeout = 5000");
+  db.pragma("foreign_keys = ON");
+  migrate(db);
+  return new SqliteRepository(db);
+}
+
+class SqliteRepository implements Repository {
+  constructor(private readonly db: Database.Database) {}
+
+  transaction<T>(fn: () => T): T {
+    // IMMEDIATE takes the write lock up front, so two processes cannot both read-then-write stale state.
+    return this.db.transaction(fn).immediate();
+  }
+
+  insertDevice(device: Parameters<Repository["insertDevice"]>[0]): void {
+    this.db
+      .prepare(
+        `INSERT INTO devices (name, labels, serial, cert_pem, enrolled_at, not_after)
+         VALUES (@name, @labels, @serial, @certPem, @enrolledAt, @notAfter)
+         ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, serial = excluded.serial,
+           cert_pem = excluded.cert_pem, enrolled_at = excluded.enrolled_at, not_after = excluded.not_after,
+           revoked_at = NULL, last_seen_at = NULL, status = NULL, status_at = NULL
+         WHERE devices.revoked_at IS NOT NULL`,
+      )
+      .run({ ...device, labels: JSON.stringify(device.labels) });
+    const stored = this.getDevice(device.name);
+    if (stored?.serial !== device.serial) {
+      throw new Error(`device ${device.name} is already enrolled (revoke it first to enrol it again)`);
+    }
+  }
+
+  getDevice(name: string): DeviceRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM devices WHERE name = ?").get(name) as DeviceRow | undefined;
+    return row ? deviceFromRow(row) : undefined;
+  }
+
+  listDevices(): DeviceRecord[] {
+    return (this.db.prepare("SELECT * FROM devices ORDER BY name").all() as DeviceRow[]).map(deviceFromRow);
+  }
+
+  revokeDevice(name: string, at: string): DeviceRecord {
+    return this.transaction(() => {
+      const device = this.getDevice(name);
+      if (!device) throw new Error(`device ${name} is not enrolled`);
+      if (device.revokedAt) throw new Error(`device ${name} was already revoked at ${device.revokedAt}`);
+      this.db.prepare("UPDATE devices SET revoked_at = ? WHERE name = ?").run(at, name);
+      this.db
+        .prepare("INSERT OR IGNORE INTO revoked_serials (serial, device, revoked_at) VALUES (?, ?, ?)")
+        .run(device.serial, name, at);
+      return { ...device, revokedAt: at };
+    });
+  }
+
+  isSerialRevoked(serial: string): boolean {
+    return this.db.prepare("SELECT 1 FROM revoked_serials WHERE serial = ?").get(serial) !== undefined;
+  }
+
+  touchDevice(name: string, at: string): void {
+    this.db.prepare("UPDATE devices SET last_seen_at = ? WHERE name = ?").run(at, name);
+  }
+
+  saveDeviceStatus(name: string, status: DeviceStatusReport, at: string): void {
+    this.db
+      .prepare("UPDATE devices SET status = ?, status_at = ?, last_seen_at = ? WHERE name = ?")
+      .run(JSON.stringify(status), at, at, name);
+  }
+
+  assignChain(deviceNames: string[], chain: string, version: number | null): void {
+    const update = this.db.prepare(
+      "UPDATE devices SET assigned_chain = ?, assigned_version = ? WHERE name = ?",
+    );
+    this.transaction(() => {
+      for (const name of deviceNames) {
+        if (update.run(chain, version, name).changes !== 1) throw new Error(`device ${name} is not enrolled`);
+      }
+    });
+  }
+
+  devicesAssignedTo(chain: string): DeviceRecord[] {
+    return (
+      this.db
+        .prepare("SELECT * FROM devices WHERE assigned_chain = ? ORDER BY name")
+        .all(chain) as DeviceRow[]
+    ).map(deviceFromRow);
+  }
+
+  insertToken(name: string, tokenHash: string, at: string): void {
+    this.db
+      .prepare("INSERT INTO tokens (token_hash, name, created_at) VALUES (?, ?, ?)")
+      .run(tokenHash, name, at);
+  }
+
+  findTokenByHash(tokenHash: string): TokenRecord | undefined {
+    const row = this.db.prepare("SELECT name, created_at FROM tokens WHERE token_hash = ?").get(tokenHash) as
+      | { name: string; created_at: string }
+      | undefined;
+    return row ? { name: row.name, createdAt: row.created_at } : undefined;
+  }
+
+  insertChainVersion(chain: Omit<ChainVersionRecord, "version">): number {
+    return this.transaction(() => {
+      const row = this.db
+        .prepare("SELECT MAX(version) AS v FROM chain_versions WHERE name = ?")
+        .get(chain.name) as {
+        v: number | null;
+      };
+      const version = (row.v ?? 0) + 1;
+      this.db
+        .prepare(
+          `INSERT INTO chain_versions (name, version, toml, file, graph, warnings, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(
+          chain.name,
+          version,
+          chain.toml,
+          chain.file,
+          JSON.stringify(chain.graph),
+          JSON.stringify(chain.warnings),
+          chain.createdAt,
+        );
+      return version;
+    });
+  }
+
+  getChainVersion(name: string, version?: number): ChainVersionRecord | undefined {
+    const row = (
+      version === undefined
+        ? this.db
+            .prepare("SELECT * FROM chain_versions WHERE name = ? ORDER BY version DESC LIMIT 1")
+            .get(name)
+        : this.db.prepare("SELECT * FROM chain_versions WHERE name = ? AND version = ?").get(name, version)
+    ) as
+      | {
+          name: string;
+          version: number;
+          toml: string;
+          file: string;
+          graph: string;
+          warnings: string;
+          created_at: string;
+        }
+      | undefined;
+    if (!row) return undefined;
+    return {
+      name: row.name,
+      version: row.version,
+      toml: row.toml,
+      file: row.file,
+      graph: JSON.parse(row.graph) as ChainGraph,
+      warnings: JSON.parse(row.warnings) as string[],
+      createdAt: row.created_at,
+    };
+  }
+
+  listChains(): Array<{ name: string; latestVersion: number; createdAt: string }> {
+    return (
+      this.db
+        .prepare(
+          `SELECT name, MAX(version) AS latestVersion, MAX(created_at) AS createdAt
+           FROM chain_versions GROUP BY name ORDER BY name`,
+        )
+        .all() as Array<{ name: string; latestVersion: number; createdAt: string }>
+    ).map((r) => ({ ...r }));
+  }
+
+  insertNf(nf: NfRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO nfs (name, source_digest, build, build_message, build_hash, interface, artifacts, published_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        nf.name,
+        nf.sourceDigest,
+        nf.build,
+        nf.buildMessage,
+        nf.buildHash,
+        JSON.stringify(nf.interface),
+        JSON.stringify(nf.artifacts),
+        nf.publishedAt,
+      );
+  }
+
+  latestNf(name: string): NfRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM nfs WHERE name = ? ORDER BY seq DESC LIMIT 1").get(name) as
+      | {
+          name: string;
+          source_digest: string;
+          build: NfRecord["build"];
+          build_message: string | null;
+          build_hash: string;
+          interface: string;
+          artifacts: string;
+          published_at: string;
+        }
+      | undefined;
+    if (!row) return undefined;
+    return {
+      name: row.name,
+      sourceDigest: row.source_digest,
+      build: row.build,
+      buildMessage: row.build_message,
+      buildHash: row.build_hash,
+      interface: JSON.parse(row.interface) as NfInterface,
+      artifacts: JSON.parse(row.artifacts) as ArtifactMeta[],
+      publishedAt: row.published_at,
+    };
+  }
+
+  insertArtifact(meta: ArtifactMeta, at: string): void {
+    this.db
+      .prepare(
+        `INSERT OR IGNORE INTO artifacts (digest, kind, size, nf, triple, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+      )
+      .run(meta.digest, meta.kind, meta.size, meta.nf, meta.triple ?? null, at);
+  }
+
+  getArtifact(digest: string): ArtifactMeta | undefined {
+    const row = this.db
+      .prepare("SELECT digest, kind, size, nf, triple FROM artifacts WHERE digest = ?")
+      .get(digest) as
+      | {
+          digest: string;
+          kind: ArtifactMeta["kind"];
+          size: number;
+          nf: string;
+          triple: ArtifactMeta["triple"] | null;
+        }
+      | undefined;
+    if (!row) return undefined;
+    return {
+      digest: row.digest,
+      kind: row.kind,
+      size: row.size,
+      nf: row.nf,
+      ...(row.triple ? { triple: row.triple } : {}),
+    };
+  }
+
+  setMapEntries(chain: string, map: string, set: MapEntry[], remove: string[], at: string): void {
+    const upsert = this.db.prepare(
+      `INSERT INTO map_entries (chain, map, key, value, updated_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (chain, map, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+    );
+    const del = this.db.prepare("DELETE FROM map_entries WHERE chain = ? AND map = ? AND key = ?");
+    this.transaction(() => {
+      for (const entry of set) upsert.run(chain, map, entry.key, entry.value, at);
+      for (const key of remove) del.run(chain, map, key);
+    });
+  }
+
+  getMapEntries(chain: string, map: string): MapEntry[] {
+    return this.db
+      .prepare("SELECT key, value FROM map_entries WHERE chain = ? AND map = ? ORDER BY key")
+      .all(chain, map) as MapEntry[];
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

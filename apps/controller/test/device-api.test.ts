@@ -1,0 +1,322 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createCa, issueDeviceCert } from "@galette/pki";
+import { type DeviceAssignment, DeviceNotification, PROTOCOL_VERSION } from "@galette/protocol";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { DataDir } from "../src/control";
+import { sha256Hex } from "../src/storage/artifacts";
+import {
+  ACL_RS,
+  ACL_TOML,
+  fakeBuilder,
+  type Harness,
+  MACSWAP_RS,
+  MACSWAP_TOML,
+  startHarness,
+  tarOf,
+  writeCrate,
+} from "./helpers";
+
+interface Bundle {
+  certPem: string;
+  keyPem: string;
+  serial: string;
+}
+
+describe("device API over mTLS", () => {
+  let h: Harness;
+  let crates: string;
+  const bundles: Record<string, Bundle> = {};
+
+  const enrol = async (name: string, labels: Record<string, string>) => {
+    const res = await h.call("/v1/devices", { method: "POST", token: h.token, body: { name, labels } });
+    expect(res.status).toBe(201);
+    const bundle = res.json<Bundle>();
+    bundles[name] = bundle;
+    return bundle;
+  };
+  const asDevice = (name: string) => ({ certPem: bundles[name]!.certPem, keyPem: bundles[name]!.keyPem });
+  const publish = async (name: string, rs: string) => {
+    writeCrate(crates, name, rs);
+    const res = await h.call("/v1/nfs", {
+      method: "POST",
+      token: h.token,
+      headers: { "content-type": "application/x-tar" },
+      body: tarOf(crates, name),
+    });
+    expect(res.status, res.body.toString()).toBe(201);
+  };
+  const push = async (toml: string) => {
+    const res = await h.call("/v1/chains", {
+      method: "POST",
+      token: h.token,
+      body: { toml, file: "chain.toml" },
+    });
+    expect(res.status, res.body.toString()).toBe(201);
+    return res.json<{ version: number }>();
+  };
+  const assign = async (chain: string, devices: string[]) => {
+    const res = await h.call("/v1/assignments", { method: "POST", token: h.token, body: { chain, devices } });
+    expect(res.status, res.body.toString()).toBe(200);
+  };
+
+  beforeAll(async () => {
+    h = await startHarness({ nfBuilder: fakeBuilder });
+    crates = mkdtempSync(join(tmpdir(), "galette-crates-"));
+    await enrol("pi-1", { role: "edge" });
+    await enrol("pi-2", { role: "core" });
+    await publish("macswap", MACSWAP_RS);
+    await publish("acl", ACL_RS);
+    await push(MACSWAP_TOML);
+    await push(ACL_TOML);
+  });
+  afterAll(async () => {
+    await h?.cleanup();
+    rmSync(crates, { recursive: true, force: true });
+  });
+
+  it("gives an enrolled device with no chain an empty assignment", async () => {
+    const res = await h.call("/v1/device/assignment", { client: asDevice("pi-1") });
+    expect(res.status).toBe(200);
+    expect(res.json<DeviceAssignment>()).toEqual({
+      protocolVersion: PROTOCOL_VERSION,
+      device: "pi-1",
+      chain: null,
+    });
+  });
+
+  it("serves the assigned chain graph with artifacts for the device's CPU, and 304 for a matching ETag", async () => {
+    await assign("macswap", ["pi-1"]);
+    await assign("acl", ["pi-2"]);
+    const res = await h.call("/v1/device/assignment?arch=aarch64", { client: asDevice("pi-1") });
+    expect(res.status).toBe(200);
+    const etag = res.headers.etag as string;
+    expect(etag).toMatch(/^"[0-9a-f]{64}"$/);
+    const assignment = res.json<DeviceAssignment>();
+    expect(assignment.triple).toBe("aarch64-unknown-linux-gnu");
+    const chain = assignment.chain!;
+    expect(chain.name).toBe("macswap");
+    expect(chain.nfs).toHaveLength(1);
+    const nf = chain.nfs[0]!;
+    expect(nf.actionCount).toBe(1);
+    expect(nf.artifacts.bpfObject?.digest).toMatch(/^[0-9a-f]{64}$/);
+    expect(chain.edges).toEqual([
+      { from: "rx", to: nf.uuid, kind: "entry", actionIndex: null, fromPlacement: "xdp", toPlacement: "xdp" },
+      { from: nf.uuid, to: "tx", kind: "exit", actionIndex: 0, fromPlacement: "xdp" },
+    ]);
+    expect(chain.maps).toEqual([
+      {
+        id: "macswap.counters",
+        name: "counters",
+        type: "array",
+        keySize: 4,
+        valueSize: 8,
+        maxEntries: 1,
+        shared: false,
+        owner: nf.uuid,
+      },
+    ]);
+
+    const again = await h.call("/v1/device/assignment?arch=aarch64", {
+      client: asDevice("pi-1"),
+      headers: { "if-none-match": etag },
+    });
+    expect(again.status).toBe(304);
+    expect(again.body.length).toBe(0);
+    const stale = await h.call("/v1/device/assignment?arch=aarch64", {
+      client: asDevice("pi-1"),
+      headers: { "if-none-match": '"0000"' },
+    });
+    expect(stale.status).toBe(200);
+  });
+
+  it("lets a device download its own artifacts, byte-exact, and nothing else", async () => {
+    const mine = (
+      await h.call("/v1/device/assignment", { client: asDevice("pi-1") })
+    ).json<DeviceAssignment>();
+    const theirs = (
+      await h.call("/v1/device/assignment", { client: asDevice("pi-2") })
+    ).json<DeviceAssignment>();
+    const myDigest = mine.chain!.nfs[0]!.artifacts.bpfObject!.digest;
+    const theirDigest = theirs.chain!.nfs[0]!.artifacts.bpfObject!.digest;
+    expect(myDigest).not.toBe(theirDigest);
+
+    const ok = await h.call(`/v1/device/artifacts/${myDigest}`, { client: asDevice("pi-1") });
+    expect(ok.status).toBe(200);
+    expect(sha256Hex(ok.body)).toBe(myDigest);
+
+    const denied = await h.call(`/v1/device/artifacts/${theirDigest}`, { client: asDevice("pi-1") });
+    expect(denied.status).toBe(403);
+    expect(denied.json().error).toMatch(/not part of device pi-1's assignment/);
+    // The crate source is stored as an artifact too, but it is never served to devices.
+    const bad = await h.call("/v1/device/artifacts/..%2F..%2Fca.key", { client: asDevice("pi-1") });
+    expect(bad.status).toBe(400);
+  });
+
+  it("has no route to read another device's assignment: identity comes only from the certificate", async () => {
+    const res = await h.call("/v1/device/assignment?device=pi-2", { client: asDevice("pi-1") });
+    expect(res.json<DeviceAssignment>().device).toBe("pi-1");
+    const operatorRoute = await h.call("/v1/devices/pi-2", { client: asDevice("pi-1") });
+    expect(operatorRoute.status).toBe(401);
+  });
+
+  it("refuses requests without a certificate, or with a foreign, expired, unenrolled or superseded one", async () => {
+    const none = await h.call("/v1/device/assignment");
+    expect(none.status).toBe(401);
+    expect(none.json().error).toBe("client certificate required");
+
+    const foreignCa = createCa({ commonName: "evil CA" });
+    const foreign = issueDeviceCert(foreignCa, "pi-1");
+    const refused = await h.call("/v1/device/assignment", { client: foreign });
+    expect(refused.status).toBe(403);
+    expect(refused.json().error).toMatch(/not accepted/);
+
+    // Signed by our CA but never enrolled (e.g. a key leaked from a bundle that was re-issued).
+    const data = DataDir.open(h.dir);
+    const unenrolled = issueDeviceCert(data.pki.ca, "pi-9");
+    const expired = issueDeviceCert(data.pki.ca, "pi-1", {
+      validity: {
+        notBefore: new Date(Date.now() - 10 * 86_400_000),
+        notAfter: new Date(Date.now() - 86_400_000),
+      },
+    });
+    const secondPi1 = issueDeviceCert(data.pki.ca, "pi-1");
+    data.close();
+    expect((await h.call("/v1/device/assignment", { client: unenrolled })).status).toBe(403);
+    const expiredRes = await h.call("/v1/device/assignment", { client: expired });
+    expect(expiredRes.status).toBe(403);
+    expect(expiredRes.json().error).toMatch(/CERT_HAS_EXPIRED/);
+    const wrongSerial = await h.call("/v1/device/assignment", { client: secondPi1 });
+    expect(wrongSerial.status).toBe(403);
+    expect(wrongSerial.json().error).toMatch(/not the one enrolled/);
+    expect(
+      h.logs.some((l) => l.msg === "device request refused" && l.reason === "client certificate required"),
+    ).toBe(true);
+  });
+
+  it("stores status reports and shows them in the device list", async () => {
+    const report = {
+      protocolVersion: PROTOCOL_VERSION,
+      agentVersion: "0.1.0",
+      arch: "x86_64",
+      kernelVersion: "6.18.0",
+      installed: { chain: "acl", version: 1 },
+      state: "converged",
+      errors: [],
+      counters: [{ uuid: "6c0a6f1e-3b1d-4f5e-9a57-2f4d1c8e0b7a", counters: { packets: 42 } }],
+    };
+    const res = await h.call("/v1/device/status", { method: "POST", client: asDevice("pi-2"), body: report });
+    expect(res.status).toBe(204);
+    const bad = await h.call("/v1/device/status", {
+      method: "POST",
+      client: asDevice("pi-2"),
+      body: { ...report, state: "dancing" },
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.json().error).toMatch(/^invalid status report: state:/);
+    const list = await h.call("/v1/devices", { token: h.token });
+    const pi2 = list
+      .json<{ devices: Array<Record<string, unknown>> }>()
+      .devices.find((d) => d.name === "pi-2")!;
+    expect(pi2.installed).toEqual({ chain: "acl", version: 1 });
+    expect(pi2.triple).toBe("x86_64-unknown-linux-gnu");
+    expect(pi2.lastSeenAt).not.toBeNull();
+  });
+
+  it("notifies a connected device over ws when its chain is pushed or re-assigned", async () => {
+    const ws = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
+      ca: h.caPem,
+      cert: bundles["pi-1"]!.certPem,
+      key: bundles["pi-1"]!.keyPem,
+    });
+    const messages: DeviceNotification[] = [];
+    const waitFor = (n: number) =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`only ${messages.length} of ${n} messages arrived`)),
+          5000,
+        );
+        const check = () => {
+          if (messages.length >= n) {
+            clearTimeout(timer);
+            resolve();
+          } else setTimeout(check, 20);
+        };
+        check();
+      });
+    ws.on("message", (data) => messages.push(DeviceNotification.parse(JSON.parse(String(data)))));
+    await waitFor(1);
+    expect(messages[0]).toEqual({ type: "hello", protocolVersion: PROTOCOL_VERSION, device: "pi-1" });
+
+    const online = await h.call("/v1/devices/pi-1", { token: h.token });
+    expect(online.json().online).toBe(true);
+
+    await push(MACSWAP_TOML.replace('to = ["tx"]', 'to = ["pass"]'));
+    await waitFor(2);
+    const current = await h.call("/v1/device/assignment", { client: asDevice("pi-1") });
+    expect(messages[1]).toEqual({ type: "assignment-changed", etag: current.headers.etag });
+
+    await assign("acl", ["pi-1"]);
+    await waitFor(3);
+    expect(messages[2]!.type).toBe("assignment-changed");
+    ws.close();
+  });
+
+  it("refuses a device revoked while the controller runs, on its next request and its open ws", async () => {
+    const ws = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
+      ca: h.caPem,
+      cert: bundles["pi-2"]!.certPem,
+      key: bundles["pi-2"]!.keyPem,
+    });
+    await new Promise((resolve, reject) => {
+      ws.once("message", resolve);
+      ws.once("error", reject);
+    });
+    const closed = new Promise<number>((resolve) => ws.once("close", (code) => resolve(code)));
+    expect((await h.call("/v1/device/assignment", { client: asDevice("pi-2") })).status).toBe(200);
+
+    // Revoked directly on the data dir (as `galette device revoke --data DIR` does), not through the server.
+    const data = DataDir.open(h.dir);
+    data.revokeDevice("pi-2");
+    data.close();
+
+    const res = await h.call("/v1/device/assignment", { client: asDevice("pi-2") });
+    expect(res.status).toBe(403);
+    expect(res.json().error).toMatch(/revoked/);
+    expect(await closed).toBe(4403);
+    const reconnect = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
+      ca: h.caPem,
+      cert: bundles["pi-2"]!.certPem,
+      key: bundles["pi-2"]!.keyPem,
+    });
+    const status = await new Promise<number>((resolve) => {
+      reconnect.on("unexpected-response", (req, response) => {
+        req.destroy();
+        resolve(response.statusCode ?? 0);
+      });
+      reconnect.on("open", () => resolve(101));
+    });
+    expect(status).toBe(403);
+    expect(
+      h.logs.some((l) => l.msg === "device request refused" && String(l.reason).includes("revoked")),
+    ).toBe(true);
+  });
+
+  it("keeps devices, chains, assignments and artifacts across a restart", async () => {
+    const before = await h.call("/v1/device/assignment", { client: asDevice("pi-1") });
+    await h.restart();
+    const after = await h.call("/v1/device/assignment", { client: asDevice("pi-1") });
+    expect(after.status).toBe(200);
+    expect(after.headers.etag).toBe(before.headers.etag);
+    const digest = after.json<DeviceAssignment>().chain!.nfs[0]!.artifacts.bpfObject!.digest;
+    expect((await h.call(`/v1/device/artifacts/${digest}`, { client: asDevice("pi-1") })).status).toBe(200);
+    expect((await h.call("/v1/device/assignment", { client: asDevice("pi-2") })).status).toBe(403);
+    const chains = await h.call("/v1/chains", { token: h.token });
+    expect(chains.json<{ chains: Array<{ name: string; latestVersion: number }> }>().chains).toEqual([
+      expect.objectContaining({ name: "acl", latestVersion: 1 }),
+      expect.objectContaining({ name: "macswap", latestVersion: 2 }),
+    ]);
+  });
+});

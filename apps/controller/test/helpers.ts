@@ -1,0 +1,253 @@
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request as httpsRequest } from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { initPkiDir } from "@galette/pki";
+import { pino } from "pino";
+import { create as createTar } from "tar";
+import { DataDir } from "../src/control";
+import type { NfBuilder } from "../src/nf-publish";
+import { type RunningController, startController } from "../src/server";
+
+export interface TestResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+  json<T = Record<string, unknown>>(): T;
+}
+
+export interface ClientCredentials {
+  certPem?: string;
+  keyPem?: string;
+}
+
+/** One HTTPS request on a fresh TLS connection (no agent: each call does its own handshake). */
+export function call(
+  baseUrl: string,
+  caPem: string,
+  path: string,
+  options: {
+    method?: string;
+    headers?: Record<string, string>;
+    body?: string | Buffer | object;
+    client?: ClientCredentials;
+    token?: string;
+  } = {},
+): Promise<TestResponse> {
+  const url = new URL(path, baseUrl);
+  const headers: Record<string, string> = { ...(options.headers ?? {}) };
+  let payload: Buffer | undefined;
+  if (options.body !== undefined) {
+    if (Buffer.isBuffer(options.body)) payload = options.body;
+    else if (typeof options.body === "string") payload = Buffer.from(options.body);
+    else {
+      payload = Buffer.from(JSON.stringify(options.body));
+      headers["content-type"] ??= "application/json";
+    }
+  }
+  if (options.token) headers.authorization = `Bearer ${options.token}`;
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      url,
+      {
+        method: options.method ?? "GET",
+        headers,
+        ca: caPem,
+        agent: false,
+        ...(options.client?.certPem ? { cert: options.client.certPem, key: options.client.keyPem } : {}),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          const body = Buffer.concat(chunks);
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body,
+            json: <T>() => JSON.parse(body.toString("utf8")) as T,
+          });
+        });
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    if (payload) req.end(payload);
+    else req.end();
+  });
+}
+
+/** pino logger whose JSON lines land in `lines`, so tests can assert what was logged. */
+export function captureLogger(): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString("utf8").split("\n")) if (line.trim()) lines.push(JSON.parse(line));
+      cb();
+    },
+  });
+  return { logger: pino({ level: "info" }, sink), lines };
+}
+
+export interface Harness {
+  dir: string;
+  controller: RunningController;
+  caPem: string;
+  token: string;
+  logs: Array<Record<string, unknown>>;
+  call(path: string, options?: Parameters<typeof call>[3]): Promise<TestResponse>;
+  restart(): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+/** A data dir with a CA, an operator token, and a controller on 127.0.0.1:<ephemeral>. */
+export async function startHarness(
+  options: { nfBuilder?: NfBuilder; maxNfArchiveBytes?: number } = {},
+): Promise<Harness> {
+  const dir = mkdtempSync(join(tmpdir(), "galette-controller-"));
+  const pki = initPkiDir(dir);
+  const direct = DataDir.open(dir);
+  const { token } = direct.createToken("test-operator");
+  direct.close();
+  const { logger, lines } = captureLogger();
+  const start = () =>
+    startController({
+      dataDir: dir,
+      port: 0,
+      logger,
+      revocationSweepMs: 200,
+      ...(options.nfBuilder ? { nfBuilder: options.nfBuilder } : {}),
+      ...(options.maxNfArchiveBytes ? { maxNfArchiveBytes: options.maxNfArchiveBytes } : {}),
+    });
+  const harness: Harness = {
+    dir,
+    controller: await start(),
+    caPem: pki.ca.certPem,
+    token,
+    logs: lines,
+    call: (path, opts) => call(harness.controller.url, pki.ca.certPem, path, opts),
+    async restart() {
+      await harness.controller.close();
+      harness.controller = await start();
+    },
+    async cleanup() {
+      await harness.controller.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return harness;
+}
+
+/** Writes a minimal NF crate (Cargo.toml + src/lib.rs) and returns its directory. */
+export function writeCrate(root: string, name: string, libRs: string): string {
+  const dir = join(root, name);
+  mkdirSync(join(dir, "src"), { recursive: true });
+  writeFileSync(
+    join(dir, "Cargo.toml"),
+    `[package]\nname = "${name}"\nversion = "0.1.0"\nedition = "2024"\n\n[dependencies]\nnf = { path = "../../packages/nf/nf" }\n`,
+  );
+  writeFileSync(join(dir, "src", "lib.rs"), libRs);
+  return dir;
+}
+
+/** tar of `root/name` with entries under `name/`. */
+export function tarOf(root: string, name: string): Buffer {
+  const file = join(root, `${name}.tar`);
+  createTar({ cwd: root, file, sync: true, portable: true }, [name]);
+  return readFileSync(file);
+}
+
+export const MACSWAP_RS = `#![no_std]
+use nf::{Packet, maps};
+
+#[maps]
+pub struct Maps {
+    #[map(type = "array", size = 1)]
+    pub counters: (u32, u64),
+}
+
+pub enum Action {
+    Tx,
+}
+
+pub fn packet(pkt: &mut Packet, maps: &Maps) -> Action {
+    let _ = maps;
+    let _ = pkt;
+    Action::Tx
+}
+`;
+
+export const ACL_RS = `#![no_std]
+use nf::{Packet, maps};
+
+#[repr(C)]
+pub struct LpmKey {
+    pub prefix_len: u32,
+    pub addr: [u8; 4],
+}
+
+#[maps]
+pub struct Maps {
+    pub allow_list: (LpmKey, u8),
+}
+
+pub enum Action {
+    Allowed,
+    Denied,
+}
+
+pub fn packet(pkt: &mut Packet, maps: &Maps) -> Action {
+    let _ = maps;
+    let _ = pkt;
+    Action::Allowed
+}
+`;
+
+export const MACSWAP_TOML = `[chain]
+name = "macswap"
+
+[functions.macswap.maps]
+counters = { type = "array", size = 1 }
+
+[[links]]
+from = "rx"
+to = ["macswap"]
+
+[[links]]
+from = "macswap"
+to = ["tx"]
+`;
+
+export const ACL_TOML = `[chain]
+name = "acl"
+
+[functions.acl.maps]
+allow_list = { type = "lpm-trie", size = 1024 }
+
+[[links]]
+from = "rx"
+to = ["acl"]
+
+[[links]]
+from = "acl"
+to = ["tx", "drop"]
+`;
+
+/** A stand-in for the NF compiler at the controller's builder seam: deterministic bytes per NF and target. */
+export const fakeBuilder: NfBuilder = async ({ name, sourceDigest }) => ({
+  buildHash: `test-${sourceDigest.slice(0, 16)}`,
+  artifacts: [
+    { kind: "bpf-object", bytes: Buffer.from(`bpf object of ${name} ${sourceDigest}`) },
+    {
+      kind: "native-lib",
+      triple: "x86_64-unknown-linux-gnu",
+      bytes: Buffer.from(`x86_64 lib of ${name} ${sourceDigest}`),
+    },
+    {
+      kind: "native-lib",
+      triple: "aarch64-unknown-linux-gnu",
+      bytes: Buffer.from(`aarch64 lib of ${name} ${sourceDigest}`),
+    },
+  ],
+});

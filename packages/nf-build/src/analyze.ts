@@ -76,7 +76,9 @@ export function formatNfDiagnostic(d: NfDiagnostic, relativeTo?: string): string
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parser: the wasm runtime and the grammar load once per process.
+// Parser: the wasm runtime and the grammar load once per process. Versions are pinned in
+// package.json: tree-sitter-rust 0.24.0 ships tree-sitter-rust.wasm (language ABI 14), which
+// web-tree-sitter 0.25.10 (ABI 13-15, runs on Node 20) loads.
 
 let rustParser: Promise<Parser> | undefined;
 

@@ -1,0 +1,39 @@
+{
+  "targets": [
+    {
+      "target_name": "galette_xdp",
+      "sources": [
+        "native/addon.cc",
+        "native/common.cc",
+        "native/object.cc",
+        "native/maps.cc",
+        "native/xdp.cc",
+        "native/pool.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "include"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-Wno-unused-parameter"],
+      "libraries": ["-lxdp", "-lbpf", "-ldl"],
+      "dependencies": ["root_bpf"]
+    },
+    {
+      "target_name": "root_bpf",
+      "type": "none",
+      "actions": [
+        {
+          "action_name": "compile_root_bpf",
+          "inputs": ["bpf/root.bpf.c", "include/galette_abi.h"],
+          "outputs": ["<(PRODUCT_DIR)/root.bpf.o"],
+          "action": [
+            "clang-22", "-target", "bpf", "-mcpu=v3", "-O2", "-g",
+            "-I<!(gcc -print-multiarch | sed 's|^|/usr/include/|')",
+            "-Iinclude",
+            "-c", "bpf/root.bpf.c", "-o", "<(PRODUCT_DIR)/root.bpf.o"
+          ]
+        }
+      ]
+    }
+  ]
+}

@@ -1,0 +1,9 @@
+#pragma once
+#include <napi.h>
+
+namespace galette {
+void RegisterObject(Napi::Env env, Napi::Object exports);
+void RegisterMaps(Napi::Env env, Napi::Object exports);
+void RegisterXdp(Napi::Env env, Napi::Object exports);
+void RegisterPool(Napi::Env env, Napi::Object exports);
+}  // namespace galette

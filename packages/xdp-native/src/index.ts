@@ -1,0 +1,20 @@
+import { join } from "node:path";
+import { buildDir } from "./native";
+
+export * from "./abi";
+export * from "./codec";
+export * from "./maps";
+export { addonPath, type BpfError, isBpfError } from "./native";
+export * from "./object";
+export * from "./pool";
+export * from "./xdp";
+
+/** The compiled fixed root program (galette_root + galette_root_progs[1]), built with the addon. */
+export function rootProgramObjectPath(): string {
+  return join(buildDir, "root.bpf.o");
+}
+
+/** The ABI header shims and native NF libraries are compiled against. */
+export function abiHeaderDir(): string {
+  return join(buildDir, "..", "..", "include");
+}

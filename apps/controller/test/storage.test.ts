@@ -1,0 +1,99 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { afterAll, describe, expect, it } from "vitest";
+import { ArtifactStore, sha256Hex } from "../src/storage/artifacts";
+import { DATABASE_FILE, openSqliteRepository } from "../src/storage/sqlite";
+
+const dirs: string[] = [];
+const tempDir = () => {
+  const dir = mkdtempSync(join(tmpdir(), "galette-store-"));
+  dirs.push(dir);
+  return dir;
+};
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+const device = (name: string, serial: string) => ({
+  name,
+  labels: { role: "edge" },
+  serial,
+  certPem: "-----BEGIN CERTIFICATE-----",
+  enrolledAt: "2026-01-01T00:00:00.000Z",
+  notAfter: "2028-01-01T00:00:00.000Z",
+});
+
+describe("SQLite repository", () => {
+  it("migrates a new database and refuses one from a newer controller", () => {
+    const dir = tempDir();
+    openSqliteRepository(dir).close();
+    const db = new Database(join(dir, DATABASE_FILE));
+    expect(db.pragma("user_version", { simple: true })).toBe(1);
+    db.pragma("user_version = 99");
+    db.close();
+    expect(() => openSqliteRepository(dir)).toThrow(/schema version 99 is newer/);
+  });
+
+  it("rolls a failed transaction back", () => {
+    const repo = openSqliteRepository(tempDir());
+    repo.insertDevice(device("a", "01"));
+    expect(() =>
+      repo.transaction(() => {
+        repo.insertDevice(device("b", "02"));
+        repo.assignChain(["a", "missing"], "chain", null);
+      }),
+    ).toThrow(/device missing is not enrolled/);
+    expect(repo.getDevice("b")).toBeUndefined();
+    expect(repo.getDevice("a")?.assignedChain).toBeNull();
+    repo.close();
+  });
+
+  it("keeps a revoked serial revoked after the name is enrolled again", () => {
+    const repo = openSqliteRepository(tempDir());
+    repo.insertDevice(device("a", "01"));
+    expect(() => repo.insertDevice(device("a", "02"))).toThrow(/already enrolled/);
+    repo.revokeDevice("a", "2026-01-02T00:00:00.000Z");
+    repo.insertDevice(device("a", "02"));
+    expect(repo.isSerialRevoked("01")).toBe(true);
+    expect(repo.isSerialRevoked("02")).toBe(false);
+    expect(repo.getDevice("a")).toMatchObject({ serial: "02", revokedAt: null });
+    repo.close();
+  });
+
+  it("numbers chain versions and sees another connection's writes at once", () => {
+    const dir = tempDir();
+    const server = openSqliteRepository(dir);
+    const cli = openSqliteRepository(dir);
+    const chain = {
+      name: "c",
+      toml: "",
+      file: "c.toml",
+      graph: { nfs: [], edges: [], maps: [] },
+      warnings: [],
+      createdAt: "t",
+    };
+    expect(server.insertChainVersion(chain)).toBe(1);
+    expect(cli.insertChainVersion(chain)).toBe(2);
+    expect(server.getChainVersion("c")?.version).toBe(2);
+    cli.insertDevice(device("d", "0a"));
+    cli.revokeDevice("d", "t");
+    expect(server.isSerialRevoked("0a")).toBe(true);
+    server.close();
+    cli.close();
+    const reopened = openSqliteRepository(dir);
+    expect(reopened.listChains()).toEqual([{ name: "c", latestVersion: 2, createdAt: "t" }]);
+    reopened.close();
+  });
+
+  it("stores artifacts by content", () => {
+    const store = new ArtifactStore(tempDir());
+    const bytes = Buffer.from("object code");
+    const { digest } = store.put(bytes);
+    expect(digest).toBe(sha256Hex(bytes));
+    expect(store.put(bytes).digest).toBe(digest);
+    expect(store.has(digest)).toBe(true);
+    expect(() => store.pathOf("../../etc/passwd")).toThrow(/not a sha256 digest/);
+  });
+});

@@ -179,7 +179,13 @@ export function buildPlots(results: BenchResults): Plot[] {
         {
           mark: "bar",
           encoding: {
-            x: { field: "size", type: "nominal", title: "frame size", sort: plan.sizes.map((s) => `${s} B`) },
+            x: {
+              field: "size",
+              type: "nominal",
+              title: "frame size",
+              sort: plan.sizes.map((s) => `${s} B`),
+              axis: { labelAngle: 0 },
+            },
             xOffset: { field: "datapath" },
             y: { field: "mpps", type: "quantitative", title: "Mpps (median)" },
             color,

@@ -1,0 +1,52 @@
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { describeKernel } from "@galette/testkit";
+import { afterAll, expect, it } from "vitest";
+import { buildTools } from "../src/tools";
+
+const execFileP = promisify(execFile);
+const repoRoot = join(import.meta.dirname, "..", "..");
+const outDir = mkdtempSync(join(tmpdir(), "galette-bench-test-"));
+
+describeKernel("make bench QUICK=1 (real veth, real frames)", () => {
+  afterAll(() => rmSync(outDir, { recursive: true, force: true }));
+
+  it("writes the report, its raw JSON and every plot (numbers are not asserted)", async () => {
+    // the same script `make bench` runs; QUICK comes through the environment as with make
+    const { stdout } = await execFileP("bash", [join(repoRoot, "scripts", "bench.sh")], {
+      cwd: repoRoot,
+      env: { ...process.env, QUICK: "1", BENCH_OUT: outDir },
+      timeout: 140_000,
+      maxBuffer: 64 << 20,
+    });
+    expect(stdout).toMatch(/bench: \d+ scenario\(s\) measured, \d+ pending, 0 failed/);
+    const report = readdirSync(outDir).find((f) => f.endsWith("-quick.md"));
+    expect(report, `no report in ${outDir}: ${readdirSync(outDir).join(", ")}`).toBeDefined();
+    const md = readFileSync(join(outDir, report!), "utf8");
+    expect(md).toContain("Table I — throughput at saturation");
+    expect(md).toContain("XDP_TX macswap (C)");
+    const images = [...md.matchAll(/!\[[^\]]*\]\(([^)]+\.png)\)/g)].map((m) => m[1]!);
+    expect(images.length).toBeGreaterThanOrEqual(7);
+    for (const img of images) {
+      const png = readFileSync(join(outDir, img));
+      expect(png.subarray(1, 4).toString()).toBe("PNG");
+    }
+    const raw = JSON.parse(readFileSync(join(outDir, report!.replace(/\.md$/, ".json")), "utf8"));
+    expect(raw.outcomes.filter((o: { status: string }) => o.status === "ok").length).toBeGreaterThanOrEqual(
+      4,
+    );
+  });
+
+  it("galgen rejects a bad frame size by name", async () => {
+    const tools = await buildTools();
+    expect(existsSync(tools.galgen)).toBe(true);
+    const err = await execFileP(tools.galgen, ["-i", "lo", "-s", "20"]).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(err).toMatchObject({ code: 2 });
+    expect((err as { stderr: string }).stderr).toMatch(/--size 20 outside 64\.\.1518/);
+  });
+});

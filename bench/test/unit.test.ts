@@ -1,0 +1,176 @@
+import { describe, expect, it } from "vitest";
+import { parseGenOutput } from "../src/gen";
+import { makePlan } from "../src/plan";
+import { buildPlots, renderPng } from "../src/plots";
+import { NOT_IMPLEMENTED, renderReport } from "../src/report";
+import { metaOf, runsFor } from "../src/runner";
+import {
+  baselineScenarios,
+  galettePlaceholders,
+  registerScenario,
+  scenario,
+  scenarios,
+} from "../src/scenarios";
+import { cdf, median, ratio, spread } from "../src/stats";
+import { genResult, okOutcome, quickPlan, resultsOf } from "./fixtures";
+
+describe("stats", () => {
+  it("median, spread and ratio", () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 2, 3])).toBe(2.5);
+    expect(() => median([])).toThrow(/empty/);
+    expect(spread([5, undefined, 1, null, 3])).toEqual({ median: 3, min: 1, max: 5, n: 3 });
+    expect(spread([undefined])).toBeUndefined();
+    expect(ratio(9, 10)).toBeCloseTo(0.9);
+    expect(ratio(1, 0)).toBeUndefined();
+    expect(ratio(undefined, 1)).toBeUndefined();
+  });
+  it("cdf of a sparse histogram ends at 1", () => {
+    const c = cdf([
+      { lowUs: 10, count: 3 },
+      { lowUs: 1, count: 1 },
+    ]);
+    expect(c).toEqual([
+      { us: 1, fraction: 0.25 },
+      { us: 10, fraction: 1 },
+    ]);
+  });
+});
+
+describe("galgen output", () => {
+  it("parses the last JSON line", () => {
+    const r = genResult(1000, 5, 9);
+    expect(parseGenOutput(`noise\n${JSON.stringify(r)}\n`).rx_pps).toBe(1000);
+  });
+  it("names the output when it is not JSON", () => {
+    expect(() => parseGenOutput("galgen: attach sink: Operation not permitted")).toThrow(
+      /no JSON result: "galgen: attach sink/,
+    );
+  });
+  it("names a missing or mistyped field", () => {
+    const { rx_pps: _, ...rest } = genResult(1, 1, 1);
+    expect(() => parseGenOutput(JSON.stringify(rest))).toThrow(
+      /field "rx_pps" is undefined, expected a number/,
+    );
+    expect(() => parseGenOutput(JSON.stringify({ ...genResult(1, 1, 1), latency: {} }))).toThrow(/"latency"/);
+  });
+});
+
+describe("plan", () => {
+  it("QUICK is one repetition of one size; full is >= 3 repetitions of 64/512/1518", () => {
+    expect(makePlan({ QUICK: "1" })).toMatchObject({ quick: true, repetitions: 1, sizes: [64] });
+    const full = makePlan({});
+    expect(full.quick).toBe(false);
+    expect(full.repetitions).toBeGreaterThanOrEqual(3);
+    expect(full.sizes).toEqual([64, 512, 1518]);
+    expect(makePlan({ QUICK: "0" }).quick).toBe(false);
+  });
+  it("rejects an unknown generator by name", () => {
+    expect(() => makePlan({ BENCH_GENERATOR: "pktgen" })).toThrow(/BENCH_GENERATOR .* "pktgen"/);
+  });
+  it("splits BENCH_ONLY", () => {
+    expect(makePlan({ BENCH_ONLY: "xdp, afpacket" }).only).toEqual(["xdp", "afpacket"]);
+  });
+  it("runs saturation per size then the rate sweep for macswap; P-flagged runs for expensive", () => {
+    const plan = quickPlan();
+    expect(runsFor({ experiment: "macswap" }, plan).map((r) => [r.kind, r.rate])).toEqual([
+      ["throughput", 0],
+      ...plan.rates.map((r) => ["latency", r]),
+    ]);
+    expect(runsFor({ experiment: "expensive", params: { P: 0.5 } }, plan)).toEqual([
+      { kind: "expensive-throughput", size: 64, rate: 0, expensive: 0.5 },
+      { kind: "expensive-latency", size: 64, rate: plan.expensiveRate, expensive: 0.5 },
+    ]);
+  });
+});
+
+describe("scenario registry", () => {
+  it("has the C baselines and a pending Galette placeholder for every paper experiment", () => {
+    const names = scenarios().map((s) => s.name);
+    expect(names).toContain("baseline/xdp-macswap");
+    expect(names).toContain("baseline/afxdp-macswap-poll");
+    expect(names).toContain("baseline/afxdp-macswap-irq");
+    expect(names).toContain("baseline/afpacket-macswap-irq");
+    for (const e of ["macswap", "chain5", "expensive", "threads"])
+      expect(scenarios().some((s) => s.impl === "galette" && s.experiment === e)).toBe(true);
+    for (const s of scenarios()) if (s.baseline) expect(() => scenario(s.baseline!)).not.toThrow();
+  });
+  it("refuses to replace a runnable scenario, names unknown ones", () => {
+    expect(() => registerScenario(baselineScenarios[0]!)).toThrow(/already registered/);
+    expect(() => scenario("nope")).toThrow(/unknown bench scenario "nope"; known: baseline\/xdp-macswap/);
+  });
+  it("lets a Galette scenario replace its pending placeholder", async () => {
+    const placeholder = scenario("galette/xdp-chain5");
+    expect(placeholder.pending).toBeTruthy();
+    registerScenario({
+      ...placeholder,
+      pending: undefined,
+      setup: async () => ({ pids: [], teardown: async () => {} }),
+    });
+    expect(scenario("galette/xdp-chain5").pending).toBeUndefined();
+  });
+});
+
+describe("report", () => {
+  const xdp = baselineScenarios.find((s) => s.name === "baseline/xdp-macswap")!;
+  const galetteXdp = galettePlaceholders.find((s) => s.name === "galette/xdp-macswap")!;
+  it("shows n/a for Galette rows until they exist, and the baseline numbers", () => {
+    const md = renderReport(
+      resultsOf([
+        okOutcome(xdp, 1_000_000, 5, 20),
+        { scenario: metaOf(galetteXdp), status: "pending", reason: "later", runs: [] },
+      ]),
+      { "Latency CDF": "x/latency-cdf.png" },
+    );
+    for (const heading of [
+      "Table I",
+      "Table II",
+      "Table III",
+      "IRQ vs poll",
+      "Fig. 6–7",
+      "Fig. 8",
+      "Targets",
+    ])
+      expect(md).toContain(heading);
+    expect(md).toContain("| XDP_TX macswap (C) | baseline | 1.000 |");
+    expect(md).toContain(NOT_IMPLEMENTED);
+    expect(md).toContain("![Latency CDF](x/latency-cdf.png)");
+  });
+  it("computes Galette/baseline ratios and flags missed targets", () => {
+    const md = renderReport(
+      resultsOf([
+        okOutcome(xdp, 1_000_000, 5, 20),
+        { ...okOutcome(galetteXdp, 800_000, 5.5, 22), scenario: metaOf(galetteXdp) },
+      ]),
+      {},
+    );
+    // throughput 0.8 < 0.9: not met; p50 1.1 <= 1.2: met
+    expect(md).toMatch(/\| 0\.80 \| throughput ratio ≥ 0\.9 \| \*\*NOT met\*\* \|/);
+    expect(md).toMatch(/\| 1\.10 \| p50 ratio ≤ 1\.2 \| met \|/);
+  });
+  it("reports a failed scenario with its error instead of numbers", () => {
+    const md = renderReport(
+      resultsOf([{ scenario: metaOf(xdp), status: "failed", reason: "attach: EPERM", runs: [] }]),
+      {},
+    );
+    expect(md).toContain("failed: attach: EPERM");
+  });
+});
+
+describe("plots", () => {
+  it("draws every figure, placeholders included, as PNG", async () => {
+    const xdp = baselineScenarios[0]!;
+    const plots = buildPlots(resultsOf([okOutcome(xdp, 1_000_000, 5, 20)]));
+    expect(plots.map((p) => p.file)).toEqual([
+      "latency-cdf.png",
+      "throughput-vs-rate.png",
+      "p99-vs-rate.png",
+      "throughput-by-size.png",
+      "expensive-throughput.png",
+      "expensive-p99.png",
+      "threads.png",
+    ]);
+    const png = await renderPng(plots[0]!.spec);
+    expect(png.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+  });
+});

@@ -5,6 +5,7 @@ import { registerControllerCommands } from "./commands/controller";
 import { registerDataplaneCommands } from "./commands/dataplane";
 import { registerNfCommands } from "./commands/nf";
 import { registerPkiCommands } from "./commands/pki";
+import { crateInterfaceResolver } from "./nf-interfaces";
 
 // Each command group lives in its own module under commands/ and registers itself here.
 const program = new Command("galette")
@@ -12,7 +13,7 @@ const program = new Command("galette")
   .showHelpAfterError()
   .configureHelp({ sortSubcommands: true });
 
-registerChainCommands(program);
+registerChainCommands(program, { resolveInterfaces: crateInterfaceResolver() });
 registerNfCommands(program);
 registerDataplaneCommands(program);
 registerPkiCommands(program);

@@ -39,7 +39,10 @@ const iface = (actions: string[]): NfInterface => ({
 
 describe("chain validate: the NF-interface seam (resolveInterfaces)", () => {
   it("runs checkNfInterfaces with what the resolver returns", async () => {
-    const resolveInterfaces = vi.fn(async () => new Map([["macswap", iface(["Tx", "Drop"])]]));
+    const resolveInterfaces = vi.fn(async () => ({
+      interfaces: new Map([["macswap", iface(["Tx", "Drop"])]]),
+      diagnostics: [],
+    }));
     const r = await run(["validate", macswap], { resolveInterfaces });
     expect(resolveInterfaces).toHaveBeenCalledOnce();
     expect(r.code).toBe(1);
@@ -50,7 +53,10 @@ describe("chain validate: the NF-interface seam (resolveInterfaces)", () => {
   });
 
   it("passes when the NF matches, and --structure-only skips the resolver", async () => {
-    const resolveInterfaces = vi.fn(async () => new Map([["macswap", iface(["Tx"])]]));
+    const resolveInterfaces = vi.fn(async () => ({
+      interfaces: new Map([["macswap", iface(["Tx"])]]),
+      diagnostics: [],
+    }));
     expect((await run(["validate", macswap], { resolveInterfaces })).code).toBe(0);
     const structural = await run(["validate", "--structure-only", macswap], { resolveInterfaces });
     expect(structural.code).toBe(0);

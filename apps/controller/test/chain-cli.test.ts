@@ -32,11 +32,33 @@ describe("galette chain validate", () => {
     expect(r.stdout.trim().split("\n")).toEqual(files.map((f) => `${f}: ok`));
   });
 
-  it("says arity checks need the NF compiler when not --structure-only", async () => {
-    const r = await galette("chain", "validate", "chains/macswap.toml");
+  it("checks every example chain against its NF crates when not --structure-only", async () => {
+    const files = ["security", "macswap", "long-line", "branching", "compute"].map((c) => `chains/${c}.toml`);
+    const r = await galette("chain", "validate", ...files);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain("chains/macswap.toml: ok");
-    expect(r.stdout).toContain("note: NF arity and map checks against the NF crates need the NF compiler");
+    expect(r.stdout.trim().split("\n")).toEqual(files.map((f) => `${f}: ok`));
+  });
+
+  it("names the chain line and the NF source when arity or maps do not match the crate", async () => {
+    const bad = scratchFile(
+      "arity.toml",
+      [
+        "[functions.macswap.maps]",
+        'countres = { type = "array", size = 1 }',
+        "[[links]]",
+        'from = "rx"',
+        'to = ["macswap"]',
+        "[[links]]",
+        'from = "macswap"',
+        'to = ["tx", "drop"]',
+        "",
+      ].join("\n"),
+    );
+    const r = await galette("chain", "validate", bad);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/arity\.toml:8:\d+: error: .*macswap.*2 link target.*1 variant.*Tx/);
+    expect(r.stdout).toMatch(/arity\.toml:2:\d+: error: .*countres.*did you mean "counters"/);
+    expect(r.stdout).toContain("nf-examples/macswap/src/lib.rs");
   });
 
   it("prints all errors compiler-style and exits 1, still checking the other files", async () => {

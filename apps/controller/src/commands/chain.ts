@@ -14,10 +14,13 @@ import type { Command } from "commander";
 
 /**
  * Seam for the NF compiler: given a valid chain, return the interface (Action variants,
- * #[maps] fields) of each NF instance it can analyse. When absent, `chain validate`
- * checks structure only and says so.
+ * #[maps] fields) of each NF instance it could analyse, plus the analyser's own
+ * diagnostics (e.g. a crate that does not parse). When absent, `chain validate` checks
+ * structure only and says so.
  */
-export type ResolveInterfaces = (chain: Chain) => Promise<Map<string, NfInterface>>;
+export type ResolveInterfaces = (
+  chain: Chain,
+) => Promise<{ interfaces: Map<string, NfInterface>; diagnostics: Diagnostic[] }>;
 
 export interface ChainCommandOptions {
   resolveInterfaces?: ResolveInterfaces;
@@ -41,8 +44,12 @@ export function registerChainCommands(program: Command, options: ChainCommandOpt
         const parsed = await loadChainFile(file);
         let diagnostics = parsed.diagnostics;
         if (parsed.chain && resolve) {
-          const interfaces = await resolve(parsed.chain);
-          diagnostics = sortDiagnostics([...diagnostics, ...checkNfInterfaces(parsed.chain, interfaces)]);
+          const resolved = await resolve(parsed.chain);
+          diagnostics = sortDiagnostics([
+            ...diagnostics,
+            ...resolved.diagnostics,
+            ...checkNfInterfaces(parsed.chain, resolved.interfaces),
+          ]);
         }
         results.push({ file, ok: !hasErrors(diagnostics), diagnostics });
       }

@@ -1,0 +1,420 @@
+/**
+ * The pure half of the installer: from a chain plan and the built artifacts of its NFs,
+ * decide every instance id (= PROG_ARRAY slot), action-table entry, map and pin path; and,
+ * given a live installation, which instances and maps are reused, created and retired.
+ * No kernel access here: kernel.ts carries the result out.
+ */
+import type { ChainPlan, PlanNf } from "@galette/chain";
+
+/** PROG_ARRAY slots per device (GALETTE_MAX_INSTANCES in galette_abi.h). */
+export const MAX_INSTANCES = 256;
+/** Action variants per NF (GALETTE_MAX_ACTIONS). */
+export const MAX_ACTIONS = 16;
+/**
+ * The "rx" pseudo-instance: when the chain's entry runs only in userland, the root slot
+ * holds a small XDP program that upcalls as instance RX_INSTANCE, variant 0, and this
+ * instance's action table (in the workers) points at the entry. Never given to an NF.
+ */
+export const RX_INSTANCE = MAX_INSTANCES - 1;
+export const BPFFS_ROOT = "/sys/fs/bpf/galette";
+
+export type ActionKindName = "abort" | "drop" | "pass" | "tx" | "tailcall" | "upcall";
+
+/** One entry of an action table: what variant `index` of an NF does. */
+export interface ActionEntry {
+  kind: ActionKindName;
+  /** instance id for tailcall/upcall, else 0 */
+  arg: number;
+  /** the target as the chain names it (an NF instance or an exit), for humans */
+  target: string;
+}
+
+/** A map as an NF's build declares it (nf-build's manifest `maps`, in #[maps] order). */
+export interface ArtifactMap {
+  name: string;
+  type: string;
+  maxEntries: number;
+  keySize: number;
+  valueSize: number;
+}
+
+/** What the installer needs of one NF build (from nf-build's NfBuildResult). */
+export interface NfArtifacts {
+  /** the build hash */
+  hash: string;
+  /** Action variants in order */
+  variants: string[];
+  maps: ArtifactMap[];
+  /** <hash>.bpf.o; required when the NF runs in XDP */
+  bpfObject?: string;
+  /** <hash>.<triple>.so for this CPU; required when the NF runs in userland */
+  library?: string;
+}
+
+export interface MapInstallSpec {
+  /** unique in an installation: `shared.<name>` or `<instance uuid>.<field>` */
+  key: string;
+  /** kernel map name (the #[maps] field / shared name, cut to 15 characters) */
+  name: string;
+  /** map type, canonical spelling (hash_map, array, lpm_trie, …) */
+  type: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  /** BPF_F_* map flags (lpm_trie needs BPF_F_NO_PREALLOC) */
+  flags: number;
+  shared: boolean;
+  /** bpffs pin path */
+  pin: string;
+}
+
+export interface InstanceSpec {
+  /** instance id = galette_progs slot = upcall metadata instance */
+  id: number;
+  name: string;
+  uuid: string;
+  hash: string;
+  xdp: boolean;
+  userland: boolean;
+  bpfObject?: string;
+  library?: string;
+  variants: string[];
+  /** one entry per variant */
+  actions: ActionEntry[];
+  /** MapInstallSpec keys, in #[maps] declaration order (what galette_nf_packet gets) */
+  maps: string[];
+  /** the #[maps] field names, same order (the object's maps are nf_map_<field>) */
+  mapFields: string[];
+  pins: { prog: string; actions: string; counts: string };
+}
+
+/** The rx pseudo-instance of a chain whose entry runs in userland. */
+export interface RxSpec {
+  id: typeof RX_INSTANCE;
+  actions: ActionEntry[];
+  pins: { prog: string; actions: string };
+}
+
+export interface InterfaceTarget {
+  iface: string;
+  /** network namespace name (under /run/netns), when the interface is not in ours */
+  netns?: string;
+}
+
+export interface DevicePins {
+  dir: string;
+  /** the attached root program */
+  root: string;
+  /** its one-slot PROG_ARRAY: slot 0 = the chain's entry */
+  rootProgs: string;
+  /** galette_progs (PROG_ARRAY, slot = instance id) */
+  progs: string;
+  xsks: string;
+  xskCount: string;
+}
+
+export interface InstallSpec {
+  chain: string;
+  target: InterfaceTarget;
+  pins: DevicePins;
+  /** the instance id the root slot points at (the entry NF, or RX_INSTANCE) */
+  entry: number;
+  rx?: RxSpec;
+  instances: InstanceSpec[];
+  maps: MapInstallSpec[];
+}
+
+/** The parts of a live installation the diff looks at (an InstallationRecord has them). */
+export interface LiveState {
+  instances: InstanceSpec[];
+  maps: MapInstallSpec[];
+  entry: number;
+  rx?: RxSpec;
+}
+
+export interface Reconfiguration {
+  spec: InstallSpec;
+  /** instance ids kept as they are (program, action table, counters) */
+  reused: number[];
+  /** instance ids to load beside the live chain */
+  created: number[];
+  /** live instance ids to remove after the swap */
+  retired: number[];
+  maps: { reused: string[]; created: string[]; retired: string[] };
+}
+
+/** A plan the installer cannot carry out; says which NF/map and why. Nothing was touched. */
+export class InstallSpecError extends Error {
+  override name = "InstallSpecError";
+}
+
+/** BPF_F_NO_PREALLOC */
+const NO_PREALLOC = 1;
+
+const canonicalType = (t: string): string => {
+  const s = t.trim().toLowerCase().replaceAll("-", "_");
+  return s === "hash" ? "hash_map" : s;
+};
+
+/** `eth0`, or `eth0@NETNS` for an interface in a named namespace: one bpffs dir and state file each. */
+export function interfaceScope(t: InterfaceTarget): string {
+  if (!/^[A-Za-z0-9_.:-]{1,15}$/.test(t.iface))
+    throw new InstallSpecError(`invalid interface name "${t.iface}"`);
+  if (t.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(t.netns))
+    throw new InstallSpecError(`invalid network namespace name "${t.netns}"`);
+  return t.netns ? `${t.iface}@${t.netns}` : t.iface;
+}
+
+export function devicePins(t: InterfaceTarget, root = BPFFS_ROOT): DevicePins {
+  const dir = `${root}/${interfaceScope(t)}`;
+  return {
+    dir,
+    root: `${dir}/root`,
+    rootProgs: `${dir}/root_progs`,
+    progs: `${dir}/progs`,
+    xsks: `${dir}/xsks`,
+    xskCount: `${dir}/xsk_count`,
+  };
+}
+
+const instancePins = (dir: string, id: number) => ({
+  prog: `${dir}/nf/${id}/prog`,
+  actions: `${dir}/nf/${id}/actions`,
+  counts: `${dir}/nf/${id}/counts`,
+});
+
+export interface SpecOptions {
+  /** bpffs root (default /sys/fs/bpf/galette) */
+  bpffsRoot?: string;
+  /** the live installation on this interface: reuse what is unchanged, never touch its slots */
+  live?: LiveState;
+}
+
+/**
+ * Computes the installation of `plan` on `target`, reusing what `options.live` already
+ * runs. Throws InstallSpecError for a missing artifact, a variant/map mismatch between the
+ * plan and a build, or a map conflict — before anything is touched.
+ */
+export function planInstallation(
+  plan: ChainPlan,
+  artifacts: ReadonlyMap<string, NfArtifacts>,
+  target: InterfaceTarget,
+  options: SpecOptions = {},
+): Reconfiguration {
+  const pins = devicePins(target, options.bpffsRoot);
+  const live = options.live ?? { instances: [], maps: [], entry: -1 };
+  const placed = plan.nfs.filter((nf) => nf.xdp || nf.userland);
+  const byName = new Map(placed.map((nf) => [nf.name, nf]));
+
+  // Maps first: a conflict must stop us before any id is handed out.
+  const maps = new Map<string, MapInstallSpec>();
+  const nfMapKeys = new Map<string, string[]>();
+  for (const nf of placed) {
+    const art = artifactsOf(nf, artifacts);
+    checkArtifact(plan, nf, art);
+    const keys: string[] = [];
+    for (const field of art.maps) {
+      const binding = nf.maps.find((m) => m.name === field.name)!;
+      const key = binding.shared ? `shared.${binding.map}` : `${nf.uuid}.${field.name}`;
+      const type = canonicalType(field.type);
+      const spec: MapInstallSpec = {
+        key,
+        name: (binding.shared ? binding.map : field.name).slice(0, 15),
+        type,
+        keySize: field.keySize,
+        valueSize: field.valueSize,
+        maxEntries: field.maxEntries,
+        flags: type === "lpm_trie" ? NO_PREALLOC : 0,
+        shared: binding.shared,
+        pin: `${pins.dir}/maps/${key}`,
+      };
+      const seen = maps.get(key);
+      if (seen && !sameMap(seen, spec))
+        throw new InstallSpecError(
+          `shared map "${binding.map}": NF "${nf.name}" needs ${describeMap(spec)}, but another NF of the chain needs ${describeMap(seen)}`,
+        );
+      maps.set(key, spec);
+      keys.push(key);
+    }
+    nfMapKeys.set(nf.name, keys);
+  }
+  const liveMaps = new Map(live.maps.map((m) => [m.key, m]));
+  for (const m of maps.values()) {
+    const old = liveMaps.get(m.key);
+    if (old && !sameMap(old, m))
+      throw new InstallSpecError(
+        `map "${m.key}" conflicts with the live installation: the new chain needs ${describeMap(m)}, the live map is ${describeMap(old)} (uninstall first, or rename the map)`,
+      );
+  }
+
+  // Instances bottom-up: an instance is reused only if everything it points at is reused
+  // too, so a changed NF forces new copies of its XDP ancestors (their tables change).
+  const used = new Set<number>([...live.instances.map((i) => i.id), RX_INSTANCE]);
+  const liveByUuid = new Map<string, InstanceSpec[]>();
+  for (const i of live.instances) liveByUuid.set(i.uuid, [...(liveByUuid.get(i.uuid) ?? []), i]);
+  const assigned = new Map<string, InstanceSpec>();
+  const reused: number[] = [];
+  const created: number[] = [];
+  let nextFree = 0;
+  const allocate = (nf: string): number => {
+    while (nextFree < MAX_INSTANCES && used.has(nextFree)) nextFree++;
+    if (nextFree >= MAX_INSTANCES)
+      throw new InstallSpecError(
+        `no free NF slot for "${nf}": ${MAX_INSTANCES - 1} instance slots, ${live.instances.length} live and ${assigned.size} new (reconfigure in two steps or uninstall first)`,
+      );
+    used.add(nextFree);
+    return nextFree;
+  };
+  const visit = (name: string, stack: string[]): InstanceSpec => {
+    const done = assigned.get(name);
+    if (done) return done;
+    if (stack.includes(name))
+      throw new InstallSpecError(`chain cycle through ${[...stack, name].join(" → ")}`);
+    const nf = byName.get(name);
+    if (!nf) throw new InstallSpecError(`plan edge leads to "${name}", which the plan does not place`);
+    const art = artifactsOf(nf, artifacts);
+    const actions = art.variants.map((_, variant): ActionEntry => {
+      const edges = plan.edges.filter((e) => e.from === name && e.action === variant);
+      const edge = edges.find((e) => e.fromPlacement === "xdp") ?? edges[0];
+      if (!edge)
+        throw new InstallSpecError(
+          `NF "${name}": the plan has no link for variant ${variant} (${art.variants[variant]})`,
+        );
+      if (edge.kind === "exit") return { kind: edge.to as ActionKindName, arg: 0, target: edge.to };
+      const next = visit(edge.to, [...stack, name]);
+      // In userland a tail call and an upcall both mean "run that instance next".
+      return { kind: edge.kind === "upcall" ? "upcall" : "tailcall", arg: next.id, target: edge.to };
+    });
+    const candidate: Omit<InstanceSpec, "id" | "pins"> = {
+      name,
+      uuid: nf.uuid,
+      hash: art.hash,
+      xdp: nf.xdp,
+      userland: nf.userland,
+      ...(nf.xdp ? { bpfObject: art.bpfObject! } : {}),
+      ...(nf.userland ? { library: art.library! } : {}),
+      variants: [...art.variants],
+      actions,
+      maps: nfMapKeys.get(name)!,
+      mapFields: art.maps.map((m) => m.name),
+    };
+    const match = (liveByUuid.get(nf.uuid) ?? []).find(
+      (l) => !reused.includes(l.id) && sameInstance(l, candidate),
+    );
+    let spec: InstanceSpec;
+    if (match) {
+      spec = { ...candidate, id: match.id, pins: match.pins };
+      reused.push(match.id);
+    } else {
+      const id = allocate(name);
+      spec = { ...candidate, id, pins: instancePins(pins.dir, id) };
+      created.push(id);
+    }
+    assigned.set(name, spec);
+    return spec;
+  };
+  const entry = visit(plan.entry, []);
+  for (const nf of placed) visit(nf.name, []);
+
+  const entryNf = byName.get(plan.entry)!;
+  let rx: RxSpec | undefined;
+  if (!entryNf.xdp) {
+    rx = {
+      id: RX_INSTANCE,
+      actions: [{ kind: "upcall", arg: entry.id, target: plan.entry }],
+      pins: { prog: `${pins.dir}/nf/rx/prog`, actions: `${pins.dir}/nf/rx/actions` },
+    };
+  }
+
+  const instances = [...assigned.values()].sort((a, b) => a.id - b.id);
+  const keep = new Set(reused);
+  return {
+    spec: {
+      chain: plan.chain,
+      target: { ...target },
+      pins,
+      entry: rx ? RX_INSTANCE : entry.id,
+      ...(rx ? { rx } : {}),
+      instances,
+      maps: [...maps.values()],
+    },
+    reused: [...reused].sort((a, b) => a - b),
+    created: [...created].sort((a, b) => a - b),
+    retired: live.instances.map((i) => i.id).filter((id) => !keep.has(id)),
+    maps: {
+      reused: [...maps.keys()].filter((k) => liveMaps.has(k)),
+      created: [...maps.keys()].filter((k) => !liveMaps.has(k)),
+      retired: [...liveMaps.keys()].filter((k) => !maps.has(k)),
+    },
+  };
+}
+
+function artifactsOf(nf: PlanNf, artifacts: ReadonlyMap<string, NfArtifacts>): NfArtifacts {
+  const art = artifacts.get(nf.name);
+  if (!art) throw new InstallSpecError(`NF "${nf.name}" (${nf.path}): no build artifacts were given for it`);
+  return art;
+}
+
+function checkArtifact(plan: ChainPlan, nf: PlanNf, art: NfArtifacts): void {
+  const where = `NF "${nf.name}" (${nf.path}, build ${art.hash})`;
+  if (nf.xdp && !art.bpfObject)
+    throw new InstallSpecError(
+      `${where} runs in XDP but has no eBPF object (<hash>.bpf.o); was it built with the bpf target?`,
+    );
+  if (nf.userland && !art.library)
+    throw new InstallSpecError(
+      `${where} runs in userland but has no native library for this CPU; was it built for it?`,
+    );
+  if (art.variants.length !== nf.next.length)
+    throw new InstallSpecError(
+      `${where}: the build has ${art.variants.length} Action variants (${art.variants.join(", ")}) but the chain links ${nf.next.length} (${nf.next.join(", ")})`,
+    );
+  if (art.variants.length > MAX_ACTIONS)
+    throw new InstallSpecError(
+      `${where}: ${art.variants.length} Action variants, at most ${MAX_ACTIONS} fit an action table`,
+    );
+  const declared = art.maps.map((m) => m.name);
+  const bound = nf.maps.map((m) => m.name);
+  if (declared.length !== bound.length || declared.some((n) => !bound.includes(n)))
+    throw new InstallSpecError(
+      `${where}: the build declares maps [${declared.join(", ")}] but the chain binds [${bound.join(", ")}]`,
+    );
+  for (const m of art.maps) {
+    const b = nf.maps.find((x) => x.name === m.name)!;
+    if (canonicalType(b.type) !== canonicalType(m.type) || b.size !== m.maxEntries)
+      throw new InstallSpecError(
+        `${where}: map "${m.name}" is ${canonicalType(m.type)}[${m.maxEntries}] in the build but ${b.type}[${b.size}] in chain "${plan.chain}" (rebuild the NF with the chain's map overrides)`,
+      );
+  }
+}
+
+const sameMap = (a: MapInstallSpec, b: MapInstallSpec): boolean =>
+  a.type === b.type &&
+  a.keySize === b.keySize &&
+  a.valueSize === b.valueSize &&
+  a.maxEntries === b.maxEntries &&
+  a.flags === b.flags;
+
+const describeMap = (m: MapInstallSpec): string =>
+  `${m.type}[${m.maxEntries}] with ${m.keySize}-byte keys and ${m.valueSize}-byte values`;
+
+function sameInstance(live: InstanceSpec, c: Omit<InstanceSpec, "id" | "pins">): boolean {
+  return (
+    live.hash === c.hash &&
+    live.xdp === c.xdp &&
+    live.userland === c.userland &&
+    JSON.stringify(live.maps) === JSON.stringify(c.maps) &&
+    live.actions.length === c.actions.length &&
+    live.actions.every((a, i) => a.kind === c.actions[i]!.kind && a.arg === c.actions[i]!.arg)
+  );
+}
+
+/** The entries to write into an instance's galette_actions map, as {kind, arg} codes. */
+export const ACTION_CODES: Record<ActionKindName, number> = {
+  abort: 0,
+  drop: 1,
+  pass: 2,
+  tx: 3,
+  tailcall: 100,
+  upcall: 101,
+};

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -155,12 +156,14 @@ struct snapshot {
 	uint64_t *hist;
 	struct cpu_sample dut_cpu, gen_cpu;
 	long long pid_ticks[MAX_PIDS];
+	long long napi_ticks[MAX_PIDS];
+	double self_cpu_s;
 };
 
 struct opts {
 	const char *iface, *obj_dir, *mode;
-	int size, batch, gen_cpu, dut_cpu, npids, with_hist;
-	int pids[MAX_PIDS];
+	int size, batch, gen_cpu, dut_cpu, npids, nnapi, with_hist;
+	int pids[MAX_PIDS], napi_pids[MAX_PIDS];
 	double duration, warmup, rate, expensive;
 	uint8_t gen_mac[6], dut_mac[6];
 };
@@ -176,6 +179,29 @@ static void take_snapshot(struct snapshot *s, const struct opts *o, uint64_t sen
 	if (o->dut_cpu >= 0) read_cpu(o->dut_cpu, &s->dut_cpu);
 	if (o->gen_cpu >= 0) read_cpu(o->gen_cpu, &s->gen_cpu);
 	for (int i = 0; i < o->npids; i++) s->pid_ticks[i] = read_pid_ticks(o->pids[i]);
+	for (int i = 0; i < o->nnapi; i++) s->napi_ticks[i] = read_pid_ticks(o->napi_pids[i]);
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	s->self_cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+	                ru.ru_stime.tv_usec / 1e6;
+}
+
+/* CPUs used by a set of tasks over the window (1.0 = one CPU fully busy); -1 if unreadable */
+static double tasks_cpu(const long long *t0, const long long *t1, int n, double window)
+{
+	long long ticks = 0;
+	for (int i = 0; i < n; i++) {
+		if (t0[i] < 0 || t1[i] < 0) return -1;
+		ticks += t1[i] - t0[i];
+	}
+	return (double)ticks / (double)sysconf(_SC_CLK_TCK) / window;
+}
+
+static void print_tasks_cpu(const char *name, const long long *t0, const long long *t1, int n, double window)
+{
+	double v = n ? tasks_cpu(t0, t1, n, window) : -1;
+	if (v < 0) printf(",\"%s\":null", name);
+	else printf(",\"%s\":%.4f", name, v);
 }
 
 static void print_cpu(const char *name, int cpu, const struct cpu_sample *a, const struct cpu_sample *b)
@@ -259,10 +285,11 @@ static void usage(void)
 {
 	fprintf(stderr,
 	        "usage: galgen -i IFACE -O OBJDIR [-s WIRE_BYTES] [-d SECS] [-w SECS] [-r PPS] [-b BATCH]\n"
-	        "              [-c GEN_CPU] [-C DUT_CPU] [-p PID,..] [-x FRACTION] [-m afpacket|live]\n"
+	        "              [-c GEN_CPU] [-C DUT_CPU] [-p PID,..] [-k PID,..] [-x FRACTION] [-m afpacket|live]\n"
 	        "              [--gen-mac MAC] [--dut-mac MAC] [--hist]\n"
 	        "  -s  frame size on the wire incl. FCS (64..1518), default 64\n"
 	        "  -r  target rate in frames/s; 0 (default) sends as fast as possible\n"
+	        "  -p  DUT userland pids, -k DUT NAPI kthread pids: their CPU time over the window is reported\n"
 	        "  -x  fraction of frames flagged expensive (BENCH_F_EXPENSIVE)\n"
 	        "  -m  afpacket: sendmmsg + PACKET_QDISC_BYPASS (default); live: BPF_PROG_RUN live frames\n"
 	        "      (needs an XDP program on the DUT side of the veth)\n");
@@ -271,7 +298,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	struct opts o = {.obj_dir = ".", .mode = "afpacket", .size = 64, .batch = 32, .gen_cpu = -1, .dut_cpu = -1,
+	struct opts o = {.obj_dir = ".", .mode = "afpacket", .size = 64, .batch = 64, .gen_cpu = -1, .dut_cpu = -1,
 	                 .duration = 2, .warmup = 0.5};
 	parse_mac("02:00:00:00:00:0a", o.gen_mac);
 	parse_mac("02:00:00:00:00:0b", o.dut_mac);
@@ -279,10 +306,10 @@ int main(int argc, char **argv)
 	    {"iface", 1, 0, 'i'}, {"obj-dir", 1, 0, 'O'}, {"size", 1, 0, 's'},    {"duration", 1, 0, 'd'},
 	    {"warmup", 1, 0, 'w'}, {"rate", 1, 0, 'r'},   {"batch", 1, 0, 'b'},   {"cpu", 1, 0, 'c'},
 	    {"dut-cpu", 1, 0, 'C'}, {"dut-pids", 1, 0, 'p'}, {"expensive", 1, 0, 'x'}, {"mode", 1, 0, 'm'},
-	    {"gen-mac", 1, 0, 'G'}, {"dut-mac", 1, 0, 'D'}, {"hist", 0, 0, 'H'},    {"help", 0, 0, 'h'},
+	    {"dut-napi-pids", 1, 0, 'k'}, {"gen-mac", 1, 0, 'G'}, {"dut-mac", 1, 0, 'D'}, {"hist", 0, 0, 'H'},    {"help", 0, 0, 'h'},
 	    {0, 0, 0, 0}};
 	int c;
-	while ((c = getopt_long(argc, argv, "i:O:s:d:w:r:b:c:C:p:x:m:h", longs, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "i:O:s:d:w:r:b:c:C:p:k:x:m:h", longs, NULL)) != -1) {
 		switch (c) {
 		case 'i': o.iface = optarg; break;
 		case 'O': o.obj_dir = optarg; break;
@@ -296,6 +323,10 @@ int main(int argc, char **argv)
 		case 'p':
 			for (char *t = strtok(optarg, ","); t && o.npids < MAX_PIDS; t = strtok(NULL, ","))
 				o.pids[o.npids++] = atoi(t);
+			break;
+		case 'k':
+			for (char *t = strtok(optarg, ","); t && o.nnapi < MAX_PIDS; t = strtok(NULL, ","))
+				o.napi_pids[o.nnapi++] = atoi(t);
 			break;
 		case 'x': o.expensive = atof(optarg); break;
 		case 'm': o.mode = optarg; break;
@@ -469,19 +500,10 @@ int main(int argc, char **argv)
 	int comma = 0;
 	if (o.dut_cpu >= 0) { print_cpu("dut", o.dut_cpu, &s0.dut_cpu, &s1.dut_cpu); comma = 1; }
 	if (o.gen_cpu >= 0) { if (comma) printf(","); print_cpu("gen", o.gen_cpu, &s0.gen_cpu, &s1.gen_cpu); }
-	printf("},\"dut_procs_cpu\":");
-	if (o.npids) {
-		long long ticks = 0;
-		int ok = 1;
-		for (int i = 0; i < o.npids; i++) {
-			if (s0.pid_ticks[i] < 0 || s1.pid_ticks[i] < 0) ok = 0;
-			ticks += s1.pid_ticks[i] - s0.pid_ticks[i];
-		}
-		if (ok) printf("%.4f", (double)ticks / (double)sysconf(_SC_CLK_TCK) / window);
-		else printf("null");
-	} else {
-		printf("null");
-	}
+	printf("}");
+	print_tasks_cpu("dut_procs_cpu", s0.pid_ticks, s1.pid_ticks, o.npids, window);
+	print_tasks_cpu("dut_napi_cpu", s0.napi_ticks, s1.napi_ticks, o.nnapi, window);
+	printf(",\"gen_self_cpu\":%.4f", (s1.self_cpu_s - s0.self_cpu_s) / window);
 	printf("}\n");
 	return 0;
 }

@@ -15,7 +15,18 @@ export interface ThroughputCell {
   offeredPps?: Spread;
   dutCpu?: Spread;
   dutProcsCpu?: Spread;
+  /** DUT NAPI kthreads + DUT processes, in CPUs (per-task accounting: immune to other jobs on the CPU) */
+  dutTaskCpu?: Spread;
+  /** frames/s per DUT CPU (rx_pps / dutTaskCpu) */
+  ppsPerDutCpu?: Spread;
   genCpu?: Spread;
+  genSelfCpu?: Spread;
+}
+
+/** DUT CPU from per-task accounting: NAPI kthreads plus userland processes. */
+export function dutTaskCpu(r: GenResult): number | undefined {
+  if (r.dut_napi_cpu === null || r.dut_napi_cpu === undefined) return undefined;
+  return r.dut_napi_cpu + (r.dut_procs_cpu ?? 0);
 }
 
 export function throughputAt(o: ScenarioOutcome, size: number): ThroughputCell {
@@ -25,7 +36,15 @@ export function throughputAt(o: ScenarioOutcome, size: number): ThroughputCell {
     offeredPps: spread(rs.map((r) => r.offered_pps)),
     dutCpu: spread(rs.map((r) => r.cpu.dut?.busy)),
     dutProcsCpu: spread(rs.map((r) => r.dut_procs_cpu)),
+    dutTaskCpu: spread(rs.map(dutTaskCpu)),
+    ppsPerDutCpu: spread(
+      rs.map((r) => {
+        const c = dutTaskCpu(r);
+        return c ? r.rx_pps / c : undefined;
+      }),
+    ),
     genCpu: spread(rs.map((r) => r.cpu.gen?.busy)),
+    genSelfCpu: spread(rs.map((r) => r.gen_self_cpu)),
   };
 }
 
@@ -39,6 +58,7 @@ export interface LatencyCell {
   /** fraction of sent frames that did not come back */
   loss?: Spread;
   dutCpu?: Spread;
+  dutTaskCpu?: Spread;
 }
 
 function latencyCell(rs: GenResult[]): LatencyCell {
@@ -51,6 +71,7 @@ function latencyCell(rs: GenResult[]): LatencyCell {
     max: spread(rs.map((r) => r.latency.normal.max_us)),
     loss: spread(rs.map((r) => (r.sent > 0 ? Math.max(0, 1 - r.received / r.sent) : undefined))),
     dutCpu: spread(rs.map((r) => r.cpu.dut?.busy)),
+    dutTaskCpu: spread(rs.map(dutTaskCpu)),
   };
 }
 

@@ -43,8 +43,12 @@ export interface GenResult {
   send_errors: number;
   latency: { normal: LatencySummary; expensive: LatencySummary };
   cpu: { dut?: CpuShare; gen?: CpuShare };
-  /** utime+stime of the DUT's processes over the window, in CPUs (1.0 = one CPU busy) */
+  /** utime+stime of the DUT's userland processes over the window, in CPUs (1.0 = one CPU busy) */
   dut_procs_cpu: number | null;
+  /** utime+stime of the DUT's threaded-NAPI kthreads (XDP programs, veth RX/XDP_TX) over the window, in CPUs */
+  dut_napi_cpu: number | null;
+  /** CPU used by galgen itself (getrusage), in CPUs */
+  gen_self_cpu: number;
 }
 
 export interface GenOptions {
@@ -61,6 +65,7 @@ export interface GenOptions {
   genCpu: number;
   dutCpu: number;
   dutPids?: number[];
+  dutNapiPids?: number[];
   genMac: string;
   dutMac: string;
 }
@@ -124,6 +129,7 @@ export function genArgs(tools: BenchTools, iface: string, o: GenOptions): string
   ];
   if (o.expensive) args.push("-x", String(o.expensive));
   if (o.dutPids?.length) args.push("-p", o.dutPids.join(","));
+  if (o.dutNapiPids?.length) args.push("-k", o.dutNapiPids.join(","));
   if (o.hist) args.push("--hist");
   return args;
 }

@@ -102,7 +102,7 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
       `- Topology: a fresh veth pair per scenario between two namespaces: generator (A) ⇄ device under test (B). The DUT bounces frames back MAC-swapped; throughput = frames counted back at A per second.`,
       `- Generator: \`galgen\` (bench/c) — ${plan.generator === "live" ? "BPF_PROG_RUN live frames (BPF_F_TEST_XDP_LIVE_FRAMES)" : "AF_PACKET sendmmsg with PACKET_QDISC_BYPASS"}, pinned to CPU ${machine.genCpu}. Saturation = the generator sending as fast as it can; paced rates for latency. Sizes are on-the-wire sizes incl. FCS (the veth carries size − 4 bytes).`,
       `- Sink and latency: an XDP program on A counts the bounced frames and records send-stamp → arrival (CLOCK_MONOTONIC, bpf_ktime_get_ns at A's XDP hook) in a histogram (100 ns buckets below 100 µs, 10 µs below 10 ms, 1 ms below 1 s); percentiles are bucket midpoints.`,
-      `- CPU: the DUT's NAPI kthread (threaded NAPI) and its userland processes are pinned to CPU ${machine.dutCpu}; "DUT CPU" is that CPU's busy share from /proc/stat deltas over the window (it includes anything else scheduled there — other jobs on a shared machine inflate it). "DUT procs" is utime+stime of the DUT's userland processes (getrusage-equivalent from /proc/PID/stat), in CPUs. /proc/stat under-reports BPF_PROG_RUN work, so with the live generator the generator CPU is low.`,
+      `- CPU: the DUT's veth NAPI runs as a threaded-NAPI kthread pinned to CPU ${machine.dutCpu} with the DUT's userland processes; the generator and A's NAPI (SCHED_FIFO, so the sink is never delayed behind the generator) use CPU ${machine.genCpu}. "DUT CPUs" is per-task accounting — utime+stime from /proc/PID/stat of the DUT's NAPI kthread (XDP programs, veth receive and XDP_TX) plus its userland processes (getrusage-equivalent), in CPUs over the window — which other jobs on a shared machine do not inflate. "CPU ${machine.dutCpu} busy %" is the /proc/stat delta of the DUT CPU, which does include them. The generator's own CPU is its getrusage. /proc/stat and task accounting under-report BPF_PROG_RUN work (the live generator).`,
       `- Repetitions: ${plan.repetitions} per point after ${plan.warmupS} s warm-up; windows of ${plan.throughputS} s (saturation) and ${plan.latencyS} s (paced). Cells show median (min–max) when there is more than one repetition.`,
     ].join("\n"),
   );
@@ -157,7 +157,16 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
   out.push("");
   out.push(
     table(
-      ["datapath", "mode", "throughput (Mpps)", "DUT CPU busy %", "DUT procs (CPUs)", "generator CPU busy %"],
+      [
+        "datapath",
+        "mode",
+        "throughput (Mpps)",
+        "DUT CPUs (NAPI + procs)",
+        "of which procs",
+        "Mpps per DUT CPU",
+        `CPU ${machine.dutCpu} busy % (/proc/stat)`,
+        "generator CPUs (self)",
+      ],
       macswap.map((o) => {
         const na = unavailable(o);
         const c = throughputAt(o, size0);
@@ -165,9 +174,11 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
           o.scenario.title,
           o.scenario.workerMode ?? "kernel",
           na ?? mpps(c.rxPps),
-          na ?? pct(c.dutCpu),
+          na ?? withSpread(c.dutTaskCpu, 1, 2),
           na ?? (c.dutProcsCpu ? withSpread(c.dutProcsCpu, 1, 2) : "– (no userland process)"),
-          na ?? pct(c.genCpu),
+          na ?? mpps(c.ppsPerDutCpu),
+          na ?? pct(c.dutCpu),
+          na ?? withSpread(c.genSelfCpu, 1, 2),
         ];
       }),
     ),
@@ -258,8 +269,8 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
         stem,
         mode === "irq" ? "IRQ (blocking)" : "poll (busy)",
         na ?? mpps(t.rxPps),
-        na ?? pct(t.dutCpu),
-        na ?? pct(l.dutCpu),
+        na ?? withSpread(t.dutTaskCpu, 1, 2),
+        na ?? withSpread(l.dutTaskCpu, 1, 2),
         na ?? us(l.p50),
         na ?? us(l.p99),
       ]);
@@ -271,8 +282,8 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
         "worker",
         "mode",
         "saturation Mpps",
-        "DUT CPU % at saturation",
-        `DUT CPU % at ${rateLabel(plan.referenceRate)}`,
+        "DUT CPUs at saturation",
+        `DUT CPUs at ${rateLabel(plan.referenceRate)}`,
         "p50 µs",
         "p99 µs",
       ],

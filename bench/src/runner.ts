@@ -152,7 +152,8 @@ async function runScenario(
     };
     log.info({ scenario: s.name, nsA: pair.nsA, nsB: pair.nsB }, "setting up DUT");
     running = await s.setup(dut);
-    outcome.napi = await topo.pinNapi();
+    const napi = await topo.pinNapi();
+    outcome.napi = napi;
     for (const r of runsFor(s, plan)) {
       for (let rep = 0; rep < plan.repetitions; rep++) {
         const opts: GenOptions = {
@@ -167,6 +168,7 @@ async function runScenario(
           genCpu: topo.genCpu,
           dutCpu: topo.dutCpu,
           dutPids: running.pids,
+          dutNapiPids: napi.dut,
           genMac: pair.macA,
           dutMac: pair.macB,
         };

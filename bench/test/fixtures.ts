@@ -41,6 +41,8 @@ export function genResult(
     },
     cpu: { dut: { cpu: 1, busy: 0.5, user: 0.1, sys: 0.2, irq: 0.2, steal: 0 } },
     dut_procs_cpu: null,
+    dut_napi_cpu: 0.5,
+    gen_self_cpu: 1,
     ...extra,
   };
 }

@@ -27,6 +27,7 @@ import {
   cacheDir,
   ensureSysroot,
   LLC,
+  LLVM_DIS,
   LLVM_LINK,
   LLVM_NM,
   NF_CRATE_ROOT,
@@ -173,10 +174,21 @@ async function readCrate(crateDir: string): Promise<CrateInfo> {
   };
 }
 
+let pipelineDigest: Promise<string> | undefined;
+const pipelineHash = () => {
+  const here = path.dirname(new URL(import.meta.url).pathname);
+  pipelineDigest ??= Promise.all(["build.ts", "glue.ts"].map((f) => readFile(path.join(here, f)))).then((b) =>
+    sha256(Buffer.concat(b)),
+  );
+  return pipelineDigest;
+};
+
 async function nfHash(crate: CrateInfo, maps: MapSpec[]): Promise<string> {
   const key = {
     glue: GLUE_VERSION,
     flags: FLAGS_VERSION,
+    // the pipeline itself: a change to how NFs are compiled must not reuse old artifacts
+    pipeline: await pipelineHash(),
     abi: await readFile(path.join(ABI_INCLUDE_DIR, "galette_abi.h"), "utf8"),
     sysrootScript: await readFile(SYSROOT_SCRIPT, "utf8"),
     tools: await toolchainVersions(),
@@ -441,7 +453,13 @@ async function buildBpf(crate: CrateInfo, maps: MapSpec[], dir: string, out: str
       what: "linking bitcode",
     },
   );
-  await runTool(OPT, ["-O2", linked, "-o", optimised], { what: "optimising bitcode" });
+  // Rust's debug names (`step<nf::Map<u32, u64>>`, `&mut [u8]`) are not C identifiers, so
+  // the kernel would reject the object's BTF and with it the func info that subprograms
+  // (bpf_loop callbacks) need: rewrite them in the IR before codegen.
+  const { stdout: ir } = await runTool(LLVM_DIS, [linked, "-o", "-"], { what: "disassembling bitcode" });
+  const sanitised = path.join(dir, "linked.ll");
+  await writeFile(sanitised, sanitiseDebugNames(ir));
+  await runTool(OPT, ["-O2", sanitised, "-o", optimised], { what: "optimising bitcode" });
   const { stdout } = await runTool(LLVM_NM, ["-u", "--demangle", optimised], {
     what: "listing undefined symbols",
   });
@@ -482,6 +500,8 @@ async function buildNative(
       ...(await targetFlags(target)),
       "-C",
       "lto",
+      "-C",
+      "strip=debuginfo",
       ...(linker ? ["-C", `linker=${linker}`] : []),
       "--extern",
       `nf=${lib.rlib}`,
@@ -495,6 +515,25 @@ async function buildNative(
     ],
     `linking the ${target} library`,
   );
+}
+
+const DEBUG_TYPE_LINE =
+  /= (?:distinct )?!(?:DISubprogram|DICompositeType|DIDerivedType|DIBasicType|DITemplateTypeParameter|DITemplateValueParameter)\(/;
+
+/** Makes every debug-info type/function name in LLVM IR text a C identifier (BTF requires it). */
+export function sanitiseDebugNames(ir: string): string {
+  return ir
+    .split("\n")
+    .map((line) =>
+      DEBUG_TYPE_LINE.test(line)
+        ? line.replace(/([(,] ?name: )"((?:[^"\\]|\\.)*)"/, (_m, pre: string, name: string) => {
+            let id = name.replace(/[^A-Za-z0-9_]/g, "_");
+            if (/^[0-9]/.test(id)) id = `_${id}`;
+            return `${pre}"${id}"`;
+          })
+        : line,
+    )
+    .join("\n");
 }
 
 // ---------------------------------------------------------------------------------------------

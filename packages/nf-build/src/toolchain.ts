@@ -19,6 +19,7 @@ export const LLVM_LINK = "llvm-link-22";
 export const OPT = "opt-22";
 export const LLC = "llc-22";
 export const LLVM_NM = "llvm-nm-22";
+export const LLVM_DIS = "llvm-dis-22";
 
 /** Build targets: "bpf" is the XDP object; the rest are native libraries for AF_XDP workers. */
 export const TARGETS = ["bpf", "x86_64", "aarch64", "armv7", "riscv64"] as const;

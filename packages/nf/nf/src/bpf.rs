@@ -24,6 +24,7 @@ const KTIME_GET_NS: usize = 5;
 const GET_PRANDOM_U32: usize = 7;
 const XDP_ADJUST_HEAD: usize = 44;
 const XDP_ADJUST_TAIL: usize = 65;
+const LOOP: usize = 181;
 
 /// Packets beyond this offset cannot exist (XDP frames fit a page); bounding offsets lets
 /// the verifier accept pointer arithmetic with runtime values.
@@ -41,17 +42,21 @@ impl Packet {
         Packet { ctx }
     }
 
+    /// Frame start and end as pointers, re-read every time (adjust_head/adjust_tail move
+    /// them). Pointers, not integers: LLVM would narrow integer compares of these
+    /// zero-extended u32 fields to 32-bit jumps, from which the verifier learns no bounds.
     #[inline(always)]
-    fn bounds(&self) -> (usize, usize) {
-        // Re-read every time: adjust_head/adjust_tail move them.
-        unsafe { ((*self.ctx).data as usize, (*self.ctx).data_end as usize) }
+    fn bounds(&self) -> (*mut u8, *mut u8) {
+        unsafe { ((*self.ctx).data as usize as *mut u8, (*self.ctx).data_end as usize as *mut u8) }
     }
 
     /// Length of the frame in bytes.
     #[inline(always)]
     pub fn len(&self) -> usize {
         let (start, end) = self.bounds();
-        end.wrapping_sub(start)
+        // Opaque to LLVM: otherwise it folds `x + (end - start)` into `(x - start) + end`,
+        // scalar minus packet pointer, which the verifier rejects.
+        core::hint::black_box((end as usize).wrapping_sub(start as usize))
     }
 
     /// The first `n` bytes, or None if the frame is shorter.
@@ -73,7 +78,7 @@ impl Packet {
         if p.wrapping_add(n) > end {
             return None;
         }
-        Some(unsafe { core::slice::from_raw_parts_mut(p as *mut u8, n) })
+        Some(unsafe { core::slice::from_raw_parts_mut(p, n) })
     }
 
     /// Grows (negative `delta`) or shrinks (positive) the frame at its head.
@@ -162,4 +167,20 @@ pub fn random_u32() -> u32 {
 pub fn timestamp_ns() -> u64 {
     let f: unsafe extern "C" fn() -> u64 = unsafe { core::mem::transmute(KTIME_GET_NS) };
     unsafe { f() }
+}
+
+/// Calls `f(0) .. f(n - 1)` (at most 1 << 23 times). In XDP this is the bpf_loop helper:
+/// the verifier checks `f` once instead of walking every iteration, so `n` may be large
+/// and need not be known at compile time.
+#[inline(always)]
+pub fn repeat<F: FnMut(u32)>(n: u32, mut f: F) {
+    extern "C" fn step<F: FnMut(u32)>(index: u64, ctx: *mut u8) -> i64 {
+        let f = unsafe { &mut *(ctx as *mut F) };
+        f(index as u32);
+        0
+    }
+    let helper: unsafe extern "C" fn(u32, *const u8, *mut u8, u64) -> i64 =
+        unsafe { core::mem::transmute(LOOP) };
+    let callback: extern "C" fn(u64, *mut u8) -> i64 = step::<F>;
+    unsafe { helper(n.min(1 << 23), callback as *const u8, &mut f as *mut F as *mut u8, 0) };
 }

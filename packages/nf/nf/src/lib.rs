@@ -32,7 +32,7 @@ mod memory;
 #[cfg(not(any(nf_bpf, nf_native)))]
 use memory as backend;
 
-pub use backend::{Map, Packet, random_u32, timestamp_ns};
+pub use backend::{Map, Packet, random_u32, repeat, timestamp_ns};
 #[cfg(not(any(nf_bpf, nf_native)))]
 pub use memory::set_test_clock_ns;
 

@@ -169,3 +169,10 @@ pub fn timestamp_ns() -> u64 {
 pub fn set_test_clock_ns(ns: u64) {
     CLOCK_NS.with(|c| c.set(ns));
 }
+
+/// Calls `f(0) .. f(n - 1)` (at most 1 << 23 times, like the XDP build).
+pub fn repeat<F: FnMut(u32)>(n: u32, mut f: F) {
+    for i in 0..n.min(1 << 23) {
+        f(i);
+    }
+}

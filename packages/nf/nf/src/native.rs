@@ -185,3 +185,10 @@ pub fn random_u32() -> u32 {
     RANDOM_STATE.store(x, Ordering::Relaxed);
     (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
 }
+
+/// Calls `f(0) .. f(n - 1)` (at most 1 << 23 times, like the XDP build).
+pub fn repeat<F: FnMut(u32)>(n: u32, mut f: F) {
+    for i in 0..n.min(1 << 23) {
+        f(i);
+    }
+}

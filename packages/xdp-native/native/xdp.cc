@@ -39,16 +39,13 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
     opts.old_prog_fd = old_fd;
     flags |= XDP_FLAGS_REPLACE;
   }
+  LibbpfCapture capture;  // netlink's extended ack ("Active program does not match expected")
   int err = bpf_xdp_attach(ifindex, prog_fd, flags, &opts);
   if (err)
     ThrowErrno(env, err,
-               "attach XDP program fd " + std::to_string(prog_fd) + " to " + IfLabel(info, 1, ifindex) + " (flags 0x" +
-                   [&] {
-                     char b[16];
-                     snprintf(b, sizeof b, "%x", flags);
-                     return std::string(b);
-                   }() + (old_fd >= 0 ? ", expected old fd " + std::to_string(old_fd) : "") + ")",
-               {{"ifindex", std::to_string(ifindex)}});
+               "attach XDP program fd " + std::to_string(prog_fd) + " to " + IfLabel(info, 1, ifindex) + " (flags " +
+                   std::to_string(flags) + (old_fd >= 0 ? ", expected old fd " + std::to_string(old_fd) : "") + ")",
+               {{"ifindex", std::to_string(ifindex)}}, capture.Text());
   return Napi::Number::New(env, ifindex);
 }
 
@@ -64,9 +61,11 @@ Napi::Value Detach(const Napi::CallbackInfo& info) {
     opts.old_prog_fd = old_fd;
     flags |= XDP_FLAGS_REPLACE;
   }
+  LibbpfCapture capture;
   int err = bpf_xdp_detach(ifindex, flags, &opts);
   if (err)
-    ThrowErrno(env, err, "detach XDP from " + IfLabel(info, 1, ifindex), {{"ifindex", std::to_string(ifindex)}});
+    ThrowErrno(env, err, "detach XDP from " + IfLabel(info, 1, ifindex), {{"ifindex", std::to_string(ifindex)}},
+               capture.Text());
   return env.Undefined();
 }
 
@@ -76,8 +75,11 @@ Napi::Value Query(const Napi::CallbackInfo& info) {
   NetnsScope ns(env, ArgString(info, 0, "netns"));
   int ifindex = ResolveIf(info, 1);
   LIBBPF_OPTS(bpf_xdp_query_opts, q);
+  LibbpfCapture capture;
   int err = bpf_xdp_query(ifindex, 0, &q);
-  if (err) ThrowErrno(env, err, "query XDP on " + IfLabel(info, 1, ifindex), {{"ifindex", std::to_string(ifindex)}});
+  if (err)
+    ThrowErrno(env, err, "query XDP on " + IfLabel(info, 1, ifindex), {{"ifindex", std::to_string(ifindex)}},
+               capture.Text());
   Napi::Object o = Napi::Object::New(env);
   o.Set("ifindex", ifindex);
   o.Set("progId", q.prog_id);

@@ -1,5 +1,6 @@
 import type { BpfMap } from "./maps";
 import {
+  isBpfError,
   type NativeInstanceStats,
   type NativePoolEvent,
   type NativeWorkerStats,
@@ -46,6 +47,8 @@ export interface WorkerPoolOptions {
   onError?: (err: WorkerError) => void;
   /** how long start() waits for every worker to load its libraries */
   startTimeoutMs?: number;
+  /** how long start() retries while the queue is still bound to a just-closed UMEM (EBUSY) */
+  queueBusyRetryMs?: number;
 }
 
 export class WorkerError extends Error {
@@ -88,9 +91,20 @@ export class WorkerPool {
   private constructor(readonly options: Readonly<WorkerPoolOptions>) {}
 
   static async start(options: WorkerPoolOptions): Promise<WorkerPool> {
-    const pool = new WorkerPool(options);
-    await pool.#start();
-    return pool;
+    // The kernel releases a queue's UMEM asynchronously after its last socket closes, so a
+    // pool started right after another stopped can see EBUSY for some ms: retry briefly.
+    const deadline = Date.now() + (options.queueBusyRetryMs ?? 2000);
+    for (;;) {
+      const pool = new WorkerPool(options);
+      try {
+        await pool.#start();
+        return pool;
+      } catch (err) {
+        const busy = isBpfError(err) && err.code === "EBUSY" && err.message.includes("create AF_XDP socket");
+        if (!busy || Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
   }
 
   #start(): Promise<void> {

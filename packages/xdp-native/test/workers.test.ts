@@ -1,0 +1,277 @@
+import {
+  attachXdpPass,
+  createVethPair,
+  describeKernel,
+  exchangeFrames,
+  nsRun,
+  type VethPair,
+} from "@galette/testkit";
+import { afterEach, beforeAll, expect, it } from "vitest";
+import {
+  ActionKind,
+  BpfMap,
+  BpfObject,
+  GALETTE_MAX_ACTIONS,
+  GALETTE_MAX_INSTANCES,
+  GALETTE_MAX_XSKS,
+  galetteAction,
+  netnsPath,
+  rootProgramObjectPath,
+  u32,
+  WorkerError,
+  WorkerPool,
+  type WorkerPoolOptions,
+  XdpAttachment,
+} from "../src/index";
+import { macOf, seqOf, testFrames } from "./frames";
+import { compileBpf, compileNf, waitFor } from "./helpers";
+
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+function own<T extends { close(): void }>(x: T): T {
+  cleanups.push(() => x.close());
+  return x;
+}
+
+let shim: string;
+let nfLib: string;
+let nfLibWrongAbi: string;
+beforeAll(async () => {
+  [shim, nfLib, nfLibWrongAbi] = await Promise.all([
+    compileBpf("nf_shim.bpf.c"),
+    compileNf("macswap_nf.c"),
+    compileNf("macswap_nf.c", 99),
+  ]);
+});
+
+const actionTable = (name: string) =>
+  own(BpfMap.create({ type: "array", name, keySize: 4, valueSize: 8, maxEntries: GALETTE_MAX_ACTIONS }));
+
+/**
+ * Device: root -> instance 1 (XDP shim, variant 0 upcalls to native instance 2) ->
+ * AF_XDP workers running the C NF library as instances 2 and 3. The C NF swaps MACs,
+ * records each frame's sequence number in its map, and returns the frame's variant byte:
+ *   instance 2: 0 tx, 1 drop, 2 pass, 3 abort, 4 -> instance 3, 5 -> instance 3
+ *   instance 3: 4 tx (swapped twice), 5 -> instance 2 (a cycle: hop limit)
+ */
+async function device(tag: string) {
+  const v: VethPair = await createVethPair(tag);
+  cleanups.push(() => v.cleanup());
+  await attachXdpPass(v.nsA, v.ifA);
+  const netns = netnsPath(v.nsB);
+  const progs = own(
+    BpfMap.create({
+      type: "prog_array",
+      name: "gal_w_progs",
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: GALETTE_MAX_INSTANCES,
+    }),
+  );
+  const xsks = own(
+    BpfMap.create({
+      type: "xskmap",
+      name: "gal_w_xsks",
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: GALETTE_MAX_XSKS,
+    }),
+  );
+  const xskCount = own(
+    BpfMap.create({ type: "array", name: "gal_w_xskcnt", keySize: 4, valueSize: 4, maxEntries: 1 }),
+  );
+  const upcaller = own(
+    BpfObject.load(shim, {
+      rodata: { galette_instance_id: 1, nf_mode: 0 },
+      reuseMaps: { galette_progs: progs, galette_xsks: xsks, galette_xsk_count: xskCount },
+    }),
+  );
+  const upcallerActions = upcaller.map("galette_actions");
+  upcallerActions.typed(u32, galetteAction).set(0, { kind: ActionKind.upcall, arg: 2 });
+  progs.typed(u32, u32).set(1, upcaller.programFd("galette_nf"));
+
+  const act2 = actionTable("gal_w_act2");
+  const act3 = actionTable("gal_w_act3");
+  const t2 = act2.typed(u32, galetteAction);
+  t2.set(0, { kind: ActionKind.tx, arg: 0 });
+  t2.set(1, { kind: ActionKind.drop, arg: 0 });
+  t2.set(2, { kind: ActionKind.pass, arg: 0 });
+  t2.set(3, { kind: ActionKind.abort, arg: 0 });
+  t2.set(4, { kind: ActionKind.tailcall, arg: 3 });
+  t2.set(5, { kind: ActionKind.upcall, arg: 3 });
+  const t3 = act3.typed(u32, galetteAction);
+  t3.set(4, { kind: ActionKind.tx, arg: 0 });
+  t3.set(5, { kind: ActionKind.upcall, arg: 2 });
+  const seen = own(
+    BpfMap.create({ type: "hash", name: "gal_w_seen", keySize: 4, valueSize: 1, maxEntries: 4096 }),
+  );
+
+  const root = own(BpfObject.load(rootProgramObjectPath()));
+  root.map("galette_root_progs").typed(u32, u32).set(0, upcaller.programFd("galette_nf"));
+  const link = XdpAttachment.attach({ ifname: v.ifB, netns }, root.programFd("galette_root"));
+  cleanups.push(() => link.detach());
+
+  const options = (extra: Partial<WorkerPoolOptions> = {}): WorkerPoolOptions => ({
+    ifname: v.ifB,
+    netns,
+    workers: 2,
+    mode: "blocking",
+    xskMap: xsks,
+    xskCountMap: xskCount,
+    instances: [
+      { id: 1, actions: upcallerActions },
+      { id: 2, actions: act2, library: nfLib, maps: [seen] },
+      { id: 3, actions: act3, library: nfLib, maps: [seen] },
+    ],
+    ...extra,
+  });
+  const start = async (extra: Partial<WorkerPoolOptions> = {}) => {
+    const pool = await WorkerPool.start(options(extra));
+    cleanups.push(() => pool.stop());
+    return pool;
+  };
+  return { v, xsks, xskCount, act2, seen, start, options };
+}
+
+/** Open AF_XDP sockets in a namespace (the XDP row of /proc/net/protocols; ss --xdp needs
+ * CONFIG_XDP_SOCKETS_DIAG, which this kernel lacks). */
+async function xdpSockets(ns: string): Promise<number> {
+  const { stdout } = await nsRun(ns, "cat", ["/proc/net/protocols"]);
+  const row = stdout.split("\n").find((l) => l.startsWith("XDP "));
+  if (!row) throw new Error(`no XDP row in /proc/net/protocols of ${ns}`);
+  return Number(row.trim().split(/\s+/)[2]);
+}
+
+describeKernel("xdp-native AF_XDP worker pool", () => {
+  it.each(["blocking", "busy-poll"] as const)(
+    "%s workers run upcalled frames through native NFs to completion and count every frame",
+    async (mode) => {
+      const d = await device(mode === "blocking" ? "wb" : "wp");
+      const pool = await d.start({ mode });
+      expect(await xdpSockets(d.v.nsB)).toBe(2);
+      expect(d.xskCount.typed(u32, u32).get(0)).toBe(2);
+
+      const n = 200;
+      // variants: 0 tx x n, then a few each of drop, pass, abort, two-NF path, cycle
+      const extra = [1, 1, 2, 2, 2, 3, 4, 4, 4, 4, 5];
+      const { frames, tag } = testFrames(d.v, n + extra.length, (seq) => (seq < n ? 0 : extra[seq - n]!));
+      const got = await exchangeFrames(d.v.nsA, d.v.ifA, {
+        send: frames,
+        match: tag,
+        expect: n + 4,
+        listenMs: 3000,
+      });
+
+      const back = got.received;
+      expect(back).toHaveLength(n + 4);
+      const swapped = back.filter((f) => seqOf(f) < n);
+      expect(swapped).toHaveLength(n);
+      for (const f of swapped) {
+        expect(macOf(f, 0)).toBe(d.v.macA);
+        expect(macOf(f, 6)).toBe(d.v.macB);
+      }
+      // variant 4 went through instance 2 and 3: swapped twice
+      for (const f of back.filter((f) => seqOf(f) >= n)) expect(macOf(f, 0)).toBe(d.v.macB);
+      expect(new Set(back.map(seqOf)).size).toBe(n + 4);
+
+      const total = n + extra.length;
+      expect(await waitFor(() => pool.stats().totals.rx === total)).toBe(true);
+      const s = pool.stats();
+      expect(s.totals).toMatchObject({ rx: total, tx: n + 4, drop: 2, passUnsupported: 3, abort: 1 });
+      expect(s.workers.reduce((a, w) => a + w.hopLimit, 0)).toBe(1);
+      expect(s.totals.tx + s.totals.dropped).toBe(total);
+      // the random XSKMAP slot spreads frames over both workers
+      for (const w of s.workers) {
+        expect(w.state).toBe("running");
+        expect(w.rx).toBeGreaterThan(0);
+      }
+      const inst2 = s.instances.find((i) => i.id === 2)!;
+      const inst3 = s.instances.find((i) => i.id === 3)!;
+      // the cycle frame alternates 2 -> 3 -> 2 ... for 64 NF calls (32 each), then hits the limit
+      expect(inst2.variants.slice(0, 6)).toEqual([n, 2, 3, 1, 4, 32]);
+      expect(inst3.variants[5]).toBe(32);
+      expect(inst3.variants[4]).toBe(4);
+      expect(inst2.calls).toBe(n + extra.length - 1 + 32);
+      expect(inst3.calls).toBe(4 + 32);
+      expect(inst2.nanoseconds).toBeGreaterThan(0);
+      expect(s.instances.find((i) => i.id === 1)!.calls).toBe(0); // XDP-only instance
+      // the NF saw every frame through the map fd it was given
+      expect(d.seen.keys()).toHaveLength(total);
+
+      pool.stop();
+      expect(pool.running).toBe(false);
+      expect(pool.lastStats?.totals.rx).toBe(total);
+      expect(pool.lastStats?.workers.every((w) => w.state === "stopped")).toBe(true);
+      expect(await xdpSockets(d.v.nsB)).toBe(0);
+      expect(d.xskCount.typed(u32, u32).get(0)).toBe(0);
+    },
+  );
+
+  it("reloadActions relinks the userland path without restarting workers", async () => {
+    const d = await device("wr");
+    const pool = await d.start();
+    const send = async (count: number, first: number) => {
+      const { frames, tag } = testFrames(d.v, count, () => 0, first);
+      return exchangeFrames(d.v.nsA, d.v.ifA, { send: frames, match: tag, expect: count, listenMs: 600 });
+    };
+    expect((await send(20, 0)).received).toHaveLength(20);
+    d.act2.typed(u32, galetteAction).set(0, { kind: ActionKind.drop, arg: 0 });
+    // the map changed, but workers still use their snapshot until told
+    expect((await send(10, 100)).received).toHaveLength(10);
+    expect(pool.reloadActions()).toBe(2);
+    expect((await send(10, 200)).received).toHaveLength(0);
+    expect(await waitFor(() => pool.stats().totals.drop === 10)).toBe(true);
+    expect(pool.stats().workers.every((w) => w.generation === 2)).toBe(true);
+  });
+
+  it("reports a bad NF library as an error from the worker, cleans up, and keeps the process alive", async () => {
+    const d = await device("we");
+    const bad = d.options({ instances: [{ id: 2, actions: d.act2, library: "/nonexistent/libgal_nf.so" }] });
+    let err: unknown;
+    try {
+      await WorkerPool.start(bad);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(WorkerError);
+    expect((err as WorkerError).message).toMatch(
+      /NF instance 2 library \/nonexistent\/libgal_nf.so: dlopen failed: .*No such file/,
+    );
+    expect((err as WorkerError).code).toBe("ENOENT");
+    expect(await xdpSockets(d.v.nsB)).toBe(0);
+    expect(d.xskCount.typed(u32, u32).get(0)).toBe(0);
+
+    await expect(
+      WorkerPool.start(d.options({ instances: [{ id: 2, actions: d.act2, library: nfLibWrongAbi }] })),
+    ).rejects.toThrow(/ABI version 99, this worker speaks 1/);
+
+    // the interface and queue are free again: a good pool starts and forwards
+    const pool = await d.start({ workers: 1 });
+    const { frames, tag } = testFrames(d.v, 5);
+    expect(
+      (await exchangeFrames(d.v.nsA, d.v.ifA, { send: frames, match: tag, expect: 5, listenMs: 1000 }))
+        .received,
+    ).toHaveLength(5);
+    expect(pool.stats().totals.tx).toBe(5);
+  });
+
+  it("rejects bad configuration with the option and the problem named", async () => {
+    const d = await device("wc");
+    await expect(WorkerPool.start(d.options({ frameCount: 1000 }))).rejects.toThrow(
+      /frameCount must be a power of two, got 1000/,
+    );
+    await expect(WorkerPool.start(d.options({ workers: 65 }))).rejects.toThrow(
+      /workers must be an integer in \[1, 64\]/,
+    );
+    await expect(WorkerPool.start(d.options({ xskMap: d.xskCount }))).rejects.toThrow(/is not an XSKMAP/);
+    await expect(WorkerPool.start(d.options({ ifname: "gal-nope0" }))).rejects.toThrow(
+      /AF_XDP socket 0 on gal-nope0 queue 0.*ENODEV/,
+    );
+    await expect(WorkerPool.start(d.options({ instances: [{ id: 2, actions: d.seen }] }))).rejects.toThrow(
+      /action table of instance 2 must be an ARRAY u32 -> struct galette_action/,
+    );
+    expect(await xdpSockets(d.v.nsB)).toBe(0);
+  });
+});

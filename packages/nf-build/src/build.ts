@@ -10,6 +10,7 @@ import { availableParallelism } from "node:os";
 import path from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { analyzeNf } from "./analyze";
+import { locateCalls } from "./debuglocs";
 import { NfBuildError } from "./errors";
 import {
   ABI_VERSION,
@@ -460,15 +461,17 @@ async function buildBpf(crate: CrateInfo, maps: MapSpec[], dir: string, out: str
   const sanitised = path.join(dir, "linked.ll");
   await writeFile(sanitised, sanitiseDebugNames(ir));
   await runTool(OPT, ["-O2", sanitised, "-o", optimised], { what: "optimising bitcode" });
-  const { stdout } = await runTool(LLVM_NM, ["-u", "--demangle", optimised], {
-    what: "listing undefined symbols",
-  });
-  const undefinedSymbols = stdout
-    .split("\n")
-    .map((l) => l.trim().replace(/^U\s+/, ""))
-    .filter(Boolean);
-  if (undefinedSymbols.length)
-    throw new NfBuildError(explainUndefinedSymbols(crate.analysis, undefinedSymbols));
+  const undefinedSymbols = await listUndefined(optimised);
+  if (undefinedSymbols.size) {
+    const { stdout: optIr } = await runTool(LLVM_DIS, [optimised, "-o", "-"], {
+      what: "disassembling bitcode",
+    });
+    const sites = locateCalls(optIr, undefinedSymbols, crate.analysis.crateDir).map((s) => ({
+      ...s,
+      file: authorPath(s.file),
+    }));
+    throw new NfBuildError(explainUndefinedSymbols(crate.analysis, [...undefinedSymbols.values()], sites));
+  }
   await runTool(LLC, ["-march=bpfel", "-mcpu=v3", "-O2", "-filetype=obj", optimised, "-o", out], {
     what: "generating the BPF object",
   });
@@ -534,6 +537,23 @@ export function sanitiseDebugNames(ir: string): string {
         : line,
     )
     .join("\n");
+}
+
+/** Undefined symbols of a bitcode file: mangled name → demangled name. */
+async function listUndefined(bc: string): Promise<Map<string, string>> {
+  const names = async (demangle: boolean) =>
+    (
+      await runTool(LLVM_NM, ["-u", demangle ? "--demangle" : "--no-demangle", bc], {
+        what: "listing undefined symbols",
+      })
+    ).stdout
+      .split("\n")
+      .map((l) => l.trim().replace(/^U\s+/, ""))
+      .filter(Boolean);
+  const mangled = await names(false);
+  if (mangled.length === 0) return new Map();
+  const demangled = await names(true);
+  return new Map(mangled.map((m, i) => [m, demangled[i] ?? m]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -732,18 +752,22 @@ export async function buildNfs(crateDirs: string[], opts: BuildOptions): Promise
       throw err;
     }
   });
-  const failures: string[] = [];
+  // The same rustc error for several targets is reported once, naming the targets.
+  const failures = new Map<string, Target[]>();
   settled.forEach((s, i) => {
     const job = jobs[i] as Job;
     if (s.status === "fulfilled") job.nf.artifacts.push(s.value.artifact);
     else {
       const e = s.reason;
-      if (e instanceof NfBuildError || (e instanceof Error && e.name === "NfAnalysisError"))
-        failures.push(e.message);
-      else throw e;
+      if (!(e instanceof NfBuildError || (e instanceof Error && e.name === "NfAnalysisError"))) throw e;
+      const key = e.message.replace(` for ${job.target}:`, " for {targets}:");
+      failures.set(key, [...(failures.get(key) ?? []), job.target]);
     }
   });
-  if (failures.length) throw new NfBuildError([...new Set(failures)].join("\n\n"));
+  if (failures.size)
+    throw new NfBuildError(
+      [...failures].map(([msg, targets]) => msg.replace("{targets}", targets.join(", "))).join("\n\n"),
+    );
 
   const results: NfBuildResult[] = [];
   for (const nf of prepared) {

@@ -3,6 +3,7 @@
  * except helpers and the NF's own code, so each one is a path the verifier would reject —
  * usually a panic that Rust inserted for a check the author did not make.
  */
+import type { CallSite } from "./debuglocs";
 import type { NfAnalysis } from "./types";
 
 interface Explanation {
@@ -39,7 +40,11 @@ const EXPLANATIONS: Explanation[] = [
   },
 ];
 
-export function explainUndefinedSymbols(analysis: NfAnalysis, symbols: string[]): string {
+export function explainUndefinedSymbols(
+  analysis: NfAnalysis,
+  symbols: string[],
+  sites: CallSite[] = [],
+): string {
   const lines = [
     `NF ${analysis.name} (${analysis.libFile}) cannot run in XDP: its compiled code calls functions that do not exist in the kernel:`,
   ];
@@ -49,6 +54,7 @@ export function explainUndefinedSymbols(analysis: NfAnalysis, symbols: string[])
     lines.push(`  - ${s}${e ? `: ${e.why}` : ": a library function that is not available in BPF"}`);
     if (e) fixes.add(e.fix);
   }
+  for (const site of sites) lines.push(`${site.file}:${site.line}:${site.column}: calls ${site.symbol}`);
   lines.push("How to fix:");
   for (const f of fixes) lines.push(`  - ${f}`);
   if (fixes.size === 0)

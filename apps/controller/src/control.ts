@@ -5,6 +5,7 @@ import {
   type AssignedNf,
   type CpuTriple,
   type DeviceAssignment,
+  type DeviceSummary,
   type EnrollDeviceResponse,
   Labels,
   Name,
@@ -199,4 +200,30 @@ export function artifactsAllowedFor(repo: Repository, device: DeviceRecord): Set
     }
   }
   return allowed;
+}
+
+/** The operator's view of a device. `online` = holds a ws notification connection (only the server knows). */
+export function deviceSummary(device: DeviceRecord, online: boolean): DeviceSummary {
+  const status = device.status;
+  return {
+    name: device.name,
+    labels: device.labels,
+    serial: device.serial,
+    enrolledAt: device.enrolledAt,
+    notAfter: device.notAfter,
+    revokedAt: device.revokedAt,
+    lastSeenAt: device.lastSeenAt,
+    online,
+    assigned: device.assignedChain ? { chain: device.assignedChain, version: device.assignedVersion } : null,
+    installed: status?.installed
+      ? { chain: status.installed.chain, version: status.installed.version }
+      : null,
+    state: status?.state ?? null,
+    errors: status?.errors ?? [],
+    counters: status?.counters ?? [],
+    arch: status?.arch ?? null,
+    triple: status ? (tripleForMachine(status.arch) ?? null) : null,
+    kernelVersion: status?.kernelVersion ?? null,
+    agentVersion: status?.agentVersion ?? null,
+  };
 }

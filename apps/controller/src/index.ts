@@ -1,6 +1,9 @@
+export * from "./bundle";
 export * from "./chains";
 export * from "./control";
+export * from "./nf-builder";
 export * from "./nf-publish";
+export * from "./operator-client";
 export * from "./server";
 export * from "./storage/artifacts";
 export type * from "./storage/repository";

@@ -18,7 +18,6 @@ import {
   PushChainRequest,
   SetMapEntriesRequest,
   Sha256Digest,
-  tripleForMachine,
 } from "@galette/protocol";
 import Fastify, { type FastifyBaseLogger, type FastifyRequest } from "fastify";
 import { pino } from "pino";
@@ -31,6 +30,7 @@ import {
   assignmentEtag,
   buildAssignment,
   DataDir,
+  deviceSummary,
   deviceTriple,
   hashToken,
   RequestError,
@@ -342,27 +342,8 @@ export async function startController(options: ControllerOptions): Promise<Runni
   });
 
   // ---- operator API ----
-  const summary = (device: DeviceRecord): DeviceSummary => ({
-    name: device.name,
-    labels: device.labels,
-    serial: device.serial,
-    enrolledAt: device.enrolledAt,
-    notAfter: device.notAfter,
-    revokedAt: device.revokedAt,
-    lastSeenAt: device.lastSeenAt,
-    online: (sockets.get(device.name)?.size ?? 0) > 0,
-    assigned: device.assignedChain ? { chain: device.assignedChain, version: device.assignedVersion } : null,
-    installed: device.status?.installed
-      ? { chain: device.status.installed.chain, version: device.status.installed.version }
-      : null,
-    state: device.status?.state ?? null,
-    errors: device.status?.errors ?? [],
-    counters: device.status?.counters ?? [],
-    arch: device.status?.arch ?? null,
-    triple: device.status ? (tripleForMachine(device.status.arch) ?? null) : null,
-    kernelVersion: device.status?.kernelVersion ?? null,
-    agentVersion: device.status?.agentVersion ?? null,
-  });
+  const summary = (device: DeviceRecord): DeviceSummary =>
+    deviceSummary(device, (sockets.get(device.name)?.size ?? 0) > 0);
 
   let publicUrl = options.publicUrl ?? "";
 

@@ -1,5 +1,246 @@
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { DeviceSummary, Labels } from "@galette/protocol";
 import type { Command } from "commander";
+import { pino } from "pino";
+import { writeDeviceBundle } from "../bundle";
+import { DataDir, deviceSummary } from "../control";
+import { nfBuilderForServe } from "../nf-builder";
+import { loadOperatorConfig, OperatorClient } from "../operator-client";
+import { startController } from "../server";
 
-export function registerControllerCommands(_program: Command): void {
-  // filled in by the issue that owns the `controller` commands
+const out = (text: string) => process.stdout.write(`${text}\n`);
+
+/** Written by `controller serve` so `device enroll --data DIR` puts the right URL in bundles. */
+const SERVE_INFO_FILE = "controller.json";
+const DEFAULT_PORT = 8443;
+
+export function parseListen(value: string): { host: string; port: number } {
+  const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value);
+  const port = Number(match?.[2]);
+  if (!match || port > 65535)
+    throw new Error(`--listen ${JSON.stringify(value)}: expected HOST:PORT, e.g. 0.0.0.0:8443`);
+  return { host: match[1]!.replace(/^\[|\]$/g, ""), port };
+}
+
+export function parseLabels(value: string | undefined): Labels {
+  const labels: Labels = {};
+  if (!value) return labels;
+  for (const pair of value.split(",").filter(Boolean)) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0 || eq === pair.length - 1)
+      throw new Error(`--labels: ${JSON.stringify(pair)} is not key=value`);
+    labels[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+  }
+  return labels;
+}
+
+function publicUrlOf(dataDir: string, override?: string): string {
+  if (override) return override;
+  const info = join(dataDir, SERVE_INFO_FILE);
+  if (existsSync(info)) return (JSON.parse(readFileSync(info, "utf8")) as { url: string }).url;
+  return `https://127.0.0.1:${DEFAULT_PORT}`;
+}
+
+function client(): OperatorClient {
+  return new OperatorClient(loadOperatorConfig());
+}
+
+function printDevices(devices: DeviceSummary[], onlineKnown: boolean): void {
+  const rows = devices.map((d) => [
+    d.name,
+    Object.entries(d.labels)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(",") || "-",
+    d.revokedAt ? "revoked" : (d.state ?? "-"),
+    d.assigned ? `${d.assigned.chain}@${d.assigned.version ?? "latest"}` : "-",
+    d.installed ? `${d.installed.chain}@${d.installed.version}` : "-",
+    d.lastSeenAt ?? "never",
+    onlineKnown ? (d.online ? "yes" : "no") : "?",
+    String(d.errors.length),
+  ]);
+  const header = ["NAME", "LABELS", "STATE", "ASSIGNED", "INSTALLED", "LAST SEEN", "ONLINE", "ERRORS"];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const row of [header, ...rows])
+    out(
+      row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join("  ")
+        .trimEnd(),
+    );
+}
+
+export function registerControllerCommands(program: Command): void {
+  const controller = program.command("controller").description("Run the Galette controller");
+  controller
+    .command("serve")
+    .description("Serve the device API (mTLS) and operator API (bearer tokens) over HTTPS")
+    .requiredOption("--data <dir>", "controller data directory (from `galette pki init`)")
+    .option("--listen <host:port>", "address to listen on", `127.0.0.1:${DEFAULT_PORT}`)
+    .option("--public-url <url>", "controller URL written into device bundles (default: the listen address)")
+    .action(async (flags: { data: string; listen: string; publicUrl?: string }) => {
+      const { host, port } = parseListen(flags.listen);
+      const nfBuilder = nfBuilderForServe();
+      const running = await startController({
+        dataDir: flags.data,
+        host,
+        port,
+        logger: pino({ level: process.env.GALETTE_LOG_LEVEL ?? "info" }),
+        ...(flags.publicUrl ? { publicUrl: flags.publicUrl } : {}),
+        ...(nfBuilder ? { nfBuilder } : {}),
+      });
+      writeFileSync(
+        join(flags.data, SERVE_INFO_FILE),
+        `${JSON.stringify({ url: flags.publicUrl ?? running.url }, null, 2)}\n`,
+      );
+      await new Promise<void>((done) => {
+        const stop = () => {
+          running.close().then(done, done);
+        };
+        process.once("SIGINT", stop);
+        process.once("SIGTERM", stop);
+      });
+    });
+
+  const device = program.command("device").description("Enrol, revoke and list devices");
+  device
+    .command("enroll")
+    .alias("enrol")
+    .description(
+      "Issue a device certificate and write its bundle (device.crt, device.key, ca.crt, agent.json)",
+    )
+    .argument("<name>", "device name (the certificate's CN)")
+    .requiredOption("--out <dir>", "bundle directory to write")
+    .option("--labels <k=v,...>", "labels for selecting devices, e.g. role=edge,site=lab")
+    .option("--data <dir>", "work directly on a controller data directory instead of the operator API")
+    .option(
+      "--controller-url <url>",
+      "controller URL for the agent config (default: what the controller serves)",
+    )
+    .option("--validity-days <n>", "certificate validity in days", (v) => Number.parseInt(v, 10))
+    .action(
+      async (
+        name: string,
+        flags: { out: string; labels?: string; data?: string; controllerUrl?: string; validityDays?: number },
+      ) => {
+        const labels = parseLabels(flags.labels);
+        let enrolled: Awaited<ReturnType<OperatorClient["enrolDevice"]>>;
+        if (flags.data) {
+          const data = DataDir.open(flags.data);
+          try {
+            enrolled = data.enrolDevice(
+              name,
+              labels,
+              publicUrlOf(data.dir, flags.controllerUrl),
+              flags.validityDays,
+            );
+          } finally {
+            data.close();
+          }
+        } else {
+          enrolled = await client().enrolDevice({
+            name,
+            labels,
+            ...(flags.validityDays ? { validityDays: flags.validityDays } : {}),
+          });
+          if (flags.controllerUrl) enrolled = { ...enrolled, controllerUrl: flags.controllerUrl };
+        }
+        const files = writeDeviceBundle(resolve(flags.out), enrolled);
+        out(`enrolled ${name} (serial ${enrolled.serial}, valid until ${enrolled.notAfter})`);
+        for (const file of files) out(`  ${file}`);
+      },
+    );
+
+  device
+    .command("revoke")
+    .description("Revoke a device: its certificate is refused from the next request on")
+    .argument("<name>", "device name")
+    .option("--data <dir>", "work directly on a controller data directory instead of the operator API")
+    .action(async (name: string, flags: { data?: string }) => {
+      let revoked: { name: string; serial: string; revokedAt: string | null };
+      if (flags.data) {
+        const data = DataDir.open(flags.data);
+        try {
+          revoked = data.revokeDevice(name);
+        } finally {
+          data.close();
+        }
+      } else {
+        revoked = await client().revokeDevice(name);
+      }
+      out(`revoked ${revoked.name} (serial ${revoked.serial}) at ${revoked.revokedAt}`);
+    });
+
+  device
+    .command("list")
+    .description("List devices: state, assigned and installed chain, last seen, errors")
+    .option("--data <dir>", "read a controller data directory directly (online state unknown)")
+    .option("--json", "print JSON")
+    .action(async (flags: { data?: string; json?: boolean }) => {
+      let devices: DeviceSummary[];
+      if (flags.data) {
+        const data = DataDir.open(flags.data);
+        try {
+          devices = data.repo.listDevices().map((d) => deviceSummary(d, false));
+        } finally {
+          data.close();
+        }
+      } else {
+        devices = (await client().listDevices()).devices;
+      }
+      if (flags.json) out(JSON.stringify({ devices }, null, 2));
+      else printDevices(devices, !flags.data);
+    });
+
+  const token = program.command("token").description("Operator API tokens");
+  token
+    .command("create")
+    .description("Create an operator token; it is printed once (only its hash is stored)")
+    .option("--name <name>", "what the token is for", "operator")
+    .option("--data <dir>", "work directly on a controller data directory (how the first token is made)")
+    .action(async (flags: { name: string; data?: string }) => {
+      let created: { token: string };
+      if (flags.data) {
+        const data = DataDir.open(flags.data);
+        try {
+          created = data.createToken(flags.name);
+        } finally {
+          data.close();
+        }
+      } else {
+        created = await client().createToken(flags.name);
+      }
+      out(created.token);
+    });
+
+  const map = program.command("map").description("Map entries of a chain, applied by its devices");
+  map
+    .command("set")
+    .description("Set (KEY=VALUE) or delete (-KEY) entries; keys and values are hex bytes")
+    .argument("<chain>", "chain name")
+    .argument("<map>", "map id, e.g. access-control.allow_list or a shared map's name")
+    .argument("<entries...>", "KEY=VALUE to set, -KEY to delete")
+    .action(async (chain: string, mapId: string, entries: string[]) => {
+      const set: Array<{ key: string; value: string }> = [];
+      const remove: string[] = [];
+      for (const entry of entries) {
+        if (entry.startsWith("-")) remove.push(entry.slice(1));
+        else {
+          const eq = entry.indexOf("=");
+          if (eq <= 0) throw new Error(`${JSON.stringify(entry)}: expected KEY=VALUE or -KEY (hex bytes)`);
+          set.push({ key: entry.slice(0, eq), value: entry.slice(eq + 1) });
+        }
+      }
+      const result = await client().setMapEntries(chain, mapId, { set, delete: remove });
+      out(`${chain}/${mapId}: ${result.entries.length} entries`);
+    });
+  map
+    .command("get")
+    .description("Print a map's entries as KEY=VALUE lines")
+    .argument("<chain>", "chain name")
+    .argument("<map>", "map id")
+    .action(async (chain: string, mapId: string) => {
+      const result = await client().getMapEntries(chain, mapId);
+      for (const entry of result.entries) out(`${entry.key}=${entry.value}`);
+    });
 }

@@ -1,0 +1,28 @@
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { writePrivateKey } from "@galette/pki";
+import { type AgentConfigInput, BUNDLE_FILES, type EnrollDeviceResponse } from "@galette/protocol";
+
+/**
+ * Writes the device bundle the operator copies to the device: device.crt, device.key
+ * (0600), ca.crt and agent.json pointing at the controller. Refuses to overwrite an
+ * existing device.key (it may belong to a device still in service).
+ */
+export function writeDeviceBundle(outDir: string, enrolled: EnrollDeviceResponse): string[] {
+  mkdirSync(outDir, { recursive: true, mode: 0o700 });
+  const keyPath = join(outDir, BUNDLE_FILES.key);
+  if (existsSync(keyPath)) throw new Error(`${keyPath} exists: choose an empty --out directory`);
+  const config: AgentConfigInput = {
+    controllerUrl: enrolled.controllerUrl,
+    device: enrolled.name,
+    certFile: BUNDLE_FILES.cert,
+    keyFile: BUNDLE_FILES.key,
+    caFile: BUNDLE_FILES.ca,
+  };
+  writeFileSync(join(outDir, BUNDLE_FILES.cert), enrolled.certPem, { mode: 0o644 });
+  writePrivateKey(keyPath, enrolled.keyPem);
+  writeFileSync(join(outDir, BUNDLE_FILES.ca), enrolled.caPem, { mode: 0o644 });
+  writeFileSync(join(outDir, BUNDLE_FILES.config), `${JSON.stringify(config, null, 2)}\n`, { mode: 0o644 });
+  chmodSync(outDir, 0o700);
+  return Object.values(BUNDLE_FILES).map((name) => join(outDir, name));
+}

@@ -1,0 +1,153 @@
+import { existsSync, readFileSync } from "node:fs";
+import { request as httpsRequest } from "node:https";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import {
+  type AssignChainRequest,
+  AssignChainResponse,
+  CreateTokenResponse,
+  describeZodError,
+  type EnrollDeviceRequest,
+  EnrollDeviceResponse,
+  ErrorResponse,
+  ListChainsResponse,
+  ListDevicesResponse,
+  MapEntriesResponse,
+  OPERATOR_ROUTES,
+  OperatorConfig,
+  PublishNfResponse,
+  type PushChainRequest,
+  PushChainResponse,
+  RevokeDeviceResponse,
+  type SetMapEntriesRequest,
+} from "@galette/protocol";
+import type { z } from "zod";
+
+/** Where the CLI looks for operator credentials when GALETTE_CONFIG is unset. */
+export const DEFAULT_OPERATOR_CONFIG = join(homedir(), ".config", "galette", "cli.json");
+
+/**
+ * Operator credentials: the config file ($GALETTE_CONFIG, else ~/.config/galette/cli.json,
+ * JSON {url, token, caFile}) with GALETTE_URL, GALETTE_TOKEN and GALETTE_CA (path to the
+ * controller's ca.crt) overriding its fields. Errors name what is missing and where from.
+ */
+export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
+  const file = env.GALETTE_CONFIG || DEFAULT_OPERATOR_CONFIG;
+  let fromFile: Record<string, unknown> = {};
+  if (existsSync(file)) {
+    try {
+      fromFile = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+    } catch (err) {
+      throw new Error(`${file}: not valid JSON: ${(err as Error).message}`);
+    }
+  } else if (env.GALETTE_CONFIG) {
+    throw new Error(`GALETTE_CONFIG points at ${file}, which does not exist`);
+  }
+  const merged = {
+    ...fromFile,
+    ...(env.GALETTE_URL ? { url: env.GALETTE_URL } : {}),
+    ...(env.GALETTE_TOKEN ? { token: env.GALETTE_TOKEN } : {}),
+    ...(env.GALETTE_CA ? { caFile: env.GALETTE_CA } : {}),
+  };
+  const parsed = OperatorConfig.safeParse(merged);
+  if (!parsed.success) {
+    const missing = describeZodError(parsed.error).join("; ");
+    throw new Error(
+      `operator credentials incomplete (${missing}): set GALETTE_URL, GALETTE_TOKEN and GALETTE_CA, or write ${file} as {"url", "token", "caFile"}`,
+    );
+  }
+  return parsed.data;
+}
+
+/** A typed client of the operator API; every response is validated with the protocol schemas. */
+export class OperatorClient {
+  private readonly caPem: string;
+
+  constructor(private readonly config: OperatorConfig) {
+    if (!existsSync(config.caFile)) throw new Error(`CA certificate ${config.caFile} does not exist`);
+    this.caPem = readFileSync(config.caFile, "utf8");
+  }
+
+  private async call<S extends z.ZodType>(
+    schema: S,
+    method: string,
+    path: string,
+    body?: { json: unknown } | { raw: Buffer; contentType: string },
+  ): Promise<z.infer<S>> {
+    const url = new URL(path, this.config.url);
+    const headers: Record<string, string> = { authorization: `Bearer ${this.config.token}` };
+    let payload: Buffer | undefined;
+    if (body && "json" in body) {
+      payload = Buffer.from(JSON.stringify(body.json));
+      headers["content-type"] = "application/json";
+    } else if (body) {
+      payload = body.raw;
+      headers["content-type"] = body.contentType;
+    }
+    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = httpsRequest(url, { method, headers, ca: this.caPem }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }),
+        );
+        res.on("error", reject);
+      });
+      req.on("error", (err) => reject(new Error(`${method} ${url.href}: ${err.message}`)));
+      req.end(payload);
+    });
+    let json: unknown;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      throw new Error(`${method} ${path}: HTTP ${status}, not JSON: ${text.slice(0, 200)}`);
+    }
+    if (status >= 400) {
+      const error = ErrorResponse.safeParse(json);
+      const message = error.success ? error.data.error : text.slice(0, 200);
+      const details =
+        error.success && error.data.details && error.data.details.length > 1
+          ? `\n${error.data.details.join("\n")}`
+          : "";
+      throw new Error(`${message} (HTTP ${status})${details}`);
+    }
+    const parsed = schema.safeParse(json);
+    if (!parsed.success) {
+      throw new Error(`${method} ${path}: unexpected response: ${describeZodError(parsed.error).join("; ")}`);
+    }
+    return parsed.data;
+  }
+
+  listDevices() {
+    return this.call(ListDevicesResponse, "GET", OPERATOR_ROUTES.devices);
+  }
+  enrolDevice(request: EnrollDeviceRequest) {
+    return this.call(EnrollDeviceResponse, "POST", OPERATOR_ROUTES.devices, { json: request });
+  }
+  revokeDevice(name: string) {
+    return this.call(RevokeDeviceResponse, "POST", OPERATOR_ROUTES.revokeDevice(name));
+  }
+  createToken(name: string) {
+    return this.call(CreateTokenResponse, "POST", OPERATOR_ROUTES.tokens, { json: { name } });
+  }
+  listChains() {
+    return this.call(ListChainsResponse, "GET", OPERATOR_ROUTES.chains);
+  }
+  pushChain(request: PushChainRequest) {
+    return this.call(PushChainResponse, "POST", OPERATOR_ROUTES.chains, { json: request });
+  }
+  assignChain(request: AssignChainRequest) {
+    return this.call(AssignChainResponse, "POST", OPERATOR_ROUTES.assign, { json: request });
+  }
+  setMapEntries(chain: string, map: string, request: SetMapEntriesRequest) {
+    return this.call(MapEntriesResponse, "PUT", OPERATOR_ROUTES.mapEntries(chain, map), { json: request });
+  }
+  getMapEntries(chain: string, map: string) {
+    return this.call(MapEntriesResponse, "GET", OPERATOR_ROUTES.mapEntries(chain, map));
+  }
+  /** `archive`: a tar (or tar.gz) of the crate directory. */
+  publishNf(archive: Buffer, name?: string) {
+    const path = name ? `${OPERATOR_ROUTES.nfs}?name=${encodeURIComponent(name)}` : OPERATOR_ROUTES.nfs;
+    return this.call(PublishNfResponse, "POST", path, { raw: archive, contentType: "application/x-tar" });
+  }
+}

@@ -1,0 +1,163 @@
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { AgentConfig } from "@galette/protocol";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { call } from "./helpers";
+
+const root = join(import.meta.dirname, "../../..");
+const scratch = mkdtempSync(join(tmpdir(), "galette-control-cli-"));
+const data = join(scratch, "data");
+// An empty operator config, so a developer's ~/.config/galette/cli.json never leaks into the test.
+const emptyConfig = join(scratch, "cli.json");
+writeFileSync(emptyConfig, "{}\n");
+
+/** Runs `pnpm galette ARGS` from the repository root, as an operator would. */
+function galette(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      "pnpm",
+      ["-s", "galette", ...args],
+      { cwd: root, timeout: 60_000, env: { ...process.env, GALETTE_CONFIG: emptyConfig, ...env } },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+describe("galette pki/token/controller/device CLI", () => {
+  let server: ChildProcess | undefined;
+  let url = "";
+  let token = "";
+  const operatorEnv = () => ({ GALETTE_URL: url, GALETTE_TOKEN: token, GALETTE_CA: join(data, "ca.crt") });
+
+  beforeAll(async () => {
+    const init = await galette([
+      "pki",
+      "init",
+      "--data",
+      data,
+      "--hosts",
+      "127.0.0.1,localhost,controller.lan",
+    ]);
+    expect(init.code, init.stderr).toBe(0);
+    const created = await galette(["token", "create", "--data", data, "--name", "ci"]);
+    expect(created.code, created.stderr).toBe(0);
+    token = created.stdout.trim();
+    server = spawn(
+      "pnpm",
+      ["-s", "galette", "controller", "serve", "--data", data, "--listen", "127.0.0.1:0"],
+      {
+        cwd: root,
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, GALETTE_LOG_LEVEL: "warn" },
+        // Its own process group: pnpm → tsx → node, and all of them must stop in afterAll.
+        detached: true,
+      },
+    );
+    const deadline = Date.now() + 30_000;
+    while (!existsSync(join(data, "controller.json")) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    url = (JSON.parse(readFileSync(join(data, "controller.json"), "utf8")) as { url: string }).url;
+  }, 60_000);
+
+  afterAll(async () => {
+    if (server?.pid !== undefined && server.exitCode === null) {
+      const exited = new Promise((resolve) => server!.once("exit", resolve));
+      process.kill(-server.pid, "SIGTERM");
+      await exited;
+    }
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it("pki init wrote the CA and server cert with 0600 keys, and refuses to run twice", async () => {
+    for (const key of ["ca.key", "server.key"]) expect(statSync(join(data, key)).mode & 0o777).toBe(0o600);
+    expect(token).toMatch(/^glt_/);
+    const again = await galette(["pki", "init", "--data", data]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/already has a CA/);
+  });
+
+  it("enrols through the operator API and writes a bundle an agent can use", async () => {
+    const bundle = join(scratch, "pi-1");
+    const r = await galette(
+      ["device", "enroll", "pi-1", "--labels", "role=edge,site=lab", "--out", bundle],
+      operatorEnv(),
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(statSync(join(bundle, "device.key")).mode & 0o777).toBe(0o600);
+    const config = AgentConfig.parse(JSON.parse(readFileSync(join(bundle, "agent.json"), "utf8")));
+    expect(config).toMatchObject({ controllerUrl: url, device: "pi-1", certFile: "device.crt" });
+    const res = await call(url, readFileSync(join(bundle, "ca.crt"), "utf8"), "/v1/device/assignment", {
+      client: {
+        certPem: readFileSync(join(bundle, "device.crt"), "utf8"),
+        keyPem: readFileSync(join(bundle, "device.key"), "utf8"),
+      },
+    });
+    expect(res.status).toBe(200);
+    const again = await galette(["device", "enroll", "pi-1", "--out", join(scratch, "pi-1b")], operatorEnv());
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(
+      /pi-1 is already enrolled \(serial [0-9a-f]+\); revoke it first \(HTTP 409\)/,
+    );
+  });
+
+  it("enrols and revokes directly on the data dir; the running controller refuses at once", async () => {
+    const bundle = join(scratch, "pi-2");
+    const enrolled = await galette(["device", "enroll", "pi-2", "--data", data, "--out", bundle]);
+    expect(enrolled.code, enrolled.stderr).toBe(0);
+    expect(
+      AgentConfig.parse(JSON.parse(readFileSync(join(bundle, "agent.json"), "utf8"))).controllerUrl,
+    ).toBe(url);
+    const client = {
+      certPem: readFileSync(join(bundle, "device.crt"), "utf8"),
+      keyPem: readFileSync(join(bundle, "device.key"), "utf8"),
+    };
+    const caPem = readFileSync(join(data, "ca.crt"), "utf8");
+    expect((await call(url, caPem, "/v1/device/assignment", { client })).status).toBe(200);
+    const revoked = await galette(["device", "revoke", "pi-2", "--data", data]);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(revoked.stdout).toMatch(/^revoked pi-2 \(serial [0-9a-f]+\)/);
+    expect((await call(url, caPem, "/v1/device/assignment", { client })).status).toBe(403);
+  });
+
+  it("lists devices through the API and on the data dir", async () => {
+    const api = await galette(["device", "list"], operatorEnv());
+    expect(api.code, api.stderr).toBe(0);
+    const lines = api.stdout.trim().split("\n");
+    expect(lines[0]).toMatch(/^NAME\s+LABELS\s+STATE/);
+    expect(lines[1]).toMatch(/^pi-1\s+role=edge,site=lab\s+-/);
+    expect(lines[2]).toMatch(/^pi-2\s+-\s+revoked/);
+    const direct = await galette(["device", "list", "--data", data, "--json"]);
+    const devices = (
+      JSON.parse(direct.stdout) as { devices: Array<{ name: string; revokedAt: string | null }> }
+    ).devices;
+    expect(devices.map((d) => [d.name, d.revokedAt !== null])).toEqual([
+      ["pi-1", false],
+      ["pi-2", true],
+    ]);
+  });
+
+  it("names what is missing when operator credentials are incomplete, and rejects a bad token", async () => {
+    const missing = await galette(["device", "list"], { GALETTE_URL: url });
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(
+      /operator credentials incomplete \(token: .*\): set GALETTE_URL, GALETTE_TOKEN and GALETTE_CA/,
+    );
+    const bad = await galette(["device", "list"], { ...operatorEnv(), GALETTE_TOKEN: "glt_wrong" });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/invalid bearer token \(HTTP 401\)/);
+    const labels = await galette(
+      ["device", "enroll", "x", "--labels", "oops", "--out", join(scratch, "x")],
+      operatorEnv(),
+    );
+    expect(labels.stderr).toMatch(/--labels: "oops" is not key=value/);
+  });
+});

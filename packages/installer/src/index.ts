@@ -1,1 +1,3 @@
+export * from "./artifacts";
+export * from "./kernel";
 export * from "./spec";

@@ -156,6 +156,9 @@ const canonicalType = (t: string): string => {
   return s === "hash" ? "hash_map" : s;
 };
 
+/** bpffs refuses names with a dot (EPERM); `~` never appears in keys or interface names. */
+const bpffsName = (s: string): string => s.replaceAll(".", "~");
+
 /** `eth0`, or `eth0@NETNS` for an interface in a named namespace: one bpffs dir and state file each. */
 export function interfaceScope(t: InterfaceTarget): string {
   if (!/^[A-Za-z0-9_.:-]{1,15}$/.test(t.iface))
@@ -166,7 +169,7 @@ export function interfaceScope(t: InterfaceTarget): string {
 }
 
 export function devicePins(t: InterfaceTarget, root = BPFFS_ROOT): DevicePins {
-  const dir = `${root}/${interfaceScope(t)}`;
+  const dir = `${root}/${bpffsName(interfaceScope(t))}`;
   return {
     dir,
     root: `${dir}/root`,
@@ -226,7 +229,7 @@ export function planInstallation(
         maxEntries: field.maxEntries,
         flags: type === "lpm_trie" ? NO_PREALLOC : 0,
         shared: binding.shared,
-        pin: `${pins.dir}/maps/${key}`,
+        pin: `${pins.dir}/maps/${bpffsName(key)}`,
       };
       const seen = maps.get(key);
       if (seen && !sameMap(seen, spec))

@@ -73,7 +73,7 @@ describe("planInstallation: fresh install", () => {
         key: `${nf!.uuid}.counters`,
         type: "array",
         flags: 0,
-        pin: `/sys/fs/bpf/galette/veth0@dut/maps/${nf!.uuid}.counters`,
+        pin: `/sys/fs/bpf/galette/veth0@dut/maps/${nf!.uuid}~counters`,
       }),
     ]);
     expect(r).toMatchObject({ created: [0], reused: [], retired: [] });

@@ -1,0 +1,757 @@
+/**
+ * The kernel half of the installer: carries an InstallSpec out with @galette/xdp-native
+ * (maps, programs, action tables, PROG_ARRAY slots, the root program and its swap slot,
+ * AF_XDP workers), reconfigures a live installation beside itself, adopts one left by a
+ * dead process, and removes it. See docs/dataplane.md "Installing chains".
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import {
+  AbiNames,
+  attachXdp,
+  BpfMap,
+  BpfObject,
+  closeFd,
+  detachXdp,
+  encode,
+  GALETTE_MAX_ACTIONS,
+  GALETTE_MAX_INSTANCES,
+  GALETTE_MAX_XSKS,
+  galetteAction,
+  type NfInstanceConfig,
+  netnsPath,
+  openPinned,
+  type PoolStats,
+  pinFd,
+  programInfo,
+  queryXdp,
+  rootProgramObjectPath,
+  u32,
+  WorkerPool,
+} from "@galette/xdp-native";
+import pino, { type Logger } from "pino";
+import {
+  ACTION_CODES,
+  type ActionEntry,
+  devicePins,
+  type InstallSpec,
+  type InstanceSpec,
+  type InterfaceTarget,
+  interfaceScope,
+  type MapInstallSpec,
+  type Reconfiguration,
+} from "./spec";
+
+export const DEFAULT_STATE_DIR = "/run/galette";
+
+export interface WorkerSettings {
+  /** AF_XDP worker threads (sockets); default 2 */
+  count: number;
+  mode: "busy-poll" | "blocking";
+}
+
+export interface DataplaneOptions {
+  /** where installation records live (default /run/galette) */
+  stateDir?: string;
+  /** bpffs root for pins (default /sys/fs/bpf/galette) */
+  bpffsRoot?: string;
+  workers?: Partial<WorkerSettings>;
+  /** generic (skb) XDP instead of native driver mode */
+  skb?: boolean;
+  logger?: Logger;
+}
+
+/** What survives the process: enough to adopt or remove the installation from its pins. */
+export interface InstallationRecord {
+  version: 1;
+  spec: InstallSpec;
+  mode: "drv" | "skb";
+  ifindex: number;
+  /** kernel id of the attached root program */
+  rootProgId: number;
+  workers: WorkerSettings;
+  /** the process that runs the workers */
+  pid: number;
+  updatedAt: string;
+}
+
+/** An installation step the kernel refused; the live chain (if any) was left as it was. */
+export class InstallError extends Error {
+  override name = "InstallError";
+}
+
+export function recordPath(target: InterfaceTarget, stateDir = DEFAULT_STATE_DIR): string {
+  return path.join(stateDir, `${interfaceScope(target)}.json`);
+}
+
+export function readRecord(
+  target: InterfaceTarget,
+  stateDir = DEFAULT_STATE_DIR,
+): InstallationRecord | undefined {
+  const file = recordPath(target, stateDir);
+  if (!existsSync(file)) return undefined;
+  const rec = JSON.parse(readFileSync(file, "utf8")) as InstallationRecord;
+  if (rec.version !== 1)
+    throw new InstallError(`${file}: unknown installation record version ${String(rec.version)}`);
+  return rec;
+}
+
+function writeRecord(rec: InstallationRecord, stateDir: string): void {
+  const file = recordPath(rec.spec.target, stateDir);
+  mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(rec, null, 2)}\n`);
+  renameSync(tmp, file);
+}
+
+const processAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+};
+
+const netnsOf = (t: InterfaceTarget): string | undefined => (t.netns ? netnsPath(t.netns) : undefined);
+
+const actionsBuffer = (actions: ActionEntry[]): Buffer[] =>
+  Array.from({ length: GALETTE_MAX_ACTIONS }, (_, i) => {
+    const a = actions[i];
+    // Unused variants stay ABORT (0): an NF returning one is a bug worth seeing.
+    return encode(galetteAction, a ? { kind: ACTION_CODES[a.kind], arg: a.arg } : { kind: 0, arg: 0 });
+  });
+
+const key32 = (i: number): Buffer => encode(u32, i);
+
+/** Undo steps of one attempt, run newest first if it fails. */
+class Undo {
+  #steps: Array<[string, () => void]> = [];
+  push(what: string, step: () => void): void {
+    this.#steps.push([what, step]);
+  }
+  run(log: Logger): void {
+    for (const [what, step] of this.#steps.reverse()) {
+      try {
+        step();
+      } catch (err) {
+        log.error({ err, step: what }, "rollback step failed");
+      }
+    }
+    this.#steps = [];
+  }
+}
+
+function pinOrReplace(fd: number, pin: string): void {
+  mkdirSync(path.dirname(pin), { recursive: true });
+  if (existsSync(pin)) rmSync(pin);
+  pinFd(fd, pin);
+}
+
+const unpin = (pin: string) => rmSync(pin, { force: true });
+
+interface DeviceMaps {
+  progs: BpfMap;
+  xsks: BpfMap;
+  xskCount: BpfMap;
+  rootProgs: BpfMap;
+}
+
+interface LiveInstance {
+  spec: InstanceSpec;
+  actions: BpfMap;
+  counts?: BpfMap;
+  progFd?: number;
+  object?: BpfObject;
+}
+
+export interface NfCounters {
+  id: number;
+  name: string;
+  uuid: string;
+  placement: string;
+  /** frames per Action variant (XDP and userland summed) */
+  variants: Record<string, number>;
+  /** frames this NF handled */
+  total: number;
+}
+
+/**
+ * A chain installed on one interface, owned by this process (it runs the workers).
+ * Create with Dataplane.install or Dataplane.adopt.
+ */
+export class Dataplane {
+  #record: InstallationRecord;
+  #devMaps: DeviceMaps;
+  #rootFd: number;
+  #maps = new Map<string, BpfMap>();
+  #instances = new Map<number, LiveInstance>();
+  #pool: WorkerPool | undefined;
+  #poolKey = "";
+  #closed = false;
+  readonly log: Logger;
+  readonly #stateDir: string;
+
+  private constructor(
+    record: InstallationRecord,
+    dev: DeviceMaps,
+    rootFd: number,
+    log: Logger,
+    stateDir: string,
+  ) {
+    this.#record = record;
+    this.#devMaps = dev;
+    this.#rootFd = rootFd;
+    this.log = log;
+    this.#stateDir = stateDir;
+  }
+
+  get record(): Readonly<InstallationRecord> {
+    return this.#record;
+  }
+  get spec(): InstallSpec {
+    return this.#record.spec;
+  }
+  get pool(): WorkerPool | undefined {
+    return this.#pool;
+  }
+
+  /**
+   * Installs a fresh chain on an interface that has none. Refuses (and touches nothing)
+   * when a record or pins of an earlier installation exist: adopt or remove that first.
+   */
+  static async install(reconf: Reconfiguration, options: DataplaneOptions = {}): Promise<Dataplane> {
+    const spec = reconf.spec;
+    const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
+    const log = (options.logger ?? pino({ name: "galette-installer" }, pino.destination(2))).child({
+      iface: spec.target.iface,
+      netns: spec.target.netns,
+    });
+    const existing = readRecord(spec.target, stateDir);
+    if (existing)
+      throw new InstallError(
+        `${spec.target.iface} already has chain "${existing.spec.chain}" installed (record ${recordPath(spec.target, stateDir)}, pid ${existing.pid}); reconfigure it, adopt it, or remove it with \`galette dataplane down\``,
+      );
+    if (existsSync(spec.pins.dir))
+      throw new InstallError(
+        `${spec.pins.dir} exists without an installation record: leftovers of a crashed install; remove them with \`galette dataplane down --iface ${spec.target.iface}${spec.target.netns ? ` --netns ${spec.target.netns}` : ""}\``,
+      );
+    if (spec.rx)
+      throw new InstallError(
+        `chain "${spec.chain}": its entry runs only in userland; the installer cannot install a userland-only entry yet (give the entry an XDP build)`,
+      );
+    const mode = options.skb ? "skb" : "drv";
+    const target = { ifname: spec.target.iface, netns: netnsOf(spec.target) };
+    const state = queryXdp(target);
+    if (state.progId !== 0)
+      throw new InstallError(
+        `${spec.target.iface} already has an XDP program attached (id ${state.progId}) that is not a Galette installation; detach it first`,
+      );
+
+    const undo = new Undo();
+    let dp: Dataplane | undefined;
+    try {
+      mkdirSync(spec.pins.dir, { recursive: true });
+      undo.push("remove pin dir", () => rmSync(spec.pins.dir, { recursive: true, force: true }));
+      const mk = (
+        type: "prog_array" | "xskmap" | "array",
+        name: string,
+        max: number,
+        pin: string,
+      ): BpfMap => {
+        const m = BpfMap.create({ type, name, keySize: 4, valueSize: 4, maxEntries: max });
+        undo.push(`close ${name}`, () => m.close());
+        pinOrReplace(m.fd, pin);
+        return m;
+      };
+      const progs = mk("prog_array", AbiNames.progs, GALETTE_MAX_INSTANCES, spec.pins.progs);
+      const xsks = mk("xskmap", AbiNames.xsks, GALETTE_MAX_XSKS, spec.pins.xsks);
+      const xskCount = mk("array", AbiNames.xskCount, 1, spec.pins.xskCount);
+      const root = BpfObject.load(rootProgramObjectPath(), {
+        pinMaps: { [AbiNames.rootProgs]: spec.pins.rootProgs },
+      });
+      undo.push("close root object", () => root.close());
+      const rootFd = root.programFd(AbiNames.rootProgram);
+      pinOrReplace(rootFd, spec.pins.root);
+      const rootProgs = BpfMap.openPinned(spec.pins.rootProgs);
+      undo.push("close root_progs", () => rootProgs.close());
+      const ownRootFd = openPinned(spec.pins.root);
+      root.close();
+
+      const record: InstallationRecord = {
+        version: 1,
+        spec,
+        mode,
+        ifindex: 0,
+        rootProgId: programInfo(ownRootFd).id,
+        workers: { count: options.workers?.count ?? 2, mode: options.workers?.mode ?? "blocking" },
+        pid: process.pid,
+        updatedAt: new Date().toISOString(),
+      };
+      dp = new Dataplane(record, { progs, xsks, xskCount, rootProgs }, ownRootFd, log, stateDir);
+      const created = dp;
+      undo.push("close dataplane handles", () => created.#closeHandles());
+      await dp.#build(reconf, undo);
+      await dp.#syncPool(undo);
+      // Root last: until the chain is complete the interface sees no Galette program.
+      record.ifindex = attachXdp(target, ownRootFd, { mode, noReplace: true });
+      undo.push("detach root", () => detachXdp(target, { mode, expectedFd: ownRootFd }));
+      rootProgs.update(key32(0), key32(dp.#progFdOf(spec.entry)));
+      writeRecord(record, stateDir);
+      log.info(
+        {
+          chain: spec.chain,
+          instances: spec.instances.map((i) => `${i.name}#${i.id}`),
+          entry: spec.entry,
+          mode,
+        },
+        "chain installed",
+      );
+      return dp;
+    } catch (err) {
+      if (dp) dp.#pool?.stop();
+      undo.run(log);
+      throw wrap(err, `installing chain "${spec.chain}" on ${spec.target.iface}`);
+    }
+  }
+
+  /**
+   * Takes over an installation whose process is gone: opens its pins, checks the root
+   * program is still the attached one (re-attaching it if the interface lost it), and
+   * starts fresh workers. XDP kept forwarding all along; userland resumes here.
+   */
+  static async adopt(target: InterfaceTarget, options: DataplaneOptions = {}): Promise<Dataplane> {
+    const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
+    const log = (options.logger ?? pino({ name: "galette-installer" }, pino.destination(2))).child({
+      iface: target.iface,
+      netns: target.netns,
+    });
+    const record = readRecord(target, stateDir);
+    if (!record)
+      throw new InstallError(
+        `no installation record for ${interfaceScope(target)} in ${stateDir}: nothing to adopt`,
+      );
+    if (record.pid !== process.pid && processAlive(record.pid))
+      throw new InstallError(
+        `chain "${record.spec.chain}" on ${target.iface} is run by live process ${record.pid}; stop it before adopting`,
+      );
+    const spec = record.spec;
+    const opened: Array<{ close(): void }> = [];
+    try {
+      const open = (pin: string) => {
+        const m = BpfMap.openPinned(pin);
+        opened.push(m);
+        return m;
+      };
+      const dev = {
+        progs: open(spec.pins.progs),
+        xsks: open(spec.pins.xsks),
+        xskCount: open(spec.pins.xskCount),
+        rootProgs: open(spec.pins.rootProgs),
+      };
+      const rootFd = openPinned(spec.pins.root);
+      opened.push({ close: () => closeFd(rootFd) });
+      const dp = new Dataplane(record, dev, rootFd, log, stateDir);
+      for (const m of spec.maps) dp.#maps.set(m.key, open(m.pin));
+      for (const i of spec.instances) {
+        const inst: LiveInstance = { spec: i, actions: open(i.pins.actions) };
+        if (i.xdp) {
+          inst.counts = open(i.pins.counts);
+          inst.progFd = openPinned(i.pins.prog);
+          const fd = inst.progFd;
+          opened.push({ close: () => closeFd(fd) });
+        }
+        dp.#instances.set(i.id, inst);
+      }
+      const xdpTarget = { ifname: target.iface, netns: netnsOf(target) };
+      const state = queryXdp(xdpTarget);
+      const rootId = programInfo(rootFd).id;
+      if (state.progId === 0) {
+        log.warn("root program was detached; attaching it again");
+        record.ifindex = attachXdp(xdpTarget, rootFd, { mode: record.mode, noReplace: true });
+      } else if (state.progId !== rootId) {
+        throw new InstallError(
+          `${target.iface} runs XDP program ${state.progId}, not this installation's root program ${rootId}: refusing to adopt (detach it, then \`galette dataplane down\`)`,
+        );
+      }
+      record.rootProgId = rootId;
+      record.pid = process.pid;
+      if (options.workers?.count) record.workers.count = options.workers.count;
+      if (options.workers?.mode) record.workers.mode = options.workers.mode;
+      const undo = new Undo();
+      await dp.#syncPool(undo);
+      record.updatedAt = new Date().toISOString();
+      writeRecord(record, stateDir);
+      log.info({ chain: spec.chain, pid: process.pid }, "installation adopted");
+      return dp;
+    } catch (err) {
+      for (const o of opened.reverse()) o.close();
+      throw wrap(err, `adopting the installation on ${target.iface}`);
+    }
+  }
+
+  /**
+   * Removes an installation without owning it (`galette dataplane down`, or after a crash):
+   * detaches the root program if it is still ours, then removes every pin and the record.
+   * Returns false when there was nothing to remove.
+   */
+  static remove(target: InterfaceTarget, options: DataplaneOptions = {}): boolean {
+    const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
+    const record = readRecord(target, stateDir);
+    if (record && record.pid !== process.pid && processAlive(record.pid))
+      throw new InstallError(
+        `chain "${record.spec.chain}" on ${target.iface} is run by live process ${record.pid}: stop that process (it uninstalls on exit) instead`,
+      );
+    const pins = record?.spec.pins ?? devicePins(target, options.bpffsRoot);
+    let removed = false;
+    if (existsSync(pins.root)) {
+      const fd = openPinned(pins.root);
+      try {
+        const xdpTarget = { ifname: target.iface, netns: netnsOf(target) };
+        const state = queryXdp(xdpTarget);
+        if (state.progId !== 0 && state.progId === programInfo(fd).id) {
+          detachXdp(xdpTarget, { mode: state.skbProgId ? "skb" : "drv", expectedFd: fd });
+        }
+      } finally {
+        closeFd(fd);
+      }
+    }
+    if (existsSync(pins.dir)) {
+      rmSync(pins.dir, { recursive: true, force: true });
+      removed = true;
+    }
+    const file = recordPath(target, stateDir);
+    if (existsSync(file)) {
+      rmSync(file);
+      removed = true;
+    }
+    return removed;
+  }
+
+  /**
+   * Switches to a new chain: builds what changed beside the live chain, updates the
+   * workers, swaps the root slot (atomic), then retires what the new chain no longer uses.
+   * On failure everything this attempt created is removed and the live chain keeps running.
+   */
+  async reconfigure(reconf: Reconfiguration): Promise<void> {
+    this.#open();
+    const old = this.#record.spec;
+    const next = reconf.spec;
+    if (interfaceScope(next.target) !== interfaceScope(old.target))
+      throw new InstallError(
+        `reconfiguration targets ${interfaceScope(next.target)}, this installation is ${interfaceScope(old.target)}`,
+      );
+    if (next.rx) throw new InstallError(`chain "${next.chain}": a userland-only entry is not supported yet`);
+    const undo = new Undo();
+    const oldPoolKey = this.#poolKey;
+    const oldInstances = new Map(this.#instances);
+    try {
+      await this.#build(reconf, undo);
+      this.#record.spec = next;
+      await this.#syncPool(undo, oldInstances);
+    } catch (err) {
+      this.#record.spec = old;
+      undo.run(this.log);
+      if (this.#poolKey !== oldPoolKey || !this.#pool)
+        await this.#syncPool(new Undo()).catch((e) => this.log.error({ err: e }, "restoring workers failed"));
+      throw wrap(err, `reconfiguring ${old.target.iface} from chain "${old.chain}" to "${next.chain}"`);
+    }
+    // The switch: one PROG_ARRAY update, atomic for packets.
+    if (next.entry !== old.entry) this.#devMaps.rootProgs.update(key32(0), key32(this.#progFdOf(next.entry)));
+    for (const id of reconf.retired) this.#retireInstance(id);
+    for (const key of reconf.maps.retired) {
+      const m = old.maps.find((x) => x.key === key)!;
+      this.#maps.get(key)?.close();
+      this.#maps.delete(key);
+      unpin(m.pin);
+    }
+    this.#record.updatedAt = new Date().toISOString();
+    writeRecord(this.#record, this.#stateDir);
+    this.log.info(
+      {
+        chain: next.chain,
+        created: reconf.created,
+        reused: reconf.reused,
+        retired: reconf.retired,
+        entry: next.entry,
+      },
+      "chain reconfigured",
+    );
+  }
+
+  /** Per-NF frame counts: XDP counters (galette_counts) plus the workers' counts. */
+  counters(): NfCounters[] {
+    this.#open();
+    const pool = this.#pool?.running ? this.#pool.stats() : undefined;
+    return this.spec.instances.map((i) => {
+      const sums = new Array<number>(i.variants.length).fill(0);
+      const inst = this.#instances.get(i.id);
+      if (inst?.counts) {
+        for (let v = 0; v < i.variants.length; v++) {
+          const per = inst.counts.lookupPerCpu(key32(v)) ?? [];
+          sums[v]! += per.reduce((a, b) => a + Number(b.readBigUInt64LE(0)), 0);
+        }
+      }
+      const ps = pool?.instances.find((s) => s.id === i.id);
+      if (ps) for (let v = 0; v < i.variants.length; v++) sums[v]! += ps.variants[v] ?? 0;
+      return {
+        id: i.id,
+        name: i.name,
+        uuid: i.uuid,
+        placement: [i.xdp ? "xdp" : "", i.userland ? "userland" : ""].filter(Boolean).join("+"),
+        variants: Object.fromEntries(i.variants.map((n, v) => [n, sums[v]!])),
+        total: sums.reduce((a, b) => a + b, 0),
+      };
+    });
+  }
+
+  workerStats(): PoolStats | undefined {
+    return this.#pool?.running ? this.#pool.stats() : undefined;
+  }
+
+  /** A map of the installation by #[maps] field of an NF instance (to fill allow-lists etc.). */
+  nfMap(nf: string, field: string): BpfMap {
+    const inst = this.spec.instances.find((i) => i.name === nf);
+    if (!inst) throw new InstallError(`no NF instance "${nf}" in chain "${this.spec.chain}"`);
+    const idx = inst.mapFields.indexOf(field);
+    if (idx < 0)
+      throw new InstallError(
+        `NF "${nf}" has no map "${field}" (maps: ${inst.mapFields.join(", ") || "none"})`,
+      );
+    return this.#maps.get(inst.maps[idx]!)!;
+  }
+
+  /** Stops the workers and closes fds, leaving the chain in the kernel (pins keep it). */
+  detachProcess(): void {
+    if (this.#closed) return;
+    this.#pool?.stop();
+    this.#pool = undefined;
+    this.#closeHandles();
+    this.#closed = true;
+  }
+
+  /** Removes everything: root detach, workers, programs, maps, pins, the record. */
+  uninstall(): void {
+    if (this.#closed) throw new InstallError(`installation on ${this.spec.target.iface} is already closed`);
+    const t = this.spec.target;
+    const xdpTarget = { ifname: t.iface, netns: netnsOf(t) };
+    try {
+      detachXdp(xdpTarget, { mode: this.#record.mode, expectedFd: this.#rootFd });
+    } catch (err) {
+      this.log.warn({ err }, "root program detach failed (the interface may be gone)");
+    }
+    this.#pool?.stop();
+    this.#pool = undefined;
+    this.#closeHandles();
+    this.#closed = true;
+    rmSync(this.spec.pins.dir, { recursive: true, force: true });
+    rmSync(recordPath(t, this.#stateDir), { force: true });
+    this.log.info({ chain: this.spec.chain }, "chain uninstalled");
+  }
+
+  // -------------------------------------------------------------------------------------
+
+  #open(): void {
+    if (this.#closed) throw new InstallError(`installation on ${this.spec.target.iface} is closed`);
+  }
+
+  #progFdOf(id: number): number {
+    const fd = this.#instances.get(id)?.progFd;
+    if (fd === undefined) throw new InstallError(`instance ${id} has no XDP program`);
+    return fd;
+  }
+
+  /** Creates the maps and instances `reconf` marks as created; registers undo steps. */
+  async #build(reconf: Reconfiguration, undo: Undo): Promise<void> {
+    const spec = reconf.spec;
+    for (const key of reconf.maps.created) {
+      const m = spec.maps.find((x) => x.key === key)!;
+      const map = createNfMap(m);
+      undo.push(`close map ${key}`, () => map.close());
+      pinOrReplace(map.fd, m.pin);
+      undo.push(`unpin map ${key}`, () => unpin(m.pin));
+      this.#maps.set(key, map);
+      undo.push(`forget map ${key}`, () => this.#maps.delete(key));
+    }
+    // Children before parents is not needed: a tail call into a slot filled a moment later
+    // only happens once the root slot points at the new chain, which is the last step.
+    for (const id of reconf.created) {
+      const i = spec.instances.find((x) => x.id === id)!;
+      const inst = this.#createInstance(i, undo);
+      this.#instances.set(id, inst);
+      undo.push(`forget instance ${id}`, () => this.#instances.delete(id));
+    }
+  }
+
+  #createInstance(i: InstanceSpec, undo: Undo): LiveInstance {
+    const dir = path.dirname(i.pins.actions);
+    mkdirSync(dir, { recursive: true });
+    undo.push(`remove ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+    const actions = BpfMap.create({
+      type: "array",
+      name: "galette_actions",
+      keySize: 4,
+      valueSize: galetteAction.size,
+      maxEntries: GALETTE_MAX_ACTIONS,
+    });
+    undo.push(`close actions ${i.id}`, () => actions.close());
+    actionsBuffer(i.actions).forEach((v, k) => actions.update(key32(k), v));
+    pinOrReplace(actions.fd, i.pins.actions);
+    const inst: LiveInstance = { spec: i, actions };
+    if (!i.xdp) return inst;
+
+    const counts = BpfMap.create({
+      type: "percpu_array",
+      name: "galette_counts",
+      keySize: 4,
+      valueSize: 8,
+      maxEntries: GALETTE_MAX_ACTIONS,
+    });
+    undo.push(`close counts ${i.id}`, () => counts.close());
+    pinOrReplace(counts.fd, i.pins.counts);
+    inst.counts = counts;
+    const reuseMaps: Record<string, BpfMap> = {
+      [AbiNames.actions]: actions,
+      [AbiNames.counts]: counts,
+      [AbiNames.progs]: this.#devMaps.progs,
+      [AbiNames.xsks]: this.#devMaps.xsks,
+      [AbiNames.xskCount]: this.#devMaps.xskCount,
+    };
+    i.mapFields.forEach((field, k) => {
+      reuseMaps[`nf_map_${field}`] = this.#maps.get(i.maps[k]!)!;
+    });
+    let obj: BpfObject;
+    try {
+      obj = BpfObject.load(i.bpfObject!, {
+        name: `nf${i.id}`,
+        rodata: { [AbiNames.instanceId]: i.id },
+        reuseMaps,
+      });
+    } catch (err) {
+      throw wrap(err, `loading NF "${i.name}" (instance ${i.id}, ${i.bpfObject})`);
+    }
+    undo.push(`close object ${i.id}`, () => obj.close());
+    const progFd = obj.programFd(AbiNames.nfProgram);
+    pinOrReplace(progFd, i.pins.prog);
+    inst.object = obj;
+    inst.progFd = progFd;
+    this.#devMaps.progs.update(key32(i.id), key32(progFd));
+    undo.push(`clear slot ${i.id}`, () => {
+      this.#devMaps.progs.delete(key32(i.id));
+    });
+    return inst;
+  }
+
+  #retireInstance(id: number): void {
+    const inst = this.#instances.get(id);
+    if (!inst) return;
+    if (inst.spec.xdp) this.#devMaps.progs.delete(key32(id));
+    inst.actions.close();
+    inst.counts?.close();
+    if (inst.object) inst.object.close();
+    else if (inst.progFd !== undefined) closeFd(inst.progFd);
+    rmSync(path.dirname(inst.spec.pins.actions), { recursive: true, force: true });
+    this.#instances.delete(id);
+  }
+
+  /**
+   * The workers must know every instance that upcalls (to resolve its table) and every
+   * userland instance (to run it). Restarts the pool only when that set changed.
+   */
+  async #syncPool(undo: Undo, previous?: Map<number, LiveInstance>): Promise<void> {
+    const spec = this.#record.spec;
+    const needed = spec.instances.filter((i) => i.userland || i.actions.some((a) => a.kind === "upcall"));
+    const key = JSON.stringify(needed.map((i) => [i.id, i.library ?? ""]));
+    if (this.#pool?.running && key === this.#poolKey) return;
+    const old = this.#pool;
+    const oldKey = this.#poolKey;
+    if (old) {
+      // AF_XDP sockets on the queue cannot be doubled: the old workers go first (upcalls in
+      // this short window are dropped by XDP; XDP-only paths are untouched).
+      old.stop();
+      this.#pool = undefined;
+      this.#poolKey = "";
+      undo.push("restart previous workers", () => {
+        void previous;
+        this.#poolKey = oldKey;
+      });
+    }
+    if (needed.length === 0) return;
+    const instances: NfInstanceConfig[] = needed.map((i) => {
+      const inst = this.#instances.get(i.id)!;
+      return {
+        id: i.id,
+        actions: inst.actions,
+        ...(i.userland ? { library: i.library!, maps: i.maps.map((k) => this.#maps.get(k)!) } : {}),
+      };
+    });
+    const t = spec.target;
+    this.#pool = await WorkerPool.start({
+      ifname: t.iface,
+      ...(t.netns ? { netns: netnsPath(t.netns) } : {}),
+      workers: this.#record.workers.count,
+      mode: this.#record.workers.mode,
+      xskMap: this.#devMaps.xsks,
+      xskCountMap: this.#devMaps.xskCount,
+      instances,
+      onError: (err) => this.log.error({ err }, "AF_XDP worker error"),
+    });
+    this.#poolKey = key;
+    const started = this.#pool;
+    undo.push("stop new workers", () => {
+      started.stop();
+      if (this.#pool === started) {
+        this.#pool = undefined;
+        this.#poolKey = "";
+      }
+    });
+  }
+
+  #closeHandles(): void {
+    for (const inst of this.#instances.values()) {
+      inst.actions.close();
+      inst.counts?.close();
+      if (inst.object) inst.object.close();
+      else if (inst.progFd !== undefined) closeFd(inst.progFd);
+    }
+    this.#instances.clear();
+    for (const m of this.#maps.values()) m.close();
+    this.#maps.clear();
+    for (const m of Object.values(this.#devMaps)) m.close();
+    if (this.#rootFd >= 0) closeFd(this.#rootFd);
+    this.#rootFd = -1;
+  }
+}
+
+function createNfMap(m: MapInstallSpec): BpfMap {
+  const type =
+    m.type === "hash_map"
+      ? "hash"
+      : m.type === "lru_hash"
+        ? "lru_hash"
+        : (m.type as "array" | "lpm_trie" | "percpu_array" | "percpu_hash");
+  try {
+    return BpfMap.create({
+      type,
+      name: m.name,
+      keySize: m.keySize,
+      valueSize: m.valueSize,
+      maxEntries: m.maxEntries,
+      flags: m.flags,
+    });
+  } catch (err) {
+    throw wrap(
+      err,
+      `creating map "${m.key}" (${m.type}[${m.maxEntries}], key ${m.keySize} B, value ${m.valueSize} B)`,
+    );
+  }
+}
+
+function wrap(err: unknown, context: string): Error {
+  if (err instanceof InstallError && err.message.startsWith(context)) return err;
+  const msg = err instanceof Error ? err.message : String(err);
+  const e = new InstallError(`${context}: ${msg}`, { cause: err });
+  const vlog = (err as { verifierLog?: unknown } | undefined)?.verifierLog;
+  if (typeof vlog === "string" && vlog && !msg.includes(vlog)) e.message += `\nverifier log:\n${vlog}`;
+  return e;
+}

@@ -1,0 +1,73 @@
+import { existsSync } from "node:fs";
+import {
+  attachXdpPass,
+  createVethPair,
+  describeKernel,
+  exchangeFrames,
+  udpFrame,
+  type VethPair,
+} from "@galette/testkit";
+import { queryXdp } from "@galette/xdp-native";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import type { BuiltChain } from "../src/artifacts";
+import { Dataplane, readRecord } from "../src/kernel";
+import { builtChainFile, install, macOf, quietLogger, stateDir } from "./helpers";
+
+describeKernel("installer: chains/macswap.toml on a veth pair", () => {
+  let veth: VethPair;
+  let built: BuiltChain;
+  const state = stateDir();
+
+  beforeAll(async () => {
+    built = await builtChainFile("macswap.toml");
+    veth = await createVethPair("ims");
+    await attachXdpPass(veth.nsA, veth.ifA);
+  });
+  afterAll(async () => {
+    if (veth) Dataplane.remove({ iface: veth.ifB, netns: veth.nsB }, { stateDir: state.dir });
+    await veth?.cleanup();
+    state.cleanup();
+  });
+
+  it("bounces frames MAC-swapped, counts every one, and uninstalls without leftovers", async () => {
+    const target = { iface: veth.ifB, netns: veth.nsB };
+    const dp = await install(built, target, { stateDir: state.dir });
+    try {
+      expect(readRecord(target, state.dir)?.spec.chain).toBe("macswap");
+      expect(existsSync(dp.spec.pins.progs)).toBe(true);
+      const frame = udpFrame({
+        dstMac: veth.macB,
+        srcMac: veth.macA,
+        srcIp: veth.ipA,
+        dstIp: veth.ipB,
+        payload: Buffer.from("macswap-e2e"),
+      });
+      const n = 50;
+      const r = await exchangeFrames(veth.nsA, veth.ifA, {
+        send: [frame],
+        repeat: n,
+        expect: n,
+        listenMs: 1500,
+        match: Buffer.from("macswap-e2e"),
+      });
+      expect(r.received).toHaveLength(n);
+      for (const f of r.received) {
+        expect(macOf(f, 0)).toBe(veth.macA);
+        expect(macOf(f, 6)).toBe(veth.macB);
+      }
+      const [c] = dp.counters();
+      expect(c).toMatchObject({ name: "macswap", placement: "xdp", variants: { Tx: n }, total: n });
+      // a second install on the same interface is refused and changes nothing
+      await expect(install(built, target, { stateDir: state.dir })).rejects.toThrow(
+        /already has chain "macswap" installed/,
+      );
+      expect(dp.counters()[0]!.total).toBe(n);
+    } finally {
+      dp.uninstall();
+    }
+    expect(queryXdp({ ifname: veth.ifB, netns: `/run/netns/${veth.nsB}` }).progId).toBe(0);
+    expect(existsSync(dp.spec.pins.dir)).toBe(false);
+    expect(readRecord(target, state.dir)).toBeUndefined();
+    expect(Dataplane.remove(target, { stateDir: state.dir, logger: quietLogger() })).toBe(false);
+  });
+});

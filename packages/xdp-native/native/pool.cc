@@ -67,7 +67,9 @@ struct Counter {
   X(txRingFull, "frames dropped because the TX ring stayed full")                             \
   X(txErrors, "failed TX wake-ups")                                                           \
   X(wakeups, "wake-up syscalls (TX kicks, fill-ring wake-ups, polls)")                        \
-  X(batches, "non-empty RX batches")
+  X(batches, "non-empty RX batches")                                                          \
+  X(nfCalls, "native NF invocations")                                                         \
+  X(nfNanoseconds, "time spent inside native NFs")
 
 struct WorkerStats {
 #define X(name, doc) Counter name;
@@ -327,6 +329,8 @@ bool Worker::Process(Pool* pool, const ActionSnapshot* snap, uint64_t addr, uint
     InstanceStats& is = instances[next];
     is.calls.Add(1);
     is.nanoseconds.Add(t1 - t0);
+    stats.nfCalls.Add(1);
+    stats.nfNanoseconds.Add(t1 - t0);
     if (variant >= GALETTE_MAX_ACTIONS || !snap->known[next]) {
       stats.badVariant.Add(1);
       return false;

@@ -87,6 +87,8 @@ export interface NativeWorkerStats {
   txErrors: number;
   wakeups: number;
   batches: number;
+  nfCalls: number;
+  nfNanoseconds: number;
   error?: string;
   errno?: number;
 }

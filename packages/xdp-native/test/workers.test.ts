@@ -1,3 +1,7 @@
+import { execFile } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import {
   attachXdpPass,
   createVethPair,
@@ -24,7 +28,15 @@ import {
   XdpAttachment,
 } from "../src/index";
 import { macOf, seqOf, testFrames } from "./frames";
+
+/** Steering bytes that make the C NF misbehave (see test/nf/macswap_nf.c). */
+const BAD_LENGTH = 0x40;
+const BAD_VARIANT = 0x80;
+
 import { compileBpf, compileNf, waitFor } from "./helpers";
+
+const execFileP = promisify(execFile);
+const here = dirname(fileURLToPath(import.meta.url));
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -155,7 +167,7 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
 
       const n = 200;
       // variants: 0 tx x n, then a few each of drop, pass, abort, two-NF path, cycle
-      const extra = [1, 1, 2, 2, 2, 3, 4, 4, 4, 4, 5];
+      const extra = [1, 1, 2, 2, 2, 3, 4, 4, 4, 4, 5, BAD_LENGTH, BAD_VARIANT];
       const { frames, tag } = testFrames(d.v, n + extra.length, (seq) => (seq < n ? 0 : extra[seq - n]!));
       const got = await exchangeFrames(d.v.nsA, d.v.ifA, {
         send: frames,
@@ -180,7 +192,11 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
       expect(await waitFor(() => pool.stats().totals.rx === total)).toBe(true);
       const s = pool.stats();
       expect(s.totals).toMatchObject({ rx: total, tx: n + 4, drop: 2, passUnsupported: 3, abort: 1 });
-      expect(s.workers.reduce((a, w) => a + w.hopLimit, 0)).toBe(1);
+      const perWorker = (k: "hopLimit" | "badPacket" | "badVariant" | "nfCalls") =>
+        s.workers.reduce((a, w) => a + w[k], 0);
+      expect(perWorker("hopLimit")).toBe(1);
+      expect(perWorker("badPacket")).toBe(1);
+      expect(perWorker("badVariant")).toBe(1);
       expect(s.totals.tx + s.totals.dropped).toBe(total);
       // the random XSKMAP slot spreads frames over both workers
       for (const w of s.workers) {
@@ -190,11 +206,12 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
       const inst2 = s.instances.find((i) => i.id === 2)!;
       const inst3 = s.instances.find((i) => i.id === 3)!;
       // the cycle frame alternates 2 -> 3 -> 2 ... for 64 NF calls (32 each), then hits the limit
-      expect(inst2.variants.slice(0, 6)).toEqual([n, 2, 3, 1, 4, 32]);
+      expect(inst2.variants.slice(0, 6)).toEqual([n + 1, 2, 3, 1, 4, 32]); // +1: BAD_LENGTH returns 0
       expect(inst3.variants[5]).toBe(32);
       expect(inst3.variants[4]).toBe(4);
       expect(inst2.calls).toBe(n + extra.length - 1 + 32);
       expect(inst3.calls).toBe(4 + 32);
+      expect(perWorker("nfCalls")).toBe(inst2.calls + inst3.calls);
       expect(inst2.nanoseconds).toBeGreaterThan(0);
       expect(s.instances.find((i) => i.id === 1)!.calls).toBe(0); // XDP-only instance
       // the NF saw every frame through the map fd it was given
@@ -256,6 +273,24 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
     ).toHaveLength(5);
     expect(pool.stats().totals.tx).toBe(5);
   });
+
+  it.each(["blocking", "busy-poll"] as const)(
+    "lets Node exit normally with a %s pool still running",
+    async (mode) => {
+      const v = await createVethPair("wx");
+      cleanups.push(() => v.cleanup());
+      const tsx = join(here, "..", "..", "..", "node_modules", ".bin", "tsx");
+      const { stdout } = await execFileP(
+        tsx,
+        [join(here, "fixtures", "exit-with-running-pool.ts"), v.ifB, netnsPath(v.nsB), mode],
+        {
+          timeout: 30_000,
+        },
+      );
+      expect(JSON.parse(stdout)).toEqual({ started: true, workers: ["running", "running"] });
+      expect(await xdpSockets(v.nsB)).toBe(0);
+    },
+  );
 
   it("rejects bad configuration with the option and the problem named", async () => {
     const d = await device("wc");

@@ -1,0 +1,72 @@
+import {
+  attachXdpPass,
+  createVethPair,
+  describeKernel,
+  exchangeFrames,
+  inetChecksum,
+  udpFrame,
+  type VethPair,
+} from "@galette/testkit";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import type { BuiltChain } from "../src/artifacts";
+import { Dataplane } from "../src/kernel";
+import { builtChainFile, install, stateDir } from "./helpers";
+
+describeKernel("installer: chains/long-line.toml (40 NFs: XDP to the tail-call limit, then userland)", () => {
+  let veth: VethPair;
+  let built: BuiltChain;
+  const state = stateDir();
+
+  beforeAll(async () => {
+    built = await builtChainFile("long-line.toml");
+    veth = await createVethPair("ill");
+    await attachXdpPass(veth.nsA, veth.ifA);
+  });
+  afterAll(async () => {
+    if (veth) Dataplane.remove({ iface: veth.ifB, netns: veth.nsB }, { stateDir: state.dir });
+    await veth?.cleanup();
+    state.cleanup();
+  });
+
+  it("every frame passes all 40 decrement-ttl instances and comes out", async () => {
+    const dp = await install(
+      built,
+      { iface: veth.ifB, netns: veth.nsB },
+      { stateDir: state.dir, workers: { count: 1 } },
+    );
+    try {
+      const xdp = dp.spec.instances.filter((i) => i.xdp);
+      const user = dp.spec.instances.filter((i) => i.userland);
+      expect(xdp.map((i) => i.name).sort()).toEqual(
+        Array.from({ length: 33 }, (_, k) => `ttl-${String(k + 1).padStart(2, "0")}`),
+      );
+      expect(user).toHaveLength(7);
+      const n = 20;
+      const frame = udpFrame({
+        dstMac: veth.macB,
+        srcMac: veth.macA,
+        srcIp: veth.ipA,
+        dstIp: veth.ipB,
+        ttl: 64,
+        payload: Buffer.from("t-long"),
+      });
+      const r = await exchangeFrames(veth.nsA, veth.ifA, {
+        send: [frame],
+        repeat: n,
+        pps: 1000,
+        expect: n,
+        listenMs: 1500,
+        match: Buffer.from("t-long"),
+      });
+      expect(r.received).toHaveLength(n);
+      for (const f of r.received) {
+        expect(f[22]).toBe(64 - 40);
+        expect(inetChecksum(f.subarray(14, 34))).toBe(0);
+      }
+      for (const c of dp.counters())
+        expect({ name: c.name, Next: c.variants.Next }).toEqual({ name: c.name, Next: n });
+    } finally {
+      dp.uninstall();
+    }
+  });
+});

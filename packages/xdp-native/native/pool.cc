@@ -761,6 +761,21 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
 #define X(name, doc) o.Set(#name, static_cast<double>(w->stats.name.Get()));
     GALETTE_WORKER_COUNTERS(X)
 #undef X
+    // The kernel's own per-socket drop counters: frames that never reached the worker.
+    if (w->fd >= 0) {
+      xdp_statistics ks{};
+      socklen_t len = sizeof ks;
+      if (getsockopt(w->fd, SOL_XDP, XDP_STATISTICS, &ks, &len) == 0) {
+        Napi::Object k = Napi::Object::New(env);
+        k.Set("rxDropped", static_cast<double>(ks.rx_dropped));
+        k.Set("rxInvalidDescs", static_cast<double>(ks.rx_invalid_descs));
+        k.Set("txInvalidDescs", static_cast<double>(ks.tx_invalid_descs));
+        k.Set("rxRingFull", static_cast<double>(ks.rx_ring_full));
+        k.Set("rxFillRingEmpty", static_cast<double>(ks.rx_fill_ring_empty_descs));
+        k.Set("txRingEmpty", static_cast<double>(ks.tx_ring_empty_descs));
+        o.Set("kernel", k);
+      }
+    }
     {
       std::lock_guard<std::mutex> g(w->error_mutex);
       if (!w->error.empty()) {

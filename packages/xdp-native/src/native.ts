@@ -89,6 +89,15 @@ export interface NativeWorkerStats {
   batches: number;
   nfCalls: number;
   nfNanoseconds: number;
+  /** the kernel's XDP_STATISTICS for this socket (absent once stopped) */
+  kernel?: {
+    rxDropped: number;
+    rxInvalidDescs: number;
+    txInvalidDescs: number;
+    rxRingFull: number;
+    rxFillRingEmpty: number;
+    txRingEmpty: number;
+  };
   error?: string;
   errno?: number;
 }

@@ -202,6 +202,7 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
       for (const w of s.workers) {
         expect(w.state).toBe("running");
         expect(w.rx).toBeGreaterThan(0);
+        expect(w.kernel).toMatchObject({ rxInvalidDescs: 0, txInvalidDescs: 0 });
       }
       const inst2 = s.instances.find((i) => i.id === 2)!;
       const inst3 = s.instances.find((i) => i.id === 3)!;

@@ -258,7 +258,9 @@ bool Worker::LoadLibraries(Pool* pool) {
       return false;
     }
     libs[inst.id].packet = packet;
-    libs[inst.id].map_fds = inst.map_fds.data();
+    // Never NULL, even for an NF without maps.
+    static const int kNoMaps[1] = {-1};
+    libs[inst.id].map_fds = inst.map_fds.empty() ? kNoMaps : inst.map_fds.data();
   }
   return true;
 }

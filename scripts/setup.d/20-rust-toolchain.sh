@@ -11,7 +11,7 @@ key=$("$RUSTC" -vV | sha256sum | cut -c1-12)
 pids=()
 for target in bpfel-unknown-none aarch64-unknown-linux-gnu \
   armv7-unknown-linux-gnueabihf riscv64gc-unknown-linux-gnu; do
-  dir="$cache/sysroots/$key/$target"
+  dir="${GALETTE_SYSROOT_DIR:-$cache/sysroots}/$key/$target"
   if [ -f "$dir/.complete" ]; then continue; fi
   echo "building Rust sysroot for $target (once, ~30 s)"
   bash packages/nf-build/scripts/build-sysroot.sh "$target" "$dir" &

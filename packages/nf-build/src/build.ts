@@ -501,8 +501,9 @@ async function buildNative(
       "--crate-name",
       `galette_nf_${ident}`,
       ...(await targetFlags(target)),
+      // fat LTO makes no_std NFs small and fast; over all of std it costs ~25 s for little gain
       "-C",
-      "lto",
+      crate.analysis.usesStd ? "lto=off" : "lto",
       "-C",
       "strip=debuginfo",
       ...(linker ? ["-C", `linker=${linker}`] : []),

@@ -89,6 +89,11 @@ export function cacheDir(): string {
   return process.env.GALETTE_CACHE_DIR ?? path.join(homedir(), ".cache", "galette");
 }
 
+/** Sysroots live apart from artifacts when $GALETTE_SYSROOT_DIR says so (benchmarks of cold builds). */
+export function sysrootsDir(): string {
+  return process.env.GALETTE_SYSROOT_DIR ?? path.join(cacheDir(), "sysroots");
+}
+
 export interface ToolOutput {
   stdout: string;
   stderr: string;
@@ -195,7 +200,7 @@ export function ensureSysroot(target: Target): Promise<string | undefined> {
   let p = sysrootBuilds.get(target);
   if (!p) {
     p = (async () => {
-      const dir = path.join(cacheDir(), "sysroots", await sysrootKey(), info.triple);
+      const dir = path.join(sysrootsDir(), await sysrootKey(), info.triple);
       if (!existsSync(path.join(dir, ".complete"))) {
         await runTool("bash", [SYSROOT_SCRIPT, info.triple, dir], {
           what: `building the Rust sysroot for ${info.triple}`,

@@ -14,6 +14,7 @@ import {
   type MapEntry,
   Name,
   PROTOCOL_VERSION,
+  PROTOCOL_VERSION_HEADER,
   PublishNfQuery,
   PushChainRequest,
   SetMapEntriesRequest,
@@ -199,6 +200,13 @@ export async function startController(options: ControllerOptions): Promise<Runni
     const path = request.url.split("?")[0]!;
     if (path.startsWith("/v1/device/")) {
       request.device = authenticateDevice(request);
+      const spoken = request.headers[PROTOCOL_VERSION_HEADER];
+      if (spoken !== undefined && spoken !== String(PROTOCOL_VERSION)) {
+        throw new RequestError(
+          400,
+          `agent speaks protocol ${String(spoken)}, this controller speaks ${PROTOCOL_VERSION}: upgrade the older side`,
+        );
+      }
       data.repo.touchDevice(request.device.name, new Date().toISOString());
     } else if (path.startsWith("/v1/")) {
       request.operator = authenticateOperator(request);

@@ -264,6 +264,47 @@ describe("device API over mTLS", () => {
     ws.close();
   });
 
+  it("puts operator map entries into the assignment (new ETag) and measures push-to-converged", async () => {
+    await assign("acl", ["pi-2"]);
+    const before = await h.call("/v1/device/assignment", { client: asDevice("pi-2") });
+    const key = "200000000a000001";
+    const set = await h.call("/v1/chains/acl/maps/acl.allow_list/entries", {
+      method: "PUT",
+      token: h.token,
+      body: { set: [{ key, value: "01" }] },
+    });
+    expect(set.status, set.body.toString()).toBe(200);
+    const after = await h.call("/v1/device/assignment", {
+      client: asDevice("pi-2"),
+      headers: { "if-none-match": before.headers.etag as string },
+    });
+    expect(after.status).toBe(200);
+    expect(after.json<DeviceAssignment>().chain!.mapEntries).toEqual([
+      { map: "acl.allow_list", entries: [{ key, value: "01" }] },
+    ]);
+    const report = {
+      protocolVersion: PROTOCOL_VERSION,
+      agentVersion: "0.1.0",
+      arch: "x86_64",
+      kernelVersion: "6.18.0",
+      installed: { chain: "acl", version: 1 },
+      state: "converged",
+      errors: [],
+      counters: [],
+    };
+    expect(
+      (await h.call("/v1/device/status", { method: "POST", client: asDevice("pi-2"), body: report })).status,
+    ).toBe(204);
+    const metrics = (await h.call("/metrics")).body.toString();
+    expect(metrics).toMatch(/^galette_push_to_converged_seconds_count [1-9]/m);
+    const wrongProtocol = await h.call("/v1/device/assignment", {
+      client: asDevice("pi-2"),
+      headers: { "x-galette-protocol": "99" },
+    });
+    expect(wrongProtocol.status).toBe(400);
+    expect(wrongProtocol.json().error).toMatch(/agent speaks protocol 99, this controller speaks 1/);
+  });
+
   it("refuses a device revoked while the controller runs, on its next request and its open ws", async () => {
     const ws = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
       ca: h.caPem,

@@ -1,0 +1,117 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { NfInterface } from "@galette/chain";
+import { AssignedChain } from "@galette/protocol";
+import { afterAll, describe, expect, it } from "vitest";
+import { nfNameOf, planChainForPush } from "../src/chains";
+import type { Repository } from "../src/storage/repository";
+import { openSqliteRepository } from "../src/storage/sqlite";
+
+const root = join(import.meta.dirname, "../../..");
+const dir = mkdtempSync(join(tmpdir(), "galette-chains-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const at = (line: number) => ({ file: "lib.rs", line, column: 1 });
+function iface(actions: string[], maps: Array<[string, number, number]>): NfInterface {
+  return {
+    file: "lib.rs",
+    actions: actions.map((name, i) => ({ name, location: at(i + 1) })),
+    maps: maps.map(([name, keySize, valueSize], i) => ({ name, keySize, valueSize, location: at(i + 20) })),
+  };
+}
+function publish(repo: Repository, name: string, nfInterface: NfInterface) {
+  repo.insertNf({
+    name,
+    sourceDigest: "0".repeat(64),
+    build: "stored-unbuilt",
+    buildMessage: null,
+    buildHash: `hash-of-${name}`,
+    interface: nfInterface,
+    artifacts: [],
+    publishedAt: "t",
+  });
+}
+
+describe("chain push planning", () => {
+  const repo = openSqliteRepository(dir);
+  publish(repo, "access-control", iface(["Allowed", "Denied"], [["allow_list", 8, 1]]));
+  publish(repo, "weak-classifier", iface(["Normal", "Suspicious", "Malicious"], [["flow_state", 16, 8]]));
+  publish(repo, "dpi", iface(["Clean", "Matched"], [["flow_state", 16, 8]]));
+
+  it("turns the paper's security chain into a UUID graph with upcalls, shared maps and sizes", () => {
+    const toml = readFileSync(join(root, "chains/security.toml"), "utf8");
+    const planned = planChainForPush(repo, toml, "chains/security.toml");
+    const graph = AssignedChain.parse({
+      ...planned.graph,
+      nfs: planned.graph.nfs.map((nf) => ({ ...nf, artifacts: {} })),
+      name: planned.name,
+      version: 1,
+      mapEntries: [],
+    });
+    const uuid = (instance: string) => graph.nfs.find((n) => n.instance === instance)!.uuid;
+    expect(graph.nfs.map((n) => [n.instance, n.xdp, n.userland, n.actionCount])).toEqual([
+      ["access-control", true, false, 2],
+      ["weak-classifier", true, false, 3],
+      ["dpi", false, true, 2],
+    ]);
+    expect(graph.edges).toContainEqual({
+      from: uuid("weak-classifier"),
+      to: uuid("dpi"),
+      kind: "upcall",
+      actionIndex: 1,
+      fromPlacement: "xdp",
+      toPlacement: "userland",
+    });
+    expect(graph.edges).toContainEqual({
+      from: uuid("dpi"),
+      to: "drop",
+      kind: "exit",
+      actionIndex: 1,
+      fromPlacement: "userland",
+    });
+    const flowState = graph.maps.find((m) => m.name === "flow_state")!;
+    expect(flowState).toEqual({
+      id: "flow_state",
+      name: "flow_state",
+      type: "hash_map",
+      keySize: 16,
+      valueSize: 8,
+      maxEntries: 65535,
+      shared: true,
+    });
+    const allow = graph.maps.find((m) => m.name === "allow_list")!;
+    expect(allow.owner).toBe(uuid("access-control"));
+    expect(allow.type).toBe("lpm_trie");
+  });
+
+  it("keeps NF UUIDs across pushes while the NF build is unchanged", () => {
+    const toml = readFileSync(join(root, "chains/security.toml"), "utf8");
+    const a = planChainForPush(repo, toml, "security.toml");
+    const b = planChainForPush(
+      repo,
+      toml.replace('to = ["tx", "drop"]', 'to = ["pass", "drop"]'),
+      "security.toml",
+    );
+    expect(b.graph.nfs.map((n) => n.uuid)).toEqual(a.graph.nfs.map((n) => n.uuid));
+  });
+
+  it("names a map whose key size the NF source does not give", () => {
+    const sizeless = openSqliteRepository(mkdtempSync(join(dir, "x-")));
+    publish(sizeless, "macswap", {
+      file: "lib.rs",
+      actions: [{ name: "Tx", location: at(1) }],
+      maps: [{ name: "counters", valueSize: 8, location: at(2) }],
+    });
+    const toml = readFileSync(join(root, "chains/macswap.toml"), "utf8");
+    expect(() => planChainForPush(sizeless, toml, "macswap.toml")).toThrow(
+      /map "macswap.counters" of chain macswap: the NF source does not give a computable key size/,
+    );
+    sizeless.close();
+  });
+
+  it("finds the published NF by the crate directory's name", () => {
+    expect(nfNameOf("nf-examples/access-control")).toBe("access-control");
+    expect(nfNameOf("../crates/dpi/")).toBe("dpi");
+  });
+});

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <linux/if_ether.h>
@@ -57,6 +58,7 @@ int main(int argc, char **argv)
 	struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: recvmmsg returns on SIGTERM */
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive the runner that started us */
 
 	int fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
 	if (fd < 0) die("socket(AF_PACKET)", errno);

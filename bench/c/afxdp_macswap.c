@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <linux/if_link.h>
@@ -70,6 +71,7 @@ int main(int argc, char **argv)
 	struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: poll() returns on SIGTERM */
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive the runner that started us */
 
 	int ifindex = (int)if_nametoindex(iface);
 	if (!ifindex) die(iface, errno);

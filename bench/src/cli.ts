@@ -4,6 +4,7 @@
  * scenarios whose name contains a or b; BENCH_GENERATOR=live for the BPF_PROG_RUN generator;
  * BENCH_OUT=dir to write elsewhere.
  */
+import "./galette";
 import { runSuite } from "./suite";
 
 const out = await runSuite({ outDir: process.env.BENCH_OUT || undefined });

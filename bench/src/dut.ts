@@ -19,8 +19,11 @@ export function spawnInNs(
   opts: { readyTimeoutMs?: number; stopTimeoutMs?: number } = {},
 ): Promise<DutProcess> {
   const [nsenter, ...prefix] = inNs(ns);
+  // detached = a session, hence an autogroup, of its own: the runner can boost it without
+  // boosting itself. The C tools die with their parent (PR_SET_PDEATHSIG), so none outlives us.
   const child: ChildProcess = spawn(nsenter!, [...prefix, cmd, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
   });
   let stdout = "";
   let stderr = "";

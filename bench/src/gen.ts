@@ -62,6 +62,8 @@ export interface GenOptions {
   expensive?: number;
   mode?: "afpacket" | "live";
   hist?: boolean;
+  /** nice -20 in an autogroup of its own */
+  boost?: boolean;
   genCpu: number;
   dutCpu: number;
   dutPids?: number[];
@@ -131,6 +133,7 @@ export function genArgs(tools: BenchTools, iface: string, o: GenOptions): string
   if (o.dutPids?.length) args.push("-p", o.dutPids.join(","));
   if (o.dutNapiPids?.length) args.push("-k", o.dutNapiPids.join(","));
   if (o.hist) args.push("--hist");
+  if (o.boost) args.push("--boost");
   return args;
 }
 

@@ -17,6 +17,11 @@ export interface BenchPlan {
   /** paced rate at which the expensive-NF experiment measures p99 */
   expensiveRate: number;
   generator: "afpacket" | "live";
+  /**
+   * Run the generator, the DUT's NAPI kthread and its processes at nice -20 (own autogroups),
+   * so other jobs on a shared machine disturb the measurement less.
+   */
+  boost: boolean;
   /** run only scenarios whose name contains one of these (empty = all) */
   only: string[];
 }
@@ -26,6 +31,7 @@ export function makePlan(env: NodeJS.ProcessEnv = process.env): BenchPlan {
   const generator = env.BENCH_GENERATOR ?? "afpacket";
   if (generator !== "afpacket" && generator !== "live")
     throw new Error(`BENCH_GENERATOR must be "afpacket" or "live", got ${JSON.stringify(generator)}`);
+  const boost = !isTruthy(env.BENCH_NO_BOOST);
   const only = (env.BENCH_ONLY ?? "")
     .split(",")
     .map((s) => s.trim())
@@ -44,6 +50,7 @@ export function makePlan(env: NodeJS.ProcessEnv = process.env): BenchPlan {
         referenceRate: 10_000,
         expensiveRate: 20_000,
         generator,
+        boost,
         only,
       }
     : {
@@ -57,6 +64,7 @@ export function makePlan(env: NodeJS.ProcessEnv = process.env): BenchPlan {
         referenceRate: 10_000,
         expensiveRate: 20_000,
         generator,
+        boost,
         only,
       };
 }

@@ -108,6 +108,23 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
   );
   out.push("");
 
+  const calibration = results.outcomes.find((o) => o.scenario.experiment === "calibration");
+  if (calibration) {
+    const na = unavailable(calibration);
+    const c = throughputAt(calibration, size0);
+    out.push(
+      na
+        ? `Generator capacity: ${na}.`
+        : `Generator capacity in this run (DUT drops everything in XDP, ${size0} B): ${mpps(c.offeredPps)} Mpps offered using ${withSpread(c.genSelfCpu, 1, 2)} CPU.`,
+    );
+    out.push("");
+  }
+  out.push(
+    plan.boost
+      ? "Priorities: the generator, the DUT's NAPI kthread and its processes ran at nice −20 in autogroups of their own (BENCH_NO_BOOST=1 turns this off), so other jobs on the machine disturb them less."
+      : "Priorities: default (BENCH_NO_BOOST=1).",
+  );
+  out.push("");
   out.push("## Targets (ratios from this run)");
   out.push("");
   const tRows = targetRows(results);

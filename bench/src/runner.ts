@@ -6,7 +6,7 @@ import { type GenOptions, type GenResult, runGen } from "./gen";
 import type { BenchPlan } from "./plan";
 import type { DutContext, Experiment, RunningDut, Scenario } from "./scenarios";
 import type { BenchTools } from "./tools";
-import { createBenchTopology, type NapiPinning } from "./topology";
+import { boostTasks, createBenchTopology, type NapiPinning } from "./topology";
 
 export type RunKind = "throughput" | "latency" | "expensive-throughput" | "expensive-latency";
 
@@ -77,7 +77,9 @@ export function runsFor(
 ): Array<{ kind: RunKind; size: number; rate: number; expensive?: number }> {
   const out: Array<{ kind: RunKind; size: number; rate: number; expensive?: number }> = [];
   const small = plan.sizes[0] ?? 64;
-  if (s.experiment === "macswap" || s.experiment === "chain5") {
+  if (s.experiment === "calibration") {
+    out.push({ kind: "throughput", size: small, rate: 0 });
+  } else if (s.experiment === "macswap" || s.experiment === "chain5") {
     for (const size of plan.sizes) out.push({ kind: "throughput", size, rate: 0 });
     for (const rate of plan.rates) out.push({ kind: "latency", size: small, rate });
   } else {
@@ -153,6 +155,7 @@ async function runScenario(
     log.info({ scenario: s.name, nsA: pair.nsA, nsB: pair.nsB }, "setting up DUT");
     running = await s.setup(dut);
     const napi = await topo.pinNapi();
+    if (plan.boost) await boostTasks([...napi.dut, ...running.pids]);
     outcome.napi = napi;
     for (const r of runsFor(s, plan)) {
       for (let rep = 0; rep < plan.repetitions; rep++) {
@@ -165,6 +168,7 @@ async function runScenario(
           mode: plan.generator,
           // the latency-distribution plot needs the histogram at the reference rate
           hist: r.kind === "latency" && r.rate === plan.referenceRate && rep === 0,
+          boost: plan.boost,
           genCpu: topo.genCpu,
           dutCpu: topo.dutCpu,
           dutPids: running.pids,

@@ -12,8 +12,9 @@ export type Datapath = "xdp" | "afxdp" | "afpacket";
  * - chain5: five NFs chained in XDP (ratio to the single-NF chain)
  * - expensive: an expensive NF on a fraction P of the frames, placed in XDP or upcalled (Fig. 6–7)
  * - threads: userland worker threads at P = 0.5 (Fig. 8)
+ * - calibration: the DUT drops everything; measures what the generator can offer
  */
-export type Experiment = "macswap" | "chain5" | "expensive" | "threads";
+export type Experiment = "calibration" | "macswap" | "chain5" | "expensive" | "threads";
 
 /** The device under test as a scenario's setup sees it: namespace B of a fresh veth pair. */
 export interface DutContext {
@@ -126,6 +127,18 @@ const processDut = (proc: DutProcess, log: Logger, name: string): RunningDut => 
 });
 
 // ---- hand-written C baselines (the denominators) ----
+
+export const calibrationScenario: Scenario = {
+  name: "calibration/generator",
+  title: "generator capacity (DUT: XDP_DROP)",
+  impl: "baseline",
+  experiment: "calibration",
+  datapath: "xdp",
+  async setup(dut) {
+    await attachXdp(dut, dut.tools.xdpDropObj, "xdp");
+    return { pids: [], teardown: () => detachXdp(dut) };
+  },
+};
 
 export const baselineScenarios: Scenario[] = [
   {
@@ -279,4 +292,4 @@ export const galettePlaceholders: Scenario[] = [
   ),
 ];
 
-for (const s of [...baselineScenarios, ...galettePlaceholders]) registerScenario(s);
+for (const s of [calibrationScenario, ...baselineScenarios, ...galettePlaceholders]) registerScenario(s);

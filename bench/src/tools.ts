@@ -22,6 +22,7 @@ export interface BenchTools {
   xdpMacswapObj: string;
   xskRedirectObj: string;
   xdpPassObj: string;
+  xdpDropObj: string;
 }
 
 function toolsIn(dir: string): BenchTools {
@@ -35,6 +36,7 @@ function toolsIn(dir: string): BenchTools {
     xdpMacswapObj: join(dir, "xdp_macswap.bpf.o"),
     xskRedirectObj: join(dir, "xsk_redirect.bpf.o"),
     xdpPassObj: join(dir, "xdp_pass.bpf.o"),
+    xdpDropObj: join(dir, "xdp_drop.bpf.o"),
   };
 }
 

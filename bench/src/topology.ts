@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { attachXdpPass, createVethPair, nsRun, run, type VethPair } from "./testkit";
 
@@ -62,6 +62,26 @@ export function napiThreads(iface: string): number[] {
     if (comm.startsWith(prefix)) pids.push(Number(entry));
   }
   return pids;
+}
+
+/**
+ * nice -20 for every thread of the given tasks, and -20 for their autogroups: with autogroup
+ * scheduling a nice value only weighs inside its session's group, so the group's nice is
+ * what competes with other jobs. Kernel threads (NAPI) have no autogroup.
+ */
+export async function boostTasks(pids: number[]): Promise<void> {
+  for (const pid of pids) {
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch (err) {
+      throw new Error(`cannot boost pid ${pid}: it is gone (${(err as Error).message})`, { cause: err });
+    }
+    // kernel threads (empty cmdline) have no autogroup; their thread nice is what counts
+    const isKernelThread = readFileSync(`/proc/${pid}/cmdline`).length === 0;
+    if (!isKernelThread) writeFileSync(`/proc/${pid}/autogroup`, "-20");
+    for (const tid of tids) await run("renice", ["-n", "-20", "-p", tid]);
+  }
 }
 
 async function pin(pids: number[], cpu: number): Promise<void> {

@@ -1,4 +1,13 @@
-import { DEFAULT_SERVER_HOSTS, initPkiDir, PKI_FILES } from "@galette/pki";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  DEFAULT_SERVER_HOSTS,
+  initPkiDir,
+  issueServerCert,
+  loadPkiDir,
+  PKI_FILES,
+  writePrivateKey,
+} from "@galette/pki";
 import type { Command } from "commander";
 
 const out = (text: string) => process.stdout.write(`${text}\n`);
@@ -29,5 +38,24 @@ export function registerPkiCommands(program: Command): void {
         `wrote ${flags.data}/${PKI_FILES.caCert}, ${PKI_FILES.caKey} (0600), ${PKI_FILES.serverCert}, ${PKI_FILES.serverKey} (0600)`,
       );
       out(`server certificate names: ${hosts.join(", ")}`);
+    });
+
+  pki
+    .command("server-cert")
+    .description("Re-issue the controller's server certificate from the existing CA (e.g. new addresses)")
+    .requiredOption("--data <dir>", "controller data directory")
+    .requiredOption("--hosts <list>", "comma-separated DNS names / IPs (server certificate SANs)")
+    .action((flags: { data: string; hosts: string }) => {
+      const hosts = flags.hosts
+        .split(",")
+        .map((h) => h.trim())
+        .filter(Boolean);
+      const { ca } = loadPkiDir(flags.data);
+      const server = issueServerCert(ca, { hosts });
+      writeFileSync(join(flags.data, PKI_FILES.serverCert), server.certPem, { mode: 0o644 });
+      writePrivateKey(join(flags.data, PKI_FILES.serverKey), server.keyPem);
+      out(
+        `wrote ${flags.data}/${PKI_FILES.serverCert} for ${hosts.join(", ")}; restart the controller to use it`,
+      );
     });
 }

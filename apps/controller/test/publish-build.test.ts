@@ -1,0 +1,82 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { DeviceAssignment } from "@galette/protocol";
+import { create as createTar } from "tar";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { nfBuilderForServe } from "../src/nf-builder";
+import { sha256Hex } from "../src/storage/artifacts";
+import { type Harness, MACSWAP_TOML, startHarness } from "./helpers";
+
+const root = join(import.meta.dirname, "../../..");
+const EM_BPF = 247;
+const EM_X86_64 = 62;
+
+/** The real NF compiler behind POST /v1/nfs: the published example builds and reaches a device. */
+describe("NF publish builds with @galette/nf-build", () => {
+  let h: Harness;
+  const scratch = mkdtempSync(join(tmpdir(), "galette-publish-build-"));
+
+  beforeAll(async () => {
+    h = await startHarness({ nfBuilder: nfBuilderForServe(["bpf", "x86_64"]) });
+  });
+  afterAll(async () => {
+    await h?.cleanup();
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it("compiles macswap for XDP and x86_64 and serves both to an assigned device", async () => {
+    const archive = join(scratch, "macswap.tar");
+    createTar({ cwd: join(root, "nf-examples"), file: archive, sync: true, portable: true }, [
+      "macswap/Cargo.toml",
+      "macswap/src",
+    ]);
+    const published = await h.call("/v1/nfs", {
+      method: "POST",
+      token: h.token,
+      headers: { "content-type": "application/x-tar" },
+      body: readFileSync(archive),
+    });
+    expect(published.status, published.body.toString()).toBe(201);
+    const body = published.json<{
+      build: string;
+      artifacts: Array<{ kind: string; triple?: string; digest: string }>;
+    }>();
+    expect(body.build).toBe("built");
+    expect(body.artifacts.map((a) => [a.kind, a.triple])).toEqual([
+      ["bpf-object", undefined],
+      ["native-lib", "x86_64-unknown-linux-gnu"],
+    ]);
+
+    expect(
+      (await h.call("/v1/chains", { method: "POST", token: h.token, body: { toml: MACSWAP_TOML } })).status,
+    ).toBe(201);
+    const enrolled = await h.call("/v1/devices", { method: "POST", token: h.token, body: { name: "nuc-1" } });
+    const client = enrolled.json<{ certPem: string; keyPem: string }>();
+    await h.call("/v1/assignments", {
+      method: "POST",
+      token: h.token,
+      body: { chain: "macswap", devices: ["nuc-1"] },
+    });
+
+    const assignment = (
+      await h.call("/v1/device/assignment?arch=x86_64", { client })
+    ).json<DeviceAssignment>();
+    const nf = assignment.chain!.nfs[0]!;
+    expect(nf.buildHash).not.toBe("");
+    // macswap runs only in XDP, so the assignment lists just its BPF object; its native
+    // library (for a userland placement in another chain) is still one of its artifacts.
+    expect(nf.xdp && !nf.userland && nf.artifacts.native === undefined).toBe(true);
+    const nativeDigest = body.artifacts.find((a) => a.kind === "native-lib")!.digest;
+    for (const [digest, machine] of [
+      [nf.artifacts.bpfObject!.digest, EM_BPF],
+      [nativeDigest, EM_X86_64],
+    ] as const) {
+      const res = await h.call(`/v1/device/artifacts/${digest}`, { client });
+      expect(res.status).toBe(200);
+      expect(sha256Hex(res.body)).toBe(digest);
+      expect(res.body.subarray(0, 4).toString("latin1")).toBe("\x7fELF");
+      expect(res.body.readUInt16LE(18)).toBe(machine);
+    }
+  }, 300_000);
+});

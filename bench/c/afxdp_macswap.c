@@ -3,6 +3,8 @@
  * veth has no zero-copy) and bounces every frame back MAC-swapped until SIGTERM.
  *   -m busy : spin on the rings (the paper's "poll" mode)
  *   -m poll : block in poll() until frames arrive (the paper's "IRQ" mode)
+ *   -p PROG -e : use another program of the object (e.g. expensive_upcall.bpf.o) and do the
+ *                expensive NF's work (expensive.h) on frames flagged BENCH_F_EXPENSIVE
  * Prints "ready" on stdout once it forwards, and a JSON summary when it stops. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,12 +24,15 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <xdp/xsk.h>
+#include "expensive.h"
+#include "frame.h"
 
 #define NUM_FRAMES 4096
 #define FRAME_SIZE XSK_UMEM__DEFAULT_FRAME_SIZE
 #define RX_BATCH 64
 
 static volatile sig_atomic_t stop_requested;
+static volatile unsigned long long expensive_result;
 static void on_signal(int s) { (void)s; stop_requested = 1; }
 
 static void die(const char *what, int err)
@@ -46,20 +51,22 @@ static inline void swap_mac(uint8_t *p)
 
 int main(int argc, char **argv)
 {
-	const char *iface = NULL, *obj_path = NULL, *mode = "busy";
-	int cpu = -1, c;
-	while ((c = getopt(argc, argv, "i:o:m:c:")) != -1) {
+	const char *iface = NULL, *obj_path = NULL, *mode = "busy", *prog_name = "xsk_redirect";
+	int cpu = -1, c, expensive = 0;
+	while ((c = getopt(argc, argv, "i:o:m:c:p:e")) != -1) {
 		switch (c) {
 		case 'i': iface = optarg; break;
 		case 'o': obj_path = optarg; break;
 		case 'm': mode = optarg; break;
 		case 'c': cpu = atoi(optarg); break;
+		case 'p': prog_name = optarg; break;
+		case 'e': expensive = 1; break;
 		default: iface = NULL; break;
 		}
 	}
 	int blocking = !strcmp(mode, "poll");
 	if (!iface || !obj_path || (!blocking && strcmp(mode, "busy"))) {
-		fprintf(stderr, "usage: afxdp_macswap -i IFACE -o xsk_redirect.bpf.o [-m busy|poll] [-c CPU]\n");
+		fprintf(stderr, "usage: afxdp_macswap -i IFACE -o OBJ [-p PROG] [-e] [-m busy|poll] [-c CPU]\n");
 		return 2;
 	}
 	if (cpu >= 0) {
@@ -79,7 +86,9 @@ int main(int argc, char **argv)
 	if (!obj) die(obj_path, errno);
 	int err = bpf_object__load(obj);
 	if (err) die(obj_path, -err);
-	int prog_fd = bpf_program__fd(bpf_object__find_program_by_name(obj, "xsk_redirect"));
+	struct bpf_program *prog = bpf_object__find_program_by_name(obj, prog_name);
+	if (!prog) die(prog_name, ENOENT);
+	int prog_fd = bpf_program__fd(prog);
 	int xsks_fd = bpf_object__find_map_fd_by_name(obj, "xsks");
 
 	void *umem_area = mmap(NULL, (size_t)NUM_FRAMES * FRAME_SIZE, PROT_READ | PROT_WRITE,
@@ -134,7 +143,17 @@ int main(int argc, char **argv)
 			if (stop_requested) break;
 			for (unsigned j = 0; j < got; j++) {
 				const struct xdp_desc *d = xsk_ring_cons__rx_desc(&rx, rx_idx + j);
-				swap_mac(xsk_umem__get_data(umem_area, d->addr));
+				uint8_t *frame = xsk_umem__get_data(umem_area, d->addr);
+				if (expensive && d->len >= BENCH_STAMP_OFF + sizeof(struct bench_stamp)) {
+					struct bench_stamp st;
+					memcpy(&st, frame + BENCH_STAMP_OFF, sizeof st);
+					if (st.magic == BENCH_MAGIC && (st.flags & BENCH_F_EXPENSIVE)) {
+						unsigned long long x = st.seq | 1;
+						for (int k = 0; k < EXPENSIVE_OPS; k++) x = expensive_step(x);
+						expensive_result = x; /* keeps the work from being optimised away */
+					}
+				}
+				swap_mac(frame);
 				struct xdp_desc *t = xsk_ring_prod__tx_desc(&tx, tx_idx + j);
 				t->addr = d->addr;
 				t->len = d->len;

@@ -14,6 +14,8 @@ export interface BenchPlan {
   rates: number[];
   /** paced rate of the latency-distribution plot and the p50/p99 table */
   referenceRate: number;
+  /** fractions P of expensive frames to measure (expensive scenarios at other P are skipped) */
+  expensiveFractions: number[];
   /** paced rate at which the expensive-NF experiment measures p99 */
   expensiveRate: number;
   generator: "afpacket" | "live";
@@ -48,6 +50,7 @@ export function makePlan(env: NodeJS.ProcessEnv = process.env): BenchPlan {
         sizes: [64],
         rates: [10_000, 100_000],
         referenceRate: 10_000,
+        expensiveFractions: [0.5],
         expensiveRate: 20_000,
         generator,
         boost,
@@ -62,6 +65,7 @@ export function makePlan(env: NodeJS.ProcessEnv = process.env): BenchPlan {
         sizes: [64, 512, 1518],
         rates: [10_000, 50_000, 100_000, 200_000, 400_000, 800_000],
         referenceRate: 10_000,
+        expensiveFractions: [0, 0.01, 0.05, 0.1, 0.25, 0.5, 1],
         expensiveRate: 20_000,
         generator,
         boost,

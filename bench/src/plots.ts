@@ -102,7 +102,7 @@ export function buildPlots(results: BenchResults): Plot[] {
       const c = expensiveCell(o);
       return [
         {
-          datapath: o.scenario.datapath === "xdp" ? "expensive NF in XDP" : "expensive NF upcalled",
+          datapath: `${o.scenario.impl === "galette" ? "Galette" : "C reference"}: ${o.scenario.datapath === "xdp" ? "in XDP" : "upcalled"}`,
           P: o.scenario.params?.P ?? 0,
           mpps: (c.normalPps?.median ?? 0) / 1e6,
           p99_us: Math.max(c.p99?.median ?? 0.1, 0.1),

@@ -1,6 +1,6 @@
 import { expensiveCell, headline, latencyAt, throughputAt } from "./aggregate";
 import type { BenchResults, ScenarioOutcome } from "./runner";
-import { EXPENSIVE_FRACTIONS, type Target, THREAD_COUNTS } from "./scenarios";
+import { type Target, THREAD_COUNTS } from "./scenarios";
 import { ratio, type Spread } from "./stats";
 
 export const NOT_IMPLEMENTED = "n/a — not yet implemented";
@@ -313,10 +313,37 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
     `## Expensive NF on a fraction P of frames: XDP placement vs upcall (Fig. 6–7; ${size0} B; normal-traffic throughput at saturation, p99 at ${rateLabel(plan.expensiveRate)})`,
   );
   out.push("");
-  const exp = (placement: "xdp" | "upcall", P: number) => byName.get(`galette/expensive-${placement}-P${P}`);
+  const expensive = results.outcomes.filter((o) => o.scenario.experiment === "expensive");
+  const expRows: string[][] = [];
+  for (const impl of ["baseline", "galette"] as const) {
+    const mine = expensive.filter((o) => o.scenario.impl === impl);
+    const fractions = [...new Set(mine.map((o) => o.scenario.params?.P ?? 0))].sort((a, b) => a - b);
+    for (const P of fractions) {
+      const find = (datapath: "xdp" | "afxdp") =>
+        mine.find((o) => o.scenario.datapath === datapath && (o.scenario.params?.P ?? 0) === P);
+      const x = find("xdp");
+      const u = find("afxdp");
+      const xn = x ? unavailable(x) : "not run";
+      const un = u ? unavailable(u) : "not run";
+      const xc = x && !xn ? expensiveCell(x) : undefined;
+      const uc = u && !un ? expensiveCell(u) : undefined;
+      const both = xc && uc;
+      expRows.push([
+        impl === "baseline" ? "hand-written C" : "Galette",
+        String(P),
+        xn ?? mpps(xc?.normalPps),
+        un ?? mpps(uc?.normalPps),
+        both ? fmt(ratio(uc.normalPps?.median, xc.normalPps?.median), 2) : NOT_IMPLEMENTED,
+        xn ?? us(xc?.p99),
+        un ?? us(uc?.p99),
+        both ? fmt(ratio(xc.p99?.median, uc.p99?.median), 2) : NOT_IMPLEMENTED,
+      ]);
+    }
+  }
   out.push(
     table(
       [
+        "impl",
         "P",
         "XDP: normal Mpps",
         "upcall: normal Mpps",
@@ -325,24 +352,7 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
         "upcall: p99 µs",
         "XDP/upcall p99",
       ],
-      EXPENSIVE_FRACTIONS.map((P) => {
-        const x = exp("xdp", P);
-        const u = exp("upcall", P);
-        const xn = x && unavailable(x);
-        const un = u && unavailable(u);
-        const xc = x && !xn ? expensiveCell(x) : undefined;
-        const uc = u && !un ? expensiveCell(u) : undefined;
-        const missing = (o: ScenarioOutcome | undefined, n: string | undefined) => (o ? n : "not run");
-        return [
-          String(P),
-          missing(x, xn) ?? mpps(xc?.normalPps),
-          missing(u, un) ?? mpps(uc?.normalPps),
-          xc && uc ? fmt(ratio(uc.normalPps?.median, xc.normalPps?.median), 2) : NOT_IMPLEMENTED,
-          missing(x, xn) ?? us(xc?.p99),
-          missing(u, un) ?? us(uc?.p99),
-          xc && uc ? fmt(ratio(xc.p99?.median, uc.p99?.median), 2) : NOT_IMPLEMENTED,
-        ];
-      }),
+      expRows,
     ),
   );
   out.push("");

@@ -112,6 +112,7 @@ export async function runBench({ plan, tools, scenarios, log }: RunBenchOptions)
   const outcomes: ScenarioOutcome[] = [];
   for (const s of scenarios) {
     if (plan.only.length && !plan.only.some((o) => s.name.includes(o))) continue;
+    if (s.experiment === "expensive" && !plan.expensiveFractions.includes(s.params?.P ?? 0)) continue;
     if (s.pending) {
       outcomes.push({ scenario: metaOf(s), status: "pending", reason: s.pending, runs: [] });
       continue;

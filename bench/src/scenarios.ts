@@ -201,6 +201,54 @@ export const baselineScenarios: Scenario[] = [
   ),
 ];
 
+/** Fractions the hand-written expensive-NF reference is measured at (a subset of the paper's, for time). */
+export const REFERENCE_EXPENSIVE_FRACTIONS = [0, 0.1, 0.5, 1] as const;
+
+/**
+ * Hand-written C reference of the expensive-NF experiment (Fig. 6–7): the same work
+ * (expensive.h) in XDP with bpf_loop, or upcalled to a busy-polling AF_XDP worker while
+ * normal frames stay in XDP. It shows what placement alone does, next to Galette's numbers.
+ */
+export const expensiveReferenceScenarios: Scenario[] = REFERENCE_EXPENSIVE_FRACTIONS.flatMap((P) => [
+  {
+    name: `baseline/expensive-xdp-P${P}`,
+    title: `expensive NF in XDP (C), P=${P}`,
+    impl: "baseline",
+    experiment: "expensive",
+    datapath: "xdp",
+    params: { P },
+    async setup(dut) {
+      await attachXdp(dut, dut.tools.expensiveXdpObj, "xdp");
+      return { pids: [], teardown: () => detachXdp(dut) };
+    },
+  },
+  {
+    name: `baseline/expensive-upcall-P${P}`,
+    title: `expensive NF upcalled to AF_XDP (C), P=${P}`,
+    impl: "baseline",
+    experiment: "expensive",
+    datapath: "afxdp",
+    workerMode: "poll",
+    params: { P },
+    async setup(dut) {
+      const proc = await dut.spawn(dut.tools.afxdpMacswap, [
+        "-i",
+        dut.iface,
+        "-o",
+        dut.tools.expensiveUpcallObj,
+        "-p",
+        "expensive_upcall",
+        "-e",
+        "-m",
+        "busy",
+        "-c",
+        String(dut.cpu),
+      ]);
+      return processDut(proc, dut.log, `baseline/expensive-upcall-P${P}`);
+    },
+  },
+]);
+
 // ---- Galette scenarios: placeholders until the dataplane installer lands ----
 
 const NOT_YET = "not yet implemented (needs the Galette dataplane installer)";
@@ -292,4 +340,10 @@ export const galettePlaceholders: Scenario[] = [
   ),
 ];
 
-for (const s of [calibrationScenario, ...baselineScenarios, ...galettePlaceholders]) registerScenario(s);
+for (const s of [
+  calibrationScenario,
+  ...baselineScenarios,
+  ...expensiveReferenceScenarios,
+  ...galettePlaceholders,
+])
+  registerScenario(s);

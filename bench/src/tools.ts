@@ -23,6 +23,8 @@ export interface BenchTools {
   xskRedirectObj: string;
   xdpPassObj: string;
   xdpDropObj: string;
+  expensiveXdpObj: string;
+  expensiveUpcallObj: string;
 }
 
 function toolsIn(dir: string): BenchTools {
@@ -37,6 +39,8 @@ function toolsIn(dir: string): BenchTools {
     xskRedirectObj: join(dir, "xsk_redirect.bpf.o"),
     xdpPassObj: join(dir, "xdp_pass.bpf.o"),
     xdpDropObj: join(dir, "xdp_drop.bpf.o"),
+    expensiveXdpObj: join(dir, "expensive_xdp.bpf.o"),
+    expensiveUpcallObj: join(dir, "expensive_upcall.bpf.o"),
   };
 }
 

@@ -6,6 +6,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import type { ChainPlan } from "@galette/chain";
 import {
   AbiNames,
   attachXdp,
@@ -39,7 +40,10 @@ import {
   type InterfaceTarget,
   interfaceScope,
   type MapInstallSpec,
+  type NfArtifacts,
+  planInstallation,
   type Reconfiguration,
+  slotTablePin,
 } from "./spec";
 
 export const DEFAULT_STATE_DIR = "/run/galette";
@@ -151,6 +155,12 @@ function pinOrReplace(fd: number, pin: string): void {
 const unpin = (pin: string) => rmSync(pin, { force: true });
 
 interface DeviceMaps {
+  /**
+   * One action table per slot (index = instance id), created with the installation and
+   * all registered with the workers: a new instance fills the table of its fresh slot and
+   * the workers pick it up with a reload, without a restart (see #syncPool).
+   */
+  tables: BpfMap[];
   progs: BpfMap;
   xsks: BpfMap;
   xskCount: BpfMap;
@@ -159,7 +169,6 @@ interface DeviceMaps {
 
 interface LiveInstance {
   spec: InstanceSpec;
-  actions: BpfMap;
   counts?: BpfMap;
   progFd?: number;
   object?: BpfObject;
@@ -267,6 +276,12 @@ export class Dataplane {
       const progs = mk("prog_array", AbiNames.progs, GALETTE_MAX_INSTANCES, spec.pins.progs);
       const xsks = mk("xskmap", AbiNames.xsks, GALETTE_MAX_XSKS, spec.pins.xsks);
       const xskCount = mk("array", AbiNames.xskCount, 1, spec.pins.xskCount);
+      const tables = Array.from({ length: GALETTE_MAX_INSTANCES }, (_, id) => {
+        const t = createActionTable();
+        undo.push(`close table ${id}`, () => t.close());
+        pinOrReplace(t.fd, slotTablePin(spec.pins.dir, id));
+        return t;
+      });
       const root = BpfObject.load(rootProgramObjectPath(), {
         pinMaps: { [AbiNames.rootProgs]: spec.pins.rootProgs },
       });
@@ -288,7 +303,7 @@ export class Dataplane {
         pid: process.pid,
         updatedAt: new Date().toISOString(),
       };
-      dp = new Dataplane(record, { progs, xsks, xskCount, rootProgs }, ownRootFd, log, stateDir);
+      dp = new Dataplane(record, { tables, progs, xsks, xskCount, rootProgs }, ownRootFd, log, stateDir);
       const created = dp;
       undo.push("close dataplane handles", () => created.#closeHandles());
       await dp.#build(reconf, undo);
@@ -344,6 +359,9 @@ export class Dataplane {
         return m;
       };
       const dev = {
+        tables: Array.from({ length: GALETTE_MAX_INSTANCES }, (_, id) =>
+          open(slotTablePin(spec.pins.dir, id)),
+        ),
         progs: open(spec.pins.progs),
         xsks: open(spec.pins.xsks),
         xskCount: open(spec.pins.xskCount),
@@ -354,7 +372,7 @@ export class Dataplane {
       const dp = new Dataplane(record, dev, rootFd, log, stateDir);
       for (const m of spec.maps) dp.#maps.set(m.key, open(m.pin));
       for (const i of spec.instances) {
-        const inst: LiveInstance = { spec: i, actions: open(i.pins.actions) };
+        const inst: LiveInstance = { spec: i };
         if (i.xdp) {
           inst.counts = open(i.pins.counts);
           inst.progFd = openPinned(i.pins.prog);
@@ -444,11 +462,10 @@ export class Dataplane {
     if (next.rx) throw new InstallError(`chain "${next.chain}": a userland-only entry is not supported yet`);
     const undo = new Undo();
     const oldPoolKey = this.#poolKey;
-    const oldInstances = new Map(this.#instances);
     try {
       await this.#build(reconf, undo);
       this.#record.spec = next;
-      await this.#syncPool(undo, oldInstances);
+      await this.#syncPool(undo);
     } catch (err) {
       this.#record.spec = old;
       undo.run(this.log);
@@ -459,6 +476,7 @@ export class Dataplane {
     // The switch: one PROG_ARRAY update, atomic for packets.
     if (next.entry !== old.entry) this.#devMaps.rootProgs.update(key32(0), key32(this.#progFdOf(next.entry)));
     for (const id of reconf.retired) this.#retireInstance(id);
+    if (reconf.retired.length && this.#pool?.running) this.#pool.reloadActions();
     for (const key of reconf.maps.retired) {
       const m = old.maps.find((x) => x.key === key)!;
       this.#maps.get(key)?.close();
@@ -477,6 +495,14 @@ export class Dataplane {
       },
       "chain reconfigured",
     );
+  }
+
+  /** The reconfiguration from this installation to `plan` (pure; throws before touching anything). */
+  replan(plan: ChainPlan, artifacts: ReadonlyMap<string, NfArtifacts>): Reconfiguration {
+    return planInstallation(plan, artifacts, this.spec.target, {
+      live: this.spec,
+      bpffsRoot: path.dirname(this.spec.pins.dir),
+    });
   }
 
   /** Per-NF frame counts: XDP counters (galette_counts) plus the workers' counts. */
@@ -584,20 +610,14 @@ export class Dataplane {
   }
 
   #createInstance(i: InstanceSpec, undo: Undo): LiveInstance {
-    const dir = path.dirname(i.pins.actions);
+    const dir = path.dirname(i.pins.prog);
     mkdirSync(dir, { recursive: true });
     undo.push(`remove ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
-    const actions = BpfMap.create({
-      type: "array",
-      name: "galette_actions",
-      keySize: 4,
-      valueSize: galetteAction.size,
-      maxEntries: GALETTE_MAX_ACTIONS,
-    });
-    undo.push(`close actions ${i.id}`, () => actions.close());
-    actionsBuffer(i.actions).forEach((v, k) => actions.update(key32(k), v));
-    pinOrReplace(actions.fd, i.pins.actions);
-    const inst: LiveInstance = { spec: i, actions };
+    // A fresh slot: its table is idle (all ABORT) until now, nothing reads it yet.
+    const actions = this.#devMaps.tables[i.id]!;
+    fillTable(actions, i.actions);
+    undo.push(`clear table ${i.id}`, () => fillTable(actions, []));
+    const inst: LiveInstance = { spec: i };
     if (!i.xdp) return inst;
 
     const counts = BpfMap.create({
@@ -646,47 +666,48 @@ export class Dataplane {
     const inst = this.#instances.get(id);
     if (!inst) return;
     if (inst.spec.xdp) this.#devMaps.progs.delete(key32(id));
-    inst.actions.close();
+    fillTable(this.#devMaps.tables[id]!, []);
     inst.counts?.close();
     if (inst.object) inst.object.close();
     else if (inst.progFd !== undefined) closeFd(inst.progFd);
-    rmSync(path.dirname(inst.spec.pins.actions), { recursive: true, force: true });
+    rmSync(path.dirname(inst.spec.pins.prog), { recursive: true, force: true });
     this.#instances.delete(id);
   }
 
   /**
-   * The workers must know every instance that upcalls (to resolve its table) and every
-   * userland instance (to run it). Restarts the pool only when that set changed.
+   * Workers get every slot's action table (so new XDP instances need only a reload) and
+   * the libraries of the userland instances. They are restarted only when that set of
+   * libraries changed.
    */
-  async #syncPool(undo: Undo, previous?: Map<number, LiveInstance>): Promise<void> {
+  async #syncPool(undo: Undo): Promise<void> {
     const spec = this.#record.spec;
-    const needed = spec.instances.filter((i) => i.userland || i.actions.some((a) => a.kind === "upcall"));
-    const key = JSON.stringify(needed.map((i) => [i.id, i.library ?? ""]));
-    if (this.#pool?.running && key === this.#poolKey) return;
+    const userland = spec.instances.filter((i) => i.userland);
+    const upcalls = spec.instances.some((i) => i.actions.some((a) => a.kind === "upcall"));
+    const key = JSON.stringify(userland.map((i) => [i.id, i.library ?? ""]));
+    if (this.#pool?.running && key === this.#poolKey) {
+      this.#pool.reloadActions();
+      return;
+    }
     const old = this.#pool;
-    const oldKey = this.#poolKey;
     if (old) {
-      // AF_XDP sockets on the queue cannot be doubled: the old workers go first (upcalls in
-      // this short window are dropped by XDP; XDP-only paths are untouched).
+      // AF_XDP sockets on the queue cannot be doubled: the old workers go first. Upcalls in
+      // this window are dropped by XDP (no sockets); XDP-only paths are untouched.
       old.stop();
       this.#pool = undefined;
       this.#poolKey = "";
-      undo.push("restart previous workers", () => {
-        void previous;
-        this.#poolKey = oldKey;
-      });
     }
-    if (needed.length === 0) return;
-    const instances: NfInstanceConfig[] = needed.map((i) => {
-      const inst = this.#instances.get(i.id)!;
+    if (userland.length === 0 && !upcalls) return;
+    const libraries = new Map(userland.map((i) => [i.id, i]));
+    const instances: NfInstanceConfig[] = this.#devMaps.tables.map((table, id) => {
+      const i = libraries.get(id);
       return {
-        id: i.id,
-        actions: inst.actions,
-        ...(i.userland ? { library: i.library!, maps: i.maps.map((k) => this.#maps.get(k)!) } : {}),
+        id,
+        actions: table,
+        ...(i ? { library: i.library!, maps: i.maps.map((k) => this.#maps.get(k)!) } : {}),
       };
     });
     const t = spec.target;
-    this.#pool = await WorkerPool.start({
+    const options = {
       ifname: t.iface,
       ...(t.netns ? { netns: netnsPath(t.netns) } : {}),
       workers: this.#record.workers.count,
@@ -694,8 +715,21 @@ export class Dataplane {
       xskMap: this.#devMaps.xsks,
       xskCountMap: this.#devMaps.xskCount,
       instances,
-      onError: (err) => this.log.error({ err }, "AF_XDP worker error"),
-    });
+      onError: (err: Error) => this.log.error({ err }, "AF_XDP worker error"),
+    };
+    // The kernel releases a closed AF_XDP socket's queue binding asynchronously (seen:
+    // 1-3 s on veth), so right after stopping the old workers the queue may still be busy.
+    const startAt = Date.now();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.#pool = await WorkerPool.start(options);
+        this.log.debug({ ms: Date.now() - startAt, attempts: attempt + 1 }, "workers started");
+        break;
+      } catch (err) {
+        if (!old || (err as { code?: string }).code !== "EBUSY" || Date.now() - startAt > 10_000) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
     this.#poolKey = key;
     const started = this.#pool;
     undo.push("stop new workers", () => {
@@ -709,7 +743,6 @@ export class Dataplane {
 
   #closeHandles(): void {
     for (const inst of this.#instances.values()) {
-      inst.actions.close();
       inst.counts?.close();
       if (inst.object) inst.object.close();
       else if (inst.progFd !== undefined) closeFd(inst.progFd);
@@ -717,10 +750,25 @@ export class Dataplane {
     this.#instances.clear();
     for (const m of this.#maps.values()) m.close();
     this.#maps.clear();
-    for (const m of Object.values(this.#devMaps)) m.close();
+    const { tables, ...single } = this.#devMaps;
+    for (const m of [...tables, ...Object.values(single)]) m.close();
     if (this.#rootFd >= 0) closeFd(this.#rootFd);
     this.#rootFd = -1;
   }
+}
+
+function createActionTable(): BpfMap {
+  return BpfMap.create({
+    type: "array",
+    name: AbiNames.actions,
+    keySize: 4,
+    valueSize: galetteAction.size,
+    maxEntries: GALETTE_MAX_ACTIONS,
+  });
+}
+
+function fillTable(table: BpfMap, actions: ActionEntry[]): void {
+  for (const [k, v] of actionsBuffer(actions).entries()) table.update(key32(k), v);
 }
 
 function createNfMap(m: MapInstallSpec): BpfMap {

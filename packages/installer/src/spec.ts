@@ -52,7 +52,7 @@ export interface NfArtifacts {
 }
 
 export interface MapInstallSpec {
-  /** unique in an installation: `shared.<name>` or `<instance uuid>.<field>` */
+  /** unique in an installation: `shared.<name>`, or `<instance name>.<field>.<type>-<size>-<key>x<value>` */
   key: string;
   /** kernel map name (the #[maps] field / shared name, cut to 15 characters) */
   name: string;
@@ -180,9 +180,12 @@ export function devicePins(t: InterfaceTarget, root = BPFFS_ROOT): DevicePins {
   };
 }
 
+/** Action tables live per slot (tables/<id>), for the life of the installation: see kernel.ts. */
+export const slotTablePin = (dir: string, id: number): string => `${dir}/tables/${id}`;
+
 const instancePins = (dir: string, id: number) => ({
   prog: `${dir}/nf/${id}/prog`,
-  actions: `${dir}/nf/${id}/actions`,
+  actions: slotTablePin(dir, id),
   counts: `${dir}/nf/${id}/counts`,
 });
 
@@ -218,8 +221,12 @@ export function planInstallation(
     const keys: string[] = [];
     for (const field of art.maps) {
       const binding = nf.maps.find((m) => m.name === field.name)!;
-      const key = binding.shared ? `shared.${binding.map}` : `${nf.uuid}.${field.name}`;
       const type = canonicalType(field.type);
+      // Owned maps belong to the chain's instance name, not its build: a new build of the NF
+      // keeps its state (allow-lists…) as long as the map's shape is unchanged.
+      const key = binding.shared
+        ? `shared.${binding.map}`
+        : `${nf.name}.${field.name}.${type}-${field.maxEntries}-${field.keySize}x${field.valueSize}`;
       const spec: MapInstallSpec = {
         key,
         name: (binding.shared ? binding.map : field.name).slice(0, 15),
@@ -325,7 +332,7 @@ export function planInstallation(
     rx = {
       id: RX_INSTANCE,
       actions: [{ kind: "upcall", arg: entry.id, target: plan.entry }],
-      pins: { prog: `${pins.dir}/nf/rx/prog`, actions: `${pins.dir}/nf/rx/actions` },
+      pins: { prog: `${pins.dir}/nf/rx/prog`, actions: slotTablePin(pins.dir, RX_INSTANCE) },
     };
   }
 

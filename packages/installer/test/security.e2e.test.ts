@@ -3,22 +3,13 @@ import {
   createVethPair,
   describeKernel,
   exchangeFrames,
-  ipv4Bytes,
   udpFrame,
   type VethPair,
 } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { BuiltChain } from "../src/artifacts";
 import { Dataplane } from "../src/kernel";
-import { builtChainFile, install, stateDir } from "./helpers";
-
-/** nf::LpmKeyV4 { prefix_len: u32, addr: [u8; 4] } */
-export const lpmKeyV4 = (ip: string, prefix = 32): Buffer => {
-  const k = Buffer.alloc(8);
-  k.writeUInt32LE(prefix, 0);
-  ipv4Bytes(ip).copy(k, 4);
-  return k;
-};
+import { builtChainFile, install, lpmKeyV4, stateDir } from "./helpers";
 
 describeKernel("installer: chains/security.toml (XDP + AF_XDP userland DPI)", () => {
   let veth: VethPair;

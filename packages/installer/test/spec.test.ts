@@ -67,13 +67,17 @@ describe("planInstallation: fresh install", () => {
       actions: [{ kind: "tx", arg: 0 }],
     });
     expect(nf!.library).toBeUndefined();
-    expect(nf!.pins.actions).toBe("/sys/fs/bpf/galette/veth0@dut/nf/0/actions");
+    expect(nf!.pins).toEqual({
+      prog: "/sys/fs/bpf/galette/veth0@dut/nf/0/prog",
+      actions: "/sys/fs/bpf/galette/veth0@dut/tables/0",
+      counts: "/sys/fs/bpf/galette/veth0@dut/nf/0/counts",
+    });
     expect(r.spec.maps).toEqual([
       expect.objectContaining({
-        key: `${nf!.uuid}.counters`,
+        key: "macswap.counters.array-1-4x8",
         type: "array",
         flags: 0,
-        pin: `/sys/fs/bpf/galette/veth0@dut/maps/${nf!.uuid}~counters`,
+        pin: "/sys/fs/bpf/galette/veth0@dut/maps/macswap~counters~array-1-4x8",
       }),
     ]);
     expect(r).toMatchObject({ created: [0], reused: [], retired: [] });
@@ -265,9 +269,20 @@ describe("planInstallation: reconfiguration diff", () => {
     expect(r.reused).toHaveLength(2);
     const newAc = r.spec.instances.find((i) => i.name === "access-control")!;
     expect(r.spec.entry).toBe(newAc.id);
-    // a new UUID: its owned allow-list is a new map, the old one retires with it
-    expect(r.maps.created).toEqual([`${newAc.uuid}.allow_list`]);
-    expect(r.maps.retired).toHaveLength(1);
+    // a new build of the same instance keeps its owned allow-list (same shape)
+    expect(r.maps.created).toEqual([]);
+    expect(r.maps.retired).toEqual([]);
+    expect(newAc.maps).toEqual(["access-control.allow_list.lpm_trie-65535-8x1"]);
+  });
+
+  it("an owned map whose shape changes is a new map; the old one retires", () => {
+    const a = securityArtifacts();
+    a.get("access-control")!.maps[0]!.valueSize = 4;
+    const r = planInstallation(chainFile("security.toml"), a, target, { live });
+    expect(r.maps.created).toEqual(["access-control.allow_list.lpm_trie-65535-8x4"]);
+    expect(r.maps.retired).toEqual(["access-control.allow_list.lpm_trie-65535-8x1"]);
+    expect(r.created).toHaveLength(1);
+    expect(r.retired).toEqual([idOf(live, "access-control")]);
   });
 
   it("runs out of slots with a clear error", () => {

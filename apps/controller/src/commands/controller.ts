@@ -80,14 +80,13 @@ export function registerControllerCommands(program: Command): void {
     .option("--public-url <url>", "controller URL written into device bundles (default: the listen address)")
     .action(async (flags: { data: string; listen: string; publicUrl?: string }) => {
       const { host, port } = parseListen(flags.listen);
-      const nfBuilder = nfBuilderForServe();
       const running = await startController({
         dataDir: flags.data,
         host,
         port,
         logger: pino({ level: process.env.GALETTE_LOG_LEVEL ?? "info" }),
         ...(flags.publicUrl ? { publicUrl: flags.publicUrl } : {}),
-        ...(nfBuilder ? { nfBuilder } : {}),
+        nfBuilder: nfBuilderForServe(),
       });
       writeFileSync(
         join(flags.data, SERVE_INFO_FILE),

@@ -10,10 +10,16 @@
 // Uncontended, a futex mutex costs no syscall. The fill ring has room for every frame, so
 // recycling never fails.
 //
-// Action tables are read from their maps by the JS thread (start, reloadActions) into an
-// immutable snapshot published through an atomic pointer; workers load it once per batch,
-// so the fast path makes no syscalls except AF_XDP wake-ups (and whatever the NFs do).
+// The instance table (which native NF runs as which instance, with which map fds, and
+// every instance's action table) is built by the JS thread (start, updateInstances,
+// reloadActions) as an immutable object and published through an atomic pointer; workers
+// load it once per batch, so the fast path makes no syscalls except AF_XDP wake-ups (and
+// whatever the NFs do) and takes no lock for it. Retiring a table (and the libraries and
+// fds only it references) uses hazard pointers: each worker announces the table it holds
+// and clears the announcement before it sleeps; the JS thread frees a retired table once
+// no worker announces it.
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -83,12 +89,6 @@ struct InstanceStats {
   Counter variants[GALETTE_MAX_ACTIONS];
 };
 
-struct ActionSnapshot {
-  uint64_t generation = 0;
-  bool known[GALETTE_MAX_INSTANCES] = {};
-  galette_action actions[GALETTE_MAX_INSTANCES][GALETTE_MAX_ACTIONS] = {};
-};
-
 struct InstanceConfig {
   uint32_t id = 0;
   int actions_fd = -1;
@@ -96,10 +96,48 @@ struct InstanceConfig {
   std::vector<int> map_fds;
 };
 
-struct NfLibrary {
+using NfPacketFn = uint32_t (*)(galette_pkt*, const int*);
+
+// One NF instance as the workers run it. Owns duplicates of the caller's fds (the caller
+// may close its own once the instance is retired) and a dlopen reference to its library;
+// both are released when the last table referencing the instance is freed, which only
+// happens after no worker can still be running it. Built and destroyed on the JS thread.
+struct LoadedInstance {
+  uint32_t id = 0;
+  std::string library;
+  int actions_fd = -1;
+  std::vector<int> map_fds;
   void* handle = nullptr;
-  uint32_t (*packet)(galette_pkt*, const int*) = nullptr;
+  NfPacketFn packet = nullptr;
+
+  LoadedInstance() = default;
+  LoadedInstance(const LoadedInstance&) = delete;
+  LoadedInstance& operator=(const LoadedInstance&) = delete;
+  ~LoadedInstance() {
+    if (actions_fd >= 0) close(actions_fd);
+    for (int fd : map_fds) close(fd);
+    if (handle) dlclose(handle);
+  }
+  // Never NULL, even for an NF without maps.
+  const int* MapFds() const {
+    static const int kNoMaps[1] = {-1};
+    return map_fds.empty() ? kNoMaps : map_fds.data();
+  }
+};
+
+struct NfEntry {
+  NfPacketFn packet = nullptr;
   const int* map_fds = nullptr;
+};
+
+// What workers read per frame. Immutable once published.
+struct InstanceTable {
+  uint64_t generation = 0;
+  bool known[GALETTE_MAX_INSTANCES] = {};
+  galette_action actions[GALETTE_MAX_INSTANCES][GALETTE_MAX_ACTIONS] = {};
+  NfEntry nf[GALETTE_MAX_INSTANCES] = {};
+  // Keeps libraries and fds alive while this table may be in use (JS thread only).
+  std::vector<std::shared_ptr<LoadedInstance>> owners;
 };
 
 enum class State : int { Starting = 0, Running = 1, Failed = 2, Stopped = 3 };
@@ -130,20 +168,22 @@ struct Worker {
   int fd = -1;
   std::thread thread;
   std::atomic<State> state{State::Starting};
-  std::atomic<uint64_t> seen_generation{0};
+  // Hazard pointer: the table this worker may be reading, nullptr while it sleeps or is done.
+  std::atomic<const InstanceTable*> holding{nullptr};
+  // Generation of the last table this worker picked up (stats only).
+  std::atomic<uint64_t> last_generation{0};
   std::mutex error_mutex;
   std::string error;
   int error_errno = 0;
   WorkerStats stats;
   std::unique_ptr<InstanceStats[]> instances{new InstanceStats[GALETTE_MAX_INSTANCES]};
-  NfLibrary libs[GALETTE_MAX_INSTANCES];
   bool tx_outstanding = false;
 
   void Run(Pool* pool);
-  bool LoadLibraries(Pool* pool);
-  void UnloadLibraries();
+  const InstanceTable* Enter(Pool* pool);
+  void Leave() { holding.store(nullptr, std::memory_order_release); }
   void Fail(Pool* pool, int err, const std::string& message);
-  bool Process(Pool* pool, const ActionSnapshot* snap, uint64_t addr, uint32_t len, xdp_desc* out);
+  bool Process(Pool* pool, const InstanceTable* table, uint64_t addr, uint32_t len, xdp_desc* out);
   void KickTx();
 };
 
@@ -154,7 +194,9 @@ struct Pool {
   uint32_t ring_size = 2048, batch_size = 64, poll_timeout_ms = 1000;
   bool busy_poll = false;
   int xsk_map_fd = -1, xsk_count_fd = -1;
-  std::vector<InstanceConfig> instances;
+  // The instance set of the current table (JS thread only; ids stay readable after stop).
+  std::vector<std::shared_ptr<LoadedInstance>> instances;
+  std::vector<uint32_t> instance_ids;
 
   // resources
   void* area = nullptr;
@@ -165,8 +207,8 @@ struct Pool {
   std::mutex ring_lock;
   int wake_fd = -1;
   std::vector<std::unique_ptr<Worker>> workers;
-  std::atomic<ActionSnapshot*> current{nullptr};
-  std::vector<ActionSnapshot*> retired;
+  std::atomic<InstanceTable*> current{nullptr};
+  std::vector<InstanceTable*> retired;  // published before, maybe still held by a worker
   uint64_t generation = 0;
   std::atomic<bool> stop{false};
   bool running = false;
@@ -228,53 +270,23 @@ void Worker::Fail(Pool* pool, int err, const std::string& message) {
   pool->Emit(new Event{"error", index, message, err});
 }
 
-bool Worker::LoadLibraries(Pool* pool) {
-  for (const InstanceConfig& inst : pool->instances) {
-    if (inst.library.empty()) continue;
-    std::string where = "worker " + std::to_string(index) + ": NF instance " + std::to_string(inst.id) + " library " +
-                        inst.library;
-    dlerror();
-    void* h = dlopen(inst.library.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-      const char* why = dlerror();
-      Fail(pool, ENOENT, where + ": dlopen failed: " + (why ? why : "unknown error"));
-      return false;
+// Picks up the current table and announces it, re-checking that it is still current after
+// the announcement: then the JS thread, which reads announcements after swapping the
+// pointer, cannot miss it (all seq_cst). The table is not touched before that check.
+const InstanceTable* Worker::Enter(Pool* pool) {
+  for (;;) {
+    const InstanceTable* t = pool->current.load();
+    holding.store(t);
+    if (pool->current.load() == t) {
+      last_generation.store(t->generation, std::memory_order_relaxed);
+      return t;
     }
-    libs[inst.id].handle = h;
-    auto version = reinterpret_cast<uint32_t (*)()>(dlsym(h, "galette_nf_abi_version"));
-    if (!version) {
-      Fail(pool, ENOENT, where + ": does not export galette_nf_abi_version");
-      return false;
-    }
-    uint32_t v = version();
-    if (v != GALETTE_ABI_VERSION) {
-      Fail(pool, EPROTO,
-           where + ": ABI version " + std::to_string(v) + ", this worker speaks " + std::to_string(GALETTE_ABI_VERSION));
-      return false;
-    }
-    auto packet = reinterpret_cast<uint32_t (*)(galette_pkt*, const int*)>(dlsym(h, "galette_nf_packet"));
-    if (!packet) {
-      Fail(pool, ENOENT, where + ": does not export galette_nf_packet");
-      return false;
-    }
-    libs[inst.id].packet = packet;
-    // Never NULL, even for an NF without maps.
-    static const int kNoMaps[1] = {-1};
-    libs[inst.id].map_fds = inst.map_fds.empty() ? kNoMaps : inst.map_fds.data();
-  }
-  return true;
-}
-
-void Worker::UnloadLibraries() {
-  for (auto& lib : libs) {
-    if (lib.handle) dlclose(lib.handle);
-    lib = NfLibrary{};
   }
 }
 
 // Runs one frame to completion. Returns true with `out` set when the frame is to be
 // transmitted; false when it is to be recycled (every such outcome is counted).
-bool Worker::Process(Pool* pool, const ActionSnapshot* snap, uint64_t addr, uint32_t len, xdp_desc* out) {
+bool Worker::Process(Pool* pool, const InstanceTable* table, uint64_t addr, uint32_t len, xdp_desc* out) {
   uint8_t* base = static_cast<uint8_t*>(pool->area);
   uint64_t frame = pool->FrameOf(addr);
   uint64_t offset = addr - frame;
@@ -286,11 +298,11 @@ bool Worker::Process(Pool* pool, const ActionSnapshot* snap, uint64_t addr, uint
   }
   galette_upcall_meta meta;
   memcpy(&meta, base + addr - sizeof meta, sizeof meta);
-  if (meta.instance >= GALETTE_MAX_INSTANCES || meta.action >= GALETTE_MAX_ACTIONS || !snap->known[meta.instance]) {
+  if (meta.instance >= GALETTE_MAX_INSTANCES || meta.action >= GALETTE_MAX_ACTIONS || !table->known[meta.instance]) {
     stats.badMeta.Add(1);
     return false;
   }
-  galette_action act = snap->actions[meta.instance][meta.action];
+  galette_action act = table->actions[meta.instance][meta.action];
   galette_pkt pkt{base + addr, len, static_cast<uint32_t>(offset),
                   static_cast<uint32_t>(pool->frame_size - offset - len)};
   for (uint32_t hops = 0;; hops++) {
@@ -321,19 +333,20 @@ bool Worker::Process(Pool* pool, const ActionSnapshot* snap, uint64_t addr, uint
       return false;
     }
     uint32_t next = act.arg;
-    if (next >= GALETTE_MAX_INSTANCES || !libs[next].packet) {
+    if (next >= GALETTE_MAX_INSTANCES || !table->nf[next].packet) {
       stats.noNf.Add(1);
       return false;
     }
+    const NfEntry& nf = table->nf[next];
     uint64_t t0 = NowNs();
-    uint32_t variant = libs[next].packet(&pkt, libs[next].map_fds);
+    uint32_t variant = nf.packet(&pkt, nf.map_fds);
     uint64_t t1 = NowNs();
     InstanceStats& is = instances[next];
     is.calls.Add(1);
     is.nanoseconds.Add(t1 - t0);
     stats.nfCalls.Add(1);
     stats.nfNanoseconds.Add(t1 - t0);
-    if (variant >= GALETTE_MAX_ACTIONS || !snap->known[next]) {
+    if (variant >= GALETTE_MAX_ACTIONS || !table->known[next]) {
       stats.badVariant.Add(1);
       return false;
     }
@@ -342,7 +355,7 @@ bool Worker::Process(Pool* pool, const ActionSnapshot* snap, uint64_t addr, uint
       stats.badPacket.Add(1);
       return false;
     }
-    act = snap->actions[next][variant];
+    act = table->actions[next][variant];
   }
 }
 
@@ -364,18 +377,15 @@ void Worker::KickTx() {
 }
 
 void Worker::Run(Pool* pool) {
-  if (!LoadLibraries(pool)) {
-    UnloadLibraries();
-    return;
-  }
   state.store(State::Running);
   pool->Emit(new Event{"ready", index, "", 0});
   const uint32_t batch = pool->batch_size;
   std::vector<uint64_t> dropped(batch);
   std::vector<xdp_desc> out(batch);
+  const InstanceTable* table = nullptr;
   while (!pool->stop.load(std::memory_order_relaxed)) {
-    const ActionSnapshot* snap = pool->current.load(std::memory_order_acquire);
-    seen_generation.store(snap->generation);
+    // One atomic load per iteration; the announcement only when the table changed.
+    if (pool->current.load(std::memory_order_acquire) != table) table = Enter(pool);
     uint32_t ridx = 0;
     uint32_t n = xsk_ring_cons__peek(&rx, batch, &ridx);
     if (n == 0) {
@@ -388,6 +398,9 @@ void Worker::Run(Pool* pool) {
         }
         continue;
       }
+      // Holding no table while asleep lets updates complete without waking us.
+      Leave();
+      table = nullptr;
       pollfd fds[2] = {{fd, POLLIN, 0}, {pool->wake_fd, POLLIN, 0}};
       stats.wakeups.Add(1);
       int r = poll(fds, 2, tx_outstanding ? 1 : static_cast<int>(pool->poll_timeout_ms));
@@ -402,7 +415,7 @@ void Worker::Run(Pool* pool) {
     uint32_t n_dropped = 0, n_tx = 0;
     for (uint32_t i = 0; i < n; i++) {
       const xdp_desc* d = xsk_ring_cons__rx_desc(&rx, ridx + i);
-      if (Process(pool, snap, d->addr, d->len, &out[n_tx])) n_tx++;
+      if (Process(pool, table, d->addr, d->len, &out[n_tx])) n_tx++;
       else dropped[n_dropped++] = d->addr;
     }
     xsk_ring_cons__release(&rx, n);
@@ -423,7 +436,7 @@ void Worker::Run(Pool* pool) {
     }
     pool->Recycle(dropped.data(), n_dropped, true);
   }
-  UnloadLibraries();
+  Leave();
   if (state.load() == State::Running) state.store(State::Stopped);
 }
 
@@ -432,47 +445,127 @@ std::set<Pool*>& LivePools() {
   return pools;
 }
 
-// Reads every configured instance's action table into a new snapshot (JS thread).
-ActionSnapshot* ReadActions(Napi::Env env, Pool* pool, uint64_t generation) {
-  auto snap = std::make_unique<ActionSnapshot>();
-  snap->generation = generation;
-  for (const InstanceConfig& inst : pool->instances) {
-    snap->known[inst.id] = true;
-    for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) {
-      galette_action a{};
-      if (bpf_map_lookup_elem(inst.actions_fd, &v, &a) != 0) {
-        // A table with fewer entries than GALETTE_MAX_ACTIONS: missing variants abort, as in XDP.
-        if (errno == ENOENT) continue;
-        ThrowErrno(env, errno,
-                   "read action table of NF instance " + std::to_string(inst.id) + " (map fd " +
-                       std::to_string(inst.actions_fd) + ", variant " + std::to_string(v) + ")");
-      }
-      snap->actions[inst.id][v] = a;
-    }
-  }
-  return snap.release();
+// A native NF library that cannot be used: the error names the instance and the path,
+// and carries errno/code plus `instance` and `library` so callers can tell it apart.
+[[noreturn]] void ThrowLibraryError(Napi::Env env, int err, const InstanceConfig& inst, const std::string& why) {
+  Napi::Error e = Napi::Error::New(env, "NF instance " + std::to_string(inst.id) + " library " + inst.library + ": " + why);
+  e.Set("errno", Napi::Number::New(env, err));
+  e.Set("code", Napi::String::New(env, ErrnoName(err)));
+  e.Set("instance", Napi::Number::New(env, inst.id));
+  e.Set("library", Napi::String::New(env, inst.library));
+  throw e;
 }
 
-// Frees retired snapshots no worker can still be reading.
-void Reclaim(Pool* pool, bool all) {
-  uint64_t min_seen = UINT64_MAX;
-  for (auto& w : pool->workers) {
-    State st = w->state.load();
-    if (st == State::Failed || st == State::Stopped) continue;  // out of the loop for good
-    min_seen = std::min(min_seen, w->seen_generation.load());
+int DupFd(Napi::Env env, int fd, const std::string& what) {
+  int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (dup < 0) ThrowErrno(env, errno, "duplicate " + what + " (fd " + std::to_string(fd) + ")");
+  return dup;
+}
+
+bpf_map_info MapInfo(Napi::Env env, int fd, const std::string& what) {
+  bpf_map_info mi{};
+  uint32_t len = sizeof mi;
+  if (bpf_obj_get_info_by_fd(fd, &mi, &len) != 0)
+    ThrowErrno(env, errno, "inspect " + what + " (fd " + std::to_string(fd) + ")");
+  return mi;
+}
+
+// Checks one instance's maps and loads its library, on the calling (JS) thread, so every
+// problem is reported before the workers see anything. Throws; nothing leaks on a throw.
+std::shared_ptr<LoadedInstance> LoadInstance(Napi::Env env, const InstanceConfig& inst) {
+  auto li = std::make_shared<LoadedInstance>();
+  li->id = inst.id;
+  li->library = inst.library;
+  std::string table = "action table of instance " + std::to_string(inst.id);
+  bpf_map_info a = MapInfo(env, inst.actions_fd, table);
+  if (a.type != BPF_MAP_TYPE_ARRAY || a.key_size != 4 || a.value_size != sizeof(galette_action))
+    ThrowErrno(env, EINVAL,
+               table + " must be an ARRAY u32 -> struct galette_action (8 bytes), got type " + std::to_string(a.type) +
+                   " key " + std::to_string(a.key_size) + " value " + std::to_string(a.value_size));
+  li->actions_fd = DupFd(env, inst.actions_fd, table);
+  for (size_t j = 0; j < inst.map_fds.size(); j++) {
+    std::string what = "map " + std::to_string(j) + " of instance " + std::to_string(inst.id);
+    MapInfo(env, inst.map_fds[j], what);
+    li->map_fds.push_back(DupFd(env, inst.map_fds[j], what));
   }
-  std::vector<ActionSnapshot*> keep;
-  for (ActionSnapshot* s : pool->retired) {
-    if (all || s->generation < min_seen) delete s;
-    else keep.push_back(s);
+  if (inst.library.empty()) return li;
+  dlerror();
+  li->handle = dlopen(inst.library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!li->handle) {
+    const char* why = dlerror();
+    ThrowLibraryError(env, ENOENT, inst, std::string("dlopen failed: ") + (why ? why : "unknown error"));
+  }
+  auto version = reinterpret_cast<uint32_t (*)()>(dlsym(li->handle, "galette_nf_abi_version"));
+  if (!version) ThrowLibraryError(env, ENOENT, inst, "does not export galette_nf_abi_version");
+  uint32_t v = version();
+  if (v != GALETTE_ABI_VERSION)
+    ThrowLibraryError(env, EPROTO, inst,
+                      "ABI version " + std::to_string(v) + ", this worker speaks " + std::to_string(GALETTE_ABI_VERSION));
+  li->packet = reinterpret_cast<NfPacketFn>(dlsym(li->handle, "galette_nf_packet"));
+  if (!li->packet) ThrowLibraryError(env, ENOENT, inst, "does not export galette_nf_packet");
+  return li;
+}
+
+std::vector<std::shared_ptr<LoadedInstance>> LoadInstances(Napi::Env env, const std::vector<InstanceConfig>& configs) {
+  std::vector<std::shared_ptr<LoadedInstance>> out;
+  for (const InstanceConfig& c : configs) out.push_back(LoadInstance(env, c));
+  return out;
+}
+
+// Builds a table over `instances`, reading every action table now (JS thread).
+std::unique_ptr<InstanceTable> BuildTable(Napi::Env env, const std::vector<std::shared_ptr<LoadedInstance>>& instances,
+                                          uint64_t generation) {
+  auto t = std::make_unique<InstanceTable>();
+  t->generation = generation;
+  t->owners = instances;
+  for (const auto& inst : instances) {
+    t->known[inst->id] = true;
+    if (inst->packet) t->nf[inst->id] = NfEntry{inst->packet, inst->MapFds()};
+    for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) {
+      galette_action a{};
+      if (bpf_map_lookup_elem(inst->actions_fd, &v, &a) != 0) {
+        // A table with fewer entries than GALETTE_MAX_ACTIONS: missing variants abort, as in XDP.
+        if (errno == ENOENT) continue;
+        ThrowErrno(env, errno, "read action table of NF instance " + std::to_string(inst->id) + " (variant " + std::to_string(v) + ")");
+      }
+      t->actions[inst->id][v] = a;
+    }
+  }
+  return t;
+}
+
+// Frees retired tables no worker announces (all of them once the threads are joined).
+// Dropping a table's owners is what dlcloses retired libraries and closes their fds.
+void Reclaim(Pool* pool, bool all) {
+  std::vector<InstanceTable*> keep;
+  for (InstanceTable* t : pool->retired) {
+    bool held = false;
+    if (!all)
+      for (auto& w : pool->workers) held = held || w->holding.load() == t;
+    if (held) keep.push_back(t);
+    else delete t;
   }
   pool->retired.swap(keep);
 }
 
-void Publish(Pool* pool, ActionSnapshot* snap) {
-  ActionSnapshot* old = pool->current.exchange(snap);
+// Makes `table` the one workers pick up from their next batch; its instance set becomes
+// the pool's. The previous table is retired, not freed.
+void Publish(Pool* pool, std::unique_ptr<InstanceTable> table) {
+  pool->generation = table->generation;
+  pool->instances = table->owners;
+  pool->instance_ids.clear();
+  for (const auto& inst : pool->instances) pool->instance_ids.push_back(inst->id);
+  InstanceTable* old = pool->current.exchange(table.release());
   if (old) pool->retired.push_back(old);
   Reclaim(pool, false);
+}
+
+// True once no worker can be running a table older than `generation`.
+bool Quiesced(Pool* pool, uint64_t generation) {
+  Reclaim(pool, false);
+  for (InstanceTable* t : pool->retired)
+    if (t->generation < generation) return false;
+  return true;
 }
 
 // Undoes whatever Start managed to set up; safe on a partly started pool. Returns the
@@ -515,8 +608,9 @@ std::string Teardown(Pool* pool) {
   pool->area = nullptr;
   if (pool->wake_fd >= 0) close(pool->wake_fd);
   pool->wake_fd = -1;
-  if (ActionSnapshot* s = pool->current.exchange(nullptr)) pool->retired.push_back(s);
+  if (InstanceTable* t = pool->current.exchange(nullptr)) pool->retired.push_back(t);
   Reclaim(pool, true);
+  pool->instances.clear();
   if (pool->has_events) {
     pool->events.Release();
     pool->has_events = false;
@@ -539,7 +633,40 @@ uint32_t GetU32(Napi::Env env, Napi::Object o, const char* key, uint32_t fallbac
 
 bool IsPow2(uint32_t v) { return v && !(v & (v - 1)); }
 
-void ParseConfig(Napi::Env env, Napi::Object cfg, Pool* pool) {
+// Reads an instance list (start config or update); `what` prefixes errors.
+std::vector<InstanceConfig> ParseInstances(Napi::Env env, Napi::Value list, const std::string& what) {
+  if (!list.IsArray()) ThrowType(env, what + " must be an array");
+  Napi::Array arr = list.As<Napi::Array>();
+  std::vector<InstanceConfig> out;
+  std::set<uint32_t> seen;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    std::string at = what + "[" + std::to_string(i) + "]";
+    if (!arr.Get(i).IsObject()) ThrowType(env, at + " must be an object");
+    Napi::Object e = arr.Get(i).As<Napi::Object>();
+    InstanceConfig inst;
+    inst.id = GetU32(env, e, "id", UINT32_MAX, 0, GALETTE_MAX_INSTANCES - 1);
+    if (inst.id == UINT32_MAX) ThrowType(env, at + ".id is required");
+    if (!seen.insert(inst.id).second) ThrowType(env, "instance id " + std::to_string(inst.id) + " is listed twice");
+    inst.actions_fd = static_cast<int>(GetU32(env, e, "actionsMapFd", UINT32_MAX, 0, INT32_MAX));
+    if (inst.actions_fd < 0) ThrowType(env, at + ".actionsMapFd is required");
+    if (e.Get("library").IsString()) inst.library = e.Get("library").As<Napi::String>().Utf8Value();
+    Napi::Value fds = e.Get("mapFds");
+    if (fds.IsArray()) {
+      Napi::Array fa = fds.As<Napi::Array>();
+      if (fa.Length() > GALETTE_MAX_MAPS)
+        ThrowType(env, "instance " + std::to_string(inst.id) + " has " + std::to_string(fa.Length()) + " map fds, at most " +
+                           std::to_string(GALETTE_MAX_MAPS));
+      for (uint32_t j = 0; j < fa.Length(); j++) {
+        if (!fa.Get(j).IsNumber()) ThrowType(env, "instance " + std::to_string(inst.id) + " mapFds must be numbers");
+        inst.map_fds.push_back(fa.Get(j).As<Napi::Number>().Int32Value());
+      }
+    }
+    out.push_back(std::move(inst));
+  }
+  return out;
+}
+
+std::vector<InstanceConfig> ParseConfig(Napi::Env env, Napi::Object cfg, Pool* pool) {
   if (!cfg.Get("ifname").IsString()) ThrowType(env, "worker pool option ifname must be a string");
   pool->ifname = cfg.Get("ifname").As<Napi::String>().Utf8Value();
   if (cfg.Get("netns").IsString()) pool->netns = cfg.Get("netns").As<Napi::String>().Utf8Value();
@@ -559,43 +686,12 @@ void ParseConfig(Napi::Env env, Napi::Object cfg, Pool* pool) {
   pool->xsk_count_fd = static_cast<int>(GetU32(env, cfg, "xskCountMapFd", UINT32_MAX, 0, INT32_MAX));
   if (pool->xsk_map_fd < 0 || pool->xsk_count_fd < 0)
     ThrowType(env, "worker pool options xskMapFd and xskCountMapFd are required");
-  Napi::Value list = cfg.Get("instances");
-  if (!list.IsArray()) ThrowType(env, "worker pool option instances must be an array");
-  Napi::Array arr = list.As<Napi::Array>();
-  std::set<uint32_t> seen;
-  for (uint32_t i = 0; i < arr.Length(); i++) {
-    if (!arr.Get(i).IsObject()) ThrowType(env, "instances[" + std::to_string(i) + "] must be an object");
-    Napi::Object e = arr.Get(i).As<Napi::Object>();
-    InstanceConfig inst;
-    inst.id = GetU32(env, e, "id", UINT32_MAX, 0, GALETTE_MAX_INSTANCES - 1);
-    if (inst.id == UINT32_MAX) ThrowType(env, "instances[" + std::to_string(i) + "].id is required");
-    if (!seen.insert(inst.id).second) ThrowType(env, "instance id " + std::to_string(inst.id) + " is listed twice");
-    inst.actions_fd = static_cast<int>(GetU32(env, e, "actionsMapFd", UINT32_MAX, 0, INT32_MAX));
-    if (inst.actions_fd < 0) ThrowType(env, "instances[" + std::to_string(i) + "].actionsMapFd is required");
-    if (e.Get("library").IsString()) inst.library = e.Get("library").As<Napi::String>().Utf8Value();
-    Napi::Value fds = e.Get("mapFds");
-    if (fds.IsArray()) {
-      Napi::Array fa = fds.As<Napi::Array>();
-      if (fa.Length() > GALETTE_MAX_MAPS)
-        ThrowType(env, "instance " + std::to_string(inst.id) + " has " + std::to_string(fa.Length()) + " map fds, at most " +
-                           std::to_string(GALETTE_MAX_MAPS));
-      for (uint32_t j = 0; j < fa.Length(); j++) {
-        if (!fa.Get(j).IsNumber()) ThrowType(env, "instance " + std::to_string(inst.id) + " mapFds must be numbers");
-        inst.map_fds.push_back(fa.Get(j).As<Napi::Number>().Int32Value());
-      }
-    }
-    pool->instances.push_back(std::move(inst));
-  }
+  return ParseInstances(env, cfg.Get("instances"), "worker pool option instances");
 }
 
 // Checks the maps the pool writes to or reads from have the shapes the ABI says.
 void CheckMaps(Napi::Env env, Pool* pool) {
-  auto info = [&](int fd, const std::string& what) {
-    bpf_map_info mi{};
-    uint32_t len = sizeof mi;
-    if (bpf_obj_get_info_by_fd(fd, &mi, &len) != 0) ThrowErrno(env, errno, "inspect " + what + " (fd " + std::to_string(fd) + ")");
-    return mi;
-  };
+  auto info = [&](int fd, const std::string& what) { return MapInfo(env, fd, what); };
   bpf_map_info x = info(pool->xsk_map_fd, "XSKMAP");
   if (x.type != BPF_MAP_TYPE_XSKMAP) ThrowErrno(env, EINVAL, "xskMapFd " + std::to_string(pool->xsk_map_fd) + " is not an XSKMAP");
   if (x.max_entries < pool->worker_count)
@@ -603,13 +699,6 @@ void CheckMaps(Napi::Env env, Pool* pool) {
   bpf_map_info c = info(pool->xsk_count_fd, "socket count map");
   if (c.type != BPF_MAP_TYPE_ARRAY || c.key_size != 4 || c.value_size != 4)
     ThrowErrno(env, EINVAL, "xskCountMapFd must be an ARRAY u32 -> u32 (galette_xsk_count)");
-  for (const InstanceConfig& inst : pool->instances) {
-    bpf_map_info a = info(inst.actions_fd, "action table of instance " + std::to_string(inst.id));
-    if (a.type != BPF_MAP_TYPE_ARRAY || a.key_size != 4 || a.value_size != sizeof(galette_action))
-      ThrowErrno(env, EINVAL,
-                 "action table of instance " + std::to_string(inst.id) + " must be an ARRAY u32 -> struct galette_action (8 bytes), got type " +
-                     std::to_string(a.type) + " key " + std::to_string(a.key_size) + " value " + std::to_string(a.value_size));
-  }
 }
 
 void SetUp(Napi::Env env, Pool* pool) {
@@ -685,21 +774,20 @@ void FinalizePool(Napi::Env, Pool* pool) {
   delete pool;
 }
 
-// poolStart(config, onEvent) -> handle. Sockets, UMEM and XSKMAP entries are set up here,
-// synchronously, so interface and map errors throw; each worker then loads its NF
-// libraries on its own thread and reports "ready" or "error" through onEvent.
+// poolStart(config, onEvent) -> handle. NF libraries are loaded and checked, then sockets,
+// UMEM and XSKMAP entries are set up, all here, synchronously, so library, interface and
+// map errors throw; each worker then reports "ready" (or a later "error") through onEvent.
 Napi::Value Start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) ThrowType(env, "worker pool config must be an object");
   if (!info[1].IsFunction()) ThrowType(env, "worker pool event callback must be a function");
   auto pool = std::make_unique<Pool>();
-  ParseConfig(env, info[0].As<Napi::Object>(), pool.get());
+  std::vector<InstanceConfig> configs = ParseConfig(env, info[0].As<Napi::Object>(), pool.get());
   CheckMaps(env, pool.get());
+  Publish(pool.get(), BuildTable(env, LoadInstances(env, configs), 1));
   pool->running = true;
   LivePools().insert(pool.get());
   try {
-    pool->generation = 1;
-    pool->current.store(ReadActions(env, pool.get(), pool->generation));
     SetUp(env, pool.get());
     pool->events = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "galette-xsk-workers", 0, 1);
     pool->has_events = true;
@@ -713,8 +801,10 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
         try {
           wp->Run(pp);
         } catch (const std::exception& e) {
+          wp->Leave();
           wp->Fail(pp, EIO, "worker " + std::to_string(wp->index) + ": " + e.what());
         } catch (...) {
+          wp->Leave();
           wp->Fail(pp, EIO, "worker " + std::to_string(wp->index) + ": unknown failure");
         }
       });
@@ -741,10 +831,31 @@ Napi::Value Reload(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Pool* pool = GetPool(info);
   if (!pool->running) ThrowType(env, "worker pool on " + pool->ifname + " is stopped");
-  ActionSnapshot* snap = ReadActions(env, pool, pool->generation + 1);
-  pool->generation++;
-  Publish(pool, snap);
+  Publish(pool, BuildTable(env, pool->instances, pool->generation + 1));
   return Napi::Number::New(env, static_cast<double>(pool->generation));
+}
+
+// poolUpdate(handle, instances) -> generation: loads and checks the new instance set on
+// this thread (libraries already loaded are shared, not reloaded), reads every action
+// table, and publishes the result as one table. Any error throws before the workers see
+// anything. Retired instances stay loaded until poolQuiesced says no worker runs them.
+Napi::Value Update(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Pool* pool = GetPool(info);
+  if (!pool->running) ThrowType(env, "worker pool on " + pool->ifname + " is stopped: cannot update its NF instances");
+  std::vector<InstanceConfig> configs = ParseInstances(env, info[1], "instances");
+  Publish(pool, BuildTable(env, LoadInstances(env, configs), pool->generation + 1));
+  return Napi::Number::New(env, static_cast<double>(pool->generation));
+}
+
+// poolQuiesced(handle, generation) -> bool: frees retired tables no worker holds (closing
+// their fds, dlclosing their libraries) and says whether any older than `generation` is
+// still held. Always true once the pool is stopped.
+Napi::Value QuiescedCall(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Pool* pool = GetPool(info);
+  double g = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0;
+  return Napi::Boolean::New(env, Quiesced(pool, static_cast<uint64_t>(g)));
 }
 
 Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -753,13 +864,15 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("generation", static_cast<double>(pool->generation));
   out.Set("running", pool->running);
+  // Tables replaced but not yet freed because a worker may still hold them.
+  out.Set("retiredTables", static_cast<double>(pool->retired.size()));
   Napi::Array workers = Napi::Array::New(env);
   for (uint32_t i = 0; i < pool->workers.size(); i++) {
     Worker* w = pool->workers[i].get();
     Napi::Object o = Napi::Object::New(env);
     o.Set("index", i);
     o.Set("state", StateName(w->state.load()));
-    o.Set("generation", static_cast<double>(w->seen_generation.load()));
+    o.Set("generation", static_cast<double>(w->last_generation.load(std::memory_order_relaxed)));
 #define X(name, doc) o.Set(#name, static_cast<double>(w->stats.name.Get()));
     GALETTE_WORKER_COUNTERS(X)
 #undef X
@@ -790,16 +903,18 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   out.Set("workers", workers);
   Napi::Array instances = Napi::Array::New(env);
   uint32_t k = 0;
-  for (const InstanceConfig& inst : pool->instances) {
+  // Counters are per instance id for the pool's life: an instance kept across updates
+  // keeps counting; only the current set is listed.
+  for (uint32_t id : pool->instance_ids) {
     uint64_t calls = 0, ns = 0, variants[GALETTE_MAX_ACTIONS] = {};
     for (auto& w : pool->workers) {
-      InstanceStats& s = w->instances[inst.id];
+      InstanceStats& s = w->instances[id];
       calls += s.calls.Get();
       ns += s.nanoseconds.Get();
       for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) variants[v] += s.variants[v].Get();
     }
     Napi::Object o = Napi::Object::New(env);
-    o.Set("id", inst.id);
+    o.Set("id", id);
     o.Set("calls", static_cast<double>(calls));
     o.Set("nanoseconds", static_cast<double>(ns));
     Napi::Array va = Napi::Array::New(env, GALETTE_MAX_ACTIONS);
@@ -827,6 +942,8 @@ void RegisterPool(Napi::Env env, Napi::Object exports) {
   exports.Set("poolStart", Napi::Function::New(env, Start));
   exports.Set("poolStop", Napi::Function::New(env, Stop));
   exports.Set("poolReload", Napi::Function::New(env, Reload));
+  exports.Set("poolUpdate", Napi::Function::New(env, Update));
+  exports.Set("poolQuiesced", Napi::Function::New(env, QuiescedCall));
   exports.Set("poolStats", Napi::Function::New(env, Stats));
   napi_add_env_cleanup_hook(env, CleanupAll, nullptr);
 }

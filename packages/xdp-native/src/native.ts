@@ -66,7 +66,13 @@ export interface NativePoolConfig {
   batchSize?: number;
   xskMapFd: number;
   xskCountMapFd: number;
-  instances: Array<{ id: number; actionsMapFd: number; library?: string; mapFds?: number[] }>;
+  instances: NativeInstanceConfig[];
+}
+export interface NativeInstanceConfig {
+  id: number;
+  actionsMapFd: number;
+  library?: string;
+  mapFds?: number[];
 }
 export interface NativeWorkerStats {
   index: number;
@@ -110,6 +116,7 @@ export interface NativeInstanceStats {
 export interface NativePoolStats {
   generation: number;
   running: boolean;
+  retiredTables: number;
   workers: NativeWorkerStats[];
   instances: NativeInstanceStats[];
 }
@@ -160,6 +167,8 @@ export interface NativeAddon {
   poolStart(config: NativePoolConfig, onEvent: (e: NativePoolEvent) => void): PoolHandle;
   poolStop(h: PoolHandle): void;
   poolReload(h: PoolHandle): number;
+  poolUpdate(h: PoolHandle, instances: NativeInstanceConfig[]): number;
+  poolQuiesced(h: PoolHandle, generation: number): boolean;
   poolStats(h: PoolHandle): NativePoolStats;
 }
 

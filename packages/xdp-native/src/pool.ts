@@ -1,6 +1,7 @@
 import type { BpfMap } from "./maps";
 import {
   isBpfError,
+  type NativeInstanceConfig,
   type NativeInstanceStats,
   type NativePoolEvent,
   type NativeWorkerStats,
@@ -54,6 +55,7 @@ export interface WorkerPoolOptions {
 export class WorkerError extends Error {
   readonly errno: number;
   readonly code: string;
+  /** the worker that reported it; -1 when found on the calling thread before any worker ran */
   readonly worker: number;
   constructor(e: NativePoolEvent, ifname: string) {
     super(`AF_XDP worker on ${ifname}: ${e.message}`);
@@ -64,21 +66,86 @@ export class WorkerError extends Error {
   }
 }
 
+/**
+ * A native NF library the pool cannot use (missing file or symbol, unresolved dependency,
+ * other ABI version). Found on the calling thread by start() and updateInstances(), before
+ * any worker sees the library; code is ENOENT (dlopen/dlsym) or EPROTO (ABI version).
+ */
+export class NfLibraryError extends WorkerError {
+  readonly instance: number;
+  readonly library: string;
+  constructor(
+    err: Error & { errno: number; code: string; instance: number; library: string },
+    ifname: string,
+  ) {
+    super({ type: "error", worker: -1, message: err.message, errno: err.errno, code: err.code }, ifname);
+    this.name = "NfLibraryError";
+    this.instance = err.instance;
+    this.library = err.library;
+  }
+}
+
+/** updateInstances() published its table, but a worker kept running an older one too long. */
+export class UpdateNotQuiescedError extends Error {
+  /** the generation that is live (workers run it from their next batch) */
+  readonly generation: number;
+  constructor(message: string, generation: number) {
+    super(message);
+    this.name = "UpdateNotQuiescedError";
+    this.generation = generation;
+  }
+}
+
+export interface InstanceUpdate {
+  /** generation of the published table (PoolStats.generation) */
+  generation: number;
+  /** instance ids by what the update did to them, each ascending */
+  added: number[];
+  removed: number[];
+  kept: number[];
+}
+
+export interface UpdateInstancesOptions {
+  /** how long to wait for every worker to leave the previous tables (default 5000 ms) */
+  quiesceTimeoutMs?: number;
+}
+
 export type WorkerStats = NativeWorkerStats;
 
 export interface InstanceStats extends NativeInstanceStats {}
 
 export interface PoolStats {
-  /** action-table generation the pool publishes (1 at start, +1 per reloadActions) */
+  /** table generation the pool publishes (1 at start, +1 per reloadActions/updateInstances) */
   generation: number;
   running: boolean;
+  /** replaced tables not freed yet because a worker may still hold them (0 when settled) */
+  retiredTables: number;
   workers: WorkerStats[];
-  /** per NF instance, summed over workers: calls, time inside the NF, per-variant counts */
+  /**
+   * per NF instance of the current set, summed over workers: calls, time inside the NF,
+   * per-variant counts. Counters belong to the instance id for the pool's life, so they
+   * carry on across updates that keep the id.
+   */
   instances: InstanceStats[];
   totals: { rx: number; tx: number; drop: number; abort: number; passUnsupported: number; dropped: number };
 }
 
 const fdOf = (m: BpfMap | number): number => (typeof m === "number" ? m : m.fd);
+
+const toNative = (i: NfInstanceConfig): NativeInstanceConfig => ({
+  id: i.id,
+  actionsMapFd: fdOf(i.actions),
+  library: i.library,
+  mapFds: (i.maps ?? []).map(fdOf),
+});
+
+function asLibraryError(err: unknown, ifname: string): unknown {
+  const e = err as { instance?: unknown; library?: unknown };
+  if (isBpfError(err) && typeof e.instance === "number" && typeof e.library === "string")
+    return new NfLibraryError(err as BpfErrorWithLibrary, ifname);
+  return err;
+}
+type BpfErrorWithLibrary = Error & { errno: number; code: string; instance: number; library: string };
 
 /**
  * AF_XDP workers running native NFs. See docs/dataplane.md for the worker model. The
@@ -87,8 +154,11 @@ const fdOf = (m: BpfMap | number): number => (typeof m === "number" ? m : m.fd);
 export class WorkerPool {
   #handle: PoolHandle | undefined;
   readonly #errors: WorkerError[] = [];
+  #instances: readonly NfInstanceConfig[];
 
-  private constructor(readonly options: Readonly<WorkerPoolOptions>) {}
+  private constructor(readonly options: Readonly<WorkerPoolOptions>) {
+    this.#instances = [...options.instances];
+  }
 
   static async start(options: WorkerPoolOptions): Promise<WorkerPool> {
     // The kernel releases a queue's UMEM asynchronously after its last socket closes, so a
@@ -128,29 +198,28 @@ export class WorkerPool {
       if (settle) settle(err);
       else o.onError?.(err);
     };
-    this.#handle = native().poolStart(
-      {
-        ifname: o.ifname,
-        netns: o.netns,
-        queue: o.queue,
-        workers: o.workers,
-        busyPoll: o.mode === "busy-poll",
-        pollTimeoutMs: o.pollTimeoutMs,
-        frameSize: o.frameSize,
-        frameCount: o.frameCount,
-        ringSize: o.ringSize,
-        batchSize: o.batchSize,
-        xskMapFd: fdOf(o.xskMap),
-        xskCountMapFd: fdOf(o.xskCountMap),
-        instances: o.instances.map((i) => ({
-          id: i.id,
-          actionsMapFd: fdOf(i.actions),
-          library: i.library,
-          mapFds: (i.maps ?? []).map(fdOf),
-        })),
-      },
-      onEvent,
-    );
+    try {
+      this.#handle = native().poolStart(
+        {
+          ifname: o.ifname,
+          netns: o.netns,
+          queue: o.queue,
+          workers: o.workers,
+          busyPoll: o.mode === "busy-poll",
+          pollTimeoutMs: o.pollTimeoutMs,
+          frameSize: o.frameSize,
+          frameCount: o.frameCount,
+          ringSize: o.ringSize,
+          batchSize: o.batchSize,
+          xskMapFd: fdOf(o.xskMap),
+          xskCountMapFd: fdOf(o.xskCountMap),
+          instances: o.instances.map(toNative),
+        },
+        onEvent,
+      );
+    } catch (err) {
+      throw asLibraryError(err, o.ifname);
+    }
     const timeoutMs = o.startTimeoutMs ?? 10_000;
     const timer = setTimeout(
       () =>
@@ -185,13 +254,76 @@ export class WorkerPool {
   }
 
   /**
-   * Re-reads every instance's action table and hands the snapshot to the workers (they
+   * Re-reads every instance's action table and hands the new table to the workers (they
    * pick it up at their next batch). Call after changing action entries: XDP sees map
    * updates at once, userland only through this. Returns the new generation.
    */
   reloadActions(): number {
     if (!this.#handle) throw new Error(`worker pool on ${this.options.ifname} is stopped`);
     return native().poolReload(this.#handle);
+  }
+
+  /** The instance set the workers run (the start options' until the first update). */
+  get instances(): readonly NfInstanceConfig[] {
+    return this.#instances;
+  }
+
+  /**
+   * Replaces the set of NF instances while the workers keep running (no socket is closed,
+   * no frame is dropped for it). Synchronously, on this thread: checks every action map
+   * and NF map, dlopens and ABI-checks every library, reads every instance's action table
+   * (so this subsumes reloadActions), and publishes the result to the workers as one
+   * immutable table. Each worker switches between two batches: a frame runs entirely on
+   * the old table or entirely on the new one. Any error rejects (NfLibraryError for a bad
+   * library, an Error naming the instance/map otherwise) and leaves the pool exactly as it
+   * was. The promise then resolves once no worker can still run an older table: retired
+   * instances' libraries are dlclosed and the pool's duplicates of their map fds closed, so
+   * the caller may now delete what only they used. Counters of kept ids carry on.
+   * A library already loaded under the same path is reused, not reloaded: give a new
+   * build a new path.
+   */
+  async updateInstances(
+    instances: NfInstanceConfig[],
+    options: UpdateInstancesOptions = {},
+  ): Promise<InstanceUpdate> {
+    const h = this.#handle;
+    const ifname = this.options.ifname;
+    if (!h) throw new Error(`worker pool on ${ifname} is stopped: cannot update its NF instances`);
+    let generation: number;
+    try {
+      generation = native().poolUpdate(h, instances.map(toNative));
+    } catch (err) {
+      throw asLibraryError(err, ifname);
+    }
+    const before = new Set(this.#instances.map((i) => i.id));
+    const after = new Set(instances.map((i) => i.id));
+    this.#instances = [...instances];
+    const asc = (ids: Iterable<number>) => [...ids].sort((a, b) => a - b);
+    const result: InstanceUpdate = {
+      generation,
+      added: asc([...after].filter((id) => !before.has(id))),
+      removed: asc([...before].filter((id) => !after.has(id))),
+      kept: asc([...after].filter((id) => before.has(id))),
+    };
+    const timeoutMs = options.quiesceTimeoutMs ?? 5000;
+    const deadline = Date.now() + timeoutMs;
+    // Workers switch at their next batch (idle ones hold nothing), so this is usually
+    // done at the first or second look.
+    for (;;) {
+      // A stopped pool has freed every table.
+      if (this.#handle !== h || native().poolQuiesced(h, generation)) return result;
+      if (Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const lagging = native()
+      .poolStats(h)
+      .workers.filter((w) => w.generation < generation)
+      .map((w) => `worker ${w.index} (generation ${w.generation})`);
+    throw new UpdateNotQuiescedError(
+      `AF_XDP workers on ${ifname}: instance table ${generation} is live, but after ${timeoutMs} ms ` +
+        `${lagging.join(", ") || "a worker"} may still run an older one; its retired instances stay loaded`,
+      generation,
+    );
   }
 
   /** Final counters stay readable through lastStats after stop. */

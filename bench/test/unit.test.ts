@@ -6,6 +6,7 @@ import { NOT_IMPLEMENTED, renderReport } from "../src/report";
 import { metaOf, runsFor } from "../src/runner";
 import {
   baselineScenarios,
+  expensiveReferenceScenarios,
   galettePlaceholders,
   registerScenario,
   scenario,
@@ -147,6 +148,41 @@ describe("report", () => {
     // throughput 0.8 < 0.9: not met; p50 1.1 <= 1.2: met
     expect(md).toMatch(/\| 0\.80 \| throughput ratio ≥ 0\.9 \| \*\*NOT met\*\* \|/);
     expect(md).toMatch(/\| 1\.10 \| p50 ratio ≤ 1\.2 \| met \|/);
+  });
+  it("puts the C reference and Galette expensive-NF rows side by side with upcall/XDP ratios", () => {
+    const [xdpP, upcallP] = expensiveReferenceScenarios.filter((s) => s.params?.P === 0.5);
+    const expensiveOutcome = (s: typeof xdpP, normalPps: number, p99: number) => ({
+      scenario: metaOf(s!),
+      status: "ok" as const,
+      runs: [
+        {
+          kind: "expensive-throughput" as const,
+          size: 64,
+          rate: 0,
+          rep: 0,
+          result: genResult(normalPps, 1, 1),
+        },
+        {
+          kind: "expensive-latency" as const,
+          size: 64,
+          rate: 20_000,
+          rep: 0,
+          result: genResult(20_000, 1, p99),
+        },
+      ],
+    });
+    const md = renderReport(
+      resultsOf([
+        expensiveOutcome(xdpP, 10_000, 1000),
+        expensiveOutcome(upcallP, 100_000, 50),
+        ...galettePlaceholders
+          .filter((s) => s.experiment === "expensive" && s.params?.P === 0.5)
+          .map((s) => ({ scenario: metaOf(s), status: "pending" as const, reason: "later", runs: [] })),
+      ]),
+      {},
+    );
+    expect(md).toContain("| hand-written C | 0.5 | 0.010 | 0.100 | 10.00 | 1000.0 | 50.0 | 20.00 |");
+    expect(md).toMatch(/\| Galette \| 0\.5 \| n\/a — not yet implemented/);
   });
   it("reports a failed scenario with its error instead of numbers", () => {
     const md = renderReport(

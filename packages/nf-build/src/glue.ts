@@ -107,6 +107,7 @@ export const crateIdent = (analysis: NfAnalysis): string => analysis.name.replac
 
 const USER = "galette_user_nf";
 
+/** `handles` are expressions evaluated inside an unsafe block. */
 function bindMaps(analysis: NfAnalysis, handles: string[]): string {
   if (analysis.mapsStructName === undefined) return "";
   return `let maps = unsafe { ${USER}::${analysis.mapsStructName}::__galette_bind([${handles.join(", ")}]) };`;
@@ -294,7 +295,7 @@ pub unsafe extern "C" fn galette_nf_packet(pkt: *mut nf::__private::GalettePkt, 
     let mut pkt = unsafe { nf::Packet::__from_raw(pkt) };
     ${bindMaps(
       analysis,
-      maps.map((_, i) => `unsafe { *map_fds.add(${i}) }`),
+      maps.map((_, i) => `*map_fds.add(${i})`),
     )}
     ${callPacket(analysis)}
 }

@@ -140,7 +140,7 @@ describe("glue generation", () => {
     );
     const native = generateNativeGlue(a, maps);
     expect(native).toContain('pub extern "C" fn galette_nf_abi_version() -> u32 {\n    1\n}');
-    expect(native).toContain("__galette_bind([unsafe { *map_fds.add(0) }, unsafe { *map_fds.add(1) }])");
+    expect(native).toContain("__galette_bind([*map_fds.add(0), *map_fds.add(1)])");
     expect(native).toContain("#![no_std]");
     expect(native).toContain("fn abort() -> !;");
   });

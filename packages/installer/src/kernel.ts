@@ -396,8 +396,8 @@ export class Dataplane {
       record.pid = process.pid;
       if (options.workers?.count) record.workers.count = options.workers.count;
       if (options.workers?.mode) record.workers.mode = options.workers.mode;
-      const undo = new Undo();
-      await dp.#syncPool(undo);
+      // A dead owner's sockets are released by the kernel asynchronously: retry while busy.
+      await dp.#syncPool(new Undo(), true);
       record.updatedAt = new Date().toISOString();
       writeRecord(record, stateDir);
       log.info({ chain: spec.chain, pid: process.pid }, "installation adopted");
@@ -679,7 +679,7 @@ export class Dataplane {
    * the libraries of the userland instances. They are restarted only when that set of
    * libraries changed.
    */
-  async #syncPool(undo: Undo): Promise<void> {
+  async #syncPool(undo: Undo, retryBusy = false): Promise<void> {
     const spec = this.#record.spec;
     const userland = spec.instances.filter((i) => i.userland);
     const upcalls = spec.instances.some((i) => i.actions.some((a) => a.kind === "upcall"));
@@ -726,7 +726,8 @@ export class Dataplane {
         this.log.debug({ ms: Date.now() - startAt, attempts: attempt + 1 }, "workers started");
         break;
       } catch (err) {
-        if (!old || (err as { code?: string }).code !== "EBUSY" || Date.now() - startAt > 10_000) throw err;
+        const busy = (err as { code?: string }).code === "EBUSY";
+        if (!(old || retryBusy) || !busy || Date.now() - startAt > 10_000) throw err;
         await new Promise((r) => setTimeout(r, 50));
       }
     }

@@ -1,0 +1,446 @@
+/**
+ * The reconcile loop: keep the interface running the chain the controller assigns.
+ *
+ * - poll GET /v1/device/assignment (If-None-Match) every pollIntervalSeconds, and at once
+ *   when the ws channel says it changed or (re)opens; polling alone converges;
+ * - fetch only artifacts missing from the cache, verify every digest before loading;
+ * - install or reconfigure through @galette/installer (atomic: a failure keeps the old
+ *   chain and is reported);
+ * - apply map entries, report status and counters;
+ * - offline: start from the pinned live chain (adopt) or the cached assignment, retry the
+ *   controller with exponential backoff.
+ */
+import os from "node:os";
+import { Dataplane, type DataplaneOptions, type InterfaceTarget, planInstallation } from "@galette/installer";
+import type {
+  AssignedChain,
+  DeviceAssignment,
+  DeviceError,
+  DeviceState,
+  DeviceStatusReport,
+} from "@galette/protocol";
+import { PROTOCOL_VERSION, tripleForMachine } from "@galette/protocol";
+import type { Logger } from "pino";
+import type WebSocket from "ws";
+import { mapBinding, neededArtifacts, toInstallerInput } from "./assignment";
+import { AgentCache, type CachedAssignment } from "./cache";
+import { DeviceClient } from "./client";
+import type { ResolvedAgentConfig } from "./config";
+
+export const AGENT_VERSION = "0.1.0";
+/** First retry delay after a failed controller request or ws drop; doubles up to the cap. */
+const BACKOFF_START_MS = 500;
+const BACKOFF_CAP_MS = 30_000;
+const MAX_ERRORS = 20;
+
+interface Installed {
+  chain: AssignedChain;
+  etag: string | undefined;
+}
+
+export class GaletteAgent {
+  readonly config: ResolvedAgentConfig;
+  readonly log: Logger;
+  readonly target: InterfaceTarget;
+  readonly arch = os.machine();
+  readonly triple = tripleForMachine(os.machine());
+  readonly #cache: AgentCache;
+  readonly #client: DeviceClient;
+  #dp: Dataplane | undefined;
+  #installed: Installed | undefined;
+  /** the latest assignment the controller sent, and its ETag (sent as If-None-Match) */
+  #desired: { assignment: DeviceAssignment; etag: string | undefined } | undefined;
+  #appliedKeys: Record<string, string[]> = {};
+  #state: DeviceState = "idle";
+  #errors: DeviceError[] = [];
+  #pollFailures = 0;
+  #wsFailures = 0;
+  #ws: WebSocket | undefined;
+  #syncTimer: NodeJS.Timeout | undefined;
+  #statusTimer: NodeJS.Timeout | undefined;
+  #wsTimer: NodeJS.Timeout | undefined;
+  #syncing: Promise<void> | undefined;
+  #syncAgain = false;
+  #stopped = false;
+
+  constructor(config: ResolvedAgentConfig, log: Logger) {
+    this.config = config;
+    this.log = log;
+    this.target = { iface: config.interface, ...(config.netns ? { netns: config.netns } : {}) };
+    this.#cache = new AgentCache(config.dataDir);
+    this.#client = new DeviceClient(config.controllerUrl, config);
+  }
+
+  get dataplane(): Dataplane | undefined {
+    return this.#dp;
+  }
+
+  #dataplaneOptions(): DataplaneOptions {
+    return {
+      stateDir: this.config.stateDir,
+      workers: { count: this.config.workerThreads, mode: this.config.busyPoll ? "busy-poll" : "blocking" },
+      logger: this.log.child({ component: "installer" }),
+    };
+  }
+
+  /** Brings back what ran before (adopt, else the cache), then starts the loops. */
+  async start(): Promise<void> {
+    this.log.info(
+      {
+        device: this.config.device,
+        controller: this.config.controllerUrl,
+        iface: this.config.interface,
+        netns: this.config.netns,
+        arch: this.arch,
+        triple: this.triple,
+        kernel: os.release(),
+      },
+      "agent starting",
+    );
+    await this.#restore();
+    this.#scheduleSync(0);
+    if (this.config.websocket) this.#connectWs();
+    this.#statusTimer = setInterval(
+      () => void this.#reportStatus(),
+      this.config.statusIntervalSeconds * 1000,
+    );
+  }
+
+  /** Stops the loops and lets go of the dataplane; the chain stays installed (pinned). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#syncTimer);
+    clearTimeout(this.#wsTimer);
+    clearInterval(this.#statusTimer);
+    this.#ws?.terminate();
+    await this.#syncing?.catch(() => undefined);
+    this.#dp?.detachProcess();
+    this.#dp = undefined;
+    this.#client.close();
+    this.log.info("agent stopped; the chain stays installed (XDP keeps forwarding)");
+  }
+
+  // --- startup -------------------------------------------------------------------------
+
+  async #restore(): Promise<void> {
+    let cached: CachedAssignment | undefined;
+    try {
+      cached = this.#cache.loadAssignment();
+    } catch (err) {
+      this.#error(`ignoring the cached assignment: ${(err as Error).message}`);
+    }
+    const cachedChain = cached?.assignment.chain ?? undefined;
+    try {
+      this.#dp = await Dataplane.adopt(this.target, this.#dataplaneOptions());
+      const live = new Set(this.#dp.spec.instances.map((i) => i.uuid));
+      const matches =
+        cachedChain &&
+        cachedChain.name === this.#dp.spec.chain &&
+        cachedChain.nfs.every((nf) => live.has(nf.uuid));
+      if (matches) {
+        this.#installed = { chain: cachedChain, etag: cached?.etag };
+        this.#appliedKeys = cached?.appliedKeys ?? {};
+      }
+      this.#state = "offline-cache";
+      this.log.info(
+        { chain: this.#dp.spec.chain, version: matches ? cachedChain.version : undefined },
+        "adopted the live chain",
+      );
+      return;
+    } catch (err) {
+      if (!/nothing to adopt/.test((err as Error).message)) {
+        // Pins gone (reboot) or a broken leftover: clear it, then reinstall from the cache.
+        // Dataplane.remove refuses while another live process runs the chain.
+        this.log.warn(
+          { err: (err as Error).message },
+          "cannot adopt the installation; removing its leftovers",
+        );
+        Dataplane.remove(this.target, this.#dataplaneOptions());
+      }
+    }
+    if (cachedChain && cached) {
+      this.log.info({ chain: cachedChain.name, version: cachedChain.version }, "reinstalling from the cache");
+      this.#appliedKeys = cached.appliedKeys;
+      await this.#apply({ assignment: cached.assignment, etag: cached.etag }, "cache");
+      if (this.#installed) this.#state = "offline-cache";
+    }
+  }
+
+  // --- reconcile -----------------------------------------------------------------------
+
+  /** Poll now (ws said so, or it reconnected); coalesces with a sync in flight. */
+  syncNow(): void {
+    if (this.#syncing) this.#syncAgain = true;
+    else this.#scheduleSync(0);
+  }
+
+  #scheduleSync(ms: number): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#syncTimer);
+    this.#syncTimer = setTimeout(() => {
+      this.#syncing = this.#sync().finally(() => {
+        this.#syncing = undefined;
+        if (this.#syncAgain) {
+          this.#syncAgain = false;
+          this.#scheduleSync(0);
+        }
+      });
+    }, ms);
+  }
+
+  async #sync(): Promise<void> {
+    let next = this.config.pollIntervalSeconds * 1000;
+    try {
+      const result = await this.#client.getAssignment(this.#desired?.etag, this.arch);
+      if (this.#pollFailures > 0)
+        this.log.info({ failures: this.#pollFailures }, "controller reachable again");
+      this.#pollFailures = 0;
+      if (result.changed) {
+        this.#desired = { assignment: result.assignment, etag: result.etag };
+        this.log.info(
+          {
+            chain: result.assignment.chain?.name ?? null,
+            version: result.assignment.chain?.version,
+            etag: result.etag,
+          },
+          "assignment received",
+        );
+      }
+      if (this.#state === "offline-cache") this.#state = this.#installed ? "converged" : "idle";
+    } catch (err) {
+      this.#pollFailures++;
+      next = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * 2 ** (this.#pollFailures - 1));
+      this.log.warn(
+        { err: (err as Error).message, failures: this.#pollFailures, retryMs: next },
+        "cannot reach the controller; keeping the installed chain",
+      );
+      if (this.#installed) this.#state = "offline-cache";
+      this.#scheduleSync(next);
+      return;
+    }
+    if (this.#desired && !this.#isInstalled(this.#desired)) await this.#apply(this.#desired, "controller");
+    this.#scheduleSync(next);
+  }
+
+  #isInstalled(desired: { assignment: DeviceAssignment; etag: string | undefined }): boolean {
+    const chain = desired.assignment.chain;
+    if (!chain) return !this.#dp;
+    return (
+      this.#installed !== undefined && desired.etag !== undefined && this.#installed.etag === desired.etag
+    );
+  }
+
+  async #apply(
+    desired: { assignment: DeviceAssignment; etag: string | undefined },
+    from: "controller" | "cache",
+  ): Promise<void> {
+    const chain = desired.assignment.chain;
+    if (!chain) {
+      if (this.#dp) {
+        this.log.info({ chain: this.#dp.spec.chain }, "no chain assigned any more: uninstalling");
+        this.#dp.uninstall();
+        this.#dp = undefined;
+      }
+      this.#installed = undefined;
+      this.#appliedKeys = {};
+      this.#errors = [];
+      this.#state = "idle";
+      this.#cache.saveAssignment({ ...desired, savedAt: new Date().toISOString(), appliedKeys: {} });
+      void this.#reportStatus();
+      return;
+    }
+    const started = Date.now();
+    const label = { chain: chain.name, version: chain.version, from };
+    this.#state = "installing";
+    try {
+      const needed = neededArtifacts(chain, this.triple);
+      let downloaded = 0;
+      for (const { nf, kind, ref } of needed) {
+        const what = `NF "${nf.instance}" (${nf.nf}) ${kind}`;
+        if (this.#cache.has(ref.digest)) {
+          try {
+            this.#cache.verify(ref.digest, what);
+            continue;
+          } catch (err) {
+            if (from === "cache") throw err;
+            this.log.warn({ err: (err as Error).message }, "cached artifact corrupted; downloading it again");
+          }
+        }
+        if (from === "cache")
+          throw new Error(
+            `${what}: artifact ${ref.digest} is not in the cache and the controller is not asked`,
+          );
+        const bytes = await this.#client.fetchArtifact(ref.digest);
+        this.#cache.put(ref.digest, bytes, what);
+        downloaded++;
+        this.log.info(
+          { digest: ref.digest, nf: nf.instance, kind, bytes: bytes.length },
+          "artifact downloaded",
+        );
+      }
+      const input = toInstallerInput(chain, (digest) => this.#cache.artifactPath(digest));
+      if (this.#dp) {
+        const reconf = this.#dp.replan(input.plan, input.artifacts);
+        await this.#dp.reconfigure(reconf);
+        this.log.info(
+          {
+            ...label,
+            created: reconf.created.length,
+            reused: reconf.reused.length,
+            retired: reconf.retired.length,
+            downloaded,
+            ms: Date.now() - started,
+          },
+          "chain reconfigured",
+        );
+      } else {
+        const reconf = planInstallation(input.plan, input.artifacts, this.target, {});
+        this.#dp = await Dataplane.install(reconf, this.#dataplaneOptions());
+        this.log.info(
+          { ...label, nfs: reconf.created.length, downloaded, ms: Date.now() - started },
+          "chain installed",
+        );
+      }
+    } catch (err) {
+      this.#state = "error";
+      this.#error(`installing chain "${chain.name}" v${chain.version} failed: ${(err as Error).message}`);
+      this.log.error(
+        {
+          ...label,
+          err: (err as Error).message,
+          live: this.#installed ? this.#installed.chain.version : null,
+        },
+        "install failed; the previous chain keeps running",
+      );
+      void this.#reportStatus();
+      return;
+    }
+    this.#installed = { chain, etag: desired.etag };
+    this.#errors = [];
+    this.#state = from === "cache" ? "offline-cache" : "converged";
+    try {
+      this.#applyMapEntries(chain);
+    } catch (err) {
+      this.#state = "error";
+      this.#error(`chain "${chain.name}" v${chain.version}: map entries: ${(err as Error).message}`);
+    }
+    this.#cache.saveAssignment({
+      ...desired,
+      savedAt: new Date().toISOString(),
+      appliedKeys: this.#appliedKeys,
+    });
+    const keep = new Set(neededArtifacts(chain, this.triple).map((n) => n.ref.digest));
+    const pruned = this.#cache.prune(keep);
+    if (pruned.length > 0) this.log.debug({ pruned }, "pruned unused cached artifacts");
+    void this.#reportStatus();
+  }
+
+  /** Entries the operator set become the maps' content; keys the operator removed are deleted. */
+  #applyMapEntries(chain: AssignedChain): void {
+    const dp = this.#dp!;
+    const next: Record<string, string[]> = {};
+    const wanted = new Map(chain.mapEntries.map((m) => [m.map, m.entries]));
+    const mapIds = new Set([...wanted.keys(), ...Object.keys(this.#appliedKeys)]);
+    for (const id of mapIds) {
+      const entries = wanted.get(id) ?? [];
+      const spec = chain.maps.find((m) => m.id === id);
+      if (!spec) continue; // the map left the chain with its NF; its entries went with it
+      const { instance, field } = mapBinding(chain, id);
+      const map = dp.nfMap(instance, field);
+      const keys = new Set(entries.map((e) => e.key));
+      for (const old of this.#appliedKeys[id] ?? []) if (!keys.has(old)) map.delete(Buffer.from(old, "hex"));
+      for (const [i, e] of entries.entries()) {
+        const key = Buffer.from(e.key, "hex");
+        const value = Buffer.from(e.value, "hex");
+        if (key.length !== spec.keySize || value.length !== spec.valueSize)
+          throw new Error(
+            `map "${id}" entry ${i}: key ${key.length} B / value ${value.length} B, the map wants ${spec.keySize} B / ${spec.valueSize} B`,
+          );
+        map.update(key, value);
+      }
+      next[id] = [...keys];
+      if (entries.length > 0 || (this.#appliedKeys[id]?.length ?? 0) > 0)
+        this.log.info({ map: id, entries: entries.length }, "map entries applied");
+    }
+    this.#appliedKeys = next;
+  }
+
+  // --- status --------------------------------------------------------------------------
+
+  #error(message: string, nf?: string): void {
+    if (this.#errors.some((e) => e.message === message)) return;
+    this.#errors.push({ message, at: new Date().toISOString(), ...(nf ? { nf } : {}) });
+    if (this.#errors.length > MAX_ERRORS) this.#errors.shift();
+  }
+
+  statusReport(): DeviceStatusReport {
+    let counters: DeviceStatusReport["counters"] = [];
+    if (this.#dp) {
+      try {
+        counters = this.#dp.counters().map((c) => ({
+          uuid: c.uuid,
+          instance: c.name,
+          counters: { ...c.variants, packets: c.total },
+        }));
+      } catch (err) {
+        this.#error(`reading counters: ${(err as Error).message}`);
+      }
+    }
+    return {
+      protocolVersion: PROTOCOL_VERSION,
+      agentVersion: AGENT_VERSION,
+      arch: this.arch,
+      kernelVersion: os.release(),
+      installed: this.#installed
+        ? {
+            chain: this.#installed.chain.name,
+            version: this.#installed.chain.version,
+            ...(this.#installed.etag ? { etag: this.#installed.etag } : {}),
+          }
+        : null,
+      state: this.#state,
+      errors: [...this.#errors],
+      counters,
+    };
+  }
+
+  async #reportStatus(): Promise<void> {
+    if (this.#stopped) return;
+    const report = this.statusReport();
+    try {
+      await this.#client.postStatus(report);
+      this.log.debug({ state: report.state, installed: report.installed }, "status reported");
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, "status not reported (controller unreachable)");
+    }
+  }
+
+  // --- notifications -------------------------------------------------------------------
+
+  #connectWs(): void {
+    if (this.#stopped) return;
+    this.#ws = this.#client.openNotifications({
+      onOpen: () => {
+        this.#wsFailures = 0;
+        this.log.info("notification channel open");
+        // Anything announced while we were disconnected: poll now.
+        this.syncNow();
+      },
+      onNotification: (n) => {
+        if (n.type === "assignment-changed") {
+          this.log.info({ etag: n.etag }, "controller says the assignment changed");
+          this.syncNow();
+        }
+      },
+      onInvalid: (text) => this.log.warn({ message: text }, "ignoring an unexpected notification"),
+      onClose: (reason) => {
+        this.#ws = undefined;
+        if (this.#stopped) return;
+        this.#wsFailures++;
+        const delay = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * 2 ** (this.#wsFailures - 1));
+        this.log.warn({ reason, retryMs: delay }, "notification channel closed; reconnecting");
+        this.#wsTimer = setTimeout(() => this.#connectWs(), delay);
+      },
+    });
+  }
+}

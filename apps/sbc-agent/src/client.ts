@@ -1,0 +1,189 @@
+/**
+ * The device side of the controller's device API: HTTPS with the device certificate
+ * (mutual TLS, server verified against the bundle's CA — never disabled), and the ws
+ * notification channel.
+ */
+import { readFileSync } from "node:fs";
+import { Agent, request as httpsRequest } from "node:https";
+import {
+  DEVICE_ROUTES,
+  DeviceAssignment,
+  DeviceNotification,
+  type DeviceStatusReport,
+  describeZodError,
+  ErrorResponse,
+  PROTOCOL_VERSION,
+  PROTOCOL_VERSION_HEADER,
+} from "@galette/protocol";
+import WebSocket from "ws";
+
+export interface DeviceCredentials {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+}
+
+/** The controller answered with an error status (the body's `error` is in the message). */
+export class ControllerError extends Error {
+  override name = "ControllerError";
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+export type AssignmentResult =
+  | { changed: false }
+  | { changed: true; assignment: DeviceAssignment; etag: string | undefined };
+
+const REQUEST_TIMEOUT_MS = 15_000;
+
+export class DeviceClient {
+  readonly #tls: { cert: Buffer; key: Buffer; ca: Buffer };
+  readonly #agent: Agent;
+
+  constructor(
+    readonly baseUrl: string,
+    creds: DeviceCredentials,
+  ) {
+    const read = (what: string, file: string) => {
+      try {
+        return readFileSync(file);
+      } catch (err) {
+        throw new Error(`cannot read the ${what} ${file}: ${(err as Error).message}`);
+      }
+    };
+    this.#tls = {
+      cert: read("device certificate", creds.certFile),
+      key: read("device key", creds.keyFile),
+      ca: read("CA certificate", creds.caFile),
+    };
+    this.#agent = new Agent({ ...this.#tls, keepAlive: true, maxSockets: 4 });
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  async #request(
+    method: string,
+    path: string,
+    headers: Record<string, string> = {},
+    body?: Buffer,
+  ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
+    const url = new URL(path, this.baseUrl);
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(
+        url,
+        {
+          method,
+          agent: this.#agent,
+          headers: { [PROTOCOL_VERSION_HEADER]: String(PROTOCOL_VERSION), ...headers },
+          timeout: REQUEST_TIMEOUT_MS,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () =>
+            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+          );
+          res.on("error", (err) => reject(new Error(`${method} ${url.href}: ${err.message}`)));
+        },
+      );
+      req.on("timeout", () => req.destroy(new Error(`timed out after ${REQUEST_TIMEOUT_MS} ms`)));
+      req.on("error", (err) => reject(new Error(`${method} ${url.href}: ${err.message}`, { cause: err })));
+      req.end(body);
+    });
+  }
+
+  #fail(method: string, path: string, status: number, body: Buffer): never {
+    let message = body.toString("utf8").slice(0, 300);
+    try {
+      const parsed = ErrorResponse.safeParse(JSON.parse(message));
+      if (parsed.success) message = parsed.data.error;
+    } catch {
+      // not JSON: keep the raw text
+    }
+    throw new ControllerError(`${method} ${path}: HTTP ${status}: ${message}`, status);
+  }
+
+  /** GET the assignment; `etag` of the one we hold makes an unchanged answer a 304. */
+  async getAssignment(etag: string | undefined, arch: string): Promise<AssignmentResult> {
+    const path = `${DEVICE_ROUTES.assignment}?arch=${encodeURIComponent(arch)}`;
+    const res = await this.#request("GET", path, etag ? { "if-none-match": etag } : {});
+    if (res.status === 304) return { changed: false };
+    if (res.status !== 200) this.#fail("GET", path, res.status, res.body);
+    let json: unknown;
+    try {
+      json = JSON.parse(res.body.toString("utf8"));
+    } catch (err) {
+      throw new Error(`GET ${path}: the body is not JSON: ${(err as Error).message}`);
+    }
+    const parsed = DeviceAssignment.safeParse(json);
+    if (!parsed.success)
+      throw new Error(`GET ${path}: invalid assignment: ${describeZodError(parsed.error).join("; ")}`);
+    const tag = res.headers.etag;
+    return { changed: true, assignment: parsed.data, etag: typeof tag === "string" ? tag : undefined };
+  }
+
+  /** The artifact's bytes, unverified: the caller checks the digest before using them. */
+  async fetchArtifact(digest: string): Promise<Buffer> {
+    const path = DEVICE_ROUTES.artifact(digest);
+    const res = await this.#request("GET", path);
+    if (res.status !== 200) this.#fail("GET", path, res.status, res.body);
+    return res.body;
+  }
+
+  async postStatus(report: DeviceStatusReport): Promise<void> {
+    const path = DEVICE_ROUTES.status;
+    const res = await this.#request(
+      "POST",
+      path,
+      { "content-type": "application/json" },
+      Buffer.from(JSON.stringify(report)),
+    );
+    if (res.status >= 300) this.#fail("POST", path, res.status, res.body);
+  }
+
+  /** Opens the notification channel (same mutual TLS). The caller handles reconnects. */
+  openNotifications(handlers: {
+    onOpen: () => void;
+    onNotification: (n: DeviceNotification) => void;
+    onInvalid: (text: string) => void;
+    onClose: (reason: string) => void;
+  }): WebSocket {
+    const url = new URL(DEVICE_ROUTES.notifications, this.baseUrl);
+    url.protocol = "wss:";
+    const ws = new WebSocket(url, {
+      ...this.#tls,
+      headers: { [PROTOCOL_VERSION_HEADER]: String(PROTOCOL_VERSION) },
+      handshakeTimeout: REQUEST_TIMEOUT_MS,
+    });
+    let reason = "closed";
+    ws.on("open", handlers.onOpen);
+    ws.on("message", (data) => {
+      const parsed = DeviceNotification.safeParse(safeJson(data.toString()));
+      if (parsed.success) handlers.onNotification(parsed.data);
+      else handlers.onInvalid(data.toString().slice(0, 200));
+    });
+    ws.on("unexpected-response", (_req, res) => {
+      reason = `HTTP ${res.statusCode ?? 0} on the ws upgrade`;
+      ws.terminate();
+    });
+    ws.on("error", (err) => {
+      reason = err.message;
+    });
+    ws.on("close", () => handlers.onClose(reason));
+    return ws;
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}

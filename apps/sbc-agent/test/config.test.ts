@@ -1,0 +1,64 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { loadAgentConfig } from "../src/config";
+
+const dir = mkdtempSync(join(tmpdir(), "galette-agent-config-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const write = (name: string, body: unknown) => {
+  const file = join(dir, name);
+  writeFileSync(file, typeof body === "string" ? body : JSON.stringify(body));
+  return file;
+};
+const base = { controllerUrl: "https://127.0.0.1:8443", device: "pi-1", interface: "eth0" };
+
+describe("agent config", () => {
+  it("fills defaults and resolves paths against the file's directory", () => {
+    const c = loadAgentConfig(write("ok.json", { ...base, dataDir: "state", netns: "dut" }));
+    expect(c.certFile).toBe(join(dir, "device.crt"));
+    expect(c.keyFile).toBe(join(dir, "device.key"));
+    expect(c.caFile).toBe(join(dir, "ca.crt"));
+    expect(c.dataDir).toBe(join(dir, "state"));
+    expect(c.stateDir).toBe("/run/galette");
+    expect(c).toMatchObject({
+      pollIntervalSeconds: 30,
+      workerThreads: 1,
+      busyPoll: false,
+      websocket: true,
+      netns: "dut",
+    });
+  });
+
+  it("names the file and each bad key", () => {
+    const file = write("bad.json", {
+      ...base,
+      controllerUrl: "http://x",
+      pollIntervalSeconds: -1,
+      workerThreads: 1.5,
+    });
+    let message = "";
+    try {
+      loadAgentConfig(file);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain(file);
+    expect(message).toMatch(/controllerUrl: controllerUrl must be an https:\/\/ URL/);
+    expect(message).toMatch(/pollIntervalSeconds: /);
+    expect(message).toMatch(/workerThreads: /);
+  });
+
+  it("requires an interface, valid JSON and an existing file", () => {
+    const { interface: _, ...noIface } = base;
+    expect(() => loadAgentConfig(write("noif.json", noIface))).toThrow(/noif\.json: interface: not set/);
+    expect(() => loadAgentConfig(write("broken.json", "{ nope"))).toThrow(/broken\.json: not valid JSON/);
+    expect(() => loadAgentConfig(write("array.json", "[]"))).toThrow(/array\.json: expected a JSON object/);
+    expect(() => loadAgentConfig(join(dir, "missing.json"))).toThrow(
+      /missing\.json: cannot read the agent config/,
+    );
+    expect(() => loadAgentConfig(write("ns.json", { ...base, netns: "../x" }))).toThrow(
+      /netns: netns must be/,
+    );
+  });
+});

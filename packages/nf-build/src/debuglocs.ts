@@ -63,7 +63,7 @@ export function locateCalls(ir: string, symbols: Map<string, string>, crateDir: 
     let locId = /!dbg !(\d+)/.exec(line)?.[1];
     for (let depth = 0; locId && depth < 64; depth++) {
       const loc = nodes.get(locId);
-      if (!loc || loc.kind !== "DILocation") break;
+      if (loc?.kind !== "DILocation") break;
       const file = fileOfScope(nodes, ref(field(loc.body, "scope")));
       if (file?.startsWith(root)) {
         const site = {

@@ -52,5 +52,11 @@ for step in scripts/setup.d/*.sh; do
 done
 
 log "building packages"
-pnpm -r --if-present build --silent >/dev/null
+build_log=$(mktemp)
+if ! pnpm --reporter=append-only -r --if-present build >"$build_log" 2>&1; then
+  cat "$build_log" >&2
+  rm -f "$build_log"
+  die "build failed (output above)"
+fi
+rm -f "$build_log"
 log "ready"

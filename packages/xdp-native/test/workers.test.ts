@@ -19,6 +19,7 @@ import {
   GALETTE_MAX_INSTANCES,
   GALETTE_MAX_XSKS,
   galetteAction,
+  NfLibraryError,
   netnsPath,
   rootProgramObjectPath,
   u32,
@@ -244,7 +245,7 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
     expect(pool.stats().workers.every((w) => w.generation === 2)).toBe(true);
   });
 
-  it("reports a bad NF library as an error from the worker, cleans up, and keeps the process alive", async () => {
+  it("rejects a bad NF library before creating sockets, names it, and keeps the process alive", async () => {
     const d = await device("we");
     const bad = d.options({ instances: [{ id: 2, actions: d.act2, library: "/nonexistent/libgal_nf.so" }] });
     let err: unknown;
@@ -254,6 +255,8 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
       err = e;
     }
     expect(err).toBeInstanceOf(WorkerError);
+    expect(err).toBeInstanceOf(NfLibraryError);
+    expect(err).toMatchObject({ instance: 2, library: "/nonexistent/libgal_nf.so", worker: -1 });
     expect((err as WorkerError).message).toMatch(
       /NF instance 2 library \/nonexistent\/libgal_nf.so: dlopen failed: .*No such file/,
     );

@@ -22,7 +22,7 @@ function galette(
     execFile(
       "pnpm",
       ["-s", "galette", ...args],
-      { cwd: root, timeout: 60_000, env: { ...process.env, GALETTE_CONFIG: emptyConfig, ...env } },
+      { cwd: root, timeout: 120_000, env: { ...process.env, GALETTE_CONFIG: emptyConfig, ...env } },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
         resolve({ code, stdout, stderr });
@@ -61,12 +61,12 @@ describe("galette pki/token/controller/device CLI", () => {
         detached: true,
       },
     );
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + 150_000;
     while (!existsSync(join(data, "controller.json")) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
     }
     url = (JSON.parse(readFileSync(join(data, "controller.json"), "utf8")) as { url: string }).url;
-  }, 60_000);
+  }, 180_000);
 
   afterAll(async () => {
     if (server?.pid !== undefined && server.exitCode === null) {

@@ -1,0 +1,274 @@
+/**
+ * A real fleet for e2e tests: a controller child process (real TLS, SQLite, NF builds)
+ * on 127.0.0.1, and galette-agent child processes, each driving the device side of its
+ * own veth pair (its own namespaces from @galette/testkit).
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { DataDir, OperatorClient, writeDeviceBundle } from "@galette/controller";
+import { Dataplane } from "@galette/installer";
+import { initPkiDir } from "@galette/pki";
+import { BUNDLE_FILES, type DeviceSummary } from "@galette/protocol";
+import { attachXdpPass, createVethPair, type VethPair } from "@galette/testkit";
+
+export const repoRoot = path.resolve(import.meta.dirname, "..", "..", "..");
+const agentBin = path.join(repoRoot, "apps/sbc-agent/bin/galette-agent");
+const tsx = path.join(repoRoot, "node_modules/.bin/tsx");
+const controllerMain = path.join(import.meta.dirname, "fixtures/controller-main.ts");
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `probe` every 100 ms until it returns a value; throws `what` after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  probe: () => Promise<T | undefined> | T | undefined,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await probe();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    await sleep(100);
+  }
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`,
+  );
+}
+
+export class ControllerProcess {
+  child: ChildProcess | undefined;
+  url = "";
+  port = 0;
+  constructor(
+    readonly dataDir: string,
+    readonly logFile: string,
+  ) {}
+
+  async start(): Promise<void> {
+    const child = spawn(tsx, [controllerMain, "--data", this.dataDir, "--port", String(this.port)], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, GALETTE_LOG_LEVEL: "info" },
+    });
+    this.child = child;
+    child.stderr!.on("data", (d: Buffer) => appendFileSync(this.logFile, d));
+    const line = await new Promise<string>((resolve, reject) => {
+      const rl = createInterface({ input: child.stdout! });
+      rl.once("line", resolve);
+      child.once("exit", (code) =>
+        reject(new Error(`controller exited (${code}) before listening; see ${this.logFile}`)),
+      );
+    });
+    this.url = (JSON.parse(line) as { url: string }).url;
+    this.port = Number(new URL(this.url).port);
+  }
+
+  /** SIGKILL: no graceful shutdown, as in a crash. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGKILL");
+    await exited;
+    this.child = undefined;
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGTERM");
+    await Promise.race([exited, sleep(5000)]);
+    if (child.exitCode === null) child.kill("SIGKILL");
+    this.child = undefined;
+  }
+}
+
+export type LogLine = Record<string, unknown> & { msg?: string; time?: number };
+
+export class AgentProcess {
+  child: ChildProcess | undefined;
+  readonly logs: LogLine[] = [];
+  readonly configFile: string;
+  constructor(
+    readonly name: string,
+    readonly bundleDir: string,
+    readonly veth: VethPair,
+    readonly logFile: string,
+  ) {
+    this.configFile = path.join(bundleDir, BUNDLE_FILES.config);
+  }
+
+  get config(): { dataDir: string; stateDir: string } {
+    return JSON.parse(readFileSync(this.configFile, "utf8")) as { dataDir: string; stateDir: string };
+  }
+
+  start(): void {
+    const child = spawn(agentBin, ["--config", this.configFile], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, GALETTE_LOG_LEVEL: "debug" },
+    });
+    this.child = child;
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      appendFileSync(this.logFile, `${line}\n`);
+      try {
+        this.logs.push(JSON.parse(line) as LogLine);
+      } catch {
+        this.logs.push({ msg: line });
+      }
+    });
+    child.stderr!.on("data", (d: Buffer) => appendFileSync(this.logFile, d));
+  }
+
+  /** Log lines with this message since index `from`. */
+  logged(msg: string, from = 0): LogLine[] {
+    return this.logs.slice(from).filter((l) => l.msg === msg);
+  }
+
+  async signal(sig: NodeJS.Signals): Promise<number | null> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return child?.exitCode ?? null;
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    child.kill(sig);
+    const code = await Promise.race([exited, sleep(10_000).then(() => "timeout" as const)]);
+    if (code === "timeout") {
+      child.kill("SIGKILL");
+      throw new Error(`agent ${this.name} did not exit within 10 s of ${sig}`);
+    }
+    this.child = undefined;
+    return code;
+  }
+}
+
+export interface FleetOptions {
+  devices: Array<{
+    name: string;
+    labels?: Record<string, string>;
+    websocket: boolean;
+    pollIntervalSeconds: number;
+  }>;
+}
+
+export class Fleet {
+  readonly dir: string;
+  readonly controller: ControllerProcess;
+  operator!: OperatorClient;
+  readonly agents = new Map<string, AgentProcess>();
+  readonly #veths: VethPair[] = [];
+
+  constructor() {
+    this.dir = mkdtempSync(path.join(tmpdir(), "galette-fleet-"));
+    mkdirSync(path.join(this.dir, "controller"));
+    this.controller = new ControllerProcess(
+      path.join(this.dir, "controller"),
+      path.join(this.dir, "controller.log"),
+    );
+  }
+
+  agent(name: string): AgentProcess {
+    const a = this.agents.get(name);
+    if (!a) throw new Error(`no agent ${name}`);
+    return a;
+  }
+
+  async start(options: FleetOptions): Promise<void> {
+    const data = this.controller.dataDir;
+    initPkiDir(data);
+    const direct = DataDir.open(data);
+    const { token } = direct.createToken("fleet-test");
+    direct.close();
+    await this.controller.start();
+    this.operator = new OperatorClient({
+      url: this.controller.url,
+      token,
+      caFile: path.join(data, "ca.crt"),
+    });
+    for (const d of options.devices) {
+      const enrolled = await this.operator.enrolDevice({ name: d.name, labels: d.labels ?? {} });
+      const bundle = path.join(this.dir, d.name);
+      writeDeviceBundle(bundle, enrolled);
+      const veth = await createVethPair("agt");
+      this.#veths.push(veth);
+      // XDP_TX from the device side needs an XDP program on the receiving peer.
+      await attachXdpPass(veth.nsA, veth.ifA);
+      const configFile = path.join(bundle, BUNDLE_FILES.config);
+      const config = JSON.parse(readFileSync(configFile, "utf8")) as Record<string, unknown>;
+      writeFileSync(
+        configFile,
+        JSON.stringify({
+          ...config,
+          interface: veth.ifB,
+          netns: veth.nsB,
+          dataDir: "data",
+          stateDir: "run",
+          pollIntervalSeconds: d.pollIntervalSeconds,
+          statusIntervalSeconds: 1,
+          workerThreads: 1,
+          websocket: d.websocket,
+        }),
+      );
+      const agent = new AgentProcess(d.name, bundle, veth, path.join(this.dir, `${d.name}.log`));
+      this.agents.set(d.name, agent);
+      agent.start();
+    }
+  }
+
+  /** Publishes an example NF crate (a tar of nf-examples/NAME; the controller builds it). */
+  async publish(name: string, crateDir = path.join(repoRoot, "nf-examples", name)) {
+    const archive = execFileSync(
+      "tar",
+      ["-c", "--exclude=target", "-C", path.dirname(crateDir), path.basename(crateDir)],
+      {
+        maxBuffer: 64 * 1024 * 1024,
+      },
+    );
+    return this.operator.publishNf(archive, name);
+  }
+
+  async push(file: string, toml = readFileSync(path.join(repoRoot, file), "utf8")) {
+    return this.operator.pushChain({ file, toml });
+  }
+
+  async device(name: string): Promise<DeviceSummary> {
+    const { devices } = await this.operator.listDevices();
+    const d = devices.find((x) => x.name === name);
+    if (!d) throw new Error(`controller does not list device ${name}`);
+    return d;
+  }
+
+  /** Waits until the device reports `chain` `version` installed and converged. */
+  async converged(name: string, chain: string, version: number, timeoutMs = 30_000): Promise<DeviceSummary> {
+    return waitFor(`${name} to report ${chain} v${version} converged`, timeoutMs, async () => {
+      const d = await this.device(name);
+      return d.installed?.chain === chain && d.installed.version === version && d.state === "converged"
+        ? d
+        : undefined;
+    });
+  }
+
+  async cleanup(): Promise<void> {
+    for (const a of this.agents.values()) await a.signal("SIGTERM").catch(() => a.child?.kill("SIGKILL"));
+    await this.controller.stop();
+    for (const a of this.agents.values()) {
+      const { stateDir } = a.config;
+      try {
+        Dataplane.remove(
+          { iface: a.veth.ifB, netns: a.veth.nsB },
+          { stateDir: path.resolve(a.bundleDir, stateDir) },
+        );
+      } catch (err) {
+        process.stderr.write(`fleet cleanup: ${(err as Error).message}\n`);
+      }
+    }
+    for (const v of this.#veths) await v.cleanup();
+    if (!process.env.GALETTE_KEEP_FLEET) rmSync(this.dir, { recursive: true, force: true });
+    else process.stderr.write(`fleet kept in ${this.dir}\n`);
+  }
+}

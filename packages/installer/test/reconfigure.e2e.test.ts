@@ -77,7 +77,7 @@ describeKernel("installer: live reconfiguration and failed installs", () => {
     );
     writeFileSync(
       path.join(crateCopy, "src", "lib.rs"),
-      `${readFileSync(path.join(crateCopy, "src", "lib.rs"), "utf8")}\n// rebuilt ${Date.now()}\n`,
+      `${readFileSync(path.join(crateCopy, "src", "lib.rs"), "utf8")}\n// a new build for the installer test\n`,
     );
     const rebuilt = await builtChainText(
       repointed.replace(

@@ -1,5 +1,162 @@
+/**
+ * `galette dataplane up|down`: install a chain on an interface of this machine (builds the
+ * NFs, installs XDP + AF_XDP workers, prints live per-NF counters until Ctrl-C/SIGTERM,
+ * then uninstalls), and remove an installation (also after a crash).
+ */
+import {
+  buildChain,
+  Dataplane,
+  DEFAULT_STATE_DIR,
+  type InterfaceTarget,
+  loadChainOrThrow,
+  type NfCounters,
+  planInstallation,
+  readRecord,
+} from "@galette/installer";
 import type { Command } from "commander";
+import pino from "pino";
 
-export function registerDataplaneCommands(_program: Command): void {
-  // filled in by the issue that owns the `dataplane` commands
+interface UpFlags {
+  iface: string;
+  netns?: string;
+  workers: string;
+  mode: string;
+  skb?: boolean;
+  stateDir: string;
+  mapSet?: string[];
+  interval: string;
+  duration?: string;
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+const logger = () =>
+  pino({ name: "galette-dataplane", level: process.env.GALETTE_LOG ?? "info" }, pino.destination(2));
+
+function positiveInt(name: string, raw: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+/** `NF.MAP=KEYHEX:VALUEHEX` */
+export function parseMapSet(spec: string): { nf: string; map: string; key: Buffer; value: Buffer } {
+  const m = /^([^.=]+)\.([^=]+)=([0-9a-fA-F]*):([0-9a-fA-F]*)$/.exec(spec);
+  if (!m || m[3]!.length % 2 || m[4]!.length % 2 || !m[3] || !m[4])
+    throw new Error(`--map-set "${spec}": expected NF.MAP=KEYHEX:VALUEHEX (even numbers of hex digits)`);
+  return { nf: m[1]!, map: m[2]!, key: Buffer.from(m[3]!, "hex"), value: Buffer.from(m[4]!, "hex") };
+}
+
+export function formatCounters(
+  chain: string,
+  iface: string,
+  counters: NfCounters[],
+  workers?: string,
+): string {
+  const width = Math.max(...counters.map((c) => c.name.length), 4);
+  const lines = [
+    `[${new Date().toISOString().slice(11, 19)}] chain "${chain}" on ${iface}${workers ? `  ${workers}` : ""}`,
+  ];
+  for (const c of counters) {
+    const variants = Object.entries(c.variants)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(" ");
+    lines.push(`  ${c.name.padEnd(width)}  #${String(c.id).padEnd(3)} ${c.placement.padEnd(12)} ${variants}`);
+  }
+  return lines.join("\n");
+}
+
+async function up(chainFile: string, flags: UpFlags): Promise<void> {
+  const log = logger();
+  const target: InterfaceTarget = { iface: flags.iface, ...(flags.netns ? { netns: flags.netns } : {}) };
+  const workers = {
+    count: positiveInt("--workers", flags.workers),
+    mode: flags.mode as "busy-poll" | "blocking",
+  };
+  if (workers.mode !== "busy-poll" && workers.mode !== "blocking")
+    throw new Error(`--mode must be busy-poll or blocking, got "${flags.mode}"`);
+  const intervalMs = positiveInt("--interval", flags.interval) * 1000;
+  const durationMs = flags.duration ? positiveInt("--duration", flags.duration) * 1000 : undefined;
+  const mapSets = (flags.mapSet ?? []).map(parseMapSet);
+
+  const chain = await loadChainOrThrow(chainFile);
+  log.info({ chain: chain.name, nfs: chain.functions.length }, "building NFs");
+  const built = await buildChain(chain);
+  const options = { stateDir: flags.stateDir, workers, skb: flags.skb === true, logger: log };
+  let dp: Dataplane;
+  if (readRecord(target, flags.stateDir)) {
+    // A crashed `up` left its chain forwarding: take it over, then move it to this chain.
+    dp = await Dataplane.adopt(target, options);
+    await dp.reconfigure(dp.replan(built.plan, built.artifacts));
+  } else {
+    dp = await Dataplane.install(planInstallation(built.plan, built.artifacts, target), options);
+  }
+  try {
+    for (const s of mapSets) dp.nfMap(s.nf, s.map).update(s.key, s.value);
+  } catch (err) {
+    dp.uninstall();
+    throw err;
+  }
+
+  await new Promise<void>((resolve) => {
+    const print = () => {
+      const ws = dp.workerStats();
+      const w = ws ? `workers rx=${ws.totals.rx} tx=${ws.totals.tx} dropped=${ws.totals.dropped}` : undefined;
+      process.stdout.write(`${formatCounters(dp.spec.chain, flags.iface, dp.counters(), w)}\n`);
+    };
+    const timer = setInterval(print, intervalMs);
+    const stop = (why: string) => {
+      clearInterval(timer);
+      process.off("SIGINT", onInt);
+      process.off("SIGTERM", onTerm);
+      print();
+      log.info({ why }, "stopping");
+      resolve();
+    };
+    const onInt = () => stop("SIGINT");
+    const onTerm = () => stop("SIGTERM");
+    process.on("SIGINT", onInt);
+    process.on("SIGTERM", onTerm);
+    if (durationMs) setTimeout(() => stop("duration elapsed"), durationMs).unref();
+  });
+  dp.uninstall();
+}
+
+export function registerDataplaneCommands(program: Command): void {
+  const dataplane = program
+    .command("dataplane")
+    .description("Install chains on this machine's interfaces (XDP + AF_XDP workers)");
+
+  dataplane
+    .command("up")
+    .description(
+      "Build a chain's NFs, install it on an interface, print per-NF counters until Ctrl-C, then uninstall",
+    )
+    .argument("<chain>", "chain TOML file")
+    .requiredOption("--iface <name>", "interface to install on")
+    .option("--netns <name>", "network namespace of the interface (under /run/netns)")
+    .option("--workers <n>", "AF_XDP worker threads", "2")
+    .option("--mode <mode>", "worker mode: blocking (poll) or busy-poll", "blocking")
+    .option("--skb", "generic (skb) XDP instead of native driver mode")
+    .option("--state-dir <dir>", "where installation records are kept", DEFAULT_STATE_DIR)
+    .option("--map-set <NF.MAP=KEYHEX:VALUEHEX>", "set a map entry after installing (repeatable)", collect)
+    .option("--interval <s>", "seconds between counter prints", "1")
+    .option("--duration <s>", "uninstall and exit after this many seconds (default: run until a signal)")
+    .action(async (chainFile: string, flags: UpFlags) => {
+      await up(chainFile, flags);
+    });
+
+  dataplane
+    .command("down")
+    .description("Remove the chain installed on an interface: detach, unpin, forget (also after a crash)")
+    .requiredOption("--iface <name>", "interface")
+    .option("--netns <name>", "network namespace of the interface (under /run/netns)")
+    .option("--state-dir <dir>", "where installation records are kept", DEFAULT_STATE_DIR)
+    .action((flags: { iface: string; netns?: string; stateDir: string }) => {
+      const target: InterfaceTarget = { iface: flags.iface, ...(flags.netns ? { netns: flags.netns } : {}) };
+      const removed = Dataplane.remove(target, { stateDir: flags.stateDir, logger: logger() });
+      process.stdout.write(
+        removed ? `removed the installation on ${flags.iface}\n` : `nothing installed on ${flags.iface}\n`,
+      );
+    });
 }

@@ -1,0 +1,123 @@
+import { spawn } from "node:child_process";
+import path from "node:path";
+import {
+  attachXdpPass,
+  createVethPair,
+  describeKernel,
+  exchangeFrames,
+  udpFrame,
+  type VethPair,
+} from "@galette/testkit";
+import { queryXdp } from "@galette/xdp-native";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { Dataplane, readRecord } from "../src/kernel";
+import { builtChainFile, repoRoot, sleep, stateDir } from "./helpers";
+
+/** Runs `galette …` (node + tsx, so a signal reaches the CLI itself); resolves with its output. */
+function galette(
+  args: string[],
+  opts: { onStdout?: (text: string) => void; signalAfter?: Promise<unknown> } = {},
+) {
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", path.join(repoRoot, "apps/controller/src/cli.ts"), ...args],
+    {
+      cwd: repoRoot,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, GALETTE_LOG: "warn" },
+    },
+  );
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d: Buffer) => {
+    stdout += d.toString();
+    opts.onStdout?.(stdout);
+  });
+  child.stderr.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const killer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+  return {
+    child,
+    done: new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
+      (resolve) =>
+        child.on("exit", (code, signal) => {
+          clearTimeout(killer);
+          resolve({ code, signal, stdout, stderr });
+        }),
+    ),
+  };
+}
+
+describeKernel("galette dataplane up|down", () => {
+  let veth: VethPair;
+  const state = stateDir();
+  const target = () => ({ iface: veth.ifB, netns: veth.nsB });
+
+  beforeAll(async () => {
+    await builtChainFile("macswap.toml");
+    veth = await createVethPair("icli");
+    await attachXdpPass(veth.nsA, veth.ifA);
+  });
+  afterAll(async () => {
+    try {
+      if (veth) Dataplane.remove(target(), { stateDir: state.dir });
+    } finally {
+      await veth?.cleanup();
+      state.cleanup();
+    }
+  });
+
+  it("up installs, prints per-NF counters, uninstalls on SIGTERM; down cleans up after a crash", async () => {
+    const common = ["--iface", veth.ifB, "--netns", veth.nsB, "--state-dir", state.dir];
+    let ready: () => void = () => undefined;
+    const printed = new Promise<void>((r) => {
+      ready = r;
+    });
+    const run = galette(["dataplane", "up", ...common, "chains/macswap.toml"], {
+      onStdout: (out) => out.includes('chain "macswap"') && ready(),
+    });
+    await Promise.race([printed, run.done]);
+    const frame = udpFrame({
+      dstMac: veth.macB,
+      srcMac: veth.macA,
+      srcIp: veth.ipA,
+      dstIp: veth.ipB,
+      payload: Buffer.from("t-cli"),
+    });
+    const r = await exchangeFrames(veth.nsA, veth.ifA, {
+      send: [frame],
+      repeat: 10,
+      expect: 10,
+      listenMs: 1000,
+      match: Buffer.from("t-cli"),
+    });
+    expect(r.received).toHaveLength(10);
+    await sleep(1300); // one more counter print
+    run.child.kill("SIGTERM");
+    const res = await run.done;
+    expect(res.stderr).not.toMatch(/"level":50/);
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/macswap\s+#0\s+xdp\s+Tx=10/);
+    expect(queryXdp({ ifname: veth.ifB, netns: `/run/netns/${veth.nsB}` }).progId).toBe(0);
+    expect(readRecord(target(), state.dir)).toBeUndefined();
+
+    // a crashed `up` (SIGKILL: no uninstall) leaves the chain; `down` removes it
+    const crashed = galette(["dataplane", "up", ...common, "chains/macswap.toml"], {
+      onStdout: (out) => out.includes('chain "macswap"') && crashed.child.kill("SIGKILL"),
+    });
+    expect((await crashed.done).signal).toBe("SIGKILL");
+    expect(readRecord(target(), state.dir)?.spec.chain).toBe("macswap");
+    expect(queryXdp({ ifname: veth.ifB, netns: `/run/netns/${veth.nsB}` }).progId).not.toBe(0);
+    const down = await galette(["dataplane", "down", ...common]).done;
+    expect(down.stdout).toContain(`removed the installation on ${veth.ifB}`);
+    expect(queryXdp({ ifname: veth.ifB, netns: `/run/netns/${veth.nsB}` }).progId).toBe(0);
+    expect(readRecord(target(), state.dir)).toBeUndefined();
+    const again = await galette(["dataplane", "down", ...common]).done;
+    expect(again.stdout).toContain("nothing installed");
+
+    const bad = await galette(["dataplane", "up", ...common, "--workers", "0", "chains/macswap.toml"]).done;
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('--workers must be a positive integer, got "0"');
+  });
+});

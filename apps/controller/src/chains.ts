@@ -9,7 +9,12 @@ import {
   parseChain,
   planChain,
 } from "@galette/chain";
-import type { AssignmentEdge, MapSpec } from "@galette/protocol";
+import {
+  type AssignmentEdge,
+  ChainGraph as ChainGraphSchema,
+  describeZodError,
+  type MapSpec,
+} from "@galette/protocol";
 import { RequestError } from "./control";
 import type { ChainGraph, NfRecord, Repository } from "./storage/repository";
 
@@ -64,9 +69,17 @@ export function planChainForPush(repo: Repository, toml: string, file: string, n
     buildHashes,
     warnings: [...parsed.diagnostics, ...interfaceProblems].filter((d) => d.severity === "warning"),
   });
+  const graph = graphFromPlan(plan, published);
+  // The plan comes from @galette/chain; check it still fits the wire format before storing it.
+  const checked = ChainGraphSchema.safeParse(graph);
+  if (!checked.success) {
+    throw new Error(
+      `the chain plan does not fit the protocol's ChainGraph: ${describeZodError(checked.error).join("; ")}`,
+    );
+  }
   return {
     name: chain.name,
-    graph: graphFromPlan(plan, published),
+    graph: checked.data,
     warnings: plan.warnings.map(formatDiagnostic),
   };
 }

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import {
   type AssignChainRequest,
   AssignChainResponse,
+  ChainVersionResponse,
   CreateTokenResponse,
   describeZodError,
   type EnrollDeviceRequest,
@@ -132,6 +133,10 @@ export class OperatorClient {
   }
   listChains() {
     return this.call(ListChainsResponse, "GET", OPERATOR_ROUTES.chains);
+  }
+  getChain(name: string, version?: number) {
+    const query = version === undefined ? "" : `?version=${version}`;
+    return this.call(ChainVersionResponse, "GET", `${OPERATOR_ROUTES.chain(name)}${query}`);
   }
   pushChain(request: PushChainRequest) {
     return this.call(PushChainResponse, "POST", OPERATOR_ROUTES.chains, { json: request });

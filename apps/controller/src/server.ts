@@ -24,7 +24,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyRequest } from "fastify";
 import { pino } from "pino";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { WebSocket } from "ws";
-import type { z } from "zod";
+import { z } from "zod";
 import { planChainForPush } from "./chains";
 import {
   artifactsAllowedFor,
@@ -67,6 +67,8 @@ declare module "fastify" {
     operator: string | null;
   }
 }
+
+const ChainVersionQuery = z.object({ version: z.coerce.number().int().positive().optional() });
 
 function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
   const result = schema.safeParse(value);
@@ -395,7 +397,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
   app.get<{ Params: { name: string }; Querystring: { version?: string } }>(
     "/v1/chains/:name",
     async (request) => {
-      const version = request.query.version ? Number(request.query.version) : undefined;
+      const { version } = parse(ChainVersionQuery, request.query, "query");
       const chain = data.repo.getChainVersion(request.params.name, version);
       if (!chain) {
         throw new RequestError(

@@ -9,6 +9,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ChainVersionResponse } from "@galette/protocol";
 import { create as createTar } from "tar";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataDir } from "../src/control";
@@ -230,6 +231,12 @@ describe("operator API", () => {
 
     const chains = await op("/v1/chains");
     expect(chains.json<{ chains: Array<{ name: string }> }>().chains.map((c) => c.name)).toEqual(["macswap"]);
+    const stored = ChainVersionResponse.parse((await op("/v1/chains/macswap")).json());
+    expect(stored).toMatchObject({ name: "macswap", version: 1, file: "macswap.toml", toml: MACSWAP_TOML });
+    const badVersion = await op("/v1/chains/macswap?version=abc");
+    expect(badVersion.status).toBe(400);
+    expect(badVersion.json().error).toMatch(/^invalid query: version:/);
+    expect((await op("/v1/chains/macswap?version=7")).status).toBe(404);
   });
 
   it("assigns to named devices and label selectors, and rejects unknown chains, devices and empty requests", async () => {

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { ArtifactMeta, CpuTriple, Labels, MapEntry, Name, Sha256Digest } from "./common";
-import { DeviceError, DeviceState, NfCounters } from "./device";
+import { AssignedNf, AssignmentEdge, DeviceError, DeviceState, MapSpec, NfCounters } from "./device";
 
 /**
  * Operator API: HTTPS on the controller's listener, `Authorization: Bearer <token>`
@@ -113,6 +113,26 @@ export const PushChainResponse = z.object({
   notified: z.array(Name),
 });
 export type PushChainResponse = z.infer<typeof PushChainResponse>;
+
+/** The device-independent graph of a pushed chain version (devices get it plus artifacts and map entries). */
+export const ChainGraph = z.object({
+  nfs: z.array(AssignedNf.omit({ artifacts: true })),
+  edges: z.array(AssignmentEdge),
+  maps: z.array(MapSpec),
+});
+export type ChainGraph = z.infer<typeof ChainGraph>;
+
+/** GET /v1/chains/:name[?version=N] */
+export const ChainVersionResponse = z.object({
+  name: Name,
+  version: z.number().int().positive(),
+  toml: z.string(),
+  file: z.string(),
+  graph: ChainGraph,
+  warnings: z.array(z.string()),
+  createdAt: z.string(),
+});
+export type ChainVersionResponse = z.infer<typeof ChainVersionResponse>;
 
 export const ChainSummary = z.object({
   name: Name,

@@ -1,7 +1,7 @@
 import type { NfInterface } from "@galette/chain";
 import type {
   ArtifactMeta,
-  AssignedChain,
+  ChainGraph,
   DeviceStatusReport,
   Labels,
   MapEntry,
@@ -30,10 +30,7 @@ export interface TokenRecord {
   createdAt: string;
 }
 
-/** The device-independent part of a pushed chain: what every device of it gets, minus artifacts and map entries. */
-export type ChainGraph = Omit<AssignedChain, "name" | "version" | "mapEntries" | "nfs"> & {
-  nfs: Array<Omit<AssignedChain["nfs"][number], "artifacts">>;
-};
+export type { ChainGraph };
 
 export interface ChainVersionRecord {
   name: string;

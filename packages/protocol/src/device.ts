@@ -161,7 +161,10 @@ export type DeviceStatusReport = z.infer<typeof DeviceStatusReport>;
 /** Messages the controller sends on ws /v1/device/notifications. The agent sends nothing. */
 export const DeviceNotification = z.discriminatedUnion("type", [
   z.object({ type: z.literal("hello"), protocolVersion: z.number().int().positive(), device: Name }),
-  /** the assignment's ETag changed: GET it now */
+  /**
+   * the assignment changed: GET it now. `etag` is computed for the CPU the device last
+   * reported, so treat it as a hint: re-poll on every such message.
+   */
   z.object({ type: z.literal("assignment-changed"), etag: z.string() }),
 ]);
 export type DeviceNotification = z.infer<typeof DeviceNotification>;

@@ -156,7 +156,7 @@ async function runScenario(
     log.info({ scenario: s.name, nsA: pair.nsA, nsB: pair.nsB }, "setting up DUT");
     running = await s.setup(dut);
     const napi = await topo.pinNapi();
-    if (plan.boost) await boostTasks([...napi.dut, ...running.pids]);
+    if (plan.boost) await boostTasks(tools.schedBoost, [...napi.dut, ...running.pids]);
     outcome.napi = napi;
     for (const r of runsFor(s, plan)) {
       for (let rep = 0; rep < plan.repetitions; rep++) {

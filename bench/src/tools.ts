@@ -16,6 +16,7 @@ export interface BenchTools {
   galgen: string;
   afxdpMacswap: string;
   afpacketMacswap: string;
+  schedBoost: string;
   /** BPF objects */
   sinkObj: string;
   genLiveObj: string;
@@ -33,6 +34,7 @@ function toolsIn(dir: string): BenchTools {
     galgen: join(dir, "galgen"),
     afxdpMacswap: join(dir, "afxdp_macswap"),
     afpacketMacswap: join(dir, "afpacket_macswap"),
+    schedBoost: join(dir, "sched_boost"),
     sinkObj: join(dir, "sink.bpf.o"),
     genLiveObj: join(dir, "gen_live.bpf.o"),
     xdpMacswapObj: join(dir, "xdp_macswap.bpf.o"),

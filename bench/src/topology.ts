@@ -65,23 +65,23 @@ export function napiThreads(iface: string): number[] {
 }
 
 /**
- * nice -20 for every thread of the given tasks, and -20 for their autogroups: with autogroup
- * scheduling a nice value only weighs inside its session's group, so the group's nice is
- * what competes with other jobs. Kernel threads (NAPI) have no autogroup.
+ * nice -20 and a short scheduling slice (bench/c/sched_boost.h) for every thread of the given
+ * tasks, and nice -20 for their autogroups: with autogroup scheduling a plain nice only weighs
+ * inside its session's group, so the group's nice is what competes with other jobs. Kernel
+ * threads (NAPI) have no autogroup.
  */
-export async function boostTasks(pids: number[]): Promise<void> {
+export async function boostTasks(schedBoost: string, pids: number[]): Promise<void> {
+  const tids: string[] = [];
   for (const pid of pids) {
-    let tids: string[];
     try {
-      tids = readdirSync(`/proc/${pid}/task`);
+      tids.push(...readdirSync(`/proc/${pid}/task`));
     } catch (err) {
       throw new Error(`cannot boost pid ${pid}: it is gone (${(err as Error).message})`, { cause: err });
     }
-    // kernel threads (empty cmdline) have no autogroup; their thread nice is what counts
     const isKernelThread = readFileSync(`/proc/${pid}/cmdline`).length === 0;
     if (!isKernelThread) writeFileSync(`/proc/${pid}/autogroup`, "-20");
-    for (const tid of tids) await run("renice", ["-n", "-20", "-p", tid]);
   }
+  if (tids.length) await run(schedBoost, tids);
 }
 
 async function pin(pids: number[], cpu: number): Promise<void> {

@@ -46,7 +46,7 @@ export interface WorkerPoolOptions {
   instances: NfInstanceConfig[];
   /** errors a worker hits after start (start() itself rejects with startup errors) */
   onError?: (err: WorkerError) => void;
-  /** how long start() waits for every worker to load its libraries */
+  /** how long start() waits for every worker thread to report ready */
   startTimeoutMs?: number;
   /** how long start() retries while the queue is still bound to a just-closed UMEM (EBUSY) */
   queueBusyRetryMs?: number;

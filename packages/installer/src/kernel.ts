@@ -196,7 +196,6 @@ export class Dataplane {
   #maps = new Map<string, BpfMap>();
   #instances = new Map<number, LiveInstance>();
   #pool: WorkerPool | undefined;
-  #poolKey = "";
   #closed = false;
   readonly log: Logger;
   readonly #stateDir: string;
@@ -397,7 +396,7 @@ export class Dataplane {
       if (options.workers?.count) record.workers.count = options.workers.count;
       if (options.workers?.mode) record.workers.mode = options.workers.mode;
       // A dead owner's sockets are released by the kernel asynchronously: retry while busy.
-      await dp.#syncPool(new Undo(), true);
+      await dp.#syncPool(new Undo(), undefined, true);
       record.updatedAt = new Date().toISOString();
       writeRecord(record, stateDir);
       log.info({ chain: spec.chain, pid: process.pid }, "installation adopted");
@@ -461,22 +460,34 @@ export class Dataplane {
       );
     if (next.rx) throw new InstallError(`chain "${next.chain}": a userland-only entry is not supported yet`);
     const undo = new Undo();
-    const oldPoolKey = this.#poolKey;
+    const retiring = new Set(reconf.retired);
     try {
       await this.#build(reconf, undo);
       this.#record.spec = next;
-      await this.#syncPool(undo);
+      // Before the swap the workers run old and new userland instances: frames still on
+      // the old chain keep their NFs, frames on the new one find theirs.
+      const both = [...next.instances, ...old.instances.filter((i) => retiring.has(i.id))].filter(
+        (i) => i.userland,
+      );
+      await this.#syncPool(undo, both);
     } catch (err) {
       this.#record.spec = old;
       undo.run(this.log);
-      if (this.#poolKey !== oldPoolKey || !this.#pool)
-        await this.#syncPool(new Undo()).catch((e) => this.log.error({ err: e }, "restoring workers failed"));
       throw wrap(err, `reconfiguring ${old.target.iface} from chain "${old.chain}" to "${next.chain}"`);
     }
     // The switch: one PROG_ARRAY update, atomic for packets.
     if (next.entry !== old.entry) this.#devMaps.rootProgs.update(key32(0), key32(this.#progFdOf(next.entry)));
+    try {
+      // Resolves once no worker can still run a retired instance.
+      await this.#syncPool(new Undo());
+    } catch (err) {
+      // The new chain is live; only the cleanup is postponed (a worker may still run old code).
+      this.log.error({ err }, "workers did not leave the retired instances; keeping them loaded");
+      this.#record.updatedAt = new Date().toISOString();
+      writeRecord(this.#record, this.#stateDir);
+      return;
+    }
     for (const id of reconf.retired) this.#retireInstance(id);
-    if (reconf.retired.length && this.#pool?.running) this.#pool.reloadActions();
     for (const key of reconf.maps.retired) {
       const m = old.maps.find((x) => x.key === key)!;
       this.#maps.get(key)?.close();
@@ -675,28 +686,17 @@ export class Dataplane {
   }
 
   /**
-   * Workers get every slot's action table (so new XDP instances need only a reload) and
-   * the libraries of the userland instances. They are restarted only when that set of
-   * libraries changed.
+   * Gives the workers every slot's action table (a new XDP instance only fills the table of
+   * its fresh slot) and the libraries of `userland`. A running pool is updated in place
+   * (updateInstances: atomic, nothing dropped); otherwise the pool is started.
    */
-  async #syncPool(undo: Undo, retryBusy = false): Promise<void> {
-    const spec = this.#record.spec;
-    const userland = spec.instances.filter((i) => i.userland);
-    const upcalls = spec.instances.some((i) => i.actions.some((a) => a.kind === "upcall"));
-    const key = JSON.stringify(userland.map((i) => [i.id, i.library ?? ""]));
-    if (this.#pool?.running && key === this.#poolKey) {
-      this.#pool.reloadActions();
-      return;
-    }
-    const old = this.#pool;
-    if (old) {
-      // AF_XDP sockets on the queue cannot be doubled: the old workers go first. Upcalls in
-      // this window are dropped by XDP (no sockets); XDP-only paths are untouched.
-      old.stop();
-      this.#pool = undefined;
-      this.#poolKey = "";
-    }
-    if (userland.length === 0 && !upcalls) return;
+  async #syncPool(
+    undo: Undo,
+    userland = this.spec.instances.filter((i) => i.userland),
+    retryBusy = false,
+  ): Promise<void> {
+    const upcalls = this.spec.instances.some((i) => i.actions.some((a) => a.kind === "upcall"));
+    const needed = userland.length > 0 || upcalls;
     const libraries = new Map(userland.map((i) => [i.id, i]));
     const instances: NfInstanceConfig[] = this.#devMaps.tables.map((table, id) => {
       const i = libraries.get(id);
@@ -706,7 +706,16 @@ export class Dataplane {
         ...(i ? { library: i.library!, maps: i.maps.map((k) => this.#maps.get(k)!) } : {}),
       };
     });
-    const t = spec.target;
+    if (this.#pool?.running) {
+      if (needed) await this.#pool.updateInstances(instances);
+      else {
+        this.#pool.stop();
+        this.#pool = undefined;
+      }
+      return;
+    }
+    if (!needed) return;
+    const t = this.spec.target;
     const options = {
       ifname: t.iface,
       ...(t.netns ? { netns: netnsPath(t.netns) } : {}),
@@ -717,28 +726,24 @@ export class Dataplane {
       instances,
       onError: (err: Error) => this.log.error({ err }, "AF_XDP worker error"),
     };
-    // The kernel releases a closed AF_XDP socket's queue binding asynchronously (seen:
-    // 1-3 s on veth), so right after stopping the old workers the queue may still be busy.
+    // After a crash the kernel releases the dead owner's AF_XDP sockets asynchronously
+    // (seen: 1-3 s on veth): the queue can still be busy when we adopt.
     const startAt = Date.now();
-    for (let attempt = 0; ; attempt++) {
+    for (;;) {
       try {
         this.#pool = await WorkerPool.start(options);
-        this.log.debug({ ms: Date.now() - startAt, attempts: attempt + 1 }, "workers started");
         break;
       } catch (err) {
         const busy = (err as { code?: string }).code === "EBUSY";
-        if (!(old || retryBusy) || !busy || Date.now() - startAt > 10_000) throw err;
+        if (!retryBusy || !busy || Date.now() - startAt > 10_000) throw err;
         await new Promise((r) => setTimeout(r, 50));
       }
     }
-    this.#poolKey = key;
+    this.log.debug({ ms: Date.now() - startAt }, "workers started");
     const started = this.#pool;
     undo.push("stop new workers", () => {
       started.stop();
-      if (this.#pool === started) {
-        this.#pool = undefined;
-        this.#poolKey = "";
-      }
+      if (this.#pool === started) this.#pool = undefined;
     });
   }
 

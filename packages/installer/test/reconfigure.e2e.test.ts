@@ -31,7 +31,23 @@ describeKernel("installer: live reconfiguration and failed installs", () => {
   let built: BuiltChain;
   let dp: Dataplane;
   const state = stateDir();
-  const crateCopy = mkdtempSync(path.join(tmpdir(), "galette-ac-rebuild-"));
+  const crateCopies = mkdtempSync(path.join(tmpdir(), "galette-rebuild-"));
+  /** A copy of an example NF with one more comment line: same code, a new build hash. */
+  const copyCrate = (name: string): string => {
+    const dir = path.join(crateCopies, name);
+    cpSync(path.join(repoRoot, "nf-examples", name), dir, { recursive: true });
+    const cargo = path.join(dir, "Cargo.toml");
+    writeFileSync(
+      cargo,
+      readFileSync(cargo, "utf8").replace(
+        'path = "../../packages/nf/nf"',
+        `path = "${repoRoot}/packages/nf/nf"`,
+      ),
+    );
+    const lib = path.join(dir, "src", "lib.rs");
+    writeFileSync(lib, `${readFileSync(lib, "utf8")}\n// a new build for the installer test\n`);
+    return dir;
+  };
   const target = () => ({ iface: veth.ifB, netns: veth.nsB });
   const base = () => ({ dstMac: veth.macB, srcMac: veth.macA, dstIp: veth.ipB, srcIp: veth.ipA });
   /** IPv4, not TCP/UDP: access-control Allowed → weak-classifier Normal → XDP_TX */
@@ -57,40 +73,38 @@ describeKernel("installer: live reconfiguration and failed installs", () => {
       if (veth) Dataplane.remove(target(), { stateDir: state.dir });
       await veth?.cleanup();
       state.cleanup();
-      rmSync(crateCopy, { recursive: true, force: true });
+      rmSync(crateCopies, { recursive: true, force: true });
     }
   });
 
-  it("re-points weak-classifier and replaces access-control with a new build under traffic: nothing lost or duplicated, in XDP or userland", async () => {
+  it("re-points weak-classifier, then replaces access-control and dpi with new builds under traffic: nothing lost or duplicated, in XDP or userland", async () => {
     // Prepared before the traffic starts: a re-linked chain and a new build of access-control.
     const repointed = securityText.replace('to = ["tx", "!dpi", "drop"]', 'to = ["tx", "!dpi", "!dpi"]');
     expect(repointed).not.toBe(securityText);
     const relinked = await builtChainText(repointed, "security-repointed.toml");
-    cpSync(path.join(repoRoot, "nf-examples", "access-control"), crateCopy, { recursive: true });
-    const cargo = path.join(crateCopy, "Cargo.toml");
-    writeFileSync(
-      cargo,
-      readFileSync(cargo, "utf8").replace(
-        'path = "../../packages/nf/nf"',
-        `path = "${repoRoot}/packages/nf/nf"`,
-      ),
-    );
-    writeFileSync(
-      path.join(crateCopy, "src", "lib.rs"),
-      `${readFileSync(path.join(crateCopy, "src", "lib.rs"), "utf8")}\n// a new build for the installer test\n`,
-    );
+    const acCopy = copyCrate("access-control");
+    const dpiCopy = copyCrate("dpi");
     const rebuilt = await builtChainText(
       repointed.replace(
         "[functions.access-control.maps]",
-        `[functions.access-control]\npath = "${crateCopy}"\n\n[functions.access-control.maps]`,
+        `[functions.access-control]\npath = "${acCopy}"\n\n[functions.access-control.maps]`,
       ),
       "security-rebuilt.toml",
+    );
+    const newDpi = await builtChainText(
+      repointed
+        .replace(
+          "[functions.access-control.maps]",
+          `[functions.access-control]\npath = "${acCopy}"\n\n[functions.access-control.maps]`,
+        )
+        .replace("[functions.dpi]", `[functions.dpi]\npath = "${dpiCopy}"`),
+      "security-new-dpi.toml",
     );
     expect(rebuilt.artifacts.get("access-control")!.hash).not.toBe(
       relinked.artifacts.get("access-control")!.hash,
     );
 
-    const n = 1200;
+    const n = 1800;
     // Even frames stay in XDP (not TCP/UDP: Normal → XDP_TX); odd frames each open a new UDP
     // flow, so weak-classifier upcalls them and DPI (userland) transmits them.
     const frames = Array.from({ length: n }, (_, i) => {
@@ -99,7 +113,7 @@ describeKernel("installer: live reconfiguration and failed installs", () => {
         ? normalFrame(tag)
         : udpFrame({ ...base(), srcPort: 10_000 + i, payload: Buffer.from(tag) });
     });
-    const cleanBefore = counter("dpi", "Clean");
+    const workerTxBefore = dp.workerStats()!.totals.tx;
     const traffic = exchangeFrames(veth.nsA, veth.ifA, {
       send: frames,
       pps: 600,
@@ -116,6 +130,12 @@ describeKernel("installer: live reconfiguration and failed installs", () => {
     expect(second.reused).toHaveLength(2);
     expect(second.maps.created).toEqual([]); // the allow-list survives the new build
     await dp.reconfigure(second);
+    await sleep(500);
+    // a new build of the userland NF: new library loaded beside the old one, then the swap
+    const third = dp.replan(newDpi.plan, newDpi.artifacts);
+    expect(third.reused).toEqual([]);
+    expect(third.maps.created).toEqual([]); // flow_state is shared and unchanged
+    await dp.reconfigure(third);
     const r = await traffic;
 
     const seqs = r.received.map((f) => f.subarray(42, 54).toString());
@@ -123,8 +143,9 @@ describeKernel("installer: live reconfiguration and failed installs", () => {
     expect(r.sent).toBe(n);
     expect({ received: seqs.length, unique: unique.size }).toEqual({ received: n, unique: n });
     expect(counter("access-control", "Allowed")).toBeGreaterThan(0);
-    // dpi was reused (same slot, never restarted): it saw every odd frame
-    expect(counter("dpi", "Clean") - cleanBefore).toBe(n / 2);
+    // the workers transmitted every odd frame (old dpi, then the new build)
+    expect(dp.workerStats()!.totals.tx - workerTxBefore).toBe(n / 2);
+    expect(counter("dpi", "Clean")).toBeGreaterThan(0);
     expect(
       readRecord(target(), state.dir)!
         .spec.instances.map((i) => i.id)
@@ -132,7 +153,7 @@ describeKernel("installer: live reconfiguration and failed installs", () => {
     ).toEqual(dp.spec.instances.map((i) => i.id).sort());
     // retired instances left no pins behind
     const live = new Set(dp.spec.instances.map((i) => String(i.id)));
-    for (const id of [...first.retired, ...second.retired]) {
+    for (const id of [...first.retired, ...second.retired, ...third.retired]) {
       if (!live.has(String(id)))
         expect(existsSync(path.join(dp.spec.pins.dir, "nf", String(id)))).toBe(false);
     }

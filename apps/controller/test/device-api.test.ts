@@ -1,6 +1,8 @@
 import { mkdtempSync, rmSync } from "node:fs";
+import { Agent, request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
 import { createCa, issueDeviceCert } from "@galette/pki";
 import { type DeviceAssignment, DeviceNotification, PROTOCOL_VERSION } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -317,6 +319,24 @@ describe("device API over mTLS", () => {
     });
     const closed = new Promise<number>((resolve) => ws.once("close", (code) => resolve(code)));
     expect((await h.call("/v1/device/assignment", { client: asDevice("pi-2") })).status).toBe(200);
+    // An agent that resumes its TLS session never re-sends its certificate: it must be refused too.
+    const sessions = new Agent({ keepAlive: false, maxCachedSessions: 4 });
+    const resumable = () =>
+      new Promise<{ status: number; resumed: boolean }>((resolve, reject) => {
+        const req = httpsRequest(
+          `${h.controller.url}/v1/device/assignment`,
+          { agent: sessions, ca: h.caPem, cert: bundles["pi-2"]!.certPem, key: bundles["pi-2"]!.keyPem },
+          (res) => {
+            res.resume();
+            res.on("end", () =>
+              resolve({ status: res.statusCode ?? 0, resumed: (res.socket as TLSSocket).isSessionReused() }),
+            );
+          },
+        );
+        req.on("error", reject);
+        req.end();
+      });
+    expect(await resumable()).toEqual({ status: 200, resumed: false });
 
     // Revoked directly on the data dir (as `galette device revoke --data DIR` does), not through the server.
     const data = DataDir.open(h.dir);
@@ -326,6 +346,7 @@ describe("device API over mTLS", () => {
     const res = await h.call("/v1/device/assignment", { client: asDevice("pi-2") });
     expect(res.status).toBe(403);
     expect(res.json().error).toMatch(/revoked/);
+    expect(await resumable()).toEqual({ status: 403, resumed: true });
     expect(await closed).toBe(4403);
     const reconnect = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
       ca: h.caPem,

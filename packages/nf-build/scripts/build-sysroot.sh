@@ -32,6 +32,8 @@ export RUSTC_BOOTSTRAP=1
   -L "$out" --extern core="$out/libcore.rlib" \
   "$LIBSRC/compiler-builtins/compiler-builtins/src/lib.rs" -o "$out/libcompiler_builtins.rlib"
 touch "$tmp/.complete"
+# another build may have finished first (and be in use): keep it
+[ -f "$sysroot/.complete" ] && exit 0
 rm -rf "$sysroot"
 mkdir -p "$(dirname "$sysroot")"
 mv "$tmp" "$sysroot"

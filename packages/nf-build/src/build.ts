@@ -45,7 +45,7 @@ import type { NfAnalysis } from "./types";
 import { explainUndefinedSymbols } from "./undefined";
 
 /** Bump when compiler flags change: part of every cache key. */
-const FLAGS_VERSION = "1";
+const FLAGS_VERSION = "2";
 
 export interface BuildOptions {
   targets: Target[];
@@ -286,7 +286,13 @@ function ensureNfLib(target: Target): Promise<NfLib> {
     p = (async () => {
       const macros = await ensureMacros();
       const key = sha256(
-        JSON.stringify([await nfSourcesHash(), (await toolchainVersions()).rustc, FLAGS_VERSION, target]),
+        JSON.stringify([
+          await nfSourcesHash(),
+          (await toolchainVersions()).rustc,
+          FLAGS_VERSION,
+          target,
+          await targetFlags(target),
+        ]),
       );
       const dir = path.join(cacheDir(), "nflib", key.slice(0, 16), target);
       const lib: NfLib = {
@@ -318,6 +324,10 @@ function ensureNfLib(target: Target): Promise<NfLib> {
           `nf_macros=${path.join(tmp, "libnf_macros.so")}`,
           path.join(NF_CRATE_ROOT, "nf", "src", "lib.rs"),
           emit,
+          // rustc's intermediate objects go to the out dir (else the cwd, where concurrent
+          // builds of the same crate for different targets would trample each other's)
+          "--out-dir",
+          tmp,
         ],
         { env: rustEnv, what: `compiling the nf crate for ${target}` },
       );
@@ -366,6 +376,8 @@ async function compileAuthorCrate(
         `dependency=${lib.dir}`,
         authorPath(crate.analysis.libFile),
         emitBitcode ? `--emit=link=${rlib},llvm-bc=${bc}` : `--emit=link=${rlib}`,
+        "--out-dir",
+        dir,
       ],
       { env: rustEnv, what: `rustc (${target})` },
     );
@@ -423,6 +435,8 @@ async function buildBpf(crate: CrateInfo, maps: MapSpec[], dir: string, out: str
       `dependency=${lib.dir}`,
       gluePath,
       `--emit=llvm-bc=${glueBc}`,
+      "--out-dir",
+      dir,
     ],
     "compiling the BPF glue",
   );
@@ -656,6 +670,21 @@ async function updateManifest(
     for (const a of old?.artifacts ?? [])
       if (existsSync(path.join(artifactsDir(), a.file))) byTarget.set(a.target, a);
     let changed = !old;
+    // Another process may have built other targets of this NF meanwhile (its manifest write
+    // raced ours): list every artifact of this hash that is in the cache.
+    for (const target of TARGET_ORDER) {
+      const name = artifactFileName(nf.hash, target);
+      const cached = path.join(artifactsDir(), name);
+      if (byTarget.has(target) || built.some((a) => a.target === target) || !existsSync(cached)) continue;
+      byTarget.set(target, {
+        target,
+        triple: TARGET_INFO[target].triple,
+        file: name,
+        ...(await fileDigest(cached)),
+        buildMs: 0,
+      });
+      changed = true;
+    }
     for (const a of built) {
       if (a.cached && byTarget.has(a.target)) continue;
       changed = true;

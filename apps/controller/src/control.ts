@@ -126,6 +126,12 @@ export class DataDir {
     return { name, token, createdAt };
   }
 
+  revokeTokens(name: string): { name: string; revoked: number } {
+    const revoked = this.repo.deleteTokens(name);
+    if (revoked === 0) throw new RequestError(404, `no token named ${name}`);
+    return { name, revoked };
+  }
+
   close(): void {
     this.repo.close();
   }

@@ -20,6 +20,7 @@ import {
   type PushChainRequest,
   PushChainResponse,
   RevokeDeviceResponse,
+  RevokeTokenResponse,
   type SetMapEntriesRequest,
 } from "@galette/protocol";
 import type { z } from "zod";
@@ -130,6 +131,9 @@ export class OperatorClient {
   }
   createToken(name: string) {
     return this.call(CreateTokenResponse, "POST", OPERATOR_ROUTES.tokens, { json: { name } });
+  }
+  revokeToken(name: string) {
+    return this.call(RevokeTokenResponse, "POST", OPERATOR_ROUTES.revokeToken(name));
   }
   listChains() {
     return this.call(ListChainsResponse, "GET", OPERATOR_ROUTES.chains);

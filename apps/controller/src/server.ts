@@ -392,6 +392,15 @@ export async function startController(options: ControllerOptions): Promise<Runni
     return reply.code(201).send(created);
   });
 
+  app.post<{ Params: { name: string } }>("/v1/tokens/:name/revoke", async (request) => {
+    const revoked = data.revokeTokens(request.params.name);
+    request.log.info(
+      { token: revoked.name, count: revoked.revoked, operator: request.operator },
+      "token revoked",
+    );
+    return revoked;
+  });
+
   app.get("/v1/chains", async () => ({ chains: data.repo.listChains() }));
 
   app.get<{ Params: { name: string }; Querystring: { version?: string } }>(

@@ -57,6 +57,7 @@ describe("operator API", () => {
       ["POST", "/v1/devices"],
       ["POST", "/v1/devices/pi-1/revoke"],
       ["POST", "/v1/tokens"],
+      ["POST", "/v1/tokens/ci/revoke"],
       ["GET", "/v1/chains"],
       ["POST", "/v1/chains"],
       ["POST", "/v1/assignments"],
@@ -112,11 +113,17 @@ describe("operator API", () => {
     expect(unknown.json().error).toBe("device nope is not enrolled");
   });
 
-  it("creates tokens that work, and refuses a token request without a name", async () => {
+  it("creates tokens that work until revoked, and refuses a token request without a name", async () => {
     const created = await op("/v1/tokens", { method: "POST", body: { name: "ci" } });
     expect(created.status).toBe(201);
     const token = created.json<{ token: string }>().token;
     expect((await h.call("/v1/devices", { token })).status).toBe(200);
+    const revoked = await op("/v1/tokens/ci/revoke", { method: "POST" });
+    expect(revoked.json()).toEqual({ name: "ci", revoked: 1 });
+    expect((await h.call("/v1/devices", { token })).status).toBe(401);
+    const unknown = await op("/v1/tokens/ci/revoke", { method: "POST" });
+    expect(unknown.status).toBe(404);
+    expect(unknown.json().error).toBe("no token named ci");
     const bad = await op("/v1/tokens", { method: "POST", body: {} });
     expect(bad.status).toBe(400);
     expect(bad.json().error).toMatch(/^invalid token request: name:/);

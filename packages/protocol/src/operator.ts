@@ -11,6 +11,7 @@ export const OPERATOR_ROUTES = {
   device: (name: string) => `/v1/devices/${encodeURIComponent(name)}`,
   revokeDevice: (name: string) => `/v1/devices/${encodeURIComponent(name)}/revoke`,
   tokens: "/v1/tokens",
+  revokeToken: (name: string) => `/v1/tokens/${encodeURIComponent(name)}/revoke`,
   chains: "/v1/chains",
   chain: (name: string) => `/v1/chains/${encodeURIComponent(name)}`,
   assign: "/v1/assignments",
@@ -87,6 +88,9 @@ export type CreateTokenRequest = z.infer<typeof CreateTokenRequest>;
 /** The token is shown once; the controller stores only its sha256. */
 export const CreateTokenResponse = z.object({ name: Name, token: z.string(), createdAt: z.string() });
 export type CreateTokenResponse = z.infer<typeof CreateTokenResponse>;
+/** POST /v1/tokens/:name/revoke: deletes every token of that name; they fail from the next request on. */
+export const RevokeTokenResponse = z.object({ name: Name, revoked: z.number().int().positive() });
+export type RevokeTokenResponse = z.infer<typeof RevokeTokenResponse>;
 
 // ---- chains ----
 

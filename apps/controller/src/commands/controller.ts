@@ -212,6 +212,26 @@ export function registerControllerCommands(program: Command): void {
       out(created.token);
     });
 
+  token
+    .command("revoke")
+    .description("Revoke every token of NAME; requests with them fail from then on")
+    .argument("<name>", "token name given at create")
+    .option("--data <dir>", "work directly on a controller data directory")
+    .action(async (name: string, flags: { data?: string }) => {
+      let revoked: { name: string; revoked: number };
+      if (flags.data) {
+        const data = DataDir.open(flags.data);
+        try {
+          revoked = data.revokeTokens(name);
+        } finally {
+          data.close();
+        }
+      } else {
+        revoked = await client().revokeToken(name);
+      }
+      out(`revoked ${revoked.revoked} token(s) named ${revoked.name}`);
+    });
+
   const map = program.command("map").description("Map entries of a chain, applied by its devices");
   map
     .command("set")

@@ -82,6 +82,8 @@ export interface Repository {
 
   insertToken(name: string, tokenHash: string, at: string): void;
   findTokenByHash(tokenHash: string): TokenRecord | undefined;
+  /** Deletes every token of that name; returns how many. */
+  deleteTokens(name: string): number;
 
   /** Stores a new version (previous + 1) and returns it. */
   insertChainVersion(chain: Omit<ChainVersionRecord, "version">): number;

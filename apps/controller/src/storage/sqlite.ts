@@ -235,6 +235,10 @@ class SqliteRepository implements Repository {
     return row ? { name: row.name, createdAt: row.created_at } : undefined;
   }
 
+  deleteTokens(name: string): number {
+    return this.db.prepare("DELETE FROM tokens WHERE name = ?").run(name).changes;
+  }
+
   insertChainVersion(chain: Omit<ChainVersionRecord, "version">): number {
     return this.transaction(() => {
       const row = this.db

@@ -112,6 +112,8 @@ export interface NfBuildResult {
   manifest: NfManifest;
   artifacts: ArtifactInfo[];
   skipped: { target: Target; reason: string }[];
+  /** rustc's warnings about the NF's code, when it was compiled (not when cached) */
+  warnings: string[];
 }
 
 const artifactsDir = () => path.join(cacheDir(), "artifacts");
@@ -153,6 +155,8 @@ const nfSourcesHash = () => {
 
 interface CrateInfo {
   analysis: NfAnalysis;
+  /** rustc warnings about the author's code (one entry per distinct text, any target) */
+  warnings: Set<string>;
   edition: string;
   userlandOnly: boolean;
   crateHash: string;
@@ -169,6 +173,7 @@ async function readCrate(crateDir: string): Promise<CrateInfo> {
     throw new NfBuildError(`${manifestPath}: [package.metadata.galette] xdp must be true or false`);
   return {
     analysis,
+    warnings: new Set(),
     edition: toml.package?.edition ?? "2021",
     userlandOnly: analysis.usesStd || xdp === false,
     crateHash: await hashTree(analysis.crateDir),
@@ -360,7 +365,7 @@ async function compileAuthorCrate(
   const rlib = path.join(dir, `lib${ident}.rlib`);
   const bc = path.join(dir, `${ident}.bc`);
   try {
-    await runTool(
+    const { stderr } = await runTool(
       RUSTC,
       [
         "--edition",
@@ -381,6 +386,7 @@ async function compileAuthorCrate(
       ],
       { env: rustEnv, what: `rustc (${target})` },
     );
+    if (stderr.trim()) crate.warnings.add(stderr.trim());
   } catch (err) {
     if (err instanceof NfBuildError)
       throw new NfBuildError(
@@ -824,6 +830,7 @@ export async function buildNfs(crateDirs: string[], opts: BuildOptions): Promise
       manifest,
       artifacts,
       skipped: nf.skipped,
+      warnings: [...nf.crate.warnings],
     });
   }
   return results;

@@ -40,6 +40,7 @@ export interface NfBuildJson {
       cached: boolean;
     }>;
     skipped: Array<{ target: Target; reason: string }>;
+    warnings: string[];
   }>;
 }
 
@@ -60,6 +61,7 @@ export function buildJson(results: NfBuildResult[]): NfBuildJson {
         cached: a.cached,
       })),
       skipped: r.skipped,
+      warnings: r.warnings,
     })),
   };
 }
@@ -105,6 +107,7 @@ export function registerNfCommands(program: Command): void {
           ...(jobs ? { jobs } : {}),
           ...(onProgress ? { onProgress } : {}),
         });
+        for (const r of results) for (const w of r.warnings) process.stderr.write(`${w}\n`);
         if (flags.json) {
           process.stdout.write(`${JSON.stringify(buildJson(results), null, 2)}\n`);
           return;

@@ -54,6 +54,7 @@ export class GaletteAgent {
   #state: DeviceState = "idle";
   #errors: DeviceError[] = [];
   #pollFailures = 0;
+  #applyFailures = 0;
   #wsFailures = 0;
   #ws: WebSocket | undefined;
   #syncTimer: NodeJS.Timeout | undefined;
@@ -218,7 +219,14 @@ export class GaletteAgent {
       this.#scheduleSync(next);
       return;
     }
-    if (this.#desired && !this.#isInstalled(this.#desired)) await this.#apply(this.#desired, "controller");
+    if (this.#desired && !this.#isInstalled(this.#desired)) {
+      if (await this.#apply(this.#desired, "controller")) this.#applyFailures = 0;
+      else {
+        // A failed install (e.g. a corrupted download) is retried sooner than the next poll.
+        this.#applyFailures++;
+        next = Math.min(next, BACKOFF_START_MS * 2 ** this.#applyFailures);
+      }
+    }
     this.#scheduleSync(next);
   }
 
@@ -233,7 +241,7 @@ export class GaletteAgent {
   async #apply(
     desired: { assignment: DeviceAssignment; etag: string | undefined },
     from: "controller" | "cache",
-  ): Promise<void> {
+  ): Promise<boolean> {
     const chain = desired.assignment.chain;
     if (!chain) {
       if (this.#dp) {
@@ -247,7 +255,7 @@ export class GaletteAgent {
       this.#state = "idle";
       this.#cache.saveAssignment({ ...desired, savedAt: new Date().toISOString(), appliedKeys: {} });
       void this.#reportStatus();
-      return;
+      return true;
     }
     const started = Date.now();
     const label = { chain: chain.name, version: chain.version, from };
@@ -291,14 +299,14 @@ export class GaletteAgent {
             downloaded,
             ms: Date.now() - started,
           },
-          "chain reconfigured",
+          "assignment applied (reconfigured)",
         );
       } else {
         const reconf = planInstallation(input.plan, input.artifacts, this.target, {});
         this.#dp = await Dataplane.install(reconf, this.#dataplaneOptions());
         this.log.info(
           { ...label, nfs: reconf.created.length, downloaded, ms: Date.now() - started },
-          "chain installed",
+          "assignment applied (installed)",
         );
       }
     } catch (err) {
@@ -313,7 +321,7 @@ export class GaletteAgent {
         "install failed; the previous chain keeps running",
       );
       void this.#reportStatus();
-      return;
+      return false;
     }
     this.#installed = { chain, etag: desired.etag };
     this.#errors = [];
@@ -333,6 +341,7 @@ export class GaletteAgent {
     const pruned = this.#cache.prune(keep);
     if (pruned.length > 0) this.log.debug({ pruned }, "pruned unused cached artifacts");
     void this.#reportStatus();
+    return true;
   }
 
   /** Entries the operator set become the maps' content; keys the operator removed are deleted. */

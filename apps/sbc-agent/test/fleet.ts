@@ -16,7 +16,8 @@ import { attachXdpPass, createVethPair, type VethPair } from "@galette/testkit";
 
 export const repoRoot = path.resolve(import.meta.dirname, "..", "..", "..");
 const agentBin = path.join(repoRoot, "apps/sbc-agent/bin/galette-agent");
-const tsx = path.join(repoRoot, "node_modules/.bin/tsx");
+// node with tsx's loader (not the tsx CLI, which forks): a SIGKILL reaches the real process.
+const tsxLoader = path.join(repoRoot, "apps/sbc-agent/node_modules/tsx/dist/loader.mjs");
 const controllerMain = path.join(import.meta.dirname, "fixtures/controller-main.ts");
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -53,10 +54,14 @@ export class ControllerProcess {
   ) {}
 
   async start(): Promise<void> {
-    const child = spawn(tsx, [controllerMain, "--data", this.dataDir, "--port", String(this.port)], {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, GALETTE_LOG_LEVEL: "info" },
-    });
+    const child = spawn(
+      process.execPath,
+      ["--import", tsxLoader, controllerMain, "--data", this.dataDir, "--port", String(this.port)],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, GALETTE_LOG_LEVEL: "info" },
+      },
+    );
     this.child = child;
     child.stderr!.on("data", (d: Buffer) => appendFileSync(this.logFile, d));
     const line = await new Promise<string>((resolve, reject) => {

@@ -31,6 +31,7 @@ import {
   WorkerPool,
 } from "@galette/xdp-native";
 import pino, { type Logger } from "pino";
+import { rxUpcallObjectPath } from "./rx";
 import {
   ACTION_CODES,
   type ActionEntry,
@@ -43,6 +44,7 @@ import {
   type NfArtifacts,
   planInstallation,
   type Reconfiguration,
+  RX_INSTANCE,
   slotTablePin,
 } from "./spec";
 
@@ -196,6 +198,8 @@ export class Dataplane {
   #maps = new Map<string, BpfMap>();
   #instances = new Map<number, LiveInstance>();
   #pool: WorkerPool | undefined;
+  /** the rx upcall program, when the chain's entry runs only in userland */
+  #rx: { progFd: number; object?: BpfObject } | undefined;
   #closed = false;
   readonly log: Logger;
   readonly #stateDir: string;
@@ -243,10 +247,6 @@ export class Dataplane {
     if (existsSync(spec.pins.dir))
       throw new InstallError(
         `${spec.pins.dir} exists without an installation record: leftovers of a crashed install; remove them with \`galette dataplane down --iface ${spec.target.iface}${spec.target.netns ? ` --netns ${spec.target.netns}` : ""}\``,
-      );
-    if (spec.rx)
-      throw new InstallError(
-        `chain "${spec.chain}": its entry runs only in userland; the installer cannot install a userland-only entry yet (give the entry an XDP build)`,
       );
     const mode = options.skb ? "skb" : "drv";
     const target = { ifname: spec.target.iface, netns: netnsOf(spec.target) };
@@ -306,6 +306,7 @@ export class Dataplane {
       const created = dp;
       undo.push("close dataplane handles", () => created.#closeHandles());
       await dp.#build(reconf, undo);
+      if (spec.rx) await dp.#ensureRx(undo);
       await dp.#syncPool(undo);
       // Root last: until the chain is complete the interface sees no Galette program.
       record.ifindex = attachXdp(target, ownRootFd, { mode, noReplace: true });
@@ -379,6 +380,11 @@ export class Dataplane {
           opened.push({ close: () => closeFd(fd) });
         }
         dp.#instances.set(i.id, inst);
+      }
+      if (spec.rx) {
+        const fd = openPinned(spec.rx.pins.prog);
+        opened.push({ close: () => closeFd(fd) });
+        dp.#rx = { progFd: fd };
       }
       const xdpTarget = { ifname: target.iface, netns: netnsOf(target) };
       const state = queryXdp(xdpTarget);
@@ -458,12 +464,12 @@ export class Dataplane {
       throw new InstallError(
         `reconfiguration targets ${interfaceScope(next.target)}, this installation is ${interfaceScope(old.target)}`,
       );
-    if (next.rx) throw new InstallError(`chain "${next.chain}": a userland-only entry is not supported yet`);
     const undo = new Undo();
     const retiring = new Set(reconf.retired);
     try {
       await this.#build(reconf, undo);
       this.#record.spec = next;
+      if (next.rx) await this.#ensureRx(undo);
       // Before the swap the workers run old and new userland instances: frames still on
       // the old chain keep their NFs, frames on the new one find theirs.
       const both = [...next.instances, ...old.instances.filter((i) => retiring.has(i.id))].filter(
@@ -488,6 +494,7 @@ export class Dataplane {
       return;
     }
     for (const id of reconf.retired) this.#retireInstance(id);
+    if (old.rx && !next.rx) this.#retireRx(old);
     for (const key of reconf.maps.retired) {
       const m = old.maps.find((x) => x.key === key)!;
       this.#maps.get(key)?.close();
@@ -593,6 +600,10 @@ export class Dataplane {
   }
 
   #progFdOf(id: number): number {
+    if (id === RX_INSTANCE) {
+      if (!this.#rx) throw new InstallError("the rx upcall program is not loaded");
+      return this.#rx.progFd;
+    }
     const fd = this.#instances.get(id)?.progFd;
     if (fd === undefined) throw new InstallError(`instance ${id} has no XDP program`);
     return fd;
@@ -673,6 +684,52 @@ export class Dataplane {
     return inst;
   }
 
+  /**
+   * Loads the rx upcall program (once) and points slot 255's table at the entry. When a
+   * live chain already uses it, the table change reaches the workers with the next
+   * updateInstances, which is then the switch (the root slot keeps pointing at rx).
+   */
+  async #ensureRx(undo: Undo): Promise<void> {
+    const rx = this.spec.rx!;
+    const table = this.#devMaps.tables[RX_INSTANCE]!;
+    const before = Array.from(
+      { length: GALETTE_MAX_ACTIONS },
+      (_, k) => table.lookup(key32(k)) ?? Buffer.alloc(8),
+    );
+    fillTable(table, rx.actions);
+    undo.push("restore the rx table", () => {
+      for (const [k, v] of before.entries()) table.update(key32(k), v);
+    });
+    if (this.#rx) return;
+    const file = await rxUpcallObjectPath();
+    let obj: BpfObject;
+    try {
+      obj = BpfObject.load(file, {
+        name: "galette_rx",
+        reuseMaps: { [AbiNames.xsks]: this.#devMaps.xsks, [AbiNames.xskCount]: this.#devMaps.xskCount },
+      });
+    } catch (err) {
+      throw wrap(err, `loading the rx upcall program (${file})`);
+    }
+    const progFd = obj.programFd("galette_rx_upcall");
+    pinOrReplace(progFd, rx.pins.prog);
+    this.#rx = { progFd, object: obj };
+    undo.push("unload the rx upcall program", () => {
+      unpin(rx.pins.prog);
+      obj.close();
+      this.#rx = undefined;
+    });
+  }
+
+  #retireRx(old: InstallSpec): void {
+    if (!this.#rx) return;
+    if (this.#rx.object) this.#rx.object.close();
+    else closeFd(this.#rx.progFd);
+    this.#rx = undefined;
+    unpin(old.rx!.pins.prog);
+    fillTable(this.#devMaps.tables[RX_INSTANCE]!, []);
+  }
+
   #retireInstance(id: number): void {
     const inst = this.#instances.get(id);
     if (!inst) return;
@@ -696,7 +753,7 @@ export class Dataplane {
     retryBusy = false,
   ): Promise<void> {
     const upcalls = this.spec.instances.some((i) => i.actions.some((a) => a.kind === "upcall"));
-    const needed = userland.length > 0 || upcalls;
+    const needed = userland.length > 0 || upcalls || this.spec.rx !== undefined;
     const libraries = new Map(userland.map((i) => [i.id, i]));
     const instances: NfInstanceConfig[] = this.#devMaps.tables.map((table, id) => {
       const i = libraries.get(id);
@@ -754,6 +811,11 @@ export class Dataplane {
       else if (inst.progFd !== undefined) closeFd(inst.progFd);
     }
     this.#instances.clear();
+    if (this.#rx) {
+      if (this.#rx.object) this.#rx.object.close();
+      else closeFd(this.#rx.progFd);
+      this.#rx = undefined;
+    }
     for (const m of this.#maps.values()) m.close();
     this.#maps.clear();
     const { tables, ...single } = this.#devMaps;

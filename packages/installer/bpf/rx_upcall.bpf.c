@@ -1,0 +1,41 @@
+/* The entry of a chain whose first NF runs only in userland: the root program tail-calls
+ * this, and it upcalls every frame as the "rx" pseudo-instance (GALETTE_MAX_INSTANCES - 1),
+ * variant 0. The workers resolve that through slot 255's action table to the entry NF. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "galette_abi.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, GALETTE_MAX_XSKS);
+	__type(key, __u32);
+	__type(value, __u32);
+} galette_xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} galette_xsk_count SEC(".maps");
+
+SEC("xdp")
+int galette_rx_upcall(struct xdp_md *ctx)
+{
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct galette_upcall_meta)))
+		return XDP_DROP;
+	void *data = (void *)(long)ctx->data;
+	struct galette_upcall_meta *meta = (void *)(long)ctx->data_meta;
+	if ((void *)(meta + 1) > data)
+		return XDP_DROP;
+	meta->instance = GALETTE_MAX_INSTANCES - 1;
+	meta->action = 0;
+	__u32 zero = 0;
+	__u32 *sockets = bpf_map_lookup_elem(&galette_xsk_count, &zero);
+	if (!sockets || *sockets == 0)
+		return XDP_DROP;
+	return bpf_redirect_map(&galette_xsks, bpf_get_prandom_u32() % *sockets, XDP_DROP);
+}
+
+char LICENSE[] SEC("license") = "GPL";

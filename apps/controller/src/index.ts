@@ -1,6 +1,7 @@
 export * from "./bundle";
 export * from "./chains";
 export * from "./control";
+export * from "./crate-archive";
 export * from "./nf-builder";
 export * from "./nf-publish";
 export * from "./operator-client";

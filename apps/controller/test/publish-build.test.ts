@@ -1,9 +1,9 @@
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DeviceAssignment } from "@galette/protocol";
-import { create as createTar } from "tar";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { packCrateDir } from "../src/crate-archive";
 import { nfBuilderForServe } from "../src/nf-builder";
 import { sha256Hex } from "../src/storage/artifacts";
 import { type Harness, MACSWAP_TOML, startHarness } from "./helpers";
@@ -26,16 +26,11 @@ describe("NF publish builds with @galette/nf-build", () => {
   });
 
   it("compiles macswap for XDP and x86_64 and serves both to an assigned device", async () => {
-    const archive = join(scratch, "macswap.tar");
-    createTar({ cwd: join(root, "nf-examples"), file: archive, sync: true, portable: true }, [
-      "macswap/Cargo.toml",
-      "macswap/src",
-    ]);
     const published = await h.call("/v1/nfs", {
       method: "POST",
       token: h.token,
       headers: { "content-type": "application/x-tar" },
-      body: readFileSync(archive),
+      body: await packCrateDir(join(root, "nf-examples", "macswap")),
     });
     expect(published.status, published.body.toString()).toBe(201);
     const body = published.json<{

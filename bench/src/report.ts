@@ -30,13 +30,14 @@ function unavailable(o: ScenarioOutcome): string | undefined {
   return undefined;
 }
 
+/** A Markdown table with padded columns (the layout the repository's formatter produces). */
 function table(header: string[], rows: string[][]): string {
   const esc = (c: string) => c.replace(/\|/g, "\\|");
-  return [
-    `| ${header.map(esc).join(" | ")} |`,
-    `|${header.map(() => "---").join("|")}|`,
-    ...rows.map((r) => `| ${r.map(esc).join(" | ")} |`),
-  ].join("\n");
+  const cells = [header, ...rows].map((r) => header.map((_, i) => esc(r[i] ?? "")));
+  const width = header.map((_, i) => Math.max(3, ...cells.map((r) => [...r[i]!].length)));
+  const line = (r: string[]) =>
+    `| ${r.map((c, i) => c + " ".repeat(width[i]! - [...c].length)).join(" | ")} |`;
+  return [line(cells[0]!), line(width.map((w) => "-".repeat(w))), ...cells.slice(1).map(line)].join("\n");
 }
 
 function targetText(t: Target): string {

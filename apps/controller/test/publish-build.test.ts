@@ -1,5 +1,3 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DeviceAssignment } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,14 +13,12 @@ const EM_X86_64 = 62;
 /** The real NF compiler behind POST /v1/nfs: the published example builds and reaches a device. */
 describe("NF publish builds with @galette/nf-build", () => {
   let h: Harness;
-  const scratch = mkdtempSync(join(tmpdir(), "galette-publish-build-"));
 
   beforeAll(async () => {
     h = await startHarness({ nfBuilder: nfBuilderForServe(["bpf", "x86_64"]) });
   });
   afterAll(async () => {
     await h?.cleanup();
-    rmSync(scratch, { recursive: true, force: true });
   });
 
   it("compiles macswap for XDP and x86_64 and serves both to an assigned device", async () => {

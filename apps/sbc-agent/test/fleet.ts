@@ -4,12 +4,20 @@
  * own veth pair (its own namespaces from @galette/testkit).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { DataDir, OperatorClient, writeDeviceBundle } from "@galette/controller";
-import { Dataplane } from "@galette/installer";
+import { Dataplane, hostTarget } from "@galette/installer";
 import { initPkiDir } from "@galette/pki";
 import { BUNDLE_FILES, type DeviceSummary } from "@galette/protocol";
 import { attachXdpPass, createVethPair, type VethPair } from "@galette/testkit";
@@ -18,7 +26,7 @@ export const repoRoot = path.resolve(import.meta.dirname, "..", "..", "..");
 const agentBin = path.join(repoRoot, "apps/sbc-agent/bin/galette-agent");
 // node with tsx's loader (not the tsx CLI, which forks): a SIGKILL reaches the real process.
 const tsxLoader = path.join(repoRoot, "apps/sbc-agent/node_modules/tsx/dist/loader.mjs");
-const controllerMain = path.join(import.meta.dirname, "fixtures/controller-main.ts");
+const cli = path.join(repoRoot, "apps/controller/src/cli.ts");
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -54,24 +62,40 @@ export class ControllerProcess {
   ) {}
 
   async start(): Promise<void> {
+    // `galette controller serve` writes controller.json (its URL) once it listens.
+    const info = path.join(this.dataDir, "controller.json");
+    rmSync(info, { force: true });
     const child = spawn(
       process.execPath,
-      ["--import", tsxLoader, controllerMain, "--data", this.dataDir, "--port", String(this.port)],
+      [
+        "--import",
+        tsxLoader,
+        cli,
+        "controller",
+        "serve",
+        "--data",
+        this.dataDir,
+        "--listen",
+        `127.0.0.1:${this.port}`,
+      ],
       {
         stdio: ["ignore", "pipe", "pipe"],
-        env: { ...process.env, GALETTE_LOG_LEVEL: "info" },
+        // eBPF and this CPU only: other triples would only slow the tests down
+        env: { ...process.env, GALETTE_LOG_LEVEL: "info", GALETTE_NF_TARGETS: `bpf,${hostTarget()}` },
       },
     );
     this.child = child;
+    child.stdout!.on("data", (d: Buffer) => appendFileSync(this.logFile, d));
     child.stderr!.on("data", (d: Buffer) => appendFileSync(this.logFile, d));
-    const line = await new Promise<string>((resolve, reject) => {
-      const rl = createInterface({ input: child.stdout! });
-      rl.once("line", resolve);
-      child.once("exit", (code) =>
-        reject(new Error(`controller exited (${code}) before listening; see ${this.logFile}`)),
-      );
+    let exited = false;
+    child.once("exit", () => {
+      exited = true;
     });
-    this.url = (JSON.parse(line) as { url: string }).url;
+    const state = await waitFor("the controller to listen", 60_000, () =>
+      exited ? "exited" : existsSync(info) ? "listening" : undefined,
+    );
+    if (state === "exited") throw new Error(`controller exited before listening; see ${this.logFile}`);
+    this.url = (JSON.parse(readFileSync(info, "utf8")) as { url: string }).url;
     this.port = Number(new URL(this.url).port);
   }
 

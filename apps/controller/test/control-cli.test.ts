@@ -160,4 +160,32 @@ describe("galette pki/token/controller/device CLI", () => {
     );
     expect(labels.stderr).toMatch(/--labels: "oops" is not key=value/);
   });
+
+  it("publishes an NF, pushes a chain and assigns it, naming the problem when a push is refused", async () => {
+    const published = await galette(["nf", "publish", "nf-examples/macswap"], operatorEnv());
+    expect(published.code, published.stderr).toBe(0);
+    expect(published.stdout).toMatch(/nf-examples\/macswap: published macswap \(built, \d+ artifacts\)/);
+
+    const pushed = await galette(["chain", "push", "chains/macswap.toml"], operatorEnv());
+    expect(pushed.code, pushed.stderr).toBe(0);
+    expect(pushed.stdout).toMatch(/pushed macswap version \d+ \(1 NF instances\)/);
+
+    const enrolled = await galette(
+      ["device", "enroll", "cli-assignee", "--labels", "site=lab", "--out", join(scratch, "assignee")],
+      operatorEnv(),
+    );
+    expect(enrolled.code, enrolled.stderr).toBe(0);
+    const assigned = await galette(["chain", "assign", "macswap", "--selector", "site=lab"], operatorEnv());
+    expect(assigned.code, assigned.stderr).toBe(0);
+    expect(assigned.stdout).toContain("assigned macswap (latest) to cli-assignee");
+
+    const bad = join(scratch, "bad-arity.toml");
+    writeFileSync(
+      bad,
+      '[functions.macswap]\n[[links]]\nfrom = "rx"\nto = ["macswap"]\n[[links]]\nfrom = "macswap"\nto = ["tx", "drop"]\n',
+    );
+    const refused = await galette(["chain", "push", bad], operatorEnv());
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/macswap.*2 link target.*1 variant/);
+  }, 300_000);
 });

@@ -1,3 +1,5 @@
+import { readFile } from "node:fs/promises";
+import { basename } from "node:path";
 import {
   type Chain,
   type ChainPlan,
@@ -11,6 +13,7 @@ import {
   sortDiagnostics,
 } from "@galette/chain";
 import type { Command } from "commander";
+import { client as operatorClient, parseLabels } from "./controller";
 
 /**
  * Seam for the NF compiler: given a valid chain, return the interface (Action variants,
@@ -29,7 +32,10 @@ export interface ChainCommandOptions {
 const out = (text: string) => process.stdout.write(`${text}\n`);
 
 export function registerChainCommands(program: Command, options: ChainCommandOptions = {}): void {
-  const chain = program.command("chain").description("Validate and plan chain files (TOML)");
+  const chain = program
+    .command("chain")
+    .description("Validate and plan chain files (TOML); push and assign them through the controller");
+  registerFleetCommands(chain);
 
   chain
     .command("validate")
@@ -91,6 +97,52 @@ export function registerChainCommands(program: Command, options: ChainCommandOpt
       }
       const plan = planChain(parsed.chain, { warnings: parsed.diagnostics });
       out(flags.json ? JSON.stringify(plan, null, 2) : renderPlan(plan));
+    });
+}
+
+/** `chain push` / `chain assign`: the operator side of the controller (credentials: docs/operator-guide.md). */
+function registerFleetCommands(chain: Command): void {
+  chain
+    .command("push")
+    .description("Store a chain file on the controller as a new version (validated against published NFs)")
+    .argument("<file>", "chain TOML file")
+    .option("--name <name>", "chain name (default: [chain] name, else the file name)")
+    .option("--json", "print the controller's answer as JSON")
+    .action(async (file: string, flags: { name?: string; json?: boolean }) => {
+      const toml = await readFile(file, "utf8");
+      const pushed = await operatorClient().pushChain({ name: flags.name, file: basename(file), toml });
+      if (flags.json) {
+        out(JSON.stringify(pushed, null, 2));
+        return;
+      }
+      for (const w of pushed.warnings) out(`warning: ${w}`);
+      out(`pushed ${pushed.name} version ${pushed.version} (${pushed.nfs.length} NF instances)`);
+      if (pushed.notified.length) out(`notified: ${pushed.notified.join(", ")}`);
+    });
+
+  chain
+    .command("assign")
+    .description("Give a chain to devices by name and/or by label selector")
+    .argument("<chain>", "chain name")
+    .option("--devices <names>", "comma-separated device names")
+    .option("--selector <labels>", "k=v,... : every device whose labels include all of them")
+    .option("--version <n>", "pin a version (default: follow the latest push)")
+    .action(async (name: string, flags: { devices?: string; selector?: string; version?: string }) => {
+      const devices = flags.devices
+        ?.split(",")
+        .map((d) => d.trim())
+        .filter(Boolean);
+      const selector = flags.selector ? parseLabels(flags.selector) : undefined;
+      const version = flags.version === undefined ? undefined : Number(flags.version);
+      if (version !== undefined && !(Number.isInteger(version) && version > 0)) {
+        throw new Error(`--version must be a positive integer, got ${JSON.stringify(flags.version)}`);
+      }
+      const assigned = await operatorClient().assignChain({ chain: name, version, devices, selector });
+      out(
+        `assigned ${assigned.chain}${assigned.version ? ` version ${assigned.version}` : " (latest)"} to ${
+          assigned.assigned.length ? assigned.assigned.join(", ") : "no device"
+        }`,
+      );
     });
 }
 

@@ -42,7 +42,7 @@ function publicUrlOf(dataDir: string, override?: string): string {
   return `https://127.0.0.1:${DEFAULT_PORT}`;
 }
 
-function client(): OperatorClient {
+export function client(): OperatorClient {
   return new OperatorClient(loadOperatorConfig());
 }
 

@@ -13,6 +13,8 @@ import {
   type Target,
 } from "@galette/nf-build";
 import type { Command } from "commander";
+import { packCrateDir } from "../crate-archive";
+import { client as operatorClient } from "./controller";
 import { registerNfInspect } from "./nf-inspect";
 
 interface BuildFlags {
@@ -132,4 +134,26 @@ export function registerNfCommands(program: Command): void {
     });
 
   registerNfInspect(nf);
+
+  nf.command("publish")
+    .description("Upload NF crates to the controller, which builds them for XDP and every device CPU")
+    .argument("<crate-dirs...>", "NF crate directories (each with a Cargo.toml)")
+    .option("--name <name>", "publish under this name (one crate only; default: the crate's name)")
+    .option("--json", "print the controller's answers as JSON")
+    .action(async (dirs: string[], flags: { name?: string; json?: boolean }) => {
+      if (flags.name && dirs.length > 1) throw new Error("--name applies to a single crate");
+      const client = operatorClient();
+      const results = [];
+      for (const dir of dirs) {
+        const published = await client.publishNf(await packCrateDir(dir), flags.name);
+        results.push(published);
+        if (flags.json) continue;
+        const why = published.buildMessage ? `: ${published.buildMessage}` : "";
+        process.stdout.write(
+          `${rel(dir)}: published ${published.name} (${published.build}, ${published.artifacts.length} artifacts)${why}\n`,
+        );
+        if (published.build === "failed") process.exitCode = 1;
+      }
+      if (flags.json) process.stdout.write(`${JSON.stringify({ nfs: results }, null, 2)}\n`);
+    });
 }

@@ -24,6 +24,11 @@ export interface BenchPlan {
    * so other jobs on a shared machine disturb the measurement less.
    */
   boost: boolean;
+  /**
+   * Profile the DUT CPU (perf) during an extra 64 B saturation window: "all", or "targets"
+   * (default) = scenarios that declare a target and the scenarios they are compared with.
+   */
+  profile: "all" | "targets" | "none";
   /** run only scenarios whose name contains one of these (empty = all) */
   only: string[];
 }
@@ -34,6 +39,9 @@ export function makePlan(env: NodeJS.ProcessEnv = process.env): BenchPlan {
   if (generator !== "afpacket" && generator !== "live")
     throw new Error(`BENCH_GENERATOR must be "afpacket" or "live", got ${JSON.stringify(generator)}`);
   const boost = !isTruthy(env.BENCH_NO_BOOST);
+  const profile = env.BENCH_PROFILE === undefined || env.BENCH_PROFILE === "" ? "targets" : env.BENCH_PROFILE;
+  if (profile !== "all" && profile !== "targets" && profile !== "none")
+    throw new Error(`BENCH_PROFILE must be "all", "targets" or "none", got ${JSON.stringify(profile)}`);
   const only = (env.BENCH_ONLY ?? "")
     .split(",")
     .map((s) => s.trim())
@@ -54,6 +62,7 @@ export function makePlan(env: NodeJS.ProcessEnv = process.env): BenchPlan {
         expensiveRate: 20_000,
         generator,
         boost,
+        profile,
         only,
       }
     : {
@@ -69,6 +78,7 @@ export function makePlan(env: NodeJS.ProcessEnv = process.env): BenchPlan {
         expensiveRate: 20_000,
         generator,
         boost,
+        profile,
         only,
       };
 }

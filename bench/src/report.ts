@@ -376,6 +376,26 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
   for (const [title, file] of Object.entries(plots)) out.push(`![${title}](${file})`);
   out.push("");
 
+  const profiled = results.outcomes.filter((o) => o.profile);
+  if (profiled.length) {
+    out.push(`## Profiles of the DUT CPU at saturation (${size0} B)`);
+    out.push("");
+    out.push(
+      "Where the DUT CPU's time went for the scenarios that carry a target and those they are compared with (BENCH_PROFILE=all profiles every scenario). XDP programs appear as `bpf_prog_<tag>_<name>`.",
+    );
+    out.push("");
+    for (const o of profiled) {
+      out.push(`### ${o.scenario.title}`);
+      out.push("");
+      out.push(`${o.profile!.method}; overhead / command / object / symbol:`);
+      out.push("");
+      out.push("```");
+      out.push(...o.profile!.top);
+      out.push("```");
+      out.push("");
+    }
+  }
+
   const problems = results.outcomes.filter((o) => o.status !== "ok");
   if (problems.length) {
     out.push("## Scenarios without numbers");

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import { spawnInNs } from "./dut";
 import { type GenOptions, type GenResult, runGen } from "./gen";
 import type { BenchPlan } from "./plan";
+import { type CpuProfile, profileCpu } from "./profile";
 import type { DutContext, Experiment, RunningDut, Scenario } from "./scenarios";
 import type { BenchTools } from "./tools";
 import { boostTasks, createBenchTopology, type NapiPinning } from "./topology";
@@ -38,6 +39,8 @@ export interface ScenarioOutcome {
   reason?: string;
   runs: RunRecord[];
   napi?: NapiPinning;
+  /** perf profile of the DUT CPU during a saturation window (see BenchPlan.profile) */
+  profile?: CpuProfile;
   durationS?: number;
 }
 
@@ -110,6 +113,18 @@ export async function runBench({ plan, tools, scenarios, log }: RunBenchOptions)
     loadavgBefore: readFileSync("/proc/loadavg", "utf8").trim(),
   };
   const outcomes: ScenarioOutcome[] = [];
+  // scenarios compared against by a runnable scenario's target get profiled with it
+  const profiled = new Set<string>();
+  for (const s of scenarios) {
+    if (s.pending || !s.targets?.length) continue;
+    profiled.add(s.name);
+    for (const t of s.targets) {
+      const against = t.against ?? s.baseline;
+      if (against) profiled.add(against);
+    }
+  }
+  const wantsProfile = (s: Scenario) =>
+    plan.profile === "all" || (plan.profile === "targets" && profiled.has(s.name));
   for (const s of scenarios) {
     if (plan.only.length && !plan.only.some((o) => s.name.includes(o))) continue;
     if (s.experiment === "expensive" && !plan.expensiveFractions.includes(s.params?.P ?? 0)) continue;
@@ -120,7 +135,7 @@ export async function runBench({ plan, tools, scenarios, log }: RunBenchOptions)
     const t0 = Date.now();
     const outcome: ScenarioOutcome = { scenario: metaOf(s), status: "ok", runs: [] };
     try {
-      await runScenario(s, plan, tools, log, outcome);
+      await runScenario(s, plan, tools, log, outcome, wantsProfile(s));
     } catch (err) {
       outcome.status = "failed";
       outcome.reason = (err as Error).message;
@@ -138,6 +153,7 @@ async function runScenario(
   tools: BenchTools,
   log: Logger,
   outcome: ScenarioOutcome,
+  profile: boolean,
 ): Promise<void> {
   const topo = await createBenchTopology("bn");
   let running: RunningDut | undefined;
@@ -158,27 +174,32 @@ async function runScenario(
     const napi = await topo.pinNapi();
     if (plan.boost) await boostTasks(tools.schedBoost, [...napi.dut, ...running.pids]);
     outcome.napi = napi;
+    const dutPids = running.pids;
+    const genOptions = (
+      r: { rate: number; size: number; kind: RunKind; expensive?: number },
+      rep: number,
+    ): GenOptions => ({
+      size: r.size,
+      rate: r.rate,
+      durationS: r.rate === 0 ? plan.throughputS : plan.latencyS,
+      warmupS: plan.warmupS,
+      expensive: r.expensive,
+      // live frames only for saturation: one BPF_PROG_RUN call costs far more than a
+      // sendmmsg, so small paced calls (a few frames each) fall way short of the rate
+      mode: r.rate === 0 ? plan.generator : "afpacket",
+      // the latency-distribution plot needs the histogram at the reference rate
+      hist: r.kind === "latency" && r.rate === plan.referenceRate && rep === 0,
+      boost: plan.boost,
+      genCpu: topo.genCpu,
+      dutCpu: topo.dutCpu,
+      dutPids,
+      dutNapiPids: napi.dut,
+      genMac: pair.macA,
+      dutMac: pair.macB,
+    });
     for (const r of runsFor(s, plan)) {
       for (let rep = 0; rep < plan.repetitions; rep++) {
-        const opts: GenOptions = {
-          size: r.size,
-          rate: r.rate,
-          durationS: r.rate === 0 ? plan.throughputS : plan.latencyS,
-          warmupS: plan.warmupS,
-          expensive: r.expensive,
-          // live frames only for saturation: one BPF_PROG_RUN call costs far more than a
-          // sendmmsg, so small paced calls (a few frames each) fall way short of the rate
-          mode: r.rate === 0 ? plan.generator : "afpacket",
-          // the latency-distribution plot needs the histogram at the reference rate
-          hist: r.kind === "latency" && r.rate === plan.referenceRate && rep === 0,
-          boost: plan.boost,
-          genCpu: topo.genCpu,
-          dutCpu: topo.dutCpu,
-          dutPids: running.pids,
-          dutNapiPids: napi.dut,
-          genMac: pair.macA,
-          dutMac: pair.macB,
-        };
+        const opts: GenOptions = genOptions(r, rep);
         const result = await runGen(tools, pair.nsA, pair.ifA, opts);
         log.info(
           {
@@ -195,6 +216,17 @@ async function runScenario(
         );
         outcome.runs.push({ kind: r.kind, size: r.size, rate: r.rate, rep, result });
       }
+    }
+    if (profile) {
+      const size = plan.sizes[0] ?? 64;
+      const opts = { ...genOptions({ kind: "throughput", size, rate: 0 }, 0), hist: false };
+      // perf samples the warm-up too: it covers perf's own start-up
+      const dutTasks = [...napi.dut, ...dutPids];
+      const { profile: p } = await profileCpu(topo.dutCpu, dutTasks, plan.warmupS + plan.throughputS, () =>
+        runGen(tools, pair.nsA, pair.ifA, opts),
+      );
+      outcome.profile = p;
+      log.info({ scenario: s.name, top: p.top.slice(0, 3) }, "profiled DUT CPU");
     }
   } finally {
     try {

@@ -69,6 +69,11 @@ describe("plan", () => {
   it("rejects an unknown generator by name", () => {
     expect(() => makePlan({ BENCH_GENERATOR: "pktgen" })).toThrow(/BENCH_GENERATOR .* "pktgen"/);
   });
+  it("profiles targets by default and rejects an unknown BENCH_PROFILE by name", () => {
+    expect(makePlan({}).profile).toBe("targets");
+    expect(makePlan({ BENCH_PROFILE: "all" }).profile).toBe("all");
+    expect(() => makePlan({ BENCH_PROFILE: "yes" })).toThrow(/BENCH_PROFILE .* "yes"/);
+  });
   it("splits BENCH_ONLY", () => {
     expect(makePlan({ BENCH_ONLY: "xdp, afpacket" }).only).toEqual(["xdp", "afpacket"]);
   });

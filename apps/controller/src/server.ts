@@ -1,5 +1,6 @@
 import type { TLSSocket } from "node:tls";
 import fastifyWebsocket from "@fastify/websocket";
+import { createLogger } from "@galette/log";
 import { normaliseSerial } from "@galette/pki";
 import {
   AssignChainRequest,
@@ -21,7 +22,6 @@ import {
   Sha256Digest,
 } from "@galette/protocol";
 import Fastify, { type FastifyBaseLogger, type FastifyRequest } from "fastify";
-import { pino } from "pino";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { WebSocket } from "ws";
 import { z } from "zod";
@@ -89,7 +89,7 @@ function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.
  */
 export async function startController(options: ControllerOptions): Promise<RunningController> {
   const data = DataDir.open(options.dataDir);
-  const logger = options.logger ?? pino({ level: process.env.GALETTE_LOG_LEVEL ?? "info" });
+  const logger = options.logger ?? createLogger("galette-controller");
   const maxArchive = options.maxNfArchiveBytes ?? DEFAULT_MAX_NF_ARCHIVE_BYTES;
   const host = options.host ?? "127.0.0.1";
 

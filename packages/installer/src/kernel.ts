@@ -7,6 +7,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { ChainPlan } from "@galette/chain";
+import { createLogger, type Logger } from "@galette/log";
 import {
   AbiNames,
   attachXdp,
@@ -30,7 +31,6 @@ import {
   u32,
   WorkerPool,
 } from "@galette/xdp-native";
-import pino, { type Logger } from "pino";
 import { rxUpcallObjectPath } from "./rx";
 import {
   ACTION_CODES,
@@ -235,7 +235,7 @@ export class Dataplane {
   static async install(reconf: Reconfiguration, options: DataplaneOptions = {}): Promise<Dataplane> {
     const spec = reconf.spec;
     const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
-    const log = (options.logger ?? pino({ name: "galette-installer" }, pino.destination(2))).child({
+    const log = (options.logger ?? createLogger("galette-installer")).child({
       iface: spec.target.iface,
       netns: spec.target.netns,
     });
@@ -337,7 +337,7 @@ export class Dataplane {
    */
   static async adopt(target: InterfaceTarget, options: DataplaneOptions = {}): Promise<Dataplane> {
     const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
-    const log = (options.logger ?? pino({ name: "galette-installer" }, pino.destination(2))).child({
+    const log = (options.logger ?? createLogger("galette-installer")).child({
       iface: target.iface,
       netns: target.netns,
     });

@@ -1,8 +1,8 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { createLogger } from "@galette/log";
 import type { DeviceSummary, Labels } from "@galette/protocol";
 import type { Command } from "commander";
-import { pino } from "pino";
 import { writeDeviceBundle } from "../bundle";
 import { DataDir, deviceSummary } from "../control";
 import { nfBuilderForServe } from "../nf-builder";
@@ -84,7 +84,7 @@ export function registerControllerCommands(program: Command): void {
         dataDir: flags.data,
         host,
         port,
-        logger: pino({ level: process.env.GALETTE_LOG_LEVEL ?? "info" }),
+        logger: createLogger("galette-controller"),
         ...(flags.publicUrl ? { publicUrl: flags.publicUrl } : {}),
         nfBuilder: nfBuilderForServe(),
       });

@@ -13,8 +13,8 @@ import {
   planInstallation,
   readRecord,
 } from "@galette/installer";
+import { createLogger } from "@galette/log";
 import type { Command } from "commander";
-import pino from "pino";
 
 interface UpFlags {
   iface: string;
@@ -30,8 +30,7 @@ interface UpFlags {
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
-const logger = () =>
-  pino({ name: "galette-dataplane", level: process.env.GALETTE_LOG ?? "info" }, pino.destination(2));
+const logger = () => createLogger("galette-dataplane");
 
 function positiveInt(name: string, raw: string): number {
   const n = Number(raw);

@@ -473,11 +473,12 @@ int main(int argc, char **argv)
 			if (err) die("BPF_PROG_RUN live frames", -err);
 			sent += (uint64_t)live_repeat;
 		} else {
+			/* one timestamp per burst: sendmmsg hands the burst over within microseconds */
+			uint64_t send_ns = now_ns();
 			for (int i = 0; i < burst; i++) {
-				struct bench_stamp st = {.magic = BENCH_MAGIC, .seq = (uint32_t)seq,
+				struct bench_stamp st = {.magic = BENCH_MAGIC, .seq = (uint32_t)seq, .send_ns = send_ns,
 				                         .flags = is_expensive((uint32_t)seq, threshold) ? BENCH_F_EXPENSIVE : 0};
 				seq++;
-				st.send_ns = now_ns();
 				memcpy(frames[i] + BENCH_STAMP_OFF, &st, sizeof st);
 			}
 			int r = sendmmsg(sock, msgs, (unsigned)burst, 0);

@@ -99,6 +99,13 @@ export function expensiveCell(o: ScenarioOutcome): ExpensiveCell {
 }
 
 /** The headline value of a metric for ratios: median throughput at the smallest size, p50/p99 at the reference rate. */
+/** Saturation frames/s per DUT CPU at the smallest size (macswap-like scenarios). */
+export function efficiency(results: BenchResults, o: ScenarioOutcome): number | undefined {
+  if (o.status !== "ok" || o.scenario.experiment === "expensive" || o.scenario.experiment === "threads")
+    return undefined;
+  return throughputAt(o, results.plan.sizes[0] ?? 64).ppsPerDutCpu?.median;
+}
+
 export function headline(
   results: BenchResults,
   o: ScenarioOutcome,

@@ -32,6 +32,17 @@
             "-Iinclude",
             "-c", "bpf/root.bpf.c", "-o", "<(PRODUCT_DIR)/root.bpf.o"
           ]
+        },
+        {
+          "action_name": "compile_rx_upcall_bpf",
+          "inputs": ["bpf/rx_upcall.bpf.c", "include/galette_abi.h"],
+          "outputs": ["<(PRODUCT_DIR)/rx_upcall.bpf.o"],
+          "action": [
+            "clang-22", "-target", "bpf", "-mcpu=v3", "-O2", "-g",
+            "-I<!(gcc -print-multiarch | sed 's|^|/usr/include/|')",
+            "-Iinclude",
+            "-c", "bpf/rx_upcall.bpf.c", "-o", "<(PRODUCT_DIR)/rx_upcall.bpf.o"
+          ]
         }
       ]
     }

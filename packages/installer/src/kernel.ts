@@ -28,10 +28,10 @@ import {
   programInfo,
   queryXdp,
   rootProgramObjectPath,
+  rxUpcallObjectPath,
   u32,
   WorkerPool,
 } from "@galette/xdp-native";
-import { rxUpcallObjectPath } from "./rx";
 import {
   ACTION_CODES,
   type ActionEntry,
@@ -701,7 +701,7 @@ export class Dataplane {
       for (const [k, v] of before.entries()) table.update(key32(k), v);
     });
     if (this.#rx) return;
-    const file = await rxUpcallObjectPath();
+    const file = rxUpcallObjectPath();
     let obj: BpfObject;
     try {
       obj = BpfObject.load(file, {

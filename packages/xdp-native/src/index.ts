@@ -14,6 +14,14 @@ export function rootProgramObjectPath(): string {
   return join(buildDir, "root.bpf.o");
 }
 
+/**
+ * The fixed entry for chains whose first NF runs only in userland (galette_rx_upcall):
+ * upcalls every frame as the rx pseudo-instance, built with the addon.
+ */
+export function rxUpcallObjectPath(): string {
+  return join(buildDir, "rx_upcall.bpf.o");
+}
+
 /** The ABI header shims and native NF libraries are compiled against. */
 export function abiHeaderDir(): string {
   return join(buildDir, "..", "..", "include");

@@ -28,9 +28,20 @@ import { DeviceClient } from "./client";
 import type { ResolvedAgentConfig } from "./config";
 
 export const AGENT_VERSION = "0.1.0";
-/** First retry delay after a failed controller request or ws drop; doubles up to the cap. */
+/** First retry delay after a failed controller request, ws drop or install; doubles up to a cap. */
 const BACKOFF_START_MS = 500;
-const BACKOFF_CAP_MS = 30_000;
+/** Polls never wait longer than the poll interval, and at most this long. */
+const POLL_BACKOFF_CAP_MS = 30_000;
+/** ws reconnects: cheap, and an open channel triggers a poll, so a restarted controller is seen soon. */
+const WS_BACKOFF_CAP_MS = 10_000;
+/** Retries of a failed install (e.g. a corrupted download) between polls. */
+const INSTALL_RETRY_CAP_MS = 8_000;
+
+/** Exponential backoff with ±20 % jitter, so a fleet does not reconnect in lockstep. */
+export function backoffMs(failures: number, capMs: number): number {
+  const base = Math.min(capMs, BACKOFF_START_MS * 2 ** Math.max(0, failures - 1));
+  return Math.round(base * (0.8 + 0.4 * Math.random()));
+}
 const MAX_ERRORS = 20;
 
 interface Installed {
@@ -210,7 +221,7 @@ export class GaletteAgent {
       if (this.#state === "offline-cache") this.#state = this.#installed ? "converged" : "idle";
     } catch (err) {
       this.#pollFailures++;
-      next = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * 2 ** (this.#pollFailures - 1));
+      next = backoffMs(this.#pollFailures, Math.min(POLL_BACKOFF_CAP_MS, next));
       this.log.warn(
         { err: (err as Error).message, failures: this.#pollFailures, retryMs: next },
         "cannot reach the controller; keeping the installed chain",
@@ -224,7 +235,7 @@ export class GaletteAgent {
       else {
         // A failed install (e.g. a corrupted download) is retried sooner than the next poll.
         this.#applyFailures++;
-        next = Math.min(next, BACKOFF_START_MS * 2 ** this.#applyFailures);
+        next = Math.min(next, backoffMs(this.#applyFailures + 1, INSTALL_RETRY_CAP_MS));
       }
     }
     this.#scheduleSync(next);
@@ -446,7 +457,7 @@ export class GaletteAgent {
         this.#ws = undefined;
         if (this.#stopped) return;
         this.#wsFailures++;
-        const delay = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * 2 ** (this.#wsFailures - 1));
+        const delay = backoffMs(this.#wsFailures, WS_BACKOFF_CAP_MS);
         this.log.warn({ reason, retryMs: delay }, "notification channel closed; reconnecting");
         this.#wsTimer = setTimeout(() => this.#connectWs(), delay);
       },

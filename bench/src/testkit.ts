@@ -1,5 +1,4 @@
 // The bench CLI runs outside vitest, and @galette/testkit's index also exports its vitest
-// helpers (importing vitest outside a test run throws). Take the vitest-free modules directly
-// until testkit exports them as subpaths.
-export { attachXdpPass } from "../../packages/testkit/src/frames";
-export { createVethPair, inNs, nsRun, run, type VethPair } from "../../packages/testkit/src/netns";
+// helpers (importing vitest outside a test run throws): take its vitest-free subpaths.
+export { attachXdpPass } from "@galette/testkit/frames";
+export { createVethPair, inNs, nsRun, run, type VethPair } from "@galette/testkit/netns";

@@ -91,6 +91,7 @@ export class GaletteAgent {
     return {
       stateDir: this.config.stateDir,
       workers: { count: this.config.workerThreads, mode: this.config.busyPoll ? "busy-poll" : "blocking" },
+      skb: this.config.xdpMode === "generic",
       logger: this.log.child({ component: "installer" }),
     };
   }

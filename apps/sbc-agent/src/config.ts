@@ -13,6 +13,11 @@ export const AgentFileConfig = AgentConfig.extend({
     .string()
     .regex(/^[A-Za-z0-9_.-]{1,64}$/, "netns must be a namespace name under /run/netns")
     .optional(),
+  /**
+   * XDP attach mode: "native" (driver mode, fastest) or "generic" (skb mode, for NICs whose
+   * driver has no XDP support, e.g. some SBC on-board Ethernet).
+   */
+  xdpMode: z.enum(["native", "generic"]).default("native"),
   /** where the installer keeps its installation records (tmpfs: they die with the pins at reboot) */
   stateDir: z.string().min(1).default("/run/galette"),
 });

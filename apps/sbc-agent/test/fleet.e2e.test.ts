@@ -64,6 +64,8 @@ describeKernel("fleet: controller + two galette-agents on veth pairs", () => {
           labels: { role: "edge" },
           websocket: false,
           pollIntervalSeconds: POLL_INTERVAL_MS / 1000,
+          // the other device runs native (driver) XDP; this one generic (skb) XDP
+          xdpMode: "generic",
         },
       ],
     });

@@ -182,6 +182,7 @@ export interface FleetOptions {
     labels?: Record<string, string>;
     websocket: boolean;
     pollIntervalSeconds: number;
+    xdpMode?: "native" | "generic";
   }>;
 }
 
@@ -241,6 +242,7 @@ export class Fleet {
           statusIntervalSeconds: 1,
           workerThreads: 1,
           websocket: d.websocket,
+          xdpMode: d.xdpMode ?? "native",
         }),
       );
       const agent = new AgentProcess(d.name, bundle, veth, path.join(this.dir, `${d.name}.log`));

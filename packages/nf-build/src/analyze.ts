@@ -13,6 +13,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
+import { canonicalMapType, MAP_TYPES } from "@galette/chain";
 import { parse as parseToml, TomlError } from "smol-toml";
 import { Language, type Node, Parser, type Tree } from "web-tree-sitter";
 import type {
@@ -29,15 +30,8 @@ export const MAX_ACTIONS = 16;
 /** GALETTE_MAX_MAPS in packages/xdp-native/include/galette_abi.h. */
 export const MAX_MAPS = 16;
 
-/** Map types an NF may ask for in #[map(type = "...")], canonical (underscore) spelling. */
-export const NF_MAP_TYPES = [
-  "hash_map",
-  "array",
-  "lpm_trie",
-  "percpu_array",
-  "percpu_hash",
-  "lru_hash",
-] as const;
+/** Map types an NF may ask for in #[map(type = "...")]: the chain format's, canonical spelling. */
+export const NF_MAP_TYPES = MAP_TYPES;
 
 /**
  * Types the `nf` crate exports for use in maps, by name (used when lib.rs does not define a
@@ -667,8 +661,8 @@ class LibAnalyser {
       }
       if (keyToken.text === "type") {
         const spelling = valueToken.type === "string_literal" ? stringValue(valueToken) : undefined;
-        const canonical = spelling?.replaceAll("-", "_");
-        if (!canonical || !(NF_MAP_TYPES as readonly string[]).includes(canonical)) {
+        const canonical = spelling === undefined ? undefined : canonicalMapType(spelling);
+        if (!canonical) {
           this.error(
             valueToken,
             "nf-map-type",

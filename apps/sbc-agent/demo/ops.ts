@@ -5,8 +5,7 @@
  * Operator credentials come from GALETTE_URL, GALETTE_TOKEN and GALETTE_CA.
  */
 import { loadOperatorConfig, OperatorClient } from "@galette/controller";
-// frames.ts directly: testkit's index also loads its vitest helpers, which need a test runner.
-import { attachXdpPass, exchangeFrames, udpFrame } from "../../../packages/testkit/src/frames";
+import { attachXdpPass, exchangeFrames, udpFrame } from "@galette/testkit/frames";
 
 const [command, ...args] = process.argv.slice(2);
 const operator = () => new OperatorClient(loadOperatorConfig());

@@ -12,6 +12,7 @@
  */
 import os from "node:os";
 import { Dataplane, type DataplaneOptions, type InterfaceTarget, planInstallation } from "@galette/installer";
+import type { Logger } from "@galette/log";
 import type {
   AssignedChain,
   DeviceAssignment,
@@ -20,7 +21,6 @@ import type {
   DeviceStatusReport,
 } from "@galette/protocol";
 import { PROTOCOL_VERSION, tripleForMachine } from "@galette/protocol";
-import type { Logger } from "pino";
 import type WebSocket from "ws";
 import { mapBinding, neededArtifacts, toInstallerInput } from "./assignment";
 import { AgentCache, type CachedAssignment } from "./cache";

@@ -5,8 +5,8 @@
  * the next start adopts it). `--uninstall` removes the chain from the interface and exits.
  */
 import { Dataplane } from "@galette/installer";
+import { createLogger } from "@galette/log";
 import { Command } from "commander";
-import pino from "pino";
 import { GaletteAgent } from "./agent";
 import { loadAgentConfig } from "./config";
 
@@ -19,7 +19,8 @@ const program = new Command("galette-agent")
 async function main(): Promise<void> {
   program.parse();
   const opts = program.opts<{ config: string; uninstall?: boolean }>();
-  const log = pino({ name: "galette-agent", level: process.env.GALETTE_LOG_LEVEL ?? "info" });
+  // JSON lines on stderr (journald), one-liners when a person watches a terminal.
+  const log = createLogger("galette-agent");
   const config = loadAgentConfig(opts.config);
   if (opts.uninstall) {
     const target = { iface: config.interface, ...(config.netns ? { netns: config.netns } : {}) };

@@ -145,7 +145,9 @@ export class AgentProcess {
       env: { ...process.env, GALETTE_LOG_LEVEL: "debug" },
     });
     this.child = child;
-    createInterface({ input: child.stdout! }).on("line", (line) => {
+    // The agent logs JSON lines on stderr (@galette/log; not a terminal here).
+    child.stdout!.on("data", (d: Buffer) => appendFileSync(this.logFile, d));
+    createInterface({ input: child.stderr! }).on("line", (line) => {
       appendFileSync(this.logFile, `${line}\n`);
       try {
         this.logs.push(JSON.parse(line) as LogLine);
@@ -153,7 +155,6 @@ export class AgentProcess {
         this.logs.push({ msg: line });
       }
     });
-    child.stderr!.on("data", (d: Buffer) => appendFileSync(this.logFile, d));
   }
 
   /** Log lines with this message since index `from`. */

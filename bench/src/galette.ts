@@ -1,6 +1,140 @@
 /**
- * Galette scenarios plug in here: replace the pending placeholders of scenarios.ts by
- * registering the same names with a real `setup` (see docs/benchmarks.md, "Adding a
- * Galette scenario"). cli.ts imports this module before the suite runs.
+ * Galette scenarios: the placeholders of scenarios.ts, registered again with a real `setup`
+ * (see docs/benchmarks.md, "Galette scenarios"). cli.ts imports this module before the suite runs.
+ *
+ * Each setup builds the chain's NFs through nf-build (cached, in the runner: the first build
+ * can take minutes and must not count against the DUT's start-up timeout), then starts
+ * bench/src/galette-dut.ts inside the DUT namespace. That process installs the chain with
+ * @galette/installer and runs the AF_XDP workers as its own threads, so its pid is the
+ * DUT's userland CPU. Teardown stops it (it uninstalls on SIGTERM) and checks that the
+ * interface carries no XDP program afterwards.
  */
-export {};
+import { createRequire } from "node:module";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { buildChain, loadChainOrThrow } from "@galette/installer";
+import {
+  type DutContext,
+  galettePlaceholders,
+  type RunningDut,
+  registerScenario,
+  type Scenario,
+} from "./scenarios";
+import { run } from "./testkit";
+
+const srcDir = dirname(fileURLToPath(import.meta.url));
+export const repoRoot = resolve(srcDir, "..", "..");
+const dutScript = join(srcDir, "galette-dut.ts");
+// tsx as a loader of a plain `node` process: the pid the harness measures is the process
+// that runs the workers (not a pnpm or tsx wrapper around it)
+const tsxLoader = pathToFileURL(createRequire(join(repoRoot, "package.json")).resolve("tsx")).href;
+
+/** Steps per expensive frame, as the C reference (bench/c/expensive.h EXPENSIVE_OPS). */
+export const EXPENSIVE_ITERATIONS = 100_000;
+
+export const CHAINS = {
+  macswap: "bench/chains/macswap.toml",
+  upcallMacswap: "bench/chains/upcall-macswap.toml",
+  chain5: "bench/chains/chain5.toml",
+  expensiveXdp: "bench/chains/expensive-xdp.toml",
+  expensiveUpcall: "bench/chains/expensive-upcall.toml",
+} as const;
+
+/** Little-endian u32 key and u64 value as galette-dut `--map-set NF.MAP=KEYHEX:VALUEHEX`. */
+export function u32u64MapSet(nf: string, map: string, key: number, value: number): string {
+  const k = Buffer.alloc(4);
+  k.writeUInt32LE(key);
+  const v = Buffer.alloc(8);
+  v.writeBigUInt64LE(BigInt(value));
+  return `${nf}.${map}=${k.toString("hex")}:${v.toString("hex")}`;
+}
+
+const builds = new Map<string, Promise<void>>();
+/** Build a chain's NFs once per run (nf-build's cache makes later runs fast). */
+export function prebuildChain(file: string): Promise<void> {
+  let b = builds.get(file);
+  if (!b) {
+    b = (async () => {
+      const chain = await loadChainOrThrow(resolve(repoRoot, file));
+      await buildChain(chain, { baseDir: repoRoot });
+    })();
+    builds.set(file, b);
+  }
+  return b;
+}
+
+export interface GaletteDutOptions {
+  chain: string;
+  workers?: number;
+  mode?: "busy-poll" | "blocking";
+  mapSets?: string[];
+}
+
+/** galette-dut's command line (exported for the unit test). */
+export function galetteDutArgs(iface: string, o: GaletteDutOptions): string[] {
+  return [
+    "--import",
+    tsxLoader,
+    dutScript,
+    "--chain",
+    o.chain,
+    "--iface",
+    iface,
+    "--workers",
+    String(o.workers ?? 1),
+    "--mode",
+    o.mode ?? "blocking",
+    ...(o.mapSets ?? []).flatMap((m) => ["--map-set", m]),
+  ];
+}
+
+async function xdpAttached(dut: DutContext): Promise<boolean> {
+  const { stdout } = await run("ip", ["-n", dut.ns, "-j", "link", "show", "dev", dut.iface]);
+  const [link] = JSON.parse(stdout) as Array<{ xdp?: unknown }>;
+  return link?.xdp !== undefined;
+}
+
+export async function startGaletteDut(dut: DutContext, o: GaletteDutOptions): Promise<RunningDut> {
+  await prebuildChain(o.chain);
+  // inside the DUT namespace already (nsenter), so the installer targets the plain ifname
+  const proc = await dut.spawn(process.execPath, galetteDutArgs(dut.iface, o), { readyTimeoutMs: 60_000 });
+  // same CPU as the C baselines' processes (-c): every thread, workers included
+  await run("taskset", ["-a", "-pc", String(dut.cpu), String(proc.pid)]);
+  return {
+    pids: [proc.pid],
+    async teardown() {
+      const out = await proc.stop();
+      dut.log.info({ chain: o.chain, summary: out.trim().split("\n").pop() }, "Galette DUT stopped");
+      if (await xdpAttached(dut))
+        throw new Error(`${dut.iface} in ${dut.ns} still has an XDP program after uninstalling ${o.chain}`);
+    },
+  };
+}
+
+const expensiveMapSet = [u32u64MapSet("expensive", "config", 0, EXPENSIVE_ITERATIONS)];
+
+function galetteSetup(s: Scenario): Scenario["setup"] {
+  const { name } = s;
+  if (name === "galette/xdp-macswap") return (dut) => startGaletteDut(dut, { chain: CHAINS.macswap });
+  if (name === "galette/xdp-chain5") return (dut) => startGaletteDut(dut, { chain: CHAINS.chain5 });
+  if (name.startsWith("galette/upcall-macswap-"))
+    return (dut) =>
+      startGaletteDut(dut, {
+        chain: CHAINS.upcallMacswap,
+        workers: 1,
+        mode: s.workerMode === "poll" ? "busy-poll" : "blocking",
+      });
+  if (name.startsWith("galette/expensive-xdp-"))
+    return (dut) => startGaletteDut(dut, { chain: CHAINS.expensiveXdp, mapSets: expensiveMapSet });
+  if (name.startsWith("galette/expensive-upcall-") || name.startsWith("galette/threads-"))
+    return (dut) =>
+      startGaletteDut(dut, {
+        chain: CHAINS.expensiveUpcall,
+        workers: s.params?.threads ?? 1,
+        mode: s.workerMode === "irq" ? "blocking" : "busy-poll",
+        mapSets: expensiveMapSet,
+      });
+  throw new Error(`bench: no Galette setup for placeholder "${name}"`);
+}
+
+for (const s of galettePlaceholders) registerScenario({ ...s, pending: undefined, setup: galetteSetup(s) });

@@ -167,7 +167,7 @@ async function runScenario(
       cpu: topo.dutCpu,
       tools,
       log,
-      spawn: (cmd, args) => spawnInNs(pair.nsB, cmd, args),
+      spawn: (cmd, args, opts) => spawnInNs(pair.nsB, cmd, args, opts),
     };
     log.info({ scenario: s.name, nsA: pair.nsA, nsB: pair.nsB }, "setting up DUT");
     running = await s.setup(dut);

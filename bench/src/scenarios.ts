@@ -27,7 +27,7 @@ export interface DutContext {
   tools: BenchTools;
   log: Logger;
   /** Start a long-running process in the DUT namespace; resolves once it prints `ready`. */
-  spawn(cmd: string, args: string[]): Promise<DutProcess>;
+  spawn(cmd: string, args: string[], opts?: { readyTimeoutMs?: number }): Promise<DutProcess>;
 }
 
 /** What setup leaves running; teardown undoes it (the namespace is deleted afterwards anyway). */

@@ -1,0 +1,110 @@
+/**
+ * A Galette dataplane as a bench DUT process: builds a chain's NFs (nf-build cache), installs
+ * the chain on an interface with the installer, sets map entries, prints `ready`, and
+ * uninstalls on SIGTERM (or when the bench runner dies). It runs as a process of its own so
+ * that the AF_XDP workers, which are threads of the installing process, are counted as the
+ * DUT's CPU (utime+stime of this pid) and not the runner's.
+ *
+ *   node --import tsx bench/src/galette-dut.ts --chain FILE --iface IF [--netns NS]
+ *        [--workers N] [--mode busy-poll|blocking] [--state-dir DIR] [--map-set NF.MAP=KEYHEX:VALUEHEX]…
+ *
+ * Chain `path`s are resolved against the repository root. On exit it prints one JSON line
+ * with the per-NF counters and worker stats (the runner logs it).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  buildChain,
+  Dataplane,
+  type InterfaceTarget,
+  loadChainOrThrow,
+  planInstallation,
+} from "@galette/installer";
+import { pino } from "pino";
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+interface MapSet {
+  nf: string;
+  map: string;
+  key: Buffer;
+  value: Buffer;
+}
+
+/** `NF.MAP=KEYHEX:VALUEHEX` */
+function parseMapSet(spec: string): MapSet {
+  const m = /^([^.=]+)\.([^=]+)=((?:[0-9a-fA-F]{2})+):((?:[0-9a-fA-F]{2})+)$/.exec(spec);
+  if (!m) throw new Error(`--map-set "${spec}": expected NF.MAP=KEYHEX:VALUEHEX (whole bytes of hex)`);
+  return { nf: m[1]!, map: m[2]!, key: Buffer.from(m[3]!, "hex"), value: Buffer.from(m[4]!, "hex") };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      chain: { type: "string" },
+      iface: { type: "string" },
+      netns: { type: "string" },
+      workers: { type: "string", default: "1" },
+      mode: { type: "string", default: "blocking" },
+      "state-dir": { type: "string" },
+      "map-set": { type: "string", multiple: true, default: [] },
+    },
+  });
+  if (!values.chain || !values.iface) throw new Error("galette-dut: --chain and --iface are required");
+  const mode = values.mode;
+  if (mode !== "busy-poll" && mode !== "blocking")
+    throw new Error(`galette-dut: --mode must be busy-poll or blocking, got "${mode}"`);
+  const count = Number(values.workers);
+  if (!Number.isInteger(count) || count < 1)
+    throw new Error(`galette-dut: --workers must be a positive integer, got "${values.workers}"`);
+  const mapSets = values["map-set"].map(parseMapSet);
+  const log = pino({ name: "galette-dut", level: process.env.LOG_LEVEL ?? "warn" }, pino.destination(2));
+
+  const target: InterfaceTarget = { iface: values.iface, ...(values.netns ? { netns: values.netns } : {}) };
+  const ownStateDir = values["state-dir"] ? undefined : mkdtempSync(join(tmpdir(), "galette-bench-state-"));
+  const stateDir = values["state-dir"] ?? ownStateDir!;
+  const chain = await loadChainOrThrow(resolve(repoRoot, values.chain));
+  const built = await buildChain(chain, { baseDir: repoRoot });
+  const dp = await Dataplane.install(planInstallation(built.plan, built.artifacts, target), {
+    stateDir,
+    workers: { count, mode },
+    logger: log,
+  });
+  let stopped = false;
+  const stop = (why: string) => {
+    if (stopped) return;
+    stopped = true;
+    const summary = {
+      why,
+      chain: dp.spec.chain,
+      counters: dp.counters(),
+      workers: dp.workerStats()?.totals,
+    };
+    dp.uninstall();
+    if (ownStateDir) rmSync(ownStateDir, { recursive: true, force: true });
+    process.stdout.write(`${JSON.stringify(summary, (_k, v) => (typeof v === "bigint" ? Number(v) : v))}\n`);
+    process.exit(0);
+  };
+  try {
+    for (const s of mapSets) dp.nfMap(s.nf, s.map).update(s.key, s.value);
+  } catch (err) {
+    dp.uninstall();
+    throw err;
+  }
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  // The C tools use PR_SET_PDEATHSIG; node cannot, so watch for being re-parented instead.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) stop("bench runner exited");
+  }, 500);
+  process.stdout.write("ready\n");
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`galette-dut: ${err.stack ?? err.message}\n`);
+  process.exit(1);
+});

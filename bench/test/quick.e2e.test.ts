@@ -35,9 +35,12 @@ describeKernel("make bench QUICK=1 (real veth, real frames)", () => {
       expect(png.subarray(1, 4).toString()).toBe("PNG");
     }
     const raw = JSON.parse(readFileSync(join(outDir, report!.replace(/\.md$/, ".json")), "utf8"));
-    expect(raw.outcomes.filter((o: { status: string }) => o.status === "ok").length).toBeGreaterThanOrEqual(
-      4,
-    );
+    type Outcome = { status: string; scenario: { name: string } };
+    const ok = (raw.outcomes as Outcome[]).filter((o) => o.status === "ok");
+    expect(ok.length).toBeGreaterThanOrEqual(4);
+    // Galette's real dataplane (installer + NFs), not only the C baselines
+    expect(ok.map((o) => o.scenario.name)).toContain("galette/xdp-macswap");
+    expect(md).toContain("Galette macswap chain in XDP");
   });
 
   it("galgen rejects a bad frame size by name", async () => {

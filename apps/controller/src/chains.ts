@@ -135,6 +135,7 @@ export function graphFromPlan(plan: ChainPlan, published: ReadonlyMap<string, Nf
       xdp: nf.xdp,
       userland: nf.userland,
       actionCount: nf.next.length,
+      actions: record.interface.actions.map((a) => a.name),
       maps: nf.maps.map((m) => ({ field: m.name, map: m.map })),
     };
   });

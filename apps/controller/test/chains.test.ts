@@ -55,6 +55,11 @@ describe("chain push planning", () => {
       ["weak-classifier", true, false, 3],
       ["dpi", false, true, 2],
     ]);
+    expect(graph.nfs.map((n) => n.actions)).toEqual([
+      ["Allowed", "Denied"],
+      ["Normal", "Suspicious", "Malicious"],
+      ["Clean", "Matched"],
+    ]);
     expect(graph.edges).toContainEqual({
       from: uuid("weak-classifier"),
       to: uuid("dpi"),

@@ -56,8 +56,8 @@ const canonicalMapType = (t: string): MapType => t as MapType;
 
 /**
  * Builds the installer's input. `files(digest)` gives the verified cached file of an
- * artifact. The controller does not send Action variant names: variants are named
- * `action<i>` (the installer only uses them in logs and counters' keys).
+ * artifact. Variants carry the Action names the controller sends (`action<i>` from a
+ * controller that does not); the installer uses them in logs and counters' keys.
  */
 export function toInstallerInput(chain: AssignedChain, files: (digest: string) => string): InstallerInput {
   const where = `chain "${chain.name}" v${chain.version}`;
@@ -127,7 +127,7 @@ export function toInstallerInput(chain: AssignedChain, files: (digest: string) =
     artifacts.set(nf.instance, {
       // The UUID changes with the build; the installer reuses an instance only on equal hashes.
       hash: nf.buildHash || nf.uuid,
-      variants: next.map((_, i) => `action${i}`),
+      variants: next.map((_, i) => nf.actions?.[i] ?? `action${i}`),
       maps: bindings.map(({ field, spec }) => ({
         name: field,
         type: spec.type,

@@ -62,6 +62,7 @@ describe("assignment → installer input", () => {
   it("plans the security chain's installation: tail call, upcall to userland DPI, shared and owned maps", () => {
     const input = toInstallerInput(chain, (d) => `/cache/${d}`);
     expect(input.plan.entry).toBe("access-control");
+    expect(input.artifacts.get("weak-classifier")?.variants).toEqual(["Normal", "Suspicious", "Malicious"]);
     const reconf = planInstallation(input.plan, input.artifacts, { iface: "eth0" }, { bpffsRoot: "/x" });
     const byName = new Map(reconf.spec.instances.map((i) => [i.name, i]));
     const ac = byName.get("access-control")!;

@@ -78,6 +78,8 @@ export const AssignedNf = z.object({
   userland: z.boolean(),
   /** the Action enum's variant count = the length of its action array */
   actionCount: z.number().int().nonnegative(),
+  /** the Action variant names in order (actionCount of them), for counters and logs */
+  actions: z.array(z.string().min(1)).optional(),
   /** the #[maps] fields in order, each bound to a MapSpec.id */
   maps: z.array(z.object({ field: z.string().min(1), map: z.string().min(1) })),
   artifacts: z.object({

@@ -42,6 +42,9 @@ function parseMapSet(spec: string): MapSet {
 }
 
 async function main(): Promise<void> {
+  // the task name perf profiles filter on (profile.ts): "node" would also match the runner
+  // and other node processes on the DUT CPU; worker threads inherit it when they start
+  process.title = "galette-dut";
   const { values } = parseArgs({
     options: {
       chain: { type: "string" },

@@ -219,10 +219,13 @@ async function runScenario(
     }
     if (profile) {
       const size = plan.sizes[0] ?? 64;
-      const opts = { ...genOptions({ kind: "throughput", size, rate: 0 }, 0), hist: false };
+      // at least 2 s of traffic: perf's own start-up (up to ~1 s on a loaded machine) must
+      // not eat a short window
+      const durationS = Math.max(plan.throughputS, 2);
+      const opts = { ...genOptions({ kind: "throughput", size, rate: 0 }, 0), hist: false, durationS };
       // perf samples the warm-up too: it covers perf's own start-up
       const dutTasks = [...napi.dut, ...dutPids];
-      const { profile: p } = await profileCpu(topo.dutCpu, dutTasks, plan.warmupS + plan.throughputS, () =>
+      const { profile: p } = await profileCpu(topo.dutCpu, dutTasks, plan.warmupS + durationS, () =>
         runGen(tools, pair.nsA, pair.ifA, opts),
       );
       outcome.profile = p;

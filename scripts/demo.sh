@@ -136,7 +136,7 @@ for n in 1 2; do
   echo "  demo-$n: sent $sent frames from ${gen_ip[$n]}, $got came back"
 done
 sleep 1.5 # one status report later
-echo "  counters (per NF instance: packets, then per Action variant index):"
+echo "  counters (per NF instance: packets, then per Action variant):"
 ops counters demo-1 demo-2
 
 step "7. galette map set: allow both generators"
@@ -164,7 +164,7 @@ for n in 1 2; do
   echo "  demo-$n: normal $got/$sent back; clean UDP flow $clean/12 back; flow with a signature $evil/12 back"
 done
 
-step "9. Counters again: access-control now allows (action0), the weak classifier sends flows to DPI (action1)"
+step "9. Counters again: access-control now Allowed, the weak classifier sends new flows to DPI (Suspicious)"
 sleep 1.5
 ops counters demo-1 demo-2
 

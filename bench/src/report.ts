@@ -98,7 +98,11 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
   out.push("");
   out.push(
     `Run ${results.startedAt} → ${results.finishedAt} on Linux ${machine.kernel}, ${machine.cpus} × ${machine.cpuModel}; ` +
-      `load average before: ${machine.loadavgBefore}.`,
+      `load average before: ${machine.loadavgBefore}${machine.loadavgAfter ? `, after: ${machine.loadavgAfter}` : ""}.`,
+  );
+  out.push("");
+  out.push(
+    `The machine is shared with other jobs (the load average above counts them): absolute numbers move by ±20 % between runs; compare scenarios within one run, which is what the ratios do.`,
   );
   out.push("");
   out.push("## Method");

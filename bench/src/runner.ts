@@ -51,6 +51,8 @@ export interface MachineInfo {
   genCpu: number;
   dutCpu: number;
   loadavgBefore: string;
+  /** set when the run ends (absent in results written before it existed) */
+  loadavgAfter?: string;
 }
 
 export interface BenchResults {
@@ -144,6 +146,7 @@ export async function runBench({ plan, tools, scenarios, log }: RunBenchOptions)
     outcome.durationS = (Date.now() - t0) / 1000;
     outcomes.push(outcome);
   }
+  machine.loadavgAfter = readFileSync("/proc/loadavg", "utf8").trim();
   return { startedAt, finishedAt: new Date().toISOString(), plan, machine, outcomes };
 }
 

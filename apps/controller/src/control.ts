@@ -221,6 +221,7 @@ export function deviceSummary(device: DeviceRecord, online: boolean): DeviceSumm
     lastSeenAt: device.lastSeenAt,
     online,
     assigned: device.assignedChain ? { chain: device.assignedChain, version: device.assignedVersion } : null,
+    assignedBy: device.assignedBy,
     installed: status?.installed
       ? { chain: status.installed.chain, version: status.installed.version }
       : null,

@@ -13,12 +13,15 @@ import {
   ErrorResponse,
   ListChainsResponse,
   ListDevicesResponse,
+  ListSelectorRulesResponse,
   MapEntriesResponse,
   OPERATOR_ROUTES,
   OperatorConfig,
   PublishNfResponse,
   type PushChainRequest,
   PushChainResponse,
+  type RemoveAssignmentRequest,
+  RemoveAssignmentResponse,
   RevokeDeviceResponse,
   RevokeTokenResponse,
   type SetMapEntriesRequest,
@@ -86,6 +89,8 @@ export class OperatorClient {
       payload = body.raw;
       headers["content-type"] = body.contentType;
     }
+    // Node sends a DELETE body without chunked encoding, so the length must be explicit.
+    if (payload) headers["content-length"] = String(payload.length);
     const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
       const req = httpsRequest(url, { method, headers, ca: this.caPem }, (res) => {
         const chunks: Buffer[] = [];
@@ -147,6 +152,12 @@ export class OperatorClient {
   }
   assignChain(request: AssignChainRequest) {
     return this.call(AssignChainResponse, "POST", OPERATOR_ROUTES.assign, { json: request });
+  }
+  listSelectorRules() {
+    return this.call(ListSelectorRulesResponse, "GET", OPERATOR_ROUTES.assignmentRules);
+  }
+  removeAssignment(request: RemoveAssignmentRequest) {
+    return this.call(RemoveAssignmentResponse, "DELETE", OPERATOR_ROUTES.assignmentRules, { json: request });
   }
   setMapEntries(chain: string, map: string, request: SetMapEntriesRequest) {
     return this.call(MapEntriesResponse, "PUT", OPERATOR_ROUTES.mapEntries(chain, map), { json: request });

@@ -14,10 +14,13 @@ import {
   EnrollDeviceRequest,
   type MapEntry,
   Name,
+  OPERATOR_ROUTES,
   PROTOCOL_VERSION,
   PROTOCOL_VERSION_HEADER,
   PublishNfQuery,
   PushChainRequest,
+  RemoveAssignmentRequest,
+  type RemoveAssignmentResponse,
   SetMapEntriesRequest,
   Sha256Digest,
 } from "@galette/protocol";
@@ -259,8 +262,12 @@ export async function startController(options: ControllerOptions): Promise<Runni
     const now = Date.now();
     for (const name of names) {
       const device = data.repo.getDevice(name);
-      if (!device || device.revokedAt || !device.assignedChain) continue;
-      const chain = data.repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined);
+      if (!device || device.revokedAt) continue;
+      pendingConvergence.delete(name);
+      // A device left without a chain is told too, so it stops running the old one.
+      const chain = device.assignedChain
+        ? data.repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined)
+        : undefined;
       if (chain) pendingConvergence.set(name, { chain: chain.name, version: chain.version, since: now });
       notify(device, reason);
     }
@@ -368,10 +375,18 @@ export async function startController(options: ControllerOptions): Promise<Runni
   app.post("/v1/devices", async (request, reply) => {
     const body = parse(EnrollDeviceRequest, request.body, "enrol request");
     const bundle = data.enrolDevice(body.name, body.labels, publicUrl, body.validityDays);
+    const enrolled = data.repo.getDevice(body.name);
     request.log.info(
-      { device: body.name, serial: bundle.serial, operator: request.operator },
+      {
+        device: body.name,
+        serial: bundle.serial,
+        operator: request.operator,
+        assignedBy: enrolled?.assignedBy ?? null,
+      },
       "device enrolled",
     );
+    // A matching selector rule gives it a chain at once (its first poll picks it up).
+    assignmentChanged([body.name], "enrol");
     return reply.code(201).send(bundle);
   });
 
@@ -444,7 +459,20 @@ export async function startController(options: ControllerOptions): Promise<Runni
     });
   });
 
-  app.post("/v1/assignments", async (request) => {
+  /** Each device's effective assignment as a comparable string, to find whom a rule change affects. */
+  const effectiveAssignments = () =>
+    new Map(
+      data.repo
+        .listDevices()
+        .filter((d) => !d.revokedAt)
+        .map((d) => [d.name, d.assignedChain ? `${d.assignedChain}@${d.assignedVersion ?? "latest"}` : ""]),
+    );
+  const changedSince = (before: Map<string, string>) =>
+    [...effectiveAssignments()].filter(([name, now]) => before.get(name) !== now).map(([name]) => name);
+
+  app.get(OPERATOR_ROUTES.assignmentRules, async () => ({ rules: data.repo.listSelectorRules() }));
+
+  app.post(OPERATOR_ROUTES.assign, async (request) => {
     const body = parse(AssignChainRequest, request.body, "assign request");
     const chain = data.repo.getChainVersion(body.chain, body.version);
     if (!chain) {
@@ -454,32 +482,82 @@ export async function startController(options: ControllerOptions): Promise<Runni
       );
     }
     const all = data.repo.listDevices();
-    const names = new Set<string>();
+    const explicit = new Set<string>();
     for (const name of body.devices ?? []) {
       const device = all.find((d) => d.name === name);
       if (!device) throw new RequestError(404, `device ${name} is not enrolled`);
       if (device.revokedAt) throw new RequestError(409, `device ${name} is revoked`);
-      names.add(name);
+      explicit.add(name);
     }
-    const selector = Object.entries(body.selector ?? {});
-    if (selector.length > 0) {
-      const matched = all.filter((d) => !d.revokedAt && selector.every(([k, v]) => d.labels[k] === v));
-      if (matched.length === 0 && names.size === 0) {
-        throw new RequestError(
-          404,
-          `no enrolled device matches the selector ${selector.map(([k, v]) => `${k}=${v}`).join(",")}`,
-        );
-      }
-      for (const device of matched) names.add(device.name);
-    }
-    const assigned = [...names].sort();
-    data.repo.assignChain(assigned, body.chain, body.version ?? null);
+    const selector = body.selector ?? {};
+    const before = effectiveAssignments();
+    const version = body.version ?? null;
+    const at = new Date().toISOString();
+    // A selector is stored as a rule (devices enrolled later match it too), never copied
+    // into per-device assignments, so a newer rule can still take over those devices.
+    const rule = data.repo.transaction(() => {
+      if (explicit.size > 0) data.repo.assignChain([...explicit], body.chain, version);
+      return Object.keys(selector).length > 0
+        ? data.repo.addSelectorRule(body.chain, version, selector, at)
+        : undefined;
+    });
+    const after = data.repo.listDevices().filter((d) => !d.revokedAt);
+    const assigned = after
+      .filter(
+        (d) =>
+          explicit.has(d.name) ||
+          (rule && d.assignedBy?.kind === "selector" && d.assignedBy.rule === rule.id),
+      )
+      .map((d) => d.name)
+      .sort();
+    const overridden = rule
+      ? after
+          .filter((d) => d.assignedBy?.kind === "explicit" && !explicit.has(d.name))
+          .filter((d) => Object.entries(selector).every(([k, v]) => d.labels[k] === v))
+          .map((d) => d.name)
+          .sort()
+      : [];
     request.log.info(
-      { chain: body.chain, version: body.version ?? "latest", devices: assigned },
+      { chain: body.chain, version: version ?? "latest", devices: assigned, rule: rule?.id, overridden },
       "chain assigned",
     );
-    assignmentChanged(assigned, "assign");
-    return { chain: body.chain, version: body.version ?? null, assigned };
+    // Named devices are notified even when unchanged (as before: "assign again" re-pokes them).
+    assignmentChanged([...new Set([...changedSince(before), ...explicit])], "assign");
+    return {
+      chain: body.chain,
+      version,
+      assigned,
+      ...(rule ? { rule, overridden } : {}),
+    };
+  });
+
+  app.delete(OPERATOR_ROUTES.assignmentRules, async (request): Promise<RemoveAssignmentResponse> => {
+    const body = parse(RemoveAssignmentRequest, request.body, "unassign request");
+    const selector = body.selector ?? {};
+    for (const name of body.devices ?? []) {
+      if (!data.repo.getDevice(name)) throw new RequestError(404, `device ${name} is not enrolled`);
+    }
+    const before = effectiveAssignments();
+    const removedRules = data.repo.transaction(() => {
+      data.repo.clearExplicitAssignment(body.devices ?? []);
+      if (Object.keys(selector).length === 0) return [];
+      const removed = data.repo.removeSelectorRule(selector);
+      if (removed.length === 0) {
+        // Throwing rolls back the cleared explicit assignments too: nothing changes on bad input.
+        const shown = Object.entries(selector)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(",");
+        throw new RequestError(404, `no selector rule has exactly the selector ${shown}`);
+      }
+      return removed;
+    });
+    const changed = changedSince(before);
+    request.log.info(
+      { removedRules: removedRules.map((r) => r.id), cleared: body.devices ?? [], changed },
+      "assignment removed",
+    );
+    assignmentChanged(changed, "unassign");
+    return { removedRules, cleared: [...(body.devices ?? [])].sort(), changed };
   });
 
   const mapOf = (chainName: string, mapId: string) => {

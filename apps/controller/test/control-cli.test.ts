@@ -178,6 +178,15 @@ describe("galette pki/token/controller/device CLI", () => {
     const assigned = await galette(["chain", "assign", "macswap", "--selector", "site=lab"], operatorEnv());
     expect(assigned.code, assigned.stderr).toBe(0);
     expect(assigned.stdout).toContain("assigned macswap (latest) to cli-assignee");
+    expect(assigned.stdout).toMatch(
+      /rule \d+: devices labelled site=lab follow it, also ones enrolled later/,
+    );
+    const unassigned = await galette(["chain", "unassign", "--selector", "site=lab"], operatorEnv());
+    expect(unassigned.code, unassigned.stderr).toBe(0);
+    expect(unassigned.stdout).toMatch(/removed rule \d+ \(site=lab → macswap\)\nchanged: cli-assignee/);
+    const noRule = await galette(["chain", "unassign", "--selector", "site=lab"], operatorEnv());
+    expect(noRule.code).toBe(1);
+    expect(noRule.stderr).toContain("no selector rule has exactly the selector site=lab (HTTP 404)");
 
     const bad = join(scratch, "bad-arity.toml");
     writeFileSync(

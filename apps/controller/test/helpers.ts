@@ -47,6 +47,8 @@ export function call(
     }
   }
   if (options.token) headers.authorization = `Bearer ${options.token}`;
+  // Node sends a DELETE body without chunked encoding, so the length must be explicit.
+  if (payload) headers["content-length"] ??= String(payload.length);
   return new Promise((resolve, reject) => {
     const req = httpsRequest(
       url,

@@ -61,6 +61,8 @@ describe("operator API", () => {
       ["GET", "/v1/chains"],
       ["POST", "/v1/chains"],
       ["POST", "/v1/assignments"],
+      ["GET", "/v1/assignments"],
+      ["DELETE", "/v1/assignments"],
       ["GET", "/v1/chains/acl/maps/acl.allow_list/entries"],
       ["PUT", "/v1/chains/acl/maps/acl.allow_list/entries"],
       ["POST", "/v1/nfs"],
@@ -267,11 +269,6 @@ describe("operator API", () => {
       [{ chain: "acl", devices: ["ghost"] }, 404, /device ghost is not enrolled/],
       [{ chain: "acl", devices: ["old-1"] }, 409, /device old-1 is revoked/],
       [{ chain: "acl" }, 400, /devices: give devices/],
-      [
-        { chain: "acl", selector: { role: "nobody" } },
-        404,
-        /no enrolled device matches the selector role=nobody/,
-      ],
     ];
     for (const [body, status, error] of cases) {
       const res = await op("/v1/assignments", { method: "POST", body });
@@ -280,8 +277,21 @@ describe("operator API", () => {
     }
     const pi1 = await op("/v1/devices/pi-1");
     expect(pi1.json().assigned).toEqual({ chain: "acl", version: null });
+    expect(pi1.json().assignedBy).toMatchObject({ kind: "selector", selector: { role: "edge" } });
     const pi2 = await op("/v1/devices/pi-2");
     expect(pi2.json().assigned).toEqual({ chain: "macswap", version: null });
+    expect(pi2.json().assignedBy).toEqual({ kind: "explicit" });
+
+    // A selector nobody matches yet is a rule waiting for devices, not an error.
+    const waiting = await op("/v1/assignments", {
+      method: "POST",
+      body: { chain: "acl", selector: { role: "nobody" } },
+    });
+    expect(waiting.status).toBe(200);
+    expect(waiting.json()).toMatchObject({ assigned: [], rule: { selector: { role: "nobody" } } });
+    expect(
+      (await op("/v1/assignments", { method: "DELETE", body: { selector: { role: "nobody" } } })).status,
+    ).toBe(200);
   });
 
   it("sets and gets map entries, checking sizes against the map spec", async () => {

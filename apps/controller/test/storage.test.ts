@@ -30,7 +30,7 @@ describe("SQLite repository", () => {
     const dir = tempDir();
     openSqliteRepository(dir).close();
     const db = new Database(join(dir, DATABASE_FILE));
-    expect(db.pragma("user_version", { simple: true })).toBe(1);
+    expect(db.pragma("user_version", { simple: true })).toBe(2);
     db.pragma("user_version = 99");
     db.close();
     expect(() => openSqliteRepository(dir)).toThrow(/schema version 99 is newer/);
@@ -84,6 +84,50 @@ describe("SQLite repository", () => {
     cli.close();
     const reopened = openSqliteRepository(dir);
     expect(reopened.listChains()).toEqual([{ name: "c", latestVersion: 2, createdAt: "t" }]);
+    reopened.close();
+  });
+
+  it("resolves a device's assignment: explicit first, else the newest matching selector rule", () => {
+    const dir = tempDir();
+    const repo = openSqliteRepository(dir);
+    repo.insertDevice({ ...device("a", "01"), labels: { role: "edge", site: "lab" } });
+    repo.insertDevice({ ...device("b", "02"), labels: { role: "core" } });
+    const older = repo.addSelectorRule(
+      "one",
+      null,
+      { site: "lab", role: "edge" },
+      "2026-01-01T00:00:00.000Z",
+    );
+    expect(repo.getDevice("a")).toMatchObject({ assignedChain: "one", assignedVersion: null });
+    const newer = repo.addSelectorRule("two", 3, { role: "edge" }, "2026-01-02T00:00:00.000Z");
+    expect(repo.getDevice("a")).toMatchObject({
+      assignedChain: "two",
+      assignedVersion: 3,
+      assignedBy: { kind: "selector", rule: newer.id, selector: { role: "edge" } },
+    });
+    expect(repo.getDevice("b")).toMatchObject({ assignedChain: null, assignedBy: null });
+    // Same selector in another key order replaces the older rule and becomes the newest.
+    const replaced = repo.addSelectorRule(
+      "three",
+      null,
+      { role: "edge", site: "lab" },
+      "2026-01-03T00:00:00.000Z",
+    );
+    expect(replaced.id).toBeGreaterThan(newer.id);
+    expect(repo.listSelectorRules().map((r) => r.chain)).toEqual(["two", "three"]);
+    expect(repo.listSelectorRules().some((r) => r.id === older.id)).toBe(false);
+    expect(repo.devicesAssignedTo("three").map((d) => d.name)).toEqual(["a"]);
+    repo.assignChain(["a"], "own", null);
+    expect(repo.getDevice("a")).toMatchObject({ assignedChain: "own", assignedBy: { kind: "explicit" } });
+    repo.clearExplicitAssignment(["a"]);
+    expect(repo.getDevice("a")?.assignedChain).toBe("three");
+    repo.close();
+
+    const reopened = openSqliteRepository(dir);
+    expect(reopened.getDevice("a")?.assignedChain).toBe("three");
+    expect(reopened.removeSelectorRule({ site: "lab", role: "edge" }).map((r) => r.chain)).toEqual(["three"]);
+    expect(reopened.removeSelectorRule({ site: "lab", role: "edge" })).toEqual([]);
+    expect(reopened.getDevice("a")?.assignedChain).toBe("two");
     reopened.close();
   });
 

@@ -15,6 +15,8 @@ export const OPERATOR_ROUTES = {
   chains: "/v1/chains",
   chain: (name: string) => `/v1/chains/${encodeURIComponent(name)}`,
   assign: "/v1/assignments",
+  /** GET: the selector rules; DELETE with a RemoveAssignmentRequest body removes rules / explicit assignments */
+  assignmentRules: "/v1/assignments",
   mapEntries: (chain: string, map: string) =>
     `/v1/chains/${encodeURIComponent(chain)}/maps/${encodeURIComponent(map)}/entries`,
   /** POST a tar of the crate, Content-Type application/x-tar */
@@ -48,6 +50,13 @@ export const EnrollDeviceResponse = z.object({
 });
 export type EnrollDeviceResponse = z.infer<typeof EnrollDeviceResponse>;
 
+/** Where a device's effective assignment comes from (precedence: explicit, then the newest matching rule). */
+export const AssignmentSource = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("explicit") }),
+  z.object({ kind: z.literal("selector"), rule: z.number().int().positive(), selector: Labels }),
+]);
+export type AssignmentSource = z.infer<typeof AssignmentSource>;
+
 export const DeviceSummary = z.object({
   name: Name,
   labels: Labels,
@@ -60,6 +69,8 @@ export const DeviceSummary = z.object({
   online: z.boolean(),
   /** what the controller wants it to run; version null = follow the chain's latest */
   assigned: z.object({ chain: Name, version: z.number().int().positive().nullable() }).nullable(),
+  /** where `assigned` comes from: the device's own assignment or a selector rule (optional: older controllers omit it) */
+  assignedBy: AssignmentSource.nullable().optional(),
   /** what the agent last reported */
   installed: z.object({ chain: Name, version: z.number().int().positive() }).nullable(),
   state: DeviceState.nullable(),
@@ -164,12 +175,55 @@ export const AssignChainRequest = z
   });
 export type AssignChainRequest = z.infer<typeof AssignChainRequest>;
 
+/**
+ * A selector assignment is a standing rule: every device whose labels include all of
+ * `selector` (enrolled now or later) follows the chain, unless it has an explicit
+ * per-device assignment. Among matching rules the newest (highest id) wins.
+ */
+export const SelectorRule = z.object({
+  id: z.number().int().positive(),
+  chain: Name,
+  version: z.number().int().positive().nullable(),
+  selector: Labels,
+  createdAt: z.string(),
+});
+export type SelectorRule = z.infer<typeof SelectorRule>;
+
 export const AssignChainResponse = z.object({
   chain: Name,
   version: z.number().int().positive().nullable(),
+  /** devices whose effective assignment is this chain now (named ones + selector matches not overridden) */
   assigned: z.array(Name),
+  /** the rule stored for `selector` (it replaces an older rule with the same selector) */
+  rule: SelectorRule.optional(),
+  /** devices matching the selector that keep their explicit per-device assignment */
+  overridden: z.array(Name).optional(),
 });
 export type AssignChainResponse = z.infer<typeof AssignChainResponse>;
+
+/** GET /v1/assignments: the selector rules, oldest first */
+export const ListSelectorRulesResponse = z.object({ rules: z.array(SelectorRule) });
+export type ListSelectorRulesResponse = z.infer<typeof ListSelectorRulesResponse>;
+
+/**
+ * DELETE /v1/assignments: remove the rule whose selector equals `selector` exactly and/or
+ * clear the explicit assignment of `devices` (they fall back to matching rules).
+ */
+export const RemoveAssignmentRequest = z
+  .object({ devices: z.array(Name).optional(), selector: Labels.optional() })
+  .refine((r) => (r.devices?.length ?? 0) > 0 || Object.keys(r.selector ?? {}).length > 0, {
+    message: "give devices and/or a non-empty label selector",
+    path: ["devices"],
+  });
+export type RemoveAssignmentRequest = z.infer<typeof RemoveAssignmentRequest>;
+
+export const RemoveAssignmentResponse = z.object({
+  removedRules: z.array(SelectorRule),
+  cleared: z.array(Name),
+  /** devices whose effective assignment changed */
+  changed: z.array(Name),
+});
+export type RemoveAssignmentResponse = z.infer<typeof RemoveAssignmentResponse>;
 
 // ---- map entries ----
 

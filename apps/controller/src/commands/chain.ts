@@ -143,7 +143,42 @@ function registerFleetCommands(chain: Command): void {
           assigned.assigned.length ? assigned.assigned.join(", ") : "no device"
         }`,
       );
+      if (assigned.rule) {
+        out(
+          `rule ${assigned.rule.id}: devices labelled ${formatLabels(assigned.rule.selector)} follow it, also ones enrolled later`,
+        );
+      }
+      if (assigned.overridden?.length) {
+        out(
+          `kept their own assignment (unassign --devices to let the rule apply): ${assigned.overridden.join(", ")}`,
+        );
+      }
     });
+
+  chain
+    .command("unassign")
+    .description("Remove a selector rule and/or devices' own assignments (they fall back to matching rules)")
+    .option("--devices <names>", "comma-separated device names whose explicit assignment is removed")
+    .option("--selector <labels>", "k=v,... : the rule with exactly this selector is removed")
+    .action(async (flags: { devices?: string; selector?: string }) => {
+      const devices = flags.devices
+        ?.split(",")
+        .map((d) => d.trim())
+        .filter(Boolean);
+      const selector = flags.selector ? parseLabels(flags.selector) : undefined;
+      const removed = await operatorClient().removeAssignment({ devices, selector });
+      for (const rule of removed.removedRules) {
+        out(`removed rule ${rule.id} (${formatLabels(rule.selector)} → ${rule.chain})`);
+      }
+      if (removed.cleared.length) out(`cleared own assignment of: ${removed.cleared.join(", ")}`);
+      out(`changed: ${removed.changed.length ? removed.changed.join(", ") : "no device"}`);
+    });
+}
+
+function formatLabels(labels: Record<string, string>): string {
+  return Object.entries(labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",");
 }
 
 function summary(diagnostics: Diagnostic[]): string {

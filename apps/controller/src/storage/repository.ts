@@ -1,11 +1,13 @@
 import type { NfInterface } from "@galette/chain";
 import type {
   ArtifactMeta,
+  AssignmentSource,
   ChainGraph,
   DeviceStatusReport,
   Labels,
   MapEntry,
   PublishNfResponse,
+  SelectorRule,
 } from "@galette/protocol";
 
 export interface DeviceRecord {
@@ -18,9 +20,15 @@ export interface DeviceRecord {
   notAfter: string;
   revokedAt: string | null;
   lastSeenAt: string | null;
+  /**
+   * The EFFECTIVE assignment, resolved when the record is read: the device's explicit
+   * assignment if it has one, else the newest selector rule matching its labels.
+   */
   assignedChain: string | null;
   /** null = follow the latest version of assignedChain */
   assignedVersion: number | null;
+  /** where assignedChain comes from; null = unassigned */
+  assignedBy: AssignmentSource | null;
   status: DeviceStatusReport | null;
   statusAt: string | null;
 }
@@ -67,7 +75,7 @@ export interface Repository {
   insertDevice(
     device: Omit<
       DeviceRecord,
-      "revokedAt" | "lastSeenAt" | "status" | "statusAt" | "assignedChain" | "assignedVersion"
+      "revokedAt" | "lastSeenAt" | "status" | "statusAt" | "assignedChain" | "assignedVersion" | "assignedBy"
     >,
   ): void;
   getDevice(name: string): DeviceRecord | undefined;
@@ -77,8 +85,19 @@ export interface Repository {
   isSerialRevoked(serial: string): boolean;
   touchDevice(name: string, at: string): void;
   saveDeviceStatus(name: string, status: DeviceStatusReport, at: string): void;
+  /** Explicit per-device assignment (wins over every selector rule). */
   assignChain(deviceNames: string[], chain: string, version: number | null): void;
+  /** Removes the explicit assignment; the devices fall back to matching selector rules. */
+  clearExplicitAssignment(deviceNames: string[]): void;
+  /** Devices whose effective assignment is `chain`. */
   devicesAssignedTo(chain: string): DeviceRecord[];
+
+  /** Stores a rule, replacing any rule with exactly the same selector; returns it. */
+  addSelectorRule(chain: string, version: number | null, selector: Labels, at: string): SelectorRule;
+  /** Removes the rule whose selector equals `selector` exactly; returns what was removed. */
+  removeSelectorRule(selector: Labels): SelectorRule[];
+  /** Oldest first. */
+  listSelectorRules(): SelectorRule[];
 
   insertToken(name: string, tokenHash: string, at: string): void;
   findTokenByHash(tokenHash: string): TokenRecord | undefined;

@@ -1,7 +1,14 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { NfInterface } from "@galette/chain";
-import type { ArtifactMeta, DeviceStatusReport, Labels, MapEntry } from "@galette/protocol";
+import type {
+  ArtifactMeta,
+  AssignmentSource,
+  DeviceStatusReport,
+  Labels,
+  MapEntry,
+  SelectorRule,
+} from "@galette/protocol";
 import Database from "better-sqlite3";
 import type {
   ChainGraph,
@@ -81,7 +88,44 @@ const MIGRATIONS: string[] = [
      updated_at TEXT NOT NULL,
      PRIMARY KEY (chain, map, key)
    );`,
+  // Selector assignments as standing rules; id order = creation order (newest wins).
+  // selector is canonical JSON (keys sorted) so "same selector" is a string compare.
+  `CREATE TABLE selector_rules (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     chain TEXT NOT NULL,
+     version INTEGER,
+     selector TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );
+   CREATE INDEX selector_rules_by_selector ON selector_rules (selector);`,
 ];
+
+/** Labels as JSON with sorted keys: equal selectors give equal strings. */
+export function canonicalSelector(selector: Labels): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(selector).sort(([a], [b]) => (a < b ? -1 : 1))));
+}
+
+export function selectorMatches(selector: Labels, labels: Labels): boolean {
+  return Object.entries(selector).every(([key, value]) => labels[key] === value);
+}
+
+interface SelectorRuleRow {
+  id: number;
+  chain: string;
+  version: number | null;
+  selector: string;
+  created_at: string;
+}
+
+function ruleFromRow(row: SelectorRuleRow): SelectorRule {
+  return {
+    id: row.id,
+    chain: row.chain,
+    version: row.version,
+    selector: JSON.parse(row.selector) as Labels,
+    createdAt: row.created_at,
+  };
+}
 
 interface DeviceRow {
   name: string;
@@ -98,18 +142,35 @@ interface DeviceRow {
   status_at: string | null;
 }
 
-function deviceFromRow(row: DeviceRow): DeviceRecord {
+/**
+ * Resolves the effective assignment: the explicit one if set, else the newest rule
+ * (rules are passed oldest first) whose selector the labels match.
+ */
+function deviceFromRow(row: DeviceRow, rules: SelectorRule[]): DeviceRecord {
+  const labels = JSON.parse(row.labels) as Labels;
+  let assignedChain = row.assigned_chain;
+  let assignedVersion = row.assigned_version;
+  let assignedBy: AssignmentSource | null = assignedChain ? { kind: "explicit" } : null;
+  if (!assignedChain) {
+    const rule = rules.findLast((r) => selectorMatches(r.selector, labels));
+    if (rule) {
+      assignedChain = rule.chain;
+      assignedVersion = rule.version;
+      assignedBy = { kind: "selector", rule: rule.id, selector: rule.selector };
+    }
+  }
   return {
     name: row.name,
-    labels: JSON.parse(row.labels) as Labels,
+    labels,
     serial: row.serial,
     certPem: row.cert_pem,
     enrolledAt: row.enrolled_at,
     notAfter: row.not_after,
     revokedAt: row.revoked_at,
     lastSeenAt: row.last_seen_at,
-    assignedChain: row.assigned_chain,
-    assignedVersion: row.assigned_version,
+    assignedChain,
+    assignedVersion,
+    assignedBy,
     status: row.status ? (JSON.parse(row.status) as DeviceStatusReport) : null,
     statusAt: row.status_at,
   };
@@ -169,11 +230,14 @@ class SqliteRepository implements Repository {
 
   getDevice(name: string): DeviceRecord | undefined {
     const row = this.db.prepare("SELECT * FROM devices WHERE name = ?").get(name) as DeviceRow | undefined;
-    return row ? deviceFromRow(row) : undefined;
+    return row ? deviceFromRow(row, this.listSelectorRules()) : undefined;
   }
 
   listDevices(): DeviceRecord[] {
-    return (this.db.prepare("SELECT * FROM devices ORDER BY name").all() as DeviceRow[]).map(deviceFromRow);
+    const rules = this.listSelectorRules();
+    return (this.db.prepare("SELECT * FROM devices ORDER BY name").all() as DeviceRow[]).map((row) =>
+      deviceFromRow(row, rules),
+    );
   }
 
   revokeDevice(name: string, at: string): DeviceRecord {
@@ -214,12 +278,49 @@ class SqliteRepository implements Repository {
     });
   }
 
+  clearExplicitAssignment(deviceNames: string[]): void {
+    const update = this.db.prepare(
+      "UPDATE devices SET assigned_chain = NULL, assigned_version = NULL WHERE name = ?",
+    );
+    this.transaction(() => {
+      for (const name of deviceNames) {
+        if (update.run(name).changes !== 1) throw new Error(`device ${name} is not enrolled`);
+      }
+    });
+  }
+
   devicesAssignedTo(chain: string): DeviceRecord[] {
-    return (
-      this.db
-        .prepare("SELECT * FROM devices WHERE assigned_chain = ? ORDER BY name")
-        .all(chain) as DeviceRow[]
-    ).map(deviceFromRow);
+    return this.listDevices().filter((d) => d.assignedChain === chain);
+  }
+
+  addSelectorRule(chain: string, version: number | null, selector: Labels, at: string): SelectorRule {
+    const canonical = canonicalSelector(selector);
+    return this.transaction(() => {
+      this.db.prepare("DELETE FROM selector_rules WHERE selector = ?").run(canonical);
+      const { lastInsertRowid } = this.db
+        .prepare("INSERT INTO selector_rules (chain, version, selector, created_at) VALUES (?, ?, ?, ?)")
+        .run(chain, version, canonical, at);
+      return ruleFromRow(
+        this.db.prepare("SELECT * FROM selector_rules WHERE id = ?").get(lastInsertRowid) as SelectorRuleRow,
+      );
+    });
+  }
+
+  removeSelectorRule(selector: Labels): SelectorRule[] {
+    const canonical = canonicalSelector(selector);
+    return this.transaction(() => {
+      const removed = (
+        this.db.prepare("SELECT * FROM selector_rules WHERE selector = ?").all(canonical) as SelectorRuleRow[]
+      ).map(ruleFromRow);
+      this.db.prepare("DELETE FROM selector_rules WHERE selector = ?").run(canonical);
+      return removed;
+    });
+  }
+
+  listSelectorRules(): SelectorRule[] {
+    return (this.db.prepare("SELECT * FROM selector_rules ORDER BY id").all() as SelectorRuleRow[]).map(
+      ruleFromRow,
+    );
   }
 
   insertToken(name: string, tokenHash: string, at: string): void {

@@ -222,9 +222,9 @@ async function runScenario(
     }
     if (profile) {
       const size = plan.sizes[0] ?? 64;
-      // at least 2 s of traffic: perf's own start-up (up to ~1 s on a loaded machine) must
-      // not eat a short window
-      const durationS = Math.max(plan.throughputS, 2);
+      // at least 2 s of traffic in the full suite: perf's own start-up (up to ~1 s on a
+      // loaded machine) must not eat a short window (QUICK keeps its short one: smoke only)
+      const durationS = plan.quick ? plan.throughputS : Math.max(plan.throughputS, 2);
       const opts = { ...genOptions({ kind: "throughput", size, rate: 0 }, 0), hist: false, durationS };
       // perf samples the warm-up too: it covers perf's own start-up
       const dutTasks = [...napi.dut, ...dutPids];

@@ -181,6 +181,8 @@ describe("galette pki/token/controller/device CLI", () => {
     expect(assigned.stdout).toMatch(
       /rule \d+: devices labelled site=lab follow it, also ones enrolled later/,
     );
+    const listed = await galette(["device", "list"], operatorEnv());
+    expect(listed.stdout).toMatch(/^cli-assignee\s+site=lab\s+\S+\s+macswap@latest\s+rule \d+ \(site=lab\)/m);
     const unassigned = await galette(["chain", "unassign", "--selector", "site=lab"], operatorEnv());
     expect(unassigned.code, unassigned.stderr).toBe(0);
     expect(unassigned.stdout).toMatch(/removed rule \d+ \(site=lab → macswap\)\nchanged: cli-assignee/);

@@ -54,12 +54,19 @@ function printDevices(devices: DeviceSummary[], onlineKnown: boolean): void {
       .join(",") || "-",
     d.revokedAt ? "revoked" : (d.state ?? "-"),
     d.assigned ? `${d.assigned.chain}@${d.assigned.version ?? "latest"}` : "-",
+    d.assignedBy?.kind === "selector"
+      ? `rule ${d.assignedBy.rule} (${Object.entries(d.assignedBy.selector)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(",")})`
+      : d.assignedBy?.kind === "explicit"
+        ? "device"
+        : "-",
     d.installed ? `${d.installed.chain}@${d.installed.version}` : "-",
     d.lastSeenAt ?? "never",
     onlineKnown ? (d.online ? "yes" : "no") : "?",
     String(d.errors.length),
   ]);
-  const header = ["NAME", "LABELS", "STATE", "ASSIGNED", "INSTALLED", "LAST SEEN", "ONLINE", "ERRORS"];
+  const header = ["NAME", "LABELS", "STATE", "ASSIGNED", "VIA", "INSTALLED", "LAST SEEN", "ONLINE", "ERRORS"];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const row of [header, ...rows])
     out(

@@ -85,6 +85,8 @@ async function main(): Promise<void> {
       chain: dp.spec.chain,
       counters: dp.counters(),
       workers: dp.workerStats()?.totals,
+      // per-worker wake-up/batch/kernel ring counters: how the worker loop spent its syscalls
+      workerDetail: dp.workerStats()?.workers,
     };
     dp.uninstall();
     if (ownStateDir) rmSync(ownStateDir, { recursive: true, force: true });

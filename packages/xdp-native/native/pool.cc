@@ -50,6 +50,12 @@ namespace {
 // Longest userland NF path; a cycle in the action tables ends here instead of spinning.
 constexpr uint32_t kMaxHops = 64;
 constexpr uint32_t kTxKickAttempts = 64;
+// A blocking worker keeps looping instead of sleeping while transmitted frames await their
+// completion (under load they come back, and the next RX batch arrives, within
+// microseconds; the C baseline does the same), but only while the count of frames in
+// flight keeps moving: when it has not moved for this long (peer gone, link down), the
+// worker sleeps as usual.
+constexpr uint64_t kInFlightSpinNs = 1000000;
 
 struct Counter {
   std::atomic<uint64_t> value{0};
@@ -178,6 +184,9 @@ struct Worker {
   WorkerStats stats;
   std::unique_ptr<InstanceStats[]> instances{new InstanceStats[GALETTE_MAX_INSTANCES]};
   bool tx_outstanding = false;
+  // Idle-loop bookkeeping for kInFlightSpinNs (worker thread only).
+  int64_t seen_in_flight = 0;
+  uint64_t in_flight_since = 0;
 
   void Run(Pool* pool);
   const InstanceTable* Enter(Pool* pool);
@@ -205,6 +214,11 @@ struct Pool {
   xsk_ring_prod fq{};
   xsk_ring_cons cq{};
   std::mutex ring_lock;
+  // Frames submitted to any TX ring and not yet seen on the completion ring. Written under
+  // ring_lock; read without it by idle workers. May dip below zero for a moment when one
+  // worker reaps another's completions before that one has counted its submission.
+  int64_t tx_in_flight_locked = 0;
+  std::atomic<int64_t> tx_in_flight{0};
   int wake_fd = -1;
   std::vector<std::unique_ptr<Worker>> workers;
   std::atomic<InstanceTable*> current{nullptr};
@@ -234,13 +248,18 @@ struct Pool {
     delete e;
   }
 
-  // Moves completed TX frames and `dropped` frames back to the fill ring.
-  void Recycle(const uint64_t* dropped, uint32_t n_dropped, bool wait) {
+  // Moves completed TX frames and `dropped` frames back to the fill ring; `sent` frames
+  // were just submitted to the caller's TX ring (counted in flight).
+  void Recycle(const uint64_t* dropped, uint32_t n_dropped, uint32_t sent, bool wait) {
     std::unique_lock<std::mutex> lock(ring_lock, std::defer_lock);
     if (wait) lock.lock();
-    else if (!lock.try_lock()) return;  // idle loop: another worker is already recycling
+    else if (!lock.try_lock()) return;  // idle loop (sent == 0): another worker is already recycling
     uint32_t cidx = 0, fidx = 0;
     uint32_t done = xsk_ring_cons__peek(&cq, frame_count, &cidx);
+    if (sent || done) {
+      tx_in_flight_locked += static_cast<int64_t>(sent) - static_cast<int64_t>(done);
+      tx_in_flight.store(tx_in_flight_locked, std::memory_order_relaxed);
+    }
     uint32_t total = done + n_dropped;
     if (total == 0) return;
     // Cannot fail: the fill ring holds frame_count entries and every frame is unique.
@@ -390,13 +409,26 @@ void Worker::Run(Pool* pool) {
     uint32_t n = xsk_ring_cons__peek(&rx, batch, &ridx);
     if (n == 0) {
       if (tx_outstanding) KickTx();
-      pool->Recycle(nullptr, 0, false);
+      pool->Recycle(nullptr, 0, 0, false);
       if (pool->busy_poll) {
         if (xsk_ring_prod__needs_wakeup(&pool->fq)) {
           stats.wakeups.Add(1);
           recvfrom(fd, nullptr, 0, MSG_DONTWAIT, nullptr, nullptr);
         }
         continue;
+      }
+      // Sleeping now would leave sent frames uncompleted and this CPU to others while the
+      // next RX batch is microseconds away; the C baseline sleeps only with nothing in flight.
+      int64_t in_flight = pool->tx_in_flight.load(std::memory_order_relaxed);
+      if (in_flight > 0) {
+        uint64_t now = NowNs();
+        if (in_flight != seen_in_flight) {
+          seen_in_flight = in_flight;
+          in_flight_since = now;
+        }
+        if (now - in_flight_since < kInFlightSpinNs) continue;
+      } else {
+        seen_in_flight = 0;
       }
       // Holding no table while asleep lets updates complete without waking us.
       Leave();
@@ -412,7 +444,7 @@ void Worker::Run(Pool* pool) {
     }
     stats.rx.Add(n);
     stats.batches.Add(1);
-    uint32_t n_dropped = 0, n_tx = 0;
+    uint32_t n_dropped = 0, n_tx = 0, n_sent = 0;
     for (uint32_t i = 0; i < n; i++) {
       const xdp_desc* d = xsk_ring_cons__rx_desc(&rx, ridx + i);
       if (Process(pool, table, d->addr, d->len, &out[n_tx])) n_tx++;
@@ -431,10 +463,11 @@ void Worker::Run(Pool* pool) {
         for (uint32_t i = 0; i < n_tx; i++) *xsk_ring_prod__tx_desc(&tx, tidx + i) = out[i];
         xsk_ring_prod__submit(&tx, n_tx);
         stats.tx.Add(n_tx);
+        n_sent = n_tx;
         if (xsk_ring_prod__needs_wakeup(&tx)) KickTx();
       }
     }
-    pool->Recycle(dropped.data(), n_dropped, true);
+    pool->Recycle(dropped.data(), n_dropped, n_sent, true);
   }
   Leave();
   if (state.load() == State::Running) state.store(State::Stopped);

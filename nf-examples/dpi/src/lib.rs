@@ -1,7 +1,10 @@
 //! dpi: userland deep packet inspection (runs only in AF_XDP workers: it uses std). Looks
 //! for byte signatures in the L4 payload of IPv4 TCP/UDP frames; a match marks the flow
 //! malicious in `flow_state` (shared with weak-classifier, which then drops the flow in XDP)
-//! and returns Matched. A flow that has shown INSPECT_PACKETS clean packets is marked clean.
+//! and returns Matched. A flow that has shown INSPECT_PACKETS clean packets is marked clean;
+//! until then weak-classifier keeps sending it here. dpi owns a flow's entry once
+//! weak-classifier has inserted it: `packets`/`bytes` count what dpi inspected. A malicious
+//! verdict is final: it is never turned back into clean.
 //!
 //! Signatures are configurable without recompiling: set GALETTE_DPI_SIGNATURES to a file
 //! with one signature per line — plain text, or `hex:` followed by hex bytes; blank lines and
@@ -130,10 +133,18 @@ pub fn packet(pkt: &mut Packet, maps: &Maps) -> Action {
     let Some((key, payload_at)) = parse(frame) else { return Action::Clean };
     let matched = scan(&frame[payload_at..], signatures());
     let mut state = maps.flow_state.get(&key).unwrap_or(FlowState { packets: 0, bytes: 0, verdict: VERDICT_NONE, pad: 0 });
+    state.packets = state.packets.wrapping_add(1);
+    state.bytes = state.bytes.wrapping_add(len as u64);
     if matched {
         state.verdict = VERDICT_MALICIOUS;
     } else if state.verdict == VERDICT_NONE && state.packets >= INSPECT_PACKETS {
         state.verdict = VERDICT_CLEAN;
+    }
+    // Another worker may have flagged the flow since the read above: never clear it again.
+    if state.verdict == VERDICT_CLEAN
+        && maps.flow_state.get(&key).is_some_and(|now| now.verdict == VERDICT_MALICIOUS)
+    {
+        state.verdict = VERDICT_MALICIOUS;
     }
     let _ = maps.flow_state.put(&key, &state);
     if matched { Action::Matched } else { Action::Clean }
@@ -171,6 +182,24 @@ mod tests {
         assert!(matches!(packet(&mut Packet::new(&udp(b"just some bytes")), &maps), Action::Clean));
         // the signature in the headers, not the payload, does not count
         assert!(matches!(packet(&mut Packet::new(&[0x90u8; 60]), &maps), Action::Clean));
+    }
+
+    #[test]
+    fn clears_a_flow_after_enough_clean_packets_but_never_a_flagged_one() {
+        let maps = Maps::for_test();
+        let clean = udp(b"hello");
+        let key = parse(&clean).unwrap().0;
+        for i in 1..=INSPECT_PACKETS {
+            assert!(matches!(packet(&mut Packet::new(&clean), &maps), Action::Clean));
+            let want = if i < INSPECT_PACKETS { VERDICT_NONE } else { VERDICT_CLEAN };
+            assert_eq!((maps.flow_state.get(&key).unwrap().packets, maps.flow_state.get(&key).unwrap().verdict), (i, want));
+        }
+        let evil = udp(b"xx GALETTE-EVIL xx");
+        assert!(matches!(packet(&mut Packet::new(&evil), &maps), Action::Matched));
+        for _ in 0..2 * INSPECT_PACKETS {
+            packet(&mut Packet::new(&clean), &maps);
+        }
+        assert_eq!(maps.flow_state.get(&key).unwrap().verdict, VERDICT_MALICIOUS);
     }
 
     #[test]

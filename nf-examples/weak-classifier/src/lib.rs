@@ -1,10 +1,12 @@
-//! weak-classifier: a cheap per-flow heuristic in front of the userland DPI (GALETTE's
-//! security chain). Per IPv4 TCP/UDP flow it keeps packet/byte counts in `flow_state`, a
-//! hash map shared with dpi, and decides:
+//! weak-classifier: a cheap per-flow check in front of the userland DPI (GALETTE's security
+//! chain), reading the verdict dpi keeps in `flow_state`, a hash map shared with dpi:
 //! - Malicious: dpi has flagged the flow (verdict = VERDICT_MALICIOUS) → the chain drops it;
-//! - Normal: dpi has cleared the flow, or the flow has had INSPECT_PACKETS packets without
-//!   a dpi verdict, or the frame is not IPv4 TCP/UDP;
-//! - Suspicious: the first INSPECT_PACKETS packets of a flow dpi has not judged yet → dpi.
+//! - Normal: dpi has cleared the flow (VERDICT_CLEAN), or the frame is not IPv4 TCP/UDP;
+//! - Suspicious: dpi has not judged the flow yet → dpi. Fail-closed: dpi runs in userland,
+//!   behind the XDP path, so a flow is never trusted merely because packets have passed
+//!   before dpi had a chance to look at them.
+//! It only ever inserts a flow's first entry: dpi owns the entry after that (its packet
+//! counts and verdict), so a write from XDP can never overwrite a verdict dpi just stored.
 #![no_std]
 use nf::{Packet, maps};
 
@@ -33,7 +35,7 @@ pub struct FlowState {
 pub const VERDICT_NONE: u32 = 0;
 pub const VERDICT_CLEAN: u32 = 1;
 pub const VERDICT_MALICIOUS: u32 = 2;
-/// How many packets of a new flow go to dpi before the flow is trusted without a verdict.
+/// How many clean packets dpi inspects before it clears a flow (dpi applies it).
 pub const INSPECT_PACKETS: u64 = 4;
 
 #[maps]
@@ -67,16 +69,15 @@ pub fn flow_key(pkt: &mut Packet) -> Option<FlowKey> {
 
 pub fn packet(pkt: &mut Packet, maps: &Maps) -> Action {
     let Some(key) = flow_key(pkt) else { return Action::Normal };
-    let mut state = maps.flow_state.get(&key).unwrap_or(FlowState { packets: 0, bytes: 0, verdict: VERDICT_NONE, pad: 0 });
-    state.packets = state.packets.wrapping_add(1);
-    state.bytes = state.bytes.wrapping_add(pkt.len() as u64);
-    // a full map only costs us the statistics, not the decision
-    let _ = maps.flow_state.put(&key, &state);
-    match state.verdict {
-        VERDICT_MALICIOUS => Action::Malicious,
-        VERDICT_CLEAN => Action::Normal,
-        _ if state.packets <= INSPECT_PACKETS => Action::Suspicious,
-        _ => Action::Normal,
+    match maps.flow_state.get(&key) {
+        Some(state) if state.verdict == VERDICT_MALICIOUS => Action::Malicious,
+        Some(state) if state.verdict == VERDICT_CLEAN => Action::Normal,
+        Some(_) => Action::Suspicious,
+        None => {
+            // A full map only loses the entry: the flow still goes to dpi, which retries it.
+            let _ = maps.flow_state.put(&key, &FlowState { packets: 0, bytes: 0, verdict: VERDICT_NONE, pad: 0 });
+            Action::Suspicious
+        }
     }
 }
 
@@ -101,13 +102,26 @@ mod tests {
     }
 
     #[test]
-    fn new_flows_are_suspicious_then_trusted() {
+    fn flows_stay_suspicious_until_dpi_judges_them() {
         let maps = Maps::for_test();
-        for _ in 0..INSPECT_PACKETS {
+        // however many packets pass, a flow without a verdict goes to dpi (fail-closed)
+        for _ in 0..3 * INSPECT_PACKETS {
             assert!(matches!(run(&maps, &udp(1000)), Action::Suspicious));
         }
-        assert!(matches!(run(&maps, &udp(1000)), Action::Normal));
         assert!(matches!(run(&maps, &udp(1001)), Action::Suspicious));
+    }
+
+    #[test]
+    fn never_overwrites_what_dpi_stored() {
+        let maps = Maps::for_test();
+        let f = udp(3000);
+        assert!(matches!(run(&maps, &f), Action::Suspicious));
+        let key = flow_key(&mut Packet::new(&f)).unwrap();
+        let judged = FlowState { packets: 7, bytes: 420, verdict: VERDICT_MALICIOUS, pad: 0 };
+        maps.flow_state.put(&key, &judged).unwrap();
+        assert!(matches!(run(&maps, &f), Action::Malicious));
+        let after = maps.flow_state.get(&key).unwrap();
+        assert_eq!((after.packets, after.bytes, after.verdict), (7, 420, VERDICT_MALICIOUS));
     }
 
     #[test]
@@ -117,7 +131,7 @@ mod tests {
         assert!(matches!(run(&maps, &f), Action::Suspicious));
         let key = flow_key(&mut Packet::new(&f)).unwrap();
         let mut s = maps.flow_state.get(&key).unwrap();
-        assert_eq!((s.packets, s.bytes), (1, 60));
+        assert_eq!((s.packets, s.verdict), (0, VERDICT_NONE));
         s.verdict = VERDICT_MALICIOUS;
         maps.flow_state.put(&key, &s).unwrap();
         assert!(matches!(run(&maps, &f), Action::Malicious));

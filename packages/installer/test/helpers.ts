@@ -3,9 +3,10 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseChain } from "@galette/chain";
-import { ipv4Bytes, run } from "@galette/testkit";
+import { attachXdpPass, createVethPair, ipv4Bytes, run, type VethPair } from "@galette/testkit";
 import { abiHeaderDir } from "@galette/xdp-native";
 import pino from "pino";
+import { afterAll, beforeAll } from "vitest";
 import { type BuiltChain, buildChain, loadChainOrThrow } from "../src/artifacts";
 import { type Dataplane, type DataplaneOptions, Dataplane as DP } from "../src/kernel";
 import { type InterfaceTarget, planInstallation } from "../src/spec";
@@ -30,6 +31,32 @@ export const quietLogger = () => pino({ level: process.env.GALETTE_TEST_LOG ?? "
 export function stateDir(): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(path.join(tmpdir(), "galette-installer-"));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export interface VethFixture {
+  /** generator side (nsA/ifA, with XDP_PASS so XDP_TX frames arrive) ⇄ device side (nsB/ifB) */
+  veth: VethPair;
+  state: { dir: string; cleanup: () => void };
+}
+
+/**
+ * For one describe block: a fresh veth pair with XDP_PASS on the generator side and a
+ * private state dir, created before its tests and removed after them — with whatever
+ * chain the tests left installed on the device side.
+ */
+export function vethFixture(tag: string): VethFixture {
+  const fixture = { veth: undefined as unknown as VethPair, state: stateDir() };
+  beforeAll(async () => {
+    fixture.veth = await createVethPair(tag);
+    await attachXdpPass(fixture.veth.nsA, fixture.veth.ifA);
+  });
+  afterAll(async () => {
+    const { veth, state } = fixture;
+    if (veth) DP.remove({ iface: veth.ifB, netns: veth.nsB }, { stateDir: state.dir });
+    await veth?.cleanup();
+    state.cleanup();
+  });
+  return fixture;
 }
 
 export async function install(

@@ -1,31 +1,17 @@
-import {
-  attachXdpPass,
-  createVethPair,
-  describeKernel,
-  exchangeFrames,
-  inetChecksum,
-  udpFrame,
-  type VethPair,
-} from "@galette/testkit";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { describeKernel, exchangeFrames, inetChecksum, udpFrame, type VethPair } from "@galette/testkit";
+import { beforeAll, expect, it } from "vitest";
 import type { BuiltChain } from "../src/artifacts";
-import { Dataplane } from "../src/kernel";
-import { builtChainFile, install, stateDir } from "./helpers";
+import { builtChainFile, install, vethFixture } from "./helpers";
 
 describeKernel("installer: chains/long-line.toml (40 NFs: XDP to the tail-call limit, then userland)", () => {
+  const fixture = vethFixture("ill");
+  const { state } = fixture;
   let veth: VethPair;
   let built: BuiltChain;
-  const state = stateDir();
 
   beforeAll(async () => {
+    veth = fixture.veth;
     built = await builtChainFile("long-line.toml");
-    veth = await createVethPair("ill");
-    await attachXdpPass(veth.nsA, veth.ifA);
-  });
-  afterAll(async () => {
-    if (veth) Dataplane.remove({ iface: veth.ifB, netns: veth.nsB }, { stateDir: state.dir });
-    await veth?.cleanup();
-    state.cleanup();
   });
 
   it("every frame passes all 40 decrement-ttl instances and comes out", async () => {

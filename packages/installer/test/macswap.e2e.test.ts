@@ -1,32 +1,20 @@
 import { existsSync } from "node:fs";
-import {
-  attachXdpPass,
-  createVethPair,
-  describeKernel,
-  exchangeFrames,
-  udpFrame,
-  type VethPair,
-} from "@galette/testkit";
+import { describeKernel, exchangeFrames, udpFrame, type VethPair } from "@galette/testkit";
 import { queryXdp } from "@galette/xdp-native";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import type { BuiltChain } from "../src/artifacts";
 import { Dataplane, readRecord } from "../src/kernel";
-import { builtChainFile, install, macOf, quietLogger, stateDir } from "./helpers";
+import { builtChainFile, install, macOf, quietLogger, vethFixture } from "./helpers";
 
 describeKernel("installer: chains/macswap.toml on a veth pair", () => {
+  const fixture = vethFixture("ims");
+  const { state } = fixture;
   let veth: VethPair;
   let built: BuiltChain;
-  const state = stateDir();
 
   beforeAll(async () => {
+    veth = fixture.veth;
     built = await builtChainFile("macswap.toml");
-    veth = await createVethPair("ims");
-    await attachXdpPass(veth.nsA, veth.ifA);
-  });
-  afterAll(async () => {
-    if (veth) Dataplane.remove({ iface: veth.ifB, netns: veth.nsB }, { stateDir: state.dir });
-    await veth?.cleanup();
-    state.cleanup();
   });
 
   it("bounces frames MAC-swapped, counts every one, and uninstalls without leftovers", async () => {

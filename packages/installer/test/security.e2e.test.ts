@@ -1,30 +1,17 @@
-import {
-  attachXdpPass,
-  createVethPair,
-  describeKernel,
-  exchangeFrames,
-  udpFrame,
-  type VethPair,
-} from "@galette/testkit";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { describeKernel, exchangeFrames, udpFrame, type VethPair } from "@galette/testkit";
+import { beforeAll, expect, it } from "vitest";
 import type { BuiltChain } from "../src/artifacts";
-import { Dataplane } from "../src/kernel";
-import { builtChainFile, install, lpmKeyV4, stateDir } from "./helpers";
+import { builtChainFile, install, lpmKeyV4, vethFixture } from "./helpers";
 
 describeKernel("installer: chains/security.toml (XDP + AF_XDP userland DPI)", () => {
+  const fixture = vethFixture("isec");
+  const { state } = fixture;
   let veth: VethPair;
   let built: BuiltChain;
-  const state = stateDir();
 
   beforeAll(async () => {
+    veth = fixture.veth;
     built = await builtChainFile("security.toml");
-    veth = await createVethPair("isec");
-    await attachXdpPass(veth.nsA, veth.ifA);
-  });
-  afterAll(async () => {
-    if (veth) Dataplane.remove({ iface: veth.ifB, netns: veth.nsB }, { stateDir: state.dir });
-    await veth?.cleanup();
-    state.cleanup();
   });
 
   it("drops denied sources in XDP, transmits normal traffic from XDP, sends suspicious flows through DPI, accounts for every frame", async () => {

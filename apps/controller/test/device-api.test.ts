@@ -21,25 +21,10 @@ import {
   writeCrate,
 } from "./helpers";
 
-interface Bundle {
-  certPem: string;
-  keyPem: string;
-  serial: string;
-}
-
 describe("device API over mTLS", () => {
   let h: Harness;
   let crates: string;
-  const bundles: Record<string, Bundle> = {};
 
-  const enrol = async (name: string, labels: Record<string, string>) => {
-    const res = await h.call("/v1/devices", { method: "POST", token: h.token, body: { name, labels } });
-    expect(res.status).toBe(201);
-    const bundle = res.json<Bundle>();
-    bundles[name] = bundle;
-    return bundle;
-  };
-  const asDevice = (name: string) => ({ certPem: bundles[name]!.certPem, keyPem: bundles[name]!.keyPem });
   const publish = async (name: string, rs: string) => {
     writeCrate(crates, name, rs);
     const res = await h.call("/v1/nfs", {
@@ -67,8 +52,8 @@ describe("device API over mTLS", () => {
   beforeAll(async () => {
     h = await startHarness({ nfBuilder: fakeBuilder });
     crates = mkdtempSync(join(tmpdir(), "galette-crates-"));
-    await enrol("pi-1", { role: "edge" });
-    await enrol("pi-2", { role: "core" });
+    await h.enrol("pi-1", { role: "edge" });
+    await h.enrol("pi-2", { role: "core" });
     await publish("macswap", MACSWAP_RS);
     await publish("acl", ACL_RS);
     await push(MACSWAP_TOML);
@@ -80,7 +65,7 @@ describe("device API over mTLS", () => {
   });
 
   it("gives an enrolled device with no chain an empty assignment", async () => {
-    const res = await h.call("/v1/device/assignment", { client: asDevice("pi-1") });
+    const res = await h.call("/v1/device/assignment", { client: h.asDevice("pi-1") });
     expect(res.status).toBe(200);
     expect(res.json<DeviceAssignment>()).toEqual({
       protocolVersion: PROTOCOL_VERSION,
@@ -92,7 +77,7 @@ describe("device API over mTLS", () => {
   it("serves the assigned chain graph with artifacts for the device's CPU, and 304 for a matching ETag", async () => {
     await assign("macswap", ["pi-1"]);
     await assign("acl", ["pi-2"]);
-    const res = await h.call("/v1/device/assignment?arch=aarch64", { client: asDevice("pi-1") });
+    const res = await h.call("/v1/device/assignment?arch=aarch64", { client: h.asDevice("pi-1") });
     expect(res.status).toBe(200);
     const etag = res.headers.etag as string;
     expect(etag).toMatch(/^"[0-9a-f]{64}"$/);
@@ -122,13 +107,13 @@ describe("device API over mTLS", () => {
     ]);
 
     const again = await h.call("/v1/device/assignment?arch=aarch64", {
-      client: asDevice("pi-1"),
+      client: h.asDevice("pi-1"),
       headers: { "if-none-match": etag },
     });
     expect(again.status).toBe(304);
     expect(again.body.length).toBe(0);
     const stale = await h.call("/v1/device/assignment?arch=aarch64", {
-      client: asDevice("pi-1"),
+      client: h.asDevice("pi-1"),
       headers: { "if-none-match": '"0000"' },
     });
     expect(stale.status).toBe(200);
@@ -136,31 +121,31 @@ describe("device API over mTLS", () => {
 
   it("lets a device download its own artifacts, byte-exact, and nothing else", async () => {
     const mine = (
-      await h.call("/v1/device/assignment", { client: asDevice("pi-1") })
+      await h.call("/v1/device/assignment", { client: h.asDevice("pi-1") })
     ).json<DeviceAssignment>();
     const theirs = (
-      await h.call("/v1/device/assignment", { client: asDevice("pi-2") })
+      await h.call("/v1/device/assignment", { client: h.asDevice("pi-2") })
     ).json<DeviceAssignment>();
     const myDigest = mine.chain!.nfs[0]!.artifacts.bpfObject!.digest;
     const theirDigest = theirs.chain!.nfs[0]!.artifacts.bpfObject!.digest;
     expect(myDigest).not.toBe(theirDigest);
 
-    const ok = await h.call(`/v1/device/artifacts/${myDigest}`, { client: asDevice("pi-1") });
+    const ok = await h.call(`/v1/device/artifacts/${myDigest}`, { client: h.asDevice("pi-1") });
     expect(ok.status).toBe(200);
     expect(sha256Hex(ok.body)).toBe(myDigest);
 
-    const denied = await h.call(`/v1/device/artifacts/${theirDigest}`, { client: asDevice("pi-1") });
+    const denied = await h.call(`/v1/device/artifacts/${theirDigest}`, { client: h.asDevice("pi-1") });
     expect(denied.status).toBe(403);
     expect(denied.json().error).toMatch(/not part of device pi-1's assignment/);
     // The crate source is stored as an artifact too, but it is never served to devices.
-    const bad = await h.call("/v1/device/artifacts/..%2F..%2Fca.key", { client: asDevice("pi-1") });
+    const bad = await h.call("/v1/device/artifacts/..%2F..%2Fca.key", { client: h.asDevice("pi-1") });
     expect(bad.status).toBe(400);
   });
 
   it("has no route to read another device's assignment: identity comes only from the certificate", async () => {
-    const res = await h.call("/v1/device/assignment?device=pi-2", { client: asDevice("pi-1") });
+    const res = await h.call("/v1/device/assignment?device=pi-2", { client: h.asDevice("pi-1") });
     expect(res.json<DeviceAssignment>().device).toBe("pi-1");
-    const operatorRoute = await h.call("/v1/devices/pi-2", { client: asDevice("pi-1") });
+    const operatorRoute = await h.call("/v1/devices/pi-2", { client: h.asDevice("pi-1") });
     expect(operatorRoute.status).toBe(401);
   });
 
@@ -209,11 +194,15 @@ describe("device API over mTLS", () => {
       errors: [],
       counters: [{ uuid: "6c0a6f1e-3b1d-4f5e-9a57-2f4d1c8e0b7a", counters: { packets: 42 } }],
     };
-    const res = await h.call("/v1/device/status", { method: "POST", client: asDevice("pi-2"), body: report });
+    const res = await h.call("/v1/device/status", {
+      method: "POST",
+      client: h.asDevice("pi-2"),
+      body: report,
+    });
     expect(res.status).toBe(204);
     const bad = await h.call("/v1/device/status", {
       method: "POST",
-      client: asDevice("pi-2"),
+      client: h.asDevice("pi-2"),
       body: { ...report, state: "dancing" },
     });
     expect(bad.status).toBe(400);
@@ -230,8 +219,8 @@ describe("device API over mTLS", () => {
   it("notifies a connected device over ws when its chain is pushed or re-assigned", async () => {
     const ws = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
       ca: h.caPem,
-      cert: bundles["pi-1"]!.certPem,
-      key: bundles["pi-1"]!.keyPem,
+      cert: h.bundles["pi-1"]!.certPem,
+      key: h.bundles["pi-1"]!.keyPem,
     });
     const messages: DeviceNotification[] = [];
     const waitFor = (n: number) =>
@@ -257,7 +246,7 @@ describe("device API over mTLS", () => {
 
     await push(MACSWAP_TOML.replace('to = ["tx"]', 'to = ["pass"]'));
     await waitFor(2);
-    const current = await h.call("/v1/device/assignment", { client: asDevice("pi-1") });
+    const current = await h.call("/v1/device/assignment", { client: h.asDevice("pi-1") });
     expect(messages[1]).toEqual({ type: "assignment-changed", etag: current.headers.etag });
 
     await assign("acl", ["pi-1"]);
@@ -268,7 +257,7 @@ describe("device API over mTLS", () => {
 
   it("puts operator map entries into the assignment (new ETag) and measures push-to-converged", async () => {
     await assign("acl", ["pi-2"]);
-    const before = await h.call("/v1/device/assignment", { client: asDevice("pi-2") });
+    const before = await h.call("/v1/device/assignment", { client: h.asDevice("pi-2") });
     const key = "200000000a000001";
     const set = await h.call("/v1/chains/acl/maps/acl.allow_list/entries", {
       method: "PUT",
@@ -277,7 +266,7 @@ describe("device API over mTLS", () => {
     });
     expect(set.status, set.body.toString()).toBe(200);
     const after = await h.call("/v1/device/assignment", {
-      client: asDevice("pi-2"),
+      client: h.asDevice("pi-2"),
       headers: { "if-none-match": before.headers.etag as string },
     });
     expect(after.status).toBe(200);
@@ -295,12 +284,13 @@ describe("device API over mTLS", () => {
       counters: [],
     };
     expect(
-      (await h.call("/v1/device/status", { method: "POST", client: asDevice("pi-2"), body: report })).status,
+      (await h.call("/v1/device/status", { method: "POST", client: h.asDevice("pi-2"), body: report }))
+        .status,
     ).toBe(204);
     const metrics = (await h.call("/metrics")).body.toString();
     expect(metrics).toMatch(/^galette_push_to_converged_seconds_count [1-9]/m);
     const wrongProtocol = await h.call("/v1/device/assignment", {
-      client: asDevice("pi-2"),
+      client: h.asDevice("pi-2"),
       headers: { "x-galette-protocol": "99" },
     });
     expect(wrongProtocol.status).toBe(400);
@@ -310,22 +300,22 @@ describe("device API over mTLS", () => {
   it("refuses a device revoked while the controller runs, on its next request and its open ws", async () => {
     const ws = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
       ca: h.caPem,
-      cert: bundles["pi-2"]!.certPem,
-      key: bundles["pi-2"]!.keyPem,
+      cert: h.bundles["pi-2"]!.certPem,
+      key: h.bundles["pi-2"]!.keyPem,
     });
     await new Promise((resolve, reject) => {
       ws.once("message", resolve);
       ws.once("error", reject);
     });
     const closed = new Promise<number>((resolve) => ws.once("close", (code) => resolve(code)));
-    expect((await h.call("/v1/device/assignment", { client: asDevice("pi-2") })).status).toBe(200);
+    expect((await h.call("/v1/device/assignment", { client: h.asDevice("pi-2") })).status).toBe(200);
     // An agent that resumes its TLS session never re-sends its certificate: it must be refused too.
     const sessions = new Agent({ keepAlive: false, maxCachedSessions: 4 });
     const resumable = () =>
       new Promise<{ status: number; resumed: boolean }>((resolve, reject) => {
         const req = httpsRequest(
           `${h.controller.url}/v1/device/assignment`,
-          { agent: sessions, ca: h.caPem, cert: bundles["pi-2"]!.certPem, key: bundles["pi-2"]!.keyPem },
+          { agent: sessions, ca: h.caPem, cert: h.bundles["pi-2"]!.certPem, key: h.bundles["pi-2"]!.keyPem },
           (res) => {
             res.resume();
             res.on("end", () =>
@@ -343,15 +333,15 @@ describe("device API over mTLS", () => {
     data.revokeDevice("pi-2");
     data.close();
 
-    const res = await h.call("/v1/device/assignment", { client: asDevice("pi-2") });
+    const res = await h.call("/v1/device/assignment", { client: h.asDevice("pi-2") });
     expect(res.status).toBe(403);
     expect(res.json().error).toMatch(/revoked/);
     expect(await resumable()).toEqual({ status: 403, resumed: true });
     expect(await closed).toBe(4403);
     const reconnect = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
       ca: h.caPem,
-      cert: bundles["pi-2"]!.certPem,
-      key: bundles["pi-2"]!.keyPem,
+      cert: h.bundles["pi-2"]!.certPem,
+      key: h.bundles["pi-2"]!.keyPem,
     });
     const status = await new Promise<number>((resolve) => {
       reconnect.on("unexpected-response", (req, response) => {
@@ -367,14 +357,14 @@ describe("device API over mTLS", () => {
   });
 
   it("keeps devices, chains, assignments and artifacts across a restart", async () => {
-    const before = await h.call("/v1/device/assignment", { client: asDevice("pi-1") });
+    const before = await h.call("/v1/device/assignment", { client: h.asDevice("pi-1") });
     await h.restart();
-    const after = await h.call("/v1/device/assignment", { client: asDevice("pi-1") });
+    const after = await h.call("/v1/device/assignment", { client: h.asDevice("pi-1") });
     expect(after.status).toBe(200);
     expect(after.headers.etag).toBe(before.headers.etag);
     const digest = after.json<DeviceAssignment>().chain!.nfs[0]!.artifacts.bpfObject!.digest;
-    expect((await h.call(`/v1/device/artifacts/${digest}`, { client: asDevice("pi-1") })).status).toBe(200);
-    expect((await h.call("/v1/device/assignment", { client: asDevice("pi-2") })).status).toBe(403);
+    expect((await h.call(`/v1/device/artifacts/${digest}`, { client: h.asDevice("pi-1") })).status).toBe(200);
+    expect((await h.call("/v1/device/assignment", { client: h.asDevice("pi-2") })).status).toBe(403);
     const chains = await h.call("/v1/chains", { token: h.token });
     expect(chains.json<{ chains: Array<{ name: string; latestVersion: number }> }>().chains).toEqual([
       expect.objectContaining({ name: "acl", latestVersion: 1 }),

@@ -4,8 +4,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { initPkiDir } from "@galette/pki";
+import type { EnrollDeviceResponse } from "@galette/protocol";
 import { pino } from "pino";
 import { create as createTar } from "tar";
+import { expect } from "vitest";
 import { DataDir } from "../src/control";
 import type { NfBuilder } from "../src/nf-publish";
 import { type RunningController, startController } from "../src/server";
@@ -99,6 +101,12 @@ export interface Harness {
   token: string;
   logs: Array<Record<string, unknown>>;
   call(path: string, options?: Parameters<typeof call>[3]): Promise<TestResponse>;
+  /** bundles of the devices enrolled through enrol(), by name */
+  bundles: Record<string, EnrollDeviceResponse>;
+  /** enrols a device through the operator API (expects 201) and keeps its bundle */
+  enrol(name: string, labels?: Record<string, string>): Promise<EnrollDeviceResponse>;
+  /** the client certificate options of an enrolled device, for call() */
+  asDevice(name: string): { certPem: string; keyPem: string };
   restart(): Promise<void>;
   cleanup(): Promise<void>;
 }
@@ -129,6 +137,19 @@ export async function startHarness(
     token,
     logs: lines,
     call: (path, opts) => call(harness.controller.url, pki.ca.certPem, path, opts),
+    bundles: {},
+    async enrol(name, labels = {}) {
+      const res = await harness.call("/v1/devices", { method: "POST", token, body: { name, labels } });
+      expect(res.status, res.body.toString()).toBe(201);
+      const bundle = res.json<EnrollDeviceResponse>();
+      harness.bundles[name] = bundle;
+      return bundle;
+    },
+    asDevice(name) {
+      const bundle = harness.bundles[name];
+      if (!bundle) throw new Error(`device ${name} was not enrolled through the harness`);
+      return { certPem: bundle.certPem, keyPem: bundle.keyPem };
+    },
     async restart() {
       await harness.controller.close();
       harness.controller = await start();

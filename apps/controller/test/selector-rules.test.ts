@@ -24,26 +24,14 @@ import {
   writeCrate,
 } from "./helpers";
 
-interface Bundle {
-  certPem: string;
-  keyPem: string;
-}
-
 describe("selector assignments are standing rules", () => {
   let h: Harness;
   let crates: string;
-  const bundles: Record<string, Bundle> = {};
   const op = (path: string, options: Parameters<Harness["call"]>[1] = {}) =>
     h.call(path, { token: h.token, ...options });
 
-  const enrol = async (name: string, labels: Record<string, string>) => {
-    const res = await op("/v1/devices", { method: "POST", body: { name, labels } });
-    expect(res.status, res.body.toString()).toBe(201);
-    bundles[name] = res.json<Bundle>();
-  };
-  const asDevice = (name: string) => ({ certPem: bundles[name]!.certPem, keyPem: bundles[name]!.keyPem });
   const served = async (name: string) => {
-    const res = await h.call("/v1/device/assignment", { client: asDevice(name) });
+    const res = await h.call("/v1/device/assignment", { client: h.asDevice(name) });
     expect(res.status, res.body.toString()).toBe(200);
     return { chain: res.json<DeviceAssignment>().chain?.name ?? null, etag: res.headers.etag as string };
   };
@@ -73,8 +61,8 @@ describe("selector assignments are standing rules", () => {
     for (const toml of [MACSWAP_TOML, ACL_TOML]) {
       expect((await op("/v1/chains", { method: "POST", body: { toml, file: "c.toml" } })).status).toBe(201);
     }
-    await enrol("early", { site: "lab" });
-    await enrol("other", { site: "field" });
+    await h.enrol("early", { site: "lab" });
+    await h.enrol("other", { site: "field" });
   });
   afterAll(async () => {
     await h?.cleanup();
@@ -84,7 +72,7 @@ describe("selector assignments are standing rules", () => {
   it("gives the chain to a device matching a rule, also one enrolled after the assign, and notifies it", async () => {
     const ws = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
       ca: h.caPem,
-      ...{ cert: bundles.early!.certPem, key: bundles.early!.keyPem },
+      ...{ cert: h.bundles.early!.certPem, key: h.bundles.early!.keyPem },
     });
     const messages: DeviceNotification[] = [];
     ws.on("message", (data) => messages.push(DeviceNotification.parse(JSON.parse(String(data)))));
@@ -108,7 +96,7 @@ describe("selector assignments are standing rules", () => {
     ws.close();
 
     // Enrolled later through the API: no new assign needed.
-    await enrol("late", { site: "lab", role: "edge" });
+    await h.enrol("late", { site: "lab", role: "edge" });
     expect((await served("late")).chain).toBe("macswap");
     expect((await summary("late")).assignedBy).toEqual({
       kind: "selector",
@@ -118,7 +106,7 @@ describe("selector assignments are standing rules", () => {
     // Enrolled on the data dir by another process (`device enroll --data`) while the controller runs.
     const direct = DataDir.open(h.dir);
     try {
-      bundles.direct = direct.enrolDevice("direct", { site: "lab" }, h.controller.url);
+      h.bundles.direct = direct.enrolDevice("direct", { site: "lab" }, h.controller.url);
     } finally {
       direct.close();
     }
@@ -133,7 +121,7 @@ describe("selector assignments are standing rules", () => {
   });
 
   it("lets an explicit assignment win over a rule, and a newer rule win over an older one", async () => {
-    await enrol("pinned", { site: "lab", role: "edge" });
+    await h.enrol("pinned", { site: "lab", role: "edge" });
     expect((await assign({ chain: "acl", devices: ["pinned"] })).assigned).toEqual(["pinned"]);
 
     const newer = await assign({ chain: "acl", selector: { role: "edge" } });

@@ -196,6 +196,7 @@ async function nfHash(crate: CrateInfo, maps: MapSpec[]): Promise<string> {
     // the pipeline itself: a change to how NFs are compiled must not reuse old artifacts
     pipeline: await pipelineHash(),
     abi: await readFile(path.join(ABI_INCLUDE_DIR, "galette_abi.h"), "utf8"),
+    nfMaps: await readFile(path.join(ABI_INCLUDE_DIR, "galette_nf_maps.h"), "utf8"),
     sysrootScript: await readFile(SYSROOT_SCRIPT, "utf8"),
     tools: await toolchainVersions(),
     nf: await nfSourcesHash(),

@@ -1,9 +1,11 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { sanitiseDebugNames } from "../src/build";
 import { locateCalls } from "../src/debuglocs";
 import { NfBuildError } from "../src/errors";
 import { generateBpfGlue, generateNativeGlue, generateShim, resolveMaps } from "../src/glue";
-import { parseTargets } from "../src/toolchain";
+import { ABI_INCLUDE_DIR, parseTargets } from "../src/toolchain";
 import type { NfAnalysis } from "../src/types";
 import { explainUndefinedSymbols } from "../src/undefined";
 
@@ -109,7 +111,14 @@ describe("glue generation", () => {
   const maps = resolveMaps(a);
 
   it("defines every ABI map and one BTF map per #[maps] field, typed where primitive", () => {
-    const shim = generateShim(a, maps);
+    const generated = generateShim(a, maps);
+    // the ABI maps come from the shared header: check the text clang compiles, header expanded
+    const include = '#include "galette_nf_maps.h"';
+    expect(generated).toContain(include);
+    const shim = generated.replace(
+      include,
+      readFileSync(path.join(ABI_INCLUDE_DIR, "galette_nf_maps.h"), "utf8"),
+    );
     for (const name of [
       "galette_actions",
       "galette_progs",

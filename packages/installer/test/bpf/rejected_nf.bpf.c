@@ -3,44 +3,7 @@
  * installs it as a "new build" of access-control. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
-#include "galette_abi.h"
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, GALETTE_MAX_ACTIONS);
-	__type(key, __u32);
-	__type(value, struct galette_action);
-} galette_actions SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, GALETTE_MAX_INSTANCES);
-	__type(key, __u32);
-	__type(value, __u32);
-} galette_progs SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, GALETTE_MAX_XSKS);
-	__type(key, __u32);
-	__type(value, __u32);
-} galette_xsks SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} galette_xsk_count SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, GALETTE_MAX_ACTIONS);
-	__type(key, __u32);
-	__type(value, __u64);
-} galette_counts SEC(".maps");
-
-const volatile __u32 galette_instance_id = 0;
+#include "galette_nf_maps.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

@@ -6,48 +6,12 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#include "galette_abi.h"
+#include "galette_nf_maps.h"
 
 #define STAMP_OFFSET 42   /* first UDP payload byte of an Ethernet/IPv4/UDP frame */
 #define VARIANT_OFFSET 43
 
-const volatile __u32 galette_instance_id = 0;
 const volatile __u32 nf_mode = 0;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, GALETTE_MAX_ACTIONS);
-	__type(key, __u32);
-	__type(value, struct galette_action);
-} galette_actions SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, GALETTE_MAX_INSTANCES);
-	__type(key, __u32);
-	__type(value, __u32);
-} galette_progs SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, GALETTE_MAX_XSKS);
-	__type(key, __u32);
-	__type(value, __u32);
-} galette_xsks SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} galette_xsk_count SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, GALETTE_MAX_ACTIONS);
-	__type(key, __u32);
-	__type(value, __u64);
-} galette_counts SEC(".maps");
 
 static __always_inline __u32 nf_body(struct xdp_md *ctx)
 {

@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== lint (biome)"
 pnpm -s lint
+echo "== lint (clang-format: C, C++ and BPF C)"
+git ls-files -z '*.c' '*.h' '*.cc' | xargs -0 clang-format-22 --dry-run --Werror
 echo "== typecheck (tsc)"
 pnpm -s typecheck
 echo "== tests (vitest)"

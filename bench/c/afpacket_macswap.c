@@ -24,7 +24,11 @@
 #define BUF 2048
 
 static volatile sig_atomic_t stop_requested;
-static void on_signal(int s) { (void)s; stop_requested = 1; }
+static void on_signal(int s)
+{
+	(void)s;
+	stop_requested = 1;
+}
 
 static void die(const char *what, int err)
 {
@@ -70,8 +74,8 @@ int main(int argc, char **argv)
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf);
 	struct timeval tv = {0, 200000}; /* wake up to notice SIGTERM even if it raced */
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
-	                          .sll_ifindex = (int)if_nametoindex(iface)};
+	struct sockaddr_ll sll = {
+		.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = (int)if_nametoindex(iface)};
 	if (!sll.sll_ifindex) die(iface, errno);
 	if (bind(fd, (void *)&sll, sizeof sll)) die("bind(AF_PACKET)", errno);
 	printf("ready\n");

@@ -33,7 +33,11 @@
 
 static volatile sig_atomic_t stop_requested;
 static volatile unsigned long long expensive_result;
-static void on_signal(int s) { (void)s; stop_requested = 1; }
+static void on_signal(int s)
+{
+	(void)s;
+	stop_requested = 1;
+}
 
 static void die(const char *what, int err)
 {
@@ -91,8 +95,8 @@ int main(int argc, char **argv)
 	int prog_fd = bpf_program__fd(prog);
 	int xsks_fd = bpf_object__find_map_fd_by_name(obj, "xsks");
 
-	void *umem_area = mmap(NULL, (size_t)NUM_FRAMES * FRAME_SIZE, PROT_READ | PROT_WRITE,
-	                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *umem_area =
+		mmap(NULL, (size_t)NUM_FRAMES * FRAME_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (umem_area == MAP_FAILED) die("mmap umem", errno);
 	/* libxdp 1.3 reads the cached ring indices before setting them: start from zero */
 	struct xsk_ring_prod fill = {0}, tx = {0};
@@ -102,9 +106,10 @@ int main(int argc, char **argv)
 	err = xsk_umem__create(&umem, umem_area, (size_t)NUM_FRAMES * FRAME_SIZE, &fill, &comp, &ucfg);
 	if (err) die("xsk_umem__create", -err);
 	struct xsk_socket *xsk;
-	struct xsk_socket_config scfg = {.rx_size = 2048, .tx_size = 2048,
-	                                 .libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
-	                                 .bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP};
+	struct xsk_socket_config scfg = {.rx_size = 2048,
+		.tx_size = 2048,
+		.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+		.bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP};
 	err = xsk_socket__create(&xsk, iface, 0, umem, &rx, &tx, &scfg);
 	if (err) die("xsk_socket__create (copy mode, queue 0)", -err);
 	int xsk_fd = xsk_socket__fd(xsk);
@@ -176,7 +181,8 @@ int main(int argc, char **argv)
 			}
 			if (stop_requested) break;
 			for (unsigned j = 0; j < done; j++)
-				*xsk_ring_prod__fill_addr(&fill, fill_idx + j) = *xsk_ring_cons__comp_addr(&comp, comp_idx + j);
+				*xsk_ring_prod__fill_addr(&fill, fill_idx + j) =
+					*xsk_ring_cons__comp_addr(&comp, comp_idx + j);
 			xsk_ring_prod__submit(&fill, done);
 			xsk_ring_cons__release(&comp, done);
 			tx_completed += done;
@@ -191,7 +197,7 @@ int main(int argc, char **argv)
 	xsk_umem__delete(umem);
 	printf("{\"rx\":%llu,\"tx_completed\":%llu,\"fill_wakeups\":%llu,\"tx_kicks\":%llu,\"rx_dropped\":%llu,"
 	       "\"rx_ring_full\":%llu,\"fill_ring_empty\":%llu}\n",
-	       rx_total, tx_completed, wakeups, tx_kicks, (unsigned long long)st.rx_dropped,
-	       (unsigned long long)st.rx_ring_full, (unsigned long long)st.rx_fill_ring_empty_descs);
+		rx_total, tx_completed, wakeups, tx_kicks, (unsigned long long)st.rx_dropped,
+		(unsigned long long)st.rx_ring_full, (unsigned long long)st.rx_fill_ring_empty_descs);
 	return 0;
 }

@@ -54,7 +54,7 @@ static inline __u64 hist_bucket_width_ns(__u32 b)
 enum sink_stat {
 	SINK_NORMAL = 0,     /* bounced bench frames without BENCH_F_EXPENSIVE */
 	SINK_EXPENSIVE = 1,  /* bounced bench frames with BENCH_F_EXPENSIVE */
-	SINK_BYTES = 2,      /* bytes of all bounced bench frames */
+	SINK_BYTES = 2,	     /* bytes of all bounced bench frames */
 	SINK_UNSWAPPED = 3,  /* bench frames whose destination MAC is not the generator's */
 	SINK_CLOCK_SKEW = 4, /* stamps from the future (should stay 0) */
 	SINK_MAX_NS = 5,     /* largest normal-frame latency seen */

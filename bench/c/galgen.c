@@ -35,7 +35,11 @@
 #define MAX_BATCH 64
 
 static volatile sig_atomic_t stop_requested;
-static void on_signal(int s) { (void)s; stop_requested = 1; }
+static void on_signal(int s)
+{
+	(void)s;
+	stop_requested = 1;
+}
 
 static uint64_t now_ns(void)
 {
@@ -84,7 +88,10 @@ static uint16_t csum16(const void *d, int n)
 {
 	uint32_t s = 0;
 	const uint16_t *p = d;
-	while (n > 1) { s += *p++; n -= 2; }
+	while (n > 1) {
+		s += *p++;
+		n -= 2;
+	}
 	if (n) s += *(const uint8_t *)p;
 	while (s >> 16) s = (s & 0xffff) + (s >> 16);
 	return (uint16_t)~s;
@@ -124,7 +131,9 @@ static inline int is_expensive(uint32_t seq, uint64_t threshold)
 	return (x & 0xffffffffull) < threshold;
 }
 
-struct cpu_sample { uint64_t user, nice, sys, idle, iowait, irq, softirq, steal; };
+struct cpu_sample {
+	uint64_t user, nice, sys, idle, iowait, irq, softirq, steal;
+};
 
 static int read_cpu(int cpu, struct cpu_sample *c)
 {
@@ -137,7 +146,7 @@ static int read_cpu(int cpu, struct cpu_sample *c)
 		if (strncmp(line, want, strlen(want))) continue;
 		unsigned long long v[8] = {0};
 		sscanf(line + strlen(want), "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-		       &v[4], &v[5], &v[6], &v[7]);
+			&v[4], &v[5], &v[6], &v[7]);
 		*c = (struct cpu_sample){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
 		found = 0;
 		break;
@@ -198,7 +207,7 @@ static void take_snapshot(struct snapshot *s, const struct opts *o, uint64_t sen
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	s->self_cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-	                ru.ru_stime.tv_usec / 1e6;
+		ru.ru_stime.tv_usec / 1e6;
 }
 
 /* CPUs used by a set of tasks over the window (1.0 = one CPU fully busy); -1 if unreadable */
@@ -215,8 +224,10 @@ static double tasks_cpu(const long long *t0, const long long *t1, int n, double 
 static void print_tasks_cpu(const char *name, const long long *t0, const long long *t1, int n, double window)
 {
 	double v = n ? tasks_cpu(t0, t1, n, window) : -1;
-	if (v < 0) printf(",\"%s\":null", name);
-	else printf(",\"%s\":%.4f", name, v);
+	if (v < 0)
+		printf(",\"%s\":null", name);
+	else
+		printf(",\"%s\":%.4f", name, v);
 }
 
 static void print_cpu(const char *name, int cpu, const struct cpu_sample *a, const struct cpu_sample *b)
@@ -227,7 +238,7 @@ static void print_cpu(const char *name, int cpu, const struct cpu_sample *a, con
 	double tot = user + sys + irq + idle + steal;
 	if (tot <= 0) tot = 1;
 	printf("\"%s\":{\"cpu\":%d,\"busy\":%.4f,\"user\":%.4f,\"sys\":%.4f,\"irq\":%.4f,\"steal\":%.4f}", name, cpu,
-	       (user + sys + irq) / tot, user / tot, sys / tot, irq / tot, steal / tot);
+		(user + sys + irq) / tot, user / tot, sys / tot, irq / tot, steal / tot);
 }
 
 static void print_latency(const char *name, const uint64_t *h0, const uint64_t *h1, uint64_t max_ns, int with_hist)
@@ -246,7 +257,8 @@ static void print_latency(const char *name, const uint64_t *h0, const uint64_t *
 		int min_b = -1;
 		for (int b = 0; b < HIST_BUCKETS && min_b < 0; b++)
 			if (h1[b] - h0[b]) min_b = b;
-		printf(",\"min_us\":%.2f,\"mean_us\":%.2f", hist_bucket_low_ns((uint32_t)min_b) / 1e3, sum / (double)count / 1e3);
+		printf(",\"min_us\":%.2f,\"mean_us\":%.2f", hist_bucket_low_ns((uint32_t)min_b) / 1e3,
+			sum / (double)count / 1e3);
 		for (int i = 0; i < 4; i++) {
 			uint64_t target = (uint64_t)(ps[i] * (double)count + 0.999999), cum = 0;
 			int b = 0;
@@ -266,7 +278,8 @@ static void print_latency(const char *name, const uint64_t *h0, const uint64_t *
 			for (int b = 0; b < HIST_BUCKETS; b++) {
 				uint64_t c = h1[b] - h0[b];
 				if (!c) continue;
-				printf("%s[%.1f,%llu]", first ? "" : ",", hist_bucket_low_ns((uint32_t)b) / 1e3, (unsigned long long)c);
+				printf("%s[%.1f,%llu]", first ? "" : ",", hist_bucket_low_ns((uint32_t)b) / 1e3,
+					(unsigned long long)c);
 				first = 0;
 			}
 			printf("]");
@@ -299,31 +312,36 @@ static struct bpf_object *open_obj(const char *dir, const char *file)
 static void usage(void)
 {
 	fprintf(stderr,
-	        "usage: galgen -i IFACE -O OBJDIR [-s WIRE_BYTES] [-d SECS] [-w SECS] [-r PPS] [-b BATCH]\n"
-	        "              [-c GEN_CPU] [-C DUT_CPU] [-p PID,..] [-k PID,..] [-x FRACTION] [-m afpacket|live]\n"
-	        "              [--gen-mac MAC] [--dut-mac MAC] [--hist] [--boost]\n"
-	        "  -s  frame size on the wire incl. FCS (64..1518), default 64\n"
-	        "  -r  target rate in frames/s; 0 (default) sends as fast as possible\n"
-	        "  -p  DUT userland pids, -k DUT NAPI kthread pids: their CPU time over the window is reported\n"
-	        "  --boost  nice -20 in an autogroup of its own (less disturbed by other jobs)\n"
-	        "  -x  fraction of frames flagged expensive (BENCH_F_EXPENSIVE)\n"
-	        "  -m  afpacket: sendmmsg + PACKET_QDISC_BYPASS (default); live: BPF_PROG_RUN live frames\n"
-	        "      (needs an XDP program on the DUT side of the veth)\n");
+		"usage: galgen -i IFACE -O OBJDIR [-s WIRE_BYTES] [-d SECS] [-w SECS] [-r PPS] [-b BATCH]\n"
+		"              [-c GEN_CPU] [-C DUT_CPU] [-p PID,..] [-k PID,..] [-x FRACTION] [-m afpacket|live]\n"
+		"              [--gen-mac MAC] [--dut-mac MAC] [--hist] [--boost]\n"
+		"  -s  frame size on the wire incl. FCS (64..1518), default 64\n"
+		"  -r  target rate in frames/s; 0 (default) sends as fast as possible\n"
+		"  -p  DUT userland pids, -k DUT NAPI kthread pids: their CPU time over the window is reported\n"
+		"  --boost  nice -20 in an autogroup of its own (less disturbed by other jobs)\n"
+		"  -x  fraction of frames flagged expensive (BENCH_F_EXPENSIVE)\n"
+		"  -m  afpacket: sendmmsg + PACKET_QDISC_BYPASS (default); live: BPF_PROG_RUN live frames\n"
+		"      (needs an XDP program on the DUT side of the veth)\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	struct opts o = {.obj_dir = ".", .mode = "afpacket", .size = 64, .batch = 64, .gen_cpu = -1, .dut_cpu = -1,
-	                 .duration = 2, .warmup = 0.5};
+	struct opts o = {.obj_dir = ".",
+		.mode = "afpacket",
+		.size = 64,
+		.batch = 64,
+		.gen_cpu = -1,
+		.dut_cpu = -1,
+		.duration = 2,
+		.warmup = 0.5};
 	parse_mac("02:00:00:00:00:0a", o.gen_mac);
 	parse_mac("02:00:00:00:00:0b", o.dut_mac);
-	static const struct option longs[] = {
-	    {"iface", 1, 0, 'i'}, {"obj-dir", 1, 0, 'O'}, {"size", 1, 0, 's'},    {"duration", 1, 0, 'd'},
-	    {"warmup", 1, 0, 'w'}, {"rate", 1, 0, 'r'},   {"batch", 1, 0, 'b'},   {"cpu", 1, 0, 'c'},
-	    {"dut-cpu", 1, 0, 'C'}, {"dut-pids", 1, 0, 'p'}, {"expensive", 1, 0, 'x'}, {"mode", 1, 0, 'm'},
-	    {"dut-napi-pids", 1, 0, 'k'}, {"boost", 0, 0, 'B'}, {"gen-mac", 1, 0, 'G'}, {"dut-mac", 1, 0, 'D'}, {"hist", 0, 0, 'H'},    {"help", 0, 0, 'h'},
-	    {0, 0, 0, 0}};
+	static const struct option longs[] = {{"iface", 1, 0, 'i'}, {"obj-dir", 1, 0, 'O'}, {"size", 1, 0, 's'},
+		{"duration", 1, 0, 'd'}, {"warmup", 1, 0, 'w'}, {"rate", 1, 0, 'r'}, {"batch", 1, 0, 'b'},
+		{"cpu", 1, 0, 'c'}, {"dut-cpu", 1, 0, 'C'}, {"dut-pids", 1, 0, 'p'}, {"expensive", 1, 0, 'x'},
+		{"mode", 1, 0, 'm'}, {"dut-napi-pids", 1, 0, 'k'}, {"boost", 0, 0, 'B'}, {"gen-mac", 1, 0, 'G'},
+		{"dut-mac", 1, 0, 'D'}, {"hist", 0, 0, 'H'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "i:O:s:d:w:r:b:c:C:p:k:x:m:h", longs, NULL)) != -1) {
 		switch (c) {
@@ -347,10 +365,16 @@ int main(int argc, char **argv)
 		case 'x': o.expensive = atof(optarg); break;
 		case 'm': o.mode = optarg; break;
 		case 'G':
-			if (parse_mac(optarg, o.gen_mac)) { fprintf(stderr, "galgen: bad --gen-mac '%s'\n", optarg); return 2; }
+			if (parse_mac(optarg, o.gen_mac)) {
+				fprintf(stderr, "galgen: bad --gen-mac '%s'\n", optarg);
+				return 2;
+			}
 			break;
 		case 'D':
-			if (parse_mac(optarg, o.dut_mac)) { fprintf(stderr, "galgen: bad --dut-mac '%s'\n", optarg); return 2; }
+			if (parse_mac(optarg, o.dut_mac)) {
+				fprintf(stderr, "galgen: bad --dut-mac '%s'\n", optarg);
+				return 2;
+			}
 			break;
 		case 'H': o.with_hist = 1; break;
 		case 'B': o.boost = 1; break;
@@ -358,11 +382,23 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!o.iface) usage();
-	if (o.size < 64 || o.size > 1518) { fprintf(stderr, "galgen: --size %d outside 64..1518\n", o.size); return 2; }
-	if (o.batch < 1 || o.batch > MAX_BATCH) { fprintf(stderr, "galgen: --batch %d outside 1..%d\n", o.batch, MAX_BATCH); return 2; }
-	if (o.expensive < 0 || o.expensive > 1) { fprintf(stderr, "galgen: --expensive %g outside 0..1\n", o.expensive); return 2; }
+	if (o.size < 64 || o.size > 1518) {
+		fprintf(stderr, "galgen: --size %d outside 64..1518\n", o.size);
+		return 2;
+	}
+	if (o.batch < 1 || o.batch > MAX_BATCH) {
+		fprintf(stderr, "galgen: --batch %d outside 1..%d\n", o.batch, MAX_BATCH);
+		return 2;
+	}
+	if (o.expensive < 0 || o.expensive > 1) {
+		fprintf(stderr, "galgen: --expensive %g outside 0..1\n", o.expensive);
+		return 2;
+	}
 	int live = !strcmp(o.mode, "live");
-	if (!live && strcmp(o.mode, "afpacket")) { fprintf(stderr, "galgen: unknown --mode '%s'\n", o.mode); return 2; }
+	if (!live && strcmp(o.mode, "afpacket")) {
+		fprintf(stderr, "galgen: unknown --mode '%s'\n", o.mode);
+		return 2;
+	}
 	int frame_len = o.size - 4; /* the veth carries no FCS */
 	uint64_t threshold = (uint64_t)(o.expensive * 4294967296.0);
 	if (o.gen_cpu >= 0) pin_cpu(o.gen_cpu);
@@ -409,7 +445,8 @@ int main(int argc, char **argv)
 		sock = socket(AF_PACKET, SOCK_RAW, 0); /* protocol 0: a send-only socket */
 		if (sock < 0) die("socket(AF_PACKET)", errno);
 		int one = 1;
-		if (setsockopt(sock, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one)) die("PACKET_QDISC_BYPASS", errno);
+		if (setsockopt(sock, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one))
+			die("PACKET_QDISC_BYPASS", errno);
 		int sndbuf = 4 << 20;
 		setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
 		struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_ifindex = ifindex};
@@ -458,7 +495,8 @@ int main(int argc, char **argv)
 				 * for the scheduler to preempt a spinning generator */
 				if (due - t > 30000) {
 					uint64_t wake = due - 10000;
-					struct timespec ts = {(time_t)(wake / 1000000000ull), (long)(wake % 1000000000ull)};
+					struct timespec ts = {
+						(time_t)(wake / 1000000000ull), (long)(wake % 1000000000ull)};
 					clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 				}
 				continue;
@@ -467,8 +505,8 @@ int main(int argc, char **argv)
 		if (live) {
 			struct xdp_md ctx = {.data_end = (uint32_t)frame_len, .ingress_ifindex = (uint32_t)ifindex};
 			LIBBPF_OPTS(bpf_test_run_opts, run, .data_in = frames[0], .data_size_in = (uint32_t)frame_len,
-			            .ctx_in = &ctx, .ctx_size_in = sizeof ctx, .repeat = (uint32_t)live_repeat,
-			            .flags = BPF_F_TEST_XDP_LIVE_FRAMES, .batch_size = 64);
+				.ctx_in = &ctx, .ctx_size_in = sizeof ctx, .repeat = (uint32_t)live_repeat,
+				.flags = BPF_F_TEST_XDP_LIVE_FRAMES, .batch_size = 64);
 			err = bpf_prog_test_run_opts(live_fd, &run);
 			if (err) die("BPF_PROG_RUN live frames", -err);
 			sent += (uint64_t)live_repeat;
@@ -476,14 +514,18 @@ int main(int argc, char **argv)
 			/* one timestamp per burst: sendmmsg hands the burst over within microseconds */
 			uint64_t send_ns = now_ns();
 			for (int i = 0; i < burst; i++) {
-				struct bench_stamp st = {.magic = BENCH_MAGIC, .seq = (uint32_t)seq, .send_ns = send_ns,
-				                         .flags = is_expensive((uint32_t)seq, threshold) ? BENCH_F_EXPENSIVE : 0};
+				struct bench_stamp st = {.magic = BENCH_MAGIC,
+					.seq = (uint32_t)seq,
+					.send_ns = send_ns,
+					.flags = is_expensive((uint32_t)seq, threshold) ? BENCH_F_EXPENSIVE : 0};
 				seq++;
 				memcpy(frames[i] + BENCH_STAMP_OFF, &st, sizeof st);
 			}
 			int r = sendmmsg(sock, msgs, (unsigned)burst, 0);
-			if (r > 0) sent += (uint64_t)r;
-			else send_errors++;
+			if (r > 0)
+				sent += (uint64_t)r;
+			else
+				send_errors++;
 		}
 	}
 	if (old_prog_fd >= 0) {
@@ -504,21 +546,27 @@ int main(int argc, char **argv)
 	printf("{\"mode\":\"%s\",\"size\":%d,\"rate_target\":%.0f,\"window_s\":%.4f,\"sent\":%llu,\"offered_pps\":%.1f,"
 	       "\"received\":%llu,\"rx_pps\":%.1f,\"rx_normal\":%llu,\"rx_expensive\":%llu,\"rx_normal_pps\":%.1f,"
 	       "\"rx_bytes\":%llu,\"unswapped\":%llu,\"clock_skew\":%llu,\"send_errors\":%llu,",
-	       o.mode, o.size, o.rate, window, (unsigned long long)tx, (double)tx / window,
-	       (unsigned long long)(normal + expensive), (double)(normal + expensive) / window,
-	       (unsigned long long)normal, (unsigned long long)expensive, (double)normal / window,
-	       (unsigned long long)(s1.stats[SINK_BYTES] - s0.stats[SINK_BYTES]),
-	       (unsigned long long)(s1.stats[SINK_UNSWAPPED] - s0.stats[SINK_UNSWAPPED]),
-	       (unsigned long long)(s1.stats[SINK_CLOCK_SKEW] - s0.stats[SINK_CLOCK_SKEW]),
-	       (unsigned long long)send_errors);
+		o.mode, o.size, o.rate, window, (unsigned long long)tx, (double)tx / window,
+		(unsigned long long)(normal + expensive), (double)(normal + expensive) / window,
+		(unsigned long long)normal, (unsigned long long)expensive, (double)normal / window,
+		(unsigned long long)(s1.stats[SINK_BYTES] - s0.stats[SINK_BYTES]),
+		(unsigned long long)(s1.stats[SINK_UNSWAPPED] - s0.stats[SINK_UNSWAPPED]),
+		(unsigned long long)(s1.stats[SINK_CLOCK_SKEW] - s0.stats[SINK_CLOCK_SKEW]),
+		(unsigned long long)send_errors);
 	printf("\"latency\":{");
 	print_latency("normal", s0.hist, s1.hist, s1.stats[SINK_MAX_NS], o.with_hist);
 	printf(",");
 	print_latency("expensive", s0.hist + HIST_BUCKETS, s1.hist + HIST_BUCKETS, 0, o.with_hist);
 	printf("},\"cpu\":{");
 	int comma = 0;
-	if (o.dut_cpu >= 0) { print_cpu("dut", o.dut_cpu, &s0.dut_cpu, &s1.dut_cpu); comma = 1; }
-	if (o.gen_cpu >= 0) { if (comma) printf(","); print_cpu("gen", o.gen_cpu, &s0.gen_cpu, &s1.gen_cpu); }
+	if (o.dut_cpu >= 0) {
+		print_cpu("dut", o.dut_cpu, &s0.dut_cpu, &s1.dut_cpu);
+		comma = 1;
+	}
+	if (o.gen_cpu >= 0) {
+		if (comma) printf(",");
+		print_cpu("gen", o.gen_cpu, &s0.gen_cpu, &s1.gen_cpu);
+	}
 	printf("}");
 	print_tasks_cpu("dut_procs_cpu", s0.pid_ticks, s1.pid_ticks, o.npids, window);
 	print_tasks_cpu("dut_napi_cpu", s0.napi_ticks, s1.napi_ticks, o.nnapi, window);

@@ -19,7 +19,9 @@ struct bench_sched_attr {
 
 static inline int bench_sched_boost(int tid)
 {
-	struct bench_sched_attr a = {.size = sizeof a, .sched_policy = 0 /* SCHED_OTHER */, .sched_nice = -20,
-	                             .sched_runtime = BENCH_SLICE_NS};
+	struct bench_sched_attr a = {.size = sizeof a,
+		.sched_policy = 0 /* SCHED_OTHER */,
+		.sched_nice = -20,
+		.sched_runtime = BENCH_SLICE_NS};
 	return (int)syscall(SYS_sched_setattr, tid, &a, 0);
 }

@@ -23,18 +23,15 @@ struct {
 SEC("xdp")
 int galette_rx_upcall(struct xdp_md *ctx)
 {
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct galette_upcall_meta)))
-		return XDP_DROP;
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct galette_upcall_meta))) return XDP_DROP;
 	void *data = (void *)(long)ctx->data;
 	struct galette_upcall_meta *meta = (void *)(long)ctx->data_meta;
-	if ((void *)(meta + 1) > data)
-		return XDP_DROP;
+	if ((void *)(meta + 1) > data) return XDP_DROP;
 	meta->instance = GALETTE_MAX_INSTANCES - 1;
 	meta->action = 0;
 	__u32 zero = 0;
 	__u32 *sockets = bpf_map_lookup_elem(&galette_xsk_count, &zero);
-	if (!sockets || *sockets == 0)
-		return XDP_DROP;
+	if (!sockets || *sockets == 0) return XDP_DROP;
 	return bpf_redirect_map(&galette_xsks, bpf_get_prandom_u32() % *sockets, XDP_DROP);
 }
 

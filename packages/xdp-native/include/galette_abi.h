@@ -8,19 +8,19 @@
 
 #define GALETTE_ABI_VERSION 1
 
-#define GALETTE_MAX_ACTIONS 16    /* Action variants per NF (entries of its action table) */
+#define GALETTE_MAX_ACTIONS 16	  /* Action variants per NF (entries of its action table) */
 #define GALETTE_MAX_INSTANCES 256 /* NF instances per device = PROG_ARRAY slots */
-#define GALETTE_MAX_XSKS 64       /* AF_XDP sockets (userland worker threads) */
-#define GALETTE_MAX_MAPS 16       /* maps one NF may declare */
+#define GALETTE_MAX_XSKS 64	  /* AF_XDP sockets (userland worker threads) */
+#define GALETTE_MAX_MAPS 16	  /* maps one NF may declare */
 
 /* What an NF's Action variant does. kind < 100 is a final verdict; the first four equal
  * the XDP_* codes so the shim can return them unchanged. */
 enum galette_action_kind {
-	GALETTE_ACT_ABORT = 0,     /* XDP_ABORTED */
-	GALETTE_ACT_DROP = 1,      /* XDP_DROP */
-	GALETTE_ACT_PASS = 2,      /* XDP_PASS: hand to the kernel stack */
-	GALETTE_ACT_TX = 3,        /* XDP_TX: out of the port it came in on */
-	GALETTE_ACT_REDIRECT = 4,  /* reserved: DEVMAP redirect to port `arg` (two-port devices) */
+	GALETTE_ACT_ABORT = 0,	    /* XDP_ABORTED */
+	GALETTE_ACT_DROP = 1,	    /* XDP_DROP */
+	GALETTE_ACT_PASS = 2,	    /* XDP_PASS: hand to the kernel stack */
+	GALETTE_ACT_TX = 3,	    /* XDP_TX: out of the port it came in on */
+	GALETTE_ACT_REDIRECT = 4,   /* reserved: DEVMAP redirect to port `arg` (two-port devices) */
 	GALETTE_ACT_TAILCALL = 100, /* continue in XDP with instance `arg` (= PROG_ARRAY slot) */
 	GALETTE_ACT_UPCALL = 101,   /* continue in userland with instance `arg` */
 };

@@ -15,7 +15,7 @@ extern "C" {
 namespace galette {
 
 // libbpf reports ELF/format problems with its own codes from 4000 (LIBBPF_ERRNO__START).
-static const char* const kLibbpfCodes[] = {"LIBBPF_ERRNO__LIBELF", "LIBBPF_ERRNO__FORMAT",  "LIBBPF_ERRNO__KVERSION",
+static const char* const kLibbpfCodes[] = {"LIBBPF_ERRNO__LIBELF", "LIBBPF_ERRNO__FORMAT",   "LIBBPF_ERRNO__KVERSION",
                                            "LIBBPF_ERRNO__ENDIAN", "LIBBPF_ERRNO__INTERNAL", "LIBBPF_ERRNO__RELOC",
                                            "LIBBPF_ERRNO__LOAD",   "LIBBPF_ERRNO__VERIFY",   "LIBBPF_ERRNO__PROG2BIG",
                                            "LIBBPF_ERRNO__KVER",   "LIBBPF_ERRNO__PROGTYPE", "LIBBPF_ERRNO__WRNGPID",

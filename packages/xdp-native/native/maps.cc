@@ -19,8 +19,8 @@ std::string FdCtx(int fd) { return "map fd " + std::to_string(fd); }
 void CheckSize(Napi::Env env, const Napi::Buffer<uint8_t>& buf, uint32_t expected, const char* what, int fd) {
   if (buf.Length() != expected)
     ThrowErrno(env, EINVAL,
-               std::string(what) + " for " + FdCtx(fd) + " is " + std::to_string(buf.Length()) + " bytes, the map needs " +
-                   std::to_string(expected));
+               std::string(what) + " for " + FdCtx(fd) + " is " + std::to_string(buf.Length()) +
+                   " bytes, the map needs " + std::to_string(expected));
 }
 
 // mapCreate(type, name, keySize, valueSize, maxEntries, flags) -> fd
@@ -107,7 +107,8 @@ Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
   int fd = ArgInt(info, 0, "fd");
   bpf_prog_info pi{};
   uint32_t len = sizeof pi;
-  if (bpf_obj_get_info_by_fd(fd, &pi, &len) != 0) ThrowErrno(env, errno, "get info of program fd " + std::to_string(fd));
+  if (bpf_obj_get_info_by_fd(fd, &pi, &len) != 0)
+    ThrowErrno(env, errno, "get info of program fd " + std::to_string(fd));
   Napi::Object o = Napi::Object::New(env);
   o.Set("id", pi.id);
   o.Set("type", pi.type);

@@ -23,8 +23,8 @@ constexpr size_t kVerifierLogSize = 16u << 20;
 
 struct Object {
   bpf_object* obj = nullptr;
-  std::string source;         // path or "<buffer:name>", for error context
-  std::vector<uint8_t> elf;   // keeps the bytes of an object opened from a Buffer alive
+  std::string source;        // path or "<buffer:name>", for error context
+  std::vector<uint8_t> elf;  // keeps the bytes of an object opened from a Buffer alive
   bool loaded = false;
   // Names as the ELF declares them. libbpf 1.1 renames a map to the kernel name of the
   // map it reuses (bpf_map__reuse_fd, pinned reuse), so lookups must not go by its name.
@@ -68,9 +68,7 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
     o->source = ArgString(info, 0, "path");
     o->obj = bpf_object__open_file(o->source.c_str(), nullptr);
   }
-  if (!o->obj)
-    ThrowErrno(env, errno, "open BPF object " + o->source, {{"object", o->source}},
-               capture.Text());
+  if (!o->obj) ThrowErrno(env, errno, "open BPF object " + o->source, {{"object", o->source}}, capture.Text());
   bpf_map* m;
   bpf_object__for_each_map(m, o->obj) o->maps.emplace_back(bpf_map__name(m), m);
   Object* raw = o.release();

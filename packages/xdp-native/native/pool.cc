@@ -71,7 +71,7 @@ struct Counter {
   X(abort, "ABORT verdicts")                                                                  \
   X(passUnsupported, "PASS verdicts, dropped: AF_XDP cannot hand frames to the kernel stack") \
   X(redirectUnsupported, "REDIRECT or unknown action kinds, dropped")                         \
-  X(badMeta, "frames whose upcall metadata names no configured instance/action")             \
+  X(badMeta, "frames whose upcall metadata names no configured instance/action")              \
   X(hopLimit, "frames dropped after kMaxHops NF calls (cycle)")                               \
   X(noNf, "frames sent to an instance without a native library")                              \
   X(badVariant, "NF returned a variant index outside its action table")                       \
@@ -252,8 +252,10 @@ struct Pool {
   // were just submitted to the caller's TX ring (counted in flight).
   void Recycle(const uint64_t* dropped, uint32_t n_dropped, uint32_t sent, bool wait) {
     std::unique_lock<std::mutex> lock(ring_lock, std::defer_lock);
-    if (wait) lock.lock();
-    else if (!lock.try_lock()) return;  // idle loop (sent == 0): another worker is already recycling
+    if (wait)
+      lock.lock();
+    else if (!lock.try_lock())
+      return;  // idle loop (sent == 0): another worker is already recycling
     uint32_t cidx = 0, fidx = 0;
     uint32_t done = xsk_ring_cons__peek(&cq, frame_count, &cidx);
     if (sent || done) {
@@ -265,7 +267,8 @@ struct Pool {
     // Cannot fail: the fill ring holds frame_count entries and every frame is unique.
     while (xsk_ring_prod__reserve(&fq, total, &fidx) != total) {
     }
-    for (uint32_t i = 0; i < done; i++) *xsk_ring_prod__fill_addr(&fq, fidx++) = FrameOf(*xsk_ring_cons__comp_addr(&cq, cidx + i));
+    for (uint32_t i = 0; i < done; i++)
+      *xsk_ring_prod__fill_addr(&fq, fidx++) = FrameOf(*xsk_ring_cons__comp_addr(&cq, cidx + i));
     for (uint32_t i = 0; i < n_dropped; i++) *xsk_ring_prod__fill_addr(&fq, fidx++) = FrameOf(dropped[i]);
     xsk_ring_prod__submit(&fq, total);
     xsk_ring_cons__release(&cq, done);
@@ -331,21 +334,12 @@ bool Worker::Process(Pool* pool, const InstanceTable* table, uint64_t addr, uint
         out->len = pkt.len;
         out->options = 0;
         return true;
-      case GALETTE_ACT_DROP:
-        stats.drop.Add(1);
-        return false;
-      case GALETTE_ACT_ABORT:
-        stats.abort.Add(1);
-        return false;
-      case GALETTE_ACT_PASS:
-        stats.passUnsupported.Add(1);
-        return false;
+      case GALETTE_ACT_DROP: stats.drop.Add(1); return false;
+      case GALETTE_ACT_ABORT: stats.abort.Add(1); return false;
+      case GALETTE_ACT_PASS: stats.passUnsupported.Add(1); return false;
       case GALETTE_ACT_TAILCALL:
-      case GALETTE_ACT_UPCALL:
-        break;  // in userland both mean: run instance `arg` next
-      default:
-        stats.redirectUnsupported.Add(1);
-        return false;
+      case GALETTE_ACT_UPCALL: break;  // in userland both mean: run instance `arg` next
+      default: stats.redirectUnsupported.Add(1); return false;
     }
     if (hops >= kMaxHops) {
       stats.hopLimit.Add(1);
@@ -447,8 +441,10 @@ void Worker::Run(Pool* pool) {
     uint32_t n_dropped = 0, n_tx = 0, n_sent = 0;
     for (uint32_t i = 0; i < n; i++) {
       const xdp_desc* d = xsk_ring_cons__rx_desc(&rx, ridx + i);
-      if (Process(pool, table, d->addr, d->len, &out[n_tx])) n_tx++;
-      else dropped[n_dropped++] = d->addr;
+      if (Process(pool, table, d->addr, d->len, &out[n_tx]))
+        n_tx++;
+      else
+        dropped[n_dropped++] = d->addr;
     }
     xsk_ring_cons__release(&rx, n);
     if (n_tx) {
@@ -481,7 +477,8 @@ std::set<Pool*>& LivePools() {
 // A native NF library that cannot be used: the error names the instance and the path,
 // and carries errno/code plus `instance` and `library` so callers can tell it apart.
 [[noreturn]] void ThrowLibraryError(Napi::Env env, int err, const InstanceConfig& inst, const std::string& why) {
-  Napi::Error e = Napi::Error::New(env, "NF instance " + std::to_string(inst.id) + " library " + inst.library + ": " + why);
+  Napi::Error e =
+      Napi::Error::New(env, "NF instance " + std::to_string(inst.id) + " library " + inst.library + ": " + why);
   e.Set("errno", Napi::Number::New(env, err));
   e.Set("code", Napi::String::New(env, ErrnoName(err)));
   e.Set("instance", Napi::Number::New(env, inst.id));
@@ -532,8 +529,9 @@ std::shared_ptr<LoadedInstance> LoadInstance(Napi::Env env, const InstanceConfig
   if (!version) ThrowLibraryError(env, ENOENT, inst, "does not export galette_nf_abi_version");
   uint32_t v = version();
   if (v != GALETTE_ABI_VERSION)
-    ThrowLibraryError(env, EPROTO, inst,
-                      "ABI version " + std::to_string(v) + ", this worker speaks " + std::to_string(GALETTE_ABI_VERSION));
+    ThrowLibraryError(
+        env, EPROTO, inst,
+        "ABI version " + std::to_string(v) + ", this worker speaks " + std::to_string(GALETTE_ABI_VERSION));
   li->packet = reinterpret_cast<NfPacketFn>(dlsym(li->handle, "galette_nf_packet"));
   if (!li->packet) ThrowLibraryError(env, ENOENT, inst, "does not export galette_nf_packet");
   return li;
@@ -559,7 +557,9 @@ std::unique_ptr<InstanceTable> BuildTable(Napi::Env env, const std::vector<std::
       if (bpf_map_lookup_elem(inst->actions_fd, &v, &a) != 0) {
         // A table with fewer entries than GALETTE_MAX_ACTIONS: missing variants abort, as in XDP.
         if (errno == ENOENT) continue;
-        ThrowErrno(env, errno, "read action table of NF instance " + std::to_string(inst->id) + " (variant " + std::to_string(v) + ")");
+        ThrowErrno(
+            env, errno,
+            "read action table of NF instance " + std::to_string(inst->id) + " (variant " + std::to_string(v) + ")");
       }
       t->actions[inst->id][v] = a;
     }
@@ -575,8 +575,10 @@ void Reclaim(Pool* pool, bool all) {
     bool held = false;
     if (!all)
       for (auto& w : pool->workers) held = held || w->holding.load() == t;
-    if (held) keep.push_back(t);
-    else delete t;
+    if (held)
+      keep.push_back(t);
+    else
+      delete t;
   }
   pool->retired.swap(keep);
 }
@@ -614,7 +616,8 @@ std::string Teardown(Pool* pool) {
     uint32_t zero = 0, key = 0;
     if (bpf_map_update_elem(pool->xsk_count_fd, &key, &zero, 0) != 0) note("reset socket count map");
     for (uint32_t i = 0; i < pool->workers.size(); i++)
-      if (bpf_map_delete_elem(pool->xsk_map_fd, &i) != 0 && errno != ENOENT) note("clear XSKMAP slot " + std::to_string(i));
+      if (bpf_map_delete_elem(pool->xsk_map_fd, &i) != 0 && errno != ENOENT)
+        note("clear XSKMAP slot " + std::to_string(i));
   }
   pool->stop.store(true);
   if (pool->wake_fd >= 0) {
@@ -687,8 +690,8 @@ std::vector<InstanceConfig> ParseInstances(Napi::Env env, Napi::Value list, cons
     if (fds.IsArray()) {
       Napi::Array fa = fds.As<Napi::Array>();
       if (fa.Length() > GALETTE_MAX_MAPS)
-        ThrowType(env, "instance " + std::to_string(inst.id) + " has " + std::to_string(fa.Length()) + " map fds, at most " +
-                           std::to_string(GALETTE_MAX_MAPS));
+        ThrowType(env, "instance " + std::to_string(inst.id) + " has " + std::to_string(fa.Length()) +
+                           " map fds, at most " + std::to_string(GALETTE_MAX_MAPS));
       for (uint32_t j = 0; j < fa.Length(); j++) {
         if (!fa.Get(j).IsNumber()) ThrowType(env, "instance " + std::to_string(inst.id) + " mapFds must be numbers");
         inst.map_fds.push_back(fa.Get(j).As<Napi::Number>().Int32Value());
@@ -714,7 +717,8 @@ std::vector<InstanceConfig> ParseConfig(Napi::Env env, Napi::Object cfg, Pool* p
   const std::pair<const char*, uint32_t> pow2[] = {
       {"frameSize", pool->frame_size}, {"frameCount", pool->frame_count}, {"ringSize", pool->ring_size}};
   for (const auto& [name, v] : pow2)
-    if (!IsPow2(v)) ThrowType(env, std::string("worker pool option ") + name + " must be a power of two, got " + std::to_string(v));
+    if (!IsPow2(v))
+      ThrowType(env, std::string("worker pool option ") + name + " must be a power of two, got " + std::to_string(v));
   pool->xsk_map_fd = static_cast<int>(GetU32(env, cfg, "xskMapFd", UINT32_MAX, 0, INT32_MAX));
   pool->xsk_count_fd = static_cast<int>(GetU32(env, cfg, "xskCountMapFd", UINT32_MAX, 0, INT32_MAX));
   if (pool->xsk_map_fd < 0 || pool->xsk_count_fd < 0)
@@ -726,9 +730,12 @@ std::vector<InstanceConfig> ParseConfig(Napi::Env env, Napi::Object cfg, Pool* p
 void CheckMaps(Napi::Env env, Pool* pool) {
   auto info = [&](int fd, const std::string& what) { return MapInfo(env, fd, what); };
   bpf_map_info x = info(pool->xsk_map_fd, "XSKMAP");
-  if (x.type != BPF_MAP_TYPE_XSKMAP) ThrowErrno(env, EINVAL, "xskMapFd " + std::to_string(pool->xsk_map_fd) + " is not an XSKMAP");
+  if (x.type != BPF_MAP_TYPE_XSKMAP)
+    ThrowErrno(env, EINVAL, "xskMapFd " + std::to_string(pool->xsk_map_fd) + " is not an XSKMAP");
   if (x.max_entries < pool->worker_count)
-    ThrowErrno(env, EINVAL, "XSKMAP has " + std::to_string(x.max_entries) + " slots for " + std::to_string(pool->worker_count) + " workers");
+    ThrowErrno(env, EINVAL,
+               "XSKMAP has " + std::to_string(x.max_entries) + " slots for " + std::to_string(pool->worker_count) +
+                   " workers");
   bpf_map_info c = info(pool->xsk_count_fd, "socket count map");
   if (c.type != BPF_MAP_TYPE_ARRAY || c.key_size != 4 || c.value_size != 4)
     ThrowErrno(env, EINVAL, "xskCountMapFd must be an ARRAY u32 -> u32 (galette_xsk_count)");
@@ -740,7 +747,8 @@ void SetUp(Napi::Env env, Pool* pool) {
   pool->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (pool->wake_fd < 0) ThrowErrno(env, errno, "create worker wake-up eventfd");
   pool->area_size = static_cast<size_t>(pool->frame_count) * pool->frame_size;
-  pool->area = mmap(nullptr, pool->area_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  pool->area =
+      mmap(nullptr, pool->area_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (pool->area == MAP_FAILED) {
     pool->area = nullptr;
     ThrowErrno(env, errno, "map " + std::to_string(pool->area_size) + " bytes of UMEM");
@@ -779,7 +787,8 @@ void SetUp(Napi::Env env, Pool* pool) {
   }
   uint32_t fidx = 0;
   if (xsk_ring_prod__reserve(&pool->fq, pool->frame_count, &fidx) != pool->frame_count)
-    ThrowErrno(env, ENOSPC, "fill ring of " + where + " cannot take all " + std::to_string(pool->frame_count) + " frames");
+    ThrowErrno(env, ENOSPC,
+               "fill ring of " + where + " cannot take all " + std::to_string(pool->frame_count) + " frames");
   for (uint32_t i = 0; i < pool->frame_count; i++)
     *xsk_ring_prod__fill_addr(&pool->fq, fidx + i) = static_cast<uint64_t>(i) * pool->frame_size;
   xsk_ring_prod__submit(&pool->fq, pool->frame_count);

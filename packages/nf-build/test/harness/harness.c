@@ -22,8 +22,7 @@ static int hex_decode(const char *s, unsigned char *out, int max)
 	int n = 0;
 	while (s[0] && s[1] && s[0] != '\n' && s[0] != ',' && s[0] != ':' && s[0] != '=' && n < max) {
 		unsigned v;
-		if (sscanf(s, "%2x", &v) != 1)
-			return -1;
+		if (sscanf(s, "%2x", &v) != 1) return -1;
 		out[n++] = (unsigned char)v;
 		s += 2;
 	}
@@ -33,8 +32,7 @@ static int hex_decode(const char *s, unsigned char *out, int max)
 static void print_result(unsigned variant, const unsigned char *p, unsigned len)
 {
 	printf("%u ", variant);
-	for (unsigned i = 0; i < len; i++)
-		printf("%02x", p[i]);
+	for (unsigned i = 0; i < len; i++) printf("%02x", p[i]);
 	printf("\n");
 }
 
@@ -62,12 +60,10 @@ static int lpm_match(const struct fake_map *m, const unsigned char *entry, const
 	uint32_t plen, klen;
 	memcpy(&plen, entry, 4);
 	memcpy(&klen, key, 4);
-	if (plen > klen || plen > (uint32_t)(m->ks - 4) * 8)
-		return -1;
+	if (plen > klen || plen > (uint32_t)(m->ks - 4) * 8) return -1;
 	for (uint32_t b = 0; b < plen; b++) {
 		int byte = 4 + b / 8, bit = 7 - b % 8;
-		if (((entry[byte] >> bit) & 1) != ((key[byte] >> bit) & 1))
-			return -1;
+		if (((entry[byte] >> bit) & 1) != ((key[byte] >> bit) & 1)) return -1;
 	}
 	return (int)plen;
 }
@@ -75,22 +71,19 @@ static int lpm_match(const struct fake_map *m, const unsigned char *entry, const
 static int fake_find(struct fake_map *m, const void *key)
 {
 	for (int i = 0; i < m->n; i++)
-		if (!memcmp(m->keys[i], key, m->ks))
-			return i;
+		if (!memcmp(m->keys[i], key, m->ks)) return i;
 	return -1;
 }
 
 int bpf_map_lookup_elem(int fd, const void *key, void *value)
 {
 	struct fake_map *m = fake_of(fd);
-	if (!m)
-		return -9;
+	if (!m) return -9;
 	int best = -1, best_len = -1;
 	if (m->kind == 2) {
 		for (int i = 0; i < m->n; i++) {
 			int l = lpm_match(m, m->keys[i], key);
-			if (l > best_len)
-				best_len = l, best = i;
+			if (l > best_len) best_len = l, best = i;
 		}
 	} else {
 		best = fake_find(m, key);
@@ -110,12 +103,10 @@ int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t fla
 {
 	(void)flags;
 	struct fake_map *m = fake_of(fd);
-	if (!m)
-		return -9;
+	if (!m) return -9;
 	int i = fake_find(m, key);
 	if (i < 0) {
-		if (m->n == FAKE_ENTRIES)
-			return -7;
+		if (m->n == FAKE_ENTRIES) return -7;
 		i = m->n++;
 		memcpy(m->keys[i], key, m->ks);
 	}
@@ -126,11 +117,9 @@ int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t fla
 int bpf_map_delete_elem(int fd, const void *key)
 {
 	struct fake_map *m = fake_of(fd);
-	if (!m)
-		return -9;
+	if (!m) return -9;
 	int i = fake_find(m, key);
-	if (i < 0)
-		return -2;
+	if (i < 0) return -2;
 	m->n--;
 	memmove(m->keys[i], m->keys[i + 1], (size_t)(m->n - i) * 64);
 	memmove(m->vals[i], m->vals[i + 1], (size_t)(m->n - i) * 64);
@@ -142,7 +131,7 @@ static int open_map(const char *spec)
 	char kind[16];
 	int ks, vs, used = 0;
 	if (strncmp(spec, "fake:", 5) || nfakes == FAKE_MAX ||
-	    sscanf(spec + 5, "%15[a-z]:%d:%d%n", kind, &ks, &vs, &used) != 3 || ks > 64 || vs > 64) {
+		sscanf(spec + 5, "%15[a-z]:%d:%d%n", kind, &ks, &vs, &used) != 3 || ks > 64 || vs > 64) {
 		fprintf(stderr, "bad map spec %s\n", spec);
 		exit(2);
 	}
@@ -201,10 +190,9 @@ static int run_xdp(const char *pin, FILE *corpus)
 	unsigned char in[MAX_FRAME], out[MAX_FRAME + ROOM];
 	while (fgets(line, sizeof line, corpus)) {
 		int n = hex_decode(line, in, MAX_FRAME);
-		if (n <= 0)
-			continue;
+		if (n <= 0) continue;
 		LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = in, .data_size_in = (unsigned)n, .data_out = out,
-			    .data_size_out = sizeof out, .repeat = 1);
+			.data_size_out = sizeof out, .repeat = 1);
 		int err = bpf_prog_test_run_opts(prog, &opts);
 		if (err) {
 			fprintf(stderr, "BPF_PROG_TEST_RUN: %d\n", err);
@@ -231,14 +219,12 @@ static int run_so(const char *lib, FILE *corpus, int nmaps, char **specs)
 		return 2;
 	}
 	int fds[GALETTE_MAX_MAPS];
-	for (int i = 0; i < nmaps && i < GALETTE_MAX_MAPS; i++)
-		fds[i] = open_map(specs[i]);
+	for (int i = 0; i < nmaps && i < GALETTE_MAX_MAPS; i++) fds[i] = open_map(specs[i]);
 	static char line[MAX_FRAME * 2 + 8];
 	static unsigned char buf[ROOM + MAX_FRAME + ROOM];
 	while (fgets(line, sizeof line, corpus)) {
 		int n = hex_decode(line, buf + ROOM, MAX_FRAME);
-		if (n <= 0)
-			continue;
+		if (n <= 0) continue;
 		struct galette_pkt pkt = {.data = buf + ROOM, .len = (uint32_t)n, .headroom = ROOM, .tailroom = ROOM};
 		uint32_t variant = packet(&pkt, fds);
 		print_result(variant, pkt.data, pkt.len);
@@ -257,11 +243,9 @@ int main(int argc, char **argv)
 		perror(argv[3]);
 		return 2;
 	}
-	if (!strcmp(argv[1], "so"))
-		return run_so(argv[2], corpus, argc - 4, argv + 4);
+	if (!strcmp(argv[1], "so")) return run_so(argv[2], corpus, argc - 4, argv + 4);
 #ifndef FAKE_MAPS
-	if (!strcmp(argv[1], "xdp"))
-		return run_xdp(argv[2], corpus);
+	if (!strcmp(argv[1], "xdp")) return run_xdp(argv[2], corpus);
 #endif
 	fprintf(stderr, "unknown mode %s\n", argv[1]);
 	return 2;

@@ -8,7 +8,7 @@
 
 #include "galette_nf_maps.h"
 
-#define STAMP_OFFSET 42   /* first UDP payload byte of an Ethernet/IPv4/UDP frame */
+#define STAMP_OFFSET 42 /* first UDP payload byte of an Ethernet/IPv4/UDP frame */
 #define VARIANT_OFFSET 43
 
 const volatile __u32 nf_mode = 0;
@@ -17,18 +17,15 @@ static __always_inline __u32 nf_body(struct xdp_md *ctx)
 {
 	__u8 *data = (void *)(long)ctx->data;
 	__u8 *end = (void *)(long)ctx->data_end;
-	if (data + VARIANT_OFFSET + 1 > end)
-		return 0;
+	if (data + VARIANT_OFFSET + 1 > end) return 0;
 	if (nf_mode & 1) {
 		__u8 tmp[6];
 		__builtin_memcpy(tmp, data, 6);
 		__builtin_memcpy(data, data + 6, 6);
 		__builtin_memcpy(data + 6, tmp, 6);
 	}
-	if (nf_mode & 2)
-		data[STAMP_OFFSET] = (__u8)galette_instance_id;
-	if (nf_mode & 4)
-		return data[VARIANT_OFFSET] & (GALETTE_MAX_ACTIONS - 1);
+	if (nf_mode & 2) data[STAMP_OFFSET] = (__u8)galette_instance_id;
+	if (nf_mode & 4) return data[VARIANT_OFFSET] & (GALETTE_MAX_ACTIONS - 1);
 	return 0;
 }
 
@@ -37,11 +34,9 @@ int galette_nf(struct xdp_md *ctx)
 {
 	__u32 variant = nf_body(ctx);
 	__u64 *count = bpf_map_lookup_elem(&galette_counts, &variant);
-	if (count)
-		(*count)++;
+	if (count) (*count)++;
 	struct galette_action *a = bpf_map_lookup_elem(&galette_actions, &variant);
-	if (!a)
-		return XDP_ABORTED;
+	if (!a) return XDP_ABORTED;
 	__u32 kind = a->kind, arg = a->arg;
 	if (kind == GALETTE_ACT_TAILCALL) {
 		bpf_tail_call(ctx, &galette_progs, arg);
@@ -50,20 +45,16 @@ int galette_nf(struct xdp_md *ctx)
 	if (kind == GALETTE_ACT_UPCALL) {
 		__u32 zero = 0;
 		__u32 *n = bpf_map_lookup_elem(&galette_xsk_count, &zero);
-		if (!n || *n == 0)
-			return XDP_DROP;
+		if (!n || *n == 0) return XDP_DROP;
 		__u32 sockets = *n;
-		if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct galette_upcall_meta)))
-			return XDP_DROP;
+		if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct galette_upcall_meta))) return XDP_DROP;
 		struct galette_upcall_meta *meta = (void *)(long)ctx->data_meta;
-		if ((void *)(meta + 1) > (void *)(long)ctx->data)
-			return XDP_DROP;
+		if ((void *)(meta + 1) > (void *)(long)ctx->data) return XDP_DROP;
 		meta->instance = galette_instance_id;
 		meta->action = variant;
 		return bpf_redirect_map(&galette_xsks, bpf_get_prandom_u32() % sockets, XDP_DROP);
 	}
-	if (kind <= GALETTE_ACT_TX)
-		return kind;
+	if (kind <= GALETTE_ACT_TX) return kind;
 	return XDP_ABORTED;
 }
 

@@ -27,8 +27,7 @@ __u32 galette_nf_abi_version(void)
 
 __u32 galette_nf_packet(struct galette_pkt *pkt, const int *map_fds)
 {
-	if (pkt->len < SEQ_OFFSET + 4)
-		return 0;
+	if (pkt->len < SEQ_OFFSET + 4) return 0;
 	uint8_t tmp[6];
 	memcpy(tmp, pkt->data, 6);
 	memcpy(pkt->data, pkt->data + 6, 6);
@@ -40,9 +39,7 @@ __u32 galette_nf_packet(struct galette_pkt *pkt, const int *map_fds)
 		bpf_map_update_elem(map_fds[0], &seq, &seen, 0);
 	}
 	__u8 steer = pkt->data[VARIANT_OFFSET];
-	if (steer == BAD_LENGTH)
-		pkt->len = pkt->len + pkt->tailroom + 1;
-	if (steer == BAD_VARIANT)
-		return 1000;
+	if (steer == BAD_LENGTH) pkt->len = pkt->len + pkt->tailroom + 1;
+	if (steer == BAD_VARIANT) return 1000;
 	return steer & (GALETTE_MAX_ACTIONS - 1);
 }

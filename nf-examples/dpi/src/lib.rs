@@ -63,7 +63,7 @@ pub fn parse_signatures(text: &str) -> Result<Vec<Vec<u8>>, String> {
         let sig = match line.strip_prefix("hex:") {
             Some(hex) => {
                 let hex: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
-                if hex.len() % 2 != 0 {
+                if !hex.len().is_multiple_of(2) {
                     return Err(format!("line {}: odd number of hex digits", i + 1));
                 }
                 (0..hex.len())
@@ -83,9 +83,8 @@ fn signatures() -> &'static [Vec<u8>] {
     static SIGNATURES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     SIGNATURES.get_or_init(|| match std::env::var_os("GALETTE_DPI_SIGNATURES") {
         Some(path) => {
-            let loaded = std::fs::read_to_string(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|text| parse_signatures(&text));
+            let loaded =
+                std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|text| parse_signatures(&text));
             match loaded {
                 Ok(sigs) => sigs,
                 Err(e) => {
@@ -132,7 +131,8 @@ pub fn packet(pkt: &mut Packet, maps: &Maps) -> Action {
     let Some(frame) = pkt.slice(len) else { return Action::Clean };
     let Some((key, payload_at)) = parse(frame) else { return Action::Clean };
     let matched = scan(&frame[payload_at..], signatures());
-    let mut state = maps.flow_state.get(&key).unwrap_or(FlowState { packets: 0, bytes: 0, verdict: VERDICT_NONE, pad: 0 });
+    let mut state =
+        maps.flow_state.get(&key).unwrap_or(FlowState { packets: 0, bytes: 0, verdict: VERDICT_NONE, pad: 0 });
     state.packets = state.packets.wrapping_add(1);
     state.bytes = state.bytes.wrapping_add(len as u64);
     if matched {
@@ -141,9 +141,7 @@ pub fn packet(pkt: &mut Packet, maps: &Maps) -> Action {
         state.verdict = VERDICT_CLEAN;
     }
     // Another worker may have flagged the flow since the read above: never clear it again.
-    if state.verdict == VERDICT_CLEAN
-        && maps.flow_state.get(&key).is_some_and(|now| now.verdict == VERDICT_MALICIOUS)
-    {
+    if state.verdict == VERDICT_CLEAN && maps.flow_state.get(&key).is_some_and(|now| now.verdict == VERDICT_MALICIOUS) {
         state.verdict = VERDICT_MALICIOUS;
     }
     let _ = maps.flow_state.put(&key, &state);
@@ -192,7 +190,10 @@ mod tests {
         for i in 1..=INSPECT_PACKETS {
             assert!(matches!(packet(&mut Packet::new(&clean), &maps), Action::Clean));
             let want = if i < INSPECT_PACKETS { VERDICT_NONE } else { VERDICT_CLEAN };
-            assert_eq!((maps.flow_state.get(&key).unwrap().packets, maps.flow_state.get(&key).unwrap().verdict), (i, want));
+            assert_eq!(
+                (maps.flow_state.get(&key).unwrap().packets, maps.flow_state.get(&key).unwrap().verdict),
+                (i, want)
+            );
         }
         let evil = udp(b"xx GALETTE-EVIL xx");
         assert!(matches!(packet(&mut Packet::new(&evil), &maps), Action::Matched));

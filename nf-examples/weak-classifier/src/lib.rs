@@ -5,6 +5,7 @@
 //! - Suspicious: dpi has not judged the flow yet → dpi. Fail-closed: dpi runs in userland,
 //!   behind the XDP path, so a flow is never trusted merely because packets have passed
 //!   before dpi had a chance to look at them.
+//!
 //! It only ever inserts a flow's first entry: dpi owns the entry after that (its packet
 //! counts and verdict), so a write from XDP can never overwrite a verdict dpi just stored.
 #![no_std]

@@ -72,10 +72,7 @@ fn expand(item: TokenStream) -> Result<TokenStream, Error> {
         .enumerate()
         .map(|(i, f)| format!("{}: unsafe {{ ::nf::Map::__bind(handles[{i}]) }},", f.name))
         .collect();
-    let test_fields: String = fields
-        .iter()
-        .map(|f| format!("{}: ::nf::Map::__in_memory(),", f.name))
-        .collect();
+    let test_fields: String = fields.iter().map(|f| format!("{}: ::nf::Map::__in_memory(),", f.name)).collect();
     let names: String = fields.iter().map(|f| format!("\"{}\",", f.name)).collect();
     let sizes: String = fields
         .iter()
@@ -123,7 +120,8 @@ fn parse_fields(body: TokenStream) -> Result<Vec<Field>, Error> {
             if p.as_char() != '#' || g.delimiter() != Delimiter::Bracket {
                 break;
             }
-            let is_map_attr = matches!(g.stream().into_iter().next(), Some(TokenTree::Ident(id)) if id.to_string() == "map");
+            let is_map_attr =
+                matches!(g.stream().into_iter().next(), Some(TokenTree::Ident(id)) if id.to_string() == "map");
             if !is_map_attr {
                 attrs.push(toks[i].clone());
                 attrs.push(toks[i + 1].clone());
@@ -134,16 +132,16 @@ fn parse_fields(body: TokenStream) -> Result<Vec<Field>, Error> {
             break;
         }
         let mut vis = Vec::new();
-        if let Some(TokenTree::Ident(id)) = toks.get(i) {
-            if id.to_string() == "pub" {
+        if let Some(TokenTree::Ident(id)) = toks.get(i)
+            && id.to_string() == "pub"
+        {
+            vis.push(toks[i].clone());
+            i += 1;
+            if let Some(TokenTree::Group(g)) = toks.get(i)
+                && g.delimiter() == Delimiter::Parenthesis
+            {
                 vis.push(toks[i].clone());
                 i += 1;
-                if let Some(TokenTree::Group(g)) = toks.get(i) {
-                    if g.delimiter() == Delimiter::Parenthesis {
-                        vis.push(toks[i].clone());
-                        i += 1;
-                    }
-                }
             }
         }
         let name = match toks.get(i) {
@@ -159,10 +157,7 @@ fn parse_fields(body: TokenStream) -> Result<Vec<Field>, Error> {
         let ty = match toks.get(i) {
             Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Parenthesis => g.clone(),
             Some(t) => {
-                return Err((
-                    format!("#[maps]: field `{name}` must have a `(Key, Value)` tuple type"),
-                    t.span(),
-                ));
+                return Err((format!("#[maps]: field `{name}` must have a `(Key, Value)` tuple type"), t.span()));
             }
             None => return Err((format!("#[maps]: field `{name}` has no type"), name.span())),
         };

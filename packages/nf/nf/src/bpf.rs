@@ -84,8 +84,7 @@ impl Packet {
     /// Grows (negative `delta`) or shrinks (positive) the frame at its head.
     #[inline(always)]
     pub fn adjust_head(&mut self, delta: i32) -> Result<()> {
-        let f: unsafe extern "C" fn(*mut XdpMd, i32) -> i64 =
-            unsafe { core::mem::transmute(XDP_ADJUST_HEAD) };
+        let f: unsafe extern "C" fn(*mut XdpMd, i32) -> i64 = unsafe { core::mem::transmute(XDP_ADJUST_HEAD) };
         match unsafe { f(self.ctx, delta) } {
             0 => Ok(()),
             e => Err(Error(e as i32)),
@@ -95,8 +94,7 @@ impl Packet {
     /// Grows (positive `delta`) or shrinks (negative) the frame at its tail.
     #[inline(always)]
     pub fn adjust_tail(&mut self, delta: i32) -> Result<()> {
-        let f: unsafe extern "C" fn(*mut XdpMd, i32) -> i64 =
-            unsafe { core::mem::transmute(XDP_ADJUST_TAIL) };
+        let f: unsafe extern "C" fn(*mut XdpMd, i32) -> i64 = unsafe { core::mem::transmute(XDP_ADJUST_TAIL) };
         match unsafe { f(self.ctx, delta) } {
             0 => Ok(()),
             e => Err(Error(e as i32)),
@@ -126,8 +124,7 @@ impl<K: Copy + 'static, V: Copy + 'static> Map<K, V> {
     /// A copy of the value stored under `key`.
     #[inline(always)]
     pub fn get(&self, key: &K) -> Option<V> {
-        let f: unsafe extern "C" fn(MapHandle, *const K) -> *const V =
-            unsafe { core::mem::transmute(MAP_LOOKUP_ELEM) };
+        let f: unsafe extern "C" fn(MapHandle, *const K) -> *const V = unsafe { core::mem::transmute(MAP_LOOKUP_ELEM) };
         let p = unsafe { f(self.def, key) };
         if p.is_null() { None } else { Some(unsafe { core::ptr::read_volatile(p) }) }
     }
@@ -146,8 +143,7 @@ impl<K: Copy + 'static, V: Copy + 'static> Map<K, V> {
     /// Removes `key` (arrays cannot remove: -EINVAL).
     #[inline(always)]
     pub fn remove(&self, key: &K) -> Result<()> {
-        let f: unsafe extern "C" fn(MapHandle, *const K) -> i64 =
-            unsafe { core::mem::transmute(MAP_DELETE_ELEM) };
+        let f: unsafe extern "C" fn(MapHandle, *const K) -> i64 = unsafe { core::mem::transmute(MAP_DELETE_ELEM) };
         match unsafe { f(self.def, key) } {
             0 => Ok(()),
             e => Err(Error(e as i32)),
@@ -179,8 +175,7 @@ pub fn repeat<F: FnMut(u32)>(n: u32, mut f: F) {
         f(index as u32);
         0
     }
-    let helper: unsafe extern "C" fn(u32, *const u8, *mut u8, u64) -> i64 =
-        unsafe { core::mem::transmute(LOOP) };
+    let helper: unsafe extern "C" fn(u32, *const u8, *mut u8, u64) -> i64 = unsafe { core::mem::transmute(LOOP) };
     let callback: extern "C" fn(u64, *mut u8) -> i64 = step::<F>;
     unsafe { helper(n.min(1 << 23), callback as *const u8, &mut f as *mut F as *mut u8, 0) };
 }

@@ -141,9 +141,8 @@ impl<K: Copy + 'static, V: Copy + 'static> Map<K, V> {
     #[inline(always)]
     pub fn get(&self, key: &K) -> Option<V> {
         let mut v = core::mem::MaybeUninit::<V>::uninit();
-        let r = unsafe {
-            bpf_map_lookup_elem(self.fd, key as *const K as *const c_void, v.as_mut_ptr() as *mut c_void)
-        };
+        let r =
+            unsafe { bpf_map_lookup_elem(self.fd, key as *const K as *const c_void, v.as_mut_ptr() as *mut c_void) };
         if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
     }
 

@@ -10,9 +10,8 @@ import { runSuite } from "./suite";
 const out = await runSuite({ outDir: process.env.BENCH_OUT || undefined });
 const failed = out.results.outcomes.filter((o) => o.status === "failed");
 const ran = out.results.outcomes.filter((o) => o.status === "ok").length;
-const pending = out.results.outcomes.filter((o) => o.status === "pending").length;
 process.stdout.write(
-  `bench: ${ran} scenario(s) measured, ${pending} pending, ${failed.length} failed\n` +
+  `bench: ${ran} scenario(s) measured, ${failed.length} failed\n` +
     `report: ${out.reportPath}\nraw:    ${out.jsonPath}\nplots:  ${out.plotPaths.join("\n        ")}\n`,
 );
 for (const f of failed) process.stderr.write(`bench: ${f.scenario.name} failed: ${f.reason}\n`);

@@ -1,6 +1,6 @@
 /**
- * Galette scenarios: the placeholders of scenarios.ts, registered again with a real `setup`
- * (see docs/benchmarks.md, "Galette scenarios"). cli.ts imports this module before the suite runs.
+ * Galette scenarios (see docs/benchmarks.md, "Galette scenarios"), registered beside the C
+ * baselines of scenarios.ts. cli.ts imports this module before the suite runs.
  *
  * Each setup builds the chain's NFs through nf-build (cached, in the runner: the first build
  * can take minutes and must not count against the DUT's start-up timeout), then starts
@@ -12,13 +12,14 @@
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { buildChain, loadChainOrThrow } from "@galette/installer";
+import { buildChain, loadChainOrThrow } from "@galette/nf-build";
 import {
   type DutContext,
-  galettePlaceholders,
+  EXPENSIVE_FRACTIONS,
   type RunningDut,
   registerScenario,
   type Scenario,
+  THREAD_COUNTS,
 } from "./scenarios";
 import { run } from "./testkit";
 
@@ -114,42 +115,113 @@ export async function startGaletteDut(dut: DutContext, o: GaletteDutOptions): Pr
 
 const expensiveMapSet = [u32u64MapSet("expensive", "config", 0, EXPENSIVE_ITERATIONS)];
 
-function galetteSetup(s: Scenario): Scenario["setup"] {
-  const { name } = s;
-  if (name === "galette/xdp-macswap") return (dut) => startGaletteDut(dut, { chain: CHAINS.macswap });
-  if (name === "galette/xdp-chain5") return (dut) => startGaletteDut(dut, { chain: CHAINS.chain5 });
-  if (name.startsWith("galette/upcall-macswap-"))
-    return (dut) =>
-      startGaletteDut(dut, {
-        chain: CHAINS.upcallMacswap,
-        workers: 1,
-        mode: s.workerMode === "poll" ? "busy-poll" : "blocking",
-      });
-  if (name.startsWith("galette/expensive-xdp-"))
-    return (dut) => startGaletteDut(dut, { chain: CHAINS.expensiveXdp, mapSets: expensiveMapSet });
-  if (name.startsWith("galette/expensive-upcall-") || name.startsWith("galette/threads-"))
-    return (dut) =>
-      startGaletteDut(dut, {
-        chain: CHAINS.expensiveUpcall,
-        workers: s.params?.threads ?? 1,
-        mode: s.workerMode === "irq" ? "blocking" : "busy-poll",
-        mapSets: expensiveMapSet,
-      });
-  throw new Error(`bench: no Galette setup for placeholder "${name}"`);
-}
+const startExpensiveUpcall = (dut: DutContext, workers: number) =>
+  startGaletteDut(dut, {
+    chain: CHAINS.expensiveUpcall,
+    workers,
+    mode: "busy-poll",
+    mapSets: expensiveMapSet,
+  });
 
-for (const s of galettePlaceholders) registerScenario({ ...s, pending: undefined, setup: galetteSetup(s) });
+export const galetteScenarios: Scenario[] = [
+  {
+    name: "galette/xdp-macswap",
+    title: "Galette macswap chain in XDP",
+    impl: "galette",
+    experiment: "macswap",
+    datapath: "xdp",
+    baseline: "baseline/xdp-macswap",
+    targets: [
+      { metric: "throughput", atLeast: 0.9 },
+      { metric: "p50", atMost: 1.2 },
+    ],
+    setup: (dut) => startGaletteDut(dut, { chain: CHAINS.macswap }),
+  },
+  ...(["poll", "irq"] as const).map(
+    (mode): Scenario => ({
+      name: `galette/upcall-macswap-${mode}`,
+      title: `Galette macswap upcalled to userland (${mode})`,
+      impl: "galette",
+      experiment: "macswap",
+      datapath: "afxdp",
+      workerMode: mode,
+      baseline: `baseline/afxdp-macswap-${mode}`,
+      targets: [{ metric: "throughput", atLeast: 0.9 }],
+      setup: (dut) =>
+        startGaletteDut(dut, {
+          chain: CHAINS.upcallMacswap,
+          workers: 1,
+          mode: mode === "poll" ? "busy-poll" : "blocking",
+        }),
+    }),
+  ),
+  // The upcall targets use bench/nfs/macswap-bare, the C baselines' exact work. The paper's
+  // macswap (nf-examples/macswap, Listing 2) also counts frames in a map, which costs two
+  // bpf() syscalls per frame in the userland build: shown beside it, without a target.
+  {
+    name: "galette/upcall-macswap-counting-irq",
+    title: "Galette nf-examples/macswap (per-frame map counter) upcalled (irq)",
+    impl: "galette",
+    experiment: "macswap",
+    datapath: "afxdp",
+    workerMode: "irq",
+    baseline: "baseline/afxdp-macswap-irq",
+    setup: (dut) =>
+      startGaletteDut(dut, { chain: CHAINS.upcallMacswapCounting, workers: 1, mode: "blocking" }),
+  },
+  {
+    name: "galette/xdp-chain5",
+    title: "Galette 5-NF chain in XDP",
+    impl: "galette",
+    experiment: "chain5",
+    datapath: "xdp",
+    baseline: "galette/xdp-macswap",
+    targets: [{ metric: "throughput", atLeast: 0.6 }],
+    setup: (dut) => startGaletteDut(dut, { chain: CHAINS.chain5 }),
+  },
+  ...EXPENSIVE_FRACTIONS.flatMap((P) => [
+    {
+      name: `galette/expensive-xdp-P${P}`,
+      title: `Galette expensive NF in XDP, P=${P}`,
+      impl: "galette" as const,
+      experiment: "expensive" as const,
+      datapath: "xdp" as const,
+      params: { P },
+      setup: (dut: DutContext) =>
+        startGaletteDut(dut, { chain: CHAINS.expensiveXdp, mapSets: expensiveMapSet }),
+    },
+    {
+      name: `galette/expensive-upcall-P${P}`,
+      title: `Galette expensive NF upcalled, P=${P}`,
+      impl: "galette" as const,
+      experiment: "expensive" as const,
+      datapath: "afxdp" as const,
+      workerMode: "poll" as const,
+      params: { P },
+      // at P = 0.5 upcalling gives normal traffic >= 5x the throughput and >= 10x lower p99
+      // than placing the expensive NF in XDP
+      targets:
+        P === 0.5
+          ? [
+              { metric: "throughput" as const, against: "galette/expensive-xdp-P0.5", atLeast: 5 },
+              { metric: "p99" as const, against: "galette/expensive-xdp-P0.5", atMost: 0.1 },
+            ]
+          : undefined,
+      setup: (dut: DutContext) => startExpensiveUpcall(dut, 1),
+    },
+  ]),
+  ...THREAD_COUNTS.map(
+    (threads): Scenario => ({
+      name: `galette/threads-${threads}`,
+      title: `Galette upcalled expensive NF, P=0.5, ${threads} userland thread(s)`,
+      impl: "galette",
+      experiment: "threads",
+      datapath: "afxdp",
+      workerMode: "poll",
+      params: { P: 0.5, threads },
+      setup: (dut) => startExpensiveUpcall(dut, threads),
+    }),
+  ),
+];
 
-// The upcall targets use bench/nfs/macswap-bare, the C baselines' exact work. The paper's
-// macswap (nf-examples/macswap, Listing 2) also counts frames in a map, which costs two
-// bpf() syscalls per frame in the userland build: shown beside it, without a target.
-registerScenario({
-  name: "galette/upcall-macswap-counting-irq",
-  title: "Galette nf-examples/macswap (per-frame map counter) upcalled (irq)",
-  impl: "galette",
-  experiment: "macswap",
-  datapath: "afxdp",
-  workerMode: "irq",
-  baseline: "baseline/afxdp-macswap-irq",
-  setup: (dut) => startGaletteDut(dut, { chain: CHAINS.upcallMacswapCounting, workers: 1, mode: "blocking" }),
-});
+for (const s of galetteScenarios) registerScenario(s);

@@ -4,7 +4,7 @@ import { Resvg } from "@resvg/resvg-js";
 import * as vega from "vega";
 import * as vl from "vega-lite";
 import { expensiveCell, latencyAt, referenceHistogram, throughputAt } from "./aggregate";
-import { NOT_IMPLEMENTED } from "./report";
+import { NOT_MEASURED } from "./report";
 import type { BenchResults } from "./runner";
 import { EXPENSIVE_FRACTIONS, THREAD_COUNTS } from "./scenarios";
 import { cdf } from "./stats";
@@ -208,7 +208,7 @@ export function buildPlots(results: BenchResults): Plot[] {
             color,
           },
         },
-        `${NOT_IMPLEMENTED} (Galette expensive-NF scenarios, P ∈ {${EXPENSIVE_FRACTIONS.join(", ")}})`,
+        `${NOT_MEASURED} (Galette expensive-NF scenarios, P ∈ {${EXPENSIVE_FRACTIONS.join(", ")}})`,
       ),
     },
     {
@@ -225,7 +225,7 @@ export function buildPlots(results: BenchResults): Plot[] {
             color,
           },
         },
-        `${NOT_IMPLEMENTED} (Galette expensive-NF scenarios)`,
+        `${NOT_MEASURED} (Galette expensive-NF scenarios)`,
       ),
     },
     {
@@ -242,7 +242,7 @@ export function buildPlots(results: BenchResults): Plot[] {
             color,
           },
         },
-        `${NOT_IMPLEMENTED} (Galette thread sweep)`,
+        `${NOT_MEASURED} (Galette thread sweep)`,
       ),
     },
   ];

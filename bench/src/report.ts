@@ -3,7 +3,7 @@ import type { BenchResults, ScenarioOutcome } from "./runner";
 import { type Target, THREAD_COUNTS } from "./scenarios";
 import { ratio, type Spread } from "./stats";
 
-export const NOT_IMPLEMENTED = "n/a — not yet implemented";
+export const NOT_MEASURED = "n/a — not measured";
 
 /** Plot files the report links to (relative to the report's directory). */
 export interface PlotRefs {
@@ -25,7 +25,6 @@ const rateLabel = (r: number): string =>
 
 /** A row's cells when the scenario did not produce numbers. */
 function unavailable(o: ScenarioOutcome): string | undefined {
-  if (o.status === "pending") return NOT_IMPLEMENTED;
   if (o.status === "failed") return `failed: ${(o.reason ?? "").split("\n")[0]!.slice(0, 120)}`;
   return undefined;
 }
@@ -169,7 +168,7 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
         const r =
           o.scenario.impl === "galette"
             ? na
-              ? NOT_IMPLEMENTED
+              ? NOT_MEASURED
               : fmt(
                   ratio(headline(results, o, "throughput"), base && headline(results, base, "throughput")),
                   2,
@@ -242,7 +241,7 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
           o.scenario.impl !== "galette"
             ? ""
             : na
-              ? NOT_IMPLEMENTED
+              ? NOT_MEASURED
               : fmt(ratio(headline(results, o, m), base && headline(results, base, m)), 2);
         return [
           o.scenario.title,
@@ -350,10 +349,10 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
         String(P),
         xn ?? mpps(xc?.normalPps),
         un ?? mpps(uc?.normalPps),
-        both ? fmt(ratio(uc.normalPps?.median, xc.normalPps?.median), 2) : NOT_IMPLEMENTED,
+        both ? fmt(ratio(uc.normalPps?.median, xc.normalPps?.median), 2) : NOT_MEASURED,
         xn ?? us(xc?.p99),
         un ?? us(uc?.p99),
-        both ? fmt(ratio(xc.p99?.median, uc.p99?.median), 2) : NOT_IMPLEMENTED,
+        both ? fmt(ratio(xc.p99?.median, uc.p99?.median), 2) : NOT_MEASURED,
       ]);
     }
   }
@@ -424,15 +423,13 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
   out.push(
     table(
       ["scenario", "status", "windows", "time (s)", "NAPI kthreads (gen / DUT)"],
-      results.outcomes
-        .filter((o) => o.status !== "pending")
-        .map((o) => [
-          o.scenario.name,
-          o.status,
-          String(o.runs.length),
-          fmt(o.durationS, 1),
-          o.napi ? `${o.napi.gen.join(",")} / ${o.napi.dut.join(",")}` : "–",
-        ]),
+      results.outcomes.map((o) => [
+        o.scenario.name,
+        o.status,
+        String(o.runs.length),
+        fmt(o.durationS, 1),
+        o.napi ? `${o.napi.gen.join(",")} / ${o.napi.dut.join(",")}` : "–",
+      ]),
     ),
   );
   out.push("");

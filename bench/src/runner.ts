@@ -34,8 +34,8 @@ export interface ScenarioMeta {
 
 export interface ScenarioOutcome {
   scenario: ScenarioMeta;
-  status: "ok" | "pending" | "failed";
-  /** pending: why it cannot run yet; failed: the error */
+  status: "ok" | "failed";
+  /** failed: the error */
   reason?: string;
   runs: RunRecord[];
   napi?: NapiPinning;
@@ -74,6 +74,8 @@ export const metaOf = (s: Scenario): ScenarioMeta => ({
   targets: s.targets,
   params: s.params,
 });
+
+const rateLabel = (rate: number) => (rate === 0 ? "saturation" : `${rate} frames/s`);
 
 /** The measurement windows a scenario gets under a plan, in order. */
 export function runsFor(
@@ -118,7 +120,7 @@ export async function runBench({ plan, tools, scenarios, log }: RunBenchOptions)
   // scenarios compared against by a runnable scenario's target get profiled with it
   const profiled = new Set<string>();
   for (const s of scenarios) {
-    if (s.pending || !s.targets?.length) continue;
+    if (!s.targets?.length) continue;
     profiled.add(s.name);
     for (const t of s.targets) {
       const against = t.against ?? s.baseline;
@@ -130,10 +132,6 @@ export async function runBench({ plan, tools, scenarios, log }: RunBenchOptions)
   for (const s of scenarios) {
     if (plan.only.length && !plan.only.some((o) => s.name.includes(o))) continue;
     if (s.experiment === "expensive" && !plan.expensiveFractions.includes(s.params?.P ?? 0)) continue;
-    if (s.pending) {
-      outcomes.push({ scenario: metaOf(s), status: "pending", reason: s.pending, runs: [] });
-      continue;
-    }
     const t0 = Date.now();
     const outcome: ScenarioOutcome = { scenario: metaOf(s), status: "ok", runs: [] };
     try {
@@ -204,6 +202,13 @@ async function runScenario(
       for (let rep = 0; rep < plan.repetitions; rep++) {
         const opts: GenOptions = genOptions(r, rep);
         const result = await runGen(tools, pair.nsA, pair.ifA, opts);
+        // Every scenario but calibration (whose DUT drops everything) bounces frames back: a
+        // window that got none back measured a DUT that forwards nothing, not a slow one.
+        if (s.experiment !== "calibration" && result.received === 0)
+          throw new Error(
+            `${r.kind} window (${r.size} B, ${rateLabel(r.rate)}, rep ${rep}) received no frames back ` +
+              `from the DUT (${result.sent} sent)`,
+          );
         log.info(
           {
             scenario: s.name,

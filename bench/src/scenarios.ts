@@ -61,23 +61,14 @@ export interface Scenario {
   targets?: Target[];
   /** expensive: fraction of expensive frames; threads: number of userland threads */
   params?: { P?: number; threads?: number };
-  /** set while the scenario cannot run yet; the report shows "n/a — <pending>" */
-  pending?: string;
   setup(dut: DutContext): Promise<RunningDut>;
 }
 
 const registry = new Map<string, Scenario>();
 
-/**
- * Add a scenario. A name may be registered again only to replace a pending placeholder
- * (that is how Galette scenarios plug in over the "not yet implemented" rows).
- */
+/** Add a scenario (the C baselines here, Galette's in galette.ts); names are unique. */
 export function registerScenario(s: Scenario): void {
-  const existing = registry.get(s.name);
-  if (existing && !existing.pending)
-    throw new Error(
-      `bench scenario "${s.name}" is already registered (only pending placeholders can be replaced)`,
-    );
+  if (registry.has(s.name)) throw new Error(`bench scenario "${s.name}" is already registered`);
   if (s.baseline && s.baseline === s.name) throw new Error(`bench scenario "${s.name}" is its own baseline`);
   registry.set(s.name, s);
 }
@@ -249,101 +240,10 @@ export const expensiveReferenceScenarios: Scenario[] = REFERENCE_EXPENSIVE_FRACT
   },
 ]);
 
-// ---- Galette scenarios: placeholders until the dataplane installer lands ----
-
-const NOT_YET = "not yet implemented (needs the Galette dataplane installer)";
-const pendingSetup = async (): Promise<RunningDut> => {
-  throw new Error(NOT_YET);
-};
-
 /** Fractions of expensive frames swept in Fig. 6–7. */
 export const EXPENSIVE_FRACTIONS = [0, 0.01, 0.05, 0.1, 0.25, 0.5, 1] as const;
 /** Userland thread counts swept in Fig. 8 (at P = 0.5). */
 export const THREAD_COUNTS = [1, 2, 4] as const;
 
-export const galettePlaceholders: Scenario[] = [
-  {
-    name: "galette/xdp-macswap",
-    title: "Galette macswap chain in XDP",
-    impl: "galette",
-    experiment: "macswap",
-    datapath: "xdp",
-    baseline: "baseline/xdp-macswap",
-    targets: [
-      { metric: "throughput", atLeast: 0.9 },
-      { metric: "p50", atMost: 1.2 },
-    ],
-    pending: NOT_YET,
-    setup: pendingSetup,
-  },
-  ...(["poll", "irq"] as const).map(
-    (mode): Scenario => ({
-      name: `galette/upcall-macswap-${mode}`,
-      title: `Galette macswap upcalled to userland (${mode})`,
-      impl: "galette",
-      experiment: "macswap",
-      datapath: "afxdp",
-      workerMode: mode,
-      baseline: `baseline/afxdp-macswap-${mode}`,
-      targets: [{ metric: "throughput", atLeast: 0.9 }],
-      pending: NOT_YET,
-      setup: pendingSetup,
-    }),
-  ),
-  {
-    name: "galette/xdp-chain5",
-    title: "Galette 5-NF chain in XDP",
-    impl: "galette",
-    experiment: "chain5",
-    datapath: "xdp",
-    baseline: "galette/xdp-macswap",
-    targets: [{ metric: "throughput", atLeast: 0.6 }],
-    pending: NOT_YET,
-    setup: pendingSetup,
-  },
-  ...EXPENSIVE_FRACTIONS.flatMap((P) =>
-    (["xdp", "afxdp"] as const).map(
-      (datapath): Scenario => ({
-        name: `galette/expensive-${datapath === "xdp" ? "xdp" : "upcall"}-P${P}`,
-        title: `Galette expensive NF ${datapath === "xdp" ? "in XDP" : "upcalled"}, P=${P}`,
-        impl: "galette",
-        experiment: "expensive",
-        datapath,
-        workerMode: datapath === "afxdp" ? "poll" : undefined,
-        params: { P },
-        // the issue's target: at P = 0.5 upcalling gives normal traffic >= 5x the throughput
-        // and >= 10x lower p99 than placing the expensive NF in XDP
-        targets:
-          datapath === "afxdp" && P === 0.5
-            ? [
-                { metric: "throughput", against: "galette/expensive-xdp-P0.5", atLeast: 5 },
-                { metric: "p99", against: "galette/expensive-xdp-P0.5", atMost: 0.1 },
-              ]
-            : undefined,
-        pending: NOT_YET,
-        setup: pendingSetup,
-      }),
-    ),
-  ),
-  ...THREAD_COUNTS.map(
-    (threads): Scenario => ({
-      name: `galette/threads-${threads}`,
-      title: `Galette upcalled expensive NF, P=0.5, ${threads} userland thread(s)`,
-      impl: "galette",
-      experiment: "threads",
-      datapath: "afxdp",
-      workerMode: "poll",
-      params: { P: 0.5, threads },
-      pending: NOT_YET,
-      setup: pendingSetup,
-    }),
-  ),
-];
-
-for (const s of [
-  calibrationScenario,
-  ...baselineScenarios,
-  ...expensiveReferenceScenarios,
-  ...galettePlaceholders,
-])
+for (const s of [calibrationScenario, ...baselineScenarios, ...expensiveReferenceScenarios])
   registerScenario(s);

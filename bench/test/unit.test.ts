@@ -1,13 +1,13 @@
 import { describe, expect, it } from "vitest";
+import { galetteScenarios } from "../src/galette";
 import { parseGenOutput } from "../src/gen";
 import { makePlan } from "../src/plan";
 import { buildPlots, renderPng } from "../src/plots";
-import { NOT_IMPLEMENTED, renderReport } from "../src/report";
+import { NOT_MEASURED, renderReport } from "../src/report";
 import { metaOf, runsFor } from "../src/runner";
 import {
   baselineScenarios,
   expensiveReferenceScenarios,
-  galettePlaceholders,
   registerScenario,
   scenario,
   scenarios,
@@ -91,7 +91,7 @@ describe("plan", () => {
 });
 
 describe("scenario registry", () => {
-  it("has the C baselines and a pending Galette placeholder for every paper experiment", () => {
+  it("has the C baselines and a Galette scenario for every paper experiment", () => {
     const names = scenarios().map((s) => s.name);
     expect(names).toContain("baseline/xdp-macswap");
     expect(names).toContain("baseline/afxdp-macswap-poll");
@@ -101,30 +101,21 @@ describe("scenario registry", () => {
       expect(scenarios().some((s) => s.impl === "galette" && s.experiment === e)).toBe(true);
     for (const s of scenarios()) if (s.baseline) expect(() => scenario(s.baseline!)).not.toThrow();
   });
-  it("refuses to replace a runnable scenario, names unknown ones", () => {
+  it("refuses to register a name twice, names unknown ones", () => {
     expect(() => registerScenario(baselineScenarios[0]!)).toThrow(/already registered/);
+    expect(() => registerScenario(galetteScenarios[0]!)).toThrow(/already registered/);
     expect(() => scenario("nope")).toThrow(/unknown bench scenario "nope"; known: .*baseline\/xdp-macswap/);
-  });
-  it("lets a Galette scenario replace its pending placeholder", async () => {
-    const placeholder = scenario("galette/xdp-chain5");
-    expect(placeholder.pending).toBeTruthy();
-    registerScenario({
-      ...placeholder,
-      pending: undefined,
-      setup: async () => ({ pids: [], teardown: async () => {} }),
-    });
-    expect(scenario("galette/xdp-chain5").pending).toBeUndefined();
   });
 });
 
 describe("report", () => {
   const xdp = baselineScenarios.find((s) => s.name === "baseline/xdp-macswap")!;
-  const galetteXdp = galettePlaceholders.find((s) => s.name === "galette/xdp-macswap")!;
-  it("shows n/a for Galette rows until they exist, and the baseline numbers", () => {
+  const galetteXdp = galetteScenarios.find((s) => s.name === "galette/xdp-macswap")!;
+  it("shows n/a for Galette rows that measured nothing, and the baseline numbers", () => {
     const md = renderReport(
       resultsOf([
         okOutcome(xdp, 1_000_000, 5, 20),
-        { scenario: metaOf(galetteXdp), status: "pending", reason: "later", runs: [] },
+        { scenario: metaOf(galetteXdp), status: "failed", reason: "later", runs: [] },
       ]),
       { "Latency CDF": "x/latency-cdf.png" },
     );
@@ -139,7 +130,7 @@ describe("report", () => {
     ])
       expect(md).toContain(heading);
     expect(md).toMatch(/\| XDP_TX macswap \(C\) +\| baseline +\| 1\.000 +\|/);
-    expect(md).toContain(NOT_IMPLEMENTED);
+    expect(md).toContain(NOT_MEASURED);
     expect(md).toContain("![Latency CDF](x/latency-cdf.png)");
   });
   it("computes Galette/baseline ratios and flags missed targets", () => {
@@ -180,16 +171,16 @@ describe("report", () => {
       resultsOf([
         expensiveOutcome(xdpP, 10_000, 1000),
         expensiveOutcome(upcallP, 100_000, 50),
-        ...galettePlaceholders
+        ...galetteScenarios
           .filter((s) => s.experiment === "expensive" && s.params?.P === 0.5)
-          .map((s) => ({ scenario: metaOf(s), status: "pending" as const, reason: "later", runs: [] })),
+          .map((s) => ({ scenario: metaOf(s), status: "failed" as const, reason: "later", runs: [] })),
       ]),
       {},
     );
     expect(md.replace(/ +/g, " ")).toContain(
       "| hand-written C | 0.5 | 0.010 | 0.100 | 10.00 | 1000.0 | 50.0 | 20.00 |",
     );
-    expect(md).toMatch(/\| Galette +\| 0\.5 +\| n\/a — not yet implemented/);
+    expect(md).toMatch(/\| Galette +\| 0\.5 +\| failed: later +\| failed: later +\| n\/a — not measured/);
   });
   it("reports a failed scenario with its error instead of numbers", () => {
     const md = renderReport(

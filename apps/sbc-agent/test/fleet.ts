@@ -61,7 +61,8 @@ export class ControllerProcess {
     readonly logFile: string,
   ) {}
 
-  async start(): Promise<void> {
+  /** `env`: extra environment for this run (e.g. GALETTE_FAULT_PAUSE). */
+  async start(env: NodeJS.ProcessEnv = {}): Promise<void> {
     // `galette controller serve` writes controller.json (its URL) once it listens.
     const info = path.join(this.dataDir, "controller.json");
     rmSync(info, { force: true });
@@ -81,7 +82,7 @@ export class ControllerProcess {
       {
         stdio: ["ignore", "pipe", "pipe"],
         // eBPF and this CPU only: other triples would only slow the tests down
-        env: { ...process.env, GALETTE_LOG_LEVEL: "info", GALETTE_NF_TARGETS: `bpf,${hostTarget()}` },
+        env: { ...process.env, GALETTE_LOG_LEVEL: "info", GALETTE_NF_TARGETS: `bpf,${hostTarget()}`, ...env },
       },
     );
     this.child = child;

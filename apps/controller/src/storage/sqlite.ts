@@ -10,6 +10,7 @@ import type {
   SelectorRule,
 } from "@galette/protocol";
 import Database from "better-sqlite3";
+import { faultPoint } from "./fault-point";
 import type {
   ChainGraph,
   ChainVersionRecord,
@@ -362,6 +363,7 @@ class SqliteRepository implements Repository {
           JSON.stringify(chain.warnings),
           chain.createdAt,
         );
+      faultPoint("chain-push"); // tests: SIGKILL lands here, before the commit
       return version;
     });
   }

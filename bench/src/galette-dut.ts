@@ -21,25 +21,12 @@ import {
   Dataplane,
   type InterfaceTarget,
   loadChainOrThrow,
+  parseMapSet,
   planInstallation,
 } from "@galette/installer";
-import { pino } from "pino";
+import { createLogger } from "@galette/log";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
-
-interface MapSet {
-  nf: string;
-  map: string;
-  key: Buffer;
-  value: Buffer;
-}
-
-/** `NF.MAP=KEYHEX:VALUEHEX` */
-function parseMapSet(spec: string): MapSet {
-  const m = /^([^.=]+)\.([^=]+)=((?:[0-9a-fA-F]{2})+):((?:[0-9a-fA-F]{2})+)$/.exec(spec);
-  if (!m) throw new Error(`--map-set "${spec}": expected NF.MAP=KEYHEX:VALUEHEX (whole bytes of hex)`);
-  return { nf: m[1]!, map: m[2]!, key: Buffer.from(m[3]!, "hex"), value: Buffer.from(m[4]!, "hex") };
-}
 
 async function main(): Promise<void> {
   // the task name perf profiles filter on (profile.ts): "node" would also match the runner
@@ -64,7 +51,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(count) || count < 1)
     throw new Error(`galette-dut: --workers must be a positive integer, got "${values.workers}"`);
   const mapSets = values["map-set"].map(parseMapSet);
-  const log = pino({ name: "galette-dut", level: process.env.LOG_LEVEL ?? "warn" }, pino.destination(2));
+  const log = createLogger("galette-dut", { level: process.env.GALETTE_LOG_LEVEL ?? "warn" });
 
   const target: InterfaceTarget = { iface: values.iface, ...(values.netns ? { netns: values.netns } : {}) };
   const ownStateDir = values["state-dir"] ? undefined : mkdtempSync(join(tmpdir(), "galette-bench-state-"));

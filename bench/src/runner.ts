@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism, cpus, release } from "node:os";
-import type { Logger } from "pino";
+import type { Logger } from "@galette/log";
 import { spawnInNs } from "./dut";
 import { type GenOptions, type GenResult, runGen } from "./gen";
 import type { BenchPlan } from "./plan";

@@ -1,4 +1,4 @@
-import type { Logger } from "pino";
+import type { Logger } from "@galette/log";
 import type { DutProcess } from "./dut";
 import { run } from "./testkit";
 import type { BenchTools } from "./tools";

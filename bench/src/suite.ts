@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Logger, pino } from "pino";
+import { createLogger, type Logger } from "@galette/log";
 import { makePlan } from "./plan";
 import { writePlots } from "./plots";
 import { renderReport } from "./report";
@@ -29,8 +29,7 @@ export interface SuiteOutput {
 /** Build the tools, run every scenario, write <date>.md, <date>.json and <date>/*.png. */
 export async function runSuite(opts: SuiteOptions = {}): Promise<SuiteOutput> {
   const plan = makePlan(opts.env ?? process.env);
-  const log =
-    opts.log ?? pino({ name: "bench", level: process.env.LOG_LEVEL ?? "info" }, pino.destination(2));
+  const log = opts.log ?? createLogger("bench");
   const outDir = opts.outDir ?? (plan.quick ? join(resultsDir, "tmp") : resultsDir);
   const tools = await buildTools();
   log.info({ tools: tools.dir, quick: plan.quick }, "bench tools ready");

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command } from "commander";
+import pkg from "../package.json" with { type: "json" };
 import { registerChainCommands } from "./commands/chain";
 import { registerControllerCommands } from "./commands/controller";
 import { registerDataplaneCommands } from "./commands/dataplane";
@@ -10,6 +11,7 @@ import { crateInterfaceResolver } from "./nf-interfaces";
 // Each command group lives in its own module under commands/ and registers itself here.
 const program = new Command("galette")
   .description("Galette: chains of XDP/AF_XDP network functions on small Linux devices")
+  .version(pkg.version)
   .showHelpAfterError()
   .configureHelp({ sortSubcommands: true });
 

@@ -7,11 +7,13 @@
 import { Dataplane } from "@galette/installer";
 import { createLogger } from "@galette/log";
 import { Command } from "commander";
+import pkg from "../package.json" with { type: "json" };
 import { GaletteAgent } from "./agent";
 import { loadAgentConfig } from "./config";
 
 const program = new Command("galette-agent")
   .description("Keeps this device's assigned Galette chain installed")
+  .version(pkg.version)
   .requiredOption("-c, --config <file>", "agent config (agent.json of the device bundle)")
   .option("--uninstall", "remove the installed chain from the interface, then exit (stop the agent first)")
   .showHelpAfterError();

@@ -1,3 +1,2 @@
-export * from "./artifacts";
 export * from "./kernel";
 export * from "./spec";

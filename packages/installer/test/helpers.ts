@@ -3,11 +3,11 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseChain } from "@galette/chain";
+import { type BuiltChain, buildChain, loadChainOrThrow } from "@galette/nf-build";
 import { attachXdpPass, createVethPair, ipv4Bytes, run, type VethPair } from "@galette/testkit";
 import { abiHeaderDir } from "@galette/xdp-native";
 import pino from "pino";
 import { afterAll, beforeAll } from "vitest";
-import { type BuiltChain, buildChain, loadChainOrThrow } from "../src/artifacts";
 import { type Dataplane, type DataplaneOptions, Dataplane as DP } from "../src/kernel";
 import { type InterfaceTarget, planInstallation } from "../src/spec";
 

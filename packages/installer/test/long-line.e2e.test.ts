@@ -1,6 +1,6 @@
+import type { BuiltChain } from "@galette/nf-build";
 import { describeKernel, exchangeFrames, inetChecksum, udpFrame, type VethPair } from "@galette/testkit";
 import { beforeAll, expect, it } from "vitest";
-import type { BuiltChain } from "../src/artifacts";
 import { builtChainFile, install, vethFixture } from "./helpers";
 
 describeKernel("installer: chains/long-line.toml (40 NFs: XDP to the tail-call limit, then userland)", () => {

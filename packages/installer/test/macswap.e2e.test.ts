@@ -1,8 +1,8 @@
 import { existsSync } from "node:fs";
+import type { BuiltChain } from "@galette/nf-build";
 import { describeKernel, exchangeFrames, udpFrame, type VethPair } from "@galette/testkit";
 import { queryXdp } from "@galette/xdp-native";
 import { beforeAll, expect, it } from "vitest";
-import type { BuiltChain } from "../src/artifacts";
 import { Dataplane, readRecord } from "../src/kernel";
 import { builtChainFile, install, macOf, quietLogger, vethFixture } from "./helpers";
 

@@ -2,6 +2,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { planChain } from "@galette/chain";
+import type { BuiltChain } from "@galette/nf-build";
 import {
   attachXdpPass,
   createVethPair,
@@ -11,7 +12,6 @@ import {
   type VethPair,
 } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import type { BuiltChain } from "../src/artifacts";
 import { Dataplane, readRecord } from "../src/kernel";
 import {
   builtChainFile,

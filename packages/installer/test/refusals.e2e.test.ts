@@ -1,26 +1,11 @@
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { attachXdpPass, createVethPair, describeKernel, type VethPair } from "@galette/testkit";
 import { detachXdp, queryXdp } from "@galette/xdp-native";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseMapSet } from "../../../apps/controller/src/commands/dataplane";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import type { BuiltChain } from "../src/artifacts";
 import { Dataplane, readRecord, recordPath } from "../src/kernel";
 import { devicePins } from "../src/spec";
 import { builtChainFile, compileTestBpf, install, quietLogger, stateDir } from "./helpers";
-
-describe("galette dataplane --map-set parsing", () => {
-  it("parses NF.MAP=KEYHEX:VALUEHEX", () => {
-    expect(parseMapSet("access-control.allow_list=200000000a000001:00000000")).toEqual({
-      nf: "access-control",
-      map: "allow_list",
-      key: Buffer.from("200000000a000001", "hex"),
-      value: Buffer.alloc(4),
-    });
-  });
-  it.each(["allow_list=00:00", "a.b=0:00", "a.b=00", "a.b=zz:00", "a.b=:00"])("refuses %s", (spec) => {
-    expect(() => parseMapSet(spec)).toThrow(`--map-set "${spec}": expected NF.MAP=KEYHEX:VALUEHEX`);
-  });
-});
 
 describeKernel("installer: refusals leave the interface as it was", () => {
   let veth: VethPair;

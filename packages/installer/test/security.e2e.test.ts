@@ -1,6 +1,6 @@
+import type { BuiltChain } from "@galette/nf-build";
 import { describeKernel, exchangeFrames, udpFrame, type VethPair } from "@galette/testkit";
 import { beforeAll, expect, it } from "vitest";
-import type { BuiltChain } from "../src/artifacts";
 import { builtChainFile, install, lpmKeyV4, vethFixture } from "./helpers";
 
 describeKernel("installer: chains/security.toml (XDP + AF_XDP userland DPI)", () => {

@@ -1,3 +1,4 @@
+import type { BuiltChain } from "@galette/nf-build";
 import {
   attachXdpPass,
   createVethPair,
@@ -7,7 +8,6 @@ import {
   type VethPair,
 } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import type { BuiltChain } from "../src/artifacts";
 import { Dataplane } from "../src/kernel";
 import { RX_INSTANCE } from "../src/spec";
 import { builtChainFile, builtChainText, install, lpmKeyV4, stateDir } from "./helpers";

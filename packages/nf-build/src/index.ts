@@ -5,3 +5,4 @@ export * from "./glue";
 export * from "./interfaces";
 export * from "./toolchain";
 export * from "./types";
+export * from "./chain-build";

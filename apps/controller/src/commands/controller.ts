@@ -8,6 +8,7 @@ import { DataDir, deviceSummary } from "../control";
 import { nfBuilderForServe } from "../nf-builder";
 import { loadOperatorConfig, OperatorClient } from "../operator-client";
 import { startController } from "../server";
+import { onShutdown } from "../signals";
 
 const out = (text: string) => process.stdout.write(`${text}\n`);
 
@@ -87,11 +88,12 @@ export function registerControllerCommands(program: Command): void {
     .option("--public-url <url>", "controller URL written into device bundles (default: the listen address)")
     .action(async (flags: { data: string; listen: string; publicUrl?: string }) => {
       const { host, port } = parseListen(flags.listen);
+      const log = createLogger("galette-controller");
       const running = await startController({
         dataDir: flags.data,
         host,
         port,
-        logger: createLogger("galette-controller"),
+        logger: log,
         ...(flags.publicUrl ? { publicUrl: flags.publicUrl } : {}),
         nfBuilder: nfBuilderForServe(),
       });
@@ -100,11 +102,16 @@ export function registerControllerCommands(program: Command): void {
         `${JSON.stringify({ url: flags.publicUrl ?? running.url }, null, 2)}\n`,
       );
       await new Promise<void>((done) => {
-        const stop = () => {
-          running.close().then(done, done);
-        };
-        process.once("SIGINT", stop);
-        process.once("SIGTERM", stop);
+        const shutdown = onShutdown((why) => {
+          log.info({ why }, "stopping: closing connections and the database");
+          running
+            .close()
+            .catch((err: unknown) => log.error({ err }, "closing the controller failed"))
+            .finally(() => {
+              shutdown.dispose();
+              done();
+            });
+        });
       });
     });
 

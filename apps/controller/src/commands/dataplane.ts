@@ -10,6 +10,7 @@ import {
   type InterfaceTarget,
   loadChainOrThrow,
   type NfCounters,
+  parseMapSet,
   planInstallation,
   readRecord,
 } from "@galette/installer";
@@ -36,14 +37,6 @@ function positiveInt(name: string, raw: string): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
   return n;
-}
-
-/** `NF.MAP=KEYHEX:VALUEHEX` */
-export function parseMapSet(spec: string): { nf: string; map: string; key: Buffer; value: Buffer } {
-  const m = /^([^.=]+)\.([^=]+)=([0-9a-fA-F]*):([0-9a-fA-F]*)$/.exec(spec);
-  if (!m || m[3]!.length % 2 || m[4]!.length % 2 || !m[3] || !m[4])
-    throw new Error(`--map-set "${spec}": expected NF.MAP=KEYHEX:VALUEHEX (even numbers of hex digits)`);
-  return { nf: m[1]!, map: m[2]!, key: Buffer.from(m[3]!, "hex"), value: Buffer.from(m[4]!, "hex") };
 }
 
 export function formatCounters(

@@ -1,6 +1,13 @@
 import { randomBytes } from "node:crypto";
+import { existsSync, writeFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
-import { type ControllerPki, issueDeviceCert, loadPkiDir, normaliseSerial } from "@galette/pki";
+import {
+  type ControllerPki,
+  checkDataDirPermissions,
+  issueDeviceCert,
+  loadPkiDir,
+  normaliseSerial,
+} from "@galette/pki";
 import {
   type AssignedNf,
   type CpuTriple,
@@ -15,7 +22,7 @@ import {
 } from "@galette/protocol";
 import { ArtifactStore, sha256Hex } from "./storage/artifacts";
 import type { DeviceRecord, Repository } from "./storage/repository";
-import { openSqliteRepository } from "./storage/sqlite";
+import { DATABASE_FILE, openSqliteRepository } from "./storage/sqlite";
 
 /** A 4xx the server turns into an ErrorResponse; `message` names the problem. */
 export class RequestError extends Error {
@@ -34,9 +41,19 @@ export function hashToken(token: string): string {
   return sha256Hex(token);
 }
 
+/** The database and its SQLite side files: secrets (token hashes, device records), 0600. */
+const DATABASE_FILES = [
+  DATABASE_FILE,
+  `${DATABASE_FILE}-wal`,
+  `${DATABASE_FILE}-shm`,
+  `${DATABASE_FILE}-journal`,
+];
+
 /**
- * A controller data directory: CA + server cert, SQLite, artifacts. Both the server and
- * the CLI's `--data DIR` mode go through this, so both apply the same rules.
+ * A controller data directory: issuing CA + server cert (never the root key), SQLite,
+ * artifacts. Both the server and the CLI's `--data DIR` mode go through this, so both
+ * apply the same rules, starting with the permission check: DIR 0700, keys and database
+ * 0600, or refuse with the chmod that fixes it.
  */
 export class DataDir {
   readonly dir: string;
@@ -46,7 +63,15 @@ export class DataDir {
 
   private constructor(dir: string) {
     this.dir = isAbsolute(dir) ? dir : resolve(dir);
+    if (!existsSync(this.dir)) {
+      throw new Error(`${this.dir} does not exist: run \`galette pki init --data ${this.dir}\` first`);
+    }
+    checkDataDirPermissions(this.dir, DATABASE_FILES);
     this.pki = loadPkiDir(this.dir);
+    // SQLite creates the database with the umask's mode (and its -wal/-shm with the
+    // database's): create it 0600 first.
+    const database = join(this.dir, DATABASE_FILE);
+    if (!existsSync(database)) writeFileSync(database, "", { mode: 0o600, flag: "wx" });
     this.repo = openSqliteRepository(this.dir);
     this.artifacts = new ArtifactStore(this.dir);
   }
@@ -86,7 +111,7 @@ export class DataDir {
         `device ${name} is already enrolled (serial ${existing.serial}); revoke it first`,
       );
     }
-    const issued = issueDeviceCert(this.pki.ca, name, validityDays ? { validityDays } : {});
+    const issued = issueDeviceCert(this.pki.issuer, name, validityDays ? { validityDays } : {});
     const serial = normaliseSerial(issued.serial);
     this.repo.insertDevice({
       name,
@@ -102,7 +127,8 @@ export class DataDir {
       notAfter: issued.notAfter.toISOString(),
       certPem: issued.certPem,
       keyPem: issued.keyPem,
-      caPem: this.pki.ca.certPem,
+      // the root: what the device verifies the server with (devices never see the issuer)
+      caPem: this.pki.rootCertPem,
       controllerUrl,
     };
   }

@@ -1,7 +1,7 @@
 import type { TLSSocket } from "node:tls";
 import fastifyWebsocket from "@fastify/websocket";
 import { createLogger } from "@galette/log";
-import { normaliseSerial } from "@galette/pki";
+import { isIssuedCertificate, normaliseSerial } from "@galette/pki";
 import {
   AssignChainRequest,
   AssignmentQuery,
@@ -104,7 +104,8 @@ export async function startController(options: ControllerOptions): Promise<Runni
     https: {
       key: data.pki.server.keyPem,
       cert: data.pki.server.certPem,
-      ca: [data.pki.ca.certPem],
+      // root + every accepted issuing CA; client certificates chain leaf → issuer → root
+      ca: data.pki.clientCaPems,
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: "TLSv1.2",
@@ -183,6 +184,12 @@ export async function startController(options: ControllerOptions): Promise<Runni
       );
     }
     if (device.revokedAt) return refuseDevice(request, 403, `device ${cn} is revoked`, { cn, serial });
+    if (!isIssuedCertificate(peer.raw, device.certPem)) {
+      return refuseDevice(request, 403, `certificate of device ${cn} is not the one issued to it`, {
+        cn,
+        serial,
+      });
+    }
     return device;
   };
 

@@ -162,14 +162,14 @@ describe("device API over mTLS", () => {
 
     // Signed by our CA but never enrolled (e.g. a key leaked from a bundle that was re-issued).
     const data = DataDir.open(h.dir);
-    const unenrolled = issueDeviceCert(data.pki.ca, "pi-9");
-    const expired = issueDeviceCert(data.pki.ca, "pi-1", {
+    const unenrolled = issueDeviceCert(data.pki.issuer, "pi-9");
+    const expired = issueDeviceCert(data.pki.issuer, "pi-1", {
       validity: {
         notBefore: new Date(Date.now() - 10 * 86_400_000),
         notAfter: new Date(Date.now() - 86_400_000),
       },
     });
-    const secondPi1 = issueDeviceCert(data.pki.ca, "pi-1");
+    const secondPi1 = issueDeviceCert(data.pki.issuer, "pi-1");
     data.close();
     expect((await h.call("/v1/device/assignment", { client: unenrolled })).status).toBe(403);
     const expiredRes = await h.call("/v1/device/assignment", { client: expired });

@@ -16,15 +16,9 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import {
-  buildChain,
-  Dataplane,
-  type InterfaceTarget,
-  loadChainOrThrow,
-  parseMapSet,
-  planInstallation,
-} from "@galette/installer";
+import { Dataplane, type InterfaceTarget, parseMapSet, planInstallation } from "@galette/installer";
 import { createLogger } from "@galette/log";
+import { buildChain, loadChainOrThrow } from "@galette/nf-build";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 

@@ -1,2 +1,3 @@
 export * from "./kernel";
+export * from "./map-set";
 export * from "./spec";

@@ -1,8 +1,8 @@
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import type { BuiltChain } from "@galette/nf-build";
 import { attachXdpPass, createVethPair, describeKernel, type VethPair } from "@galette/testkit";
 import { detachXdp, queryXdp } from "@galette/xdp-native";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import type { BuiltChain } from "../src/artifacts";
 import { Dataplane, readRecord, recordPath } from "../src/kernel";
 import { devicePins } from "../src/spec";
 import { builtChainFile, compileTestBpf, install, quietLogger, stateDir } from "./helpers";

@@ -4,18 +4,18 @@
  * then uninstalls), and remove an installation (also after a crash).
  */
 import {
-  buildChain,
   Dataplane,
   DEFAULT_STATE_DIR,
   type InterfaceTarget,
-  loadChainOrThrow,
   type NfCounters,
   parseMapSet,
   planInstallation,
   readRecord,
 } from "@galette/installer";
 import { createLogger } from "@galette/log";
+import { buildChain, loadChainOrThrow } from "@galette/nf-build";
 import type { Command } from "commander";
+import { onShutdown, type Shutdown } from "../signals";
 
 interface UpFlags {
   iface: string;
@@ -71,47 +71,72 @@ async function up(chainFile: string, flags: UpFlags): Promise<void> {
   const durationMs = flags.duration ? positiveInt("--duration", flags.duration) * 1000 : undefined;
   const mapSets = (flags.mapSet ?? []).map(parseMapSet);
 
-  const chain = await loadChainOrThrow(chainFile);
-  log.info({ chain: chain.name, nfs: chain.functions.length }, "building NFs");
-  const built = await buildChain(chain);
-  const options = { stateDir: flags.stateDir, workers, skb: flags.skb === true, logger: log };
-  let dp: Dataplane;
-  if (readRecord(target, flags.stateDir)) {
-    // A crashed `up` left its chain forwarding: take it over, then move it to this chain.
-    dp = await Dataplane.adopt(target, options);
-    await dp.reconfigure(dp.replan(built.plan, built.artifacts));
-  } else {
-    dp = await Dataplane.install(planInstallation(built.plan, built.artifacts, target), options);
-  }
+  // From here on a signal stops the command cleanly: before anything is installed it just
+  // exits; during the installation it uninstalls once the installation is complete.
+  let wake: (() => void) | undefined;
+  let installing = false;
+  const shutdown = onShutdown((why) => {
+    if (!installing) {
+      log.info({ why }, "stopped before installing anything");
+      process.exit(why === "SIGINT" ? 130 : 143);
+    }
+    wake?.();
+  });
   try {
-    for (const s of mapSets) dp.nfMap(s.nf, s.map).update(s.key, s.value);
-  } catch (err) {
-    dp.uninstall();
-    throw err;
+    const chain = await loadChainOrThrow(chainFile);
+    log.info({ chain: chain.name, nfs: chain.functions.length }, "building NFs");
+    const built = await buildChain(chain);
+    const options = { stateDir: flags.stateDir, workers, skb: flags.skb === true, logger: log };
+    installing = true;
+    let dp: Dataplane;
+    if (readRecord(target, flags.stateDir)) {
+      // A crashed `up` left its chain forwarding: take it over, then move it to this chain.
+      dp = await Dataplane.adopt(target, options);
+      await dp.reconfigure(dp.replan(built.plan, built.artifacts));
+    } else {
+      dp = await Dataplane.install(planInstallation(built.plan, built.artifacts, target), options);
+    }
+    try {
+      for (const s of mapSets) dp.nfMap(s.nf, s.map).update(s.key, s.value);
+      await runUntilStopped(dp, flags.iface, intervalMs, durationMs, shutdown, (w) => {
+        wake = w;
+      });
+    } finally {
+      dp.uninstall();
+      log.info({ iface: flags.iface }, "chain uninstalled");
+    }
+  } finally {
+    shutdown.dispose();
   }
+}
 
+/** Prints counters every interval until a signal (or the duration) says stop. */
+async function runUntilStopped(
+  dp: Dataplane,
+  iface: string,
+  intervalMs: number,
+  durationMs: number | undefined,
+  shutdown: Shutdown,
+  setWake: (wake: () => void) => void,
+): Promise<void> {
+  const print = () => {
+    const ws = dp.workerStats();
+    const w = ws ? `workers rx=${ws.totals.rx} tx=${ws.totals.tx} dropped=${ws.totals.dropped}` : undefined;
+    process.stdout.write(`${formatCounters(dp.spec.chain, iface, dp.counters(), w)}\n`);
+  };
   await new Promise<void>((resolve) => {
-    const print = () => {
-      const ws = dp.workerStats();
-      const w = ws ? `workers rx=${ws.totals.rx} tx=${ws.totals.tx} dropped=${ws.totals.dropped}` : undefined;
-      process.stdout.write(`${formatCounters(dp.spec.chain, flags.iface, dp.counters(), w)}\n`);
-    };
     const timer = setInterval(print, intervalMs);
-    const stop = (why: string) => {
+    const duration = durationMs ? setTimeout(() => done("duration elapsed"), durationMs) : undefined;
+    const done = (why: string) => {
       clearInterval(timer);
-      process.off("SIGINT", onInt);
-      process.off("SIGTERM", onTerm);
+      if (duration) clearTimeout(duration);
       print();
-      log.info({ why }, "stopping");
+      logger().info({ why }, "stopping");
       resolve();
     };
-    const onInt = () => stop("SIGINT");
-    const onTerm = () => stop("SIGTERM");
-    process.on("SIGINT", onInt);
-    process.on("SIGTERM", onTerm);
-    if (durationMs) setTimeout(() => stop("duration elapsed"), durationMs).unref();
+    if (shutdown.requested) done(shutdown.requested);
+    else setWake(() => done(shutdown.requested ?? "signal"));
   });
-  dp.uninstall();
 }
 
 export function registerDataplaneCommands(program: Command): void {

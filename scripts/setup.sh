@@ -16,6 +16,7 @@ APT_PACKAGES=(
   libbpf-dev libxdp-dev xdp-tools bpftool iproute2 util-linux
   gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf gcc-riscv64-linux-gnu qemu-user
   python3 make g++ pkg-config iputils-ping
+  bubblewrap
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,11 +1,18 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { join, posix } from "node:path";
+import { existsSync, mkdirSync, readdirSync, renameSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import type { NfInterface } from "@galette/chain";
-import { analyzeNf, type NfAnalysis, NfAnalysisError, nfInterfaceFromAnalysis } from "@galette/nf-build";
+import {
+  analyzeUntrustedNf,
+  type NfAnalysis,
+  NfAnalysisError,
+  nfInterfaceFromAnalysis,
+  truncateMessage,
+} from "@galette/nf-build";
 import type { ArtifactMeta, CpuTriple, PublishNfResponse } from "@galette/protocol";
-import { extract, list } from "tar";
 import { type DataDir, RequestError } from "./control";
+import { CrateArchiveError, unpackCrateArchive } from "./crate-archive";
 
 export const DEFAULT_MAX_NF_ARCHIVE_BYTES = 8 * 1024 * 1024;
 /** Uncompressed total: a gzip bomb stops here. */
@@ -34,48 +41,6 @@ export interface NfBuildOutput {
  */
 export type NfBuilder = (input: NfBuildInput) => Promise<NfBuildOutput>;
 
-/**
- * Checks every entry of a tar (optionally gzipped) before anything is written: regular
- * files and directories only, relative paths without `..`, bounded count and size.
- * node-tar would silently strip such paths; we refuse the whole archive instead.
- */
-export function checkCrateArchive(archivePath: string): { entries: number; bytes: number } {
-  const problems: string[] = [];
-  let entries = 0;
-  let bytes = 0;
-  list({
-    file: archivePath,
-    sync: true,
-    strict: true,
-    onReadEntry: (entry) => {
-      entries++;
-      const path = entry.path;
-      if (entry.type !== "File" && entry.type !== "OldFile" && entry.type !== "Directory") {
-        const kind =
-          entry.type === "SymbolicLink"
-            ? "a symbolic link"
-            : entry.type === "Link"
-              ? "a hard link"
-              : `a ${entry.type}`;
-        problems.push(`${path}: is ${kind}; only regular files and directories are accepted`);
-      }
-      if (path.startsWith("/") || /^[a-zA-Z]:/.test(path)) problems.push(`${path}: absolute path`);
-      if (posix.normalize(path).split("/").includes("..") || path.split(/[\\/]/).includes("..")) {
-        problems.push(`${path}: path escapes the archive ('..')`);
-      }
-      bytes += entry.size ?? 0;
-      entry.resume();
-    },
-  });
-  if (entries === 0) problems.push("the archive is empty (or not a tar)");
-  if (entries > MAX_NF_ARCHIVE_ENTRIES)
-    problems.push(`the archive has ${entries} entries (limit ${MAX_NF_ARCHIVE_ENTRIES})`);
-  if (bytes > MAX_NF_UNPACKED_BYTES)
-    problems.push(`the archive unpacks to ${bytes} bytes (limit ${MAX_NF_UNPACKED_BYTES})`);
-  if (problems.length > 0) throw new RequestError(400, `NF archive rejected: ${problems[0]}`, problems);
-  return { entries, bytes };
-}
-
 /** Cargo.toml at the archive root, or under its single top-level directory. */
 function findCrateRoot(dir: string): string {
   if (existsSync(join(dir, "Cargo.toml"))) return dir;
@@ -101,26 +66,31 @@ export async function publishNf(
 ): Promise<PublishNfResponse> {
   const staging = join(data.nfSourceRoot, `.staging-${randomBytes(8).toString("hex")}`);
   mkdirSync(staging, { recursive: true, mode: 0o700 });
+  const unpacked = join(staging, "crate");
+  // paths in messages for the uploader: inside the crate, never the controller's
+  const hidePaths = (text: string) => text.replaceAll(`${unpacked}/`, "");
   try {
-    const archivePath = join(staging, "upload.tar");
-    writeFileSync(archivePath, archive, { mode: 0o600 });
-    try {
-      checkCrateArchive(archivePath);
-    } catch (err) {
-      if (err instanceof RequestError) throw err;
-      throw new RequestError(400, `NF archive rejected: not a readable tar: ${(err as Error).message}`);
-    }
-    const unpacked = join(staging, "crate");
     mkdirSync(unpacked);
-    extract({ file: archivePath, cwd: unpacked, sync: true, strict: true, preserveOwner: false });
+    try {
+      await unpackCrateArchive(archive, unpacked, {
+        maxBytes: MAX_NF_UNPACKED_BYTES,
+        maxEntries: MAX_NF_ARCHIVE_ENTRIES,
+      });
+    } catch (err) {
+      if (err instanceof CrateArchiveError)
+        throw new RequestError(400, `NF archive rejected: ${err.problems[0]}`, err.problems);
+      throw err;
+    }
     const crateDir = findCrateRoot(unpacked);
 
     let analysis: NfAnalysis;
     try {
-      analysis = await analyzeNf(crateDir);
+      // the manifest's rules for uploads (NF name, [lib] path inside the crate, no build
+      // script) and the nf crate's types from Galette's own copy, never a path it names
+      analysis = await analyzeUntrustedNf(crateDir);
     } catch (err) {
       if (err instanceof NfAnalysisError) {
-        const lines = err.message.split("\n").map((line) => line.replaceAll(`${unpacked}/`, ""));
+        const lines = err.message.split("\n").map(hidePaths);
         throw new RequestError(400, `NF crate rejected: ${lines[0]}`, lines);
       }
       throw err;
@@ -153,7 +123,10 @@ export async function publishNf(
           sourceDigest: source.digest,
         });
       } catch (err) {
-        throw new RequestError(422, `NF ${analysis.name} failed to build: ${(err as Error).message}`);
+        throw new RequestError(
+          422,
+          `NF ${analysis.name} failed to build: ${truncateMessage(hidePaths((err as Error).message).replaceAll(crateDir, analysis.name))}`,
+        );
       }
       build = "built";
       buildMessage = undefined;
@@ -202,6 +175,6 @@ export async function publishNf(
       artifacts,
     };
   } finally {
-    rmSync(staging, { recursive: true, force: true });
+    await rm(staging, { recursive: true, force: true });
   }
 }

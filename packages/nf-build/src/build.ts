@@ -4,8 +4,20 @@
  * content-addressed artifact cache: a warm rebuild runs no compiler.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
-import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { existsSync, constants as fsConstants } from "node:fs";
+import {
+  chmod,
+  chown,
+  copyFile,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { parse as parseToml } from "smol-toml";
@@ -22,6 +34,14 @@ import {
   type MapSpec,
   resolveMaps,
 } from "./glue";
+import {
+  checkSandbox,
+  NfBuildLimitError,
+  resolveLimits,
+  type SandboxOptions,
+  type SandboxRun,
+  truncateMessage,
+} from "./sandbox";
 import {
   ABI_INCLUDE_DIR,
   CLANG,
@@ -43,6 +63,7 @@ import {
 } from "./toolchain";
 import type { NfAnalysis } from "./types";
 import { explainUndefinedSymbols } from "./undefined";
+import { analyzeUntrustedNf } from "./untrusted";
 
 /** Bump when compiler flags change: part of every cache key. */
 const FLAGS_VERSION = "2";
@@ -56,6 +77,11 @@ export interface BuildOptions {
   /** parallel jobs (default: os.availableParallelism()) */
   jobs?: number;
   onProgress?: (event: ProgressEvent) => void;
+  /**
+   * Compile in the build sandbox (sandbox.ts): for crates written by someone else. Also
+   * enforces what an uploaded crate must be (untrusted.ts). `true` uses the default limits.
+   */
+  sandbox?: boolean | SandboxOptions;
 }
 
 export interface ProgressEvent {
@@ -162,8 +188,8 @@ interface CrateInfo {
   crateHash: string;
 }
 
-async function readCrate(crateDir: string): Promise<CrateInfo> {
-  const analysis = await analyzeNf(crateDir);
+async function readCrate(crateDir: string, untrusted: boolean): Promise<CrateInfo> {
+  const analysis = untrusted ? await analyzeUntrustedNf(crateDir) : await analyzeNf(crateDir);
   const manifestPath = path.join(analysis.crateDir, "Cargo.toml");
   const toml = parseToml(await readFile(manifestPath, "utf8")) as {
     package?: { edition?: string; metadata?: { galette?: { xdp?: unknown } } };
@@ -189,8 +215,10 @@ const pipelineHash = () => {
   return pipelineDigest;
 };
 
-async function nfHash(crate: CrateInfo, maps: MapSpec[]): Promise<string> {
+async function nfHash(crate: CrateInfo, maps: MapSpec[], sandboxed: boolean): Promise<string> {
   const key = {
+    // a sandboxed build sees only the crate (and names its files crate-relatively)
+    sandboxed,
     glue: GLUE_VERSION,
     flags: FLAGS_VERSION,
     // the pipeline itself: a change to how NFs are compiled must not reuse old artifacts
@@ -217,7 +245,9 @@ interface NfLib {
   bc?: string;
 }
 
+/** The nf crate (ours) may use what the toolchain offers; the author's crate and glue get stable Rust only. */
 const rustEnv = { RUSTC_BOOTSTRAP: "1" };
+const authorEnv: NodeJS.ProcessEnv = { RUSTC_BOOTSTRAP: undefined };
 
 async function targetFlags(target: Target): Promise<string[]> {
   const info = TARGET_INFO[target];
@@ -355,18 +385,41 @@ function authorPath(file: string): string {
   return rel && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel : file;
 }
 
+/**
+ * Where one NF/target build reads and writes. Unsandboxed, all three directories are one
+ * scratch dir. Sandboxed: `src` is a copy of the crate and `gen` the generated glue (both
+ * root-owned, read-only in the sandbox), `out` the only directory the tools may write.
+ */
+interface JobCtx {
+  out: string;
+  gen: string;
+  /** lib.rs as named to rustc */
+  libFile: string;
+  sandbox?: SandboxRun;
+  /** rustc flags that make paths in messages and debug info crate-relative */
+  remap: string[];
+  /** how a debug-info file path of the author's code is shown (sandboxed: already crate-relative) */
+  showPath: (file: string) => string;
+  /** directory the author's files are under in debug info */
+  debugCrateDir: string;
+}
+
+const tool = (ctx: JobCtx, cmd: string, args: string[], what: string, env?: NodeJS.ProcessEnv) =>
+  runTool(cmd, args, { what, ...(env ? { env } : {}), ...(ctx.sandbox ? { sandbox: ctx.sandbox } : {}) });
+
 async function compileAuthorCrate(
   crate: CrateInfo,
   target: Target,
   lib: NfLib,
-  dir: string,
+  ctx: JobCtx,
   emitBitcode: boolean,
 ): Promise<{ rlib: string; bc?: string }> {
   const ident = crate.analysis.name.replaceAll("-", "_");
-  const rlib = path.join(dir, `lib${ident}.rlib`);
-  const bc = path.join(dir, `${ident}.bc`);
+  const rlib = path.join(ctx.out, `lib${ident}.rlib`);
+  const bc = path.join(ctx.out, `${ident}.bc`);
   try {
-    const { stderr } = await runTool(
+    const { stderr } = await tool(
+      ctx,
       RUSTC,
       [
         "--edition",
@@ -376,22 +429,24 @@ async function compileAuthorCrate(
         "--crate-name",
         ident,
         ...(await targetFlags(target)),
+        ...ctx.remap,
         "--extern",
         `nf=${lib.rlib}`,
         "-L",
         `dependency=${lib.dir}`,
-        authorPath(crate.analysis.libFile),
+        ctx.libFile,
         emitBitcode ? `--emit=link=${rlib},llvm-bc=${bc}` : `--emit=link=${rlib}`,
         "--out-dir",
-        dir,
+        ctx.out,
       ],
-      { env: rustEnv, what: `rustc (${target})` },
+      `rustc (${target})`,
+      authorEnv,
     );
-    if (stderr.trim()) crate.warnings.add(stderr.trim());
+    if (stderr.trim()) crate.warnings.add(truncateMessage(stderr.trim()));
   } catch (err) {
-    if (err instanceof NfBuildError)
+    if (err instanceof NfBuildError && !(err instanceof NfBuildLimitError))
       throw new NfBuildError(
-        `NF ${crate.analysis.name} does not compile for ${target}:\n${stripToolPrefix(err.message)}`,
+        `NF ${crate.analysis.name} does not compile for ${target}:\n${truncateMessage(stripToolPrefix(err.message))}`,
       );
     throw err;
   }
@@ -400,32 +455,40 @@ async function compileAuthorCrate(
 
 const stripToolPrefix = (msg: string) => msg.replace(/^[^\n]*failed \([^)]*\):\n/, "");
 
-async function compileGlue(crate: CrateInfo, target: Target, args: string[], what: string): Promise<void> {
+async function compileGlue(
+  crate: CrateInfo,
+  target: Target,
+  ctx: JobCtx,
+  args: string[],
+  what: string,
+): Promise<void> {
   try {
-    await runTool(RUSTC, args, { env: rustEnv, what });
+    await tool(ctx, RUSTC, [...args, ...ctx.remap], what, authorEnv);
   } catch (err) {
-    if (err instanceof NfBuildError)
+    if (err instanceof NfBuildError && !(err instanceof NfBuildLimitError))
       throw new NfBuildError(
         `NF ${crate.analysis.name}: the generated ${target} glue does not compile against the NF. ` +
           "Check that lib.rs has `pub fn packet(pkt: &mut Packet, maps: &Maps) -> Action` " +
-          `(or \`packet(pkt: &mut Packet)\` without #[maps]) and a fieldless Action enum:\n${stripToolPrefix(err.message)}`,
+          `(or \`packet(pkt: &mut Packet)\` without #[maps]) and a fieldless Action enum:\n${truncateMessage(stripToolPrefix(err.message))}`,
       );
     throw err;
   }
 }
 
-async function buildBpf(crate: CrateInfo, maps: MapSpec[], dir: string, out: string): Promise<void> {
+async function buildBpf(crate: CrateInfo, maps: MapSpec[], ctx: JobCtx, out: string): Promise<void> {
   const lib = await ensureNfLib("bpf");
-  const user = await compileAuthorCrate(crate, "bpf", lib, dir, true);
-  const ident = crate.analysis.name.replaceAll("-", "_");
-  const gluePath = path.join(dir, "glue_bpf.rs");
-  const shimPath = path.join(dir, "shim.c");
+  const dir = ctx.out;
+  const gluePath = path.join(ctx.gen, "glue_bpf.rs");
+  const shimPath = path.join(ctx.gen, "shim.c");
   await writeFile(gluePath, generateBpfGlue(crate.analysis, maps));
   await writeFile(shimPath, generateShim(crate.analysis, maps));
+  const user = await compileAuthorCrate(crate, "bpf", lib, ctx, true);
+  const ident = crate.analysis.name.replaceAll("-", "_");
   const glueBc = path.join(dir, "glue.bc");
   await compileGlue(
     crate,
     "bpf",
+    ctx,
     [
       "--edition",
       "2024",
@@ -448,7 +511,8 @@ async function buildBpf(crate: CrateInfo, maps: MapSpec[], dir: string, out: str
     "compiling the BPF glue",
   );
   const shimBc = path.join(dir, "shim.bc");
-  await runTool(
+  await tool(
+    ctx,
     CLANG,
     [
       "-target",
@@ -464,56 +528,59 @@ async function buildBpf(crate: CrateInfo, maps: MapSpec[], dir: string, out: str
       "-o",
       shimBc,
     ],
-    { what: "compiling the XDP shim" },
+    "compiling the XDP shim",
   );
   const linked = path.join(dir, "linked.bc");
   const optimised = path.join(dir, "opt.bc");
-  await runTool(
+  await tool(
+    ctx,
     LLVM_LINK,
     ["--internalize", shimBc, glueBc, user.bc as string, lib.bc as string, "-o", linked],
-    {
-      what: "linking bitcode",
-    },
+    "linking bitcode",
   );
   // Rust's debug names (`step<nf::Map<u32, u64>>`, `&mut [u8]`) are not C identifiers, so
   // the kernel would reject the object's BTF and with it the func info that subprograms
   // (bpf_loop callbacks) need: rewrite them in the IR before codegen.
-  const { stdout: ir } = await runTool(LLVM_DIS, [linked, "-o", "-"], { what: "disassembling bitcode" });
-  const sanitised = path.join(dir, "linked.ll");
+  const { stdout: ir } = await tool(ctx, LLVM_DIS, [linked, "-o", "-"], "disassembling bitcode");
+  // written where the sandbox cannot plant a link for us to write through
+  const sanitised = path.join(ctx.gen, "linked.ll");
   await writeFile(sanitised, sanitiseDebugNames(ir));
-  await runTool(OPT, ["-O2", sanitised, "-o", optimised], { what: "optimising bitcode" });
-  const undefinedSymbols = await listUndefined(optimised);
+  await tool(ctx, OPT, ["-O2", sanitised, "-o", optimised], "optimising bitcode");
+  const undefinedSymbols = await listUndefined(ctx, optimised);
   if (undefinedSymbols.size) {
-    const { stdout: optIr } = await runTool(LLVM_DIS, [optimised, "-o", "-"], {
-      what: "disassembling bitcode",
-    });
-    const sites = locateCalls(optIr, undefinedSymbols, crate.analysis.crateDir).map((s) => ({
+    const { stdout: optIr } = await tool(ctx, LLVM_DIS, [optimised, "-o", "-"], "disassembling bitcode");
+    const sites = locateCalls(optIr, undefinedSymbols, ctx.debugCrateDir).map((s) => ({
       ...s,
-      file: authorPath(s.file),
+      file: ctx.showPath(s.file),
     }));
     throw new NfBuildError(explainUndefinedSymbols(crate.analysis, [...undefinedSymbols.values()], sites));
   }
-  await runTool(LLC, ["-march=bpfel", "-mcpu=v3", "-O2", "-filetype=obj", optimised, "-o", out], {
-    what: "generating the BPF object",
-  });
+  await tool(
+    ctx,
+    LLC,
+    ["-march=bpfel", "-mcpu=v3", "-O2", "-filetype=obj", optimised, "-o", out],
+    "generating the BPF object",
+  );
 }
 
 async function buildNative(
   crate: CrateInfo,
   maps: MapSpec[],
   target: Target,
-  dir: string,
+  ctx: JobCtx,
   out: string,
 ): Promise<void> {
   const lib = await ensureNfLib(target);
-  const user = await compileAuthorCrate(crate, target, lib, dir, false);
-  const ident = crate.analysis.name.replaceAll("-", "_");
-  const gluePath = path.join(dir, "glue_native.rs");
+  const gluePath = path.join(ctx.gen, "glue_native.rs");
   await writeFile(gluePath, generateNativeGlue(crate.analysis, maps));
-  const linker = TARGET_INFO[target].linker;
+  const user = await compileAuthorCrate(crate, target, lib, ctx, false);
+  const ident = crate.analysis.name.replaceAll("-", "_");
+  // rustc's default `cc` is an /etc/alternatives link, which the sandbox does not show
+  const linker = TARGET_INFO[target].linker ?? (ctx.sandbox ? "gcc" : undefined);
   await compileGlue(
     crate,
     target,
+    ctx,
     [
       "--edition",
       "2024",
@@ -562,12 +629,15 @@ export function sanitiseDebugNames(ir: string): string {
 }
 
 /** Undefined symbols of a bitcode file: mangled name → demangled name. */
-async function listUndefined(bc: string): Promise<Map<string, string>> {
+async function listUndefined(ctx: JobCtx, bc: string): Promise<Map<string, string>> {
   const names = async (demangle: boolean) =>
     (
-      await runTool(LLVM_NM, ["-u", demangle ? "--demangle" : "--no-demangle", bc], {
-        what: "listing undefined symbols",
-      })
+      await tool(
+        ctx,
+        LLVM_NM,
+        ["-u", demangle ? "--demangle" : "--no-demangle", bc],
+        "listing undefined symbols",
+      )
     ).stdout
       .split("\n")
       .map((l) => l.trim().replace(/^U\s+/, ""))
@@ -633,7 +703,87 @@ function skipReason(crate: CrateInfo, target: Target): string | undefined {
   return undefined;
 }
 
-async function runJob(job: Job): Promise<{ artifact: ArtifactInfo; cached: boolean }> {
+/** Copies exactly the files hashTree hashes (what the cache key covers) into `dest`, readable by all. */
+async function copyCrate(src: string, dest: string): Promise<void> {
+  await mkdir(dest, { recursive: true, mode: 0o755 });
+  for (const e of await readdir(src, { withFileTypes: true })) {
+    if (e.name.startsWith(".") || SKIP_ENTRIES.has(e.name)) continue;
+    const from = path.join(src, e.name);
+    const to = path.join(dest, e.name);
+    if (e.isDirectory()) await copyCrate(from, to);
+    else if (e.isFile()) {
+      await copyFile(from, to);
+      await chmod(to, 0o644);
+    }
+  }
+}
+
+/**
+ * Lays out a sandboxed build in `dir`: src/ (the crate's copy) and gen/ (generated sources)
+ * are root's and read-only in the sandbox; out/ belongs to the sandbox uid and is the only
+ * place it can write.
+ */
+async function sandboxedJob(
+  crate: CrateInfo,
+  target: Target,
+  dir: string,
+  opts: SandboxOptions,
+): Promise<JobCtx> {
+  const limits = resolveLimits(opts.limits);
+  const lib = await ensureNfLib(target);
+  const sysroot = await ensureSysroot(target);
+  const root = process.getuid?.() === 0;
+  const uid = opts.uid ?? (root ? 65534 : (process.getuid?.() ?? 65534));
+  const gid = opts.gid ?? (root ? 65534 : (process.getgid?.() ?? 65534));
+  const src = path.join(dir, "src");
+  const gen = path.join(dir, "gen");
+  const out = path.join(dir, "out");
+  await chmod(dir, 0o755);
+  await copyCrate(crate.analysis.crateDir, src);
+  await mkdir(gen, { mode: 0o755 });
+  await mkdir(out, { mode: 0o700 });
+  if (root) await chown(out, uid, gid);
+  const name = crate.analysis.name;
+  const readOnly = [src, gen, lib.dir, ...(sysroot ? [sysroot] : []), ABI_INCLUDE_DIR];
+  // a rustc outside /usr ($GALETTE_RUSTC) brings its own tree
+  if (!RUSTC.startsWith("/usr/")) readOnly.push(path.dirname(path.dirname(RUSTC)));
+  const remaps: [string, string][] = [
+    [out, "build"],
+    [gen, "build"],
+    [lib.dir, "nf"],
+    ...(sysroot ? ([[sysroot, "sysroot"]] as [string, string][]) : []),
+    [src, name],
+  ];
+  return {
+    out,
+    gen,
+    libFile: path.join(src, path.relative(crate.analysis.crateDir, crate.analysis.libFile)),
+    sandbox: { readOnly, writable: [out], cwd: out, limits, uid, gid, deadline: Date.now() + limits.wallMs },
+    remap: remaps.flatMap(([from, to]) => ["--remap-path-prefix", `${from}=${to}`]),
+    showPath: (file) => file.replace(/^\/+/, ""),
+    debugCrateDir: `/${name}`,
+  };
+}
+
+/** A build output the sandbox wrote: a regular file (never followed through a link), within the size limit. */
+async function readOutput(file: string, maxBytes: number): Promise<Buffer> {
+  const fh = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW).catch((err: Error) => {
+    throw new NfBuildError(`the build produced no usable ${path.basename(file)}: ${err.message}`);
+  });
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new NfBuildError(`the build's ${path.basename(file)} is not a regular file`);
+    if (st.size > maxBytes) throw new NfBuildLimitError("fileBytes", `${maxBytes} bytes per file`);
+    return await fh.readFile();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function runJob(
+  job: Job,
+  sandbox: SandboxOptions | undefined,
+): Promise<{ artifact: ArtifactInfo; cached: boolean }> {
   const { nf, target } = job;
   const name = artifactFileName(nf.hash, target);
   const cachePath = path.join(artifactsDir(), name);
@@ -650,11 +800,30 @@ async function runJob(job: Job): Promise<{ artifact: ArtifactInfo; cached: boole
   await mkdir(dir, { recursive: true });
   const started = performance.now();
   try {
-    const tmpOut = path.join(dir, name);
-    if (target === "bpf") await buildBpf(nf.crate, nf.maps, dir, tmpOut);
-    else await buildNative(nf.crate, nf.maps, target, dir, tmpOut);
-    await mkdir(artifactsDir(), { recursive: true });
-    await rename(tmpOut, cachePath);
+    if (!sandbox) {
+      const tmpOut = path.join(dir, name);
+      const ctx: JobCtx = {
+        out: dir,
+        gen: dir,
+        libFile: authorPath(nf.crate.analysis.libFile),
+        remap: [],
+        showPath: authorPath,
+        debugCrateDir: nf.crate.analysis.crateDir,
+      };
+      if (target === "bpf") await buildBpf(nf.crate, nf.maps, ctx, tmpOut);
+      else await buildNative(nf.crate, nf.maps, target, ctx, tmpOut);
+      await mkdir(artifactsDir(), { recursive: true });
+      await rename(tmpOut, cachePath);
+    } else {
+      const ctx = await sandboxedJob(nf.crate, target, dir, sandbox);
+      const tmpOut = path.join(ctx.out, name);
+      if (target === "bpf") await buildBpf(nf.crate, nf.maps, ctx, tmpOut);
+      else await buildNative(nf.crate, nf.maps, target, ctx, tmpOut);
+      // the output dir was the sandbox's: take only a regular file, never through a link
+      const bytes = await readOutput(tmpOut, ctx.sandbox?.limits.fileBytes ?? 0);
+      await mkdir(artifactsDir(), { recursive: true });
+      await writeAtomic(cachePath, bytes);
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -757,11 +926,16 @@ async function pool<T, R>(
  */
 export async function buildNfs(crateDirs: string[], opts: BuildOptions): Promise<NfBuildResult[]> {
   if (crateDirs.length === 0) throw new NfBuildError("no NF crate directories given");
+  const sandbox = opts.sandbox === true ? {} : opts.sandbox || undefined;
+  if (sandbox) {
+    resolveLimits(sandbox.limits);
+    await checkSandbox();
+  }
   const prepared: PreparedNf[] = [];
   for (const dir of crateDirs) {
-    const crate = await readCrate(dir);
+    const crate = await readCrate(dir, sandbox !== undefined);
     const maps = resolveMaps(crate.analysis, opts.mapOverrides ?? {});
-    const hash = await nfHash(crate, maps);
+    const hash = await nfHash(crate, maps, sandbox !== undefined);
     const targets: Target[] = [];
     const skipped: PreparedNf["skipped"] = [];
     for (const t of opts.targets) {
@@ -779,7 +953,7 @@ export async function buildNfs(crateDirs: string[], opts: BuildOptions): Promise
   const settled = await pool(jobs, opts.jobs ?? availableParallelism(), async (job) => {
     progress(job, "start");
     try {
-      const r = await runJob(job);
+      const r = await runJob(job, sandbox);
       done++;
       progress(job, r.cached ? "cached" : "done");
       return r;

@@ -10,6 +10,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { NfBuildError } from "./errors";
+import { BWRAP, bwrapArgs, limitFromExit, NfBuildLimitError, type SandboxRun } from "./sandbox";
 
 const execFileP = promisify(execFile);
 
@@ -104,43 +105,80 @@ export const compilerStats = { invocations: 0 };
 
 /**
  * Runs a toolchain command with captured output. Rejects with NfBuildError carrying the
- * tool's stderr (the author-facing part) and `what` (which step failed).
+ * tool's stderr (the author-facing part) and `what` (which step failed). With `sandbox`, the
+ * command runs under bubblewrap (sandbox.ts) and is killed at the sandbox's limits
+ * (NfBuildLimitError naming the limit).
  */
 export function runTool(
   cmd: string,
   args: string[],
-  opts: { cwd?: string; env?: NodeJS.ProcessEnv; what: string },
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; what: string; sandbox?: SandboxRun },
 ): Promise<ToolOutput> {
   compilerStats.invocations++;
+  const sb = opts.sandbox;
+  if (sb && Date.now() >= sb.deadline)
+    return Promise.reject(new NfBuildLimitError("wallMs", `${sb.limits.wallMs / 1000} s per build`));
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {
-      cwd: opts.cwd,
-      env: { ...process.env, ...opts.env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const child = sb
+      ? // bwrap gets an empty environment and its own process group (killed as a whole)
+        spawn(BWRAP, bwrapArgs(sb, cmd, args), { env: {}, detached: true, stdio: ["ignore", "pipe", "pipe"] })
+      : spawn(cmd, args, {
+          cwd: opts.cwd,
+          env: { ...process.env, ...opts.env },
+          stdio: ["ignore", "pipe", "pipe"],
+        });
     let stdout = "";
     let stderr = "";
+    let killedFor: NfBuildLimitError | undefined;
+    const kill = (why: NfBuildLimitError) => {
+      if (killedFor) return;
+      killedFor = why;
+      try {
+        if (child.pid) process.kill(-child.pid, "SIGKILL");
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+      }
+    };
+    const timer = sb
+      ? setTimeout(
+          () => kill(new NfBuildLimitError("wallMs", `${sb.limits.wallMs / 1000} s per build`)),
+          Math.max(0, sb.deadline - Date.now()),
+        )
+      : undefined;
     child.stdout.on("data", (d: Buffer) => {
+      if (killedFor) return;
       stdout += d.toString();
+      if (sb && stdout.length > sb.limits.fileBytes)
+        kill(new NfBuildLimitError("fileBytes", `${sb.limits.fileBytes} bytes of output`));
     });
     child.stderr.on("data", (d: Buffer) => {
+      if (killedFor) return;
       stderr += d.toString();
+      if (sb && stderr.length > sb.limits.outputBytes)
+        kill(new NfBuildLimitError("outputBytes", `${sb.limits.outputBytes} bytes of compiler messages`));
     });
     child.on("error", (err) => {
+      clearTimeout(timer);
       reject(
-        new NfBuildError(`${opts.what}: cannot run ${cmd}: ${err.message} (run \`make setup\`)`, {
-          cause: err,
-        }),
+        new NfBuildError(
+          `${opts.what}: cannot run ${sb ? BWRAP : cmd}: ${err.message} (run \`make setup\`)`,
+          {
+            cause: err,
+          },
+        ),
       );
     });
     child.on("close", (code, signal) => {
-      if (code === 0) resolve({ stdout, stderr });
-      else
-        reject(
-          new NfBuildError(
-            `${opts.what} failed (${cmd} exited ${code ?? signal}):\n${stderr.trim() || stdout.trim()}`,
-          ),
-        );
+      clearTimeout(timer);
+      if (killedFor) return reject(killedFor);
+      if (code === 0) return resolve({ stdout, stderr });
+      const limit = sb ? limitFromExit(code, stderr, sb.limits) : undefined;
+      if (limit) return reject(limit);
+      reject(
+        new NfBuildError(
+          `${opts.what} failed (${cmd} exited ${code ?? signal}):\n${stderr.trim() || stdout.trim()}`,
+        ),
+      );
     });
   });
 }

@@ -16,6 +16,7 @@ import type { Command } from "commander";
 import { packCrateDir } from "../crate-archive";
 import { client as operatorClient } from "./controller";
 import { registerNfInspect } from "./nf-inspect";
+import { registerNfRelease } from "./release";
 
 interface BuildFlags {
   target?: string;
@@ -23,6 +24,7 @@ interface BuildFlags {
   out?: string;
   json?: boolean;
   jobs?: string;
+  sandbox?: boolean;
 }
 
 /** The `--json` output of `galette nf build`. */
@@ -86,6 +88,10 @@ export function registerNfCommands(program: Command): void {
     .option("--out <dir>", "also copy artifacts and manifests into this directory")
     .option("--json", "print the result as JSON on stdout")
     .option("-j, --jobs <n>", "parallel compilations (default: number of CPUs)")
+    .option(
+      "--sandbox",
+      "compile as the controller compiles an uploaded crate: under bubblewrap, as nobody, seeing only the crate, with limits",
+    )
     .action(async (crateDirs: string[], flags: BuildFlags) => {
       try {
         const targets = flags.allTargets ? [...TARGETS] : parseTargets(flags.target ?? "bpf,x86_64");
@@ -108,6 +114,7 @@ export function registerNfCommands(program: Command): void {
           ...(flags.out ? { outDir: path.resolve(flags.out) } : {}),
           ...(jobs ? { jobs } : {}),
           ...(onProgress ? { onProgress } : {}),
+          ...(flags.sandbox ? { sandbox: true } : {}),
         });
         for (const r of results) for (const w of r.warnings) process.stderr.write(`${w}\n`);
         if (flags.json) {
@@ -134,6 +141,7 @@ export function registerNfCommands(program: Command): void {
     });
 
   registerNfInspect(nf);
+  registerNfRelease(nf);
 
   nf.command("publish")
     .description("Upload NF crates to the controller, which builds them for XDP and every device CPU")

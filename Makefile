@@ -1,5 +1,5 @@
 # The two commands: `make demo` (the main job) and `make test` (all tests).
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test bench clean
 
 setup:
 	@bash scripts/setup.sh

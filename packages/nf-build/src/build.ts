@@ -15,7 +15,6 @@ import {
   readFile,
   rename,
   rm,
-  stat,
   writeFile,
 } from "node:fs/promises";
 import { availableParallelism } from "node:os";
@@ -1015,6 +1014,3 @@ export async function buildNf(crateDir: string, opts: BuildOptions): Promise<NfB
   const [r] = await buildNfs([crateDir], opts);
   return r as NfBuildResult;
 }
-
-/** Size of an artifact on disk (for callers that only have the path). */
-export const artifactSize = async (file: string): Promise<number> => (await stat(file)).size;

@@ -70,14 +70,6 @@ Napi::Value MapFdById(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
-Napi::Value ProgFdById(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  uint32_t id = ArgU32(info, 0, "program id");
-  int fd = bpf_prog_get_fd_by_id(id);
-  if (fd < 0) ThrowErrno(env, errno, "open program id " + std::to_string(id));
-  return Napi::Number::New(env, fd);
-}
-
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgInt(info, 0, "fd");
@@ -195,7 +187,6 @@ void RegisterMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("objPin", Napi::Function::New(env, ObjPin));
   exports.Set("objGet", Napi::Function::New(env, ObjGet));
   exports.Set("mapFdById", Napi::Function::New(env, MapFdById));
-  exports.Set("progFdById", Napi::Function::New(env, ProgFdById));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("mapInfo", Napi::Function::New(env, MapInfo));
   exports.Set("progInfo", Napi::Function::New(env, ProgInfo));

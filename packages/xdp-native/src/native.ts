@@ -145,7 +145,6 @@ export interface NativeAddon {
   objPin(fd: number, path: string): void;
   objGet(path: string): number;
   mapFdById(id: number): number;
-  progFdById(id: number): number;
   closeFd(fd: number): void;
   mapInfo(fd: number): NativeMapInfo;
   progInfo(fd: number): NativeProgInfo;

@@ -137,10 +137,6 @@ export function pinFd(fd: number, path: string): void {
   native().objPin(fd, path);
 }
 
-export function programFdById(id: number): number {
-  return native().progFdById(id);
-}
-
 export function closeFd(fd: number): void {
   native().closeFd(fd);
 }

@@ -10,11 +10,18 @@ import {
   planChain,
 } from "@galette/chain";
 import {
-  type AssignmentEdge,
+  type AssignedAction,
   ChainGraph as ChainGraphSchema,
   describeZodError,
   type MapSpec,
 } from "@galette/protocol";
+import {
+  DEFAULT_DEVICE_LIMITS,
+  type DeviceLimits,
+  estimateMapBytes,
+  formatBytes,
+  maxChainInstances,
+} from "@galette/vocabulary";
 import { RequestError } from "./control";
 import type { ChainGraph, NfRecord, Repository } from "./storage/repository";
 
@@ -39,7 +46,12 @@ function fail(summary: string, diagnostics: Diagnostic[]): never {
  * interfaces (arity, map fields and sizes) → placement plan → the graph devices get.
  * Throws RequestError(400) naming file:line and the problem; stores nothing.
  */
-export function planChainForPush(repo: Repository, toml: string, file: string, name?: string): PlannedChain {
+export function planChainForPush(
+  repo: Pick<Repository, "latestNf">,
+  toml: string,
+  file: string,
+  name?: string,
+): PlannedChain {
   const parsed = parseChain(toml, file, name ? { chainName: name } : {});
   if (!parsed.chain || hasErrors(parsed.diagnostics)) fail(`chain ${file} is invalid`, parsed.diagnostics);
   const chain = parsed.chain;
@@ -77,6 +89,9 @@ export function planChainForPush(repo: Repository, toml: string, file: string, n
       `the chain plan does not fit the protocol's ChainGraph: ${describeZodError(checked.error).join("; ")}`,
     );
   }
+  const unfit = graphFitsDevice(checked.data, STATIC_DEVICE_CAPABILITIES);
+  if (unfit.length > 0)
+    throw new RequestError(400, `chain ${chain.name} does not fit a device: ${unfit[0]}`, unfit);
   return {
     name: chain.name,
     graph: checked.data,
@@ -87,16 +102,11 @@ export function planChainForPush(repo: Repository, toml: string, file: string, n
 /** The plan (instance names) → the device graph (UUIDs, action indices, sized map specs). */
 export function graphFromPlan(plan: ChainPlan, published: ReadonlyMap<string, NfRecord>): ChainGraph {
   const uuidOf = new Map(plan.nfs.map((nf) => [nf.name, nf.uuid]));
-  const endpoint = (name: string): string => uuidOf.get(name) ?? name;
-
-  const edges: AssignmentEdge[] = plan.edges.map((edge) => ({
-    from: edge.from === "rx" ? "rx" : endpoint(edge.from),
-    to: endpoint(edge.to),
-    kind: edge.kind,
-    actionIndex: edge.from === "rx" ? null : edge.action,
-    fromPlacement: edge.fromPlacement,
-    ...(edge.toPlacement ? { toPlacement: edge.toPlacement } : {}),
-  }));
+  const uuid = (name: string): string => {
+    const id = uuidOf.get(name);
+    if (id === undefined) throw new Error(`plan of chain ${plan.chain}: "${name}" is no NF of the plan`);
+    return id;
+  };
 
   const maps: MapSpec[] = plan.maps.map((map) => {
     // Sizes come from the #[maps] field of any NF using the map (checkNfInterfaces made them agree).
@@ -119,7 +129,7 @@ export function graphFromPlan(plan: ChainPlan, published: ReadonlyMap<string, Nf
       type: map.type,
       keySize,
       valueSize,
-      maxEntries: map.size,
+      maxEntries: map.maxEntries,
       shared: map.shared,
       ...(map.owner ? { owner: uuidOf.get(map.owner)! } : {}),
     };
@@ -127,6 +137,13 @@ export function graphFromPlan(plan: ChainPlan, published: ReadonlyMap<string, Nf
 
   const nfs = plan.nfs.map((nf) => {
     const record = published.get(nf.name)!;
+    // The planner's decision, carried as it is: only instance names become UUIDs.
+    const actions = nf.actions.map((action, i): AssignedAction => {
+      const variant = record.interface.actions[i]?.name ?? `action${i}`;
+      return "target" in action
+        ? { variant, kind: action.kind, target: uuid(action.target) }
+        : { variant, kind: action.kind };
+    });
     return {
       uuid: nf.uuid,
       instance: nf.name,
@@ -134,10 +151,59 @@ export function graphFromPlan(plan: ChainPlan, published: ReadonlyMap<string, Nf
       buildHash: record.buildHash,
       xdp: nf.xdp,
       userland: nf.userland,
-      actionCount: nf.next.length,
-      actions: record.interface.actions.map((a) => a.name),
+      actions,
       maps: nf.maps.map((m) => ({ field: m.name, map: m.map })),
     };
   });
-  return { nfs, edges, maps };
+  return { entry: { kind: plan.entry.kind, target: uuid(plan.entry.target) }, nfs, maps };
+}
+
+/**
+ * What a device can hold. Today every device gets the static defaults (sized for a 512 MB
+ * Smart SFP); once agents report their capabilities and memory, build this from the
+ * report and pass it to graphFitsDevice before sending an assignment.
+ */
+export interface DeviceCapabilities {
+  limits: DeviceLimits;
+}
+
+export const STATIC_DEVICE_CAPABILITIES: DeviceCapabilities = { limits: DEFAULT_DEVICE_LIMITS };
+
+/**
+ * The problems (none when it fits) of running `graph` on a device with `capabilities`:
+ * NF instances, Action variants and maps per NF, maps per chain, entries per map, map
+ * memory (exact: the graph has key and value sizes) and userland NFs. Each names the limit.
+ */
+export function graphFitsDevice(graph: ChainGraph, capabilities: DeviceCapabilities): string[] {
+  const { limits } = capabilities;
+  const problems: string[] = [];
+  const maxInstances = maxChainInstances(limits);
+  if (graph.nfs.length > maxInstances)
+    problems.push(
+      `${graph.nfs.length} NF instances; the device holds at most ${maxInstances} (${limits.instanceSlots}-instance limit, one slot kept for rx)`,
+    );
+  for (const nf of graph.nfs) {
+    if (nf.actions.length > limits.actionsPerNf)
+      problems.push(
+        `NF "${nf.instance}" has ${nf.actions.length} Action variants; at most ${limits.actionsPerNf}`,
+      );
+    if (nf.maps.length > limits.mapsPerNf)
+      problems.push(`NF "${nf.instance}" binds ${nf.maps.length} maps; at most ${limits.mapsPerNf}`);
+  }
+  if (graph.maps.length > limits.mapsPerChain)
+    problems.push(`${graph.maps.length} maps; the device holds at most ${limits.mapsPerChain} per chain`);
+  let bytes = 0;
+  for (const m of graph.maps) {
+    if (m.maxEntries > limits.entriesPerMap)
+      problems.push(`map "${m.id}" has ${m.maxEntries} entries; at most ${limits.entriesPerMap} per map`);
+    bytes += estimateMapBytes(m.type, m.maxEntries, m.keySize, m.valueSize, limits.cpus);
+  }
+  if (bytes > limits.mapMemoryBytes)
+    problems.push(
+      `the maps need about ${formatBytes(bytes)}; the device gives a chain's maps ${formatBytes(limits.mapMemoryBytes)}`,
+    );
+  const userland = graph.nfs.filter((nf) => nf.userland).length;
+  if (userland > limits.userlandNfs)
+    problems.push(`${userland} userland NFs; the device runs at most ${limits.userlandNfs}`);
+  return problems;
 }

@@ -203,8 +203,8 @@ export function buildAssignment(
     chain: {
       name: chain.name,
       version: chain.version,
+      entry: chain.graph.entry,
       nfs,
-      edges: chain.graph.edges,
       maps: chain.graph.maps,
       mapEntries,
     },

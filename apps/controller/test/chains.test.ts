@@ -50,31 +50,28 @@ describe("chain push planning", () => {
       mapEntries: [],
     });
     const uuid = (instance: string) => graph.nfs.find((n) => n.instance === instance)!.uuid;
-    expect(graph.nfs.map((n) => [n.instance, n.xdp, n.userland, n.actionCount])).toEqual([
-      ["access-control", true, false, 2],
-      ["weak-classifier", true, false, 3],
-      ["dpi", false, true, 2],
+    expect(graph.nfs.map((n) => [n.instance, n.xdp, n.userland])).toEqual([
+      ["access-control", true, false],
+      ["weak-classifier", true, false],
+      ["dpi", false, true],
     ]);
+    // the planner's decision per Action variant, with the variant names and UUID targets
+    expect(graph.entry).toEqual({ kind: "tailcall", target: uuid("access-control") });
     expect(graph.nfs.map((n) => n.actions)).toEqual([
-      ["Allowed", "Denied"],
-      ["Normal", "Suspicious", "Malicious"],
-      ["Clean", "Matched"],
+      [
+        { variant: "Allowed", kind: "tailcall", target: uuid("weak-classifier") },
+        { variant: "Denied", kind: "drop" },
+      ],
+      [
+        { variant: "Normal", kind: "tx" },
+        { variant: "Suspicious", kind: "upcall", target: uuid("dpi") },
+        { variant: "Malicious", kind: "drop" },
+      ],
+      [
+        { variant: "Clean", kind: "tx" },
+        { variant: "Matched", kind: "drop" },
+      ],
     ]);
-    expect(graph.edges).toContainEqual({
-      from: uuid("weak-classifier"),
-      to: uuid("dpi"),
-      kind: "upcall",
-      actionIndex: 1,
-      fromPlacement: "xdp",
-      toPlacement: "userland",
-    });
-    expect(graph.edges).toContainEqual({
-      from: uuid("dpi"),
-      to: "drop",
-      kind: "exit",
-      actionIndex: 1,
-      fromPlacement: "userland",
-    });
     const flowState = graph.maps.find((m) => m.name === "flow_state")!;
     expect(flowState).toEqual({
       id: "flow_state",

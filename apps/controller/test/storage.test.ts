@@ -70,7 +70,11 @@ describe("SQLite repository", () => {
       name: "c",
       toml: "",
       file: "c.toml",
-      graph: { nfs: [], edges: [], maps: [] },
+      graph: {
+        entry: { kind: "tailcall" as const, target: "00000000-0000-4000-8000-000000000000" },
+        nfs: [],
+        maps: [],
+      },
       warnings: [],
       createdAt: "t",
     };

@@ -1,10 +1,11 @@
 /**
- * The assignment the controller sends (a graph of NF-instance UUIDs, map specs and
- * artifact digests) → the installer's input (a @galette/chain ChainPlan keyed by instance
- * name, and per-NF artifacts with files from the agent's cache). Pure: no I/O.
+ * The assignment the controller sends (a graph of NF-instance UUIDs, each with its decided
+ * action table, map specs and artifact digests) → the installer's input (the same plan
+ * keyed by instance name, and per-NF artifacts with files from the agent's cache). Only
+ * names change: every action's kind and target are carried as the controller decided
+ * them. Pure: no I/O.
  */
-import type { ChainPlan, MapType, PlanEdge, PlanMap, PlanNf } from "@galette/chain";
-import type { NfArtifacts } from "@galette/installer";
+import type { InstallPlan, NfArtifacts } from "@galette/installer";
 import type { ArtifactRef, AssignedChain, AssignedNf, MapSpec } from "@galette/protocol";
 
 /** An assignment the agent cannot install; names the NF/edge/map at fault. */
@@ -46,19 +47,12 @@ export function neededArtifacts(chain: AssignedChain, triple: string | undefined
 }
 
 export interface InstallerInput {
-  plan: ChainPlan;
+  plan: InstallPlan;
   /** by instance name, as planInstallation wants */
   artifacts: Map<string, NfArtifacts>;
 }
 
-// protocol and @galette/chain share the canonical snake_case spellings.
-const canonicalMapType = (t: string): MapType => t as MapType;
-
-/**
- * Builds the installer's input. `files(digest)` gives the verified cached file of an
- * artifact. Variants carry the Action names the controller sends (`action<i>` from a
- * controller that does not); the installer uses them in logs and counters' keys.
- */
+/** Builds the installer's input. `files(digest)` gives the verified cached file of an artifact. */
 export function toInstallerInput(chain: AssignedChain, files: (digest: string) => string): InstallerInput {
   const where = `chain "${chain.name}" v${chain.version}`;
   const byUuid = new Map<string, AssignedNf>();
@@ -69,36 +63,24 @@ export function toInstallerInput(chain: AssignedChain, files: (digest: string) =
   const names = new Set(chain.nfs.map((n) => n.instance));
   if (names.size !== chain.nfs.length) throw new AssignmentError(`${where}: two NFs share an instance name`);
   const mapsById = new Map<string, MapSpec>(chain.maps.map((m) => [m.id, m]));
-  const nameOf = (endpoint: string, role: string): string => {
-    if (endpoint === "rx" || ["tx", "pass", "drop", "abort"].includes(endpoint)) return endpoint;
-    const nf = byUuid.get(endpoint);
-    if (!nf)
-      throw new AssignmentError(`${where}: an edge's ${role} is ${endpoint}, which is no NF of the chain`);
+  const instanceOf = (uuid: string, role: string): string => {
+    const nf = byUuid.get(uuid);
+    if (!nf) throw new AssignmentError(`${where}: ${role} is ${uuid}, which is no NF of the chain`);
     return nf.instance;
   };
 
-  const edges: PlanEdge[] = chain.edges.map((e) => ({
-    from: nameOf(e.from, "source"),
-    to: nameOf(e.to, "target"),
-    kind: e.kind,
-    action: e.actionIndex ?? 0,
-    fromPlacement: e.fromPlacement,
-    ...(e.toPlacement ? { toPlacement: e.toPlacement } : {}),
-  }));
-  const entries = edges.filter((e) => e.from === "rx");
-  if (entries.length !== 1)
-    throw new AssignmentError(`${where}: expected exactly one edge from rx, found ${entries.length}`);
-
-  const nfs: PlanNf[] = [];
+  const entry = { kind: chain.entry.kind, target: instanceOf(chain.entry.target, "the entry") };
+  const nfs: InstallPlan["nfs"] = [];
   const artifacts = new Map<string, NfArtifacts>();
   for (const nf of chain.nfs) {
-    const next = Array.from({ length: nf.actionCount }, (_, i) => {
-      const out = edges.filter((e) => e.from === nf.instance && e.action === i);
-      const edge = out.find((e) => e.fromPlacement === "xdp") ?? out[0];
-      if (!edge)
-        throw new AssignmentError(`${where}: NF "${nf.instance}" has no edge for Action variant ${i}`);
-      return edge.kind === "upcall" ? `!${edge.to}` : edge.to;
-    });
+    const actions = nf.actions.map((a, i) =>
+      "target" in a
+        ? {
+            kind: a.kind,
+            target: instanceOf(a.target, `NF "${nf.instance}" Action variant ${i} (${a.variant})'s target`),
+          }
+        : { kind: a.kind },
+    );
     const bindings = nf.maps.map(({ field, map }) => {
       const spec = mapsById.get(map);
       if (!spec)
@@ -113,21 +95,19 @@ export function toInstallerInput(chain: AssignedChain, files: (digest: string) =
       xdp: nf.xdp,
       userland: nf.userland,
       path: nf.nf,
-      disableXdp: !nf.xdp,
       maps: bindings.map(({ field, spec }) => ({
         name: field,
         map: spec.id,
-        type: canonicalMapType(spec.type),
-        size: spec.maxEntries,
+        type: spec.type,
+        maxEntries: spec.maxEntries,
         shared: spec.shared,
       })),
-      next,
-      reasons: [],
+      actions,
     });
     artifacts.set(nf.instance, {
       // The UUID changes with the build; the installer reuses an instance only on equal hashes.
       hash: nf.buildHash || nf.uuid,
-      variants: next.map((_, i) => nf.actions?.[i] ?? `action${i}`),
+      variants: nf.actions.map((a) => a.variant),
       maps: bindings.map(({ field, spec }) => ({
         name: field,
         type: spec.type,
@@ -139,28 +119,7 @@ export function toInstallerInput(chain: AssignedChain, files: (digest: string) =
       ...(nf.userland && nf.artifacts.native ? { library: files(nf.artifacts.native.digest) } : {}),
     });
   }
-  const maps: PlanMap[] = chain.maps.map((m) => ({
-    id: m.id,
-    name: m.name,
-    type: canonicalMapType(m.type),
-    size: m.maxEntries,
-    shared: m.shared,
-    ...(m.owner ? { owner: byUuid.get(m.owner)?.instance ?? m.owner } : {}),
-    users: chain.nfs.filter((n) => n.maps.some((b) => b.map === m.id)).map((n) => n.instance),
-  }));
-  return {
-    plan: {
-      chain: chain.name,
-      file: `${chain.name} v${chain.version} (controller assignment)`,
-      entry: entries[0]!.to,
-      maxTailCalls: 33,
-      nfs,
-      edges,
-      maps,
-      warnings: [],
-    },
-    artifacts,
-  };
+  return { plan: { chain: chain.name, entry, nfs }, artifacts };
 }
 
 /** Where a map's entries go: an NF instance binding it and the #[maps] field it binds. */

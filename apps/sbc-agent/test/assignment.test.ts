@@ -61,7 +61,13 @@ describe("assignment → installer input", () => {
 
   it("plans the security chain's installation: tail call, upcall to userland DPI, shared and owned maps", () => {
     const input = toInstallerInput(chain, (d) => `/cache/${d}`);
-    expect(input.plan.entry).toBe("access-control");
+    expect(input.plan.entry).toEqual({ kind: "tailcall", target: "access-control" });
+    // the controller's decisions arrive unchanged, only UUIDs become instance names
+    expect(input.plan.nfs.map((n) => [n.name, n.actions])).toEqual([
+      ["access-control", [{ kind: "tailcall", target: "weak-classifier" }, { kind: "drop" }]],
+      ["weak-classifier", [{ kind: "tx" }, { kind: "upcall", target: "dpi" }, { kind: "drop" }]],
+      ["dpi", [{ kind: "tx" }, { kind: "drop" }]],
+    ]);
     expect(input.artifacts.get("weak-classifier")?.variants).toEqual(["Normal", "Suspicious", "Malicious"]);
     const reconf = planInstallation(input.plan, input.artifacts, { iface: "eth0" }, { bpffsRoot: "/x" });
     const byName = new Map(reconf.spec.instances.map((i) => [i.name, i]));
@@ -102,10 +108,8 @@ describe("assignment → installer input", () => {
     const newDpi = structuredClone(chain);
     const dpi = newDpi.nfs.find((n) => n.instance === "dpi")!;
     const newUuid = "00000000-0000-4000-8000-000000000001";
-    for (const e of newDpi.edges) {
-      if (e.from === dpi.uuid) e.from = newUuid;
-      if (e.to === dpi.uuid) e.to = newUuid;
-    }
+    for (const nf of newDpi.nfs)
+      for (const a of nf.actions) if ("target" in a && a.target === dpi.uuid) a.target = newUuid;
     dpi.uuid = newUuid;
     dpi.buildHash = "hash-of-dpi-v2";
     const changed = toInstallerInput(newDpi, (d) => `/cache/${d}`);
@@ -128,11 +132,15 @@ describe("assignment → installer input", () => {
     );
   });
 
-  it("finds the NF binding a map, and refuses edges and maps that point nowhere", () => {
+  it("finds the NF binding a map, and refuses actions and maps that point nowhere", () => {
     expect(mapBinding(chain, "flow_state")).toEqual({ instance: "weak-classifier", field: "flow_state" });
     expect(() => mapBinding(chain, "nope")).toThrow(/map entries for "nope", which no NF of the chain binds/);
     const badEdge = structuredClone(chain);
-    badEdge.edges[1]!.to = "00000000-0000-4000-8000-00000000dead";
+    badEdge.nfs[0]!.actions[0] = {
+      variant: "Allowed",
+      kind: "tailcall",
+      target: "00000000-0000-4000-8000-00000000dead",
+    };
     expect(() => toInstallerInput(badEdge, (d) => d)).toThrow(AssignmentError);
     expect(() => toInstallerInput(badEdge, (d) => d)).toThrow(
       /00000000-0000-4000-8000-00000000dead, which is no NF/,
@@ -142,8 +150,17 @@ describe("assignment → installer input", () => {
     expect(() => toInstallerInput(badMap, (d) => d)).toThrow(
       /binds map field "allow_list" to unknown map "missing"/,
     );
-    const noEntry = structuredClone(chain);
-    noEntry.edges = noEntry.edges.filter((e) => e.from !== "rx");
-    expect(() => toInstallerInput(noEntry, (d) => d)).toThrow(/exactly one edge from rx, found 0/);
+    const badEntry = structuredClone(chain);
+    badEntry.entry.target = "00000000-0000-4000-8000-00000000beef";
+    expect(() => toInstallerInput(badEntry, (d) => d)).toThrow(
+      /the entry is 00000000-0000-4000-8000-00000000beef/,
+    );
+    // a tail call from XDP into an NF the plan keeps out of XDP is refused before anything is touched
+    const intoUserland = structuredClone(chain);
+    intoUserland.nfs[1]!.actions[1] = { variant: "Suspicious", kind: "tailcall", target: uuid("dpi") };
+    const input = toInstallerInput(intoUserland, (d) => d);
+    expect(() => planInstallation(input.plan, input.artifacts, { iface: "eth0" })).toThrow(
+      /tail call to "dpi", which the plan does not place in XDP/,
+    );
   });
 });

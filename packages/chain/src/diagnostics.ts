@@ -66,23 +66,31 @@ export function editDistance(a: string, b: string): number {
   return rows[a.length]![b.length]!;
 }
 
+/** Words longer than this get no suggestion, and at most this many candidates are compared: a bound on the work. */
+const SUGGEST_MAX_WORD = 64;
+const SUGGEST_MAX_CANDIDATES = 4096;
+
 /**
  * The closest candidate to `word`, if it is close enough to be a plausible typo
  * (distance at most a third of the word, minimum 1; case and -/_ differences are free).
+ * Bounded: long words and candidates far off in length are skipped.
  */
 export function closestMatch(word: string, candidates: Iterable<string>): string | undefined {
+  if (word.length > SUGGEST_MAX_WORD) return undefined;
   const fold = (s: string) => s.toLowerCase().replaceAll("-", "_");
+  const limit = Math.max(1, Math.floor(word.length / 3));
   let best: string | undefined;
   let bestDistance = Number.POSITIVE_INFINITY;
+  let compared = 0;
   for (const candidate of candidates) {
-    if (candidate === word) continue;
+    if (candidate === word || Math.abs(candidate.length - word.length) > limit) continue;
+    if (++compared > SUGGEST_MAX_CANDIDATES) break;
     const distance = editDistance(fold(word), fold(candidate));
     if (distance < bestDistance) {
       best = candidate;
       bestDistance = distance;
     }
   }
-  const limit = Math.max(1, Math.floor(word.length / 3));
   return bestDistance <= limit ? best : undefined;
 }
 

@@ -10,6 +10,15 @@ export {
   sortDiagnostics,
 } from "./diagnostics";
 export { checkNfInterfaces, type NfInterface } from "./interfaces";
+export {
+  CHAIN_INPUT_LIMITS,
+  checkDeviceLimits,
+  checkInputCounts,
+  checkInputSize,
+  DEFAULT_DEVICE_LIMITS,
+  type DeviceLimits,
+  mapMemory,
+} from "./limits";
 export { indexToml, type KeyPath, type Position, PositionIndex } from "./locate";
 export {
   type Chain,
@@ -31,6 +40,7 @@ export {
   type EdgeKind,
   KERNEL_MAX_TAIL_CALLS,
   type Placement,
+  type PlanAction,
   type PlanEdge,
   type PlanMap,
   type PlanNf,

@@ -1,4 +1,5 @@
 import { type Diagnostic, didYouMean, formatLocation, type SourceLocation } from "./diagnostics";
+import { checkDeviceLimits, DEFAULT_DEVICE_LIMITS, type DeviceLimits, mapMemory } from "./limits";
 import { type Chain, canonicalMapName, canonicalMapType, type MapType } from "./model";
 import { targetText } from "./plan";
 
@@ -29,7 +30,11 @@ const LPM_KEY_MAX = 4 + 256;
  * against the map type and across the NFs sharing a map. Instances without an interface
  * are skipped. Pure: the caller (the NF compiler) supplies the interfaces.
  */
-export function checkNfInterfaces(chain: Chain, interfaces: ReadonlyMap<string, NfInterface>): Diagnostic[] {
+export function checkNfInterfaces(
+  chain: Chain,
+  interfaces: ReadonlyMap<string, NfInterface>,
+  limits: DeviceLimits = DEFAULT_DEVICE_LIMITS,
+): Diagnostic[] {
   const out: Diagnostic[] = [];
   const error = (
     at: SourceLocation,
@@ -147,6 +152,13 @@ export function checkNfInterfaces(chain: Chain, interfaces: ReadonlyMap<string, 
       );
     }
   }
+  // With the NFs' key/value sizes the map memory estimate is exact; parseChain checked the
+  // lower bound, so report here only what the real sizes add.
+  const budget = limits.mapMemoryBytes;
+  if (mapMemory(chain, limits).bytes <= budget && mapMemory(chain, limits, interfaces).bytes > budget)
+    out.push(
+      ...checkDeviceLimits(chain, { limits, interfaces }).filter((d) => d.code === "limit-map-memory"),
+    );
   return out;
 }
 

@@ -1,36 +1,11 @@
+import type { Exit, MapType } from "@galette/vocabulary";
 import type { SourceLocation } from "./diagnostics";
 
-/** Canonical map type spellings (TOML accepts `-` and `_` interchangeably). */
-export const MAP_TYPES = [
-  "hash_map",
-  "array",
-  "lpm_trie",
-  "percpu_array",
-  "percpu_hash",
-  "lru_hash",
-] as const;
-export type MapType = (typeof MAP_TYPES)[number];
-
-/** Packet verdicts a link may end in. */
-export const EXITS = ["tx", "pass", "drop", "abort"] as const;
-export type Exit = (typeof EXITS)[number];
-
-/** The kernel's BPF map max_entries is a u32. */
-export const MAX_MAP_SIZE = 0xffff_ffff;
-
-/** `lpm-trie` → `lpm_trie`; undefined if it is not a map type. */
-export function canonicalMapType(spelling: string): MapType | undefined {
-  const folded = spelling.replaceAll("-", "_");
-  return (MAP_TYPES as readonly string[]).includes(folded) ? (folded as MapType) : undefined;
-}
+export { canonicalMapType, EXITS, type Exit, isExit, MAP_TYPES, type MapType } from "@galette/vocabulary";
 
 /** TOML map names bind to Rust #[maps] field names, where `-` cannot appear: `flow-state` ≡ `flow_state`. */
 export function canonicalMapName(name: string): string {
   return name.replaceAll("-", "_");
-}
-
-export function isExit(name: string): name is Exit {
-  return (EXITS as readonly string[]).includes(name);
 }
 
 /** One entry of a link's `to` list. */
@@ -45,7 +20,8 @@ export interface ChainMap {
   /** canonical (snake_case) name, the #[maps] field it binds to */
   name: string;
   type: MapType;
-  size: number;
+  /** max_entries (the TOML's `size`) */
+  maxEntries: number;
   shared: boolean;
   /** instance owning an inline map */
   owner?: string;

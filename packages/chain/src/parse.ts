@@ -1,6 +1,8 @@
+import { MAX_MAP_ENTRIES_U32 as MAX_MAP_SIZE } from "@galette/vocabulary";
 import { parse as parseToml, TomlError } from "smol-toml";
 import { z } from "zod";
 import { type Diagnostic, didYouMean, hasErrors, type SourceLocation, sortDiagnostics } from "./diagnostics";
+import { checkDeviceLimits, checkInputCounts, checkInputSize, type DeviceLimits } from "./limits";
 import { indexToml, type KeyPath, type PositionIndex } from "./locate";
 import {
   type Chain,
@@ -10,7 +12,6 @@ import {
   EXITS,
   isExit,
   MAP_TYPES,
-  MAX_MAP_SIZE,
   type MapBinding,
   type NfInstance,
   type Target,
@@ -64,6 +65,8 @@ export interface ParseResult {
 export interface ParseOptions {
   /** overrides the chain name ([chain] name, else the file's base name) */
   chainName?: string;
+  /** the device limits a valid chain must fit (default: DEFAULT_DEVICE_LIMITS) */
+  limits?: DeviceLimits;
 }
 
 /**
@@ -71,6 +74,8 @@ export interface ParseOptions {
  * becomes a Diagnostic naming file:line:column.
  */
 export function parseChain(text: string, file: string, options: ParseOptions = {}): ParseResult {
+  const tooLarge = checkInputSize(text, file);
+  if (tooLarge) return { diagnostics: [tooLarge] };
   let raw: Record<string, unknown>;
   try {
     raw = parseToml(text, { integersAsBigInt: "asNeeded", maxDepth: 64 }) as Record<string, unknown>;
@@ -78,8 +83,13 @@ export function parseChain(text: string, file: string, options: ParseOptions = {
     if (!(err instanceof TomlError)) throw err;
     return { diagnostics: [tomlSyntaxDiagnostic(err, file)] };
   }
-  const v = new ChainValidator(raw, file, indexToml(text), options);
+  const index = indexToml(text);
+  const overLimits = checkInputCounts(raw, (path) => ({ file, ...index.key(path) }));
+  if (overLimits.length > 0) return { diagnostics: sortDiagnostics(overLimits) };
+  const v = new ChainValidator(raw, file, index, options);
   const chain = v.run();
+  if (chain && !hasErrors(v.diagnostics))
+    v.diagnostics.push(...checkDeviceLimits(chain, options.limits ? { limits: options.limits } : {}));
   return { chain: hasErrors(v.diagnostics) ? undefined : chain, diagnostics: sortDiagnostics(v.diagnostics) };
 }
 
@@ -136,11 +146,14 @@ interface ShapeContext {
 class ChainValidator {
   readonly diagnostics: Diagnostic[] = [];
   private readonly functionNames: string[] = [];
+  private readonly functionNameSet = new Set<string>();
   /** every [maps.X] written, valid or not (canonical names), to avoid cascading errors */
   private readonly declaredSharedMaps = new Set<string>();
   /** functions that have a [[links]] entry, valid or not */
   private readonly linkedFunctions = new Set<string>();
   private linksMalformed = false;
+  /** "did you mean" costs an edit distance per candidate: only the first few errors get one */
+  private suggestionsLeft = 50;
 
   constructor(
     private readonly raw: Record<string, unknown>,
@@ -148,6 +161,12 @@ class ChainValidator {
     private readonly index: PositionIndex,
     private readonly options: ParseOptions,
   ) {}
+
+  private suggest(word: string, candidates: () => Iterable<string>): string {
+    if (this.suggestionsLeft <= 0) return "";
+    this.suggestionsLeft--;
+    return didYouMean(word, candidates());
+  }
 
   private at(path: KeyPath, which: "key" | "value" = "key"): SourceLocation {
     const p = which === "key" ? this.index.key(path) : this.index.value(path);
@@ -251,7 +270,11 @@ class ChainValidator {
     const functionsRaw = isTable(this.raw.functions) ? this.raw.functions : {};
     const sharedRaw = isTable(this.raw.maps) ? this.raw.maps : {};
     const linksRaw = Array.isArray(this.raw.links) ? this.raw.links : [];
-    this.functionNames.push(...Object.keys(functionsRaw).filter((n) => !RESERVED_NAMES.has(n)));
+    for (const n of Object.keys(functionsRaw)) {
+      if (RESERVED_NAMES.has(n)) continue;
+      this.functionNames.push(n);
+      this.functionNameSet.add(n);
+    }
     this.linksMalformed = this.raw.links !== undefined && !Array.isArray(this.raw.links);
 
     const sharedMaps = this.sharedMaps(sharedRaw);
@@ -330,7 +353,7 @@ class ChainValidator {
   }
 
   /** Validates `{ type, size }`; returns the canonical spec when valid. */
-  private mapSpec(spec: unknown, path: KeyPath): { type: ChainMap["type"]; size: number } | undefined {
+  private mapSpec(spec: unknown, path: KeyPath): { type: ChainMap["type"]; maxEntries: number } | undefined {
     if (!isTable(spec)) {
       this.error(
         this.at(path, "value"),
@@ -349,7 +372,7 @@ class ChainValidator {
       },
     });
     if (!ok) return undefined;
-    return { type: canonicalMapType(spec.type as string)!, size: spec.size as number };
+    return { type: canonicalMapType(spec.type as string)!, maxEntries: spec.size as number };
   }
 
   private functions(
@@ -443,7 +466,7 @@ class ChainValidator {
           this.error(
             this.at(path, "value"),
             "shared-map-undeclared",
-            `function "${instance.name}" binds shared map "${tomlName}" but there is no [maps.${tomlName}]${didYouMean(name, sharedMaps.keys())}`,
+            `function "${instance.name}" binds shared map "${tomlName}" but there is no [maps.${tomlName}]${this.suggest(name, () => sharedMaps.keys())}`,
             `declare it: [maps.${tomlName}] with type and size, or declare it inline: ${tomlName} = { type = "hash_map", size = 1024 }`,
           );
           continue;
@@ -506,11 +529,11 @@ class ChainValidator {
         );
         return;
       }
-      if (!this.functionNames.includes(from)) {
+      if (!this.functionNameSet.has(from)) {
         this.error(
           fromLocation,
           "unknown-function",
-          `link from undeclared function ${JSON.stringify(from)}${didYouMean(from, this.functionNames)}`,
+          `link from undeclared function ${JSON.stringify(from)}${this.suggest(from, () => this.functionNames)}`,
           `declare it with [functions.${quoteKey(from)}] or fix the name`,
         );
         return;
@@ -588,12 +611,11 @@ class ChainValidator {
       );
       return undefined;
     }
-    if (!this.functionNames.includes(name)) {
-      const candidates = [...this.functionNames, ...(upcall ? [] : EXITS)];
+    if (!this.functionNameSet.has(name)) {
       this.error(
         location,
         "unknown-target",
-        `unknown link target ${JSON.stringify(text)}${didYouMean(name, candidates).replace(/"([^"]+)"\?$/, (_m, s) => `"${upcall ? "!" : ""}${s}"?`)}`,
+        `unknown link target ${JSON.stringify(text)}${this.suggest(name, () => [...this.functionNames, ...(upcall ? [] : EXITS)]).replace(/"([^"]+)"\?$/, (_m, s) => `"${upcall ? "!" : ""}${s}"?`)}`,
         "a target is a function name, !function (upcall to userland), tx, pass, drop or abort",
       );
       return undefined;
@@ -630,36 +652,51 @@ class ChainValidator {
       );
   }
 
+  /** Iterative depth-first search (chains from files can be long); reports each cycle once. */
   private cycles(links: ParsedLinks): void {
     const state = new Map<string, "open" | "done">();
-    const stack: string[] = [];
+    /** the open path; position of each open NF in it */
+    const stack: Array<{ nf: string; next: number }> = [];
+    const onStack = new Map<string, number>();
     const reported = new Set<string>();
-    const visit = (nf: string): void => {
+    const open = (nf: string) => {
       state.set(nf, "open");
-      stack.push(nf);
-      for (const t of links.byFrom.get(nf)?.targets ?? []) {
+      onStack.set(nf, stack.length);
+      stack.push({ nf, next: 0 });
+    };
+    for (const root of this.functionNames) {
+      if (state.has(root)) continue;
+      open(root);
+      while (stack.length > 0) {
+        const top = stack[stack.length - 1]!;
+        const targets = links.byFrom.get(top.nf)?.targets ?? [];
+        if (top.next >= targets.length) {
+          stack.pop();
+          onStack.delete(top.nf);
+          state.set(top.nf, "done");
+          continue;
+        }
+        const t = targets[top.next++]!;
         if (t.kind !== "nf") continue;
         const s = state.get(t.nf);
-        if (s === "open") {
-          const cycle = [...stack.slice(stack.indexOf(t.nf)), t.nf];
-          const key = [...cycle.slice(0, -1)].sort().join("\0");
+        if (s === undefined) {
+          open(t.nf);
+        } else if (s === "open") {
+          const cycle = [...stack.slice(onStack.get(t.nf)!).map((e) => e.nf), t.nf];
+          const key = cycle.slice(0, -1).sort().join("\0");
           if (!reported.has(key)) {
             reported.add(key);
+            const shown = cycle.length > 12 ? [...cycle.slice(0, 5), "…", ...cycle.slice(-5)] : cycle;
             this.error(
               t.location,
               "cycle",
-              `cycle: ${cycle.join(" → ")}`,
+              `cycle: ${shown.join(" → ")}${cycle.length > 12 ? ` (${cycle.length - 1} NFs)` : ""}`,
               "chains must be acyclic (in XDP a loop hits the tail-call limit, in userland it never ends)",
             );
           }
-        } else if (s === undefined) {
-          visit(t.nf);
         }
       }
-      stack.pop();
-      state.set(nf, "done");
-    };
-    for (const nf of this.functionNames) if (!state.has(nf)) visit(nf);
+    }
   }
 
   private unreachable(functions: NfInstance[], links: ParsedLinks): void {
@@ -667,8 +704,8 @@ class ChainValidator {
     const queue: string[] = [];
     const entry = links.rx?.targets[0];
     if (entry?.kind === "nf") queue.push(entry.nf);
-    while (queue.length > 0) {
-      const nf = queue.shift()!;
+    for (let head = 0; head < queue.length; head++) {
+      const nf = queue[head]!;
       if (seen.has(nf)) continue;
       seen.add(nf);
       for (const t of links.byFrom.get(nf)?.targets ?? []) if (t.kind === "nf") queue.push(t.nf);

@@ -1,5 +1,6 @@
+import type { Action, MapType, Transition } from "@galette/vocabulary";
 import type { Diagnostic, SourceLocation } from "./diagnostics";
-import type { Chain, MapType, NfInstance, Target } from "./model";
+import type { Chain, NfInstance, Target } from "./model";
 import { instanceUuid } from "./uuid";
 
 /**
@@ -40,9 +41,17 @@ export interface PlanNfMap {
   /** PlanMap.id */
   map: string;
   type: MapType;
-  size: number;
+  maxEntries: number;
   shared: boolean;
 }
+
+/**
+ * What an Action variant does, decided here once: the entry of the instance's action
+ * table. `target` is an NF instance name. An NF placed in XDP has one table for both
+ * placements (its XDP edges decide it); in userland a tailcall and an upcall both mean
+ * "run that instance next".
+ */
+export type PlanAction = Action<string>;
 
 export interface PlanNf {
   name: string;
@@ -54,8 +63,10 @@ export interface PlanNf {
   /** tail calls that lead to this NF's XDP program on its longest XDP path (entry = 1) */
   xdpDepth?: number;
   maps: PlanNfMap[];
-  /** one per Action variant: the target as written */
+  /** one per Action variant, in order: the target as written (`!dpi`, `tx`), for people */
   next: string[];
+  /** one per Action variant, in order: the decided action-table entry */
+  actions: PlanAction[];
   /** why it runs where it runs */
   reasons: string[];
 }
@@ -64,7 +75,7 @@ export interface PlanMap {
   id: string;
   name: string;
   type: MapType;
-  size: number;
+  maxEntries: number;
   shared: boolean;
   owner?: string;
   users: string[];
@@ -73,7 +84,8 @@ export interface PlanMap {
 export interface ChainPlan {
   chain: string;
   file: string;
-  entry: string;
+  /** how rx reaches the entry NF: tailcall (it runs in XDP) or upcall (only in userland) */
+  entry: { kind: Transition; target: string };
   maxTailCalls: number;
   nfs: PlanNf[];
   edges: PlanEdge[];
@@ -151,8 +163,8 @@ export function planChain(chain: Chain, options: PlanOptions = {}): ChainPlan {
 
   const pathTo = (nf: string): string[] => {
     const out = [nf];
-    for (let cur = deepestFrom.get(nf); cur !== undefined; cur = deepestFrom.get(cur)) out.unshift(cur);
-    return ["rx", ...out];
+    for (let cur = deepestFrom.get(nf); cur !== undefined; cur = deepestFrom.get(cur)) out.push(cur);
+    return ["rx", ...out.reverse()];
   };
 
   for (const name of topologicalOrder(chain, byName)) {
@@ -203,6 +215,8 @@ export function planChain(chain: Chain, options: PlanOptions = {}): ChainPlan {
   }
 
   const mapsById = new Map(chain.maps.map((m) => [m.id, m]));
+  const edgesFrom = new Map<string, PlanEdge[]>();
+  for (const e of edges) edgesFrom.set(e.from, [...(edgesFrom.get(e.from) ?? []), e]);
   const nfs: PlanNf[] = chain.functions.map((f) => {
     const planNf: PlanNf = {
       name: f.name,
@@ -213,9 +227,10 @@ export function planChain(chain: Chain, options: PlanOptions = {}): ChainPlan {
       disableXdp: f.disableXdp,
       maps: f.maps.map((b) => {
         const m = mapsById.get(b.map)!;
-        return { name: b.name, map: m.id, type: m.type, size: m.size, shared: m.shared };
+        return { name: b.name, map: m.id, type: m.type, maxEntries: m.maxEntries, shared: m.shared };
       }),
       next: f.actions.map(targetText),
+      actions: decideActions(f, xdp.has(f.name), edgesFrom.get(f.name) ?? []),
       reasons: reasons.get(f.name) ?? ["unreachable: not placed"],
     };
     const d = depth.get(f.name);
@@ -227,14 +242,42 @@ export function planChain(chain: Chain, options: PlanOptions = {}): ChainPlan {
       id: m.id,
       name: m.name,
       type: m.type,
-      size: m.size,
+      maxEntries: m.maxEntries,
       shared: m.shared,
       users: [...m.users],
     };
     if (m.owner) out.owner = m.owner;
     return out;
   });
-  return { chain: chain.name, file: chain.file, entry: entry.nf, maxTailCalls, nfs, edges, maps, warnings };
+  const entryKind: Transition = xdp.has(entry.nf) ? "tailcall" : "upcall";
+  return {
+    chain: chain.name,
+    file: chain.file,
+    entry: { kind: entryKind, target: entry.nf },
+    maxTailCalls,
+    nfs,
+    edges,
+    maps,
+    warnings,
+  };
+}
+
+/**
+ * The action table of one NF from its classified edges: the XDP copy's edges when it runs
+ * in XDP (one table serves both copies), else its userland edges. Unplaced NFs get their
+ * targets as written (nothing installs them).
+ */
+function decideActions(nf: NfInstance, inXdp: boolean, out: PlanEdge[]): PlanAction[] {
+  const placement: Placement = inXdp ? "xdp" : "userland";
+  return nf.actions.map((target, action): PlanAction => {
+    if (target.kind === "exit") return { kind: target.exit };
+    const edge = out.find((e) => e.action === action && e.fromPlacement === placement);
+    // upcall: the target runs in userland from XDP; tailcall: it stays in XDP, or (from
+    // userland, a "call") the worker runs it next, which is what a tailcall entry means there
+    if (edge?.kind === "upcall") return { kind: "upcall", target: target.nf };
+    if (edge) return { kind: "tailcall", target: target.nf };
+    return target.upcall ? { kind: "upcall", target: target.nf } : { kind: "tailcall", target: target.nf };
+  });
 }
 
 function depthWarning(
@@ -263,16 +306,31 @@ export function targetText(t: Target): string {
   return t.kind === "exit" ? t.exit : `${t.upcall ? "!" : ""}${t.nf}`;
 }
 
-/** NFs reachable from the entry, every NF after all its predecessors (the chain is acyclic). */
+/**
+ * NFs reachable from the entry, every NF after all its predecessors (the chain is
+ * acyclic). Iterative depth-first post-order: chains from files can be long.
+ */
 function topologicalOrder(chain: Chain, byName: Map<string, NfInstance>): string[] {
   const order: string[] = [];
-  const seen = new Set<string>();
-  const visit = (name: string) => {
-    if (seen.has(name)) return;
-    seen.add(name);
-    for (const t of byName.get(name)?.actions ?? []) if (t.kind === "nf") visit(t.nf);
-    order.push(name);
-  };
-  visit(chain.entry.nf);
+  const seen = new Set<string>([chain.entry.nf]);
+  const stack: Array<{ name: string; next: number }> = [{ name: chain.entry.nf, next: 0 }];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    const actions = byName.get(top.name)?.actions ?? [];
+    let pushed = false;
+    while (top.next < actions.length) {
+      const t = actions[top.next++]!;
+      if (t.kind === "nf" && !seen.has(t.nf)) {
+        seen.add(t.nf);
+        stack.push({ name: t.nf, next: 0 });
+        pushed = true;
+        break;
+      }
+    }
+    if (!pushed) {
+      order.push(top.name);
+      stack.pop();
+    }
+  }
   return order.reverse();
 }

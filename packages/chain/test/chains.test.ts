@@ -36,7 +36,13 @@ describe("chains/ acceptance", () => {
       users: ["weak-classifier", "dpi"],
     });
     expect(nf("access-control").maps).toEqual([
-      { name: "allow_list", map: "access-control.allow_list", type: "lpm_trie", size: 65535, shared: false },
+      {
+        name: "allow_list",
+        map: "access-control.allow_list",
+        type: "lpm_trie",
+        maxEntries: 65535,
+        shared: false,
+      },
     ]);
   });
 

@@ -56,7 +56,7 @@ describe("parseChain", () => {
     const shared = chain!.maps.find((m) => m.id === "flow_state")!;
     expect(shared).toMatchObject({
       type: "hash_map",
-      size: 65535,
+      maxEntries: 65535,
       shared: true,
       users: ["weak-classifier", "dpi"],
     });

@@ -93,6 +93,14 @@ to = ["pass"]
     ]);
     expect(place(p, "c")).toEqual({ xdp: false, userland: true });
     expect(place(p, "d")).toEqual({ xdp: false, userland: true });
+    // the decided action tables: what the wire format and the installer carry unchanged
+    expect(p.entry).toEqual({ kind: "tailcall", target: "a" });
+    expect(Object.fromEntries(p.nfs.map((n) => [n.name, n.actions]))).toEqual({
+      a: [{ kind: "tailcall", target: "b" }, { kind: "drop" }],
+      b: [{ kind: "upcall", target: "c" }, { kind: "tx" }],
+      c: [{ kind: "tailcall", target: "d" }],
+      d: [{ kind: "pass" }],
+    });
   });
 
   it("places an NF reached both in XDP and through an upcall in both", () => {
@@ -111,6 +119,10 @@ to = ["tx"]
 `);
     expect(place(p, "shared")).toEqual({ xdp: true, userland: true });
     expect(edge(p, "shared", "tx").map((e) => e.fromPlacement)).toEqual(["xdp", "userland"]);
+    expect(p.nfs.find((n) => n.name === "split")!.actions).toEqual([
+      { kind: "tailcall", target: "shared" },
+      { kind: "upcall", target: "shared" },
+    ]);
   });
 
   it("uses the longest XDP path to an NF for its depth", () => {
@@ -146,6 +158,7 @@ to = ["tx"]
     for (const p of [plan(src("e", "disable_xdp = true\n")), plan(src("!e", ""))]) {
       expect(place(p, "e")).toEqual({ xdp: false, userland: true });
       expect(p.edges[0]).toMatchObject({ from: "rx", kind: "entry", toPlacement: "userland" });
+      expect(p.entry).toEqual({ kind: "upcall", target: "e" });
     }
   });
 
@@ -155,10 +168,18 @@ to = ["tx"]
     const p = planChain(chain!, { buildHashes: new Map([["m", "h1"]]) });
     expect(p.nfs[0]!.uuid).toBe(instanceUuid("mac", "m", "h1"));
     expect(p.nfs[0]!.maps).toEqual([
-      { name: "counters", map: "m.counters", type: "array", size: 1, shared: false },
+      { name: "counters", map: "m.counters", type: "array", maxEntries: 1, shared: false },
     ]);
     expect(p.maps).toEqual([
-      { id: "m.counters", name: "counters", type: "array", size: 1, shared: false, owner: "m", users: ["m"] },
+      {
+        id: "m.counters",
+        name: "counters",
+        type: "array",
+        maxEntries: 1,
+        shared: false,
+        owner: "m",
+        users: ["m"],
+      },
     ]);
   });
 

@@ -6,8 +6,8 @@
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import type { ChainPlan } from "@galette/chain";
 import { createLogger, type Logger } from "@galette/log";
+import { GALETTE_MAX_ACTIONS, GALETTE_MAX_INSTANCES, GALETTE_MAX_XSKS } from "@galette/vocabulary";
 import {
   AbiNames,
   attachXdp,
@@ -16,9 +16,6 @@ import {
   closeFd,
   detachXdp,
   encode,
-  GALETTE_MAX_ACTIONS,
-  GALETTE_MAX_INSTANCES,
-  GALETTE_MAX_XSKS,
   galetteAction,
   type NfInstanceConfig,
   netnsPath,
@@ -36,6 +33,7 @@ import {
   ACTION_CODES,
   type ActionEntry,
   devicePins,
+  type InstallPlan,
   type InstallSpec,
   type InstanceSpec,
   type InterfaceTarget,
@@ -516,7 +514,7 @@ export class Dataplane {
   }
 
   /** The reconfiguration from this installation to `plan` (pure; throws before touching anything). */
-  replan(plan: ChainPlan, artifacts: ReadonlyMap<string, NfArtifacts>): Reconfiguration {
+  replan(plan: InstallPlan, artifacts: ReadonlyMap<string, NfArtifacts>): Reconfiguration {
     return planInstallation(plan, artifacts, this.spec.target, {
       live: this.spec,
       bpffsRoot: path.dirname(this.spec.pins.dir),

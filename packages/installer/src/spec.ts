@@ -5,11 +5,18 @@
  * No kernel access here: kernel.ts carries the result out.
  */
 import type { ChainPlan, PlanNf } from "@galette/chain";
+import {
+  ACTION_CODES as ABI_ACTION_CODES,
+  type ActionKind,
+  canonicalMapType,
+  DEFAULT_DEVICE_LIMITS,
+  isExit,
+} from "@galette/vocabulary";
 
 /** PROG_ARRAY slots per device (GALETTE_MAX_INSTANCES in galette_abi.h). */
-export const MAX_INSTANCES = 256;
+export const MAX_INSTANCES = DEFAULT_DEVICE_LIMITS.instanceSlots;
 /** Action variants per NF (GALETTE_MAX_ACTIONS). */
-export const MAX_ACTIONS = 16;
+export const MAX_ACTIONS = DEFAULT_DEVICE_LIMITS.actionsPerNf;
 /**
  * The "rx" pseudo-instance: when the chain's entry runs only in userland, the root slot
  * holds a small XDP program that upcalls as instance RX_INSTANCE, variant 0, and this
@@ -18,7 +25,19 @@ export const MAX_ACTIONS = 16;
 export const RX_INSTANCE = MAX_INSTANCES - 1;
 export const BPFFS_ROOT = "/sys/fs/bpf/galette";
 
-export type ActionKindName = "abort" | "drop" | "pass" | "tx" | "tailcall" | "upcall";
+export type ActionKindName = ActionKind;
+
+/**
+ * What the installer needs of a plan: the entry, and each placed NF with its decided
+ * action table (`actions`). A @galette/chain ChainPlan is one; the agent builds one from
+ * the controller's assignment without deciding anything again.
+ */
+export interface InstallPlan {
+  chain: string;
+  entry: ChainPlan["entry"];
+  nfs: Array<Pick<PlanNf, "name" | "uuid" | "xdp" | "userland" | "path" | "maps" | "actions">>;
+}
+type InstallNf = InstallPlan["nfs"][number];
 
 /** One entry of an action table: what variant `index` of an NF does. */
 export interface ActionEntry {
@@ -151,10 +170,7 @@ export class InstallSpecError extends Error {
 /** BPF_F_NO_PREALLOC */
 const NO_PREALLOC = 1;
 
-const canonicalType = (t: string): string => {
-  const s = t.trim().toLowerCase().replaceAll("-", "_");
-  return s === "hash" ? "hash_map" : s;
-};
+const canonicalType = (t: string): string => canonicalMapType(t) ?? t;
 
 /** bpffs refuses names with a dot (EPERM); `~` never appears in keys or interface names. */
 const bpffsName = (s: string): string => s.replaceAll(".", "~");
@@ -202,7 +218,7 @@ export interface SpecOptions {
  * plan and a build, or a map conflict — before anything is touched.
  */
 export function planInstallation(
-  plan: ChainPlan,
+  plan: InstallPlan,
   artifacts: ReadonlyMap<string, NfArtifacts>,
   target: InterfaceTarget,
   options: SpecOptions = {},
@@ -211,6 +227,11 @@ export function planInstallation(
   const live = options.live ?? { instances: [], maps: [], entry: -1 };
   const placed = plan.nfs.filter((nf) => nf.xdp || nf.userland);
   const byName = new Map(placed.map((nf) => [nf.name, nf]));
+  // Bounds the work below (and the recursion of visit) whatever the plan's origin.
+  if (placed.length > MAX_INSTANCES - 1)
+    throw new InstallSpecError(
+      `chain "${plan.chain}" places ${placed.length} NF instances; a device holds at most ${MAX_INSTANCES - 1} (GALETTE_MAX_INSTANCES = ${MAX_INSTANCES}, one slot kept for rx)`,
+    );
 
   // Maps first: a conflict must stop us before any id is handed out.
   const maps = new Map<string, MapInstallSpec>();
@@ -283,17 +304,11 @@ export function planInstallation(
     const nf = byName.get(name);
     if (!nf) throw new InstallSpecError(`plan edge leads to "${name}", which the plan does not place`);
     const art = artifactsOf(nf, artifacts);
-    const actions = art.variants.map((_, variant): ActionEntry => {
-      const edges = plan.edges.filter((e) => e.from === name && e.action === variant);
-      const edge = edges.find((e) => e.fromPlacement === "xdp") ?? edges[0];
-      if (!edge)
-        throw new InstallSpecError(
-          `NF "${name}": the plan has no link for variant ${variant} (${art.variants[variant]})`,
-        );
-      if (edge.kind === "exit") return { kind: edge.to as ActionKindName, arg: 0, target: edge.to };
-      const next = visit(edge.to, [...stack, name]);
-      // In userland a tail call and an upcall both mean "run that instance next".
-      return { kind: edge.kind === "upcall" ? "upcall" : "tailcall", arg: next.id, target: edge.to };
+    // The plan decided every variant's kind and target; here they only become slot ids.
+    const actions = nf.actions.map((action): ActionEntry => {
+      if (!("target" in action)) return { kind: action.kind, arg: 0, target: action.kind };
+      const next = visit(action.target, [...stack, name]);
+      return { kind: action.kind, arg: next.id, target: action.target };
     });
     const candidate: Omit<InstanceSpec, "id" | "pins"> = {
       name,
@@ -323,15 +338,21 @@ export function planInstallation(
     assigned.set(name, spec);
     return spec;
   };
-  const entry = visit(plan.entry, []);
+  const entryNf = byName.get(plan.entry.target);
+  if (!entryNf)
+    throw new InstallSpecError(`the chain's entry "${plan.entry.target}" is not placed by the plan`);
+  if ((plan.entry.kind === "tailcall") !== entryNf.xdp)
+    throw new InstallSpecError(
+      `the chain's entry "${entryNf.name}" is reached by ${plan.entry.kind} but runs ${entryNf.xdp ? "in XDP" : "only in userland"}`,
+    );
+  const entry = visit(entryNf.name, []);
   for (const nf of placed) visit(nf.name, []);
 
-  const entryNf = byName.get(plan.entry)!;
   let rx: RxSpec | undefined;
-  if (!entryNf.xdp) {
+  if (plan.entry.kind === "upcall") {
     rx = {
       id: RX_INSTANCE,
-      actions: [{ kind: "upcall", arg: entry.id, target: plan.entry }],
+      actions: [{ kind: "upcall", arg: entry.id, target: entryNf.name }],
       pins: { prog: `${pins.dir}/nf/rx/prog`, actions: slotTablePin(pins.dir, RX_INSTANCE) },
     };
   }
@@ -359,13 +380,13 @@ export function planInstallation(
   };
 }
 
-function artifactsOf(nf: PlanNf, artifacts: ReadonlyMap<string, NfArtifacts>): NfArtifacts {
+function artifactsOf(nf: InstallNf, artifacts: ReadonlyMap<string, NfArtifacts>): NfArtifacts {
   const art = artifacts.get(nf.name);
   if (!art) throw new InstallSpecError(`NF "${nf.name}" (${nf.path}): no build artifacts were given for it`);
   return art;
 }
 
-function checkArtifact(plan: ChainPlan, nf: PlanNf, art: NfArtifacts): void {
+function checkArtifact(plan: InstallPlan, nf: InstallNf, art: NfArtifacts): void {
   const where = `NF "${nf.name}" (${nf.path}, build ${art.hash})`;
   if (nf.xdp && !art.bpfObject)
     throw new InstallSpecError(
@@ -375,10 +396,23 @@ function checkArtifact(plan: ChainPlan, nf: PlanNf, art: NfArtifacts): void {
     throw new InstallSpecError(
       `${where} runs in userland but has no native library for this CPU; was it built for it?`,
     );
-  if (art.variants.length !== nf.next.length)
+  if (art.variants.length !== nf.actions.length)
     throw new InstallSpecError(
-      `${where}: the build has ${art.variants.length} Action variants (${art.variants.join(", ")}) but the chain links ${nf.next.length} (${nf.next.join(", ")})`,
+      `${where}: the build has ${art.variants.length} Action variants (${art.variants.join(", ")}) but the chain links ${nf.actions.length} (${nf.actions.map(describeAction).join(", ")})`,
     );
+  for (const action of nf.actions) {
+    const ok =
+      "target" in action ? action.kind === "tailcall" || action.kind === "upcall" : isExit(action.kind);
+    if (!ok)
+      throw new InstallSpecError(`${where}: action ${describeAction(action)} is not one the dataplane knows`);
+    if (action.kind === "tailcall" && "target" in action && nf.xdp) {
+      const next = plan.nfs.find((n) => n.name === action.target);
+      if (next && !next.xdp)
+        throw new InstallSpecError(
+          `${where}: tail call to "${action.target}", which the plan does not place in XDP`,
+        );
+    }
+  }
   if (art.variants.length > MAX_ACTIONS)
     throw new InstallSpecError(
       `${where}: ${art.variants.length} Action variants, at most ${MAX_ACTIONS} fit an action table`,
@@ -391,9 +425,9 @@ function checkArtifact(plan: ChainPlan, nf: PlanNf, art: NfArtifacts): void {
     );
   for (const m of art.maps) {
     const b = nf.maps.find((x) => x.name === m.name)!;
-    if (canonicalType(b.type) !== canonicalType(m.type) || b.size !== m.maxEntries)
+    if (canonicalType(b.type) !== canonicalType(m.type) || b.maxEntries !== m.maxEntries)
       throw new InstallSpecError(
-        `${where}: map "${m.name}" is ${canonicalType(m.type)}[${m.maxEntries}] in the build but ${b.type}[${b.size}] in chain "${plan.chain}" (rebuild the NF with the chain's map overrides)`,
+        `${where}: map "${m.name}" is ${canonicalType(m.type)}[${m.maxEntries}] in the build but ${b.type}[${b.maxEntries}] in chain "${plan.chain}" (rebuild the NF with the chain's map overrides)`,
       );
   }
 }
@@ -419,12 +453,8 @@ function sameInstance(live: InstanceSpec, c: Omit<InstanceSpec, "id" | "pins">):
   );
 }
 
-/** The entries to write into an instance's galette_actions map, as {kind, arg} codes. */
-export const ACTION_CODES: Record<ActionKindName, number> = {
-  abort: 0,
-  drop: 1,
-  pass: 2,
-  tx: 3,
-  tailcall: 100,
-  upcall: 101,
-};
+const describeAction = (a: InstallNf["actions"][number]): string =>
+  "target" in a ? `${a.kind} ${a.target}` : a.kind;
+
+/** The codes written into an instance's galette_actions map ({kind, arg}), from the one vocabulary. */
+export const ACTION_CODES: Readonly<Record<ActionKindName, number>> = ABI_ACTION_CODES;

@@ -1,7 +1,10 @@
+import { CPU_TRIPLES, cpuForMachine, MAP_TYPES } from "@galette/vocabulary";
 import { z } from "zod";
 
+export { CPU_TRIPLES, MAP_TYPES };
+
 /** Version of the messages in this package. Agents send it; the controller refuses other majors. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** HTTP header an agent uses to state the protocol version it speaks. */
 export const PROTOCOL_VERSION_HEADER = "x-galette-protocol";
@@ -30,45 +33,16 @@ export const Name = z
 export const Labels = z.record(Name, Name);
 export type Labels = z.infer<typeof Labels>;
 
-/** Rust target triples we build native NF libraries for. */
-export const CPU_TRIPLES = [
-  "x86_64-unknown-linux-gnu",
-  "aarch64-unknown-linux-gnu",
-  "armv7-unknown-linux-gnueabihf",
-  "riscv64gc-unknown-linux-gnu",
-] as const;
+/** Rust target triples we build native NF libraries for (the one CPU table is in @galette/vocabulary). */
 export const CpuTriple = z.enum(CPU_TRIPLES);
 export type CpuTriple = z.infer<typeof CpuTriple>;
 
 /** `uname -m` → the triple whose native libraries the device runs; undefined if we do not build for it. */
 export function tripleForMachine(machine: string): CpuTriple | undefined {
-  switch (machine) {
-    case "x86_64":
-    case "amd64":
-      return "x86_64-unknown-linux-gnu";
-    case "aarch64":
-    case "arm64":
-      return "aarch64-unknown-linux-gnu";
-    case "armv7l":
-    case "armv7":
-    case "armhf":
-      return "armv7-unknown-linux-gnueabihf";
-    case "riscv64":
-      return "riscv64gc-unknown-linux-gnu";
-    default:
-      return undefined;
-  }
+  return cpuForMachine(machine)?.triple;
 }
 
-/** Canonical BPF map type names (packages/chain accepts `-`/`_` spellings and canonicalises to these). */
-export const MAP_TYPES = [
-  "hash_map",
-  "array",
-  "lpm_trie",
-  "percpu_array",
-  "percpu_hash",
-  "lru_hash",
-] as const;
+/** Canonical BPF map type names (chain files may use other spellings; they are canonicalised to these). */
 export const MapType = z.enum(MAP_TYPES);
 export type MapType = z.infer<typeof MapType>;
 

@@ -1,44 +1,38 @@
+import { ACTION_KINDS, EXITS, TRANSITIONS } from "@galette/vocabulary";
 import { z } from "zod";
 import { CpuTriple, MapEntry, MapType, Name, Sha256Digest, Uuid } from "./common";
 
 /** Where a packet ends when an NF returns an Action bound to a verdict. */
-export const EXITS = ["tx", "pass", "drop", "abort"] as const;
 export const Exit = z.enum(EXITS);
 export type Exit = z.infer<typeof Exit>;
 
-/**
- * How control moves along an edge of the chain graph.
- * - entry:    rx → the first NF (actionIndex null)
- * - tailcall: XDP NF → XDP NF through the PROG_ARRAY
- * - upcall:   XDP NF → userland NF (AF_XDP with 8 bytes of metadata); no way back to XDP
- * - call:     userland NF → userland NF, run to completion in the worker
- * - exit:     NF → verdict (tx/pass/drop/abort)
- * (the same kinds as @galette/chain's plan)
- */
-export const EdgeKind = z.enum(["entry", "tailcall", "upcall", "call", "exit"]);
-export type EdgeKind = z.infer<typeof EdgeKind>;
+/** Kinds that continue with another NF instance: tailcall (stays in XDP) and upcall (to userland). */
+export const Transition = z.enum(TRANSITIONS);
+export type Transition = z.infer<typeof Transition>;
 
-export const Placement = z.enum(["xdp", "userland"]);
-export type Placement = z.infer<typeof Placement>;
+/** Every kind an action-table entry may have (`enum galette_action_kind`). */
+export const ActionKind = z.enum(ACTION_KINDS);
+export type ActionKind = z.infer<typeof ActionKind>;
 
 /**
- * One edge of the assignment graph. `from` is "rx" or an NF instance UUID; `to` is an NF
- * instance UUID or an exit. `actionIndex` is the position of the Action variant in the
- * source NF's enum (the slot in its action array map); null only for the entry edge.
- * An NF placed in both XDP and userland has one edge per placement, told apart by
- * `fromPlacement`.
+ * How the chain is entered: the root program tail-calls the entry NF (kind tailcall), or,
+ * when the entry runs only in userland, upcalls to it (kind upcall).
  */
-export const AssignmentEdge = z.object({
-  from: z.union([z.literal("rx"), Uuid]),
-  to: z.union([Uuid, Exit]),
-  kind: EdgeKind,
-  actionIndex: z.number().int().nonnegative().nullable(),
-  /** which copy of `from` takes the edge (rx counts as xdp) */
-  fromPlacement: Placement,
-  /** where `to` runs; absent for exits */
-  toPlacement: Placement.optional(),
-});
-export type AssignmentEdge = z.infer<typeof AssignmentEdge>;
+export const ChainEntry = z.strictObject({ kind: Transition, target: Uuid });
+export type ChainEntry = z.infer<typeof ChainEntry>;
+
+/**
+ * What one Action variant does, as the controller's planner decided it: the agent writes
+ * it into the instance's action table as it is. `variant` is the variant's name in the
+ * NF's Action enum (for counters and logs); `target` is the NF instance that runs next and
+ * is present exactly for tailcall and upcall. In userland both transitions mean "run that
+ * instance next" (there is no way back into XDP). These entries are the graph's edges.
+ */
+export const AssignedAction = z.union([
+  z.strictObject({ variant: z.string().min(1).max(128), kind: Exit }),
+  z.strictObject({ variant: z.string().min(1).max(128), kind: Transition, target: Uuid }),
+]);
+export type AssignedAction = z.infer<typeof AssignedAction>;
 
 /** A BPF map the agent creates once per chain; XDP and userland NFs share it by fd. */
 export const MapSpec = z.object({
@@ -67,7 +61,7 @@ export type ArtifactRef = z.infer<typeof ArtifactRef>;
 export const AssignedNf = z.object({
   uuid: Uuid,
   /** the instance's name in the chain TOML ([functions.NAME]) */
-  instance: z.string().min(1),
+  instance: z.string().min(1).max(63),
   /** the crate (published NF) it runs */
   nf: Name,
   /** build hash of the NF (source + toolchain); empty until built */
@@ -76,12 +70,13 @@ export const AssignedNf = z.object({
   xdp: z.boolean(),
   /** runs (also) in the userland worker (native library) */
   userland: z.boolean(),
-  /** the Action enum's variant count = the length of its action array */
-  actionCount: z.number().int().nonnegative(),
-  /** the Action variant names in order (actionCount of them), for counters and logs */
-  actions: z.array(z.string().min(1)).optional(),
+  /**
+   * One entry per Action variant, in declaration order (the instance's action table; at
+   * most GALETTE_MAX_ACTIONS). An NF placed in XDP and userland has one table for both.
+   */
+  actions: z.array(AssignedAction).min(1).max(16),
   /** the #[maps] fields in order, each bound to a MapSpec.id */
-  maps: z.array(z.object({ field: z.string().min(1), map: z.string().min(1) })),
+  maps: z.array(z.object({ field: z.string().min(1), map: z.string().min(1) })).max(16),
   artifacts: z.object({
     /** present when xdp */
     bpfObject: ArtifactRef.optional(),
@@ -91,12 +86,25 @@ export const AssignedNf = z.object({
 });
 export type AssignedNf = z.infer<typeof AssignedNf>;
 
+/**
+ * The device-independent graph of a pushed chain version: its entry, its NF instances
+ * (each with its decided action table, whose targets are the graph's edges) and its map
+ * specs. Deterministic: NFs and maps in the chain file's declaration order. Devices get
+ * it plus artifact digests for their CPU and the map entries (AssignedChain).
+ */
+export const ChainGraph = z.object({
+  entry: ChainEntry,
+  nfs: z.array(AssignedNf.omit({ artifacts: true })),
+  maps: z.array(MapSpec),
+});
+export type ChainGraph = z.infer<typeof ChainGraph>;
+
 export const AssignedChain = z.object({
   name: Name,
   /** monotonically increasing per chain name; each push stores a new version */
   version: z.number().int().positive(),
+  entry: ChainEntry,
   nfs: z.array(AssignedNf),
-  edges: z.array(AssignmentEdge),
   maps: z.array(MapSpec),
   /** entries operators set through the controller, applied by the agent after the maps exist */
   mapEntries: z.array(z.object({ map: z.string().min(1), entries: z.array(MapEntry) })),

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { ArtifactMeta, CpuTriple, Labels, MapEntry, Name, Sha256Digest } from "./common";
-import { AssignedNf, AssignmentEdge, DeviceError, DeviceState, MapSpec, NfCounters } from "./device";
+import { ChainGraph, DeviceError, DeviceState, NfCounters } from "./device";
 
 /**
  * Operator API: HTTPS on the controller's listener, `Authorization: Bearer <token>`
@@ -129,13 +129,7 @@ export const PushChainResponse = z.object({
 });
 export type PushChainResponse = z.infer<typeof PushChainResponse>;
 
-/** The device-independent graph of a pushed chain version (devices get it plus artifacts and map entries). */
-export const ChainGraph = z.object({
-  nfs: z.array(AssignedNf.omit({ artifacts: true })),
-  edges: z.array(AssignmentEdge),
-  maps: z.array(MapSpec),
-});
-export type ChainGraph = z.infer<typeof ChainGraph>;
+// ChainGraph (a pushed chain version's device-independent graph) is defined in ./device.
 
 /** GET /v1/chains/:name[?version=N] */
 export const ChainVersionResponse = z.object({

@@ -14,7 +14,7 @@ import {
 const uuid = "6c0a6f1e-3b1d-4f5e-9a57-2f4d1c8e0b7a";
 
 describe("protocol schemas", () => {
-  it("accepts an assignment graph and rejects an edge to an unknown kind of endpoint", () => {
+  it("accepts an assignment graph and rejects an action with an unknown kind of target", () => {
     const assignment = {
       protocolVersion: PROTOCOL_VERSION,
       device: "pi-1",
@@ -22,6 +22,7 @@ describe("protocol schemas", () => {
       chain: {
         name: "security",
         version: 3,
+        entry: { kind: "tailcall", target: uuid },
         nfs: [
           {
             uuid,
@@ -30,32 +31,31 @@ describe("protocol schemas", () => {
             buildHash: "",
             xdp: true,
             userland: false,
-            actionCount: 1,
+            actions: [{ variant: "Tx", kind: "tx" }],
             maps: [],
             artifacts: { bpfObject: { digest: "a".repeat(64), size: 10 } },
           },
-        ],
-        edges: [
-          {
-            from: "rx",
-            to: uuid,
-            kind: "entry",
-            actionIndex: null,
-            fromPlacement: "xdp",
-            toPlacement: "xdp",
-          },
-          { from: uuid, to: "tx", kind: "exit", actionIndex: 0, fromPlacement: "xdp" },
         ],
         maps: [],
         mapEntries: [],
       },
     };
     expect(DeviceAssignment.parse(assignment)).toEqual(assignment);
-    const bad = structuredClone(assignment);
-    (bad.chain.edges[1] as { to: string }).to = "elsewhere";
-    const result = DeviceAssignment.safeParse(bad);
-    expect(result.success).toBe(false);
-    expect(describeZodError(result.error!).join("\n")).toContain("chain.edges.1.to");
+    for (const action of [
+      { variant: "Tx", kind: "tailcall", target: "elsewhere" },
+      { variant: "Tx", kind: "tailcall" },
+      { variant: "Tx", kind: "tx", target: uuid },
+      { variant: "Tx", kind: "reflect" },
+    ]) {
+      const bad = structuredClone(assignment) as unknown as { chain: { nfs: Array<{ actions: unknown[] }> } };
+      bad.chain.nfs[0]!.actions[0] = action;
+      const result = DeviceAssignment.safeParse(bad);
+      expect(result.success, JSON.stringify(action)).toBe(false);
+      expect(describeZodError(result.error!).join("\n")).toContain("chain.nfs.0.actions.0");
+    }
+    const noEntry = structuredClone(assignment) as { chain: { entry?: unknown } };
+    delete noEntry.chain.entry;
+    expect(DeviceAssignment.safeParse(noEntry).success).toBe(false);
   });
 
   it("requires devices or a selector in an assign request, naming the key", () => {

@@ -207,7 +207,7 @@ export function renderPlan(plan: ChainPlan): string {
   const xdpCount = plan.nfs.filter((n) => n.xdp).length;
   const userCount = plan.nfs.filter((n) => n.userland).length;
   lines.push(
-    `chain ${plan.chain} (${plan.file}): ${plan.nfs.length} NFs, entry ${plan.entry}, ` +
+    `chain ${plan.chain} (${plan.file}): ${plan.nfs.length} NFs, entry ${plan.entry.target}${plan.entry.kind === "upcall" ? " (upcall)" : ""}, ` +
       `${xdpCount} in XDP, ${userCount} in userland, tail-call limit ${plan.maxTailCalls}`,
   );
   const rows = plan.nfs.map((nf) => {
@@ -231,7 +231,12 @@ export function renderPlan(plan: ChainPlan): string {
     lines.push(
       table(
         ["MAP", "TYPE", "SIZE", "USED BY"],
-        plan.maps.map((m) => [`${m.id}${m.shared ? "*" : ""}`, m.type, String(m.size), m.users.join(", ")]),
+        plan.maps.map((m) => [
+          `${m.id}${m.shared ? "*" : ""}`,
+          m.type,
+          String(m.maxEntries),
+          m.users.join(", "),
+        ]),
       ),
     );
   }

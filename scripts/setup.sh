@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent machine + workspace setup for Debian 12, run as root (`make setup`).
-# Installs the toolchain TOOLCHAIN.md lists, mounts bpffs, installs pnpm and workspace
+# Installs the toolchain docs/toolchain.md lists, mounts bpffs, installs pnpm and workspace
 # dependencies, and builds everything. Safe to re-run: each step checks before acting.
 set -euo pipefail
 cd "$(dirname "$0")/.."

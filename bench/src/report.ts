@@ -137,7 +137,7 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
   out.push("## Targets (ratios from this run)");
   out.push("");
   out.push(
-    "Throughput ratios compare frames bounced per second at saturation (the issue's targets). When the generator side (generator + sink on one CPU) saturates before the DUT, raw throughput hides DUT cost, so the ratio of frames per DUT CPU (per-task accounting) is shown beside it.",
+    "Throughput ratios compare frames bounced per second at saturation (the targets' metric). When the generator side (generator + sink on one CPU) saturates before the DUT, raw throughput hides DUT cost, so the ratio of frames per DUT CPU (per-task accounting) is shown beside it.",
   );
   out.push("");
   const tRows = targetRows(results);

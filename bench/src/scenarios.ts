@@ -37,7 +37,7 @@ export interface RunningDut {
   teardown(): Promise<void>;
 }
 
-/** A ratio target from the issue, checked in the report. */
+/** A ratio target, checked in the report. */
 export interface Target {
   metric: "throughput" | "p50" | "p99";
   /** ratio = this scenario / `against` (default: the scenario's baseline) */

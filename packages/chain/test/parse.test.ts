@@ -27,7 +27,7 @@ to = ["tx", "drop"]
 `;
 
 describe("parseChain", () => {
-  it("builds the typed model of DESIGN.md's example (with - spellings)", () => {
+  it("builds the typed model of the security chain (with - spellings)", () => {
     const { chain, diagnostics } = parseChain(SECURITY, "chains/sec.toml");
     expect(diagnostics).toEqual([]);
     expect(chain).toBeDefined();

@@ -1,6 +1,6 @@
 /**
  * The NF compiler: turns NF crates into `<hash>.bpf.o` (XDP) and `<hash>.<triple>.so`
- * (native, for AF_XDP workers) through rustc-web, clang-22 and LLVM 22 (TOOLCHAIN.md), with a
+ * (native, for AF_XDP workers) through rustc-web, clang-22 and LLVM 22 (docs/toolchain.md), with a
  * content-addressed artifact cache: a warm rebuild runs no compiler.
  */
 import { randomBytes } from "node:crypto";

@@ -1,5 +1,5 @@
 /**
- * The external toolchain nf-build drives (TOOLCHAIN.md): Debian's rustc-web, LLVM 22 and the
+ * The external toolchain nf-build drives (docs/toolchain.md): Debian's rustc-web, LLVM 22 and the
  * cross gcc linkers, plus the private sysroots and the cache directory they live in.
  */
 import { execFile, spawn } from "node:child_process";

@@ -758,7 +758,7 @@ void SetUp(Napi::Env env, Pool* pool) {
   ucfg.comp_size = pool->frame_count;
   ucfg.frame_size = pool->frame_size;
   ucfg.frame_headroom = 0;
-  // libxdp reads the rings' cached indices: they must start zeroed (TOOLCHAIN.md).
+  // libxdp reads the rings' cached indices: they must start zeroed (docs/toolchain.md).
   pool->fq = xsk_ring_prod{};
   pool->cq = xsk_ring_cons{};
   int err = xsk_umem__create(&pool->umem, pool->area, pool->area_size, &pool->fq, &pool->cq, &ucfg);

@@ -1,14 +1,21 @@
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { writePrivateKey } from "@galette/pki";
+import { isRootCaCertificate, writePrivateKey } from "@galette/pki";
 import { type AgentConfigInput, BUNDLE_FILES, type EnrollDeviceResponse } from "@galette/protocol";
 
 /**
  * Writes the device bundle the operator copies to the device: device.crt, device.key
- * (0600), ca.crt and agent.json pointing at the controller. Refuses to overwrite an
+ * (0600), ca.crt (the root CA) and agent.json pointing at the controller. Refuses to overwrite an
  * existing device.key (it may belong to a device still in service).
  */
 export function writeDeviceBundle(outDir: string, enrolled: EnrollDeviceResponse): string[] {
+  // The agent verifies the controller's server certificate, which the root CA signs, with
+  // this file alone: anything else (an issuing CA, a leaf) would fail on the device.
+  if (!isRootCaCertificate(enrolled.caPem)) {
+    throw new Error(
+      "the enrolment's caPem is not a self-signed root CA certificate: the device could not verify the controller with it",
+    );
+  }
   mkdirSync(outDir, { recursive: true, mode: 0o700 });
   const keyPath = join(outDir, BUNDLE_FILES.key);
   if (existsSync(keyPath)) throw new Error(`${keyPath} exists: choose an empty --out directory`);

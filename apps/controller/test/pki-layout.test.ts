@@ -16,6 +16,7 @@ import {
 import forge from "node-forge";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeDeviceBundle } from "../src/bundle";
 import { startController } from "../src/server";
 import { type Harness, startHarness } from "./helpers";
 
@@ -103,6 +104,21 @@ describe("two-tier PKI: root offline, issuing CA in the controller", () => {
       expect((await h.call(assignment, { client: h.asDevice("with-fifo") })).status).toBe(200);
     } finally {
       rmSync(fifo);
+    }
+  });
+
+  it("device bundles carry the root CA, and refuse anything else as the trust anchor", async () => {
+    const bundle = h.bundles.before!;
+    const out = join(scratch, "bundle-before");
+    writeDeviceBundle(out, bundle);
+    expect(readFileSync(join(out, "ca.crt"), "utf8")).toBe(
+      readFileSync(join(h.dir, PKI_FILES.caCert), "utf8"),
+    );
+    const issuerPem = readFileSync(join(h.dir, PKI_FILES.issuerCert), "utf8");
+    for (const caPem of [issuerPem, bundle.certPem, "not a certificate"]) {
+      expect(() => writeDeviceBundle(join(scratch, "bundle-bad"), { ...bundle, caPem })).toThrow(
+        /not a self-signed root CA certificate/,
+      );
     }
   });
 

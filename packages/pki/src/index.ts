@@ -374,6 +374,17 @@ export function isIssuedCertificate(peerDer: Buffer | undefined, recordedPem: st
   }
 }
 
+/** Whether `pem` is a self-signed CA certificate: what a device may use as its trust anchor. */
+export function isRootCaCertificate(pem: string): boolean {
+  try {
+    const cert = new X509Certificate(pem);
+    return cert.ca && cert.checkIssued(cert) && cert.verify(cert.publicKey);
+  } catch {
+    // not a certificate at all: not a root CA
+    return false;
+  }
+}
+
 /** The PEM certificates in a file that may hold several (empty text gives none). */
 export function splitPem(text: string): string[] {
   const found = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];

@@ -70,7 +70,7 @@ for _ in $(seq 1 300); do
 done
 [ -f "$data/controller.json" ] || { echo "controller did not start within 30 s" >&2; exit 1; }
 GALETTE_URL=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).url)' "$data/controller.json")
-GALETTE_TOKEN=$(galette token create --data "$data" --name demo)
+GALETTE_TOKEN=$(galette token create --data "$data" --name demo --scopes admin,publish,deploy,read)
 GALETTE_CA="$data/ca.crt"
 export GALETTE_URL GALETTE_TOKEN GALETTE_CA
 echo "  listening on $GALETTE_URL (pid $controller_pid)"

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import {
@@ -11,6 +10,7 @@ import {
 import {
   type AssignedNf,
   type CpuTriple,
+  type CreateTokenResponse,
   type DeviceAssignment,
   type DeviceSummary,
   type EnrollDeviceResponse,
@@ -18,11 +18,15 @@ import {
   Name,
   PROTOCOL_VERSION,
   type Sha256Digest,
+  type TokenScope,
   tripleForMachine,
 } from "@galette/protocol";
 import { ArtifactStore, sha256Hex } from "./storage/artifacts";
 import type { DeviceRecord, Repository } from "./storage/repository";
 import { DATABASE_FILE, openSqliteRepository } from "./storage/sqlite";
+import { createToken } from "./tokens";
+
+export { hashToken } from "./tokens";
 
 /** A 4xx the server turns into an ErrorResponse; `message` names the problem. */
 export class RequestError extends Error {
@@ -33,12 +37,6 @@ export class RequestError extends Error {
   ) {
     super(message);
   }
-}
-
-const TOKEN_PREFIX = "glt_";
-
-export function hashToken(token: string): string {
-  return sha256Hex(token);
 }
 
 /** The database and its SQLite side files: secrets (token hashes, device records), 0600. */
@@ -142,14 +140,8 @@ export class DataDir {
   }
 
   /** Creates a token, stores only its hash, returns the token (shown once). */
-  createToken(name: string): { name: string; token: string; createdAt: string } {
-    const checked = Name.safeParse(name);
-    if (!checked.success)
-      throw new RequestError(400, `token name ${JSON.stringify(name)}: ${checked.error.issues[0]?.message}`);
-    const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
-    const createdAt = new Date().toISOString();
-    this.repo.insertToken(name, hashToken(token), createdAt);
-    return { name, token, createdAt };
+  createToken(name: string, scopes: readonly TokenScope[], expiresAt?: string): CreateTokenResponse {
+    return createToken(this.repo, name, scopes, expiresAt);
   }
 
   revokeTokens(name: string): { name: string; revoked: number } {

@@ -6,14 +6,17 @@ import {
   type AssignChainRequest,
   AssignChainResponse,
   ChainVersionResponse,
+  type CreateTokenRequest,
   CreateTokenResponse,
   describeZodError,
   type EnrollDeviceRequest,
   EnrollDeviceResponse,
   ErrorResponse,
+  ListAuditResponse,
   ListChainsResponse,
   ListDevicesResponse,
   ListSelectorRulesResponse,
+  ListTokensResponse,
   MapEntriesResponse,
   OPERATOR_ROUTES,
   OperatorConfig,
@@ -92,7 +95,8 @@ export class OperatorClient {
     // Node sends a DELETE body without chunked encoding, so the length must be explicit.
     if (payload) headers["content-length"] = String(payload.length);
     const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = httpsRequest(url, { method, headers, ca: this.caPem }, (res) => {
+      // TLS 1.3 only, as the controller serves it.
+      const req = httpsRequest(url, { method, headers, ca: this.caPem, minVersion: "TLSv1.3" }, (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("end", () =>
@@ -134,8 +138,16 @@ export class OperatorClient {
   revokeDevice(name: string) {
     return this.call(RevokeDeviceResponse, "POST", OPERATOR_ROUTES.revokeDevice(name));
   }
-  createToken(name: string) {
-    return this.call(CreateTokenResponse, "POST", OPERATOR_ROUTES.tokens, { json: { name } });
+  createToken(request: CreateTokenRequest) {
+    return this.call(CreateTokenResponse, "POST", OPERATOR_ROUTES.tokens, { json: request });
+  }
+  listTokens() {
+    return this.call(ListTokensResponse, "GET", OPERATOR_ROUTES.tokens);
+  }
+  /** `since`: ISO date; the controller answers oldest first. */
+  listAudit(since?: string) {
+    const query = since ? `?since=${encodeURIComponent(since)}` : "";
+    return this.call(ListAuditResponse, "GET", `${OPERATOR_ROUTES.audit}${query}`);
   }
   revokeToken(name: string) {
     return this.call(RevokeTokenResponse, "POST", OPERATOR_ROUTES.revokeToken(name));

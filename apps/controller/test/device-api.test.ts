@@ -284,14 +284,16 @@ describe("device API over mTLS", () => {
       (await h.call("/v1/device/status", { method: "POST", client: h.asDevice("pi-2"), body: report }))
         .status,
     ).toBe(204);
-    const metrics = (await h.call("/metrics")).body.toString();
+    const metrics = (await h.call("/metrics", { token: h.token })).body.toString();
     expect(metrics).toMatch(/^galette_push_to_converged_seconds_count [1-9]/m);
     const wrongProtocol = await h.call("/v1/device/assignment", {
       client: h.asDevice("pi-2"),
       headers: { "x-galette-protocol": "99" },
     });
     expect(wrongProtocol.status).toBe(400);
-    expect(wrongProtocol.json().error).toMatch(/agent speaks protocol 99, this controller speaks 1/);
+    expect(wrongProtocol.json().error).toBe(
+      `agent speaks protocol 99, this controller speaks ${PROTOCOL_VERSION}: upgrade the older side`,
+    );
   });
 
   it("refuses a device revoked while the controller runs, on its next request and its open ws", async () => {

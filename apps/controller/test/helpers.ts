@@ -10,7 +10,7 @@ import { create as createTar } from "tar";
 import { expect } from "vitest";
 import { DataDir } from "../src/control";
 import type { NfBuilder } from "../src/nf-publish";
-import { type RunningController, startController } from "../src/server";
+import { type ControllerOptions, type RunningController, startController } from "../src/server";
 
 export interface TestResponse {
   status: number;
@@ -111,14 +111,17 @@ export interface Harness {
   cleanup(): Promise<void>;
 }
 
-/** A data dir with a CA, an operator token, and a controller on 127.0.0.1:<ephemeral>. */
+/** A data dir with a CA, an operator token with every scope, and a controller on 127.0.0.1:<ephemeral>. */
 export async function startHarness(
-  options: { nfBuilder?: NfBuilder; maxNfArchiveBytes?: number } = {},
+  options: Pick<
+    ControllerOptions,
+    "nfBuilder" | "maxNfArchiveBytes" | "revocationSweepMs" | "rateLimits" | "metricsListen"
+  > = {},
 ): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), "galette-controller-"));
   const pki = initPkiDir(dir);
   const direct = DataDir.open(dir);
-  const { token } = direct.createToken("test-operator");
+  const { token } = direct.createToken("test-operator", ["admin", "publish", "deploy", "read", "metrics"]);
   direct.close();
   const { logger, lines } = captureLogger();
   const start = () =>
@@ -127,8 +130,7 @@ export async function startHarness(
       port: 0,
       logger,
       revocationSweepMs: 200,
-      ...(options.nfBuilder ? { nfBuilder: options.nfBuilder } : {}),
-      ...(options.maxNfArchiveBytes ? { maxNfArchiveBytes: options.maxNfArchiveBytes } : {}),
+      ...options,
     });
   const harness: Harness = {
     dir,

@@ -77,6 +77,7 @@ describe("operator API", () => {
       expect(wrong.json().error).toBe("invalid bearer token");
     }
     expect((await h.call("/healthz")).status).toBe(200);
+    expect((await h.call("/metrics")).status).toBe(401);
   });
 
   it("enrols devices, refuses bad names, bad labels and duplicates", async () => {
@@ -116,7 +117,7 @@ describe("operator API", () => {
   });
 
   it("creates tokens that work until revoked, and refuses a token request without a name", async () => {
-    const created = await op("/v1/tokens", { method: "POST", body: { name: "ci" } });
+    const created = await op("/v1/tokens", { method: "POST", body: { name: "ci", scopes: ["read"] } });
     expect(created.status).toBe(201);
     const token = created.json<{ token: string }>().token;
     expect((await h.call("/v1/devices", { token })).status).toBe(200);
@@ -330,8 +331,10 @@ describe("operator API", () => {
     expect(removed.json().entries).toEqual([]);
   });
 
-  it("serves Prometheus metrics", async () => {
-    const res = await call(h.controller.url, h.caPem, "/metrics");
+  it("serves Prometheus metrics to a token with the metrics scope", async () => {
+    expect((await call(h.controller.url, h.caPem, "/metrics")).status).toBe(401);
+    const res = await op("/metrics");
+    expect(res.status).toBe(200);
     const text = res.body.toString();
     expect(text).toContain("galette_http_requests_total");
     expect(text).toContain("galette_devices_online 0");

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, describe, expect, it } from "vitest";
 import { ArtifactStore, sha256Hex } from "../src/storage/artifacts";
-import { DATABASE_FILE, openSqliteRepository } from "../src/storage/sqlite";
+import { DATABASE_FILE, openSqliteRepository, SCHEMA_VERSION } from "../src/storage/sqlite";
 
 const dirs: string[] = [];
 const tempDir = () => {
@@ -30,7 +30,7 @@ describe("SQLite repository", () => {
     const dir = tempDir();
     openSqliteRepository(dir).close();
     const db = new Database(join(dir, DATABASE_FILE));
-    expect(db.pragma("user_version", { simple: true })).toBe(2);
+    expect(db.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
     db.pragma("user_version = 99");
     db.close();
     expect(() => openSqliteRepository(dir)).toThrow(/schema version 99 is newer/);

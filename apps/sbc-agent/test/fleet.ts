@@ -215,7 +215,7 @@ export class Fleet {
     const data = this.controller.dataDir;
     initPkiDir(data);
     const direct = DataDir.open(data);
-    const { token } = direct.createToken("fleet-test");
+    const { token } = direct.createToken("fleet-test", ["admin", "publish", "deploy", "read"]);
     direct.close();
     await this.controller.start();
     this.operator = new OperatorClient({

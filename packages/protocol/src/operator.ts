@@ -10,6 +10,7 @@ export const OPERATOR_ROUTES = {
   devices: "/v1/devices",
   device: (name: string) => `/v1/devices/${encodeURIComponent(name)}`,
   revokeDevice: (name: string) => `/v1/devices/${encodeURIComponent(name)}/revoke`,
+  /** POST creates a token, GET lists them (never their secrets) */
   tokens: "/v1/tokens",
   revokeToken: (name: string) => `/v1/tokens/${encodeURIComponent(name)}/revoke`,
   chains: "/v1/chains",
@@ -21,6 +22,8 @@ export const OPERATOR_ROUTES = {
     `/v1/chains/${encodeURIComponent(chain)}/maps/${encodeURIComponent(map)}/entries`,
   /** POST a tar of the crate, Content-Type application/x-tar */
   nfs: "/v1/nfs",
+  /** GET ?since=ISO: mutating operator calls, oldest first */
+  audit: "/v1/audit",
 } as const;
 
 // ---- devices ----
@@ -93,15 +96,85 @@ export type RevokeDeviceResponse = z.infer<typeof RevokeDeviceResponse>;
 
 // ---- tokens ----
 
-/** POST /v1/tokens */
-export const CreateTokenRequest = z.object({ name: Name });
-export type CreateTokenRequest = z.infer<typeof CreateTokenRequest>;
+/**
+ * What a token may do. Each operator route needs exactly one scope; no scope implies
+ * another (an `admin` token cannot push chains unless it also has `deploy`).
+ * - admin: tokens (create, list, revoke), device enrol and revoke, the audit log
+ * - publish: NF uploads
+ * - deploy: chain pushes, assignments, map entries
+ * - read: every GET of devices, chains, assignments, map entries
+ * - metrics: GET /metrics
+ */
+export const TOKEN_SCOPES = ["admin", "publish", "deploy", "read", "metrics"] as const;
+export const TokenScope = z.enum(TOKEN_SCOPES);
+export type TokenScope = z.infer<typeof TokenScope>;
+
+export const DEFAULT_TOKEN_EXPIRY_DAYS = 90;
+export const MAX_TOKEN_EXPIRY_DAYS = 3650;
+
+/** POST /v1/tokens (admin scope) */
+export const CreateTokenRequest = z.object({
+  name: Name,
+  scopes: z
+    .array(TokenScope)
+    .min(1, "give at least one scope")
+    .refine((s) => new Set(s).size === s.length, "a scope is listed twice"),
+  /** when the token stops working; default 90 days from now, at most 10 years */
+  expiresAt: z.iso.datetime({ offset: true }).optional(),
+});
+export type CreateTokenRequest = z.input<typeof CreateTokenRequest>;
 /** The token is shown once; the controller stores only its sha256. */
-export const CreateTokenResponse = z.object({ name: Name, token: z.string(), createdAt: z.string() });
+export const CreateTokenResponse = z.object({
+  name: Name,
+  token: z.string(),
+  scopes: z.array(TokenScope),
+  createdAt: z.string(),
+  expiresAt: z.string(),
+});
 export type CreateTokenResponse = z.infer<typeof CreateTokenResponse>;
+
+/** One token as GET /v1/tokens shows it: never the secret nor its hash. */
+export const TokenSummary = z.object({
+  name: Name,
+  scopes: z.array(TokenScope),
+  createdAt: z.string(),
+  lastUsedAt: z.string().nullable(),
+  expiresAt: z.string(),
+});
+export type TokenSummary = z.infer<typeof TokenSummary>;
+export const ListTokensResponse = z.object({ tokens: z.array(TokenSummary) });
+export type ListTokensResponse = z.infer<typeof ListTokensResponse>;
+
 /** POST /v1/tokens/:name/revoke: deletes every token of that name; they fail from the next request on. */
 export const RevokeTokenResponse = z.object({ name: Name, revoked: z.number().int().positive() });
 export type RevokeTokenResponse = z.infer<typeof RevokeTokenResponse>;
+
+// ---- audit ----
+
+/**
+ * One mutating operator call: who (token name, or `local:USER` for the CLI's --data
+ * mode), what (method, route pattern, target), when, from where (client address).
+ */
+export const AuditEntry = z.object({
+  id: z.number().int().positive(),
+  at: z.string(),
+  actor: z.string(),
+  method: z.string(),
+  route: z.string(),
+  /** what the call acted on: a device, token, chain or map name (null when the route names none) */
+  target: z.string().nullable(),
+  status: z.number().int(),
+  remote: z.string(),
+});
+export type AuditEntry = z.infer<typeof AuditEntry>;
+
+/** GET /v1/audit (admin scope) */
+export const AuditQuery = z.object({
+  since: z.iso.datetime({ offset: true }).optional(),
+  limit: z.coerce.number().int().positive().max(10000).default(1000),
+});
+export const ListAuditResponse = z.object({ entries: z.array(AuditEntry) });
+export type ListAuditResponse = z.infer<typeof ListAuditResponse>;
 
 // ---- chains ----
 

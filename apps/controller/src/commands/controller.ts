@@ -1,14 +1,24 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { hostname, userInfo } from "node:os";
 import { join, resolve } from "node:path";
 import { createLogger } from "@galette/log";
-import type { DeviceSummary, Labels } from "@galette/protocol";
+import {
+  type AuditEntry,
+  DEFAULT_TOKEN_EXPIRY_DAYS,
+  type DeviceSummary,
+  type Labels,
+  TOKEN_SCOPES,
+  type TokenScope,
+  type TokenSummary,
+} from "@galette/protocol";
 import type { Command } from "commander";
 import { writeDeviceBundle } from "../bundle";
-import { DataDir, deviceSummary } from "../control";
+import { DataDir, deviceSummary, RequestError } from "../control";
 import { nfBuilderForServe } from "../nf-builder";
 import { loadOperatorConfig, OperatorClient } from "../operator-client";
 import { startController } from "../server";
 import { onShutdown } from "../signals";
+import { parseExpiry, parseScopes, tokenSummary } from "../tokens";
 
 const out = (text: string) => process.stdout.write(`${text}\n`);
 
@@ -16,11 +26,11 @@ const out = (text: string) => process.stdout.write(`${text}\n`);
 const SERVE_INFO_FILE = "controller.json";
 const DEFAULT_PORT = 8443;
 
-export function parseListen(value: string): { host: string; port: number } {
+export function parseListen(value: string, flag = "--listen"): { host: string; port: number } {
   const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value);
   const port = Number(match?.[2]);
   if (!match || port > 65535)
-    throw new Error(`--listen ${JSON.stringify(value)}: expected HOST:PORT, e.g. 0.0.0.0:8443`);
+    throw new Error(`${flag} ${JSON.stringify(value)}: expected HOST:PORT, e.g. 0.0.0.0:8443`);
   return { host: match[1]!.replace(/^\[|\]$/g, ""), port };
 }
 
@@ -41,6 +51,59 @@ function publicUrlOf(dataDir: string, override?: string): string {
   const info = join(dataDir, SERVE_INFO_FILE);
   if (existsSync(info)) return (JSON.parse(readFileSync(info, "utf8")) as { url: string }).url;
   return `https://127.0.0.1:${DEFAULT_PORT}`;
+}
+
+/**
+ * Runs a mutating `--data DIR` operation and writes its audit row (who: local:USER, from:
+ * this host), success or failure, like the server does for API calls.
+ */
+function withLocalData<T>(dir: string, what: string, target: string, fn: (data: DataDir) => T): T {
+  const data = DataDir.open(dir);
+  let status = 200;
+  try {
+    return fn(data);
+  } catch (err) {
+    status = err instanceof RequestError ? err.statusCode : 500;
+    throw err;
+  } finally {
+    try {
+      data.repo.insertAudit({
+        at: new Date().toISOString(),
+        actor: `local:${userInfo().username}`,
+        method: "CLI",
+        route: `galette ${what} --data`,
+        target,
+        status,
+        remote: `local:${hostname()}`,
+      });
+    } finally {
+      data.close();
+    }
+  }
+}
+
+/** `--since`: a duration back from now (24h, 7d, 30m) or an ISO date. */
+export function parseSince(value: string, now = new Date()): string {
+  const duration = /^(\d{1,6})([dhm])$/.exec(value.trim());
+  if (duration) {
+    const unit = { d: 86_400_000, h: 3_600_000, m: 60_000 }[duration[2] as "d" | "h" | "m"];
+    return new Date(now.getTime() - Number(duration[1]) * unit).toISOString();
+  }
+  const at = new Date(value);
+  if (Number.isNaN(at.getTime()))
+    throw new Error(`--since ${JSON.stringify(value)}: expected e.g. 24h, 7d or an ISO date`);
+  return at.toISOString();
+}
+
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const row of [header, ...rows])
+    out(
+      row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join("  ")
+        .trimEnd(),
+    );
 }
 
 export function client(): OperatorClient {
@@ -86,8 +149,15 @@ export function registerControllerCommands(program: Command): void {
     .requiredOption("--data <dir>", "controller data directory (from `galette pki init`)")
     .option("--listen <host:port>", "address to listen on", `127.0.0.1:${DEFAULT_PORT}`)
     .option("--public-url <url>", "controller URL written into device bundles (default: the listen address)")
-    .action(async (flags: { data: string; listen: string; publicUrl?: string }) => {
+    .option(
+      "--metrics-listen <host:port>",
+      "also serve /metrics WITHOUT a token, plain HTTP, on this address (loopback or a management network)",
+    )
+    .action(async (flags: { data: string; listen: string; publicUrl?: string; metricsListen?: string }) => {
       const { host, port } = parseListen(flags.listen);
+      const metricsListen = flags.metricsListen
+        ? parseListen(flags.metricsListen, "--metrics-listen")
+        : undefined;
       const log = createLogger("galette-controller");
       const running = await startController({
         dataDir: flags.data,
@@ -95,6 +165,7 @@ export function registerControllerCommands(program: Command): void {
         port,
         logger: log,
         ...(flags.publicUrl ? { publicUrl: flags.publicUrl } : {}),
+        ...(metricsListen ? { metricsListen } : {}),
         nfBuilder: nfBuilderForServe(),
       });
       writeFileSync(
@@ -139,17 +210,9 @@ export function registerControllerCommands(program: Command): void {
         const labels = parseLabels(flags.labels);
         let enrolled: Awaited<ReturnType<OperatorClient["enrolDevice"]>>;
         if (flags.data) {
-          const data = DataDir.open(flags.data);
-          try {
-            enrolled = data.enrolDevice(
-              name,
-              labels,
-              publicUrlOf(data.dir, flags.controllerUrl),
-              flags.validityDays,
-            );
-          } finally {
-            data.close();
-          }
+          enrolled = withLocalData(flags.data, "device enroll", name, (data) =>
+            data.enrolDevice(name, labels, publicUrlOf(data.dir, flags.controllerUrl), flags.validityDays),
+          );
         } else {
           enrolled = await client().enrolDevice({
             name,
@@ -172,12 +235,7 @@ export function registerControllerCommands(program: Command): void {
     .action(async (name: string, flags: { data?: string }) => {
       let revoked: { name: string; serial: string; revokedAt: string | null };
       if (flags.data) {
-        const data = DataDir.open(flags.data);
-        try {
-          revoked = data.revokeDevice(name);
-        } finally {
-          data.close();
-        }
+        revoked = withLocalData(flags.data, "device revoke", name, (data) => data.revokeDevice(name));
       } else {
         revoked = await client().revokeDevice(name);
       }
@@ -205,25 +263,79 @@ export function registerControllerCommands(program: Command): void {
       else printDevices(devices, !flags.data);
     });
 
-  const token = program.command("token").description("Operator API tokens");
+  const token = program
+    .command("token")
+    .description("Operator API tokens (scopes: " + TOKEN_SCOPES.join(", ") + ")");
   token
     .command("create")
-    .description("Create an operator token; it is printed once (only its hash is stored)")
+    .description(
+      "Create an operator token; it is printed once (only its hash is stored). Needs the admin scope.",
+    )
     .option("--name <name>", "what the token is for", "operator")
+    .option(
+      "--scopes <list>",
+      `comma-separated scopes among ${TOKEN_SCOPES.join(", ")} (default with --data on a data directory without tokens: admin)`,
+    )
+    .option(
+      "--expires <when>",
+      `a duration (90d, 12h, 30m) or an ISO date (default ${DEFAULT_TOKEN_EXPIRY_DAYS}d)`,
+    )
     .option("--data <dir>", "work directly on a controller data directory (how the first token is made)")
-    .action(async (flags: { name: string; data?: string }) => {
+    .action(async (flags: { name: string; scopes?: string; expires?: string; data?: string }) => {
+      const expiresAt = flags.expires ? parseExpiry(flags.expires) : undefined;
       let created: { token: string };
+      if (flags.data) {
+        created = withLocalData(flags.data, "token create", flags.name, (data) => {
+          let scopes: TokenScope[];
+          if (flags.scopes) scopes = parseScopes(flags.scopes);
+          else if (data.repo.countTokens() === 0) scopes = ["admin"];
+          else throw new Error(`--scopes: give the token's scopes, among ${TOKEN_SCOPES.join(", ")}`);
+          return data.createToken(flags.name, scopes, expiresAt);
+        });
+      } else {
+        if (!flags.scopes)
+          throw new Error(`--scopes: give the token's scopes, among ${TOKEN_SCOPES.join(", ")}`);
+        created = await client().createToken({
+          name: flags.name,
+          scopes: parseScopes(flags.scopes),
+          ...(expiresAt ? { expiresAt } : {}),
+        });
+      }
+      out(created.token);
+    });
+
+  token
+    .command("list")
+    .description("List tokens: name, scopes, created, last used, expires (never the secrets)")
+    .option("--data <dir>", "read a controller data directory directly")
+    .option("--json", "print JSON")
+    .action(async (flags: { data?: string; json?: boolean }) => {
+      let tokens: TokenSummary[];
       if (flags.data) {
         const data = DataDir.open(flags.data);
         try {
-          created = data.createToken(flags.name);
+          tokens = data.repo.listTokens().map(tokenSummary);
         } finally {
           data.close();
         }
       } else {
-        created = await client().createToken(flags.name);
+        tokens = (await client().listTokens()).tokens;
       }
-      out(created.token);
+      if (flags.json) {
+        out(JSON.stringify({ tokens }, null, 2));
+        return;
+      }
+      const now = Date.now();
+      printTable(
+        ["NAME", "SCOPES", "CREATED", "LAST USED", "EXPIRES"],
+        tokens.map((t) => [
+          t.name,
+          t.scopes.join(","),
+          t.createdAt,
+          t.lastUsedAt ?? "never",
+          new Date(t.expiresAt).getTime() <= now ? `${t.expiresAt} (expired)` : t.expiresAt,
+        ]),
+      );
     });
 
   token
@@ -234,16 +346,49 @@ export function registerControllerCommands(program: Command): void {
     .action(async (name: string, flags: { data?: string }) => {
       let revoked: { name: string; revoked: number };
       if (flags.data) {
-        const data = DataDir.open(flags.data);
-        try {
-          revoked = data.revokeTokens(name);
-        } finally {
-          data.close();
-        }
+        revoked = withLocalData(flags.data, "token revoke", name, (data) => data.revokeTokens(name));
       } else {
         revoked = await client().revokeToken(name);
       }
       out(`revoked ${revoked.revoked} token(s) named ${revoked.name}`);
+    });
+
+  program
+    .command("audit")
+    .description(
+      "Mutating operator calls: when, who, from where, what, and the outcome. Needs the admin scope.",
+    )
+    .option("--since <when>", "only calls since then: a duration back from now (24h, 7d) or an ISO date")
+    .option("--data <dir>", "read a controller data directory directly")
+    .option("--json", "print JSON")
+    .action(async (flags: { since?: string; data?: string; json?: boolean }) => {
+      const since = flags.since ? parseSince(flags.since) : undefined;
+      let entries: AuditEntry[];
+      if (flags.data) {
+        const data = DataDir.open(flags.data);
+        try {
+          entries = data.repo.listAudit({ ...(since ? { since } : {}), limit: 10000 });
+        } finally {
+          data.close();
+        }
+      } else {
+        entries = (await client().listAudit(since)).entries;
+      }
+      if (flags.json) {
+        out(JSON.stringify({ entries }, null, 2));
+        return;
+      }
+      printTable(
+        ["AT", "WHO", "FROM", "WHAT", "TARGET", "STATUS"],
+        entries.map((e) => [
+          e.at,
+          e.actor,
+          e.remote,
+          `${e.method} ${e.route}`,
+          e.target ?? "-",
+          String(e.status),
+        ]),
+      );
     });
 
   const map = program.command("map").description("Map entries of a chain, applied by its devices");

@@ -2,12 +2,14 @@ import type { NfInterface } from "@galette/chain";
 import type {
   ArtifactMeta,
   AssignmentSource,
+  AuditEntry,
   ChainGraph,
   DeviceStatusReport,
   Labels,
   MapEntry,
   PublishNfResponse,
   SelectorRule,
+  TokenScope,
 } from "@galette/protocol";
 
 export interface DeviceRecord {
@@ -35,8 +37,15 @@ export interface DeviceRecord {
 
 export interface TokenRecord {
   name: string;
+  scopes: TokenScope[];
   createdAt: string;
+  /** null only for a row the controller cannot account for: treated as expired */
+  expiresAt: string | null;
+  lastUsedAt: string | null;
 }
+
+/** A mutating operator call (see AuditEntry in @galette/protocol). */
+export type AuditRecord = Omit<AuditEntry, "id">;
 
 export type { ChainGraph };
 
@@ -99,10 +108,20 @@ export interface Repository {
   /** Oldest first. */
   listSelectorRules(): SelectorRule[];
 
-  insertToken(name: string, tokenHash: string, at: string): void;
+  insertToken(
+    token: Omit<TokenRecord, "lastUsedAt" | "expiresAt"> & { hash: string; expiresAt: string },
+  ): void;
   findTokenByHash(tokenHash: string): TokenRecord | undefined;
+  touchToken(tokenHash: string, at: string): void;
+  /** Oldest first; never the hashes. */
+  listTokens(): TokenRecord[];
+  countTokens(): number;
   /** Deletes every token of that name; returns how many. */
   deleteTokens(name: string): number;
+
+  insertAudit(entry: AuditRecord): void;
+  /** Oldest first, at most `limit`, from `since` (inclusive) when given. */
+  listAudit(query: { since?: string; limit: number }): AuditEntry[];
 
   /** Stores a new version (previous + 1) and returns it. */
   insertChainVersion(chain: Omit<ChainVersionRecord, "version">): number;

@@ -4,14 +4,17 @@ import type { NfInterface } from "@galette/chain";
 import type {
   ArtifactMeta,
   AssignmentSource,
+  AuditEntry,
   DeviceStatusReport,
   Labels,
   MapEntry,
   SelectorRule,
+  TokenScope,
 } from "@galette/protocol";
 import Database from "better-sqlite3";
 import { faultPoint } from "./fault-point";
 import type {
+  AuditRecord,
   ChainGraph,
   ChainVersionRecord,
   DeviceRecord,
@@ -99,7 +102,27 @@ const MIGRATIONS: string[] = [
      created_at TEXT NOT NULL
    );
    CREATE INDEX selector_rules_by_selector ON selector_rules (selector);`,
+  // Token scopes and expiry, and the audit log. Tokens made before scopes existed had
+  // every power: they keep it, but expire 90 days after the upgrade.
+  `ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '["admin","publish","deploy","read","metrics"]';
+   ALTER TABLE tokens ADD COLUMN expires_at TEXT;
+   ALTER TABLE tokens ADD COLUMN last_used_at TEXT;
+   UPDATE tokens SET expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+90 days');
+   CREATE TABLE audit (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     at TEXT NOT NULL,
+     actor TEXT NOT NULL,
+     method TEXT NOT NULL,
+     route TEXT NOT NULL,
+     target TEXT,
+     status INTEGER NOT NULL,
+     remote TEXT NOT NULL
+   );
+   CREATE INDEX audit_by_at ON audit (at);`,
 ];
+
+/** The schema version this controller migrates to (PRAGMA user_version). */
+export const SCHEMA_VERSION = MIGRATIONS.length;
 
 /** Labels as JSON with sorted keys: equal selectors give equal strings. */
 export function canonicalSelector(selector: Labels): string {
@@ -125,6 +148,24 @@ function ruleFromRow(row: SelectorRuleRow): SelectorRule {
     version: row.version,
     selector: JSON.parse(row.selector) as Labels,
     createdAt: row.created_at,
+  };
+}
+
+interface TokenRow {
+  name: string;
+  scopes: string;
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+}
+
+function tokenFromRow(row: TokenRow): TokenRecord {
+  return {
+    name: row.name,
+    scopes: JSON.parse(row.scopes) as TokenScope[],
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    lastUsedAt: row.last_used_at,
   };
 }
 
@@ -324,17 +365,51 @@ class SqliteRepository implements Repository {
     );
   }
 
-  insertToken(name: string, tokenHash: string, at: string): void {
+  insertToken(token: Parameters<Repository["insertToken"]>[0]): void {
     this.db
-      .prepare("INSERT INTO tokens (token_hash, name, created_at) VALUES (?, ?, ?)")
-      .run(tokenHash, name, at);
+      .prepare("INSERT INTO tokens (token_hash, name, scopes, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+      .run(token.hash, token.name, JSON.stringify(token.scopes), token.createdAt, token.expiresAt);
   }
 
   findTokenByHash(tokenHash: string): TokenRecord | undefined {
-    const row = this.db.prepare("SELECT name, created_at FROM tokens WHERE token_hash = ?").get(tokenHash) as
-      | { name: string; created_at: string }
+    const row = this.db.prepare("SELECT * FROM tokens WHERE token_hash = ?").get(tokenHash) as
+      | TokenRow
       | undefined;
-    return row ? { name: row.name, createdAt: row.created_at } : undefined;
+    return row ? tokenFromRow(row) : undefined;
+  }
+
+  touchToken(tokenHash: string, at: string): void {
+    this.db.prepare("UPDATE tokens SET last_used_at = ? WHERE token_hash = ?").run(at, tokenHash);
+  }
+
+  listTokens(): TokenRecord[] {
+    return (this.db.prepare("SELECT * FROM tokens ORDER BY created_at, name").all() as TokenRow[]).map(
+      tokenFromRow,
+    );
+  }
+
+  countTokens(): number {
+    return (this.db.prepare("SELECT COUNT(*) AS n FROM tokens").get() as { n: number }).n;
+  }
+
+  insertAudit(entry: AuditRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO audit (at, actor, method, route, target, status, remote)
+         VALUES (@at, @actor, @method, @route, @target, @status, @remote)`,
+      )
+      .run(entry);
+  }
+
+  listAudit(query: { since?: string; limit: number }): AuditEntry[] {
+    const rows = (
+      query.since
+        ? this.db
+            .prepare("SELECT * FROM audit WHERE at >= ? ORDER BY id LIMIT ?")
+            .all(query.since, query.limit)
+        : this.db.prepare("SELECT * FROM audit ORDER BY id LIMIT ?").all(query.limit)
+    ) as AuditEntry[];
+    return rows.map((r) => ({ ...r }));
   }
 
   deleteTokens(name: string): number {

@@ -1,0 +1,236 @@
+import type { TLSSocket } from "node:tls";
+import { isIssuedCertificate, normaliseSerial } from "@galette/pki";
+import { PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, TokenScope } from "@galette/protocol";
+import type { FastifyInstance, FastifyRequest, RouteOptions } from "fastify";
+import fp from "fastify-plugin";
+import { RequestError } from "../control";
+import type { DeviceRecord } from "../storage/repository";
+import { hashToken, isExpired } from "../tokens";
+
+/**
+ * How a route declares who may call it. EVERY route passes one in its route options:
+ *
+ *   app.get("/v1/things", { config: { access: access.operator("read") } }, handler)
+ *   app.post("/v1/device/thing", { config: { access: access.device } }, handler)
+ *   app.get("/healthz", { config: { access: access.public } }, handler)
+ *
+ * - `device`: a client certificate chained to our CA, within its validity now, whose CN
+ *   and serial are an enrolled, unrevoked device (read per request: revocation is immediate).
+ * - `operator(scope)`: a bearer token that exists, has not expired and carries `scope`.
+ * - `public`: nobody is authenticated (only /healthz).
+ *
+ * The server refuses to start when a route declares none. The onRequest hook below reads
+ * the MATCHED route's declaration (request.routeOptions.config), never the URL text, so
+ * however a path is spelt (percent-encoding, dot segments, …) it gets its route's check.
+ */
+export type Access = { kind: "public" } | { kind: "device" } | { kind: "operator"; scope: TokenScope };
+
+export const access = {
+  public: { kind: "public" } as Access,
+  device: { kind: "device" } as Access,
+  operator: (scope: TokenScope): Access => ({ kind: "operator", scope }),
+};
+
+export interface OperatorIdentity {
+  /** token name: who, in logs and the audit table */
+  name: string;
+  scopes: TokenScope[];
+  /** sha256 of the token: the rate limiter's key, never shown */
+  tokenHash: string;
+}
+
+/** Each registered route with its declaration, for tests and the startup check. */
+export interface RouteAccess {
+  method: string;
+  url: string;
+  access: Access;
+}
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    access?: Access;
+  }
+  interface FastifyRequest {
+    device: DeviceRecord | null;
+    operator: OperatorIdentity | null;
+  }
+  interface FastifyInstance {
+    routeAccess: RouteAccess[];
+  }
+}
+
+function checkAccess(value: unknown): Access | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const kind = (value as { kind?: unknown }).kind;
+  if (kind === "public" || kind === "device") return { kind };
+  if (kind === "operator") {
+    const scope = TokenScope.safeParse((value as { scope?: unknown }).scope);
+    return scope.success ? { kind, scope: scope.data } : undefined;
+  }
+  return undefined;
+}
+
+/** The device a device route runs for. Handlers call this; it cannot be null past the hook, and if it is, nothing runs. */
+export function deviceOf(request: FastifyRequest): DeviceRecord {
+  if (!request.device) throw new RequestError(401, "client certificate required");
+  return request.device;
+}
+
+/** When a certificate's validity window (as TLS reported it at handshake) no longer covers now. */
+export function certificateExpired(
+  validTo: string | undefined,
+  validFrom?: string,
+  now = Date.now(),
+): boolean {
+  const to = Date.parse(validTo ?? "");
+  const from = Date.parse(validFrom ?? "");
+  return Number.isNaN(to) || now > to || (!Number.isNaN(from) && now < from);
+}
+
+export const authPlugin = fp(
+  async (app: FastifyInstance, options: { data: import("../control").DataDir }) => {
+    const { data } = options;
+    app.decorateRequest("device", null);
+    app.decorateRequest("operator", null);
+    app.decorate("routeAccess", [] as RouteAccess[]);
+
+    app.addHook("onRoute", (route: RouteOptions) => {
+      const declared = checkAccess(route.config?.access);
+      const methods = Array.isArray(route.method) ? route.method : [route.method];
+      if (!declared) {
+        throw new Error(
+          `route ${methods.join(",")} ${route.url} declares no access: give config.access (access.device, access.operator(scope) or access.public)`,
+        );
+      }
+      for (const method of methods) app.routeAccess.push({ method, url: route.url, access: declared });
+    });
+
+    const refuseDevice = (
+      request: FastifyRequest,
+      status: 401 | 403,
+      reason: string,
+      extra: object = {},
+    ): never => {
+      request.log.warn({ url: request.url, remote: request.ip, reason, ...extra }, "device request refused");
+      throw new RequestError(status, reason);
+    };
+
+    const authenticateDevice = (request: FastifyRequest): DeviceRecord => {
+      const socket = request.raw.socket as TLSSocket;
+      const peer = socket.getPeerCertificate?.();
+      if (!peer || Object.keys(peer).length === 0)
+        return refuseDevice(request, 401, "client certificate required");
+      const cn = typeof peer.subject?.CN === "string" ? peer.subject.CN : "";
+      const serial = normaliseSerial(peer.serialNumber ?? "");
+      if (!socket.authorized) {
+        return refuseDevice(
+          request,
+          403,
+          `client certificate not accepted: ${String(socket.authorizationError)}`,
+          {
+            cn,
+            serial,
+          },
+        );
+      }
+      // TLS checked validity at the handshake; a kept-alive or resumed connection outlives that.
+      if (certificateExpired(peer.valid_to, peer.valid_from)) {
+        return refuseDevice(
+          request,
+          403,
+          `client certificate not accepted: CERT_HAS_EXPIRED (${peer.valid_to})`,
+          {
+            cn,
+            serial,
+          },
+        );
+      }
+      const device = data.repo.getDevice(cn);
+      if (data.repo.isSerialRevoked(serial)) {
+        return refuseDevice(request, 403, `certificate of device ${cn} (serial ${serial}) is revoked`, {
+          cn,
+          serial,
+        });
+      }
+      if (!device) return refuseDevice(request, 403, `device ${cn} is not enrolled`, { cn, serial });
+      if (device.serial !== serial) {
+        return refuseDevice(
+          request,
+          403,
+          `certificate serial ${serial} is not the one enrolled for device ${cn}`,
+          {
+            cn,
+            serial,
+          },
+        );
+      }
+      if (device.revokedAt) return refuseDevice(request, 403, `device ${cn} is revoked`, { cn, serial });
+      if (!isIssuedCertificate(peer.raw, device.certPem)) {
+        return refuseDevice(request, 403, `certificate of device ${cn} is not the one issued to it`, {
+          cn,
+          serial,
+        });
+      }
+      return device;
+    };
+
+    const authenticateOperator = (request: FastifyRequest, scope: TokenScope): OperatorIdentity => {
+      const match = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? "");
+      if (!match) {
+        request.log.warn({ url: request.url, remote: request.ip }, "operator request without bearer token");
+        throw new RequestError(401, "missing bearer token (Authorization: Bearer <token>)");
+      }
+      const tokenHash = hashToken(match[1]!);
+      const token = data.repo.findTokenByHash(tokenHash);
+      if (!token) {
+        request.log.warn({ url: request.url, remote: request.ip }, "operator request with unknown token");
+        throw new RequestError(401, "invalid bearer token");
+      }
+      if (isExpired(token)) {
+        request.log.warn(
+          { url: request.url, remote: request.ip, token: token.name },
+          "operator request with expired token",
+        );
+        throw new RequestError(401, `token ${token.name} expired at ${token.expiresAt ?? "an unknown time"}`);
+      }
+      const identity = { name: token.name, scopes: token.scopes, tokenHash };
+      // Set before the scope check so a refused mutating call is still audited under its token.
+      request.operator = identity;
+      data.repo.touchToken(tokenHash, new Date().toISOString());
+      if (!token.scopes.includes(scope)) {
+        request.log.warn(
+          { url: request.url, remote: request.ip, token: token.name, scope },
+          "token lacks scope",
+        );
+        throw new RequestError(403, `token ${token.name} lacks the ${scope} scope this route needs`);
+      }
+      return identity;
+    };
+
+    app.addHook("onRequest", async (request) => {
+      // Absolute-form (`GET https://host/v1/…`) and asterisk-form targets: an origin server
+      // has no use for them and routers normalise them differently; refuse without detail.
+      if (!request.raw.url?.startsWith("/")) throw new RequestError(400, "bad request");
+      // Unmatched paths reach only the not-found handler, which says nothing.
+      if (request.is404) return;
+      const declared = checkAccess(request.routeOptions.config?.access);
+      if (!declared) throw new RequestError(403, "forbidden"); // deny by default (startup refuses this)
+      if (declared.kind === "public") return;
+      if (declared.kind === "device") {
+        const device = authenticateDevice(request);
+        request.device = device;
+        const spoken = request.headers[PROTOCOL_VERSION_HEADER];
+        if (spoken !== undefined && spoken !== String(PROTOCOL_VERSION)) {
+          throw new RequestError(
+            400,
+            `agent speaks protocol ${String(spoken)}, this controller speaks ${PROTOCOL_VERSION}: upgrade the older side`,
+          );
+        }
+        data.repo.touchDevice(device.name, new Date().toISOString());
+        return;
+      }
+      authenticateOperator(request, declared.scope);
+    });
+  },
+  { name: "galette-auth" },
+);

@@ -1,0 +1,60 @@
+import { describeZodError, Name } from "@galette/protocol";
+import type { FastifyInstance } from "fastify";
+import fp from "fastify-plugin";
+import type { z } from "zod";
+import { RequestError } from "../control";
+
+/** Validates `value` with a protocol schema; a mismatch is a 400 naming the first bad key. */
+export function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const details = describeZodError(result.error);
+    throw new RequestError(400, `invalid ${what}: ${details[0]}`, details);
+  }
+  return result.data;
+}
+
+/**
+ * Error replies. A 4xx names the problem for the caller. A 5xx says only "internal error"
+ * and the request id (also in every reply's x-request-id header): the cause, with paths
+ * and stack, goes to the log under that id, never to the client.
+ */
+export const errorsPlugin = fp(
+  async (app: FastifyInstance) => {
+    app.addHook("onRequest", async (request, reply) => {
+      reply.header("x-request-id", request.id);
+    });
+
+    app.setNotFoundHandler((_request, reply) => reply.code(404).send({ error: "not found" }));
+
+    app.setErrorHandler(
+      (error: Error & { statusCode?: number; code?: string; details?: string[] }, request, reply) => {
+        if (error instanceof RequestError) {
+          return reply
+            .code(error.statusCode)
+            .send({ error: error.message, ...(error.details ? { details: error.details } : {}) });
+        }
+        if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+          return reply.code(413).send({
+            error: `request body is larger than the limit of ${request.routeOptions.bodyLimit} bytes`,
+          });
+        }
+        if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
+          return reply.code(error.statusCode).send({ error: error.message });
+        }
+        request.log.error({ err: error, url: request.url, reqId: request.id }, "request failed");
+        return reply.code(500).send({ error: "internal error", requestId: request.id });
+      },
+    );
+
+    // Names in URLs are validated once here rather than per route.
+    app.addHook("preHandler", async (request) => {
+      const params = request.params as Record<string, string> | undefined;
+      for (const key of ["name", "chain"] as const) {
+        const value = params?.[key];
+        if (value !== undefined) parse(Name, value, `${key} in URL`);
+      }
+    });
+  },
+  { name: "galette-errors" },
+);

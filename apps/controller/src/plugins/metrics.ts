@@ -1,0 +1,67 @@
+import type { FastifyInstance } from "fastify";
+import fp from "fastify-plugin";
+import { Counter, Histogram, Registry } from "prom-client";
+import { access } from "./auth";
+
+export interface Metrics {
+  registry: Registry;
+  convergence: Histogram;
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    metrics: Metrics;
+  }
+}
+
+/**
+ * Prometheus metrics. GET /metrics on the main listener needs a token with the `metrics`
+ * scope; `startController({ metricsListen })` also serves them without a token on a
+ * separate plain-HTTP address (see metricsOnlyRoutes), for a scraper on a management network.
+ */
+export const metricsPlugin = fp(
+  async (app: FastifyInstance) => {
+    const registry = new Registry();
+    const requests = new Counter({
+      name: "galette_http_requests_total",
+      help: "HTTP requests handled, by route and status",
+      labelNames: ["method", "route", "status"] as const,
+      registers: [registry],
+    });
+    const convergence = new Histogram({
+      name: "galette_push_to_converged_seconds",
+      help: "From a push/assign that changed a device's chain to the device reporting it installed",
+      buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300],
+      registers: [registry],
+    });
+    app.decorate("metrics", { registry, convergence });
+
+    app.addHook("onResponse", async (request, reply) => {
+      requests.inc({
+        method: request.method,
+        // the route pattern, never the raw URL: label values an attacker picks would grow the registry
+        route: request.is404 ? "unmatched" : (request.routeOptions.url ?? "unmatched"),
+        status: reply.statusCode,
+      });
+    });
+  },
+  { name: "galette-metrics" },
+);
+
+/** GET /metrics with the `metrics` scope. */
+export async function metricsRoutes(app: FastifyInstance): Promise<void> {
+  app.get("/metrics", { config: { access: access.operator("metrics") } }, async (_request, reply) => {
+    reply.header("content-type", app.metrics.registry.contentType);
+    return app.metrics.registry.metrics();
+  });
+}
+
+/** The separate metrics listener's only route: no token (the address is the access control). */
+export function metricsOnlyRoutes(registry: Registry) {
+  return async (app: FastifyInstance): Promise<void> => {
+    app.get("/metrics", { config: { access: access.public } }, async (_request, reply) => {
+      reply.header("content-type", registry.contentType);
+      return registry.metrics();
+    });
+  };
+}

@@ -1,0 +1,160 @@
+import type { TLSSocket } from "node:tls";
+import fastifyWebsocket from "@fastify/websocket";
+import { normaliseSerial } from "@galette/pki";
+import type { DeviceNotification, DeviceStatusReport } from "@galette/protocol";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import fp from "fastify-plugin";
+import { Gauge } from "prom-client";
+import type { WebSocket } from "ws";
+import { assignmentEtag, buildAssignment, type DataDir, deviceTriple } from "../control";
+import type { DeviceRecord } from "../storage/repository";
+import { certificateExpired } from "./auth";
+
+/** ws close codes the agent sees */
+export const WS_CLOSE = {
+  revoked: 4403,
+  certificateExpired: 4401,
+  /** a newer connection of the same device took over */
+  superseded: 4409,
+} as const;
+
+interface Connection {
+  socket: WebSocket;
+  serial: string;
+  validFrom: string | undefined;
+  validTo: string | undefined;
+}
+
+export interface Notifications {
+  /** holds a notification connection now */
+  isOnline(device: string): boolean;
+  /** Registers a device's ws; an older one of the same device is closed (newest wins). */
+  attach(device: DeviceRecord, socket: WebSocket, request: FastifyRequest): void;
+  /** Closes the device's ws at once (revocation through the API). */
+  disconnect(device: string, code: number, reason: string): void;
+  /** After a push/assign/map change: tell each device and remember what it should converge to. */
+  assignmentChanged(names: string[], reason: string): void;
+  /** A status report arrived: observe push-to-converged if it completes a pending change. */
+  reported(device: string, status: DeviceStatusReport): void;
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    notifications: Notifications;
+  }
+}
+
+/**
+ * Device notification connections (ws): at most one per device, re-checked every
+ * `sweepMs` against revocation AND certificate expiry (a ws outlives the handshake that
+ * authenticated it), and push-to-converged tracking.
+ */
+export const notificationsPlugin = fp(
+  async (app: FastifyInstance, options: { data: DataDir; sweepMs: number }) => {
+    const { data } = options;
+    const connections = new Map<string, Connection>();
+    /** device → the version it was told to converge to, and when */
+    const pendingConvergence = new Map<string, { chain: string; version: number; since: number }>();
+
+    await app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
+
+    new Gauge({
+      name: "galette_devices_online",
+      help: "Devices holding a notification connection",
+      registers: [app.metrics.registry],
+      collect() {
+        this.set(connections.size);
+      },
+    });
+
+    const notify = (device: DeviceRecord, reason: string) => {
+      const connection = connections.get(device.name);
+      if (!connection) return;
+      const assignment = buildAssignment(data.repo, device, deviceTriple(device));
+      const message: DeviceNotification = { type: "assignment-changed", etag: assignmentEtag(assignment) };
+      connection.socket.send(JSON.stringify(message));
+      app.log.debug({ device: device.name, reason }, "notified device");
+    };
+
+    const close = (name: string, code: number, reason: string) => {
+      const connection = connections.get(name);
+      if (!connection) return;
+      connections.delete(name);
+      connection.socket.close(code, reason);
+    };
+
+    const notifications: Notifications = {
+      isOnline: (device) => connections.has(device),
+      attach(device, socket, request) {
+        const peer = (request.raw.socket as TLSSocket).getPeerCertificate();
+        const previous = connections.get(device.name);
+        const connection: Connection = {
+          socket,
+          serial: normaliseSerial(peer.serialNumber ?? device.serial),
+          validFrom: peer.valid_from,
+          validTo: peer.valid_to,
+        };
+        connections.set(device.name, connection);
+        if (previous) {
+          app.log.info({ device: device.name }, "newer notification connection replaces the older one");
+          previous.socket.close(WS_CLOSE.superseded, "superseded by a newer connection");
+        }
+        socket.on("close", () => {
+          if (connections.get(device.name) === connection) connections.delete(device.name);
+        });
+      },
+      disconnect: close,
+      assignmentChanged(names, reason) {
+        const now = Date.now();
+        for (const name of names) {
+          const device = data.repo.getDevice(name);
+          if (!device || device.revokedAt) continue;
+          pendingConvergence.delete(name);
+          // A device left without a chain is told too, so it stops running the old one.
+          const chain = device.assignedChain
+            ? data.repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined)
+            : undefined;
+          if (chain) pendingConvergence.set(name, { chain: chain.name, version: chain.version, since: now });
+          notify(device, reason);
+        }
+      },
+      reported(device, status) {
+        const pending = pendingConvergence.get(device);
+        if (
+          pending &&
+          status.installed?.chain === pending.chain &&
+          status.installed.version === pending.version
+        ) {
+          app.metrics.convergence.observe((Date.now() - pending.since) / 1000);
+          pendingConvergence.delete(device);
+        }
+      },
+    };
+    app.decorate("notifications", notifications);
+
+    // Revoked (also by another process on the data dir) or expired: the ws goes too.
+    const sweep = setInterval(() => {
+      for (const [name, connection] of connections) {
+        const device = data.repo.getDevice(name);
+        if (!device || device.revokedAt !== null || connection.serial !== device.serial) {
+          app.log.warn({ device: name }, "closing notification connection of a revoked device");
+          close(name, WS_CLOSE.revoked, "revoked");
+        } else if (certificateExpired(connection.validTo, connection.validFrom)) {
+          app.log.warn(
+            { device: name, notAfter: connection.validTo },
+            "closing notification connection: certificate expired",
+          );
+          close(name, WS_CLOSE.certificateExpired, "certificate expired");
+        }
+      }
+    }, options.sweepMs);
+    sweep.unref();
+
+    app.addHook("onClose", async () => {
+      clearInterval(sweep);
+      for (const connection of connections.values()) connection.socket.terminate();
+      connections.clear();
+    });
+  },
+  { name: "galette-notifications", dependencies: ["galette-metrics"] },
+);

@@ -1,0 +1,72 @@
+import {
+  AssignmentQuery,
+  DEVICE_ROUTES,
+  type DeviceNotification,
+  DeviceStatusReport,
+  PROTOCOL_VERSION,
+  Sha256Digest,
+} from "@galette/protocol";
+import type { FastifyInstance } from "fastify";
+import { artifactsAllowedFor, assignmentEtag, buildAssignment, deviceTriple, RequestError } from "../control";
+import { access, deviceOf } from "../plugins/auth";
+import { parse } from "../plugins/errors";
+import { BODY_LIMITS } from "../plugins/limits";
+
+/** The device API: mTLS, identity only from the certificate (no route names a device). */
+export async function deviceRoutes(app: FastifyInstance): Promise<void> {
+  const { data } = app.galette;
+  const device = { config: { access: access.device } };
+
+  app.get(DEVICE_ROUTES.assignment, device, async (request, reply) => {
+    const self = deviceOf(request);
+    const query = parse(AssignmentQuery, request.query, "query");
+    const assignment = buildAssignment(data.repo, self, deviceTriple(self, query.arch));
+    const etag = assignmentEtag(assignment);
+    reply.header("etag", etag).header("cache-control", "no-cache");
+    const ifNoneMatch = request.headers["if-none-match"];
+    if (ifNoneMatch?.split(",").some((tag) => tag.trim() === etag)) return reply.code(304).send();
+    return assignment;
+  });
+
+  app.get<{ Params: { digest: string } }>("/v1/device/artifacts/:digest", device, async (request, reply) => {
+    const self = deviceOf(request);
+    const digest = parse(Sha256Digest, request.params.digest, "artifact digest");
+    // Only what its assignment runs, never crate sources (artifactsAllowedFor leaves them out).
+    if (!artifactsAllowedFor(data.repo, self).has(digest)) {
+      request.log.warn({ device: self.name, digest }, "artifact not in the device's assignment");
+      throw new RequestError(403, `artifact ${digest} is not part of device ${self.name}'s assignment`);
+    }
+    if (!data.artifacts.has(digest))
+      throw new RequestError(404, `artifact ${digest} is missing from the store`);
+    reply
+      .header("content-type", "application/octet-stream")
+      .header("content-length", data.artifacts.size(digest))
+      .header("x-galette-digest", digest);
+    return reply.send(data.artifacts.open(digest));
+  });
+
+  app.post(
+    DEVICE_ROUTES.status,
+    { ...device, bodyLimit: BODY_LIMITS.statusReport },
+    async (request, reply) => {
+      const self = deviceOf(request);
+      const status = parse(DeviceStatusReport, request.body, "status report");
+      if (status.protocolVersion !== PROTOCOL_VERSION) {
+        throw new RequestError(
+          400,
+          `protocol version ${status.protocolVersion} is not supported (controller speaks ${PROTOCOL_VERSION})`,
+        );
+      }
+      data.repo.saveDeviceStatus(self.name, status, new Date().toISOString());
+      app.notifications.reported(self.name, status);
+      return reply.code(204).send();
+    },
+  );
+
+  app.get(DEVICE_ROUTES.notifications, { ...device, websocket: true }, (socket, request) => {
+    const self = deviceOf(request);
+    app.notifications.attach(self, socket, request);
+    const hello: DeviceNotification = { type: "hello", protocolVersion: PROTOCOL_VERSION, device: self.name };
+    socket.send(JSON.stringify(hello));
+  });
+}

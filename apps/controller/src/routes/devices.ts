@@ -1,0 +1,60 @@
+import { type DeviceSummary, EnrollDeviceRequest } from "@galette/protocol";
+import type { FastifyInstance } from "fastify";
+import { deviceSummary, RequestError } from "../control";
+import { access } from "../plugins/auth";
+import { parse } from "../plugins/errors";
+import type { DeviceRecord } from "../storage/repository";
+
+/** Operator view of devices (read); enrol and revoke (admin). */
+export async function devicesRoutes(app: FastifyInstance): Promise<void> {
+  const { data } = app.galette;
+  const summary = (device: DeviceRecord): DeviceSummary =>
+    deviceSummary(device, app.notifications.isOnline(device.name));
+
+  app.get("/v1/devices", { config: { access: access.operator("read") } }, async () => ({
+    devices: data.repo.listDevices().map(summary),
+  }));
+
+  app.get<{ Params: { name: string } }>(
+    "/v1/devices/:name",
+    { config: { access: access.operator("read") } },
+    async (request) => {
+      const device = data.repo.getDevice(request.params.name);
+      if (!device) throw new RequestError(404, `device ${request.params.name} is not enrolled`);
+      return summary(device);
+    },
+  );
+
+  app.post("/v1/devices", { config: { access: access.operator("admin") } }, async (request, reply) => {
+    const body = parse(EnrollDeviceRequest, request.body, "enrol request");
+    request.auditTarget = body.name;
+    const bundle = data.enrolDevice(body.name, body.labels, app.galette.publicUrl(), body.validityDays);
+    const enrolled = data.repo.getDevice(body.name);
+    request.log.info(
+      {
+        device: body.name,
+        serial: bundle.serial,
+        operator: request.operator?.name,
+        assignedBy: enrolled?.assignedBy ?? null,
+      },
+      "device enrolled",
+    );
+    // A matching selector rule gives it a chain at once (its first poll picks it up).
+    app.notifications.assignmentChanged([body.name], "enrol");
+    return reply.code(201).send(bundle);
+  });
+
+  app.post<{ Params: { name: string } }>(
+    "/v1/devices/:name/revoke",
+    { config: { access: access.operator("admin") } },
+    async (request) => {
+      const revoked = data.revokeDevice(request.params.name);
+      request.log.info(
+        { device: revoked.name, serial: revoked.serial, operator: request.operator?.name },
+        "device revoked",
+      );
+      app.notifications.disconnect(revoked.name, 4403, "revoked");
+      return { name: revoked.name, serial: revoked.serial, revokedAt: revoked.revokedAt! };
+    },
+  );
+}

@@ -279,10 +279,24 @@ describe("two-tier PKI: root offline, issuing CA in the controller", () => {
     expect((await h.call(assignment, { client: h.asDevice("after-2") })).status).toBe(200);
   });
 
-  it("rotate-issuer without the root key names what to pass", async () => {
+  it("rotate-issuer without the root key names what to pass; a bad --validity-days is refused", async () => {
+    const issuerBefore = readFileSync(join(h.dir, PKI_FILES.issuerCert), "utf8");
     const res = await galette(["pki", "rotate-issuer", "--data", h.dir]);
     expect(res.code).not.toBe(0);
     expect(res.stderr).toContain("--root-key");
+    const bad = await galette([
+      "pki",
+      "rotate-issuer",
+      "--data",
+      h.dir,
+      "--root-key",
+      offlineRootKey,
+      "--validity-days",
+      "-3",
+    ]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/--validity-days must be a positive whole number/);
+    expect(readFileSync(join(h.dir, PKI_FILES.issuerCert), "utf8")).toBe(issuerBefore);
   });
 
   it("renew-server re-signs the server certificate with the offline root; devices keep working", async () => {

@@ -198,8 +198,18 @@ describe("pki data directory", () => {
     initPkiDir(dir);
     const wrong = join(tempDir(), "wrong.key");
     writeFileSync(wrong, createCa().keyPem);
+    const before = [PKI_FILES.issuerCert, PKI_FILES.issuerKey, PKI_FILES.serverCert, PKI_FILES.serverKey].map(
+      (name) => readFileSync(join(dir, name), "utf8"),
+    );
     expect(() => rotateIssuer(dir, { rootKeyPath: wrong })).toThrow(/is not the key of .*ca\.crt/);
     expect(() => renewServerCert(dir, { rootKeyPath: wrong })).toThrow(/is not the key of/);
+    writeFileSync(wrong, "not a key");
+    expect(() => rotateIssuer(dir, { rootKeyPath: wrong })).toThrow(/is not the key of/);
+    // nothing was replaced
+    const after = [PKI_FILES.issuerCert, PKI_FILES.issuerKey, PKI_FILES.serverCert, PKI_FILES.serverKey].map(
+      (name) => readFileSync(join(dir, name), "utf8"),
+    );
+    expect(after).toEqual(before);
   });
 
   it("drops expired previous issuers", () => {

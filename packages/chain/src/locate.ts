@@ -8,7 +8,11 @@
  * ([[links]]) get their index inserted like the parsed object has it.
  *
  * The scanner never throws and always advances, so odd input yields a partial index and
- * lookups fall back to the nearest located ancestor (or 1:1).
+ * lookups fall back to the nearest located ancestor (or 1:1). Its work is linear in the
+ * input: keys deeper than MAX_PATH are not recorded (a chain file has no use for them, and
+ * recording every prefix of a 100 000-segment dotted key would be quadratic), and the
+ * recursion through nested arrays and inline tables is bounded by the TOML parser's
+ * maxDepth, which has accepted the document before it is scanned.
  */
 
 export type KeyPath = ReadonlyArray<string | number>;
@@ -61,6 +65,12 @@ function pathId(path: KeyPath): string {
 
 const BARE_KEY = /[A-Za-z0-9_-]/;
 
+/** Key paths longer than this are not recorded (their positions fall back to an ancestor). */
+export const MAX_PATH = 32;
+
+/** A path being recorded, or null under a key too deep to record. */
+type Path = Array<string | number> | null;
+
 /** Builds the position index of a TOML document. */
 export function indexToml(source: string): PositionIndex {
   return new TomlScanner(source).scan();
@@ -78,14 +88,15 @@ class TomlScanner {
   }
 
   scan(): PositionIndex {
-    let table: Array<string | number> = [];
+    let table: Path = [];
     while (this.i < this.src.length) {
       const before = this.i;
       this.skipBlank(true);
       if (this.i >= this.src.length) break;
       const c = this.src[this.i];
       if (c === "[") {
-        table = this.header() ?? table;
+        const header = this.header();
+        if (header !== undefined) table = header;
       } else if (c !== undefined && (BARE_KEY.test(c) || c === '"' || c === "'")) {
         this.keyValue(table);
       }
@@ -120,13 +131,14 @@ class TomlScanner {
     while (this.i < this.src.length && this.src[this.i] !== "\n") this.i++;
   }
 
-  /** Parses `[a.b]` or `[[a.b]]`; returns the resolved table path. */
-  private header(): Array<string | number> | undefined {
+  /** Parses `[a.b]` or `[[a.b]]`; returns the resolved table path (null: too deep to record). */
+  private header(): Path | undefined {
     const isArray = this.src[this.i + 1] === "[";
     this.i += isArray ? 2 : 1;
     this.skipBlank(false);
     const segments = this.keySegments();
     if (segments.length === 0) return undefined;
+    if (segments.length > MAX_PATH) return null;
     const raw = segments.map((s) => s.key);
     const resolved = this.resolve(raw.slice(0, -1));
     this.recordPrefixes(resolved, raw.slice(0, -1), segments);
@@ -168,19 +180,26 @@ class TomlScanner {
     }
   }
 
-  private keyValue(table: Array<string | number>): void {
+  private keyValue(table: Path): void {
     const segments = this.keySegments();
     if (segments.length === 0) return;
-    const path = [...table];
-    for (const s of segments) {
-      path.push(s.key);
-      this.index.setKey(path, s.position);
-    }
+    const path = this.extend(table, segments);
     this.skipBlank(false);
     if (this.src[this.i] !== "=") return;
     this.i++;
     this.skipBlank(false);
     this.value(path);
+  }
+
+  /** `base` + the key's segments, recording each prefix; null when it gets too deep to record. */
+  private extend(base: Path, segments: Array<{ key: string; position: Position }>): Path {
+    if (base === null || base.length + segments.length > MAX_PATH) return null;
+    const path = [...base];
+    for (const s of segments) {
+      path.push(s.key);
+      this.index.setKey(path, s.position);
+    }
+    return path;
   }
 
   /** Reads a dotted key (bare, "basic" or 'literal' segments). */
@@ -205,8 +224,8 @@ class TomlScanner {
     }
   }
 
-  private value(path: Array<string | number>): void {
-    this.index.setValue(path, this.pos(this.i));
+  private value(path: Path): void {
+    if (path) this.index.setValue(path, this.pos(this.i));
     const c = this.src[this.i];
     if (c === '"') {
       if (this.src.startsWith('"""', this.i)) this.multilineString('"');
@@ -223,7 +242,7 @@ class TomlScanner {
     }
   }
 
-  private array(path: Array<string | number>): void {
+  private array(path: Path): void {
     this.i++; // [
     for (let element = 0; this.i < this.src.length; element++) {
       this.skipBlank(true);
@@ -232,14 +251,14 @@ class TomlScanner {
         return;
       }
       const before = this.i;
-      this.value([...path, element]);
+      this.value(path && path.length < MAX_PATH ? [...path, element] : null);
       this.skipBlank(true);
       if (this.src[this.i] === ",") this.i++;
       else if (this.src[this.i] !== "]" || this.i === before) return;
     }
   }
 
-  private inlineTable(path: Array<string | number>): void {
+  private inlineTable(path: Path): void {
     this.i++; // {
     while (this.i < this.src.length) {
       this.skipBlank(true);
@@ -250,11 +269,7 @@ class TomlScanner {
       const before = this.i;
       const segments = this.keySegments();
       if (segments.length === 0) return;
-      const keyPath = [...path];
-      for (const s of segments) {
-        keyPath.push(s.key);
-        this.index.setKey(keyPath, s.position);
-      }
+      const keyPath = this.extend(path, segments);
       this.skipBlank(false);
       if (this.src[this.i] !== "=") return;
       this.i++;

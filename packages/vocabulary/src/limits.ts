@@ -20,7 +20,7 @@ export interface DeviceLimits {
   entriesPerMap: number;
   /** estimated kernel memory of all the chain's maps together (bytes; see estimateMapBytes) */
   mapMemoryBytes: number;
-  /** NF instances running in userland; each is a native library loaded into every worker */
+  /** NF instances running in userland: the workers' instance table (each is a native library loaded into every worker) */
   userlandNfs: number;
   /** CPUs assumed when estimating per-CPU maps (each CPU holds its own copy of every value) */
   cpus: number;
@@ -46,7 +46,7 @@ export const DEFAULT_DEVICE_LIMITS: Readonly<DeviceLimits> = Object.freeze({
   mapsPerChain: 512,
   entriesPerMap: 1 << 24,
   mapMemoryBytes: 128 * MiB,
-  userlandNfs: 64,
+  userlandNfs: GALETTE_MAX_INSTANCES - 1,
   cpus: 4,
 });
 

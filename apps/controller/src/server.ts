@@ -6,7 +6,7 @@ import { DataDir } from "./control";
 import { DEFAULT_MAX_NF_ARCHIVE_BYTES, type NfBuilder } from "./nf-publish";
 import { auditPlugin } from "./plugins/audit";
 import { authPlugin, type RouteAccess } from "./plugins/auth";
-import { errorsPlugin } from "./plugins/errors";
+import { clientErrorHandler, errorsPlugin, frameworkErrors } from "./plugins/errors";
 import { BODY_LIMITS, limitsPlugin, type RateLimits } from "./plugins/limits";
 import { metricsOnlyRoutes, metricsPlugin, metricsRoutes } from "./plugins/metrics";
 import { notificationsPlugin } from "./plugins/notifications";
@@ -98,6 +98,8 @@ export async function buildController(
     forceCloseConnections: true,
     bodyLimit: BODY_LIMITS.default,
     genReqId: () => randomUUID(),
+    frameworkErrors,
+    clientErrorHandler,
     https: tlsOptions(data),
   });
   // JSON only, except the NF upload routes (routes/nfs.ts adds its archive parser).
@@ -134,7 +136,12 @@ async function startMetricsListener(
   controller: FastifyInstance,
   listen: { host: string; port: number },
 ): Promise<{ app: FastifyInstance; url: string }> {
-  const app = Fastify({ loggerInstance: controller.log, genReqId: () => randomUUID() });
+  const app = Fastify({
+    loggerInstance: controller.log,
+    genReqId: () => randomUUID(),
+    frameworkErrors,
+    clientErrorHandler,
+  });
   await app.register(errorsPlugin);
   await app.register(authPlugin, { data: controller.galette.data });
   await app.register(metricsOnlyRoutes(controller.metrics.registry));

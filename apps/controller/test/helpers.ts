@@ -3,6 +3,7 @@ import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
+import { connect as tlsConnect } from "node:tls";
 import { initPkiDir } from "@galette/pki";
 import type { EnrollDeviceResponse } from "@galette/protocol";
 import { pino } from "pino";
@@ -276,3 +277,84 @@ export const fakeBuilder: NfBuilder = async ({ name, sourceDigest }) => ({
     },
   ],
 });
+
+export interface RawResponse {
+  status: number;
+  headers: string;
+  body: string;
+}
+
+/**
+ * One HTTP/1.1 request written byte for byte on a fresh TLS connection: the request target
+ * goes out exactly as given (no URL normalisation), so tests can send absolute-form
+ * targets, dot segments, double slashes and odd encodings. `status` 0 = the server closed
+ * the connection without an HTTP response.
+ */
+export function rawRequest(
+  baseUrl: string,
+  caPem: string,
+  target: string,
+  options: {
+    method?: string;
+    headers?: Record<string, string>;
+    body?: string;
+    client?: ClientCredentials;
+    minVersion?: "TLSv1.2" | "TLSv1.3";
+    maxVersion?: "TLSv1.2" | "TLSv1.3";
+  } = {},
+): Promise<RawResponse> {
+  const url = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host: url.hostname,
+      port: Number(url.port),
+      ca: caPem,
+      ...(options.client?.certPem ? { cert: options.client.certPem, key: options.client.keyPem } : {}),
+      ...(options.minVersion ? { minVersion: options.minVersion } : {}),
+      ...(options.maxVersion ? { maxVersion: options.maxVersion } : {}),
+    });
+    const chunks: Buffer[] = [];
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no response to ${options.method ?? "GET"} ${target} within 10 s`));
+    }, 10_000);
+    socket.on("secureConnect", () => {
+      const body = options.body ?? "";
+      const headers: Record<string, string> = {
+        host: url.host,
+        connection: "close",
+        ...(options.body !== undefined ? { "content-length": String(Buffer.byteLength(body)) } : {}),
+        ...(options.headers ?? {}),
+      };
+      const head = Object.entries(headers)
+        .map(([k, v]) => `${k}: ${v}\r\n`)
+        .join("");
+      socket.write(`${options.method ?? "GET"} ${target} HTTP/1.1\r\n${head}\r\n${body}`);
+    });
+    socket.on("data", (c: Buffer) => chunks.push(c));
+    socket.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    socket.on("close", () => {
+      clearTimeout(timer);
+      const text = Buffer.concat(chunks).toString("utf8");
+      const split = text.indexOf("\r\n\r\n");
+      const headers = split < 0 ? text : text.slice(0, split);
+      let body = split < 0 ? "" : text.slice(split + 4);
+      if (/^transfer-encoding:\s*chunked/im.test(headers)) {
+        let decoded = "";
+        let rest = body;
+        for (;;) {
+          const eol = rest.indexOf("\r\n");
+          const size = Number.parseInt(rest.slice(0, eol), 16);
+          if (!size) break;
+          decoded += rest.slice(eol + 2, eol + 2 + size);
+          rest = rest.slice(eol + 2 + size + 2);
+        }
+        body = decoded;
+      }
+      resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), headers, body });
+    });
+  });
+}

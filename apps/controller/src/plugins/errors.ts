@@ -1,5 +1,6 @@
+import type { Socket } from "node:net";
 import { describeZodError, Name } from "@galette/protocol";
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyReply } from "fastify";
 import fp from "fastify-plugin";
 import type { z } from "zod";
 import { RequestError } from "../control";
@@ -12,6 +13,30 @@ export function parse<S extends z.ZodType>(schema: S, value: unknown, what: stri
     throw new RequestError(400, `invalid ${what}: ${details[0]}`, details);
   }
   return result.data;
+}
+
+/**
+ * Fastify's `frameworkErrors`: a URL the router cannot even decode is refused like an
+ * unmatched one, without echoing it back.
+ */
+export function frameworkErrors(_error: Error, _request: unknown, reply: FastifyReply): void {
+  reply.code(400).send({ error: "bad request" });
+}
+
+const BAD_REQUEST_BODY = JSON.stringify({ error: "bad request" });
+
+/**
+ * Fastify's `clientErrorHandler`: a request Node's HTTP parser refuses gets the same
+ * detail-free 400 (or nothing, when the socket is already unusable).
+ */
+export function clientErrorHandler(_error: Error, socket: Socket): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  socket.end(
+    `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${BAD_REQUEST_BODY.length}\r\nconnection: close\r\n\r\n${BAD_REQUEST_BODY}`,
+  );
 }
 
 /**

@@ -1,16 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import path from "node:path";
-import {
-  attachXdpPass,
-  createVethPair,
-  describeKernel,
-  exchangeFrames,
-  udpFrame,
-  type VethPair,
-} from "@galette/testkit";
+import { describeKernel, exchangeFrames, udpFrame, type VethPair } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { Dataplane, readRecord } from "../src/kernel";
-import { builtChainFile, install, repoRoot, stateDir } from "./helpers";
+import { builtChainFile, install, repoRoot, vethFixture } from "./helpers";
 
 /** Resolves when the child prints READY; rejects with its stderr if it exits first. */
 function waitReady(child: ChildProcess, timeoutMs: number): Promise<void> {
@@ -39,24 +32,19 @@ function waitReady(child: ChildProcess, timeoutMs: number): Promise<void> {
 }
 
 describeKernel("installer: the installing process dies, XDP keeps forwarding, a new process adopts", () => {
+  const fixture = vethFixture("iad");
+  const { state } = fixture;
   let veth: VethPair;
   let child: ChildProcess | undefined;
-  const state = stateDir();
   const target = () => ({ iface: veth.ifB, netns: veth.nsB });
 
   beforeAll(async () => {
+    veth = fixture.veth;
     await builtChainFile("security.toml"); // warm the NF cache so the child starts fast
-    veth = await createVethPair("iad");
-    await attachXdpPass(veth.nsA, veth.ifA);
   });
-  afterAll(async () => {
+  // before the fixture's own teardown (vitest runs afterAll hooks last-registered first)
+  afterAll(() => {
     child?.kill("SIGKILL");
-    try {
-      if (veth) Dataplane.remove(target(), { stateDir: state.dir });
-    } finally {
-      await veth?.cleanup();
-      state.cleanup();
-    }
   });
 
   it("survives SIGKILL of the installer and is adopted without a second attach", async () => {

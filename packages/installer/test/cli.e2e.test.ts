@@ -1,17 +1,10 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
-import {
-  attachXdpPass,
-  createVethPair,
-  describeKernel,
-  exchangeFrames,
-  udpFrame,
-  type VethPair,
-} from "@galette/testkit";
+import { describeKernel, exchangeFrames, sleep, udpFrame, type VethPair } from "@galette/testkit";
 import { queryXdp } from "@galette/xdp-native";
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { Dataplane, readRecord } from "../src/kernel";
-import { builtChainFile, repoRoot, sleep, stateDir } from "./helpers";
+import { beforeAll, expect, it } from "vitest";
+import { readRecord } from "../src/kernel";
+import { builtChainFile, repoRoot, vethFixture } from "./helpers";
 
 /** Runs `galette …` (node + tsx, so a signal reaches the CLI itself); resolves with its output. */
 function galette(
@@ -50,22 +43,14 @@ function galette(
 }
 
 describeKernel("galette dataplane up|down", () => {
+  const fixture = vethFixture("icli");
+  const { state } = fixture;
   let veth: VethPair;
-  const state = stateDir();
   const target = () => ({ iface: veth.ifB, netns: veth.nsB });
 
   beforeAll(async () => {
+    veth = fixture.veth;
     await builtChainFile("macswap.toml");
-    veth = await createVethPair("icli");
-    await attachXdpPass(veth.nsA, veth.ifA);
-  });
-  afterAll(async () => {
-    try {
-      if (veth) Dataplane.remove(target(), { stateDir: state.dir });
-    } finally {
-      await veth?.cleanup();
-      state.cleanup();
-    }
   });
 
   it("up installs, prints per-NF counters, uninstalls on SIGTERM; down cleans up after a crash", async () => {

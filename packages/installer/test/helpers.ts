@@ -1,10 +1,9 @@
-import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseChain } from "@galette/chain";
 import { type BuiltChain, buildChain, loadChainOrThrow } from "@galette/nf-build";
-import { attachXdpPass, createVethPair, ipv4Bytes, run, type VethPair } from "@galette/testkit";
+import { attachXdpPass, compileBpfObject, createVethPair, ipv4Bytes, type VethPair } from "@galette/testkit";
 import { abiHeaderDir } from "@galette/xdp-native";
 import pino from "pino";
 import { afterAll, beforeAll } from "vitest";
@@ -73,38 +72,9 @@ export async function install(
 export const macOf = (frame: Buffer, off: number) =>
   [...frame.subarray(off, off + 6)].map((b) => b.toString(16).padStart(2, "0")).join(":");
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Compiles a test BPF object (cached by content) against the dataplane ABI header. */
-export async function compileTestBpf(name: string): Promise<string> {
-  const src = path.join(__dirname, "bpf", name);
-  const include = abiHeaderDir();
-  const hash = createHash("sha256")
-    .update(readFileSync(src))
-    .update(readFileSync(path.join(include, "galette_abi.h")))
-    .digest("hex")
-    .slice(0, 16);
-  const outDir = path.join(tmpdir(), "galette-installer-test");
-  mkdirSync(outDir, { recursive: true });
-  const out = path.join(outDir, `${name}-${hash}.o`);
-  if (existsSync(out)) return out;
-  const tmp = `${out}.${process.pid}.tmp`;
-  const multiarch = (await run("gcc", ["-print-multiarch"])).stdout.trim();
-  await run("clang-22", [
-    "-target",
-    "bpf",
-    "-mcpu=v3",
-    "-O2",
-    "-g",
-    `-I/usr/include/${multiarch}`,
-    `-I${include}`,
-    "-c",
-    src,
-    "-o",
-    tmp,
-  ]);
-  renameSync(tmp, out);
-  return out;
+/** Compiles a test BPF object of test/bpf (cached by content) against the dataplane ABI headers. */
+export function compileTestBpf(name: string): Promise<string> {
+  return compileBpfObject(path.join(__dirname, "bpf", name), { includeDirs: [abiHeaderDir()] });
 }
 
 /** nf::LpmKeyV4 { prefix_len: u32, addr: [u8; 4] } */

@@ -8,6 +8,7 @@ import {
   createVethPair,
   describeKernel,
   exchangeFrames,
+  sleep,
   udpFrame,
   type VethPair,
 } from "@galette/testkit";
@@ -20,7 +21,6 @@ import {
   install,
   lpmKeyV4,
   repoRoot,
-  sleep,
   stateDir,
 } from "./helpers";
 

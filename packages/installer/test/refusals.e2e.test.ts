@@ -1,30 +1,23 @@
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import type { BuiltChain } from "@galette/nf-build";
-import { attachXdpPass, createVethPair, describeKernel, type VethPair } from "@galette/testkit";
+import { attachXdpPass, describeKernel, type VethPair } from "@galette/testkit";
 import { detachXdp, queryXdp } from "@galette/xdp-native";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import { Dataplane, readRecord, recordPath } from "../src/kernel";
 import { devicePins } from "../src/spec";
-import { builtChainFile, compileTestBpf, install, quietLogger, stateDir } from "./helpers";
+import { builtChainFile, compileTestBpf, install, quietLogger, vethFixture } from "./helpers";
 
 describeKernel("installer: refusals leave the interface as it was", () => {
+  const fixture = vethFixture("iref");
+  const { state } = fixture;
   let veth: VethPair;
   let security: BuiltChain;
-  const state = stateDir();
   const target = () => ({ iface: veth.ifB, netns: veth.nsB });
   const xdpTarget = () => ({ ifname: veth.ifB, netns: `/run/netns/${veth.nsB}` });
 
   beforeAll(async () => {
+    veth = fixture.veth;
     security = await builtChainFile("security.toml");
-    veth = await createVethPair("iref");
-  });
-  afterAll(async () => {
-    try {
-      if (veth) Dataplane.remove(target(), { stateDir: state.dir });
-    } finally {
-      await veth?.cleanup();
-      state.cleanup();
-    }
   });
 
   it("a fresh install the verifier rejects removes everything it created", async () => {

@@ -1,15 +1,12 @@
 /** Shared by the nf-build tests: the example crates, a corpus of frames, map contents, harnesses. */
-import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
-import { ethFrame, udpFrame } from "@galette/testkit";
+import { ethFrame, type RunOptions, run as testkitRun, udpFrame } from "@galette/testkit";
 
-const execFileP = promisify(execFile);
 
 export const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, "..", "..", "..");
@@ -27,21 +24,9 @@ export const EXAMPLES = [
 export const exampleDir = (name: string) => path.join(examplesDir, name);
 export const fixtureDir = (name: string) => path.join(here, "fixtures", "bad-nfs", name);
 
-export async function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
-  try {
-    return await execFileP(cmd, args, {
-      cwd: opts.cwd,
-      env: { ...process.env, ...opts.env },
-      maxBuffer: 64 << 20,
-      timeout: 240_000,
-    });
-  } catch (err) {
-    const e = err as Error & { stderr?: string; stdout?: string };
-    throw new Error(`${cmd} ${args.join(" ")} failed: ${e.stderr?.trim() || e.stdout?.trim() || e.message}`, {
-      cause: err,
-    });
-  }
-}
+/** testkit's `run` with room for a cold compiler (4 minutes). */
+export const run = (cmd: string, args: string[], opts: RunOptions = {}) =>
+  testkitRun(cmd, args, { timeoutMs: 240_000, ...opts });
 
 const mac = { dstMac: "02:00:00:00:00:0b", srcMac: "02:00:00:00:00:0a" };
 

@@ -1,8 +1,6 @@
-import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { compileBpfObject } from "./build";
 import { nsRun, run } from "./netns";
 
 const toolsDir = join(dirname(fileURLToPath(import.meta.url)), "..", "tools");
@@ -105,29 +103,9 @@ export async function exchangeFrames(ns: string, iface: string, spec: ExchangeSp
   return { sent: out.sent, received: out.received.map((h) => Buffer.from(h, "hex")) };
 }
 
-/** Compile (once, cached by content) the XDP_PASS program for the sink side of a veth. */
-export async function xdpPassObject(): Promise<string> {
-  const src = join(toolsDir, "xdp_pass.bpf.c");
-  const hash = createHash("sha256").update(readFileSync(src)).digest("hex").slice(0, 16);
-  const dir = join(tmpdir(), "galette-testkit");
-  const out = join(dir, `xdp_pass-${hash}.o`);
-  if (!existsSync(out)) {
-    mkdirSync(dir, { recursive: true });
-    const tmp = `${out}.${process.pid}.tmp`;
-    await run("clang-22", [
-      "-target",
-      "bpf",
-      "-O2",
-      "-g",
-      "-I/usr/include/x86_64-linux-gnu",
-      "-c",
-      src,
-      "-o",
-      tmp,
-    ]);
-    await run("mv", ["-f", tmp, out]);
-  }
-  return out;
+/** The XDP_PASS program for the sink side of a veth (compiled once per content). */
+export function xdpPassObject(): Promise<string> {
+  return compileBpfObject(join(toolsDir, "xdp_pass.bpf.c"));
 }
 
 /** Attach XDP_PASS in native mode on the sink interface so XDP_TX frames from the peer arrive. */

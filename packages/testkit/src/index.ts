@@ -1,3 +1,4 @@
+export * from "./build";
 export * from "./frames";
 export * from "./kernel";
 export * from "./netns";

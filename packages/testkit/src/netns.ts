@@ -9,21 +9,44 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Run a command, rejecting with its stderr in the message when it fails. */
-export async function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}) {
+export interface RunOptions {
+  /** written to the command's stdin */
+  input?: string;
+  /** default 30 s */
+  timeoutMs?: number;
+  cwd?: string;
+  /** added to this process's environment */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Run a command, rejecting with its stderr (else stdout) in the message when it fails. */
+export async function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const options = {
+    timeout: opts.timeoutMs ?? 30_000,
+    maxBuffer: 64 << 20,
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
+  };
   try {
-    if (opts.input !== undefined) return await runWithInput(cmd, args, opts.input, opts.timeoutMs ?? 30_000);
-    const r = await execFileP(cmd, args, { timeout: opts.timeoutMs ?? 30_000, maxBuffer: 64 << 20 });
-    return { stdout: r.stdout, stderr: r.stderr } satisfies RunResult;
+    if (opts.input !== undefined) return await runWithInput(cmd, args, opts.input, options);
+    const r = await execFileP(cmd, args, options);
+    return { stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string; stdout?: string };
-    throw new Error(`${cmd} ${args.join(" ")} failed: ${e.stderr?.trim() || e.message}`, { cause: err });
+    throw new Error(`${cmd} ${args.join(" ")} failed: ${e.stderr?.trim() || e.stdout?.trim() || e.message}`, {
+      cause: err,
+    });
   }
 }
 
-function runWithInput(cmd: string, args: string[], input: string, timeoutMs: number): Promise<RunResult> {
+function runWithInput(
+  cmd: string,
+  args: string[],
+  input: string,
+  options: Parameters<typeof execFile>[2],
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    const child = execFile(cmd, args, { ...options, encoding: "utf8" }, (err, stdout, stderr) => {
       if (err) reject(Object.assign(err, { stderr }));
       else resolve({ stdout, stderr });
     });

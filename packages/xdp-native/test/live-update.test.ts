@@ -1,12 +1,7 @@
 import { readFileSync } from "node:fs";
-import {
-  attachXdpPass,
-  createVethPair,
-  describeKernel,
-  exchangeFrames,
-  type VethPair,
-} from "@galette/testkit";
-import { afterEach, beforeAll, expect, it } from "vitest";
+import { basename } from "node:path";
+import { describeKernel, exchangeFrames, sleep, type VethPair } from "@galette/testkit";
+import { beforeAll, expect, it } from "vitest";
 import {
   ActionKind,
   BpfMap,
@@ -24,16 +19,9 @@ import {
   XdpAttachment,
 } from "../src/index";
 import { macOf, seqOf, testFrames } from "./frames";
-import { compileBpf, compileNf, sleep, waitFor } from "./helpers";
+import { compileBpf, compileNf, testCleanups, waitFor } from "./helpers";
 
-const cleanups: Array<() => unknown> = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
-function own<T extends { close(): void }>(x: T): T {
-  cleanups.push(() => x.close());
-  return x;
-}
+const { own, defer, veth } = testCleanups();
 
 let shim: string;
 let nfLib: string;
@@ -49,7 +37,13 @@ beforeAll(async () => {
   ]);
 });
 
-const libraryMapped = (path: string) => readFileSync("/proc/self/maps", "utf8").includes(path);
+/** Whether the pool's worker process maps `path`; NF libraries never enter this process. */
+const libraryMapped = (pool: WorkerPool, path: string) => {
+  expect(readFileSync("/proc/self/maps", "utf8")).not.toContain(path);
+  const pid = pool.workerPid;
+  // the worker maps its read-only copy of the library, named after the original
+  return pid !== undefined && readFileSync(`/proc/${pid}/maps`, "utf8").includes(basename(path));
+};
 
 /**
  * root -> instance 1 (XDP shim, variant 0 upcalls to 2) -> workers: instance 2 (C NF, swaps
@@ -58,9 +52,7 @@ const libraryMapped = (path: string) => readFileSync("/proc/self/maps", "utf8").
  * instance records the sequence numbers it saw in its own map.
  */
 async function device(tag: string, mode: "blocking" | "busy-poll" = "blocking") {
-  const v: VethPair = await createVethPair(tag);
-  cleanups.push(() => v.cleanup());
-  await attachXdpPass(v.nsA, v.ifA);
+  const v = await veth(tag);
   const netns = netnsPath(v.nsB);
   const map = (type: "prog_array" | "xskmap", name: string, maxEntries: number) =>
     own(BpfMap.create({ type, name, keySize: 4, valueSize: 4, maxEntries }));
@@ -92,7 +84,7 @@ async function device(tag: string, mode: "blocking" | "busy-poll" = "blocking") 
   const root = own(BpfObject.load(rootProgramObjectPath()));
   root.map("galette_root_progs").typed(u32, u32).set(0, upcaller.programFd("galette_nf"));
   const attachment = XdpAttachment.attach({ ifname: v.ifB, netns }, root.programFd("galette_root"));
-  cleanups.push(() => attachment.detach());
+  defer(() => attachment.detach());
 
   const base: NfInstanceConfig[] = [
     { id: 1, actions: act1 },
@@ -120,7 +112,7 @@ async function device(tag: string, mode: "blocking" | "busy-poll" = "blocking") 
     xskCountMap: xskCount,
     instances: base,
   });
-  cleanups.push(() => pool.stop());
+  defer(() => pool.stop());
 
   /** Paced frames A -> B -> A, all variant 0; resolves with what came back. */
   const traffic = (count: number, pps: number, firstSeq = 0) => {
@@ -159,11 +151,11 @@ describeKernel("xdp-native AF_XDP worker pool: live instance updates", () => {
     const total = 2400;
     const sending = d.traffic(total, 800);
     expect(await waitFor(() => d.pool.stats().totals.rx >= 200, 10_000, 5)).toBe(true);
-    expect(libraryMapped(addedLib)).toBe(false);
+    expect(libraryMapped(d.pool, addedLib)).toBe(false);
 
     const added = await d.addThird();
     expect(added).toEqual({ generation: 2, added: [3], removed: [], kept: [1, 2] });
-    expect(libraryMapped(addedLib)).toBe(true);
+    expect(libraryMapped(d.pool, addedLib)).toBe(true);
     // the new path is live: frames reach instance 3
     expect(
       await waitFor(() => (d.pool.stats().instances.find((i) => i.id === 3)?.calls ?? 0) >= 100, 10_000, 5),
@@ -194,7 +186,7 @@ describeKernel("xdp-native AF_XDP worker pool: live instance updates", () => {
     const removed = await d.removeThird();
     expect(removed).toEqual({ generation: 3, added: [], removed: [3], kept: [1, 2] });
     // resolved = no worker runs the old table any more: the library is gone, the pool settled
-    expect(libraryMapped(addedLib)).toBe(false);
+    expect(libraryMapped(d.pool, addedLib)).toBe(false);
     expect(d.pool.stats().retiredTables).toBe(0);
     const rxAtRemoval = d.pool.stats().totals.rx;
     expect(rxAtRemoval).toBeLessThan(total); // the change happened while frames kept coming
@@ -245,7 +237,7 @@ describeKernel("xdp-native AF_XDP worker pool: live instance updates", () => {
     await expect(d.pool.updateInstances(d.withAdded)).rejects.toThrow(
       /worker pool on .* is stopped: cannot update its NF instances/,
     );
-    expect(libraryMapped(addedLib)).toBe(false);
+    expect(libraryMapped(d.pool, addedLib)).toBe(false);
   });
 
   // Busy-poll workers always hold a table, so there updates really wait for them.
@@ -274,7 +266,7 @@ describeKernel("xdp-native AF_XDP worker pool: live instance updates", () => {
       if (mode === "busy-poll") expect(heldAtPublish).toBeGreaterThan(0);
       expect(d.pool.stats().generation).toBe(51);
       expect(d.pool.stats().retiredTables).toBe(0);
-      expect(libraryMapped(addedLib)).toBe(false); // last update removed it
+      expect(libraryMapped(d.pool, addedLib)).toBe(false); // last update removed it
 
       const twice = checkExactlyOnce((await sending).received, total, d.v);
       expect(d.seqs(d.seen3)).toEqual(twice);

@@ -2,15 +2,8 @@ import { execFile } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import {
-  attachXdpPass,
-  createVethPair,
-  describeKernel,
-  exchangeFrames,
-  nsRun,
-  type VethPair,
-} from "@galette/testkit";
-import { afterEach, beforeAll, expect, it } from "vitest";
+import { createVethPair, describeKernel, exchangeFrames, nsRun } from "@galette/testkit";
+import { beforeAll, expect, it } from "vitest";
 import {
   ActionKind,
   BpfMap,
@@ -34,19 +27,12 @@ import { macOf, seqOf, testFrames } from "./frames";
 const BAD_LENGTH = 0x40;
 const BAD_VARIANT = 0x80;
 
-import { compileBpf, compileNf, waitFor } from "./helpers";
+import { compileBpf, compileNf, testCleanups, waitFor } from "./helpers";
 
 const execFileP = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
 
-const cleanups: Array<() => unknown> = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
-function own<T extends { close(): void }>(x: T): T {
-  cleanups.push(() => x.close());
-  return x;
-}
+const { own, defer, veth } = testCleanups();
 
 let shim: string;
 let nfLib: string;
@@ -70,9 +56,7 @@ const actionTable = (name: string) =>
  *   instance 3: 4 tx (swapped twice), 5 -> instance 2 (a cycle: hop limit)
  */
 async function device(tag: string) {
-  const v: VethPair = await createVethPair(tag);
-  cleanups.push(() => v.cleanup());
-  await attachXdpPass(v.nsA, v.ifA);
+  const v = await veth(tag);
   const netns = netnsPath(v.nsB);
   const progs = own(
     BpfMap.create({
@@ -124,7 +108,7 @@ async function device(tag: string) {
   const root = own(BpfObject.load(rootProgramObjectPath()));
   root.map("galette_root_progs").typed(u32, u32).set(0, upcaller.programFd("galette_nf"));
   const link = XdpAttachment.attach({ ifname: v.ifB, netns }, root.programFd("galette_root"));
-  cleanups.push(() => link.detach());
+  defer(() => link.detach());
 
   const options = (extra: Partial<WorkerPoolOptions> = {}): WorkerPoolOptions => ({
     ifname: v.ifB,
@@ -142,7 +126,7 @@ async function device(tag: string) {
   });
   const start = async (extra: Partial<WorkerPoolOptions> = {}) => {
     const pool = await WorkerPool.start(options(extra));
-    cleanups.push(() => pool.stop());
+    defer(() => pool.stop());
     return pool;
   };
   return { v, xsks, xskCount, act2, seen, start, options };
@@ -258,7 +242,7 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
     expect(err).toBeInstanceOf(NfLibraryError);
     expect(err).toMatchObject({ instance: 2, library: "/nonexistent/libgal_nf.so", worker: -1 });
     expect((err as WorkerError).message).toMatch(
-      /NF instance 2 library \/nonexistent\/libgal_nf.so: dlopen failed: .*No such file/,
+      /NF instance 2 library \/nonexistent\/libgal_nf.so: dlopen failed: .*no such file/i,
     );
     expect((err as WorkerError).code).toBe("ENOENT");
     expect(await xdpSockets(d.v.nsB)).toBe(0);
@@ -282,7 +266,7 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
     "lets Node exit normally with a %s pool still running",
     async (mode) => {
       const v = await createVethPair("wx");
-      cleanups.push(() => v.cleanup());
+      defer(() => v.cleanup());
       const tsx = join(here, "..", "..", "..", "node_modules", ".bin", "tsx");
       const { stdout } = await execFileP(
         tsx,

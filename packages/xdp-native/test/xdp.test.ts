@@ -1,12 +1,5 @@
-import {
-  attachXdpPass,
-  createVethPair,
-  describeKernel,
-  exchangeFrames,
-  nsRun,
-  type VethPair,
-} from "@galette/testkit";
-import { afterEach, beforeAll, expect, it } from "vitest";
+import { describeKernel, exchangeFrames, nsRun } from "@galette/testkit";
+import { beforeAll, expect, it } from "vitest";
 import {
   ActionKind,
   attachXdp,
@@ -24,29 +17,12 @@ import {
   XdpAttachment,
 } from "../src/index";
 import { macOf, STAMP_OFFSET, seqOf, testFrames } from "./frames";
-import { compileBpf, waitFor } from "./helpers";
+import { compileBpf, testCleanups, waitFor } from "./helpers";
 
 const NF_SWAP = 1;
 const NF_STAMP = 2;
 
-/** Everything a test set up, released in reverse order even if the test failed. */
-const cleanups: Array<() => unknown> = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
-
-async function veth(tag: string): Promise<VethPair> {
-  const v = await createVethPair(tag);
-  cleanups.push(() => v.cleanup());
-  // XDP_TX into a veth needs an XDP program on the receiving peer (TOOLCHAIN.md).
-  await attachXdpPass(v.nsA, v.ifA);
-  return v;
-}
-
-function own<T extends { close(): void }>(x: T): T {
-  cleanups.push(() => x.close());
-  return x;
-}
+const { own, defer, veth } = testCleanups();
 
 let shim: string;
 beforeAll(async () => {
@@ -95,7 +71,7 @@ describeKernel("xdp-native XDP attach and tail-call chains", () => {
     const idOf = (o: BpfObject) => o.programId("galette_nf");
 
     const link = XdpAttachment.attach(target, a.fd);
-    cleanups.push(() => link.detach());
+    defer(() => link.detach());
     expect(link.target.ifindex).toBe(v.ifindexB);
     expect(queryXdp(target)).toMatchObject({ progId: idOf(a.obj), drvProgId: idOf(a.obj), attachMode: 1 });
 
@@ -150,7 +126,7 @@ describeKernel("xdp-native XDP attach and tail-call chains", () => {
     const root = rootProgram();
     root.slot.set(0, first.fd);
     const link = XdpAttachment.attach(target, root.fd);
-    cleanups.push(() => link.detach());
+    defer(() => link.detach());
 
     const { frames, tag } = testFrames(v, 50);
     const got = await exchangeFrames(v.nsA, v.ifA, { send: frames, match: tag, expect: 50, listenMs: 2000 });
@@ -169,7 +145,7 @@ describeKernel("xdp-native XDP attach and tail-call chains", () => {
     const v = await veth("emp");
     const root = rootProgram();
     const link = XdpAttachment.attach({ ifname: v.ifB, netns: netnsPath(v.nsB) }, root.fd);
-    cleanups.push(() => link.detach());
+    defer(() => link.detach());
     // B's kernel answers the ping only if the root program handed the frame on (XDP_PASS)
     await nsRun(v.nsA, "ping", ["-c", "1", "-W", "2", v.ipB]);
   });
@@ -191,7 +167,7 @@ describeKernel("xdp-native XDP attach and tail-call chains", () => {
     const root = rootProgram();
     root.slot.set(0, chainA.fd);
     const link = XdpAttachment.attach(target, root.fd);
-    cleanups.push(() => link.detach());
+    defer(() => link.detach());
 
     const total = 1500;
     const { frames, tag } = testFrames(v, total);

@@ -58,6 +58,9 @@ export const DEFAULT_CRATE_ARCHIVE_LIMITS: CrateArchiveLimits = {
   maxEntries: 4096,
 };
 
+/** Zero padding tar writers add after the end-of-archive blocks (tar pads to 10 KiB records). */
+const MAX_TRAILING_BYTES = 1024 * 1024;
+
 /** An upload refused: `problems[0]` says why (a path inside the archive and what is wrong with it). */
 export class CrateArchiveError extends Error {
   constructor(readonly problems: string[]) {
@@ -109,6 +112,11 @@ export async function unpackCrateArchive(
     throw refused;
   };
   const parser = new Parser({ strict: true, zstd: false });
+  let sawEof = false;
+  let trailing = 0;
+  parser.on("eof", () => {
+    sawEof = true;
+  });
   const onEntry = async (entry: ReadEntry): Promise<void> => {
     entries++;
     if (entries > limits.maxEntries) refuse(`the archive has more than ${limits.maxEntries} entries`);
@@ -162,6 +170,11 @@ export async function unpackCrateArchive(
       if (inflated === 0 && (magic >>> 16 === 0x1f8b || magic === 0x28b52ffd))
         return done(stop("the archive is compressed twice (or is not a tar)"));
       inflated += chunk.length;
+      // node-tar keeps what follows its end-of-archive in one growing buffer: never feed it that
+      if (sawEof) {
+        trailing += chunk.length;
+        return done(trailing > MAX_TRAILING_BYTES ? stop("data after the end of the tar archive") : null);
+      }
       if (inflated > maxTarBytes)
         return done(stop(`the archive unpacks to more than ${limits.maxBytes} bytes`));
       if (refused) return done(refused);

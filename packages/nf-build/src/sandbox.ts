@@ -228,7 +228,7 @@ export function limitFromExit(
   if (code === 128 + 24) return new NfBuildLimitError("cpuSeconds", `${limits.cpuSeconds} s per process`);
   if (code === 128 + 25) return new NfBuildLimitError("fileBytes", `${limits.fileBytes} bytes per file`);
   if (
-    /memory allocation of \d+ bytes failed|LLVM ERROR: out of memory|std::bad_alloc|Cannot allocate memory/.test(
+    /memory allocation of \d+ bytes failed|more memory than available to compiler|LLVM ERROR: out of memory|std::bad_alloc|Cannot allocate memory/.test(
       stderr,
     )
   )

@@ -13,7 +13,7 @@ die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
 APT_PACKAGES=(
   rustc-web cargo-web rust-web-src rustfmt-web rust-web-clippy clang-22 llvm-22 lld-22
   clang-format-22 clang-tidy-22
-  libbpf-dev libxdp-dev xdp-tools bpftool iproute2 util-linux
+  libbpf-dev libxdp-dev libseccomp-dev xdp-tools bpftool iproute2 util-linux
   gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf gcc-riscv64-linux-gnu qemu-user
   python3 make g++ pkg-config iputils-ping
   bubblewrap

@@ -8,7 +8,8 @@
         "native/object.cc",
         "native/maps.cc",
         "native/xdp.cc",
-        "native/pool.cc"
+        "native/pool.cc",
+        "native/worker_pool.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "include"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
@@ -17,6 +18,16 @@
       "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-Wno-unused-parameter"],
       "libraries": ["-lxdp", "-lbpf", "-ldl"],
       "dependencies": ["root_bpf"]
+    },
+    {
+      "target_name": "galette-nf-worker",
+      "type": "executable",
+      "sources": ["native/worker_main.cc"],
+      "include_dirs": ["include"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-Wno-unused-parameter"],
+      "ldflags": ["-pthread"],
+      "libraries": ["-Wl,--no-as-needed", "-lbpf", "-Wl,--as-needed", "-lseccomp", "-ldl"]
     },
     {
       "target_name": "root_bpf",

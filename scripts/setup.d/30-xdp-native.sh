@@ -7,14 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../../packages/xdp-native"
 
 out=build/Release/galette_xdp.node
+worker=build/Release/galette-nf-worker
 root=build/Release/root.bpf.o
 rx=build/Release/rx_upcall.bpf.o
-for hdr in /usr/include/node/node_api.h /usr/include/bpf/libbpf.h /usr/include/xdp/xsk.h; do
-  [ -f "$hdr" ] || { echo "xdp-native: missing $hdr (nodejs headers, libbpf-dev, libxdp-dev)" >&2; exit 1; }
+for hdr in /usr/include/node/node_api.h /usr/include/bpf/libbpf.h /usr/include/xdp/xsk.h /usr/include/seccomp.h; do
+  [ -f "$hdr" ] || { echo "xdp-native: missing $hdr (nodejs headers, libbpf-dev, libxdp-dev, libseccomp-dev)" >&2; exit 1; }
 done
 command -v clang-22 >/dev/null || { echo "xdp-native: clang-22 is not installed" >&2; exit 1; }
 
-if [ -f "$out" ] && [ -f "$root" ] && [ -f "$rx" ] &&
+if [ -f "$out" ] && [ -f "$worker" ] && [ -f "$root" ] && [ -f "$rx" ] &&
   [ -z "$(find binding.gyp native bpf include -newer "$out" -print -quit)" ]; then
   echo "xdp-native addon up to date"
   exit 0
@@ -28,4 +29,4 @@ if ! pnpm -s build:native >"$log" 2>&1; then
   exit 1
 fi
 rm -f "$log"
-[ -f "$out" ] && [ -f "$root" ] && [ -f "$rx" ] || { echo "xdp-native: build finished without $out / $root / $rx" >&2; exit 1; }
+[ -f "$out" ] && [ -f "$worker" ] && [ -f "$root" ] && [ -f "$rx" ] || { echo "xdp-native: build finished without $out / $worker / $root / $rx" >&2; exit 1; }

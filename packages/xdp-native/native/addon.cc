@@ -22,6 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterMaps(env, exports);
   RegisterXdp(env, exports);
   RegisterPool(env, exports);
+  RegisterWorkerPool(env, exports);
   return exports;
 }
 

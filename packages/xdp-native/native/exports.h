@@ -6,4 +6,5 @@ void RegisterObject(Napi::Env env, Napi::Object exports);
 void RegisterMaps(Napi::Env env, Napi::Object exports);
 void RegisterXdp(Napi::Env env, Napi::Object exports);
 void RegisterPool(Napi::Env env, Napi::Object exports);
+void RegisterWorkerPool(Napi::Env env, Napi::Object exports);
 }  // namespace galette

@@ -3,8 +3,9 @@ import { buildDir } from "./native";
 
 export * from "./abi";
 export * from "./codec";
+export { InProcessWorkerPool } from "./inprocess-pool";
 export * from "./maps";
-export { addonPath, type BpfError, isBpfError } from "./native";
+export { addonPath, type BpfError, isBpfError, workerExecutablePath } from "./native";
 export * from "./object";
 export * from "./pool";
 export * from "./xdp";

@@ -1,157 +1,29 @@
-import type { BpfMap } from "./maps";
+/*
+ * The in-process worker pool: AF_XDP worker threads inside the calling process, running
+ * native NF code with the caller's privileges. Kept ONLY as the baseline of the bench row
+ * that compares it with the out-of-process WorkerPool (pool.ts); nothing else may use it.
+ */
+import { isBpfError, type NativePoolEvent, native, type PoolHandle } from "./native";
 import {
-  isBpfError,
-  type NativeInstanceConfig,
-  type NativeInstanceStats,
-  type NativePoolEvent,
-  type NativeWorkerStats,
-  native,
-  type PoolHandle,
-} from "./native";
-
-export interface NfInstanceConfig {
-  /** instance id = PROG_ARRAY slot, < GALETTE_MAX_INSTANCES */
-  id: number;
-  /** the instance's galette_actions map */
-  actions: BpfMap | number;
-  /** native NF library (.so); omit for XDP-only instances whose tables resolve upcalls */
-  library?: string;
-  /** one map per #[maps] field, in declaration order, handed to galette_nf_packet */
-  maps?: Array<BpfMap | number>;
-}
-
-export interface WorkerPoolOptions {
-  ifname: string;
-  /** network namespace of the interface, e.g. /run/netns/NAME */
-  netns?: string;
-  /** interface queue the sockets bind to (veth has one: 0) */
-  queue?: number;
-  /** number of worker threads = AF_XDP sockets (XSKMAP slots 0..workers-1) */
-  workers: number;
-  /** "blocking": poll() until frames arrive; "busy-poll": spin on the rings (one core each) */
-  mode: "blocking" | "busy-poll";
-  /** poll() timeout in blocking mode (only bounds how long an idle worker sleeps) */
-  pollTimeoutMs?: number;
-  /** UMEM frame size (2048 or 4096) */
-  frameSize?: number;
-  /** UMEM frames shared by all workers (power of two) */
-  frameCount?: number;
-  /** RX/TX ring entries per socket (power of two) */
-  ringSize?: number;
-  /** frames a worker takes from its RX ring at once */
-  batchSize?: number;
-  /** the shared galette_xsks XSKMAP and galette_xsk_count map */
-  xskMap: BpfMap | number;
-  xskCountMap: BpfMap | number;
-  instances: NfInstanceConfig[];
-  /** errors a worker hits after start (start() itself rejects with startup errors) */
-  onError?: (err: WorkerError) => void;
-  /** how long start() waits for every worker thread to report ready */
-  startTimeoutMs?: number;
-  /** how long start() retries while the queue is still bound to a just-closed UMEM (EBUSY) */
-  queueBusyRetryMs?: number;
-}
-
-export class WorkerError extends Error {
-  readonly errno: number;
-  readonly code: string;
-  /** the worker that reported it; -1 when found on the calling thread before any worker ran */
-  readonly worker: number;
-  constructor(e: NativePoolEvent, ifname: string) {
-    super(`AF_XDP worker on ${ifname}: ${e.message}`);
-    this.name = "WorkerError";
-    this.errno = e.errno ?? 0;
-    this.code = e.code ?? "EUNKNOWN";
-    this.worker = e.worker;
-  }
-}
+  asLibraryError,
+  fdOf,
+  type InstanceUpdate,
+  type NfInstanceConfig,
+  type PoolStats,
+  summarise,
+  toNative,
+  type UpdateInstancesOptions,
+  UpdateNotQuiescedError,
+  WorkerError,
+  type WorkerPoolOptions,
+} from "./pool";
 
 /**
- * A native NF library the pool cannot use (missing file or symbol, unresolved dependency,
- * other ABI version). Found on the calling thread by start() and updateInstances(), before
- * any worker sees the library; code is ENOENT (dlopen/dlsym) or EPROTO (ABI version).
+ * AF_XDP workers running native NFs as threads of this process. Benchmark baseline only
+ * (see the file comment): NF code runs with this process's privileges and a crashing NF
+ * takes the process down.
  */
-export class NfLibraryError extends WorkerError {
-  readonly instance: number;
-  readonly library: string;
-  constructor(
-    err: Error & { errno: number; code: string; instance: number; library: string },
-    ifname: string,
-  ) {
-    super({ type: "error", worker: -1, message: err.message, errno: err.errno, code: err.code }, ifname);
-    this.name = "NfLibraryError";
-    this.instance = err.instance;
-    this.library = err.library;
-  }
-}
-
-/** updateInstances() published its table, but a worker kept running an older one too long. */
-export class UpdateNotQuiescedError extends Error {
-  /** the generation that is live (workers run it from their next batch) */
-  readonly generation: number;
-  constructor(message: string, generation: number) {
-    super(message);
-    this.name = "UpdateNotQuiescedError";
-    this.generation = generation;
-  }
-}
-
-export interface InstanceUpdate {
-  /** generation of the published table (PoolStats.generation) */
-  generation: number;
-  /** instance ids by what the update did to them, each ascending */
-  added: number[];
-  removed: number[];
-  kept: number[];
-}
-
-export interface UpdateInstancesOptions {
-  /** how long to wait for every worker to leave the previous tables (default 5000 ms) */
-  quiesceTimeoutMs?: number;
-}
-
-export type WorkerStats = NativeWorkerStats;
-
-export interface InstanceStats extends NativeInstanceStats {}
-
-export interface PoolStats {
-  /** table generation the pool publishes (1 at start, +1 per reloadActions/updateInstances) */
-  generation: number;
-  running: boolean;
-  /** replaced tables not freed yet because a worker may still hold them (0 when settled) */
-  retiredTables: number;
-  workers: WorkerStats[];
-  /**
-   * per NF instance of the current set, summed over workers: calls, time inside the NF,
-   * per-variant counts. Counters belong to the instance id for the pool's life, so they
-   * carry on across updates that keep the id.
-   */
-  instances: InstanceStats[];
-  totals: { rx: number; tx: number; drop: number; abort: number; passUnsupported: number; dropped: number };
-}
-
-const fdOf = (m: BpfMap | number): number => (typeof m === "number" ? m : m.fd);
-
-const toNative = (i: NfInstanceConfig): NativeInstanceConfig => ({
-  id: i.id,
-  actionsMapFd: fdOf(i.actions),
-  library: i.library,
-  mapFds: (i.maps ?? []).map(fdOf),
-});
-
-function asLibraryError(err: unknown, ifname: string): unknown {
-  const e = err as { instance?: unknown; library?: unknown };
-  if (isBpfError(err) && typeof e.instance === "number" && typeof e.library === "string")
-    return new NfLibraryError(err as BpfErrorWithLibrary, ifname);
-  return err;
-}
-type BpfErrorWithLibrary = Error & { errno: number; code: string; instance: number; library: string };
-
-/**
- * AF_XDP workers running native NFs. See docs/dataplane.md for the worker model. The
- * pool never runs on the JS thread; stats() and reloadActions() are cheap sync calls.
- */
-export class WorkerPool {
+export class InProcessWorkerPool {
   #handle: PoolHandle | undefined;
   readonly #errors: WorkerError[] = [];
   #instances: readonly NfInstanceConfig[];
@@ -160,12 +32,12 @@ export class WorkerPool {
     this.#instances = [...options.instances];
   }
 
-  static async start(options: WorkerPoolOptions): Promise<WorkerPool> {
+  static async start(options: WorkerPoolOptions): Promise<InProcessWorkerPool> {
     // The kernel releases a queue's UMEM asynchronously after its last socket closes, so a
     // pool started right after another stopped can see EBUSY for some ms: retry briefly.
     const deadline = Date.now() + (options.queueBusyRetryMs ?? 2000);
     for (;;) {
-      const pool = new WorkerPool(options);
+      const pool = new InProcessWorkerPool(options);
       try {
         await pool.#start();
         return pool;
@@ -250,7 +122,7 @@ export class WorkerPool {
   /** Counters read atomically from the running workers (no syscalls). */
   stats(): PoolStats {
     if (!this.#handle) throw new Error(`worker pool on ${this.options.ifname} is stopped`);
-    return summarise(native().poolStats(this.#handle));
+    return withTotals(native().poolStats(this.#handle));
   }
 
   /**
@@ -337,30 +209,11 @@ export class WorkerPool {
     try {
       native().poolStop(h);
     } finally {
-      this.lastStats = summarise(native().poolStats(h));
+      this.lastStats = withTotals(native().poolStats(h));
     }
   }
 }
 
-function summarise(s: ReturnType<ReturnType<typeof native>["poolStats"]>): PoolStats {
-  const sum = (k: keyof NativeWorkerStats) => s.workers.reduce((a, w) => a + (w[k] as number), 0);
-  const totals = {
-    rx: sum("rx"),
-    tx: sum("tx"),
-    drop: sum("drop"),
-    abort: sum("abort"),
-    passUnsupported: sum("passUnsupported"),
-    dropped:
-      sum("drop") +
-      sum("abort") +
-      sum("passUnsupported") +
-      sum("redirectUnsupported") +
-      sum("badMeta") +
-      sum("hopLimit") +
-      sum("noNf") +
-      sum("badVariant") +
-      sum("badPacket") +
-      sum("txRingFull"),
-  };
-  return { ...s, totals };
+function withTotals(s: ReturnType<ReturnType<typeof native>["poolStats"]>): PoolStats {
+  return { ...s, totals: summarise(s) };
 }

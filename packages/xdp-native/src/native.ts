@@ -6,8 +6,17 @@ import { fileURLToPath } from "node:url";
 export const buildDir = fileURLToPath(new URL("../build/Release/", import.meta.url));
 export const addonPath = `${buildDir}galette_xdp.node`;
 
+/**
+ * The NF worker executable (galette-nf-worker), found beside the addon: whoever ships the
+ * addon ships this file in the same directory.
+ */
+export function workerExecutablePath(): string {
+  return `${buildDir}galette-nf-worker`;
+}
+
 export type ObjectHandle = { readonly __brand: "BpfObjectHandle" };
 export type PoolHandle = { readonly __brand: "PoolHandle" };
+export type WorkerPoolHandle = { readonly __brand: "WorkerPoolHandle" };
 
 export interface NativeProgramInfo {
   name: string;
@@ -169,6 +178,17 @@ export interface NativeAddon {
   poolUpdate(h: PoolHandle, instances: NativeInstanceConfig[]): number;
   poolQuiesced(h: PoolHandle, generation: number): boolean;
   poolStats(h: PoolHandle): NativePoolStats;
+  workerPoolOpen(config: Omit<NativePoolConfig, "instances" | "busyPoll">): WorkerPoolHandle;
+  workerPoolChildFds(h: WorkerPoolHandle): number[];
+  workerPoolSpawned(h: WorkerPoolHandle, pid: number): void;
+  workerPoolExited(h: WorkerPoolHandle): void;
+  workerPoolKill(h: WorkerPoolHandle): void;
+  workerPoolSend(h: WorkerPoolHandle, instances: NativeInstanceConfig[], generation: number): void;
+  workerPoolPublish(h: WorkerPoolHandle): void;
+  workerPoolQuiesced(h: WorkerPoolHandle, generation: number): boolean;
+  workerPoolCrashSite(h: WorkerPoolHandle): number[];
+  workerPoolStats(h: WorkerPoolHandle): NativePoolStats & { crashRecovered: number; keepsCapBpf: boolean };
+  workerPoolClose(h: WorkerPoolHandle): void;
 }
 
 let loaded: NativeAddon | undefined;

@@ -1,0 +1,1051 @@
+// galette-nf-worker: runs native NF libraries on AF_XDP frames without privileges.
+//
+// The agent (addon, worker_pool.cc) owns the UMEM, the AF_XDP sockets and the XSKMAP; it
+// starts this process with their fds, the shared counter region and a control socket.
+// Before any NF library is loaded this process maps the rings, then drops to an
+// unprivileged uid with no capabilities, sets no-new-privs, confines file access with
+// Landlock (read-only: the NF library directories and the system library directories) and
+// installs a seccomp filter. Worker threads add a stricter filter of their own: NF packet
+// code may not open files at all. A crash or a forbidden system call kills this process;
+// the agent restarts it and the next one returns the frames the dead one held (journal in
+// the shared region) to the fill ring before it starts.
+//
+// The frame loop is the one of the in-process pool (pool.cc): frame ownership, batching,
+// the in-flight spin and the per-batch table switch are the same; the instance tables now
+// arrive as control messages and are published to the threads with the same hazard scheme.
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/landlock.h>
+#include <poll.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "worker_shm.h"
+
+extern "C" {
+#include <bpf/bpf.h>
+#include <linux/if_xdp.h>
+#include <xdp/xsk.h>
+}
+
+#ifndef LANDLOCK_ACCESS_FS_TRUNCATE
+#define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)
+#endif
+#ifndef LANDLOCK_ACCESS_FS_IOCTL_DEV
+#define LANDLOCK_ACCESS_FS_IOCTL_DEV (1ULL << 15)
+#endif
+#ifndef LANDLOCK_ACCESS_NET_BIND_TCP
+#define LANDLOCK_ACCESS_NET_BIND_TCP (1ULL << 0)
+#define LANDLOCK_ACCESS_NET_CONNECT_TCP (1ULL << 1)
+#endif
+#ifndef LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
+#define LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)
+#define LANDLOCK_SCOPE_SIGNAL (1ULL << 1)
+#endif
+
+namespace galette {
+namespace {
+
+using namespace shm;
+
+constexpr uint32_t kMaxHops = 64;
+constexpr uint32_t kTxKickAttempts = 64;
+constexpr uint64_t kInFlightSpinNs = 1000000;
+
+// ---- reporting: one JSON object per line on stdout, read by the agent ---------------------
+
+std::mutex out_mutex;
+
+std::string Json(const std::string& s) {
+  std::string o = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char b[8];
+      snprintf(b, sizeof b, "\\u%04x", c);
+      o += b;
+    } else {
+      o += static_cast<char>(c);
+    }
+  }
+  return o + "\"";
+}
+
+void Say(const std::string& json) {
+  std::lock_guard<std::mutex> g(out_mutex);
+  std::string line = json + "\n";
+  size_t off = 0;
+  while (off < line.size()) {
+    ssize_t n = write(1, line.data() + off, line.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) _exit(3);  // the agent is gone
+    off += static_cast<size_t>(n);
+  }
+}
+
+[[noreturn]] void Fatal(const std::string& what, int err = 0) {
+  std::string m = what;
+  if (err) m += std::string(": ") + strerror(err);
+  Say("{\"type\":\"fatal\",\"message\":" + Json(m) + ",\"errno\":" + std::to_string(err) + "}");
+  _exit(2);
+}
+
+inline uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// ---- configuration -----------------------------------------------------------------------
+
+struct Config {
+  uint32_t workers = 1, frame_size = 4096, frame_count = 4096, ring_size = 2048, batch = 64;
+  uint32_t poll_timeout_ms = 1000;
+  bool busy_poll = false;
+  uid_t uid = 65534;
+  gid_t gid = 65534;
+  std::vector<std::string> read_dirs;
+  // "auto": keep CAP_BPF only when this kernel refuses bpf() on map fds without it.
+  std::string keep_cap_bpf = "auto";
+};
+
+uint32_t ParseU32(const char* s, const char* name) {
+  char* end = nullptr;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (errno || !end || *end || v > 0xffffffffu) Fatal(std::string("bad value for ") + name + ": " + s);
+  return static_cast<uint32_t>(v);
+}
+
+Config ParseArgs(int argc, char** argv) {
+  Config c;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    auto next = [&]() -> const char* {
+      if (i + 1 >= argc) Fatal("missing value for " + a);
+      return argv[++i];
+    };
+    if (a == "--workers")
+      c.workers = ParseU32(next(), "--workers");
+    else if (a == "--frame-size")
+      c.frame_size = ParseU32(next(), "--frame-size");
+    else if (a == "--frame-count")
+      c.frame_count = ParseU32(next(), "--frame-count");
+    else if (a == "--ring-size")
+      c.ring_size = ParseU32(next(), "--ring-size");
+    else if (a == "--batch")
+      c.batch = ParseU32(next(), "--batch");
+    else if (a == "--poll-timeout-ms")
+      c.poll_timeout_ms = ParseU32(next(), "--poll-timeout-ms");
+    else if (a == "--busy-poll")
+      c.busy_poll = true;
+    else if (a == "--uid")
+      c.uid = ParseU32(next(), "--uid");
+    else if (a == "--gid")
+      c.gid = ParseU32(next(), "--gid");
+    else if (a == "--read-dir")
+      c.read_dirs.push_back(next());
+    else if (a == "--keep-cap-bpf")
+      c.keep_cap_bpf = next();
+    else
+      Fatal("unknown argument " + a);
+  }
+  if (c.workers < 1 || c.workers > GALETTE_MAX_XSKS) Fatal("--workers out of range");
+  if (c.batch < 1 || c.batch > kMaxBatch) Fatal("--batch out of range");
+  if (c.uid == 0 || c.gid == 0) Fatal("refusing to run NF code as uid/gid 0");
+  return c;
+}
+
+// ---- rings -------------------------------------------------------------------------------
+
+struct Socket {
+  int fd = -1;
+  xsk_ring_cons rx{};
+  xsk_ring_prod tx{};
+};
+
+void* MapRing(int fd, uint64_t pgoff, size_t len, const char* what) {
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, static_cast<off_t>(pgoff));
+  if (p == MAP_FAILED) Fatal(std::string("map ") + what, errno);
+  return p;
+}
+
+// Attaches to a ring the kernel and an earlier worker may have used: the cached indices
+// start from the shared ones (libxdp's convention: a producer's cached_cons is consumer + size).
+template <typename Ring>
+void AttachRing(Ring* r, void* map, const xdp_ring_offset& off, uint32_t size, bool producer) {
+  r->mask = size - 1;
+  r->size = size;
+  r->producer = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(map) + off.producer);
+  r->consumer = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(map) + off.consumer);
+  r->flags = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(map) + off.flags);
+  r->ring = static_cast<uint8_t*>(map) + off.desc;
+  uint32_t prod = __atomic_load_n(r->producer, __ATOMIC_ACQUIRE);
+  uint32_t cons = __atomic_load_n(r->consumer, __ATOMIC_ACQUIRE);
+  r->cached_prod = prod;
+  r->cached_cons = producer ? cons + size : cons;
+}
+
+// ---- process state -----------------------------------------------------------------------
+
+using NfPacketFn = uint32_t (*)(galette_pkt*, const int*);
+
+// One NF instance as the threads run it: the fds received for it and a dlopen reference.
+struct LoadedInstance {
+  uint32_t id = 0;
+  std::vector<int> map_fds;
+  void* handle = nullptr;
+  NfPacketFn packet = nullptr;
+  ~LoadedInstance() {
+    for (int fd : map_fds) close(fd);
+    if (handle) dlclose(handle);
+  }
+  const int* MapFds() const {
+    static const int kNoMaps[1] = {-1};
+    return map_fds.empty() ? kNoMaps : map_fds.data();
+  }
+};
+
+struct NfEntry {
+  NfPacketFn packet = nullptr;
+  const int* map_fds = nullptr;
+};
+
+struct InstanceTable {
+  uint64_t generation = 0;
+  bool known[GALETTE_MAX_INSTANCES] = {};
+  galette_action actions[GALETTE_MAX_INSTANCES][GALETTE_MAX_ACTIONS] = {};
+  NfEntry nf[GALETTE_MAX_INSTANCES] = {};
+  std::vector<std::shared_ptr<LoadedInstance>> owners;
+};
+
+struct Process;
+
+struct Thread {
+  uint32_t index = 0;
+  Socket* sock = nullptr;
+  ThreadShm* shm = nullptr;
+  InstanceCounters* inst = nullptr;
+  std::atomic<const InstanceTable*> holding{nullptr};
+  bool tx_outstanding = false;
+  int64_t seen_in_flight = 0;
+  uint64_t in_flight_since = 0;
+
+  void Count(CounterIndex k, uint64_t n) { Add(&shm->counters[k], n); }
+  void Run(Process* p);
+  const InstanceTable* Enter(Process* p);
+  void Leave() {
+    holding.store(nullptr, std::memory_order_release);
+    __atomic_store_n(&shm->holding, 0, __ATOMIC_RELEASE);
+  }
+  bool Frame(Process* p, const InstanceTable* t, uint64_t addr, uint32_t len, xdp_desc* out);
+  void KickTx();
+};
+
+struct Process {
+  Config cfg;
+  uint8_t* area = nullptr;
+  size_t area_size = 0;
+  void* shm = nullptr;
+  Header* header = nullptr;
+  std::vector<Socket> sockets;
+  xsk_ring_prod fq{};
+  xsk_ring_cons cq{};
+  std::mutex ring_lock;
+  int64_t tx_in_flight_locked = 0;
+  std::atomic<int64_t> tx_in_flight{0};
+  int wake_fd = -1;
+  std::atomic<bool> stop{false};
+  std::vector<std::unique_ptr<Thread>> threads;
+  std::atomic<InstanceTable*> current{nullptr};
+  std::vector<InstanceTable*> retired;
+
+  uint64_t FrameOf(uint64_t addr) const { return addr & ~static_cast<uint64_t>(cfg.frame_size - 1); }
+
+  // As in pool.cc, with the journal: completions are copied to the journal before the
+  // completion ring is released, and the fill ring is submitted last, so a death anywhere
+  // in between leaves the frames findable (see RecoverFrames).
+  void Recycle(Journal* j, const uint64_t* dropped, uint32_t n_dropped, uint32_t sent, bool wait, bool batch_done) {
+    std::unique_lock<std::mutex> lock(ring_lock, std::defer_lock);
+    if (wait)
+      lock.lock();
+    else if (!lock.try_lock())
+      return;
+    uint32_t cidx = 0, fidx = 0;
+    uint32_t done = xsk_ring_cons__peek(&cq, kMaxBatch, &cidx);
+    if (sent || done) {
+      tx_in_flight_locked += static_cast<int64_t>(sent) - static_cast<int64_t>(done);
+      tx_in_flight.store(tx_in_flight_locked, std::memory_order_relaxed);
+    }
+    uint32_t total = done + n_dropped;
+    if (total == 0) {
+      if (batch_done) {
+        __atomic_store_n(&j->tx_valid, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&j->rx_valid, 0, __ATOMIC_RELEASE);
+      }
+      return;
+    }
+    if (done) {
+      for (uint32_t i = 0; i < done; i++) j->cq_addr[i] = FrameOf(*xsk_ring_cons__comp_addr(&cq, cidx + i));
+      j->cq_start = *cq.consumer;
+      j->cq_n = done;
+      __atomic_store_n(&j->cq_valid, 1, __ATOMIC_RELEASE);
+      xsk_ring_cons__release(&cq, done);
+    }
+    // Cannot fail: the fill ring holds frame_count entries and every frame is unique.
+    while (xsk_ring_prod__reserve(&fq, total, &fidx) != total) {
+    }
+    j->fq_start = *fq.producer;
+    __atomic_store_n(&j->fq_valid, 1, __ATOMIC_RELEASE);
+    for (uint32_t i = 0; i < done; i++) *xsk_ring_prod__fill_addr(&fq, fidx++) = j->cq_addr[i];
+    for (uint32_t i = 0; i < n_dropped; i++) *xsk_ring_prod__fill_addr(&fq, fidx++) = FrameOf(dropped[i]);
+    xsk_ring_prod__submit(&fq, total);
+    // Everything this thread held is in a ring now; clear the journal, fill flag last.
+    if (batch_done) {
+      __atomic_store_n(&j->tx_valid, 0, __ATOMIC_RELEASE);
+      __atomic_store_n(&j->rx_valid, 0, __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&j->cq_valid, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&j->fq_valid, 0, __ATOMIC_RELEASE);
+  }
+};
+
+const InstanceTable* Thread::Enter(Process* p) {
+  for (;;) {
+    const InstanceTable* t = p->current.load();
+    holding.store(t);
+    __atomic_store_n(&shm->holding, t ? t->generation : 0, __ATOMIC_RELEASE);
+    if (p->current.load() == t) {
+      if (t) __atomic_store_n(&shm->last_generation, t->generation, __ATOMIC_RELAXED);
+      return t;
+    }
+  }
+}
+
+bool Thread::Frame(Process* p, const InstanceTable* table, uint64_t addr, uint32_t len, xdp_desc* out) {
+  uint8_t* base = p->area;
+  uint64_t frame = p->FrameOf(addr);
+  uint64_t offset = addr - frame;
+  if (frame >= p->area_size) {
+    Count(k_badMeta, 1);
+    return false;
+  }
+  uint8_t* frame_start = base + frame;
+  uint8_t* frame_end = frame_start + p->cfg.frame_size;
+  if (!table || offset < sizeof(galette_upcall_meta) || offset + len > p->cfg.frame_size) {
+    Count(k_badMeta, 1);
+    return false;
+  }
+  galette_upcall_meta meta;
+  memcpy(&meta, base + addr - sizeof meta, sizeof meta);
+  if (meta.instance >= GALETTE_MAX_INSTANCES || meta.action >= GALETTE_MAX_ACTIONS || !table->known[meta.instance]) {
+    Count(k_badMeta, 1);
+    return false;
+  }
+  galette_action act = table->actions[meta.instance][meta.action];
+  galette_pkt pkt{base + addr, len, static_cast<uint32_t>(offset),
+                  static_cast<uint32_t>(p->cfg.frame_size - offset - len)};
+  for (uint32_t hops = 0;; hops++) {
+    switch (act.kind) {
+      case GALETTE_ACT_TX:
+        out->addr = static_cast<uint64_t>(pkt.data - base);
+        out->len = pkt.len;
+        out->options = 0;
+        return true;
+      case GALETTE_ACT_DROP: Count(k_drop, 1); return false;
+      case GALETTE_ACT_ABORT: Count(k_abort, 1); return false;
+      case GALETTE_ACT_PASS: Count(k_passUnsupported, 1); return false;
+      case GALETTE_ACT_TAILCALL:
+      case GALETTE_ACT_UPCALL: break;
+      default: Count(k_redirectUnsupported, 1); return false;
+    }
+    if (hops >= kMaxHops) {
+      Count(k_hopLimit, 1);
+      return false;
+    }
+    uint32_t next = act.arg;
+    if (next >= GALETTE_MAX_INSTANCES || !table->nf[next].packet) {
+      Count(k_noNf, 1);
+      return false;
+    }
+    const NfEntry& nf = table->nf[next];
+    // Crash attribution: the agent reads this after the process died.
+    __atomic_store_n(&shm->current_instance, next, __ATOMIC_RELAXED);
+    uint64_t t0 = NowNs();
+    uint32_t variant = nf.packet(&pkt, nf.map_fds);
+    uint64_t t1 = NowNs();
+    __atomic_store_n(&shm->current_instance, kNoInstance, __ATOMIC_RELAXED);
+    InstanceCounters& is = inst[next];
+    Add(&is.calls, 1);
+    Add(&is.nanoseconds, t1 - t0);
+    Count(k_nfCalls, 1);
+    Count(k_nfNanoseconds, t1 - t0);
+    if (variant >= GALETTE_MAX_ACTIONS || !table->known[next]) {
+      Count(k_badVariant, 1);
+      return false;
+    }
+    Add(&is.variants[variant], 1);
+    if (pkt.data < frame_start || pkt.len == 0 || pkt.data + pkt.len > frame_end) {
+      Count(k_badPacket, 1);
+      return false;
+    }
+    act = table->actions[next][variant];
+  }
+}
+
+void Thread::KickTx() {
+  tx_outstanding = false;
+  for (uint32_t i = 0; i < kTxKickAttempts; i++) {
+    Count(k_wakeups, 1);
+    if (sendto(sock->fd, nullptr, 0, MSG_DONTWAIT, nullptr, 0) >= 0) return;
+    if (errno == EAGAIN || errno == EBUSY || errno == ENOBUFS) {
+      tx_outstanding = true;
+      continue;
+    }
+    if (errno == ENETDOWN) return;
+    Count(k_txErrors, 1);
+    return;
+  }
+}
+
+// Worker threads run NF packet code: on top of the process filter they may not open
+// anything (a hostile NF reading /etc/shadow is killed here, not merely refused).
+void RestrictThread() {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (!ctx) Fatal("seccomp_init for a worker thread");
+  // No-new-privs is set already; libseccomp must not call prctl() for it here.
+  if (seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0) != 0) Fatal("seccomp attribute for a worker thread");
+  for (int nr : {SCMP_SYS(open), SCMP_SYS(openat), SCMP_SYS(openat2), SCMP_SYS(open_by_handle_at), SCMP_SYS(creat),
+                 SCMP_SYS(memfd_create)})
+    if (seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, nr, 0) != 0) Fatal("seccomp rule for a worker thread");
+  int err = seccomp_load(ctx);
+  seccomp_release(ctx);
+  if (err) Fatal("load the worker thread seccomp filter", -err);
+}
+
+void Thread::Run(Process* p) {
+  RestrictThread();
+  __atomic_store_n(&shm->current_instance, kNoInstance, __ATOMIC_RELAXED);
+  __atomic_store_n(&shm->state, kRunning, __ATOMIC_RELEASE);
+  const uint32_t batch = p->cfg.batch;
+  Journal* j = &shm->journal;
+  std::vector<uint64_t> dropped(batch);
+  std::vector<xdp_desc> descs(batch);
+  std::vector<xdp_desc> out(batch);
+  const InstanceTable* table = nullptr;
+  // Frames a previous worker left on this TX ring go out now.
+  KickTx();
+  while (!p->stop.load(std::memory_order_relaxed)) {
+    if (p->current.load(std::memory_order_acquire) != table || !table) table = Enter(p);
+    if (!table) {
+      // A restarted worker runs nothing until the agent has sent it the instance table.
+      Leave();
+      timespec ms{0, 1000000};
+      nanosleep(&ms, nullptr);
+      continue;
+    }
+    uint32_t ridx = 0;
+    uint32_t n = xsk_ring_cons__peek(&sock->rx, batch, &ridx);
+    if (n == 0) {
+      if (tx_outstanding) KickTx();
+      p->Recycle(j, nullptr, 0, 0, false, false);
+      if (p->cfg.busy_poll) {
+        if (xsk_ring_prod__needs_wakeup(&p->fq)) {
+          Count(k_wakeups, 1);
+          recvfrom(sock->fd, nullptr, 0, MSG_DONTWAIT, nullptr, nullptr);
+        }
+        continue;
+      }
+      int64_t in_flight = p->tx_in_flight.load(std::memory_order_relaxed);
+      if (in_flight > 0) {
+        uint64_t now = NowNs();
+        if (in_flight != seen_in_flight) {
+          seen_in_flight = in_flight;
+          in_flight_since = now;
+        }
+        if (now - in_flight_since < kInFlightSpinNs) continue;
+      } else {
+        seen_in_flight = 0;
+      }
+      Leave();
+      table = nullptr;
+      pollfd fds[2] = {{sock->fd, POLLIN, 0}, {p->wake_fd, POLLIN, 0}};
+      Count(k_wakeups, 1);
+      int r = poll(fds, 2, tx_outstanding ? 1 : static_cast<int>(p->cfg.poll_timeout_ms));
+      if (r < 0 && errno != EINTR) Fatal("worker " + std::to_string(index) + ": poll on AF_XDP socket", errno);
+      continue;
+    }
+    // The batch leaves the RX ring before any NF runs: a frame that crashes its NF is not
+    // handed to the next worker again. The journal names the frames first.
+    for (uint32_t i = 0; i < n; i++) {
+      descs[i] = *xsk_ring_cons__rx_desc(&sock->rx, ridx + i);
+      j->rx_addr[i] = descs[i].addr;
+    }
+    j->rx_start = *sock->rx.consumer;
+    j->rx_n = n;
+    __atomic_store_n(&j->rx_valid, 1, __ATOMIC_RELEASE);
+    xsk_ring_cons__release(&sock->rx, n);
+    Count(k_rx, n);
+    Count(k_batches, 1);
+    uint32_t n_dropped = 0, n_tx = 0, n_sent = 0;
+    for (uint32_t i = 0; i < n; i++) {
+      if (Frame(p, table, descs[i].addr, descs[i].len, &out[n_tx]))
+        n_tx++;
+      else
+        dropped[n_dropped++] = descs[i].addr;
+    }
+    if (n_tx) {
+      uint32_t tidx = 0;
+      uint32_t attempt = 0;
+      while (xsk_ring_prod__reserve(&sock->tx, n_tx, &tidx) != n_tx && attempt++ < kTxKickAttempts) KickTx();
+      if (attempt > kTxKickAttempts) {
+        Count(k_txRingFull, n_tx);
+        for (uint32_t i = 0; i < n_tx; i++) dropped[n_dropped++] = out[i].addr;
+      } else {
+        for (uint32_t i = 0; i < n_tx; i++) j->tx_addr[i] = out[i].addr;
+        j->tx_n = n_tx;
+        j->tx_start = *sock->tx.producer;
+        __atomic_store_n(&j->tx_valid, 1, __ATOMIC_RELEASE);
+        for (uint32_t i = 0; i < n_tx; i++) *xsk_ring_prod__tx_desc(&sock->tx, tidx + i) = out[i];
+        xsk_ring_prod__submit(&sock->tx, n_tx);
+        Count(k_tx, n_tx);
+        n_sent = n_tx;
+        if (xsk_ring_prod__needs_wakeup(&sock->tx)) KickTx();
+      }
+    }
+    p->Recycle(j, dropped.data(), n_dropped, n_sent, true, true);
+  }
+  Leave();
+  __atomic_store_n(&shm->state, kStopped, __ATOMIC_RELEASE);
+}
+
+// ---- frame recovery after a dead worker --------------------------------------------------
+
+bool Moved(const uint32_t* index, uint32_t start) { return __atomic_load_n(index, __ATOMIC_ACQUIRE) != start; }
+
+// Finds the frames the previous worker process held when it died (taken from a ring and
+// not yet put on another) from its journals and the shared ring indices, and puts them
+// on the fill ring. Runs before any thread starts. Each journal step was recorded before
+// the ring index it guards moved, so "index moved" tells whether the step happened.
+// The journal is the dead worker's memory, so it is checked: a frame is only returned
+// once, only when aligned, inside the UMEM, and not visible in any ring.
+uint64_t RecoverFrames(Process* p) {
+  const Config& c = p->cfg;
+  std::vector<uint8_t> seen(c.frame_count, 0);
+  auto slot = [&](uint64_t addr) -> int64_t {
+    uint64_t f = p->FrameOf(addr);
+    if (f >= p->area_size) return -1;
+    return static_cast<int64_t>(f / c.frame_size);
+  };
+  // Frames visible in a ring are owned by the ring (or the kernel).
+  auto mark_cons = [&](const xsk_ring_cons& r, bool desc) {
+    uint32_t cons = *r.consumer, prod = *r.producer;
+    for (uint32_t i = cons; i != prod && i - cons <= r.size; i++) {
+      uint64_t a = desc ? static_cast<const xdp_desc*>(r.ring)[i & r.mask].addr
+                        : static_cast<const uint64_t*>(r.ring)[i & r.mask];
+      int64_t s = slot(a);
+      if (s >= 0) seen[s] = 1;
+    }
+  };
+  auto mark_prod = [&](const xsk_ring_prod& r, bool desc) {
+    uint32_t cons = *r.consumer, prod = *r.producer;
+    for (uint32_t i = cons; i != prod && i - cons <= r.size; i++) {
+      uint64_t a = desc ? static_cast<const xdp_desc*>(r.ring)[i & r.mask].addr
+                        : static_cast<const uint64_t*>(r.ring)[i & r.mask];
+      int64_t s = slot(a);
+      if (s >= 0) seen[s] = 1;
+    }
+  };
+  mark_prod(p->fq, false);
+  mark_cons(p->cq, false);
+  for (Socket& s : p->sockets) {
+    mark_cons(s.rx, true);
+    mark_prod(s.tx, true);
+  }
+  std::vector<uint64_t> lost;
+  auto take = [&](uint64_t addr) {
+    int64_t s = slot(addr);
+    if (s < 0 || seen[s]) return;
+    seen[s] = 1;
+    lost.push_back(static_cast<uint64_t>(s) * c.frame_size);
+  };
+  ThreadShm* threads = Threads(p->shm);
+  for (uint32_t t = 0; t < c.workers; t++) {
+    Journal* j = &threads[t].journal;
+    Socket& s = p->sockets[t];
+    bool fq_submitted = j->fq_valid && Moved(p->fq.producer, j->fq_start);
+    if (!fq_submitted) {
+      if (j->rx_valid && Moved(s.rx.consumer, j->rx_start)) {
+        bool tx_submitted = j->tx_valid && Moved(s.tx.producer, j->tx_start);
+        std::set<uint64_t> sent;
+        if (tx_submitted)
+          for (uint32_t i = 0; i < j->tx_n && i < kMaxBatch; i++) sent.insert(p->FrameOf(j->tx_addr[i]));
+        for (uint32_t i = 0; i < j->rx_n && i < kMaxBatch; i++)
+          if (!sent.count(p->FrameOf(j->rx_addr[i]))) take(j->rx_addr[i]);
+      }
+      if (j->cq_valid && Moved(p->cq.consumer, j->cq_start))
+        for (uint32_t i = 0; i < j->cq_n && i < kMaxBatch; i++) take(j->cq_addr[i]);
+    }
+    memset(j, 0, offsetof(Journal, rx_addr));
+  }
+  if (!lost.empty()) {
+    uint32_t fidx = 0;
+    if (xsk_ring_prod__reserve(&p->fq, static_cast<uint32_t>(lost.size()), &fidx) != lost.size())
+      Fatal("fill ring has no room for " + std::to_string(lost.size()) + " recovered frames");
+    for (uint64_t a : lost) *xsk_ring_prod__fill_addr(&p->fq, fidx++) = a;
+    xsk_ring_prod__submit(&p->fq, static_cast<uint32_t>(lost.size()));
+    Add(&p->header->crash_recovered, lost.size());
+  }
+  return lost.size();
+}
+
+// ---- privileges --------------------------------------------------------------------------
+
+int Capset(uint64_t keep) {
+  __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct d[2] = {};
+  d[0].effective = d[0].permitted = static_cast<uint32_t>(keep);
+  d[1].effective = d[1].permitted = static_cast<uint32_t>(keep >> 32);
+  return static_cast<int>(syscall(SYS_capset, &h, d));
+}
+
+void DropUser(const Config& c, bool keep_bpf) {
+  // The bounding set needs CAP_SETPCAP, so it goes while we still are root.
+  for (int cap = 0; cap <= 63; cap++) {
+    if (keep_bpf && cap == CAP_BPF) continue;
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
+      Fatal("drop capability from the bounding set", errno);
+  }
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+    Fatal("clear ambient capabilities", errno);
+  if (keep_bpf && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) Fatal("keep capabilities across setuid", errno);
+  if (setgroups(0, nullptr) != 0) Fatal("drop supplementary groups", errno);
+  if (setresgid(c.gid, c.gid, c.gid) != 0) Fatal("setresgid " + std::to_string(c.gid), errno);
+  if (setresuid(c.uid, c.uid, c.uid) != 0) Fatal("setresuid " + std::to_string(c.uid), errno);
+  if (Capset(keep_bpf ? (1ull << CAP_BPF) : 0) != 0) Fatal("drop capabilities", errno);
+  if (keep_bpf && prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0) Fatal("reset keep-caps", errno);
+  // Regaining root must be impossible.
+  if (setresuid(0, 0, 0) == 0) Fatal("could still become root after dropping privileges");
+}
+
+// Whether this kernel lets a process without capabilities use bpf() on a map fd it holds
+// (kernels before 6.5 refuse the whole syscall when kernel.unprivileged_bpf_disabled is set).
+bool UnprivilegedMapAccessWorks(const Config& c) {
+  int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "galette_probe", 4, 4, 1, nullptr);
+  if (fd < 0) Fatal("create the bpf() probe map", errno);
+  pid_t child = fork();
+  if (child < 0) Fatal("fork the bpf() probe", errno);
+  if (child == 0) {
+    if (setgroups(0, nullptr) || setresgid(c.gid, c.gid, c.gid) || setresuid(c.uid, c.uid, c.uid) || Capset(0))
+      _exit(2);
+    uint32_t k = 0, v = 0;
+    _exit(bpf_map_lookup_elem(fd, &k, &v) == 0 ? 0 : 1);
+  }
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  close(fd);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) == 2) Fatal("the bpf() probe could not drop privileges");
+  return WEXITSTATUS(status) == 0;
+}
+
+int LandlockAbi() {
+  long abi = syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
+  return abi < 0 ? 0 : static_cast<int>(abi);
+}
+
+// Read-only access to the NF library directories and what the dynamic loader needs;
+// nothing else, no writes anywhere, no TCP, no signals or abstract sockets outside.
+void Confine(const Config& c) {
+  int abi = LandlockAbi();
+  if (abi < 1) Fatal("Landlock is not available on this kernel (needed to confine NF code)");
+  uint64_t fs = (1ULL << 13) - 1;  // ABI 1
+  if (abi >= 2) fs |= LANDLOCK_ACCESS_FS_REFER;
+  if (abi >= 3) fs |= LANDLOCK_ACCESS_FS_TRUNCATE;
+  if (abi >= 5) fs |= LANDLOCK_ACCESS_FS_IOCTL_DEV;
+  struct {
+    uint64_t handled_access_fs, handled_access_net, scoped;
+  } attr{fs, abi >= 4 ? (LANDLOCK_ACCESS_NET_BIND_TCP | LANDLOCK_ACCESS_NET_CONNECT_TCP) : 0,
+         abi >= 6 ? (LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL) : 0};
+  size_t attr_size = abi >= 6 ? 24 : abi >= 4 ? 16 : 8;
+  int rs = static_cast<int>(syscall(SYS_landlock_create_ruleset, &attr, attr_size, 0));
+  if (rs < 0) Fatal("create the Landlock ruleset", errno);
+  const uint64_t read = LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR;
+  std::vector<std::string> dirs = c.read_dirs;
+  for (const char* sys : {"/usr/lib", "/lib", "/lib64", "/usr/lib64", "/etc/ld.so.cache"}) dirs.push_back(sys);
+  for (const std::string& d : dirs) {
+    int fd = open(d.c_str(), O_PATH | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) continue;
+      Fatal("open " + d + " for the Landlock rule", errno);
+    }
+    struct stat st;
+    fstat(fd, &st);
+    landlock_path_beneath_attr pb{};
+    pb.allowed_access = S_ISDIR(st.st_mode) ? read : LANDLOCK_ACCESS_FS_READ_FILE;
+    pb.parent_fd = fd;
+    if (syscall(SYS_landlock_add_rule, rs, LANDLOCK_RULE_PATH_BENEATH, &pb, 0) != 0)
+      Fatal("add Landlock rule for " + d, errno);
+    close(fd);
+  }
+  if (syscall(SYS_landlock_restrict_self, rs, 0) != 0) Fatal("enforce the Landlock ruleset", errno);
+  close(rs);
+}
+
+// What the whole process may do once NF code can run: the frame loop (poll, sendto and
+// recvfrom on its AF_XDP sockets), the control channel (recvmsg), threads, memory,
+// dlopen (read-only opens; Landlock decides where), and map access: bpf() with the
+// element commands only. Anything else (socket, connect, execve, ptrace, kill of other
+// processes, bpf(PROG_LOAD), ...) kills the process.
+void InstallSeccomp() {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+  if (!ctx) Fatal("seccomp_init");
+  auto allow = [&](int nr) {
+    if (seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0) != 0) Fatal("seccomp rule " + std::to_string(nr));
+  };
+  for (int nr : {SCMP_SYS(read),
+                 SCMP_SYS(write),
+                 SCMP_SYS(close),
+                 SCMP_SYS(fstat),
+                 SCMP_SYS(newfstatat),
+                 SCMP_SYS(statx),
+                 SCMP_SYS(lseek),
+                 SCMP_SYS(pread64),
+                 SCMP_SYS(mmap),
+                 SCMP_SYS(munmap),
+                 SCMP_SYS(mprotect),
+                 SCMP_SYS(madvise),
+                 SCMP_SYS(brk),
+                 SCMP_SYS(mremap),
+                 SCMP_SYS(futex),
+                 SCMP_SYS(set_robust_list),
+                 SCMP_SYS(rseq),
+                 SCMP_SYS(rt_sigprocmask),
+                 SCMP_SYS(rt_sigaction),
+                 SCMP_SYS(rt_sigreturn),
+                 SCMP_SYS(sigaltstack),
+                 SCMP_SYS(exit),
+                 SCMP_SYS(exit_group),
+                 SCMP_SYS(gettid),
+                 SCMP_SYS(getpid),
+                 SCMP_SYS(getuid),
+                 SCMP_SYS(poll),
+                 SCMP_SYS(ppoll),
+                 SCMP_SYS(recvmsg),
+                 SCMP_SYS(sendto),
+                 SCMP_SYS(recvfrom),
+                 SCMP_SYS(getrandom),
+                 SCMP_SYS(clock_gettime),
+                 SCMP_SYS(clock_nanosleep),
+                 SCMP_SYS(nanosleep),
+                 SCMP_SYS(sched_yield),
+                 SCMP_SYS(sched_getaffinity),
+                 SCMP_SYS(seccomp)})
+    allow(nr);
+  auto rule = [&](uint32_t action, int nr, std::initializer_list<scmp_arg_cmp> args) {
+    if (seccomp_rule_add_array(ctx, action, nr, static_cast<unsigned>(args.size()), args.begin()) != 0)
+      Fatal("seccomp rule " + std::to_string(nr));
+  };
+  // Read-only opens (dlopen); Landlock limits where.
+  const uint64_t bad_open = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND | __O_TMPFILE;
+  rule(SCMP_ACT_ALLOW, SCMP_SYS(openat), {SCMP_A2(SCMP_CMP_MASKED_EQ, bad_open, 0)});
+  // Threads only (CLONE_THREAD); clone3's flags are out of seccomp's reach: glibc falls back.
+  rule(SCMP_ACT_ALLOW, SCMP_SYS(clone), {SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD)});
+  rule(SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), {});
+  // abort() signals itself; nobody else.
+  rule(SCMP_ACT_ALLOW, SCMP_SYS(tgkill), {SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(getpid()))});
+  // getrlimit only (glibc's thread stacks), never setting one.
+  rule(SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), {SCMP_A2(SCMP_CMP_EQ, 0)});
+  for (int cmd : {BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY,
+                  BPF_MAP_LOOKUP_AND_DELETE_ELEM})
+    rule(SCMP_ACT_ALLOW, SCMP_SYS(bpf), {SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd))});
+  int err = seccomp_load(ctx);
+  seccomp_release(ctx);
+  if (err) Fatal("load the seccomp filter", -err);
+}
+
+// ---- control channel ---------------------------------------------------------------------
+
+struct Pending {
+  uint32_t id;
+  galette_action actions[GALETTE_MAX_ACTIONS];
+  std::string library;
+  std::vector<int> fds;
+};
+
+std::string ErrnoName(int err) {
+  const char* n = strerrorname_np(err);
+  return n ? n : "E" + std::to_string(err);
+}
+
+void Reject(uint64_t generation, int err, int64_t instance, const std::string& library, const std::string& message) {
+  std::string j = "{\"type\":\"rejected\",\"generation\":" + std::to_string(generation) +
+                  ",\"errno\":" + std::to_string(err) + ",\"code\":" + Json(ErrnoName(err)) +
+                  ",\"message\":" + Json(message);
+  if (instance >= 0) j += ",\"instance\":" + std::to_string(instance) + ",\"library\":" + Json(library);
+  Say(j + "}");
+}
+
+// Loads one instance; returns an error message (empty: fine). `err` gets the errno.
+std::string Load(Pending& pi, LoadedInstance* li, int* err) {
+  li->id = pi.id;
+  li->map_fds.swap(pi.fds);
+  if (pi.library.empty()) return "";
+  dlerror();
+  li->handle = dlopen(pi.library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!li->handle) {
+    const char* why = dlerror();
+    *err = ENOENT;
+    return std::string("dlopen failed: ") + (why ? why : "unknown error");
+  }
+  auto version = reinterpret_cast<uint32_t (*)()>(dlsym(li->handle, "galette_nf_abi_version"));
+  if (!version) {
+    *err = ENOENT;
+    return "does not export galette_nf_abi_version";
+  }
+  uint32_t v = version();
+  if (v != GALETTE_ABI_VERSION) {
+    *err = EPROTO;
+    return "ABI version " + std::to_string(v) + ", this worker speaks " + std::to_string(GALETTE_ABI_VERSION);
+  }
+  li->packet = reinterpret_cast<NfPacketFn>(dlsym(li->handle, "galette_nf_packet"));
+  if (!li->packet) {
+    *err = ENOENT;
+    return "does not export galette_nf_packet";
+  }
+  return "";
+}
+
+void Reclaim(Process* p) {
+  std::vector<InstanceTable*> keep;
+  for (InstanceTable* t : p->retired) {
+    bool held = false;
+    for (auto& th : p->threads) held = held || th->holding.load() == t;
+    if (held)
+      keep.push_back(t);
+    else
+      delete t;
+  }
+  p->retired.swap(keep);
+  uint64_t oldest = 0;
+  for (InstanceTable* t : p->retired)
+    if (!oldest || t->generation < oldest) oldest = t->generation;
+  __atomic_store_n(&p->header->oldest_retired, oldest, __ATOMIC_RELEASE);
+  __atomic_store_n(&p->header->retired_count, static_cast<uint32_t>(p->retired.size()), __ATOMIC_RELEASE);
+}
+
+void Commit(Process* p, std::vector<Pending>& pending, const MsgCommit& m) {
+  if (m.count != pending.size()) {
+    Reject(m.generation, EPROTO, -1, "",
+           "update announced " + std::to_string(m.count) + " instances, got " + std::to_string(pending.size()));
+    return;
+  }
+  auto t = std::make_unique<InstanceTable>();
+  t->generation = m.generation;
+  for (Pending& pi : pending) {
+    auto li = std::make_shared<LoadedInstance>();
+    int err = 0;
+    std::string why = Load(pi, li.get(), &err);
+    if (!why.empty()) {
+      Reject(m.generation, err, pi.id, pi.library,
+             "NF instance " + std::to_string(pi.id) + " library " + pi.library + ": " + why);
+      return;  // li and the table free what was loaded so far
+    }
+    t->known[li->id] = true;
+    memcpy(t->actions[li->id], pi.actions, sizeof pi.actions);
+    if (li->packet) t->nf[li->id] = NfEntry{li->packet, li->MapFds()};
+    t->owners.push_back(std::move(li));
+  }
+  InstanceTable* old = p->current.exchange(t.release());
+  if (old) p->retired.push_back(old);
+  __atomic_store_n(&p->header->published, m.generation, __ATOMIC_RELEASE);
+  // Threads asleep hold nothing and pick the table up when they wake.
+  Reclaim(p);
+  Say("{\"type\":\"published\",\"generation\":" + std::to_string(m.generation) + "}");
+}
+
+void ControlLoop(Process* p) {
+  std::vector<Pending> pending;
+  std::vector<uint8_t> buf(sizeof(MsgInstance) + kMaxLibraryPath + 16);
+  for (;;) {
+    pollfd pfd{kFdControl, POLLIN, 0};
+    int r = poll(&pfd, 1, p->retired.empty() ? -1 : 2);
+    if (r < 0 && errno != EINTR) Fatal("poll the control socket", errno);
+    Reclaim(p);
+    if (r <= 0) continue;
+    iovec iov{buf.data(), buf.size()};
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * GALETTE_MAX_MAPS)];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf;
+    msg.msg_controllen = sizeof cbuf;
+    ssize_t n = recvmsg(kFdControl, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // the agent closed the channel: stop
+    std::vector<int> fds;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < k; i++) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        fds.push_back(fd);
+      }
+    }
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) Fatal("truncated control message");
+    uint32_t type = 0;
+    if (static_cast<size_t>(n) >= sizeof type) memcpy(&type, buf.data(), sizeof type);
+    if (type == kMsgInstance && static_cast<size_t>(n) >= sizeof(MsgInstance)) {
+      MsgInstance mi;
+      memcpy(&mi, buf.data(), sizeof mi);
+      if (mi.id >= GALETTE_MAX_INSTANCES || mi.map_count != fds.size() || mi.library_len > kMaxLibraryPath ||
+          sizeof mi + mi.library_len != static_cast<size_t>(n))
+        Fatal("malformed instance message");
+      Pending pi;
+      pi.id = mi.id;
+      memcpy(pi.actions, mi.actions, sizeof pi.actions);
+      pi.library.assign(reinterpret_cast<const char*>(buf.data()) + sizeof mi, mi.library_len);
+      pi.fds = std::move(fds);
+      pending.push_back(std::move(pi));
+    } else if (type == kMsgCommit && static_cast<size_t>(n) == sizeof(MsgCommit)) {
+      MsgCommit mc;
+      memcpy(&mc, buf.data(), sizeof mc);
+      Commit(p, pending, mc);
+      for (Pending& pi : pending)
+        for (int fd : pi.fds) close(fd);
+      pending.clear();
+    } else {
+      Fatal("unknown control message");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace galette
+
+int main(int argc, char** argv) {
+  using namespace galette;
+  using namespace galette::shm;
+  signal(SIGPIPE, SIG_IGN);
+  const pid_t agent = getppid();
+  auto p = std::make_unique<Process>();
+  p->cfg = ParseArgs(argc, argv);
+  const Config& c = p->cfg;
+
+  // Everything that needs privileges or opens something, first.
+  p->area_size = static_cast<size_t>(c.frame_count) * c.frame_size;
+  void* area = mmap(nullptr, p->area_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, kFdUmem, 0);
+  if (area == MAP_FAILED) Fatal("map the UMEM", errno);
+  p->area = static_cast<uint8_t*>(area);
+  size_t shm_size = RegionSize(c.workers);
+  p->shm = mmap(nullptr, shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, kFdShm, 0);
+  if (p->shm == MAP_FAILED) Fatal("map the shared counters", errno);
+  p->header = static_cast<Header*>(p->shm);
+  if (p->header->magic != kMagic || p->header->version != kVersion || p->header->workers != c.workers)
+    Fatal("shared counter region does not match this worker");
+  p->sockets.resize(c.workers);
+  for (uint32_t i = 0; i < c.workers; i++) {
+    Socket& s = p->sockets[i];
+    s.fd = kFdFirstSocket + static_cast<int>(i);
+    xdp_mmap_offsets off{};
+    socklen_t len = sizeof off;
+    if (getsockopt(s.fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &len) != 0)
+      Fatal("read ring offsets of AF_XDP socket " + std::to_string(i), errno);
+    void* rx = MapRing(s.fd, XDP_PGOFF_RX_RING, off.rx.desc + c.ring_size * sizeof(xdp_desc), "RX ring");
+    void* tx = MapRing(s.fd, XDP_PGOFF_TX_RING, off.tx.desc + c.ring_size * sizeof(xdp_desc), "TX ring");
+    AttachRing(&s.rx, rx, off.rx, c.ring_size, false);
+    AttachRing(&s.tx, tx, off.tx, c.ring_size, true);
+    if (i == 0) {
+      // Shared UMEM: the fill and completion rings belong to the first socket.
+      void* fr = MapRing(s.fd, XDP_UMEM_PGOFF_FILL_RING, off.fr.desc + c.frame_count * sizeof(uint64_t), "fill ring");
+      void* cr = MapRing(s.fd, XDP_UMEM_PGOFF_COMPLETION_RING, off.cr.desc + c.frame_count * sizeof(uint64_t),
+                         "completion ring");
+      AttachRing(&p->fq, fr, off.fr, c.frame_count, true);
+      AttachRing(&p->cq, cr, off.cr, c.frame_count, false);
+    }
+  }
+  p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (p->wake_fd < 0) Fatal("create the wake-up eventfd", errno);
+
+  bool keep_bpf = c.keep_cap_bpf == "yes" || (c.keep_cap_bpf == "auto" && !UnprivilegedMapAccessWorks(c));
+  DropUser(c, keep_bpf);
+  // After setresuid (which clears it): die with the agent.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) Fatal("set the parent-death signal", errno);
+  if (getppid() != agent) Fatal("the agent is gone");
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) Fatal("set no-new-privs", errno);
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) Fatal("clear dumpable", errno);
+  Confine(c);
+  InstallSeccomp();
+
+  // Only now: frames the previous worker held, then the threads, then NF libraries.
+  uint64_t recovered = RecoverFrames(p.get());
+  __atomic_store_n(&p->header->keeps_cap_bpf, keep_bpf ? 1 : 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&p->header->retired_count, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&p->header->oldest_retired, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&p->header->worker_pid, static_cast<uint64_t>(getpid()), __ATOMIC_RELAXED);
+  ThreadShm* threads = Threads(p->shm);
+  for (uint32_t i = 0; i < c.workers; i++) {
+    auto t = std::make_unique<Thread>();
+    t->index = i;
+    t->sock = &p->sockets[i];
+    t->shm = &threads[i];
+    t->inst = Instances(p->shm, c.workers, i);
+    __atomic_store_n(&t->shm->holding, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&t->shm->state, kStarting, __ATOMIC_RELEASE);
+    p->threads.push_back(std::move(t));
+  }
+  for (auto& t : p->threads) {
+    Thread* tp = t.get();
+    Process* pp = p.get();
+    std::thread([tp, pp] { tp->Run(pp); }).detach();
+  }
+  // Ready means every thread runs (and has its own filter).
+  for (int i = 0; i < 1000; i++) {
+    bool all = true;
+    for (uint32_t k = 0; k < c.workers; k++)
+      all = all && __atomic_load_n(&threads[k].state, __ATOMIC_ACQUIRE) == kRunning;
+    if (all) break;
+    usleep(1000);
+  }
+  Say("{\"type\":\"ready\",\"pid\":" + std::to_string(getpid()) + ",\"uid\":" + std::to_string(getuid()) +
+      ",\"keepsCapBpf\":" + (keep_bpf ? "true" : "false") + ",\"recovered\":" + std::to_string(recovered) + "}");
+  ControlLoop(p.get());
+  // Channel closed: the agent stops the pool. Let the threads finish their batch.
+  p->stop.store(true);
+  uint64_t one = 1;
+  if (write(p->wake_fd, &one, sizeof one) < 0) _exit(4);
+  for (int i = 0; i < 200; i++) {
+    bool all = true;
+    for (uint32_t k = 0; k < c.workers; k++)
+      all = all && __atomic_load_n(&threads[k].state, __ATOMIC_ACQUIRE) == kStopped;
+    if (all) break;
+    usleep(1000);
+  }
+  _exit(0);
+}

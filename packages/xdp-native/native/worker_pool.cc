@@ -1,0 +1,578 @@
+// The agent's half of an out-of-process worker pool: the UMEM (a memfd both processes
+// map), the AF_XDP sockets, the XSKMAP entries and the shared counter region live here,
+// for the pool's life; the worker process (worker_main.cc, started by the TS side with
+// the fds from workerPoolChildFds) only runs the frame loop and the NF code. Because the
+// sockets outlive any worker, a restarted worker binds nothing: it maps the same rings and
+// goes on, and XDP keeps redirecting into the same sockets meanwhile.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <memory>
+#include <set>
+
+#include "common.h"
+#include "exports.h"
+#include "worker_shm.h"
+
+extern "C" {
+#include <bpf/bpf.h>
+#include <linux/if_xdp.h>
+#include <xdp/xsk.h>
+}
+
+namespace galette {
+namespace {
+
+using namespace shm;
+
+struct WPool {
+  std::string ifname, netns;
+  uint32_t queue = 0, workers = 1, frame_size = XSK_UMEM__DEFAULT_FRAME_SIZE, frame_count = 4096;
+  uint32_t ring_size = 2048;
+  int xsk_map_fd = -1, xsk_count_fd = -1;
+  int umem_fd = -1, shm_fd = -1;
+  void* area = nullptr;
+  size_t area_size = 0;
+  void* shm = nullptr;
+  size_t shm_size = 0;
+  xsk_umem* umem = nullptr;
+  xsk_ring_prod fq{};
+  xsk_ring_cons cq{};
+  std::vector<xsk_socket*> xsks;
+  std::vector<xsk_ring_cons> rx;
+  std::vector<xsk_ring_prod> tx;
+  int ctl = -1;        // our end of the current worker's control channel
+  int ctl_child = -1;  // its end, until the worker is spawned
+  pid_t pid = -1;
+  int pidfd = -1;
+  bool published = false;
+  bool open = false;
+};
+
+std::set<WPool*>& LivePools() {
+  static std::set<WPool*> pools;
+  return pools;
+}
+
+uint32_t GetU32(Napi::Env env, Napi::Object o, const char* key, uint32_t fallback, uint32_t min, uint32_t max) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) ThrowType(env, std::string("worker pool option ") + key + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (d < min || d > max || d != static_cast<double>(static_cast<uint64_t>(d)))
+    ThrowType(env, std::string("worker pool option ") + key + " must be an integer in [" + std::to_string(min) + ", " +
+                       std::to_string(max) + "], got " + std::to_string(d));
+  return static_cast<uint32_t>(d);
+}
+
+bool IsPow2(uint32_t v) { return v && !(v & (v - 1)); }
+
+bpf_map_info MapInfo(Napi::Env env, int fd, const std::string& what) {
+  bpf_map_info mi{};
+  uint32_t len = sizeof mi;
+  if (bpf_obj_get_info_by_fd(fd, &mi, &len) != 0)
+    ThrowErrno(env, errno, "inspect " + what + " (fd " + std::to_string(fd) + ")");
+  return mi;
+}
+
+void KillWorker(WPool* p) {
+  if (p->pid > 0) {
+    kill(p->pid, SIGKILL);
+    // Wait (bounded) until the process is gone, so its fds (our sockets' extra references)
+    // are released when we return; the TS side reaps it.
+    if (p->pidfd >= 0) {
+      pollfd pfd{p->pidfd, POLLIN, 0};
+      poll(&pfd, 1, 2000);
+    }
+  }
+  if (p->pidfd >= 0) close(p->pidfd);
+  p->pidfd = -1;
+  p->pid = -1;
+}
+
+std::string Teardown(WPool* p) {
+  std::string first;
+  auto note = [&](const std::string& what) {
+    if (first.empty()) first = what + ": " + strerror(errno) + " (" + ErrnoName(errno) + ")";
+  };
+  if (p->published) {
+    p->published = false;
+    uint32_t zero = 0, key = 0;
+    if (bpf_map_update_elem(p->xsk_count_fd, &key, &zero, 0) != 0) note("reset socket count map");
+    for (uint32_t i = 0; i < p->xsks.size(); i++)
+      if (bpf_map_delete_elem(p->xsk_map_fd, &i) != 0 && errno != ENOENT)
+        note("clear XSKMAP slot " + std::to_string(i));
+  }
+  if (p->ctl >= 0) close(p->ctl);
+  p->ctl = -1;
+  if (p->ctl_child >= 0) close(p->ctl_child);
+  p->ctl_child = -1;
+  KillWorker(p);
+  for (xsk_socket* x : p->xsks)
+    if (x) xsk_socket__delete(x);
+  p->xsks.clear();
+  if (p->umem) {
+    int err = xsk_umem__delete(p->umem);
+    if (err) {
+      errno = -err;
+      note("delete UMEM");
+    }
+    p->umem = nullptr;
+  }
+  if (p->area) munmap(p->area, p->area_size);
+  p->area = nullptr;
+  if (p->umem_fd >= 0) close(p->umem_fd);
+  p->umem_fd = -1;
+  if (p->shm_fd >= 0) close(p->shm_fd);
+  p->shm_fd = -1;
+  // The shared counters stay mapped: stats stay readable after stop.
+  p->open = false;
+  LivePools().erase(p);
+  return first;
+}
+
+void Finalize(Napi::Env, WPool* p) {
+  if (p->open) Teardown(p);
+  if (p->shm) munmap(p->shm, p->shm_size);
+  delete p;
+}
+
+WPool* Get(const Napi::CallbackInfo& info) {
+  if (!info[0].IsExternal()) ThrowType(info.Env(), "expected a worker pool handle");
+  return info[0].As<Napi::External<WPool>>().Data();
+}
+
+void SetUp(Napi::Env env, WPool* p) {
+  NetnsScope ns(env, p->netns);
+  std::string where = p->ifname + " queue " + std::to_string(p->queue);
+  p->area_size = static_cast<size_t>(p->frame_count) * p->frame_size;
+  // The UMEM is a memfd so the worker process maps the very same pages.
+  p->umem_fd = static_cast<int>(syscall(SYS_memfd_create, "galette-umem", MFD_CLOEXEC));
+  if (p->umem_fd < 0) ThrowErrno(env, errno, "create the UMEM memfd");
+  if (ftruncate(p->umem_fd, static_cast<off_t>(p->area_size)) != 0) ThrowErrno(env, errno, "size the UMEM memfd");
+  p->area = mmap(nullptr, p->area_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, p->umem_fd, 0);
+  if (p->area == MAP_FAILED) {
+    p->area = nullptr;
+    ThrowErrno(env, errno, "map " + std::to_string(p->area_size) + " bytes of UMEM");
+  }
+  xsk_umem_config ucfg{};
+  ucfg.fill_size = p->frame_count;
+  ucfg.comp_size = p->frame_count;
+  ucfg.frame_size = p->frame_size;
+  p->fq = xsk_ring_prod{};
+  p->cq = xsk_ring_cons{};
+  int err = xsk_umem__create(&p->umem, p->area, p->area_size, &p->fq, &p->cq, &ucfg);
+  if (err) {
+    p->umem = nullptr;
+    ThrowErrno(env, err, "create UMEM for " + where, {{"ifname", p->ifname}});
+  }
+  p->rx.resize(p->workers);
+  p->tx.resize(p->workers);
+  for (uint32_t i = 0; i < p->workers; i++) {
+    xsk_socket_config scfg{};
+    scfg.rx_size = p->ring_size;
+    scfg.tx_size = p->ring_size;
+    scfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
+    scfg.bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
+    xsk_socket* x = nullptr;
+    err = xsk_socket__create_shared(&x, p->ifname.c_str(), p->queue, p->umem, &p->rx[i], &p->tx[i], &p->fq, &p->cq,
+                                    &scfg);
+    if (err)
+      ThrowErrno(env, err, "create AF_XDP socket " + std::to_string(i) + " on " + where, {{"ifname", p->ifname}});
+    p->xsks.push_back(x);
+  }
+  uint32_t fidx = 0;
+  if (xsk_ring_prod__reserve(&p->fq, p->frame_count, &fidx) != p->frame_count)
+    ThrowErrno(env, ENOSPC, "fill ring of " + where + " cannot take all " + std::to_string(p->frame_count) + " frames");
+  for (uint32_t i = 0; i < p->frame_count; i++)
+    *xsk_ring_prod__fill_addr(&p->fq, fidx + i) = static_cast<uint64_t>(i) * p->frame_size;
+  xsk_ring_prod__submit(&p->fq, p->frame_count);
+
+  p->shm_size = RegionSize(p->workers);
+  p->shm_fd = static_cast<int>(syscall(SYS_memfd_create, "galette-worker-shm", MFD_CLOEXEC));
+  if (p->shm_fd < 0) ThrowErrno(env, errno, "create the worker counter memfd");
+  if (ftruncate(p->shm_fd, static_cast<off_t>(p->shm_size)) != 0)
+    ThrowErrno(env, errno, "size the worker counter memfd");
+  p->shm = mmap(nullptr, p->shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, p->shm_fd, 0);
+  if (p->shm == MAP_FAILED) {
+    p->shm = nullptr;
+    ThrowErrno(env, errno, "map the worker counters");
+  }
+  Header* h = static_cast<Header*>(p->shm);
+  h->magic = kMagic;
+  h->version = kVersion;
+  h->workers = p->workers;
+  h->frame_count = p->frame_count;
+  h->frame_size = p->frame_size;
+  ThreadShm* t = Threads(p->shm);
+  for (uint32_t i = 0; i < p->workers; i++) t[i].current_instance = kNoInstance;
+}
+
+// workerPoolOpen(config) -> handle: the UMEM, sockets and shared counters; no worker yet.
+Napi::Value Open(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) ThrowType(env, "worker pool config must be an object");
+  Napi::Object cfg = info[0].As<Napi::Object>();
+  auto p = std::make_unique<WPool>();
+  if (!cfg.Get("ifname").IsString()) ThrowType(env, "worker pool option ifname must be a string");
+  p->ifname = cfg.Get("ifname").As<Napi::String>().Utf8Value();
+  if (cfg.Get("netns").IsString()) p->netns = cfg.Get("netns").As<Napi::String>().Utf8Value();
+  p->queue = GetU32(env, cfg, "queue", 0, 0, 1u << 16);
+  p->workers = GetU32(env, cfg, "workers", 1, 1, GALETTE_MAX_XSKS);
+  p->frame_size = GetU32(env, cfg, "frameSize", XSK_UMEM__DEFAULT_FRAME_SIZE, 2048, 4096);
+  p->frame_count = GetU32(env, cfg, "frameCount", 4096, 64, 1u << 20);
+  p->ring_size = GetU32(env, cfg, "ringSize", 2048, 64, 1u << 16);
+  GetU32(env, cfg, "batchSize", 64, 1, kMaxBatch);
+  GetU32(env, cfg, "pollTimeoutMs", 1000, 1, 60000);
+  const std::pair<const char*, uint32_t> pow2[] = {
+      {"frameSize", p->frame_size}, {"frameCount", p->frame_count}, {"ringSize", p->ring_size}};
+  for (const auto& [name, v] : pow2)
+    if (!IsPow2(v))
+      ThrowType(env, std::string("worker pool option ") + name + " must be a power of two, got " + std::to_string(v));
+  p->xsk_map_fd = static_cast<int>(GetU32(env, cfg, "xskMapFd", UINT32_MAX, 0, INT32_MAX));
+  p->xsk_count_fd = static_cast<int>(GetU32(env, cfg, "xskCountMapFd", UINT32_MAX, 0, INT32_MAX));
+  if (p->xsk_map_fd < 0 || p->xsk_count_fd < 0)
+    ThrowType(env, "worker pool options xskMapFd and xskCountMapFd are required");
+  bpf_map_info x = MapInfo(env, p->xsk_map_fd, "XSKMAP");
+  if (x.type != BPF_MAP_TYPE_XSKMAP)
+    ThrowErrno(env, EINVAL, "xskMapFd " + std::to_string(p->xsk_map_fd) + " is not an XSKMAP");
+  if (x.max_entries < p->workers)
+    ThrowErrno(env, EINVAL,
+               "XSKMAP has " + std::to_string(x.max_entries) + " slots for " + std::to_string(p->workers) + " workers");
+  bpf_map_info c = MapInfo(env, p->xsk_count_fd, "socket count map");
+  if (c.type != BPF_MAP_TYPE_ARRAY || c.key_size != 4 || c.value_size != 4)
+    ThrowErrno(env, EINVAL, "xskCountMapFd must be an ARRAY u32 -> u32 (galette_xsk_count)");
+  p->open = true;
+  LivePools().insert(p.get());
+  try {
+    SetUp(env, p.get());
+  } catch (...) {
+    Teardown(p.get());
+    throw;
+  }
+  return Napi::External<WPool>::New(env, p.release(), Finalize);
+}
+
+// workerPoolChildFds(handle) -> [control, umem, counters, socket0, ...]: the fds a new
+// worker gets as 3, 4, 5, 6... A fresh control channel each time: nothing meant for a
+// dead worker reaches the next one.
+Napi::Value ChildFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  WPool* p = Get(info);
+  if (!p->open) ThrowType(env, "worker pool on " + p->ifname + " is stopped");
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    ThrowErrno(env, errno, "create the worker control channel");
+  if (p->ctl >= 0) close(p->ctl);
+  if (p->ctl_child >= 0) close(p->ctl_child);
+  p->ctl = sv[0];
+  p->ctl_child = sv[1];
+  // Large updates (256 instances) must not block on a small socket buffer.
+  int sz = 1 << 20;
+  setsockopt(p->ctl, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t k = 0;
+  out.Set(k++, p->ctl_child);
+  out.Set(k++, p->umem_fd);
+  out.Set(k++, p->shm_fd);
+  for (xsk_socket* x : p->xsks) out.Set(k++, xsk_socket__fd(x));
+  return out;
+}
+
+// workerPoolSpawned(handle, pid): the worker runs; we drop its channel end and watch it.
+Napi::Value Spawned(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  WPool* p = Get(info);
+  pid_t pid = static_cast<pid_t>(ArgU32(info, 1, "pid"));
+  if (p->ctl_child >= 0) close(p->ctl_child);
+  p->ctl_child = -1;
+  if (p->pidfd >= 0) close(p->pidfd);
+  p->pid = pid;
+  p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (p->pidfd < 0 && errno != ESRCH) ThrowErrno(env, errno, "watch worker process " + std::to_string(pid));
+  return env.Undefined();
+}
+
+// workerPoolExited(handle): the TS side saw the worker exit.
+Napi::Value Exited(const Napi::CallbackInfo& info) {
+  WPool* p = Get(info);
+  if (p->pidfd >= 0) close(p->pidfd);
+  p->pidfd = -1;
+  p->pid = -1;
+  return info.Env().Undefined();
+}
+
+Napi::Value KillCall(const Napi::CallbackInfo& info) {
+  KillWorker(Get(info));
+  return info.Env().Undefined();
+}
+
+void SendAll(Napi::Env env, WPool* p, const void* data, size_t len, const int* fds, size_t nfds) {
+  iovec iov{const_cast<void*>(data), len};
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * GALETTE_MAX_MAPS)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (nfds) {
+    msg.msg_control = cbuf;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  }
+  for (int tries = 0;; tries++) {
+    if (sendmsg(p->ctl, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == static_cast<ssize_t>(len)) return;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN && tries < 100) {
+      // The worker reads as fast as it loads libraries; bounded so a hung worker cannot
+      // hang the agent.
+      pollfd pfd{p->ctl, POLLOUT, 0};
+      poll(&pfd, 1, 10);
+      continue;
+    }
+    ThrowErrno(env, errno, "send the instance table to the NF worker on " + p->ifname);
+  }
+}
+
+// workerPoolSend(handle, instances, generation): reads every action table here (the worker
+// has no business with them) and sends the set as one update; the worker answers on its
+// status line with "published" or "rejected" for this generation.
+Napi::Value Send(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  WPool* p = Get(info);
+  if (!p->open) ThrowType(env, "worker pool on " + p->ifname + " is stopped");
+  if (p->ctl < 0) ThrowType(env, "worker pool on " + p->ifname + " has no worker");
+  if (!info[1].IsArray()) ThrowType(env, "instances must be an array");
+  double gen = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
+  Napi::Array arr = info[1].As<Napi::Array>();
+  struct Built {
+    MsgInstance m;
+    std::string library;
+    std::vector<int> fds;
+  };
+  std::vector<Built> all;
+  std::set<uint32_t> seen;
+  // Everything is checked before the first byte goes out.
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    std::string at = "instances[" + std::to_string(i) + "]";
+    if (!arr.Get(i).IsObject()) ThrowType(env, at + " must be an object");
+    Napi::Object e = arr.Get(i).As<Napi::Object>();
+    Built b{};
+    b.m.type = kMsgInstance;
+    b.m.id = GetU32(env, e, "id", UINT32_MAX, 0, GALETTE_MAX_INSTANCES - 1);
+    if (b.m.id == UINT32_MAX) ThrowType(env, at + ".id is required");
+    if (!seen.insert(b.m.id).second) ThrowType(env, "instance id " + std::to_string(b.m.id) + " is listed twice");
+    int afd = static_cast<int>(GetU32(env, e, "actionsMapFd", UINT32_MAX, 0, INT32_MAX));
+    if (afd < 0) ThrowType(env, at + ".actionsMapFd is required");
+    std::string table = "action table of instance " + std::to_string(b.m.id);
+    bpf_map_info a = MapInfo(env, afd, table);
+    if (a.type != BPF_MAP_TYPE_ARRAY || a.key_size != 4 || a.value_size != sizeof(galette_action))
+      ThrowErrno(env, EINVAL,
+                 table + " must be an ARRAY u32 -> struct galette_action (8 bytes), got type " +
+                     std::to_string(a.type) + " key " + std::to_string(a.key_size) + " value " +
+                     std::to_string(a.value_size));
+    for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) {
+      if (bpf_map_lookup_elem(afd, &v, &b.m.actions[v]) != 0) {
+        // A table with fewer entries: missing variants abort, as in XDP.
+        if (errno == ENOENT) continue;
+        ThrowErrno(
+            env, errno,
+            "read action table of NF instance " + std::to_string(b.m.id) + " (variant " + std::to_string(v) + ")");
+      }
+    }
+    if (e.Get("library").IsString()) b.library = e.Get("library").As<Napi::String>().Utf8Value();
+    if (b.library.size() > kMaxLibraryPath) ThrowType(env, at + ".library is too long");
+    Napi::Value fds = e.Get("mapFds");
+    if (fds.IsArray()) {
+      Napi::Array fa = fds.As<Napi::Array>();
+      if (fa.Length() > GALETTE_MAX_MAPS)
+        ThrowType(env, "instance " + std::to_string(b.m.id) + " has " + std::to_string(fa.Length()) +
+                           " map fds, at most " + std::to_string(GALETTE_MAX_MAPS));
+      for (uint32_t j = 0; j < fa.Length(); j++) {
+        if (!fa.Get(j).IsNumber()) ThrowType(env, "instance " + std::to_string(b.m.id) + " mapFds must be numbers");
+        int fd = fa.Get(j).As<Napi::Number>().Int32Value();
+        MapInfo(env, fd, "map " + std::to_string(j) + " of instance " + std::to_string(b.m.id));
+        b.fds.push_back(fd);
+      }
+    }
+    b.m.map_count = static_cast<uint32_t>(b.fds.size());
+    b.m.library_len = static_cast<uint32_t>(b.library.size());
+    all.push_back(std::move(b));
+  }
+  std::vector<uint8_t> buf;
+  for (const Built& b : all) {
+    buf.resize(sizeof b.m + b.library.size());
+    memcpy(buf.data(), &b.m, sizeof b.m);
+    memcpy(buf.data() + sizeof b.m, b.library.data(), b.library.size());
+    SendAll(env, p, buf.data(), buf.size(), b.fds.data(), b.fds.size());
+  }
+  MsgCommit c{kMsgCommit, static_cast<uint32_t>(all.size()), static_cast<uint64_t>(gen)};
+  SendAll(env, p, &c, sizeof c, nullptr, 0);
+  return env.Undefined();
+}
+
+// workerPoolPublish(handle): XDP starts choosing our sockets.
+Napi::Value Publish(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  WPool* p = Get(info);
+  if (p->published) return env.Undefined();
+  p->published = true;
+  for (uint32_t i = 0; i < p->xsks.size(); i++) {
+    int fd = xsk_socket__fd(p->xsks[i]);
+    if (bpf_map_update_elem(p->xsk_map_fd, &i, &fd, 0) != 0)
+      ThrowErrno(env, errno, "put AF_XDP socket " + std::to_string(i) + " into XSKMAP slot " + std::to_string(i));
+  }
+  uint32_t key = 0, count = static_cast<uint32_t>(p->xsks.size());
+  if (bpf_map_update_elem(p->xsk_count_fd, &key, &count, 0) != 0)
+    ThrowErrno(env, errno, "set galette_xsk_count to " + std::to_string(count));
+  return env.Undefined();
+}
+
+// workerPoolQuiesced(handle, generation): no worker thread still reads an older table.
+Napi::Value Quiesced(const Napi::CallbackInfo& info) {
+  WPool* p = Get(info);
+  double g = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0;
+  bool ok = true;
+  if (p->open && p->pid > 0) {
+    ThreadShm* t = Threads(p->shm);
+    for (uint32_t i = 0; i < p->workers; i++) {
+      uint64_t h = __atomic_load_n(&t[i].holding, __ATOMIC_ACQUIRE);
+      if (h != 0 && h < static_cast<uint64_t>(g)) ok = false;
+    }
+    // ... and the worker has freed (dlclosed) every table older than that.
+    Header* hd = static_cast<Header*>(p->shm);
+    uint64_t oldest = __atomic_load_n(&hd->oldest_retired, __ATOMIC_ACQUIRE);
+    if (oldest != 0 && oldest < static_cast<uint64_t>(g)) ok = false;
+  }
+  return Napi::Boolean::New(info.Env(), ok);
+}
+
+// workerPoolCrashSite(handle) -> instance ids worker threads were inside when the process
+// died (the worker's own record: trust it for reporting only).
+Napi::Value CrashSite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  WPool* p = Get(info);
+  Napi::Array out = Napi::Array::New(env);
+  ThreadShm* t = Threads(p->shm);
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < p->workers; i++) {
+    uint32_t id = __atomic_load_n(&t[i].current_instance, __ATOMIC_ACQUIRE);
+    if (id < GALETTE_MAX_INSTANCES) out.Set(k++, id);
+    t[i].current_instance = kNoInstance;
+  }
+  return out;
+}
+
+const char* StateName(uint32_t s) {
+  switch (s) {
+    case kStarting: return "starting";
+    case kRunning: return "running";
+    case kFailed: return "failed";
+    case kStopped: return "stopped";
+  }
+  return "unknown";
+}
+
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  WPool* p = Get(info);
+  Header* h = static_cast<Header*>(p->shm);
+  ThreadShm* t = Threads(p->shm);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("generation", static_cast<double>(__atomic_load_n(&h->published, __ATOMIC_ACQUIRE)));
+  out.Set("running", p->open);
+  out.Set("retiredTables", p->pid > 0 ? Load32(&h->retired_count) : 0);
+  out.Set("crashRecovered", static_cast<double>(Load(&h->crash_recovered)));
+  out.Set("keepsCapBpf", Load32(&h->keeps_cap_bpf) == 1);
+  Napi::Array workers = Napi::Array::New(env);
+  for (uint32_t i = 0; i < p->workers; i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("index", i);
+    o.Set("state", StateName(p->open ? Load32(&t[i].state) : kStopped));
+    o.Set("generation", static_cast<double>(Load(&t[i].last_generation)));
+#define X(name, doc) o.Set(#name, static_cast<double>(Load(&t[i].counters[k_##name])));
+    GALETTE_WORKER_COUNTERS(X)
+#undef X
+    if (p->open && i < p->xsks.size()) {
+      xdp_statistics ks{};
+      socklen_t len = sizeof ks;
+      if (getsockopt(xsk_socket__fd(p->xsks[i]), SOL_XDP, XDP_STATISTICS, &ks, &len) == 0) {
+        Napi::Object k = Napi::Object::New(env);
+        k.Set("rxDropped", static_cast<double>(ks.rx_dropped));
+        k.Set("rxInvalidDescs", static_cast<double>(ks.rx_invalid_descs));
+        k.Set("txInvalidDescs", static_cast<double>(ks.tx_invalid_descs));
+        k.Set("rxRingFull", static_cast<double>(ks.rx_ring_full));
+        k.Set("rxFillRingEmpty", static_cast<double>(ks.rx_fill_ring_empty_descs));
+        k.Set("txRingEmpty", static_cast<double>(ks.tx_ring_empty_descs));
+        o.Set("kernel", k);
+      }
+    }
+    workers.Set(i, o);
+  }
+  out.Set("workers", workers);
+  // Per instance, summed over threads; the caller filters to its current set.
+  Napi::Array instances = Napi::Array::New(env);
+  uint32_t k = 0;
+  for (uint32_t id = 0; id < GALETTE_MAX_INSTANCES; id++) {
+    uint64_t calls = 0, ns = 0, variants[GALETTE_MAX_ACTIONS] = {};
+    for (uint32_t w = 0; w < p->workers; w++) {
+      InstanceCounters& s = Instances(p->shm, p->workers, w)[id];
+      calls += Load(&s.calls);
+      ns += Load(&s.nanoseconds);
+      for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) variants[v] += Load(&s.variants[v]);
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("id", id);
+    o.Set("calls", static_cast<double>(calls));
+    o.Set("nanoseconds", static_cast<double>(ns));
+    Napi::Array va = Napi::Array::New(env, GALETTE_MAX_ACTIONS);
+    for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) va.Set(v, static_cast<double>(variants[v]));
+    o.Set("variants", va);
+    instances.Set(k++, o);
+  }
+  out.Set("instances", instances);
+  return out;
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  WPool* p = Get(info);
+  if (!p->open) return env.Undefined();
+  std::string err = Teardown(p);
+  if (!err.empty()) ThrowErrno(env, EIO, "stop AF_XDP worker pool on " + p->ifname + ": " + err);
+  return env.Undefined();
+}
+
+void CleanupAll(void*) {
+  // Process exit without stop(): the worker must not outlive us holding the sockets.
+  std::vector<WPool*> pools(LivePools().begin(), LivePools().end());
+  for (WPool* p : pools) Teardown(p);
+}
+
+}  // namespace
+
+void RegisterWorkerPool(Napi::Env env, Napi::Object exports) {
+  exports.Set("workerPoolOpen", Napi::Function::New(env, Open));
+  exports.Set("workerPoolChildFds", Napi::Function::New(env, ChildFds));
+  exports.Set("workerPoolSpawned", Napi::Function::New(env, Spawned));
+  exports.Set("workerPoolExited", Napi::Function::New(env, Exited));
+  exports.Set("workerPoolKill", Napi::Function::New(env, KillCall));
+  exports.Set("workerPoolSend", Napi::Function::New(env, Send));
+  exports.Set("workerPoolPublish", Napi::Function::New(env, Publish));
+  exports.Set("workerPoolQuiesced", Napi::Function::New(env, Quiesced));
+  exports.Set("workerPoolCrashSite", Napi::Function::New(env, CrashSite));
+  exports.Set("workerPoolStats", Napi::Function::New(env, Stats));
+  exports.Set("workerPoolClose", Napi::Function::New(env, Close));
+  napi_add_env_cleanup_hook(env, CleanupAll, nullptr);
+}
+
+}  // namespace galette

@@ -1,0 +1,797 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import type { BpfMap } from "./maps";
+import {
+  isBpfError,
+  type NativeInstanceConfig,
+  type NativeInstanceStats,
+  type NativePoolEvent,
+  type NativeWorkerStats,
+  native,
+  type WorkerPoolHandle,
+  workerExecutablePath,
+} from "./native";
+
+export interface NfInstanceConfig {
+  /** instance id = PROG_ARRAY slot, < GALETTE_MAX_INSTANCES */
+  id: number;
+  /** the instance's galette_actions map */
+  actions: BpfMap | number;
+  /** native NF library (.so); omit for XDP-only instances whose tables resolve upcalls */
+  library?: string;
+  /** one map per #[maps] field, in declaration order, handed to galette_nf_packet */
+  maps?: Array<BpfMap | number>;
+}
+
+export interface WorkerPoolOptions {
+  ifname: string;
+  /** network namespace of the interface, e.g. /run/netns/NAME */
+  netns?: string;
+  /** interface queue the sockets bind to (veth has one: 0) */
+  queue?: number;
+  /** number of worker threads = AF_XDP sockets (XSKMAP slots 0..workers-1) */
+  workers: number;
+  /** "blocking": poll() until frames arrive; "busy-poll": spin on the rings (one core each) */
+  mode: "blocking" | "busy-poll";
+  /** poll() timeout in blocking mode (only bounds how long an idle worker sleeps) */
+  pollTimeoutMs?: number;
+  /** UMEM frame size (2048 or 4096) */
+  frameSize?: number;
+  /** UMEM frames shared by all workers (power of two) */
+  frameCount?: number;
+  /** RX/TX ring entries per socket (power of two) */
+  ringSize?: number;
+  /** frames a worker takes from its RX ring at once */
+  batchSize?: number;
+  /** the shared galette_xsks XSKMAP and galette_xsk_count map */
+  xskMap: BpfMap | number;
+  xskCountMap: BpfMap | number;
+  instances: NfInstanceConfig[];
+  /** errors a worker hits after start, crashes included (start() rejects with startup errors) */
+  onError?: (err: WorkerError) => void;
+  /** how long start() waits for the worker process to be ready */
+  startTimeoutMs?: number;
+  /** how long start() retries while the queue is still bound to a just-closed UMEM (EBUSY) */
+  queueBusyRetryMs?: number;
+  /**
+   * The unprivileged identity NF code runs as. Default: the `galette-nf` system user when
+   * it exists, else nobody/nogroup (65534).
+   */
+  user?: { uid: number; gid: number };
+}
+
+export class WorkerError extends Error {
+  readonly errno: number;
+  readonly code: string;
+  /** the worker that reported it; -1 when found on the calling thread before any worker ran */
+  readonly worker: number;
+  constructor(e: NativePoolEvent, ifname: string) {
+    super(`AF_XDP worker on ${ifname}: ${e.message}`);
+    this.name = "WorkerError";
+    this.errno = e.errno ?? 0;
+    this.code = e.code ?? "EUNKNOWN";
+    this.worker = e.worker;
+  }
+}
+
+/**
+ * A native NF library the pool cannot use (missing file or symbol, unresolved dependency,
+ * other ABI version, outside the worker's readable directories). Found before the library
+ * serves a frame; code is ENOENT (dlopen/dlsym), EPROTO (ABI version) or EACCES.
+ */
+export class NfLibraryError extends WorkerError {
+  readonly instance: number;
+  readonly library: string;
+  constructor(
+    err: Error & { errno: number; code: string; instance: number; library: string },
+    ifname: string,
+  ) {
+    super({ type: "error", worker: -1, message: err.message, errno: err.errno, code: err.code }, ifname);
+    this.name = "NfLibraryError";
+    this.instance = err.instance;
+    this.library = err.library;
+  }
+}
+
+/**
+ * The NF worker process died: a crash (signal), a forbidden system call (SIGSYS from the
+ * seccomp filter) or an exit. `instances` are the NF instances a worker thread was running
+ * at that moment (empty when the worker died outside NF code).
+ */
+export class WorkerCrashError extends WorkerError {
+  readonly instances: number[];
+  readonly signal: string | null;
+  readonly exitCode: number | null;
+  readonly at: Date;
+  constructor(
+    ifname: string,
+    info: { instances: number[]; signal: string | null; exitCode: number | null; detail?: string },
+  ) {
+    const how = info.signal
+      ? `killed by ${info.signal}${info.signal === "SIGSYS" ? " (seccomp: forbidden system call)" : ""}`
+      : `exited with code ${info.exitCode}`;
+    const where = info.instances.length
+      ? ` while running NF instance ${info.instances.join(", ")}`
+      : " outside NF code";
+    super(
+      {
+        type: "error",
+        worker: -1,
+        message: `NF worker process ${how}${where}${info.detail ? `: ${info.detail}` : ""}`,
+        errno: 0,
+        code: info.signal === "SIGSYS" ? "ESECCOMP" : "ECRASH",
+      },
+      ifname,
+    );
+    this.name = "WorkerCrashError";
+    this.instances = info.instances;
+    this.signal = info.signal;
+    this.exitCode = info.exitCode;
+    this.at = new Date();
+  }
+}
+
+/** updateInstances() published its table, but a worker kept running an older one too long. */
+export class UpdateNotQuiescedError extends Error {
+  /** the generation that is live (workers run it from their next batch) */
+  readonly generation: number;
+  constructor(message: string, generation: number) {
+    super(message);
+    this.name = "UpdateNotQuiescedError";
+    this.generation = generation;
+  }
+}
+
+export interface InstanceUpdate {
+  /** generation of the published table (PoolStats.generation) */
+  generation: number;
+  /** instance ids by what the update did to them, each ascending */
+  added: number[];
+  removed: number[];
+  kept: number[];
+}
+
+export interface UpdateInstancesOptions {
+  /** how long to wait for every worker to leave the previous tables (default 5000 ms) */
+  quiesceTimeoutMs?: number;
+}
+
+export type WorkerStats = NativeWorkerStats;
+
+export interface InstanceStats extends NativeInstanceStats {}
+
+/** How the supervisor sees the worker process. */
+export interface WorkerHealth {
+  /** "running"; "restarting" right after a death; "backoff" while waiting after repeated ones */
+  state: "running" | "restarting" | "backoff" | "stopped";
+  pid: number | undefined;
+  /** worker processes started after the first one */
+  restarts: number;
+  /** worker deaths seen (crashes, seccomp kills, exits) */
+  crashes: number;
+  /** crashes per NF instance id (the instance a thread was running when the process died) */
+  crashesByInstance: Record<number, number>;
+  /** frames found in a dead worker's hands, dropped and returned to the fill ring */
+  framesLostInCrashes: number;
+  /** from a death to the next worker running the instance table again, last restart */
+  lastRestartMs: number | undefined;
+  /** the delay before the next restart when backing off */
+  backoffMs: number;
+  lastCrash: WorkerCrashError | undefined;
+  /** whether this kernel made the worker keep CAP_BPF (see docs/security.md) */
+  keepsCapBpf: boolean;
+}
+
+export interface PoolStats {
+  /** table generation the pool publishes (1 at start, +1 per reloadActions/updateInstances) */
+  generation: number;
+  running: boolean;
+  /** replaced tables not freed yet because a worker may still hold them (0 when settled) */
+  retiredTables: number;
+  workers: WorkerStats[];
+  /**
+   * per NF instance of the current set, summed over workers: calls, time inside the NF,
+   * per-variant counts. Counters belong to the instance id for the pool's life, so they
+   * carry on across updates that keep the id (and across worker restarts).
+   */
+  instances: InstanceStats[];
+  totals: {
+    rx: number;
+    tx: number;
+    drop: number;
+    abort: number;
+    passUnsupported: number;
+    dropped: number;
+  };
+}
+
+export const fdOf = (m: BpfMap | number): number => (typeof m === "number" ? m : m.fd);
+
+export const toNative = (i: NfInstanceConfig): NativeInstanceConfig => ({
+  id: i.id,
+  actionsMapFd: fdOf(i.actions),
+  library: i.library,
+  mapFds: (i.maps ?? []).map(fdOf),
+});
+
+type BpfErrorWithLibrary = Error & { errno: number; code: string; instance: number; library: string };
+
+export function asLibraryError(err: unknown, ifname: string): unknown {
+  const e = err as { instance?: unknown; library?: unknown };
+  if (isBpfError(err) && typeof e.instance === "number" && typeof e.library === "string")
+    return new NfLibraryError(err as BpfErrorWithLibrary, ifname);
+  return err;
+}
+
+export function summarise(s: { workers: NativeWorkerStats[] }): PoolStats["totals"] {
+  const sum = (k: keyof NativeWorkerStats) => s.workers.reduce((a, w) => a + (w[k] as number), 0);
+  return {
+    rx: sum("rx"),
+    tx: sum("tx"),
+    drop: sum("drop"),
+    abort: sum("abort"),
+    passUnsupported: sum("passUnsupported"),
+    dropped:
+      sum("drop") +
+      sum("abort") +
+      sum("passUnsupported") +
+      sum("redirectUnsupported") +
+      sum("badMeta") +
+      sum("hopLimit") +
+      sum("noNf") +
+      sum("badVariant") +
+      sum("badPacket") +
+      sum("txRingFull"),
+  };
+}
+
+/** The `galette-nf` system user when present, else nobody/nogroup. */
+export function defaultWorkerUser(): { uid: number; gid: number } {
+  try {
+    for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
+      const f = line.split(":");
+      if (f[0] === "galette-nf" && f.length >= 4) return { uid: Number(f[2]), gid: Number(f[3]) };
+    }
+  } catch {
+    // no passwd file: fall through to nobody
+  }
+  return { uid: 65534, gid: 65534 };
+}
+
+/** Restarts within this window count towards backing off. */
+const CRASH_WINDOW_MS = 10_000;
+/** This many deaths within the window restart at once; more back off exponentially. */
+const IMMEDIATE_RESTARTS = 3;
+const MAX_BACKOFF_MS = 30_000;
+
+interface Waiter {
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+/**
+ * AF_XDP workers running native NFs in a separate, unprivileged process
+ * (galette-nf-worker) that this object starts and supervises. This process keeps the
+ * UMEM, the AF_XDP sockets and the XSKMAP entries, so a worker that crashes or is killed
+ * is replaced without touching XDP or rebinding anything. See docs/dataplane.md.
+ */
+export class WorkerPool {
+  #handle: WorkerPoolHandle | undefined;
+  #child: ChildProcess | undefined;
+  readonly #errors: WorkerError[] = [];
+  /** the last instance set sent (what stats() lists and the next update is compared with) */
+  #instances: readonly NfInstanceConfig[];
+  /** the last generation sent */
+  #generation = 0;
+  /** the last set the worker published, and its generation: what a restarted worker gets */
+  #confirmed: { instances: readonly NfInstanceConfig[]; generation: number } = {
+    instances: [],
+    generation: 0,
+  };
+  #stopping = false;
+  /** false until start() succeeded: a worker dying before that fails start(), no restart */
+  #started = false;
+  #ready: Waiter | undefined;
+  #published = new Map<number, Waiter>();
+  #fatal = "";
+  #stderr = "";
+  #deaths: number[] = [];
+  #restartTimer: NodeJS.Timeout | undefined;
+  #diedAt = 0;
+  /**
+   * The worker's only readable directory besides the system libraries: every NF library
+   * is copied here (content-addressed, read-only) before the worker may load it, so the
+   * worker can read exactly the code it runs, wherever the caller keeps its artifacts.
+   */
+  readonly #stageDir: string;
+  /** staged path -> the caller's path (for messages) */
+  readonly #staged = new Map<string, string>();
+  readonly #user: { uid: number; gid: number };
+  #health: WorkerHealth = {
+    state: "running",
+    pid: undefined,
+    restarts: 0,
+    crashes: 0,
+    crashesByInstance: {},
+    framesLostInCrashes: 0,
+    lastRestartMs: undefined,
+    backoffMs: 0,
+    lastCrash: undefined,
+    keepsCapBpf: false,
+  };
+  /** resolves when the current worker runs the current table (pending during a restart) */
+  #up: Promise<void> = Promise.resolve();
+
+  private constructor(readonly options: Readonly<WorkerPoolOptions>) {
+    this.#instances = [...options.instances];
+    this.#user = options.user ?? defaultWorkerUser();
+    this.#stageDir = mkdtempSync(path.join(tmpdir(), "galette-nf-libs-"));
+    chmodSync(this.#stageDir, 0o755);
+  }
+
+  static async start(options: WorkerPoolOptions): Promise<WorkerPool> {
+    const deadline = Date.now() + (options.queueBusyRetryMs ?? 2000);
+    for (;;) {
+      const pool = new WorkerPool(options);
+      try {
+        await pool.#start();
+        return pool;
+      } catch (err) {
+        const busy = isBpfError(err) && err.code === "EBUSY" && err.message.includes("create AF_XDP socket");
+        if (!busy || Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+
+  async #start(): Promise<void> {
+    const o = this.options;
+    try {
+      this.#handle = native().workerPoolOpen({
+        ifname: o.ifname,
+        netns: o.netns,
+        queue: o.queue,
+        workers: o.workers,
+        pollTimeoutMs: o.pollTimeoutMs,
+        frameSize: o.frameSize,
+        frameCount: o.frameCount,
+        ringSize: o.ringSize,
+        batchSize: o.batchSize,
+        xskMapFd: fdOf(o.xskMap),
+        xskCountMapFd: fdOf(o.xskCountMap),
+      });
+    } catch (err) {
+      rmSync(this.#stageDir, { recursive: true, force: true });
+      throw err;
+    }
+    try {
+      this.#generation = 1;
+      this.#confirmed = { instances: this.#instances, generation: 1 };
+      await this.#launch();
+      native().workerPoolPublish(this.#handle);
+      this.#started = true;
+    } catch (err) {
+      this.stop();
+      throw err;
+    }
+  }
+
+  /**
+   * Copies the libraries of `instances` into the staging directory (once per content) and
+   * returns the instances with the staged paths. An unreadable library is an NfLibraryError.
+   */
+  #stage(instances: readonly NfInstanceConfig[]): NfInstanceConfig[] {
+    return instances.map((i) => {
+      if (!i.library) return i;
+      let data: Buffer;
+      try {
+        data = readFileSync(i.library);
+      } catch (e) {
+        const ee = e as NodeJS.ErrnoException;
+        const err = Object.assign(
+          new Error(`NF instance ${i.id} library ${i.library}: dlopen failed: cannot read it: ${ee.message}`),
+          { errno: -(ee.errno ?? -2), code: ee.code ?? "ENOENT", instance: i.id, library: i.library },
+        );
+        throw new NfLibraryError(err, this.options.ifname);
+      }
+      const digest = createHash("sha256").update(data).digest("hex").slice(0, 16);
+      const staged = path.join(this.#stageDir, `${digest}-${path.basename(i.library)}`);
+      if (!existsSync(staged)) {
+        const tmp = `${staged}.tmp`;
+        writeFileSync(tmp, data, { mode: 0o444 });
+        renameSync(tmp, staged);
+      }
+      this.#staged.set(staged, i.library);
+      return { ...i, library: staged };
+    });
+  }
+
+  /** The caller's library path in a message about a staged one. */
+  #unstage(text: string): string {
+    let out = text;
+    for (const [staged, original] of this.#staged) out = out.split(staged).join(original);
+    return out;
+  }
+
+  /** Starts a worker process, waits until it runs, and hands it the current instance set. */
+  async #launch(): Promise<void> {
+    const h = this.#handle!;
+    const o = this.options;
+    const fds = native().workerPoolChildFds(h);
+    const args = [
+      "--workers",
+      String(o.workers),
+      "--frame-size",
+      String(o.frameSize ?? 4096),
+      "--frame-count",
+      String(o.frameCount ?? 4096),
+      "--ring-size",
+      String(o.ringSize ?? 2048),
+      "--batch",
+      String(o.batchSize ?? 64),
+      "--poll-timeout-ms",
+      String(o.pollTimeoutMs ?? 1000),
+      "--uid",
+      String(this.#user.uid),
+      "--gid",
+      String(this.#user.gid),
+      ...(o.mode === "busy-poll" ? ["--busy-poll"] : []),
+      "--read-dir",
+      this.#stageDir,
+    ];
+    this.#fatal = "";
+    this.#stderr = "";
+    const child = spawn(workerExecutablePath(), args, {
+      stdio: ["ignore", "pipe", "pipe", ...fds],
+      env: {},
+    });
+    this.#child = child;
+    const ready = new Promise<void>((resolve, reject) => {
+      this.#ready = { resolve, reject };
+    });
+    child.on("error", (err) => this.#ready?.reject(err));
+    if (child.pid === undefined) {
+      await ready; // rejects with the spawn error
+      return;
+    }
+    native().workerPoolSpawned(h, child.pid);
+    this.#health.pid = child.pid;
+    // Neither the process nor its pipes keep Node alive: stop() or exit ends the pool.
+    child.unref();
+    (child.stdout as unknown as { unref?: () => void }).unref?.();
+    (child.stderr as unknown as { unref?: () => void }).unref?.();
+    child.stderr!.setEncoding("utf8");
+    child.stderr!.on("data", (s: string) => {
+      this.#stderr = (this.#stderr + s).slice(-2000);
+    });
+    createInterface({ input: child.stdout! }).on("line", (line) => this.#onLine(child, line));
+    child.on("exit", (code, signal) => this.#onExit(child, code, signal));
+    const timeoutMs = o.startTimeoutMs ?? 10_000;
+    await withTimeout(ready, timeoutMs, `NF worker on ${o.ifname} not ready after ${timeoutMs} ms`);
+    this.#ready = undefined;
+    const s = native().workerPoolStats(h);
+    this.#health.keepsCapBpf = s.keepsCapBpf;
+    this.#health.framesLostInCrashes = s.crashRecovered;
+    await this.#sendAndWait(this.#confirmed.instances, this.#confirmed.generation, timeoutMs);
+  }
+
+  #sendAndWait(instances: readonly NfInstanceConfig[], generation: number, timeoutMs: number): Promise<void> {
+    const done = new Promise<void>((resolve, reject) => {
+      this.#published.set(generation, { resolve, reject });
+    });
+    try {
+      native().workerPoolSend(this.#handle!, this.#stage(instances).map(toNative), generation);
+    } catch (err) {
+      this.#published.delete(generation);
+      throw err;
+    }
+    return withTimeout(
+      done,
+      timeoutMs,
+      `NF worker on ${this.options.ifname} did not load instance table ${generation} within ${timeoutMs} ms`,
+    ).finally(() => this.#published.delete(generation));
+  }
+
+  #onLine(child: ChildProcess, line: string): void {
+    if (process.env.GALETTE_DEBUG_WORKER) console.error("worker:", line);
+    if (child !== this.#child) return;
+    let m: {
+      type?: string;
+      generation?: number;
+      message?: string;
+      errno?: number;
+      code?: string;
+      instance?: number;
+      library?: string;
+    };
+    try {
+      m = JSON.parse(line);
+    } catch {
+      this.#fatal = `unreadable status line: ${line.slice(0, 200)}`;
+      return;
+    }
+    if (m.type === "ready") this.#ready?.resolve();
+    else if (m.type === "published") this.#published.get(m.generation ?? -1)?.resolve();
+    else if (m.type === "rejected") {
+      const base = Object.assign(new Error(this.#unstage(m.message ?? "rejected")), {
+        errno: m.errno ?? 0,
+        code: m.code ?? "EUNKNOWN",
+        instance: m.instance ?? -1,
+        library: this.#unstage(m.library ?? ""),
+      });
+      const err =
+        m.instance !== undefined
+          ? new NfLibraryError(base, this.options.ifname)
+          : new WorkerError(
+              { type: "error", worker: -1, message: base.message, errno: base.errno, code: base.code },
+              this.options.ifname,
+            );
+      this.#published.get(m.generation ?? -1)?.reject(err);
+    } else if (m.type === "fatal") this.#fatal = m.message ?? "fatal error";
+  }
+
+  #onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (child !== this.#child) return;
+    this.#child = undefined;
+    const h = this.#handle;
+    if (h) native().workerPoolExited(h);
+    if (this.#stopping || !h) return;
+    this.#diedAt = Date.now();
+    const instances = native().workerPoolCrashSite(h);
+    const detail = this.#fatal || this.#stderr.trim().split("\n").slice(-1)[0] || undefined;
+    const err = new WorkerCrashError(this.options.ifname, { instances, signal, exitCode: code, detail });
+    this.#errors.push(err);
+    this.#health.crashes++;
+    this.#health.lastCrash = err;
+    for (const id of instances)
+      this.#health.crashesByInstance[id] = (this.#health.crashesByInstance[id] ?? 0) + 1;
+    this.#ready?.reject(err);
+    for (const w of this.#published.values()) w.reject(err);
+    this.#published.clear();
+    if (!this.#started) return; // start() fails with err
+    this.options.onError?.(err);
+    this.#scheduleRestart();
+  }
+
+  #scheduleRestart(): void {
+    const now = Date.now();
+    this.#deaths = [...this.#deaths.filter((t) => now - t < CRASH_WINDOW_MS), now];
+    const over = this.#deaths.length - IMMEDIATE_RESTARTS;
+    const delay = over <= 0 ? 0 : Math.min(MAX_BACKOFF_MS, 250 * 2 ** (over - 1));
+    this.#health.backoffMs = delay;
+    this.#health.state = delay ? "backoff" : "restarting";
+    this.#health.pid = undefined;
+    let settle: (() => void) | undefined;
+    this.#up = new Promise<void>((r) => {
+      settle = r;
+    });
+    this.#restartTimer = setTimeout(() => {
+      this.#restartTimer = undefined;
+      if (this.#stopping) return settle!();
+      this.#launch().then(
+        () => {
+          this.#health.restarts++;
+          this.#health.lastRestartMs = Date.now() - this.#diedAt;
+          this.#health.state = "running";
+          this.#health.backoffMs = 0;
+          settle!();
+        },
+        (err: unknown) => {
+          // A worker that cannot come up is one more death: #onExit (if it ran) or we
+          // schedule the next attempt, backing off.
+          settle!();
+          if (this.#stopping) return;
+          if (this.#child) {
+            native().workerPoolKill(this.#handle!);
+            return; // its exit schedules the next attempt
+          }
+          if (!(err instanceof WorkerCrashError)) {
+            const e = new WorkerError(
+              {
+                type: "error",
+                worker: -1,
+                message: `restarting the NF worker: ${(err as Error).message}`,
+                code: "ERESTART",
+              },
+              this.options.ifname,
+            );
+            this.#errors.push(e);
+            this.options.onError?.(e);
+            this.#scheduleRestart();
+          }
+        },
+      );
+    }, delay);
+    this.#restartTimer.unref();
+  }
+
+  #confirm(instances: readonly NfInstanceConfig[], generation: number): void {
+    if (generation > this.#confirmed.generation) this.#confirmed = { instances: [...instances], generation };
+  }
+
+  get running(): boolean {
+    return this.#handle !== undefined;
+  }
+
+  /** The worker process id (undefined while it restarts). */
+  get workerPid(): number | undefined {
+    return this.#child?.pid;
+  }
+
+  /** Errors and worker deaths reported so far (also passed to onError). */
+  get errors(): readonly WorkerError[] {
+    return this.#errors;
+  }
+
+  /** The supervisor's view: restarts, crashes per NF instance, backoff, restart cost. */
+  health(): WorkerHealth {
+    if (this.#handle)
+      this.#health.framesLostInCrashes = native().workerPoolStats(this.#handle).crashRecovered;
+    return { ...this.#health, crashesByInstance: { ...this.#health.crashesByInstance } };
+  }
+
+  /** Resolves once a worker runs the current table (at once unless it is restarting). */
+  whenRunning(): Promise<void> {
+    return this.#up;
+  }
+
+  /** Counters read from memory shared with the worker (no syscalls but the kernel's socket stats). */
+  stats(): PoolStats {
+    if (!this.#handle) throw new Error(`worker pool on ${this.options.ifname} is stopped`);
+    return this.#stats(this.#handle);
+  }
+
+  #stats(h: WorkerPoolHandle): PoolStats {
+    const s = native().workerPoolStats(h);
+    const ids = new Set(this.#instances.map((i) => i.id));
+    const workers = this.#child
+      ? s.workers
+      : s.workers.map((w) => ({ ...w, state: this.#handle ? ("starting" as const) : ("stopped" as const) }));
+    return {
+      generation: s.generation,
+      running: s.running,
+      retiredTables: s.retiredTables,
+      workers,
+      instances: s.instances.filter((i) => ids.has(i.id)),
+      totals: summarise(s),
+    };
+  }
+
+  /**
+   * Re-reads every instance's action table and hands the new table to the worker (it picks
+   * it up at its next batch). Call after changing action entries: XDP sees map updates at
+   * once, userland only through this. Returns the new generation.
+   */
+  reloadActions(): number {
+    if (!this.#handle) throw new Error(`worker pool on ${this.options.ifname} is stopped`);
+    const g = ++this.#generation;
+    // A restarting worker gets the current tables when it comes up.
+    const instances = this.#instances;
+    if (this.#child && this.#health.state === "running")
+      this.#sendAndWait(instances, g, 10_000).then(
+        () => this.#confirm(instances, g),
+        (err: unknown) => {
+          const e = new WorkerError(
+            {
+              type: "error",
+              worker: -1,
+              message: `reloading action tables: ${(err as Error).message}`,
+              code: "ERELOAD",
+            },
+            this.options.ifname,
+          );
+          this.#errors.push(e);
+          this.options.onError?.(e);
+        },
+      );
+    return g;
+  }
+
+  /** The instance set the workers run (the start options' until the first update). */
+  get instances(): readonly NfInstanceConfig[] {
+    return this.#instances;
+  }
+
+  /**
+   * Replaces the set of NF instances while the workers keep running (no socket is closed,
+   * no frame is dropped for it). Action tables and maps are checked here, libraries are
+   * loaded by the worker; the worker publishes the result as one immutable table between
+   * two batches, or rejects it whole (NfLibraryError for a bad library, an Error naming the
+   * instance/map otherwise) and keeps the old one. The promise then resolves once no
+   * worker thread can still run an older table and the worker has dlclosed the retired
+   * libraries and closed its copies of their map fds. Counters of kept ids carry on.
+   * A library already loaded under the same path is reused, not reloaded: give a new
+   * build a new path. If the worker dies meanwhile the update rejects (WorkerCrashError)
+   * and the restarted worker runs the previous set.
+   */
+  async updateInstances(
+    instances: NfInstanceConfig[],
+    options: UpdateInstancesOptions = {},
+  ): Promise<InstanceUpdate> {
+    const h = this.#handle;
+    const ifname = this.options.ifname;
+    if (!h) throw new Error(`worker pool on ${ifname} is stopped: cannot update its NF instances`);
+    if (!this.#child || this.#health.state !== "running") await this.#up;
+    if (this.#handle !== h)
+      throw new Error(`worker pool on ${ifname} is stopped: cannot update its NF instances`);
+    // Sent synchronously, in call order: overlapping updates are applied in that order.
+    const generation = this.#generation + 1;
+    const previous = this.#instances;
+    const done = this.#sendAndWait(instances, generation, 10_000);
+    this.#generation = generation;
+    this.#instances = [...instances];
+    try {
+      await done;
+    } catch (err) {
+      if (this.#generation === generation) {
+        this.#generation = generation - 1;
+        this.#instances = previous;
+      }
+      throw asLibraryError(err, ifname);
+    }
+    this.#confirm(instances, generation);
+    const before = new Set(previous.map((i) => i.id));
+    const after = new Set(instances.map((i) => i.id));
+    const asc = (ids: Iterable<number>) => [...ids].sort((a, b) => a - b);
+    const result: InstanceUpdate = {
+      generation,
+      added: asc([...after].filter((id) => !before.has(id))),
+      removed: asc([...before].filter((id) => !after.has(id))),
+      kept: asc([...after].filter((id) => before.has(id))),
+    };
+    const timeoutMs = options.quiesceTimeoutMs ?? 5000;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.#handle !== h || native().workerPoolQuiesced(h, generation)) return result;
+      if (Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const lagging = native()
+      .workerPoolStats(h)
+      .workers.filter((w) => w.generation < generation)
+      .map((w) => `worker ${w.index} (generation ${w.generation})`);
+    throw new UpdateNotQuiescedError(
+      `AF_XDP workers on ${ifname}: instance table ${generation} is live, but after ${timeoutMs} ms ` +
+        `${lagging.join(", ") || "a worker"} may still run an older one; its retired instances stay loaded`,
+      generation,
+    );
+  }
+
+  /** Final counters stay readable through lastStats after stop. */
+  lastStats: PoolStats | undefined;
+
+  /** Kills the worker, clears the XSKMAP slots and socket count, frees sockets and UMEM. */
+  stop(): void {
+    const h = this.#handle;
+    if (!h) return;
+    this.#stopping = true;
+    this.#health.state = "stopped";
+    if (this.#restartTimer) clearTimeout(this.#restartTimer);
+    const err = new Error(`worker pool on ${this.options.ifname} is stopped`);
+    this.#ready?.reject(err);
+    for (const w of this.#published.values()) w.reject(err);
+    this.#published.clear();
+    this.#handle = undefined;
+    try {
+      native().workerPoolClose(h);
+    } finally {
+      rmSync(this.#stageDir, { recursive: true, force: true });
+      this.lastStats = this.#stats(h);
+      this.lastStats.workers = this.lastStats.workers.map((w) => ({ ...w, state: "stopped" }));
+    }
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(message)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

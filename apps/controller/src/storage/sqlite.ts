@@ -29,7 +29,7 @@ export const DATABASE_FILE = "galette.db";
  * Schema migrations, applied in order; PRAGMA user_version records how many ran.
  * Never edit a shipped migration: append a new one.
  */
-const MIGRATIONS: string[] = [
+export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE devices (
      name TEXT PRIMARY KEY,
      labels TEXT NOT NULL,

@@ -3,6 +3,7 @@ export * from "./build";
 export * from "./chain-build";
 export * from "./errors";
 export * from "./glue";
+export * from "./inspect";
 export * from "./interfaces";
 export * from "./sandbox";
 export * from "./toolchain";

@@ -2,130 +2,21 @@
  * `galette nf inspect <crate-dir>... [--json]`: what the NF analyser sees in each crate —
  * its maps with key/value types and sizes, its actions in order, whether it needs std.
  */
-import {
-  analyzeNf,
-  formatNfDiagnostic,
-  type NfAnalysis,
-  NfAnalysisError,
-  type NfDiagnostic,
-  type NfMapField,
-} from "@galette/nf-build";
+import { runNfInspect } from "@galette/nf-build";
 import type { Command } from "commander";
 
-/** Where the command writes; tests pass their own. */
-export interface NfInspectIo {
-  stdout: (text: string) => void;
-  stderr: (text: string) => void;
-  setExitCode: (code: number) => void;
-  cwd: string;
-}
-
-const processIo: NfInspectIo = {
-  stdout: (text) => process.stdout.write(text),
-  stderr: (text) => process.stderr.write(text),
-  setExitCode: (code) => {
-    process.exitCode = code;
-  },
-  cwd: process.cwd(),
-};
-
-export function registerNfInspect(nf: Command, io: NfInspectIo = processIo): void {
+export function registerNfInspect(nf: Command): void {
   nf.command("inspect")
     .description("show an NF crate's maps (key/value types and sizes) and actions as the compiler sees them")
     .argument("<crate-dir...>", "NF crate directories (with Cargo.toml and src/lib.rs)")
     .option("--json", "print the analyses as JSON")
     .action(async (crateDirs: string[], options: { json?: boolean }) => {
+      const io = {
+        stdout: (text: string) => process.stdout.write(text),
+        stderr: (text: string) => process.stderr.write(text),
+        cwd: process.cwd(),
+      };
       const code = await runNfInspect(crateDirs, { json: options.json === true }, io);
-      if (code !== 0) io.setExitCode(code);
+      if (code !== 0) process.exitCode = code;
     });
-}
-
-export interface NfInspectResult {
-  crateDir: string;
-  analysis?: NfAnalysis;
-  /** errors (when analysis is absent) and warnings */
-  diagnostics: NfDiagnostic[];
-}
-
-/** Analyses each crate, prints the result, returns the exit code (1 if any crate has errors). */
-export async function runNfInspect(
-  crateDirs: string[],
-  options: { json: boolean },
-  io: NfInspectIo,
-): Promise<number> {
-  const results: NfInspectResult[] = [];
-  for (const crateDir of crateDirs) {
-    try {
-      const analysis = await analyzeNf(crateDir);
-      results.push({ crateDir, analysis, diagnostics: analysis.warnings ?? [] });
-    } catch (err) {
-      if (!(err instanceof NfAnalysisError)) throw err;
-      results.push({ crateDir, diagnostics: err.diagnostics });
-    }
-  }
-
-  const failed = results.some((r) => r.analysis === undefined);
-  // Diagnostics go to stderr in both modes, in the compiler format editors understand.
-  for (const result of results) {
-    for (const d of result.diagnostics) io.stderr(`${formatNfDiagnostic(d, io.cwd)}\n`);
-  }
-  if (options.json) {
-    io.stdout(`${JSON.stringify(results, null, 2)}\n`);
-  } else {
-    io.stdout(results.flatMap((r) => (r.analysis ? [describeAnalysis(r.analysis, io.cwd)] : [])).join("\n"));
-  }
-  return failed ? 1 : 0;
-}
-
-function describeAnalysis(a: NfAnalysis, cwd: string): string {
-  const where = (loc: { file: string; line: number; column: number }) =>
-    formatNfDiagnostic({ ...loc, severity: "error", code: "", message: "" }, cwd).replace(/: error: $/, "");
-  const lines = [`${a.name}  ${where({ file: a.libFile, line: 1, column: 1 }).replace(/:1:1$/, "")}`];
-  lines.push(
-    `  std: ${a.usesStd ? "yes (userland only: needs disable_xdp = true in the chain)" : "no (#![no_std])"}`,
-  );
-  if (a.maps.length === 0) {
-    lines.push("  maps: none");
-  } else {
-    lines.push(`  maps (struct ${a.mapsStructName ?? "?"}):`);
-    const rows = a.maps.map((m) => [
-      m.name,
-      `(${m.key.text}, ${m.value.text})`,
-      `key ${sizeText(m.key.size)}, value ${sizeText(m.value.size)}`,
-      mapTypeText(m),
-      where(m.location),
-    ]);
-    lines.push(...table(rows).map((row) => `    ${row}`));
-  }
-  lines.push(`  actions (enum ${a.actionEnum}):`);
-  lines.push(
-    ...table(a.actions.map((action, i) => [String(i), action.name, where(action.location)])).map(
-      (row) => `    ${row}`,
-    ),
-  );
-  return `${lines.join("\n")}\n`;
-}
-
-function sizeText(size: number | undefined): string {
-  return size === undefined ? "? B" : `${size} B`;
-}
-
-function mapTypeText(m: NfMapField): string {
-  const parts = [m.mapType ?? "type from chain"];
-  if (m.maxEntries !== undefined) parts.push(`size ${m.maxEntries}`);
-  return parts.join(", ");
-}
-
-/** Left-aligned columns separated by two spaces. */
-function table(rows: string[][]): string[] {
-  const widths: number[] = [];
-  for (const row of rows) {
-    for (const [i, cell] of row.entries()) widths[i] = Math.max(widths[i] ?? 0, cell.length);
-  }
-  return rows.map((row) =>
-    row
-      .map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
-      .join("  ")
-      .trimEnd(),
-  );
 }

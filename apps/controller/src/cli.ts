@@ -6,6 +6,7 @@ import { registerControllerCommands } from "./commands/controller";
 import { registerDataplaneCommands } from "./commands/dataplane";
 import { registerNfCommands } from "./commands/nf";
 import { registerPkiCommands } from "./commands/pki";
+import { rejectUnknownArguments } from "./cli-args";
 import { crateInterfaceResolver } from "./nf-interfaces";
 
 // Each command group lives in its own module under commands/ and registers itself here.
@@ -21,6 +22,7 @@ registerDataplaneCommands(program);
 registerPkiCommands(program);
 registerControllerCommands(program);
 
+rejectUnknownArguments(program, process.argv.slice(2));
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`galette: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exitCode = 1;

@@ -11,16 +11,17 @@ import {
   type AssignedNf,
   type CpuTriple,
   type CreateTokenResponse,
-  type DeviceAssignment,
   type DeviceSummary,
   type EnrollDeviceResponse,
   Labels,
   Name,
   PROTOCOL_VERSION,
   type Sha256Digest,
+  type SignedDeviceAssignment,
   type TokenScope,
   tripleForMachine,
 } from "@galette/protocol";
+import { assignmentTrust, buildOfInstance } from "./releases";
 import { ArtifactStore, sha256Hex } from "./storage/artifacts";
 import type { DeviceRecord, Repository } from "./storage/repository";
 import { DATABASE_FILE, openSqliteRepository } from "./storage/sqlite";
@@ -169,13 +170,15 @@ export function buildAssignment(
   repo: Repository,
   device: DeviceRecord,
   triple?: CpuTriple,
-): DeviceAssignment {
+): SignedDeviceAssignment {
   const base = { protocolVersion: PROTOCOL_VERSION, device: device.name, ...(triple ? { triple } : {}) };
   if (!device.assignedChain) return { ...base, chain: null };
   const chain = repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined);
   if (!chain) return { ...base, chain: null };
-  const nfs: AssignedNf[] = chain.graph.nfs.map((nf) => {
-    const published = repo.latestNf(nf.nf);
+  // The builds recorded at push: republishing an NF does not change a pushed version.
+  const builds = chain.graph.nfs.map((nf) => buildOfInstance(repo, chain, nf));
+  const nfs: AssignedNf[] = chain.graph.nfs.map((nf, i) => {
+    const published = builds[i];
     const artifacts: AssignedNf["artifacts"] = {};
     if (published) {
       const bpf = published.artifacts.find((a) => a.kind === "bpf-object");
@@ -189,9 +192,16 @@ export function buildAssignment(
   });
   const mapEntries = chain.graph.maps
     .map((map) => ({ map: map.id, entries: repo.getMapEntries(chain.name, map.id) }))
-    .filter((m) => m.entries.length > 0);
+    // A map whose entries were signed goes out even when empty: devices expect its signed set.
+    .filter((m) => m.entries.length > 0 || repo.getSignedMapEntries(chain.name, m.map) !== undefined);
   return {
     ...base,
+    trust: assignmentTrust(
+      repo,
+      chain,
+      builds,
+      mapEntries.map((m) => m.map),
+    ),
     chain: {
       name: chain.name,
       version: chain.version,
@@ -204,7 +214,7 @@ export function buildAssignment(
 }
 
 /** Strong ETag of an assignment body: its sha256 in quotes. */
-export function assignmentEtag(assignment: DeviceAssignment): string {
+export function assignmentEtag(assignment: SignedDeviceAssignment): string {
   return `"${sha256Hex(JSON.stringify(assignment))}"`;
 }
 
@@ -218,7 +228,7 @@ export function artifactsAllowedFor(repo: Repository, device: DeviceRecord): Set
   const chain = repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined);
   if (!chain) return allowed;
   for (const nf of chain.graph.nfs) {
-    const published = repo.latestNf(nf.nf);
+    const published = buildOfInstance(repo, chain, nf);
     for (const artifact of published?.artifacts ?? []) {
       if (artifact.kind !== "crate-source") allowed.add(artifact.digest);
     }

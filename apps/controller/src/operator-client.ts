@@ -17,17 +17,26 @@ import {
   ListDevicesResponse,
   ListSelectorRulesResponse,
   ListTokensResponse,
+  type MapEntriesDocument,
   MapEntriesResponse,
+  NfReleaseResponse,
   OPERATOR_ROUTES,
   OperatorConfig,
+  PlanChainResponse,
   PublishNfResponse,
   type PushChainRequest,
   PushChainResponse,
+  RELEASE_ROUTES,
+  ReleaseKeySetResponse,
   type RemoveAssignmentRequest,
   RemoveAssignmentResponse,
   RevokeDeviceResponse,
   RevokeTokenResponse,
   type SetMapEntriesRequest,
+  SignedMapEntriesResponse,
+  type SignedReleaseKeySet,
+  type SignNfReleaseRequest,
+  type UploadedSignature,
 } from "@galette/protocol";
 import type { z } from "zod";
 
@@ -159,8 +168,30 @@ export class OperatorClient {
     const query = version === undefined ? "" : `?version=${version}`;
     return this.call(ChainVersionResponse, "GET", `${OPERATOR_ROUTES.chain(name)}${query}`);
   }
-  pushChain(request: PushChainRequest) {
+  /** `signed`: the operator's signature over the version's ChainVersionDocument (chain push --key). */
+  pushChain(request: PushChainRequest & { signed?: UploadedSignature }) {
     return this.call(PushChainResponse, "POST", OPERATOR_ROUTES.chains, { json: request });
+  }
+  /** What a push of this TOML would store, with the releases of the NF builds it would run. */
+  planChain(request: PushChainRequest) {
+    return this.call(PlanChainResponse, "POST", RELEASE_ROUTES.planChain, { json: request });
+  }
+  /** A build's manifest and signatures: the latest build, or the one `build` names (digest prefix). */
+  getNfRelease(name: string, build?: string) {
+    const query = build ? `?build=${encodeURIComponent(build)}` : "";
+    return this.call(NfReleaseResponse, "GET", `${RELEASE_ROUTES.nfRelease(name)}${query}`);
+  }
+  signNfRelease(name: string, request: SignNfReleaseRequest) {
+    return this.call(NfReleaseResponse, "POST", RELEASE_ROUTES.nfRelease(name), { json: request });
+  }
+  getSignedMapEntries(chain: string, map: string) {
+    return this.call(SignedMapEntriesResponse, "GET", RELEASE_ROUTES.signedMapEntries(chain, map));
+  }
+  getReleaseKeySet() {
+    return this.call(ReleaseKeySetResponse, "GET", RELEASE_ROUTES.keySet);
+  }
+  putReleaseKeySet(keySet: SignedReleaseKeySet) {
+    return this.call(ReleaseKeySetResponse, "PUT", RELEASE_ROUTES.keySet, { json: { keySet } });
   }
   assignChain(request: AssignChainRequest) {
     return this.call(AssignChainResponse, "POST", OPERATOR_ROUTES.assign, { json: request });
@@ -171,7 +202,12 @@ export class OperatorClient {
   removeAssignment(request: RemoveAssignmentRequest) {
     return this.call(RemoveAssignmentResponse, "DELETE", OPERATOR_ROUTES.assignmentRules, { json: request });
   }
-  setMapEntries(chain: string, map: string, request: SetMapEntriesRequest) {
+  /** `signed`: the signed entries the map holds after the change (map set --key). */
+  setMapEntries(
+    chain: string,
+    map: string,
+    request: SetMapEntriesRequest & { signed?: UploadedSignature & { document: MapEntriesDocument } },
+  ) {
     return this.call(MapEntriesResponse, "PUT", OPERATOR_ROUTES.mapEntries(chain, map), { json: request });
   }
   getMapEntries(chain: string, map: string) {

@@ -18,6 +18,7 @@ import { devicesRoutes } from "./routes/devices";
 import { healthRoutes } from "./routes/health";
 import { mapsRoutes } from "./routes/maps";
 import { nfsRoutes } from "./routes/nfs";
+import { releasesRoutes } from "./routes/releases";
 import { tokensRoutes } from "./routes/tokens";
 
 export type { RouteAccess } from "./plugins/auth";
@@ -128,6 +129,7 @@ export async function buildController(
   await app.register(assignmentsRoutes);
   await app.register(mapsRoutes);
   await app.register(nfsRoutes);
+  await app.register(releasesRoutes);
   return app;
 }
 

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { lineChain } from "./chain-fixtures";
 
 const root = join(import.meta.dirname, "../../..");
 const scratch = mkdtempSync(join(tmpdir(), "galette-chain-cli-"));
@@ -137,5 +138,49 @@ describe("galette chain plan", () => {
     const r = await galette("chain", "plan", bad);
     expect(r.code).toBe(1);
     expect(r.stdout).toContain(`${bad}:7:7: error: cycle: a → a`);
+  });
+});
+
+describe("galette chain validate/plan: device limits", () => {
+  it("refuses 8000- and 300-NF line chains at file:line, naming the 256-instance limit (no stack overflow)", async () => {
+    for (const n of [8000, 300]) {
+      const file = scratchFile(`line-${n}.toml`, lineChain(n));
+      for (const args of [["validate", "--structure-only"], ["validate"], ["plan"]]) {
+        const r = await galette("chain", ...args, file);
+        expect(r.code, `${args.join(" ")} ${n}`).toBe(1);
+        expect(r.stdout).toContain(
+          `${file}:511:12: error: the chain has ${n} NF instances, but a device holds at most 255: the 256-instance limit`,
+        );
+        expect(r.stderr).not.toMatch(/Maximum call stack|RangeError/);
+      }
+    }
+  });
+});
+
+describe("galette: unknown commands and options exit 1, with or without --help", () => {
+  it.each([
+    [["nosuch", "--help"], /unknown command 'nosuch'/],
+    [["nosuch"], /unknown command 'nosuch'/],
+    [["rollout", "start", "--help"], /unknown command 'rollout'/],
+    [["chain", "valdate", "--help"], /unknown command 'valdate'\n\(Did you mean validate\?\)/],
+    [["chain", "validate", "--nosuch", "--help"], /unknown option '--nosuch'/],
+    [["chain", "validate", "--structure-onyl", "x.toml"], /\(Did you mean --structure-only\?\)/],
+  ])("galette %j", async (args, message) => {
+    const r = await galette(...args);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(message);
+  });
+
+  it("still exits 0 for help on real commands", async () => {
+    for (const args of [
+      ["--help"],
+      ["chain", "--help"],
+      ["chain", "validate", "--help"],
+      ["help", "chain"],
+    ]) {
+      const r = await galette(...args);
+      expect(r.code, args.join(" ")).toBe(0);
+      expect(r.stdout).toMatch(/Usage: galette/);
+    }
   });
 });

@@ -3,22 +3,24 @@
  *
  * - poll GET /v1/device/assignment (If-None-Match) every pollIntervalSeconds, and at once
  *   when the ws channel says it changed or (re)opens; polling alone converges;
+ * - verify the assignment against the release keys pinned on this device (verify.ts)
+ *   before fetching or loading anything; a refused one leaves the running chain alone;
  * - fetch only artifacts missing from the cache, verify every digest before loading;
  * - install or reconfigure through @galette/installer (atomic: a failure keeps the old
  *   chain and is reported);
  * - apply map entries, report status and counters;
- * - offline: start from the pinned live chain (adopt) or the cached assignment, retry the
- *   controller with exponential backoff.
+ * - offline: start from the pinned live chain (adopt) or the cached assignment (verified
+ *   again), retry the controller with exponential backoff.
  */
 import os from "node:os";
 import { Dataplane, type DataplaneOptions, type InterfaceTarget, planInstallation } from "@galette/installer";
 import type { Logger } from "@galette/log";
 import type {
   AssignedChain,
-  DeviceAssignment,
   DeviceError,
   DeviceState,
   DeviceStatusReport,
+  SignedDeviceAssignment,
 } from "@galette/protocol";
 import { PROTOCOL_VERSION, tripleForMachine } from "@galette/protocol";
 import type WebSocket from "ws";
@@ -26,6 +28,7 @@ import { mapBinding, neededArtifacts, toInstallerInput } from "./assignment";
 import { AgentCache, type CachedAssignment } from "./cache";
 import { DeviceClient } from "./client";
 import type { ResolvedAgentConfig } from "./config";
+import { TrustError, TrustStore, verifyAssignment } from "./verify";
 
 export const AGENT_VERSION = "0.1.0";
 /** First retry delay after a failed controller request, ws drop or install; doubles up to a cap. */
@@ -57,10 +60,13 @@ export class GaletteAgent {
   readonly triple = tripleForMachine(os.machine());
   readonly #cache: AgentCache;
   readonly #client: DeviceClient;
+  readonly #trust: TrustStore;
+  /** the ETag of an assignment refused for its signatures: not retried until it changes */
+  #refusedEtag: string | undefined;
   #dp: Dataplane | undefined;
   #installed: Installed | undefined;
   /** the latest assignment the controller sent, and its ETag (sent as If-None-Match) */
-  #desired: { assignment: DeviceAssignment; etag: string | undefined } | undefined;
+  #desired: { assignment: SignedDeviceAssignment; etag: string | undefined } | undefined;
   #appliedKeys: Record<string, string[]> = {};
   #state: DeviceState = "idle";
   #errors: DeviceError[] = [];
@@ -81,6 +87,7 @@ export class GaletteAgent {
     this.target = { iface: config.interface, ...(config.netns ? { netns: config.netns } : {}) };
     this.#cache = new AgentCache(config.dataDir);
     this.#client = new DeviceClient(config.controllerUrl, config);
+    this.#trust = new TrustStore(config.dataDir, config.releaseKeys);
   }
 
   get dataplane(): Dataplane | undefined {
@@ -110,6 +117,16 @@ export class GaletteAgent {
       },
       "agent starting",
     );
+    if (this.config.allowUnsigned)
+      this.log.warn(
+        { config: this.config.file },
+        "allowUnsigned is set: this agent installs chains no release key signed (development only; never on a device in service)",
+      );
+    else if (this.#trust.keys.length === 0)
+      this.log.warn(
+        { config: this.config.file },
+        "no release key is pinned (releaseKeys): every chain will be refused",
+      );
     await this.#restore();
     this.#scheduleSync(0);
     if (this.config.websocket) this.#connectWs();
@@ -146,10 +163,14 @@ export class GaletteAgent {
     try {
       this.#dp = await Dataplane.adopt(this.target, this.#dataplaneOptions());
       const live = new Set(this.#dp.spec.instances.map((i) => i.uuid));
+      // The cached assignment describes the live chain only if it is that chain and still
+      // passes the release checks (the cache is on the device's disk: it is checked again).
       const matches =
-        cachedChain &&
+        cachedChain !== undefined &&
+        cached !== undefined &&
         cachedChain.name === this.#dp.spec.chain &&
-        cachedChain.nfs.every((nf) => live.has(nf.uuid));
+        cachedChain.nfs.every((nf) => live.has(nf.uuid)) &&
+        this.#trusted(cached.assignment, "cache");
       if (matches) {
         this.#installed = { chain: cachedChain, etag: cached?.etag };
         this.#appliedKeys = cached?.appliedKeys ?? {};
@@ -231,7 +252,19 @@ export class GaletteAgent {
       this.#scheduleSync(next);
       return;
     }
-    if (this.#desired && !this.#isInstalled(this.#desired)) {
+    if (this.#desired && this.#refusedEtag !== undefined && this.#isInstalled(this.#desired)) {
+      // The controller offers what runs again: the refusal is over.
+      this.log.info({ etag: this.#desired.etag }, "the controller offers the installed assignment again");
+      this.#refusedEtag = undefined;
+      this.#errors = [];
+      this.#state = "converged";
+      void this.#reportStatus();
+    }
+    if (
+      this.#desired &&
+      !this.#isInstalled(this.#desired) &&
+      (this.#desired.etag === undefined || this.#desired.etag !== this.#refusedEtag)
+    ) {
       if (await this.#apply(this.#desired, "controller")) this.#applyFailures = 0;
       else {
         // A failed install (e.g. a corrupted download) is retried sooner than the next poll.
@@ -242,7 +275,7 @@ export class GaletteAgent {
     this.#scheduleSync(next);
   }
 
-  #isInstalled(desired: { assignment: DeviceAssignment; etag: string | undefined }): boolean {
+  #isInstalled(desired: { assignment: SignedDeviceAssignment; etag: string | undefined }): boolean {
     const chain = desired.assignment.chain;
     if (!chain) return !this.#dp;
     return (
@@ -251,7 +284,7 @@ export class GaletteAgent {
   }
 
   async #apply(
-    desired: { assignment: DeviceAssignment; etag: string | undefined },
+    desired: { assignment: SignedDeviceAssignment; etag: string | undefined },
     from: "controller" | "cache",
   ): Promise<boolean> {
     const chain = desired.assignment.chain;
@@ -271,6 +304,14 @@ export class GaletteAgent {
     }
     const started = Date.now();
     const label = { chain: chain.name, version: chain.version, from };
+    if (!this.#trusted(desired.assignment, from)) {
+      // The cache's copy may be what was tampered with: the controller's is still worth a look.
+      if (from === "controller") this.#refusedEtag = desired.etag;
+      void this.#reportStatus();
+      // Not retried: a refusal holds until the controller offers something else.
+      return from === "controller";
+    }
+    this.#refusedEtag = undefined;
     this.#state = "installing";
     try {
       const needed = neededArtifacts(chain, this.triple);
@@ -336,6 +377,7 @@ export class GaletteAgent {
       return false;
     }
     this.#installed = { chain, etag: desired.etag };
+    if (!this.config.allowUnsigned) this.#trust.recordInstalled(chain, desired.assignment.trust);
     this.#errors = [];
     this.#state = from === "cache" ? "offline-cache" : "converged";
     try {
@@ -354,6 +396,50 @@ export class GaletteAgent {
     if (pruned.length > 0) this.log.debug({ pruned }, "pruned unused cached artifacts");
     void this.#reportStatus();
     return true;
+  }
+
+  /**
+   * The release checks (verify.ts): adopts a newer signed key set, then verifies the chain
+   * against the keys in force and the version history. False (with the reason reported)
+   * when the assignment must not be loaded; the running chain is left as it is.
+   */
+  #trusted(assignment: SignedDeviceAssignment, from: "controller" | "cache"): boolean {
+    const chain = assignment.chain;
+    if (this.config.allowUnsigned || !chain) return true;
+    try {
+      const adopted = this.#trust.adoptKeySet(assignment.trust?.keySet);
+      if (adopted) this.log.info(adopted, "adopted a new release key set");
+    } catch (err) {
+      if (!(err instanceof TrustError)) throw err;
+      this.#error(err.message);
+      this.log.error({ err: err.message }, "release key set refused");
+    }
+    try {
+      const { signedBy } = verifyAssignment(chain, assignment.trust, this.#trust.keys);
+      this.#trust.checkVersion(chain.name, chain.version);
+      this.#trust.checkMapSeq(assignment.trust, chain);
+      this.log.info(
+        { chain: chain.name, version: chain.version, from, signedBy: signedBy.slice(0, 16) },
+        "assignment verified",
+      );
+      return true;
+    } catch (err) {
+      if (!(err instanceof TrustError)) throw err;
+      this.#state = "error";
+      const message = `refused chain "${chain.name}" v${chain.version}${from === "cache" ? " from the offline cache" : ""}: ${err.message}`;
+      this.#error(message);
+      this.log.error(
+        {
+          chain: chain.name,
+          version: chain.version,
+          from,
+          reason: err.message,
+          live: this.#installed?.chain.version ?? null,
+        },
+        "assignment refused; nothing loaded, the running chain stays",
+      );
+      return false;
+    }
   }
 
   /** Entries the operator set become the maps' content; keys the operator removed are deleted. */

@@ -1,12 +1,13 @@
 /**
  * The agent's disk cache in its data dir: artifacts by sha256 (`artifacts/<digest>`) and
- * the last assignment that was installed successfully (`assignment.json`), so a restart
- * without a controller can reinstall what ran before.
+ * the last assignment that was installed successfully (`assignment.json`, with the
+ * signatures it was verified with), so a restart without a controller can reinstall what
+ * ran before after checking it again.
  */
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { DeviceAssignment, describeZodError } from "@galette/protocol";
+import { describeZodError, SignedDeviceAssignment } from "@galette/protocol";
 import { z } from "zod";
 
 export const sha256 = (bytes: Uint8Array): string => createHash("sha256").update(bytes).digest("hex");
@@ -19,7 +20,8 @@ export class DigestMismatchError extends Error {
 const CachedAssignment = z.object({
   etag: z.string().optional(),
   savedAt: z.string(),
-  assignment: DeviceAssignment,
+  /** with its trust material: a reinstall from the cache is verified like a fresh assignment */
+  assignment: SignedDeviceAssignment,
   /** map entries applied with it (map id → hex keys), to delete the ones the operator removes */
   appliedKeys: z.record(z.string(), z.array(z.string())).default({}),
 });

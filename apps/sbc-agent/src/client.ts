@@ -7,13 +7,13 @@ import { readFileSync } from "node:fs";
 import { Agent, request as httpsRequest } from "node:https";
 import {
   DEVICE_ROUTES,
-  DeviceAssignment,
   DeviceNotification,
   type DeviceStatusReport,
   describeZodError,
   ErrorResponse,
   PROTOCOL_VERSION,
   PROTOCOL_VERSION_HEADER,
+  SignedDeviceAssignment,
 } from "@galette/protocol";
 import WebSocket from "ws";
 
@@ -36,7 +36,7 @@ export class ControllerError extends Error {
 
 export type AssignmentResult =
   | { changed: false }
-  | { changed: true; assignment: DeviceAssignment; etag: string | undefined };
+  | { changed: true; assignment: SignedDeviceAssignment; etag: string | undefined };
 
 const REQUEST_TIMEOUT_MS = 15_000;
 
@@ -121,7 +121,7 @@ export class DeviceClient {
     } catch (err) {
       throw new Error(`GET ${path}: the body is not JSON: ${(err as Error).message}`);
     }
-    const parsed = DeviceAssignment.safeParse(json);
+    const parsed = SignedDeviceAssignment.safeParse(json);
     if (!parsed.success)
       throw new Error(`GET ${path}: invalid assignment: ${describeZodError(parsed.error).join("; ")}`);
     const tag = res.headers.etag;

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { AgentConfig, describeZodError } from "@galette/protocol";
+import { AgentConfig, describeZodError, releasePublicKey } from "@galette/protocol";
 import { z } from "zod";
 
 /**
@@ -63,6 +63,15 @@ export function loadAgentConfig(file: string, overrides: Partial<AgentFileConfig
     throw new AgentConfigError(
       `${abs}: interface: not set (the network interface the chain attaches to, e.g. "eth0")`,
     );
+  config.releaseKeys.forEach((key, i) => {
+    try {
+      releasePublicKey(key);
+    } catch (err) {
+      throw new AgentConfigError(
+        `${abs}: releaseKeys.${i}: not a release public key: ${(err as Error).message}`,
+      );
+    }
+  });
   const dir = path.dirname(abs);
   const resolve = (p: string) => path.resolve(dir, p);
   return {

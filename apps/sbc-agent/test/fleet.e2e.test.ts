@@ -3,9 +3,9 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Dataplane } from "@galette/installer";
 import type { PublishNfResponse } from "@galette/protocol";
-import { describeKernel, exchangeFrames, ipv4Bytes, udpFrame, type VethPair } from "@galette/testkit";
+import { describeKernel, ipv4Bytes } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { Fleet, repoRoot, waitFor } from "./fleet";
+import { bounce, Fleet, repoRoot, sleep, waitFor } from "./fleet";
 
 /** nf::LpmKeyV4 { prefix_len: u32 LE, addr } as hex, for the allow-list. */
 const lpmKeyHex = (ip: string, prefix = 32) => {
@@ -25,27 +25,6 @@ const securityV3 = securityV2.replace('to = ["tx", "!dpi", "drop"]', 'to = ["tx"
 
 const macOf = (frame: Buffer, off: number) =>
   [...frame.subarray(off, off + 6)].map((b) => b.toString(16).padStart(2, "0")).join(":");
-
-/** Sends `n` UDP frames through the device of `veth`; returns the ones that came back. */
-async function bounce(veth: VethPair, tag: string, n = 10, srcIp = veth.ipA, expectN?: number) {
-  const frame = udpFrame({
-    dstMac: veth.macB,
-    srcMac: veth.macA,
-    dstIp: veth.ipB,
-    srcIp,
-    payload: Buffer.from(tag),
-  });
-  frame[23] = 1; // not TCP/UDP: the security chain's weak-classifier calls it Normal (XDP_TX)
-  const { received } = await exchangeFrames(veth.nsA, veth.ifA, {
-    send: [frame],
-    repeat: n,
-    pps: 1000,
-    listenMs: 500,
-    match: Buffer.from(tag),
-    ...(expectN !== undefined ? { expect: expectN } : {}),
-  });
-  return received;
-}
 
 describeKernel("fleet: controller + two galette-agents on veth pairs", () => {
   const fleet = new Fleet();
@@ -141,9 +120,11 @@ describeKernel("fleet: controller + two galette-agents on veth pairs", () => {
   it("switches both devices to the security chain: ws within 2 s, polling within one interval; allow-list applied", async () => {
     expect((await fleet.push("chains/security.toml", securityToml)).version).toBe(1);
     const allowList = "access-control.allow_list";
-    await fleet.operator.setMapEntries("security", allowList, {
-      set: [WS, POLL].map((n) => ({ key: lpmKeyHex(fleet.agent(n).veth.ipA), value: "01000000" })),
-    });
+    await fleet.setMapEntries(
+      "security",
+      allowList,
+      [WS, POLL].map((n) => ({ key: lpmKeyHex(fleet.agent(n).veth.ipA), value: "01000000" })),
+    );
     const marks: Record<string, number> = {
       [WS]: fleet.agent(WS).logs.length,
       [POLL]: fleet.agent(POLL).logs.length,

@@ -16,12 +16,28 @@ import {
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { DataDir, OperatorClient, writeDeviceBundle } from "@galette/controller";
+import {
+  DataDir,
+  initReleaseKey,
+  loadReleaseKey,
+  OperatorClient,
+  type ReleaseKey,
+  signAndPushChain,
+  signAndSetMapEntries,
+  writeDeviceBundle,
+} from "@galette/controller";
 import { Dataplane } from "@galette/installer";
 import { hostTarget } from "@galette/nf-build";
 import { initPkiDir } from "@galette/pki";
-import { BUNDLE_FILES, type DeviceSummary } from "@galette/protocol";
-import { attachXdpPass, createVethPair, type VethPair } from "@galette/testkit";
+import {
+  BUNDLE_FILES,
+  type DeviceSummary,
+  type MapEntry,
+  releaseDigest,
+  SIGNATURE_DOMAINS,
+  signDocument,
+} from "@galette/protocol";
+import { attachXdpPass, createVethPair, exchangeFrames, udpFrame, type VethPair } from "@galette/testkit";
 
 export const repoRoot = path.resolve(import.meta.dirname, "..", "..", "..");
 const agentBin = path.join(repoRoot, "apps/sbc-agent/bin/galette-agent");
@@ -122,6 +138,27 @@ export class ControllerProcess {
   }
 }
 
+/** Sends `n` UDP frames through the device of `veth`; returns the ones that came back. */
+export async function bounce(veth: VethPair, tag: string, n = 10, srcIp = veth.ipA, expectN?: number) {
+  const frame = udpFrame({
+    dstMac: veth.macB,
+    srcMac: veth.macA,
+    dstIp: veth.ipB,
+    srcIp,
+    payload: Buffer.from(tag),
+  });
+  frame[23] = 1; // not TCP/UDP: the security chain's weak-classifier calls it Normal (XDP_TX)
+  const { received } = await exchangeFrames(veth.nsA, veth.ifA, {
+    send: [frame],
+    repeat: n,
+    pps: 1000,
+    listenMs: 500,
+    match: Buffer.from(tag),
+    ...(expectN !== undefined ? { expect: expectN } : {}),
+  });
+  return received;
+}
+
 export type LogLine = Record<string, unknown> & { msg?: string; time?: number };
 
 export class AgentProcess {
@@ -186,6 +223,8 @@ export interface FleetOptions {
     websocket: boolean;
     pollIntervalSeconds: number;
     xdpMode?: "native" | "generic";
+    /** release keys (base64 SPKI) its bundle pins; default: the fleet's release key */
+    releaseKeys?: string[];
   }>;
 }
 
@@ -193,6 +232,11 @@ export class Fleet {
   readonly dir: string;
   readonly controller: ControllerProcess;
   operator!: OperatorClient;
+  /** the operator token, for `galette` CLI runs (cli()) */
+  token = "";
+  /** the fleet's release key (as `galette release-key init` writes it), pinned by every device by default */
+  releaseKeyFile = "";
+  releaseKey!: ReleaseKey;
   readonly agents = new Map<string, AgentProcess>();
   readonly #veths: VethPair[] = [];
 
@@ -217,6 +261,9 @@ export class Fleet {
     const direct = DataDir.open(data);
     const { token } = direct.createToken("fleet-test", ["admin", "publish", "deploy", "read"]);
     direct.close();
+    this.token = token;
+    this.releaseKeyFile = initReleaseKey(path.join(this.dir, "release")).keyFile;
+    this.releaseKey = loadReleaseKey(this.releaseKeyFile);
     await this.controller.start();
     this.operator = new OperatorClient({
       url: this.controller.url,
@@ -226,7 +273,7 @@ export class Fleet {
     for (const d of options.devices) {
       const enrolled = await this.operator.enrolDevice({ name: d.name, labels: d.labels ?? {} });
       const bundle = path.join(this.dir, d.name);
-      writeDeviceBundle(bundle, enrolled);
+      writeDeviceBundle(bundle, enrolled, d.releaseKeys ?? [this.releaseKey.publicKey]);
       const veth = await createVethPair("agt");
       this.#veths.push(veth);
       // XDP_TX from the device side needs an XDP program on the receiving peer.
@@ -254,8 +301,15 @@ export class Fleet {
     }
   }
 
-  /** Publishes an example NF crate (a tar of nf-examples/NAME; the controller builds it). */
-  async publish(name: string, crateDir = path.join(repoRoot, "nf-examples", name)) {
+  /**
+   * Publishes an example NF crate (a tar of nf-examples/NAME; the controller builds it)
+   * and, unless `release` is false, signs the build with the fleet's release key.
+   */
+  async publish(
+    name: string,
+    crateDir = path.join(repoRoot, "nf-examples", name),
+    { release = true }: { release?: boolean } = {},
+  ) {
     const archive = execFileSync(
       "tar",
       ["-c", "--exclude=target", "-C", path.dirname(crateDir), path.basename(crateDir)],
@@ -263,11 +317,60 @@ export class Fleet {
         maxBuffer: 64 * 1024 * 1024,
       },
     );
-    return this.operator.publishNf(archive, name);
+    const published = await this.operator.publishNf(archive, name);
+    if (release && published.build === "built") await this.release(name);
+    return published;
   }
 
-  async push(file: string, toml = readFileSync(path.join(repoRoot, file), "utf8")) {
-    return this.operator.pushChain({ file, toml });
+  /**
+   * Signs the latest build of `name` as `galette nf release --trust-controller-build`
+   * would (the CLI's rebuild is exercised by the trust e2e test); `keyFile` defaults to
+   * the fleet's key. Returns the release digest.
+   */
+  async release(name: string, keyFile = this.releaseKeyFile): Promise<string> {
+    const key = loadReleaseKey(keyFile);
+    const release = await this.operator.getNfRelease(name);
+    const digest = releaseDigest(release.manifest);
+    const signature = signDocument(SIGNATURE_DOMAINS.nfRelease, release.manifest, key.pem);
+    await this.operator.signNfRelease(name, { digest, signature, publicKey: key.publicKey });
+    return digest;
+  }
+
+  /** Pushes a chain file, signed with `keyFile` (the fleet's key by default; null: unsigned). */
+  async push(
+    file: string,
+    toml = readFileSync(path.join(repoRoot, file), "utf8"),
+    keyFile: string | null = this.releaseKeyFile,
+  ) {
+    return keyFile
+      ? signAndPushChain(this.operator, { file, toml }, keyFile)
+      : this.operator.pushChain({ file, toml });
+  }
+
+  /** Sets map entries, signed with the fleet's key (devices refuse unsigned entries). */
+  async setMapEntries(chain: string, map: string, set: MapEntry[], remove: string[] = []) {
+    return signAndSetMapEntries(this.operator, chain, map, set, remove, this.releaseKeyFile);
+  }
+
+  /** Runs `galette ARGS` as the operator (a real CLI process); returns stdout, throws with stderr. */
+  cli(args: string[]): string {
+    try {
+      return execFileSync(process.execPath, ["--import", tsxLoader, cli, ...args], {
+        cwd: repoRoot,
+        encoding: "utf8",
+        maxBuffer: 16 * 1024 * 1024,
+        env: {
+          ...process.env,
+          GALETTE_URL: this.controller.url,
+          GALETTE_TOKEN: this.token,
+          GALETTE_CA: path.join(this.controller.dataDir, "ca.crt"),
+          GALETTE_NF_TARGETS: `bpf,${hostTarget()}`,
+        },
+      });
+    } catch (err) {
+      const e = err as { stderr?: string; stdout?: string; message: string };
+      throw new Error(`galette ${args.join(" ")} failed: ${e.stderr || e.message}\n${e.stdout ?? ""}`);
+    }
   }
 
   async device(name: string): Promise<DeviceSummary> {

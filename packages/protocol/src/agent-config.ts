@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { ReleasePublicKey } from "./release";
 
 /** File names inside a device bundle (`galette device enroll --out DIR`). Other tools rely on them. */
 export const BUNDLE_FILES = {
@@ -31,6 +32,14 @@ export const AgentConfig = z.object({
   busyPoll: z.boolean().default(false),
   /** hold the ws notification channel; polling alone still converges when false */
   websocket: z.boolean().default(true),
+  /**
+   * Release public keys (base64 DER SPKI, as in release.pub) the device trusts: it loads
+   * only chain versions and NF releases signed by one of them. The starting set: a signed
+   * key set from the controller replaces it (key rotation without re-enrolment).
+   */
+  releaseKeys: z.array(ReleasePublicKey).default([]),
+  /** development only: install unsigned chains (artifact digests are still checked); warns at every start */
+  allowUnsigned: z.boolean().default(false),
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
 export type AgentConfigInput = z.input<typeof AgentConfig>;

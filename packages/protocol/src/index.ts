@@ -8,3 +8,4 @@ export * from "./agent-config";
 export * from "./common";
 export * from "./device";
 export * from "./operator";
+export * from "./release";

@@ -14,6 +14,7 @@ import {
 } from "@galette/chain";
 import type { Command } from "commander";
 import { client as operatorClient, parseLabels } from "./controller";
+import { signAndPushChain } from "./release";
 
 /**
  * Seam for the NF compiler: given a valid chain, return the interface (Action variants,
@@ -108,9 +109,13 @@ function registerFleetCommands(chain: Command): void {
     .argument("<file>", "chain TOML file")
     .option("--name <name>", "chain name (default: [chain] name, else the file name)")
     .option("--json", "print the controller's answer as JSON")
-    .action(async (file: string, flags: { name?: string; json?: boolean }) => {
+    .option("--key <file>", "release.key: sign the version (devices load only signed versions)")
+    .action(async (file: string, flags: { name?: string; json?: boolean; key?: string }) => {
       const toml = await readFile(file, "utf8");
-      const pushed = await operatorClient().pushChain({ name: flags.name, file: basename(file), toml });
+      const request = { name: flags.name, file: basename(file), toml };
+      const pushed = flags.key
+        ? await signAndPushChain(operatorClient(), request, flags.key)
+        : await operatorClient().pushChain(request);
       if (flags.json) {
         out(JSON.stringify(pushed, null, 2));
         return;

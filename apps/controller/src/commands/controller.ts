@@ -19,6 +19,7 @@ import { loadOperatorConfig, OperatorClient } from "../operator-client";
 import { startController } from "../server";
 import { onShutdown } from "../signals";
 import { parseExpiry, parseScopes, tokenSummary } from "../tokens";
+import { readReleasePublicKey, signAndSetMapEntries } from "./release";
 
 const out = (text: string) => process.stdout.write(`${text}\n`);
 
@@ -139,6 +140,8 @@ function printDevices(devices: DeviceSummary[], onlineKnown: boolean): void {
         .join("  ")
         .trimEnd(),
     );
+  // Why a device is not running what it was given (e.g. a refused, unsigned version).
+  for (const d of devices) for (const e of d.errors) out(`${d.name}: ${e.message}`);
 }
 
 export function registerControllerCommands(program: Command): void {
@@ -202,12 +205,26 @@ export function registerControllerCommands(program: Command): void {
       "controller URL for the agent config (default: what the controller serves)",
     )
     .option("--validity-days <n>", "certificate validity in days", (v) => Number.parseInt(v, 10))
+    .option(
+      "--release-key <file>",
+      "release.pub the device pins: it loads only what this key signed (repeat for several keys)",
+      (v: string, all: string[] = []) => [...all, v],
+    )
     .action(
       async (
         name: string,
-        flags: { out: string; labels?: string; data?: string; controllerUrl?: string; validityDays?: number },
+        flags: {
+          out: string;
+          labels?: string;
+          data?: string;
+          controllerUrl?: string;
+          validityDays?: number;
+          releaseKey?: string[];
+        },
       ) => {
         const labels = parseLabels(flags.labels);
+        // Read before enrolling: a bad key file must not leave a half-enrolled device.
+        const releaseKeys = (flags.releaseKey ?? []).map(readReleasePublicKey);
         let enrolled: Awaited<ReturnType<OperatorClient["enrolDevice"]>>;
         if (flags.data) {
           enrolled = withLocalData(flags.data, "device enroll", name, (data) =>
@@ -221,7 +238,7 @@ export function registerControllerCommands(program: Command): void {
           });
           if (flags.controllerUrl) enrolled = { ...enrolled, controllerUrl: flags.controllerUrl };
         }
-        const files = writeDeviceBundle(resolve(flags.out), enrolled);
+        const files = writeDeviceBundle(resolve(flags.out), enrolled, releaseKeys);
         out(`enrolled ${name} (serial ${enrolled.serial}, valid until ${enrolled.notAfter})`);
         for (const file of files) out(`  ${file}`);
       },
@@ -398,7 +415,8 @@ export function registerControllerCommands(program: Command): void {
     .argument("<chain>", "chain name")
     .argument("<map>", "map id, e.g. access-control.allow_list or a shared map's name")
     .argument("<entries...>", "KEY=VALUE to set, -KEY to delete")
-    .action(async (chain: string, mapId: string, entries: string[]) => {
+    .option("--key <file>", "release.key: sign the entries the map holds after the change (devices check it)")
+    .action(async (chain: string, mapId: string, entries: string[], flags: { key?: string }) => {
       const set: Array<{ key: string; value: string }> = [];
       const remove: string[] = [];
       for (const entry of entries) {
@@ -409,7 +427,9 @@ export function registerControllerCommands(program: Command): void {
           set.push({ key: entry.slice(0, eq), value: entry.slice(eq + 1) });
         }
       }
-      const result = await client().setMapEntries(chain, mapId, { set, delete: remove });
+      const result = flags.key
+        ? await signAndSetMapEntries(client(), chain, mapId, set, remove, flags.key)
+        : await client().setMapEntries(chain, mapId, { set, delete: remove });
       out(`${chain}/${mapId}: ${result.entries.length} entries`);
     });
   map

@@ -1,4 +1,4 @@
-import { PushChainRequest } from "@galette/protocol";
+import { PushChainRequest, PushChainSignature } from "@galette/protocol";
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import { planChainForPush } from "../chains";
@@ -6,6 +6,7 @@ import { RequestError } from "../control";
 import { access } from "../plugins/auth";
 import { parse } from "../plugins/errors";
 import { BODY_LIMITS } from "../plugins/limits";
+import { recordChainRelease } from "../releases";
 
 const ChainVersionQuery = z.object({ version: z.coerce.number().int().positive().optional() });
 
@@ -38,15 +39,21 @@ export async function chainsRoutes(app: FastifyInstance): Promise<void> {
     { config: { access: access.operator("deploy") }, bodyLimit: BODY_LIMITS.chainPush },
     async (request, reply) => {
       const body = parse(PushChainRequest, request.body, "push request");
+      const { signed } = parse(PushChainSignature, request.body, "push signature");
       const planned = planChainForPush(data.repo, body.toml, body.file, body.name);
       request.auditTarget = planned.name;
-      const version = data.repo.insertChainVersion({
-        name: planned.name,
-        toml: body.toml,
-        file: body.file,
-        graph: planned.graph,
-        warnings: planned.warnings,
-        createdAt: new Date().toISOString(),
+      // The version, the NF builds it runs and its signed document are stored together.
+      const version = data.repo.transaction(() => {
+        const v = data.repo.insertChainVersion({
+          name: planned.name,
+          toml: body.toml,
+          file: body.file,
+          graph: planned.graph,
+          warnings: planned.warnings,
+          createdAt: new Date().toISOString(),
+        });
+        recordChainRelease(data.repo, planned.name, v, planned.graph, signed);
+        return v;
       });
       request.auditTarget = `${planned.name} v${version}`;
       const following = data.repo

@@ -1,9 +1,10 @@
-import { type MapEntry, SetMapEntriesRequest } from "@galette/protocol";
+import { MapEntriesSignature, type MapEntry, SetMapEntriesRequest } from "@galette/protocol";
 import type { FastifyInstance } from "fastify";
 import { RequestError } from "../control";
 import { access } from "../plugins/auth";
 import { parse } from "../plugins/errors";
 import { BODY_LIMITS } from "../plugins/limits";
+import { recordMapSignature } from "../releases";
 
 type Params = { chain: string; map: string };
 
@@ -42,6 +43,7 @@ export async function mapsRoutes(app: FastifyInstance): Promise<void> {
       const { chain, map: mapId } = request.params;
       const map = mapOf(chain, mapId);
       const body = parse(SetMapEntriesRequest, request.body, "map entries request");
+      const { signed } = parse(MapEntriesSignature, request.body, "map entries signature");
       const problems: string[] = [];
       body.set.forEach((entry: MapEntry, i: number) => {
         if (entry.key.length / 2 !== map.keySize)
@@ -69,7 +71,9 @@ export async function mapsRoutes(app: FastifyInstance): Promise<void> {
             `map "${mapId}" holds at most ${map.maxEntries} entries; this change would leave ${keys.size}`,
           );
         }
-        data.repo.setMapEntries(chain, mapId, body.set, body.delete, new Date().toISOString());
+        const at = new Date().toISOString();
+        data.repo.setMapEntries(chain, mapId, body.set, body.delete, at);
+        recordMapSignature(data.repo, chain, mapId, signed, at);
       });
       app.notifications.assignmentChanged(
         data.repo.devicesAssignedTo(chain).map((d) => d.name),

@@ -4,11 +4,15 @@ import type {
   AssignmentSource,
   AuditEntry,
   ChainGraph,
+  ChainVersionDocument,
   DeviceStatusReport,
   Labels,
   MapEntry,
   PublishNfResponse,
   SelectorRule,
+  Signature,
+  SignedMapEntries,
+  SignedReleaseKeySet,
   TokenScope,
 } from "@galette/protocol";
 
@@ -57,6 +61,14 @@ export interface ChainVersionRecord {
   graph: ChainGraph;
   warnings: string[];
   createdAt: string;
+}
+
+export interface ChainReleaseRecord {
+  /** NF instance UUID → release digest of the build it runs */
+  releases: Record<string, string>;
+  document: ChainVersionDocument;
+  /** empty for a version pushed without --key (devices refuse it) */
+  signatures: Signature[];
 }
 
 export interface NfRecord {
@@ -136,6 +148,21 @@ export interface Repository {
 
   setMapEntries(chain: string, map: string, set: MapEntry[], remove: string[], at: string): void;
   getMapEntries(chain: string, map: string): MapEntry[];
+
+  // ---- release signing (the controller stores signatures; it never holds a release key) ----
+  /** Every published build of an NF, newest first. */
+  listNfBuilds(name: string): NfRecord[];
+  /** Adds (or replaces) the signature of key `signature.keyId` over the release `digest`. */
+  addReleaseSignature(digest: string, nf: string, signature: Signature, at: string): void;
+  releaseSignatures(digest: string): Signature[];
+  /** The NF builds a chain version runs and its (signed) document; written with the version. */
+  saveChainRelease(name: string, version: number, record: ChainReleaseRecord): void;
+  getChainRelease(name: string, version: number): ChainReleaseRecord | undefined;
+  /** Stores a key set; its seq must be higher than every stored one. */
+  saveKeySet(keySet: SignedReleaseKeySet, at: string): void;
+  latestKeySet(): SignedReleaseKeySet | undefined;
+  saveSignedMapEntries(signed: SignedMapEntries, at: string): void;
+  getSignedMapEntries(chain: string, map: string): SignedMapEntries | undefined;
 
   close(): void;
 }

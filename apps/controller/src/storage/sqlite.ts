@@ -11,11 +11,13 @@ import type {
   SelectorRule,
   TokenScope,
 } from "@galette/protocol";
+import type { Signature, SignedMapEntries, SignedReleaseKeySet } from "@galette/protocol";
 import Database from "better-sqlite3";
 import { faultPoint } from "./fault-point";
 import type {
   AuditRecord,
   ChainGraph,
+  ChainReleaseRecord,
   ChainVersionRecord,
   DeviceRecord,
   NfRecord,
@@ -119,6 +121,39 @@ export const MIGRATIONS: readonly string[] = [
      remote TEXT NOT NULL
    );
    CREATE INDEX audit_by_at ON audit (at);`,
+  // Release signing: signatures over NF build manifests (by release digest), the builds
+  // each chain version runs with its signed document, release key sets, signed map entries.
+  `CREATE TABLE release_signatures (
+     digest TEXT NOT NULL,
+     nf TEXT NOT NULL,
+     key_id TEXT NOT NULL,
+     signature TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     PRIMARY KEY (digest, key_id)
+   );
+   CREATE TABLE chain_releases (
+     name TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     releases TEXT NOT NULL,
+     document TEXT NOT NULL,
+     signatures TEXT NOT NULL,
+     PRIMARY KEY (name, version)
+   );
+   CREATE TABLE release_key_sets (
+     seq INTEGER PRIMARY KEY,
+     document TEXT NOT NULL,
+     signatures TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE signed_map_entries (
+     chain TEXT NOT NULL,
+     map TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     document TEXT NOT NULL,
+     signatures TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     PRIMARY KEY (chain, map)
+   );`,
 ];
 
 /** The schema version this controller migrates to (PRAGMA user_version). */
@@ -166,6 +201,30 @@ function tokenFromRow(row: TokenRow): TokenRecord {
     createdAt: row.created_at,
     expiresAt: row.expires_at,
     lastUsedAt: row.last_used_at,
+  };
+}
+
+interface NfRow {
+  name: string;
+  source_digest: string;
+  build: NfRecord["build"];
+  build_message: string | null;
+  build_hash: string;
+  interface: string;
+  artifacts: string;
+  published_at: string;
+}
+
+function nfFromRow(row: NfRow): NfRecord {
+  return {
+    name: row.name,
+    sourceDigest: row.source_digest,
+    build: row.build,
+    buildMessage: row.build_message,
+    buildHash: row.build_hash,
+    interface: JSON.parse(row.interface) as NfInterface,
+    artifacts: JSON.parse(row.artifacts) as ArtifactMeta[],
+    publishedAt: row.published_at,
   };
 }
 
@@ -504,28 +563,106 @@ class SqliteRepository implements Repository {
 
   latestNf(name: string): NfRecord | undefined {
     const row = this.db.prepare("SELECT * FROM nfs WHERE name = ? ORDER BY seq DESC LIMIT 1").get(name) as
-      | {
-          name: string;
-          source_digest: string;
-          build: NfRecord["build"];
-          build_message: string | null;
-          build_hash: string;
-          interface: string;
-          artifacts: string;
-          published_at: string;
-        }
+      | NfRow
       | undefined;
+    return row ? nfFromRow(row) : undefined;
+  }
+
+  listNfBuilds(name: string): NfRecord[] {
+    return (this.db.prepare("SELECT * FROM nfs WHERE name = ? ORDER BY seq DESC").all(name) as NfRow[]).map(
+      nfFromRow,
+    );
+  }
+
+  addReleaseSignature(digest: string, nf: string, signature: Signature, at: string): void {
+    this.db
+      .prepare(
+        `INSERT INTO release_signatures (digest, nf, key_id, signature, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (digest, key_id) DO UPDATE SET signature = excluded.signature, created_at = excluded.created_at`,
+      )
+      .run(digest, nf, signature.keyId, signature.sig, at);
+  }
+
+  releaseSignatures(digest: string): Signature[] {
+    return (
+      this.db
+        .prepare("SELECT key_id, signature FROM release_signatures WHERE digest = ? ORDER BY created_at, key_id")
+        .all(digest) as Array<{ key_id: string; signature: string }>
+    ).map((r) => ({ keyId: r.key_id, sig: r.signature }));
+  }
+
+  saveChainRelease(name: string, version: number, record: ChainReleaseRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO chain_releases (name, version, releases, document, signatures) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (name, version) DO UPDATE SET releases = excluded.releases,
+           document = excluded.document, signatures = excluded.signatures`,
+      )
+      .run(
+        name,
+        version,
+        JSON.stringify(record.releases),
+        JSON.stringify(record.document),
+        JSON.stringify(record.signatures),
+      );
+  }
+
+  getChainRelease(name: string, version: number): ChainReleaseRecord | undefined {
+    const row = this.db
+      .prepare("SELECT releases, document, signatures FROM chain_releases WHERE name = ? AND version = ?")
+      .get(name, version) as { releases: string; document: string; signatures: string } | undefined;
     if (!row) return undefined;
     return {
-      name: row.name,
-      sourceDigest: row.source_digest,
-      build: row.build,
-      buildMessage: row.build_message,
-      buildHash: row.build_hash,
-      interface: JSON.parse(row.interface) as NfInterface,
-      artifacts: JSON.parse(row.artifacts) as ArtifactMeta[],
-      publishedAt: row.published_at,
+      releases: JSON.parse(row.releases) as ChainReleaseRecord["releases"],
+      document: JSON.parse(row.document) as ChainReleaseRecord["document"],
+      signatures: JSON.parse(row.signatures) as Signature[],
     };
+  }
+
+  saveKeySet(keySet: SignedReleaseKeySet, at: string): void {
+    this.transaction(() => {
+      const latest = this.latestKeySet();
+      if (latest && keySet.document.seq <= latest.document.seq)
+        throw new Error(`key set #${keySet.document.seq} is not newer than the stored #${latest.document.seq}`);
+      this.db
+        .prepare("INSERT INTO release_key_sets (seq, document, signatures, created_at) VALUES (?, ?, ?, ?)")
+        .run(keySet.document.seq, JSON.stringify(keySet.document), JSON.stringify(keySet.signatures), at);
+    });
+  }
+
+  latestKeySet(): SignedReleaseKeySet | undefined {
+    const row = this.db
+      .prepare("SELECT document, signatures FROM release_key_sets ORDER BY seq DESC LIMIT 1")
+      .get() as { document: string; signatures: string } | undefined;
+    return row
+      ? ({ document: JSON.parse(row.document), signatures: JSON.parse(row.signatures) } as SignedReleaseKeySet)
+      : undefined;
+  }
+
+  saveSignedMapEntries(signed: SignedMapEntries, at: string): void {
+    this.db
+      .prepare(
+        `INSERT INTO signed_map_entries (chain, map, seq, document, signatures, created_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (chain, map) DO UPDATE SET seq = excluded.seq, document = excluded.document,
+           signatures = excluded.signatures, created_at = excluded.created_at`,
+      )
+      .run(
+        signed.document.chain,
+        signed.document.map,
+        signed.document.seq,
+        JSON.stringify(signed.document),
+        JSON.stringify(signed.signatures),
+        at,
+      );
+  }
+
+  getSignedMapEntries(chain: string, map: string): SignedMapEntries | undefined {
+    const row = this.db
+      .prepare("SELECT document, signatures FROM signed_map_entries WHERE chain = ? AND map = ?")
+      .get(chain, map) as { document: string; signatures: string } | undefined;
+    return row
+      ? ({ document: JSON.parse(row.document), signatures: JSON.parse(row.signatures) } as SignedMapEntries)
+      : undefined;
   }
 
   insertArtifact(meta: ArtifactMeta, at: string): void {

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 
 loader="$repo/node_modules/tsx/dist/loader.mjs"
-ops() { node --import "$loader" "$repo/apps/sbc-agent/test/demo-ops.ts" "$@"; }
+ops() { node --import "$loader" "$repo/scripts/demo-ops.ts" "$@"; }
 galette() { pnpm -s galette "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 

@@ -1,5 +1,5 @@
 /**
- * Test tooling used by `make demo` (scripts/demo.sh) for what the `galette` CLI does not offer: waiting
+ * Tooling of `make demo` (scripts/demo.sh) for what the `galette` CLI does not offer: waiting
  * for devices to converge, sending frames through a device with @galette/testkit, and
  * printing the counters devices report.
  * Operator credentials come from GALETTE_URL, GALETTE_TOKEN and GALETTE_CA.

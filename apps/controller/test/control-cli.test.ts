@@ -35,6 +35,7 @@ describe("galette pki/token/controller/device CLI", () => {
   let server: ChildProcess | undefined;
   let url = "";
   let token = "";
+  let adminToken = "";
   const operatorEnv = () => ({ GALETTE_URL: url, GALETTE_TOKEN: token, GALETTE_CA: join(data, "ca.crt") });
 
   beforeAll(async () => {
@@ -47,9 +48,10 @@ describe("galette pki/token/controller/device CLI", () => {
       "127.0.0.1,localhost,controller.lan",
     ]);
     expect(init.code, init.stderr).toBe(0);
-    const created = await galette(["token", "create", "--data", data, "--name", "ci"]);
-    expect(created.code, created.stderr).toBe(0);
-    token = created.stdout.trim();
+    // The first token made on the data dir is an admin token; it makes the others over the API.
+    const first = await galette(["token", "create", "--data", data, "--name", "root"]);
+    expect(first.code, first.stderr).toBe(0);
+    adminToken = first.stdout.trim();
     server = spawn(
       "pnpm",
       ["-s", "galette", "controller", "serve", "--data", data, "--listen", "127.0.0.1:0"],
@@ -66,6 +68,12 @@ describe("galette pki/token/controller/device CLI", () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     url = (JSON.parse(readFileSync(join(data, "controller.json"), "utf8")) as { url: string }).url;
+    const created = await galette(
+      ["token", "create", "--name", "ci", "--scopes", "admin,publish,deploy,read", "--expires", "30d"],
+      { ...operatorEnv(), GALETTE_TOKEN: adminToken },
+    );
+    expect(created.code, created.stderr).toBe(0);
+    token = created.stdout.trim();
   }, 180_000);
 
   afterAll(async () => {
@@ -143,6 +151,54 @@ describe("galette pki/token/controller/device CLI", () => {
       ["pi-1", false],
       ["pi-2", true],
     ]);
+  });
+
+  it("makes the first token admin, asks for scopes after that, lists tokens without secrets and shows the audit log", async () => {
+    const second = await galette(["token", "create", "--data", data, "--name", "again"]);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(
+      /--scopes: give the token's scopes, among admin, publish, deploy, read, metrics/,
+    );
+    const unknown = await galette(["token", "create", "--name", "x", "--scopes", "read,root"], operatorEnv());
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(
+      /--scopes: unknown scope "root" \(known: admin, publish, deploy, read, metrics\)/,
+    );
+    const badExpiry = await galette(
+      ["token", "create", "--name", "x", "--scopes", "read", "--expires", "soon"],
+      operatorEnv(),
+    );
+    expect(badExpiry.code).toBe(1);
+    expect(badExpiry.stderr).toMatch(/--expires "soon": expected e.g. 30d, 12h or an ISO date/);
+
+    const listed = await galette(["token", "list"], operatorEnv());
+    expect(listed.code, listed.stderr).toBe(0);
+    const lines = listed.stdout.trim().split("\n");
+    expect(lines[0]).toMatch(/^NAME\s+SCOPES\s+CREATED\s+LAST USED\s+EXPIRES$/);
+    expect(listed.stdout).toMatch(/^root\s+admin\s+\S+\s+\S+\s+\S+$/m);
+    expect(listed.stdout).toMatch(/^ci\s+admin,publish,deploy,read\s+/m);
+    expect(listed.stdout).not.toContain(token);
+    expect(listed.stdout).not.toContain(adminToken);
+    const direct = await galette(["token", "list", "--data", data, "--json"]);
+    const tokens = (JSON.parse(direct.stdout) as { tokens: Array<{ name: string; expiresAt: string }> })
+      .tokens;
+    const ci = tokens.find((t) => t.name === "ci")!;
+    expect(Math.abs(Date.parse(ci.expiresAt) - (Date.now() + 30 * 86_400_000))).toBeLessThan(3_600_000);
+
+    const audit = await galette(["audit", "--since", "1h"], operatorEnv());
+    expect(audit.code, audit.stderr).toBe(0);
+    expect(audit.stdout).toMatch(/^AT\s+WHO\s+FROM\s+WHAT\s+TARGET\s+STATUS$/m);
+    expect(audit.stdout).toMatch(/\slocal:\S+\s+local:\S+\s+CLI galette token create --data\s+root\s+200$/m);
+    expect(audit.stdout).toMatch(/\sroot\s+127\.0\.0\.1\s+POST \/v1\/tokens\s+ci\s+201$/m);
+    expect(audit.stdout).toMatch(/\sci\s+127\.0\.0\.1\s+POST \/v1\/devices\s+pi-1\s+201$/m);
+    const later = await galette(
+      ["audit", "--since", new Date(Date.now() + 60_000).toISOString(), "--json"],
+      operatorEnv(),
+    );
+    expect(JSON.parse(later.stdout)).toEqual({ entries: [] });
+    const badSince = await galette(["audit", "--since", "last week"], operatorEnv());
+    expect(badSince.code).toBe(1);
+    expect(badSince.stderr).toMatch(/--since "last week": expected e.g. 24h, 7d or an ISO date/);
   });
 
   it("names what is missing when operator credentials are incomplete, and rejects a bad token", async () => {

@@ -64,7 +64,8 @@ function withLocalData<T>(dir: string, what: string, target: string, fn: (data: 
   try {
     return fn(data);
   } catch (err) {
-    status = err instanceof RequestError ? err.statusCode : 500;
+    // A refusal the CLI itself made (bad flags, a rule) is a 400 like the API's.
+    status = err instanceof RequestError ? err.statusCode : 400;
     throw err;
   } finally {
     try {

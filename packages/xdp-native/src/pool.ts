@@ -107,6 +107,8 @@ export class WorkerCrashError extends WorkerError {
   readonly signal: string | null;
   readonly exitCode: number | null;
   readonly at: Date;
+  /** how long the supervisor waits before starting the next worker (backoff) */
+  restartInMs = 0;
   constructor(
     ifname: string,
     info: { instances: number[]; signal: string | null; exitCode: number | null; detail?: string },
@@ -553,11 +555,12 @@ export class WorkerPool {
     for (const w of this.#published.values()) w.reject(err);
     this.#published.clear();
     if (!this.#started) return; // start() fails with err
+    err.restartInMs = this.#scheduleRestart();
     this.options.onError?.(err);
-    this.#scheduleRestart();
   }
 
-  #scheduleRestart(): void {
+  /** Returns the delay before the restart (0 unless backing off). */
+  #scheduleRestart(): number {
     const now = Date.now();
     this.#deaths = [...this.#deaths.filter((t) => now - t < CRASH_WINDOW_MS), now];
     const over = this.#deaths.length - IMMEDIATE_RESTARTS;
@@ -607,6 +610,7 @@ export class WorkerPool {
       );
     }, delay);
     this.#restartTimer.unref();
+    return delay;
   }
 
   #confirm(instances: readonly NfInstanceConfig[], generation: number): void {

@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
-import { dirname, join } from "node:path";
+import { readFileSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { createVethPair, describeKernel, exchangeFrames, nsRun } from "@galette/testkit";
@@ -16,6 +17,7 @@ import {
   netnsPath,
   rootProgramObjectPath,
   u32,
+  WorkerCrashError,
   WorkerError,
   WorkerPool,
   type WorkerPoolOptions,
@@ -37,11 +39,13 @@ const { own, defer, veth } = testCleanups();
 let shim: string;
 let nfLib: string;
 let nfLibWrongAbi: string;
+let hostileLib: string;
 beforeAll(async () => {
-  [shim, nfLib, nfLibWrongAbi] = await Promise.all([
+  [shim, nfLib, nfLibWrongAbi, hostileLib] = await Promise.all([
     compileBpf("nf_shim.bpf.c"),
     compileNf("macswap_nf.c"),
     compileNf("macswap_nf.c", 99),
+    compileNf("hostile_nf.c"),
   ]);
 });
 
@@ -55,7 +59,7 @@ const actionTable = (name: string) =>
  *   instance 2: 0 tx, 1 drop, 2 pass, 3 abort, 4 -> instance 3, 5 -> instance 3
  *   instance 3: 4 tx (swapped twice), 5 -> instance 2 (a cycle: hop limit)
  */
-async function device(tag: string) {
+async function device(tag: string, library = nfLib) {
   const v = await veth(tag);
   const netns = netnsPath(v.nsB);
   const progs = own(
@@ -119,8 +123,8 @@ async function device(tag: string) {
     xskCountMap: xskCount,
     instances: [
       { id: 1, actions: upcallerActions },
-      { id: 2, actions: act2, library: nfLib, maps: [seen] },
-      { id: 3, actions: act3, library: nfLib, maps: [seen] },
+      { id: 2, actions: act2, library, maps: [seen] },
+      { id: 3, actions: act3, library, maps: [seen] },
     ],
     ...extra,
   });
@@ -296,5 +300,122 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
       /action table of instance 2 must be an ARRAY u32 -> struct galette_action/,
     );
     expect(await xdpSockets(d.v.nsB)).toBe(0);
+  });
+});
+
+/** Steering bytes of test/nf/hostile_nf.c. */
+const HOSTILE = { crash: 0xc1, shadow: 0xc2, socket: 0xc3, exec: 0xc4 } as const;
+const PROBE_KEY = 0xfffffff0;
+
+describeKernel("xdp-native NF worker process: isolation and supervision", () => {
+  /** Sends `count` normal frames (variant 0) from `first` and expects every one back once. */
+  async function flows(d: Awaited<ReturnType<typeof device>>, count: number, first: number) {
+    const { frames, tag } = testFrames(d.v, count, () => 0, first);
+    const got = await exchangeFrames(d.v.nsA, d.v.ifA, {
+      send: frames,
+      match: tag,
+      expect: count,
+      listenMs: 2000,
+    });
+    expect(new Set(got.received.map(seqOf)).size).toBe(count);
+    expect(got.received).toHaveLength(count);
+  }
+  /** Sends one marked frame; it must not come back. */
+  async function hostile(d: Awaited<ReturnType<typeof device>>, steer: number, seq: number) {
+    const { frames, tag } = testFrames(d.v, 1, () => steer, seq);
+    const got = await exchangeFrames(d.v.nsA, d.v.ifA, {
+      send: frames,
+      match: tag,
+      expect: 1,
+      listenMs: 300,
+    });
+    expect(got.received).toHaveLength(0);
+  }
+
+  it("runs NF code as an unprivileged, confined process that this process never maps", async () => {
+    const d = await device("wi", hostileLib);
+    const pool = await d.start();
+    const pid = pool.workerPid!;
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const field = (k: string) => status.match(new RegExp(`^${k}:\\s*(.*)$`, "m"))?.[1]?.trim();
+    const ids = field("Uid")!.split(/\s+/).map(Number);
+    expect(ids.every((id) => id === ids[0] && id !== 0)).toBe(true);
+    expect(
+      field("Gid")!
+        .split(/\s+/)
+        .map(Number)
+        .every((g) => g !== 0),
+    ).toBe(true);
+    for (const k of ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"])
+      expect(field(k)).toBe("0000000000000000");
+    expect(field("NoNewPrivs")).toBe("1");
+    expect(field("Seccomp")).toBe("2");
+    expect(readFileSync("/proc/self/maps", "utf8")).not.toContain(basename(hostileLib));
+    expect(readFileSync(`/proc/${pid}/maps`, "utf8")).toContain(basename(hostileLib));
+    await flows(d, 20, 0);
+    // The library's constructor ran on the worker's control thread and could not read a
+    // world-readable file outside its directory: Landlock refused it (EACCES = 13).
+    const probe = d.seen.lookup(Buffer.from(new Uint32Array([PROBE_KEY]).buffer));
+    expect(probe?.[0]).toBe(13);
+  });
+
+  it("restarts a worker whose NF segfaults within 1 s, counts the crash and the lost frame, backs off when it repeats", async () => {
+    const d = await device("ws", hostileLib);
+    const reported: WorkerError[] = [];
+    const pool = await d.start({ onError: (e) => reported.push(e) });
+    await flows(d, 50, 0);
+    const firstPid = pool.workerPid;
+
+    await hostile(d, HOSTILE.crash, 1000);
+    expect(
+      await waitFor(() => pool.health().crashes === 1 && pool.health().state === "running", 3000, 5),
+    ).toBe(true);
+    const h = pool.health();
+    expect(h.lastCrash).toBeInstanceOf(WorkerCrashError);
+    expect(h.lastCrash).toMatchObject({ signal: "SIGSEGV", instances: [2], code: "ECRASH" });
+    expect(h.lastCrash!.message).toMatch(/killed by SIGSEGV while running NF instance 2/);
+    expect(h.crashesByInstance).toEqual({ 2: 1 });
+    expect(h.restarts).toBe(1);
+    expect(h.lastRestartMs).toBeLessThan(1000);
+    // the frame the NF crashed on died with the worker and was counted; its UMEM frame is back
+    expect(h.framesLostInCrashes).toBeGreaterThanOrEqual(1);
+    expect(pool.workerPid).not.toBe(firstPid);
+    expect(reported.map((e) => e.name)).toEqual(["WorkerCrashError"]);
+    await flows(d, 50, 100);
+
+    // Three deaths in a row restart at once; the fourth within the window backs off.
+    for (let i = 0; i < 3; i++) {
+      await hostile(d, HOSTILE.crash, 1001 + i);
+      expect(await waitFor(() => pool.health().crashes === 2 + i, 3000, 5)).toBe(true);
+      if (i < 2) expect(await waitFor(() => pool.health().state === "running", 3000, 5)).toBe(true);
+    }
+    expect(reported.map((e) => (e as WorkerCrashError).restartInMs)).toEqual([0, 0, 0, 250]);
+    expect(await waitFor(() => pool.health().state === "running", 3000, 5)).toBe(true);
+    expect(pool.health().crashesByInstance).toEqual({ 2: 4 });
+    // frames keep flowing, each exactly once, and no UMEM frame leaked over four crashes
+    await flows(d, 200, 200);
+    const s = pool.stats();
+    expect(s.workers.every((w) => w.state === "running")).toBe(true);
+    expect(s.totals.rx).toBe(s.totals.tx + s.totals.dropped + 4);
+    expect(pool.health().framesLostInCrashes).toBe(4);
+  });
+
+  it.each([
+    ["reads /etc/shadow", HOSTILE.shadow],
+    ["opens a socket", HOSTILE.socket],
+    ["execs a shell", HOSTILE.exec],
+  ] as const)("kills and reports an NF that %s (seccomp), and carries on", async (_what, steer) => {
+    const d = await device(`wk${steer.toString(16)}`, hostileLib);
+    const pool = await d.start();
+    await flows(d, 20, 0);
+    await hostile(d, steer, 500);
+    expect(
+      await waitFor(() => pool.health().crashes === 1 && pool.health().state === "running", 3000, 5),
+    ).toBe(true);
+    expect(pool.health().lastCrash).toMatchObject({ signal: "SIGSYS", code: "ESECCOMP", instances: [2] });
+    expect(pool.health().lastCrash!.message).toMatch(
+      /seccomp: forbidden system call\) while running NF instance 2/,
+    );
+    await flows(d, 20, 100);
   });
 });

@@ -1,0 +1,90 @@
+/* A hostile native NF library for the worker isolation tests. It behaves like
+ * macswap_nf.c (swap MACs, record the sequence number in its first map, return the low
+ * nibble of the steering byte) except for marked frames:
+ *   CRASH   writes through a NULL pointer (SIGSEGV)
+ *   SHADOW  opens /etc/shadow and, if that worked, copies its first bytes into the frame
+ *   SOCKET  opens a UDP socket and sends the frame to 127.0.0.1
+ *   EXEC    execs /bin/sh
+ * When loaded it also tries to read PROBE_FILE from its constructor (which runs on the
+ * worker's control thread) and records what happened under key PROBE_KEY of its map. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "galette_abi.h"
+
+#define VARIANT_OFFSET 43
+#define SEQ_OFFSET 44
+#define CRASH 0xc1
+#define SHADOW 0xc2
+#define SOCKET 0xc3
+#define EXEC 0xc4
+/* map key for the constructor's result: value 0 = it read /etc/shadow, else its errno */
+#define PROBE_KEY 0xfffffff0u
+/* world-readable: only the worker's Landlock ruleset can refuse it */
+#define PROBE_FILE "/etc/passwd"
+
+int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags);
+
+static int probe_result = -1;
+
+__attribute__((constructor)) static void probe(void)
+{
+	int fd = open(PROBE_FILE, O_RDONLY);
+	if (fd >= 0) {
+		probe_result = 0;
+		close(fd);
+	} else {
+		probe_result = errno;
+	}
+}
+
+__u32 galette_nf_abi_version(void)
+{
+	return GALETTE_ABI_VERSION;
+}
+
+__u32 galette_nf_packet(struct galette_pkt *pkt, const int *map_fds)
+{
+	if (pkt->len < SEQ_OFFSET + 4) return 0;
+	uint8_t tmp[6];
+	memcpy(tmp, pkt->data, 6);
+	memcpy(pkt->data, pkt->data + 6, 6);
+	memcpy(pkt->data + 6, tmp, 6);
+	__u32 seq;
+	__u8 seen = 1;
+	memcpy(&seq, pkt->data + SEQ_OFFSET, 4);
+	bpf_map_update_elem(map_fds[0], &seq, &seen, 0);
+	__u32 key = PROBE_KEY;
+	__u8 probe = (__u8)probe_result;
+	bpf_map_update_elem(map_fds[0], &key, &probe, 0);
+
+	__u8 steer = pkt->data[VARIANT_OFFSET];
+	if (steer == CRASH) {
+		volatile int *null = 0;
+		*null = 1;
+	} else if (steer == SHADOW) {
+		int fd = open("/etc/shadow", O_RDONLY);
+		if (fd >= 0) {
+			ssize_t n = read(fd, pkt->data + SEQ_OFFSET + 4, 8);
+			(void)n;
+			close(fd);
+		}
+	} else if (steer == SOCKET) {
+		int s = socket(AF_INET, SOCK_DGRAM, 0);
+		if (s >= 0) {
+			struct sockaddr_in to = {
+				.sin_family = AF_INET, .sin_port = htons(9), .sin_addr.s_addr = htonl(0x7f000001)};
+			sendto(s, pkt->data, pkt->len, 0, (struct sockaddr *)&to, sizeof to);
+			close(s);
+		}
+	} else if (steer == EXEC) {
+		char *argv[] = {"/bin/sh", "-c", "id", 0};
+		execve("/bin/sh", argv, 0);
+	}
+	return steer & 0x0f;
+}

@@ -14,13 +14,7 @@ ops() { node --import "$loader" "$repo/scripts/demo-ops.ts" "$@"; }
 galette() { pnpm -s galette "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-case "$(uname -m)" in
-  x86_64) host_target=x86_64 ;;
-  aarch64) host_target=aarch64 ;;
-  armv7l) host_target=armv7 ;;
-  riscv64) host_target=riscv64 ;;
-  *) echo "demo: no NF target for $(uname -m)" >&2; exit 1 ;;
-esac
+host_target=$(node --import "$loader" "$repo/scripts/host-target.ts" "$(uname -m)") || exit 1
 
 step "1. Chain plans"
 for f in chains/*.toml; do

@@ -13,7 +13,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { canonicalMapType, MAP_TYPES } from "@galette/chain";
+import { canonicalMapType, GALETTE_MAX_ACTIONS, GALETTE_MAX_MAPS, MAP_TYPES } from "@galette/vocabulary";
 import { parse as parseToml, TomlError } from "smol-toml";
 import { Language, type Node, Parser, type Tree } from "web-tree-sitter";
 import type {
@@ -26,9 +26,9 @@ import type {
 } from "./types";
 
 /** GALETTE_MAX_ACTIONS in packages/xdp-native/include/galette_abi.h (action table entries). */
-export const MAX_ACTIONS = 16;
+export const MAX_ACTIONS = GALETTE_MAX_ACTIONS;
 /** GALETTE_MAX_MAPS in packages/xdp-native/include/galette_abi.h. */
-export const MAX_MAPS = 16;
+export const MAX_MAPS = GALETTE_MAX_MAPS;
 
 /** Map types an NF may ask for in #[map(type = "...")]: the chain format's, canonical spelling. */
 export const NF_MAP_TYPES = MAP_TYPES;

@@ -13,23 +13,15 @@ import {
   loadChainFile,
   planChain,
 } from "@galette/chain";
+import { cpuForNodeArch } from "@galette/vocabulary";
 import { buildNf, type NfBuildResult } from "./build";
 import type { NativeTarget } from "./toolchain";
 
-/** nf-build's target name for the CPU this process runs on. */
+/** nf-build's target name for the CPU this process runs on (the one CPU table is in @galette/vocabulary). */
 export function hostTarget(): NativeTarget {
-  switch (process.arch) {
-    case "x64":
-      return "x86_64";
-    case "arm64":
-      return "aarch64";
-    case "arm":
-      return "armv7";
-    case "riscv64":
-      return "riscv64";
-    default:
-      throw new Error(`no native NF target for CPU architecture "${process.arch}"`);
-  }
+  const cpu = cpuForNodeArch(process.arch);
+  if (!cpu) throw new Error(`no native NF target for CPU architecture "${process.arch}"`);
+  return cpu.target;
 }
 
 /** One NF build as the installer takes it (the installer's NfArtifacts, structurally). */

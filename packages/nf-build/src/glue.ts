@@ -6,6 +6,7 @@
  *   definitions and the `galette_nf` XDP entry that acts on the returned variant.
  * - native: a Rust cdylib glue exporting `galette_nf_abi_version` and `galette_nf_packet`.
  */
+import { BPF_MAP_TYPE_NAMES, canonicalMapType, GALETTE_ABI_VERSION, MAP_TYPES } from "@galette/vocabulary";
 import { NfBuildError } from "./errors";
 import type { NfAnalysis } from "./types";
 
@@ -13,17 +14,7 @@ import type { NfAnalysis } from "./types";
 export const GLUE_VERSION = "1";
 
 /** GALETTE_ABI_VERSION in galette_abi.h. */
-export const ABI_VERSION = 1;
-
-/** Map types an NF may use (canonical spellings, as the analyser and the chain use them). */
-const BPF_MAP_TYPES: Record<string, string> = {
-  hash_map: "BPF_MAP_TYPE_HASH",
-  array: "BPF_MAP_TYPE_ARRAY",
-  lpm_trie: "BPF_MAP_TYPE_LPM_TRIE",
-  percpu_array: "BPF_MAP_TYPE_PERCPU_ARRAY",
-  percpu_hash: "BPF_MAP_TYPE_PERCPU_HASH",
-  lru_hash: "BPF_MAP_TYPE_LRU_HASH",
-};
+export const ABI_VERSION = GALETTE_ABI_VERSION;
 
 export const DEFAULT_MAP_SIZE = 1024;
 
@@ -44,8 +35,6 @@ export interface MapSpec {
   valueSize: number;
 }
 
-const normaliseMapType = (t: string): string => t.trim().toLowerCase().replaceAll("-", "_");
-
 /**
  * Each #[maps] field's type and size: the chain's override, else #[map(type, size)] in the
  * source, else lpm_trie for LpmKey keys / hash_map, DEFAULT_MAP_SIZE entries.
@@ -63,12 +52,12 @@ export function resolveMaps(analysis: NfAnalysis, overrides: Record<string, MapO
   return analysis.maps.map((m) => {
     const where = `${m.location.file}:${m.location.line}:${m.location.column}`;
     const o = overrides[m.name] ?? {};
-    const type = normaliseMapType(
-      o.type ?? m.mapType ?? (/^(nf::)?LpmKey/.test(m.key.text.trim()) ? "lpm_trie" : "hash_map"),
-    );
-    if (!BPF_MAP_TYPES[type])
+    const written =
+      o.type ?? m.mapType ?? (/^(nf::)?LpmKey/.test(m.key.text.trim()) ? "lpm_trie" : "hash_map");
+    const type = canonicalMapType(written);
+    if (!type)
       throw new NfBuildError(
-        `${where}: map "${m.name}" has unknown type "${type}"; expected one of ${Object.keys(BPF_MAP_TYPES).join(", ")}`,
+        `${where}: map "${m.name}" has unknown type "${written}"; expected one of ${MAP_TYPES.join(", ")}`,
       );
     const maxEntries = o.size ?? m.maxEntries ?? DEFAULT_MAP_SIZE;
     if (!Number.isInteger(maxEntries) || maxEntries < 1)
@@ -179,7 +168,7 @@ export function generateShim(analysis: NfAnalysis, maps: MapSpec[]): string {
       const key = cType(m.keySize, m.keyType);
       const value = cType(m.valueSize, m.valueType);
       const lines = [
-        `__uint(type, ${BPF_MAP_TYPES[m.type]});`,
+        `__uint(type, ${BPF_MAP_TYPE_NAMES[m.type as keyof typeof BPF_MAP_TYPE_NAMES]});`,
         `__uint(max_entries, ${m.maxEntries});`,
         key ? `__type(key, ${key});` : `__uint(key_size, ${m.keySize});`,
         value ? `__type(value, ${value});` : `__uint(value_size, ${m.valueSize});`,

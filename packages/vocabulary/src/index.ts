@@ -33,6 +33,7 @@ export {
   type DeviceLimits,
   estimateMapBytes,
   formatBytes,
+  GALETTE_ABI_VERSION,
   GALETTE_MAX_ACTIONS,
   GALETTE_MAX_INSTANCES,
   GALETTE_MAX_MAPS,

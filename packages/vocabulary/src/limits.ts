@@ -28,7 +28,8 @@ export interface DeviceLimits {
 
 const MiB = 1024 * 1024;
 
-/** The ABI's sizes (galette_abi.h #defines of the same names; a test compares them). */
+/** The ABI's version and sizes (galette_abi.h #defines of the same names; a test compares them). */
+export const GALETTE_ABI_VERSION = 1;
 export const GALETTE_MAX_ACTIONS = 16;
 export const GALETTE_MAX_INSTANCES = 256;
 export const GALETTE_MAX_XSKS = 64;

@@ -10,6 +10,7 @@ import {
   cpuForNodeArch,
   DEFAULT_DEVICE_LIMITS,
   estimateMapBytes,
+  GALETTE_ABI_VERSION,
   GALETTE_MAX_ACTIONS,
   GALETTE_MAX_INSTANCES,
   GALETTE_MAX_MAPS,
@@ -45,7 +46,13 @@ describe("the vocabulary matches galette_abi.h", () => {
     }
     const limitDefines = [...abi.keys()].filter((k) => k.startsWith("GALETTE_MAX_"));
     expect(limitDefines.sort()).toEqual(Object.values(ABI_LIMIT_NAMES).sort());
-    const named = { GALETTE_MAX_ACTIONS, GALETTE_MAX_INSTANCES, GALETTE_MAX_MAPS, GALETTE_MAX_XSKS };
+    const named = {
+      GALETTE_ABI_VERSION,
+      GALETTE_MAX_ACTIONS,
+      GALETTE_MAX_INSTANCES,
+      GALETTE_MAX_MAPS,
+      GALETTE_MAX_XSKS,
+    };
     for (const [define, value] of Object.entries(named)) expect(abi.get(define), define).toBe(value);
   });
 

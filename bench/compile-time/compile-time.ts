@@ -4,7 +4,7 @@
  * included) and warm (everything cached). Run: pnpm exec tsx bench/compile-time/compile-time.ts
  * Prints a table and, with --json, the raw numbers.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,18 +17,12 @@ process.env.GALETTE_SYSROOT_DIR ??= path.join(
 const scratch = mkdtempSync(path.join(tmpdir(), "galette-compile-time-"));
 process.env.GALETTE_CACHE_DIR = scratch;
 // imported after the environment is set: the compiler reads it on use
-const { buildNfs, TARGETS } = await import("../../packages/nf-build/src/index");
+const { buildNfs, TARGETS } = await import("@galette/nf-build");
 
-const examples = [
-  "access-control",
-  "compute",
-  "decrement-ttl",
-  "dest-ip-branch",
-  "dpi",
-  "load-balance",
-  "macswap",
-  "weak-classifier",
-].map((n) => path.join(root, "nf-examples", n));
+const examplesDir = path.join(root, "nf-examples");
+const examples = readdirSync(examplesDir)
+  .sort()
+  .map((n) => path.join(examplesDir, n));
 
 interface Row {
   target: string;

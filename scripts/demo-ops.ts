@@ -47,6 +47,35 @@ async function main(): Promise<void> {
         await sleep(200);
       }
     }
+    case "refused": {
+      need(4, "CHAIN VERSION TIMEOUT_S DEVICE...");
+      const [chain, version, timeout, ...devices] = args as [string, string, string, ...string[]];
+      const deadline = Date.now() + Number(timeout) * 1000;
+      const tag = `"${chain}" v${version}`;
+      for (;;) {
+        const { devices: all } = await operator().listDevices();
+        const refusals = devices.map((name) => {
+          const d = all.find((x) => x.name === name);
+          return { name, d, error: d?.errors.find((e) => e.message.startsWith(`refused chain ${tag}`)) };
+        });
+        if (refusals.every((r) => r.error)) {
+          for (const { name, d } of refusals)
+            console.log(
+              `  ${name}: refused ${chain} v${version}, still running v${d?.installed?.version ?? "-"}`,
+            );
+          return;
+        }
+        if (Date.now() > deadline) {
+          const why = refusals.map(
+            (r) => `${r.name}: state ${r.d?.state ?? "-"}, installed v${r.d?.installed?.version ?? "-"}`,
+          );
+          throw new Error(
+            `devices did not refuse ${chain} v${version} within ${timeout} s:\n  ${why.join("\n  ")}`,
+          );
+        }
+        await sleep(200);
+      }
+    }
     case "xdp-pass": {
       need(2, "NS IFACE");
       await attachXdpPass(args[0]!, args[1]!);
@@ -104,7 +133,7 @@ async function main(): Promise<void> {
       return;
     }
     default:
-      throw new Error(`unknown command ${JSON.stringify(command)}: wait|xdp-pass|traffic|counters`);
+      throw new Error(`unknown command ${JSON.stringify(command)}: wait|refused|xdp-pass|traffic|counters`);
   }
 }
 

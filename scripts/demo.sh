@@ -2,9 +2,12 @@
 # The main job, end to end on this machine:
 #   plan every chain → start a controller (temp data dir) → enrol two devices → start two
 #   galette-agents, each driving the device side of a veth pair in its own namespaces →
-#   publish the security chain's NFs → push chains/security.toml and assign it → send
-#   traffic through both devices → open the allow-list with `galette map set` → traffic
-#   again → show the counters the agents report → summary. Everything is removed on exit.
+#   publish the security chain's NFs → release them (rebuilt here, signed with a release
+#   key the devices pin; the controller never holds it) → push chains/security.toml
+#   signed and assign it → send traffic through both devices → open the allow-list with a
+#   signed `galette map set` → traffic again → show the counters the agents report →
+#   push a version that uses an unreleased build: both devices refuse it and keep
+#   forwarding → summary. Everything is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -68,12 +71,14 @@ GALETTE_TOKEN=$(galette token create --data "$data" --name demo --scopes admin,p
 GALETTE_CA="$data/ca.crt"
 export GALETTE_URL GALETTE_TOKEN GALETTE_CA
 echo "  listening on $GALETTE_URL (pid $controller_pid)"
+release="$work/release-key"
+galette release-key init --out "$release" | sed 's/^/  /'
 
 step "3. Enrol two devices and start their agents"
 declare -A gen_ns gen_if dev_ip gen_ip
 for n in 1 2; do
   name="demo-$n"
-  galette device enroll "$name" --labels role=edge --out "$work/$name" >/dev/null
+  galette device enroll "$name" --labels role=edge --out "$work/$name" --release-key "$release/release.pub" >/dev/null
   # generator (traffic source) ⇄ device under test, each side in its own namespace
   gns="gdemo-$id-$n-gen"; dns="gdemo-$id-$n-dev"
   gif="gd${id}${n}g"; dif="gd${id}${n}d"
@@ -107,8 +112,13 @@ done
 step "4. Publish the security chain's NFs (the controller compiles them: eBPF + $host_target)"
 galette nf publish nf-examples/access-control nf-examples/weak-classifier nf-examples/dpi
 
-step "5. Push chains/security.toml and assign it to role=edge"
-galette chain push chains/security.toml
+step "4b. Release them: rebuild each NF here, compare every artifact digest with the controller's build, sign"
+for nf in access-control weak-classifier dpi; do
+  galette nf release "$nf" --key "$release/release.key"
+done
+
+step "5. Push chains/security.toml signed (devices check every signature) and assign it to role=edge"
+galette chain push chains/security.toml --key "$release/release.key"
 galette chain assign security --selector role=edge
 ops wait security 60 demo-1 demo-2
 galette device list
@@ -133,8 +143,8 @@ sleep 1.5 # one status report later
 echo "  counters (per NF instance: packets, then per Action variant):"
 ops counters demo-1 demo-2
 
-step "7. galette map set: allow both generators"
-galette map set security access-control.allow_list \
+step "7. galette map set --key: allow both generators (devices apply only signed entries)"
+galette map set security access-control.allow_list --key "$release/release.key" \
   "$(lpm_key "${gen_ip[1]}")=01000000" "$(lpm_key "${gen_ip[2]}")=01000000"
 galette map get security access-control.allow_list
 # The change reaches each agent (ws notification → poll → apply): wait for it in their logs.
@@ -162,18 +172,34 @@ step "9. Counters again: access-control now Allowed, the weak classifier sends n
 sleep 1.5
 ops counters demo-1 demo-2
 
+step "10. A chain version that uses an unreleased build of dpi: both devices refuse it"
+mkdir -p "$work/src"
+tar -c --exclude=target -C nf-examples dpi | tar -x -C "$work/src"
+printf '\n// a change nobody released\n' >>"$work/src/dpi/src/lib.rs"
+galette nf publish "$work/src/dpi"
+galette chain push chains/security.toml --key "$release/release.key"
+ops refused security 2 60 demo-1 demo-2
+galette device list
+declare -A refused_back
+for n in 1 2; do
+  read -r sent got < <(traffic "$n" "demo-refused-$n" 20 normal)
+  refused_back[$n]=$got
+  echo "  demo-$n: still on version 1, $got/$sent back"
+done
+
 step "Summary"
 ok=1
 for n in 1 2; do
   verdict="ok"
-  if [ "${before[$n]}" -ne 0 ] || [ "${after[$n]}" -lt 20 ] || [ "${dpi_clean[$n]}" -lt 12 ] || [ "${dpi_evil[$n]}" -ne 0 ]; then
+  if [ "${before[$n]}" -ne 0 ] || [ "${after[$n]}" -lt 20 ] || [ "${dpi_clean[$n]}" -lt 12 ] || [ "${dpi_evil[$n]}" -ne 0 ] ||
+    [ "${refused_back[$n]}" -lt 20 ]; then
     verdict="UNEXPECTED"; ok=0
   fi
-  printf '  demo-%s: before allow-list %2s/20 back, after %2s/20, DPI clean %2s/12, DPI evil %2s/12  [%s]\n' \
-    "$n" "${before[$n]}" "${after[$n]}" "${dpi_clean[$n]}" "${dpi_evil[$n]}" "$verdict"
+  printf '  demo-%s: before allow-list %2s/20 back, after %2s/20, DPI clean %2s/12, DPI evil %2s/12, unreleased v2 refused and %2s/20 back  [%s]\n' \
+    "$n" "${before[$n]}" "${after[$n]}" "${dpi_clean[$n]}" "${dpi_evil[$n]}" "${refused_back[$n]}" "$verdict"
 done
 if [ "$ok" -ne 1 ]; then
   echo "demo: traffic did not behave as the security chain says" >&2
   exit 1
 fi
-echo "  two devices converged on chain security, forwarded traffic, and applied the allow-list from the controller"
+echo "  two devices converged on chain security (signed), forwarded traffic, applied the signed allow-list, and refused a version with an unreleased build while traffic kept flowing"

@@ -39,6 +39,13 @@ const ROUTE_TABLE: Record<string, "public" | "device" | TokenScope> = {
   "GET /v1/chains/:chain/maps/:map/entries": "read",
   "PUT /v1/chains/:chain/maps/:map/entries": "deploy",
   "POST /v1/nfs": "publish",
+  // release signing: the controller stores signatures, devices check them
+  "GET /v1/nfs/:name/release": "read",
+  "POST /v1/nfs/:name/release": "publish",
+  "POST /v1/chains/plan": "deploy",
+  "GET /v1/chains/:chain/maps/:map/signed": "read",
+  "GET /v1/release-keys": "read",
+  "PUT /v1/release-keys": "deploy",
 };
 
 const DIGEST = "ab".repeat(32);

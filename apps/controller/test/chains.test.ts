@@ -3,8 +3,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NfInterface } from "@galette/chain";
 import { AssignedChain } from "@galette/protocol";
+import { DEFAULT_DEVICE_LIMITS } from "@galette/vocabulary";
 import { afterAll, describe, expect, it } from "vitest";
-import { nfNameOf, planChainForPush } from "../src/chains";
+import { graphFitsDevice, nfNameOf, planChainForPush, STATIC_DEVICE_CAPABILITIES } from "../src/chains";
 import type { Repository } from "../src/storage/repository";
 import { openSqliteRepository } from "../src/storage/sqlite";
 
@@ -85,6 +86,31 @@ describe("chain push planning", () => {
     const allow = graph.maps.find((m) => m.name === "allow_list")!;
     expect(allow.owner).toBe(uuid("access-control"));
     expect(allow.type).toBe("lpm_trie");
+  });
+
+  it("checks a graph against a device's capabilities, naming each limit (the per-device seam)", () => {
+    const toml = readFileSync(join(root, "chains/security.toml"), "utf8");
+    const { graph } = planChainForPush(repo, toml, "chains/security.toml");
+    expect(graphFitsDevice(graph, STATIC_DEVICE_CAPABILITIES)).toEqual([]);
+    const tiny = {
+      limits: {
+        ...DEFAULT_DEVICE_LIMITS,
+        instanceSlots: 3,
+        actionsPerNf: 2,
+        entriesPerMap: 1000,
+        mapMemoryBytes: 1024 * 1024,
+        userlandNfs: 0,
+      },
+    };
+    const problems = graphFitsDevice(graph, tiny);
+    expect(problems).toEqual([
+      "3 NF instances; the device holds at most 2 (3-instance limit, one slot kept for rx)",
+      'NF "weak-classifier" has 3 Action variants; at most 2',
+      'map "flow_state" has 65535 entries; at most 1000 per map',
+      'map "access-control.allow_list" has 65535 entries; at most 1000 per map',
+      expect.stringMatching(/^the maps need about \d+(\.\d)? MiB; the device gives a chain's maps 1 MiB$/),
+      "1 userland NFs; the device runs at most 0",
+    ]);
   });
 
   it("keeps NF UUIDs across pushes while the NF build is unchanged", () => {

@@ -178,11 +178,19 @@ export function bwrapArgs(run: SandboxRun, cmd: string, args: string[]): string[
     `--fsize=${l.fileBytes}`,
     "--core=0",
     "--",
+    // descriptors the host process inherited without close-on-exec stay outside
+    "/usr/bin/bash",
+    "-c",
+    CLOSE_FDS_AND_EXEC,
+    "galette-sandbox",
     cmd,
     ...args,
   );
   return out;
 }
+
+const CLOSE_FDS_AND_EXEC =
+  'for fd in /proc/self/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null; fi; done; exec "$@"';
 
 let bwrapChecked: Promise<void> | undefined;
 

@@ -17,8 +17,8 @@ export const NF_NAME_PATTERN = /^[a-zA-Z][a-zA-Z0-9_-]{0,62}$/;
 export const NF_NAME_RULE =
   "1 to 63 letters, digits, '_' and '-', starting with a letter (it is both a Rust crate name and a Galette name)";
 
-/** Cargo.toml and lib.rs above this size are refused before they are parsed. */
-export const MAX_SOURCE_BYTES = 4 * 1024 * 1024;
+/** Cargo.toml and lib.rs above this size are refused before they are parsed (on the event loop). */
+export const MAX_SOURCE_BYTES = 1024 * 1024;
 
 export interface UntrustedManifest {
   name: string;

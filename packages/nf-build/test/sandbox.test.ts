@@ -104,17 +104,21 @@ describe("the sandbox itself", () => {
       "ls /",
       "cat /proc/net/dev | tail -n +3 | cut -d: -f1",
       "env",
+      // no descriptor of the host process (database, keys, sockets) is inherited
+      "ls /proc/self/fd",
       `cat ${hostKey} /etc/shadow 2>&1 || true`,
       `touch ${marker} 2>&1 || true`,
       "touch /usr/bin/galette-sandbox-probe 2>&1 || true",
     ].join("; echo ---; ");
     const { stdout } = await runTool("/bin/sh", ["-c", script], { what: "probe", sandbox: run });
-    const [uid, caps, top, ifaces, env] = stdout.split("---\n").map((s) => s.trim());
+    const [uid, caps, top, ifaces, env, fds] = stdout.split("---\n").map((s) => s.trim());
     expect(uid).toBe("65534");
     expect(caps).toMatch(/CapEff:\s+0+$/);
     expect(top?.split("\n").sort()).toEqual(["bin", "dev", "lib", "lib64", "proc", "sbin", "tmp", "usr"]);
     expect(ifaces?.split("\n").map((s) => s.trim())).toEqual(["lo"]);
     expect(env).not.toContain(SECRET_ENV);
+    // stdin/stdout/stderr and the directory ls itself opened
+    expect(fds?.split("\n").sort()).toEqual(["0", "1", "2", "3"]);
     expectNoSecret(stdout);
     expect(stdout).toMatch(/No such file or directory/);
     expect(existsSync(marker)).toBe(false);

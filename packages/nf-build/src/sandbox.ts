@@ -190,6 +190,7 @@ export function bwrapArgs(run: SandboxRun, cmd: string, args: string[]): string[
 }
 
 const CLOSE_FDS_AND_EXEC =
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a bash script, not a template
   'for fd in /proc/self/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null; fi; done; exec "$@"';
 
 let bwrapChecked: Promise<void> | undefined;

@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -60,6 +61,23 @@ describe("agent config", () => {
     );
     expect(() => loadAgentConfig(write("ns.json", { ...base, netns: "../x" }))).toThrow(
       /netns: netns must be/,
+    );
+  });
+
+  it("takes pinned release keys as base64 DER and refuses anything else, naming the key", () => {
+    const { publicKey } = generateKeyPairSync("ed25519");
+    const key = publicKey.export({ format: "der", type: "spki" }).toString("base64");
+    const c = loadAgentConfig(write("keys.json", { ...base, releaseKeys: [key] }));
+    expect(c.releaseKeys).toEqual([key]);
+    expect(c.allowUnsigned).toBe(false);
+    expect(loadAgentConfig(write("nokeys.json", base)).releaseKeys).toEqual([]);
+    expect(() => loadAgentConfig(write("junk.json", { ...base, releaseKeys: ["not base64!"] }))).toThrow(
+      /junk\.json: invalid agent config:\n {2}releaseKeys\.0: expected base64/,
+    );
+    const ec = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey;
+    const ecKey = ec.export({ format: "der", type: "spki" }).toString("base64");
+    expect(() => loadAgentConfig(write("ec.json", { ...base, releaseKeys: [key, ecKey] }))).toThrow(
+      /ec\.json: releaseKeys\.1: not a release public key: release keys are Ed25519, got ec/,
     );
   });
 });

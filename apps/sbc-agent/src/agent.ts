@@ -100,6 +100,8 @@ export class GaletteAgent {
       workers: { count: this.config.workerThreads, mode: this.config.busyPoll ? "busy-poll" : "blocking" },
       skb: this.config.xdpMode === "generic",
       logger: this.log.child({ component: "installer" }),
+      // A crashed or seccomp-killed NF worker is that NF's error in the status report.
+      onNfError: (e) => this.#error(e.message, e.nf),
     };
   }
 

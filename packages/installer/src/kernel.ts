@@ -17,6 +17,7 @@ import {
   detachXdp,
   encode,
   galetteAction,
+  InProcessWorkerPool,
   type NfInstanceConfig,
   netnsPath,
   openPinned,
@@ -27,6 +28,9 @@ import {
   rootProgramObjectPath,
   rxUpcallObjectPath,
   u32,
+  WorkerCrashError,
+  type WorkerError,
+  type WorkerHealth,
   WorkerPool,
 } from "@galette/xdp-native";
 import {
@@ -52,6 +56,19 @@ export interface WorkerSettings {
   /** AF_XDP worker threads (sockets); default 2 */
   count: number;
   mode: "busy-poll" | "blocking";
+  /**
+   * Run the worker threads and NF code inside this process (with its privileges) instead of
+   * the unprivileged worker process. Only for the bench baseline that measures the cost of
+   * isolation; never for a device.
+   */
+  inProcess?: boolean;
+}
+
+/** A userland NF's worker died (crash, seccomp kill) or failed; `nf` when attributable. */
+export interface NfWorkerError {
+  message: string;
+  nf?: string;
+  instance?: number;
 }
 
 export interface DataplaneOptions {
@@ -63,6 +80,8 @@ export interface DataplaneOptions {
   /** generic (skb) XDP instead of native driver mode */
   skb?: boolean;
   logger?: Logger;
+  /** called for every worker error after start (also logged), e.g. to report it upstream */
+  onNfError?: (err: NfWorkerError) => void;
 }
 
 /** What survives the process: enough to adopt or remove the installation from its pins. */
@@ -183,6 +202,8 @@ export interface NfCounters {
   variants: Record<string, number>;
   /** frames this NF handled */
   total: number;
+  /** times the userland worker process died while running this NF (since this process started it) */
+  workerCrashes: number;
 }
 
 /**
@@ -195,7 +216,8 @@ export class Dataplane {
   #rootFd: number;
   #maps = new Map<string, BpfMap>();
   #instances = new Map<number, LiveInstance>();
-  #pool: WorkerPool | undefined;
+  #pool: WorkerPool | InProcessWorkerPool | undefined;
+  readonly #onNfError: ((err: NfWorkerError) => void) | undefined;
   /** the rx upcall program, when the chain's entry runs only in userland */
   #rx: { progFd: number; object?: BpfObject } | undefined;
   #closed = false;
@@ -208,7 +230,9 @@ export class Dataplane {
     rootFd: number,
     log: Logger,
     stateDir: string,
+    onNfError?: (err: NfWorkerError) => void,
   ) {
+    this.#onNfError = onNfError;
     this.#record = record;
     this.#devMaps = dev;
     this.#rootFd = rootFd;
@@ -222,7 +246,7 @@ export class Dataplane {
   get spec(): InstallSpec {
     return this.#record.spec;
   }
-  get pool(): WorkerPool | undefined {
+  get pool(): WorkerPool | InProcessWorkerPool | undefined {
     return this.#pool;
   }
 
@@ -296,11 +320,22 @@ export class Dataplane {
         mode,
         ifindex: 0,
         rootProgId: programInfo(ownRootFd).id,
-        workers: { count: options.workers?.count ?? 2, mode: options.workers?.mode ?? "blocking" },
+        workers: {
+          count: options.workers?.count ?? 2,
+          mode: options.workers?.mode ?? "blocking",
+          ...(options.workers?.inProcess ? { inProcess: true } : {}),
+        },
         pid: process.pid,
         updatedAt: new Date().toISOString(),
       };
-      dp = new Dataplane(record, { tables, progs, xsks, xskCount, rootProgs }, ownRootFd, log, stateDir);
+      dp = new Dataplane(
+        record,
+        { tables, progs, xsks, xskCount, rootProgs },
+        ownRootFd,
+        log,
+        stateDir,
+        options.onNfError,
+      );
       const created = dp;
       undo.push("close dataplane handles", () => created.#closeHandles());
       await dp.#build(reconf, undo);
@@ -367,7 +402,7 @@ export class Dataplane {
       };
       const rootFd = openPinned(spec.pins.root);
       opened.push({ close: () => closeFd(rootFd) });
-      const dp = new Dataplane(record, dev, rootFd, log, stateDir);
+      const dp = new Dataplane(record, dev, rootFd, log, stateDir, options.onNfError);
       for (const m of spec.maps) dp.#maps.set(m.key, open(m.pin));
       for (const i of spec.instances) {
         const inst: LiveInstance = { spec: i };
@@ -525,6 +560,7 @@ export class Dataplane {
   counters(): NfCounters[] {
     this.#open();
     const pool = this.#pool?.running ? this.#pool.stats() : undefined;
+    const crashes = this.workerHealth()?.crashesByInstance ?? {};
     return this.spec.instances.map((i) => {
       const sums = new Array<number>(i.variants.length).fill(0);
       const inst = this.#instances.get(i.id);
@@ -543,12 +579,33 @@ export class Dataplane {
         placement: [i.xdp ? "xdp" : "", i.userland ? "userland" : ""].filter(Boolean).join("+"),
         variants: Object.fromEntries(i.variants.map((n, v) => [n, sums[v]!])),
         total: sums.reduce((a, b) => a + b, 0),
+        workerCrashes: crashes[i.id] ?? 0,
       };
     });
   }
 
   workerStats(): PoolStats | undefined {
     return this.#pool?.running ? this.#pool.stats() : undefined;
+  }
+
+  /** The worker process supervisor's view (restarts, crashes per instance); none in-process. */
+  workerHealth(): WorkerHealth | undefined {
+    return this.#pool instanceof WorkerPool && this.#pool.running ? this.#pool.health() : undefined;
+  }
+
+  /** Logs a worker error with the NF it concerns and passes it on (onNfError). */
+  #workerError(err: WorkerError): void {
+    const ids = err instanceof WorkerCrashError ? err.instances : [];
+    const inst = ids.length ? this.spec.instances.find((i) => i.id === ids[0]) : undefined;
+    const restart =
+      err instanceof WorkerCrashError
+        ? `; ${err.restartInMs ? `backing off, restarting in ${err.restartInMs} ms` : "restarting"}`
+        : "";
+    const message = inst
+      ? `NF "${inst.name}" (instance ${inst.id}): ${err.message}${restart}`
+      : `${err.message}${restart}`;
+    this.log.error({ err, nf: inst?.name, instance: inst?.id }, "AF_XDP worker error");
+    this.#onNfError?.({ message, ...(inst ? { nf: inst.name, instance: inst.id } : {}) });
   }
 
   /** A map of the installation by #[maps] field of an NF instance (to fill allow-lists etc.). */
@@ -779,14 +836,16 @@ export class Dataplane {
       xskMap: this.#devMaps.xsks,
       xskCountMap: this.#devMaps.xskCount,
       instances,
-      onError: (err: Error) => this.log.error({ err }, "AF_XDP worker error"),
+      onError: (err: WorkerError) => this.#workerError(err),
     };
     // After a crash the kernel releases the dead owner's AF_XDP sockets asynchronously
     // (seen: 1-3 s on veth): the queue can still be busy when we adopt.
     const startAt = Date.now();
     for (;;) {
       try {
-        this.#pool = await WorkerPool.start(options);
+        this.#pool = this.#record.workers.inProcess
+          ? await InProcessWorkerPool.start(options)
+          : await WorkerPool.start(options);
         break;
       } catch (err) {
         const busy = (err as { code?: string }).code === "EBUSY";

@@ -97,14 +97,18 @@ const ancestors = (p: string): string[] => {
 };
 
 /**
- * The bwrap command line that runs `cmd args` in the sandbox. No user namespace: the tools
- * run as a real unprivileged host uid (setpriv drops every capability and sets no_new_privs),
+ * The bwrap command line that runs `cmd args` in the sandbox. As root, no user namespace: the
+ * tools run as a real unprivileged host uid (setpriv drops every capability and sets no_new_privs),
  * so even a file that were visible would be read with nobody's rights. The new pid namespace
  * dies with bwrap, taking every process of the build with it.
  */
 export function bwrapArgs(run: SandboxRun, cmd: string, args: string[]): string[] {
   const l = run.limits;
+  // Not root (an author's `galette nf build --sandbox`): bwrap needs a user namespace, in
+  // which the tools keep the user's own uid.
+  const privileged = process.getuid?.() === 0;
   const out = [
+    ...(privileged ? [] : ["--unshare-user"]),
     "--unshare-ipc",
     "--unshare-pid",
     "--unshare-net",
@@ -164,9 +168,7 @@ export function bwrapArgs(run: SandboxRun, cmd: string, args: string[]): string[
     "--chdir",
     run.cwd,
     "/usr/bin/setpriv",
-    `--reuid=${run.uid}`,
-    `--regid=${run.gid}`,
-    "--clear-groups",
+    ...(privileged ? [`--reuid=${run.uid}`, `--regid=${run.gid}`, "--clear-groups"] : []),
     "--inh-caps=-all",
     "--bounding-set=-all",
     "--no-new-privs",

@@ -5,7 +5,7 @@ import { Dataplane } from "@galette/installer";
 import type { PublishNfResponse } from "@galette/protocol";
 import { describeKernel, ipv4Bytes } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { bounce, Fleet, repoRoot, sleep, waitFor } from "./fleet";
+import { bounce, Fleet, repoRoot, waitFor } from "./fleet";
 
 /** nf::LpmKeyV4 { prefix_len: u32 LE, addr } as hex, for the allow-list. */
 const lpmKeyHex = (ip: string, prefix = 32) => {

@@ -10,7 +10,10 @@ describe("--map-set parsing", () => {
       value: Buffer.alloc(4),
     });
   });
-  it.each(["allow_list=00:00", "a.b=0:00", "a.b=00", "a.b=zz:00", "a.b=:00", "a.b=00:0"])("refuses %s", (spec) => {
-    expect(() => parseMapSet(spec)).toThrow(`--map-set "${spec}": expected NF.MAP=KEYHEX:VALUEHEX`);
-  });
+  it.each(["allow_list=00:00", "a.b=0:00", "a.b=00", "a.b=zz:00", "a.b=:00", "a.b=00:0"])(
+    "refuses %s",
+    (spec) => {
+      expect(() => parseMapSet(spec)).toThrow(`--map-set "${spec}": expected NF.MAP=KEYHEX:VALUEHEX`);
+    },
+  );
 });

@@ -7,7 +7,6 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ethFrame, type RunOptions, run as testkitRun, udpFrame } from "@galette/testkit";
 
-
 export const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, "..", "..", "..");
 export const examplesDir = path.join(repoRoot, "nf-examples");

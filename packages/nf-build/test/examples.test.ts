@@ -278,5 +278,15 @@ describeKernel("nf-build: example NFs on the real toolchain and kernel", () => {
       cwd: repoRoot,
     }).catch((e: unknown) => e as Error);
     expect((badTarget as Error).message).toContain('galette nf build: unknown target "mips"');
+    // --sandbox: as the controller builds an upload; a host file the crate names does not exist
+    const host = fixtureDir("reads-host-file");
+    await run(tsx, [cli, "nf", "build", host, "--target", "bpf"], { cwd: repoRoot });
+    const sandboxed = await run(tsx, [cli, "nf", "build", host, "--target", "bpf", "--sandbox"], {
+      cwd: repoRoot,
+    }).catch((e: unknown) => e as Error);
+    expect(sandboxed).toBeInstanceOf(Error);
+    expect((sandboxed as Error).message).toContain("couldn't read `/etc/passwd`: No such file or directory");
+    expect((sandboxed as Error).message).toContain("--> reads-host-file/src/lib.rs:6:");
+    expect((sandboxed as Error).message).not.toContain("root:x:0:0");
   });
 });

@@ -216,6 +216,40 @@ describe("hostile NF crates in the sandbox", () => {
     expect(existsSync(marker)).toBe(false);
   });
 
+  it("contains what stable attributes allow: crate-type/crate-name overrides, proc_macro, link_section, static link of a host file", async () => {
+    const failing: Array<[string, string, RegExp]> = [
+      ["crate-name", `#![crate_name = "evil"]`, /crate-name.*crate_name|crate_name.*crate-name|must match/],
+      [
+        "static-host-file",
+        `#[link(name = ":${hostKey}", kind = "static", modifiers = "+verbatim")] extern "C" { fn galette_y(); }\n#[unsafe(no_mangle)] pub extern "C" fn keep() { unsafe { galette_y() } }`,
+        /could not find native static library|cannot find|No such file|does not compile|linking/,
+      ],
+    ];
+    for (const [name, line, message] of failing) {
+      const err = await failure(crate(name, line), ["x86_64"]);
+      expect(err.message, name).toMatch(message);
+      expectNoSecret(err.message);
+    }
+    // these build (the command line's --crate-type wins; proc_macro is a library like any
+    // other; a section is a name): nothing of them runs at build time and nothing leaks
+    const building: Array<[string, string]> = [
+      ["crate-type", `#![crate_type = "proc-macro"]`],
+      ["extern-proc-macro", "extern crate proc_macro;"],
+      [
+        "link-section",
+        `#[unsafe(link_section = ".init_array")] #[used] pub static INIT: extern "C" fn() = init;\npub extern "C" fn init() {}`,
+      ],
+    ];
+    for (const [name, line] of building) {
+      const r = await buildNf(crate(name, line), { targets: ["bpf"], sandbox: true }).catch(
+        (e: Error) => e,
+      );
+      if (r instanceof Error) expectNoSecret(r.message);
+      else for (const a of r.artifacts) expectNoSecret(readFileSync(a.file));
+    }
+    expect(existsSync(marker)).toBe(false);
+  });
+
   it("refuses manifests that reach outside the crate or would run code at build time", async () => {
     const cases: Array<[string, string | undefined, Record<string, string> | undefined, RegExp]> = [
       ["lib-abs", `[lib]\npath = "${hostKey}"\n`, undefined, /\[lib\] path .* is outside the crate/],

@@ -635,11 +635,18 @@ int Capset(uint64_t keep) {
 }
 
 void DropUser(const Config& c, bool keep_bpf) {
-  // The bounding set needs CAP_SETPCAP, so it goes while we still are root.
-  for (int cap = 0; cap <= 63; cap++) {
-    if (keep_bpf && cap == CAP_BPF) continue;
-    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
-      Fatal("drop capability from the bounding set", errno);
+  // Clearing the bounding set needs CAP_SETPCAP, which the agent's unit does not grant:
+  // then it stays (no-new-privs and the seccomp filter's ban on execve already mean it can
+  // never give a capability back).
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct have[2] = {};
+  if (syscall(SYS_capget, &hdr, have) != 0) Fatal("read capabilities", errno);
+  if (have[0].effective & (1u << CAP_SETPCAP)) {
+    for (int cap = 0; cap <= 63; cap++) {
+      if (keep_bpf && cap == CAP_BPF) continue;
+      if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
+        Fatal("drop capability from the bounding set", errno);
+    }
   }
   if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
     Fatal("clear ambient capabilities", errno);

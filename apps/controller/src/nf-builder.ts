@@ -17,11 +17,12 @@ export interface NfBuilderOptions {
  * sandbox (the crate is the uploader's code), one queue for the whole controller so builds
  * never take every CPU from the device API. Artifacts are cached by nf-build, so an
  * unchanged crate compiles nothing. $GALETTE_NF_TARGETS (e.g. "bpf,x86_64,aarch64")
- * narrows the targets; default all.
+ * narrows the targets; default all. $GALETTE_NF_BUILD_JOBS and $GALETTE_NF_BUILD_TIMEOUT
+ * (seconds of wall-clock time per NF and target) override the queue's and sandbox's defaults.
  */
 export function nfBuilderForServe(
   targets: readonly Target[] = targetsFromEnv(),
-  options: NfBuilderOptions = {},
+  options: NfBuilderOptions = optionsFromEnv(),
 ): NfBuilder {
   const queue = new BuildQueue(options.concurrency ?? Math.max(1, Math.floor(availableParallelism() / 2)));
   return ({ crateDir }) =>
@@ -70,6 +71,24 @@ export class BuildQueue {
       else this.running--;
     }
   }
+}
+
+function positiveIntFromEnv(name: string): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+function optionsFromEnv(): NfBuilderOptions {
+  const jobs = positiveIntFromEnv("GALETTE_NF_BUILD_JOBS");
+  const timeout = positiveIntFromEnv("GALETTE_NF_BUILD_TIMEOUT");
+  return {
+    ...(jobs ? { concurrency: jobs } : {}),
+    // the CPU limit follows: a build may use the whole wall-clock time on one core
+    ...(timeout ? { limits: { wallMs: timeout * 1000, cpuSeconds: timeout } } : {}),
+  };
 }
 
 function targetsFromEnv(): Target[] {

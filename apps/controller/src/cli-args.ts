@@ -33,7 +33,7 @@ const commandNames = (cmd: Command): string[] => cmd.commands.flatMap((c) => [c.
  * (process.argv without node and the script). Returns normally when there is none.
  */
 export function rejectUnknownArguments(program: Command, args: readonly string[]): void {
-  let cmd = program;
+  let cmd: Command = program;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
     if (arg === "--") return; // the rest are operands

@@ -28,11 +28,11 @@ export {
   EXITS,
   type Exit,
   findFunction,
+  type LinkTarget,
   MAP_TYPES,
   type MapBinding,
   type MapType,
   type NfInstance,
-  type Target,
 } from "./model";
 export { type ParseOptions, type ParseResult, parseChain } from "./parse";
 export {

@@ -54,13 +54,13 @@ export function checkNfInterfaces(
     const iface = interfaces.get(nf.name);
     if (!iface) continue;
 
-    if (nf.actions.length !== iface.actions.length) {
+    if (nf.targets.length !== iface.actions.length) {
       const variants = iface.actions.map((a) => a.name).join(", ") || "none";
-      const targets = nf.actions.map(targetText).join(", ");
+      const targets = nf.targets.map(targetText).join(", ");
       error(
         nf.linkLocation,
         "action-count",
-        `"${nf.name}" has ${nf.actions.length} link target(s) (${targets}) but its Action enum in ${iface.file} has ${iface.actions.length} variant(s) (${variants})`,
+        `"${nf.name}" has ${nf.targets.length} link target(s) (${targets}) but its Action enum in ${iface.file} has ${iface.actions.length} variant(s) (${variants})`,
         "give exactly one `to` entry per Action variant, in declaration order",
         iface.actions[0]
           ? [{ ...iface.actions[0].location, message: `Action variants of ${nf.path}` }]

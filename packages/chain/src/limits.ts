@@ -180,12 +180,12 @@ export function checkDeviceLimits(
     );
   }
   for (const nf of chain.functions) {
-    if (nf.actions.length > limits.actionsPerNf)
+    if (nf.targets.length > limits.actionsPerNf)
       out.push(
         error(
           nf.linkLocation,
           "limit-actions",
-          `"${nf.name}" has ${nf.actions.length} link targets, but an NF has at most ${limits.actionsPerNf} Action variants (GALETTE_MAX_ACTIONS, the size of its action table)`,
+          `"${nf.name}" has ${nf.targets.length} link targets, but an NF has at most ${limits.actionsPerNf} Action variants (GALETTE_MAX_ACTIONS, the size of its action table)`,
           limitHint,
         ),
       );

@@ -9,7 +9,7 @@ export function canonicalMapName(name: string): string {
 }
 
 /** One entry of a link's `to` list. */
-export type Target =
+export type LinkTarget =
   | { kind: "exit"; exit: Exit; location: SourceLocation }
   | { kind: "nf"; nf: string; upcall: boolean; location: SourceLocation };
 
@@ -50,7 +50,7 @@ export interface NfInstance {
   disableXdp: boolean;
   maps: MapBinding[];
   /** one target per Action variant, in order (the `to` of this NF's link) */
-  actions: Target[];
+  targets: LinkTarget[];
   location: SourceLocation;
   /** the `to` array of this NF's link */
   linkLocation: SourceLocation;
@@ -60,7 +60,7 @@ export interface Chain {
   name: string;
   file: string;
   /** the `to` of the rx link */
-  entry: Extract<Target, { kind: "nf" }>;
+  entry: Extract<LinkTarget, { kind: "nf" }>;
   rxLocation: SourceLocation;
   /** declaration order */
   functions: NfInstance[];

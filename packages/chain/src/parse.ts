@@ -11,10 +11,10 @@ import {
   canonicalMapType,
   EXITS,
   isExit,
+  type LinkTarget,
   MAP_TYPES,
   type MapBinding,
   type NfInstance,
-  type Target,
 } from "./model";
 
 /** Instance and chain names: used in UUID seeds, bpffs pin paths and CLI output. */
@@ -420,7 +420,7 @@ class ChainValidator {
         pathIsDefault: typeof body.path !== "string",
         disableXdp: body.disable_xdp === true,
         maps: [],
-        actions: [],
+        targets: [],
         location: this.at(path),
         linkLocation: this.at(path),
       };
@@ -594,7 +594,7 @@ class ChainValidator {
     return result;
   }
 
-  private target(text: string, location: SourceLocation): Target | undefined {
+  private target(text: string, location: SourceLocation): LinkTarget | undefined {
     const upcall = text.startsWith("!");
     const name = upcall ? text.slice(1) : text;
     if (isExit(name)) {
@@ -639,7 +639,7 @@ class ChainValidator {
         );
         continue;
       }
-      instance.actions = link.targets;
+      instance.targets = link.targets;
       instance.linkLocation = link.toLocation;
     }
     this.cycles(links);
@@ -753,7 +753,7 @@ interface ParsedLink {
   toLocation: SourceLocation;
   /** entries written in `to`, including invalid ones */
   targetCount: number;
-  targets: Target[];
+  targets: LinkTarget[];
 }
 
 interface ParsedLinks {

@@ -1,6 +1,6 @@
 import type { Action, MapType, Transition } from "@galette/vocabulary";
 import type { Diagnostic, SourceLocation } from "./diagnostics";
-import type { Chain, NfInstance, Target } from "./model";
+import type { Chain, LinkTarget, NfInstance } from "./model";
 import { instanceUuid } from "./uuid";
 
 /**
@@ -173,7 +173,7 @@ export function planChain(chain: Chain, options: PlanOptions = {}): ChainPlan {
     if (xdp.has(name)) placements.push("xdp");
     if (userland.has(name)) placements.push("userland");
     for (const placement of placements) {
-      nf.actions.forEach((target, action) => {
+      nf.targets.forEach((target, action) => {
         if (target.kind === "exit") {
           edges.push({ from: name, to: target.exit, kind: "exit", action, fromPlacement: placement });
           return;
@@ -229,7 +229,7 @@ export function planChain(chain: Chain, options: PlanOptions = {}): ChainPlan {
         const m = mapsById.get(b.map)!;
         return { name: b.name, map: m.id, type: m.type, maxEntries: m.maxEntries, shared: m.shared };
       }),
-      next: f.actions.map(targetText),
+      next: f.targets.map(targetText),
       actions: decideActions(f, xdp.has(f.name), edgesFrom.get(f.name) ?? []),
       reasons: reasons.get(f.name) ?? ["unreachable: not placed"],
     };
@@ -269,7 +269,7 @@ export function planChain(chain: Chain, options: PlanOptions = {}): ChainPlan {
  */
 function decideActions(nf: NfInstance, inXdp: boolean, out: PlanEdge[]): PlanAction[] {
   const placement: Placement = inXdp ? "xdp" : "userland";
-  return nf.actions.map((target, action): PlanAction => {
+  return nf.targets.map((target, action): PlanAction => {
     if (target.kind === "exit") return { kind: target.exit };
     const edge = out.find((e) => e.action === action && e.fromPlacement === placement);
     // upcall: the target runs in userland from XDP; tailcall: it stays in XDP, or (from
@@ -302,7 +302,7 @@ function depthWarning(
   };
 }
 
-export function targetText(t: Target): string {
+export function targetText(t: LinkTarget): string {
   return t.kind === "exit" ? t.exit : `${t.upcall ? "!" : ""}${t.nf}`;
 }
 
@@ -316,7 +316,7 @@ function topologicalOrder(chain: Chain, byName: Map<string, NfInstance>): string
   const stack: Array<{ name: string; next: number }> = [{ name: chain.entry.nf, next: 0 }];
   while (stack.length > 0) {
     const top = stack[stack.length - 1]!;
-    const actions = byName.get(top.name)?.actions ?? [];
+    const actions = byName.get(top.name)?.targets ?? [];
     let pushed = false;
     while (top.next < actions.length) {
       const t = actions[top.next++]!;

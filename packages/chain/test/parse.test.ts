@@ -46,7 +46,7 @@ describe("parseChain", () => {
       }),
     ]);
     const wc = chain!.functions[1]!;
-    expect(wc.actions.map((t) => (t.kind === "exit" ? t.exit : `${t.upcall ? "!" : ""}${t.nf}`))).toEqual([
+    expect(wc.targets.map((t) => (t.kind === "exit" ? t.exit : `${t.upcall ? "!" : ""}${t.nf}`))).toEqual([
       "tx",
       "!dpi",
       "drop",

@@ -2,7 +2,7 @@ import { join } from "node:path";
 import type { DeviceAssignment } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { packCrateDir } from "../src/crate-archive";
-import { nfBuilderForServe } from "../src/nf-builder";
+import { BuildQueue, nfBuilderForServe } from "../src/nf-builder";
 import { sha256Hex } from "../src/storage/artifacts";
 import { type Harness, MACSWAP_TOML, startHarness } from "./helpers";
 
@@ -70,4 +70,44 @@ describe("NF publish builds with @galette/nf-build", () => {
       expect(res.body.readUInt16LE(18)).toBe(machine);
     }
   }, 300_000);
+});
+
+describe("the build queue", () => {
+  it("runs at most its limit at once, the rest in arrival order, and frees a slot when a task fails", async () => {
+    const queue = new BuildQueue(2);
+    let running = 0;
+    let peak = 0;
+    const started: number[] = [];
+    const task = (i: number) => async () => {
+      started.push(i);
+      running++;
+      peak = Math.max(peak, running);
+      await new Promise((r) => setTimeout(r, 20));
+      running--;
+      if (i === 1) throw new Error("task 1 failed");
+      return i;
+    };
+    const results = await Promise.allSettled([0, 1, 2, 3, 4].map((i) => queue.run(task(i))));
+    expect(peak).toBe(2);
+    expect(started).toEqual([0, 1, 2, 3, 4]);
+    expect(results.map((r) => r.status)).toEqual([
+      "fulfilled",
+      "rejected",
+      "fulfilled",
+      "fulfilled",
+      "fulfilled",
+    ]);
+    expect(queue.depth).toEqual({ running: 0, waiting: 0 });
+  });
+
+  it("refuses a bad GALETTE_NF_BUILD_JOBS or GALETTE_NF_BUILD_TIMEOUT by name", () => {
+    for (const name of ["GALETTE_NF_BUILD_JOBS", "GALETTE_NF_BUILD_TIMEOUT"]) {
+      process.env[name] = "0";
+      try {
+        expect(() => nfBuilderForServe(["bpf"])).toThrow(`${name} must be a positive integer, got "0"`);
+      } finally {
+        delete process.env[name];
+      }
+    }
+  });
 });

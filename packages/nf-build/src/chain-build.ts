@@ -65,7 +65,9 @@ export async function buildChain(chain: Chain, options: BuildChainOptions = {}):
   const builds = new Map<string, NfBuildResult>();
   await Promise.all(
     provisional.nfs.map(async (nf) => {
-      const overrides = Object.fromEntries(nf.maps.map((m) => [m.name, { type: m.type, size: m.maxEntries }]));
+      const overrides = Object.fromEntries(
+        nf.maps.map((m) => [m.name, { type: m.type, size: m.maxEntries }]),
+      );
       const dir = path.resolve(base, nf.path);
       const key = JSON.stringify([dir, overrides]);
       let build = byKey.get(key);

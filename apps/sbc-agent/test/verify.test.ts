@@ -93,8 +93,12 @@ const trustBy = (key: { pem: string }, c = doc, m = manifest): AssignmentTrust =
   keySet: null,
   mapEntries: [],
 });
-const refused = (c: AssignedChain, t: AssignmentTrust | undefined, why: RegExp, keys = [k1.pub]) =>
-  expect(() => verifyAssignment(c, t, keys)).toThrow(why);
+const refused = (
+  c: AssignedChain,
+  t: AssignmentTrust | undefined,
+  why: RegExp,
+  keys: readonly string[] = [k1.pub],
+) => expect(() => verifyAssignment(c, t, keys)).toThrow(why);
 
 describe("canonical JSON and signatures", () => {
   it("serialises with sorted keys and no whitespace, whatever the insertion order", () => {

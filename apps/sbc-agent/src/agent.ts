@@ -428,7 +428,10 @@ export class GaletteAgent {
     } catch (err) {
       if (!(err instanceof TrustError)) throw err;
       this.#state = "error";
-      const message = `refused chain "${chain.name}" v${chain.version}${from === "cache" ? " from the offline cache" : ""}: ${err.message}`;
+      // verify.ts names the chain version first in most reasons: say it once.
+      const what = `chain "${chain.name}" v${chain.version}`;
+      const reason = err.message.startsWith(what) ? err.message : `${what}: ${err.message}`;
+      const message = `refused ${reason}${from === "cache" ? " (in the offline cache)" : ""}`;
       this.#error(message);
       this.log.error(
         {

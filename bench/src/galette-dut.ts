@@ -35,6 +35,8 @@ async function main(): Promise<void> {
       mode: { type: "string", default: "blocking" },
       "state-dir": { type: "string" },
       "map-set": { type: "string", multiple: true, default: [] },
+      // workers as threads of this process: only the bench's isolation-cost baseline
+      "in-process": { type: "boolean", default: false },
     },
   });
   if (!values.chain || !values.iface) throw new Error("galette-dut: --chain and --iface are required");
@@ -54,7 +56,7 @@ async function main(): Promise<void> {
   const built = await buildChain(chain, { baseDir: repoRoot });
   const dp = await Dataplane.install(planInstallation(built.plan, built.artifacts, target), {
     stateDir,
-    workers: { count, mode },
+    workers: { count, mode, ...(values["in-process"] ? { inProcess: true } : {}) },
     logger: log,
   });
   let stopped = false;

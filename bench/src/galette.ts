@@ -6,9 +6,12 @@
  * can take minutes and must not count against the DUT's start-up timeout), then starts
  * bench/src/galette-dut.ts inside the DUT namespace. That process installs the chain with
  * @galette/installer and runs the AF_XDP workers as its own threads, so its pid is the
- * DUT's userland CPU. Teardown stops it (it uninstalls on SIGTERM) and checks that the
- * interface carries no XDP program afterwards.
+ * DUT's userland CPU, together with its child: the unprivileged NF worker process (the
+ * `-inprocess` rows run the workers as threads of galette-dut instead, as before the
+ * worker process existed, to measure what the isolation costs). Teardown stops it (it
+ * uninstalls on SIGTERM) and checks that the interface carries no XDP program afterwards.
  */
+import { readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -70,6 +73,8 @@ export interface GaletteDutOptions {
   workers?: number;
   mode?: "busy-poll" | "blocking";
   mapSets?: string[];
+  /** workers as threads of galette-dut (the isolation-cost baseline), not a worker process */
+  inProcess?: boolean;
 }
 
 /** galette-dut's command line (exported for the unit test). */
@@ -87,7 +92,15 @@ export function galetteDutArgs(iface: string, o: GaletteDutOptions): string[] {
     "--mode",
     o.mode ?? "blocking",
     ...(o.mapSets ?? []).flatMap((m) => ["--map-set", m]),
+    ...(o.inProcess ? ["--in-process"] : []),
   ];
+}
+
+/** The child processes of `pid` (the NF worker process galette-dut started). */
+function childPids(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`).flatMap((tid) =>
+    readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number),
+  );
 }
 
 async function xdpAttached(dut: DutContext): Promise<boolean> {
@@ -100,10 +113,12 @@ export async function startGaletteDut(dut: DutContext, o: GaletteDutOptions): Pr
   await prebuildChain(o.chain);
   // inside the DUT namespace already (nsenter), so the installer targets the plain ifname
   const proc = await dut.spawn(process.execPath, galetteDutArgs(dut.iface, o), { readyTimeoutMs: 60_000 });
-  // same CPU as the C baselines' processes (-c): every thread, workers included
-  await run("taskset", ["-a", "-pc", String(dut.cpu), String(proc.pid)]);
+  // same CPU as the C baselines' processes (-c): every thread, workers included, and the
+  // worker process's (its CPU is the DUT's too)
+  const pids = [proc.pid, ...childPids(proc.pid)];
+  for (const pid of pids) await run("taskset", ["-a", "-pc", String(dut.cpu), String(pid)]);
   return {
-    pids: [proc.pid],
+    pids,
     async teardown() {
       const out = await proc.stop();
       dut.log.info({ chain: o.chain, summary: out.trim().split("\n").pop() }, "Galette DUT stopped");
@@ -146,12 +161,37 @@ export const galetteScenarios: Scenario[] = [
       datapath: "afxdp",
       workerMode: mode,
       baseline: `baseline/afxdp-macswap-${mode}`,
-      targets: [{ metric: "throughput", atLeast: 0.9 }],
+      targets: [
+        { metric: "throughput", atLeast: 0.9 },
+        // out-of-process (isolated) workers against in-process ones, same run
+        { metric: "throughput", against: `galette/upcall-macswap-${mode}-inprocess`, atLeast: 0.9 },
+      ],
       setup: (dut) =>
         startGaletteDut(dut, {
           chain: CHAINS.upcallMacswap,
           workers: 1,
           mode: mode === "poll" ? "busy-poll" : "blocking",
+        }),
+    }),
+  ),
+  // The cost of running NF code in the unprivileged worker process: the same upcall rows
+  // with the workers as threads of the installing process (NF code with its privileges,
+  // how Galette ran before; a baseline only, never how a device runs).
+  ...(["poll", "irq"] as const).map(
+    (mode): Scenario => ({
+      name: `galette/upcall-macswap-${mode}-inprocess`,
+      title: `Galette macswap upcalled (${mode}), in-process workers (isolation baseline)`,
+      impl: "galette",
+      experiment: "macswap",
+      datapath: "afxdp",
+      workerMode: mode,
+      baseline: `baseline/afxdp-macswap-${mode}`,
+      setup: (dut) =>
+        startGaletteDut(dut, {
+          chain: CHAINS.upcallMacswap,
+          workers: 1,
+          mode: mode === "poll" ? "busy-poll" : "blocking",
+          inProcess: true,
         }),
     }),
   ),

@@ -66,7 +66,7 @@ export async function buildChain(chain: Chain, options: BuildChainOptions = {}):
   await Promise.all(
     provisional.nfs.map(async (nf) => {
       const overrides = Object.fromEntries(
-        nf.maps.map((m) => [m.name, { type: m.type, size: m.maxEntries }]),
+        nf.maps.map((m) => [m.name, { type: m.type, maxEntries: m.maxEntries }]),
       );
       const dir = path.resolve(base, nf.path);
       const key = JSON.stringify([dir, overrides]);

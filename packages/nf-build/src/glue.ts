@@ -21,7 +21,8 @@ export const DEFAULT_MAP_SIZE = 1024;
 /** Map settings a chain may impose on an NF build (by #[maps] field name). */
 export interface MapOverride {
   type?: string;
-  size?: number;
+  /** max_entries (a chain file's `size`) */
+  maxEntries?: number;
 }
 
 /** One map of a built NF, as defined in its object and listed in the manifest. */
@@ -59,7 +60,7 @@ export function resolveMaps(analysis: NfAnalysis, overrides: Record<string, MapO
       throw new NfBuildError(
         `${where}: map "${m.name}" has unknown type "${written}"; expected one of ${MAP_TYPES.join(", ")}`,
       );
-    const maxEntries = o.size ?? m.maxEntries ?? DEFAULT_MAP_SIZE;
+    const maxEntries = o.maxEntries ?? m.maxEntries ?? DEFAULT_MAP_SIZE;
     if (!Number.isInteger(maxEntries) || maxEntries < 1)
       throw new NfBuildError(`${where}: map "${m.name}" size must be a positive integer, got ${maxEntries}`);
     for (const [what, t] of [

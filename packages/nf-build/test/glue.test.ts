@@ -69,7 +69,7 @@ describe("resolveMaps", () => {
 
   it("lets the chain override type and size, normalising lpm-trie spellings", () => {
     const maps = resolveMaps(analysis(), {
-      allow_list: { type: "lpm-trie", size: 65535 },
+      allow_list: { type: "lpm-trie", maxEntries: 65535 },
       flows: { type: "hash_map" },
     });
     expect(maps.map((m) => [m.name, m.type, m.maxEntries])).toEqual([
@@ -79,7 +79,7 @@ describe("resolveMaps", () => {
   });
 
   it("rejects an override for a field the NF does not have, naming the fields", () => {
-    expect(() => resolveMaps(analysis(), { allowlist: { size: 1 } })).toThrow(
+    expect(() => resolveMaps(analysis(), { allowlist: { maxEntries: 1 } })).toThrow(
       'map override "allowlist" does not match any #[maps] field of acl-nf (/crates/acl/src/lib.rs); fields: allow_list, flows',
     );
   });
@@ -88,7 +88,7 @@ describe("resolveMaps", () => {
     expect(() => resolveMaps(analysis(), { flows: { type: "ringbuf" } })).toThrow(
       /^\/crates\/acl\/src\/lib.rs:9:5: map "flows" has unknown type "ringbuf"/,
     );
-    expect(() => resolveMaps(analysis(), { flows: { size: 0 } })).toThrow(
+    expect(() => resolveMaps(analysis(), { flows: { maxEntries: 0 } })).toThrow(
       /size must be a positive integer, got 0/,
     );
     const unsized = analysis();

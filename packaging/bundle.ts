@@ -80,12 +80,22 @@ export function listFiles(dir: string): string[] {
   });
 }
 
-/** The addon and the BPF objects built with it (make setup → scripts/setup.d/30-xdp-native.sh). */
-export const xdpNativeRuntime = [
-  "packages/xdp-native/build/Release/galette_xdp.node",
-  "packages/xdp-native/build/Release/root.bpf.o",
-  "packages/xdp-native/build/Release/rx_upcall.bpf.o",
-];
+/**
+ * The addon, the BPF objects built with it and, once the sources have it, the NF worker
+ * executable (make setup → scripts/setup.d/30-xdp-native.sh).
+ */
+export function xdpNativeRuntime(): string[] {
+  const dir = "packages/xdp-native/build/Release";
+  const optional = [`${dir}/galette-nf-worker`].filter((f) => existsSync(path.join(repoRoot, f)));
+  return [`${dir}/galette_xdp.node`, `${dir}/root.bpf.o`, `${dir}/rx_upcall.bpf.o`, ...optional];
+}
+
+/** Matches every package name except `external` ones (and their subpaths). */
+function notExternal(external: string[]): RegExp {
+  if (external.length === 0) return /.*/;
+  const names = external.map((e) => e.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|");
+  return new RegExp(`^(?!(?:${names})(?:/|$))`);
+}
 
 /** tsup options shared by both executables: one ESM file for Node 20, everything inlined except `external`. */
 export function executableBundle(o: {
@@ -108,7 +118,8 @@ export function executableBundle(o: {
     dts: false,
     silent: true,
     metafile: true,
-    noExternal: [/.*/],
+    // everything inlined but `external` (tsup's noExternal wins over external: exclude them here)
+    noExternal: [notExternal(o.external ?? [])],
     external: o.external ?? [],
     // CommonJS dependencies call require() and read __dirname; an ESM file has neither.
     // (The entry's `#!/usr/bin/env node` line stays first: esbuild keeps it above the banner.)

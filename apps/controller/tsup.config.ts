@@ -14,7 +14,7 @@ export default defineConfig(
     external: ["better-sqlite3"],
     onSuccess: async () => {
       copyAssets("dist", [
-        ...xdpNativeRuntime,
+        ...xdpNativeRuntime(),
         "packages/xdp-native/include",
         // nf-build: the `nf` crate NFs compile against, the sysroot script, the files whose
         // hash keys the artifact cache

@@ -8,7 +8,7 @@ export default defineConfig(
     name: "galette-agent",
     entry: "src/cli.ts",
     onSuccess: async () => {
-      copyAssets("dist", xdpNativeRuntime);
+      copyAssets("dist", xdpNativeRuntime());
     },
   }),
 );

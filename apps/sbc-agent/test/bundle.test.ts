@@ -20,7 +20,7 @@ describe("the galette-agent bundle", () => {
   beforeAll(async () => {
     const options = executableBundle({ name: "galette-agent", entry: path.join(appDir, "src/cli.ts") });
     await build({ ...options, outDir: out, config: false });
-    copyAssets(out, xdpNativeRuntime);
+    copyAssets(out, xdpNativeRuntime());
     const meta = JSON.parse(readFileSync(path.join(out, "metafile-esm.json"), "utf8")) as {
       inputs: Record<string, unknown>;
     };

@@ -1,0 +1,399 @@
+/**
+ * Footprint: memory and CPU of what devices and controllers run — the bundled executables
+ * (apps/sbc-agent/dist/galette-agent.mjs, apps/controller/dist/galette.mjs) on this
+ * machine's node, as the packages run them.
+ *
+ * Agent: RSS (the agent plus any worker processes it started) and CPU while idle, with no
+ * chain, with an XDP-only chain (macswap) and with the security chain at 1 and 2 userland
+ * workers; the time from its start to its first poll of the controller. Controller: RSS
+ * idle and while N simulated devices (the agent's own DeviceClient: mTLS polls, status
+ * reports and a notification socket each) talk to it.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { DataDir, writeDeviceBundle } from "@galette/controller";
+import { createLogger, type Logger } from "@galette/log";
+import { hostTarget } from "@galette/nf-build";
+import { DeviceClient, loadAgentConfig } from "@galette/sbc-agent";
+import { attachXdpPass } from "@galette/testkit/frames";
+import { createVethPair, type VethPair } from "@galette/testkit/netns";
+import { repoRoot } from "./galette";
+import { makePlan } from "./plan";
+
+const run = promisify(execFile);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const MB = 1024 * 1024;
+const TICKS_PER_S = 100; // USER_HZ on Linux
+
+export const galetteBundle = join(repoRoot, "apps/controller/dist/galette.mjs");
+export const agentBundle = join(repoRoot, "apps/sbc-agent/dist/galette-agent.mjs");
+
+export interface FootprintRow {
+  what: string;
+  /** resident memory, MB (mean over the window) */
+  rssMb?: number;
+  /** CPU over the window, % of one core */
+  cpuPct?: number;
+  /** for timings */
+  seconds?: number;
+  /** e.g. "≤ 60 MB" */
+  target?: string;
+  met?: boolean;
+}
+
+export interface FootprintOptions {
+  quick: boolean;
+  log: Logger;
+  /** simulated devices for the controller row (default: 1000, QUICK 50) */
+  devices?: number;
+}
+
+/** Every process below and including `pid`. */
+async function processTree(pid: number): Promise<number[]> {
+  const kids = await run("ps", ["-o", "pid=", "--ppid", String(pid)]).then(
+    (r) =>
+      r.stdout
+        .split("\n")
+        .map(Number)
+        .filter((n) => n > 0),
+    () => [] as number[], // ps exits 1 when there are none
+  );
+  const below = await Promise.all(kids.map(processTree));
+  return [pid, ...below.flat()];
+}
+
+function rssBytes(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]); // utime + stime
+}
+
+/** Mean RSS of the process tree and its CPU share over `ms`, sampled every 250 ms. */
+export async function measure(pid: number, ms: number): Promise<{ rssMb: number; cpuPct: number }> {
+  const tree0 = await processTree(pid);
+  const ticks0 = tree0.reduce((s, p) => s + cpuTicks(p), 0);
+  const start = Date.now();
+  const samples: number[] = [];
+  while (Date.now() - start < ms) {
+    const tree = await processTree(pid);
+    samples.push(tree.reduce((s, p) => s + rssBytes(p), 0));
+    await sleep(250);
+  }
+  const tree1 = await processTree(pid);
+  // processes that left during the window are not counted; those that came are, from 0
+  const ticks1 = tree1.reduce((s, p) => s + cpuTicks(p), 0);
+  const seconds = (Date.now() - start) / 1000;
+  return {
+    rssMb: samples.reduce((a, b) => a + b, 0) / samples.length / MB,
+    cpuPct: (((ticks1 - ticks0) / TICKS_PER_S) * 100) / seconds,
+  };
+}
+
+interface Proc {
+  child: ChildProcess;
+  output(): string;
+}
+
+function start(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+  const child = spawn(process.execPath, args, {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, GALETTE_LOG_LEVEL: "info", ...env },
+  });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr!.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  return { child, output: () => out };
+}
+
+async function stop(p: Proc | undefined): Promise<void> {
+  if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
+  const exited = new Promise((r) => p.child.once("exit", r));
+  p.child.kill("SIGTERM");
+  await Promise.race([exited, sleep(10_000)]);
+  if (p.child.exitCode === null) p.child.kill("SIGKILL");
+}
+
+async function waitFor(what: string, ok: () => boolean | Promise<boolean>, ms: number, p?: Proc) {
+  const deadline = Date.now() + ms;
+  while (!(await ok())) {
+    if (p && p.child.exitCode !== null) throw new Error(`exited before ${what}:\n${p.output().slice(-2000)}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${p ? `:\n${p.output().slice(-2000)}` : ""}`);
+    await sleep(100);
+  }
+}
+
+export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow[]> {
+  for (const f of [galetteBundle, agentBundle])
+    if (!existsSync(f)) throw new Error(`footprint: ${f} is missing (make setup builds the bundles)`);
+  const log = opts.log;
+  const windowMs = opts.quick ? 3000 : 15_000;
+  const simulated = opts.devices ?? (opts.quick ? 50 : 1000);
+  const work = mkdtempSync(join(tmpdir(), "galette-footprint-"));
+  const data = join(work, "controller");
+  const rows: FootprintRow[] = [];
+  let controller: Proc | undefined;
+  let agent: Proc | undefined;
+  let veth: VethPair | undefined;
+  const clients: DeviceClient[] = [];
+  const sockets: Array<{ close(): void }> = [];
+  const timers: NodeJS.Timeout[] = [];
+  let operatorEnv: Record<string, string> = {};
+  const galette = (...args: string[]) =>
+    run(process.execPath, [galetteBundle, ...args], {
+      cwd: repoRoot,
+      env: { ...process.env, ...operatorEnv },
+    });
+  try {
+    await galette("pki", "init", "--data", data);
+    // Enrolled before the controller starts (in-process: a CLI process per device is slow).
+    const dir = DataDir.open(data);
+    const bundles: string[] = [];
+    try {
+      for (let i = 0; i < simulated; i++) {
+        const b = join(work, "sim", String(i));
+        writeDeviceBundle(b, dir.enrolDevice(`sim-${i}`, { role: "sim" }, "https://127.0.0.1:1"));
+        bundles.push(b);
+      }
+    } finally {
+      dir.close();
+    }
+    log.info({ simulated }, "footprint: simulated devices enrolled");
+
+    controller = start([galetteBundle, "controller", "serve", "--data", data, "--listen", "127.0.0.1:0"], {
+      GALETTE_NF_TARGETS: `bpf,${hostTarget()}`,
+    });
+    await waitFor("the controller", () => existsSync(join(data, "controller.json")), 60_000, controller);
+    const url = (JSON.parse(readFileSync(join(data, "controller.json"), "utf8")) as { url: string }).url;
+    const token = (
+      await galette(
+        "token",
+        "create",
+        "--data",
+        data,
+        "--name",
+        "bench",
+        "--scopes",
+        "admin,publish,deploy,read",
+      )
+    ).stdout.trim();
+    operatorEnv = { GALETTE_URL: url, GALETTE_TOKEN: token, GALETTE_CA: join(data, "ca.crt") };
+    await sleep(1000);
+    rows.push({ what: "controller, idle", ...(await measure(controller.child.pid!, windowMs)) });
+
+    // The device: the agent on the B side of a veth pair (A answers XDP_TX with XDP_PASS).
+    veth = await createVethPair("fp");
+    await attachXdpPass(veth.nsA, veth.ifA);
+    const bundle = join(work, "device");
+    // Devices load only what a pinned release key signed.
+    const keys = join(work, "release");
+    await galette("release-key", "init", "--out", keys);
+    const releaseKey = join(keys, "release.key");
+    const publish = async (chainFile: string, nfs: string[]) => {
+      await galette("nf", "publish", ...nfs.map((n) => `nf-examples/${n}`));
+      for (const n of nfs) await galette("nf", "release", n, "--key", releaseKey, "--trust-controller-build");
+      await galette("chain", "push", chainFile, "--key", releaseKey);
+    };
+    await galette(
+      "device",
+      "enroll",
+      "fp-device",
+      "--labels",
+      "role=footprint",
+      "--out",
+      bundle,
+      "--data",
+      data,
+      "--controller-url",
+      url,
+      "--release-key",
+      join(keys, "release.pub"),
+    );
+    const configFile = join(bundle, "agent.json");
+    const writeConfig = (workerThreads: number) => {
+      const c = JSON.parse(readFileSync(configFile, "utf8")) as Record<string, unknown>;
+      Object.assign(c, {
+        interface: veth!.ifB,
+        netns: veth!.nsB,
+        dataDir: "data",
+        stateDir: "state",
+        workerThreads,
+      });
+      writeFileSync(configFile, `${JSON.stringify(c, null, 2)}\n`);
+    };
+    const startAgent = async () => {
+      const t0 = Date.now();
+      const p = start([agentBundle, "--config", configFile]);
+      await waitFor("the agent's first poll", () => p.output().includes("assignment received"), 60_000, p);
+      return { p, firstPollS: (Date.now() - t0) / 1000 };
+    };
+    const converged = async (chain: string, version?: number) => {
+      const { stdout } = await galette("device", "list", "--json");
+      const d = (JSON.parse(stdout) as { devices: Array<Record<string, unknown>> }).devices.find(
+        (x) => x.name === "fp-device",
+      ) as { state?: string; installed?: { chain: string; version: number } } | undefined;
+      return (
+        d?.state === "converged" &&
+        d.installed?.chain === chain &&
+        (!version || d.installed.version >= version)
+      );
+    };
+
+    writeConfig(1);
+    const first = await startAgent();
+    agent = first.p;
+    rows.push({
+      what: "agent: start → first poll",
+      seconds: first.firstPollS,
+      target: "≤ 2 s",
+      met: first.firstPollS <= 2,
+    });
+    await sleep(1000);
+    const idle = await measure(agent.child.pid!, windowMs);
+    rows.push({ what: "agent, idle, no chain", ...idle, target: "≤ 60 MB", met: idle.rssMb <= 60 });
+
+    await publish("chains/macswap.toml", ["macswap"]);
+    await galette("chain", "assign", "macswap", "--devices", "fp-device");
+    await waitFor("macswap to converge", () => converged("macswap"), 120_000, agent);
+    await sleep(1000);
+    const xdp = await measure(agent.child.pid!, windowMs);
+    rows.push({ what: "agent, XDP-only chain (macswap)", ...xdp, target: "≤ 60 MB", met: xdp.rssMb <= 60 });
+
+    await publish("chains/security.toml", ["access-control", "weak-classifier", "dpi"]);
+    await galette("chain", "assign", "security", "--devices", "fp-device");
+    await waitFor("security to converge", () => converged("security"), 180_000, agent);
+    await sleep(1000);
+    rows.push({ what: "agent, security chain, 1 worker", ...(await measure(agent.child.pid!, windowMs)) });
+
+    await stop(agent);
+    writeConfig(2);
+    agent = (await startAgent()).p;
+    await waitFor("security to converge with 2 workers", () => converged("security"), 180_000, agent);
+    await sleep(2000);
+    const two = await measure(agent.child.pid!, windowMs);
+    rows.push({
+      what: "agent, security chain, 2 workers",
+      ...two,
+      target: "≤ 100 MB",
+      met: two.rssMb <= 100,
+    });
+
+    // Simulated devices: poll every 10 s (spread), report status, hold a notification socket.
+    for (const b of bundles) {
+      const c = loadAgentConfig(join(b, "agent.json"), { controllerUrl: url, interface: "lo" });
+      const client = new DeviceClient(url, c);
+      clients.push(client);
+      sockets.push(
+        client.openNotifications({
+          onOpen: () => undefined,
+          onNotification: () => undefined,
+          onInvalid: () => undefined,
+          onClose: () => undefined,
+        }),
+      );
+    }
+    let polls = 0;
+    let failures = 0;
+    const poll = (client: DeviceClient) =>
+      client.getAssignment(undefined, "x86_64").then(
+        () => {
+          polls++;
+        },
+        () => {
+          failures++;
+        },
+      );
+    clients.forEach((client, i) => {
+      timers.push(
+        setTimeout(
+          () => {
+            void poll(client);
+            timers.push(setInterval(() => void poll(client), 10_000));
+          },
+          (i * 10_000) / clients.length,
+        ),
+      );
+    });
+    await waitFor(
+      `${simulated} simulated devices to poll`,
+      () => polls + failures >= simulated,
+      120_000,
+      controller,
+    );
+    const busy = await measure(controller.child.pid!, windowMs);
+    rows.push({
+      what: `controller, ${simulated} simulated devices (poll/10 s + ws each)`,
+      ...busy,
+    });
+    if (failures > 0) log.warn({ failures }, "footprint: some simulated polls failed");
+    return rows;
+  } finally {
+    for (const t of timers) clearInterval(t);
+    for (const s of sockets) s.close();
+    for (const c of clients) c.close();
+    await stop(agent);
+    if (veth) {
+      // the agent leaves its chain pinned on exit; the bench removes it
+      await run(process.execPath, [
+        agentBundle,
+        "--config",
+        join(work, "device", "agent.json"),
+        "--uninstall",
+      ]).catch((err: unknown) => log.warn({ err }, "footprint: agent --uninstall failed"));
+      await veth.cleanup();
+    }
+    await stop(controller);
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** The report's footprint table. */
+export function renderFootprint(rows: FootprintRow[]): string {
+  const fmt = (n: number | undefined, digits: number) => (n === undefined ? "" : n.toFixed(digits));
+  const lines = [
+    `## Footprint (bundled executables, ${process.arch}, node ${process.version})`,
+    "",
+    "| what | RSS (MB) | CPU (% of a core) | time (s) | target | met |",
+    "| --- | ---: | ---: | ---: | --- | --- |",
+    ...rows.map(
+      (r) =>
+        `| ${r.what} | ${fmt(r.rssMb, 1)} | ${fmt(r.cpuPct, 2)} | ${fmt(r.seconds, 2)} | ${r.target ?? ""} | ${
+          r.met === undefined ? "" : r.met ? "yes" : "**no**"
+        } |`,
+    ),
+    "",
+  ];
+  return lines.join("\n");
+}
+
+/**
+ * The footprint part of `make bench` (and QUICK): runs unless BENCH_ONLY excludes it,
+ * prints the rows and appends them to the report. False when it could not be measured.
+ */
+export async function runFootprintSection(reportPath: string): Promise<boolean> {
+  const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);
+  if (only && !only.some((o) => "footprint".includes(o))) return true;
+  const log = createLogger("bench");
+  try {
+    const rows = await runFootprint({ quick: makePlan(process.env).quick, log });
+    const table = renderFootprint(rows);
+    process.stdout.write(`${table}\n`);
+    appendFileSync(reportPath, `\n${table}`);
+    return true;
+  } catch (err) {
+    process.stderr.write(`bench: footprint failed: ${(err as Error).message}\n`);
+    return false;
+  }
+}

@@ -7,6 +7,7 @@ import {
   analyzeUntrustedNf,
   type NfAnalysis,
   NfAnalysisError,
+  NfBuildError,
   nfInterfaceFromAnalysis,
   truncateMessage,
 } from "@galette/nf-build";
@@ -123,6 +124,10 @@ export async function publishNf(
           sourceDigest: source.digest,
         });
       } catch (err) {
+        // the author's problem (compile error, a limit): 422 with the compiler's words; anything
+        // else is the controller's own failure (500: logged, no host detail in the reply)
+        if (!(err instanceof NfBuildError || (err instanceof Error && err.name === "NfAnalysisError")))
+          throw err;
         throw new RequestError(
           422,
           `NF ${analysis.name} failed to build: ${truncateMessage(hidePaths((err as Error).message).replaceAll(crateDir, analysis.name))}`,

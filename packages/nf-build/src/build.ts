@@ -767,7 +767,10 @@ async function sandboxedJob(
 /** A build output the sandbox wrote: a regular file (never followed through a link), within the size limit. */
 async function readOutput(file: string, maxBytes: number): Promise<Buffer> {
   const fh = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW).catch((err: Error) => {
-    throw new NfBuildError(`the build produced no usable ${path.basename(file)}: ${err.message}`);
+    // the code, not the message: it would name the controller's scratch path
+    throw new NfBuildError(
+      `the build produced no usable ${path.basename(file)} (${(err as NodeJS.ErrnoException).code ?? err.name})`,
+    );
   });
   try {
     const st = await fh.stat();

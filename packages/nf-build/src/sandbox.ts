@@ -202,6 +202,7 @@ export function checkSandbox(): Promise<void> {
   bwrapChecked ??= (async () => {
     try {
       await execFileP(BWRAP, [
+        ...(process.getuid?.() === 0 ? [] : ["--unshare-user"]),
         "--ro-bind",
         "/usr",
         "/usr",

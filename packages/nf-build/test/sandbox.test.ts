@@ -4,7 +4,15 @@
  * refused or contained (real bubblewrap, real rustc/LLVM; bpf target where the variant allows).
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -241,9 +249,7 @@ describe("hostile NF crates in the sandbox", () => {
       ],
     ];
     for (const [name, line] of building) {
-      const r = await buildNf(crate(name, line), { targets: ["bpf"], sandbox: true }).catch(
-        (e: Error) => e,
-      );
+      const r = await buildNf(crate(name, line), { targets: ["bpf"], sandbox: true }).catch((e: Error) => e);
       if (r instanceof Error) expectNoSecret(r.message);
       else for (const a of r.artifacts) expectNoSecret(readFileSync(a.file));
     }
@@ -278,15 +284,29 @@ describe("hostile NF crates in the sandbox", () => {
     expect((await failure(badName)).message).toMatch(/is not a valid NF name/);
   });
 
-  it("kills a const-eval infinite loop at the wall-clock limit", async () => {
+  it("kills a const-eval infinite loop at the wall-clock limit, leaving no process behind", async () => {
+    const name = `spin-${randomBytes(4).toString("hex")}`;
     const dir = crate(
-      "const-loop",
+      name,
       "#![allow(long_running_const_eval)]\nconst fn spin() -> u32 { let mut i = 0u32; loop { i = i.wrapping_add(1); if i == 0 { i = 1 } } }\npub const X: u32 = spin();",
     );
     const started = Date.now();
     const err = await failure(dir, ["bpf"], { wallMs: 4000 });
     expect(err.message).toMatch(/killed at the wall-clock time limit/);
     expect(Date.now() - started).toBeLessThan(60_000);
+    // the whole sandbox went with it: no process still working on this crate (its scratch dir is named after it)
+    const compiling = () =>
+      readdirSync("/proc")
+        .filter((p) => /^\d+$/.test(p))
+        .filter((p) => {
+          try {
+            return readFileSync(`/proc/${p}/cmdline`, "latin1").includes(name);
+          } catch {
+            return false; // exited while we looked
+          }
+        });
+    for (let i = 0; i < 50 && compiling().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(compiling()).toEqual([]);
   });
 
   it("kills a build whose compiler messages pass the output limit, and cuts messages it returns", async () => {

@@ -6,10 +6,10 @@
  */
 import { loadOperatorConfig, OperatorClient } from "@galette/controller";
 import { attachXdpPass, exchangeFrames, udpFrame } from "@galette/testkit/frames";
+import { sleep } from "@galette/testkit/time";
 
 const [command, ...args] = process.argv.slice(2);
 const operator = () => new OperatorClient(loadOperatorConfig());
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const need = (n: number, usage: string) => {
   if (args.length < n) throw new Error(`usage: ops.ts ${command} ${usage}`);
 };

@@ -18,9 +18,9 @@ import { createLogger, type Logger } from "@galette/log";
 import { DeviceClient, loadAgentConfig } from "@galette/sbc-agent";
 import { repoRoot } from "./galette";
 import { makePlan } from "./plan";
+import { sleep } from "./testkit";
 
 const run = promisify(execFile);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const galetteBundle = join(repoRoot, "apps/controller/dist/galette.mjs");
 
 export interface PollStats {

@@ -2,3 +2,4 @@
 // helpers (importing vitest outside a test run throws): take its vitest-free subpaths.
 export { attachXdpPass } from "@galette/testkit/frames";
 export { createVethPair, inNs, nsRun, run, type VethPair } from "@galette/testkit/netns";
+export { sleep } from "@galette/testkit/time";

@@ -37,15 +37,20 @@ import {
   SIGNATURE_DOMAINS,
   signDocument,
 } from "@galette/protocol";
-import { attachXdpPass, createVethPair, exchangeFrames, udpFrame, type VethPair } from "@galette/testkit";
+import {
+  attachXdpPass,
+  createVethPair,
+  exchangeFrames,
+  sleep,
+  udpFrame,
+  type VethPair,
+} from "@galette/testkit";
 
 export const repoRoot = path.resolve(import.meta.dirname, "..", "..", "..");
 const agentBin = path.join(repoRoot, "apps/sbc-agent/bin/galette-agent");
 // node with tsx's loader (not the tsx CLI, which forks): a SIGKILL reaches the real process.
 const tsxLoader = path.join(repoRoot, "apps/sbc-agent/node_modules/tsx/dist/loader.mjs");
 const cli = path.join(repoRoot, "apps/controller/src/cli.ts");
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `probe` every 100 ms until it returns a value; throws `what` after `timeoutMs`. */
 export async function waitFor<T>(

@@ -65,5 +65,3 @@ export async function compileBpfObject(
     run("clang-22", [...flags, "-c", src, "-o", out]),
   );
 }
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

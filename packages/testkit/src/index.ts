@@ -2,3 +2,4 @@ export * from "./build";
 export * from "./frames";
 export * from "./kernel";
 export * from "./netns";
+export * from "./time";

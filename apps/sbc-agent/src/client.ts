@@ -41,7 +41,7 @@ export type AssignmentResult =
 const REQUEST_TIMEOUT_MS = 15_000;
 
 export class DeviceClient {
-  readonly #tls: { cert: Buffer; key: Buffer; ca: Buffer };
+  readonly #tls: { cert: Buffer; key: Buffer; ca: Buffer; minVersion: "TLSv1.3" };
   readonly #agent: Agent;
 
   constructor(
@@ -59,6 +59,8 @@ export class DeviceClient {
       cert: read("device certificate", creds.certFile),
       key: read("device key", creds.keyFile),
       ca: read("CA certificate", creds.caFile),
+      // the controller speaks TLS 1.3 only; never negotiate down
+      minVersion: "TLSv1.3",
     };
     this.#agent = new Agent({ ...this.#tls, keepAlive: true, maxSockets: 4 });
   }

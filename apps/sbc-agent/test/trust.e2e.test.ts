@@ -236,7 +236,10 @@ describeKernel("device trust: only chains and NF builds signed by a pinned relea
     }
     // The controller's (signed) assignment goes in again.
     await fleet.converged(DEV, "macswap", 4, 30_000);
-    await forwards("back-from-controller");
+    // a fresh install (the pins were gone): give the new attachment a moment
+    await waitFor("v4 to forward again", 10_000, async () =>
+      (await bounce(veth(), "back-from-controller", 10, veth().ipA, 10)).length === 10 ? true : undefined,
+    );
     expect(JSON.parse(readFileSync(cacheFile, "utf8")).assignment.trust.chain.signatures).toHaveLength(1);
   });
 

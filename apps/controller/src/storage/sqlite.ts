@@ -9,9 +9,11 @@ import type {
   Labels,
   MapEntry,
   SelectorRule,
+  Signature,
+  SignedMapEntries,
+  SignedReleaseKeySet,
   TokenScope,
 } from "@galette/protocol";
-import type { Signature, SignedMapEntries, SignedReleaseKeySet } from "@galette/protocol";
 import Database from "better-sqlite3";
 import { faultPoint } from "./fault-point";
 import type {
@@ -586,7 +588,9 @@ class SqliteRepository implements Repository {
   releaseSignatures(digest: string): Signature[] {
     return (
       this.db
-        .prepare("SELECT key_id, signature FROM release_signatures WHERE digest = ? ORDER BY created_at, key_id")
+        .prepare(
+          "SELECT key_id, signature FROM release_signatures WHERE digest = ? ORDER BY created_at, key_id",
+        )
         .all(digest) as Array<{ key_id: string; signature: string }>
     ).map((r) => ({ keyId: r.key_id, sig: r.signature }));
   }
@@ -623,7 +627,9 @@ class SqliteRepository implements Repository {
     this.transaction(() => {
       const latest = this.latestKeySet();
       if (latest && keySet.document.seq <= latest.document.seq)
-        throw new Error(`key set #${keySet.document.seq} is not newer than the stored #${latest.document.seq}`);
+        throw new Error(
+          `key set #${keySet.document.seq} is not newer than the stored #${latest.document.seq}`,
+        );
       this.db
         .prepare("INSERT INTO release_key_sets (seq, document, signatures, created_at) VALUES (?, ?, ?, ?)")
         .run(keySet.document.seq, JSON.stringify(keySet.document), JSON.stringify(keySet.signatures), at);
@@ -635,7 +641,10 @@ class SqliteRepository implements Repository {
       .prepare("SELECT document, signatures FROM release_key_sets ORDER BY seq DESC LIMIT 1")
       .get() as { document: string; signatures: string } | undefined;
     return row
-      ? ({ document: JSON.parse(row.document), signatures: JSON.parse(row.signatures) } as SignedReleaseKeySet)
+      ? ({
+          document: JSON.parse(row.document),
+          signatures: JSON.parse(row.signatures),
+        } as SignedReleaseKeySet)
       : undefined;
   }
 

@@ -1,6 +1,6 @@
 import { ACTION_KINDS, EXITS, TRANSITIONS } from "@galette/vocabulary";
 import { z } from "zod";
-import { CpuTriple, MapEntry, MapType, Name, Sha256Digest, Uuid } from "./common";
+import { CpuTriple, describeZodError, MapEntry, MapType, Name, Sha256Digest, Uuid } from "./common";
 
 /** Where a packet ends when an NF returns an Action bound to a verdict. */
 export const Exit = z.enum(EXITS);
@@ -98,6 +98,67 @@ export const ChainGraph = z.object({
   maps: z.array(MapSpec),
 });
 export type ChainGraph = z.infer<typeof ChainGraph>;
+
+/** A ChainGraph as protocol version 1 stored it: edges instead of action tables. */
+const ChainGraphV1 = z.object({
+  nfs: z.array(
+    AssignedNf.omit({ artifacts: true, actions: true }).extend({
+      actionCount: z.number().int().nonnegative(),
+      actions: z.array(z.string().min(1)).optional(),
+    }),
+  ),
+  edges: z.array(
+    z.object({
+      from: z.string(),
+      to: z.string(),
+      kind: z.enum(["entry", "tailcall", "upcall", "call", "exit"]),
+      actionIndex: z.number().int().nonnegative().nullable(),
+      fromPlacement: z.enum(["xdp", "userland"]),
+      toPlacement: z.enum(["xdp", "userland"]).optional(),
+    }),
+  ),
+  maps: z.array(MapSpec),
+});
+
+/**
+ * A chain graph read back from storage, in the current shape. A graph stored by a
+ * protocol-1 controller is converted: its edges hold the same decisions (per variant, the
+ * XDP copy's edge when the NF runs in XDP; a userland call is a tailcall entry).
+ */
+export function chainGraphFromStored(stored: unknown): ChainGraph {
+  const current = ChainGraph.safeParse(stored);
+  if (current.success) return current.data;
+  const v1 = ChainGraphV1.safeParse(stored);
+  if (!v1.success)
+    throw new Error(
+      `stored chain graph is not a valid ChainGraph: ${describeZodError(current.error).join("; ")}`,
+    );
+  const { nfs, edges, maps } = v1.data;
+  const entryEdge = edges.find((e) => e.from === "rx");
+  if (!entryEdge) throw new Error("stored chain graph (protocol 1) has no edge from rx");
+  const entry = ChainEntry.parse({
+    kind: entryEdge.toPlacement === "userland" ? "upcall" : "tailcall",
+    target: entryEdge.to,
+  });
+  return ChainGraph.parse({
+    entry,
+    maps,
+    nfs: nfs.map(({ actionCount, actions: variants, ...nf }) => ({
+      ...nf,
+      actions: Array.from({ length: actionCount }, (_, i) => {
+        const out = edges.filter((e) => e.from === nf.uuid && e.actionIndex === i);
+        const edge = out.find((e) => e.fromPlacement === (nf.xdp ? "xdp" : "userland")) ?? out[0];
+        if (!edge)
+          throw new Error(
+            `stored chain graph (protocol 1): NF "${nf.instance}" has no edge for variant ${i}`,
+          );
+        const variant = variants?.[i] ?? `action${i}`;
+        if (edge.kind === "exit") return { variant, kind: edge.to };
+        return { variant, kind: edge.kind === "upcall" ? "upcall" : "tailcall", target: edge.to };
+      }),
+    })),
+  });
+}
 
 export const AssignedChain = z.object({
   name: Name,

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   AgentConfig,
   AssignChainRequest,
+  chainGraphFromStored,
   DeviceAssignment,
   DeviceNotification,
   DeviceStatusReport,
@@ -106,5 +107,55 @@ describe("protocol schemas", () => {
     expect(AgentConfig.safeParse({ controllerUrl: "http://127.0.0.1:8443", device: "pi-1" }).success).toBe(
       false,
     );
+  });
+});
+
+describe("chain graphs read back from storage", () => {
+  const a = "6c0a6f1e-3b1d-4f5e-9a57-2f4d1c8e0b7a";
+  const b = "7c0a6f1e-3b1d-4f5e-9a57-2f4d1c8e0b7a";
+  const nf = (uuid: string, instance: string, xdp: boolean, userland: boolean) => ({
+    uuid,
+    instance,
+    nf: instance,
+    buildHash: "h",
+    xdp,
+    userland,
+    maps: [],
+  });
+
+  it("converts a protocol-1 graph (edges) into action tables with the same decisions", () => {
+    const v1 = {
+      nfs: [
+        { ...nf(a, "wc", true, false), actionCount: 2, actions: ["Normal", "Suspicious"] },
+        { ...nf(b, "dpi", false, true), actionCount: 1 },
+      ],
+      edges: [
+        { from: "rx", to: a, kind: "entry", actionIndex: null, fromPlacement: "xdp", toPlacement: "xdp" },
+        { from: a, to: "tx", kind: "exit", actionIndex: 0, fromPlacement: "xdp" },
+        { from: a, to: b, kind: "upcall", actionIndex: 1, fromPlacement: "xdp", toPlacement: "userland" },
+        { from: b, to: "drop", kind: "exit", actionIndex: 0, fromPlacement: "userland" },
+      ],
+      maps: [],
+    };
+    expect(chainGraphFromStored(v1)).toEqual({
+      entry: { kind: "tailcall", target: a },
+      nfs: [
+        {
+          ...nf(a, "wc", true, false),
+          actions: [
+            { variant: "Normal", kind: "tx" },
+            { variant: "Suspicious", kind: "upcall", target: b },
+          ],
+        },
+        { ...nf(b, "dpi", false, true), actions: [{ variant: "action0", kind: "drop" }] },
+      ],
+      maps: [],
+    });
+    const current = chainGraphFromStored(v1);
+    expect(chainGraphFromStored(current)).toEqual(current);
+  });
+
+  it("names what is wrong with a graph that fits neither version", () => {
+    expect(() => chainGraphFromStored({ nfs: [], maps: [] })).toThrow(/not a valid ChainGraph: entry/);
   });
 });

@@ -14,11 +14,11 @@ import type {
   SignedReleaseKeySet,
   TokenScope,
 } from "@galette/protocol";
+import { chainGraphFromStored } from "@galette/protocol";
 import Database from "better-sqlite3";
 import { faultPoint } from "./fault-point";
 import type {
   AuditRecord,
-  ChainGraph,
   ChainReleaseRecord,
   ChainVersionRecord,
   DeviceRecord,
@@ -528,7 +528,8 @@ class SqliteRepository implements Repository {
       version: row.version,
       toml: row.toml,
       file: row.file,
-      graph: JSON.parse(row.graph) as ChainGraph,
+      // a graph stored by a protocol-1 controller comes back in the current shape
+      graph: chainGraphFromStored(JSON.parse(row.graph)),
       warnings: JSON.parse(row.warnings) as string[],
       createdAt: row.created_at,
     };

@@ -121,7 +121,11 @@ async function runUntilStopped(
 ): Promise<void> {
   const print = () => {
     const ws = dp.workerStats();
-    const w = ws ? `workers rx=${ws.totals.rx} tx=${ws.totals.tx} dropped=${ws.totals.dropped}` : undefined;
+    const h = dp.workerHealth();
+    const restarts = h?.crashes ? ` worker-crashes=${h.crashes} restarts=${h.restarts}` : "";
+    const w = ws
+      ? `workers rx=${ws.totals.rx} tx=${ws.totals.tx} dropped=${ws.totals.dropped}${restarts}`
+      : undefined;
     process.stdout.write(`${formatCounters(dp.spec.chain, iface, dp.counters(), w)}\n`);
   };
   await new Promise<void>((resolve) => {

@@ -105,7 +105,6 @@ export async function unpackCrateArchive(
   let inflated = 0;
   // tar headers, padding and the end blocks on top of the file bytes
   const maxTarBytes = limits.maxBytes + (limits.maxEntries + 4) * 1536;
-  const writes: Promise<void>[] = [];
   let refused: CrateArchiveError | undefined;
   const refuse = (problem: string) => {
     refused ??= new CrateArchiveError([problem]);
@@ -117,7 +116,8 @@ export async function unpackCrateArchive(
   parser.on("eof", () => {
     sawEof = true;
   });
-  const onEntry = async (entry: ReadEntry): Promise<void> => {
+  /** The checks, as each header arrives (before its data); throws CrateArchiveError. */
+  const check = (entry: ReadEntry): void => {
     entries++;
     if (entries > limits.maxEntries) refuse(`the archive has more than ${limits.maxEntries} entries`);
     const path = entry.path;
@@ -129,34 +129,50 @@ export async function unpackCrateArchive(
     if (kind) refuse(`${path}: is ${kind}; only regular files and directories are accepted`);
     const bad = pathProblem(path);
     if (bad) refuse(bad);
-    const target = join(dest, path);
+    if (entry.type !== "Directory") {
+      bytes += entry.size ?? 0;
+      if (bytes > limits.maxBytes) refuse(`the archive unpacks to more than ${limits.maxBytes} bytes`);
+    }
+  };
+  const write = async (entry: ReadEntry): Promise<void> => {
+    const target = join(dest, entry.path);
     if (entry.type === "Directory") {
       entry.resume();
       await mkdir(target, { recursive: true, mode: 0o755 });
       return;
     }
-    bytes += entry.size ?? 0;
-    if (bytes > limits.maxBytes) refuse(`the archive unpacks to more than ${limits.maxBytes} bytes`);
     await mkdir(dirname(target), { recursive: true, mode: 0o755 });
     // wx: a second entry with the same path is refused, never written over the first
     const out = createWriteStream(target, { flags: "wx", mode: 0o644 });
     await pipeline(entry as unknown as Readable, out);
   };
+  // entries are written one after the other, in archive order (a directory before its files)
+  let written: Promise<void> = Promise.resolve();
   parser.on("entry", (entry: ReadEntry) => {
+    if (!refused) {
+      try {
+        check(entry);
+      } catch {
+        // refused is set
+      }
+    }
     if (refused) {
       entry.resume();
       return;
     }
-    const p = onEntry(entry).catch((err: Error) => {
-      entry.resume();
-      if (err instanceof CrateArchiveError) return;
-      refused ??= new CrateArchiveError([
-        (err as NodeJS.ErrnoException).code === "EEXIST"
-          ? `${entry.path}: appears twice in the archive`
-          : `${entry.path}: cannot be unpacked (${err.message})`,
-      ]);
-    });
-    writes.push(p);
+    written = written.then(() =>
+      refused
+        ? void entry.resume()
+        : write(entry).catch((err: NodeJS.ErrnoException) => {
+            entry.resume();
+            refused ??= new CrateArchiveError([
+              err.code === "EEXIST"
+                ? `${entry.path}: appears twice in the archive`
+                : // the code, not the message: it would name the directory we unpack in
+                  `${entry.path}: cannot be unpacked (${err.code ?? "error"}; a file where a directory is, or the reverse?)`,
+            ]);
+          }),
+    );
   });
   const stop = (problem: string) => {
     refused ??= new CrateArchiveError([problem]);
@@ -193,7 +209,7 @@ export async function unpackCrateArchive(
       `not a readable ${gzipped ? "gzipped " : ""}tar: ${(err as Error).message}`,
     ]);
   }
-  await Promise.all(writes);
+  await written;
   if (refused) throw refused;
   if (entries === 0) throw new CrateArchiveError(["the archive is empty (or not a tar)"]);
   return { entries, bytes };

@@ -99,3 +99,25 @@ describe("unpackCrateArchive", () => {
     );
   });
 });
+
+describe("unpackCrateArchive conflicts", () => {
+  it("refuses a file where a directory is (and the reverse) without naming where it unpacks", async () => {
+    const entry = (path: string, body: string, type: HeaderData["type"] = "File") => {
+      const header = new Header({ path, type, size: body.length, mode: 0o644 });
+      header.encode();
+      const data = Buffer.alloc(Math.ceil(body.length / 512) * 512);
+      data.write(body);
+      return Buffer.concat([header.block!, data]);
+    };
+    for (const archive of [
+      Buffer.concat([entry("c/src/", "", "Directory"), entry("c/src", "x"), Buffer.alloc(1024)]),
+      Buffer.concat([entry("c/a", "x"), entry("c/a/b", "y"), Buffer.alloc(1024)]),
+    ]) {
+      const d = mkdtempSync(join(scratch, "conflict-"));
+      const err = await unpackCrateArchive(archive, d).catch((e: Error) => e);
+      expect(err).toBeInstanceOf(CrateArchiveError);
+      expect((err as Error).message).toMatch(/^c\/(src|a\/b): (appears twice in the archive|cannot be unpacked \(E[A-Z]+;)/);
+      expect((err as Error).message).not.toContain(d);
+    }
+  });
+});

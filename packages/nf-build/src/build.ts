@@ -65,7 +65,7 @@ import { explainUndefinedSymbols } from "./undefined";
 import { analyzeUntrustedNf } from "./untrusted";
 
 /** Bump when compiler flags change: part of every cache key. */
-const FLAGS_VERSION = "2";
+const FLAGS_VERSION = "3";
 
 export interface BuildOptions {
   targets: Target[];
@@ -358,13 +358,17 @@ function ensureNfLib(target: Target): Promise<NfLib> {
           "--extern",
           `nf_macros=${path.join(tmp, "libnf_macros.so")}`,
           path.join(NF_CRATE_ROOT, "nf", "src", "lib.rs"),
+          "--remap-path-prefix",
+          `${NF_CRATE_ROOT}=galette`,
+          "--remap-path-prefix",
+          `${tmp}=build`,
           emit,
           // rustc's intermediate objects go to the out dir (else the cwd, where concurrent
           // builds of the same crate for different targets would trample each other's)
           "--out-dir",
           tmp,
         ],
-        { env: rustEnv, what: `compiling the nf crate for ${target}` },
+        { cwd: tmp, env: rustEnv, what: `compiling the nf crate for ${target}` },
       );
       await publishDir(tmp, dir);
       return lib;
@@ -521,6 +525,10 @@ async function buildBpf(crate: CrateInfo, maps: MapSpec[], ctx: JobCtx, out: str
       "-g",
       "-I/usr/include/x86_64-linux-gnu",
       `-I${ABI_INCLUDE_DIR}`,
+      // the object's debug info names no directory of this machine
+      `-ffile-prefix-map=${ctx.gen}=build`,
+      `-ffile-prefix-map=${ABI_INCLUDE_DIR}=galette/include`,
+      "-fdebug-compilation-dir=build",
       "-emit-llvm",
       "-c",
       shimPath,
@@ -759,8 +767,10 @@ async function sandboxedJob(
     libFile: path.join(src, path.relative(crate.analysis.crateDir, crate.analysis.libFile)),
     sandbox: { readOnly, writable: [out], cwd: out, limits, uid, gid, deadline: Date.now() + limits.wallMs },
     remap: remaps.flatMap(([from, to]) => ["--remap-path-prefix", `${from}=${to}`]),
-    showPath: (file) => file.replace(/^\/+/, ""),
-    debugCrateDir: `/${name}`,
+    // debug info names the author's files `<name>/src/…` with no directory; locateCalls
+    // resolves them against our working directory
+    showPath: (file) => path.relative(process.cwd(), file),
+    debugCrateDir: path.resolve(name),
   };
 }
 

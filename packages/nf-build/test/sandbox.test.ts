@@ -18,13 +18,14 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   buildNf,
+  cacheDir,
   DEFAULT_SANDBOX_LIMITS,
   NfBuildLimitError,
   runTool,
   type SandboxRun,
   type Target,
 } from "../src/index";
-import { exampleDir } from "./support";
+import { exampleDir, repoRoot } from "./support";
 
 const SECRET_ENV = "GALETTE_SANDBOX_TEST_SECRET";
 const secret = `s3cret-${randomBytes(12).toString("hex")}`;
@@ -156,7 +157,16 @@ describe("hostile NF crates in the sandbox", () => {
     const r = await buildNf(exampleDir("macswap"), { targets: ["bpf"], sandbox: true });
     const obj = readFileSync(r.artifacts[0]!.file);
     expect(obj.subarray(0, 4).toString("latin1")).toBe("\x7fELF");
-    expect(obj.toString("latin1")).not.toContain(path.resolve(exampleDir("macswap")));
+    // no directory of this machine: not the crate's, the build cache's or Galette's own
+    for (const dir of [path.resolve(exampleDir("macswap")), cacheDir(), repoRoot])
+      expect(obj.toString("latin1")).not.toContain(dir);
+  });
+
+  it("locates a panic path in the author's code, crate-relative", async () => {
+    const err = await failure(path.join(repoRoot, "packages/nf-build/test/fixtures/bad-nfs/unchecked-index"));
+    expect(err.message).toContain(
+      "unchecked-index/src/lib.rs:13:9: calls core::panicking::panic_bounds_check",
+    );
   });
 
   it("refuses to read host files or the environment at compile time (include_*!, #[path], env!, asm .incbin)", async () => {

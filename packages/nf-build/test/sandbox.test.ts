@@ -319,6 +319,15 @@ describe("hostile NF crates in the sandbox", () => {
     expect(compiling()).toEqual([]);
   });
 
+  it("kills a compiler at the CPU-time limit and names it", async () => {
+    const dir = crate(
+      `cpu-${randomBytes(4).toString("hex")}`,
+      "#![allow(long_running_const_eval)]\nconst fn spin() -> u32 { let mut i = 0u32; loop { i = i.wrapping_add(1); if i == 0 { i = 1 } } }\npub const X: u32 = spin();",
+    );
+    const err = await failure(dir, ["bpf"], { cpuSeconds: 2, wallMs: 120_000 });
+    expect(err.message).toMatch(/killed at the CPU time limit \(2 s per process\)/);
+  });
+
   it("kills a build whose compiler messages pass the output limit, and cuts messages it returns", async () => {
     const calls = (inner: string) => Array.from({ length: 10 }, () => `${inner}!();`).join(" ");
     const dir = crate(

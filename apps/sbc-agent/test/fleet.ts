@@ -358,7 +358,7 @@ export class Fleet {
   }
 
   /** Runs `galette ARGS` as the operator (a real CLI process); returns stdout, throws with stderr. */
-  cli(args: string[]): string {
+  cli(args: string[], env: NodeJS.ProcessEnv = {}): string {
     try {
       return execFileSync(process.execPath, ["--import", tsxLoader, cli, ...args], {
         cwd: repoRoot,
@@ -370,6 +370,7 @@ export class Fleet {
           GALETTE_TOKEN: this.token,
           GALETTE_CA: path.join(this.controller.dataDir, "ca.crt"),
           GALETTE_NF_TARGETS: `bpf,${hostTarget()}`,
+          ...env,
         },
       });
     } catch (err) {

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { initReleaseKey, loadReleaseKey } from "@galette/controller";
 import { Dataplane } from "@galette/installer";
+import { cacheDir } from "@galette/nf-build";
 import { type DeviceSummary, SIGNATURE_DOMAINS, signDocument } from "@galette/protocol";
 import { describeKernel } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
@@ -59,7 +60,11 @@ describeKernel("device trust: only chains and NF builds signed by a pinned relea
 
   it("acceptance: publish, release (rebuilt locally), push --key, assign → the agent converges", async () => {
     fleet.cli(["nf", "publish", "nf-examples/macswap"]);
-    const released = fleet.cli(["nf", "release", "macswap", "--key", key]);
+    // A cold artifact cache: the operator's machine compiles for itself (sysroots reused: they are toolchain, not NF).
+    const released = fleet.cli(["nf", "release", "macswap", "--key", key], {
+      GALETTE_CACHE_DIR: path.join(scratch, "operator-cache"),
+      GALETTE_SYSROOT_DIR: path.join(cacheDir(), "sysroots"),
+    });
     expect(released).toMatch(/bpf-object\s+[0-9a-f]{64} \d+ B: rebuilt here: same digest/);
     releaseA = /released macswap ([0-9a-f]{64})/.exec(released)![1]!;
     const pushed = fleet.cli(["chain", "push", "chains/macswap.toml", "--key", key]);

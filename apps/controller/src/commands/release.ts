@@ -105,52 +105,58 @@ interface ArtifactCheck {
 }
 
 /**
- * Rebuilds every target of the manifest from the local crate `source` with the
- * controller's own build procedure and compares the digests. A target this machine
- * cannot build is reported and not ok.
+ * Rebuilds the NF from the local crate `source` for the manifest's targets, all in one
+ * build as the controller does (the build hash covers the target list), with the
+ * controller's own build procedure, and compares every artifact digest. When this
+ * machine cannot build them, every artifact is reported and none is ok.
  */
 async function rebuildAndCompare(manifest: NfReleaseManifest, source: string): Promise<ArtifactCheck[]> {
-  const checks: ArtifactCheck[] = [];
   const analysis = await analyzeNf(source);
   if (analysis.name !== manifest.nf)
     throw new Error(`${source} is crate "${analysis.name}", not ${manifest.nf}`);
-  for (const a of manifest.artifacts) {
-    const target: Target | undefined = a.kind === "bpf-object" ? "bpf" : targetOfTriple(a.triple ?? "");
-    const label = a.kind === "bpf-object" ? "bpf-object" : `native-lib ${a.triple}`;
-    const base = { label, digest: a.digest, size: a.size };
-    if (!target) {
-      checks.push({ ...base, outcome: "cannot be rebuilt here (unknown target)", ok: false });
-      continue;
-    }
-    try {
-      const built = await nfBuilderForServe([target])({
-        name: manifest.nf,
-        crateDir: source,
-        analysis,
-        sourceDigest: manifest.sourceDigest,
-      });
-      const mine = built.artifacts.find(
-        (b) => b.kind === a.kind && (a.kind === "bpf-object" || b.triple === a.triple),
-      );
-      if (!mine) {
-        checks.push({ ...base, outcome: `not rebuilt here (no ${target} output)`, ok: false });
-        continue;
-      }
-      const digest = createHash("sha256").update(mine.bytes).digest("hex");
-      checks.push(
-        digest === a.digest
-          ? { ...base, outcome: "rebuilt here: same digest", ok: true }
-          : { ...base, outcome: `rebuilt here: DIFFERENT digest ${digest}`, ok: false },
-      );
-    } catch (err) {
-      checks.push({
-        ...base,
-        outcome: `cannot be rebuilt here: ${(err as Error).message.split("\n")[0]}`,
-        ok: false,
-      });
-    }
+  const label = (a: NfReleaseManifest["artifacts"][number]) =>
+    a.kind === "bpf-object" ? "bpf-object" : `native-lib ${a.triple}`;
+  const targets = manifest.artifacts.map((a) =>
+    a.kind === "bpf-object" ? "bpf" : targetOfTriple(a.triple ?? ""),
+  );
+  const unknown = manifest.artifacts.filter((_, i) => targets[i] === undefined);
+  if (unknown.length > 0)
+    return manifest.artifacts.map((a) => ({
+      label: label(a),
+      digest: a.digest,
+      size: a.size,
+      outcome: unknown.includes(a) ? "cannot be rebuilt here (unknown target)" : "not rebuilt",
+      ok: false,
+    }));
+  let built: Awaited<ReturnType<ReturnType<typeof nfBuilderForServe>>>;
+  try {
+    built = await nfBuilderForServe([...new Set(targets as Target[])])({
+      name: manifest.nf,
+      crateDir: source,
+      analysis,
+      sourceDigest: manifest.sourceDigest,
+    });
+  } catch (err) {
+    const why = (err as Error).message.split("\n")[0];
+    return manifest.artifacts.map((a) => ({
+      label: label(a),
+      digest: a.digest,
+      size: a.size,
+      outcome: `cannot be rebuilt here: ${why}`,
+      ok: false,
+    }));
   }
-  return checks;
+  return manifest.artifacts.map((a) => {
+    const base = { label: label(a), digest: a.digest, size: a.size };
+    const mine = built.artifacts.find(
+      (b) => b.kind === a.kind && (a.kind === "bpf-object" || b.triple === a.triple),
+    );
+    if (!mine) return { ...base, outcome: "not rebuilt here (no output for this target)", ok: false };
+    const digest = createHash("sha256").update(mine.bytes).digest("hex");
+    return digest === a.digest
+      ? { ...base, outcome: "rebuilt here: same digest", ok: true }
+      : { ...base, outcome: `rebuilt here: DIFFERENT digest ${digest}`, ok: false };
+  });
 }
 
 export function printManifest(release: NfReleaseResponse): void {

@@ -116,7 +116,9 @@ describe("unpackCrateArchive conflicts", () => {
       const d = mkdtempSync(join(scratch, "conflict-"));
       const err = await unpackCrateArchive(archive, d).catch((e: Error) => e);
       expect(err).toBeInstanceOf(CrateArchiveError);
-      expect((err as Error).message).toMatch(/^c\/(src|a\/b): (appears twice in the archive|cannot be unpacked \(E[A-Z]+;)/);
+      expect((err as Error).message).toMatch(
+        /^c\/(src|a\/b): (appears twice in the archive|cannot be unpacked \(E[A-Z]+;)/,
+      );
       expect((err as Error).message).not.toContain(d);
     }
   });

@@ -3,7 +3,6 @@ import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import type { BpfMap } from "./maps";
 import {
   isBpfError,
@@ -269,6 +268,8 @@ const CRASH_WINDOW_MS = 10_000;
 /** This many deaths within the window restart at once; more back off exponentially. */
 const IMMEDIATE_RESTARTS = 3;
 const MAX_BACKOFF_MS = 30_000;
+/** Longest status line accepted from a worker (they are a few hundred bytes). */
+const MAX_STATUS_LINE = 64 * 1024;
 
 interface Waiter {
   resolve: () => void;
@@ -470,7 +471,23 @@ export class WorkerPool {
     child.stderr!.on("data", (s: string) => {
       this.#stderr = (this.#stderr + s).slice(-2000);
     });
-    createInterface({ input: child.stdout! }).on("line", (line) => this.#onLine(child, line));
+    // Status lines come from the process NF code runs in: bounded, or it is killed.
+    let pending = "";
+    child.stdout!.setEncoding("utf8");
+    child.stdout!.on("data", (chunk: string) => {
+      pending += chunk;
+      let nl = pending.indexOf("\n");
+      while (nl >= 0) {
+        this.#onLine(child, pending.slice(0, nl));
+        pending = pending.slice(nl + 1);
+        nl = pending.indexOf("\n");
+      }
+      if (pending.length > MAX_STATUS_LINE && child === this.#child) {
+        this.#fatal = `status line longer than ${MAX_STATUS_LINE} bytes`;
+        pending = "";
+        native().workerPoolKill(this.#handle!);
+      }
+    });
     child.on("exit", (code, signal) => this.#onExit(child, code, signal));
     const timeoutMs = o.startTimeoutMs ?? 10_000;
     await withTimeout(ready, timeoutMs, `NF worker on ${o.ifname} not ready after ${timeoutMs} ms`);

@@ -304,7 +304,7 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
 });
 
 /** Steering bytes of test/nf/hostile_nf.c. */
-const HOSTILE = { crash: 0xc1, shadow: 0xc2, socket: 0xc3, exec: 0xc4 } as const;
+const HOSTILE = { crash: 0xc1, shadow: 0xc2, socket: 0xc3, exec: 0xc4, flood: 0xc5 } as const;
 const PROBE_KEY = 0xfffffff0;
 
 describeKernel("xdp-native NF worker process: isolation and supervision", () => {
@@ -398,6 +398,18 @@ describeKernel("xdp-native NF worker process: isolation and supervision", () => 
     expect(s.workers.every((w) => w.state === "running")).toBe(true);
     expect(s.totals.rx).toBe(s.totals.tx + s.totals.dropped + 4);
     expect(pool.health().framesLostInCrashes).toBe(4);
+  });
+
+  it("kills a worker that floods this process's status channel, and carries on", async () => {
+    const d = await device("wf", hostileLib);
+    const pool = await d.start();
+    await hostile(d, HOSTILE.flood, 500);
+    expect(
+      await waitFor(() => pool.health().crashes === 1 && pool.health().state === "running", 3000, 5),
+    ).toBe(true);
+    expect(pool.health().lastCrash).toMatchObject({ signal: "SIGKILL" });
+    expect(pool.health().lastCrash!.message).toMatch(/status line longer than 65536 bytes/);
+    await flows(d, 20, 100);
   });
 
   it.each([

@@ -5,6 +5,7 @@
  *   SHADOW  opens /etc/shadow and, if that worked, copies its first bytes into the frame
  *   SOCKET  opens a UDP socket and sends the frame to 127.0.0.1
  *   EXEC    execs /bin/sh
+ *   FLOOD   writes 128 KiB without a newline to its stdout (the worker's status channel)
  * When loaded it also tries to read PROBE_FILE from its constructor (which runs on the
  * worker's control thread) and records what happened under key PROBE_KEY of its map. */
 #include <errno.h>
@@ -23,6 +24,7 @@
 #define SHADOW 0xc2
 #define SOCKET 0xc3
 #define EXEC 0xc4
+#define FLOOD 0xc5
 /* map key for the constructor's result: value 0 = it read /etc/shadow, else its errno */
 #define PROBE_KEY 0xfffffff0u
 /* world-readable: only the worker's Landlock ruleset can refuse it */
@@ -82,6 +84,11 @@ __u32 galette_nf_packet(struct galette_pkt *pkt, const int *map_fds)
 			sendto(s, pkt->data, pkt->len, 0, (struct sockaddr *)&to, sizeof to);
 			close(s);
 		}
+	} else if (steer == FLOOD) {
+		static char junk[128 * 1024];
+		memset(junk, 'x', sizeof junk);
+		ssize_t n = write(1, junk, sizeof junk);
+		(void)n;
 	} else if (steer == EXEC) {
 		char *argv[] = {"/bin/sh", "-c", "id", 0};
 		execve("/bin/sh", argv, 0);

@@ -3,12 +3,19 @@ import { request as httpRequest } from "node:http";
 import { Agent, request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
 import { issueDeviceCert } from "@galette/pki";
-import { PROTOCOL_VERSION, type PublishNfResponse, type TokenSummary } from "@galette/protocol";
+import {
+  type AuditEntry,
+  PROTOCOL_VERSION,
+  type PublishNfResponse,
+  type TokenSummary,
+} from "@galette/protocol";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { DataDir, hashToken } from "../src/control";
+import type { NfBuilder } from "../src/nf-publish";
 import { DATABASE_FILE, MIGRATIONS, openSqliteRepository } from "../src/storage/sqlite";
 import {
   call,
@@ -305,6 +312,61 @@ describe("API revocation", () => {
     const closed = await ws.closed;
     expect(closed.code).toBe(4403);
     expect(closed.at - revokedAt).toBeLessThan(2000);
+  });
+});
+
+describe("audit of a call whose client goes away", () => {
+  let h: Harness;
+  let crates: string;
+  beforeAll(async () => {
+    // A build that takes a while: the client is gone before the answer.
+    const slowBuilder: NfBuilder = async (input) => {
+      await new Promise((r) => setTimeout(r, 800));
+      return fakeBuilder(input);
+    };
+    h = await startHarness({ nfBuilder: slowBuilder });
+    crates = mkdtempSync(join(tmpdir(), "galette-audit-crates-"));
+  });
+  afterAll(async () => {
+    await h?.cleanup();
+    rmSync(crates, { recursive: true, force: true });
+  });
+
+  it("is on record before the handler runs, even when no answer is ever sent", async () => {
+    writeCrate(crates, "macswap", MACSWAP_RS);
+    const archive = tarOf(crates, "macswap");
+    const url = new URL(h.controller.url);
+    await new Promise<void>((resolve, reject) => {
+      const socket = tlsConnect({ host: url.hostname, port: Number(url.port), ca: h.caPem }, () => {
+        socket.write(
+          `POST /v1/nfs?name=macswap HTTP/1.1\r\nhost: ${url.host}\r\nauthorization: Bearer ${h.token}\r\n` +
+            `content-type: application/x-tar\r\ncontent-length: ${archive.length}\r\n\r\n`,
+        );
+        socket.write(archive, () => setTimeout(() => socket.destroy(), 200));
+      });
+      socket.on("close", () => resolve());
+      socket.on("error", reject);
+    });
+    const deadline = Date.now() + 10_000;
+    let published = false;
+    while (!published && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      const data = DataDir.open(h.dir);
+      published = data.repo.latestNf("macswap") !== undefined;
+      data.close();
+    }
+    expect(published, "the publish ran to the end").toBe(true);
+    const audit = await h.call("/v1/audit", { token: h.token });
+    const rows = audit.json<{ entries: AuditEntry[] }>().entries.filter((e) => e.route === "/v1/nfs");
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({
+      actor: "test-operator",
+      method: "POST",
+      target: "macswap",
+      remote: "127.0.0.1",
+    });
+    // 0 = no answer reached the client; 201 when the server still got to send it.
+    expect([0, 201]).toContain(rows[0]!.status);
   });
 });
 

@@ -131,7 +131,10 @@ export interface Repository {
   /** Deletes every token of that name; returns how many. */
   deleteTokens(name: string): number;
 
-  insertAudit(entry: AuditRecord): void;
+  /** Returns the row's id. */
+  insertAudit(entry: AuditRecord): number;
+  /** Sets the outcome of a row written before its call was answered. */
+  finishAudit(id: number, status: number, target: string | null): void;
   /** Oldest first, at most `limit`, from `since` (inclusive) when given. */
   listAudit(query: { since?: string; limit: number }): AuditEntry[];
 

@@ -453,13 +453,19 @@ class SqliteRepository implements Repository {
     return (this.db.prepare("SELECT COUNT(*) AS n FROM tokens").get() as { n: number }).n;
   }
 
-  insertAudit(entry: AuditRecord): void {
-    this.db
-      .prepare(
-        `INSERT INTO audit (at, actor, method, route, target, status, remote)
-         VALUES (@at, @actor, @method, @route, @target, @status, @remote)`,
-      )
-      .run(entry);
+  insertAudit(entry: AuditRecord): number {
+    return Number(
+      this.db
+        .prepare(
+          `INSERT INTO audit (at, actor, method, route, target, status, remote)
+           VALUES (@at, @actor, @method, @route, @target, @status, @remote)`,
+        )
+        .run(entry).lastInsertRowid,
+    );
+  }
+
+  finishAudit(id: number, status: number, target: string | null): void {
+    this.db.prepare("UPDATE audit SET status = ?, target = ? WHERE id = ?").run(status, target, id);
   }
 
   listAudit(query: { since?: string; limit: number }): AuditEntry[] {

@@ -400,6 +400,22 @@ describeKernel("xdp-native NF worker process: isolation and supervision", () => 
     expect(pool.health().framesLostInCrashes).toBe(4);
   });
 
+  it("restarts a worker killed from outside (SIGKILL); frames flow before and after", async () => {
+    const d = await device("wo", hostileLib);
+    const pool = await d.start();
+    await flows(d, 20, 0);
+    const pid = pool.workerPid!;
+    process.kill(pid, "SIGKILL");
+    expect(
+      await waitFor(() => pool.health().crashes === 1 && pool.health().state === "running", 3000, 5),
+    ).toBe(true);
+    expect(pool.health().lastCrash).toMatchObject({ signal: "SIGKILL", instances: [] });
+    expect(pool.health().lastCrash!.message).toMatch(/killed by SIGKILL outside NF code/);
+    expect(pool.workerPid).not.toBe(pid);
+    expect(pool.health().lastRestartMs).toBeLessThan(1000);
+    await flows(d, 20, 100);
+  });
+
   it("kills a worker that floods this process's status channel, and carries on", async () => {
     const d = await device("wf", hostileLib);
     const pool = await d.start();

@@ -1,5 +1,5 @@
 # The two commands: `make demo` (the main job) and `make test` (all tests).
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean packages test-packages
 
 setup:
 	@bash scripts/setup.sh
@@ -13,5 +13,15 @@ test: setup
 bench: setup
 	@bash scripts/bench.sh
 
+# Debian packages under dist/: galette-agent for amd64/arm64/armhf, galette for amd64/arm64.
+packages: setup
+	@bash packaging/build-debs.sh
+
+# Installs the packages in a clean Debian 12 root and runs the agent from there (builds
+# only the packages it installs: the agent for amd64 and arm64, galette for amd64).
+test-packages: setup
+	@AGENT_ARCHES="amd64 arm64" GALETTE_ARCHES=amd64 bash packaging/build-debs.sh
+	@bash packaging/test-packages.sh
+
 clean:
-	rm -rf node_modules packages/*/node_modules apps/*/node_modules packages/*/dist apps/*/dist .galette
+	rm -rf node_modules packages/*/node_modules apps/*/node_modules packages/*/dist apps/*/dist .galette dist

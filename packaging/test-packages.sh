@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# `make test-packages`: the packages in dist/ installed as a newcomer would.
+#
+# amd64, in a clean Debian 12 root (debootstrap minbase, cached as a tarball under
+# /var/cache/galette and unpacked fresh for every run):
+#   apt-get install ./galette-agent_*.deb (dependencies from the Debian mirror), then the
+#   agent runs from that root against a controller outside it (the galette package's own
+#   bundle and Node runtime, on this machine): it enrols from its bundle, converges on
+#   chains/macswap.toml and forwards frames on a veth pair. Then upgrade (keeps /etc and
+#   data), remove and purge.
+# arm64: the package's ELF files are aarch64; under qemu-user-static its Node runtime
+#   starts the agent, loads the addon, prints --version and reaches the controller over mTLS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+VERSION=${GALETTE_VERSION:-$(node -p "require('./apps/sbc-agent/package.json').version")}
+CACHE=${GALETTE_PACKAGING_CACHE:-/var/cache/galette/packaging}
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+started=$(date +%s)
+
+step() { printf '\n\033[1m== %s\033[0m (%ss)\n' "$*" "$(($(date +%s) - started))"; }
+fail() {
+  printf '\033[1;31mtest-packages FAILED:\033[0m %s\n' "$*" >&2
+  exit 1
+}
+ok() { printf '  ok: %s\n' "$*"; }
+
+[ "$(id -u)" -eq 0 ] || fail "run as root"
+agent_deb=$repo/dist/galette-agent_${VERSION}_amd64.deb
+agent_arm64=$repo/dist/galette-agent_${VERSION}_arm64.deb
+galette_deb=$repo/dist/galette_${VERSION}_amd64.deb
+for f in "$agent_deb" "$agent_arm64" "$galette_deb"; do [ -f "$f" ] || fail "$f is missing: run make packages"; done
+
+work=$(mktemp -d /tmp/galette-test-packages-XXXXXX)
+root=$work/root
+id=$$
+gns="gpkg-$id-gen"
+dns="gpkg-$id-dev"
+gif="gp${id}g"
+dif="gp${id}d"
+controller_pid=""
+agent_pid=""
+arm_pid=""
+mounted=()
+cleanup() {
+  local status=$?
+  set +e
+  for pid in $agent_pid $arm_pid; do kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  if [ -x "$root/usr/bin/galette-agent" ] && [ -f "$root/etc/galette/agent.json" ]; then
+    chroot "$root" galette-agent --config /etc/galette/agent.json --uninstall >>"$work/uninstall.log" 2>&1
+  fi
+  [ -n "$controller_pid" ] && kill -TERM "$controller_pid" 2>/dev/null && wait "$controller_pid" 2>/dev/null
+  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[$i]}"; done
+  ip netns del "$gns" 2>/dev/null
+  ip netns del "$dns" 2>/dev/null
+  if [ "$status" -ne 0 ]; then
+    for log in "$work"/*.log; do
+      [ -f "$log" ] && {
+        echo "--- $log (last 25 lines)" >&2
+        tail -n 25 "$log" >&2
+      }
+    done
+  fi
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mount_into() { # SRC DEST [bind options]
+  mkdir -p "$2"
+  mount --rbind "$1" "$2"
+  mount --make-rslave "$2"
+  mounted+=("$2")
+}
+
+# ------------------------------------------------------------------------------------------
+step "1. A clean Debian 12 root"
+tarball=$CACHE/debootstrap/bookworm-amd64-minbase.tar.zst
+if [ ! -f "$tarball" ]; then
+  echo "  debootstrap --variant=minbase bookworm (first run only; cached in $tarball)"
+  fresh=$work/fresh
+  debootstrap --variant=minbase bookworm "$fresh" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
+    fail "debootstrap failed (log: $work/debootstrap.log)"
+  mkdir -p "$(dirname "$tarball")"
+  tar -C "$fresh" --zstd -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+  rm -rf "$fresh"
+fi
+mkdir -p "$root"
+tar -C "$root" --zstd -xf "$tarball"
+cat >"$root/etc/apt/sources.list" <<EOF
+deb $MIRROR bookworm main
+deb $MIRROR bookworm-updates main
+deb ${MIRROR%/debian}/debian-security bookworm-security main
+EOF
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+mount_into /proc "$root/proc"
+mount_into /sys "$root/sys"
+mount_into /dev "$root/dev"
+mkdir -p /run/netns
+mount_into /run/netns "$root/run/netns"
+ok "$(cat "$root/etc/debian_version") root in $root, nothing of Galette in it"
+chroot "$root" sh -c 'command -v node || command -v galette-agent' >/dev/null && fail "the clean root has node or galette-agent"
+
+step "2. apt-get install ./galette-agent_${VERSION}_amd64.deb inside it"
+cp "$agent_deb" "$root/tmp/"
+chroot "$root" apt-get update -qq >"$work/apt.log" 2>&1 || fail "apt-get update in the root failed"
+DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y "/tmp/$(basename "$agent_deb")" >>"$work/apt.log" 2>&1 ||
+  fail "apt-get install of the agent package failed"
+v=$(chroot "$root" galette-agent --version) || fail "galette-agent --version failed"
+[ "$v" = "$VERSION" ] || fail "galette-agent --version printed '$v', expected $VERSION"
+ok "galette-agent --version → $v"
+chroot "$root" sh -c 'command -v tsx || command -v cc || command -v clang-22 || command -v git' >/dev/null &&
+  fail "the agent package pulled in a compiler, git or tsx"
+ok "no compiler, git or tsx in the root: $(chroot "$root" dpkg -l | grep -c '^ii') packages"
+
+step "3. The controller outside (the galette package's bundle and Node runtime)"
+gal=$work/galette-pkg
+dpkg-deb -x "$galette_deb" "$gal"
+g() { "$gal/usr/lib/galette/node" "$gal/usr/lib/galette/galette.mjs" "$@"; }
+[ "$(g --version)" = "$VERSION" ] || fail "packaged galette --version"
+data=$work/controller
+g pki init --data "$data" >/dev/null
+GALETTE_NF_TARGETS=bpf,x86_64 g controller serve --data "$data" --listen 127.0.0.1:0 >"$work/controller.log" 2>&1 &
+controller_pid=$!
+for _ in $(seq 1 300); do
+  [ -f "$data/controller.json" ] && break
+  kill -0 "$controller_pid" 2>/dev/null || fail "controller exited"
+  sleep 0.1
+done
+[ -f "$data/controller.json" ] || fail "controller did not start within 30 s"
+GALETTE_URL=$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1])).url' "$data/controller.json")
+GALETTE_TOKEN=$(g token create --data "$data" --name test-packages --scopes admin,publish,deploy,read)
+GALETTE_CA="$data/ca.crt"
+export GALETTE_URL GALETTE_TOKEN GALETTE_CA
+ok "listening on $GALETTE_URL"
+
+step "4. Enrol the device; its bundle goes to /etc/galette in the root"
+ip netns add "$gns"
+ip netns add "$dns"
+for ns in "$gns" "$dns"; do
+  nsenter --net="/run/netns/$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  ip -n "$ns" link set lo up
+done
+ip link add "$gif" netns "$gns" type veth peer name "$dif" netns "$dns"
+ip -n "$gns" link set "$gif" address 02:00:00:00:77:0a
+ip -n "$dns" link set "$dif" address 02:00:00:00:77:0b
+ip -n "$gns" link set "$gif" up
+ip -n "$dns" link set "$dif" up
+ops() { node --import "$repo/node_modules/tsx/dist/loader.mjs" "$repo/scripts/demo-ops.ts" "$@"; }
+ops xdp-pass "$gns" "$gif"
+# the device loads only what this release key signed
+g release-key init --out "$work/release-key" >/dev/null
+g device enroll pkg-amd64 --labels role=pkgtest --out "$work/bundle" --release-key "$work/release-key/release.pub" >/dev/null
+mkdir -p "$root/etc/galette"
+cp "$work/bundle"/* "$root/etc/galette/"
+node -e '
+  const fs = require("fs"); const [file, iface, netns] = process.argv.slice(1);
+  const c = JSON.parse(fs.readFileSync(file));
+  Object.assign(c, { interface: iface, netns, pollIntervalSeconds: 5, statusIntervalSeconds: 1, workerThreads: 1 });
+  fs.writeFileSync(file, JSON.stringify(c, null, 2));
+' "$root/etc/galette/agent.json" "$dif" "$dns"
+ok "bundle: $(ls "$root/etc/galette" | tr '\n' ' ')"
+
+step "5. The agent, from the root, converges on macswap and forwards frames"
+# the agent's view of the machine: the root's files, this machine's bpffs and namespaces
+mount_into /sys/fs/bpf "$root/sys/fs/bpf"
+mkdir -p "$root/run/galette" "$root/var/lib/galette-agent"
+chroot "$root" galette-agent --config /etc/galette/agent.json >"$work/agent.log" 2>&1 &
+agent_pid=$!
+g nf publish nf-examples/macswap >"$work/publish.log" 2>&1 || fail "nf publish macswap failed"
+g nf release macswap --key "$work/release-key/release.key" --trust-controller-build >/dev/null
+g chain push chains/macswap.toml --key "$work/release-key/release.key" >/dev/null
+g chain assign macswap --selector role=pkgtest >/dev/null
+ops wait macswap 90 pkg-amd64 || fail "the packaged agent did not converge"
+read -r sent got < <(ops traffic "$gns" "$gif" 02:00:00:00:77:0a 02:00:00:00:77:0b 10.77.0.1 10.77.0.2 20 pkg-amd64)
+[ "$got" = "$sent" ] && [ "$sent" -gt 0 ] || fail "sent $sent frames, $got came back"
+ok "sent $sent frames through the device, $got came back MAC-swapped"
+kill -TERM "$agent_pid"
+for _ in $(seq 1 50); do kill -0 "$agent_pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$agent_pid" 2>/dev/null && fail "the agent did not stop within 5 s of SIGTERM"
+wait "$agent_pid" || true
+agent_pid=""
+ok "SIGTERM stopped the agent"
+read -r sent got < <(ops traffic "$gns" "$gif" 02:00:00:00:77:0a 02:00:00:00:77:0b 10.77.0.1 10.77.0.2 10 pkg-after)
+[ "$got" = "$sent" ] || fail "after the agent stopped: sent $sent, $got came back (the chain must stay pinned)"
+ok "the chain stays pinned after the agent stops ($got/$sent frames)"
+chroot "$root" galette-agent --config /etc/galette/agent.json --uninstall >>"$work/uninstall.log" 2>&1
+nsenter --net="/run/netns/$dns" ip -j link show dev "$dif" | grep -q '"xdp"' && fail "--uninstall left an XDP program"
+ok "--uninstall removed it"
+
+step "6. Upgrade keeps /etc and data; remove; purge"
+echo "GALETTE_LOG_LEVEL=debug" >"$root/etc/default/galette-agent" # an admin's change to a conffile
+touch "$root/var/lib/galette-agent/kept"
+up=$work/upgrade
+dpkg-deb -R "$agent_deb" "$up"
+sed -i "s/^Version: .*/Version: $VERSION+upgrade1/" "$up/DEBIAN/control"
+dpkg-deb --root-owner-group -Zxz --build "$up" "$root/tmp/galette-agent_upgrade.deb" >/dev/null
+DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -o Dpkg::Options::=--force-confold \
+  /tmp/galette-agent_upgrade.deb >>"$work/apt.log" 2>&1 || fail "upgrade failed"
+[ "$(chroot "$root" dpkg-query -W -f='${Version}' galette-agent)" = "$VERSION+upgrade1" ] || fail "upgrade did not happen"
+grep -q debug "$root/etc/default/galette-agent" || fail "upgrade replaced the admin's /etc/default/galette-agent"
+[ -f "$root/etc/galette/agent.json" ] && [ -f "$root/etc/galette/device.key" ] || fail "upgrade lost the device bundle"
+[ -f "$root/var/lib/galette-agent/kept" ] || fail "upgrade lost /var/lib/galette-agent"
+ok "upgraded to $VERSION+upgrade1; /etc/galette, /etc/default/galette-agent and /var/lib/galette-agent kept"
+DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get remove -y galette-agent >>"$work/apt.log" 2>&1 || fail "remove failed"
+[ ! -e "$root/usr/bin/galette-agent" ] && [ ! -e "$root/usr/lib/galette-agent" ] || fail "remove left the program"
+[ -f "$root/etc/default/galette-agent" ] && [ -f "$root/etc/galette/agent.json" ] || fail "remove deleted configuration"
+ok "remove: program gone, configuration kept"
+DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get purge -y galette-agent >>"$work/apt.log" 2>&1 || fail "purge failed"
+[ ! -e "$root/etc/default/galette-agent" ] && [ ! -e "$root/var/lib/galette-agent" ] && [ ! -e "$root/etc/galette/agent.json" ] ||
+  fail "purge left configuration or data"
+chroot "$root" dpkg -l galette-agent 2>/dev/null | grep -q '^ii' && fail "still installed after purge"
+ok "purge: configuration and data gone"
+
+step "7. arm64: aarch64 ELF files; under qemu-user-static the agent runs and reaches the controller"
+arm=$work/arm64
+dpkg-deb -x "$agent_arm64" "$arm"
+lib=$arm/usr/lib/galette-agent
+for f in "$lib/node" "$lib/packages/xdp-native/build/Release/galette_xdp.node"; do
+  file -b "$f" | grep -q "ARM aarch64" || fail "$f is not aarch64: $(file -b "$f")"
+done
+ok "node and galette_xdp.node are aarch64 ELF files"
+qemu=$(command -v qemu-aarch64-static) || fail "qemu-aarch64-static is missing: run make setup"
+# -L /: the arm64 libraries (libc6, libbpf1, libxdp1 … :arm64) are installed multiarch here
+arun() { "$qemu" -L / "$lib/node" "$@"; }
+v=$(arun "$lib/galette-agent.mjs" --version) || fail "galette-agent --version under qemu failed"
+[ "$v" = "$VERSION" ] || fail "arm64 galette-agent --version printed '$v'"
+ok "galette-agent --version → $v (aarch64, $(arun -p process.arch))"
+loaded=$(arun -e "const a = require('$lib/packages/xdp-native/build/Release/galette_xdp.node'); console.log(typeof a.xdpQuery)") ||
+  fail "the arm64 addon did not load"
+[ "$loaded" = function ] || fail "the arm64 addon loaded without its functions"
+ok "the arm64 addon loads (libbpf/libxdp for aarch64 resolved)"
+g device enroll pkg-arm64 --labels role=pkgtest-arm --out "$work/arm-bundle" >/dev/null
+node -e '
+  const fs = require("fs"); const [file, run] = process.argv.slice(1);
+  const c = JSON.parse(fs.readFileSync(file));
+  Object.assign(c, { interface: "lo", dataDir: run + "/data", stateDir: run + "/state", pollIntervalSeconds: 2, statusIntervalSeconds: 1 });
+  fs.writeFileSync(file, JSON.stringify(c, null, 2));
+' "$work/arm-bundle/agent.json" "$work/arm-run"
+arun "$lib/galette-agent.mjs" --config "$work/arm-bundle/agent.json" >"$work/agent-arm64.log" 2>&1 &
+arm_pid=$!
+seen=""
+for _ in $(seq 1 120); do
+  seen=$(g device list --json | node -e '
+    const d = JSON.parse(require("fs").readFileSync(0)).devices.find((x) => x.name === "pkg-arm64");
+    if (d && d.lastSeenAt) console.log(`${d.arch ?? "?"} last seen ${d.lastSeenAt}`);')
+  [ -n "$seen" ] && break
+  kill -0 "$arm_pid" 2>/dev/null || fail "the arm64 agent exited"
+  sleep 0.5
+done
+[ -n "$seen" ] || fail "the arm64 agent never reached the controller"
+ok "the arm64 agent reached the controller over mTLS: pkg-arm64 $seen"
+kill -TERM "$arm_pid"
+wait "$arm_pid" || true
+arm_pid=""
+
+step "passed in $(($(date +%s) - started)) s"

@@ -51,7 +51,7 @@ update_indexes() {
 
 # Host packages
 host=(g++-aarch64-linux-gnu g++-arm-linux-gnueabihf dpkg-dev lintian debootstrap
-  qemu-user-static binfmt-support file)
+  qemu-user-static binfmt-support file zstd)
 mapfile -t need < <(missing_of "${host[@]}")
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"

@@ -6,6 +6,7 @@ import {
   issueDeviceCert,
   loadPkiDir,
   normaliseSerial,
+  PKI_FILES,
 } from "@galette/pki";
 import {
   type AssignedNf,
@@ -77,6 +78,12 @@ export class DataDir {
 
   static open(dir: string): DataDir {
     return new DataDir(dir);
+  }
+
+  /** The root CA key's path if it was left in the data directory (never read here), else undefined. */
+  get rootKeyLeftBehind(): string | undefined {
+    const path = join(this.dir, PKI_FILES.caKey);
+    return existsSync(path) ? path : undefined;
   }
 
   /** Where uploaded NF crates are unpacked for the builder. */

@@ -183,6 +183,13 @@ export async function startController(options: ControllerOptions): Promise<Runni
     { url, dataDir: data.dir, ...(metrics ? { metricsUrl: metrics.url } : {}) },
     "controller listening",
   );
+  const rootKey = data.rootKeyLeftBehind;
+  if (rootKey) {
+    app.log.warn(
+      { file: rootKey },
+      "the root CA key is in the data directory: the controller never reads it; move it offline (pki rotate-issuer and pki renew-server take it with --root-key)",
+    );
+  }
 
   const running = app;
   return {

@@ -89,6 +89,12 @@ describe("two-tier PKI: root offline, issuing CA in the controller", () => {
   });
 
   it("starts and enrols without the root key; the bundle carries the root, the certificate chains via the issuer", async () => {
+    // Started once with ca.key in place (warned), then restarted without it (no warning).
+    const warnings = h.logs.filter((l) =>
+      String(l.msg).startsWith("the root CA key is in the data directory"),
+    );
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]!.file).toBe(join(h.dir, PKI_FILES.caKey));
     const bundle = await h.enrol("before");
     expect(bundle.caPem).toBe(readFileSync(join(h.dir, PKI_FILES.caCert), "utf8"));
     expect(certInfo(bundle.certPem).issuerCommonName).toBe(firstIssuerCn);

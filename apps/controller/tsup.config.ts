@@ -22,6 +22,8 @@ export default defineConfig(
         "packages/nf-build/scripts/build-sysroot.sh",
         "packages/nf-build/src/build.ts",
         "packages/nf-build/src/glue.ts",
+        // nf test: the test-run harness and the variant programs, compiled on first use
+        "packages/nf-build/harness",
         // tree-sitter's runtime and the Rust grammar (wasm)
         [
           "packages/nf-build/node_modules/web-tree-sitter/tree-sitter.wasm",

@@ -22,6 +22,7 @@ import path from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { analyzeNf } from "./analyze";
 import { locateCalls } from "./debuglocs";
+import { llcDiagnostics, recursionDiagnostics, renderDiagnostics } from "./diagnostics";
 import { NfBuildError } from "./errors";
 import {
   ABI_VERSION,
@@ -554,20 +555,31 @@ async function buildBpf(crate: CrateInfo, maps: MapSpec[], ctx: JobCtx, out: str
   await writeFile(sanitised, sanitiseDebugNames(ir));
   await tool(ctx, OPT, ["-O2", sanitised, "-o", optimised], "optimising bitcode");
   const undefinedSymbols = await listUndefined(ctx, optimised);
+  const { stdout: optIr } = await tool(ctx, LLVM_DIS, [optimised, "-o", "-"], "disassembling bitcode");
+  const where = { ir: optIr, crateDir: ctx.debugCrateDir };
   if (undefinedSymbols.size) {
-    const { stdout: optIr } = await tool(ctx, LLVM_DIS, [optimised, "-o", "-"], "disassembling bitcode");
     const sites = locateCalls(optIr, undefinedSymbols, ctx.debugCrateDir).map((s) => ({
       ...s,
       file: ctx.showPath(s.file),
     }));
     throw new NfBuildError(explainUndefinedSymbols(crate.analysis, [...undefinedSymbols.values()], sites));
   }
-  await tool(
-    ctx,
-    LLC,
-    ["-march=bpfel", "-mcpu=v3", "-O2", "-filetype=obj", optimised, "-o", out],
-    "generating the BPF object",
-  );
+  const recursion = recursionDiagnostics(where);
+  if (recursion.length)
+    throw new NfBuildError(renderDiagnostics(crate.analysis.name, recursion, ctx.showPath));
+  try {
+    await tool(
+      ctx,
+      LLC,
+      ["-march=bpfel", "-mcpu=v3", "-O2", "-filetype=obj", optimised, "-o", out],
+      "generating the BPF object",
+    );
+  } catch (err) {
+    if (!(err instanceof NfBuildError) || err instanceof NfBuildLimitError) throw err;
+    const diags = llcDiagnostics(err.message, where);
+    if (diags.length === 0) throw err;
+    throw new NfBuildError(renderDiagnostics(crate.analysis.name, diags, ctx.showPath), { cause: err });
+  }
 }
 
 async function buildNative(

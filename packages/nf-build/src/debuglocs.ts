@@ -84,3 +84,50 @@ export function locateCalls(ir: string, symbols: Map<string, string>, crateDir: 
   }
   return out;
 }
+
+export interface SourceLoc {
+  file: string;
+  line: number;
+  column: number;
+}
+
+/**
+ * The author's frames for a location a tool reported inside inlined library code (say core's
+ * uint_macros.rs:3105:26): every DILocation at that file:line:column, followed through its
+ * inlinedAt chain to the first frame under `crateDir`; duplicates removed.
+ */
+export function authorFramesOf(ir: string, loc: SourceLoc, crateDir: string): SourceLoc[] {
+  const nodes = parseMetadata(ir);
+  const root = path.resolve(crateDir) + path.sep;
+  const wanted = path.resolve(loc.file);
+  const out: SourceLoc[] = [];
+  const seen = new Set<string>();
+  for (const [, n] of nodes) {
+    if (n.kind !== "DILocation") continue;
+    if (Number(field(n.body, "line") ?? -1) !== loc.line) continue;
+    if (Number(field(n.body, "column") ?? -1) !== loc.column) continue;
+    const file = fileOfScope(nodes, ref(field(n.body, "scope")));
+    if (!file || (file !== wanted && !wanted.endsWith(file) && !file.endsWith(path.basename(wanted))))
+      continue;
+    let cur: Node | undefined = n;
+    for (let depth = 0; cur?.kind === "DILocation" && depth < 64; depth++) {
+      const f = fileOfScope(nodes, ref(field(cur.body, "scope")));
+      if (f?.startsWith(root)) {
+        const site = {
+          file: f,
+          line: Number(field(cur.body, "line") ?? 0),
+          column: Number(field(cur.body, "column") ?? 0),
+        };
+        const key = `${site.file}:${site.line}:${site.column}`;
+        if (!seen.has(key)) {
+          seen.add(key);
+          out.push(site);
+        }
+        break;
+      }
+      const next = ref(field(cur.body, "inlinedAt"));
+      cur = next ? nodes.get(next) : undefined;
+    }
+  }
+  return out;
+}

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ethFrame, type RunOptions, run as testkitRun, udpFrame } from "@galette/testkit";
+import { testHarness } from "../src/nf-test";
 
 export const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, "..", "..", "..");
@@ -148,11 +149,12 @@ export const QEMU: Partial<Record<HarnessFlavour, string[]>> = {
   riscv64: ["qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"],
 };
 
-const harnessSrc = path.join(here, "harness", "harness.c");
+const harnessSrc = path.join(here, "..", "harness", "harness.c");
 const abiInclude = path.join(repoRoot, "packages", "xdp-native", "include");
 
-/** Compiles (once per content) the harness: "real" uses libbpf maps, the others fake maps. */
+/** The harness: "real" (libbpf maps) is nf test's own; the others, with fake maps, compiled here once per content. */
 export async function harness(flavour: HarnessFlavour): Promise<string> {
+  if (flavour === "real") return testHarness();
   const digest = createHash("sha256")
     .update(readFileSync(harnessSrc))
     .update(readFileSync(path.join(abiInclude, "galette_abi.h")))
@@ -164,8 +166,7 @@ export async function harness(flavour: HarnessFlavour): Promise<string> {
   await mkdir(dir, { recursive: true });
   const tmp = `${out}.${process.pid}.tmp`;
   const args = ["-O1", "-Wall", "-Werror", `-I${abiInclude}`, harnessSrc, "-o", tmp];
-  if (flavour === "real") args.push("-lbpf", "-ldl");
-  else args.push("-DFAKE_MAPS", "-rdynamic", "-ldl");
+  args.push("-DFAKE_MAPS", "-rdynamic", "-ldl");
   await run(HARNESS_CC[flavour], args);
   await rename(tmp, out);
   return out;

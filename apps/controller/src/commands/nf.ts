@@ -11,6 +11,7 @@ import {
   parseTargets,
   TARGETS,
   type Target,
+  testNf,
 } from "@galette/nf-build";
 import type { Command } from "commander";
 import { packCrateDir } from "../crate-archive";
@@ -142,6 +143,7 @@ export function registerNfCommands(program: Command): void {
 
   registerNfInspect(nf);
   registerNfRelease(nf);
+  registerNfTest(nf);
 
   nf.command("publish")
     .description("Upload NF crates to the controller, which builds them for XDP and every device CPU")
@@ -163,5 +165,66 @@ export function registerNfCommands(program: Command): void {
         if (published.build === "failed") process.exitCode = 1;
       }
       if (flags.json) process.stdout.write(`${JSON.stringify({ nfs: results }, null, 2)}\n`);
+    });
+}
+
+interface TestFlags {
+  pcap: string;
+  maps?: string;
+  expect?: string;
+  out?: string;
+  json?: boolean;
+}
+
+function registerNfTest(nf: Command): void {
+  nf.command("test")
+    .description(
+      "Run an NF over a capture through its XDP build (BPF_PROG_TEST_RUN) and its native library; fail on any difference",
+    )
+    .argument("<crate-dir>", "NF crate directory")
+    .requiredOption("--pcap <file>", "input frames (pcap, Ethernet)")
+    .option("--maps <file>", 'initial map entries: TOML (or .json), MAP = ["KEYHEX:VALUEHEX", ...]')
+    .option("--expect <file>", "expected output frames (pcap, one per input frame, in order)")
+    .option("--out <file>", "write each frame's output as a pcap (usable as --expect later)")
+    .option("--json", "print the result as JSON on stdout")
+    .action(async (crateDir: string, flags: TestFlags) => {
+      try {
+        const result = await testNf({
+          crateDir,
+          pcap: flags.pcap,
+          ...(flags.maps ? { maps: flags.maps } : {}),
+          ...(flags.expect ? { expect: flags.expect } : {}),
+          ...(flags.out ? { out: flags.out } : {}),
+        });
+        if (flags.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+        else {
+          for (const f of result.frames) {
+            const same = f.xdp.verdict === f.native.verdict && f.xdp.bytes === f.native.bytes;
+            const verdict = same
+              ? f.xdp.verdict
+              : `XDP ${f.xdp.verdict} / ${result.native} ${f.native.verdict}`;
+            process.stdout.write(
+              `frame ${f.frame}: ${verdict} ${f.xdp.bytes}${f.ok ? "" : "  <- differs"}\n`,
+            );
+          }
+        }
+        for (const d of result.differences)
+          process.stderr.write(`galette nf test: frame ${d.frame}: ${d.what}: ${d.detail}\n`);
+        if (!result.passed) {
+          process.exitCode = 1;
+          return;
+        }
+        if (!flags.json)
+          process.stdout.write(
+            `${result.nf}: ${result.frames.length} frames, XDP and ${result.native} builds agree${flags.expect ? " and match the expectation" : ""}\n`,
+          );
+      } catch (err) {
+        if (err instanceof Error && (err instanceof NfBuildError || err.name === "NfAnalysisError")) {
+          process.stderr.write(`galette nf test: ${err.message}\n`);
+          process.exitCode = 1;
+          return;
+        }
+        throw err;
+      }
     });
 }

@@ -61,6 +61,13 @@ export interface WorkerPoolOptions {
    * it exists, else nobody/nogroup (65534).
    */
   user?: { uid: number; gid: number };
+  /**
+   * Whether the worker keeps CAP_BPF (and nothing else): "auto" (default) only where the
+   * kernel refuses bpf() on map fds without it (before Linux 6.5 with
+   * kernel.unprivileged_bpf_disabled set); "always" exercises that configuration on any
+   * kernel (tests).
+   */
+  keepCapBpf?: "auto" | "always";
 }
 
 export class WorkerError extends Error {
@@ -442,6 +449,8 @@ export class WorkerPool {
       String(this.#user.uid),
       "--gid",
       String(this.#user.gid),
+      "--keep-cap-bpf",
+      o.keepCapBpf === "always" ? "yes" : "auto",
       ...(o.mode === "busy-poll" ? ["--busy-poll"] : []),
       "--read-dir",
       this.#stageDir,

@@ -304,7 +304,7 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
 });
 
 /** Steering bytes of test/nf/hostile_nf.c. */
-const HOSTILE = { crash: 0xc1, shadow: 0xc2, socket: 0xc3, exec: 0xc4, flood: 0xc5 } as const;
+const HOSTILE = { crash: 0xc1, shadow: 0xc2, socket: 0xc3, exec: 0xc4, flood: 0xc5, mapNew: 0xc6 } as const;
 const PROBE_KEY = 0xfffffff0;
 
 describeKernel("xdp-native NF worker process: isolation and supervision", () => {
@@ -398,6 +398,25 @@ describeKernel("xdp-native NF worker process: isolation and supervision", () => 
     expect(s.workers.every((w) => w.state === "running")).toBe(true);
     expect(s.totals.rx).toBe(s.totals.tx + s.totals.dropped + 4);
     expect(pool.health().framesLostInCrashes).toBe(4);
+  });
+
+  it("where the worker must keep CAP_BPF (kernels before 6.5), it keeps only that, and seccomp still refuses map creation", async () => {
+    const d = await device("wb", hostileLib);
+    const pool = await d.start({ keepCapBpf: "always" });
+    expect(pool.health().keepsCapBpf).toBe(true);
+    const status = readFileSync(`/proc/${pool.workerPid}/status`, "utf8");
+    const capBpf = (1n << 39n).toString(16).padStart(16, "0");
+    expect(status).toMatch(new RegExp(`^CapEff:\\s*${capBpf}$`, "m"));
+    expect(status).toMatch(new RegExp(`^CapPrm:\\s*${capBpf}$`, "m"));
+    await flows(d, 20, 0);
+    await hostile(d, HOSTILE.mapNew, 500);
+    expect(
+      await waitFor(() => pool.health().crashes === 1 && pool.health().state === "running", 3000, 5),
+    ).toBe(true);
+    expect(pool.health().lastCrash).toMatchObject({ signal: "SIGSYS", instances: [2] });
+    // on this kernel a worker without capabilities reaches its maps: it keeps nothing
+    const plain = await (await device("wn", hostileLib)).start();
+    expect(plain.health().keepsCapBpf).toBe(false);
   });
 
   it("restarts a worker killed from outside (SIGKILL); frames flow before and after", async () => {

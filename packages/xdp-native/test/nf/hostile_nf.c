@@ -6,6 +6,7 @@
  *   SOCKET  opens a UDP socket and sends the frame to 127.0.0.1
  *   EXEC    execs /bin/sh
  *   FLOOD   writes 128 KiB without a newline to its stdout (the worker's status channel)
+ *   MAPNEW  creates a BPF map (bpf(BPF_MAP_CREATE))
  * When loaded it also tries to read PROBE_FILE from its constructor (which runs on the
  * worker's control thread) and records what happened under key PROBE_KEY of its map. */
 #include <errno.h>
@@ -13,7 +14,9 @@
 #include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
+#include <linux/bpf.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "galette_abi.h"
@@ -25,6 +28,7 @@
 #define SOCKET 0xc3
 #define EXEC 0xc4
 #define FLOOD 0xc5
+#define MAPNEW 0xc6
 /* map key for the constructor's result: value 0 = it read /etc/shadow, else its errno */
 #define PROBE_KEY 0xfffffff0u
 /* world-readable: only the worker's Landlock ruleset can refuse it */
@@ -89,6 +93,15 @@ __u32 galette_nf_packet(struct galette_pkt *pkt, const int *map_fds)
 		memset(junk, 'x', sizeof junk);
 		ssize_t n = write(1, junk, sizeof junk);
 		(void)n;
+	} else if (steer == MAPNEW) {
+		union bpf_attr attr;
+		memset(&attr, 0, sizeof attr);
+		attr.map_type = BPF_MAP_TYPE_ARRAY;
+		attr.key_size = 4;
+		attr.value_size = 4;
+		attr.max_entries = 1;
+		long fd = syscall(__NR_bpf, BPF_MAP_CREATE, &attr, sizeof attr);
+		(void)fd;
 	} else if (steer == EXEC) {
 		char *argv[] = {"/bin/sh", "-c", "id", 0};
 		execve("/bin/sh", argv, 0);

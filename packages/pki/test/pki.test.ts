@@ -12,6 +12,8 @@ import {
   createIssuingCa,
   InsecurePermissionsError,
   initPkiDir,
+  isIssuedCertificate,
+  isRootCaCertificate,
   issueDeviceCert,
   issueServerCert,
   loadPkiDir,
@@ -121,6 +123,23 @@ describe("pki", () => {
     expect(x509.checkIssued(new X509Certificate(root.certPem))).toBe(true);
     expect(serverCertHosts(server.certPem)).toEqual(["10.1.2.3", "controller.lan", "localhost"]);
     expect(() => issueServerCert(root, { hosts: ["bad host!"] })).toThrow(/bad host!/);
+  });
+
+  it("matches a presented certificate only against the exact recorded one", () => {
+    const device = issueDeviceCert(issuer, "pi-1");
+    const der = new X509Certificate(device.certPem).raw;
+    expect(isIssuedCertificate(der, device.certPem)).toBe(true);
+    expect(isIssuedCertificate(der, issueDeviceCert(issuer, "pi-1").certPem)).toBe(false);
+    expect(isIssuedCertificate(undefined, device.certPem)).toBe(false);
+    expect(isIssuedCertificate(Buffer.alloc(0), device.certPem)).toBe(false);
+    expect(isIssuedCertificate(der, "not a certificate")).toBe(false);
+  });
+
+  it("tells a self-signed root CA from an issuing CA or a leaf", () => {
+    expect(isRootCaCertificate(root.certPem)).toBe(true);
+    expect(isRootCaCertificate(issuer.certPem)).toBe(false);
+    expect(isRootCaCertificate(issueDeviceCert(issuer, "pi-1").certPem)).toBe(false);
+    expect(isRootCaCertificate("garbage")).toBe(false);
   });
 
   it("rejects device names that cannot be a CN we match on", () => {

@@ -182,9 +182,30 @@ describeKernel("device trust: only chains and NF builds signed by a pinned relea
     fleet.cli(["chain", "assign", "macswap", "--devices", DEV, "--version", "2"]);
     await refused(2, /v2 is older than v4, which this device already ran/, 4);
     await forwards("v4-replay-refused");
-    // v1 ran right before v4: a failed rollout's rollback needs no new signature.
-    fleet.cli(["chain", "assign", "macswap", "--devices", DEV, "--version", "1"]);
-    await fleet.converged(DEV, "macswap", 1);
+    // v1 ran right before v4: a failed rollout's rollback needs no new signature. Its
+    // eBPF object (build A, pruned from the device's cache) is first swapped on the
+    // controller's disk: the signed manifest's digest refuses it.
+    const bpfA = (await fleet.operator.getNfRelease("macswap", releaseA)).manifest.artifacts.find(
+      (a) => a.kind === "bpf-object",
+    )!.digest;
+    const stored = path.join(fleet.controller.dataDir, "artifacts", "sha256", bpfA.slice(0, 2), bpfA);
+    const good = readFileSync(stored);
+    const swapped = Buffer.from(good);
+    swapped[swapped.length >> 1]! ^= 0xff;
+    writeFileSync(stored, swapped);
+    try {
+      fleet.cli(["chain", "assign", "macswap", "--devices", DEV, "--version", "1"]);
+      await refused(
+        1,
+        new RegExp(`artifact ${bpfA} as downloaded .* has sha256 [0-9a-f]{64}: corrupted or tampered with`),
+        4,
+      );
+      await forwards("v4-artifact-swapped");
+    } finally {
+      writeFileSync(stored, good);
+    }
+    // the install is retried: the genuine object goes in
+    await fleet.converged(DEV, "macswap", 1, 30_000);
     fleet.cli(["chain", "assign", "macswap", "--devices", DEV]);
     await fleet.converged(DEV, "macswap", 4);
     await forwards("v4-again");

@@ -457,7 +457,12 @@ export class WorkerPool {
     ];
     this.#fatal = "";
     this.#stderr = "";
-    const child = spawn(workerExecutablePath(), args, {
+    const exe = workerExecutablePath();
+    if (!existsSync(exe))
+      throw new Error(
+        `NF worker executable ${exe} is missing: it is built and shipped beside the addon (run \`make setup\`)`,
+      );
+    const child = spawn(exe, args, {
       stdio: ["ignore", "pipe", "pipe", ...fds],
       env: {},
     });

@@ -8,6 +8,7 @@ import {
   type NfInterface,
   parseChain,
   planChain,
+  withAttributeMaps,
 } from "@galette/chain";
 import {
   type AssignedAction,
@@ -54,7 +55,7 @@ export function planChainForPush(
 ): PlannedChain {
   const parsed = parseChain(toml, file, name ? { chainName: name } : {});
   if (!parsed.chain || hasErrors(parsed.diagnostics)) fail(`chain ${file} is invalid`, parsed.diagnostics);
-  const chain = parsed.chain;
+  let chain = parsed.chain;
 
   const published = new Map<string, NfRecord>();
   const interfaces = new Map<string, NfInterface>();
@@ -73,6 +74,8 @@ export function planChainForPush(
   }
   if (missing.length > 0) throw new RequestError(400, missing[0]!, missing);
 
+  // owned maps the chain omits come from the NFs' #[map(type, size)]
+  chain = withAttributeMaps(chain, interfaces);
   const interfaceProblems = checkNfInterfaces(chain, interfaces);
   if (hasErrors(interfaceProblems)) fail(`chain ${chain.name} does not match its NFs`, interfaceProblems);
 

@@ -9,7 +9,7 @@ export {
   type SourceLocation,
   sortDiagnostics,
 } from "./diagnostics";
-export { checkNfInterfaces, type NfInterface } from "./interfaces";
+export { checkNfInterfaces, type NfInterface, withAttributeMaps } from "./interfaces";
 export {
   CHAIN_INPUT_LIMITS,
   checkDeviceLimits,

@@ -1,6 +1,13 @@
 import { type Diagnostic, didYouMean, formatLocation, type SourceLocation } from "./diagnostics";
 import { checkDeviceLimits, DEFAULT_DEVICE_LIMITS, type DeviceLimits, mapMemory } from "./limits";
-import { type Chain, canonicalMapName, canonicalMapType, type MapType } from "./model";
+import {
+  type Chain,
+  type ChainMap,
+  canonicalMapName,
+  canonicalMapType,
+  type MapType,
+  type NfInstance,
+} from "./model";
 import { targetText } from "./plan";
 
 /** What an NF crate exposes, as the NF compiler reads it from src/lib.rs. */
@@ -16,6 +23,8 @@ export interface NfInterface {
     valueSize?: number;
     /** map type given in the source, if any (any spelling) */
     mapType?: string;
+    /** max entries given in the source (#[map(size = N)]), if any */
+    maxEntries?: number;
     location: SourceLocation;
   }>;
 }
@@ -120,13 +129,15 @@ export function checkNfInterfaces(
     }
     for (const field of iface.maps) {
       const name = canonicalMapName(field.name);
-      if (bound.has(name)) continue;
+      if (bound.has(name) || attributeMap(field)) continue;
       const extras = nf.maps.filter((b) => !fields.has(b.name)).map((b) => b.tomlName);
+      const type = (field.mapType && canonicalMapType(field.mapType)) || "hash_map";
+      const size = field.maxEntries !== undefined && field.maxEntries >= 1 ? field.maxEntries : 1024;
       error(
         nf.location,
         "map-missing",
-        `"${nf.name}" does not declare map "${field.name}" that ${formatLocation(field.location)} uses${didYouMean(name, extras)}`,
-        `add it under [functions.${nf.name}.maps]: ${field.name} = { type = "hash_map", size = 1024 } or ${field.name} = "_"`,
+        `"${nf.name}" does not declare map "${field.name}" that ${formatLocation(field.location)} uses, and its #[map] attribute does not give both type and size${didYouMean(name, extras)}`,
+        `add it under [functions.${nf.name}.maps]: ${field.name} = { type = "${type}", size = ${size} } (or "_" for a shared map), or write #[map(type = "${type}", size = ${size})] on the field`,
         [{ ...field.location, message: `#[maps] field ${field.name}` }],
       );
     }
@@ -177,4 +188,46 @@ function sizeProblems(type: MapType, keySize?: number, valueSize?: number): stri
     problems.push("the key type has size 0");
   }
   return problems;
+}
+
+/** The map an undeclared #[maps] field gets from its #[map(type, size)], if the attribute gives both. */
+function attributeMap(field: NfInterface["maps"][number]): { type: MapType; maxEntries: number } | undefined {
+  const type = field.mapType === undefined ? undefined : canonicalMapType(field.mapType);
+  if (!type || field.maxEntries === undefined || !Number.isInteger(field.maxEntries) || field.maxEntries < 1)
+    return undefined;
+  return { type, maxEntries: field.maxEntries };
+}
+
+/**
+ * A chain may omit an owned map whose #[map(type = ..., size = N)] attribute describes it
+ * fully: returns the chain with such maps added, owned by their instance, as if the chain had
+ * declared them inline. Shared maps are always declared by the chain. Call before planning,
+ * with the interfaces checkNfInterfaces was given; `chain` itself is left unchanged.
+ */
+export function withAttributeMaps(chain: Chain, interfaces: ReadonlyMap<string, NfInterface>): Chain {
+  const added: ChainMap[] = [];
+  const functions = chain.functions.map((nf): NfInstance => {
+    const iface = interfaces.get(nf.name);
+    if (!iface) return nf;
+    const bound = new Set(nf.maps.map((b) => b.name));
+    const extra = [];
+    for (const field of iface.maps) {
+      const name = canonicalMapName(field.name);
+      const attr = attributeMap(field);
+      if (bound.has(name) || !attr) continue;
+      const id = `${nf.name}.${name}`;
+      added.push({
+        id,
+        name,
+        ...attr,
+        shared: false,
+        owner: nf.name,
+        users: [nf.name],
+        location: nf.location,
+      });
+      extra.push({ name, tomlName: field.name, map: id, shared: false, location: nf.location });
+    }
+    return extra.length ? { ...nf, maps: [...nf.maps, ...extra] } : nf;
+  });
+  return added.length ? { ...chain, functions, maps: [...chain.maps, ...added] } : chain;
 }

@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { checkNfInterfaces, formatDiagnostic, type NfInterface, parseChain } from "../src/index";
+import {
+  checkNfInterfaces,
+  formatDiagnostic,
+  type NfInterface,
+  parseChain,
+  planChain,
+  withAttributeMaps,
+} from "../src/index";
 
 const SRC = `[functions.access-control.maps]
 allow_list = { type = "lpm-trie", size = 1024 }
@@ -31,7 +38,7 @@ const at = (file: string, line: number) => ({ file, line, column: 5 });
 function iface(
   crate: string,
   actions: string[],
-  maps: Array<{ name: string; keySize?: number; valueSize?: number; mapType?: string }>,
+  maps: Array<{ name: string; keySize?: number; valueSize?: number; mapType?: string; maxEntries?: number }>,
 ): NfInterface {
   const file = `nf-examples/${crate}/src/lib.rs`;
   return {
@@ -103,6 +110,57 @@ describe("checkNfInterfaces", () => {
     expect(missing.message).toContain(
       'does not declare map "stats" that nf-examples/access-control/src/lib.rs:11:5 uses',
     );
+  });
+
+  it("lets the chain omit an owned map that #[map(type, size)] describes; the plan creates it from the attribute", () => {
+    const ifaces = good();
+    const limiter = { name: "buckets", keySize: 4, valueSize: 16, mapType: "lru-hash", maxEntries: 4096 };
+    ifaces.set(
+      "access-control",
+      iface(
+        "access-control",
+        ["Allowed", "Denied"],
+        [{ name: "allow_list", keySize: 8, valueSize: 4 }, limiter],
+      ),
+    );
+    expect(checkNfInterfaces(chain, ifaces)).toEqual([]);
+    const completed = withAttributeMaps(chain, ifaces);
+    expect(chain.maps.some((m) => m.name === "buckets")).toBe(false); // the input is left alone
+    expect(completed.maps.find((m) => m.name === "buckets")).toMatchObject({
+      id: "access-control.buckets",
+      type: "lru_hash",
+      maxEntries: 4096,
+      shared: false,
+      owner: "access-control",
+    });
+    expect(checkNfInterfaces(completed, ifaces)).toEqual([]);
+    const plan = planChain(completed);
+    const nf = plan.nfs.find((n) => n.name === "access-control")!;
+    expect(nf.maps.map((m) => [m.name, m.type, m.maxEntries])).toEqual([
+      ["allow_list", "lpm_trie", 1024],
+      ["buckets", "lru_hash", 4096],
+    ]);
+  });
+
+  it("still requires a map the attribute does not fully describe, with a hint from the attribute", () => {
+    for (const [field, hint] of [
+      [{ name: "stats", mapType: "lru_hash" }, 'stats = { type = "lru_hash", size = 1024 }'],
+      [{ name: "stats", maxEntries: 4096 }, 'stats = { type = "hash_map", size = 4096 }'],
+      [{ name: "stats", mapType: "no-such-type", maxEntries: 8 }, 'stats = { type = "hash_map", size = 8 }'],
+      [{ name: "stats", mapType: "lru_hash", maxEntries: 0 }, 'stats = { type = "lru_hash", size = 1024 }'],
+    ] as const) {
+      const ifaces = good();
+      ifaces.set(
+        "access-control",
+        iface("access-control", ["Allowed", "Denied"], [{ name: "allow_list" }, field]),
+      );
+      const ds = checkNfInterfaces(withAttributeMaps(chain, ifaces), ifaces);
+      expect(
+        ds.map((d) => d.code),
+        JSON.stringify(field),
+      ).toEqual(["map-missing"]);
+      expect(ds[0]!.hint).toContain(hint);
+    }
   });
 
   it("binds TOML map names to Rust fields with - equal to _", () => {

@@ -12,9 +12,11 @@ import {
   hasErrors,
   loadChainFile,
   planChain,
+  withAttributeMaps,
 } from "@galette/chain";
 import { cpuForNodeArch } from "@galette/vocabulary";
 import { buildNf, type NfBuildResult } from "./build";
+import { resolveChainInterfaces } from "./interfaces";
 import type { NativeTarget } from "./toolchain";
 
 /** nf-build's target name for the CPU this process runs on (the one CPU table is in @galette/vocabulary). */
@@ -53,12 +55,14 @@ export async function loadChainOrThrow(file: string, chainName?: string): Promis
 }
 
 /**
- * Builds every NF instance of `chain` for eBPF and this CPU (each instance with the map
+ * Builds every NF instance of `declared` for eBPF and this CPU (each instance with the map
  * types/sizes the chain gives it; the artifact cache makes a warm build cheap), then plans
  * the chain with the build hashes so instance UUIDs follow the builds.
  */
-export async function buildChain(chain: Chain, options: BuildChainOptions = {}): Promise<BuiltChain> {
+export async function buildChain(declared: Chain, options: BuildChainOptions = {}): Promise<BuiltChain> {
   const base = options.baseDir ?? process.cwd();
+  // owned maps the chain omits come from the crates' #[map(type, size)]
+  const chain = withAttributeMaps(declared, await resolveChainInterfaces(declared, base));
   const provisional = planChain(chain);
   const native = hostTarget();
   const byKey = new Map<string, Promise<NfBuildResult>>();

@@ -19,6 +19,7 @@ export function nfInterfaceFromAnalysis(analysis: NfAnalysis): NfInterface {
       ...(m.key.size !== undefined ? { keySize: m.key.size } : {}),
       ...(m.value.size !== undefined ? { valueSize: m.value.size } : {}),
       ...(m.mapType !== undefined ? { mapType: m.mapType } : {}),
+      ...(m.maxEntries !== undefined ? { maxEntries: m.maxEntries } : {}),
       location: { ...m.location },
     })),
     file: analysis.libFile,

@@ -8,11 +8,11 @@ import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { describeKernel } from "@galette/testkit";
+import { createVethPair, describeKernel } from "@galette/testkit";
 import { ethFrame, udpFrame } from "@galette/testkit/frames";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildNfs, NfBuildError, type NfTestResult, writePcap } from "../src";
-import { exampleDir, fixtureDir, repoRoot } from "./support";
+import { buildChain, buildNfs, loadChainOrThrow, NfBuildError, type NfTestResult, writePcap } from "../src";
+import { exampleDir, fixtureDir, here, repoRoot } from "./support";
 
 const tsx = path.join(repoRoot, "node_modules", ".bin", "tsx");
 const cli = path.join(repoRoot, "apps", "controller", "src", "cli.ts");
@@ -235,5 +235,58 @@ describe("author diagnostics: what BPF cannot run, at the author's line", () => 
     expect(msg).toMatch(/big-stack\/src\/lib\.rs:11:\d+: error: more than 512 bytes of stack/);
     expect(msg).not.toContain("shim.c");
     expect(msg).toContain("hint: keep large buffers in a map");
+  });
+});
+
+describeKernel("a chain may omit an owned map that #[map(type, size)] describes", () => {
+  const limiterChain = () => {
+    const chain = file("limiter.toml");
+    writeFileSync(
+      chain,
+      [
+        "[functions.limiter]",
+        `path = ${JSON.stringify(path.join(here, "fixtures", "rate-limiter"))}`,
+        "[[links]]",
+        'from = "rx"',
+        'to = ["limiter"]',
+        "[[links]]",
+        'from = "limiter"',
+        'to = ["tx", "drop"]',
+        "",
+      ].join("\n"),
+    );
+    return chain;
+  };
+
+  it("validates, plans from the attribute (lru_hash, 4096), and installs on a veth", async () => {
+    const chain = limiterChain();
+    const validate = await galette(["chain", "validate", chain]);
+    expect(validate.code, validate.stdout + validate.stderr).toBe(0);
+    const built = await buildChain(await loadChainOrThrow(chain), { baseDir: repoRoot });
+    const planned = built.plan.nfs.find((n) => n.name === "limiter")?.maps;
+    expect(planned?.map((m) => [m.name, m.type, m.maxEntries])).toEqual([["buckets", "lru_hash", 4096]]);
+    expect(built.artifacts.get("limiter")?.maps).toMatchObject([
+      { name: "buckets", type: "lru_hash", maxEntries: 4096 },
+    ]);
+    const veth = await createVethPair("nfmap");
+    try {
+      const up = await galette([
+        "dataplane",
+        "up",
+        chain,
+        "--iface",
+        veth.ifB,
+        "--netns",
+        veth.nsB,
+        "--skb",
+        "--duration",
+        "1",
+        "--state-dir",
+        file("state"),
+      ]);
+      expect(up.code, up.stderr).toBe(0);
+    } finally {
+      await veth.cleanup();
+    }
   });
 });

@@ -3,7 +3,7 @@
  * signatures, refuses ones that do not match what it holds (and then stores nothing), and
  * a pushed version keeps the NF builds it was pushed with.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -14,9 +14,11 @@ import {
   signDocument,
 } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeDeviceBundle } from "../src/bundle";
 import {
   initReleaseKey,
   loadReleaseKey,
+  readReleasePublicKey,
   signAndPushChain,
   signAndSetMapEntries,
 } from "../src/commands/release";
@@ -229,5 +231,28 @@ describe("release signing through the controller", () => {
     ).rejects.toThrow(/not newer than the controller's #1 \(HTTP 409\)/);
     expect((await client.getReleaseKeySet()).keySet?.document.seq).toBe(1);
     expect((await assignment("pi-1")).trust?.keySet?.document).toEqual(first);
+  });
+
+  it("release key files: never overwritten, refused when others can read them, public keys checked", async () => {
+    const dir = join(scratch, "k3");
+    const { keyFile, pubFile } = initReleaseKey(dir);
+    expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+    expect(() => initReleaseKey(dir)).toThrow(/exists: refusing to overwrite a release key/);
+    chmodSync(keyFile, 0o640);
+    expect(() => loadReleaseKey(keyFile)).toThrow(/readable by others \(mode 640\): chmod 600/);
+    chmodSync(keyFile, 0o600);
+    expect(readReleasePublicKey(pubFile)).toBe(loadReleaseKey(keyFile).publicKey);
+    const notAKey = join(scratch, "not-a-key.pub");
+    writeFileSync(notAKey, "hello\n");
+    expect(() => readReleasePublicKey(notAKey)).toThrow(/not-a-key\.pub: not an Ed25519 release public key/);
+    expect(() => readReleasePublicKey(join(scratch, "missing.pub"))).toThrow(
+      /cannot read the release public key/,
+    );
+    // the bundle pins the keys in agent.json and keeps a copy of each
+    const bundle = join(scratch, "bundle");
+    const files = writeDeviceBundle(bundle, await h.enrol("pi-keys"), [key.publicKey, other.publicKey]);
+    const config = JSON.parse(readFileSync(join(bundle, "agent.json"), "utf8")) as { releaseKeys: string[] };
+    expect(config.releaseKeys).toEqual([key.publicKey, other.publicKey]);
+    expect(files.filter((f) => /release-[0-9a-f]{16}\.pub$/.test(f))).toHaveLength(2);
   });
 });

@@ -492,7 +492,12 @@ export class GaletteAgent {
         counters = this.#dp.counters().map((c) => ({
           uuid: c.uuid,
           instance: c.name,
-          counters: { ...c.variants, packets: c.total },
+          counters: {
+            ...c.variants,
+            packets: c.total,
+            // times its userland worker died while running it (crash, seccomp kill)
+            ...(c.workerCrashes ? { workerCrashes: c.workerCrashes } : {}),
+          },
         }));
       } catch (err) {
         this.#error(`reading counters: ${(err as Error).message}`);

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -350,6 +350,13 @@ describeKernel("xdp-native NF worker process: isolation and supervision", () => 
       expect(field(k)).toBe("0000000000000000");
     expect(field("NoNewPrivs")).toBe("1");
     expect(field("Seccomp")).toBe("2");
+    // it holds only what it was given: its pipes, control socket, AF_XDP sockets, the UMEM
+    // and counter memfds, its eventfd and the NF's map fds (nothing the agent opened)
+    const fds = readdirSync(`/proc/${pid}/fd`).map((fd) => readlinkSync(`/proc/${pid}/fd/${fd}`));
+    for (const target of fds)
+      expect(target).toMatch(
+        /^(pipe:|socket:|anon_inode:\[eventfd\]|anon_inode:bpf-map|\/memfd:galette-|\/dev\/null)/,
+      );
     expect(readFileSync("/proc/self/maps", "utf8")).not.toContain(basename(hostileLib));
     expect(readFileSync(`/proc/${pid}/maps`, "utf8")).toContain(basename(hostileLib));
     await flows(d, 20, 0);

@@ -135,6 +135,33 @@ describe("SQLite repository", () => {
     reopened.close();
   });
 
+  it("keeps an audit row per call, completes it when answered, and lists the newest ones oldest first", () => {
+    const repo = openSqliteRepository(tempDir());
+    const ids = [1, 2, 3, 4, 5].map((n) =>
+      repo.insertAudit({
+        at: `2026-01-0${n}T00:00:00.000Z`,
+        actor: `op-${n}`,
+        method: "POST",
+        route: "/v1/chains",
+        target: null,
+        status: 0,
+        remote: "127.0.0.1",
+      }),
+    );
+    repo.finishAudit(ids[4]!, 201, "acl v3");
+    expect(repo.listAudit({ limit: 2 }).map((e) => [e.actor, e.status, e.target])).toEqual([
+      ["op-4", 0, null],
+      ["op-5", 201, "acl v3"],
+    ]);
+    expect(repo.listAudit({ since: "2026-01-02T00:00:00.000Z", limit: 10 }).map((e) => e.actor)).toEqual([
+      "op-2",
+      "op-3",
+      "op-4",
+      "op-5",
+    ]);
+    repo.close();
+  });
+
   it("stores artifacts by content", () => {
     const store = new ArtifactStore(tempDir());
     const bytes = Buffer.from("object code");

@@ -168,7 +168,7 @@ export const AuditEntry = z.object({
 });
 export type AuditEntry = z.infer<typeof AuditEntry>;
 
-/** GET /v1/audit (admin scope) */
+/** GET /v1/audit (admin scope): the newest `limit` calls since `since`, oldest first. */
 export const AuditQuery = z.object({
   since: z.iso.datetime({ offset: true }).optional(),
   limit: z.coerce.number().int().positive().max(10000).default(1000),

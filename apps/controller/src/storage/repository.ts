@@ -135,7 +135,7 @@ export interface Repository {
   insertAudit(entry: AuditRecord): number;
   /** Sets the outcome of a row written before its call was answered. */
   finishAudit(id: number, status: number, target: string | null): void;
-  /** Oldest first, at most `limit`, from `since` (inclusive) when given. */
+  /** The newest `limit` rows from `since` (inclusive) when given, oldest first. */
   listAudit(query: { since?: string; limit: number }): AuditEntry[];
 
   /** Stores a new version (previous + 1) and returns it. */

@@ -472,9 +472,11 @@ class SqliteRepository implements Repository {
     const rows = (
       query.since
         ? this.db
-            .prepare("SELECT * FROM audit WHERE at >= ? ORDER BY id LIMIT ?")
+            .prepare("SELECT * FROM (SELECT * FROM audit WHERE at >= ? ORDER BY id DESC LIMIT ?) ORDER BY id")
             .all(query.since, query.limit)
-        : this.db.prepare("SELECT * FROM audit ORDER BY id LIMIT ?").all(query.limit)
+        : this.db
+            .prepare("SELECT * FROM (SELECT * FROM audit ORDER BY id DESC LIMIT ?) ORDER BY id")
+            .all(query.limit)
     ) as AuditEntry[];
     return rows.map((r) => ({ ...r }));
   }

@@ -115,6 +115,16 @@ describeKernel("the agent's systemd unit: exactly the capabilities it lists", ()
     }
   }, 120_000);
 
+  it("the Debian package's unit grants the same set", () => {
+    const packaged = readFileSync(
+      path.join(repoRoot, "packaging", "debian", "galette-agent", "galette-agent.service"),
+      "utf8",
+    );
+    const caps = (packaged.match(/^CapabilityBoundingSet=(.+)$/m)?.[1] ?? "").trim().split(/\s+/);
+    expect(caps.sort()).toEqual([...unitCaps].sort());
+    expect(packaged).toMatch(/^ProtectSystem=strict$/m);
+  });
+
   it.each(unitCaps)(
     "does not install without %s",
     async (missing) => {

@@ -24,6 +24,8 @@ export default defineConfig(
         "packages/nf-build/src/glue.ts",
         // nf test: the test-run harness and the variant programs, compiled on first use
         "packages/nf-build/harness",
+        // the web console's built files (routes/console.ts serves them)
+        "apps/console/dist",
         // tree-sitter's runtime and the Rust grammar (wasm)
         [
           "packages/nf-build/node_modules/web-tree-sitter/tree-sitter.wasm",

@@ -13,6 +13,7 @@ import { notificationsPlugin } from "./plugins/notifications";
 import { assignmentsRoutes } from "./routes/assignments";
 import { auditRoutes } from "./routes/audit";
 import { chainsRoutes } from "./routes/chains";
+import { consoleRoutes } from "./routes/console";
 import { deviceRoutes } from "./routes/device";
 import { devicesRoutes } from "./routes/devices";
 import { healthRoutes } from "./routes/health";
@@ -39,6 +40,8 @@ export interface ControllerOptions {
   /** also serve GET /metrics WITHOUT a token, plain HTTP, on this address (port 0 picks one) */
   metricsListen?: { host: string; port: number };
   rateLimits?: RateLimits;
+  /** the web console's built files (default: apps/console/dist, found beside this app or the bundle) */
+  consoleDir?: string;
 }
 
 export interface RunningController {
@@ -130,6 +133,7 @@ export async function buildController(
   await app.register(mapsRoutes);
   await app.register(nfsRoutes);
   await app.register(releasesRoutes);
+  await app.register(consoleRoutes, options.consoleDir ? { distDir: options.consoleDir } : {});
   return app;
 }
 

@@ -46,6 +46,14 @@ const ROUTE_TABLE: Record<string, "public" | "device" | TokenScope> = {
   "GET /v1/chains/:chain/maps/:map/signed": "read",
   "GET /v1/release-keys": "read",
   "PUT /v1/release-keys": "deploy",
+  // the web console: its files and its login are public; the session is a token's
+  "GET /": "public",
+  "GET /index.html": "public",
+  "GET /assets/:file": "public",
+  "POST /v1/session": "public",
+  "GET /v1/session": "read",
+  "DELETE /v1/session": "read",
+  "GET /v1/events": "read",
 };
 
 const DIGEST = "ab".repeat(32);

@@ -6,6 +6,7 @@
 
 export * from "./agent-config";
 export * from "./common";
+export * from "./console";
 export * from "./device";
 export * from "./operator";
 export * from "./release";

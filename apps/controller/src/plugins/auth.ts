@@ -1,9 +1,17 @@
 import type { TLSSocket } from "node:tls";
+import fastifyCookie from "@fastify/cookie";
 import { isIssuedCertificate, normaliseSerial } from "@galette/pki";
-import { PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, TokenScope } from "@galette/protocol";
+import {
+  CSRF_HEADER,
+  PROTOCOL_VERSION,
+  PROTOCOL_VERSION_HEADER,
+  SESSION_COOKIE,
+  TokenScope,
+} from "@galette/protocol";
 import type { FastifyInstance, FastifyRequest, RouteOptions } from "fastify";
 import fp from "fastify-plugin";
 import { RequestError } from "../control";
+import { type ConsoleSessionRecord, ConsoleSessions, csrfMatches } from "../sessions";
 import type { DeviceRecord } from "../storage/repository";
 import { hashToken, isExpired } from "../tokens";
 
@@ -16,8 +24,11 @@ import { hashToken, isExpired } from "../tokens";
  *
  * - `device`: a client certificate chained to our CA, within its validity now, whose CN
  *   and serial are an enrolled, unrevoked device (read per request: revocation is immediate).
- * - `operator(scope)`: a bearer token that exists, has not expired and carries `scope`.
- * - `public`: nobody is authenticated (only /healthz).
+ * - `operator(scope)`: a bearer token that exists, has not expired and carries `scope`; or,
+ *   without an Authorization header, a console session cookie made from such a token (the
+ *   token is looked up again on every request), plus its CSRF header on every method but
+ *   GET/HEAD/OPTIONS.
+ * - `public`: nobody is authenticated (/healthz, the console's static files and its login).
  *
  * The server refuses to start when a route declares none. The onRequest hook below reads
  * the MATCHED route's declaration (request.routeOptions.config), never the URL text, so
@@ -53,9 +64,12 @@ declare module "fastify" {
   interface FastifyRequest {
     device: DeviceRecord | null;
     operator: OperatorIdentity | null;
+    /** the console session the operator came with (null: bearer token or not an operator) */
+    consoleSession: ConsoleSessionRecord | null;
   }
   interface FastifyInstance {
     routeAccess: RouteAccess[];
+    consoleSessions: ConsoleSessions;
   }
 }
 
@@ -87,12 +101,19 @@ export function certificateExpired(
   return Number.isNaN(to) || now > to || (!Number.isNaN(from) && now < from);
 }
 
+/** Methods that change nothing: the only ones a console session may use without its CSRF token. */
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
 export const authPlugin = fp(
   async (app: FastifyInstance, options: { data: import("../control").DataDir }) => {
     const { data } = options;
     app.decorateRequest("device", null);
     app.decorateRequest("operator", null);
+    app.decorateRequest("consoleSession", null);
     app.decorate("routeAccess", [] as RouteAccess[]);
+    const sessions = new ConsoleSessions();
+    app.decorate("consoleSessions", sessions);
+    await app.register(fastifyCookie);
 
     app.addHook("onRoute", (route: RouteOptions) => {
       const declared = checkAccess(route.config?.access);
@@ -174,7 +195,80 @@ export const authPlugin = fp(
       return device;
     };
 
+    const requireScope = (request: FastifyRequest, identity: OperatorIdentity, scope: TokenScope) => {
+      if (!identity.scopes.includes(scope)) {
+        request.log.warn(
+          { url: request.url, remote: request.ip, token: identity.name, scope },
+          "token lacks scope",
+        );
+        throw new RequestError(403, `token ${identity.name} lacks the ${scope} scope this route needs`);
+      }
+    };
+
+    /**
+     * A console session: its token must still exist and be unexpired (revoking the token ends
+     * its sessions); a mutating request must come from our own pages (no cross-site fetch
+     * metadata, a same-host Origin when the browser sends one) and carry the session's CSRF token.
+     */
+    const authenticateSession = (request: FastifyRequest, scope: TokenScope, cookie: string) => {
+      const session = sessions.get(cookie);
+      if (!session) {
+        request.log.warn(
+          { url: request.url, remote: request.ip },
+          "console request with unknown or expired session",
+        );
+        throw new RequestError(401, "console session expired or logged out: log in again");
+      }
+      const token = data.repo.findTokenByHash(session.tokenHash);
+      if (!token || isExpired(token)) {
+        sessions.deleteForToken(session.tokenHash);
+        request.log.warn(
+          { url: request.url, remote: request.ip, token: session.name },
+          "console session of a revoked or expired token",
+        );
+        throw new RequestError(401, `token ${session.name} was revoked or has expired: log in again`);
+      }
+      const identity: OperatorIdentity = {
+        name: token.name,
+        scopes: session.scopes.filter((s) => token.scopes.includes(s)),
+        tokenHash: session.tokenHash,
+      };
+      request.operator = identity;
+      request.consoleSession = session;
+      if (!SAFE_METHODS.has(request.method)) {
+        const site = request.headers["sec-fetch-site"];
+        const origin = request.headers.origin;
+        let crossOrigin = site !== undefined && site !== "same-origin" && site !== "none";
+        if (origin !== undefined) {
+          try {
+            crossOrigin ||= new URL(origin).host !== request.headers.host;
+          } catch {
+            crossOrigin = true;
+          }
+        }
+        if (crossOrigin || !csrfMatches(request.headers[CSRF_HEADER], session.csrf)) {
+          request.log.warn(
+            { url: request.url, remote: request.ip, token: token.name, origin, site },
+            crossOrigin ? "console request from another origin" : "console request without its CSRF token",
+          );
+          throw new RequestError(
+            403,
+            crossOrigin
+              ? "cross-origin request refused"
+              : `missing or wrong CSRF token (${CSRF_HEADER} header) for this session`,
+          );
+        }
+      }
+      data.repo.touchToken(session.tokenHash, new Date().toISOString());
+      requireScope(request, identity, scope);
+      return identity;
+    };
+
     const authenticateOperator = (request: FastifyRequest, scope: TokenScope): OperatorIdentity => {
+      if (request.headers.authorization === undefined) {
+        const cookie = request.cookies[SESSION_COOKIE];
+        if (cookie !== undefined) return authenticateSession(request, scope, cookie);
+      }
       const match = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? "");
       if (!match) {
         request.log.warn({ url: request.url, remote: request.ip }, "operator request without bearer token");
@@ -197,13 +291,7 @@ export const authPlugin = fp(
       // Set before the scope check so a refused mutating call is still audited under its token.
       request.operator = identity;
       data.repo.touchToken(tokenHash, new Date().toISOString());
-      if (!token.scopes.includes(scope)) {
-        request.log.warn(
-          { url: request.url, remote: request.ip, token: token.name, scope },
-          "token lacks scope",
-        );
-        throw new RequestError(403, `token ${token.name} lacks the ${scope} scope this route needs`);
-      }
+      requireScope(request, identity, scope);
       return identity;
     };
 

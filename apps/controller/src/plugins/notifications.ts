@@ -36,6 +36,8 @@ export interface Notifications {
   assignmentChanged(names: string[], reason: string): void;
   /** A status report arrived: observe push-to-converged if it completes a pending change. */
   reported(device: string, status: DeviceStatusReport): void;
+  /** Calls `listener` with a device's name when it reports or its connection opens or closes; returns the unsubscribe. */
+  subscribe(listener: (device: string) => void): () => void;
 }
 
 declare module "fastify" {
@@ -55,6 +57,10 @@ export const notificationsPlugin = fp(
     const connections = new Map<string, Connection>();
     /** device → the version it was told to converge to, and when */
     const pendingConvergence = new Map<string, { chain: string; version: number; since: number }>();
+    const listeners = new Set<(device: string) => void>();
+    const changed = (device: string) => {
+      for (const listener of listeners) listener(device);
+    };
 
     await app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
 
@@ -100,8 +106,12 @@ export const notificationsPlugin = fp(
           previous.socket.close(WS_CLOSE.superseded, "superseded by a newer connection");
         }
         socket.on("close", () => {
-          if (connections.get(device.name) === connection) connections.delete(device.name);
+          if (connections.get(device.name) === connection) {
+            connections.delete(device.name);
+            changed(device.name);
+          }
         });
+        changed(device.name);
       },
       disconnect: close,
       assignmentChanged(names, reason) {
@@ -128,6 +138,11 @@ export const notificationsPlugin = fp(
           app.metrics.convergence.observe((Date.now() - pending.since) / 1000);
           pendingConvergence.delete(device);
         }
+        changed(device);
+      },
+      subscribe(listener) {
+        listeners.add(listener);
+        return () => listeners.delete(listener);
       },
     };
     app.decorate("notifications", notifications);

@@ -1,0 +1,274 @@
+import type { DeviceSummary, NfCounters } from "@galette/protocol";
+import { useEffect, useRef, useState } from "react";
+import { api, subscribeEvents } from "./api";
+import { href } from "./router";
+
+/** One NF counter with its rate since the previous report (per second). */
+export interface CounterRow {
+  name: string;
+  value: number;
+  rate: number | null;
+}
+
+interface Fleet {
+  devices: DeviceSummary[];
+  /** device → NF uuid → counter name → rate/s between its last two reports */
+  rates: Map<string, Map<string, Map<string, number>>>;
+  updatedAt: number | null;
+  error: string;
+}
+
+/**
+ * The fleet as the controller's event stream tells it: a snapshot on connect and every few
+ * seconds, a device as soon as it reports. Counter rates come from consecutive reports.
+ */
+export function useFleet(onSessionEnd: () => void): Fleet {
+  const [fleet, setFleet] = useState<Fleet>({ devices: [], rates: new Map(), updatedAt: null, error: "" });
+  const previous = useRef(new Map<string, { at: number; counters: NfCounters[] }>());
+  useEffect(() => {
+    const rateOf = (device: DeviceSummary, now: number) => {
+      const before = previous.current.get(device.name);
+      const key = JSON.stringify(device.counters);
+      const rates = new Map<string, Map<string, number>>();
+      if (before && JSON.stringify(before.counters) !== key) {
+        const seconds = Math.max((now - before.at) / 1000, 0.001);
+        for (const nf of device.counters) {
+          const old = before.counters.find((c) => c.uuid === nf.uuid);
+          const perNf = new Map<string, number>();
+          for (const [name, value] of Object.entries(nf.counters)) {
+            const was = old?.counters[name];
+            if (was !== undefined && value >= was) perNf.set(name, (value - was) / seconds);
+          }
+          rates.set(nf.uuid, perNf);
+        }
+        previous.current.set(device.name, { at: now, counters: device.counters });
+        return rates;
+      }
+      if (!before) previous.current.set(device.name, { at: now, counters: device.counters });
+      return undefined;
+    };
+    const close = subscribeEvents(
+      (event) => {
+        const now = Date.now();
+        setFleet((f) => {
+          const incoming = event.type === "devices" ? event.devices : [event.device];
+          const byName = new Map(
+            (event.type === "devices" ? [] : f.devices).map((d) => [d.name, d] as [string, DeviceSummary]),
+          );
+          const rates = new Map(f.rates);
+          for (const d of incoming) {
+            byName.set(d.name, d);
+            const r = rateOf(d, now);
+            if (r) rates.set(d.name, r);
+          }
+          const devices = [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+          return { devices, rates, updatedAt: now, error: "" };
+        });
+      },
+      () => {
+        // EventSource retries by itself; if the session is gone, go back to the login.
+        api
+          .currentSession()
+          .then((s) => {
+            if (!s) onSessionEnd();
+            else setFleet((f) => ({ ...f, error: "Live updates interrupted; reconnecting…" }));
+          })
+          .catch(() => setFleet((f) => ({ ...f, error: "Controller unreachable; reconnecting…" })));
+      },
+    );
+    return close;
+  }, [onSessionEnd]);
+  return fleet;
+}
+
+const chainText = (d: DeviceSummary) =>
+  d.installed ? `${d.installed.chain} v${d.installed.version}` : d.assigned ? "not installed" : "none";
+
+const assignedText = (d: DeviceSummary) =>
+  d.assigned ? `${d.assigned.chain} ${d.assigned.version ? `v${d.assigned.version}` : "(latest)"}` : "—";
+
+export function FleetPage({ fleet }: { fleet: Fleet }) {
+  return (
+    <section aria-labelledby="fleet-title">
+      <h1 id="fleet-title" tabIndex={-1}>
+        Fleet
+      </h1>
+      <p className="hint" aria-live="polite">
+        {fleet.devices.length} device{fleet.devices.length === 1 ? "" : "s"},{" "}
+        {fleet.devices.filter((d) => d.online).length} online
+        {fleet.updatedAt ? ` · updated ${new Date(fleet.updatedAt).toLocaleTimeString()}` : " · connecting…"}
+      </p>
+      <div className="table-wrap">
+        <table className="fleet">
+          <caption className="sr-only">Devices, their chain and state</caption>
+          <thead>
+            <tr>
+              <th scope="col">Device</th>
+              <th scope="col">Online</th>
+              <th scope="col">Chain</th>
+              <th scope="col">Assigned</th>
+              <th scope="col">State</th>
+              <th scope="col">Errors</th>
+              <th scope="col">Arch</th>
+              <th scope="col">Kernel</th>
+              <th scope="col">Agent</th>
+            </tr>
+          </thead>
+          <tbody>
+            {fleet.devices.map((d) => (
+              <tr key={d.name} data-device={d.name}>
+                <th scope="row" data-label="Device">
+                  <a href={href.device(d.name)}>{d.name}</a>
+                  {d.revokedAt && <span className="badge bad">revoked</span>}
+                </th>
+                <td data-label="Online">
+                  <span className={`dot ${d.online ? "ok" : "off"}`} aria-hidden="true" />
+                  {d.online ? "online" : d.lastSeenAt ? "offline" : "never seen"}
+                </td>
+                <td data-label="Chain" data-testid="installed">
+                  {d.installed ? (
+                    <a href={href.chain(d.installed.chain, d.installed.version)}>{chainText(d)}</a>
+                  ) : (
+                    chainText(d)
+                  )}
+                </td>
+                <td data-label="Assigned">{assignedText(d)}</td>
+                <td data-label="State">
+                  <span className={`badge state-${d.state ?? "unknown"}`}>{d.state ?? "unknown"}</span>
+                </td>
+                <td data-label="Errors">
+                  {d.errors.length === 0 ? (
+                    "none"
+                  ) : (
+                    <span className="error-text" title={d.errors.map((e) => e.message).join("\n")}>
+                      {d.errors.length}: {d.errors[d.errors.length - 1]!.message}
+                    </span>
+                  )}
+                </td>
+                <td data-label="Arch">{d.arch ?? "—"}</td>
+                <td data-label="Kernel">{d.kernelVersion ?? "—"}</td>
+                <td data-label="Agent">{d.agentVersion ?? "—"}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {fleet.devices.length === 0 && fleet.updatedAt && (
+        <p className="empty">No devices enrolled yet (galette device enrol NAME).</p>
+      )}
+    </section>
+  );
+}
+
+export function DevicePage({ name, fleet }: { name: string; fleet: Fleet }) {
+  const device = fleet.devices.find((d) => d.name === name);
+  if (!device) {
+    return (
+      <section>
+        <h1 tabIndex={-1}>{name}</h1>
+        <p>{fleet.updatedAt ? "No such device." : "Loading…"}</p>
+        <a href={href.fleet()}>Back to the fleet</a>
+      </section>
+    );
+  }
+  const rates = fleet.rates.get(name);
+  return (
+    <section aria-labelledby="device-title">
+      <p className="crumbs">
+        <a href={href.fleet()}>Fleet</a> /
+      </p>
+      <h1 id="device-title" tabIndex={-1}>
+        {device.name}
+      </h1>
+      <dl className="facts">
+        <dt>Online</dt>
+        <dd>{device.online ? "yes" : "no"}</dd>
+        <dt>State</dt>
+        <dd>{device.state ?? "unknown"}</dd>
+        <dt>Installed</dt>
+        <dd>
+          {device.installed ? (
+            <a href={href.chain(device.installed.chain, device.installed.version)}>{chainText(device)}</a>
+          ) : (
+            chainText(device)
+          )}
+        </dd>
+        <dt>Assigned</dt>
+        <dd>
+          {assignedText(device)}
+          {device.assignedBy
+            ? ` (${device.assignedBy.kind === "selector" ? "by selector" : "directly"})`
+            : ""}
+        </dd>
+        <dt>Labels</dt>
+        <dd>
+          {Object.entries(device.labels)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(", ") || "none"}
+        </dd>
+        <dt>Arch / kernel</dt>
+        <dd>
+          {device.arch ?? "—"} / {device.kernelVersion ?? "—"}
+          {device.triple ? ` (${device.triple})` : ""}
+        </dd>
+        <dt>Agent</dt>
+        <dd>{device.agentVersion ?? "—"}</dd>
+        <dt>Last seen</dt>
+        <dd>{device.lastSeenAt ? new Date(device.lastSeenAt).toLocaleString() : "never"}</dd>
+        <dt>Certificate</dt>
+        <dd>
+          serial {device.serial}, valid until {new Date(device.notAfter).toLocaleDateString()}
+          {device.revokedAt ? `, revoked ${device.revokedAt}` : ""}
+        </dd>
+      </dl>
+
+      <h2>Errors</h2>
+      {device.errors.length === 0 ? (
+        <p>None reported.</p>
+      ) : (
+        <ul className="errors">
+          {device.errors.map((e) => (
+            <li key={`${e.at}-${e.message}`}>
+              <time dateTime={e.at}>{new Date(e.at).toLocaleTimeString()}</time> {e.message}
+            </li>
+          ))}
+        </ul>
+      )}
+
+      <h2 id="counters-title">Counters</h2>
+      <p className="hint">As the agent reports them (every status interval); rates between two reports.</p>
+      {device.counters.length === 0 ? (
+        <p>No counters reported.</p>
+      ) : (
+        <section className="counters" aria-labelledby="counters-title">
+          {device.counters.map((nf) => (
+            <table key={nf.uuid} className="counter-table" data-nf={nf.instance ?? nf.uuid}>
+              <caption>{nf.instance ?? nf.uuid}</caption>
+              <thead>
+                <tr>
+                  <th scope="col">Counter</th>
+                  <th scope="col">Total</th>
+                  <th scope="col">Per second</th>
+                </tr>
+              </thead>
+              <tbody>
+                {Object.entries(nf.counters).map(([counter, value]) => {
+                  const rate = rates?.get(nf.uuid)?.get(counter);
+                  return (
+                    <tr key={counter} data-counter={counter}>
+                      <th scope="row">{counter}</th>
+                      <td className="num" data-value={value}>
+                        {value.toLocaleString()}
+                      </td>
+                      <td className="num">{rate === undefined ? "—" : rate.toFixed(1)}</td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          ))}
+        </section>
+      )}
+    </section>
+  );
+}

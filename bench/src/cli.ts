@@ -6,10 +6,12 @@
  */
 import "./galette";
 import { runBuildSandboxSection } from "./build-sandbox";
+import { runCostSection } from "./cost";
 import { runFootprintSection } from "./footprint";
 import { runSuite } from "./suite";
 
 const out = await runSuite({ outDir: process.env.BENCH_OUT || undefined });
+const cost = await runCostSection(out.reportPath);
 const buildSandbox = await runBuildSandboxSection(out.reportPath);
 const footprint = await runFootprintSection(out.reportPath);
 const failed = out.results.outcomes.filter((o) => o.status === "failed");
@@ -19,4 +21,4 @@ process.stdout.write(
     `report: ${out.reportPath}\nraw:    ${out.jsonPath}\nplots:  ${out.plotPaths.join("\n        ")}\n`,
 );
 for (const f of failed) process.stderr.write(`bench: ${f.scenario.name} failed: ${f.reason}\n`);
-process.exit(failed.length || !footprint || !buildSandbox ? 1 : 0);
+process.exit(failed.length || !footprint || !buildSandbox || !cost ? 1 : 0);

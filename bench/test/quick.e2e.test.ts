@@ -55,6 +55,14 @@ describeKernel("make bench QUICK=1 (real veth, real frames)", () => {
     // Galette's real dataplane (installer + NFs), not only the C baselines
     expect(ok.map((o) => o.scenario.name)).toContain("galette/xdp-macswap");
     expect(md).toContain("Galette macswap chain in XDP");
+    // per-packet cost without the generator: every program, each measurement with its spread and ratio
+    expect(md).toContain("## Per-packet cost without the generator");
+    for (const row of ["XDP_TX macswap (C)", "Galette, 1 NF", "Galette, 5 NFs", "Galette, 33 NFs"])
+      expect(md).toMatch(
+        new RegExp(
+          `\\| ${row.replace(/[()]/g, "\\$&")}[^|]* \\| \\d+ \\(\\d+–\\d+\\) \\| \\d+\\.\\d\\d× \\|`,
+        ),
+      );
   });
 
   it("galgen rejects a bad frame size by name", async () => {

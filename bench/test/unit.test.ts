@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { costPlan, longChainToml, renderCost } from "../src/cost";
 import { galetteScenarios } from "../src/galette";
 import { parseGenOutput } from "../src/gen";
 import { makePlan } from "../src/plan";
@@ -206,5 +207,51 @@ describe("plots", () => {
     ]);
     const png = await renderPng(plots[0]!.spec);
     expect(png.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+  });
+});
+
+describe("per-packet cost section", () => {
+  it("a 33-NF chain is 32 pass NFs then macswap, linked in order to tx", () => {
+    const toml = longChainToml(33);
+    expect(toml.match(/^\[functions\./gm)).toHaveLength(33);
+    expect(toml).toContain('[functions.pass-32]\npath = "bench/nfs/pass"');
+    expect(toml).toContain('from = "rx"\nto = ["pass-1"]');
+    expect(toml).toContain('from = "pass-32"\nto = ["macswap"]');
+    expect(toml).toContain('from = "macswap"\nto = ["tx"]');
+  });
+
+  it("renders median (min–max) and ratios against the baseline of the same run", () => {
+    const s = (...v: number[]) => ({
+      median: median(v),
+      min: Math.min(...v),
+      max: Math.max(...v),
+      n: v.length,
+    });
+    const table = renderCost(
+      [
+        {
+          name: "baseline/xdp-macswap",
+          title: "XDP_TX macswap (C)",
+          testRunNs: s(24, 25, 25),
+          statsNs: s(64, 64, 65),
+          sameCpuP50Us: s(4.3, 4.5, 4.7),
+        },
+        {
+          name: "galette/xdp-macswap",
+          title: "Galette, 1 NF",
+          testRunNs: s(50, 55, 56),
+          statsNs: s(128, 128, 128),
+          sameCpuP50Us: s(4.5, 5, 5.3),
+        },
+      ],
+      costPlan(true),
+    );
+    expect(table).toContain(
+      "| XDP_TX macswap (C) | 25 (24–25) | 1.00× | 64 (64–65) | 1.00× | 4.5 (4.3–4.7) | 1.00× |",
+    );
+    expect(table).toContain(
+      "| Galette, 1 NF | 55 (50–56) | 2.20× | 128 (128–128) | 2.00× | 5.0 (4.5–5.3) | 1.11× |",
+    );
+    expect(costPlan(true).repetitions).toBeGreaterThanOrEqual(3);
   });
 });

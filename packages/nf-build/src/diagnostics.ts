@@ -191,10 +191,7 @@ const VERIFIER_CLASSES: Array<[RegExp, HintClass]> = [
     /unknown func|cannot call GPL-restricted|program of this type cannot use helper|helper call is not allowed/,
     "helper",
   ],
-  [
-    /too complex|BPF program is too large|infinite loop detected|back-edge|loop is not bounded|processed \d+ insns \(limit \d+\) .*\n?.*-- END|jumps is too complex/,
-    "loop",
-  ],
+  [/too complex|BPF program is too large|infinite loop detected|back-edge|loop is not bounded/, "loop"],
   [/invalid access to packet|outside of the packet|invalid mem access|out of bounds/, "packet"],
 ];
 

@@ -7,16 +7,14 @@
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync, readFileSync } from "node:fs";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
-import { createRequire } from "node:module";
 import path from "node:path";
+import * as pcapParser from "pcap-parser";
 import { parse as parseToml } from "smol-toml";
 import { buildNfs, type NfBuildResult } from "./build";
 import { hostTarget } from "./chain-build";
 import { renderDiagnostics, verifierDiagnostic } from "./diagnostics";
 import { NfBuildError } from "./errors";
 import { ABI_INCLUDE_DIR, CLANG, cacheDir, PACKAGE_DIR, runTool } from "./toolchain";
-
-const require = createRequire(import.meta.url);
 
 /** Frames the harness runs (its buffer); BPF_PROG_TEST_RUN needs at least an Ethernet header. */
 export const NF_TEST_MAX_FRAME = 2048;
@@ -50,12 +48,7 @@ export async function readCapture(file: string): Promise<Buffer[]> {
   throw new NfBuildError(`${file}: not a pcap or pcapng capture (magic ${head.toString("hex") || "none"})`);
 }
 
-interface PcapParserModule {
-  parse(input: string | NodeJS.ReadableStream): NodeJS.EventEmitter;
-}
-
 function readPcap(file: string): Promise<Buffer[]> {
-  const pcapParser = require("pcap-parser") as PcapParserModule;
   return new Promise((resolve, reject) => {
     const frames: Buffer[] = [];
     const parser = pcapParser.parse(createReadStream(file));

@@ -203,3 +203,14 @@ if [ "$ok" -ne 1 ]; then
   exit 1
 fi
 echo "  two devices converged on chain security (signed), forwarded traffic, applied the signed allow-list, and refused a version with an unreleased build while traffic kept flowing"
+
+step "Web console"
+console_token=$(galette token create --data "$data" --name console --scopes read,deploy --expires 1h)
+echo "  open $GALETTE_URL/ and log in with this token (read, deploy; expires in 1 h):"
+echo "    $console_token"
+echo "  the certificate is the demo CA's ($GALETTE_CA): the browser asks before trusting it"
+if [ -n "${DEMO_HOLD:-}" ] && [ -t 0 ]; then
+  read -r -p "  the demo keeps running until you press Enter… " _
+else
+  echo "  (everything stops as the demo exits; DEMO_HOLD=1 make demo keeps it up until Enter)"
+fi

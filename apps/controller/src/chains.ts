@@ -15,6 +15,7 @@ import {
   ChainGraph as ChainGraphSchema,
   describeZodError,
   type MapSpec,
+  type DeviceCapabilities as ProbedCapabilities,
 } from "@galette/protocol";
 import {
   DEFAULT_DEVICE_LIMITS,
@@ -162,12 +163,32 @@ export function graphFromPlan(plan: ChainPlan, published: ReadonlyMap<string, Nf
 }
 
 /**
- * What a device can hold. Today every device gets the static defaults (sized for a 512 MB
- * Smart SFP); once agents report their capabilities and memory, build this from the
- * report and pass it to graphFitsDevice before sending an assignment.
+ * What a device can hold and run: the static limits (sized for a 512 MB Smart SFP), and,
+ * once its agent reported them, what its probe found (deviceCapabilities builds both).
  */
 export interface DeviceCapabilities {
   limits: DeviceLimits;
+  /** the agent's probe; absent: only the static limits are checked */
+  probe?: ProbedCapabilities;
+  /** UUIDs of the graph's XDP NFs whose BPF object calls bpf_loop (nf::repeat) */
+  bpfLoopNfs?: ReadonlySet<string>;
+}
+
+/** The limits for a device whose agent reported `probe`: its CPUs, at most half its free memory for maps. */
+export function deviceCapabilities(
+  probe: ProbedCapabilities | undefined,
+  bpfLoopNfs?: ReadonlySet<string>,
+): DeviceCapabilities {
+  if (!probe) return STATIC_DEVICE_CAPABILITIES;
+  const limits: DeviceLimits = {
+    ...DEFAULT_DEVICE_LIMITS,
+    cpus: probe.cpus,
+    mapMemoryBytes: Math.min(
+      DEFAULT_DEVICE_LIMITS.mapMemoryBytes,
+      Math.floor(probe.availableMemoryBytes / 2),
+    ),
+  };
+  return { limits, probe, ...(bpfLoopNfs ? { bpfLoopNfs } : {}) };
 }
 
 export const STATIC_DEVICE_CAPABILITIES: DeviceCapabilities = { limits: DEFAULT_DEVICE_LIMITS };
@@ -208,5 +229,29 @@ export function graphFitsDevice(graph: ChainGraph, capabilities: DeviceCapabilit
   const userland = graph.nfs.filter((nf) => nf.userland).length;
   if (userland > limits.userlandNfs)
     problems.push(`${userland} userland NFs; the device runs at most ${limits.userlandNfs}`);
+  const probe = capabilities.probe;
+  if (!probe) return problems;
+  const kernel = `kernel ${probe.kernelRelease}`;
+  const inUserland = graph.nfs.filter((nf) => nf.userland).map((nf) => `"${nf.instance}"`);
+  if (inUserland.length > 0 && !probe.afXdp)
+    problems.push(
+      `NF ${inUserland.join(", ")} run${inUserland.length === 1 ? "s" : ""} in userland, which needs AF_XDP; ${kernel} has no AF_XDP (XSKMAP)`,
+    );
+  if (graph.nfs.some((nf) => nf.xdp) && !probe.tailCalls)
+    problems.push(`the chain's XDP NFs are entered by tail calls; ${kernel} cannot create a PROG_ARRAY`);
+  for (const nf of graph.nfs) {
+    if (nf.xdp && capabilities.bpfLoopNfs?.has(nf.uuid) && !probe.bpfLoop)
+      problems.push(
+        `NF "${nf.instance}" uses nf::repeat (the bpf_loop helper) in XDP; ${kernel} lacks bpf_loop (5.17 added it)`,
+      );
+  }
+  const missingTypes = [...new Set(graph.maps.map((m) => m.type))].filter((t) => !probe.mapTypes.includes(t));
+  for (const type of missingTypes) {
+    const maps = graph.maps.filter((m) => m.type === type).map((m) => `"${m.id}"`);
+    problems.push(`map ${maps.join(", ")} is a ${type}; ${kernel} does not create ${type} maps`);
+  }
+  for (const iface of probe.interfaces)
+    if (iface.xdp === "none")
+      problems.push(`interface ${iface.name} takes no XDP program (neither driver nor generic mode)`);
   return problems;
 }

@@ -10,8 +10,10 @@ import {
 } from "@galette/pki";
 import {
   type AssignedNf,
+  type AssignmentRefusal,
   type CpuTriple,
   type CreateTokenResponse,
+  DEFAULT_GRACE_SECONDS,
   type DeviceSummary,
   type EnrollDeviceResponse,
   Labels,
@@ -178,7 +180,16 @@ export function buildAssignment(
   device: DeviceRecord,
   triple?: CpuTriple,
 ): SignedDeviceAssignment {
-  const base = { protocolVersion: PROTOCOL_VERSION, device: device.name, ...(triple ? { triple } : {}) };
+  const deadMan = repo.getDeadMan(device.name);
+  const base = {
+    protocolVersion: PROTOCOL_VERSION,
+    device: device.name,
+    ...(triple ? { triple } : {}),
+    deadMan: {
+      graceSeconds: deadMan.graceSeconds ?? DEFAULT_GRACE_SECONDS,
+      ...(deadMan.confirmed ? { confirmed: deadMan.confirmed } : {}),
+    },
+  };
   if (!device.assignedChain) return { ...base, chain: null };
   const chain = repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined);
   if (!chain) return { ...base, chain: null };
@@ -243,8 +254,15 @@ export function artifactsAllowedFor(repo: Repository, device: DeviceRecord): Set
   return allowed;
 }
 
-/** The operator's view of a device. `online` = holds a ws notification connection (only the server knows). */
-export function deviceSummary(device: DeviceRecord, online: boolean): DeviceSummary {
+/**
+ * The operator's view of a device. `online` = holds a ws notification connection (only
+ * the server knows); `refusal` = why its assigned chain is not sent (capabilities.ts).
+ */
+export function deviceSummary(
+  device: DeviceRecord,
+  online: boolean,
+  extra: { refusal?: AssignmentRefusal | null; graceSeconds?: number } = {},
+): DeviceSummary {
   const status = device.status;
   return {
     name: device.name,
@@ -267,5 +285,9 @@ export function deviceSummary(device: DeviceRecord, online: boolean): DeviceSumm
     triple: status ? (tripleForMachine(status.arch) ?? null) : null,
     kernelVersion: status?.kernelVersion ?? null,
     agentVersion: status?.agentVersion ?? null,
+    capabilities: status?.capabilities ?? null,
+    refusal: extra.refusal ?? null,
+    rollback: status?.rollback ?? null,
+    ...(extra.graceSeconds !== undefined ? { graceSeconds: extra.graceSeconds } : {}),
   };
 }

@@ -71,6 +71,7 @@ describe("device API over mTLS", () => {
       protocolVersion: PROTOCOL_VERSION,
       device: "pi-1",
       chain: null,
+      deadMan: { graceSeconds: 60 },
     });
   });
 

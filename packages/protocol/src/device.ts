@@ -177,12 +177,31 @@ export type AssignedChain = z.infer<typeof AssignedChain>;
  * request with a matching If-None-Match gets 304. `chain` is null for an enrolled device
  * that has no chain assigned yet.
  */
+/** Dead-man's switch defaults: seconds an agent has to reach the controller after a change. */
+export const DEFAULT_GRACE_SECONDS = 60;
+export const MAX_GRACE_SECONDS = 3600;
+export const GraceSeconds = z.number().int().min(0).max(MAX_GRACE_SECONDS);
+
+/**
+ * The dead-man's switch for this assignment: after installing a new chain the agent must
+ * reach the controller within `graceSeconds` (0: no switch) or it goes back to what ran
+ * before. `confirmed` is a version this device rolled back from that the operator
+ * confirmed (`galette device confirm`): the agent installs it again, without the switch.
+ */
+export const DeadManSwitch = z.object({
+  graceSeconds: GraceSeconds,
+  confirmed: z.object({ chain: Name, version: z.number().int().positive() }).optional(),
+});
+export type DeadManSwitch = z.infer<typeof DeadManSwitch>;
+
 export const DeviceAssignment = z.object({
   protocolVersion: z.number().int().positive(),
   device: Name,
   /** the triple the native artifacts were chosen for; absent until the device states its CPU */
   triple: CpuTriple.optional(),
   chain: AssignedChain.nullable(),
+  /** absent from older controllers: the agent then uses DEFAULT_GRACE_SECONDS */
+  deadMan: DeadManSwitch.optional(),
 });
 export type DeviceAssignment = z.infer<typeof DeviceAssignment>;
 
@@ -211,6 +230,53 @@ export const NfCounters = z.object({
 });
 export type NfCounters = z.infer<typeof NfCounters>;
 
+/** What the probe found one interface takes. */
+export const InterfaceCapabilities = z.object({
+  name: z.string().min(1).max(15),
+  /** the best XDP mode an attach succeeded in */
+  xdp: z.enum(["native", "generic", "none"]),
+  rxQueues: z.number().int().nonnegative(),
+  /** AF_XDP zero-copy; null when only binding a socket would tell */
+  zeroCopy: z.boolean().nullable(),
+  problems: z.array(z.string().max(500)).max(20),
+});
+export type InterfaceCapabilities = z.infer<typeof InterfaceCapabilities>;
+
+/** What the agent's probe found this device's kernel and interfaces can run (by trying). */
+export const DeviceCapabilities = z.object({
+  probedAt: z.string().min(1),
+  kernelRelease: z.string().min(1).max(128),
+  kernel: z.object({ major: z.number().int().nonnegative(), minor: z.number().int().nonnegative() }),
+  cpus: z.number().int().positive(),
+  memoryBytes: z.number().int().nonnegative(),
+  availableMemoryBytes: z.number().int().nonnegative(),
+  btf: z.boolean(),
+  /** the bpf_loop helper (what nf::repeat compiles to in XDP) */
+  bpfLoop: z.boolean(),
+  tailCalls: z.boolean(),
+  /** AF_XDP sockets (userland NFs need them) */
+  afXdp: z.boolean(),
+  /** the NF map types the kernel creates */
+  mapTypes: z.array(MapType),
+  interfaces: z.array(InterfaceCapabilities).max(16),
+  problems: z.array(z.string().max(500)).max(50),
+});
+export type DeviceCapabilities = z.infer<typeof DeviceCapabilities>;
+
+/**
+ * A chain version the dead-man's switch took back out: the agent restored `restored`
+ * (null: nothing ran before) and will not install `chain` v`version` again until the
+ * operator confirms it.
+ */
+export const RollbackReport = z.object({
+  chain: Name,
+  version: z.number().int().positive(),
+  reason: z.string().min(1).max(1000),
+  at: z.string().min(1),
+  restored: z.object({ chain: Name, version: z.number().int().positive() }).nullable(),
+});
+export type RollbackReport = z.infer<typeof RollbackReport>;
+
 /** Body of POST /v1/device/status (answered 204). */
 export const DeviceStatusReport = z.object({
   protocolVersion: z.number().int().positive(),
@@ -226,6 +292,10 @@ export const DeviceStatusReport = z.object({
   state: DeviceState,
   errors: z.array(DeviceError).max(100),
   counters: z.array(NfCounters).max(1024),
+  /** the probe's findings (absent from older agents) */
+  capabilities: DeviceCapabilities.optional(),
+  /** a version the dead-man's switch rolled back and holds until confirmed */
+  rollback: RollbackReport.nullable().optional(),
 });
 export type DeviceStatusReport = z.infer<typeof DeviceStatusReport>;
 

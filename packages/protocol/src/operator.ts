@@ -1,6 +1,14 @@
 import { z } from "zod";
 import { ArtifactMeta, CpuTriple, Labels, MapEntry, Name, Sha256Digest } from "./common";
-import { ChainGraph, DeviceError, DeviceState, NfCounters } from "./device";
+import {
+  ChainGraph,
+  DeviceCapabilities,
+  DeviceError,
+  DeviceState,
+  GraceSeconds,
+  NfCounters,
+  RollbackReport,
+} from "./device";
 
 /**
  * Operator API: HTTPS on the controller's listener, `Authorization: Bearer <token>`
@@ -10,6 +18,8 @@ export const OPERATOR_ROUTES = {
   devices: "/v1/devices",
   device: (name: string) => `/v1/devices/${encodeURIComponent(name)}`,
   revokeDevice: (name: string) => `/v1/devices/${encodeURIComponent(name)}/revoke`,
+  /** POST: the operator confirms the version the dead-man's switch rolled back: the device installs it again */
+  confirmDevice: (name: string) => `/v1/devices/${encodeURIComponent(name)}/confirm`,
   /** POST creates a token, GET lists them (never their secrets) */
   tokens: "/v1/tokens",
   revokeToken: (name: string) => `/v1/tokens/${encodeURIComponent(name)}/revoke`,
@@ -60,6 +70,14 @@ export const AssignmentSource = z.discriminatedUnion("kind", [
 ]);
 export type AssignmentSource = z.infer<typeof AssignmentSource>;
 
+/** Why the controller does not send a chain to a device (its capabilities lack something). */
+export const AssignmentRefusal = z.object({
+  chain: Name,
+  version: z.number().int().positive(),
+  reasons: z.array(z.string().min(1)).min(1),
+});
+export type AssignmentRefusal = z.infer<typeof AssignmentRefusal>;
+
 export const DeviceSummary = z.object({
   name: Name,
   labels: Labels,
@@ -83,6 +101,14 @@ export const DeviceSummary = z.object({
   triple: CpuTriple.nullable(),
   kernelVersion: z.string().nullable(),
   agentVersion: z.string().nullable(),
+  /** what the agent's probe found (null until an agent reports it) */
+  capabilities: DeviceCapabilities.nullable().optional(),
+  /** the assigned chain does not fit this device: it is not sent, the device keeps what it runs */
+  refusal: AssignmentRefusal.nullable().optional(),
+  /** a version the dead-man's switch rolled back, held until `galette device confirm` */
+  rollback: RollbackReport.nullable().optional(),
+  /** the dead-man's switch grace this device gets with its assignment */
+  graceSeconds: z.number().int().nonnegative().optional(),
 });
 export type DeviceSummary = z.infer<typeof DeviceSummary>;
 
@@ -235,6 +261,8 @@ export const AssignChainRequest = z
     version: z.number().int().positive().optional(),
     devices: z.array(Name).optional(),
     selector: Labels.optional(),
+    /** dead-man's switch grace for the devices assigned now (default 60 s; 0 turns it off) */
+    graceSeconds: GraceSeconds.optional(),
   })
   .refine((r) => (r.devices?.length ?? 0) > 0 || Object.keys(r.selector ?? {}).length > 0, {
     message: "give devices and/or a non-empty label selector",
@@ -265,6 +293,8 @@ export const AssignChainResponse = z.object({
   rule: SelectorRule.optional(),
   /** devices matching the selector that keep their explicit per-device assignment */
   overridden: z.array(Name).optional(),
+  /** assigned devices the chain does not fit (by their reported capabilities): they keep what they run */
+  refused: z.array(z.object({ device: Name, reasons: z.array(z.string()) })).optional(),
 });
 export type AssignChainResponse = z.infer<typeof AssignChainResponse>;
 

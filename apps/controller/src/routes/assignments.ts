@@ -5,6 +5,7 @@ import {
   type RemoveAssignmentResponse,
 } from "@galette/protocol";
 import type { FastifyInstance } from "fastify";
+import { assignmentRefusal } from "../capabilities";
 import { RequestError } from "../control";
 import { access } from "../plugins/auth";
 import { parse } from "../plugins/errors";
@@ -54,6 +55,8 @@ export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
     // into per-device assignments, so a newer rule can still take over those devices.
     const rule = data.repo.transaction(() => {
       if (explicit.size > 0) data.repo.assignChain([...explicit], body.chain, version);
+      if (body.graceSeconds !== undefined && explicit.size > 0)
+        data.repo.setGraceSeconds([...explicit], body.graceSeconds);
       return Object.keys(selector).length > 0
         ? data.repo.addSelectorRule(body.chain, version, selector, at)
         : undefined;
@@ -74,13 +77,39 @@ export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
           .map((d) => d.name)
           .sort()
       : [];
+    if (body.graceSeconds !== undefined && rule) {
+      const matched = after.filter((d) => d.assignedBy?.kind === "selector" && d.assignedBy.rule === rule.id);
+      data.repo.setGraceSeconds(
+        matched.map((d) => d.name),
+        body.graceSeconds,
+      );
+    }
+    // Devices whose reported capabilities the chain does not fit keep what they run.
+    const refused = after
+      .filter((d) => assigned.includes(d.name))
+      .map((d) => ({ device: d.name, refusal: assignmentRefusal(data.repo, data.artifacts, d) }))
+      .filter((r) => r.refusal !== null)
+      .map((r) => ({ device: r.device, reasons: r.refusal!.reasons }));
     request.log.info(
-      { chain: body.chain, version: version ?? "latest", devices: assigned, rule: rule?.id, overridden },
+      {
+        chain: body.chain,
+        version: version ?? "latest",
+        devices: assigned,
+        rule: rule?.id,
+        overridden,
+        refused,
+      },
       "chain assigned",
     );
     // Named devices are notified even when unchanged (as before: "assign again" re-pokes them).
     app.notifications.assignmentChanged([...new Set([...changedSince(before), ...explicit])], "assign");
-    return { chain: body.chain, version, assigned, ...(rule ? { rule, overridden } : {}) };
+    return {
+      chain: body.chain,
+      version,
+      assigned,
+      ...(rule ? { rule, overridden } : {}),
+      ...(refused.length > 0 ? { refused } : {}),
+    };
   });
 
   app.delete(

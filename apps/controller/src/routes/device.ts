@@ -7,6 +7,7 @@ import {
   Sha256Digest,
 } from "@galette/protocol";
 import type { FastifyInstance } from "fastify";
+import { servedDevice } from "../capabilities";
 import { artifactsAllowedFor, assignmentEtag, buildAssignment, deviceTriple, RequestError } from "../control";
 import { access, deviceOf } from "../plugins/auth";
 import { parse } from "../plugins/errors";
@@ -20,7 +21,9 @@ export async function deviceRoutes(app: FastifyInstance): Promise<void> {
   app.get(DEVICE_ROUTES.assignment, device, async (request, reply) => {
     const self = deviceOf(request);
     const query = parse(AssignmentQuery, request.query, "query");
-    const assignment = buildAssignment(data.repo, self, deviceTriple(self, query.arch));
+    // A chain its capabilities refuse is not sent: the device keeps what it runs.
+    const served = servedDevice(data.repo, data.artifacts, self).device;
+    const assignment = buildAssignment(data.repo, served, deviceTriple(self, query.arch));
     const etag = assignmentEtag(assignment);
     reply.header("etag", etag).header("cache-control", "no-cache");
     const ifNoneMatch = request.headers["if-none-match"];
@@ -32,7 +35,7 @@ export async function deviceRoutes(app: FastifyInstance): Promise<void> {
     const self = deviceOf(request);
     const digest = parse(Sha256Digest, request.params.digest, "artifact digest");
     // Only what its assignment runs, never crate sources (artifactsAllowedFor leaves them out).
-    if (!artifactsAllowedFor(data.repo, self).has(digest)) {
+    if (!artifactsAllowedFor(data.repo, servedDevice(data.repo, data.artifacts, self).device).has(digest)) {
       request.log.warn({ device: self.name, digest }, "artifact not in the device's assignment");
       throw new RequestError(403, `artifact ${digest} is not part of device ${self.name}'s assignment`);
     }

@@ -1,5 +1,6 @@
-import { type DeviceSummary, EnrollDeviceRequest } from "@galette/protocol";
+import { DEFAULT_GRACE_SECONDS, type DeviceSummary, EnrollDeviceRequest } from "@galette/protocol";
 import type { FastifyInstance } from "fastify";
+import { assignmentRefusal } from "../capabilities";
 import { deviceSummary, RequestError } from "../control";
 import { access } from "../plugins/auth";
 import { parse } from "../plugins/errors";
@@ -9,7 +10,10 @@ import type { DeviceRecord } from "../storage/repository";
 export async function devicesRoutes(app: FastifyInstance): Promise<void> {
   const { data } = app.galette;
   const summary = (device: DeviceRecord): DeviceSummary =>
-    deviceSummary(device, app.notifications.isOnline(device.name));
+    deviceSummary(device, app.notifications.isOnline(device.name), {
+      refusal: assignmentRefusal(data.repo, data.artifacts, device),
+      graceSeconds: data.repo.getDeadMan(device.name).graceSeconds ?? DEFAULT_GRACE_SECONDS,
+    });
 
   app.get("/v1/devices", { config: { access: access.operator("read") } }, async () => ({
     devices: data.repo.listDevices().map(summary),
@@ -43,6 +47,35 @@ export async function devicesRoutes(app: FastifyInstance): Promise<void> {
     app.notifications.assignmentChanged([body.name], "enrol");
     return reply.code(201).send(bundle);
   });
+
+  // The operator confirms the version the dead-man's switch rolled back: it goes out again
+  // and the agent installs it without the switch.
+  app.post<{ Params: { name: string } }>(
+    "/v1/devices/:name/confirm",
+    { config: { access: access.operator("deploy") } },
+    async (request) => {
+      const device = data.repo.getDevice(request.params.name);
+      if (!device) throw new RequestError(404, `device ${request.params.name} is not enrolled`);
+      const rollback = device.status?.rollback;
+      if (!rollback)
+        throw new RequestError(
+          409,
+          `device ${device.name} has no rolled-back chain to confirm (its agent reports none)`,
+        );
+      data.repo.confirmRollback(device.name, rollback.chain, rollback.version);
+      request.log.info(
+        {
+          device: device.name,
+          chain: rollback.chain,
+          version: rollback.version,
+          operator: request.operator?.name,
+        },
+        "rolled-back chain confirmed",
+      );
+      app.notifications.assignmentChanged([device.name], "confirm");
+      return { name: device.name, confirmed: { chain: rollback.chain, version: rollback.version } };
+    },
+  );
 
   app.post<{ Params: { name: string } }>(
     "/v1/devices/:name/revoke",

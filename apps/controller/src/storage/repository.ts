@@ -89,6 +89,11 @@ export interface NfRecord {
  * database afresh so changes made by another process on the same data dir (the CLI's
  * `--data DIR` mode) are seen at once.
  */
+export interface DeadManSettings {
+  graceSeconds: number | null;
+  confirmed: { chain: string; version: number } | null;
+}
+
 export interface Repository {
   /** Run `fn` in one transaction; a throw rolls everything back. */
   transaction<T>(fn: () => T): T;
@@ -106,6 +111,12 @@ export interface Repository {
   isSerialRevoked(serial: string): boolean;
   touchDevice(name: string, at: string): void;
   saveDeviceStatus(name: string, status: DeviceStatusReport, at: string): void;
+  /** The device's dead-man's switch settings (grace null: the default). */
+  getDeadMan(name: string): DeadManSettings;
+  /** The grace the devices' assignments carry from now on. */
+  setGraceSeconds(deviceNames: string[], seconds: number): void;
+  /** The operator confirms the version the device rolled back: it may install it again. */
+  confirmRollback(name: string, chain: string, version: number): void;
   /** Explicit per-device assignment (wins over every selector rule). */
   assignChain(deviceNames: string[], chain: string, version: number | null): void;
   /** Removes the explicit assignment; the devices fall back to matching selector rules. */

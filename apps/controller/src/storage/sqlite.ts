@@ -21,6 +21,7 @@ import type {
   AuditRecord,
   ChainReleaseRecord,
   ChainVersionRecord,
+  DeadManSettings,
   DeviceRecord,
   NfRecord,
   Repository,
@@ -155,6 +156,14 @@ export const MIGRATIONS: readonly string[] = [
      signatures TEXT NOT NULL,
      created_at TEXT NOT NULL,
      PRIMARY KEY (chain, map)
+   );`,
+  // Dead-man's switch per device: the grace its assignments carry, and the rolled-back
+  // version the operator confirmed.
+  `CREATE TABLE device_dead_man (
+     device TEXT PRIMARY KEY,
+     grace_seconds INTEGER,
+     confirmed_chain TEXT,
+     confirmed_version INTEGER
    );`,
 ];
 
@@ -362,6 +371,43 @@ class SqliteRepository implements Repository {
 
   touchDevice(name: string, at: string): void {
     this.db.prepare("UPDATE devices SET last_seen_at = ? WHERE name = ?").run(at, name);
+  }
+
+  getDeadMan(name: string): DeadManSettings {
+    const row = this.db
+      .prepare(
+        "SELECT grace_seconds, confirmed_chain, confirmed_version FROM device_dead_man WHERE device = ?",
+      )
+      .get(name) as
+      | { grace_seconds: number | null; confirmed_chain: string | null; confirmed_version: number | null }
+      | undefined;
+    return {
+      graceSeconds: row?.grace_seconds ?? null,
+      confirmed:
+        row?.confirmed_chain && row.confirmed_version
+          ? { chain: row.confirmed_chain, version: row.confirmed_version }
+          : null,
+    };
+  }
+
+  setGraceSeconds(deviceNames: string[], seconds: number): void {
+    const upsert = this.db.prepare(
+      `INSERT INTO device_dead_man (device, grace_seconds) VALUES (?, ?)
+       ON CONFLICT (device) DO UPDATE SET grace_seconds = excluded.grace_seconds`,
+    );
+    this.transaction(() => {
+      for (const name of deviceNames) upsert.run(name, seconds);
+    });
+  }
+
+  confirmRollback(name: string, chain: string, version: number): void {
+    this.db
+      .prepare(
+        `INSERT INTO device_dead_man (device, confirmed_chain, confirmed_version) VALUES (?, ?, ?)
+         ON CONFLICT (device) DO UPDATE SET confirmed_chain = excluded.confirmed_chain,
+           confirmed_version = excluded.confirmed_version`,
+      )
+      .run(name, chain, version);
   }
 
   saveDeviceStatus(name: string, status: DeviceStatusReport, at: string): void {

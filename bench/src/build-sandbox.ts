@@ -237,6 +237,11 @@ export function renderBuildSandbox(r: BuildSandboxResult): string {
 export async function runBuildSandboxSection(reportPath: string): Promise<boolean> {
   const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);
   if (only && !only.some((o) => "build-sandbox".includes(o))) return true;
+  // QUICK is a smoke run with a time limit: this phase runs there only when asked for by name
+  if (makePlan(process.env).quick && !only) {
+    process.stdout.write("bench: build-sandbox skipped in QUICK (BENCH_ONLY=build-sandbox runs it)\n");
+    return true;
+  }
   const log = createLogger("bench");
   try {
     const table = renderBuildSandbox(await runBuildSandbox({ quick: makePlan(process.env).quick, log }));

@@ -26,7 +26,10 @@ describe("web console: static files, cookie sessions with CSRF, event stream", (
   let consoleDir: string;
   let controller: RunningController;
   let caPem: string;
-  const tokens = {} as Record<"all" | "read" | "deployOnly" | "short" | "revocable" | "streamer", string>;
+  const tokens = {} as Record<
+    "all" | "read" | "deployOnly" | "short" | "revocable" | "streamer" | "many",
+    string
+  >;
   const logs = captureLogger();
   const req = (path: string, options: Parameters<typeof call>[3] = {}) =>
     call(controller.url, caPem, path, options);
@@ -63,6 +66,7 @@ describe("web console: static files, cookie sessions with CSRF, event stream", (
     ).token;
     tokens.revocable = direct.createToken("revocable", ["read", "deploy"]).token;
     tokens.streamer = direct.createToken("streamer", ["read"]).token;
+    tokens.many = direct.createToken("many", ["read"]).token;
     direct.close();
     controller = await startController({ dataDir: dir, port: 0, logger: logs.logger, consoleDir });
   });
@@ -109,6 +113,12 @@ describe("web console: static files, cookie sessions with CSRF, event stream", (
     const noRead = await req("/v1/session", { method: "POST", body: { token: tokens.deployOnly } });
     expect(noRead.status).toBe(403);
     expect(noRead.json<{ error: string }>().error).toContain("lacks the read scope");
+    // another site's page cannot log this browser in
+    for (const headers of [{ origin: "https://evil.example" }, { "sec-fetch-site": "cross-site" }]) {
+      const res = await req("/v1/session", { method: "POST", body: { token: tokens.read }, headers });
+      expect(res.status, JSON.stringify(headers)).toBe(403);
+      expect(res.headers["set-cookie"]).toBeUndefined();
+    }
     // a made-up session id is no session
     const forged = await req("/v1/devices", { headers: withCookie("A".repeat(43)) });
     expect(forged.status).toBe(401);
@@ -254,5 +264,33 @@ describe("web console: static files, cookie sessions with CSRF, event stream", (
     ]);
     expect(status).toBe(200);
     expect(events[0]).toEqual({ type: "devices", devices: [] });
+  });
+
+  it("holds at most 8 event streams per token", async () => {
+    const sessions = await Promise.all(Array.from({ length: 3 }, () => login(tokens.many)));
+    const open: Array<() => void> = [];
+    const stream = (cookie: string) =>
+      new Promise<number>((resolve, reject) => {
+        const r = httpsRequest(
+          new URL("/v1/events", controller.url),
+          { ca: caPem, agent: false, headers: withCookie(cookie) },
+          (res) => {
+            if (res.statusCode === 200) open.push(() => r.destroy());
+            else res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
+        r.on("error", reject);
+        r.end();
+      });
+    try {
+      for (let i = 0; i < 8; i++) expect(await stream(sessions[i % 3]!.cookie.value)).toBe(200);
+      // the limit is the token's, whichever of its sessions asks
+      for (const s of sessions) expect(await stream(s.cookie.value)).toBe(429);
+      open.pop()!();
+      await expect.poll(() => stream(sessions[0]!.cookie.value), { timeout: 5000 }).toBe(200);
+    } finally {
+      for (const close of open) close();
+    }
   });
 });

@@ -101,6 +101,24 @@ export function certificateExpired(
   return Number.isNaN(to) || now > to || (!Number.isNaN(from) && now < from);
 }
 
+/**
+ * When the browser says the request comes from another site or origin: fetch metadata
+ * (`Sec-Fetch-Site`) other than same-origin or none (typed by the user), or an `Origin`
+ * whose host is not the one the request was sent to. Clients that send neither (the CLI)
+ * are not browsers and carry no cookie of ours.
+ */
+export function fromAnotherOrigin(request: FastifyRequest): boolean {
+  const site = request.headers["sec-fetch-site"];
+  if (site !== undefined && site !== "same-origin" && site !== "none") return true;
+  const origin = request.headers.origin;
+  if (origin === undefined) return false;
+  try {
+    return new URL(origin).host !== request.headers.host;
+  } catch {
+    return true;
+  }
+}
+
 /** Methods that change nothing: the only ones a console session may use without its CSRF token. */
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
@@ -236,19 +254,16 @@ export const authPlugin = fp(
       request.operator = identity;
       request.consoleSession = session;
       if (!SAFE_METHODS.has(request.method)) {
-        const site = request.headers["sec-fetch-site"];
-        const origin = request.headers.origin;
-        let crossOrigin = site !== undefined && site !== "same-origin" && site !== "none";
-        if (origin !== undefined) {
-          try {
-            crossOrigin ||= new URL(origin).host !== request.headers.host;
-          } catch {
-            crossOrigin = true;
-          }
-        }
+        const crossOrigin = fromAnotherOrigin(request);
         if (crossOrigin || !csrfMatches(request.headers[CSRF_HEADER], session.csrf)) {
           request.log.warn(
-            { url: request.url, remote: request.ip, token: token.name, origin, site },
+            {
+              url: request.url,
+              remote: request.ip,
+              token: token.name,
+              origin: request.headers.origin,
+              site: request.headers["sec-fetch-site"],
+            },
             crossOrigin ? "console request from another origin" : "console request without its CSRF token",
           );
           throw new RequestError(

@@ -10,7 +10,7 @@ import {
 } from "@galette/protocol";
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { deviceSummary, RequestError } from "../control";
-import { access } from "../plugins/auth";
+import { access, fromAnotherOrigin } from "../plugins/auth";
 import { parse } from "../plugins/errors";
 import type { ConsoleSessionRecord } from "../sessions";
 import { hashToken, isExpired } from "../tokens";
@@ -20,6 +20,9 @@ import { hashToken, isExpired } from "../tokens";
  * repository, and at the same relative place in the bundle's mirrored tree.
  */
 export const CONSOLE_DIST = fileURLToPath(new URL("../../../console/dist/", import.meta.url));
+
+/** Event streams one token may hold open at once (each costs a snapshot every SNAPSHOT_MS). */
+const MAX_STREAMS_PER_TOKEN = 8;
 
 /** How often an open event stream gets a full snapshot (online flags, devices gone quiet) and its session is re-checked. */
 const SNAPSHOT_MS = 5000;
@@ -131,6 +134,14 @@ export async function consoleRoutes(app: FastifyInstance, options: { distDir?: s
 
   // Public: it is the exchange that authenticates. Rate limited per address like every public route.
   app.post(CONSOLE_ROUTES.session, { config: { access: access.public } }, async (request, reply) => {
+    // Nobody else's page may log a browser in (into their own session, say).
+    if (fromAnotherOrigin(request)) {
+      request.log.warn(
+        { remote: request.ip, origin: request.headers.origin },
+        "console login from another origin",
+      );
+      throw new RequestError(403, "cross-origin request refused");
+    }
     const body = parse(ConsoleLoginRequest, request.body, "login request");
     const tokenHash = hashToken(body.token);
     const token = data.repo.findTokenByHash(tokenHash);
@@ -176,6 +187,7 @@ export async function consoleRoutes(app: FastifyInstance, options: { distDir?: s
   );
 
   const streams = new Set<() => void>();
+  const streamsPerToken = new Map<string, number>();
   app.addHook("onClose", async () => {
     for (const stop of streams) stop();
   });
@@ -186,6 +198,13 @@ export async function consoleRoutes(app: FastifyInstance, options: { distDir?: s
     if (!session) throw new RequestError(400, "the event stream is for console sessions (log in at /)");
     const cookie = request.cookies[SESSION_COOKIE];
     const tokenHash = request.operator!.tokenHash;
+    const open = streamsPerToken.get(tokenHash) ?? 0;
+    if (open >= MAX_STREAMS_PER_TOKEN) {
+      throw new RequestError(
+        429,
+        `token ${request.operator!.name} already holds ${open} event streams (at most ${MAX_STREAMS_PER_TOKEN})`,
+      );
+    }
     // The stream outlives the request that authenticated it: re-check what the hook checked.
     const stillAllowed = () => {
       const token = data.repo.findTokenByHash(tokenHash);
@@ -201,6 +220,7 @@ export async function consoleRoutes(app: FastifyInstance, options: { distDir?: s
       devices: data.repo.listDevices().map((d) => deviceSummary(d, app.notifications.isOnline(d.name))),
     });
 
+    streamsPerToken.set(tokenHash, open + 1);
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, {
@@ -217,6 +237,9 @@ export async function consoleRoutes(app: FastifyInstance, options: { distDir?: s
     const stop = () => {
       if (closed) return;
       closed = true;
+      const left = (streamsPerToken.get(tokenHash) ?? 1) - 1;
+      if (left > 0) streamsPerToken.set(tokenHash, left);
+      else streamsPerToken.delete(tokenHash);
       clearInterval(timer);
       unsubscribe();
       res.end();

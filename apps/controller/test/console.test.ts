@@ -114,7 +114,11 @@ describe("web console: static files, cookie sessions with CSRF, event stream", (
     expect(noRead.status).toBe(403);
     expect(noRead.json<{ error: string }>().error).toContain("lacks the read scope");
     // another site's page cannot log this browser in
-    for (const headers of [{ origin: "https://evil.example" }, { "sec-fetch-site": "cross-site" }]) {
+    const crossSite: Array<Record<string, string>> = [
+      { origin: "https://evil.example" },
+      { "sec-fetch-site": "cross-site" },
+    ];
+    for (const headers of crossSite) {
       const res = await req("/v1/session", { method: "POST", body: { token: tokens.read }, headers });
       expect(res.status, JSON.stringify(headers)).toBe(403);
       expect(res.headers["set-cookie"]).toBeUndefined();

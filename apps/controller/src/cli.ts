@@ -8,6 +8,7 @@ import { registerDataplaneCommands } from "./commands/dataplane";
 import { registerNfCommands } from "./commands/nf";
 import { registerPkiCommands } from "./commands/pki";
 import { registerReleaseKeyCommands } from "./commands/release";
+import { registerRolloutCommands } from "./commands/rollout";
 import { crateInterfaceResolver } from "./nf-interfaces";
 
 // Each command group lives in its own module under commands/ and registers itself here.
@@ -25,6 +26,7 @@ registerReleaseKeyCommands(program);
 registerDataplaneCommands(program);
 registerPkiCommands(program);
 registerControllerCommands(program);
+registerRolloutCommands(program);
 
 rejectUnknownArguments(program, process.argv.slice(2));
 program.parseAsync(process.argv).catch((err: unknown) => {

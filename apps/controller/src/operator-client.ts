@@ -15,6 +15,7 @@ import {
   ListAuditResponse,
   ListChainsResponse,
   ListDevicesResponse,
+  ListRolloutsResponse,
   ListSelectorRulesResponse,
   ListTokensResponse,
   type MapEntriesDocument,
@@ -32,10 +33,13 @@ import {
   RemoveAssignmentResponse,
   RevokeDeviceResponse,
   RevokeTokenResponse,
+  ROLLOUT_ROUTES,
+  Rollout,
   type SetMapEntriesRequest,
   SignedMapEntriesResponse,
   type SignedReleaseKeySet,
   type SignNfReleaseRequest,
+  type StartRolloutRequest,
   type UploadedSignature,
 } from "@galette/protocol";
 import type { z } from "zod";
@@ -212,6 +216,19 @@ export class OperatorClient {
   }
   getMapEntries(chain: string, map: string) {
     return this.call(MapEntriesResponse, "GET", OPERATOR_ROUTES.mapEntries(chain, map));
+  }
+  startRollout(request: StartRolloutRequest) {
+    return this.call(Rollout, "POST", ROLLOUT_ROUTES.rollouts, { json: request });
+  }
+  listRollouts() {
+    return this.call(ListRolloutsResponse, "GET", ROLLOUT_ROUTES.rollouts);
+  }
+  getRollout(id: number) {
+    return this.call(Rollout, "GET", ROLLOUT_ROUTES.rollout(id));
+  }
+  /** pause, resume or abort */
+  changeRollout(id: number, action: "pause" | "resume" | "abort") {
+    return this.call(Rollout, "POST", ROLLOUT_ROUTES[action](id));
   }
   /** `archive`: a tar (or tar.gz) of the crate directory. */
   publishNf(archive: Buffer, name?: string) {

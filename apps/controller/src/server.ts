@@ -20,6 +20,7 @@ import { healthRoutes } from "./routes/health";
 import { mapsRoutes } from "./routes/maps";
 import { nfsRoutes } from "./routes/nfs";
 import { releasesRoutes } from "./routes/releases";
+import { rolloutsRoutes } from "./routes/rollouts";
 import { tokensRoutes } from "./routes/tokens";
 
 export type { RouteAccess } from "./plugins/auth";
@@ -133,6 +134,7 @@ export async function buildController(
   await app.register(mapsRoutes);
   await app.register(nfsRoutes);
   await app.register(releasesRoutes);
+  await app.register(rolloutsRoutes);
   await app.register(consoleRoutes, options.consoleDir ? { distDir: options.consoleDir } : {});
   return app;
 }

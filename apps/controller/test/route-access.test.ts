@@ -46,6 +46,13 @@ const ROUTE_TABLE: Record<string, "public" | "device" | TokenScope> = {
   "GET /v1/chains/:chain/maps/:map/signed": "read",
   "GET /v1/release-keys": "read",
   "PUT /v1/release-keys": "deploy",
+  // staged rollouts
+  "GET /v1/rollouts": "read",
+  "GET /v1/rollouts/:id": "read",
+  "POST /v1/rollouts": "deploy",
+  "POST /v1/rollouts/:id/pause": "deploy",
+  "POST /v1/rollouts/:id/resume": "deploy",
+  "POST /v1/rollouts/:id/abort": "deploy",
   // the web console: its files and its login are public; the session is a token's
   "GET /": "public",
   "GET /index.html": "public",
@@ -63,7 +70,8 @@ const concrete = (url: string) =>
     .replace(":digest", DIGEST)
     .replace(":name", "ghost")
     .replace(":chain", "ghost")
-    .replace(":map", "ghost.map");
+    .replace(":map", "ghost.map")
+    .replace(":id", "1");
 
 const READS = new Set(["GET", "HEAD"]);
 

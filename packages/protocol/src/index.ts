@@ -10,3 +10,4 @@ export * from "./console";
 export * from "./device";
 export * from "./operator";
 export * from "./release";
+export * from "./rollout";

@@ -9,6 +9,7 @@ import type {
   Labels,
   MapEntry,
   PublishNfResponse,
+  Rollout,
   SelectorRule,
   Signature,
   SignedMapEntries,
@@ -177,6 +178,14 @@ export interface Repository {
   latestKeySet(): SignedReleaseKeySet | undefined;
   saveSignedMapEntries(signed: SignedMapEntries, at: string): void;
   getSignedMapEntries(chain: string, map: string): SignedMapEntries | undefined;
+
+  // ---- staged rollouts (rollouts.ts): one row per rollout, its state as a document ----
+  /** Stores a new rollout; returns its id. */
+  insertRollout(rollout: Omit<Rollout, "id">): number;
+  updateRollout(rollout: Rollout): void;
+  getRollout(id: number): Rollout | undefined;
+  /** Newest first; `active`: only running and paused ones. */
+  listRollouts(query: { active?: boolean; limit?: number }): Rollout[];
 
   close(): void;
 }

@@ -8,6 +8,7 @@ import type {
   DeviceStatusReport,
   Labels,
   MapEntry,
+  Rollout,
   SelectorRule,
   Signature,
   SignedMapEntries,
@@ -165,6 +166,17 @@ export const MIGRATIONS: readonly string[] = [
      confirmed_chain TEXT,
      confirmed_version INTEGER
    );`,
+  // Staged rollouts: the whole state of one (phases, devices, verdicts, events) as a
+  // document; state is copied out to find the active ones.
+  `CREATE TABLE rollouts (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     chain TEXT NOT NULL,
+     state TEXT NOT NULL,
+     document TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );
+   CREATE INDEX rollouts_by_state ON rollouts (state);`,
 ];
 
 /** The schema version this controller migrates to (PRAGMA user_version). */
@@ -727,6 +739,42 @@ class SqliteRepository implements Repository {
     return row
       ? ({ document: JSON.parse(row.document), signatures: JSON.parse(row.signatures) } as SignedMapEntries)
       : undefined;
+  }
+
+  insertRollout(rollout: Omit<Rollout, "id">): number {
+    return Number(
+      this.db
+        .prepare(
+          "INSERT INTO rollouts (chain, state, document, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .run(rollout.chain, rollout.state, JSON.stringify(rollout), rollout.createdAt, rollout.updatedAt)
+        .lastInsertRowid,
+    );
+  }
+
+  updateRollout(rollout: Rollout): void {
+    const { id, ...document } = rollout;
+    const changed = this.db
+      .prepare("UPDATE rollouts SET state = ?, document = ?, updated_at = ? WHERE id = ?")
+      .run(rollout.state, JSON.stringify(document), rollout.updatedAt, id).changes;
+    if (changed !== 1) throw new Error(`rollout ${id} does not exist`);
+  }
+
+  getRollout(id: number): Rollout | undefined {
+    const row = this.db.prepare("SELECT id, document FROM rollouts WHERE id = ?").get(id) as
+      | { id: number; document: string }
+      | undefined;
+    return row ? { ...(JSON.parse(row.document) as Omit<Rollout, "id">), id: row.id } : undefined;
+  }
+
+  listRollouts(query: { active?: boolean; limit?: number }): Rollout[] {
+    const rows = this.db
+      .prepare(
+        `SELECT id, document FROM rollouts ${query.active ? "WHERE state IN ('running', 'paused')" : ""}
+         ORDER BY id DESC LIMIT ?`,
+      )
+      .all(query.limit ?? 1000) as Array<{ id: number; document: string }>;
+    return rows.map((row) => ({ ...(JSON.parse(row.document) as Omit<Rollout, "id">), id: row.id }));
   }
 
   insertArtifact(meta: ArtifactMeta, at: string): void {

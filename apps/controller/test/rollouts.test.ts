@@ -1,0 +1,290 @@
+/**
+ * The rollout engine against a real SQLite repository, with a fake clock and devices
+ * whose status reports are written straight into the repository (the kernel e2e test in
+ * apps/sbc-agent/test/rollout.e2e.test.ts runs real agents).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createLogger } from "@galette/log";
+import { type ChainGraph, type DeviceStatusReport, PROTOCOL_VERSION } from "@galette/protocol";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { RequestError } from "../src/control";
+import { phaseSizes, RolloutEngine } from "../src/rollouts";
+import type { Repository } from "../src/storage/repository";
+import { openSqliteRepository } from "../src/storage/sqlite";
+
+const ACL = "11111111-1111-4111-8111-111111111111";
+/** one NF; `denied` decides what its second variant does */
+const graph = (denied: "drop" | "abort", allowed: "tx" | "abort" = "tx"): ChainGraph => ({
+  entry: { kind: "tailcall", target: ACL },
+  nfs: [
+    {
+      uuid: ACL,
+      instance: "access-control",
+      nf: "access-control",
+      buildHash: "b",
+      xdp: true,
+      userland: false,
+      actions: [
+        { variant: "Allowed", kind: allowed },
+        { variant: "Denied", kind: denied },
+      ],
+      maps: [],
+    },
+  ],
+  maps: [],
+});
+
+describe("staged rollouts (engine)", () => {
+  let dir: string;
+  let repo: Repository;
+  let now: number;
+  const notified: string[][] = [];
+  const online = new Set<string>();
+  const engine = () =>
+    new RolloutEngine({
+      repo,
+      log: createLogger("rollouts-test", { level: "silent" }),
+      isOnline: (d) => online.has(d),
+      notify: (devices) => notified.push(devices),
+      now: () => now,
+    });
+  const push = (g: ChainGraph) =>
+    repo.insertChainVersion({
+      name: "security",
+      toml: "",
+      file: "security.toml",
+      graph: g,
+      warnings: [],
+      createdAt: "",
+    });
+  /** a status report: `version` installed, the NF's per-variant counts */
+  const report = (name: string, version: number | null, allowed = 0, denied = 0, errors: string[] = []) => {
+    const status: DeviceStatusReport = {
+      protocolVersion: PROTOCOL_VERSION,
+      agentVersion: "test",
+      arch: "x86_64",
+      kernelVersion: "6.1",
+      installed: version ? { chain: "security", version } : null,
+      state: "converged",
+      errors: errors.map((message) => ({ message, at: new Date(now).toISOString() })),
+      counters: [{ uuid: ACL, counters: { Allowed: allowed, Denied: denied, packets: allowed + denied } }],
+    };
+    repo.saveDeviceStatus(name, status, new Date(now).toISOString());
+  };
+  const assigned = (name: string) => {
+    const d = repo.getDevice(name)!;
+    return `${d.assignedChain}@${d.assignedVersion ?? "latest"}`;
+  };
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "galette-rollouts-"));
+    repo = openSqliteRepository(dir);
+    now = Date.parse("2026-01-01T00:00:00Z");
+    notified.length = 0;
+    online.clear();
+    for (const name of ["edge-a", "edge-b", "edge-c", "core-a"]) {
+      repo.insertDevice({
+        name,
+        labels: { role: name.startsWith("edge") ? "edge" : "core" },
+        serial: name,
+        certPem: "",
+        enrolledAt: "",
+        notAfter: "",
+      });
+      online.add(name);
+    }
+    push(graph("drop")); // v1
+    repo.addSelectorRule("security", 1, { role: "edge" }, "");
+    repo.addSelectorRule("security", 1, { role: "core" }, "");
+    for (const name of ["edge-a", "edge-b", "edge-c", "core-a"]) report(name, 1, 100, 10);
+  });
+  afterEach(() => {
+    repo.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const start = (
+    e: RolloutEngine,
+    gate: string,
+    extra: Partial<Parameters<RolloutEngine["start"]>[0]> = {},
+  ) =>
+    e.start(
+      {
+        chain: "security",
+        selector: { role: "edge" },
+        phases: ["1", "100%"],
+        soakSeconds: 10,
+        gate,
+        ...extra,
+      },
+      "ops",
+    );
+
+  it("phase sizes are cumulative, percentages round up, and the last phase must reach everyone", () => {
+    expect(phaseSizes(["1", "10%", "50%", "100%"], 10)).toEqual([1, 1, 5, 10]);
+    expect(phaseSizes(["1", "100%"], 1)).toEqual([1, 1]);
+    expect(phaseSizes(["33%", "100%"], 3)).toEqual([1, 3]);
+    expect(() => phaseSizes(["50%", "1", "100%"], 10)).toThrow(
+      /phase 2 \(1\) reaches 1 devices, fewer than phase 1 \(5\)/,
+    );
+    expect(() => phaseSizes(["1", "50%"], 10)).toThrow(/end with 100%/);
+    expect(() => phaseSizes(["0%", "100%"], 10)).toThrow(RequestError);
+  });
+
+  it("a good version goes phase by phase after each soak and ends on every selected device", () => {
+    push(graph("drop")); // v2
+    const e = engine();
+    const r = start(e, "installed && aborts == 0 && drop_ratio <= 1.2");
+    expect(r.version).toBe(2);
+    expect(r.devices.map((d) => [d.name, d.phase, d.state])).toEqual([
+      ["edge-a", 0, "updating"],
+      ["edge-b", 1, "pending"],
+      ["edge-c", 1, "pending"],
+    ]);
+    expect(assigned("edge-a")).toBe("security@2");
+    expect(assigned("edge-b")).toBe("security@1");
+    expect(assigned("core-a")).toBe("security@1");
+    expect(notified).toEqual([["edge-a"]]);
+    report("edge-a", 2, 0, 0);
+    e.tick();
+    now += 5_000;
+    report("edge-a", 2, 50, 5); // the same drop rate as before
+    e.tick();
+    expect(e.get(r.id).phase).toBe(0);
+    now += 5_000;
+    e.tick();
+    let s = e.get(r.id);
+    expect(s.phase).toBe(1);
+    expect(s.devices.map((d) => d.state)).toEqual(["passed", "updating", "updating"]);
+    for (const name of ["edge-b", "edge-c"]) report(name, 2);
+    e.tick();
+    now += 10_000;
+    e.tick();
+    s = e.get(r.id);
+    expect(s.state).toBe("completed");
+    expect(s.stop).toBeNull();
+    expect(s.events.at(-1)?.message).toMatch(/completed: 3 device\(s\) run security v2/);
+    const audit = repo.listAudit({ limit: 100 }).filter((a) => a.method === "ROLLOUT");
+    expect(audit.map((a) => a.route)).toEqual(["phase 1 started", "phase 2 started", "completed"]);
+    expect(audit[0]).toMatchObject({ actor: `rollout ${r.id}`, target: "security v2: edge-a" });
+  });
+
+  it("a version whose NF aborts stops after phase 1, rolls the device back, and says which term failed with which values", () => {
+    push(graph("abort", "abort")); // v2: every frame aborts
+    const e = engine();
+    const r = start(e, "installed && aborts == 0");
+    report("edge-a", 2, 0, 0);
+    e.tick();
+    now += 1000;
+    report("edge-a", 2, 40, 2);
+    e.tick();
+    const s = e.get(r.id);
+    expect(s.state).toBe("paused");
+    expect(s.stop).toMatchObject({
+      kind: "gate-failed",
+      device: "edge-a",
+      phase: 0,
+      failed: [{ term: "aborts == 0", values: { aborts: 42 } }],
+    });
+    expect(s.stop!.message).toBe("phase 1: edge-a failed the gate: aborts == 0 (aborts=42)");
+    expect(s.devices[0]).toMatchObject({ state: "rolled-back", ran: { chain: "security", version: 1 } });
+    // it followed the role=edge rule (pinned to v1): the explicit assignment is gone again
+    expect(repo.getDevice("edge-a")!.assignedBy?.kind).toBe("selector");
+    expect(assigned("edge-a")).toBe("security@1");
+    expect(notified.at(-1)).toEqual(["edge-a"]);
+    // paused: nothing moves on
+    now += 60_000;
+    e.tick();
+    expect(e.get(r.id).devices.map((d) => d.state)).toEqual(["rolled-back", "pending", "pending"]);
+    expect(() => e.pause(r.id, "ops")).toThrow(/is paused, not running/);
+    // resume runs the phase again; abort puts it back
+    expect(e.resume(r.id, "ops").devices[0]!.state).toBe("updating");
+    expect(assigned("edge-a")).toBe("security@2");
+    const aborted = e.abort(r.id, "ops");
+    expect(aborted.state).toBe("aborted");
+    expect(assigned("edge-a")).toBe("security@1");
+    expect(() => e.resume(r.id, "ops")).toThrow(/is aborted, not paused/);
+  });
+
+  it("the drop ratio compares with the device's own rate before the rollout", () => {
+    push(graph("drop")); // v2
+    const e = engine();
+    const r = start(e, "drop_ratio <= 1.2");
+    report("edge-a", 2, 0, 0);
+    e.tick();
+    now += 1000;
+    report("edge-a", 2, 50, 50); // before: 10 of 110 dropped; now half
+    e.tick();
+    const s = e.get(r.id);
+    expect(s.stop?.failed?.[0]?.term).toBe("drop_ratio <= 1.2");
+    expect(s.stop?.failed?.[0]?.values.drop_ratio).toBeCloseTo(5.5, 2);
+  });
+
+  it("offline devices: wait holds the phase, skip leaves them out, fail stops the rollout", () => {
+    push(graph("drop")); // v2
+    for (const policy of ["fail", "skip", "wait"] as const) {
+      const e = engine();
+      online.delete("edge-a");
+      now += 3_600_000; // the last report is an hour old
+      const r = start(e, "installed", { offline: policy, phases: ["1", "100%"] });
+      now += 11_000;
+      e.tick();
+      const s = e.get(r.id);
+      if (policy === "fail") {
+        expect(s.stop?.failed).toEqual([{ term: "online (offline policy fail)", values: { online: false } }]);
+        e.abort(r.id, "ops");
+      } else if (policy === "skip") {
+        expect(s.devices[0]!.state).toBe("skipped");
+        expect(assigned("edge-a")).toBe("security@1");
+        expect(s.phase).toBe(1);
+        e.abort(r.id, "ops");
+      } else {
+        expect(s.devices[0]!.state).toBe("waiting");
+        expect(s.phase).toBe(0);
+        // it comes back and installs: its own soak starts then
+        online.add("edge-a");
+        report("edge-a", 2);
+        e.tick();
+        expect(e.get(r.id).devices[0]!.state).toBe("updating");
+        now += 10_000;
+        e.tick();
+        expect(e.get(r.id).phase).toBe(1);
+      }
+    }
+  });
+
+  it("a restarted controller carries on from the stored state", () => {
+    push(graph("drop")); // v2
+    const r = start(engine(), "installed && errors == 0");
+    report("edge-a", 2);
+    // a new engine (as after a restart) on the same database
+    const again = engine();
+    now += 10_000;
+    again.tick();
+    expect(again.get(r.id).phase).toBe(1);
+    report("edge-b", 2, 0, 0, ["install failed: boom"]);
+    again.tick();
+    const s = again.get(r.id);
+    expect(s.stop?.failed).toEqual([{ term: "errors == 0", values: { errors: 1 } }]);
+    // a rollback covers the whole failed phase
+    expect(s.devices.map((d) => d.state)).toEqual(["passed", "rolled-back", "rolled-back"]);
+  });
+
+  it("refuses bad requests before changing anything", () => {
+    const e = engine();
+    expect(() => start(e, "installed && abort == 0")).toThrow(
+      /--gate: gate column 14: unknown identifier "abort"/,
+    );
+    expect(() => start(e, "installed", { version: 9 })).toThrow(/chain security version 9 does not exist/);
+    expect(() => start(e, "installed", { selector: { role: "nope" } })).toThrow(
+      /no enrolled device is labelled role=nope/,
+    );
+    expect(() => start(e, "installed", { phases: ["1", "2"] })).toThrow(/end with 100%/);
+    expect(repo.listRollouts({})).toEqual([]);
+    start(e, "installed");
+    expect(() => start(e, "installed")).toThrow(/rollout 1 of security is running: finish or abort it first/);
+    expect(assigned("edge-b")).toBe("security@1");
+  });
+});

@@ -10,22 +10,34 @@
  *   chain and is reported);
  * - apply map entries, report status and counters;
  * - offline: start from the pinned live chain (adopt) or the cached assignment (verified
- *   again), retry the controller with exponential backoff.
+ *   again), retry the controller with exponential backoff;
+ * - at start, probe what the kernel and the interface can run (reported with the status;
+ *   the controller refuses chains the device cannot run; xdpMode "auto" follows it);
+ * - dead-man's switch: after installing a new chain from the controller, reach the
+ *   controller again within the assignment's grace, or roll back to the chain that ran
+ *   before (from the cache) and hold the new version until the operator confirms it.
  */
 import os from "node:os";
-import { Dataplane, type DataplaneOptions, type InterfaceTarget, planInstallation } from "@galette/installer";
+import {
+  Dataplane,
+  type DataplaneOptions,
+  type InterfaceTarget,
+  planInstallation,
+  probeCapabilities,
+} from "@galette/installer";
 import type { Logger } from "@galette/log";
 import type {
   AssignedChain,
+  DeviceCapabilities,
   DeviceError,
   DeviceState,
   DeviceStatusReport,
   SignedDeviceAssignment,
 } from "@galette/protocol";
-import { PROTOCOL_VERSION, tripleForMachine } from "@galette/protocol";
+import { DEFAULT_GRACE_SECONDS, PROTOCOL_VERSION, tripleForMachine } from "@galette/protocol";
 import type WebSocket from "ws";
 import { mapBinding, neededArtifacts, toInstallerInput } from "./assignment";
-import { AgentCache, type CachedAssignment } from "./cache";
+import { AgentCache, type CachedAssignment, type HeldVersion } from "./cache";
 import { DeviceClient } from "./client";
 import type { ResolvedAgentConfig } from "./config";
 import { TrustError, TrustStore, verifyAssignment } from "./verify";
@@ -39,6 +51,10 @@ const POLL_BACKOFF_CAP_MS = 30_000;
 const WS_BACKOFF_CAP_MS = 10_000;
 /** Retries of a failed install (e.g. a corrupted download) between polls. */
 const INSTALL_RETRY_CAP_MS = 8_000;
+/** Dead-man's switch: one attempt to reach the controller waits at most this long… */
+const REACH_TIMEOUT_MS = 5_000;
+/** …and attempts are this far apart. */
+const REACH_INTERVAL_MS = 1_000;
 
 /** Exponential backoff with ±20 % jitter, so a fleet does not reconnect in lockstep. */
 export function backoffMs(failures: number, capMs: number): number {
@@ -80,6 +96,10 @@ export class GaletteAgent {
   #syncing: Promise<void> | undefined;
   #syncAgain = false;
   #stopped = false;
+  #capabilities: DeviceCapabilities | undefined;
+  /** a version the dead-man's switch rolled back: not installed again until confirmed */
+  #held: HeldVersion | undefined;
+  #heldLogged: string | undefined;
 
   constructor(config: ResolvedAgentConfig, log: Logger) {
     this.config = config;
@@ -88,6 +108,53 @@ export class GaletteAgent {
     this.#cache = new AgentCache(config.dataDir);
     this.#client = new DeviceClient(config.controllerUrl, config);
     this.#trust = new TrustStore(config.dataDir, config.releaseKeys);
+    try {
+      this.#held = this.#cache.loadHeld();
+    } catch (err) {
+      this.#error(`ignoring the held-back version: ${(err as Error).message}`);
+    }
+  }
+
+  get capabilities(): DeviceCapabilities | undefined {
+    return this.#capabilities;
+  }
+
+  /** The XDP mode installs use: the configured one, or with "auto" what the probe found. */
+  get xdpMode(): "native" | "generic" {
+    if (this.config.xdpMode !== "auto") return this.config.xdpMode;
+    return this.#capabilities?.interfaces[0]?.xdp === "generic" ? "generic" : "native";
+  }
+
+  /** Probes the kernel and the interface (before anything is installed on it). */
+  #probe(): void {
+    try {
+      const p = probeCapabilities({
+        interfaces: [this.config.interface],
+        ...(this.config.netns ? { netns: this.config.netns } : {}),
+      });
+      const clip = (list: string[], n: number) => list.slice(0, n).map((m) => m.slice(0, 500));
+      this.#capabilities = {
+        ...p,
+        problems: clip(p.problems, 50),
+        interfaces: p.interfaces.map((i) => ({ ...i, problems: clip(i.problems, 20) })),
+      };
+      this.log.info(
+        {
+          kernel: p.kernelRelease,
+          btf: p.btf,
+          bpfLoop: p.bpfLoop,
+          afXdp: p.afXdp,
+          tailCalls: p.tailCalls,
+          mapTypes: p.mapTypes,
+          interfaces: p.interfaces,
+          xdpMode: this.xdpMode,
+        },
+        "capabilities probed",
+      );
+    } catch (err) {
+      this.#error(`capability probe failed: ${(err as Error).message}`);
+      this.log.error({ err: (err as Error).message }, "capability probe failed");
+    }
   }
 
   get dataplane(): Dataplane | undefined {
@@ -98,7 +165,7 @@ export class GaletteAgent {
     return {
       stateDir: this.config.stateDir,
       workers: { count: this.config.workerThreads, mode: this.config.busyPoll ? "busy-poll" : "blocking" },
-      skb: this.config.xdpMode === "generic",
+      skb: this.xdpMode === "generic",
       logger: this.log.child({ component: "installer" }),
       // A crashed or seccomp-killed NF worker is that NF's error in the status report.
       onNfError: (e) => this.#error(e.message, e.nf),
@@ -129,6 +196,7 @@ export class GaletteAgent {
         { config: this.config.file },
         "no release key is pinned (releaseKeys): every chain will be refused",
       );
+    this.#probe();
     await this.#restore();
     this.#scheduleSync(0);
     if (this.config.websocket) this.#connectWs();
@@ -265,16 +333,153 @@ export class GaletteAgent {
     if (
       this.#desired &&
       !this.#isInstalled(this.#desired) &&
-      (this.#desired.etag === undefined || this.#desired.etag !== this.#refusedEtag)
+      (this.#desired.etag === undefined || this.#desired.etag !== this.#refusedEtag) &&
+      !this.#isHeld(this.#desired.assignment)
     ) {
-      if (await this.#apply(this.#desired, "controller")) this.#applyFailures = 0;
-      else {
+      const desired = this.#desired;
+      const confirmed = this.#confirmsHeld(desired.assignment);
+      if (confirmed) {
+        this.log.info(
+          { chain: this.#held?.chain, version: this.#held?.version },
+          "the operator confirmed the held-back version: installing it without the dead-man's switch",
+        );
+        this.#setHeld(undefined);
+      }
+      // The controller just answered: the control path works before the change.
+      const before = this.#installed?.chain;
+      if (await this.#apply(desired, "controller")) {
+        this.#applyFailures = 0;
+        const chain = desired.assignment.chain;
+        const grace = desired.assignment.deadMan?.graceSeconds ?? DEFAULT_GRACE_SECONDS;
+        const changed = chain && !(before && before.name === chain.name && before.version === chain.version);
+        if (chain && changed && !confirmed && grace > 0 && this.#installed?.chain === chain)
+          await this.#watchControlPath(chain, grace);
+      } else {
         // A failed install (e.g. a corrupted download) is retried sooner than the next poll.
         this.#applyFailures++;
         next = Math.min(next, backoffMs(this.#applyFailures + 1, INSTALL_RETRY_CAP_MS));
       }
     }
     this.#scheduleSync(next);
+  }
+
+  // --- dead-man's switch ---------------------------------------------------------------
+
+  #isHeld(assignment: SignedDeviceAssignment): boolean {
+    const held = this.#held;
+    const chain = assignment.chain;
+    if (!held || !chain || chain.name !== held.chain || chain.version !== held.version) return false;
+    if (this.#confirmsHeld(assignment)) return false;
+    const key = `${held.chain}@${held.version}`;
+    if (this.#heldLogged !== key) {
+      this.#heldLogged = key;
+      this.log.warn(
+        { chain: held.chain, version: held.version, reason: held.reason },
+        "not installing the version the dead-man's switch rolled back until the operator confirms it (galette device confirm)",
+      );
+    }
+    return true;
+  }
+
+  #confirmsHeld(assignment: SignedDeviceAssignment): boolean {
+    const held = this.#held;
+    const confirmed = assignment.deadMan?.confirmed;
+    return (
+      held !== undefined &&
+      confirmed !== undefined &&
+      confirmed.chain === held.chain &&
+      confirmed.version === held.version &&
+      assignment.chain?.name === held.chain &&
+      assignment.chain.version === held.version
+    );
+  }
+
+  #setHeld(held: HeldVersion | undefined): void {
+    this.#held = held;
+    this.#heldLogged = undefined;
+    try {
+      this.#cache.saveHeld(held);
+    } catch (err) {
+      this.#error(`cannot record the held-back version: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * After `chain` went in: the controller must answer within `graceSeconds` (each attempt
+   * on a new connection), else the change cut the control path and is rolled back.
+   */
+  async #watchControlPath(chain: AssignedChain, graceSeconds: number): Promise<void> {
+    const started = Date.now();
+    const deadline = started + graceSeconds * 1000;
+    let lastError = "no attempt finished";
+    this.log.info({ chain: chain.name, version: chain.version, graceSeconds }, "dead-man's switch armed");
+    while (!this.#stopped && Date.now() < deadline) {
+      try {
+        await this.#client.reach(Math.max(500, Math.min(REACH_TIMEOUT_MS, deadline - Date.now())));
+        this.log.info(
+          { chain: chain.name, version: chain.version, ms: Date.now() - started },
+          "dead-man's switch disarmed: the controller answers after the change",
+        );
+        return;
+      } catch (err) {
+        lastError = (err as Error).message;
+      }
+      await new Promise((r) =>
+        setTimeout(r, Math.max(0, Math.min(REACH_INTERVAL_MS, deadline - Date.now()))),
+      );
+    }
+    if (this.#stopped) return;
+    await this.rollBack(
+      `chain "${chain.name}" v${chain.version} cut this device off the controller: no answer within ${graceSeconds} s of installing it (last error: ${lastError})`,
+      { hold: true },
+    );
+  }
+
+  /**
+   * Puts back the chain that ran before the current one, from the cache (nothing is
+   * downloaded; the release checks accept the version that ran immediately before), or
+   * uninstalls when nothing ran before. With `hold`, the current version is not installed
+   * again until the operator confirms it. Returns whether the previous chain runs again.
+   */
+  async rollBack(reason: string, options: { hold: boolean }): Promise<boolean> {
+    const current = this.#installed?.chain;
+    let previous: CachedAssignment | undefined;
+    try {
+      previous = this.#cache.loadPrevious();
+    } catch (err) {
+      this.#error(`the previous assignment in the cache is unusable: ${(err as Error).message}`);
+    }
+    const restored = previous?.assignment.chain ?? null;
+    this.log.error(
+      {
+        chain: current?.name,
+        version: current?.version,
+        restore: restored ? { chain: restored.name, version: restored.version } : null,
+        reason,
+      },
+      "rolling back",
+    );
+    if (current && options.hold)
+      this.#setHeld({
+        chain: current.name,
+        version: current.version,
+        reason,
+        at: new Date().toISOString(),
+        restored: restored ? { chain: restored.name, version: restored.version } : null,
+      });
+    const ok = previous
+      ? await this.#apply({ assignment: previous.assignment, etag: previous.etag }, "cache")
+      : await this.#apply(
+          {
+            assignment: { protocolVersion: PROTOCOL_VERSION, device: this.config.device, chain: null },
+            etag: undefined,
+          },
+          "cache",
+        );
+    this.#state = "error";
+    this.#error(ok ? `rolled back: ${reason}` : `rollback failed (the new chain may still run): ${reason}`);
+    void this.#reportStatus();
+    return ok;
   }
 
   #isInstalled(desired: { assignment: SignedDeviceAssignment; etag: string | undefined }): boolean {
@@ -314,6 +519,18 @@ export class GaletteAgent {
       return from === "controller";
     }
     this.#refusedEtag = undefined;
+    // What runs now becomes the previous assignment (a rollback's target) once this succeeds.
+    let prior: CachedAssignment | undefined;
+    if (this.#installed) {
+      try {
+        prior = this.#cache.loadAssignment();
+      } catch (err) {
+        this.log.warn(
+          { err: (err as Error).message },
+          "the cached assignment is unusable: no rollback target",
+        );
+      }
+    }
     this.#state = "installing";
     try {
       const needed = neededArtifacts(chain, this.triple);
@@ -388,16 +605,33 @@ export class GaletteAgent {
       this.#state = "error";
       this.#error(`chain "${chain.name}" v${chain.version}: map entries: ${(err as Error).message}`);
     }
+    if (prior?.assignment.chain && prior.etag !== desired.etag) this.#cache.savePrevious(prior);
     this.#cache.saveAssignment({
       ...desired,
       savedAt: new Date().toISOString(),
       appliedKeys: this.#appliedKeys,
     });
-    const keep = new Set(neededArtifacts(chain, this.triple).map((n) => n.ref.digest));
+    // The previous chain's artifacts stay too: a rollback loads them without the controller.
+    const previous = this.#loadPreviousQuietly()?.assignment.chain;
+    const keep = new Set(
+      [
+        ...neededArtifacts(chain, this.triple),
+        ...(previous ? neededArtifacts(previous, this.triple) : []),
+      ].map((n) => n.ref.digest),
+    );
     const pruned = this.#cache.prune(keep);
     if (pruned.length > 0) this.log.debug({ pruned }, "pruned unused cached artifacts");
     void this.#reportStatus();
     return true;
+  }
+
+  #loadPreviousQuietly(): CachedAssignment | undefined {
+    try {
+      return this.#cache.loadPrevious();
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, "the previous assignment in the cache is unusable");
+      return undefined;
+    }
   }
 
   /**
@@ -518,6 +752,8 @@ export class GaletteAgent {
       state: this.#state,
       errors: [...this.#errors],
       counters,
+      ...(this.#capabilities ? { capabilities: this.#capabilities } : {}),
+      rollback: this.#held ?? null,
     };
   }
 

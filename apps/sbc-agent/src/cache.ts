@@ -2,12 +2,14 @@
  * The agent's disk cache in its data dir: artifacts by sha256 (`artifacts/<digest>`) and
  * the last assignment that was installed successfully (`assignment.json`, with the
  * signatures it was verified with), so a restart without a controller can reinstall what
- * ran before after checking it again.
+ * ran before after checking it again; the one installed before it
+ * (`previous-assignment.json`, with its artifacts kept) for a rollback without the
+ * controller; and a version held back after a rollback (`held.json`).
  */
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { describeZodError, SignedDeviceAssignment } from "@galette/protocol";
+import { describeZodError, RollbackReport, SignedDeviceAssignment } from "@galette/protocol";
 import { z } from "zod";
 
 export const sha256 = (bytes: Uint8Array): string => createHash("sha256").update(bytes).digest("hex");
@@ -27,6 +29,24 @@ const CachedAssignment = z.object({
 });
 export type CachedAssignment = z.infer<typeof CachedAssignment>;
 
+/** A chain version the dead-man's switch rolled back: not installed again until confirmed. */
+export const HeldVersion = RollbackReport;
+export type HeldVersion = z.infer<typeof HeldVersion>;
+
+function readJson<T>(file: string, schema: z.ZodType<T>, what: string): T | undefined {
+  if (!existsSync(file)) return undefined;
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new Error(`${file}: not valid JSON: ${(err as Error).message}`);
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success)
+    throw new Error(`${file}: invalid ${what}: ${describeZodError(parsed.error).join("; ")}`);
+  return parsed.data;
+}
+
 function writeAtomic(file: string, data: string | Uint8Array, mode = 0o644): void {
   const tmp = `${file}.${process.pid}.tmp`;
   writeFileSync(tmp, data, { mode });
@@ -36,10 +56,14 @@ function writeAtomic(file: string, data: string | Uint8Array, mode = 0o644): voi
 export class AgentCache {
   readonly artifactsDir: string;
   readonly assignmentFile: string;
+  readonly previousFile: string;
+  readonly heldFile: string;
 
   constructor(readonly dataDir: string) {
     this.artifactsDir = path.join(dataDir, "artifacts");
     this.assignmentFile = path.join(dataDir, "assignment.json");
+    this.previousFile = path.join(dataDir, "previous-assignment.json");
+    this.heldFile = path.join(dataDir, "held.json");
     mkdirSync(this.artifactsDir, { recursive: true, mode: 0o700 });
   }
 
@@ -81,23 +105,30 @@ export class AgentCache {
   }
 
   loadAssignment(): CachedAssignment | undefined {
-    if (!existsSync(this.assignmentFile)) return undefined;
-    let json: unknown;
-    try {
-      json = JSON.parse(readFileSync(this.assignmentFile, "utf8"));
-    } catch (err) {
-      throw new Error(`${this.assignmentFile}: not valid JSON: ${(err as Error).message}`);
-    }
-    const parsed = CachedAssignment.safeParse(json);
-    if (!parsed.success)
-      throw new Error(
-        `${this.assignmentFile}: invalid cached assignment: ${describeZodError(parsed.error).join("; ")}`,
-      );
-    return parsed.data;
+    return readJson(this.assignmentFile, CachedAssignment, "cached assignment");
   }
 
   saveAssignment(entry: CachedAssignment): void {
     writeAtomic(this.assignmentFile, `${JSON.stringify(entry, null, 2)}\n`);
+  }
+
+  /** The assignment installed before the current one (what a rollback restores). */
+  loadPrevious(): CachedAssignment | undefined {
+    return readJson(this.previousFile, CachedAssignment, "previous assignment");
+  }
+
+  savePrevious(entry: CachedAssignment | undefined): void {
+    if (entry) writeAtomic(this.previousFile, `${JSON.stringify(entry, null, 2)}\n`);
+    else rmSync(this.previousFile, { force: true });
+  }
+
+  loadHeld(): HeldVersion | undefined {
+    return readJson(this.heldFile, HeldVersion, "held version");
+  }
+
+  saveHeld(held: HeldVersion | undefined): void {
+    if (held) writeAtomic(this.heldFile, `${JSON.stringify(held, null, 2)}\n`);
+    else rmSync(this.heldFile, { force: true });
   }
 
   /** Removes cached artifacts no longer referenced by `keep` (after a successful install). */

@@ -74,6 +74,8 @@ export class DeviceClient {
     path: string,
     headers: Record<string, string> = {},
     body?: Buffer,
+    timeoutMs = REQUEST_TIMEOUT_MS,
+    pooled = true,
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
     const url = new URL(path, this.baseUrl);
     return new Promise((resolve, reject) => {
@@ -81,9 +83,10 @@ export class DeviceClient {
         url,
         {
           method,
-          agent: this.#agent,
+          // unpooled: a one-off connection with the same TLS settings
+          ...(pooled ? { agent: this.#agent } : { agent: false, ...this.#tls }),
           headers: { [PROTOCOL_VERSION_HEADER]: String(PROTOCOL_VERSION), ...headers },
-          timeout: REQUEST_TIMEOUT_MS,
+          timeout: timeoutMs,
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -94,7 +97,7 @@ export class DeviceClient {
           res.on("error", (err) => reject(new Error(`${method} ${url.href}: ${err.message}`)));
         },
       );
-      req.on("timeout", () => req.destroy(new Error(`timed out after ${REQUEST_TIMEOUT_MS} ms`)));
+      req.on("timeout", () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));
       req.on("error", (err) => reject(new Error(`${method} ${url.href}: ${err.message}`, { cause: err })));
       req.end(body);
     });
@@ -128,6 +131,22 @@ export class DeviceClient {
       throw new Error(`GET ${path}: invalid assignment: ${describeZodError(parsed.error).join("; ")}`);
     const tag = res.headers.etag;
     return { changed: true, assignment: parsed.data, etag: typeof tag === "string" ? tag : undefined };
+  }
+
+  /**
+   * Whether the controller answers at all (any HTTP status) within `timeoutMs`, on a new
+   * connection: the dead-man's switch asks this after a chain change, and a kept-alive
+   * socket opened before the change would prove nothing about the path now.
+   */
+  async reach(timeoutMs: number): Promise<void> {
+    await this.#request(
+      "GET",
+      DEVICE_ROUTES.assignment,
+      { connection: "close" },
+      undefined,
+      timeoutMs,
+      false,
+    );
   }
 
   /** The artifact's bytes, unverified: the caller checks the digest before using them. */

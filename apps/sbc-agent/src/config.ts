@@ -14,10 +14,11 @@ export const AgentFileConfig = AgentConfig.extend({
     .regex(/^[A-Za-z0-9_.-]{1,64}$/, "netns must be a namespace name under /run/netns")
     .optional(),
   /**
-   * XDP attach mode: "native" (driver mode, fastest) or "generic" (skb mode, for NICs whose
-   * driver has no XDP support, e.g. some SBC on-board Ethernet).
+   * XDP attach mode: "auto" (native when the capability probe's attach succeeded in driver
+   * mode, else generic), "native" (driver mode, fastest) or "generic" (skb mode, for NICs
+   * whose driver has no XDP support, e.g. some SBC on-board Ethernet).
    */
-  xdpMode: z.enum(["native", "generic"]).default("native"),
+  xdpMode: z.enum(["auto", "native", "generic"]).default("auto"),
   /** where the installer keeps its installation records (tmpfs: they die with the pins at reboot) */
   stateDir: z.string().min(1).default("/run/galette"),
 });

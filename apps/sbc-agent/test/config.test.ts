@@ -23,7 +23,7 @@ describe("agent config", () => {
     expect(c.dataDir).toBe(join(dir, "state"));
     expect(c.stateDir).toBe("/run/galette");
     expect(c).toMatchObject({
-      xdpMode: "native",
+      xdpMode: "auto",
       pollIntervalSeconds: 30,
       workerThreads: 1,
       busyPoll: false,

@@ -138,6 +138,44 @@ describe("chain push planning", () => {
     sizeless.close();
   });
 
+  it("creates an owned map the chain omits from the NF's #[map(type, size)]; refuses one the attribute leaves open", () => {
+    const limiter: NfInterface = {
+      ...iface(["Pass", "Drop"], []),
+      maps: [
+        {
+          name: "buckets",
+          keySize: 4,
+          valueSize: 16,
+          mapType: "lru_hash",
+          maxEntries: 4096,
+          location: at(20),
+        },
+      ],
+    };
+    publish(repo, "rate-limiter", limiter);
+    const toml = [
+      "[functions.rate-limiter]",
+      "[[links]]",
+      'from = "rx"',
+      'to = ["rate-limiter"]',
+      "[[links]]",
+      'from = "rate-limiter"',
+      'to = ["tx", "drop"]',
+    ].join("\n");
+    const planned = planChainForPush(repo, toml, "limiter.toml");
+    expect(planned.graph.maps).toEqual([
+      expect.objectContaining({
+        name: "buckets",
+        type: "lru_hash",
+        maxEntries: 4096,
+        keySize: 4,
+        valueSize: 16,
+      }),
+    ]);
+    publish(repo, "rate-limiter", { ...limiter, maps: [{ ...limiter.maps[0]!, maxEntries: undefined }] });
+    expect(() => planChainForPush(repo, toml, "limiter.toml")).toThrow(/does not match its NFs/);
+  });
+
   it("finds the published NF by the crate directory's name", () => {
     expect(nfNameOf("nf-examples/access-control")).toBe("access-control");
     expect(nfNameOf("../crates/dpi/")).toBe("dpi");

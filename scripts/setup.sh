@@ -15,7 +15,7 @@ APT_PACKAGES=(
   clang-format-22 clang-tidy-22
   libbpf-dev libxdp-dev libseccomp-dev xdp-tools bpftool iproute2 util-linux
   gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf gcc-riscv64-linux-gnu qemu-user
-  python3 make g++ pkg-config iputils-ping
+  python3 make g++ pkg-config iputils-ping ethtool
   bubblewrap
 )
 missing=()

@@ -742,7 +742,7 @@ class ChainValidator {
 
 const linkHints: Record<string, string> = {
   from: 'from = "rx" or the name of a function',
-  to: 'to = ["tx"]: one target per Action variant (function, !function, tx, pass, drop, abort)',
+  to: 'to = ["tx"]: one target per Action variant (function, !function, tx, reflect, pass, drop, abort)',
   "from:type": "a string",
   "to:type": "an array of strings",
 };

@@ -18,6 +18,7 @@ import {
   encode,
   galetteAction,
   InProcessWorkerPool,
+  ifIndex,
   type NfInstanceConfig,
   netnsPath,
   openPinned,
@@ -48,6 +49,7 @@ import {
   type Reconfiguration,
   RX_INSTANCE,
   slotTablePin,
+  targetPorts,
 } from "./spec";
 
 export const DEFAULT_STATE_DIR = "/run/galette";
@@ -89,7 +91,10 @@ export interface InstallationRecord {
   version: 1;
   spec: InstallSpec;
   mode: "drv" | "skb";
+  /** ifindex of the first port */
   ifindex: number;
+  /** ifindex of the second port of a two-port installation */
+  peerIfindex?: number;
   /** kernel id of the attached root program */
   rootProgId: number;
   workers: WorkerSettings;
@@ -138,6 +143,16 @@ const processAlive = (pid: number): boolean => {
 
 const netnsOf = (t: InterfaceTarget): string | undefined => (t.netns ? netnsPath(t.netns) : undefined);
 
+/** The XDP targets of every port of an installation. */
+const xdpTargets = (t: InterfaceTarget) => targetPorts(t).map((ifname) => ({ ifname, netns: netnsOf(t) }));
+
+/** `eth0` or `eth0,eth1`: the installation's ports as the CLI names them. */
+const portsLabel = (t: InterfaceTarget): string => targetPorts(t).join(",");
+
+/** `--iface X` or `--ports A,B` (plus `--netns`), as `galette dataplane down` takes them. */
+const downFlags = (t: InterfaceTarget): string =>
+  `${t.peer ? `--ports ${t.iface},${t.peer}` : `--iface ${t.iface}`}${t.netns ? ` --netns ${t.netns}` : ""}`;
+
 const actionsBuffer = (actions: ActionEntry[]): Buffer[] =>
   Array.from({ length: GALETTE_MAX_ACTIONS }, (_, i) => {
     const a = actions[i];
@@ -183,6 +198,8 @@ interface DeviceMaps {
   progs: BpfMap;
   xsks: BpfMap;
   xskCount: BpfMap;
+  /** galette_ports: ingress ifindex → egress ifindex (empty on one port: `tx` reflects) */
+  ports: BpfMap;
   rootProgs: BpfMap;
 }
 
@@ -264,19 +281,21 @@ export class Dataplane {
     const existing = readRecord(spec.target, stateDir);
     if (existing)
       throw new InstallError(
-        `${spec.target.iface} already has chain "${existing.spec.chain}" installed (record ${recordPath(spec.target, stateDir)}, pid ${existing.pid}); reconfigure it, adopt it, or remove it with \`galette dataplane down\``,
+        `${portsLabel(spec.target)} already has chain "${existing.spec.chain}" installed (record ${recordPath(spec.target, stateDir)}, pid ${existing.pid}); reconfigure it, adopt it, or remove it with \`galette dataplane down ${downFlags(spec.target)}\``,
       );
     if (existsSync(spec.pins.dir))
       throw new InstallError(
-        `${spec.pins.dir} exists without an installation record: leftovers of a crashed install; remove them with \`galette dataplane down --iface ${spec.target.iface}${spec.target.netns ? ` --netns ${spec.target.netns}` : ""}\``,
+        `${spec.pins.dir} exists without an installation record: leftovers of a crashed install; remove them with \`galette dataplane down ${downFlags(spec.target)}\``,
       );
     const mode = options.skb ? "skb" : "drv";
-    const target = { ifname: spec.target.iface, netns: netnsOf(spec.target) };
-    const state = queryXdp(target);
-    if (state.progId !== 0)
-      throw new InstallError(
-        `${spec.target.iface} already has an XDP program attached (id ${state.progId}) that is not a Galette installation; detach it first`,
-      );
+    const targets = xdpTargets(spec.target);
+    for (const target of targets) {
+      const state = queryXdp(target);
+      if (state.progId !== 0)
+        throw new InstallError(
+          `${target.ifname} already has an XDP program attached (id ${state.progId}) that is not a Galette installation; detach it first`,
+        );
+    }
 
     const undo = new Undo();
     let dp: Dataplane | undefined;
@@ -284,7 +303,7 @@ export class Dataplane {
       mkdirSync(spec.pins.dir, { recursive: true });
       undo.push("remove pin dir", () => rmSync(spec.pins.dir, { recursive: true, force: true }));
       const mk = (
-        type: "prog_array" | "xskmap" | "array",
+        type: "prog_array" | "xskmap" | "array" | "devmap_hash",
         name: string,
         max: number,
         pin: string,
@@ -297,6 +316,7 @@ export class Dataplane {
       const progs = mk("prog_array", AbiNames.progs, GALETTE_MAX_INSTANCES, spec.pins.progs);
       const xsks = mk("xskmap", AbiNames.xsks, GALETTE_MAX_XSKS, spec.pins.xsks);
       const xskCount = mk("array", AbiNames.xskCount, 1, spec.pins.xskCount);
+      const ports = mk("devmap_hash", AbiNames.ports, PORTS_MAP_SIZE, spec.pins.ports);
       const tables = Array.from({ length: GALETTE_MAX_INSTANCES }, (_, id) => {
         const t = createActionTable();
         undo.push(`close table ${id}`, () => t.close());
@@ -330,7 +350,7 @@ export class Dataplane {
       };
       dp = new Dataplane(
         record,
-        { tables, progs, xsks, xskCount, rootProgs },
+        { tables, progs, xsks, xskCount, ports, rootProgs },
         ownRootFd,
         log,
         stateDir,
@@ -341,9 +361,19 @@ export class Dataplane {
       await dp.#build(reconf, undo);
       if (spec.rx) await dp.#ensureRx(undo);
       await dp.#syncPool(undo);
-      // Root last: until the chain is complete the interface sees no Galette program.
-      record.ifindex = attachXdp(target, ownRootFd, { mode, noReplace: true });
-      undo.push("detach root", () => detachXdp(target, { mode, expectedFd: ownRootFd }));
+      // Root last: until the chain is complete the interfaces see no Galette program.
+      const ifindexes = targets.map((target) => {
+        const ifindex = attachXdp(target, ownRootFd, { mode, noReplace: true });
+        undo.push(`detach root from ${target.ifname}`, () =>
+          detachXdp(target, { mode, expectedFd: ownRootFd }),
+        );
+        return ifindex;
+      });
+      record.ifindex = ifindexes[0]!;
+      if (ifindexes.length === 2) {
+        record.peerIfindex = ifindexes[1]!;
+        fillPorts(ports, ifindexes[0]!, ifindexes[1]!);
+      }
       rootProgs.update(key32(0), key32(dp.#progFdOf(spec.entry)));
       writeRecord(record, stateDir);
       log.info(
@@ -352,6 +382,7 @@ export class Dataplane {
           instances: spec.instances.map((i) => `${i.name}#${i.id}`),
           entry: spec.entry,
           mode,
+          ports: targetPorts(spec.target),
         },
         "chain installed",
       );
@@ -359,7 +390,7 @@ export class Dataplane {
     } catch (err) {
       if (dp) dp.#pool?.stop();
       undo.run(log);
-      throw wrap(err, `installing chain "${spec.chain}" on ${spec.target.iface}`);
+      throw wrap(err, `installing chain "${spec.chain}" on ${portsLabel(spec.target)}`);
     }
   }
 
@@ -381,7 +412,7 @@ export class Dataplane {
       );
     if (record.pid !== process.pid && processAlive(record.pid))
       throw new InstallError(
-        `chain "${record.spec.chain}" on ${target.iface} is run by live process ${record.pid}; stop it before adopting`,
+        `chain "${record.spec.chain}" on ${portsLabel(target)} is run by live process ${record.pid}; stop it before adopting`,
       );
     const spec = record.spec;
     const opened: Array<{ close(): void }> = [];
@@ -398,8 +429,20 @@ export class Dataplane {
         progs: open(spec.pins.progs),
         xsks: open(spec.pins.xsks),
         xskCount: open(spec.pins.xskCount),
+        // records written before two-port support have no ports map: their programs each
+        // hold a private, empty one (tx reflects), so an unshared empty map is equivalent
+        ports: spec.pins.ports
+          ? open(spec.pins.ports)
+          : BpfMap.create({
+              type: "devmap_hash",
+              name: AbiNames.ports,
+              keySize: 4,
+              valueSize: 4,
+              maxEntries: PORTS_MAP_SIZE,
+            }),
         rootProgs: open(spec.pins.rootProgs),
       };
+      opened.push(dev.ports);
       const rootFd = openPinned(spec.pins.root);
       opened.push({ close: () => closeFd(rootFd) });
       const dp = new Dataplane(record, dev, rootFd, log, stateDir, options.onNfError);
@@ -419,16 +462,24 @@ export class Dataplane {
         opened.push({ close: () => closeFd(fd) });
         dp.#rx = { progFd: fd };
       }
-      const xdpTarget = { ifname: target.iface, netns: netnsOf(target) };
-      const state = queryXdp(xdpTarget);
       const rootId = programInfo(rootFd).id;
-      if (state.progId === 0) {
-        log.warn("root program was detached; attaching it again");
-        record.ifindex = attachXdp(xdpTarget, rootFd, { mode: record.mode, noReplace: true });
-      } else if (state.progId !== rootId) {
-        throw new InstallError(
-          `${target.iface} runs XDP program ${state.progId}, not this installation's root program ${rootId}: refusing to adopt (detach it, then \`galette dataplane down\`)`,
-        );
+      const ifindexes = xdpTargets(spec.target).map((xdpTarget) => {
+        const state = queryXdp(xdpTarget);
+        if (state.progId === 0) {
+          log.warn({ port: xdpTarget.ifname }, "root program was detached; attaching it again");
+          return attachXdp(xdpTarget, rootFd, { mode: record.mode, noReplace: true });
+        }
+        if (state.progId !== rootId)
+          throw new InstallError(
+            `${xdpTarget.ifname} runs XDP program ${state.progId}, not this installation's root program ${rootId}: refusing to adopt (detach it, then \`galette dataplane down ${downFlags(spec.target)}\`)`,
+          );
+        return ifIndex(xdpTarget.ifname, xdpTarget.netns);
+      });
+      record.ifindex = ifindexes[0]!;
+      if (ifindexes.length === 2) {
+        // an interface re-created since (same name, new ifindex) gets the right entries
+        record.peerIfindex = ifindexes[1]!;
+        fillPorts(dev.ports, ifindexes[0]!, ifindexes[1]!);
       }
       record.rootProgId = rootId;
       record.pid = process.pid;
@@ -442,7 +493,7 @@ export class Dataplane {
       return dp;
     } catch (err) {
       for (const o of opened.reverse()) o.close();
-      throw wrap(err, `adopting the installation on ${target.iface}`);
+      throw wrap(err, `adopting the installation on ${portsLabel(target)}`);
     }
   }
 
@@ -456,17 +507,25 @@ export class Dataplane {
     const record = readRecord(target, stateDir);
     if (record && record.pid !== process.pid && processAlive(record.pid))
       throw new InstallError(
-        `chain "${record.spec.chain}" on ${target.iface} is run by live process ${record.pid}: stop that process (it uninstalls on exit) instead`,
+        `chain "${record.spec.chain}" on ${portsLabel(target)} is run by live process ${record.pid}: stop that process (it uninstalls on exit) instead`,
       );
     const pins = record?.spec.pins ?? devicePins(target, options.bpffsRoot);
     let removed = false;
     if (existsSync(pins.root)) {
       const fd = openPinned(pins.root);
       try {
-        const xdpTarget = { ifname: target.iface, netns: netnsOf(target) };
-        const state = queryXdp(xdpTarget);
-        if (state.progId !== 0 && state.progId === programInfo(fd).id) {
-          detachXdp(xdpTarget, { mode: state.skbProgId ? "skb" : "drv", expectedFd: fd });
+        const rootId = programInfo(fd).id;
+        for (const xdpTarget of xdpTargets(target)) {
+          let state: ReturnType<typeof queryXdp>;
+          try {
+            state = queryXdp(xdpTarget);
+          } catch (err) {
+            // a port that is gone has nothing attached; the other one still gets detached
+            if ((err as { code?: string }).code !== "ENODEV") throw err;
+            continue;
+          }
+          if (state.progId !== 0 && state.progId === rootId)
+            detachXdp(xdpTarget, { mode: state.skbProgId ? "skb" : "drv", expectedFd: fd });
         }
       } finally {
         closeFd(fd);
@@ -633,11 +692,15 @@ export class Dataplane {
   uninstall(): void {
     if (this.#closed) throw new InstallError(`installation on ${this.spec.target.iface} is already closed`);
     const t = this.spec.target;
-    const xdpTarget = { ifname: t.iface, netns: netnsOf(t) };
-    try {
-      detachXdp(xdpTarget, { mode: this.#record.mode, expectedFd: this.#rootFd });
-    } catch (err) {
-      this.log.warn({ err }, "root program detach failed (the interface may be gone)");
+    for (const xdpTarget of xdpTargets(t)) {
+      try {
+        detachXdp(xdpTarget, { mode: this.#record.mode, expectedFd: this.#rootFd });
+      } catch (err) {
+        this.log.warn(
+          { err, port: xdpTarget.ifname },
+          "root program detach failed (the interface may be gone)",
+        );
+      }
     }
     this.#pool?.stop();
     this.#pool = undefined;
@@ -723,6 +786,8 @@ export class Dataplane {
         name: `nf${i.id}`,
         rodata: { [AbiNames.instanceId]: i.id },
         reuseMaps,
+        // objects built before the ports map existed do not declare it (their tx reflects)
+        reuseMapsIfDeclared: { [AbiNames.ports]: this.#devMaps.ports },
       });
     } catch (err) {
       throw wrap(err, `loading NF "${i.name}" (instance ${i.id}, ${i.bpfObject})`);
@@ -828,6 +893,10 @@ export class Dataplane {
     }
     if (!needed) return;
     const t = this.spec.target;
+    if (t.peer)
+      throw new InstallError(
+        `chain "${this.spec.chain}" runs NFs in userland (AF_XDP workers), which a two-port installation (${portsLabel(t)}) does not support yet; place them in XDP or install on one port`,
+      );
     const options = {
       ifname: t.iface,
       ...(t.netns ? { netns: netnsPath(t.netns) } : {}),
@@ -880,6 +949,15 @@ export class Dataplane {
     if (this.#rootFd >= 0) closeFd(this.#rootFd);
     this.#rootFd = -1;
   }
+}
+
+/** Entries of galette_ports (the ABI's DEVMAP_HASH size; an installation has one or two ports). */
+const PORTS_MAP_SIZE = 8;
+
+/** Two ports: a frame arriving on one leaves (`tx`) through the other. */
+function fillPorts(ports: BpfMap, a: number, b: number): void {
+  ports.update(key32(a), key32(b));
+  ports.update(key32(b), key32(a));
 }
 
 function createActionTable(): BpfMap {

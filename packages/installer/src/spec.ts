@@ -116,9 +116,17 @@ export interface RxSpec {
 
 export interface InterfaceTarget {
   iface: string;
+  /**
+   * The second port of a two-port installation (same namespace): a frame arriving on one
+   * port that exits with `tx` leaves through the other. Absent: `tx` reflects.
+   */
+  peer?: string;
   /** network namespace name (under /run/netns), when the interface is not in ours */
   netns?: string;
 }
+
+/** The installation's ports, in order: [iface] or [iface, peer]. */
+export const targetPorts = (t: InterfaceTarget): string[] => (t.peer ? [t.iface, t.peer] : [t.iface]);
 
 export interface DevicePins {
   dir: string;
@@ -130,6 +138,8 @@ export interface DevicePins {
   progs: string;
   xsks: string;
   xskCount: string;
+  /** galette_ports (DEVMAP_HASH ingress ifindex → egress ifindex; empty on one port) */
+  ports: string;
 }
 
 export interface InstallSpec {
@@ -175,13 +185,19 @@ const canonicalType = (t: string): string => canonicalMapType(t) ?? t;
 /** bpffs refuses names with a dot (EPERM); `~` never appears in keys or interface names. */
 const bpffsName = (s: string): string => s.replaceAll(".", "~");
 
-/** `eth0`, or `eth0@NETNS` for an interface in a named namespace: one bpffs dir and state file each. */
+/**
+ * `eth0`, `eth0+eth1` for a two-port installation, with `@NETNS` for interfaces in a named
+ * namespace: one bpffs dir and state file each.
+ */
 export function interfaceScope(t: InterfaceTarget): string {
-  if (!/^[A-Za-z0-9_.:-]{1,15}$/.test(t.iface))
-    throw new InstallSpecError(`invalid interface name "${t.iface}"`);
+  for (const name of targetPorts(t))
+    if (!/^[A-Za-z0-9_.:-]{1,15}$/.test(name)) throw new InstallSpecError(`invalid interface name "${name}"`);
+  if (t.peer !== undefined && t.peer === t.iface)
+    throw new InstallSpecError(`the two ports of an installation must differ, got "${t.iface}" twice`);
   if (t.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(t.netns))
     throw new InstallSpecError(`invalid network namespace name "${t.netns}"`);
-  return t.netns ? `${t.iface}@${t.netns}` : t.iface;
+  const ports = targetPorts(t).join("+");
+  return t.netns ? `${ports}@${t.netns}` : ports;
 }
 
 export function devicePins(t: InterfaceTarget, root = BPFFS_ROOT): DevicePins {
@@ -193,6 +209,7 @@ export function devicePins(t: InterfaceTarget, root = BPFFS_ROOT): DevicePins {
     progs: `${dir}/progs`,
     xsks: `${dir}/xsks`,
     xskCount: `${dir}/xsk_count`,
+    ports: `${dir}/ports`,
   };
 }
 

@@ -11,7 +11,7 @@ import { NfBuildError } from "./errors";
 import type { NfAnalysis } from "./types";
 
 /** Bump when generated code changes: it is part of every artifact's cache key. */
-export const GLUE_VERSION = "1";
+export const GLUE_VERSION = "2";
 
 /** GALETTE_ABI_VERSION in galette_abi.h. */
 export const ABI_VERSION = GALETTE_ABI_VERSION;
@@ -218,7 +218,13 @@ int galette_nf(struct xdp_md *ctx)
 \t\t\treturn XDP_DROP;
 \t\treturn bpf_redirect_map(&galette_xsks, bpf_get_prandom_u32() % *sockets, XDP_DROP);
 \t}
-\tif (action->kind <= GALETTE_ACT_TX)
+\t/* tx: out of the other port (galette_ports: ingress ifindex -> egress); without an
+\t * entry (single-port installation) the fallback XDP_TX sends it back out */
+\tif (action->kind == GALETTE_ACT_TX)
+\t\treturn bpf_redirect_map(&galette_ports, ctx->ingress_ifindex, XDP_TX);
+\tif (action->kind == GALETTE_ACT_REFLECT)
+\t\treturn XDP_TX;
+\tif (action->kind <= GALETTE_ACT_PASS)
 \t\treturn action->kind;
 \treturn XDP_ABORTED; /* REDIRECT is reserved */
 }

@@ -3,3 +3,4 @@ export * from "./frames";
 export * from "./kernel";
 export * from "./netns";
 export * from "./time";
+export * from "./topology";

@@ -5,7 +5,7 @@
  */
 
 /** Verdicts a link may end in (the names chain files use). */
-export const EXITS = ["tx", "pass", "drop", "abort"] as const;
+export const EXITS = ["tx", "reflect", "pass", "drop", "abort"] as const;
 export type Exit = (typeof EXITS)[number];
 
 /** Kinds that continue with another NF instance (they carry a target). */
@@ -17,15 +17,17 @@ export const ACTION_KINDS = [...EXITS, ...TRANSITIONS] as const;
 export type ActionKind = Exit | Transition;
 
 /**
- * The ABI code of each kind (`GALETTE_ACT_*`). Verdicts below 100 equal the XDP_* codes.
- * New exits (an explicit `reflect`, a two-port `tx` by DEVMAP redirect) get their code
- * here and in the header together.
+ * The ABI code of each kind (`GALETTE_ACT_*`). abort/drop/pass equal the XDP_* codes.
+ * `tx` leaves through the other port of a two-port installation (DEVMAP redirect) and
+ * reflects on a single port; `reflect` always leaves through the port it came in on.
+ * A new kind gets its code here and in the header together.
  */
 export const ACTION_CODES: Readonly<Record<ActionKind, number>> = {
   abort: 0,
   drop: 1,
   pass: 2,
   tx: 3,
+  reflect: 5,
   tailcall: 100,
   upcall: 101,
 };

@@ -19,8 +19,11 @@ enum galette_action_kind {
 	GALETTE_ACT_ABORT = 0,	    /* XDP_ABORTED */
 	GALETTE_ACT_DROP = 1,	    /* XDP_DROP */
 	GALETTE_ACT_PASS = 2,	    /* XDP_PASS: hand to the kernel stack */
-	GALETTE_ACT_TX = 3,	    /* XDP_TX: out of the port it came in on */
-	GALETTE_ACT_REDIRECT = 4,   /* reserved: DEVMAP redirect to port `arg` (two-port devices) */
+	GALETTE_ACT_TX = 3,	    /* out of the other port of a two-port installation (DEVMAP
+				     * galette_ports: ingress ifindex -> egress); on a single port
+				     * (no entry) XDP_TX, out of the port it came in on */
+	GALETTE_ACT_REDIRECT = 4,   /* reserved: DEVMAP redirect to port `arg` */
+	GALETTE_ACT_REFLECT = 5,    /* XDP_TX always: out of the port it came in on */
 	GALETTE_ACT_TAILCALL = 100, /* continue in XDP with instance `arg` (= PROG_ARRAY slot) */
 	GALETTE_ACT_UPCALL = 101,   /* continue in userland with instance `arg` */
 };
@@ -57,6 +60,8 @@ struct galette_pkt {
  *   map      galette_xsks      XSKMAP[GALETTE_MAX_XSKS] (shared)
  *   map      galette_xsk_count ARRAY[1] u32 -> u32 number of live sockets (shared; the
  *                              upcall picks bpf_get_prandom_u32() % count)
+ *   map      galette_ports     DEVMAP_HASH[8] ingress ifindex -> egress
+ *                              ifindex (shared; empty on a single-port installation)
  *   map      galette_counts    PERCPU_ARRAY[GALETTE_MAX_ACTIONS] u64 frames per variant
  *                              (per instance)
  *   rodata   const volatile __u32 galette_instance_id (set per instance before load)

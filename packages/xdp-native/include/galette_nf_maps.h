@@ -34,6 +34,13 @@ struct {
 } galette_xsk_count SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 8); /* an installation has one or two ports */
+	__type(key, __u32);
+	__type(value, __u32);
+} galette_ports SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, GALETTE_MAX_ACTIONS);
 	__type(key, __u32);

@@ -330,6 +330,7 @@ bool Worker::Process(Pool* pool, const InstanceTable* table, uint64_t addr, uint
   for (uint32_t hops = 0;; hops++) {
     switch (act.kind) {
       case GALETTE_ACT_TX:
+      case GALETTE_ACT_REFLECT:
         out->addr = static_cast<uint64_t>(pkt.data - base);
         out->len = pkt.len;
         out->options = 0;

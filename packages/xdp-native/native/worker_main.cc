@@ -373,6 +373,7 @@ bool Thread::Frame(Process* p, const InstanceTable* table, uint64_t addr, uint32
   for (uint32_t hops = 0;; hops++) {
     switch (act.kind) {
       case GALETTE_ACT_TX:
+      case GALETTE_ACT_REFLECT:
         out->addr = static_cast<uint64_t>(pkt.data - base);
         out->len = pkt.len;
         out->options = 0;

@@ -23,6 +23,7 @@ export const AbiNames = {
   progs: "galette_progs",
   xsks: "galette_xsks",
   xskCount: "galette_xsk_count",
+  ports: "galette_ports",
   counts: "galette_counts",
   instanceId: "galette_instance_id",
   rootProgram: "galette_root",

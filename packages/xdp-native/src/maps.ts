@@ -12,6 +12,7 @@ export const MapType = {
   lru_percpu_hash: 10,
   lpm_trie: 11,
   devmap: 14,
+  devmap_hash: 25,
   xskmap: 17,
 } as const;
 export type MapTypeName = keyof typeof MapType;

@@ -11,6 +11,8 @@ export interface ObjectLoadOptions extends ObjectOpenOptions {
   rodata?: Record<string, number | bigint | Buffer>;
   /** maps to take from elsewhere instead of creating (map name -> map or fd) */
   reuseMaps?: Record<string, BpfMap | number>;
+  /** like reuseMaps, for maps the object may not declare (skipped when it does not) */
+  reuseMapsIfDeclared?: Record<string, BpfMap | number>;
   /** maps to pin (or reuse if already pinned and compatible) at these bpffs paths */
   pinMaps?: Record<string, string>;
   /** verifier log level; 0 (default) still returns the log when a load fails */
@@ -60,6 +62,11 @@ export class BpfObject {
     try {
       for (const [name, value] of Object.entries(opts.rodata ?? {})) obj.setRodata(name, value);
       for (const [name, map] of Object.entries(opts.reuseMaps ?? {})) obj.reuseMap(name, map);
+      const optional = Object.entries(opts.reuseMapsIfDeclared ?? {});
+      if (optional.length) {
+        const declared = new Set(obj.maps().map((m) => m.name));
+        for (const [name, map] of optional) if (declared.has(name)) obj.reuseMap(name, map);
+      }
       for (const [name, path] of Object.entries(opts.pinMaps ?? {})) obj.pinMap(name, path);
       obj.load(opts.logLevel);
       return obj;

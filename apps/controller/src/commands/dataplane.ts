@@ -17,9 +17,13 @@ import { buildChain, loadChainOrThrow } from "@galette/nf-build";
 import type { Command } from "commander";
 import { onShutdown, type Shutdown } from "../signals";
 
-interface UpFlags {
-  iface: string;
+interface TargetFlags {
+  iface?: string;
+  ports?: string;
   netns?: string;
+}
+
+interface UpFlags extends TargetFlags {
   workers: string;
   mode: string;
   skb?: boolean;
@@ -32,6 +36,26 @@ interface UpFlags {
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 const logger = () => createLogger("galette-dataplane");
+
+/**
+ * `--iface X` (one port: `tx` reflects) or `--ports A,B` (two ports: `tx` leaves through the
+ * other one); exactly one of them.
+ */
+export function targetFromFlags(flags: TargetFlags): InterfaceTarget {
+  const netns = flags.netns ? { netns: flags.netns } : {};
+  if (flags.iface !== undefined && flags.ports !== undefined)
+    throw new Error("give either --iface NAME (one port) or --ports A,B (two ports), not both");
+  if (flags.iface !== undefined) return { iface: flags.iface, ...netns };
+  if (flags.ports === undefined)
+    throw new Error("which interface? give --iface NAME (one port) or --ports A,B (two ports)");
+  const ports = flags.ports.split(",").map((p) => p.trim());
+  if (ports.length !== 2 || ports.some((p) => p === ""))
+    throw new Error(`--ports takes two interface names separated by a comma, got "${flags.ports}"`);
+  if (ports[0] === ports[1]) throw new Error(`--ports needs two different interfaces, got "${flags.ports}"`);
+  return { iface: ports[0]!, peer: ports[1]!, ...netns };
+}
+
+const label = (t: InterfaceTarget): string => (t.peer ? `${t.iface},${t.peer}` : t.iface);
 
 function positiveInt(name: string, raw: string): number {
   const n = Number(raw);
@@ -60,7 +84,7 @@ export function formatCounters(
 
 async function up(chainFile: string, flags: UpFlags): Promise<void> {
   const log = logger();
-  const target: InterfaceTarget = { iface: flags.iface, ...(flags.netns ? { netns: flags.netns } : {}) };
+  const target = targetFromFlags(flags);
   const workers = {
     count: positiveInt("--workers", flags.workers),
     mode: flags.mode as "busy-poll" | "blocking",
@@ -98,12 +122,12 @@ async function up(chainFile: string, flags: UpFlags): Promise<void> {
     }
     try {
       for (const s of mapSets) dp.nfMap(s.nf, s.map).update(s.key, s.value);
-      await runUntilStopped(dp, flags.iface, intervalMs, durationMs, shutdown, (w) => {
+      await runUntilStopped(dp, label(target), intervalMs, durationMs, shutdown, (w) => {
         wake = w;
       });
     } finally {
       dp.uninstall();
-      log.info({ iface: flags.iface }, "chain uninstalled");
+      log.info({ ports: label(target) }, "chain uninstalled");
     }
   } finally {
     shutdown.dispose();
@@ -151,10 +175,11 @@ export function registerDataplaneCommands(program: Command): void {
   dataplane
     .command("up")
     .description(
-      "Build a chain's NFs, install it on an interface, print per-NF counters until Ctrl-C, then uninstall",
+      "Build a chain's NFs, install it on an interface or a pair of ports, print per-NF counters until Ctrl-C, then uninstall",
     )
     .argument("<chain>", "chain TOML file")
-    .requiredOption("--iface <name>", "interface to install on")
+    .option("--iface <name>", "one interface to install on (tx reflects)")
+    .option("--ports <a,b>", "two interfaces to install on: tx leaves through the other port")
     .option("--netns <name>", "network namespace of the interface (under /run/netns)")
     .option("--workers <n>", "AF_XDP worker threads", "2")
     .option("--mode <mode>", "worker mode: blocking (poll) or busy-poll", "blocking")
@@ -169,15 +194,20 @@ export function registerDataplaneCommands(program: Command): void {
 
   dataplane
     .command("down")
-    .description("Remove the chain installed on an interface: detach, unpin, forget (also after a crash)")
-    .requiredOption("--iface <name>", "interface")
+    .description(
+      "Remove the chain installed on an interface or pair of ports: detach, unpin, forget (also after a crash)",
+    )
+    .option("--iface <name>", "interface")
+    .option("--ports <a,b>", "the two ports of a two-port installation")
     .option("--netns <name>", "network namespace of the interface (under /run/netns)")
     .option("--state-dir <dir>", "where installation records are kept", DEFAULT_STATE_DIR)
-    .action((flags: { iface: string; netns?: string; stateDir: string }) => {
-      const target: InterfaceTarget = { iface: flags.iface, ...(flags.netns ? { netns: flags.netns } : {}) };
+    .action((flags: TargetFlags & { stateDir: string }) => {
+      const target = targetFromFlags(flags);
       const removed = Dataplane.remove(target, { stateDir: flags.stateDir, logger: logger() });
       process.stdout.write(
-        removed ? `removed the installation on ${flags.iface}\n` : `nothing installed on ${flags.iface}\n`,
+        removed
+          ? `removed the installation on ${label(target)}\n`
+          : `nothing installed on ${label(target)}\n`,
       );
     });
 }

@@ -1,0 +1,220 @@
+/**
+ * Two-port forwarding, as an operator runs it: `pnpm galette dataplane up --ports P1,P2
+ * chains/bridge.toml` inside the namespace holding both ports, hosts A and B on either
+ * side. ping and TCP go through both ways (TTL decremented), counters match the frames
+ * the hosts sent, and a signal to the command's PID removes the chain from both ports.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import path from "node:path";
+import {
+  createTwoPortTopology,
+  describeKernel,
+  inNs,
+  nsRun,
+  run,
+  sleep,
+  type TopologyHost,
+  type TwoPortTopology,
+} from "@galette/testkit";
+import { queryXdp } from "@galette/xdp-native";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { Dataplane, readRecord } from "../src/kernel";
+import { builtChainFile, repoRoot } from "./helpers";
+
+const TCP = path.join(__dirname, "fixtures", "tcp-transfer.mjs");
+
+interface Up {
+  child: ChildProcess;
+  stdout: () => string;
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+}
+
+/** `pnpm galette dataplane up --ports P1,P2 chains/bridge.toml` in the device namespace. */
+function dataplaneUp(topo: TwoPortTopology): Up {
+  const [nsenter, ...prefix] = inNs(topo.device);
+  const child = spawn(
+    nsenter!,
+    [
+      ...prefix,
+      "pnpm",
+      "galette",
+      "dataplane",
+      "up",
+      "--ports",
+      `${topo.p1},${topo.p2}`,
+      "chains/bridge.toml",
+    ],
+    { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, GALETTE_LOG: "warn" } },
+  );
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr!.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const killer = setTimeout(() => child.kill("SIGKILL"), 150_000);
+  return {
+    child,
+    stdout: () => stdout,
+    done: new Promise((resolve) =>
+      child.on("exit", (code, signal) => {
+        clearTimeout(killer);
+        resolve({ code, signal, stdout, stderr });
+      }),
+    ),
+  };
+}
+
+async function untilPrinted(up: Up, text: string, timeoutMs = 120_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!up.stdout().includes(text)) {
+    if (up.child.exitCode !== null || up.child.signalCode !== null) {
+      const r = await up.done;
+      throw new Error(`dataplane up exited (${r.code ?? r.signal}) before printing ${text}:\n${r.stderr}`);
+    }
+    if (Date.now() > end) throw new Error(`dataplane up printed no ${text} within ${timeoutMs} ms`);
+    await sleep(100);
+  }
+}
+
+/** Packets the host's interface sent and received (veth counts every frame). */
+async function hostPackets(h: TopologyHost): Promise<{ tx: number; rx: number }> {
+  const { stdout } = await run("ip", ["-n", h.ns, "-j", "-s", "link", "show", h.iface]);
+  const s = (
+    JSON.parse(stdout) as Array<{ stats64: { tx: { packets: number }; rx: { packets: number } } }>
+  )[0]!.stats64;
+  return { tx: s.tx.packets, rx: s.rx.packets };
+}
+
+const attached = (topo: TwoPortTopology) =>
+  [topo.p1, topo.p2].map((ifname) => queryXdp({ ifname, netns: `/run/netns/${topo.device}` }).progId);
+
+async function tcpTransfer(
+  from: TopologyHost,
+  to: TopologyHost,
+  port: number,
+  bytes: number,
+): Promise<string> {
+  const [nsenter, ...prefix] = inNs(to.ns);
+  const server = spawn(nsenter!, [...prefix, process.execPath, TCP, "serve", to.ip, String(port)], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.stdout!.on("data", (d: Buffer) => d.toString().includes("listening") && resolve());
+      server.on("exit", (code) => reject(new Error(`TCP server in ${to.ns} exited (${code})`)));
+    });
+    const { stdout } = await nsRun(
+      from.ns,
+      process.execPath,
+      [TCP, "send", to.ip, String(port), String(bytes)],
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    return stdout.trim();
+  } finally {
+    server.kill();
+  }
+}
+
+/** The last counter line of decrement-ttl that `up` printed: {Next, Expired}. */
+function lastCounts(stdout: string): { next: number; expired: number } {
+  const lines = [...stdout.matchAll(/decrement-ttl\s+#\d+\s+xdp\s+Next=(\d+) Expired=(\d+)/g)];
+  const last = lines.at(-1);
+  if (!last) throw new Error(`no decrement-ttl counters in:\n${stdout}`);
+  return { next: Number(last[1]), expired: Number(last[2]) };
+}
+
+/** Waits until neither port has an XDP program; returns how long that took. */
+async function detachedWithin(topo: TwoPortTopology, sinceMs: number, limitMs: number): Promise<number> {
+  for (;;) {
+    const ms = Date.now() - sinceMs;
+    if (attached(topo).every((id) => id === 0)) return ms;
+    if (ms > limitMs) throw new Error(`still attached after ${ms} ms: ${attached(topo).join(", ")}`);
+    await sleep(20);
+  }
+}
+
+describeKernel("two ports: galette dataplane up --ports P1,P2 chains/bridge.toml", () => {
+  let topo: TwoPortTopology;
+
+  beforeAll(async () => {
+    topo = await createTwoPortTopology("2p");
+    await builtChainFile("bridge.toml"); // warm the build cache: `up` then starts quickly
+  });
+
+  afterAll(async () => {
+    if (topo) {
+      const target = { iface: topo.p1, peer: topo.p2 };
+      if (readRecord(target)) Dataplane.remove(target);
+      await topo.cleanup();
+    }
+  });
+
+  it("forwards ping and TCP both ways with TTL decremented, counts every frame, SIGTERM removes it from both ports", async () => {
+    const before = { a: await hostPackets(topo.a), b: await hostPackets(topo.b) };
+    const up = dataplaneUp(topo);
+    try {
+      await untilPrinted(up, 'chain "bridge"');
+      expect(attached(topo).every((id) => id !== 0)).toBe(true);
+
+      for (const [from, to] of [
+        [topo.a, topo.b],
+        [topo.b, topo.a],
+      ] as const) {
+        const ping = await nsRun(from.ns, "ping", ["-c", "5", "-i", "0.05", "-W", "2", to.ip]);
+        expect(ping.stdout).toContain("5 received");
+        expect(ping.stdout).toMatch(/ttl=63/); // one hop through decrement-ttl
+      }
+      expect(await tcpTransfer(topo.a, topo.b, 5001, 2_000_000)).toBe("2000000");
+      expect(await tcpTransfer(topo.b, topo.a, 5002, 2_000_000)).toBe("2000000");
+      // TTL 1 expires in the chain: dropped, never reaches B
+      const expired = await nsRun(topo.a.ns, "ping", [
+        "-c",
+        "3",
+        "-i",
+        "0.05",
+        "-W",
+        "1",
+        "-t",
+        "1",
+        topo.b.ip,
+      ]).catch((err: Error) => ({ stdout: err.message }));
+      expect(expired.stdout).toContain("0 received");
+      await sleep(300);
+    } finally {
+      const t0 = Date.now();
+      up.child.kill("SIGTERM");
+      const ms = await detachedWithin(topo, t0, 3000);
+      expect(ms).toBeLessThan(3000);
+    }
+    const res = await up.done;
+    expect(res.stderr).not.toMatch(/"level":50/);
+    expect(res.code).toBe(0);
+    expect(readRecord({ iface: topo.p1, peer: topo.p2 })).toBeUndefined();
+
+    // Every frame a host sent went through the chain: forwarded (Next, received by the
+    // other host) or expired (dropped). The final print comes after the last frame.
+    const after = { a: await hostPackets(topo.a), b: await hostPackets(topo.b) };
+    const sent = after.a.tx - before.a.tx + (after.b.tx - before.b.tx);
+    const received = after.a.rx - before.a.rx + (after.b.rx - before.b.rx);
+    const counts = lastCounts(res.stdout);
+    expect(counts.expired).toBe(3);
+    expect(counts.next + counts.expired).toBe(sent);
+    expect(counts.next).toBe(received);
+  });
+
+  it("SIGINT to its PID removes it from both ports too", async () => {
+    const up = dataplaneUp(topo);
+    await untilPrinted(up, 'chain "bridge"');
+    expect(attached(topo).every((id) => id !== 0)).toBe(true);
+    const t0 = Date.now();
+    up.child.kill("SIGINT");
+    expect(await detachedWithin(topo, t0, 3000)).toBeLessThan(3000);
+    const res = await up.done;
+    expect(res.stderr).not.toMatch(/"level":50/);
+  });
+});

@@ -205,14 +205,22 @@ export function verifierDiagnostic(log: string, libFile: string): Diagnostic & {
   const tail = lines.slice(-8);
   const tailText = tail.join("\n");
   const cls = VERIFIER_CLASSES.find(([re]) => re.test(tailText))?.[1] ?? "loop";
-  const at: SourceLoc[] = [];
-  for (let i = lines.length - 1; i >= 0; i--) {
-    const m = /^; .* @ ([^:\s]+):(\d+)$/.exec(lines[i] as string);
-    if (!m) continue;
-    const file = m[1] === path.basename(libFile) ? libFile : (m[1] as string);
-    at.push({ file, line: Number(m[2]), column: 0 });
-    break;
-  }
+  // the last source line the verifier annotated, the author's file first (it also annotates
+  // inlined core code); BTF line info names files by their base name only
+  const annotated = lines
+    .map((l) => /^; .* @ ([^:\s]+):(\d+)$/.exec(l))
+    .filter((m): m is RegExpExecArray => m !== null);
+  const own = annotated.filter((m) => m[1] === path.basename(libFile));
+  const last = own[own.length - 1] ?? annotated[annotated.length - 1];
+  const at: SourceLoc[] = last
+    ? [
+        {
+          file: last[1] === path.basename(libFile) ? libFile : (last[1] as string),
+          line: Number(last[2]),
+          column: 0,
+        },
+      ]
+    : [];
   const detail =
     tail.find((l) => !/^processed \d+ insns|^\d+: \(|^;/.test(l))?.trim() ??
     "the verifier refused the program";

@@ -211,6 +211,19 @@ async function loadNf(obj: string, build: NfBuildResult, dir: string): Promise<v
   }
 }
 
+/**
+ * Loads an NF's XDP object into the kernel and unloads it: the verifier's verdict, a refusal
+ * as a diagnostic at the author's line with the verifier's last lines. Needs CAP_BPF.
+ */
+export async function verifyXdpObject(obj: string, build: NfBuildResult): Promise<void> {
+  const dir = `/sys/fs/bpf/galette-nf-verify-${process.pid}-${Math.random().toString(16).slice(2, 10)}`;
+  try {
+    await loadNf(obj, build, dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** The XDP object of `build` loaded with the NF's verdict as the test run's return value, its maps filled. */
 async function loadForTestRun(
   obj: string,

@@ -33,6 +33,11 @@ describe("verifier refusals", () => {
       15,
     ],
     ["loop", "; loop { @ lib.rs:7\nBPF program is too large. Processed 1000001 insn", 7],
+    [
+      "loop",
+      "; while x != 1 { @ lib.rs:15\n19: (15) if r1 == 0x1 goto pc+8\n; wrapping_add(self, rhs) @ uint_macros.rs:2511\nThe sequence of 8193 jumps is too complex.",
+      15,
+    ],
   ] as const)("%s", (cls, body, line) => {
     const d = verifierDiagnostic(
       log(`${body}\nprocessed 10 insns (limit 1000000) max_states_per_insn 0`),

@@ -200,6 +200,14 @@ describeKernel("galette nf test", () => {
     expect(r.stderr).toContain("hint: bound every loop");
     expect(r.stderr).toContain("The verifier's last lines:");
     expect(r.stderr).toMatch(/too complex/);
+    // nf build --verify: the same verdict at build time; a good NF passes
+    const built = await galette(["nf", "build", fixtureDir("unbounded-loop"), "--target", "bpf", "--verify"]);
+    expect(built.code).toBe(1);
+    expect(built.stderr).toMatch(
+      /unbounded-loop\/src\/lib\.rs:15: error: a program too complex for the verifier/,
+    );
+    const good = await galette(["nf", "build", "nf-examples/macswap", "--target", "bpf", "--verify"]);
+    expect(good.code, good.stderr).toBe(0);
   });
 });
 

@@ -12,6 +12,7 @@ import {
   TARGETS,
   type Target,
   testNf,
+  verifyXdpObject,
 } from "@galette/nf-build";
 import type { Command } from "commander";
 import { packCrateDir } from "../crate-archive";
@@ -26,6 +27,7 @@ interface BuildFlags {
   json?: boolean;
   jobs?: string;
   sandbox?: boolean;
+  verify?: boolean;
 }
 
 /** The `--json` output of `galette nf build`. */
@@ -90,6 +92,10 @@ export function registerNfCommands(program: Command): void {
     .option("--json", "print the result as JSON on stdout")
     .option("-j, --jobs <n>", "parallel compilations (default: number of CPUs)")
     .option(
+      "--verify",
+      "also load each XDP object into the kernel (needs root): the verifier's verdict, explained",
+    )
+    .option(
       "--sandbox",
       "compile as the controller compiles an uploaded crate: under bubblewrap, as nobody, seeing only the crate, with limits",
     )
@@ -118,6 +124,11 @@ export function registerNfCommands(program: Command): void {
           ...(flags.sandbox ? { sandbox: true } : {}),
         });
         for (const r of results) for (const w of r.warnings) process.stderr.write(`${w}\n`);
+        if (flags.verify)
+          for (const r of results) {
+            const obj = r.artifacts.find((a) => a.target === "bpf");
+            if (obj) await verifyXdpObject(obj.file, r);
+          }
         if (flags.json) {
           process.stdout.write(`${JSON.stringify(buildJson(results), null, 2)}\n`);
           return;

@@ -26,41 +26,40 @@ export function useFleet(onSessionEnd: () => void): Fleet {
   const [fleet, setFleet] = useState<Fleet>({ devices: [], rates: new Map(), updatedAt: null, error: "" });
   const previous = useRef(new Map<string, { at: number; counters: NfCounters[] }>());
   useEffect(() => {
-    const rateOf = (device: DeviceSummary, now: number) => {
+    /** Rates between a device's consecutive reports (snapshots only seed the first sample). */
+    const rateOf = (device: DeviceSummary, now: number, report: boolean) => {
       const before = previous.current.get(device.name);
-      const key = JSON.stringify(device.counters);
+      if (!before || report) previous.current.set(device.name, { at: now, counters: device.counters });
+      if (!before || !report) return undefined;
+      const seconds = Math.max((now - before.at) / 1000, 0.001);
       const rates = new Map<string, Map<string, number>>();
-      if (before && JSON.stringify(before.counters) !== key) {
-        const seconds = Math.max((now - before.at) / 1000, 0.001);
-        for (const nf of device.counters) {
-          const old = before.counters.find((c) => c.uuid === nf.uuid);
-          const perNf = new Map<string, number>();
-          for (const [name, value] of Object.entries(nf.counters)) {
-            const was = old?.counters[name];
-            if (was !== undefined && value >= was) perNf.set(name, (value - was) / seconds);
-          }
-          rates.set(nf.uuid, perNf);
+      for (const nf of device.counters) {
+        const old = before.counters.find((c) => c.uuid === nf.uuid);
+        const perNf = new Map<string, number>();
+        for (const [name, value] of Object.entries(nf.counters)) {
+          const was = old?.counters[name];
+          if (was !== undefined && value >= was) perNf.set(name, (value - was) / seconds);
         }
-        previous.current.set(device.name, { at: now, counters: device.counters });
-        return rates;
+        rates.set(nf.uuid, perNf);
       }
-      if (!before) previous.current.set(device.name, { at: now, counters: device.counters });
-      return undefined;
+      return rates;
     };
     const close = subscribeEvents(
       (event) => {
+        // Rates are worked out here, once per event, not in the state updater (React may run that twice).
         const now = Date.now();
+        const incoming = event.type === "devices" ? event.devices : [event.device];
+        const newRates = new Map<string, Map<string, Map<string, number>>>();
+        for (const d of incoming) {
+          const r = rateOf(d, now, event.type === "device");
+          if (r) newRates.set(d.name, r);
+        }
         setFleet((f) => {
-          const incoming = event.type === "devices" ? event.devices : [event.device];
           const byName = new Map(
             (event.type === "devices" ? [] : f.devices).map((d) => [d.name, d] as [string, DeviceSummary]),
           );
-          const rates = new Map(f.rates);
-          for (const d of incoming) {
-            byName.set(d.name, d);
-            const r = rateOf(d, now);
-            if (r) rates.set(d.name, r);
-          }
+          for (const d of incoming) byName.set(d.name, d);
+          const rates = new Map([...f.rates, ...newRates]);
           const devices = [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
           return { devices, rates, updatedAt: now, error: "" };
         });
@@ -260,7 +259,9 @@ export function DevicePage({ name, fleet }: { name: string; fleet: Fleet }) {
                       <td className="num" data-value={value}>
                         {value.toLocaleString()}
                       </td>
-                      <td className="num">{rate === undefined ? "—" : rate.toFixed(1)}</td>
+                      <td className="num" data-rate={rate ?? ""}>
+                        {rate === undefined ? "—" : rate.toFixed(1)}
+                      </td>
                     </tr>
                   );
                 })}

@@ -142,6 +142,7 @@ describeKernel("web console in chromium: real controller, two agents on veth", (
       .poll(() => page.getByRole("status").last().textContent(), { timeout: 10_000 })
       .toMatch(/Saved, signed/);
     expect(await page.getByTestId("map-entries").textContent()).toContain(lpmKeyHex(veth.ipA));
+    await page.screenshot({ path: path.join(SHOTS, "maps-desktop.png"), fullPage: true });
 
     // The device's page: live counters per NF.
     await page.goto(`${url()}/#/devices/${A}`);
@@ -159,6 +160,13 @@ describeKernel("web console in chromium: real controller, two agents on veth", (
     await expect
       .poll(readAllowed, { timeout: 15_000, interval: 250 })
       .toBeGreaterThanOrEqual(before + back.length);
+    // rates come from consecutive reports: the next one gives a number
+    const rate = page.locator('table[data-nf="access-control"] tr[data-counter="Allowed"] td[data-rate]');
+    await expect.poll(() => rate.getAttribute("data-rate"), { timeout: 10_000 }).toMatch(/^\d/);
+    await page.screenshot({ path: path.join(SHOTS, "device-desktop.png"), fullPage: true });
+    await page.setViewportSize(PHONE);
+    await page.screenshot({ path: path.join(SHOTS, "device-phone.png"), fullPage: true });
+    await page.setViewportSize(DESKTOP);
     // the other device's list was not touched by this edit: it still drops these
     const vethB = fleet.agent(B).veth;
     expect(await bounce(vethB, "console-b", 5, vethB.ipA)).toHaveLength(0);

@@ -6,8 +6,11 @@ import {
   type AssignChainRequest,
   AssignChainResponse,
   ChainVersionResponse,
+  ConfirmDeviceResponse,
   type CreateTokenRequest,
   CreateTokenResponse,
+  DevicePlanResponse,
+  DeviceSummary,
   describeZodError,
   type EnrollDeviceRequest,
   EnrollDeviceResponse,
@@ -144,6 +147,15 @@ export class OperatorClient {
 
   listDevices() {
     return this.call(ListDevicesResponse, "GET", OPERATOR_ROUTES.devices);
+  }
+  getDevice(name: string) {
+    return this.call(DeviceSummary, "GET", OPERATOR_ROUTES.device(name));
+  }
+  confirmDevice(name: string) {
+    return this.call(ConfirmDeviceResponse, "POST", OPERATOR_ROUTES.confirmDevice(name), { json: {} });
+  }
+  planForDevice(name: string, request: PushChainRequest) {
+    return this.call(DevicePlanResponse, "POST", OPERATOR_ROUTES.devicePlan(name), { json: request });
   }
   enrolDevice(request: EnrollDeviceRequest) {
     return this.call(EnrollDeviceResponse, "POST", OPERATOR_ROUTES.devices, { json: request });

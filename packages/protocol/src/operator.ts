@@ -20,6 +20,8 @@ export const OPERATOR_ROUTES = {
   revokeDevice: (name: string) => `/v1/devices/${encodeURIComponent(name)}/revoke`,
   /** POST: the operator confirms the version the dead-man's switch rolled back: the device installs it again */
   confirmDevice: (name: string) => `/v1/devices/${encodeURIComponent(name)}/confirm`,
+  /** POST a chain file (PushChainRequest): its plan checked against the device's capabilities; nothing stored */
+  devicePlan: (name: string) => `/v1/devices/${encodeURIComponent(name)}/plan`,
   /** POST creates a token, GET lists them (never their secrets) */
   tokens: "/v1/tokens",
   revokeToken: (name: string) => `/v1/tokens/${encodeURIComponent(name)}/revoke`,
@@ -111,6 +113,28 @@ export const DeviceSummary = z.object({
   graceSeconds: z.number().int().nonnegative().optional(),
 });
 export type DeviceSummary = z.infer<typeof DeviceSummary>;
+
+/** POST /v1/devices/:name/confirm */
+export const ConfirmDeviceResponse = z.object({
+  name: Name,
+  confirmed: z.object({ chain: Name, version: z.number().int().positive() }),
+});
+export type ConfirmDeviceResponse = z.infer<typeof ConfirmDeviceResponse>;
+
+/** POST /v1/devices/:name/plan: where each NF of a chain file would run on that device. */
+export const DevicePlanResponse = z.object({
+  device: Name,
+  chain: Name,
+  /** what the device's agent reported (null: nothing yet; only the static limits were checked) */
+  capabilities: DeviceCapabilities.nullable(),
+  /** the XDP mode its interface takes, by the probe */
+  xdpMode: z.enum(["native", "generic", "none"]).nullable(),
+  nfs: z.array(z.object({ instance: z.string(), nf: Name, xdp: z.boolean(), userland: z.boolean() })),
+  /** why the device would refuse the chain (empty: it fits) */
+  refusals: z.array(z.string()),
+  warnings: z.array(z.string()),
+});
+export type DevicePlanResponse = z.infer<typeof DevicePlanResponse>;
 
 /** GET /v1/devices */
 export const ListDevicesResponse = z.object({ devices: z.array(DeviceSummary) });

@@ -11,7 +11,9 @@ import {
   type NfInterface,
   planChain,
   sortDiagnostics,
+  withAttributeMaps,
 } from "@galette/chain";
+import { type DevicePlanResponse, MAX_GRACE_SECONDS } from "@galette/protocol";
 import type { Command } from "commander";
 import { client as operatorClient, parseLabels } from "./controller";
 import { signAndPushChain } from "./release";
@@ -82,7 +84,19 @@ export function registerChainCommands(program: Command, options: ChainCommandOpt
     .description("Show where each NF runs (XDP or userland), its UUID, maps and next hops")
     .argument("<file>", "chain TOML file")
     .option("--json", "print the plan as JSON")
-    .action(async (file: string, flags: { json?: boolean }) => {
+    .option(
+      "--device <name>",
+      "plan it for this device through the controller: checked against the capabilities its agent reported",
+    )
+    .action(async (file: string, flags: { json?: boolean; device?: string }) => {
+      if (flags.device) {
+        const toml = await readFile(file, "utf8");
+        const planned = await operatorClient().planForDevice(flags.device, { file: basename(file), toml });
+        if (flags.json) out(JSON.stringify(planned, null, 2));
+        else out(renderDevicePlan(planned));
+        if (planned.refusals.length > 0) process.exitCode = 1;
+        return;
+      }
       const parsed = await loadChainFile(file);
       if (!parsed.chain) {
         if (flags.json) {
@@ -96,7 +110,10 @@ export function registerChainCommands(program: Command, options: ChainCommandOpt
         process.exitCode = 1;
         return;
       }
-      const plan = planChain(parsed.chain, { warnings: parsed.diagnostics });
+      // owned maps the chain omits come from the crates' #[map(type, size)], as when it is built
+      const resolved = await options.resolveInterfaces?.(parsed.chain);
+      const complete = resolved ? withAttributeMaps(parsed.chain, resolved.interfaces) : parsed.chain;
+      const plan = planChain(complete, { warnings: parsed.diagnostics });
       out(flags.json ? JSON.stringify(plan, null, 2) : renderPlan(plan));
     });
 }
@@ -132,33 +149,53 @@ function registerFleetCommands(chain: Command): void {
     .option("--devices <names>", "comma-separated device names")
     .option("--selector <labels>", "k=v,... : every device whose labels include all of them")
     .option("--version <n>", "pin a version (default: follow the latest push)")
-    .action(async (name: string, flags: { devices?: string; selector?: string; version?: string }) => {
-      const devices = flags.devices
-        ?.split(",")
-        .map((d) => d.trim())
-        .filter(Boolean);
-      const selector = flags.selector ? parseLabels(flags.selector) : undefined;
-      const version = flags.version === undefined ? undefined : Number(flags.version);
-      if (version !== undefined && !(Number.isInteger(version) && version > 0)) {
-        throw new Error(`--version must be a positive integer, got ${JSON.stringify(flags.version)}`);
-      }
-      const assigned = await operatorClient().assignChain({ chain: name, version, devices, selector });
-      out(
-        `assigned ${assigned.chain}${assigned.version ? ` version ${assigned.version}` : " (latest)"} to ${
-          assigned.assigned.length ? assigned.assigned.join(", ") : "no device"
-        }`,
-      );
-      if (assigned.rule) {
+    .option(
+      "--grace <duration>",
+      "dead-man's switch: how long a device has to reach the controller after installing it (30s, 2m; 0 = off; default 60s)",
+    )
+    .action(
+      async (
+        name: string,
+        flags: { devices?: string; selector?: string; version?: string; grace?: string },
+      ) => {
+        const devices = flags.devices
+          ?.split(",")
+          .map((d) => d.trim())
+          .filter(Boolean);
+        const selector = flags.selector ? parseLabels(flags.selector) : undefined;
+        const version = flags.version === undefined ? undefined : Number(flags.version);
+        if (version !== undefined && !(Number.isInteger(version) && version > 0)) {
+          throw new Error(`--version must be a positive integer, got ${JSON.stringify(flags.version)}`);
+        }
+        const graceSeconds = flags.grace === undefined ? undefined : parseGrace(flags.grace);
+        const assigned = await operatorClient().assignChain({
+          chain: name,
+          version,
+          devices,
+          selector,
+          ...(graceSeconds !== undefined ? { graceSeconds } : {}),
+        });
         out(
-          `rule ${assigned.rule.id}: devices labelled ${formatLabels(assigned.rule.selector)} follow it, also ones enrolled later`,
+          `assigned ${assigned.chain}${assigned.version ? ` version ${assigned.version}` : " (latest)"} to ${
+            assigned.assigned.length ? assigned.assigned.join(", ") : "no device"
+          }`,
         );
-      }
-      if (assigned.overridden?.length) {
-        out(
-          `kept their own assignment (unassign --devices to let the rule apply): ${assigned.overridden.join(", ")}`,
-        );
-      }
-    });
+        if (assigned.rule) {
+          out(
+            `rule ${assigned.rule.id}: devices labelled ${formatLabels(assigned.rule.selector)} follow it, also ones enrolled later`,
+          );
+        }
+        if (assigned.overridden?.length) {
+          out(
+            `kept their own assignment (unassign --devices to let the rule apply): ${assigned.overridden.join(", ")}`,
+          );
+        }
+        // Devices whose capabilities the chain does not fit keep what they run.
+        for (const r of assigned.refused ?? [])
+          for (const reason of r.reasons) out(`refused for ${r.device}: ${reason}`);
+        if (assigned.refused?.length) process.exitCode = 1;
+      },
+    );
 
   chain
     .command("unassign")
@@ -178,6 +215,37 @@ function registerFleetCommands(chain: Command): void {
       if (removed.cleared.length) out(`cleared own assignment of: ${removed.cleared.join(", ")}`);
       out(`changed: ${removed.changed.length ? removed.changed.join(", ") : "no device"}`);
     });
+}
+
+/** `30s`, `2m`, `1h`, `45` (seconds), `0` (off) → seconds. */
+export function parseGrace(text: string): number {
+  const m = /^(\d+)\s*(s|m|h)?$/.exec(text.trim());
+  const seconds = m
+    ? Number(m[1]) * ({ s: 1, m: 60, h: 3600 } as const)[(m[2] ?? "s") as "s" | "m" | "h"]
+    : NaN;
+  if (!Number.isInteger(seconds) || seconds > MAX_GRACE_SECONDS)
+    throw new Error(
+      `--grace ${JSON.stringify(text)}: give a duration such as 30s, 2m or 0 (off), at most ${MAX_GRACE_SECONDS / 60} minutes`,
+    );
+  return seconds;
+}
+
+/** `chain plan --device`: where each NF runs and whether the device takes the chain. */
+export function renderDevicePlan(p: DevicePlanResponse): string {
+  const c = p.capabilities;
+  const lines = [
+    c
+      ? `chain ${p.chain} on ${p.device}: kernel ${c.kernelRelease}, XDP ${p.xdpMode ?? "?"}, AF_XDP ${c.afXdp ? "yes" : "no"}, bpf_loop ${c.bpfLoop ? "yes" : "no"}`
+      : `chain ${p.chain} on ${p.device}: its agent has not reported capabilities yet (static limits only)`,
+    table(
+      ["NF", "CRATE", "XDP", "USERLAND"],
+      p.nfs.map((nf) => [nf.instance, nf.nf, nf.xdp ? "yes" : "-", nf.userland ? "yes" : "-"]),
+    ),
+  ];
+  for (const w of p.warnings) lines.push(`warning: ${w}`);
+  if (p.refusals.length === 0) lines.push(`fits ${p.device}`);
+  for (const r of p.refusals) lines.push(`refused for ${p.device}: ${r}`);
+  return lines.join("\n");
 }
 
 function formatLabels(labels: Record<string, string>): string {

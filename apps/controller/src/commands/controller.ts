@@ -142,7 +142,40 @@ function printDevices(devices: DeviceSummary[], onlineKnown: boolean): void {
         .trimEnd(),
     );
   // Why a device is not running what it was given (e.g. a refused, unsigned version).
-  for (const d of devices) for (const e of d.errors) out(`${d.name}: ${e.message}`);
+  for (const d of devices) {
+    if (d.refusal)
+      for (const r of d.refusal.reasons)
+        out(`${d.name}: ${d.refusal.chain} v${d.refusal.version} refused for this device: ${r}`);
+    if (d.rollback)
+      out(
+        `${d.name}: rolled back ${d.rollback.chain} v${d.rollback.version} at ${d.rollback.at} (held until \`galette device confirm ${d.name}\`): ${d.rollback.reason}`,
+      );
+    for (const e of d.errors) out(`${d.name}: ${e.message}`);
+  }
+}
+
+/** `device show`: one device with its capabilities. */
+function printDevice(d: DeviceSummary): void {
+  printDevices([d], true);
+  const c = d.capabilities;
+  if (!c) {
+    out("capabilities: not reported yet");
+    return;
+  }
+  const mib = (n: number) => `${Math.round(n / 1048576)} MiB`;
+  out(`kernel:       ${c.kernelRelease} (BTF ${c.btf ? "yes" : "no"})`);
+  out(`memory:       ${mib(c.memoryBytes)} (${mib(c.availableMemoryBytes)} available), ${c.cpus} CPUs`);
+  out(
+    `bpf_loop:     ${c.bpfLoop ? "yes" : "no"}   tail calls: ${c.tailCalls ? "yes" : "no"}   AF_XDP: ${c.afXdp ? "yes" : "no"}`,
+  );
+  out(`map types:    ${c.mapTypes.join(", ") || "none"}`);
+  for (const i of c.interfaces)
+    out(
+      `interface ${i.name}: XDP ${i.xdp}, ${i.rxQueues} RX queues, zero-copy ${i.zeroCopy === null ? "unknown" : i.zeroCopy ? "yes" : "no"}${i.problems.length ? ` (${i.problems.join("; ")})` : ""}`,
+    );
+  for (const p of c.problems) out(`probe: ${p}`);
+  out(`probed at:    ${c.probedAt}`);
+  if (d.graceSeconds !== undefined) out(`dead-man's switch grace: ${d.graceSeconds} s`);
 }
 
 export function registerControllerCommands(program: Command): void {
@@ -279,6 +312,30 @@ export function registerControllerCommands(program: Command): void {
       }
       if (flags.json) out(JSON.stringify({ devices }, null, 2));
       else printDevices(devices, !flags.data);
+    });
+
+  device
+    .command("show")
+    .description("One device: state, chains, errors, refusal, rollback and the capabilities its agent probed")
+    .argument("<name>", "device name")
+    .option("--json", "print JSON")
+    .action(async (name: string, flags: { json?: boolean }) => {
+      const d = await client().getDevice(name);
+      if (flags.json) out(JSON.stringify(d, null, 2));
+      else printDevice(d);
+    });
+
+  device
+    .command("confirm")
+    .description(
+      "Confirm the chain version the device's dead-man's switch rolled back: the device installs it again, without the switch",
+    )
+    .argument("<name>", "device name")
+    .action(async (name: string) => {
+      const confirmed = await client().confirmDevice(name);
+      out(
+        `confirmed ${confirmed.confirmed.chain} v${confirmed.confirmed.version} for ${confirmed.name}: it installs it again (no dead-man's switch for it)`,
+      );
     });
 
   const token = program

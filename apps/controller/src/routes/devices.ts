@@ -1,12 +1,19 @@
-import { DEFAULT_GRACE_SECONDS, type DeviceSummary, EnrollDeviceRequest } from "@galette/protocol";
+import {
+  DEFAULT_GRACE_SECONDS,
+  type DevicePlanResponse,
+  type DeviceSummary,
+  EnrollDeviceRequest,
+  PushChainRequest,
+} from "@galette/protocol";
 import type { FastifyInstance } from "fastify";
-import { assignmentRefusal } from "../capabilities";
+import { assignmentRefusal, bpfLoopNfs } from "../capabilities";
+import { deviceCapabilities, graphFitsDevice, planChainForPush } from "../chains";
 import { deviceSummary, RequestError } from "../control";
 import { access } from "../plugins/auth";
 import { parse } from "../plugins/errors";
-import type { DeviceRecord } from "../storage/repository";
+import type { ChainVersionRecord, DeviceRecord } from "../storage/repository";
 
-/** Operator view of devices (read); enrol and revoke (admin). */
+/** Operator view of devices and a chain planned for one (read); confirm a rolled-back chain (deploy); enrol and revoke (admin). */
 export async function devicesRoutes(app: FastifyInstance): Promise<void> {
   const { data } = app.galette;
   const summary = (device: DeviceRecord): DeviceSummary =>
@@ -74,6 +81,41 @@ export async function devicesRoutes(app: FastifyInstance): Promise<void> {
       );
       app.notifications.assignmentChanged([device.name], "confirm");
       return { name: device.name, confirmed: { chain: rollback.chain, version: rollback.version } };
+    },
+  );
+
+  // A chain file planned for one device: placement and its capability check; nothing stored.
+  app.post<{ Params: { name: string } }>(
+    "/v1/devices/:name/plan",
+    { config: { access: access.operator("read") } },
+    async (request): Promise<DevicePlanResponse> => {
+      const device = data.repo.getDevice(request.params.name);
+      if (!device) throw new RequestError(404, `device ${request.params.name} is not enrolled`);
+      const body = parse(PushChainRequest, request.body, "plan request");
+      const planned = planChainForPush(data.repo, body.toml, body.file, body.name);
+      const probe = device.status?.capabilities ?? null;
+      // version 0: no pushed version, so each NF's build is its latest published one
+      const record = { name: planned.name, version: 0, graph: planned.graph } as ChainVersionRecord;
+      const refusals = probe
+        ? graphFitsDevice(
+            planned.graph,
+            deviceCapabilities(probe, bpfLoopNfs(data.repo, data.artifacts, record)),
+          )
+        : [];
+      return {
+        device: device.name,
+        chain: planned.name,
+        capabilities: probe,
+        xdpMode: probe?.interfaces[0]?.xdp ?? null,
+        nfs: planned.graph.nfs.map((nf) => ({
+          instance: nf.instance,
+          nf: nf.nf,
+          xdp: nf.xdp,
+          userland: nf.userland,
+        })),
+        refusals,
+        warnings: planned.warnings,
+      };
     },
   );
 

@@ -270,6 +270,11 @@ describeKernel("a chain may omit an owned map that #[map(type, size)] describes"
     const chain = limiterChain();
     const validate = await galette(["chain", "validate", chain]);
     expect(validate.code, validate.stdout + validate.stderr).toBe(0);
+    const shown = await galette(["chain", "plan", chain, "--json"]);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect((JSON.parse(shown.stdout) as { maps: unknown[] }).maps).toEqual([
+      expect.objectContaining({ id: "limiter.buckets", type: "lru_hash", maxEntries: 4096 }),
+    ]);
     const built = await buildChain(await loadChainOrThrow(chain), { baseDir: repoRoot });
     const planned = built.plan.nfs.find((n) => n.name === "limiter")?.maps;
     expect(planned?.map((m) => [m.name, m.type, m.maxEntries])).toEqual([["buckets", "lru_hash", 4096]]);

@@ -12,7 +12,12 @@ export type Route =
 
 export function parseRoute(hash: string): Route {
   const [path = "", query = ""] = hash.replace(/^#/, "").split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  let parts: string[];
+  try {
+    parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  } catch {
+    return { page: "fleet" }; // a malformed escape: not a page of ours
+  }
   if (parts[0] === "devices" && parts[1]) return { page: "device", name: parts[1] };
   if (parts[0] === "chains" && parts[1]) {
     const version = Number(new URLSearchParams(query).get("version"));

@@ -41,6 +41,8 @@ export interface ControllerOptions {
   /** also serve GET /metrics WITHOUT a token, plain HTTP, on this address (port 0 picks one) */
   metricsListen?: { host: string; port: number };
   rateLimits?: RateLimits;
+  /** how long a client may take to send a whole request (ms); default 60 s */
+  requestTimeoutMs?: number;
   /** the web console's built files (default: apps/console/dist, found beside this app or the bundle) */
   consoleDir?: string;
 }
@@ -97,15 +99,24 @@ export async function buildController(
   options: Omit<ControllerOptions, "dataDir" | "host" | "port">,
   publicUrl: () => string,
 ): Promise<FastifyInstance> {
+  const requestTimeout = options.requestTimeoutMs ?? 60_000;
   const app = Fastify({
     loggerInstance: options.logger ?? createLogger("galette-controller"),
     // A stuck client (e.g. a half-read response) must not keep close() waiting forever.
     forceCloseConnections: true,
+    // A client has this long to send its whole request (headers and body): a slow sender
+    // cannot hold a connection open for ever (408). Websockets are not affected once upgraded.
+    requestTimeout,
     bodyLimit: BODY_LIMITS.default,
     genReqId: () => randomUUID(),
     frameworkErrors,
     clientErrorHandler,
-    https: tlsOptions(data),
+    https: {
+      ...tlsOptions(data),
+      headersTimeout: requestTimeout,
+      // How often Node looks for connections past those timeouts (its default is 30 s).
+      connectionsCheckingInterval: Math.min(30_000, Math.max(250, requestTimeout / 4)),
+    },
   });
   // JSON only, except the NF upload routes (routes/nfs.ts adds its archive parser).
   app.removeContentTypeParser("text/plain");

@@ -116,7 +116,12 @@ export interface Harness {
 export async function startHarness(
   options: Pick<
     ControllerOptions,
-    "nfBuilder" | "maxNfArchiveBytes" | "revocationSweepMs" | "rateLimits" | "metricsListen"
+    | "nfBuilder"
+    | "maxNfArchiveBytes"
+    | "revocationSweepMs"
+    | "rateLimits"
+    | "metricsListen"
+    | "requestTimeoutMs"
   > = {},
 ): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), "galette-controller-"));

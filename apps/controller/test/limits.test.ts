@@ -370,10 +370,10 @@ describe("audit of a call whose client goes away", () => {
   });
 });
 
-describe("rate limits and internal errors", () => {
+describe("rate limits, slow clients and internal errors", () => {
   let h: Harness;
   beforeAll(async () => {
-    h = await startHarness({ rateLimits: { devicePerMinute: 5, tokenPerMinute: 5 } });
+    h = await startHarness({ rateLimits: { devicePerMinute: 5, tokenPerMinute: 5 }, requestTimeoutMs: 1000 });
   });
   afterAll(async () => {
     await h?.cleanup();
@@ -401,6 +401,30 @@ describe("rate limits and internal errors", () => {
     expect(device.status).toBe(429);
     expect(device.json().error).toMatch(/for device rl-1;/);
     expect((await h.call("/v1/device/assignment", { client: h.asDevice("rl-2") })).status).toBe(200);
+  });
+
+  it("cuts off a client that sends its request too slowly", async () => {
+    const url = new URL(h.controller.url);
+    const started = Date.now();
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = tlsConnect({ host: url.hostname, port: Number(url.port), ca: h.caPem }, () => {
+        // Headers begun, never finished (a slowloris client).
+        socket.write(`GET /healthz HTTP/1.1\r\nhost: ${url.host}\r\nx-slow: 1`);
+      });
+      let text = "";
+      socket.on("data", (c: Buffer) => {
+        text += c.toString();
+      });
+      socket.on("close", () => resolve(text));
+      socket.on("error", reject);
+      setTimeout(() => {
+        socket.destroy();
+        reject(new Error("the server kept the slow connection open for 10 s"));
+      }, 10_000).unref();
+    });
+    expect(Date.now() - started).toBeLessThan(9000);
+    expect(answer).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
+    expect(answer.endsWith('{"error":"request timeout"}')).toBe(true);
   });
 
   it("answers a 5xx with a request id only: no paths, no stack, no internals", async () => {

@@ -26,6 +26,10 @@ const ROUTE_TABLE: Record<string, "public" | "device" | TokenScope> = {
   "GET /v1/devices/:name": "read",
   "POST /v1/devices": "admin",
   "POST /v1/devices/:name/revoke": "admin",
+  // a version the device rolled back goes out again: a deployment decision
+  "POST /v1/devices/:name/confirm": "deploy",
+  // what a chain would become on one device (capabilities): plans, changes nothing
+  "POST /v1/devices/:name/plan": "read",
   "GET /v1/tokens": "admin",
   "POST /v1/tokens": "admin",
   "POST /v1/tokens/:name/revoke": "admin",

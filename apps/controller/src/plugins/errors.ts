@@ -24,18 +24,24 @@ export function frameworkErrors(_error: Error, _request: unknown, reply: Fastify
 }
 
 const BAD_REQUEST_BODY = JSON.stringify({ error: "bad request" });
+const TIMEOUT_BODY = JSON.stringify({ error: "request timeout" });
 
 /**
  * Fastify's `clientErrorHandler`: a request Node's HTTP parser refuses gets the same
- * detail-free 400 (or nothing, when the socket is already unusable).
+ * detail-free 400, one too slow to arrive a 408 (or nothing, when the socket is already
+ * unusable).
  */
-export function clientErrorHandler(_error: Error, socket: Socket): void {
+export function clientErrorHandler(error: Error & { code?: string }, socket: Socket): void {
   if (!socket.writable) {
     socket.destroy();
     return;
   }
+  const [status, body] =
+    error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+      ? ["408 Request Timeout", TIMEOUT_BODY]
+      : ["400 Bad Request", BAD_REQUEST_BODY];
   socket.end(
-    `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${BAD_REQUEST_BODY.length}\r\nconnection: close\r\n\r\n${BAD_REQUEST_BODY}`,
+    `HTTP/1.1 ${status}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
   );
 }
 

@@ -1,10 +1,12 @@
 import type { ConsoleSession } from "@galette/protocol";
-import { type FormEvent, useEffect, useRef, useState } from "react";
+import { type FormEvent, lazy, Suspense, useEffect, useRef, useState } from "react";
 import { ApiError, api } from "./api";
-import { ChainPage } from "./chain";
 import { DevicePage, FleetPage, useFleet } from "./fleet";
 import { RolloutsPage } from "./rollouts";
 import { href, type Route, useRoute } from "./router";
+
+// The graph layout and the map editor load when a chain page is first opened.
+const ChainPage = lazy(() => import("./chain").then((m) => ({ default: m.ChainPage })));
 
 export function App() {
   const [session, setSession] = useState<ConsoleSession | null | undefined>(undefined);
@@ -146,7 +148,9 @@ function Page({
       return <DevicePage name={route.name} fleet={fleet} />;
     case "chain":
       return (
-        <ChainPage name={route.name} version={route.version} canEdit={session.scopes.includes("deploy")} />
+        <Suspense fallback={<p>Loading…</p>}>
+          <ChainPage name={route.name} version={route.version} canEdit={session.scopes.includes("deploy")} />
+        </Suspense>
       );
     case "rollouts":
       return <RolloutsPage />;

@@ -168,6 +168,10 @@ export type LogLine = Record<string, unknown> & { msg?: string; time?: number };
 
 export class AgentProcess {
   child: ChildProcess | undefined;
+  /** run the agent process inside this network namespace (the device's own), not the test's */
+  netns: string | undefined;
+  /** the interface its chain goes on (in veth.nsB) */
+  iface = "";
   readonly logs: LogLine[] = [];
   readonly configFile: string;
   constructor(
@@ -184,7 +188,10 @@ export class AgentProcess {
   }
 
   start(): void {
-    const child = spawn(agentBin, ["--config", this.configFile], {
+    const [cmd, ...args] = this.netns
+      ? ["nsenter", `--net=/run/netns/${this.netns}`, "--", agentBin, "--config", this.configFile]
+      : [agentBin, "--config", this.configFile];
+    const child = spawn(cmd!, args, {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, GALETTE_LOG_LEVEL: "debug" },
     });
@@ -227,10 +234,19 @@ export interface FleetOptions {
     labels?: Record<string, string>;
     websocket: boolean;
     pollIntervalSeconds: number;
-    xdpMode?: "native" | "generic";
+    xdpMode?: "auto" | "native" | "generic";
+    /**
+     * The agent runs inside the device namespace (nsB) and reaches the controller at
+     * `controllerUrl` (e.g. a relay across the data port) instead of 127.0.0.1.
+     */
+    inNamespace?: { veth: VethPair; controllerUrl: string };
+    /** another interface in the device namespace (nsB) to install on, made by `setup` (default: the veth's) */
+    iface?: { name: string; setup: (nsB: string) => Promise<void> };
     /** release keys (base64 SPKI) its bundle pins; default: the fleet's release key */
     releaseKeys?: string[];
   }>;
+  /** names and addresses the controller's server certificate holds (default: localhost, 127.0.0.1) */
+  serverHosts?: string[];
 }
 
 export class Fleet {
@@ -262,7 +278,7 @@ export class Fleet {
 
   async start(options: FleetOptions): Promise<void> {
     const data = this.controller.dataDir;
-    initPkiDir(data);
+    initPkiDir(data, options.serverHosts ? { serverHosts: options.serverHosts } : {});
     const direct = DataDir.open(data);
     const { token } = direct.createToken("fleet-test", ["admin", "publish", "deploy", "read"]);
     direct.close();
@@ -279,18 +295,21 @@ export class Fleet {
       const enrolled = await this.operator.enrolDevice({ name: d.name, labels: d.labels ?? {} });
       const bundle = path.join(this.dir, d.name);
       writeDeviceBundle(bundle, enrolled, d.releaseKeys ?? [this.releaseKey.publicKey]);
-      const veth = await createVethPair("agt");
+      const veth = d.inNamespace?.veth ?? (await createVethPair("agt"));
       this.#veths.push(veth);
       // XDP_TX from the device side needs an XDP program on the receiving peer.
       await attachXdpPass(veth.nsA, veth.ifA);
+      await d.iface?.setup(veth.nsB);
       const configFile = path.join(bundle, BUNDLE_FILES.config);
       const config = JSON.parse(readFileSync(configFile, "utf8")) as Record<string, unknown>;
       writeFileSync(
         configFile,
         JSON.stringify({
           ...config,
-          interface: veth.ifB,
+          interface: d.iface?.name ?? veth.ifB,
+          // also when the agent runs in nsB: the installer's records then name the same target
           netns: veth.nsB,
+          ...(d.inNamespace ? { controllerUrl: d.inNamespace.controllerUrl } : {}),
           dataDir: "data",
           stateDir: "run",
           pollIntervalSeconds: d.pollIntervalSeconds,
@@ -301,6 +320,8 @@ export class Fleet {
         }),
       );
       const agent = new AgentProcess(d.name, bundle, veth, path.join(this.dir, `${d.name}.log`));
+      agent.iface = d.iface?.name ?? veth.ifB;
+      agent.netns = d.inNamespace ? veth.nsB : undefined;
       this.agents.set(d.name, agent);
       agent.start();
     }
@@ -403,7 +424,7 @@ export class Fleet {
       const { stateDir } = a.config;
       try {
         Dataplane.remove(
-          { iface: a.veth.ifB, netns: a.veth.nsB },
+          { iface: a.iface || a.veth.ifB, netns: a.veth.nsB },
           { stateDir: path.resolve(a.bundleDir, stateDir) },
         );
       } catch (err) {

@@ -3,7 +3,9 @@ import { isAbsolute, join, resolve } from "node:path";
 import {
   type ControllerPki,
   checkDataDirPermissions,
+  type IssuedCert,
   issueDeviceCert,
+  issueDeviceCertAsync,
   loadPkiDir,
   normaliseSerial,
   PKI_FILES,
@@ -99,6 +101,28 @@ export class DataDir {
     controllerUrl: string,
     validityDays?: number,
   ): EnrollDeviceResponse {
+    const checked = this.#checkEnrolment(name, labels);
+    const issued = issueDeviceCert(this.pki.issuer, name, validityDays ? { validityDays } : {});
+    return this.#recordEnrolment(name, checked, issued, controllerUrl);
+  }
+
+  /**
+   * enrolDevice for the server: the key pair and the signature are computed off the event
+   * loop (issueDeviceCertAsync), so devices' requests are served meanwhile.
+   */
+  async enrolDeviceAsync(
+    name: string,
+    labels: Labels,
+    controllerUrl: string,
+    validityDays?: number,
+  ): Promise<EnrollDeviceResponse> {
+    const checked = this.#checkEnrolment(name, labels);
+    const issued = await issueDeviceCertAsync(this.pki.issuer, name, validityDays ? { validityDays } : {});
+    // checked again: another enrolment of the same name may have finished meanwhile
+    return this.#recordEnrolment(name, this.#checkEnrolment(name, checked), issued, controllerUrl);
+  }
+
+  #checkEnrolment(name: string, labels: Labels): Labels {
     const checkedName = Name.safeParse(name);
     if (!checkedName.success)
       throw new RequestError(
@@ -119,11 +143,19 @@ export class DataDir {
         `device ${name} is already enrolled (serial ${existing.serial}); revoke it first`,
       );
     }
-    const issued = issueDeviceCert(this.pki.issuer, name, validityDays ? { validityDays } : {});
+    return checkedLabels.data;
+  }
+
+  #recordEnrolment(
+    name: string,
+    labels: Labels,
+    issued: IssuedCert,
+    controllerUrl: string,
+  ): EnrollDeviceResponse {
     const serial = normaliseSerial(issued.serial);
     this.repo.insertDevice({
       name,
-      labels: checkedLabels.data,
+      labels,
       serial,
       certPem: issued.certPem,
       enrolledAt: new Date().toISOString(),

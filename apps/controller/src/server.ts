@@ -10,6 +10,7 @@ import { clientErrorHandler, errorsPlugin, frameworkErrors } from "./plugins/err
 import { BODY_LIMITS, limitsPlugin, type RateLimits } from "./plugins/limits";
 import { metricsOnlyRoutes, metricsPlugin, metricsRoutes } from "./plugins/metrics";
 import { notificationsPlugin } from "./plugins/notifications";
+import { RequestLogController, requestLogPlugin } from "./plugins/request-log";
 import { assignmentsRoutes } from "./routes/assignments";
 import { auditRoutes } from "./routes/audit";
 import { chainsRoutes } from "./routes/chains";
@@ -100,8 +101,11 @@ export async function buildController(
   publicUrl: () => string,
 ): Promise<FastifyInstance> {
   const requestTimeout = options.requestTimeoutMs ?? 60_000;
+  // device requests at debug, with a summary a minute at info (plugins/request-log.ts)
+  const requestLog = new RequestLogController();
   const app = Fastify({
     loggerInstance: options.logger ?? createLogger("galette-controller"),
+    logController: requestLog,
     // A stuck client (e.g. a half-read response) must not keep close() waiting forever.
     forceCloseConnections: true,
     // A client has this long to send its whole request (headers and body): a slow sender
@@ -128,6 +132,7 @@ export async function buildController(
   } satisfies GaletteContext);
 
   await app.register(errorsPlugin);
+  await app.register(requestLogPlugin, { controller: requestLog });
   await app.register(authPlugin, { data });
   await app.register(auditPlugin, { data });
   await app.register(limitsPlugin, options.rateLimits ?? {});

@@ -16,7 +16,7 @@
  * Revocation is not expressed in certificates: the controller keeps the revoked serials in
  * its database and checks them on every request (node-forge cannot produce CRLs).
  */
-import { randomBytes, X509Certificate } from "node:crypto";
+import { generateKeyPair, randomBytes, sign, X509Certificate } from "node:crypto";
 import {
   chmodSync,
   existsSync,
@@ -29,6 +29,7 @@ import {
 } from "node:fs";
 import { isIP } from "node:net";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import forge from "node-forge";
 
 export const CA_KEY_BITS = 3072;
@@ -183,6 +184,20 @@ function issueCert(
 ): IssuedCert {
   const { cert: caCert, key: caKey } = loadCaObjects(ca);
   const keys = keyPair(bits);
+  const { cert, serial } = unsignedCert(caCert, keys, commonName, validityDays, extensions, window);
+  cert.sign(caKey, forge.md.sha256.create());
+  return signed(cert, keys, serial);
+}
+
+/** A certificate for `keys` under `caCert`, everything but the signature. */
+function unsignedCert(
+  caCert: forge.pki.Certificate,
+  keys: forge.pki.rsa.KeyPair,
+  commonName: string,
+  validityDays: number,
+  extensions: Record<string, unknown>[],
+  window?: ValidityWindow,
+): { cert: forge.pki.Certificate; serial: string } {
   const cert = forge.pki.createCertificate();
   cert.publicKey = keys.publicKey;
   const serial = newSerial();
@@ -195,8 +210,7 @@ function issueCert(
     { name: "subjectKeyIdentifier" },
     { name: "authorityKeyIdentifier", keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
   ]);
-  cert.sign(caKey, forge.md.sha256.create());
-  return signed(cert, keys, serial);
+  return { cert, serial };
 }
 
 const LEAF_EXTENSIONS = [
@@ -283,11 +297,7 @@ export function issueDeviceCert(
   deviceName: string,
   options: DeviceCertOptions = {},
 ): IssuedCert {
-  if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/.test(deviceName)) {
-    throw new Error(
-      `device name ${JSON.stringify(deviceName)} is not valid (letters, digits, . _ -; max 63)`,
-    );
-  }
+  checkDeviceName(deviceName);
   return issueCert(
     issuer,
     deviceName,
@@ -296,6 +306,73 @@ export function issueDeviceCert(
     [...LEAF_EXTENSIONS, { name: "extKeyUsage", clientAuth: true }],
     options.validity,
   );
+}
+
+function checkDeviceName(deviceName: string): void {
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/.test(deviceName)) {
+    throw new Error(
+      `device name ${JSON.stringify(deviceName)} is not valid (letters, digits, . _ -; max 63)`,
+    );
+  }
+}
+
+const generateKeyPairAsync = promisify(generateKeyPair);
+const signAsync = promisify(sign);
+
+/**
+ * issueDeviceCert without holding the event loop (a server enrolling devices keeps
+ * serving the others): node:crypto generates the key pair and computes the signature on
+ * libuv's thread pool; node-forge only assembles the certificate around them. The result
+ * is the same certificate issueDeviceCert makes (same fields, same key format).
+ */
+export async function issueDeviceCertAsync(
+  issuer: CertAndKey,
+  deviceName: string,
+  options: DeviceCertOptions = {},
+): Promise<IssuedCert> {
+  checkDeviceName(deviceName);
+  const caCert = forge.pki.certificateFromPem(issuer.certPem);
+  const pair = await generateKeyPairAsync("rsa", {
+    modulusLength: LEAF_KEY_BITS,
+    publicExponent: 0x10001,
+    publicKeyEncoding: { type: "spki", format: "pem" },
+    privateKeyEncoding: { type: "pkcs8", format: "pem" },
+  });
+  const keys = {
+    privateKey: forge.pki.privateKeyFromPem(pair.privateKey) as forge.pki.rsa.PrivateKey,
+    publicKey: forge.pki.publicKeyFromPem(pair.publicKey) as forge.pki.rsa.PublicKey,
+  };
+  const { cert, serial } = unsignedCert(
+    caCert,
+    keys,
+    deviceName,
+    options.validityDays ?? DEFAULT_DEVICE_VALIDITY_DAYS,
+    [...LEAF_EXTENSIONS, { name: "extKeyUsage", clientAuth: true }],
+    options.validity,
+  );
+  // what cert.sign does, with the RSA operation in node:crypto (sha256WithRSAEncryption, PKCS#1 v1.5)
+  cert.signatureOid = forge.pki.oids.sha256WithRSAEncryption!;
+  cert.siginfo.algorithmOid = cert.signatureOid;
+  const tbs = (
+    forge.pki as unknown as { getTBSCertificate(c: forge.pki.Certificate): forge.asn1.Asn1 }
+  ).getTBSCertificate(cert);
+  (cert as forge.pki.Certificate & { tbsCertificate: forge.asn1.Asn1 }).tbsCertificate = tbs;
+  const signature = await signAsync(
+    "sha256",
+    Buffer.from(forge.asn1.toDer(tbs).getBytes(), "binary"),
+    issuer.keyPem,
+  );
+  cert.signature = signature.toString("binary");
+  // the issuer's key must be the certificate's: a signature that does not verify is refused here
+  let verifies = false;
+  try {
+    verifies = caCert.verify(cert);
+  } catch {
+    // forge throws on a signature made with another key ("Encryption block is invalid")
+  }
+  if (!verifies)
+    throw new Error(`the CA key does not belong to the CA certificate "${commonNameOf(caCert.subject)}"`);
+  return signed(cert, keys, serial);
 }
 
 function commonNameOf(attributes: forge.pki.Certificate["subject"]): string {

@@ -1,4 +1,4 @@
-import { X509Certificate } from "node:crypto";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { chmodSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,6 +15,7 @@ import {
   isIssuedCertificate,
   isRootCaCertificate,
   issueDeviceCert,
+  issueDeviceCertAsync,
   issueServerCert,
   loadPkiDir,
   normaliseSerial,
@@ -77,6 +78,36 @@ describe("pki", () => {
     const verified = verifyAgainstCa(device.certPem, [root.certPem, issuer.certPem]);
     expect(verified.ok && verified.info.commonName).toBe("pi-1");
     expect(certInfo(device.certPem).serial).toBe(normaliseSerial(device.serial));
+  });
+
+  it("issues the same device certificate off the event loop (node:crypto key and signature)", async () => {
+    const device = await issueDeviceCertAsync(issuer, "pi-async", { validityDays: 30 });
+    const sync = issueDeviceCert(issuer, "pi-sync", { validityDays: 30 });
+    const x509 = new X509Certificate(device.certPem);
+    expect(x509.subject).toContain("CN=pi-async");
+    expect(x509.ca).toBe(false);
+    expect(x509.keyUsage).toEqual(["1.3.6.1.5.5.7.3.2"]);
+    expect(x509.verify(new X509Certificate(issuer.certPem).publicKey)).toBe(true);
+    expect(x509.checkPrivateKey(createPrivateKey(device.keyPem))).toBe(true);
+    expect(x509.publicKey.asymmetricKeyDetails?.modulusLength).toBe(2048);
+    expect(normaliseSerial(x509.serialNumber)).toBe(normaliseSerial(device.serial));
+    const verified = verifyAgainstCa(device.certPem, [root.certPem, issuer.certPem]);
+    expect(verified.ok && verified.info.commonName).toBe("pi-async");
+    // the same key format and the same extensions as the synchronous path
+    expect(device.keyPem.split("\n")[0]).toBe(sync.keyPem.split("\n")[0]);
+    const ext = (pem: string) =>
+      forge.pki
+        .certificateFromPem(pem)
+        .extensions.map((e: { name: string; critical?: boolean }) => [e.name, !!e.critical]);
+    expect(ext(device.certPem)).toEqual(ext(sync.certPem));
+    expect(device.notAfter.getTime() - device.notBefore.getTime()).toBe(
+      sync.notAfter.getTime() - sync.notBefore.getTime(),
+    );
+    await expect(issueDeviceCertAsync(issuer, "bad name")).rejects.toThrow(/is not valid/);
+    const other = createCa({ commonName: "someone else" });
+    await expect(
+      issueDeviceCertAsync({ certPem: issuer.certPem, keyPem: other.keyPem }, "pi-1"),
+    ).rejects.toThrow(/does not belong/);
   });
 
   it("never issues past the issuer's own expiry", () => {

@@ -11,6 +11,7 @@ import {
 import type { FastifyInstance, FastifyRequest, RouteOptions } from "fastify";
 import fp from "fastify-plugin";
 import { RequestError } from "../control";
+import { LastSeenBatch } from "../last-seen";
 import { type ConsoleSessionRecord, ConsoleSessions, csrfMatches } from "../sessions";
 import type { DeviceRecord } from "../storage/repository";
 import { hashToken, isExpired } from "../tokens";
@@ -129,6 +130,8 @@ export const authPlugin = fp(
     app.decorateRequest("operator", null);
     app.decorateRequest("consoleSession", null);
     app.decorate("routeAccess", [] as RouteAccess[]);
+    const lastSeen = new LastSeenBatch(data.repo, app.log);
+    app.addHook("onClose", async () => lastSeen.close());
     const sessions = new ConsoleSessions();
     app.decorate("consoleSessions", sessions);
     await app.register(fastifyCookie);
@@ -329,7 +332,7 @@ export const authPlugin = fp(
             `agent speaks protocol ${String(spoken)}, this controller speaks ${PROTOCOL_VERSION}: upgrade the older side`,
           );
         }
-        data.repo.touchDevice(device.name, new Date().toISOString());
+        lastSeen.touch(device.name);
         return;
       }
       authenticateOperator(request, declared.scope);

@@ -39,7 +39,12 @@ export async function devicesRoutes(app: FastifyInstance): Promise<void> {
   app.post("/v1/devices", { config: { access: access.operator("admin") } }, async (request, reply) => {
     const body = parse(EnrollDeviceRequest, request.body, "enrol request");
     request.auditTarget = body.name;
-    const bundle = data.enrolDevice(body.name, body.labels, app.galette.publicUrl(), body.validityDays);
+    const bundle = await data.enrolDeviceAsync(
+      body.name,
+      body.labels,
+      app.galette.publicUrl(),
+      body.validityDays,
+    );
     const enrolled = data.repo.getDevice(body.name);
     request.log.info(
       {

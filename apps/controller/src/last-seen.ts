@@ -1,0 +1,51 @@
+import type { FastifyBaseLogger } from "fastify";
+import type { Repository } from "./storage/repository";
+
+/** How often the devices' last-seen times are written (ms). */
+export const LAST_SEEN_FLUSH_MS = 2000;
+
+/**
+ * Last-seen times of device requests, written in one transaction every `everyMs` instead
+ * of one UPDATE per request: with thousands of agents polling, a write per poll is most of
+ * the controller's database work. `lastSeenAt` lags by at most one interval; a status
+ * report still writes its own time at once.
+ */
+export class LastSeenBatch {
+  readonly #pending = new Map<string, string>();
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly log: FastifyBaseLogger,
+    everyMs = LAST_SEEN_FLUSH_MS,
+  ) {
+    this.#timer = setInterval(() => this.flush(), everyMs);
+    this.#timer.unref();
+  }
+
+  touch(device: string, at = new Date().toISOString()): void {
+    this.#pending.set(device, at);
+  }
+
+  flush(): void {
+    if (this.#pending.size === 0) return;
+    const entries = [...this.#pending];
+    this.#pending.clear();
+    try {
+      this.repo.transaction(() => {
+        for (const [name, at] of entries) this.repo.touchDevice(name, at);
+      });
+    } catch (err) {
+      this.log.error(
+        { err, devices: entries.length },
+        "last-seen times not written; retrying with the next batch",
+      );
+      for (const [name, at] of entries) if (!this.#pending.has(name)) this.#pending.set(name, at);
+    }
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.flush();
+  }
+}

@@ -92,42 +92,50 @@ export interface SourceLoc {
 }
 
 /**
- * The author's frames for a location a tool reported inside inlined library code (say core's
- * uint_macros.rs:3105:26): every DILocation at that file:line:column, followed through its
- * inlinedAt chain to the first frame under `crateDir`; duplicates removed.
+ * Finds the author's frames for locations a tool reported inside inlined library code (say
+ * core's uint_macros.rs:3105:26): every DILocation at that file:line:column, followed through
+ * its inlinedAt chain to the first frame under `crateDir`. The IR is indexed once; each
+ * lookup costs only the locations at that line and column.
  */
-export function authorFramesOf(ir: string, loc: SourceLoc, crateDir: string): SourceLoc[] {
+export function authorFrameLocator(ir: string, crateDir: string): (loc: SourceLoc) => SourceLoc[] {
   const nodes = parseMetadata(ir);
   const root = path.resolve(crateDir) + path.sep;
-  const wanted = path.resolve(loc.file);
-  const out: SourceLoc[] = [];
-  const seen = new Set<string>();
-  for (const [, n] of nodes) {
+  const byLineCol = new Map<string, Node[]>();
+  for (const n of nodes.values()) {
     if (n.kind !== "DILocation") continue;
-    if (Number(field(n.body, "line") ?? -1) !== loc.line) continue;
-    if (Number(field(n.body, "column") ?? -1) !== loc.column) continue;
-    const file = fileOfScope(nodes, ref(field(n.body, "scope")));
-    if (!file || (file !== wanted && !wanted.endsWith(file) && !file.endsWith(path.basename(wanted))))
-      continue;
-    let cur: Node | undefined = n;
-    for (let depth = 0; cur?.kind === "DILocation" && depth < 64; depth++) {
-      const f = fileOfScope(nodes, ref(field(cur.body, "scope")));
-      if (f?.startsWith(root)) {
-        const site = {
-          file: f,
-          line: Number(field(cur.body, "line") ?? 0),
-          column: Number(field(cur.body, "column") ?? 0),
-        };
-        const key = `${site.file}:${site.line}:${site.column}`;
-        if (!seen.has(key)) {
-          seen.add(key);
-          out.push(site);
-        }
-        break;
-      }
-      const next = ref(field(cur.body, "inlinedAt"));
-      cur = next ? nodes.get(next) : undefined;
-    }
+    const key = `${field(n.body, "line") ?? ""}:${field(n.body, "column") ?? ""}`;
+    const list = byLineCol.get(key);
+    if (list) list.push(n);
+    else byLineCol.set(key, [n]);
   }
-  return out;
+  return (loc) => {
+    const wanted = path.resolve(loc.file);
+    const out: SourceLoc[] = [];
+    const seen = new Set<string>();
+    for (const n of byLineCol.get(`${loc.line}:${loc.column}`) ?? []) {
+      const file = fileOfScope(nodes, ref(field(n.body, "scope")));
+      if (!file || (file !== wanted && !wanted.endsWith(file) && !file.endsWith(path.basename(wanted))))
+        continue;
+      let cur: Node | undefined = n;
+      for (let depth = 0; cur?.kind === "DILocation" && depth < 64; depth++) {
+        const f = fileOfScope(nodes, ref(field(cur.body, "scope")));
+        if (f?.startsWith(root)) {
+          const site = {
+            file: f,
+            line: Number(field(cur.body, "line") ?? 0),
+            column: Number(field(cur.body, "column") ?? 0),
+          };
+          const key = `${site.file}:${site.line}:${site.column}`;
+          if (!seen.has(key)) {
+            seen.add(key);
+            out.push(site);
+          }
+          break;
+        }
+        const next = ref(field(cur.body, "inlinedAt"));
+        cur = next ? nodes.get(next) : undefined;
+      }
+    }
+    return out;
+  };
 }

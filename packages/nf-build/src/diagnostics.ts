@@ -4,7 +4,7 @@
  * hint for the construct BPF cannot run.
  */
 import path from "node:path";
-import { authorFramesOf, locateCalls, type SourceLoc } from "./debuglocs";
+import { authorFrameLocator, locateCalls, type SourceLoc } from "./debuglocs";
 
 interface Hint {
   /** what the construct is, for the author */
@@ -70,8 +70,8 @@ export interface Diagnostic {
   class: HintClass;
   /** the tool's own words */
   detail: string;
-  /** where in the author's code, innermost author frame */
-  at: SourceLoc[];
+  /** where in the author's code, innermost author frame (with what the tool said there, when it differs) */
+  at: Array<SourceLoc & { detail?: string }>;
 }
 
 /** One `error: FILE:LINE:COL: in function F: MESSAGE` line of llc. */
@@ -84,10 +84,16 @@ export interface LocateContext {
   crateDir: string;
 }
 
+/** Distinct llc error locations looked up (a flood of messages costs no more than this). */
+const MAX_LOCATIONS = 64;
+
 /** The diagnostics in llc's messages, located in the author's code; empty when llc said nothing we know. */
 export function llcDiagnostics(stderr: string, ctx: LocateContext): Diagnostic[] {
   const byClass = new Map<HintClass, Diagnostic>();
   const root = path.resolve(ctx.crateDir) + path.sep;
+  let locate: ((loc: SourceLoc) => SourceLoc[]) | undefined;
+  const looked = new Set<string>();
+  const placed = new Set<string>();
   let smallReturn = false;
   for (const raw of stderr.split("\n")) {
     const m = LLC_LINE.exec(raw.trim());
@@ -110,14 +116,23 @@ export function llcDiagnostics(stderr: string, ctx: LocateContext): Diagnostic[]
     const d = byClass.get(cls) ?? { class: cls, detail, at: [] };
     byClass.set(cls, d);
     const loc = { file: path.resolve(file), line: Number(line), column: Number(col) };
-    const at = loc.file.startsWith(root)
-      ? [loc]
-      : loc.line > 0
-        ? authorFramesOf(ctx.ir, loc, ctx.crateDir)
-        : [];
-    for (const a of at)
-      if (a.line > 0 && !d.at.some((x) => x.file === a.file && x.line === a.line && x.column === a.column))
-        d.at.push(a);
+    // each distinct location once, and only so many of them
+    const key = `${cls}@${loc.file}:${loc.line}:${loc.column}`;
+    if (looked.has(key) || looked.size >= MAX_LOCATIONS) continue;
+    looked.add(key);
+    let at: SourceLoc[] = [];
+    if (loc.file.startsWith(root)) at = [loc];
+    else if (loc.line > 0) {
+      locate ??= authorFrameLocator(ctx.ir, ctx.crateDir);
+      at = locate(loc);
+    }
+    for (const a of at) {
+      const where = `${cls}@${a.file}:${a.line}:${a.column}`;
+      if (a.line > 0 && !placed.has(where)) {
+        placed.add(where);
+        d.at.push(detail === d.detail ? a : { ...a, detail });
+      }
+    }
   }
   // "only small returns" follows a 128-bit value; alone it still means one
   if (smallReturn && byClass.size === 0)
@@ -142,21 +157,7 @@ export function recursionDiagnostics(ctx: LocateContext): Diagnostic[] {
     if (callee && !callee.startsWith("llvm.")) calls.get(current)?.add(callee);
   }
   const recursive = new Map<string, string>();
-  for (const fn of calls.keys()) {
-    // is fn reachable from its own callees?
-    const seen = new Set<string>();
-    const stack = [...(calls.get(fn) ?? [])];
-    while (stack.length) {
-      const f = stack.pop() as string;
-      if (f === fn) {
-        recursive.set(fn, demangle(fn));
-        break;
-      }
-      if (seen.has(f)) continue;
-      seen.add(f);
-      stack.push(...(calls.get(f) ?? []));
-    }
-  }
+  for (const fn of recursiveFunctions(calls)) recursive.set(fn, demangle(fn));
   if (recursive.size === 0) return [];
   const sites = locateCalls(ctx.ir, recursive, ctx.crateDir);
   return [
@@ -166,6 +167,57 @@ export function recursionDiagnostics(ctx: LocateContext): Diagnostic[] {
       at: sites.map(({ file, line, column }) => ({ file, line, column })),
     },
   ];
+}
+
+/**
+ * Functions on a cycle of the call graph (Tarjan's strongly connected components, iterative:
+ * linear in functions plus calls, whatever the IR holds).
+ */
+export function recursiveFunctions(calls: ReadonlyMap<string, ReadonlySet<string>>): Set<string> {
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const onStack = new Set<string>();
+  const stack: string[] = [];
+  const out = new Set<string>();
+  let next = 0;
+  for (const start of calls.keys()) {
+    if (index.has(start)) continue;
+    const work: Array<{ fn: string; callees: Iterator<string> }> = [];
+    const enter = (fn: string) => {
+      index.set(fn, next);
+      low.set(fn, next);
+      next++;
+      stack.push(fn);
+      onStack.add(fn);
+      work.push({ fn, callees: (calls.get(fn) ?? new Set<string>()).values() });
+    };
+    enter(start);
+    while (work.length) {
+      const top = work[work.length - 1] as { fn: string; callees: Iterator<string> };
+      const step = top.callees.next();
+      if (!step.done) {
+        const callee = step.value;
+        if (!calls.has(callee)) continue; // declared, not defined: no cycle through it
+        if (!index.has(callee)) enter(callee);
+        else if (onStack.has(callee))
+          low.set(top.fn, Math.min(low.get(top.fn) as number, index.get(callee) as number));
+        continue;
+      }
+      work.pop();
+      const parent = work[work.length - 1];
+      if (parent) low.set(parent.fn, Math.min(low.get(parent.fn) as number, low.get(top.fn) as number));
+      if (low.get(top.fn) !== index.get(top.fn)) continue;
+      const component: string[] = [];
+      for (;;) {
+        const f = stack.pop() as string;
+        onStack.delete(f);
+        component.push(f);
+        if (f === top.fn) break;
+      }
+      if (component.length > 1 || calls.get(top.fn)?.has(top.fn)) for (const f of component) out.add(f);
+    }
+  }
+  return out;
 }
 
 /** `_ZN9recursion6weight17h0123456789abcdefE` → `recursion::weight` (Rust's legacy mangling). */
@@ -240,7 +292,7 @@ export function renderDiagnostics(
     if (d.at.length === 0) out.push(`error: ${h.what} (${d.detail})`);
     for (const a of d.at)
       out.push(
-        `${showPath(a.file)}:${a.line}${a.column ? `:${a.column}` : ""}: error: ${h.what} (${d.detail})`,
+        `${showPath(a.file)}:${a.line}${a.column ? `:${a.column}` : ""}: error: ${h.what} (${a.detail ?? d.detail})`,
       );
     out.push(`  why: ${h.why}`, `  hint: ${h.fix}`);
   }

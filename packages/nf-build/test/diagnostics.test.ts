@@ -3,7 +3,13 @@
  * the real toolchain and kernel, are in nf-test.test.ts).
  */
 import { describe, expect, it } from "vitest";
-import { demangle, llcDiagnostics, renderDiagnostics, verifierDiagnostic } from "../src/diagnostics";
+import {
+  demangle,
+  llcDiagnostics,
+  recursiveFunctions,
+  renderDiagnostics,
+  verifierDiagnostic,
+} from "../src/diagnostics";
 
 const log = (body: string) =>
   `libbpf: prog 'galette_nf': BPF program load failed: Permission denied\nlibbpf: prog 'galette_nf': -- BEGIN PROG LOAD LOG --\n${body}\n-- END PROG LOAD LOG --\nlibbpf: failed to load object\n`;
@@ -102,5 +108,36 @@ describe("llc failures", () => {
   it("demangles Rust's legacy symbols", () => {
     expect(demangle("_ZN9recursion6weight17h0123456789abcdefE")).toBe("recursion::weight");
     expect(demangle("plain")).toBe("plain");
+  });
+});
+
+describe("recursion in the call graph", () => {
+  const graph = (edges: Record<string, string[]>) =>
+    new Map(Object.entries(edges).map(([k, v]) => [k, new Set(v)]));
+
+  it("finds self and mutual recursion, not a shared callee or an undefined one", () => {
+    expect(recursiveFunctions(graph({ a: ["a"], b: ["c"], c: [] }))).toEqual(new Set(["a"]));
+    expect(recursiveFunctions(graph({ main: ["f"], f: ["g"], g: ["h", "f"], h: ["ext"] }))).toEqual(
+      new Set(["f", "g"]),
+    );
+    expect(recursiveFunctions(graph({ main: ["x", "y"], x: ["z"], y: ["z"], z: [] }))).toEqual(new Set());
+  });
+
+  it("handles a large graph: a long chain closed into one cycle, every node fanning out", () => {
+    const n = 50_000;
+    const edges: Record<string, string[]> = {};
+    for (let i = 0; i < n; i++) edges[`f${i}`] = [`f${(i + 1) % n}`, `f${(i + 7) % n}`, `f${(i + 13) % n}`];
+    const found = recursiveFunctions(graph(edges));
+    expect(found.size).toBe(n);
+  });
+
+  it("a flood of llc messages is looked up a bounded number of times", () => {
+    const lines = Array.from(
+      { length: 20_000 },
+      (_, i) =>
+        `error: /rustc/core/x.rs:${i + 1}:1: in function f i32 (ptr): A call to built-in function '__multi3' is not supported.`,
+    ).join("\n");
+    const ds = llcDiagnostics(lines, { ir: "", crateDir: "/crate" });
+    expect(ds.map((d) => d.class)).toEqual(["int128"]);
   });
 });

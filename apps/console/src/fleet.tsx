@@ -140,7 +140,8 @@ export function FleetPage({ fleet }: { fleet: Fleet }) {
                     "none"
                   ) : (
                     <span className="error-text" title={d.errors.map((e) => e.message).join("\n")}>
-                      {d.errors.length}: {d.errors[d.errors.length - 1]!.message}
+                      {d.errors.length > 1 ? `${d.errors.length} errors, last: ` : ""}
+                      {d.errors[d.errors.length - 1]!.message}
                     </span>
                   )}
                 </td>

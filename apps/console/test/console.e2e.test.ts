@@ -240,4 +240,18 @@ describeKernel("web console in chromium: real controller, two agents on veth", (
       await readerContext.close();
     }
   });
+
+  it("shows a device's refusal of a chain version no pinned key signed, with the version it keeps running", async () => {
+    await page.goto(`${url()}/#/`);
+    await page.getByRole("heading", { name: "Fleet", level: 1 }).waitFor();
+    expect((await fleet.push("chains/security.toml", undefined, null)).version).toBe(2);
+    for (const name of [A, B]) {
+      const row = page.locator(`tr[data-device="${name}"]`);
+      await expect
+        .poll(() => row.textContent(), { timeout: 30_000, interval: 250 })
+        .toMatch(/refused chain "security" v2/);
+      expect(await row.locator('[data-testid="installed"]').textContent()).toBe("security v1");
+    }
+    await page.screenshot({ path: path.join(SHOTS, "fleet-refusal-desktop.png"), fullPage: true });
+  });
 });

@@ -316,7 +316,7 @@ export class Fleet {
           statusIntervalSeconds: 1,
           workerThreads: 1,
           websocket: d.websocket,
-          xdpMode: d.xdpMode ?? "native",
+          ...(d.xdpMode ? { xdpMode: d.xdpMode } : {}),
         }),
       );
       const agent = new AgentProcess(d.name, bundle, veth, path.join(this.dir, `${d.name}.log`));

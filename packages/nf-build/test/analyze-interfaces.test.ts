@@ -14,7 +14,7 @@ const FIXTURES = path.join(import.meta.dirname, "fixtures/analyze");
 const REPO = path.resolve(import.meta.dirname, "../../..");
 
 describe("nfInterfaceFromAnalysis", () => {
-  it("keeps actions in order and maps with sizes and canonical map type, dropping unknown sizes", async () => {
+  it("keeps actions in order and maps with sizes, canonical map type and #[map] size, dropping unknown sizes", async () => {
     const a = await analyzeNf(path.join(FIXTURES, "layouts"));
     const nf = nfInterfaceFromAnalysis(a);
     expect(nf.file).toBe(a.libFile);
@@ -24,6 +24,7 @@ describe("nfInterfaceFromAnalysis", () => {
       keySize: 16,
       valueSize: 8,
       mapType: "lru_hash",
+      maxEntries: 65_536,
       location: a.maps[1]?.location,
     });
     const v6 = nf.maps.find((m) => m.name === "v6");

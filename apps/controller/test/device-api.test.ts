@@ -214,6 +214,53 @@ describe("device API over mTLS", () => {
     expect(pi2.lastSeenAt).not.toBeNull();
   });
 
+  it("refuses bad capability and rollback reports, a grace out of range, and confirm without a rollback", async () => {
+    const report = {
+      protocolVersion: PROTOCOL_VERSION,
+      agentVersion: "0.1.0",
+      arch: "x86_64",
+      kernelVersion: "6.18.0",
+      installed: null,
+      state: "idle",
+      errors: [],
+      counters: [],
+    };
+    const post = (body: unknown) =>
+      h.call("/v1/device/status", { method: "POST", client: h.asDevice("pi-1"), body });
+    const badCaps = await post({ ...report, capabilities: { afXdp: "maybe" } });
+    expect(badCaps.status).toBe(400);
+    expect(badCaps.json().error).toMatch(/^invalid status report: capabilities\./);
+    const badRollback = await post({
+      ...report,
+      rollback: { chain: "acl", version: 0, reason: "x", at: "t", restored: null },
+    });
+    expect(badRollback.status).toBe(400);
+    expect(badRollback.json().error).toMatch(/^invalid status report: rollback\.version/);
+    expect((await post(report)).status).toBe(204);
+
+    const confirm = await h.call("/v1/devices/pi-1/confirm", { method: "POST", token: h.token, body: {} });
+    expect(confirm.status).toBe(409);
+    expect(confirm.json().error).toBe(
+      "device pi-1 has no rolled-back chain to confirm (its agent reports none)",
+    );
+    const unknown = await h.call("/v1/devices/nope/confirm", { method: "POST", token: h.token, body: {} });
+    expect(unknown.status).toBe(404);
+
+    const grace = await h.call("/v1/assignments", {
+      method: "POST",
+      token: h.token,
+      body: { chain: "acl", devices: ["pi-1"], graceSeconds: 7200 },
+    });
+    expect(grace.status).toBe(400);
+    expect(grace.json().error).toMatch(/graceSeconds/);
+    const plan = await h.call("/v1/devices/nope/plan", {
+      method: "POST",
+      token: h.token,
+      body: { file: "x.toml", toml: '[chain]\nname = "x"\n' },
+    });
+    expect(plan.status).toBe(404);
+  });
+
   it("notifies a connected device over ws when its chain is pushed or re-assigned", async () => {
     const ws = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
       ca: h.caPem,

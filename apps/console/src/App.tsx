@@ -90,7 +90,15 @@ function Console({ session, onLogout }: { session: ConsoleSession; onLogout: () 
   };
   return (
     <>
-      <a className="skip" href="#main">
+      <a
+        className="skip"
+        href="#main"
+        onClick={(event) => {
+          // the hash is the route here: focus the page instead of navigating
+          event.preventDefault();
+          main.current?.querySelector<HTMLElement>("h1")?.focus();
+        }}
+      >
         Skip to content
       </a>
       <header className="top">

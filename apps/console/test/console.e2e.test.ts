@@ -124,6 +124,13 @@ describeKernel("web console in chromium: real controller, two agents on veth", (
       .poll(() => page.getByRole("tab", { name: "Action tables" }).getAttribute("aria-selected"))
       .toBe("true");
     await page.getByRole("table", { name: /weak-classifier/ }).waitFor();
+    // the skip link moves focus to the page's heading and stays on this page
+    await page.getByRole("link", { name: "Skip to content" }).focus();
+    await page.keyboard.press("Enter");
+    expect(page.url()).toContain("#/chains/security");
+    expect(await page.evaluate<string>("document.activeElement?.textContent ?? ''")).toBe(
+      "Chain security v1",
+    );
   });
 
   it("sets an allow-list entry (signed in the page with the release key) and the counters show frames allowed", async () => {

@@ -104,7 +104,11 @@ export class GaletteAgent {
   constructor(config: ResolvedAgentConfig, log: Logger) {
     this.config = config;
     this.log = log;
-    this.target = { iface: config.interface, ...(config.netns ? { netns: config.netns } : {}) };
+    this.target = {
+      iface: config.interface,
+      ...(config.ports ? { peer: config.ports[1] } : {}),
+      ...(config.netns ? { netns: config.netns } : {}),
+    };
     this.#cache = new AgentCache(config.dataDir);
     this.#client = new DeviceClient(config.controllerUrl, config);
     this.#trust = new TrustStore(config.dataDir, config.releaseKeys);

@@ -25,7 +25,11 @@ async function main(): Promise<void> {
   const log = createLogger("galette-agent");
   const config = loadAgentConfig(opts.config);
   if (opts.uninstall) {
-    const target = { iface: config.interface, ...(config.netns ? { netns: config.netns } : {}) };
+    const target = {
+      iface: config.interface,
+      ...(config.ports ? { peer: config.ports[1] } : {}),
+      ...(config.netns ? { netns: config.netns } : {}),
+    };
     const removed = Dataplane.remove(target, { stateDir: config.stateDir, logger: log });
     log.info(
       { iface: config.interface, netns: config.netns, removed },

@@ -60,6 +60,10 @@ export function loadAgentConfig(file: string, overrides: Partial<AgentFileConfig
       `${abs}: invalid agent config:\n  ${describeZodError(parsed.error).join("\n  ")}`,
     );
   const config = parsed.data;
+  if (config.ports && config.interface)
+    throw new AgentConfigError(`${abs}: set either interface (one port) or ports (two), not both`);
+  // a pair of ports: the installation is named after the first, the second is its peer
+  if (config.ports) config.interface = config.ports[0];
   if (!config.interface)
     throw new AgentConfigError(
       `${abs}: interface: not set (the network interface the chain attaches to, e.g. "eth0")`,

@@ -51,6 +51,22 @@ describe("agent config", () => {
     expect(message).toMatch(/workerThreads: /);
   });
 
+  it("takes a pair of ports instead of an interface, and refuses both or a bad pair", () => {
+    const { interface: _, ...noIface } = base;
+    const c = loadAgentConfig(write("ports.json", { ...noIface, ports: ["gbe0", "gbe1"] }));
+    expect(c.interface).toBe("gbe0");
+    expect(c.ports).toEqual(["gbe0", "gbe1"]);
+    expect(() => loadAgentConfig(write("both.json", { ...base, ports: ["gbe0", "gbe1"] }))).toThrow(
+      /both\.json: set either interface \(one port\) or ports \(two\), not both/,
+    );
+    expect(() => loadAgentConfig(write("one.json", { ...noIface, ports: ["gbe0"] }))).toThrow(
+      /ports: ports takes exactly two interface names/,
+    );
+    expect(() => loadAgentConfig(write("same.json", { ...noIface, ports: ["gbe0", "gbe0"] }))).toThrow(
+      /ports: ports must name two different interfaces/,
+    );
+  });
+
   it("requires an interface, valid JSON and an existing file", () => {
     const { interface: _, ...noIface } = base;
     expect(() => loadAgentConfig(write("noif.json", noIface))).toThrow(/noif\.json: interface: not set/);

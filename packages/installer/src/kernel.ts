@@ -315,7 +315,8 @@ export class Dataplane {
       };
       const progs = mk("prog_array", AbiNames.progs, GALETTE_MAX_INSTANCES, spec.pins.progs);
       const xsks = mk("xskmap", AbiNames.xsks, GALETTE_MAX_XSKS, spec.pins.xsks);
-      const xskCount = mk("array", AbiNames.xskCount, 1, spec.pins.xskCount);
+      // [0] sockets per port, [1] the second port's ifindex (set by the workers)
+      const xskCount = mk("array", AbiNames.xskCount, 2, spec.pins.xskCount);
       const ports = mk("devmap_hash", AbiNames.ports, PORTS_MAP_SIZE, spec.pins.ports);
       const tables = Array.from({ length: GALETTE_MAX_INSTANCES }, (_, id) => {
         const t = createActionTable();
@@ -567,7 +568,8 @@ export class Dataplane {
       const both = [...next.instances, ...old.instances.filter((i) => retiring.has(i.id))].filter(
         (i) => i.userland,
       );
-      await this.#syncPool(undo, both);
+      // (a pool stopped by an earlier switch may still hold the queue for a moment: retry)
+      await this.#syncPool(undo, both, true);
     } catch (err) {
       this.#record.spec = old;
       undo.run(this.log);
@@ -886,6 +888,9 @@ export class Dataplane {
     if (this.#pool?.running) {
       if (needed) await this.#pool.updateInstances(instances);
       else {
+        // The chain no longer upcalls (the switch is done): frames upcalled just before it
+        // are still in the workers' rings; let them through before the sockets go.
+        await drainPool(this.#pool);
         this.#pool.stop();
         this.#pool = undefined;
       }
@@ -893,12 +898,9 @@ export class Dataplane {
     }
     if (!needed) return;
     const t = this.spec.target;
-    if (t.peer)
-      throw new InstallError(
-        `chain "${this.spec.chain}" runs NFs in userland (AF_XDP workers), which a two-port installation (${portsLabel(t)}) does not support yet; place them in XDP or install on one port`,
-      );
     const options = {
       ifname: t.iface,
+      ...(t.peer ? { peer: t.peer } : {}),
       ...(t.netns ? { netns: netnsPath(t.netns) } : {}),
       workers: this.#record.workers.count,
       mode: this.#record.workers.mode,
@@ -948,6 +950,17 @@ export class Dataplane {
     for (const m of [...tables, ...Object.values(single)]) m.close();
     if (this.#rootFd >= 0) closeFd(this.#rootFd);
     this.#rootFd = -1;
+  }
+}
+
+/** Waits until the workers received nothing new for a few polls (bounded: 1 s). */
+async function drainPool(pool: WorkerPool | InProcessWorkerPool): Promise<void> {
+  let last = pool.stats().totals.rx;
+  for (let i = 0, quiet = 0; i < 100 && quiet < 3; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    const now = pool.stats().totals.rx;
+    quiet = now === last ? quiet + 1 : 0;
+    last = now;
   }
 }
 

@@ -5,23 +5,19 @@
  * the hosts sent, and a signal to the command's PID removes the chain from both ports.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import path from "node:path";
 import {
   createTwoPortTopology,
   describeKernel,
   inNs,
   nsRun,
-  run,
   sleep,
-  type TopologyHost,
   type TwoPortTopology,
 } from "@galette/testkit";
 import { queryXdp } from "@galette/xdp-native";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { Dataplane, readRecord } from "../src/kernel";
 import { builtChainFile, repoRoot } from "./helpers";
-
-const TCP = path.join(__dirname, "fixtures", "tcp-transfer.mjs");
+import { hostPackets, tcpTransfer } from "./two-port-helpers";
 
 interface Up {
   child: ChildProcess;
@@ -79,46 +75,8 @@ async function untilPrinted(up: Up, text: string, timeoutMs = 120_000): Promise<
   }
 }
 
-/** Packets the host's interface sent and received (veth counts every frame). */
-async function hostPackets(h: TopologyHost): Promise<{ tx: number; rx: number }> {
-  const { stdout } = await run("ip", ["-n", h.ns, "-j", "-s", "link", "show", h.iface]);
-  const s = (
-    JSON.parse(stdout) as Array<{ stats64: { tx: { packets: number }; rx: { packets: number } } }>
-  )[0]!.stats64;
-  return { tx: s.tx.packets, rx: s.rx.packets };
-}
-
 const attached = (topo: TwoPortTopology) =>
   [topo.p1, topo.p2].map((ifname) => queryXdp({ ifname, netns: `/run/netns/${topo.device}` }).progId);
-
-async function tcpTransfer(
-  from: TopologyHost,
-  to: TopologyHost,
-  port: number,
-  bytes: number,
-): Promise<string> {
-  const [nsenter, ...prefix] = inNs(to.ns);
-  const server = spawn(nsenter!, [...prefix, process.execPath, TCP, "serve", to.ip, String(port)], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.stdout!.on("data", (d: Buffer) => d.toString().includes("listening") && resolve());
-      server.on("exit", (code) => reject(new Error(`TCP server in ${to.ns} exited (${code})`)));
-    });
-    const { stdout } = await nsRun(
-      from.ns,
-      process.execPath,
-      [TCP, "send", to.ip, String(port), String(bytes)],
-      {
-        timeoutMs: 30_000,
-      },
-    );
-    return stdout.trim();
-  } finally {
-    server.kill();
-  }
-}
 
 /** The last counter line of decrement-ttl that `up` printed: {Next, Expired}. */
 function lastCounts(stdout: string): { next: number; expired: number } {

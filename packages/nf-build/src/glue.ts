@@ -11,7 +11,7 @@ import { NfBuildError } from "./errors";
 import type { NfAnalysis } from "./types";
 
 /** Bump when generated code changes: it is part of every artifact's cache key. */
-export const GLUE_VERSION = "2";
+export const GLUE_VERSION = "3";
 
 /** GALETTE_ABI_VERSION in galette_abi.h. */
 export const ABI_VERSION = GALETTE_ABI_VERSION;
@@ -212,11 +212,10 @@ int galette_nf(struct xdp_md *ctx)
 \t\t\treturn XDP_DROP;
 \t\tmeta->instance = galette_instance_id;
 \t\tmeta->action = variant;
-\t\t__u32 zero = 0;
-\t\t__u32 *sockets = bpf_map_lookup_elem(&galette_xsk_count, &zero);
-\t\tif (!sockets || *sockets == 0)
+\t\t__u32 slot = galette_xsk_slot(ctx);
+\t\tif (slot == 0xffffffff)
 \t\t\treturn XDP_DROP;
-\t\treturn bpf_redirect_map(&galette_xsks, bpf_get_prandom_u32() % *sockets, XDP_DROP);
+\t\treturn bpf_redirect_map(&galette_xsks, slot, XDP_DROP);
 \t}
 \t/* tx: out of the other port (galette_ports: ingress ifindex -> egress); without an
 \t * entry (single-port installation) the fallback XDP_TX sends it back out */

@@ -23,6 +23,15 @@ export const AgentConfig = z.object({
   caFile: z.string().min(1).default("ca.crt"),
   /** network interface the chain attaches to; set by the operator on the device */
   interface: z.string().min(1).optional(),
+  /**
+   * instead of `interface`, the two ports of an inline device: the chain runs on both and a
+   * frame that exits with `tx` leaves through the other port
+   */
+  ports: z
+    .array(z.string().min(1))
+    .length(2, { error: "ports takes exactly two interface names" })
+    .refine((p) => p[0] !== p[1], { error: "ports must name two different interfaces" })
+    .optional(),
   /** where the agent caches its last good assignment and artifacts */
   dataDir: z.string().min(1).default("/var/lib/galette-agent"),
   pollIntervalSeconds: z.number().positive().default(30),

@@ -15,7 +15,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u32);
 } galette_xsk_count SEC(".maps");
@@ -29,10 +29,15 @@ int galette_rx_upcall(struct xdp_md *ctx)
 	if ((void *)(meta + 1) > data) return XDP_DROP;
 	meta->instance = GALETTE_MAX_INSTANCES - 1;
 	meta->action = 0;
-	__u32 zero = 0;
-	__u32 *sockets = bpf_map_lookup_elem(&galette_xsk_count, &zero);
+	/* a random socket of the ingress port (see galette_xsk_slot in galette_nf_maps.h) */
+	__u32 key = 0;
+	__u32 *sockets = bpf_map_lookup_elem(&galette_xsk_count, &key);
 	if (!sockets || *sockets == 0) return XDP_DROP;
-	return bpf_redirect_map(&galette_xsks, bpf_get_prandom_u32() % *sockets, XDP_DROP);
+	__u32 n = *sockets;
+	key = 1;
+	__u32 *second = bpf_map_lookup_elem(&galette_xsk_count, &key);
+	__u32 base = second && *second && *second == ctx->ingress_ifindex ? n : 0;
+	return bpf_redirect_map(&galette_xsks, base + bpf_get_prandom_u32() % n, XDP_DROP);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -58,8 +58,9 @@ struct galette_pkt {
  *                              (per instance: the installer gives each instance its own)
  *   map      galette_progs     PROG_ARRAY[GALETTE_MAX_INSTANCES] (shared by a device's NFs)
  *   map      galette_xsks      XSKMAP[GALETTE_MAX_XSKS] (shared)
- *   map      galette_xsk_count ARRAY[1] u32 -> u32 number of live sockets (shared; the
- *                              upcall picks bpf_get_prandom_u32() % count)
+ *   map      galette_xsk_count ARRAY[2] u32 -> u32: [0] live sockets per port, [1] the
+ *                              second port's ifindex (0: one port) (shared; the upcall
+ *                              picks a random socket of the ingress port: galette_xsk_slot)
  *   map      galette_ports     DEVMAP_HASH[8] ingress ifindex -> egress
  *                              ifindex (shared; empty on a single-port installation)
  *   map      galette_counts    PERCPU_ARRAY[GALETTE_MAX_ACTIONS] u64 frames per variant

@@ -28,10 +28,26 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u32);
 } galette_xsk_count SEC(".maps");
+
+/* The XSKMAP slot for an upcalled frame: a random socket of the port it came in on
+ * (galette_xsk_count: [0] = sockets per port, [1] = ifindex of the second port, whose
+ * sockets are slots [0]..2*[0]-1); 0xffffffff when no worker listens. */
+static __always_inline __u32 galette_xsk_slot(struct xdp_md *ctx)
+{
+	__u32 key = 0;
+	__u32 *sockets = bpf_map_lookup_elem(&galette_xsk_count, &key);
+	if (!sockets || *sockets == 0)
+		return 0xffffffff;
+	__u32 n = *sockets;
+	key = 1;
+	__u32 *second = bpf_map_lookup_elem(&galette_xsk_count, &key);
+	__u32 base = second && *second && *second == ctx->ingress_ifindex ? n : 0;
+	return base + bpf_get_prandom_u32() % n;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);

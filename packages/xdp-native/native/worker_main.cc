@@ -125,6 +125,7 @@ inline uint64_t NowNs() {
 
 struct Config {
   uint32_t workers = 1, frame_size = 4096, frame_count = 4096, ring_size = 2048, batch = 64;
+  uint32_t groups = 1;  // socket groups = ports
   uint32_t poll_timeout_ms = 1000;
   bool busy_poll = false;
   uid_t uid = 65534;
@@ -152,6 +153,8 @@ Config ParseArgs(int argc, char** argv) {
     };
     if (a == "--workers")
       c.workers = ParseU32(next(), "--workers");
+    else if (a == "--groups")
+      c.groups = ParseU32(next(), "--groups");
     else if (a == "--frame-size")
       c.frame_size = ParseU32(next(), "--frame-size");
     else if (a == "--frame-count")
@@ -175,7 +178,8 @@ Config ParseArgs(int argc, char** argv) {
     else
       Fatal("unknown argument " + a);
   }
-  if (c.workers < 1 || c.workers > GALETTE_MAX_XSKS) Fatal("--workers out of range");
+  if (c.groups < 1 || c.groups > kMaxGroups) Fatal("--groups out of range");
+  if (c.workers < 1 || c.workers * c.groups > GALETTE_MAX_XSKS) Fatal("--workers out of range");
   if (c.batch < 1 || c.batch > kMaxBatch) Fatal("--batch out of range");
   if (c.uid == 0 || c.gid == 0) Fatal("refusing to run NF code as uid/gid 0");
   return c;
@@ -248,11 +252,12 @@ struct Process;
 
 struct Thread {
   uint32_t index = 0;
-  Socket* sock = nullptr;
+  Socket* socks[kMaxGroups] = {};  // this thread's socket in each group (port)
+  uint32_t next_group = 0;         // round robin over the groups' RX rings
   ThreadShm* shm = nullptr;
   InstanceCounters* inst = nullptr;
   std::atomic<const InstanceTable*> holding{nullptr};
-  bool tx_outstanding = false;
+  bool tx_outstanding[kMaxGroups] = {};
   int64_t seen_in_flight = 0;
   uint64_t in_flight_since = 0;
 
@@ -263,8 +268,14 @@ struct Thread {
     holding.store(nullptr, std::memory_order_release);
     __atomic_store_n(&shm->holding, 0, __ATOMIC_RELEASE);
   }
-  bool Frame(Process* p, const InstanceTable* t, uint64_t addr, uint32_t len, xdp_desc* out);
-  void KickTx();
+  // 0: dropped (counted), else the verdict's kind (TX or REFLECT) with `out` filled
+  uint32_t Frame(Process* p, const InstanceTable* t, uint64_t addr, uint32_t len, xdp_desc* out);
+  void KickTx(uint32_t g);
+  bool AnyTxOutstanding(uint32_t groups) const {
+    for (uint32_t g = 0; g < groups; g++)
+      if (tx_outstanding[g]) return true;
+    return false;
+  }
 };
 
 struct Process {
@@ -273,9 +284,9 @@ struct Process {
   size_t area_size = 0;
   void* shm = nullptr;
   Header* header = nullptr;
-  std::vector<Socket> sockets;
-  xsk_ring_prod fq{};
-  xsk_ring_cons cq{};
+  std::vector<Socket> sockets;  // group-major: thread t's socket of group g = g * workers + t
+  xsk_ring_prod fq[kMaxGroups]{};
+  xsk_ring_cons cq[kMaxGroups]{};
   std::mutex ring_lock;
   int64_t tx_in_flight_locked = 0;
   std::atomic<int64_t> tx_in_flight{0};
@@ -286,52 +297,67 @@ struct Process {
   std::vector<InstanceTable*> retired;
 
   uint64_t FrameOf(uint64_t addr) const { return addr & ~static_cast<uint64_t>(cfg.frame_size - 1); }
+  // The group whose fill ring a frame returns to (its share of the UMEM, see worker_shm.h).
+  uint32_t HomeOf(uint64_t addr) const {
+    uint64_t g = (addr / cfg.frame_size) / (cfg.frame_count / cfg.groups);
+    return g < cfg.groups ? static_cast<uint32_t>(g) : cfg.groups - 1;
+  }
 
   // As in pool.cc, with the journal: completions are copied to the journal before the
   // completion ring is released, and the fill ring is submitted last, so a death anywhere
   // in between leaves the frames findable (see RecoverFrames).
+  // With two groups (ports) a frame may complete on the other port's completion ring; it
+  // still returns to its own group's fill ring (HomeOf), so no fill ring runs dry.
   void Recycle(Journal* j, const uint64_t* dropped, uint32_t n_dropped, uint32_t sent, bool wait, bool batch_done) {
     std::unique_lock<std::mutex> lock(ring_lock, std::defer_lock);
     if (wait)
       lock.lock();
     else if (!lock.try_lock())
       return;
-    uint32_t cidx = 0, fidx = 0;
-    uint32_t done = xsk_ring_cons__peek(&cq, kMaxBatch, &cidx);
-    if (sent || done) {
-      tx_in_flight_locked += static_cast<int64_t>(sent) - static_cast<int64_t>(done);
+    const uint32_t groups = cfg.groups;
+    uint32_t done_total = 0;
+    for (uint32_t g = 0; g < groups; g++) {
+      uint32_t cidx = 0;
+      uint32_t done = xsk_ring_cons__peek(&cq[g], kMaxBatch, &cidx);
+      j->cq_n[g] = done;
+      if (!done) continue;
+      for (uint32_t i = 0; i < done; i++) j->cq_addr[g][i] = FrameOf(*xsk_ring_cons__comp_addr(&cq[g], cidx + i));
+      j->cq_start[g] = *cq[g].consumer;
+      __atomic_store_n(&j->cq_valid[g], 1, __ATOMIC_RELEASE);
+      xsk_ring_cons__release(&cq[g], done);
+      done_total += done;
+    }
+    if (sent || done_total) {
+      tx_in_flight_locked += static_cast<int64_t>(sent) - static_cast<int64_t>(done_total);
       tx_in_flight.store(tx_in_flight_locked, std::memory_order_relaxed);
     }
-    uint32_t total = done + n_dropped;
-    if (total == 0) {
-      if (batch_done) {
-        __atomic_store_n(&j->tx_valid, 0, __ATOMIC_RELEASE);
-        __atomic_store_n(&j->rx_valid, 0, __ATOMIC_RELEASE);
+    // Per home group: the frames to put back on its fill ring.
+    uint32_t count[kMaxGroups] = {};
+    for (uint32_t g = 0; g < groups; g++)
+      for (uint32_t i = 0; i < j->cq_n[g]; i++) count[HomeOf(j->cq_addr[g][i])]++;
+    for (uint32_t i = 0; i < n_dropped; i++) count[HomeOf(dropped[i])]++;
+    for (uint32_t h = 0; h < groups; h++) {
+      if (!count[h]) continue;
+      uint32_t fidx = 0;
+      // Cannot fail: a fill ring holds frame_count entries and every frame is unique.
+      while (xsk_ring_prod__reserve(&fq[h], count[h], &fidx) != count[h]) {
       }
-      return;
+      j->fq_start[h] = *fq[h].producer;
+      __atomic_store_n(&j->fq_valid[h], 1, __ATOMIC_RELEASE);
+      for (uint32_t g = 0; g < groups; g++)
+        for (uint32_t i = 0; i < j->cq_n[g]; i++)
+          if (HomeOf(j->cq_addr[g][i]) == h) *xsk_ring_prod__fill_addr(&fq[h], fidx++) = j->cq_addr[g][i];
+      for (uint32_t i = 0; i < n_dropped; i++)
+        if (HomeOf(dropped[i]) == h) *xsk_ring_prod__fill_addr(&fq[h], fidx++) = FrameOf(dropped[i]);
+      xsk_ring_prod__submit(&fq[h], count[h]);
     }
-    if (done) {
-      for (uint32_t i = 0; i < done; i++) j->cq_addr[i] = FrameOf(*xsk_ring_cons__comp_addr(&cq, cidx + i));
-      j->cq_start = *cq.consumer;
-      j->cq_n = done;
-      __atomic_store_n(&j->cq_valid, 1, __ATOMIC_RELEASE);
-      xsk_ring_cons__release(&cq, done);
-    }
-    // Cannot fail: the fill ring holds frame_count entries and every frame is unique.
-    while (xsk_ring_prod__reserve(&fq, total, &fidx) != total) {
-    }
-    j->fq_start = *fq.producer;
-    __atomic_store_n(&j->fq_valid, 1, __ATOMIC_RELEASE);
-    for (uint32_t i = 0; i < done; i++) *xsk_ring_prod__fill_addr(&fq, fidx++) = j->cq_addr[i];
-    for (uint32_t i = 0; i < n_dropped; i++) *xsk_ring_prod__fill_addr(&fq, fidx++) = FrameOf(dropped[i]);
-    xsk_ring_prod__submit(&fq, total);
-    // Everything this thread held is in a ring now; clear the journal, fill flag last.
+    // Everything this thread held is in a ring now; clear the journal, fill flags last.
     if (batch_done) {
-      __atomic_store_n(&j->tx_valid, 0, __ATOMIC_RELEASE);
+      for (uint32_t g = 0; g < groups; g++) __atomic_store_n(&j->tx_valid[g], 0, __ATOMIC_RELEASE);
       __atomic_store_n(&j->rx_valid, 0, __ATOMIC_RELEASE);
     }
-    __atomic_store_n(&j->cq_valid, 0, __ATOMIC_RELEASE);
-    __atomic_store_n(&j->fq_valid, 0, __ATOMIC_RELEASE);
+    for (uint32_t g = 0; g < groups; g++) __atomic_store_n(&j->cq_valid[g], 0, __ATOMIC_RELEASE);
+    for (uint32_t g = 0; g < groups; g++) __atomic_store_n(&j->fq_valid[g], 0, __ATOMIC_RELEASE);
   }
 };
 
@@ -347,7 +373,7 @@ const InstanceTable* Thread::Enter(Process* p) {
   }
 }
 
-bool Thread::Frame(Process* p, const InstanceTable* table, uint64_t addr, uint32_t len, xdp_desc* out) {
+uint32_t Thread::Frame(Process* p, const InstanceTable* table, uint64_t addr, uint32_t len, xdp_desc* out) {
   uint8_t* base = p->area;
   uint64_t frame = p->FrameOf(addr);
   uint64_t offset = addr - frame;
@@ -377,7 +403,7 @@ bool Thread::Frame(Process* p, const InstanceTable* table, uint64_t addr, uint32
         out->addr = static_cast<uint64_t>(pkt.data - base);
         out->len = pkt.len;
         out->options = 0;
-        return true;
+        return act.kind;
       case GALETTE_ACT_DROP: Count(k_drop, 1); return false;
       case GALETTE_ACT_ABORT: Count(k_abort, 1); return false;
       case GALETTE_ACT_PASS: Count(k_passUnsupported, 1); return false;
@@ -419,13 +445,13 @@ bool Thread::Frame(Process* p, const InstanceTable* table, uint64_t addr, uint32
   }
 }
 
-void Thread::KickTx() {
-  tx_outstanding = false;
+void Thread::KickTx(uint32_t g) {
+  tx_outstanding[g] = false;
   for (uint32_t i = 0; i < kTxKickAttempts; i++) {
     Count(k_wakeups, 1);
-    if (sendto(sock->fd, nullptr, 0, MSG_DONTWAIT, nullptr, 0) >= 0) return;
+    if (sendto(socks[g]->fd, nullptr, 0, MSG_DONTWAIT, nullptr, 0) >= 0) return;
     if (errno == EAGAIN || errno == EBUSY || errno == ENOBUFS) {
-      tx_outstanding = true;
+      tx_outstanding[g] = true;
       continue;
     }
     if (errno == ENETDOWN) return;
@@ -454,13 +480,16 @@ void Thread::Run(Process* p) {
   __atomic_store_n(&shm->current_instance, kNoInstance, __ATOMIC_RELAXED);
   __atomic_store_n(&shm->state, kRunning, __ATOMIC_RELEASE);
   const uint32_t batch = p->cfg.batch;
+  const uint32_t groups = p->cfg.groups;
   Journal* j = &shm->journal;
   std::vector<uint64_t> dropped(batch);
   std::vector<xdp_desc> descs(batch);
-  std::vector<xdp_desc> out(batch);
+  // frames to transmit, per group (port) they leave through
+  std::vector<xdp_desc> out[kMaxGroups];
+  for (uint32_t g = 0; g < groups; g++) out[g].resize(batch);
   const InstanceTable* table = nullptr;
-  // Frames a previous worker left on this TX ring go out now.
-  KickTx();
+  // Frames a previous worker left on these TX rings go out now.
+  for (uint32_t g = 0; g < groups; g++) KickTx(g);
   while (!p->stop.load(std::memory_order_relaxed)) {
     if (p->current.load(std::memory_order_acquire) != table || !table) table = Enter(p);
     if (!table) {
@@ -470,16 +499,22 @@ void Thread::Run(Process* p) {
       nanosleep(&ms, nullptr);
       continue;
     }
-    uint32_t ridx = 0;
-    uint32_t n = xsk_ring_cons__peek(&sock->rx, batch, &ridx);
+    uint32_t ridx = 0, n = 0, g_in = 0;
+    for (uint32_t k = 0; k < groups && n == 0; k++) {
+      g_in = (next_group + k) % groups;
+      n = xsk_ring_cons__peek(&socks[g_in]->rx, batch, &ridx);
+    }
+    next_group = (g_in + 1) % groups;
     if (n == 0) {
-      if (tx_outstanding) KickTx();
+      for (uint32_t g = 0; g < groups; g++)
+        if (tx_outstanding[g]) KickTx(g);
       p->Recycle(j, nullptr, 0, 0, false, false);
       if (p->cfg.busy_poll) {
-        if (xsk_ring_prod__needs_wakeup(&p->fq)) {
-          Count(k_wakeups, 1);
-          recvfrom(sock->fd, nullptr, 0, MSG_DONTWAIT, nullptr, nullptr);
-        }
+        for (uint32_t g = 0; g < groups; g++)
+          if (xsk_ring_prod__needs_wakeup(&p->fq[g])) {
+            Count(k_wakeups, 1);
+            recvfrom(socks[g]->fd, nullptr, 0, MSG_DONTWAIT, nullptr, nullptr);
+          }
         continue;
       }
       int64_t in_flight = p->tx_in_flight.load(std::memory_order_relaxed);
@@ -495,49 +530,62 @@ void Thread::Run(Process* p) {
       }
       Leave();
       table = nullptr;
-      pollfd fds[2] = {{sock->fd, POLLIN, 0}, {p->wake_fd, POLLIN, 0}};
+      pollfd fds[kMaxGroups + 1];
+      for (uint32_t g = 0; g < groups; g++) fds[g] = {socks[g]->fd, POLLIN, 0};
+      fds[groups] = {p->wake_fd, POLLIN, 0};
       Count(k_wakeups, 1);
-      int r = poll(fds, 2, tx_outstanding ? 1 : static_cast<int>(p->cfg.poll_timeout_ms));
+      int r = poll(fds, groups + 1, AnyTxOutstanding(groups) ? 1 : static_cast<int>(p->cfg.poll_timeout_ms));
       if (r < 0 && errno != EINTR) Fatal("worker " + std::to_string(index) + ": poll on AF_XDP socket", errno);
       continue;
     }
+    Socket* in = socks[g_in];
     // The batch leaves the RX ring before any NF runs: a frame that crashes its NF is not
     // handed to the next worker again. The journal names the frames first.
     for (uint32_t i = 0; i < n; i++) {
-      descs[i] = *xsk_ring_cons__rx_desc(&sock->rx, ridx + i);
+      descs[i] = *xsk_ring_cons__rx_desc(&in->rx, ridx + i);
       j->rx_addr[i] = descs[i].addr;
     }
-    j->rx_start = *sock->rx.consumer;
+    j->rx_start = *in->rx.consumer;
     j->rx_n = n;
+    j->rx_group = g_in;
     __atomic_store_n(&j->rx_valid, 1, __ATOMIC_RELEASE);
-    xsk_ring_cons__release(&sock->rx, n);
+    xsk_ring_cons__release(&in->rx, n);
     Count(k_rx, n);
     Count(k_batches, 1);
-    uint32_t n_dropped = 0, n_tx = 0, n_sent = 0;
+    uint32_t n_dropped = 0, n_sent = 0;
+    uint32_t n_tx[kMaxGroups] = {};
+    // tx leaves through the other port of two; reflect (and tx on one port) through this one
+    const uint32_t g_other = groups > 1 ? 1 - g_in : g_in;
     for (uint32_t i = 0; i < n; i++) {
-      if (Frame(p, table, descs[i].addr, descs[i].len, &out[n_tx]))
-        n_tx++;
-      else
+      xdp_desc d{};
+      uint32_t kind = Frame(p, table, descs[i].addr, descs[i].len, &d);
+      if (kind == 0) {
         dropped[n_dropped++] = descs[i].addr;
+        continue;
+      }
+      uint32_t g_out = kind == GALETTE_ACT_TX ? g_other : g_in;
+      out[g_out][n_tx[g_out]++] = d;
     }
-    if (n_tx) {
+    for (uint32_t g = 0; g < groups; g++) {
+      if (!n_tx[g]) continue;
+      Socket* s = socks[g];
       uint32_t tidx = 0;
       uint32_t attempt = 0;
-      while (xsk_ring_prod__reserve(&sock->tx, n_tx, &tidx) != n_tx && attempt++ < kTxKickAttempts) KickTx();
+      while (xsk_ring_prod__reserve(&s->tx, n_tx[g], &tidx) != n_tx[g] && attempt++ < kTxKickAttempts) KickTx(g);
       if (attempt > kTxKickAttempts) {
-        Count(k_txRingFull, n_tx);
-        for (uint32_t i = 0; i < n_tx; i++) dropped[n_dropped++] = out[i].addr;
-      } else {
-        for (uint32_t i = 0; i < n_tx; i++) j->tx_addr[i] = out[i].addr;
-        j->tx_n = n_tx;
-        j->tx_start = *sock->tx.producer;
-        __atomic_store_n(&j->tx_valid, 1, __ATOMIC_RELEASE);
-        for (uint32_t i = 0; i < n_tx; i++) *xsk_ring_prod__tx_desc(&sock->tx, tidx + i) = out[i];
-        xsk_ring_prod__submit(&sock->tx, n_tx);
-        Count(k_tx, n_tx);
-        n_sent = n_tx;
-        if (xsk_ring_prod__needs_wakeup(&sock->tx)) KickTx();
+        Count(k_txRingFull, n_tx[g]);
+        for (uint32_t i = 0; i < n_tx[g]; i++) dropped[n_dropped++] = out[g][i].addr;
+        continue;
       }
+      for (uint32_t i = 0; i < n_tx[g]; i++) j->tx_addr[g][i] = out[g][i].addr;
+      j->tx_n[g] = n_tx[g];
+      j->tx_start[g] = *s->tx.producer;
+      __atomic_store_n(&j->tx_valid[g], 1, __ATOMIC_RELEASE);
+      for (uint32_t i = 0; i < n_tx[g]; i++) *xsk_ring_prod__tx_desc(&s->tx, tidx + i) = out[g][i];
+      xsk_ring_prod__submit(&s->tx, n_tx[g]);
+      Count(k_tx, n_tx[g]);
+      n_sent += n_tx[g];
+      if (xsk_ring_prod__needs_wakeup(&s->tx)) KickTx(g);
     }
     p->Recycle(j, dropped.data(), n_dropped, n_sent, true, true);
   }
@@ -582,8 +630,10 @@ uint64_t RecoverFrames(Process* p) {
       if (s >= 0) seen[s] = 1;
     }
   };
-  mark_prod(p->fq, false);
-  mark_cons(p->cq, false);
+  for (uint32_t g = 0; g < c.groups; g++) {
+    mark_prod(p->fq[g], false);
+    mark_cons(p->cq[g], false);
+  }
   for (Socket& s : p->sockets) {
     mark_cons(s.rx, true);
     mark_prod(s.tx, true);
@@ -598,30 +648,40 @@ uint64_t RecoverFrames(Process* p) {
   ThreadShm* threads = Threads(p->shm);
   for (uint32_t t = 0; t < c.workers; t++) {
     Journal* j = &threads[t].journal;
-    Socket& s = p->sockets[t];
-    bool fq_submitted = j->fq_valid && Moved(p->fq.producer, j->fq_start);
-    if (!fq_submitted) {
-      if (j->rx_valid && Moved(s.rx.consumer, j->rx_start)) {
-        bool tx_submitted = j->tx_valid && Moved(s.tx.producer, j->tx_start);
-        std::set<uint64_t> sent;
-        if (tx_submitted)
-          for (uint32_t i = 0; i < j->tx_n && i < kMaxBatch; i++) sent.insert(p->FrameOf(j->tx_addr[i]));
-        for (uint32_t i = 0; i < j->rx_n && i < kMaxBatch; i++)
-          if (!sent.count(p->FrameOf(j->rx_addr[i]))) take(j->rx_addr[i]);
-      }
-      if (j->cq_valid && Moved(p->cq.consumer, j->cq_start))
-        for (uint32_t i = 0; i < j->cq_n && i < kMaxBatch; i++) take(j->cq_addr[i]);
+    // A frame a step put on its home group's fill ring is there (or with the kernel)
+    // once that fill producer moved; before that it died with the worker.
+    bool fq_submitted[kMaxGroups] = {};
+    for (uint32_t g = 0; g < c.groups; g++)
+      fq_submitted[g] = j->fq_valid[g] && Moved(p->fq[g].producer, j->fq_start[g]);
+    auto take_unless_filled = [&](uint64_t addr) {
+      if (!fq_submitted[p->HomeOf(addr)]) take(addr);
+    };
+    if (j->rx_valid && j->rx_group < c.groups &&
+        Moved(p->sockets[j->rx_group * c.workers + t].rx.consumer, j->rx_start)) {
+      std::set<uint64_t> sent;
+      for (uint32_t g = 0; g < c.groups; g++)
+        if (j->tx_valid[g] && Moved(p->sockets[g * c.workers + t].tx.producer, j->tx_start[g]))
+          for (uint32_t i = 0; i < j->tx_n[g] && i < kMaxBatch; i++) sent.insert(p->FrameOf(j->tx_addr[g][i]));
+      for (uint32_t i = 0; i < j->rx_n && i < kMaxBatch; i++)
+        if (!sent.count(p->FrameOf(j->rx_addr[i]))) take_unless_filled(j->rx_addr[i]);
     }
+    for (uint32_t g = 0; g < c.groups; g++)
+      if (j->cq_valid[g] && Moved(p->cq[g].consumer, j->cq_start[g]))
+        for (uint32_t i = 0; i < j->cq_n[g] && i < kMaxBatch; i++) take_unless_filled(j->cq_addr[g][i]);
     memset(j, 0, offsetof(Journal, rx_addr));
   }
-  if (!lost.empty()) {
+  for (uint32_t h = 0; h < c.groups; h++) {
+    std::vector<uint64_t> home;
+    for (uint64_t a : lost)
+      if (p->HomeOf(a) == h) home.push_back(a);
+    if (home.empty()) continue;
     uint32_t fidx = 0;
-    if (xsk_ring_prod__reserve(&p->fq, static_cast<uint32_t>(lost.size()), &fidx) != lost.size())
-      Fatal("fill ring has no room for " + std::to_string(lost.size()) + " recovered frames");
-    for (uint64_t a : lost) *xsk_ring_prod__fill_addr(&p->fq, fidx++) = a;
-    xsk_ring_prod__submit(&p->fq, static_cast<uint32_t>(lost.size()));
-    Add(&p->header->crash_recovered, lost.size());
+    if (xsk_ring_prod__reserve(&p->fq[h], static_cast<uint32_t>(home.size()), &fidx) != home.size())
+      Fatal("fill ring has no room for " + std::to_string(home.size()) + " recovered frames");
+    for (uint64_t a : home) *xsk_ring_prod__fill_addr(&p->fq[h], fidx++) = a;
+    xsk_ring_prod__submit(&p->fq[h], static_cast<uint32_t>(home.size()));
   }
+  if (!lost.empty()) Add(&p->header->crash_recovered, lost.size());
   return lost.size();
 }
 
@@ -975,10 +1035,11 @@ int main(int argc, char** argv) {
   p->shm = mmap(nullptr, shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, kFdShm, 0);
   if (p->shm == MAP_FAILED) Fatal("map the shared counters", errno);
   p->header = static_cast<Header*>(p->shm);
-  if (p->header->magic != kMagic || p->header->version != kVersion || p->header->workers != c.workers)
+  if (p->header->magic != kMagic || p->header->version != kVersion || p->header->workers != c.workers ||
+      p->header->groups != c.groups)
     Fatal("shared counter region does not match this worker");
-  p->sockets.resize(c.workers);
-  for (uint32_t i = 0; i < c.workers; i++) {
+  p->sockets.resize(c.workers * c.groups);
+  for (uint32_t i = 0; i < c.workers * c.groups; i++) {
     Socket& s = p->sockets[i];
     s.fd = kFdFirstSocket + static_cast<int>(i);
     xdp_mmap_offsets off{};
@@ -989,13 +1050,14 @@ int main(int argc, char** argv) {
     void* tx = MapRing(s.fd, XDP_PGOFF_TX_RING, off.tx.desc + c.ring_size * sizeof(xdp_desc), "TX ring");
     AttachRing(&s.rx, rx, off.rx, c.ring_size, false);
     AttachRing(&s.tx, tx, off.tx, c.ring_size, true);
-    if (i == 0) {
-      // Shared UMEM: the fill and completion rings belong to the first socket.
+    if (i % c.workers == 0) {
+      // Shared UMEM: a group's fill and completion rings belong to its first socket.
+      uint32_t g = i / c.workers;
       void* fr = MapRing(s.fd, XDP_UMEM_PGOFF_FILL_RING, off.fr.desc + c.frame_count * sizeof(uint64_t), "fill ring");
       void* cr = MapRing(s.fd, XDP_UMEM_PGOFF_COMPLETION_RING, off.cr.desc + c.frame_count * sizeof(uint64_t),
                          "completion ring");
-      AttachRing(&p->fq, fr, off.fr, c.frame_count, true);
-      AttachRing(&p->cq, cr, off.cr, c.frame_count, false);
+      AttachRing(&p->fq[g], fr, off.fr, c.frame_count, true);
+      AttachRing(&p->cq[g], cr, off.cr, c.frame_count, false);
     }
   }
   p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1021,7 +1083,7 @@ int main(int argc, char** argv) {
   for (uint32_t i = 0; i < c.workers; i++) {
     auto t = std::make_unique<Thread>();
     t->index = i;
-    t->sock = &p->sockets[i];
+    for (uint32_t g = 0; g < c.groups; g++) t->socks[g] = &p->sockets[g * c.workers + i];
     t->shm = &threads[i];
     t->inst = Instances(p->shm, c.workers, i);
     __atomic_store_n(&t->shm->holding, 0, __ATOMIC_RELAXED);

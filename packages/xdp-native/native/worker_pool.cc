@@ -5,6 +5,7 @@
 // sockets outlive any worker, a restarted worker binds nothing: it maps the same rings and
 // goes on, and XDP keeps redirecting into the same sockets meanwhile.
 #include <fcntl.h>
+#include <net/if.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -34,6 +35,10 @@ using namespace shm;
 
 struct WPool {
   std::string ifname, netns;
+  // the second port of a two-port installation: a second socket group (own fill and
+  // completion rings, same UMEM), so a worker transmits a frame out of the other port
+  std::string peer;
+  uint32_t groups = 1;
   uint32_t queue = 0, workers = 1, frame_size = XSK_UMEM__DEFAULT_FRAME_SIZE, frame_count = 4096;
   uint32_t ring_size = 2048;
   int xsk_map_fd = -1, xsk_count_fd = -1;
@@ -42,10 +47,14 @@ struct WPool {
   size_t area_size = 0;
   void* shm = nullptr;
   size_t shm_size = 0;
-  xsk_umem* umem = nullptr;
-  xsk_ring_prod fq{};
-  xsk_ring_cons cq{};
-  std::vector<xsk_socket*> xsks;
+  // One UMEM registration per group over the same memory: a frame received on one port is
+  // transmitted on the other by its address, no copy. (libxdp binds every shared socket to
+  // the UMEM's first socket, which the kernel refuses for a second socket on another device;
+  // a registration per device avoids that.)
+  xsk_umem* umem[kMaxGroups] = {};
+  xsk_ring_prod fq[kMaxGroups]{};
+  xsk_ring_cons cq[kMaxGroups]{};
+  std::vector<xsk_socket*> xsks;  // group-major: socket of thread t in group g = g * workers + t
   std::vector<xsk_ring_cons> rx;
   std::vector<xsk_ring_prod> tx;
   int ctl = -1;        // our end of the current worker's control channel
@@ -106,6 +115,8 @@ std::string Teardown(WPool* p) {
     p->published = false;
     uint32_t zero = 0, key = 0;
     if (bpf_map_update_elem(p->xsk_count_fd, &key, &zero, 0) != 0) note("reset socket count map");
+    key = 1;
+    if (p->groups > 1 && bpf_map_update_elem(p->xsk_count_fd, &key, &zero, 0) != 0) note("reset the second port");
     for (uint32_t i = 0; i < p->xsks.size(); i++)
       if (bpf_map_delete_elem(p->xsk_map_fd, &i) != 0 && errno != ENOENT)
         note("clear XSKMAP slot " + std::to_string(i));
@@ -118,13 +129,14 @@ std::string Teardown(WPool* p) {
   for (xsk_socket* x : p->xsks)
     if (x) xsk_socket__delete(x);
   p->xsks.clear();
-  if (p->umem) {
-    int err = xsk_umem__delete(p->umem);
+  for (xsk_umem*& u : p->umem) {
+    if (!u) continue;
+    int err = xsk_umem__delete(u);
     if (err) {
       errno = -err;
       note("delete UMEM");
     }
-    p->umem = nullptr;
+    u = nullptr;
   }
   if (p->area) munmap(p->area, p->area_size);
   p->area = nullptr;
@@ -166,34 +178,47 @@ void SetUp(Napi::Env env, WPool* p) {
   ucfg.fill_size = p->frame_count;
   ucfg.comp_size = p->frame_count;
   ucfg.frame_size = p->frame_size;
-  p->fq = xsk_ring_prod{};
-  p->cq = xsk_ring_cons{};
-  int err = xsk_umem__create(&p->umem, p->area, p->area_size, &p->fq, &p->cq, &ucfg);
-  if (err) {
-    p->umem = nullptr;
-    ThrowErrno(env, err, "create UMEM for " + where, {{"ifname", p->ifname}});
+  for (uint32_t g = 0; g < kMaxGroups; g++) {
+    p->fq[g] = xsk_ring_prod{};
+    p->cq[g] = xsk_ring_cons{};
   }
-  p->rx.resize(p->workers);
-  p->tx.resize(p->workers);
-  for (uint32_t i = 0; i < p->workers; i++) {
-    xsk_socket_config scfg{};
-    scfg.rx_size = p->ring_size;
-    scfg.tx_size = p->ring_size;
-    scfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
-    scfg.bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
-    xsk_socket* x = nullptr;
-    err = xsk_socket__create_shared(&x, p->ifname.c_str(), p->queue, p->umem, &p->rx[i], &p->tx[i], &p->fq, &p->cq,
-                                    &scfg);
-    if (err)
-      ThrowErrno(env, err, "create AF_XDP socket " + std::to_string(i) + " on " + where, {{"ifname", p->ifname}});
-    p->xsks.push_back(x);
+  int err = 0;
+  for (uint32_t g = 0; g < p->groups; g++) {
+    err = xsk_umem__create(&p->umem[g], p->area, p->area_size, &p->fq[g], &p->cq[g], &ucfg);
+    if (err) {
+      p->umem[g] = nullptr;
+      ThrowErrno(env, err, "create UMEM for " + where, {{"ifname", p->ifname}});
+    }
   }
-  uint32_t fidx = 0;
-  if (xsk_ring_prod__reserve(&p->fq, p->frame_count, &fidx) != p->frame_count)
-    ThrowErrno(env, ENOSPC, "fill ring of " + where + " cannot take all " + std::to_string(p->frame_count) + " frames");
-  for (uint32_t i = 0; i < p->frame_count; i++)
-    *xsk_ring_prod__fill_addr(&p->fq, fidx + i) = static_cast<uint64_t>(i) * p->frame_size;
-  xsk_ring_prod__submit(&p->fq, p->frame_count);
+  p->rx.resize(p->workers * p->groups);
+  p->tx.resize(p->workers * p->groups);
+  for (uint32_t g = 0; g < p->groups; g++) {
+    const std::string& ifname = g == 0 ? p->ifname : p->peer;
+    std::string at = ifname + " queue " + std::to_string(p->queue);
+    for (uint32_t t = 0; t < p->workers; t++) {
+      uint32_t i = g * p->workers + t;
+      xsk_socket_config scfg{};
+      scfg.rx_size = p->ring_size;
+      scfg.tx_size = p->ring_size;
+      scfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
+      scfg.bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
+      xsk_socket* x = nullptr;
+      err = xsk_socket__create_shared(&x, ifname.c_str(), p->queue, p->umem[g], &p->rx[i], &p->tx[i], &p->fq[g],
+                                      &p->cq[g], &scfg);
+      if (err) ThrowErrno(env, err, "create AF_XDP socket " + std::to_string(t) + " on " + at, {{"ifname", ifname}});
+      p->xsks.push_back(x);
+    }
+  }
+  // Each group's fill ring gets that group's share of the frames (see worker_shm.h).
+  const uint32_t share = p->frame_count / p->groups;
+  for (uint32_t g = 0; g < p->groups; g++) {
+    uint32_t fidx = 0;
+    if (xsk_ring_prod__reserve(&p->fq[g], share, &fidx) != share)
+      ThrowErrno(env, ENOSPC, "fill ring of " + where + " cannot take " + std::to_string(share) + " frames");
+    for (uint32_t i = 0; i < share; i++)
+      *xsk_ring_prod__fill_addr(&p->fq[g], fidx + i) = static_cast<uint64_t>(g * share + i) * p->frame_size;
+    xsk_ring_prod__submit(&p->fq[g], share);
+  }
 
   p->shm_size = RegionSize(p->workers);
   p->shm_fd = static_cast<int>(syscall(SYS_memfd_create, "galette-worker-shm", MFD_CLOEXEC));
@@ -211,6 +236,7 @@ void SetUp(Napi::Env env, WPool* p) {
   h->workers = p->workers;
   h->frame_count = p->frame_count;
   h->frame_size = p->frame_size;
+  h->groups = p->groups;
   ThreadShm* t = Threads(p->shm);
   for (uint32_t i = 0; i < p->workers; i++) t[i].current_instance = kNoInstance;
 }
@@ -225,7 +251,12 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
   p->ifname = cfg.Get("ifname").As<Napi::String>().Utf8Value();
   if (cfg.Get("netns").IsString()) p->netns = cfg.Get("netns").As<Napi::String>().Utf8Value();
   p->queue = GetU32(env, cfg, "queue", 0, 0, 1u << 16);
-  p->workers = GetU32(env, cfg, "workers", 1, 1, GALETTE_MAX_XSKS);
+  if (cfg.Get("peer").IsString()) {
+    p->peer = cfg.Get("peer").As<Napi::String>().Utf8Value();
+    if (p->peer == p->ifname) ThrowType(env, "worker pool option peer must differ from ifname");
+    p->groups = 2;
+  }
+  p->workers = GetU32(env, cfg, "workers", 1, 1, GALETTE_MAX_XSKS / p->groups);
   p->frame_size = GetU32(env, cfg, "frameSize", XSK_UMEM__DEFAULT_FRAME_SIZE, 2048, 4096);
   p->frame_count = GetU32(env, cfg, "frameCount", 4096, 64, 1u << 20);
   p->ring_size = GetU32(env, cfg, "ringSize", 2048, 64, 1u << 16);
@@ -243,12 +274,15 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
   bpf_map_info x = MapInfo(env, p->xsk_map_fd, "XSKMAP");
   if (x.type != BPF_MAP_TYPE_XSKMAP)
     ThrowErrno(env, EINVAL, "xskMapFd " + std::to_string(p->xsk_map_fd) + " is not an XSKMAP");
-  if (x.max_entries < p->workers)
+  if (x.max_entries < p->workers * p->groups)
     ThrowErrno(env, EINVAL,
-               "XSKMAP has " + std::to_string(x.max_entries) + " slots for " + std::to_string(p->workers) + " workers");
+               "XSKMAP has " + std::to_string(x.max_entries) + " slots for " + std::to_string(p->workers * p->groups) +
+                   " sockets");
   bpf_map_info c = MapInfo(env, p->xsk_count_fd, "socket count map");
   if (c.type != BPF_MAP_TYPE_ARRAY || c.key_size != 4 || c.value_size != 4)
     ThrowErrno(env, EINVAL, "xskCountMapFd must be an ARRAY u32 -> u32 (galette_xsk_count)");
+  if (p->groups > 1 && c.max_entries < 2)
+    ThrowErrno(env, EINVAL, "galette_xsk_count needs 2 entries on two ports (sockets per port, second port)");
   p->open = true;
   LivePools().insert(p.get());
   try {
@@ -431,7 +465,19 @@ Napi::Value Publish(const Napi::CallbackInfo& info) {
     if (bpf_map_update_elem(p->xsk_map_fd, &i, &fd, 0) != 0)
       ThrowErrno(env, errno, "put AF_XDP socket " + std::to_string(i) + " into XSKMAP slot " + std::to_string(i));
   }
-  uint32_t key = 0, count = static_cast<uint32_t>(p->xsks.size());
+  // [1] = the second port's ifindex (XDP upcalls its frames to slots workers..2*workers-1),
+  // written before [0] makes the sockets visible at all.
+  if (p->groups > 1) {
+    uint32_t key = 1, ifindex = 0;
+    {
+      NetnsScope ns(env, p->netns);
+      ifindex = if_nametoindex(p->peer.c_str());
+    }
+    if (ifindex == 0) ThrowErrno(env, errno, "ifindex of " + p->peer);
+    if (bpf_map_update_elem(p->xsk_count_fd, &key, &ifindex, 0) != 0)
+      ThrowErrno(env, errno, "set galette_xsk_count[1] to the second port");
+  }
+  uint32_t key = 0, count = p->workers;
   if (bpf_map_update_elem(p->xsk_count_fd, &key, &count, 0) != 0)
     ThrowErrno(env, errno, "set galette_xsk_count to " + std::to_string(count));
   return env.Undefined();
@@ -503,9 +549,24 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
     GALETTE_WORKER_COUNTERS(X)
 #undef X
     if (p->open && i < p->xsks.size()) {
+      // the thread's sockets of every group (port), summed
       xdp_statistics ks{};
-      socklen_t len = sizeof ks;
-      if (getsockopt(xsk_socket__fd(p->xsks[i]), SOL_XDP, XDP_STATISTICS, &ks, &len) == 0) {
+      bool got = false;
+      for (uint32_t g = 0; g < p->groups; g++) {
+        xdp_statistics one{};
+        socklen_t len = sizeof one;
+        if (g * p->workers + i >= p->xsks.size() ||
+            getsockopt(xsk_socket__fd(p->xsks[g * p->workers + i]), SOL_XDP, XDP_STATISTICS, &one, &len) != 0)
+          continue;
+        got = true;
+        ks.rx_dropped += one.rx_dropped;
+        ks.rx_invalid_descs += one.rx_invalid_descs;
+        ks.tx_invalid_descs += one.tx_invalid_descs;
+        ks.rx_ring_full += one.rx_ring_full;
+        ks.rx_fill_ring_empty_descs += one.rx_fill_ring_empty_descs;
+        ks.tx_ring_empty_descs += one.tx_ring_empty_descs;
+      }
+      if (got) {
         Napi::Object k = Napi::Object::New(env);
         k.Set("rxDropped", static_cast<double>(ks.rx_dropped));
         k.Set("rxInvalidDescs", static_cast<double>(ks.rx_invalid_descs));

@@ -20,7 +20,12 @@ namespace galette {
 namespace shm {
 
 constexpr uint32_t kMagic = 0x474e4657;  // "GNFW"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
+// Socket groups: one per port of the installation (a group = the sockets bound to one
+// interface queue, with that queue's own fill and completion rings). Each worker thread
+// holds one socket of every group; frame i of the UMEM belongs to group i / (frames / groups)
+// and always returns to that group's fill ring.
+constexpr uint32_t kMaxGroups = 2;
 // Largest RX batch and completion batch a worker thread takes at once (journal size).
 constexpr uint32_t kMaxBatch = 1024;
 constexpr uint32_t kNoInstance = 0xffffffffu;
@@ -62,18 +67,19 @@ struct Journal {
   uint32_t rx_valid;  // a batch was taken from the RX ring (consumer moved past rx_start)
   uint32_t rx_start;
   uint32_t rx_n;
-  uint32_t tx_valid;  // its TX part was reserved; submitted iff the TX producer moved
-  uint32_t tx_start;
-  uint32_t tx_n;
-  uint32_t cq_valid;  // completions were taken; released iff the consumer moved
-  uint32_t cq_start;
-  uint32_t cq_n;
-  uint32_t fq_valid;  // drops + completions were reserved on the fill ring; submitted iff
-  uint32_t fq_start;  // the fill producer moved
-  uint32_t pad;
+  uint32_t rx_group;  // of this thread's socket in that group
+  // per group g (the TX ring of this thread's socket in g, g's completion and fill rings):
+  uint32_t tx_valid[kMaxGroups];  // its TX part was reserved; submitted iff the TX producer moved
+  uint32_t tx_start[kMaxGroups];
+  uint32_t tx_n[kMaxGroups];
+  uint32_t cq_valid[kMaxGroups];  // completions were taken; released iff the consumer moved
+  uint32_t cq_start[kMaxGroups];
+  uint32_t cq_n[kMaxGroups];
+  uint32_t fq_valid[kMaxGroups];  // frames were reserved on the fill ring; submitted iff
+  uint32_t fq_start[kMaxGroups];  // the fill producer moved
   uint64_t rx_addr[kMaxBatch];
-  uint64_t tx_addr[kMaxBatch];
-  uint64_t cq_addr[kMaxBatch];
+  uint64_t tx_addr[kMaxGroups][kMaxBatch];
+  uint64_t cq_addr[kMaxGroups][kMaxBatch];
 };
 
 struct alignas(64) ThreadShm {
@@ -98,6 +104,8 @@ struct alignas(64) Header {
   uint32_t frame_count;
   uint32_t frame_size;
   uint32_t batch_size;
+  uint32_t groups;  // socket groups (ports): 1 or 2
+  uint32_t pad0;
   uint64_t published;        // generation of the table the worker runs
   uint64_t crash_recovered;  // frames found in a dead worker's hands and returned to the fill ring
   uint64_t worker_pid;       // the worker process that wrote this last

@@ -33,6 +33,10 @@ export class InProcessWorkerPool {
   }
 
   static async start(options: WorkerPoolOptions): Promise<InProcessWorkerPool> {
+    if (options.peer)
+      throw new Error(
+        `the in-process pool (a benchmark baseline) serves one port; ${options.ifname},${options.peer} needs the worker process`,
+      );
     // The kernel releases a queue's UMEM asynchronously after its last socket closes, so a
     // pool started right after another stopped can see EBUSY for some ms: retry briefly.
     const deadline = Date.now() + (options.queueBusyRetryMs ?? 2000);

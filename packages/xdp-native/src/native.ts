@@ -66,6 +66,8 @@ export interface NativePoolConfig {
   ifname: string;
   netns?: string;
   queue?: number;
+  /** second port (worker pool only) */
+  peer?: string;
   workers: number;
   busyPoll: boolean;
   pollTimeoutMs?: number;

@@ -32,7 +32,14 @@ export interface WorkerPoolOptions {
   netns?: string;
   /** interface queue the sockets bind to (veth has one: 0) */
   queue?: number;
-  /** number of worker threads = AF_XDP sockets (XSKMAP slots 0..workers-1) */
+  /**
+   * The second port of a two-port installation (same namespace). Every worker thread then
+   * also holds a socket on it (XSKMAP slots workers..2*workers-1, same UMEM, that queue's own
+   * fill and completion rings): `tx` leaves through the other port, `reflect` through the
+   * one the frame came in on. galette_xsk_count needs 2 entries.
+   */
+  peer?: string;
+  /** number of worker threads = AF_XDP sockets per port (XSKMAP slots 0..workers-1) */
   workers: number;
   /** "blocking": poll() until frames arrive; "busy-poll": spin on the rings (one core each) */
   mode: "blocking" | "busy-poll";
@@ -365,6 +372,7 @@ export class WorkerPool {
         ifname: o.ifname,
         netns: o.netns,
         queue: o.queue,
+        ...(o.peer ? { peer: o.peer } : {}),
         workers: o.workers,
         pollTimeoutMs: o.pollTimeoutMs,
         frameSize: o.frameSize,
@@ -435,6 +443,8 @@ export class WorkerPool {
     const args = [
       "--workers",
       String(o.workers),
+      "--groups",
+      o.peer ? "2" : "1",
       "--frame-size",
       String(o.frameSize ?? 4096),
       "--frame-count",

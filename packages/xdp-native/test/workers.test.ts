@@ -81,7 +81,7 @@ async function device(tag: string, library = nfLib) {
     }),
   );
   const xskCount = own(
-    BpfMap.create({ type: "array", name: "gal_w_xskcnt", keySize: 4, valueSize: 4, maxEntries: 1 }),
+    BpfMap.create({ type: "array", name: "gal_w_xskcnt", keySize: 4, valueSize: 4, maxEntries: 2 }),
   );
   const upcaller = own(
     BpfObject.load(shim, {

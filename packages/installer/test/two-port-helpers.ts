@@ -1,0 +1,101 @@
+/** Traffic between the hosts of a two-port topology (testkit createTwoPortTopology). */
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { inNs, nsRun, run, type TopologyHost } from "@galette/testkit";
+
+const TCP = path.join(__dirname, "fixtures", "tcp-transfer.mjs");
+const UDP = path.join(__dirname, "fixtures", "udp-seq.mjs");
+
+/** Packets the host's interface sent and received (veth counts every frame). */
+export async function hostPackets(h: TopologyHost): Promise<{ tx: number; rx: number }> {
+  const { stdout } = await run("ip", ["-n", h.ns, "-j", "-s", "link", "show", h.iface]);
+  const s = (
+    JSON.parse(stdout) as Array<{ stats64: { tx: { packets: number }; rx: { packets: number } } }>
+  )[0]!.stats64;
+  return { tx: s.tx.packets, rx: s.rx.packets };
+}
+
+/** Starts a node fixture in a namespace and resolves once it printed `ready`. */
+function startListener(ns: string, args: string[]) {
+  const [nsenter, ...prefix] = inNs(ns);
+  const child = spawn(nsenter!, [...prefix, process.execPath, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const exited = new Promise<string>((resolve, reject) => {
+    child.on("exit", (code) =>
+      code === 0
+        ? resolve(stdout)
+        : reject(new Error(`${args.join(" ")} in ${ns} exited ${code}: ${stderr}`)),
+    );
+  });
+  const ready = new Promise<void>((resolve, reject) => {
+    child.stdout!.on("data", (d: Buffer) => {
+      stdout += d.toString();
+      if (/^(listening|ready)$/m.test(stdout)) resolve();
+    });
+    exited.catch(reject);
+  });
+  return { child, ready, exited };
+}
+
+/** A real TCP transfer of `bytes` from one host to the other; resolves with what the server counted. */
+export async function tcpTransfer(
+  from: TopologyHost,
+  to: TopologyHost,
+  port: number,
+  bytes: number,
+): Promise<string> {
+  const server = startListener(to.ns, [TCP, "serve", to.ip, String(port)]);
+  try {
+    await server.ready;
+    const { stdout } = await nsRun(
+      from.ns,
+      process.execPath,
+      [TCP, "send", to.ip, String(port), String(bytes)],
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    return stdout.trim();
+  } finally {
+    server.child.kill();
+  }
+}
+
+/**
+ * `count` numbered UDP datagrams from one host to the other (paced); `during` runs while
+ * they flow. Resolves with the sequence numbers the receiver got, in arrival order.
+ */
+export async function numberedUdp(
+  from: TopologyHost,
+  to: TopologyHost,
+  port: number,
+  count: number,
+): Promise<{ sent: Promise<unknown>; received: Promise<number[]> }> {
+  const listener = startListener(to.ns, [UDP, "listen", to.ip, String(port), "1500"]);
+  await listener.ready;
+  const sent = nsRun(from.ns, process.execPath, [UDP, "send", to.ip, String(port), String(count)], {
+    timeoutMs: 60_000,
+  });
+  const received = listener.exited.then(
+    (out) => JSON.parse(out.split("\n").filter(Boolean).at(-1)!) as number[],
+  );
+  return { sent, received };
+}
+
+/** Every number 0..count-1 exactly once? Names what is missing or duplicated. */
+export function sequenceProblems(seqs: number[], count: number): string[] {
+  const seen = new Map<number, number>();
+  for (const s of seqs) seen.set(s, (seen.get(s) ?? 0) + 1);
+  const missing = [...Array(count).keys()].filter((i) => !seen.has(i));
+  const dup = [...seen].filter(([, n]) => n > 1).map(([s]) => s);
+  return [
+    ...(missing.length ? [`missing ${missing.length}: ${missing.slice(0, 10).join(",")}`] : []),
+    ...(dup.length ? [`duplicated ${dup.length}: ${dup.slice(0, 10).join(",")}`] : []),
+  ];
+}

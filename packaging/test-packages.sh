@@ -47,7 +47,7 @@ cleanup() {
   set +e
   for pid in $agent_pid $arm_pid; do kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
   if [ -x "$root/usr/bin/galette-agent" ] && [ -f "$root/etc/galette/agent.json" ]; then
-    chroot "$root" galette-agent --config /etc/galette/agent.json --uninstall >>"$work/uninstall.log" 2>&1
+    inroot galette-agent --config /etc/galette/agent.json --uninstall >>"$work/uninstall.log" 2>&1
   fi
   [ -n "$controller_pid" ] && kill -TERM "$controller_pid" 2>/dev/null && wait "$controller_pid" 2>/dev/null
   for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[$i]}"; done
@@ -67,7 +67,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mount_into() { # SRC DEST [bind options]
+# Runs a command inside the root with a clean environment (proxies kept for apt).
+inroot() {
+  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+    ${http_proxy:+http_proxy=$http_proxy} ${https_proxy:+https_proxy=$https_proxy} \
+    DEBIAN_FRONTEND=noninteractive chroot "$root" "$@"
+}
+
+mount_into() { # SRC DEST
   mkdir -p "$2"
   mount --rbind "$1" "$2"
   mount --make-rslave "$2"
@@ -100,19 +107,19 @@ mount_into /dev "$root/dev"
 mkdir -p /run/netns
 mount_into /run/netns "$root/run/netns"
 ok "$(cat "$root/etc/debian_version") root in $root, nothing of Galette in it"
-chroot "$root" sh -c 'command -v node || command -v galette-agent' >/dev/null && fail "the clean root has node or galette-agent"
+inroot sh -c 'command -v node || command -v galette-agent' >/dev/null && fail "the clean root has node or galette-agent"
 
 step "2. apt-get install ./galette-agent_${VERSION}_amd64.deb inside it"
 cp "$agent_deb" "$root/tmp/"
-chroot "$root" apt-get update -qq >"$work/apt.log" 2>&1 || fail "apt-get update in the root failed"
-DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y "/tmp/$(basename "$agent_deb")" >>"$work/apt.log" 2>&1 ||
+inroot apt-get update -qq >"$work/apt.log" 2>&1 || fail "apt-get update in the root failed"
+inroot apt-get install -y "/tmp/$(basename "$agent_deb")" >>"$work/apt.log" 2>&1 ||
   fail "apt-get install of the agent package failed"
-v=$(chroot "$root" galette-agent --version) || fail "galette-agent --version failed"
+v=$(inroot galette-agent --version) || fail "galette-agent --version failed"
 [ "$v" = "$VERSION" ] || fail "galette-agent --version printed '$v', expected $VERSION"
 ok "galette-agent --version → $v"
-chroot "$root" sh -c 'command -v tsx || command -v cc || command -v clang-22 || command -v git' >/dev/null &&
+inroot sh -c 'command -v tsx || command -v cc || command -v clang-22 || command -v git' >/dev/null &&
   fail "the agent package pulled in a compiler, git or tsx"
-ok "no compiler, git or tsx in the root: $(chroot "$root" dpkg -l | grep -c '^ii') packages"
+ok "no compiler, git or tsx in the root: $(inroot dpkg -l | grep -c '^ii') packages"
 
 step "3. The controller outside (the galette package's bundle and Node runtime)"
 gal=$work/galette-pkg
@@ -166,7 +173,7 @@ step "5. The agent, from the root, converges on macswap and forwards frames"
 # the agent's view of the machine: the root's files, this machine's bpffs and namespaces
 mount_into /sys/fs/bpf "$root/sys/fs/bpf"
 mkdir -p "$root/run/galette" "$root/var/lib/galette-agent"
-chroot "$root" galette-agent --config /etc/galette/agent.json >"$work/agent.log" 2>&1 &
+inroot galette-agent --config /etc/galette/agent.json >"$work/agent.log" 2>&1 &
 agent_pid=$!
 g nf publish nf-examples/macswap >"$work/publish.log" 2>&1 || fail "nf publish macswap failed"
 g nf release macswap --key "$work/release-key/release.key" --trust-controller-build >/dev/null
@@ -185,7 +192,7 @@ ok "SIGTERM stopped the agent"
 read -r sent got < <(ops traffic "$gns" "$gif" 02:00:00:00:77:0a 02:00:00:00:77:0b 10.77.0.1 10.77.0.2 10 pkg-after)
 [ "$got" = "$sent" ] || fail "after the agent stopped: sent $sent, $got came back (the chain must stay pinned)"
 ok "the chain stays pinned after the agent stops ($got/$sent frames)"
-chroot "$root" galette-agent --config /etc/galette/agent.json --uninstall >>"$work/uninstall.log" 2>&1
+inroot galette-agent --config /etc/galette/agent.json --uninstall >>"$work/uninstall.log" 2>&1
 nsenter --net="/run/netns/$dns" ip -j link show dev "$dif" | grep -q '"xdp"' && fail "--uninstall left an XDP program"
 ok "--uninstall removed it"
 
@@ -195,22 +202,22 @@ touch "$root/var/lib/galette-agent/kept"
 up=$work/upgrade
 dpkg-deb -R "$agent_deb" "$up"
 sed -i "s/^Version: .*/Version: $VERSION+upgrade1/" "$up/DEBIAN/control"
-dpkg-deb --root-owner-group -Zxz --build "$up" "$root/tmp/galette-agent_upgrade.deb" >/dev/null
-DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -o Dpkg::Options::=--force-confold \
+dpkg-deb --root-owner-group -Znone --build "$up" "$root/tmp/galette-agent_upgrade.deb" >/dev/null
+inroot apt-get install -y -o Dpkg::Options::=--force-confold \
   /tmp/galette-agent_upgrade.deb >>"$work/apt.log" 2>&1 || fail "upgrade failed"
-[ "$(chroot "$root" dpkg-query -W -f='${Version}' galette-agent)" = "$VERSION+upgrade1" ] || fail "upgrade did not happen"
+[ "$(inroot dpkg-query -W -f='${Version}' galette-agent)" = "$VERSION+upgrade1" ] || fail "upgrade did not happen"
 grep -q debug "$root/etc/default/galette-agent" || fail "upgrade replaced the admin's /etc/default/galette-agent"
 [ -f "$root/etc/galette/agent.json" ] && [ -f "$root/etc/galette/device.key" ] || fail "upgrade lost the device bundle"
 [ -f "$root/var/lib/galette-agent/kept" ] || fail "upgrade lost /var/lib/galette-agent"
 ok "upgraded to $VERSION+upgrade1; /etc/galette, /etc/default/galette-agent and /var/lib/galette-agent kept"
-DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get remove -y galette-agent >>"$work/apt.log" 2>&1 || fail "remove failed"
+inroot apt-get remove -y galette-agent >>"$work/apt.log" 2>&1 || fail "remove failed"
 [ ! -e "$root/usr/bin/galette-agent" ] && [ ! -e "$root/usr/lib/galette-agent" ] || fail "remove left the program"
 [ -f "$root/etc/default/galette-agent" ] && [ -f "$root/etc/galette/agent.json" ] || fail "remove deleted configuration"
 ok "remove: program gone, configuration kept"
-DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get purge -y galette-agent >>"$work/apt.log" 2>&1 || fail "purge failed"
+inroot apt-get purge -y galette-agent >>"$work/apt.log" 2>&1 || fail "purge failed"
 [ ! -e "$root/etc/default/galette-agent" ] && [ ! -e "$root/var/lib/galette-agent" ] && [ ! -e "$root/etc/galette/agent.json" ] ||
   fail "purge left configuration or data"
-chroot "$root" dpkg -l galette-agent 2>/dev/null | grep -q '^ii' && fail "still installed after purge"
+inroot dpkg -l galette-agent 2>/dev/null | grep -q '^ii' && fail "still installed after purge"
 ok "purge: configuration and data gone"
 
 step "7. arm64: aarch64 ELF files; under qemu-user-static the agent runs and reaches the controller"
@@ -222,8 +229,11 @@ for f in "$lib/node" "$lib/packages/xdp-native/build/Release/galette_xdp.node"; 
 done
 ok "node and galette_xdp.node are aarch64 ELF files"
 qemu=$(command -v qemu-aarch64-static) || fail "qemu-aarch64-static is missing: run make setup"
-# -L /: the arm64 libraries (libc6, libbpf1, libxdp1 … :arm64) are installed multiarch here
-arun() { "$qemu" -L / "$lib/node" "$@"; }
+# libc and libstdc++ for aarch64 come from the cross toolchain's tree, libbpf/libxdp/
+# libelf/libseccomp from the multiarch packages make setup installed
+arun() {
+  "$qemu" -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=/usr/lib/aarch64-linux-gnu:/lib/aarch64-linux-gnu "$lib/node" "$@"
+}
 v=$(arun "$lib/galette-agent.mjs" --version) || fail "galette-agent --version under qemu failed"
 [ "$v" = "$VERSION" ] || fail "arm64 galette-agent --version printed '$v'"
 ok "galette-agent --version → $v (aarch64, $(arun -p process.arch))"

@@ -1,6 +1,6 @@
 /**
  * Commander prints help and exits 0 when `--help` follows an unknown command or option
- * (`galette rollout start --help`), so scripts cannot tell a typo from a working command.
+ * (`galette nosuch start --help`), so scripts cannot tell a typo from a working command.
  * This walks the arguments against the command tree first and fails the way commander
  * does for unknown commands and options (exit 1, the nearest command suggested), help
  * flag or not. Everything else is left to commander.

@@ -161,7 +161,11 @@ describe("galette: unknown commands and options exit 1, with or without --help",
   it.each([
     [["nosuch", "--help"], /unknown command 'nosuch'/],
     [["nosuch"], /unknown command 'nosuch'/],
-    [["rollout", "start", "--help"], /unknown command 'rollout'/],
+    [["fleet", "start", "--help"], /unknown command 'fleet'/],
+    [
+      ["rollout", "start", "security", "--phase", "1,100%"],
+      /unknown option '--phase'\n\(Did you mean --phases\?\)/,
+    ],
     [["chain", "valdate", "--help"], /unknown command 'valdate'\n\(Did you mean validate\?\)/],
     [["chain", "validate", "--nosuch", "--help"], /unknown option '--nosuch'/],
     [["chain", "validate", "--structure-onyl", "x.toml"], /\(Did you mean --structure-only\?\)/],

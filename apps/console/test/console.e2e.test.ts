@@ -5,7 +5,7 @@
  * frames go through; and the attacks a session cookie invites.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { CSRF_HEADER, SESSION_COOKIE } from "@galette/protocol";
@@ -36,8 +36,12 @@ describeKernel("web console in chromium: real controller, two agents on veth", (
   let page: Page;
 
   beforeAll(async () => {
-    // The controller serves what this checkout's console builds to.
-    execFileSync("pnpm", ["-s", "build"], { cwd: path.join(repoRoot, "apps/console"), stdio: "pipe" });
+    // The controller serves apps/console/dist, which `make setup` (run before `make test`)
+    // builds. Not rebuilt here: other tests' controllers read it while they start.
+    if (!existsSync(path.join(repoRoot, "apps/console/dist/index.html")))
+      throw new Error(
+        "apps/console/dist is not built: run make setup (or pnpm --filter @galette/console build)",
+      );
     mkdirSync(SHOTS, { recursive: true });
     await fleet.start({
       devices: [

@@ -297,4 +297,26 @@ describe("web console: static files, cookie sessions with CSRF, event stream", (
       for (const close of open) close();
     }
   });
+
+  it("starts without the console when its files are missing or unreadable: / answers 503, the APIs serve", async () => {
+    for (const broken of ["missing", "unreadable"]) {
+      const brokenDir = join(dir, `console-${broken}`);
+      if (broken === "unreadable") mkdirSync(join(brokenDir, "index.html"), { recursive: true });
+      const other = await startController({
+        dataDir: dir,
+        port: 0,
+        logger: captureLogger().logger,
+        consoleDir: brokenDir,
+      });
+      try {
+        const page = await call(other.url, caPem, "/");
+        expect(page.status, broken).toBe(503);
+        expect(page.json<{ error: string }>().error).toContain("not built");
+        expect((await call(other.url, caPem, "/healthz")).status).toBe(200);
+        expect((await call(other.url, caPem, "/v1/devices", { token: tokens.all })).status).toBe(200);
+      } finally {
+        await other.close();
+      }
+    }
+  });
 });

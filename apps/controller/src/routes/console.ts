@@ -88,8 +88,14 @@ export async function consoleRoutes(app: FastifyInstance, options: { distDir?: s
   const { data } = app.galette;
   const sessions = app.consoleSessions;
   const dist = options.distDir ?? CONSOLE_DIST;
-  const files = loadConsole(dist);
-  if (!files.index) app.log.warn({ dir: dist }, "web console is not built (run make setup): / answers 503");
+  let files: ReturnType<typeof loadConsole> = { index: null, assets: new Map() };
+  try {
+    files = loadConsole(dist);
+    if (!files.index) app.log.warn({ dir: dist }, "web console is not built (run make setup): / answers 503");
+  } catch (err) {
+    // e.g. a rebuild replacing the files as we read them: the APIs still serve
+    app.log.error({ dir: dist, err }, "web console files could not be read: / answers 503");
+  }
 
   const sendIndex = async (_request: unknown, reply: FastifyReply) => {
     if (!files.index) throw new RequestError(503, "the web console is not built on this controller");

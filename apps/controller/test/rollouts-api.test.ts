@@ -103,7 +103,7 @@ describe("rollout API", () => {
     ]);
     // the device is told and its assignment is v2
     const assignment = await h.call("/v1/device/assignment", { client: h.asDevice("edge-1") });
-    expect(assignment.json().chain.version).toBe(2);
+    expect(assignment.json<{ chain: { version: number } }>().chain.version).toBe(2);
     expect((await start({ version: 2 })).status).toBe(409);
     await h.restart();
     expect((await report("edge-1", 2)).status).toBe(204);

@@ -1,5 +1,5 @@
 import type { DeviceSummary, NfCounters } from "@galette/protocol";
-import { useEffect, useRef, useState } from "react";
+import { Fragment, useEffect, useRef, useState } from "react";
 import { api, subscribeEvents } from "./api";
 import { href } from "./router";
 
@@ -83,6 +83,17 @@ export function useFleet(onSessionEnd: () => void): Fleet {
 const chainText = (d: DeviceSummary) =>
   d.installed ? `${d.installed.chain} v${d.installed.version}` : d.assigned ? "not installed" : "none";
 
+/** The probe's findings in a few words (the device page has them all): XDP mode, AF_XDP, bpf_loop, problems. */
+export const capabilitiesText = (d: DeviceSummary): string => {
+  const c = d.capabilities;
+  if (!c) return "—";
+  const parts = [`XDP ${c.interfaces[0]?.xdp ?? "none"}`];
+  if (c.afXdp) parts.push("AF_XDP");
+  if (c.bpfLoop) parts.push("bpf_loop");
+  if (c.problems.length > 0) parts.push(`${c.problems.length} problem${c.problems.length === 1 ? "" : "s"}`);
+  return parts.join(" · ");
+};
+
 const assignedText = (d: DeviceSummary) =>
   d.assigned ? `${d.assigned.chain} ${d.assigned.version ? `v${d.assigned.version}` : "(latest)"}` : "—";
 
@@ -111,6 +122,7 @@ export function FleetPage({ fleet }: { fleet: Fleet }) {
               <th scope="col">Arch</th>
               <th scope="col">Kernel</th>
               <th scope="col">Agent</th>
+              <th scope="col">Capabilities</th>
             </tr>
           </thead>
           <tbody>
@@ -136,8 +148,22 @@ export function FleetPage({ fleet }: { fleet: Fleet }) {
                   <span className={`badge state-${d.state ?? "unknown"}`}>{d.state ?? "unknown"}</span>
                 </td>
                 <td data-label="Errors">
+                  {d.refusal && (
+                    <span className="error-text">
+                      not sent {d.refusal.chain} v{d.refusal.version}: {d.refusal.reasons.join("; ")}
+                      {d.errors.length > 0 ? " · " : ""}
+                    </span>
+                  )}
+                  {d.rollback && (
+                    <span className="error-text">
+                      rolled back {d.rollback.chain} v{d.rollback.version}: {d.rollback.reason}
+                      {d.errors.length > 0 ? " · " : ""}
+                    </span>
+                  )}
                   {d.errors.length === 0 ? (
-                    "none"
+                    d.refusal || d.rollback ? null : (
+                      "none"
+                    )
                   ) : (
                     <span className="error-text" title={d.errors.map((e) => e.message).join("\n")}>
                       {d.errors.length > 1 ? `${d.errors.length} errors, last: ` : ""}
@@ -148,6 +174,7 @@ export function FleetPage({ fleet }: { fleet: Fleet }) {
                 <td data-label="Arch">{d.arch ?? "—"}</td>
                 <td data-label="Kernel">{d.kernelVersion ?? "—"}</td>
                 <td data-label="Agent">{d.agentVersion ?? "—"}</td>
+                <td data-label="Capabilities">{capabilitiesText(d)}</td>
               </tr>
             ))}
           </tbody>
@@ -221,6 +248,61 @@ export function DevicePage({ name, fleet }: { name: string; fleet: Fleet }) {
           {device.revokedAt ? `, revoked ${device.revokedAt}` : ""}
         </dd>
       </dl>
+
+      {device.refusal && (
+        <p className="error" role="note">
+          The controller does not send {device.refusal.chain} v{device.refusal.version} to this device:{" "}
+          {device.refusal.reasons.join("; ")}
+        </p>
+      )}
+      {device.rollback && (
+        <p className="error" role="note">
+          Rolled back {device.rollback.chain} v{device.rollback.version} ({device.rollback.reason}); restored{" "}
+          {device.rollback.restored
+            ? `${device.rollback.restored.chain} v${device.rollback.restored.version}`
+            : "nothing"}
+          . It is held until galette device confirm {device.name}.
+        </p>
+      )}
+
+      <h2>Capabilities</h2>
+      {device.capabilities ? (
+        <dl className="facts">
+          <dt>Probed</dt>
+          <dd>{new Date(device.capabilities.probedAt).toLocaleString()}</dd>
+          <dt>Kernel</dt>
+          <dd>
+            {device.capabilities.kernelRelease}, BTF {device.capabilities.btf ? "yes" : "no"}, bpf_loop{" "}
+            {device.capabilities.bpfLoop ? "yes" : "no"}, tail calls{" "}
+            {device.capabilities.tailCalls ? "yes" : "no"}, AF_XDP {device.capabilities.afXdp ? "yes" : "no"}
+          </dd>
+          <dt>CPU / memory</dt>
+          <dd>
+            {device.capabilities.cpus} CPUs, {Math.round(device.capabilities.availableMemoryBytes / 2 ** 20)}{" "}
+            of {Math.round(device.capabilities.memoryBytes / 2 ** 20)} MiB available
+          </dd>
+          <dt>Map types</dt>
+          <dd>{device.capabilities.mapTypes.join(", ") || "none"}</dd>
+          {device.capabilities.interfaces.map((i) => (
+            <Fragment key={i.name}>
+              <dt>Interface {i.name}</dt>
+              <dd>
+                XDP {i.xdp}, {i.rxQueues} RX queue{i.rxQueues === 1 ? "" : "s"}, zero-copy{" "}
+                {i.zeroCopy === null ? "unknown" : i.zeroCopy ? "yes" : "no"}
+                {i.problems.length > 0 ? ` — ${i.problems.join("; ")}` : ""}
+              </dd>
+            </Fragment>
+          ))}
+          {device.capabilities.problems.length > 0 && (
+            <>
+              <dt>Problems</dt>
+              <dd>{device.capabilities.problems.join("; ")}</dd>
+            </>
+          )}
+        </dl>
+      ) : (
+        <p>Not reported by this agent.</p>
+      )}
 
       <h2>Errors</h2>
       {device.errors.length === 0 ? (

@@ -96,6 +96,10 @@ describeKernel("web console in chromium: real controller, two agents on veth", (
       const text = (await row(name).textContent()) ?? "";
       expect(text).toContain("online");
       expect(text).toContain(execFileSync("uname", ["-m"], { encoding: "utf8" }).trim());
+      // what the agent's probe found, as it reports it
+      expect(await row(name).locator('[data-label="Capabilities"]').textContent()).toMatch(
+        /XDP (native|generic)/,
+      );
     }
     await page.screenshot({ path: path.join(SHOTS, "fleet-desktop.png"), fullPage: true });
     await page.setViewportSize(PHONE);

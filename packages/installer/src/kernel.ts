@@ -28,6 +28,7 @@ import {
   queryXdp,
   rootProgramObjectPath,
   rxUpcallObjectPath,
+  setDevmapEntry,
   u32,
   WorkerCrashError,
   type WorkerError,
@@ -373,7 +374,7 @@ export class Dataplane {
       record.ifindex = ifindexes[0]!;
       if (ifindexes.length === 2) {
         record.peerIfindex = ifindexes[1]!;
-        fillPorts(ports, ifindexes[0]!, ifindexes[1]!);
+        fillPorts(ports, ifindexes[0]!, ifindexes[1]!, netnsOf(spec.target));
       }
       rootProgs.update(key32(0), key32(dp.#progFdOf(spec.entry)));
       writeRecord(record, stateDir);
@@ -480,7 +481,7 @@ export class Dataplane {
       if (ifindexes.length === 2) {
         // an interface re-created since (same name, new ifindex) gets the right entries
         record.peerIfindex = ifindexes[1]!;
-        fillPorts(dev.ports, ifindexes[0]!, ifindexes[1]!);
+        fillPorts(dev.ports, ifindexes[0]!, ifindexes[1]!, netnsOf(spec.target));
       }
       record.rootProgId = rootId;
       record.pid = process.pid;
@@ -967,10 +968,13 @@ async function drainPool(pool: WorkerPool | InProcessWorkerPool): Promise<void> 
 /** Entries of galette_ports (the ABI's DEVMAP_HASH size; an installation has one or two ports). */
 const PORTS_MAP_SIZE = 8;
 
-/** Two ports: a frame arriving on one leaves (`tx`) through the other. */
-function fillPorts(ports: BpfMap, a: number, b: number): void {
-  ports.update(key32(a), key32(b));
-  ports.update(key32(b), key32(a));
+/**
+ * Two ports: a frame arriving on one leaves (`tx`) through the other. Written from inside
+ * the ports' namespace: the kernel resolves DEVMAP ifindexes in the writer's.
+ */
+function fillPorts(ports: BpfMap, a: number, b: number, netns: string | undefined): void {
+  setDevmapEntry(ports.fd, a, b, netns);
+  setDevmapEntry(ports.fd, b, a, netns);
 }
 
 function createActionTable(): BpfMap {

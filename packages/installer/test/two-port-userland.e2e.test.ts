@@ -1,13 +1,13 @@
 /**
  * Two ports with userland NFs: the workers hold a socket on each port (one UMEM) and send a
  * `tx` frame out of the other port. Real ping, TCP and numbered UDP both ways, every frame
- * counted; live reconfiguration to another instance and back while numbered datagrams flow
- * both ways: none lost or duplicated.
+ * counted; live reconfiguration to another instance, to XDP and back while numbered
+ * datagrams flow both ways: none lost or duplicated.
  */
 import { createTwoPortTopology, describeKernel, nsRun, sleep, type TwoPortTopology } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { type Dataplane, Dataplane as DP } from "../src/kernel";
-import { builtChainText, install, quietLogger, stateDir } from "./helpers";
+import { builtChainFile, builtChainText, install, quietLogger, stateDir } from "./helpers";
 import { hostPackets, numberedUdp, sequenceProblems, tcpTransfer } from "./two-port-helpers";
 
 const USERLAND_BRIDGE = `
@@ -45,6 +45,7 @@ describeKernel("two ports with userland NFs", () => {
 
   it("forwards ping, TCP and numbered UDP both ways through the workers, and through live reconfiguration", async () => {
     const userland = await builtChainText(USERLAND_BRIDGE, "bridge-userland.toml");
+    const xdp = await builtChainFile("bridge.toml");
     const renamed = await builtChainText(
       USERLAND_BRIDGE.replace(
         "[functions.decrement-ttl]",
@@ -89,8 +90,7 @@ describeKernel("two ports with userland NFs", () => {
     expect(received).toBe(sent);
 
     // Live reconfiguration while numbered datagrams flow both ways: the forwarder moves to a
-    // new instance (another name: new slot, new table) and back; the workers run old and new
-    // until the switch, then retire the old one.
+    // new instance (another name: new slot, new table), to XDP, and back to userland.
     const count = 3000;
     const ab = await numberedUdp(topo.a, topo.b, 6001, count);
     const ba = await numberedUdp(topo.b, topo.a, 6002, count);
@@ -98,8 +98,14 @@ describeKernel("two ports with userland NFs", () => {
     await dp.reconfigure(dp.replan(renamed.plan, renamed.artifacts));
     expect(dp.spec.instances.map((i) => i.name)).toEqual(["ttl"]);
     await sleep(150);
+    // to XDP: the workers drain and stop once nothing upcalls any more
+    await dp.reconfigure(dp.replan(xdp.plan, xdp.artifacts));
+    expect(dp.spec.instances[0]!.xdp).toBe(true);
+    expect(dp.workerStats()).toBeUndefined();
+    await sleep(150);
+    // and back: new workers on both ports
     await dp.reconfigure(dp.replan(userland.plan, userland.artifacts));
-    expect(dp.spec.instances.map((i) => i.name)).toEqual(["decrement-ttl"]);
+    expect(dp.spec.instances.map((i) => [i.name, i.userland])).toEqual([["decrement-ttl", true]]);
     await Promise.all([ab.sent, ba.sent]);
     const [gotAB, gotBA] = await Promise.all([ab.received, ba.received]);
     expect(sequenceProblems(gotAB, count)).toEqual([]);

@@ -5,19 +5,22 @@
  * the hosts sent, and a signal to the command's PID removes the chain from both ports.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import {
   createTwoPortTopology,
   describeKernel,
   inNs,
   nsRun,
+  run,
   sleep,
   type TwoPortTopology,
 } from "@galette/testkit";
 import { queryXdp } from "@galette/xdp-native";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { Dataplane, readRecord } from "../src/kernel";
-import { builtChainFile, repoRoot } from "./helpers";
-import { hostPackets, tcpTransfer } from "./two-port-helpers";
+import { builtChainFile, builtChainText, install, quietLogger, repoRoot, stateDir } from "./helpers";
+import { hostPackets, numberedUdp, sequenceProblems, tcpTransfer } from "./two-port-helpers";
 
 interface Up {
   child: ChildProcess;
@@ -163,6 +166,58 @@ describeKernel("two ports: galette dataplane up --ports P1,P2 chains/bridge.toml
     expect(counts.expired).toBe(3);
     expect(counts.next + counts.expired).toBe(sent);
     expect(counts.next).toBe(received);
+  });
+
+  it("XDP forwarding through live reconfiguration: numbered datagrams both ways, none lost or duplicated", async () => {
+    const state = stateDir();
+    const target = { iface: topo.p1, peer: topo.p2, netns: topo.device };
+    const bridge = await builtChainFile("bridge.toml");
+    const renamed = await builtChainText(
+      readFileSync(path.join(repoRoot, "chains", "bridge.toml"), "utf8")
+        .replace("[functions.decrement-ttl]", '[functions.ttl]\npath = "nf-examples/decrement-ttl"')
+        .replace('to = ["decrement-ttl"]', 'to = ["ttl"]')
+        .replace('from = "decrement-ttl"', 'from = "ttl"'),
+      "bridge.toml",
+    );
+    const dp = await install(bridge, target, { stateDir: state.dir, logger: quietLogger() });
+    try {
+      const count = 3000;
+      const ab = await numberedUdp(topo.a, topo.b, 6101, count);
+      const ba = await numberedUdp(topo.b, topo.a, 6102, count);
+      await sleep(100);
+      await dp.reconfigure(dp.replan(renamed.plan, renamed.artifacts));
+      await sleep(100);
+      await dp.reconfigure(dp.replan(bridge.plan, bridge.artifacts));
+      await Promise.all([ab.sent, ba.sent]);
+      const [gotAB, gotBA] = await Promise.all([ab.received, ba.received]);
+      expect(sequenceProblems(gotAB, count)).toEqual([]);
+      expect(sequenceProblems(gotBA, count)).toEqual([]);
+    } finally {
+      dp.uninstall();
+      state.cleanup();
+    }
+  });
+
+  it("a crashed up (SIGKILL) keeps forwarding on both ports; down --ports removes it from both", async () => {
+    const up = dataplaneUp(topo);
+    await untilPrinted(up, 'chain "bridge"');
+    // the node process that runs the command (pnpm's child): killed, it uninstalls nothing
+    // (SIGKILL to pnpm alone would make it notice and uninstall)
+    const { stdout: children } = await run("pgrep", ["-P", String(up.child.pid)]);
+    for (const pid of children.split("\n").filter(Boolean)) process.kill(Number(pid), "SIGKILL");
+    await up.done;
+    expect(attached(topo).every((id) => id !== 0)).toBe(true);
+    const ping = await nsRun(topo.a.ns, "ping", ["-c", "2", "-i", "0.1", "-W", "2", topo.b.ip]);
+    expect(ping.stdout).toContain("2 received");
+    const [nsenter, ...prefix] = inNs(topo.device);
+    const down = await run(
+      nsenter!,
+      [...prefix, "pnpm", "galette", "dataplane", "down", "--ports", `${topo.p1},${topo.p2}`],
+      { cwd: repoRoot, timeoutMs: 60_000 },
+    );
+    expect(down.stdout).toContain(`removed the installation on ${topo.p1},${topo.p2}`);
+    expect(attached(topo)).toEqual([0, 0]);
+    expect(readRecord({ iface: topo.p1, peer: topo.p2 })).toBeUndefined();
   });
 
   it("SIGINT to its PID removes it from both ports too", async () => {

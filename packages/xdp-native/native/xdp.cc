@@ -3,6 +3,10 @@
 #include <linux/if_link.h>
 
 #include "common.h"
+
+extern "C" {
+#include <bpf/bpf.h>
+}
 #include "exports.h"
 
 extern "C" {
@@ -96,6 +100,20 @@ Napi::Value IfIndexOf(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, IfIndex(env, ArgString(info, 1, "interface")));
 }
 
+// devmapSet(netns, mapFd, key, ifindex): the kernel resolves a DEVMAP value (an ifindex)
+// in the caller's network namespace, so the entry is written from inside the ports' one.
+Napi::Value DevmapSet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  NetnsScope ns(env, ArgString(info, 0, "netns"));
+  int fd = static_cast<int>(ArgU32(info, 1, "mapFd"));
+  uint32_t key = ArgU32(info, 2, "key");
+  uint32_t value = ArgU32(info, 3, "ifindex");
+  if (bpf_map_update_elem(fd, &key, &value, 0) != 0)
+    ThrowErrno(env, errno, "set DEVMAP entry " + std::to_string(key) + " -> ifindex " + std::to_string(value),
+               {{"ifindex", std::to_string(value)}});
+  return env.Undefined();
+}
+
 }  // namespace
 
 void RegisterXdp(Napi::Env env, Napi::Object exports) {
@@ -103,6 +121,7 @@ void RegisterXdp(Napi::Env env, Napi::Object exports) {
   exports.Set("xdpDetach", Napi::Function::New(env, Detach));
   exports.Set("xdpQuery", Napi::Function::New(env, Query));
   exports.Set("ifIndex", Napi::Function::New(env, IfIndexOf));
+  exports.Set("devmapSet", Napi::Function::New(env, DevmapSet));
 }
 
 }  // namespace galette

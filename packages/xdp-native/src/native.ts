@@ -174,6 +174,7 @@ export interface NativeAddon {
   xdpDetach(netns: string, iface: string | number, flags: number, expectedOldFd: number): void;
   xdpQuery(netns: string, iface: string | number): NativeXdpQuery;
   ifIndex(netns: string, ifname: string): number;
+  devmapSet(netns: string, mapFd: number, key: number, ifindex: number): void;
   poolStart(config: NativePoolConfig, onEvent: (e: NativePoolEvent) => void): PoolHandle;
   poolStop(h: PoolHandle): void;
   poolReload(h: PoolHandle): number;

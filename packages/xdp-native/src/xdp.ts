@@ -69,6 +69,15 @@ export function ifIndex(ifname: string, netns?: string): number {
 }
 
 /**
+ * Sets a DEVMAP/DEVMAP_HASH entry to an interface of `netns`: the kernel resolves the
+ * ifindex in the writer's namespace, so a plain map update from another namespace would
+ * point the entry at an unrelated interface (or none).
+ */
+export function setDevmapEntry(mapFd: number, key: number, ifindex: number, netns?: string): void {
+  native().devmapSet(netns ?? "", mapFd, key, ifindex);
+}
+
+/**
  * One program attached to one interface, remembering what it attached so replace and
  * detach are atomic against concurrent changes (the kernel checks the expected fd).
  */

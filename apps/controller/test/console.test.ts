@@ -3,7 +3,13 @@ import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initPkiDir } from "@galette/pki";
-import { type ConsoleEvent, type ConsoleSession, CSRF_HEADER, SESSION_COOKIE } from "@galette/protocol";
+import {
+  type ConsoleEvent,
+  type ConsoleSession,
+  CSRF_HEADER,
+  PROTOCOL_VERSION,
+  SESSION_COOKIE,
+} from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataDir } from "../src/control";
 import { type RunningController, startController } from "../src/server";
@@ -27,7 +33,7 @@ describe("web console: static files, cookie sessions with CSRF, event stream", (
   let controller: RunningController;
   let caPem: string;
   const tokens = {} as Record<
-    "all" | "read" | "deployOnly" | "short" | "revocable" | "streamer" | "many",
+    "all" | "read" | "deployOnly" | "short" | "revocable" | "streamer" | "many" | "watcher",
     string
   >;
   const logs = captureLogger();
@@ -67,6 +73,7 @@ describe("web console: static files, cookie sessions with CSRF, event stream", (
     tokens.revocable = direct.createToken("revocable", ["read", "deploy"]).token;
     tokens.streamer = direct.createToken("streamer", ["read"]).token;
     tokens.many = direct.createToken("many", ["read"]).token;
+    tokens.watcher = direct.createToken("watcher", ["read"]).token;
     direct.close();
     controller = await startController({ dataDir: dir, port: 0, logger: logs.logger, consoleDir });
   });
@@ -317,6 +324,71 @@ describe("web console: static files, cookie sessions with CSRF, event stream", (
       } finally {
         await other.close();
       }
+    }
+  });
+
+  it("sends a device as it reports, coalescing a burst of reports into one event", async () => {
+    const enrolled = await req("/v1/devices", {
+      method: "POST",
+      token: tokens.all,
+      body: { name: "watched", labels: {} },
+    });
+    expect(enrolled.status, enrolled.body.toString()).toBe(201);
+    const bundle = enrolled.json<{ certPem: string; keyPem: string }>();
+    const { cookie } = await login(tokens.watcher);
+    const events: ConsoleEvent[] = [];
+    let close = () => {};
+    await new Promise<void>((resolve, reject) => {
+      const r = httpsRequest(
+        new URL("/v1/events", controller.url),
+        { ca: caPem, agent: false, headers: withCookie(cookie.value) },
+        (res) => {
+          let buffer = "";
+          res.setEncoding("utf8");
+          res.on("data", (chunk: string) => {
+            buffer += chunk;
+            for (let at = buffer.indexOf("\n\n"); at >= 0; at = buffer.indexOf("\n\n")) {
+              events.push(JSON.parse(buffer.slice(6, at)) as ConsoleEvent);
+              buffer = buffer.slice(at + 2);
+            }
+          });
+          resolve();
+        },
+      );
+      close = () => r.destroy();
+      r.on("error", reject);
+      r.end();
+    });
+    try {
+      const report = (packets: number) => ({
+        protocolVersion: PROTOCOL_VERSION,
+        agentVersion: "test",
+        arch: "x86_64",
+        kernelVersion: "6.1.0",
+        installed: null,
+        state: "idle",
+        errors: [],
+        counters: [{ uuid: "6c0a6f1e-3b1d-4f5e-9a57-2f4d1c8e0b7a", instance: "acl", counters: { packets } }],
+      });
+      await expect.poll(() => events.length, { timeout: 5000 }).toBeGreaterThanOrEqual(1);
+      expect(events[0]!.type).toBe("devices");
+      for (const packets of [1, 2, 3]) {
+        const res = await req("/v1/device/status", {
+          method: "POST",
+          client: { certPem: bundle.certPem, keyPem: bundle.keyPem },
+          body: report(packets),
+        });
+        expect(res.status).toBe(204);
+      }
+      const deviceEvents = () =>
+        events.flatMap((e) => (e.type === "device" && e.device.name === "watched" ? [e.device] : []));
+      await expect
+        .poll(() => deviceEvents().at(-1)?.counters[0]?.counters.packets, { timeout: 5000 })
+        .toBe(3);
+      // three reports within the flush interval: one event (a slow machine may split them in two)
+      expect(deviceEvents().length).toBeLessThanOrEqual(2);
+    } finally {
+      close();
     }
   });
 });

@@ -24,6 +24,11 @@ export const CONSOLE_DIST = fileURLToPath(new URL("../../../console/dist/", impo
 /** Event streams one token may hold open at once (each costs a snapshot every SNAPSHOT_MS). */
 const MAX_STREAMS_PER_TOKEN = 8;
 
+/** How often a stream sends the devices that reported since the last time. */
+const FLUSH_MS = 500;
+/** Bytes a stream may have waiting for a slow client before it is closed. */
+const MAX_UNSENT_BYTES = 4 * 1024 * 1024;
+
 /** How often an open event stream gets a full snapshot (online flags, devices gone quiet) and its session is re-checked. */
 const SNAPSHOT_MS = 5000;
 
@@ -237,6 +242,8 @@ export async function consoleRoutes(app: FastifyInstance, options: { distDir?: s
       "x-accel-buffering": "no",
     });
     const send = (event: ConsoleEvent) => {
+      // A client that does not read is not buffered for without bound: its stream ends.
+      if (res.writableLength > MAX_UNSENT_BYTES) return stop();
       res.write(`data: ${JSON.stringify(event)}\n\n`);
     };
     let closed = false;
@@ -247,14 +254,23 @@ export async function consoleRoutes(app: FastifyInstance, options: { distDir?: s
       if (left > 0) streamsPerToken.set(tokenHash, left);
       else streamsPerToken.delete(tokenHash);
       clearInterval(timer);
+      clearInterval(flusher);
       unsubscribe();
       res.end();
     };
-    const unsubscribe = app.notifications.subscribe((name) => {
+    // Reports are coalesced: each device at most once per FLUSH_MS, however often it reports.
+    const pending = new Set<string>();
+    const unsubscribe = app.notifications.subscribe((name) => pending.add(name));
+    const flusher = setInterval(() => {
+      if (pending.size === 0) return;
       if (!stillAllowed()) return stop();
-      const device = summary(name);
-      if (device) send({ type: "device", device });
-    });
+      for (const name of pending) {
+        const device = summary(name);
+        if (device) send({ type: "device", device });
+      }
+      pending.clear();
+    }, FLUSH_MS);
+    flusher.unref();
     const timer = setInterval(() => {
       if (!stillAllowed()) return stop();
       send(snapshot());

@@ -90,17 +90,16 @@ function Console({ session, onLogout }: { session: ConsoleSession; onLogout: () 
   };
   return (
     <>
-      <a
+      <button
+        type="button"
         className="skip"
-        href="#main"
-        onClick={(event) => {
-          // the hash is the route here: focus the page instead of navigating
-          event.preventDefault();
+        onClick={() => {
+          // the hash is the route here, so no #main anchor: focus the page's heading
           main.current?.querySelector<HTMLElement>("h1")?.focus();
         }}
       >
         Skip to content
-      </a>
+      </button>
       <header className="top">
         <span className="brand">Galette</span>
         <nav aria-label="Main">

@@ -133,7 +133,7 @@ describeKernel("web console in chromium: real controller, two agents on veth", (
       .toBe("true");
     await page.getByRole("table", { name: /weak-classifier/ }).waitFor();
     // the skip link moves focus to the page's heading and stays on this page
-    await page.getByRole("link", { name: "Skip to content" }).focus();
+    await page.getByRole("button", { name: "Skip to content" }).focus();
     await page.keyboard.press("Enter");
     expect(page.url()).toContain("#/chains/security");
     expect(await page.evaluate<string>("document.activeElement?.textContent ?? ''")).toBe(

@@ -59,10 +59,15 @@ export function bpfLoopNfs(
   for (const nf of chain.graph.nfs) {
     if (!nf.xdp) continue;
     const bpf = buildOfInstance(repo, chain, nf)?.artifacts.find((a) => a.kind === "bpf-object");
-    if (!bpf) continue;
+    // missing from the store: the device's download fails with its own error
+    if (!bpf || !artifacts.has(bpf.digest)) continue;
     let calls = bpfLoopByDigest.get(bpf.digest);
     if (calls === undefined) {
-      calls = bpfHelperCalls(readFileSync(artifacts.pathOf(bpf.digest))).has(BPF_FUNC_LOOP);
+      try {
+        calls = bpfHelperCalls(readFileSync(artifacts.pathOf(bpf.digest))).has(BPF_FUNC_LOOP);
+      } catch (err) {
+        throw new Error(`NF "${nf.instance}": BPF object ${bpf.digest}: ${(err as Error).message}`);
+      }
       bpfLoopByDigest.set(bpf.digest, calls);
     }
     if (calls) uses.add(nf.uuid);
@@ -79,7 +84,14 @@ export function chainRefusal(
 ): AssignmentRefusal | null {
   const probe = device.status?.capabilities;
   if (!probe) return null;
-  const reasons = graphFitsDevice(chain.graph, deviceCapabilities(probe, bpfLoopNfs(repo, artifacts, chain)));
+  let loops: Set<string>;
+  try {
+    loops = bpfLoopNfs(repo, artifacts, chain);
+  } catch (err) {
+    // an object the controller cannot read is not sent to a device it may not fit
+    return { chain: chain.name, version: chain.version, reasons: [(err as Error).message] };
+  }
+  const reasons = graphFitsDevice(chain.graph, deviceCapabilities(probe, loops));
   return reasons.length > 0 ? { chain: chain.name, version: chain.version, reasons } : null;
 }
 

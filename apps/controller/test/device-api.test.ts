@@ -225,7 +225,7 @@ describe("device API over mTLS", () => {
       errors: [],
       counters: [],
     };
-    const post = (body: unknown) =>
+    const post = (body: object) =>
       h.call("/v1/device/status", { method: "POST", client: h.asDevice("pi-1"), body });
     const badCaps = await post({ ...report, capabilities: { afXdp: "maybe" } });
     expect(badCaps.status).toBe(400);

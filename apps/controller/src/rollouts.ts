@@ -45,7 +45,10 @@ interface Baseline {
   /** drops and frames entering the chain, from the report before the rollout reached it */
   drops: number;
   packets: number;
-  /** per NF uuid, per variant: the counters when it first reported the version installed */
+  /**
+   * per NF uuid, per variant: the counters when the phase reached it; a counter seen lower
+   * than this later was reset (a new NF instance) and counts from 0 from then on
+   */
   snapshot: Record<string, Record<string, number>> | null;
 }
 type StoredDevice = RolloutDevice & { previous: PreviousAssignment; baseline: Baseline | null };
@@ -119,6 +122,15 @@ function framesOf(
     graph.entry.kind === "tailcall" || graph.entry.kind === "upcall" ? graph.entry.target : undefined;
   const packets = entry ? (counters[entry]?.packets ?? 0) : 0;
   return { sent, packets };
+}
+
+/** Marks counters seen below their snapshot as reset (a new NF instance): they count from 0. */
+function noteResets(
+  snapshot: Record<string, Record<string, number>>,
+  now: Record<string, Record<string, number>>,
+): void {
+  for (const [uuid, c] of Object.entries(snapshot))
+    for (const [k, v] of Object.entries(c)) if ((now[uuid]?.[k] ?? v) < v) c[k] = 0;
 }
 
 /** counters now minus counters then, per key; a counter that went down was reset (new instance): count from 0. */
@@ -322,7 +334,10 @@ export class RolloutEngine {
       this.#repo.transaction(() => {
         const r = this.#repo.getRollout(id) as StoredRollout | undefined;
         if (!r) throw new RequestError(404, `rollout ${id} does not exist`);
+        const before = JSON.stringify(r);
         fn(r);
+        // most ticks change nothing: no write then
+        if (JSON.stringify(r) === before) return r as Rollout;
         r.updatedAt = this.#iso();
         this.#repo.updateRollout(r as Rollout);
         return r as Rollout;
@@ -421,7 +436,7 @@ export class RolloutEngine {
       const status = record.status;
       if (d.assignedAt !== null && d.baseline) {
         // a phase run again (resume): what it had before the rollout is still what it had
-        d.baseline.snapshot = null;
+        d.baseline.snapshot = countersOf(status);
         Object.assign(d, { state: "updating", assignedAt: at, soakEndsAt, installedAt: null, failed: [] });
         continue;
       }
@@ -432,7 +447,9 @@ export class RolloutEngine {
           : { explicit: false, chain: record.assignedChain, version: record.assignedVersion };
       const ranGraph = d.ran ? this.#graph(d.ran.chain, d.ran.version) : null;
       const before = ranGraph ? framesOf(ranGraph, countersOf(status), "drop") : { sent: 0, packets: 0 };
-      d.baseline = { drops: before.sent, packets: before.packets, snapshot: null };
+      // Counting starts now, not at the first report of the version: frames it aborts
+      // before that report count too.
+      d.baseline = { drops: before.sent, packets: before.packets, snapshot: countersOf(status) };
       Object.assign(d, { state: "updating", assignedAt: at, soakEndsAt, installedAt: null, failed: [] });
     }
     const names = devices.filter((d) => d.state === "updating").map((d) => d.name);
@@ -479,8 +496,8 @@ export class RolloutEngine {
         continue;
       }
       const installed = installedIs(record.status, r.chain, r.version);
-      if (installed && d.baseline && !d.baseline.snapshot) {
-        d.baseline.snapshot = countersOf(record.status);
+      if (d.baseline?.snapshot) noteResets(d.baseline.snapshot, countersOf(record.status));
+      if (installed && !d.installedAt) {
         d.installedAt = this.#iso();
         if (d.state === "waiting") {
           // back from offline: its own soak starts now

@@ -21,12 +21,18 @@ export const GATE_VARIABLES = {
   installed: { type: "boolean", doc: "the device runs the rollout's chain version" },
   online: { type: "boolean", doc: "the device holds a notification connection or reported recently" },
   heartbeat: { type: "number", doc: "seconds since the device last reported its status" },
-  aborts: { type: "number", doc: "frames its NFs sent to `abort` since it installed the version" },
+  aborts: {
+    type: "number",
+    doc: "frames its NFs sent to `abort` since the phase reached it (0 until it runs the version)",
+  },
   errors: {
     type: "number",
     doc: "errors the device reported since the phase started, plus NF worker crashes",
   },
-  drops: { type: "number", doc: "frames its NFs sent to `drop` since it installed the version" },
+  drops: {
+    type: "number",
+    doc: "frames its NFs sent to `drop` since the phase reached it (0 until it runs the version)",
+  },
   drop_ratio: {
     type: "number",
     doc: "its drop rate on the version ÷ its drop rate before the rollout (1 = unchanged)",

@@ -9,9 +9,11 @@ import type { NfInterface } from "@galette/chain";
 import type { DeviceCapabilities } from "@galette/protocol";
 import { compileBpfObject } from "@galette/testkit";
 import { afterAll, describe, expect, it } from "vitest";
-import { BPF_FUNC_LOOP, bpfHelperCalls } from "../src/capabilities";
+import { BPF_FUNC_LOOP, bpfHelperCalls, chainRefusal, servedDevice } from "../src/capabilities";
 import { deviceCapabilities, graphFitsDevice, planChainForPush } from "../src/chains";
 import { parseGrace } from "../src/commands/chain";
+import { ArtifactStore } from "../src/storage/artifacts";
+import type { DeviceRecord } from "../src/storage/repository";
 import { openSqliteRepository } from "../src/storage/sqlite";
 
 const root = join(import.meta.dirname, "../../..");
@@ -115,6 +117,77 @@ describe("graph against a device's probed capabilities", () => {
   it("a device that reported nothing is checked against the static limits only", () => {
     expect(deviceCapabilities(undefined).probe).toBeUndefined();
   });
+});
+
+describe("the served assignment of a probed device", () => {
+  it("refuses a chain whose XDP NF's published object calls bpf_loop to a device without it, and keeps it served what it runs", async () => {
+    const data = mkdtempSync(join(tmpdir(), "galette-caps-store-"));
+    try {
+      const repo = openSqliteRepository(data);
+      const store = new ArtifactStore(data);
+      const loopObject = readFileSync(
+        await compileBpfObject(join(import.meta.dirname, "fixtures/bpf-loop.c")),
+      );
+      const plainObject = readFileSync(
+        await compileBpfObject(join(import.meta.dirname, "fixtures/no-loop.c")),
+      );
+      const publishWith = (name: string, object: Buffer) => {
+        const stored = store.put(object);
+        repo.insertNf({
+          name,
+          sourceDigest: "0".repeat(64),
+          build: "built",
+          buildMessage: null,
+          buildHash: `hash-of-${name}`,
+          interface: iface(["Tx"], []),
+          artifacts: [{ ...stored, kind: "bpf-object", nf: name }],
+          publishedAt: "t",
+        });
+      };
+      publishWith("looper", loopObject);
+      publishWith("plain", plainObject);
+      const push = (nf: string) => {
+        const toml = `[chain]\nname = "${nf}-chain"\n\n[functions.${nf}]\n\n[[links]]\nfrom = "rx"\nto = ["${nf}"]\n\n[[links]]\nfrom = "${nf}"\nto = ["tx"]\n`;
+        const planned = planChainForPush(repo, toml, `${nf}.toml`);
+        const version = repo.insertChainVersion({
+          name: planned.name,
+          toml,
+          file: `${nf}.toml`,
+          graph: planned.graph,
+          warnings: [],
+          createdAt: "t",
+        });
+        return repo.getChainVersion(planned.name, version)!;
+      };
+      const looper = push("looper");
+      const plain = push("plain");
+      const device = {
+        name: "sfp-old",
+        status: { installed: { chain: "plain-chain", version: 1 }, capabilities: smartSfp },
+      } as unknown as DeviceRecord;
+      expect(chainRefusal(repo, store, device, looper)).toEqual({
+        chain: "looper-chain",
+        version: 1,
+        reasons: [
+          'NF "looper" uses nf::repeat (the bpf_loop helper) in XDP; kernel 4.14.98 lacks bpf_loop (5.17 added it)',
+        ],
+      });
+      expect(chainRefusal(repo, store, device, plain)).toBeNull();
+      const assigned = { ...device, assignedChain: "looper-chain", assignedVersion: null } as DeviceRecord;
+      const served = servedDevice(repo, store, assigned);
+      expect(served.refusal?.chain).toBe("looper-chain");
+      expect(served.device).toMatchObject({ assignedChain: "plain-chain", assignedVersion: 1 });
+      // the same device with bpf_loop takes it
+      const modern = { ...assigned, status: { ...assigned.status, capabilities: probed } } as DeviceRecord;
+      expect(servedDevice(repo, store, modern)).toMatchObject({
+        refusal: null,
+        device: { assignedChain: "looper-chain" },
+      });
+      repo.close();
+    } finally {
+      rmSync(data, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 describe("--grace", () => {

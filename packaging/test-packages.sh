@@ -102,7 +102,11 @@ deb ${MIRROR%/debian}/debian-security bookworm-security main
 EOF
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 mount_into /proc "$root/proc"
-mount_into /sys "$root/sys"
+# /sys without its submounts: a bpffs showing up under the root's path would be the first
+# one tools like ip(8) find in the mount table; step 5 binds /sys/fs/bpf itself
+mkdir -p "$root/sys"
+mount --bind /sys "$root/sys"
+mounted+=("$root/sys")
 mount_into /dev "$root/dev"
 mkdir -p /run/netns
 mount_into /run/netns "$root/run/netns"

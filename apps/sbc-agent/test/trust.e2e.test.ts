@@ -182,12 +182,15 @@ describeKernel("device trust: only chains and NF builds signed by a pinned relea
     fleet.cli(["chain", "assign", "macswap", "--devices", DEV, "--version", "2"]);
     await refused(2, /v2 is older than v4, which this device already ran/, 4);
     await forwards("v4-replay-refused");
-    // v1 ran right before v4: a failed rollout's rollback needs no new signature. Its
-    // eBPF object (build A, pruned from the device's cache) is first swapped on the
+    // v1 ran right before v4: a failed rollout's rollback needs no new signature. The
+    // device keeps its eBPF object (build A) cached for a rollback; here it is gone from
+    // the device's cache, so it is downloaded, and it is first swapped on the
     // controller's disk: the signed manifest's digest refuses it.
     const bpfA = (await fleet.operator.getNfRelease("macswap", releaseA)).manifest.artifacts.find(
       (a) => a.kind === "bpf-object",
     )!.digest;
+    const agentCache = path.resolve(fleet.agent(DEV).bundleDir, fleet.agent(DEV).config.dataDir, "artifacts");
+    rmSync(path.join(agentCache, bpfA), { force: true });
     const stored = path.join(fleet.controller.dataDir, "artifacts", "sha256", bpfA.slice(0, 2), bpfA);
     const good = readFileSync(stored);
     const swapped = Buffer.from(good);

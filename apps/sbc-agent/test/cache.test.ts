@@ -44,6 +44,36 @@ describe("agent cache", () => {
     expect(() => cache.loadAssignment()).toThrow(/assignment\.json: invalid cached assignment: /);
   });
 
+  it("keeps the previous assignment and the held-back version, and names a broken file", () => {
+    const entry = {
+      etag: '"prev"',
+      savedAt: "then",
+      assignment: { protocolVersion: 2, device: "pi-1", chain: null },
+      appliedKeys: {},
+    };
+    expect(cache.loadPrevious()).toBeUndefined();
+    cache.savePrevious(entry);
+    expect(cache.loadPrevious()).toEqual(entry);
+    cache.savePrevious(undefined);
+    expect(cache.loadPrevious()).toBeUndefined();
+
+    const held = {
+      chain: "security",
+      version: 4,
+      reason: 'chain "security" v4 cut this device off the controller',
+      at: "2026-01-01T00:00:00.000Z",
+      restored: { chain: "security", version: 3 },
+    };
+    cache.saveHeld(held);
+    expect(cache.loadHeld()).toEqual(held);
+    writeFileSync(cache.heldFile, '{"chain": "security", "version": "four"}');
+    expect(() => cache.loadHeld()).toThrow(/held\.json: invalid held version: version: /);
+    writeFileSync(cache.heldFile, "{not json");
+    expect(() => cache.loadHeld()).toThrow(/held\.json: not valid JSON: /);
+    cache.saveHeld(undefined);
+    expect(cache.loadHeld()).toBeUndefined();
+  });
+
   it("prunes artifacts nothing references", () => {
     const keep = cache.put(digest, bytes, "NF x");
     const other = Buffer.from("old build");

@@ -158,6 +158,24 @@ describeKernel("dead-man's switch", () => {
     d = await fleet.device(DEVICE);
     expect(d.installed).toEqual({ chain: "deadman-ok", version: 1 });
     expect(agent.logged("dead-man's switch armed", from)).toEqual([]);
+    // …nor after a restart: the hold is on the device's disk
+    await agent.signal("SIGTERM");
+    from = agent.logs.length;
+    agent.start();
+    await waitFor(
+      "the restarted agent to poll",
+      30_000,
+      () =>
+        agent.logged(
+          "not installing the version the dead-man's switch rolled back until the operator confirms it (galette device confirm)",
+          from,
+        ).length > 0 || undefined,
+    );
+    await sleep(3000);
+    d = await fleet.device(DEVICE);
+    expect(d.installed).toEqual({ chain: "deadman-ok", version: 1 });
+    expect(d.rollback?.chain).toBe("deadman-cut");
+    expect(agent.logged("dead-man's switch armed", from)).toEqual([]);
 
     // 4. confirmed: installed again, without the switch (the device is cut off again)
     from = agent.logs.length;

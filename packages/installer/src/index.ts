@@ -1,4 +1,4 @@
 export * from "./kernel";
 export * from "./map-set";
-export * from "./spec";
 export * from "./probe";
+export * from "./spec";

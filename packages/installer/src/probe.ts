@@ -63,7 +63,7 @@ export interface CapabilityProbe {
 }
 
 /** Drivers whose AF_XDP support is copy mode only. */
-const NO_ZERO_COPY_DRIVERS = new Set(["veth", "dummy", "ifb", "bridge", "tun", "virtio_net_nozc"]);
+const NO_ZERO_COPY_DRIVERS = new Set(["veth", "dummy", "ifb", "bridge", "tun"]);
 const BPF_LOOP_KERNEL: [number, number] = [5, 17];
 
 export function parseKernelRelease(release: string): { major: number; minor: number } {

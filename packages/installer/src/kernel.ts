@@ -65,6 +65,12 @@ export interface WorkerSettings {
    * isolation; never for a device.
    */
   inProcess?: boolean;
+  /**
+   * Frames a userland NF passes go to the host stack through a TAP device per port
+   * (`galh<ifindex>`, created with the workers); default true. false: they are dropped
+   * (`passUnsupported`). The in-process pool has no TAP.
+   */
+  hostDelivery?: boolean;
 }
 
 /** A userland NF's worker died (crash, seccomp kill) or failed; `nf` when attributable. */
@@ -346,6 +352,7 @@ export class Dataplane {
           count: options.workers?.count ?? 2,
           mode: options.workers?.mode ?? "blocking",
           ...(options.workers?.inProcess ? { inProcess: true } : {}),
+          ...(options.workers?.hostDelivery === false ? { hostDelivery: false } : {}),
         },
         pid: process.pid,
         updatedAt: new Date().toISOString(),
@@ -902,6 +909,9 @@ export class Dataplane {
     const options = {
       ifname: t.iface,
       ...(t.peer ? { peer: t.peer } : {}),
+      ...(this.#record.workers.hostDelivery !== false && !this.#record.workers.inProcess
+        ? { hostTap: true }
+        : {}),
       ...(t.netns ? { netns: netnsPath(t.netns) } : {}),
       workers: this.#record.workers.count,
       mode: this.#record.workers.mode,

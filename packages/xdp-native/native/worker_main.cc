@@ -126,6 +126,7 @@ inline uint64_t NowNs() {
 struct Config {
   uint32_t workers = 1, frame_size = 4096, frame_count = 4096, ring_size = 2048, batch = 64;
   uint32_t groups = 1;  // socket groups = ports
+  bool taps = false;    // one TAP fd per group follows the sockets: PASS goes to the host stack
   uint32_t poll_timeout_ms = 1000;
   bool busy_poll = false;
   uid_t uid = 65534;
@@ -155,6 +156,8 @@ Config ParseArgs(int argc, char** argv) {
       c.workers = ParseU32(next(), "--workers");
     else if (a == "--groups")
       c.groups = ParseU32(next(), "--groups");
+    else if (a == "--taps")
+      c.taps = true;
     else if (a == "--frame-size")
       c.frame_size = ParseU32(next(), "--frame-size");
     else if (a == "--frame-count")
@@ -287,6 +290,7 @@ struct Process {
   std::vector<Socket> sockets;  // group-major: thread t's socket of group g = g * workers + t
   xsk_ring_prod fq[kMaxGroups]{};
   xsk_ring_cons cq[kMaxGroups]{};
+  int tap_fd[kMaxGroups] = {-1, -1};  // the host stack's TAP device of each port (taps)
   std::mutex ring_lock;
   int64_t tx_in_flight_locked = 0;
   std::atomic<int64_t> tx_in_flight{0};
@@ -406,7 +410,15 @@ uint32_t Thread::Frame(Process* p, const InstanceTable* table, uint64_t addr, ui
         return act.kind;
       case GALETTE_ACT_DROP: Count(k_drop, 1); return false;
       case GALETTE_ACT_ABORT: Count(k_abort, 1); return false;
-      case GALETTE_ACT_PASS: Count(k_passUnsupported, 1); return false;
+      case GALETTE_ACT_PASS:
+        if (p->tap_fd[0] < 0) {
+          Count(k_passUnsupported, 1);
+          return false;
+        }
+        out->addr = static_cast<uint64_t>(pkt.data - base);
+        out->len = pkt.len;
+        out->options = 0;
+        return act.kind;
       case GALETTE_ACT_TAILCALL:
       case GALETTE_ACT_UPCALL: break;
       default: Count(k_redirectUnsupported, 1); return false;
@@ -560,6 +572,15 @@ void Thread::Run(Process* p) {
       xdp_desc d{};
       uint32_t kind = Frame(p, table, descs[i].addr, descs[i].len, &d);
       if (kind == 0) {
+        dropped[n_dropped++] = descs[i].addr;
+        continue;
+      }
+      if (kind == GALETTE_ACT_PASS) {
+        // The host stack gets a copy (one write per frame); the frame goes back to the fill ring.
+        if (write(p->tap_fd[g_in], p->area + d.addr, d.len) == static_cast<ssize_t>(d.len))
+          Count(k_passed, 1);
+        else
+          Count(k_txErrors, 1);
         dropped[n_dropped++] = descs[i].addr;
         continue;
       }
@@ -1060,6 +1081,8 @@ int main(int argc, char** argv) {
       AttachRing(&p->cq[g], cr, off.cr, c.frame_count, false);
     }
   }
+  if (c.taps)
+    for (uint32_t g = 0; g < c.groups; g++) p->tap_fd[g] = kFdFirstSocket + static_cast<int>(c.workers * c.groups + g);
   p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (p->wake_fd < 0) Fatal("create the wake-up eventfd", errno);
 

@@ -5,7 +5,9 @@
 // sockets outlive any worker, a restarted worker binds nothing: it maps the same rings and
 // goes on, and XDP keeps redirecting into the same sockets meanwhile.
 #include <fcntl.h>
+#include <linux/if_tun.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -39,6 +41,9 @@ struct WPool {
   // completion rings, same UMEM), so a worker transmits a frame out of the other port
   std::string peer;
   uint32_t groups = 1;
+  // host delivery: one TAP device per group (port) the worker writes passed frames to
+  bool host_tap = false;
+  int tap_fds[kMaxGroups] = {-1, -1};
   uint32_t queue = 0, workers = 1, frame_size = XSK_UMEM__DEFAULT_FRAME_SIZE, frame_count = 4096;
   uint32_t ring_size = 2048;
   int xsk_map_fd = -1, xsk_count_fd = -1;
@@ -126,6 +131,11 @@ std::string Teardown(WPool* p) {
   if (p->ctl_child >= 0) close(p->ctl_child);
   p->ctl_child = -1;
   KillWorker(p);
+  // A TAP device that is not persistent goes away with its last fd (the worker's died above).
+  for (int& fd : p->tap_fds) {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  }
   for (xsk_socket* x : p->xsks)
     if (x) xsk_socket__delete(x);
   p->xsks.clear();
@@ -161,6 +171,52 @@ WPool* Get(const Napi::CallbackInfo& info) {
   return info[0].As<Napi::External<WPool>>().Data();
 }
 
+// A TAP device beside `port`, with its MAC, up: frames written to it enter the host stack as
+// if they had arrived on a device with the port's address (the stack answers on the port,
+// by its routes). rp_filter off on it: the route back to a sender leads out of the port.
+int OpenTap(Napi::Env env, const std::string& port) {
+  unsigned idx = if_nametoindex(port.c_str());
+  if (idx == 0) ThrowErrno(env, errno, "ifindex of " + port, {{"ifname", port}});
+  std::string name = "galh" + std::to_string(idx);
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0) ThrowErrno(env, errno, "open /dev/net/tun for the host TAP of " + port, {{"ifname", port}});
+  ifreq ifr{};
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name.c_str());
+  auto fail = [&](const std::string& what) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, what + " (host TAP " + name + " of " + port + ")", {{"ifname", port}});
+  };
+  if (ioctl(fd, TUNSETIFF, &ifr) != 0) fail("create TAP device");
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) fail("socket for interface ioctls");
+  ifreq q{};
+  snprintf(q.ifr_name, IFNAMSIZ, "%s", port.c_str());
+  bool ok = ioctl(s, SIOCGIFHWADDR, &q) == 0;
+  if (ok) {
+    snprintf(q.ifr_name, IFNAMSIZ, "%s", name.c_str());
+    ok = ioctl(s, SIOCSIFHWADDR, &q) == 0;
+  }
+  ifreq up{};
+  snprintf(up.ifr_name, IFNAMSIZ, "%s", name.c_str());
+  ok = ok && ioctl(s, SIOCGIFFLAGS, &up) == 0;
+  up.ifr_flags |= IFF_UP;
+  ok = ok && ioctl(s, SIOCSIFFLAGS, &up) == 0;
+  int err = errno;
+  close(s);
+  errno = err;
+  if (!ok) fail("give the TAP device the port's MAC and bring it up");
+  std::string rp = "/proc/sys/net/ipv4/conf/" + name + "/rp_filter";
+  int r = open(rp.c_str(), O_WRONLY | O_CLOEXEC);
+  if (r < 0 || write(r, "0", 1) != 1) {
+    if (r >= 0) close(r);
+    fail("turn rp_filter off (" + rp + ")");
+  }
+  close(r);
+  return fd;
+}
+
 void SetUp(Napi::Env env, WPool* p) {
   NetnsScope ns(env, p->netns);
   std::string where = p->ifname + " queue " + std::to_string(p->queue);
@@ -190,6 +246,8 @@ void SetUp(Napi::Env env, WPool* p) {
       ThrowErrno(env, err, "create UMEM for " + where, {{"ifname", p->ifname}});
     }
   }
+  if (p->host_tap)
+    for (uint32_t g = 0; g < p->groups; g++) p->tap_fds[g] = OpenTap(env, g == 0 ? p->ifname : p->peer);
   p->rx.resize(p->workers * p->groups);
   p->tx.resize(p->workers * p->groups);
   for (uint32_t g = 0; g < p->groups; g++) {
@@ -256,6 +314,7 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
     if (p->peer == p->ifname) ThrowType(env, "worker pool option peer must differ from ifname");
     p->groups = 2;
   }
+  p->host_tap = cfg.Get("hostTap").IsBoolean() && cfg.Get("hostTap").As<Napi::Boolean>().Value();
   p->workers = GetU32(env, cfg, "workers", 1, 1, GALETTE_MAX_XSKS / p->groups);
   p->frame_size = GetU32(env, cfg, "frameSize", XSK_UMEM__DEFAULT_FRAME_SIZE, 2048, 4096);
   p->frame_count = GetU32(env, cfg, "frameCount", 4096, 64, 1u << 20);
@@ -317,6 +376,8 @@ Napi::Value ChildFds(const Napi::CallbackInfo& info) {
   out.Set(k++, p->umem_fd);
   out.Set(k++, p->shm_fd);
   for (xsk_socket* x : p->xsks) out.Set(k++, xsk_socket__fd(x));
+  for (uint32_t g = 0; g < p->groups; g++)
+    if (p->tap_fds[g] >= 0) out.Set(k++, p->tap_fds[g]);
   return out;
 }
 

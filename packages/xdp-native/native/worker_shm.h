@@ -35,7 +35,8 @@ constexpr uint32_t kNoInstance = 0xffffffffu;
   X(tx, "frames transmitted")                                                                 \
   X(drop, "DROP verdicts")                                                                    \
   X(abort, "ABORT verdicts")                                                                  \
-  X(passUnsupported, "PASS verdicts, dropped: AF_XDP cannot hand frames to the kernel stack") \
+  X(passUnsupported, "PASS verdicts, dropped: the pool has no TAP device to the host stack")   \
+  X(passed, "PASS verdicts written to the port's TAP device (the host stack)")                \
   X(redirectUnsupported, "REDIRECT or unknown action kinds, dropped")                         \
   X(badMeta, "frames whose upcall metadata names no configured instance/action")              \
   X(hopLimit, "frames dropped after kMaxHops NF calls (cycle)")                               \

@@ -94,6 +94,8 @@ export interface NativeWorkerStats {
   drop: number;
   abort: number;
   passUnsupported: number;
+  /** PASS verdicts handed to the host stack (the port's TAP device); worker process only */
+  passed?: number;
   redirectUnsupported: number;
   badMeta: number;
   hopLimit: number;

@@ -39,6 +39,12 @@ export interface WorkerPoolOptions {
    * one the frame came in on. galette_xsk_count needs 2 entries.
    */
   peer?: string;
+  /**
+   * Hand frames a userland NF passes to the host stack: the pool creates one TAP device per
+   * port (`galh<port ifindex>`, the port's MAC, in its namespace, gone with the pool) and the
+   * worker writes passed frames to it. Without it they are dropped (`passUnsupported`).
+   */
+  hostTap?: boolean;
   /** number of worker threads = AF_XDP sockets per port (XSKMAP slots 0..workers-1) */
   workers: number;
   /** "blocking": poll() until frames arrive; "busy-poll": spin on the rings (one core each) */
@@ -220,6 +226,9 @@ export interface PoolStats {
     drop: number;
     abort: number;
     passUnsupported: number;
+    /** frames a userland NF passed, written to the host stack (hostTap) */
+    passed: number;
+    /** every outcome but tx and passed: tx + passed + dropped == rx once idle */
     dropped: number;
   };
 }
@@ -243,13 +252,15 @@ export function asLibraryError(err: unknown, ifname: string): unknown {
 }
 
 export function summarise(s: { workers: NativeWorkerStats[] }): PoolStats["totals"] {
-  const sum = (k: keyof NativeWorkerStats) => s.workers.reduce((a, w) => a + (w[k] as number), 0);
+  const sum = (k: keyof NativeWorkerStats) =>
+    s.workers.reduce((a, w) => a + ((w[k] as number | undefined) ?? 0), 0);
   return {
     rx: sum("rx"),
     tx: sum("tx"),
     drop: sum("drop"),
     abort: sum("abort"),
     passUnsupported: sum("passUnsupported"),
+    passed: sum("passed"),
     dropped:
       sum("drop") +
       sum("abort") +
@@ -373,6 +384,7 @@ export class WorkerPool {
         netns: o.netns,
         queue: o.queue,
         ...(o.peer ? { peer: o.peer } : {}),
+        ...(o.hostTap ? { hostTap: true } : {}),
         workers: o.workers,
         pollTimeoutMs: o.pollTimeoutMs,
         frameSize: o.frameSize,
@@ -445,6 +457,7 @@ export class WorkerPool {
       String(o.workers),
       "--groups",
       o.peer ? "2" : "1",
+      ...(o.hostTap ? ["--taps"] : []),
       "--frame-size",
       String(o.frameSize ?? 4096),
       "--frame-count",

@@ -177,7 +177,9 @@ step "5. The agent, from the root, converges on macswap and forwards frames"
 # the agent's view of the machine: the root's files, this machine's bpffs and namespaces
 mount_into /sys/fs/bpf "$root/sys/fs/bpf"
 mkdir -p "$root/run/galette" "$root/var/lib/galette-agent"
-inroot galette-agent --config /etc/galette/agent.json >"$work/agent.log" 2>&1 &
+# not through inroot: a backgrounded function is a subshell, and $! would be its pid
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+  chroot "$root" galette-agent --config /etc/galette/agent.json >"$work/agent.log" 2>&1 &
 agent_pid=$!
 g nf publish nf-examples/macswap >"$work/publish.log" 2>&1 || fail "nf publish macswap failed"
 g nf release macswap --key "$work/release-key/release.key" --trust-controller-build >/dev/null

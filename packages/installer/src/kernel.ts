@@ -322,8 +322,8 @@ export class Dataplane {
       };
       const progs = mk("prog_array", AbiNames.progs, GALETTE_MAX_INSTANCES, spec.pins.progs);
       const xsks = mk("xskmap", AbiNames.xsks, GALETTE_MAX_XSKS, spec.pins.xsks);
-      // [0] sockets per port, [1] the second port's ifindex (set by the workers)
-      const xskCount = mk("array", AbiNames.xskCount, 2, spec.pins.xskCount);
+      // [0] sockets per (port, queue), [1] the second port's ifindex, [2], [3] RX queues per port (set by the workers)
+      const xskCount = mk("array", AbiNames.xskCount, 4, spec.pins.xskCount);
       const ports = mk("devmap_hash", AbiNames.ports, PORTS_MAP_SIZE, spec.pins.ports);
       const tables = Array.from({ length: GALETTE_MAX_INSTANCES }, (_, id) => {
         const t = createActionTable();

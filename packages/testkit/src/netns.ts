@@ -94,7 +94,7 @@ let subnetCounter = 0;
  * Interface names are ≤15 chars. Call cleanup() in finally/afterAll; deleting the
  * namespaces removes the veth and anything attached to it.
  */
-export async function createVethPair(tag = "t"): Promise<VethPair> {
+export async function createVethPair(tag = "t", opts: { queues?: number } = {}): Promise<VethPair> {
   const sfx = uniqueSuffix();
   const nsA = `gal-${tag}-${sfx}-a`;
   const nsB = `gal-${tag}-${sfx}-b`;
@@ -121,7 +121,25 @@ export async function createVethPair(tag = "t"): Promise<VethPair> {
         "net.ipv6.conf.default.disable_ipv6=1",
       ]);
     }
-    await run("ip", ["link", "add", ifA, "netns", nsA, "type", "veth", "peer", "name", ifB, "netns", nsB]);
+    // queues: RX/TX queues on both ends (veth delivers on the RX queue numbered like the
+    // sender's TX queue, which the flow hash picks)
+    const q = opts.queues ? ["numtxqueues", String(opts.queues), "numrxqueues", String(opts.queues)] : [];
+    await run("ip", [
+      "link",
+      "add",
+      ifA,
+      "netns",
+      nsA,
+      ...q,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      ifB,
+      "netns",
+      nsB,
+      ...q,
+    ]);
     for (const [ns, ifn, mac, ip, peerIp, peerMac] of [
       [nsA, ifA, macA, ipA, ipB, macB],
       [nsB, ifB, macB, ipB, ipA, macA],

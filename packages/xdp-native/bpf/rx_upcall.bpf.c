@@ -15,7 +15,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 4);
 	__type(key, __u32);
 	__type(value, __u32);
 } galette_xsk_count SEC(".maps");
@@ -29,15 +29,26 @@ int galette_rx_upcall(struct xdp_md *ctx)
 	if ((void *)(meta + 1) > data) return XDP_DROP;
 	meta->instance = GALETTE_MAX_INSTANCES - 1;
 	meta->action = 0;
-	/* a random socket of the ingress port (see galette_xsk_slot in galette_nf_maps.h) */
+	/* a random socket of the ingress port and RX queue (as galette_xsk_slot in
+	 * galette_nf_maps.h: [0] sockets per group, [1] second port, [2], [3] queues per port) */
 	__u32 key = 0;
 	__u32 *sockets = bpf_map_lookup_elem(&galette_xsk_count, &key);
 	if (!sockets || *sockets == 0) return XDP_DROP;
 	__u32 n = *sockets;
 	key = 1;
 	__u32 *second = bpf_map_lookup_elem(&galette_xsk_count, &key);
-	__u32 base = second && *second && *second == ctx->ingress_ifindex ? n : 0;
-	return bpf_redirect_map(&galette_xsks, base + bpf_get_prandom_u32() % n, XDP_DROP);
+	key = 2;
+	__u32 *q0 = bpf_map_lookup_elem(&galette_xsk_count, &key);
+	key = 3;
+	__u32 *q1 = bpf_map_lookup_elem(&galette_xsk_count, &key);
+	__u32 first_queues = q0 && *q0 ? *q0 : 1;
+	__u32 base = 0, queues = first_queues;
+	if (second && *second && *second == ctx->ingress_ifindex) {
+		base = first_queues;
+		queues = q1 && *q1 ? *q1 : 1;
+	}
+	if (ctx->rx_queue_index >= queues) return XDP_DROP;
+	return bpf_redirect_map(&galette_xsks, (base + ctx->rx_queue_index) * n + bpf_get_prandom_u32() % n, XDP_DROP);
 }
 
 char LICENSE[] SEC("license") = "GPL";

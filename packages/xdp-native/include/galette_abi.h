@@ -10,7 +10,7 @@
 
 #define GALETTE_MAX_ACTIONS 16	  /* Action variants per NF (entries of its action table) */
 #define GALETTE_MAX_INSTANCES 256 /* NF instances per device = PROG_ARRAY slots */
-#define GALETTE_MAX_XSKS 64	  /* AF_XDP sockets (userland worker threads) */
+#define GALETTE_MAX_XSKS 64	  /* AF_XDP sockets (worker threads x RX queues of the ports) */
 #define GALETTE_MAX_MAPS 16	  /* maps one NF may declare */
 
 /* What an NF's Action variant does. kind < 100 is a final verdict; the first four equal
@@ -58,9 +58,10 @@ struct galette_pkt {
  *                              (per instance: the installer gives each instance its own)
  *   map      galette_progs     PROG_ARRAY[GALETTE_MAX_INSTANCES] (shared by a device's NFs)
  *   map      galette_xsks      XSKMAP[GALETTE_MAX_XSKS] (shared)
- *   map      galette_xsk_count ARRAY[2] u32 -> u32: [0] live sockets per port, [1] the
- *                              second port's ifindex (0: one port) (shared; the upcall
- *                              picks a random socket of the ingress port: galette_xsk_slot)
+ *   map      galette_xsk_count ARRAY[4] u32 -> u32: [0] live sockets per (port, RX
+ *                              queue), [1] the second port's ifindex (0: one port), [2],
+ *                              [3] RX queues served per port (shared; the upcall picks a
+ *                              random socket of the ingress port and queue: galette_xsk_slot)
  *   map      galette_ports     DEVMAP_HASH[8] ingress ifindex -> egress
  *                              ifindex (shared; empty on a single-port installation)
  *   map      galette_counts    PERCPU_ARRAY[GALETTE_MAX_ACTIONS] u64 frames per variant

@@ -125,8 +125,12 @@ inline uint64_t NowNs() {
 
 struct Config {
   uint32_t workers = 1, frame_size = 4096, frame_count = 4096, ring_size = 2048, batch = 64;
-  uint32_t groups = 1;  // socket groups = ports
-  bool taps = false;    // one TAP fd per group follows the sockets: PASS goes to the host stack
+  uint32_t ports = 1;
+  // From the shared header (the agent knows the interfaces): RX queues served per port;
+  // socket groups = their sum, port-major (see worker_shm.h).
+  uint32_t queues[kMaxPorts] = {1, 0};
+  uint32_t groups = 1;
+  bool taps = false;  // one TAP fd per port follows the sockets: PASS goes to the host stack
   uint32_t poll_timeout_ms = 1000;
   bool busy_poll = false;
   uid_t uid = 65534;
@@ -154,8 +158,8 @@ Config ParseArgs(int argc, char** argv) {
     };
     if (a == "--workers")
       c.workers = ParseU32(next(), "--workers");
-    else if (a == "--groups")
-      c.groups = ParseU32(next(), "--groups");
+    else if (a == "--ports")
+      c.ports = ParseU32(next(), "--ports");
     else if (a == "--taps")
       c.taps = true;
     else if (a == "--frame-size")
@@ -181,8 +185,8 @@ Config ParseArgs(int argc, char** argv) {
     else
       Fatal("unknown argument " + a);
   }
-  if (c.groups < 1 || c.groups > kMaxGroups) Fatal("--groups out of range");
-  if (c.workers < 1 || c.workers * c.groups > GALETTE_MAX_XSKS) Fatal("--workers out of range");
+  if (c.ports < 1 || c.ports > kMaxPorts) Fatal("--ports out of range");
+  if (c.workers < 1 || c.workers > GALETTE_MAX_XSKS) Fatal("--workers out of range");
   if (c.batch < 1 || c.batch > kMaxBatch) Fatal("--batch out of range");
   if (c.uid == 0 || c.gid == 0) Fatal("refusing to run NF code as uid/gid 0");
   return c;
@@ -290,7 +294,7 @@ struct Process {
   std::vector<Socket> sockets;  // group-major: thread t's socket of group g = g * workers + t
   xsk_ring_prod fq[kMaxGroups]{};
   xsk_ring_cons cq[kMaxGroups]{};
-  int tap_fd[kMaxGroups] = {-1, -1};  // the host stack's TAP device of each port (taps)
+  int tap_fd[kMaxPorts] = {-1, -1};  // the host stack's TAP device of each port (taps)
   std::mutex ring_lock;
   int64_t tx_in_flight_locked = 0;
   std::atomic<int64_t> tx_in_flight{0};
@@ -301,6 +305,13 @@ struct Process {
   std::vector<InstanceTable*> retired;
 
   uint64_t FrameOf(uint64_t addr) const { return addr & ~static_cast<uint64_t>(cfg.frame_size - 1); }
+  uint32_t PortOf(uint32_t g) const { return g < cfg.queues[0] ? 0 : 1; }
+  // The group a frame leaving through `port` uses: that port's socket on the same queue
+  // number as the frame came in on (or, with fewer queues there, a queue it has).
+  uint32_t GroupOn(uint32_t port, uint32_t in_group) const {
+    uint32_t q = in_group < cfg.queues[0] ? in_group : in_group - cfg.queues[0];
+    return (port ? cfg.queues[0] : 0) + q % cfg.queues[port];
+  }
   // The group whose fill ring a frame returns to (its share of the UMEM, see worker_shm.h).
   uint32_t HomeOf(uint64_t addr) const {
     uint64_t g = (addr / cfg.frame_size) / (cfg.frame_count / cfg.groups);
@@ -310,7 +321,7 @@ struct Process {
   // As in pool.cc, with the journal: completions are copied to the journal before the
   // completion ring is released, and the fill ring is submitted last, so a death anywhere
   // in between leaves the frames findable (see RecoverFrames).
-  // With two groups (ports) a frame may complete on the other port's completion ring; it
+  // A frame may complete on another group's completion ring (the other port's); it
   // still returns to its own group's fill ring (HomeOf), so no fill ring runs dry.
   void Recycle(Journal* j, const uint64_t* dropped, uint32_t n_dropped, uint32_t sent, bool wait, bool batch_done) {
     std::unique_lock<std::mutex> lock(ring_lock, std::defer_lock);
@@ -563,11 +574,13 @@ void Thread::Run(Process* p) {
     __atomic_store_n(&j->rx_valid, 1, __ATOMIC_RELEASE);
     xsk_ring_cons__release(&in->rx, n);
     Count(k_rx, n);
+    Add(&shm->group_rx[g_in], n);
     Count(k_batches, 1);
     uint32_t n_dropped = 0, n_sent = 0;
     uint32_t n_tx[kMaxGroups] = {};
     // tx leaves through the other port of two; reflect (and tx on one port) through this one
-    const uint32_t g_other = groups > 1 ? 1 - g_in : g_in;
+    const uint32_t port_in = p->PortOf(g_in);
+    const uint32_t g_other = p->cfg.ports > 1 ? p->GroupOn(1 - port_in, g_in) : g_in;
     for (uint32_t i = 0; i < n; i++) {
       xdp_desc d{};
       uint32_t kind = Frame(p, table, descs[i].addr, descs[i].len, &d);
@@ -577,7 +590,7 @@ void Thread::Run(Process* p) {
       }
       if (kind == GALETTE_ACT_PASS) {
         // The host stack gets a copy (one write per frame); the frame goes back to the fill ring.
-        if (write(p->tap_fd[g_in], p->area + d.addr, d.len) == static_cast<ssize_t>(d.len))
+        if (write(p->tap_fd[port_in], p->area + d.addr, d.len) == static_cast<ssize_t>(d.len))
           Count(k_passed, 1);
         else
           Count(k_txErrors, 1);
@@ -1057,8 +1070,19 @@ int main(int argc, char** argv) {
   if (p->shm == MAP_FAILED) Fatal("map the shared counters", errno);
   p->header = static_cast<Header*>(p->shm);
   if (p->header->magic != kMagic || p->header->version != kVersion || p->header->workers != c.workers ||
-      p->header->groups != c.groups)
+      p->header->ports != c.ports)
     Fatal("shared counter region does not match this worker");
+  // The queue layout, checked: every socket index below derives from it.
+  p->cfg.groups = 0;
+  for (uint32_t port = 0; port < kMaxPorts; port++) {
+    uint32_t q = port < c.ports ? p->header->queues[port] : 0;
+    if (port < c.ports && (q < 1 || q > kMaxQueues))
+      Fatal("shared header: bad queue count for port " + std::to_string(port));
+    p->cfg.queues[port] = q;
+    p->cfg.groups += q;
+  }
+  if (p->header->groups != c.groups || c.workers * c.groups > GALETTE_MAX_XSKS || c.frame_count / c.groups == 0)
+    Fatal("shared header: " + std::to_string(c.groups) + " socket groups do not fit this worker");
   p->sockets.resize(c.workers * c.groups);
   for (uint32_t i = 0; i < c.workers * c.groups; i++) {
     Socket& s = p->sockets[i];
@@ -1082,7 +1106,8 @@ int main(int argc, char** argv) {
     }
   }
   if (c.taps)
-    for (uint32_t g = 0; g < c.groups; g++) p->tap_fd[g] = kFdFirstSocket + static_cast<int>(c.workers * c.groups + g);
+    for (uint32_t port = 0; port < c.ports; port++)
+      p->tap_fd[port] = kFdFirstSocket + static_cast<int>(c.workers * c.groups + port);
   p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (p->wake_fd < 0) Fatal("create the wake-up eventfd", errno);
 

@@ -5,7 +5,9 @@
 // sockets outlive any worker, a restarted worker binds nothing: it maps the same rings and
 // goes on, and XDP keeps redirecting into the same sockets meanwhile.
 #include <fcntl.h>
+#include <linux/ethtool.h>
 #include <linux/if_tun.h>
+#include <linux/sockios.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <poll.h>
@@ -40,13 +42,20 @@ struct WPool {
   // the second port of a two-port installation: a second socket group (own fill and
   // completion rings, same UMEM), so a worker transmits a frame out of the other port
   std::string peer;
+  uint32_t ports = 1;
+  // RX queues served per port (0: all the driver reports) and the socket groups, one per
+  // (port, queue), port-major
+  uint32_t queues_opt = 0;
+  uint32_t queues[kMaxPorts] = {1, 0};
   uint32_t groups = 1;
-  // host delivery: one TAP device per group (port) the worker writes passed frames to
+  // host delivery: one TAP device per port the worker writes passed frames to
   bool host_tap = false;
-  int tap_fds[kMaxGroups] = {-1, -1};
-  uint32_t queue = 0, workers = 1, frame_size = XSK_UMEM__DEFAULT_FRAME_SIZE, frame_count = 4096;
+  int tap_fds[kMaxPorts] = {-1, -1};
+  uint32_t workers = 1, frame_size = XSK_UMEM__DEFAULT_FRAME_SIZE, frame_count = 4096;
   uint32_t ring_size = 2048;
   int xsk_map_fd = -1, xsk_count_fd = -1;
+  uint32_t count_entries = 0;  // of galette_xsk_count
+  uint32_t xsk_slots = 0;      // of the XSKMAP
   int umem_fd = -1, shm_fd = -1;
   void* area = nullptr;
   size_t area_size = 0;
@@ -54,8 +63,8 @@ struct WPool {
   size_t shm_size = 0;
   // One UMEM registration per group over the same memory: a frame received on one port is
   // transmitted on the other by its address, no copy. (libxdp binds every shared socket to
-  // the UMEM's first socket, which the kernel refuses for a second socket on another device;
-  // a registration per device avoids that.)
+  // the UMEM's first socket, which the kernel refuses for a socket on another device or
+  // queue; a registration per (device, queue) avoids that.)
   xsk_umem* umem[kMaxGroups] = {};
   xsk_ring_prod fq[kMaxGroups]{};
   xsk_ring_cons cq[kMaxGroups]{};
@@ -120,8 +129,9 @@ std::string Teardown(WPool* p) {
     p->published = false;
     uint32_t zero = 0, key = 0;
     if (bpf_map_update_elem(p->xsk_count_fd, &key, &zero, 0) != 0) note("reset socket count map");
-    key = 1;
-    if (p->groups > 1 && bpf_map_update_elem(p->xsk_count_fd, &key, &zero, 0) != 0) note("reset the second port");
+    for (key = 1; key < p->count_entries && key < 4; key++)
+      if (bpf_map_update_elem(p->xsk_count_fd, &key, &zero, 0) != 0)
+        note("reset galette_xsk_count[" + std::to_string(key) + "]");
     for (uint32_t i = 0; i < p->xsks.size(); i++)
       if (bpf_map_delete_elem(p->xsk_map_fd, &i) != 0 && errno != ENOENT)
         note("clear XSKMAP slot " + std::to_string(i));
@@ -217,9 +227,57 @@ int OpenTap(Napi::Env env, const std::string& port) {
   return fd;
 }
 
+// RX queues of an interface as its driver reports them (ETHTOOL_GCHANNELS: dedicated RX
+// plus combined channels); 1 when the driver does not say.
+uint32_t RxQueues(Napi::Env env, const std::string& ifname) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) ThrowErrno(env, errno, "socket for the ethtool query of " + ifname, {{"ifname", ifname}});
+  ethtool_channels ch{};
+  ch.cmd = ETHTOOL_GCHANNELS;
+  ifreq ifr{};
+  snprintf(ifr.ifr_name, IFNAMSIZ, "%s", ifname.c_str());
+  ifr.ifr_data = reinterpret_cast<char*>(&ch);
+  int r = ioctl(s, SIOCETHTOOL, &ifr);
+  int err = errno;
+  close(s);
+  if (r != 0) {
+    if (err == EOPNOTSUPP || err == EINVAL) return 1;
+    ThrowErrno(env, err, "read the RX queue count of " + ifname + " (ETHTOOL_GCHANNELS)", {{"ifname", ifname}});
+  }
+  uint32_t n = ch.rx_count + ch.combined_count;
+  return n ? n : 1;
+}
+
 void SetUp(Napi::Env env, WPool* p) {
   NetnsScope ns(env, p->netns);
-  std::string where = p->ifname + " queue " + std::to_string(p->queue);
+  // The layout: every RX queue of each port (or the first queues_opt), checked against the
+  // XSKMAP and the socket count map before anything is created.
+  p->groups = 0;
+  for (uint32_t port = 0; port < p->ports; port++) {
+    const std::string& ifname = port == 0 ? p->ifname : p->peer;
+    uint32_t q = p->queues_opt ? p->queues_opt : RxQueues(env, ifname);
+    if (q > kMaxQueues)
+      ThrowErrno(env, E2BIG,
+                 ifname + " has " + std::to_string(q) + " RX queues; a worker pool serves at most " +
+                     std::to_string(kMaxQueues) + " per port (set queues)",
+                 {{"ifname", ifname}});
+    p->queues[port] = q;
+    p->groups += q;
+  }
+  std::string where = p->ifname + (p->ports > 1 ? "," + p->peer : "");
+  if (p->workers * p->groups > p->xsk_slots)
+    ThrowErrno(env, EINVAL,
+               "XSKMAP has " + std::to_string(p->xsk_slots) + " slots for " + std::to_string(p->workers) +
+                   " workers x " + std::to_string(p->groups) + " RX queues on " + where);
+  if (p->count_entries < (p->groups > p->ports ? 4u : p->ports))
+    ThrowErrno(env, EINVAL,
+               "galette_xsk_count has " + std::to_string(p->count_entries) + " entries; " + where + " needs " +
+                   (p->groups > p->ports ? "4 (sockets per queue, second port, queues per port)"
+                                         : "2 (sockets per queue, second port)"));
+  if (p->frame_count / p->groups < 64)
+    ThrowErrno(env, EINVAL,
+               std::to_string(p->frame_count) + " UMEM frames are too few for " + std::to_string(p->groups) +
+                   " RX queues on " + where + " (at least 64 each; raise frameCount)");
   p->area_size = static_cast<size_t>(p->frame_count) * p->frame_size;
   // The UMEM is a memfd so the worker process maps the very same pages.
   p->umem_fd = static_cast<int>(syscall(SYS_memfd_create, "galette-umem", MFD_CLOEXEC));
@@ -247,12 +305,14 @@ void SetUp(Napi::Env env, WPool* p) {
     }
   }
   if (p->host_tap)
-    for (uint32_t g = 0; g < p->groups; g++) p->tap_fds[g] = OpenTap(env, g == 0 ? p->ifname : p->peer);
+    for (uint32_t port = 0; port < p->ports; port++) p->tap_fds[port] = OpenTap(env, port == 0 ? p->ifname : p->peer);
   p->rx.resize(p->workers * p->groups);
   p->tx.resize(p->workers * p->groups);
   for (uint32_t g = 0; g < p->groups; g++) {
-    const std::string& ifname = g == 0 ? p->ifname : p->peer;
-    std::string at = ifname + " queue " + std::to_string(p->queue);
+    const uint32_t port = g < p->queues[0] ? 0 : 1;
+    const uint32_t queue = port ? g - p->queues[0] : g;
+    const std::string& ifname = port == 0 ? p->ifname : p->peer;
+    std::string at = ifname + " queue " + std::to_string(queue);
     for (uint32_t t = 0; t < p->workers; t++) {
       uint32_t i = g * p->workers + t;
       xsk_socket_config scfg{};
@@ -261,8 +321,8 @@ void SetUp(Napi::Env env, WPool* p) {
       scfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
       scfg.bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
       xsk_socket* x = nullptr;
-      err = xsk_socket__create_shared(&x, ifname.c_str(), p->queue, p->umem[g], &p->rx[i], &p->tx[i], &p->fq[g],
-                                      &p->cq[g], &scfg);
+      err = xsk_socket__create_shared(&x, ifname.c_str(), queue, p->umem[g], &p->rx[i], &p->tx[i], &p->fq[g], &p->cq[g],
+                                      &scfg);
       if (err) ThrowErrno(env, err, "create AF_XDP socket " + std::to_string(t) + " on " + at, {{"ifname", ifname}});
       p->xsks.push_back(x);
     }
@@ -295,6 +355,8 @@ void SetUp(Napi::Env env, WPool* p) {
   h->frame_count = p->frame_count;
   h->frame_size = p->frame_size;
   h->groups = p->groups;
+  h->ports = p->ports;
+  for (uint32_t port = 0; port < kMaxPorts; port++) h->queues[port] = p->queues[port];
   ThreadShm* t = Threads(p->shm);
   for (uint32_t i = 0; i < p->workers; i++) t[i].current_instance = kNoInstance;
 }
@@ -308,14 +370,14 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
   if (!cfg.Get("ifname").IsString()) ThrowType(env, "worker pool option ifname must be a string");
   p->ifname = cfg.Get("ifname").As<Napi::String>().Utf8Value();
   if (cfg.Get("netns").IsString()) p->netns = cfg.Get("netns").As<Napi::String>().Utf8Value();
-  p->queue = GetU32(env, cfg, "queue", 0, 0, 1u << 16);
+  p->queues_opt = GetU32(env, cfg, "queues", 0, 1, kMaxQueues);
   if (cfg.Get("peer").IsString()) {
     p->peer = cfg.Get("peer").As<Napi::String>().Utf8Value();
     if (p->peer == p->ifname) ThrowType(env, "worker pool option peer must differ from ifname");
-    p->groups = 2;
+    p->ports = 2;
   }
   p->host_tap = cfg.Get("hostTap").IsBoolean() && cfg.Get("hostTap").As<Napi::Boolean>().Value();
-  p->workers = GetU32(env, cfg, "workers", 1, 1, GALETTE_MAX_XSKS / p->groups);
+  p->workers = GetU32(env, cfg, "workers", 1, 1, GALETTE_MAX_XSKS / p->ports);
   p->frame_size = GetU32(env, cfg, "frameSize", XSK_UMEM__DEFAULT_FRAME_SIZE, 2048, 4096);
   p->frame_count = GetU32(env, cfg, "frameCount", 4096, 64, 1u << 20);
   p->ring_size = GetU32(env, cfg, "ringSize", 2048, 64, 1u << 16);
@@ -333,15 +395,11 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
   bpf_map_info x = MapInfo(env, p->xsk_map_fd, "XSKMAP");
   if (x.type != BPF_MAP_TYPE_XSKMAP)
     ThrowErrno(env, EINVAL, "xskMapFd " + std::to_string(p->xsk_map_fd) + " is not an XSKMAP");
-  if (x.max_entries < p->workers * p->groups)
-    ThrowErrno(env, EINVAL,
-               "XSKMAP has " + std::to_string(x.max_entries) + " slots for " + std::to_string(p->workers * p->groups) +
-                   " sockets");
+  p->xsk_slots = x.max_entries;
   bpf_map_info c = MapInfo(env, p->xsk_count_fd, "socket count map");
   if (c.type != BPF_MAP_TYPE_ARRAY || c.key_size != 4 || c.value_size != 4)
     ThrowErrno(env, EINVAL, "xskCountMapFd must be an ARRAY u32 -> u32 (galette_xsk_count)");
-  if (p->groups > 1 && c.max_entries < 2)
-    ThrowErrno(env, EINVAL, "galette_xsk_count needs 2 entries on two ports (sockets per port, second port)");
+  p->count_entries = c.max_entries;
   p->open = true;
   LivePools().insert(p.get());
   try {
@@ -376,8 +434,8 @@ Napi::Value ChildFds(const Napi::CallbackInfo& info) {
   out.Set(k++, p->umem_fd);
   out.Set(k++, p->shm_fd);
   for (xsk_socket* x : p->xsks) out.Set(k++, xsk_socket__fd(x));
-  for (uint32_t g = 0; g < p->groups; g++)
-    if (p->tap_fds[g] >= 0) out.Set(k++, p->tap_fds[g]);
+  for (uint32_t port = 0; port < p->ports; port++)
+    if (p->tap_fds[port] >= 0) out.Set(k++, p->tap_fds[port]);
   return out;
 }
 
@@ -526,9 +584,16 @@ Napi::Value Publish(const Napi::CallbackInfo& info) {
     if (bpf_map_update_elem(p->xsk_map_fd, &i, &fd, 0) != 0)
       ThrowErrno(env, errno, "put AF_XDP socket " + std::to_string(i) + " into XSKMAP slot " + std::to_string(i));
   }
-  // [1] = the second port's ifindex (XDP upcalls its frames to slots workers..2*workers-1),
-  // written before [0] makes the sockets visible at all.
-  if (p->groups > 1) {
+  // [1] = the second port's ifindex, [2], [3] = RX queues per port (XDP upcalls a frame of
+  // port P, queue q to a socket of group (P ? [2] : 0) + q, slots group * workers onwards;
+  // AF_XDP only takes a frame on a socket bound to the queue it arrived on), all written
+  // before [0] makes the sockets visible at all.
+  for (uint32_t port = 0; port < p->ports && p->count_entries >= 4; port++) {
+    uint32_t key = 2 + port;
+    if (bpf_map_update_elem(p->xsk_count_fd, &key, &p->queues[port], 0) != 0)
+      ThrowErrno(env, errno, "set galette_xsk_count[" + std::to_string(key) + "] (RX queues)");
+  }
+  if (p->ports > 1) {
     uint32_t key = 1, ifindex = 0;
     {
       NetnsScope ns(env, p->netns);
@@ -600,6 +665,18 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   out.Set("retiredTables", p->pid > 0 ? Load32(&h->retired_count) : 0);
   out.Set("crashRecovered", static_cast<double>(Load(&h->crash_recovered)));
   out.Set("keepsCapBpf", Load32(&h->keeps_cap_bpf) == 1);
+  // frames received per RX queue of each port, summed over the threads
+  Napi::Array per_port = Napi::Array::New(env);
+  for (uint32_t port = 0, g = 0; port < p->ports; port++) {
+    Napi::Array qs = Napi::Array::New(env);
+    for (uint32_t q = 0; q < p->queues[port]; q++, g++) {
+      uint64_t n = 0;
+      for (uint32_t i = 0; i < p->workers; i++) n += Load(&t[i].group_rx[g]);
+      qs.Set(q, static_cast<double>(n));
+    }
+    per_port.Set(port, qs);
+  }
+  out.Set("rxPerQueue", per_port);
   Napi::Array workers = Napi::Array::New(env);
   for (uint32_t i = 0; i < p->workers; i++) {
     Napi::Object o = Napi::Object::New(env);

@@ -20,34 +20,37 @@ namespace galette {
 namespace shm {
 
 constexpr uint32_t kMagic = 0x474e4657;  // "GNFW"
-constexpr uint32_t kVersion = 2;
-// Socket groups: one per port of the installation (a group = the sockets bound to one
-// interface queue, with that queue's own fill and completion rings). Each worker thread
-// holds one socket of every group; frame i of the UMEM belongs to group i / (frames / groups)
-// and always returns to that group's fill ring.
-constexpr uint32_t kMaxGroups = 2;
+constexpr uint32_t kVersion = 3;
+// Socket groups: one per (port, RX queue) of the installation (a group = the sockets bound
+// to one interface queue, with that queue's own UMEM registration, fill and completion
+// rings), port-major: port 0's queues, then port 1's. Each worker thread holds one socket
+// of every group; frame i of the UMEM belongs to group i / (frames / groups) and always
+// returns to that group's fill ring.
+constexpr uint32_t kMaxPorts = 2;
+constexpr uint32_t kMaxQueues = 16;  // RX queues served per port
+constexpr uint32_t kMaxGroups = kMaxPorts * kMaxQueues;
 // Largest RX batch and completion batch a worker thread takes at once (journal size).
 constexpr uint32_t kMaxBatch = 1024;
 constexpr uint32_t kNoInstance = 0xffffffffu;
 
-#define GALETTE_WORKER_COUNTERS(X)                                                            \
-  X(rx, "frames received")                                                                    \
-  X(tx, "frames transmitted")                                                                 \
-  X(drop, "DROP verdicts")                                                                    \
-  X(abort, "ABORT verdicts")                                                                  \
-  X(passUnsupported, "PASS verdicts, dropped: the pool has no TAP device to the host stack")   \
-  X(passed, "PASS verdicts written to the port's TAP device (the host stack)")                \
-  X(redirectUnsupported, "REDIRECT or unknown action kinds, dropped")                         \
-  X(badMeta, "frames whose upcall metadata names no configured instance/action")              \
-  X(hopLimit, "frames dropped after kMaxHops NF calls (cycle)")                               \
-  X(noNf, "frames sent to an instance without a native library")                              \
-  X(badVariant, "NF returned a variant index outside its action table")                       \
-  X(badPacket, "NF moved data/len outside the frame")                                         \
-  X(txRingFull, "frames dropped because the TX ring stayed full")                             \
-  X(txErrors, "failed TX wake-ups")                                                           \
-  X(wakeups, "wake-up syscalls (TX kicks, fill-ring wake-ups, polls)")                        \
-  X(batches, "non-empty RX batches")                                                          \
-  X(nfCalls, "native NF invocations")                                                         \
+#define GALETTE_WORKER_COUNTERS(X)                                                           \
+  X(rx, "frames received")                                                                   \
+  X(tx, "frames transmitted")                                                                \
+  X(drop, "DROP verdicts")                                                                   \
+  X(abort, "ABORT verdicts")                                                                 \
+  X(passUnsupported, "PASS verdicts, dropped: the pool has no TAP device to the host stack") \
+  X(passed, "PASS verdicts written to the port's TAP device (the host stack)")               \
+  X(redirectUnsupported, "REDIRECT or unknown action kinds, dropped")                        \
+  X(badMeta, "frames whose upcall metadata names no configured instance/action")             \
+  X(hopLimit, "frames dropped after kMaxHops NF calls (cycle)")                              \
+  X(noNf, "frames sent to an instance without a native library")                             \
+  X(badVariant, "NF returned a variant index outside its action table")                      \
+  X(badPacket, "NF moved data/len outside the frame")                                        \
+  X(txRingFull, "frames dropped because the TX ring stayed full")                            \
+  X(txErrors, "failed TX wake-ups")                                                          \
+  X(wakeups, "wake-up syscalls (TX kicks, fill-ring wake-ups, polls)")                       \
+  X(batches, "non-empty RX batches")                                                         \
+  X(nfCalls, "native NF invocations")                                                        \
   X(nfNanoseconds, "time spent inside native NFs")
 
 enum CounterIndex : uint32_t {
@@ -85,10 +88,11 @@ struct Journal {
 
 struct alignas(64) ThreadShm {
   uint64_t counters[kCounterCount];
-  uint32_t state;             // ThreadState
-  uint32_t current_instance;  // the NF instance running now (kNoInstance between calls)
-  uint64_t holding;           // generation of the table this thread may read (0: none)
-  uint64_t last_generation;   // generation of the last table it picked up
+  uint32_t state;                 // ThreadState
+  uint32_t current_instance;      // the NF instance running now (kNoInstance between calls)
+  uint64_t holding;               // generation of the table this thread may read (0: none)
+  uint64_t last_generation;       // generation of the last table it picked up
+  uint64_t group_rx[kMaxGroups];  // frames received per group (port, queue)
   Journal journal;
 };
 
@@ -105,7 +109,9 @@ struct alignas(64) Header {
   uint32_t frame_count;
   uint32_t frame_size;
   uint32_t batch_size;
-  uint32_t groups;  // socket groups (ports): 1 or 2
+  uint32_t groups;             // socket groups: queues[0] + queues[1]
+  uint32_t ports;              // 1 or 2
+  uint32_t queues[kMaxPorts];  // RX queues served per port (group of port 1, queue q = queues[0] + q)
   uint32_t pad0;
   uint64_t published;        // generation of the table the worker runs
   uint64_t crash_recovered;  // frames found in a dead worker's hands and returned to the fill ring

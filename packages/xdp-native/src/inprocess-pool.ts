@@ -37,6 +37,10 @@ export class InProcessWorkerPool {
       throw new Error(
         `the in-process pool (a benchmark baseline) serves one port; ${options.ifname},${options.peer} needs the worker process`,
       );
+    if (options.queues !== undefined && options.queues !== 1)
+      throw new Error(
+        `the in-process pool (a benchmark baseline) serves RX queue 0 only; ${options.queues} queues on ${options.ifname} need the worker process`,
+      );
     // The kernel releases a queue's UMEM asynchronously after its last socket closes, so a
     // pool started right after another stopped can see EBUSY for some ms: retry briefly.
     const deadline = Date.now() + (options.queueBusyRetryMs ?? 2000);
@@ -79,7 +83,6 @@ export class InProcessWorkerPool {
         {
           ifname: o.ifname,
           netns: o.netns,
-          queue: o.queue,
           workers: o.workers,
           busyPoll: o.mode === "busy-poll",
           pollTimeoutMs: o.pollTimeoutMs,

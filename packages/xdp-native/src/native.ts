@@ -65,7 +65,8 @@ export interface NativePoolEvent {
 export interface NativePoolConfig {
   ifname: string;
   netns?: string;
-  queue?: number;
+  /** RX queues per port (worker pool only; default: all the driver reports) */
+  queues?: number;
   /** second port (worker pool only) */
   peer?: string;
   workers: number;
@@ -192,7 +193,9 @@ export interface NativeAddon {
   workerPoolPublish(h: WorkerPoolHandle): void;
   workerPoolQuiesced(h: WorkerPoolHandle, generation: number): boolean;
   workerPoolCrashSite(h: WorkerPoolHandle): number[];
-  workerPoolStats(h: WorkerPoolHandle): NativePoolStats & { crashRecovered: number; keepsCapBpf: boolean };
+  workerPoolStats(
+    h: WorkerPoolHandle,
+  ): NativePoolStats & { crashRecovered: number; keepsCapBpf: boolean; rxPerQueue: number[][] };
   workerPoolClose(h: WorkerPoolHandle): void;
 }
 

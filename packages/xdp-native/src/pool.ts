@@ -30,13 +30,19 @@ export interface WorkerPoolOptions {
   ifname: string;
   /** network namespace of the interface, e.g. /run/netns/NAME */
   netns?: string;
-  /** interface queue the sockets bind to (veth has one: 0) */
-  queue?: number;
+  /**
+   * RX queues served per port: queues 0..queues-1. Default: every RX queue the driver
+   * reports (ethtool channels). Every worker thread holds one AF_XDP socket per (port,
+   * queue), each queue with its own UMEM registration, fill and completion rings over the
+   * same memory; a frame is upcalled to a socket bound to the queue it arrived on.
+   * More than one queue needs galette_xsk_count with 4 entries.
+   */
+  queues?: number;
   /**
    * The second port of a two-port installation (same namespace). Every worker thread then
-   * also holds a socket on it (XSKMAP slots workers..2*workers-1, same UMEM, that queue's own
-   * fill and completion rings): `tx` leaves through the other port, `reflect` through the
-   * one the frame came in on. galette_xsk_count needs 2 entries.
+   * also holds a socket on each of its queues (same UMEM): `tx` leaves through the other
+   * port, `reflect` through the one the frame came in on. galette_xsk_count needs 2
+   * entries (4 with more than one queue).
    */
   peer?: string;
   /**
@@ -45,7 +51,7 @@ export interface WorkerPoolOptions {
    * worker writes passed frames to it. Without it they are dropped (`passUnsupported`).
    */
   hostTap?: boolean;
-  /** number of worker threads = AF_XDP sockets per port (XSKMAP slots 0..workers-1) */
+  /** number of worker threads = AF_XDP sockets per (port, RX queue) */
   workers: number;
   /** "blocking": poll() until frames arrive; "busy-poll": spin on the rings (one core each) */
   mode: "blocking" | "busy-poll";
@@ -214,6 +220,8 @@ export interface PoolStats {
   /** replaced tables not freed yet because a worker may still hold them (0 when settled) */
   retiredTables: number;
   workers: WorkerStats[];
+  /** frames received per RX queue of each port ([port][queue]; worker process pool only) */
+  rxPerQueue?: number[][];
   /**
    * per NF instance of the current set, summed over workers: calls, time inside the NF,
    * per-variant counts. Counters belong to the instance id for the pool's life, so they
@@ -382,7 +390,7 @@ export class WorkerPool {
       this.#handle = native().workerPoolOpen({
         ifname: o.ifname,
         netns: o.netns,
-        queue: o.queue,
+        ...(o.queues !== undefined ? { queues: o.queues } : {}),
         ...(o.peer ? { peer: o.peer } : {}),
         ...(o.hostTap ? { hostTap: true } : {}),
         workers: o.workers,
@@ -455,7 +463,7 @@ export class WorkerPool {
     const args = [
       "--workers",
       String(o.workers),
-      "--groups",
+      "--ports",
       o.peer ? "2" : "1",
       ...(o.hostTap ? ["--taps"] : []),
       "--frame-size",
@@ -714,6 +722,7 @@ export class WorkerPool {
       running: s.running,
       retiredTables: s.retiredTables,
       workers,
+      rxPerQueue: s.rxPerQueue,
       instances: s.instances.filter((i) => ids.has(i.id)),
       totals: summarise(s),
     };

@@ -57,8 +57,8 @@ export function testCleanups() {
       return x;
     },
     /** A fresh veth pair, XDP_PASS on the generator side: XDP_TX into a veth needs an XDP program on the receiving peer. */
-    async veth(tag: string): Promise<VethPair> {
-      const v = await createVethPair(tag);
+    async veth(tag: string, opts: { queues?: number } = {}): Promise<VethPair> {
+      const v = await createVethPair(tag, opts);
       cleanups.push(() => v.cleanup());
       await attachXdpPass(v.nsA, v.ifA);
       return v;

@@ -59,7 +59,7 @@ async function device(tag: string, mode: "blocking" | "busy-poll" = "blocking") 
   const progs = map("prog_array", "gal_u_progs", GALETTE_MAX_INSTANCES);
   const xsks = map("xskmap", "gal_u_xsks", GALETTE_MAX_XSKS);
   const xskCount = own(
-    BpfMap.create({ type: "array", name: "gal_u_xskcnt", keySize: 4, valueSize: 4, maxEntries: 2 }),
+    BpfMap.create({ type: "array", name: "gal_u_xskcnt", keySize: 4, valueSize: 4, maxEntries: 4 }),
   );
   const upcaller = own(
     BpfObject.load(shim, {

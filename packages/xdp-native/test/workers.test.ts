@@ -59,8 +59,8 @@ const actionTable = (name: string) =>
  *   instance 2: 0 tx, 1 drop, 2 pass, 3 abort, 4 -> instance 3, 5 -> instance 3
  *   instance 3: 4 tx (swapped twice), 5 -> instance 2 (a cycle: hop limit)
  */
-async function device(tag: string, library = nfLib) {
-  const v = await veth(tag);
+async function device(tag: string, library = nfLib, queues?: number) {
+  const v = await veth(tag, queues ? { queues } : {});
   const netns = netnsPath(v.nsB);
   const progs = own(
     BpfMap.create({
@@ -81,7 +81,7 @@ async function device(tag: string, library = nfLib) {
     }),
   );
   const xskCount = own(
-    BpfMap.create({ type: "array", name: "gal_w_xskcnt", keySize: 4, valueSize: 4, maxEntries: 2 }),
+    BpfMap.create({ type: "array", name: "gal_w_xskcnt", keySize: 4, valueSize: 4, maxEntries: 4 }),
   );
   const upcaller = own(
     BpfObject.load(shim, {
@@ -216,6 +216,60 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
     },
   );
 
+  it.each([4, 2])(
+    "serves every RX queue of a 4-queue port with %i worker threads, each frame upcalled to its own queue's socket",
+    async (workers) => {
+      const d = await device(`wq${workers}`, nfLib, 4);
+      const pool = await d.start({ workers });
+      // a socket per (queue, worker), the layout published for XDP
+      expect(await xdpSockets(d.v.nsB)).toBe(4 * workers);
+      const count = d.xskCount.typed(u32, u32);
+      expect([0, 1, 2, 3].map((k) => count.get(k))).toEqual([workers, 0, 4, 0]);
+
+      // many flows (UDP source ports): the sender's flow hash picks the TX queue, and veth
+      // delivers on the RX queue with that number
+      const n = 256;
+      const { frames, tag } = testFrames(d.v, n);
+      for (const [i, f] of frames.entries()) f.writeUInt16BE(4000 + (i % 64), 34);
+      const got = await exchangeFrames(d.v.nsA, d.v.ifA, {
+        send: frames,
+        match: tag,
+        expect: n,
+        listenMs: 3000,
+      });
+      expect(new Set(got.received.map(seqOf)).size).toBe(n);
+      expect(got.received).toHaveLength(n);
+      expect(await waitFor(() => pool.stats().totals.tx === n)).toBe(true);
+      const s = pool.stats();
+      expect(s.totals).toMatchObject({ rx: n, tx: n, drop: 0 });
+      // the spread happened: every queue received frames, and every frame is accounted for
+      const perQueue = s.rxPerQueue![0]!;
+      expect(perQueue).toHaveLength(4);
+      for (const q of perQueue) expect(q).toBeGreaterThan(0);
+      expect(perQueue.reduce((a, b) => a + b, 0)).toBe(n);
+      for (const w of s.workers) {
+        expect(w.state).toBe("running");
+        expect(w.kernel).toMatchObject({ rxInvalidDescs: 0, txInvalidDescs: 0, rxDropped: 0 });
+      }
+      expect(d.seen.keys()).toHaveLength(n);
+      pool.stop();
+      expect(await xdpSockets(d.v.nsB)).toBe(0);
+      expect(count.get(0)).toBe(0);
+    },
+  );
+
+  it("serves only the queues asked for, and refuses a socket count map too small for the queues", async () => {
+    const d = await device("wqo", nfLib, 4);
+    const small = own(
+      BpfMap.create({ type: "array", name: "gal_w_small", keySize: 4, valueSize: 4, maxEntries: 2 }),
+    );
+    await expect(d.start({ xskCountMap: small })).rejects.toThrow(/galette_xsk_count has 2 entries.*needs 4/);
+    await expect(d.start({ queues: 17 })).rejects.toThrow(/queues must be an integer in \[1, 16\]/);
+    const pool = await d.start({ queues: 1, xskCountMap: small });
+    expect(await xdpSockets(d.v.nsB)).toBe(2);
+    expect(pool.stats().rxPerQueue).toEqual([[0]]);
+  });
+
   it("reloadActions relinks the userland path without restarting workers", async () => {
     const d = await device("wr");
     const pool = await d.start();
@@ -294,7 +348,7 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
     );
     await expect(WorkerPool.start(d.options({ xskMap: d.xskCount }))).rejects.toThrow(/is not an XSKMAP/);
     await expect(WorkerPool.start(d.options({ ifname: "gal-nope0" }))).rejects.toThrow(
-      /AF_XDP socket 0 on gal-nope0 queue 0.*ENODEV/,
+      /RX queue count of gal-nope0.*ENODEV/,
     );
     await expect(WorkerPool.start(d.options({ instances: [{ id: 2, actions: d.seen }] }))).rejects.toThrow(
       /action table of instance 2 must be an ARRAY u32 -> struct galette_action/,

@@ -43,16 +43,14 @@ int galette_nf(struct xdp_md *ctx)
 		return XDP_DROP; /* empty slot */
 	}
 	if (kind == GALETTE_ACT_UPCALL) {
-		__u32 zero = 0;
-		__u32 *n = bpf_map_lookup_elem(&galette_xsk_count, &zero);
-		if (!n || *n == 0) return XDP_DROP;
-		__u32 sockets = *n;
+		__u32 slot = galette_xsk_slot(ctx);
+		if (slot == 0xffffffff) return XDP_DROP;
 		if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct galette_upcall_meta))) return XDP_DROP;
 		struct galette_upcall_meta *meta = (void *)(long)ctx->data_meta;
 		if ((void *)(meta + 1) > (void *)(long)ctx->data) return XDP_DROP;
 		meta->instance = galette_instance_id;
 		meta->action = variant;
-		return bpf_redirect_map(&galette_xsks, bpf_get_prandom_u32() % sockets, XDP_DROP);
+		return bpf_redirect_map(&galette_xsks, slot, XDP_DROP);
 	}
 	if (kind <= GALETTE_ACT_TX) return kind;
 	return XDP_ABORTED;

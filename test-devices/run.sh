@@ -218,7 +218,7 @@ wait_mark "^booted" "$BOOT_TIMEOUT" "boot to the init"
 boot_s=$(awk -v a="$boot_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 kernel_line=$(grep -m1 '^kernel ' "$share/progress")
 ok "$kernel_line, booted to the init in $boot_s s (guest uptime $(grep -m1 '^booted' "$share/progress" | cut -d' ' -f2) s)"
-case "$kernel_line" in "kernel 6.1."*" aarch64") ;; *) fail "expected kernel 6.1.x aarch64, got: $kernel_line" ;; esac
+case "$kernel_line" in "kernel 6.1."*" aarch64"*) ;; *) fail "expected kernel 6.1.x aarch64, got: $kernel_line" ;; esac
 
 step "7. Agent start and enrolment (mTLS over the management path)"
 wait_mark "^agent started" 60 "the agent start"
@@ -275,87 +275,98 @@ refused=$(echo "$matrix" | grep -c REFUSED || true)
 [ "$refused" = 0 ] || fail "$refused of $total objects refused by the $kver verifier"
 ok "all $total objects load on $kver"
 
-step "9. Publish the chain's NFs (bpf + aarch64), release them signed, push and assign"
-# dpi needs Rust std, which this toolchain has only for x86_64: the device runs
-# chains/security.toml's graph with the core-only decrement-ttl as the userland NF
-nfs=(access-control weak-classifier decrement-ttl)
-galette nf publish "${nfs[@]/#/nf-examples/}" >"$work/publish.log" 2>&1 || fail "nf publish (aarch64 build) failed"
-for nf in "${nfs[@]}"; do
-  galette nf release "$nf" --key "$work/release-key/release.key" --trust-controller-build >>"$work/publish.log" 2>&1 ||
-    fail "nf release $nf failed"
-done
-galette chain push "$here/security-core.toml" --key "$work/release-key/release.key" >>"$work/publish.log" 2>&1 ||
-  fail "chain push failed"
+step "9. The XDP tier: chains/macswap.toml (signed) converges and forwards on data0"
+rk=$work/release-key/release.key
+galette nf publish "$repo/nf-examples/macswap" >"$work/publish.log" 2>&1 || fail "nf publish macswap (aarch64 build) failed"
+galette nf release macswap --key "$rk" --trust-controller-build >>"$work/publish.log" 2>&1 || fail "nf release macswap failed"
+galette chain push "$repo/chains/macswap.toml" --key "$rk" >>"$work/publish.log" 2>&1 || fail "chain push macswap failed"
 converge_started=$(date +%s.%N)
-galette chain assign security --selector role=arm64-device >>"$work/publish.log" 2>&1 || fail "chain assign failed"
-ops wait security "$CONVERGE_TIMEOUT" arm64-dev || fail "the device did not converge on security"
+galette chain assign macswap --selector role=arm64-device >>"$work/publish.log" 2>&1 || fail "chain assign failed"
+ops wait macswap "$CONVERGE_TIMEOUT" arm64-dev || fail "the device did not converge on macswap"
 converge_s=$(awk -v a="$converge_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 ok "converged ${converge_s} s after chain assign"
-
-step "10. The allow-list, signed: the device applies it"
-lpm_key() { printf '20000000%02x%02x%02x%02x' $(echo "$1" | tr . ' '); }
-galette map set security access-control.allow_list --key "$work/release-key/release.key" \
-  "$(lpm_key 10.99.0.1)=01000000" >>"$work/publish.log" 2>&1 || fail "map set failed"
-for _ in $(seq 1 600); do
-  grep -q '"map":"access-control.allow_list","entries":1' "$share/agent.log" && break
-  sleep 0.2
-done
-grep -q '"map":"access-control.allow_list","entries":1' "$share/agent.log" || fail "the device did not apply the allow-list within 120 s"
-ok "applied"
-
-step "11. Real frames on the virtio-net port data0: through XDP, then through the AF_XDP userland tier"
 traffic() { # COUNT TAG xdp|userland PPS → JSON
   node --import "$repo/node_modules/tsx/dist/loader.mjs" "$here/traffic.ts" "$ns0" "$tap0" \
     02:00:00:00:bb:01 02:00:00:00:aa:01 10.99.0.1 10.99.0.2 "$@"
 }
 field() { node -p "JSON.parse(process.argv[1]).$2" "$1"; }
+device_counters() { # → "instance {counters}" lines
+  galette device list --json | node -e '
+    const d = JSON.parse(require("fs").readFileSync(0)).devices.find((x) => x.name === "arm64-dev");
+    for (const c of d.counters) console.log(`${c.instance} ${JSON.stringify(c.counters)}`);'
+}
 xdp_n=${GALETTE_DEVICE_FRAMES:-200}
-user_n=${GALETTE_DEVICE_USER_FRAMES:-100}
 x=$(traffic "$xdp_n" tdev-xdp xdp 200) || fail "sending frames (XDP)"
-u=$(traffic "$user_n" tdev-userland userland 100) || fail "sending frames (userland)"
-xs=$(field "$x" sent) xr=$(field "$x" received) us=$(field "$u" sent) ur=$(field "$u" received)
-echo "  XDP tier: sent $xs, $xr came back; userland tier (AF_XDP, decrement-ttl): sent $us, $ur came back"
+xs=$(field "$x" sent) xr=$(field "$x" received)
 [ "$xr" = "$xs" ] || fail "XDP tier: sent $xs frames, $xr came back"
-[ "$ur" = "$us" ] || fail "userland tier: sent $us frames, $ur came back"
-# the rate the emulated device forwards at, when asked for more than it can do
-r=$(traffic "${GALETTE_DEVICE_RATE_FRAMES:-1000}" tdev-rate xdp 0) || fail "sending frames (rate)"
-fps=$(node -p 'const r = JSON.parse(process.argv[1]); (r.received / r.seconds).toFixed(0)' "$r")
-ok "XDP, unpaced: $(field "$r" received)/$(field "$r" sent) back in $(field "$r" seconds | cut -c1-5) s ≈ $fps frames/s (emulated)"
-
-step "12. Per-NF counters the device reports match what was sent"
-want_xdp=$((xs + $(field "$r" sent)))
+ok "XDP tier: sent $xs frames on data0's far end, $xr came back MAC-swapped"
 deadline=$(($(date +%s) + 60))
-until counters=$(galette device list --json | node -e '
-  const [xdp, user] = process.argv.slice(1).map(Number);
-  const d = JSON.parse(require("fs").readFileSync(0)).devices.find((x) => x.name === "arm64-dev");
-  const c = Object.fromEntries(d.counters.map((x) => [x.instance, x.counters]));
-  const line = Object.entries(c).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join("
-    ");
-  const ok = c["access-control"]?.Allowed === xdp + user && c["weak-classifier"]?.Normal === xdp &&
-    c["weak-classifier"]?.Suspicious === user && c["decrement-ttl"]?.Next === user;
-  console.log(line);
-  process.exit(ok ? 0 : 1);' "$want_xdp" "$us"); do
-  [ "$(date +%s)" -lt "$deadline" ] || fail "counters do not match (want access-control Allowed=$((want_xdp + us)), weak-classifier Normal=$want_xdp Suspicious=$us, decrement-ttl Next=$us):
-    $counters"
+until device_counters | grep -q "^macswap .*\"Tx\":$xs[,}]"; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "macswap counters do not show Tx=$xs: $(device_counters | tr '\n' ' ')"
   sleep 1
 done
-echo "    $counters"
-ok "access-control Allowed = $((want_xdp + us)), weak-classifier Normal = $want_xdp (XDP) and Suspicious = $us → decrement-ttl Next = $us (userland)"
+ok "the device reports $(device_counters | grep '^macswap')"
+# the rate the emulated device forwards at when offered more than it can take (frames the
+# emulated NIC drops before XDP are not counted as forwarded)
+r=$(traffic "${GALETTE_DEVICE_RATE_FRAMES:-1000}" tdev-rate xdp 0) || fail "sending frames (rate)"
+rs=$(field "$r" sent) rr=$(field "$r" received)
+fps=$(node -p 'const r = JSON.parse(process.argv[1]); (r.received / r.seconds).toFixed(0)' "$r")
+ok "XDP, unpaced: $rr/$rs back in $(field "$r" seconds | cut -c1-5) s ≈ $fps frames/s (emulated)"
 
-step "13. Bench row (emulated: qemu TCG on this machine, not a performance claim)"
+step "10. Bench row (emulated: qemu TCG on this machine, not a performance claim)"
 row=$repo/bench/results/emulated-arm64-device.json
 node -e '
   const fs = require("fs"); const os = require("os");
-  const [file, kernel, boot, agent, converge, fps, xs, us] = process.argv.slice(1);
+  const [file, kernel, boot, agent, converge, fps, xs] = process.argv.slice(1);
   fs.writeFileSync(file, JSON.stringify({
     emulated: true,
     note: "qemu-system-aarch64 -M virt -cpu max, TCG (no KVM) on an x86_64 host shared with other jobs: start-up cost regressions, NOT a performance claim",
     date: new Date().toISOString(), host: { cpus: os.cpus().length, loadavg1: Number(os.loadavg()[0].toFixed(1)) },
     kernel, bootToInitSeconds: Number(boot), bootToAgentReportSeconds: Number(agent), convergeSeconds: Number(converge),
-    xdpForwardedFramesPerSecond: Number(fps), framesXdp: Number(xs), framesUserland: Number(us),
-  }, null, 2) + "\n");' "$row" "$kver aarch64" "$boot_s" "$agent_s" "$converge_s" "$fps" "$xs" "$us"
+    xdpForwardedFramesPerSecond: Number(fps), framesXdp: Number(xs), chain: "macswap",
+  }, null, 2) + "\n");' "$row" "$kver aarch64" "$boot_s" "$agent_s" "$converge_s" "$fps" "$xs"
 printf '  emulated arm64 device (%s aarch64, TCG, load %s): boot %s s, agent reporting %s s, converge %s s, XDP ≈ %s frames/s\n' \
   "$kver" "$(cut -d' ' -f1 /proc/loadavg)" "$boot_s" "$agent_s" "$converge_s" "$fps"
 ok "written to ${row#"$repo"/}"
+
+step "11. The userland tier: chains/security.toml's graph (signed) with an AF_XDP NF"
+# dpi needs Rust std, which this toolchain has only for x86_64: the device runs
+# chains/security.toml's graph with the core-only decrement-ttl as the userland NF
+nfs=(access-control weak-classifier decrement-ttl)
+galette nf publish "${nfs[@]/#/$repo/nf-examples/}" >>"$work/publish.log" 2>&1 || fail "nf publish (aarch64 build) failed"
+for nf in "${nfs[@]}"; do
+  galette nf release "$nf" --key "$rk" --trust-controller-build >>"$work/publish.log" 2>&1 || fail "nf release $nf failed"
+done
+galette chain push "$here/security-core.toml" --key "$rk" >>"$work/publish.log" 2>&1 || fail "chain push failed"
+security_started=$(date +%s.%N)
+galette chain assign security --selector role=arm64-device >>"$work/publish.log" 2>&1 || fail "chain assign failed"
+ops wait security "$CONVERGE_TIMEOUT" arm64-dev || fail "the device did not converge on security (its error above)"
+security_s=$(awk -v a="$security_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+ok "converged ${security_s} s after chain assign"
+lpm_key() { printf '20000000%02x%02x%02x%02x' $(echo "$1" | tr . ' '); }
+galette map set security access-control.allow_list --key "$rk" "$(lpm_key 10.99.0.1)=01000000" >>"$work/publish.log" 2>&1 ||
+  fail "map set failed"
+for _ in $(seq 1 600); do
+  grep -q '"map":"access-control.allow_list","entries":1' "$share/agent.log" && break
+  sleep 0.2
+done
+grep -q '"map":"access-control.allow_list","entries":1' "$share/agent.log" || fail "the device did not apply the allow-list within 120 s"
+user_n=${GALETTE_DEVICE_USER_FRAMES:-100}
+x=$(traffic "$xdp_n" tdev-sec-xdp xdp 200) || fail "sending frames (XDP)"
+u=$(traffic "$user_n" tdev-userland userland 100) || fail "sending frames (userland)"
+sx=$(field "$x" sent) sr=$(field "$x" received) us=$(field "$u" sent) ur=$(field "$u" received)
+[ "$sr" = "$sx" ] || fail "security, XDP path: sent $sx frames, $sr came back"
+[ "$ur" = "$us" ] || fail "security, userland tier: sent $us frames, $ur came back"
+ok "XDP path: $sr/$sx back; userland tier (AF_XDP, decrement-ttl): $ur/$us back"
+deadline=$(($(date +%s) + 60))
+until counters=$(device_counters) && echo "$counters" | grep -q "^access-control .*\"Allowed\":$((sx + us))[,}]" &&
+  echo "$counters" | grep -q "^weak-classifier .*\"Normal\":$sx[,}]" &&
+  echo "$counters" | grep -q "^weak-classifier .*\"Suspicious\":$us[,}]" &&
+  echo "$counters" | grep -q "^decrement-ttl .*\"Next\":$us[,}]"; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "counters do not match what was sent: $(echo "$counters" | tr '\n' ' ')"
+  sleep 1
+done
+echo "$counters" | sed 's/^/    /'
+ok "access-control Allowed = $((sx + us)), weak-classifier Normal = $sx (XDP), Suspicious = $us → decrement-ttl Next = $us (userland)"
 
 step "passed in $(($(date +%s) - started)) s"

@@ -313,7 +313,15 @@ rs=$(field "$r" sent) rr=$(field "$r" received)
 fps=$(node -p 'const r = JSON.parse(process.argv[1]); (r.received / r.seconds).toFixed(0)' "$r")
 ok "XDP, unpaced: $rr/$rs back in $(field "$r" seconds | cut -c1-5) s ≈ $fps frames/s (emulated)"
 
-step "10. Bench row (emulated: qemu TCG on this machine, not a performance claim)"
+step "10. An unsigned chain version is refused; the signed one keeps forwarding"
+# same file, pushed without --key: version 2, unsigned
+galette chain push "$repo/chains/macswap.toml" >>"$work/publish.log" 2>&1 || fail "unsigned chain push failed"
+ops refused macswap 2 "$CONVERGE_TIMEOUT" arm64-dev || fail "the device did not refuse the unsigned version"
+x=$(traffic 50 tdev-after-unsigned xdp 200) || fail "sending frames (after the unsigned push)"
+[ "$(field "$x" received)" = "$(field "$x" sent)" ] || fail "after the unsigned push: sent $(field "$x" sent), $(field "$x" received) came back"
+ok "refused; macswap v1 still forwards ($(field "$x" received)/$(field "$x" sent) back)"
+
+step "11. Bench row (emulated: qemu TCG on this machine, not a performance claim)"
 row=$repo/bench/results/emulated-arm64-device.json
 node -e '
   const fs = require("fs"); const os = require("os");
@@ -329,7 +337,7 @@ printf '  emulated arm64 device (%s aarch64, TCG, load %s): boot %s s, agent rep
   "$kver" "$(cut -d' ' -f1 /proc/loadavg)" "$boot_s" "$agent_s" "$converge_s" "$fps"
 ok "written to ${row#"$repo"/}"
 
-step "11. The userland tier: chains/security.toml's graph (signed) with an AF_XDP NF"
+step "12. The userland tier: chains/security.toml's graph (signed) with an AF_XDP NF"
 # dpi needs Rust std, which this toolchain has only for x86_64: the device runs
 # chains/security.toml's graph with the core-only decrement-ttl as the userland NF
 nfs=(access-control weak-classifier decrement-ttl)

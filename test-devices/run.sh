@@ -21,7 +21,7 @@ here=$repo/test-devices
 VERSION=${GALETTE_VERSION:-$(node -p "require('./apps/sbc-agent/package.json').version")}
 CACHE=${GALETTE_DEVICE_CACHE:-/var/cache/galette/test-devices}
 BOOT_TIMEOUT=${GALETTE_DEVICE_BOOT_TIMEOUT:-600}
-CONVERGE_TIMEOUT=${GALETTE_DEVICE_CONVERGE_TIMEOUT:-600}
+CONVERGE_TIMEOUT=${GALETTE_DEVICE_CONVERGE_TIMEOUT:-180}
 started=$(date +%s)
 current=""
 

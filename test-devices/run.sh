@@ -51,6 +51,7 @@ qemu_pid=""
 cleanup() {
   local status=$?
   set +e
+  trap '' INT TERM # a second signal must not cut the cleanup short (namespaces, taps left behind)
   [ -n "$qemu_pid" ] && kill -TERM "$qemu_pid" 2>/dev/null
   [ -n "$controller_pid" ] && kill -TERM "$controller_pid" 2>/dev/null && wait "$controller_pid" 2>/dev/null
   ip link del "$tap0" 2>/dev/null

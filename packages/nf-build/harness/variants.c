@@ -3,14 +3,15 @@
 #include <linux/bpf.h>
 
 #define SEC(name) __attribute__((section(name), used))
-#define VARIANT(i)                                                 \
-	SEC("xdp") int galette_variant_##i(struct xdp_md *ctx)         \
-	{                                                              \
-		(void)ctx;                                                 \
-		return (i) + 1;                                            \
+#define VARIANT(i) \
+	SEC("xdp") int galette_variant_##i(struct xdp_md *ctx) \
+	{ \
+		(void)ctx; \
+		return (i) + 1; \
 	}
 
-VARIANT(0) VARIANT(1) VARIANT(2) VARIANT(3) VARIANT(4) VARIANT(5) VARIANT(6) VARIANT(7)
-VARIANT(8) VARIANT(9) VARIANT(10) VARIANT(11) VARIANT(12) VARIANT(13) VARIANT(14) VARIANT(15)
+VARIANT(0)
+VARIANT(1) VARIANT(2) VARIANT(3) VARIANT(4) VARIANT(5) VARIANT(6) VARIANT(7) VARIANT(8) VARIANT(9) VARIANT(10)
+	VARIANT(11) VARIANT(12) VARIANT(13) VARIANT(14) VARIANT(15)
 
-char LICENSE[] SEC("license") = "GPL";
+		char LICENSE[] SEC("license") = "GPL";

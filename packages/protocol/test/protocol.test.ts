@@ -46,7 +46,8 @@ describe("protocol schemas", () => {
       { variant: "Tx", kind: "tailcall", target: "elsewhere" },
       { variant: "Tx", kind: "tailcall" },
       { variant: "Tx", kind: "tx", target: uuid },
-      { variant: "Tx", kind: "reflect" },
+      { variant: "Tx", kind: "reflect", target: uuid },
+      { variant: "Tx", kind: "redirect" },
     ]) {
       const bad = structuredClone(assignment) as unknown as { chain: { nfs: Array<{ actions: unknown[] }> } };
       bad.chain.nfs[0]!.actions[0] = action;

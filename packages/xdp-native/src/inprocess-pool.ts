@@ -3,6 +3,8 @@
  * native NF code with the caller's privileges. Kept ONLY as the baseline of the bench row
  * that compares it with the out-of-process WorkerPool (pool.ts); nothing else may use it.
  */
+
+import { awaitQuiesced, diffInstances } from "./instance-update";
 import { isBpfError, type NativePoolEvent, native, type PoolHandle } from "./native";
 import {
   asLibraryError,
@@ -13,7 +15,6 @@ import {
   summarise,
   toNative,
   type UpdateInstancesOptions,
-  UpdateNotQuiescedError,
   WorkerError,
   type WorkerPoolOptions,
 } from "./pool";
@@ -174,35 +175,18 @@ export class InProcessWorkerPool {
     } catch (err) {
       throw asLibraryError(err, ifname);
     }
-    const before = new Set(this.#instances.map((i) => i.id));
-    const after = new Set(instances.map((i) => i.id));
+    const result = diffInstances(this.#instances, instances, generation);
     this.#instances = [...instances];
-    const asc = (ids: Iterable<number>) => [...ids].sort((a, b) => a - b);
-    const result: InstanceUpdate = {
-      generation,
-      added: asc([...after].filter((id) => !before.has(id))),
-      removed: asc([...before].filter((id) => !after.has(id))),
-      kept: asc([...after].filter((id) => before.has(id))),
-    };
-    const timeoutMs = options.quiesceTimeoutMs ?? 5000;
-    const deadline = Date.now() + timeoutMs;
     // Workers switch at their next batch (idle ones hold nothing), so this is usually
-    // done at the first or second look.
-    for (;;) {
-      // A stopped pool has freed every table.
-      if (this.#handle !== h || native().poolQuiesced(h, generation)) return result;
-      if (Date.now() >= deadline) break;
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    const lagging = native()
-      .poolStats(h)
-      .workers.filter((w) => w.generation < generation)
-      .map((w) => `worker ${w.index} (generation ${w.generation})`);
-    throw new UpdateNotQuiescedError(
-      `AF_XDP workers on ${ifname}: instance table ${generation} is live, but after ${timeoutMs} ms ` +
-        `${lagging.join(", ") || "a worker"} may still run an older one; its retired instances stay loaded`,
+    // done at the first or second look; a stopped pool has freed every table.
+    await awaitQuiesced({
+      ifname,
       generation,
-    );
+      timeoutMs: options.quiesceTimeoutMs,
+      quiesced: () => this.#handle !== h || native().poolQuiesced(h, generation),
+      workers: () => native().poolStats(h).workers,
+    });
+    return result;
   }
 
   /** Final counters stay readable through lastStats after stop. */

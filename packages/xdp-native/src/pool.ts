@@ -3,6 +3,12 @@ import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import {
+  awaitQuiesced,
+  diffInstances,
+  type InstanceUpdate,
+  type UpdateInstancesOptions,
+} from "./instance-update";
 import type { BpfMap } from "./maps";
 import {
   isBpfError,
@@ -14,6 +20,12 @@ import {
   type WorkerPoolHandle,
   workerExecutablePath,
 } from "./native";
+
+export {
+  type InstanceUpdate,
+  type UpdateInstancesOptions,
+  UpdateNotQuiescedError,
+} from "./instance-update";
 
 export interface NfInstanceConfig {
   /** instance id = PROG_ARRAY slot, < GALETTE_MAX_INSTANCES */
@@ -160,31 +172,6 @@ export class WorkerCrashError extends WorkerError {
     this.exitCode = info.exitCode;
     this.at = new Date();
   }
-}
-
-/** updateInstances() published its table, but a worker kept running an older one too long. */
-export class UpdateNotQuiescedError extends Error {
-  /** the generation that is live (workers run it from their next batch) */
-  readonly generation: number;
-  constructor(message: string, generation: number) {
-    super(message);
-    this.name = "UpdateNotQuiescedError";
-    this.generation = generation;
-  }
-}
-
-export interface InstanceUpdate {
-  /** generation of the published table (PoolStats.generation) */
-  generation: number;
-  /** instance ids by what the update did to them, each ascending */
-  added: number[];
-  removed: number[];
-  kept: number[];
-}
-
-export interface UpdateInstancesOptions {
-  /** how long to wait for every worker to leave the previous tables (default 5000 ms) */
-  quiesceTimeoutMs?: number;
 }
 
 export type WorkerStats = NativeWorkerStats;
@@ -801,31 +788,15 @@ export class WorkerPool {
       throw asLibraryError(err, ifname);
     }
     this.#confirm(instances, generation);
-    const before = new Set(previous.map((i) => i.id));
-    const after = new Set(instances.map((i) => i.id));
-    const asc = (ids: Iterable<number>) => [...ids].sort((a, b) => a - b);
-    const result: InstanceUpdate = {
+    const result = diffInstances(previous, instances, generation);
+    await awaitQuiesced({
+      ifname,
       generation,
-      added: asc([...after].filter((id) => !before.has(id))),
-      removed: asc([...before].filter((id) => !after.has(id))),
-      kept: asc([...after].filter((id) => before.has(id))),
-    };
-    const timeoutMs = options.quiesceTimeoutMs ?? 5000;
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (this.#handle !== h || native().workerPoolQuiesced(h, generation)) return result;
-      if (Date.now() >= deadline) break;
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    const lagging = native()
-      .workerPoolStats(h)
-      .workers.filter((w) => w.generation < generation)
-      .map((w) => `worker ${w.index} (generation ${w.generation})`);
-    throw new UpdateNotQuiescedError(
-      `AF_XDP workers on ${ifname}: instance table ${generation} is live, but after ${timeoutMs} ms ` +
-        `${lagging.join(", ") || "a worker"} may still run an older one; its retired instances stay loaded`,
-      generation,
-    );
+      timeoutMs: options.quiesceTimeoutMs,
+      quiesced: () => this.#handle !== h || native().workerPoolQuiesced(h, generation),
+      workers: () => native().workerPoolStats(h).workers,
+    });
+    return result;
   }
 
   /** Final counters stay readable through lastStats after stop. */

@@ -1,10 +1,106 @@
-/** Traffic between the hosts of a two-port topology (testkit createTwoPortTopology). */
+/**
+ * Two-port installer tests: a topology per describe block (testkit createTwoPortTopology)
+ * with the chain it leaves installed removed afterwards, and traffic between its hosts.
+ */
 import { spawn } from "node:child_process";
 import path from "node:path";
-import { inNs, nsRun, run, type TopologyHost } from "@galette/testkit";
+import type { BuiltChain } from "@galette/nf-build";
+import {
+  createTwoPortTopology,
+  inNs,
+  nsRun,
+  run,
+  type TopologyHost,
+  type TwoPortTopology,
+} from "@galette/testkit";
+import { afterAll, beforeAll } from "vitest";
+import { type Dataplane, type DataplaneOptions, Dataplane as DP } from "../src/kernel";
+import { install, quietLogger, stateDir } from "./helpers";
 
 const TCP = path.join(__dirname, "fixtures", "tcp-transfer.mjs");
 const UDP = path.join(__dirname, "fixtures", "udp-seq.mjs");
+
+/** rx → decrement-ttl (userland only) → tx: the other port, or drop once the TTL runs out. */
+export const USERLAND_BRIDGE = `
+[chain]
+name = "bridge-userland"
+
+[functions.decrement-ttl]
+disable_xdp = true
+
+[[links]]
+from = "rx"
+to = ["decrement-ttl"]
+
+[[links]]
+from = "decrement-ttl"
+to = ["tx", "drop"]
+`;
+
+export interface TwoPortFixture {
+  /** host A | device (p1, p2) | host B, created before the block's tests */
+  topo: TwoPortTopology;
+  state: { dir: string; cleanup: () => void };
+  /** the installation of install(); uninstalled after the block if a test left it */
+  dp: Dataplane | undefined;
+  /** both device ports, in the device namespace */
+  target(): { iface: string; peer: string; netns: string };
+  /** Installs a chain on both ports with this block's state dir (quiet logger by default). */
+  install(built: BuiltChain, options?: Partial<DataplaneOptions>): Promise<Dataplane>;
+}
+
+/**
+ * For one describe block: a fresh two-port topology and a private state dir, removed after
+ * its tests with whatever chain they left installed on the device ports.
+ */
+export function twoPortFixture(
+  tag: string,
+  options: Parameters<typeof createTwoPortTopology>[1] = {},
+): TwoPortFixture {
+  const fixture: TwoPortFixture = {
+    topo: undefined as unknown as TwoPortTopology,
+    state: stateDir(),
+    dp: undefined,
+    target: () => ({ iface: fixture.topo.p1, peer: fixture.topo.p2, netns: fixture.topo.device }),
+    install: async (built, opts = {}) => {
+      fixture.dp = await install(built, fixture.target(), {
+        stateDir: fixture.state.dir,
+        logger: quietLogger(),
+        ...opts,
+      });
+      return fixture.dp;
+    },
+  };
+  beforeAll(async () => {
+    fixture.topo = await createTwoPortTopology(tag, options);
+  });
+  afterAll(async () => {
+    const { topo, state, dp } = fixture;
+    if (dp) dp.uninstall();
+    else if (topo) DP.remove(fixture.target(), { stateDir: state.dir });
+    await topo?.cleanup();
+    state.cleanup();
+  });
+  return fixture;
+}
+
+/** Both hosts' packet counters, for trafficSince. */
+export async function hostCounters(topo: TwoPortTopology): Promise<HostCounters> {
+  return { a: await hostPackets(topo.a), b: await hostPackets(topo.b) };
+}
+type HostCounters = { a: { tx: number; rx: number }; b: { tx: number; rx: number } };
+
+/** Frames the two hosts sent and received, together, since `before`. */
+export async function trafficSince(
+  topo: TwoPortTopology,
+  before: HostCounters,
+): Promise<{ sent: number; received: number }> {
+  const after = await hostCounters(topo);
+  return {
+    sent: after.a.tx - before.a.tx + (after.b.tx - before.b.tx),
+    received: after.a.rx - before.a.rx + (after.b.rx - before.b.rx),
+  };
+}
 
 /** Packets the host's interface sent and received (veth counts every frame). */
 export async function hostPackets(h: TopologyHost): Promise<{ tx: number; rx: number }> {

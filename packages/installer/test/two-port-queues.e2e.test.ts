@@ -4,34 +4,10 @@
  * Many UDP flows both ways (the sender's flow hash picks the veth queue) must land on every
  * queue of both ports, and every frame is forwarded and counted.
  */
-import {
-  createTwoPortTopology,
-  describeKernel,
-  nsRun,
-  sleep,
-  type TopologyHost,
-  type TwoPortTopology,
-} from "@galette/testkit";
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { type Dataplane, Dataplane as DP } from "../src/kernel";
-import { builtChainText, install, quietLogger, stateDir } from "./helpers";
-import { hostPackets, tcpTransfer } from "./two-port-helpers";
-
-const USERLAND_BRIDGE = `
-[chain]
-name = "bridge-userland"
-
-[functions.decrement-ttl]
-disable_xdp = true
-
-[[links]]
-from = "rx"
-to = ["decrement-ttl"]
-
-[[links]]
-from = "decrement-ttl"
-to = ["tx", "drop"]
-`;
+import { describeKernel, nsRun, sleep, type TopologyHost } from "@galette/testkit";
+import { expect, it } from "vitest";
+import { builtChainText } from "./helpers";
+import { hostCounters, tcpTransfer, trafficSince, twoPortFixture, USERLAND_BRIDGE } from "./two-port-helpers";
 
 const QUEUES = 4;
 const FLOWS = 64;
@@ -52,30 +28,13 @@ const dgram = require("node:dgram");
 }
 
 describeKernel("two ports with several RX queues each", () => {
-  let topo: TwoPortTopology;
-  const state = stateDir();
-  let dp: Dataplane | undefined;
-  const target = () => ({ iface: topo.p1, peer: topo.p2, netns: topo.device });
-
-  beforeAll(async () => {
-    topo = await createTwoPortTopology("2pq", { queues: QUEUES });
-  });
-
-  afterAll(async () => {
-    if (dp) dp.uninstall();
-    else if (topo) DP.remove(target(), { stateDir: state.dir });
-    await topo?.cleanup();
-    state.cleanup();
-  });
+  const fx = twoPortFixture("2pq", { queues: QUEUES });
 
   it("serves every queue of both ports with fewer worker threads than queues, every frame forwarded", async () => {
     const userland = await builtChainText(USERLAND_BRIDGE, "bridge-userland.toml");
-    const before = { a: await hostPackets(topo.a), b: await hostPackets(topo.b) };
-    dp = await install(userland, target(), {
-      stateDir: state.dir,
-      workers: { count: 2 },
-      logger: quietLogger(),
-    });
+    const { topo } = fx;
+    const before = await hostCounters(topo);
+    const dp = await fx.install(userland, { workers: { count: 2 } });
 
     const ping = await nsRun(topo.a.ns, "ping", ["-c", "3", "-i", "0.05", "-W", "2", topo.b.ip]);
     expect(ping.stdout).toContain("3 received");
@@ -84,9 +43,7 @@ describeKernel("two ports with several RX queues each", () => {
     await manyFlows(topo.b, topo.a, 3);
     await sleep(300);
 
-    const after = { a: await hostPackets(topo.a), b: await hostPackets(topo.b) };
-    const sent = after.a.tx - before.a.tx + (after.b.tx - before.b.tx);
-    const received = after.a.rx - before.a.rx + (after.b.rx - before.b.rx);
+    const { sent, received } = await trafficSince(topo, before);
     const ws = dp.workerStats()!;
     expect(ws.totals.rx).toBe(sent);
     expect(ws.totals.tx).toBe(sent);
@@ -99,6 +56,6 @@ describeKernel("two ports with several RX queues each", () => {
     expect(perQueue.flat().reduce((a, b) => a + b, 0)).toBe(sent);
 
     dp.uninstall();
-    dp = undefined;
+    fx.dp = undefined;
   });
 });

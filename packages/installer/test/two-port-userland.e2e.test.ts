@@ -4,44 +4,21 @@
  * counted; live reconfiguration to another instance, to XDP and back while numbered
  * datagrams flow both ways: none lost or duplicated.
  */
-import { createTwoPortTopology, describeKernel, nsRun, sleep, type TwoPortTopology } from "@galette/testkit";
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { type Dataplane, Dataplane as DP } from "../src/kernel";
-import { builtChainFile, builtChainText, install, quietLogger, stateDir } from "./helpers";
-import { hostPackets, numberedUdp, sequenceProblems, tcpTransfer } from "./two-port-helpers";
-
-const USERLAND_BRIDGE = `
-[chain]
-name = "bridge-userland"
-
-[functions.decrement-ttl]
-disable_xdp = true
-
-[[links]]
-from = "rx"
-to = ["decrement-ttl"]
-
-[[links]]
-from = "decrement-ttl"
-to = ["tx", "drop"]
-`;
+import { describeKernel, nsRun, sleep } from "@galette/testkit";
+import { expect, it } from "vitest";
+import { builtChainFile, builtChainText } from "./helpers";
+import {
+  hostCounters,
+  numberedUdp,
+  sequenceProblems,
+  tcpTransfer,
+  trafficSince,
+  twoPortFixture,
+  USERLAND_BRIDGE,
+} from "./two-port-helpers";
 
 describeKernel("two ports with userland NFs", () => {
-  let topo: TwoPortTopology;
-  const state = stateDir();
-  let dp: Dataplane | undefined;
-  const target = () => ({ iface: topo.p1, peer: topo.p2, netns: topo.device });
-
-  beforeAll(async () => {
-    topo = await createTwoPortTopology("2pu");
-  });
-
-  afterAll(async () => {
-    if (dp) dp.uninstall();
-    else if (topo) DP.remove(target(), { stateDir: state.dir });
-    await topo?.cleanup();
-    state.cleanup();
-  });
+  const fx = twoPortFixture("2pu");
 
   it("forwards ping, TCP and numbered UDP both ways through the workers, and through live reconfiguration", async () => {
     const userland = await builtChainText(USERLAND_BRIDGE, "bridge-userland.toml");
@@ -55,12 +32,9 @@ describeKernel("two ports with userland NFs", () => {
         .replace('from = "decrement-ttl"', 'from = "ttl"'),
       "bridge-userland.toml",
     );
-    const before = { a: await hostPackets(topo.a), b: await hostPackets(topo.b) };
-    dp = await install(userland, target(), {
-      stateDir: state.dir,
-      workers: { count: 2 },
-      logger: quietLogger(),
-    });
+    const { topo } = fx;
+    const before = await hostCounters(topo);
+    const dp = await fx.install(userland, { workers: { count: 2 } });
     expect(dp.spec.instances[0]!.userland).toBe(true);
     expect(dp.spec.instances[0]!.xdp).toBe(false);
 
@@ -78,9 +52,7 @@ describeKernel("two ports with userland NFs", () => {
 
     // Every frame the hosts sent reached the worker (rx), was forwarded (Next: tx, out of the
     // other port, received by the other host) — nothing dropped, nothing reflected.
-    const after = { a: await hostPackets(topo.a), b: await hostPackets(topo.b) };
-    const sent = after.a.tx - before.a.tx + (after.b.tx - before.b.tx);
-    const received = after.a.rx - before.a.rx + (after.b.rx - before.b.rx);
+    const { sent, received } = await trafficSince(topo, before);
     const [ttl] = dp.counters();
     const ws = dp.workerStats()!;
     expect(ttl!.variants.Next).toBe(sent);
@@ -112,6 +84,6 @@ describeKernel("two ports with userland NFs", () => {
     expect(sequenceProblems(gotBA, count)).toEqual([]);
 
     dp.uninstall();
-    dp = undefined;
+    fx.dp = undefined;
   });
 });

@@ -200,8 +200,12 @@ struct Socket {
   xsk_ring_prod tx{};
 };
 
-void* MapRing(int fd, uint64_t pgoff, size_t len, const char* what) {
+void* MapRing(int fd, uint64_t pgoff, size_t len, const char* what, bool bound) {
   void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, static_cast<off_t>(pgoff));
+  if (p == MAP_FAILED && errno == EBUSY && bound)
+    Fatal(std::string("map ") + what + " of a bound AF_XDP socket (this kernel maps a socket's rings only before " +
+              "bind, so a restarted worker cannot take over the pool's sockets; restart the pool)",
+          errno);
   if (p == MAP_FAILED) Fatal(std::string("map ") + what, errno);
   return p;
 }
@@ -637,6 +641,38 @@ bool Moved(const uint32_t* index, uint32_t start) { return __atomic_load_n(index
 // the ring index it guards moved, so "index moved" tells whether the step happened.
 // The journal is the dead worker's memory, so it is checked: a frame is only returned
 // once, only when aligned, inside the UMEM, and not visible in any ring.
+// libxdp's order: a group's first socket binds with the UMEM (XDP_COPY, need-wakeup), the
+// others of the group share it (same device and queue). bound_sockets counts in order, so
+// a worker that dies half-way leaves the next one the rest.
+void BindSockets(Process* p, uint32_t from) {
+  const Config& c = p->cfg;
+  for (uint32_t i = from; i < c.workers * c.groups; i++) {
+    const uint32_t g = i / c.workers;
+    const uint32_t port = g < c.queues[0] ? 0 : 1;
+    sockaddr_xdp sa{};
+    sa.sxdp_family = AF_XDP;
+    sa.sxdp_ifindex = p->header->ifindex[port];
+    sa.sxdp_queue_id = port ? g - c.queues[0] : g;
+    if (i % c.workers == 0) {
+      sa.sxdp_flags = static_cast<uint16_t>(p->header->bind_flags);
+    } else {
+      sa.sxdp_flags = XDP_SHARED_UMEM;
+      sa.sxdp_shared_umem_fd = static_cast<uint32_t>(p->sockets[g * c.workers].fd);
+    }
+    if (!sa.sxdp_ifindex) Fatal("shared header: no ifindex for port " + std::to_string(port));
+    // A queue a just-closed socket held stays busy until the kernel's deferred release: retry,
+    // bounded (3 s).
+    for (int tries = 0; bind(p->sockets[i].fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0; tries++) {
+      if (errno != EBUSY || tries >= 150)
+        Fatal("bind AF_XDP socket " + std::to_string(i) + " to ifindex " + std::to_string(sa.sxdp_ifindex) + " queue " +
+                  std::to_string(sa.sxdp_queue_id),
+              errno);
+      usleep(20000);
+    }
+    __atomic_store_n(&p->header->bound_sockets, i + 1, __ATOMIC_RELEASE);
+  }
+}
+
 uint64_t RecoverFrames(Process* p) {
   const Config& c = p->cfg;
   std::vector<uint8_t> seen(c.frame_count, 0);
@@ -1084,6 +1120,9 @@ int main(int argc, char** argv) {
   if (p->header->groups != c.groups || c.workers * c.groups > GALETTE_MAX_XSKS || c.frame_count / c.groups == 0)
     Fatal("shared header: " + std::to_string(c.groups) + " socket groups do not fit this worker");
   p->sockets.resize(c.workers * c.groups);
+  // Map every ring first, then bind the sockets not bound yet (by an earlier worker).
+  const uint32_t bound = __atomic_load_n(&p->header->bound_sockets, __ATOMIC_ACQUIRE);
+  if (bound > c.workers * c.groups) Fatal("shared header: more sockets bound than this worker has");
   for (uint32_t i = 0; i < c.workers * c.groups; i++) {
     Socket& s = p->sockets[i];
     s.fd = kFdFirstSocket + static_cast<int>(i);
@@ -1091,20 +1130,23 @@ int main(int argc, char** argv) {
     socklen_t len = sizeof off;
     if (getsockopt(s.fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &len) != 0)
       Fatal("read ring offsets of AF_XDP socket " + std::to_string(i), errno);
-    void* rx = MapRing(s.fd, XDP_PGOFF_RX_RING, off.rx.desc + c.ring_size * sizeof(xdp_desc), "RX ring");
-    void* tx = MapRing(s.fd, XDP_PGOFF_TX_RING, off.tx.desc + c.ring_size * sizeof(xdp_desc), "TX ring");
+    const bool was_bound = i < bound;
+    void* rx = MapRing(s.fd, XDP_PGOFF_RX_RING, off.rx.desc + c.ring_size * sizeof(xdp_desc), "RX ring", was_bound);
+    void* tx = MapRing(s.fd, XDP_PGOFF_TX_RING, off.tx.desc + c.ring_size * sizeof(xdp_desc), "TX ring", was_bound);
     AttachRing(&s.rx, rx, off.rx, c.ring_size, false);
     AttachRing(&s.tx, tx, off.tx, c.ring_size, true);
     if (i % c.workers == 0) {
       // Shared UMEM: a group's fill and completion rings belong to its first socket.
       uint32_t g = i / c.workers;
-      void* fr = MapRing(s.fd, XDP_UMEM_PGOFF_FILL_RING, off.fr.desc + c.frame_count * sizeof(uint64_t), "fill ring");
+      void* fr = MapRing(s.fd, XDP_UMEM_PGOFF_FILL_RING, off.fr.desc + c.frame_count * sizeof(uint64_t), "fill ring",
+                         was_bound);
       void* cr = MapRing(s.fd, XDP_UMEM_PGOFF_COMPLETION_RING, off.cr.desc + c.frame_count * sizeof(uint64_t),
-                         "completion ring");
+                         "completion ring", was_bound);
       AttachRing(&p->fq[g], fr, off.fr, c.frame_count, true);
       AttachRing(&p->cq[g], cr, off.cr, c.frame_count, false);
     }
   }
+  BindSockets(p.get(), bound);
   if (c.taps)
     for (uint32_t port = 0; port < c.ports; port++)
       p->tap_fd[port] = kFdFirstSocket + static_cast<int>(c.workers * c.groups + port);

@@ -3,7 +3,9 @@
 // for the pool's life; the worker process (worker_main.cc, started by the TS side with
 // the fds from workerPoolChildFds) only runs the frame loop and the NF code. Because the
 // sockets outlive any worker, a restarted worker binds nothing: it maps the same rings and
-// goes on, and XDP keeps redirecting into the same sockets meanwhile.
+// goes on, and XDP keeps redirecting into the same sockets meanwhile. The sockets leave here
+// unbound, their rings sized: the first worker maps the rings, then binds (libxdp's order;
+// some kernels, 6.1 among them, refuse to map a bound socket's rings).
 #include <fcntl.h>
 #include <linux/ethtool.h>
 #include <linux/if_tun.h>
@@ -68,9 +70,10 @@ struct WPool {
   xsk_umem* umem[kMaxGroups] = {};
   xsk_ring_prod fq[kMaxGroups]{};
   xsk_ring_cons cq[kMaxGroups]{};
-  std::vector<xsk_socket*> xsks;  // group-major: socket of thread t in group g = g * workers + t
-  std::vector<xsk_ring_cons> rx;
-  std::vector<xsk_ring_prod> tx;
+  // group-major: socket of thread t in group g = g * workers + t; a group's first socket is
+  // its UMEM's own fd (closed by xsk_umem__delete), the others are ours
+  std::vector<int> xsks;
+  uint32_t ifindex[kMaxPorts] = {};
   int ctl = -1;        // our end of the current worker's control channel
   int ctl_child = -1;  // its end, until the worker is spawned
   pid_t pid = -1;
@@ -146,8 +149,8 @@ std::string Teardown(WPool* p) {
     if (fd >= 0) close(fd);
     fd = -1;
   }
-  for (xsk_socket* x : p->xsks)
-    if (x) xsk_socket__delete(x);
+  for (uint32_t i = 0; i < p->xsks.size(); i++)
+    if (i % p->workers != 0 && p->xsks[i] >= 0) close(p->xsks[i]);
   p->xsks.clear();
   for (xsk_umem*& u : p->umem) {
     if (!u) continue;
@@ -306,25 +309,26 @@ void SetUp(Napi::Env env, WPool* p) {
   }
   if (p->host_tap)
     for (uint32_t port = 0; port < p->ports; port++) p->tap_fds[port] = OpenTap(env, port == 0 ? p->ifname : p->peer);
-  p->rx.resize(p->workers * p->groups);
-  p->tx.resize(p->workers * p->groups);
+  for (uint32_t port = 0; port < p->ports; port++) {
+    const std::string& ifname = port == 0 ? p->ifname : p->peer;
+    p->ifindex[port] = if_nametoindex(ifname.c_str());
+    if (!p->ifindex[port]) ThrowErrno(env, errno, "ifindex of " + ifname, {{"ifname", ifname}});
+  }
+  // The sockets, rings sized but neither mapped nor bound (the worker does both).
   for (uint32_t g = 0; g < p->groups; g++) {
     const uint32_t port = g < p->queues[0] ? 0 : 1;
     const uint32_t queue = port ? g - p->queues[0] : g;
     const std::string& ifname = port == 0 ? p->ifname : p->peer;
     std::string at = ifname + " queue " + std::to_string(queue);
     for (uint32_t t = 0; t < p->workers; t++) {
-      uint32_t i = g * p->workers + t;
-      xsk_socket_config scfg{};
-      scfg.rx_size = p->ring_size;
-      scfg.tx_size = p->ring_size;
-      scfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
-      scfg.bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
-      xsk_socket* x = nullptr;
-      err = xsk_socket__create_shared(&x, ifname.c_str(), queue, p->umem[g], &p->rx[i], &p->tx[i], &p->fq[g], &p->cq[g],
-                                      &scfg);
-      if (err) ThrowErrno(env, err, "create AF_XDP socket " + std::to_string(t) + " on " + at, {{"ifname", ifname}});
-      p->xsks.push_back(x);
+      int fd = t == 0 ? xsk_umem__fd(p->umem[g]) : socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
+      if (fd < 0)
+        ThrowErrno(env, errno, "create AF_XDP socket " + std::to_string(t) + " on " + at, {{"ifname", ifname}});
+      p->xsks.push_back(fd);
+      for (int opt : {XDP_RX_RING, XDP_TX_RING})
+        if (setsockopt(fd, SOL_XDP, opt, &p->ring_size, sizeof p->ring_size) != 0)
+          ThrowErrno(env, errno, "size the rings of AF_XDP socket " + std::to_string(t) + " on " + at,
+                     {{"ifname", ifname}});
     }
   }
   // Each group's fill ring gets that group's share of the frames (see worker_shm.h).
@@ -357,6 +361,9 @@ void SetUp(Napi::Env env, WPool* p) {
   h->groups = p->groups;
   h->ports = p->ports;
   for (uint32_t port = 0; port < kMaxPorts; port++) h->queues[port] = p->queues[port];
+  for (uint32_t port = 0; port < kMaxPorts; port++) h->ifindex[port] = p->ifindex[port];
+  h->bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
+  h->bound_sockets = 0;
   ThreadShm* t = Threads(p->shm);
   for (uint32_t i = 0; i < p->workers; i++) t[i].current_instance = kNoInstance;
 }
@@ -433,7 +440,7 @@ Napi::Value ChildFds(const Napi::CallbackInfo& info) {
   out.Set(k++, p->ctl_child);
   out.Set(k++, p->umem_fd);
   out.Set(k++, p->shm_fd);
-  for (xsk_socket* x : p->xsks) out.Set(k++, xsk_socket__fd(x));
+  for (int fd : p->xsks) out.Set(k++, fd);
   for (uint32_t port = 0; port < p->ports; port++)
     if (p->tap_fds[port] >= 0) out.Set(k++, p->tap_fds[port]);
   return out;
@@ -578,9 +585,15 @@ Napi::Value Publish(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   WPool* p = Get(info);
   if (p->published) return env.Undefined();
+  // the worker binds before it reports ready; an unbound socket in the XSKMAP takes nothing
+  uint32_t bound = __atomic_load_n(&static_cast<Header*>(p->shm)->bound_sockets, __ATOMIC_ACQUIRE);
+  if (bound < p->xsks.size())
+    ThrowErrno(env, EINVAL,
+               "the worker bound " + std::to_string(bound) + " of " + std::to_string(p->xsks.size()) +
+                   " AF_XDP sockets on " + p->ifname);
   p->published = true;
   for (uint32_t i = 0; i < p->xsks.size(); i++) {
-    int fd = xsk_socket__fd(p->xsks[i]);
+    int fd = p->xsks[i];
     if (bpf_map_update_elem(p->xsk_map_fd, &i, &fd, 0) != 0)
       ThrowErrno(env, errno, "put AF_XDP socket " + std::to_string(i) + " into XSKMAP slot " + std::to_string(i));
   }
@@ -694,7 +707,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
         xdp_statistics one{};
         socklen_t len = sizeof one;
         if (g * p->workers + i >= p->xsks.size() ||
-            getsockopt(xsk_socket__fd(p->xsks[g * p->workers + i]), SOL_XDP, XDP_STATISTICS, &one, &len) != 0)
+            getsockopt(p->xsks[g * p->workers + i], SOL_XDP, XDP_STATISTICS, &one, &len) != 0)
           continue;
         got = true;
         ks.rx_dropped += one.rx_dropped;

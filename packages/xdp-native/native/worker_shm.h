@@ -20,7 +20,7 @@ namespace galette {
 namespace shm {
 
 constexpr uint32_t kMagic = 0x474e4657;  // "GNFW"
-constexpr uint32_t kVersion = 3;
+constexpr uint32_t kVersion = 4;
 // Socket groups: one per (port, RX queue) of the installation (a group = the sockets bound
 // to one interface queue, with that queue's own UMEM registration, fill and completion
 // rings), port-major: port 0's queues, then port 1's. Each worker thread holds one socket
@@ -119,6 +119,12 @@ struct alignas(64) Header {
   uint32_t keeps_cap_bpf;    // 1: the kernel gates bpf() on CAP_BPF, the worker kept only that
   uint32_t retired_count;    // tables replaced but not freed yet (a thread may hold them)
   uint64_t oldest_retired;   // generation of the oldest of those (0: none)
+  // Binding: the agent creates the sockets and sizes their rings but does not bind them;
+  // the first worker maps every ring and then binds (some kernels, 6.1 among them, refuse to
+  // map a bound socket's rings), in socket order, counting in bound_sockets.
+  uint32_t ifindex[kMaxPorts];  // of each port, in the sockets' namespace
+  uint32_t bind_flags;          // of a group's first socket (the others share its UMEM)
+  uint32_t bound_sockets;       // sockets 0 .. bound_sockets - 1 are bound
 };
 
 inline size_t RegionSize(uint32_t workers) {

@@ -1,7 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
 import { Agent, request as httpsRequest } from "node:https";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { createCa, issueDeviceCert } from "@galette/pki";
 import { type DeviceAssignment, DeviceNotification, PROTOCOL_VERSION } from "@galette/protocol";
@@ -17,33 +14,11 @@ import {
   MACSWAP_RS,
   MACSWAP_TOML,
   startHarness,
-  tarOf,
-  writeCrate,
 } from "./helpers";
 
 describe("device API over mTLS", () => {
   let h: Harness;
-  let crates: string;
 
-  const publish = async (name: string, rs: string) => {
-    writeCrate(crates, name, rs);
-    const res = await h.call("/v1/nfs", {
-      method: "POST",
-      token: h.token,
-      headers: { "content-type": "application/x-tar" },
-      body: tarOf(crates, name),
-    });
-    expect(res.status, res.body.toString()).toBe(201);
-  };
-  const push = async (toml: string) => {
-    const res = await h.call("/v1/chains", {
-      method: "POST",
-      token: h.token,
-      body: { toml, file: "chain.toml" },
-    });
-    expect(res.status, res.body.toString()).toBe(201);
-    return res.json<{ version: number }>();
-  };
   const assign = async (chain: string, devices: string[]) => {
     const res = await h.call("/v1/assignments", { method: "POST", token: h.token, body: { chain, devices } });
     expect(res.status, res.body.toString()).toBe(200);
@@ -51,17 +26,15 @@ describe("device API over mTLS", () => {
 
   beforeAll(async () => {
     h = await startHarness({ nfBuilder: fakeBuilder });
-    crates = mkdtempSync(join(tmpdir(), "galette-crates-"));
     await h.enrol("pi-1", { role: "edge" });
     await h.enrol("pi-2", { role: "core" });
-    await publish("macswap", MACSWAP_RS);
-    await publish("acl", ACL_RS);
-    await push(MACSWAP_TOML);
-    await push(ACL_TOML);
+    await h.publishNf("macswap", MACSWAP_RS);
+    await h.publishNf("acl", ACL_RS);
+    await h.pushChain(MACSWAP_TOML);
+    await h.pushChain(ACL_TOML);
   });
   afterAll(async () => {
     await h?.cleanup();
-    rmSync(crates, { recursive: true, force: true });
   });
 
   it("gives an enrolled device with no chain an empty assignment", async () => {
@@ -289,7 +262,7 @@ describe("device API over mTLS", () => {
     const online = await h.call("/v1/devices/pi-1", { token: h.token });
     expect(online.json().online).toBe(true);
 
-    await push(MACSWAP_TOML.replace('to = ["tx"]', 'to = ["pass"]'));
+    await h.pushChain(MACSWAP_TOML.replace('to = ["tx"]', 'to = ["pass"]'));
     await waitFor(2);
     const current = await h.call("/v1/device/assignment", { client: h.asDevice("pi-1") });
     expect(messages[1]).toEqual({ type: "assignment-changed", etag: current.headers.etag });

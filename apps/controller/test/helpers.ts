@@ -108,6 +108,10 @@ export interface Harness {
   enrol(name: string, labels?: Record<string, string>): Promise<EnrollDeviceResponse>;
   /** the client certificate options of an enrolled device, for call() */
   asDevice(name: string): { certPem: string; keyPem: string };
+  /** publishes an NF crate (Cargo.toml + this lib.rs) as the operator; expects 201 */
+  publishNf(name: string, libRs: string): Promise<TestResponse>;
+  /** pushes a chain version as the operator; expects 201 */
+  pushChain(toml: string, file?: string): Promise<{ version: number }>;
   restart(): Promise<void>;
   cleanup(): Promise<void>;
 }
@@ -125,6 +129,8 @@ export async function startHarness(
   > = {},
 ): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), "galette-controller-"));
+  // crates are written next to the data dir, not inside it
+  const crates = mkdtempSync(join(tmpdir(), "galette-crates-"));
   const pki = initPkiDir(dir);
   const direct = DataDir.open(dir);
   const { token } = direct.createToken("test-operator", ["admin", "publish", "deploy", "read", "metrics"]);
@@ -158,6 +164,22 @@ export async function startHarness(
       if (!bundle) throw new Error(`device ${name} was not enrolled through the harness`);
       return { certPem: bundle.certPem, keyPem: bundle.keyPem };
     },
+    async publishNf(name, libRs) {
+      writeCrate(crates, name, libRs);
+      const res = await harness.call("/v1/nfs", {
+        method: "POST",
+        token,
+        headers: { "content-type": "application/x-tar" },
+        body: tarOf(crates, name),
+      });
+      expect(res.status, res.body.toString()).toBe(201);
+      return res;
+    },
+    async pushChain(toml, file = "chain.toml") {
+      const res = await harness.call("/v1/chains", { method: "POST", token, body: { toml, file } });
+      expect(res.status, res.body.toString()).toBe(201);
+      return res.json<{ version: number }>();
+    },
     async restart() {
       await harness.controller.close();
       harness.controller = await start();
@@ -165,6 +187,7 @@ export async function startHarness(
     async cleanup() {
       await harness.controller.close();
       rmSync(dir, { recursive: true, force: true });
+      rmSync(crates, { recursive: true, force: true });
     },
   };
   return harness;

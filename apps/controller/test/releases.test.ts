@@ -31,8 +31,6 @@ import {
   MACSWAP_RS,
   MACSWAP_TOML,
   startHarness,
-  tarOf,
-  writeCrate,
 } from "./helpers";
 
 describe("release signing through the controller", () => {
@@ -43,16 +41,6 @@ describe("release signing through the controller", () => {
   let keyFile: string;
   let other: ReturnType<typeof loadReleaseKey>;
 
-  const publish = async (name: string, rs: string) => {
-    writeCrate(scratch, name, rs);
-    const res = await h.call("/v1/nfs", {
-      method: "POST",
-      token: h.token,
-      headers: { "content-type": "application/x-tar" },
-      body: tarOf(scratch, name),
-    });
-    expect(res.status, res.body.toString()).toBe(201);
-  };
   const release = (name: string) => client.getNfRelease(name);
   const sign = async (name: string, k = key) => {
     const r = await release(name);
@@ -76,8 +64,8 @@ describe("release signing through the controller", () => {
     key = loadReleaseKey(keyFile);
     other = loadReleaseKey(initReleaseKey(join(scratch, "k2")).keyFile);
     await h.enrol("pi-1");
-    await publish("macswap", MACSWAP_RS);
-    await publish("acl", ACL_RS);
+    await h.publishNf("macswap", MACSWAP_RS);
+    await h.publishNf("acl", ACL_RS);
   });
   afterAll(async () => {
     await h?.cleanup();
@@ -156,7 +144,7 @@ describe("release signing through the controller", () => {
   it("republishing an NF does not change what a pushed version runs", async () => {
     await client.assignChain({ chain: "macswap", version: 1, devices: ["pi-1"] });
     const before = await assignment("pi-1");
-    await publish("macswap", `${MACSWAP_RS}\n// a new build\n`);
+    await h.publishNf("macswap", `${MACSWAP_RS}\n// a new build\n`);
     const after = await assignment("pi-1");
     expect(after.chain?.nfs[0]?.artifacts).toEqual(before.chain?.nfs[0]?.artifacts);
     expect(after.chain?.nfs[0]?.buildHash).toBe(before.chain?.nfs[0]?.buildHash);

@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import {
   AssignChainResponse,
   type DeviceAssignment,
@@ -20,13 +17,10 @@ import {
   MACSWAP_RS,
   MACSWAP_TOML,
   startHarness,
-  tarOf,
-  writeCrate,
 } from "./helpers";
 
 describe("selector assignments are standing rules", () => {
   let h: Harness;
-  let crates: string;
   const op = (path: string, options: Parameters<Harness["call"]>[1] = {}) =>
     h.call(path, { token: h.token, ...options });
 
@@ -45,28 +39,15 @@ describe("selector assignments are standing rules", () => {
 
   beforeAll(async () => {
     h = await startHarness({ nfBuilder: fakeBuilder });
-    crates = mkdtempSync(join(tmpdir(), "galette-crates-"));
-    for (const [name, rs] of [
-      ["macswap", MACSWAP_RS],
-      ["acl", ACL_RS],
-    ] as const) {
-      writeCrate(crates, name, rs);
-      const res = await op("/v1/nfs", {
-        method: "POST",
-        headers: { "content-type": "application/x-tar" },
-        body: tarOf(crates, name),
-      });
-      expect(res.status, res.body.toString()).toBe(201);
-    }
-    for (const toml of [MACSWAP_TOML, ACL_TOML]) {
-      expect((await op("/v1/chains", { method: "POST", body: { toml, file: "c.toml" } })).status).toBe(201);
-    }
+    await h.publishNf("macswap", MACSWAP_RS);
+    await h.publishNf("acl", ACL_RS);
+    await h.pushChain(MACSWAP_TOML, "c.toml");
+    await h.pushChain(ACL_TOML, "c.toml");
     await h.enrol("early", { site: "lab" });
     await h.enrol("other", { site: "field" });
   });
   afterAll(async () => {
     await h?.cleanup();
-    rmSync(crates, { recursive: true, force: true });
   });
 
   it("gives the chain to a device matching a rule, also one enrolled after the assign, and notifies it", async () => {

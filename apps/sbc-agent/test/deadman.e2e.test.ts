@@ -7,17 +7,16 @@
  * grace, the reason shows in `galette device list`, and it is not installed again until
  * `galette device confirm`.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { createVethPair, describeKernel, sleep, type VethPair } from "@galette/testkit";
+import { createVethPair, describeKernel, sleep, startRelay, type VethPair } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { Fleet, type LogLine, waitFor } from "./fleet";
 
 const GRACE_S = 5;
 const DEVICE = "dms-1";
-const relayScript = path.join(import.meta.dirname, "fixtures", "relay.mjs");
 
 const chainToml = (name: string, exits: [string, string]) => `[chain]
 name = "${name}"
@@ -43,15 +42,6 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function startRelay(args: string[], prefix: string[] = []): Promise<ChildProcess> {
-  const [cmd, ...rest] = [...prefix, process.execPath, relayScript, ...args];
-  const child = spawn(cmd!, rest, { stdio: ["ignore", "pipe", "inherit"] });
-  return new Promise((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`relay ${args.join(" ")} exited (${code})`)));
-    child.stdout!.once("data", () => resolve(child));
-  });
-}
-
 const at = (l: LogLine | undefined): number => {
   if (!l?.time) throw new Error("log line without time");
   return l.time;
@@ -67,13 +57,8 @@ describeKernel("dead-man's switch", () => {
     const port = await freePort();
     fleet.controller.port = port;
     const socket = path.join(tmpdir(), `galette-dms-${process.pid}-${port}.sock`);
-    relays.push(await startRelay([`unix:${socket}`, `tcp:127.0.0.1:${port}`]));
-    relays.push(
-      await startRelay(
-        [`tcp:${veth.ipA}:8443`, `unix:${socket}`],
-        ["nsenter", `--net=/run/netns/${veth.nsA}`, "--"],
-      ),
-    );
+    relays.push(await startRelay(`unix:${socket}`, `tcp:127.0.0.1:${port}`));
+    relays.push(await startRelay(`tcp:${veth.ipA}:8443`, `unix:${socket}`, veth.nsA));
     await fleet.start({
       serverHosts: ["localhost", "127.0.0.1", veth.ipA],
       devices: [

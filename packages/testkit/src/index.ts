@@ -2,5 +2,6 @@ export * from "./build";
 export * from "./frames";
 export * from "./kernel";
 export * from "./netns";
+export * from "./relay";
 export * from "./time";
 export * from "./topology";

@@ -9,7 +9,8 @@
         "native/maps.cc",
         "native/xdp.cc",
         "native/pool.cc",
-        "native/worker_pool.cc"
+        "native/worker_pool.cc",
+        "native/trace.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "include"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
@@ -35,7 +36,7 @@
       "actions": [
         {
           "action_name": "compile_root_bpf",
-          "inputs": ["bpf/root.bpf.c", "include/galette_abi.h"],
+          "inputs": ["bpf/root.bpf.c", "include/galette_abi.h", "include/galette_trace.h"],
           "outputs": ["<(PRODUCT_DIR)/root.bpf.o"],
           "action": [
             "clang-22", "-target", "bpf", "-mcpu=v3", "-O2", "-g",
@@ -46,7 +47,7 @@
         },
         {
           "action_name": "compile_rx_upcall_bpf",
-          "inputs": ["bpf/rx_upcall.bpf.c", "include/galette_abi.h"],
+          "inputs": ["bpf/rx_upcall.bpf.c", "include/galette_abi.h", "include/galette_trace.h"],
           "outputs": ["<(PRODUCT_DIR)/rx_upcall.bpf.o"],
           "action": [
             "clang-22", "-target", "bpf", "-mcpu=v3", "-O2", "-g",

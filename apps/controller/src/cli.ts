@@ -9,6 +9,7 @@ import { registerNfCommands } from "./commands/nf";
 import { registerPkiCommands } from "./commands/pki";
 import { registerReleaseKeyCommands } from "./commands/release";
 import { registerRolloutCommands } from "./commands/rollout";
+import { registerTraceCommand } from "./commands/trace";
 import { crateInterfaceResolver } from "./nf-interfaces";
 
 // Each command group lives in its own module under commands/ and registers itself here.
@@ -27,6 +28,7 @@ registerDataplaneCommands(program);
 registerPkiCommands(program);
 registerControllerCommands(program);
 registerRolloutCommands(program);
+registerTraceCommand(program);
 
 rejectUnknownArguments(program, process.argv.slice(2));
 program.parseAsync(process.argv).catch((err: unknown) => {

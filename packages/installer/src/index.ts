@@ -2,3 +2,5 @@ export * from "./kernel";
 export * from "./map-set";
 export * from "./probe";
 export * from "./spec";
+export * from "./trace";
+export * from "./trace-filter";

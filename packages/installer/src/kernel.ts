@@ -29,6 +29,7 @@ import {
   rootProgramObjectPath,
   rxUpcallObjectPath,
   setDevmapEntry,
+  Trace,
   u32,
   WorkerCrashError,
   type WorkerError,
@@ -52,6 +53,7 @@ import {
   slotTablePin,
   targetPorts,
 } from "./spec";
+import { createTraceQueue, openTraceMaps, tracePins } from "./trace-maps";
 
 export const DEFAULT_STATE_DIR = "/run/galette";
 
@@ -139,7 +141,7 @@ function writeRecord(rec: InstallationRecord, stateDir: string): void {
   renameSync(tmp, file);
 }
 
-const processAlive = (pid: number): boolean => {
+export const processAlive = (pid: number): boolean => {
   try {
     process.kill(pid, 0);
     return true;
@@ -208,6 +210,9 @@ interface DeviceMaps {
   /** galette_ports: ingress ifindex → egress ifindex (empty on one port: `tx` reflects) */
   ports: BpfMap;
   rootProgs: BpfMap;
+  /** packet tracing: the XDP records' ring buffer and the workers' queue (trace-maps.ts) */
+  traceRing: BpfMap;
+  traceQueue: BpfMap;
 }
 
 interface LiveInstance {
@@ -331,14 +336,24 @@ export class Dataplane {
         pinOrReplace(t.fd, slotTablePin(spec.pins.dir, id));
         return t;
       });
+      const trace = tracePins(spec.pins.dir);
       const root = BpfObject.load(rootProgramObjectPath(), {
-        pinMaps: { [AbiNames.rootProgs]: spec.pins.rootProgs },
+        pinMaps: {
+          [AbiNames.rootProgs]: spec.pins.rootProgs,
+          [Trace.names.cfg]: trace.cfg,
+          [Trace.names.ring]: trace.ring,
+        },
       });
       undo.push("close root object", () => root.close());
       const rootFd = root.programFd(AbiNames.rootProgram);
       pinOrReplace(rootFd, spec.pins.root);
       const rootProgs = BpfMap.openPinned(spec.pins.rootProgs);
       undo.push("close root_progs", () => rootProgs.close());
+      const traceRing = BpfMap.openPinned(trace.ring);
+      undo.push("close trace ring", () => traceRing.close());
+      const traceQueue = createTraceQueue();
+      undo.push("close trace queue", () => traceQueue.close());
+      pinOrReplace(traceQueue.fd, trace.queue);
       const ownRootFd = openPinned(spec.pins.root);
       root.close();
 
@@ -359,7 +374,7 @@ export class Dataplane {
       };
       dp = new Dataplane(
         record,
-        { tables, progs, xsks, xskCount, ports, rootProgs },
+        { tables, progs, xsks, xskCount, ports, rootProgs, traceRing, traceQueue },
         ownRootFd,
         log,
         stateDir,
@@ -450,8 +465,9 @@ export class Dataplane {
               maxEntries: PORTS_MAP_SIZE,
             }),
         rootProgs: open(spec.pins.rootProgs),
+        ...openTraceMaps(tracePins(spec.pins.dir)),
       };
-      opened.push(dev.ports);
+      opened.push(dev.ports, dev.traceRing, dev.traceQueue);
       const rootFd = openPinned(spec.pins.root);
       opened.push({ close: () => closeFd(rootFd) });
       const dp = new Dataplane(record, dev, rootFd, log, stateDir, options.onNfError);
@@ -797,7 +813,10 @@ export class Dataplane {
         rodata: { [AbiNames.instanceId]: i.id },
         reuseMaps,
         // objects built before the ports map existed do not declare it (their tx reflects)
-        reuseMapsIfDeclared: { [AbiNames.ports]: this.#devMaps.ports },
+        reuseMapsIfDeclared: {
+          [AbiNames.ports]: this.#devMaps.ports,
+          [Trace.names.ring]: this.#devMaps.traceRing,
+        },
       });
     } catch (err) {
       throw wrap(err, `loading NF "${i.name}" (instance ${i.id}, ${i.bpfObject})`);
@@ -837,6 +856,7 @@ export class Dataplane {
       obj = BpfObject.load(file, {
         name: "galette_rx",
         reuseMaps: { [AbiNames.xsks]: this.#devMaps.xsks, [AbiNames.xskCount]: this.#devMaps.xskCount },
+        reuseMapsIfDeclared: { [Trace.names.ring]: this.#devMaps.traceRing },
       });
     } catch (err) {
       throw wrap(err, `loading the rx upcall program (${file})`);
@@ -918,6 +938,7 @@ export class Dataplane {
       xskMap: this.#devMaps.xsks,
       xskCountMap: this.#devMaps.xskCount,
       instances,
+      traceQueue: this.#devMaps.traceQueue,
       onError: (err: WorkerError) => this.#workerError(err),
     };
     // After a crash the kernel releases the dead owner's AF_XDP sockets asynchronously

@@ -11,7 +11,7 @@ import { NfBuildError } from "./errors";
 import type { NfAnalysis } from "./types";
 
 /** Bump when generated code changes: it is part of every artifact's cache key. */
-export const GLUE_VERSION = "3";
+export const GLUE_VERSION = "4";
 
 /** GALETTE_ABI_VERSION in galette_abi.h. */
 export const ABI_VERSION = GALETTE_ABI_VERSION;
@@ -183,6 +183,7 @@ export function generateShim(analysis: NfAnalysis, maps: MapSpec[]): string {
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "galette_nf_maps.h"
+#include "galette_trace.h"
 
 ${mapDefs}
 
@@ -199,19 +200,17 @@ int galette_nf(struct xdp_md *ctx)
 \tstruct galette_action *action = bpf_map_lookup_elem(&galette_actions, &variant);
 \tif (!action)
 \t\treturn XDP_ABORTED;
+\t/* a frame the root program marked for galette trace (tracing off: data_meta == data) */
+\t__u32 frame = galette_trace_frame(ctx);
+\tif (frame)
+\t\tgalette_trace_step(frame, galette_instance_id, variant, action->kind, action->arg);
 \tif (action->kind == GALETTE_ACT_TAILCALL) {
 \t\tbpf_tail_call(ctx, &galette_progs, action->arg);
 \t\treturn XDP_DROP; /* empty slot: the next instance is not installed */
 \t}
 \tif (action->kind == GALETTE_ACT_UPCALL) {
-\t\tif (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct galette_upcall_meta)))
+\t\tif (galette_upcall_meta_write(ctx, galette_instance_id, variant))
 \t\t\treturn XDP_DROP;
-\t\tvoid *data = (void *)(long)ctx->data;
-\t\tstruct galette_upcall_meta *meta = (void *)(long)ctx->data_meta;
-\t\tif ((void *)(meta + 1) > data)
-\t\t\treturn XDP_DROP;
-\t\tmeta->instance = galette_instance_id;
-\t\tmeta->action = variant;
 \t\t__u32 slot = galette_xsk_slot(ctx);
 \t\tif (slot == 0xffffffff)
 \t\t\treturn XDP_DROP;

@@ -11,3 +11,4 @@ export * from "./device";
 export * from "./operator";
 export * from "./release";
 export * from "./rollout";
+export * from "./trace";

@@ -9,6 +9,8 @@
 #include <bpf/bpf_helpers.h>
 
 #include "galette_abi.h"
+#define GALETTE_TRACE_ROOT_PROGRAM
+#include "galette_trace.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
@@ -20,6 +22,10 @@ struct {
 SEC("xdp")
 int galette_root(struct xdp_md *ctx)
 {
+	/* tracing off: one test of a map value (array lookups are inlined by the verifier) */
+	__u32 trace_key = 0;
+	struct galette_trace_cfg *trace = bpf_map_lookup_elem(&galette_trace_cfg, &trace_key);
+	if (trace && trace->on) galette_trace_root(ctx, trace);
 	bpf_tail_call(ctx, &galette_root_progs, 0);
 	return XDP_PASS;
 }

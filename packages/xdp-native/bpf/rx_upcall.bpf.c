@@ -5,6 +5,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "galette_abi.h"
+#include "galette_trace.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -23,12 +24,7 @@ struct {
 SEC("xdp")
 int galette_rx_upcall(struct xdp_md *ctx)
 {
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct galette_upcall_meta))) return XDP_DROP;
-	void *data = (void *)(long)ctx->data;
-	struct galette_upcall_meta *meta = (void *)(long)ctx->data_meta;
-	if ((void *)(meta + 1) > data) return XDP_DROP;
-	meta->instance = GALETTE_MAX_INSTANCES - 1;
-	meta->action = 0;
+	if (galette_upcall_meta_write(ctx, GALETTE_MAX_INSTANCES - 1, 0)) return XDP_DROP;
 	/* a random socket of the ingress port and RX queue (as galette_xsk_slot in
 	 * galette_nf_maps.h: [0] sockets per group, [1] second port, [2], [3] queues per port) */
 	__u32 key = 0;

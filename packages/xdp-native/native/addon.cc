@@ -23,6 +23,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterXdp(env, exports);
   RegisterPool(env, exports);
   RegisterWorkerPool(env, exports);
+  RegisterTrace(env, exports);
   return exports;
 }
 

@@ -320,6 +320,7 @@ bool Worker::Process(Pool* pool, const InstanceTable* table, uint64_t addr, uint
   }
   galette_upcall_meta meta;
   memcpy(&meta, base + addr - sizeof meta, sizeof meta);
+  meta.action &= 0x7fffffffu;  // GALETTE_UPCALL_TRACED: this baseline pool writes no trace records
   if (meta.instance >= GALETTE_MAX_INSTANCES || meta.action >= GALETTE_MAX_ACTIONS || !table->known[meta.instance]) {
     stats.badMeta.Add(1);
     return false;

@@ -44,6 +44,9 @@
 #include <vector>
 
 #include "worker_shm.h"
+extern "C" {
+#include "galette_trace.h"
+}
 
 extern "C" {
 #include <bpf/bpf.h>
@@ -138,6 +141,8 @@ struct Config {
   std::vector<std::string> read_dirs;
   // "auto": keep CAP_BPF only when this kernel refuses bpf() on map fds without it.
   std::string keep_cap_bpf = "auto";
+  // BPF queue map for packet-trace records (galette_trace.h); -1: tracing not wired
+  int trace_fd = -1;
 };
 
 uint32_t ParseU32(const char* s, const char* name) {
@@ -182,6 +187,8 @@ Config ParseArgs(int argc, char** argv) {
       c.read_dirs.push_back(next());
     else if (a == "--keep-cap-bpf")
       c.keep_cap_bpf = next();
+    else if (a == "--trace-fd")
+      c.trace_fd = static_cast<int>(ParseU32(next(), "--trace-fd"));
     else
       Fatal("unknown argument " + a);
   }
@@ -408,6 +415,16 @@ uint32_t Thread::Frame(Process* p, const InstanceTable* table, uint64_t addr, ui
   }
   galette_upcall_meta meta;
   memcpy(&meta, base + addr - sizeof meta, sizeof meta);
+  // A traced frame: XDP kept the trace mark in front of the upcall meta.
+  uint32_t trace_frame = 0;
+  if (meta.action & GALETTE_UPCALL_TRACED) {
+    meta.action &= ~GALETTE_UPCALL_TRACED;
+    galette_trace_mark mark;
+    if (offset >= sizeof meta + sizeof mark) {
+      memcpy(&mark, base + addr - sizeof meta - sizeof mark, sizeof mark);
+      if (mark.magic == GALETTE_TRACE_MAGIC) trace_frame = mark.frame;
+    }
+  }
   if (meta.instance >= GALETTE_MAX_INSTANCES || meta.action >= GALETTE_MAX_ACTIONS || !table->known[meta.instance]) {
     Count(k_badMeta, 1);
     return false;
@@ -469,6 +486,18 @@ uint32_t Thread::Frame(Process* p, const InstanceTable* table, uint64_t addr, ui
       return false;
     }
     act = table->actions[next][variant];
+    if (trace_frame && p->cfg.trace_fd >= 0) {
+      galette_trace_record r{};
+      r.ts = t1;
+      r.frame = trace_frame;
+      r.instance = next;
+      r.variant = variant;
+      r.kind = act.kind;
+      r.arg = act.arg;
+      r.tier = GALETTE_TIER_USERLAND;
+      // a full queue loses the record (the tracer reports the frame incomplete)
+      bpf_map_update_elem(p->cfg.trace_fd, nullptr, &r, BPF_ANY);
+    }
   }
 }
 

@@ -8,6 +8,7 @@ export * from "./maps";
 export { addonPath, type BpfError, isBpfError, workerExecutablePath } from "./native";
 export * from "./object";
 export * from "./pool";
+export * from "./trace";
 export * from "./xdp";
 
 /** The compiled fixed root program (galette_root + galette_root_progs[1]), built with the addon. */

@@ -17,6 +17,7 @@ export function workerExecutablePath(): string {
 export type ObjectHandle = { readonly __brand: "BpfObjectHandle" };
 export type PoolHandle = { readonly __brand: "PoolHandle" };
 export type WorkerPoolHandle = { readonly __brand: "WorkerPoolHandle" };
+export type RingbufHandle = { readonly __brand: "RingbufHandle" };
 
 export interface NativeProgramInfo {
   name: string;
@@ -197,6 +198,10 @@ export interface NativeAddon {
     h: WorkerPoolHandle,
   ): NativePoolStats & { crashRecovered: number; keepsCapBpf: boolean; rxPerQueue: number[][] };
   workerPoolClose(h: WorkerPoolHandle): void;
+  ringbufOpen(mapFd: number): RingbufHandle;
+  ringbufConsume(h: RingbufHandle): Buffer[];
+  ringbufClose(h: RingbufHandle): void;
+  queuePop(mapFd: number, valueSize: number, max: number): Buffer[];
 }
 
 let loaded: NativeAddon | undefined;

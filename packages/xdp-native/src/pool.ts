@@ -63,6 +63,12 @@ export interface WorkerPoolOptions {
    * worker writes passed frames to it. Without it they are dropped (`passUnsupported`).
    */
   hostTap?: boolean;
+  /**
+   * A BPF queue map (value: struct galette_trace_record) the worker pushes a record to for
+   * every NF call on a frame XDP marked for tracing (galette_trace.h). Without it traced
+   * frames are processed untraced.
+   */
+  traceQueue?: BpfMap;
   /** number of worker threads = AF_XDP sockets per (port, RX queue) */
   workers: number;
   /** "blocking": poll() until frames arrive; "busy-poll": spin on the rings (one core each) */
@@ -447,7 +453,10 @@ export class WorkerPool {
     const h = this.#handle!;
     const o = this.options;
     const fds = native().workerPoolChildFds(h);
+    // the trace queue goes after the pool's own fds (the child sees stdio index = fd number)
+    if (o.traceQueue) fds.push(o.traceQueue.fd);
     const args = [
+      ...(o.traceQueue ? ["--trace-fd", String(3 + fds.length - 1)] : []),
       "--workers",
       String(o.workers),
       "--ports",

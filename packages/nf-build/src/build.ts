@@ -57,6 +57,7 @@ import {
   runTool,
   SYSROOT_SCRIPT,
   sha256,
+  stdStatus,
   TARGET_INFO,
   type Target,
   toolchainVersions,
@@ -82,6 +83,12 @@ export interface BuildOptions {
    * enforces what an uploaded crate must be (untrusted.ts). `true` uses the default limits.
    */
   sandbox?: boolean | SandboxOptions;
+  /**
+   * A target a std NF cannot be built for (no std for that CPU here, or none at all) is
+   * listed in `skipped` with the reason instead of failing the build (`nf build
+   * --all-targets`, the controller's builds for every CPU of the fleet).
+   */
+  skipUnavailable?: boolean;
 }
 
 export interface ProgressEvent {
@@ -249,9 +256,13 @@ interface NfLib {
 const rustEnv = { RUSTC_BOOTSTRAP: "1" };
 const authorEnv: NodeJS.ProcessEnv = { RUSTC_BOOTSTRAP: undefined };
 
-async function targetFlags(target: Target): Promise<string[]> {
+/** Whether this NF/target build links std (then from the installed std, STD_SOURCE). */
+const usesStdFor = (crate: CrateInfo, target: Target) => target !== "bpf" && crate.analysis.usesStd;
+
+/** rustc's flags for a target; `std` builds take the installed std instead of the private core-only sysroot. */
+async function targetFlags(target: Target, std = false): Promise<string[]> {
   const info = TARGET_INFO[target];
-  const sysroot = await ensureSysroot(target);
+  const sysroot = std ? undefined : await ensureSysroot(target);
   const flags = ["--target", info.triple, "-C", "opt-level=3", "-C", "panic=abort", "-C", "codegen-units=1"];
   if (sysroot) flags.push("--sysroot", sysroot);
   // BPF: v3 ISA (32-bit jumps/ALU); debuginfo gives non-inlined functions the BTF the verifier wants
@@ -314,10 +325,12 @@ function ensureMacros(): Promise<string> {
   return macrosBuild;
 }
 
-const nfLibBuilds = new Map<Target, Promise<NfLib>>();
+const nfLibBuilds = new Map<string, Promise<NfLib>>();
 
-function ensureNfLib(target: Target): Promise<NfLib> {
-  let p = nfLibBuilds.get(target);
+/** The nf crate for a target, compiled once per sysroot (core-only, or the installed std). */
+function ensureNfLib(target: Target, std = false): Promise<NfLib> {
+  const buildKey = `${target}${std ? "+std" : ""}`;
+  let p = nfLibBuilds.get(buildKey);
   if (!p) {
     p = (async () => {
       const macros = await ensureMacros();
@@ -327,7 +340,7 @@ function ensureNfLib(target: Target): Promise<NfLib> {
           (await toolchainVersions()).rustc,
           FLAGS_VERSION,
           target,
-          await targetFlags(target),
+          await targetFlags(target, std),
         ]),
       );
       const dir = path.join(cacheDir(), "nflib", key.slice(0, 16), target);
@@ -353,7 +366,7 @@ function ensureNfLib(target: Target): Promise<NfLib> {
           "rlib",
           "--crate-name",
           "nf",
-          ...(await targetFlags(target)),
+          ...(await targetFlags(target, std)),
           "--cfg",
           target === "bpf" ? "nf_bpf" : "nf_native",
           "--extern",
@@ -374,8 +387,8 @@ function ensureNfLib(target: Target): Promise<NfLib> {
       await publishDir(tmp, dir);
       return lib;
     })();
-    nfLibBuilds.set(target, p);
-    p.catch(() => nfLibBuilds.delete(target));
+    nfLibBuilds.set(buildKey, p);
+    p.catch(() => nfLibBuilds.delete(buildKey));
   }
   return p;
 }
@@ -432,7 +445,7 @@ async function compileAuthorCrate(
         "rlib",
         "--crate-name",
         ident,
-        ...(await targetFlags(target)),
+        ...(await targetFlags(target, usesStdFor(crate, target))),
         ...ctx.remap,
         "--extern",
         `nf=${lib.rlib}`,
@@ -589,7 +602,8 @@ async function buildNative(
   ctx: JobCtx,
   out: string,
 ): Promise<void> {
-  const lib = await ensureNfLib(target);
+  const std = usesStdFor(crate, target);
+  const lib = await ensureNfLib(target, std);
   const gluePath = path.join(ctx.gen, "glue_native.rs");
   await writeFile(gluePath, generateNativeGlue(crate.analysis, maps));
   const user = await compileAuthorCrate(crate, target, lib, ctx, false);
@@ -607,7 +621,7 @@ async function buildNative(
       "cdylib",
       "--crate-name",
       `galette_nf_${ident}`,
-      ...(await targetFlags(target)),
+      ...(await targetFlags(target, std)),
       // fat LTO makes no_std NFs small and fast; over all of std it costs ~25 s for little gain
       "-C",
       crate.analysis.usesStd ? "lto=off" : "lto",
@@ -717,8 +731,6 @@ function skipReason(crate: CrateInfo, target: Target): string | undefined {
     return crate.analysis.usesStd
       ? "userland-only NF (uses std): no XDP build"
       : "userland-only NF ([package.metadata.galette] xdp = false): no XDP build";
-  if (target !== "bpf" && target !== "x86_64" && crate.analysis.usesStd)
-    return `NF uses std, which is only available for x86_64 here (no std sysroot for ${TARGET_INFO[target].triple})`;
   return undefined;
 }
 
@@ -749,8 +761,9 @@ async function sandboxedJob(
   opts: SandboxOptions,
 ): Promise<JobCtx> {
   const limits = resolveLimits(opts.limits);
-  const lib = await ensureNfLib(target);
-  const sysroot = await ensureSysroot(target);
+  const std = usesStdFor(crate, target);
+  const lib = await ensureNfLib(target, std);
+  const sysroot = std ? undefined : await ensureSysroot(target);
   const root = process.getuid?.() === 0;
   const uid = opts.uid ?? (root ? 65534 : (process.getuid?.() ?? 65534));
   const gid = opts.gid ?? (root ? 65534 : (process.getgid?.() ?? 65534));
@@ -956,6 +969,7 @@ export async function buildNfs(crateDirs: string[], opts: BuildOptions): Promise
     await checkSandbox();
   }
   const prepared: PreparedNf[] = [];
+  const unavailable: string[] = [];
   for (const dir of crateDirs) {
     const crate = await readCrate(dir, sandbox !== undefined);
     const maps = resolveMaps(crate.analysis, opts.mapOverrides ?? {});
@@ -964,11 +978,24 @@ export async function buildNfs(crateDirs: string[], opts: BuildOptions): Promise
     const skipped: PreparedNf["skipped"] = [];
     for (const t of opts.targets) {
       const reason = skipReason(crate, t);
-      if (reason) skipped.push({ target: t, reason });
-      else targets.push(t);
+      if (reason) {
+        skipped.push({ target: t, reason });
+        continue;
+      }
+      const std = usesStdFor(crate, t) ? stdStatus(t) : undefined;
+      if (std && !std.ok) {
+        if (opts.skipUnavailable) skipped.push({ target: t, reason: `NF uses std: ${std.reason}` });
+        else
+          unavailable.push(
+            `NF ${crate.analysis.name} uses std, which cannot be built for ${t} here: ${std.reason}`,
+          );
+        continue;
+      }
+      targets.push(t);
     }
     prepared.push({ crate, maps, hash, targets, skipped, artifacts: [] });
   }
+  if (unavailable.length) throw new NfBuildError(unavailable.join("\n"));
   const jobs: Job[] = prepared.flatMap((nf) => nf.targets.map((target) => ({ nf, target })));
   let done = 0;
   const total = jobs.length;

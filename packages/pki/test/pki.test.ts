@@ -110,6 +110,26 @@ describe("pki", () => {
     ).rejects.toThrow(/does not belong/);
   });
 
+  it("certifies an existing key when given one (and only parses it as a key)", async () => {
+    const first = await issueDeviceCertAsync(issuer, "sim-1");
+    const second = await issueDeviceCertAsync(issuer, "sim-2", { keyPem: first.keyPem });
+    const x509 = new X509Certificate(second.certPem);
+    expect(x509.subject).toContain("CN=sim-2");
+    expect(x509.checkPrivateKey(createPrivateKey(first.keyPem))).toBe(true);
+    expect(x509.verify(new X509Certificate(issuer.certPem).publicKey)).toBe(true);
+    expect(second.serial).not.toBe(first.serial);
+    await expect(issueDeviceCertAsync(issuer, "sim-3", { keyPem: "not a key" })).rejects.toThrow();
+    // each certificate matches only itself, also when the check is repeated (cached parse)
+    const der = new X509Certificate(second.certPem).raw;
+    for (let i = 0; i < 2; i++) {
+      expect(isIssuedCertificate(der, second.certPem)).toBe(true);
+      expect(isIssuedCertificate(der, first.certPem)).toBe(false);
+      expect(
+        isIssuedCertificate(der, "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----"),
+      ).toBe(false);
+    }
+  });
+
   it("never issues past the issuer's own expiry", () => {
     const shortIssuer = createIssuingCa(root, { validityDays: 10 });
     const device = issueDeviceCert(shortIssuer, "pi-1", { validityDays: 825 });

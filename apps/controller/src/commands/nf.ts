@@ -122,6 +122,8 @@ export function registerNfCommands(program: Command): void {
           ...(jobs ? { jobs } : {}),
           ...(onProgress ? { onProgress } : {}),
           ...(flags.sandbox ? { sandbox: true } : {}),
+          // every target: one this machine lacks a part for is listed as skipped, with why
+          ...(flags.allTargets ? { skipUnavailable: true } : {}),
         });
         for (const r of results) for (const w of r.warnings) process.stderr.write(`${w}\n`);
         if (flags.verify)

@@ -29,6 +29,8 @@ export function nfBuilderForServe(
     queue.run(async () => {
       const result = await buildNf(crateDir, {
         targets: [...targets],
+        // a std NF for a CPU without std here: skipped with the reason (no artifact for that CPU)
+        skipUnavailable: true,
         // targets of one NF one after the other: the queue's limit is the CPU budget
         jobs: 1,
         sandbox: options.limits ? { limits: options.limits } : true,

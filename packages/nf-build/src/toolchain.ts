@@ -2,9 +2,9 @@
  * The external toolchain nf-build drives (docs/toolchain.md): Debian's rustc-web, LLVM 22 and the
  * cross gcc linkers, plus the private sysroots and the cache directory they live in.
  */
-import { execFile, spawn } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { homedir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -34,9 +34,34 @@ export interface TargetInfo {
   artifactTriple: string;
   /** gcc used as linker for native targets (undefined: rustc's default) */
   linker?: string;
-  /** whether the private sysroot built from rust-web-src is used (else the installed one) */
+  /**
+   * whether no_std builds use the private sysroot built from rust-web-src (else the
+   * installed one); std builds always use the installed std (see STD_SOURCE)
+   */
   privateSysroot: boolean;
 }
+
+/**
+ * Where std comes from for a native target. rustc-web ships std for the host only; Debian's
+ * multiarch `libstd-rust-web-dev:<debArch>` puts the same release's std for another CPU
+ * under /usr/lib/rustlib/<triple>/lib (`make setup` installs it). A target with neither has
+ * no std at all.
+ */
+export type StdSource =
+  | { kind: "host" }
+  | { kind: "multiarch"; debArch: string }
+  | { kind: "none"; reason: string };
+
+export const STD_SOURCE: Record<NativeTarget, StdSource> = {
+  x86_64: { kind: "host" },
+  aarch64: { kind: "multiarch", debArch: "arm64" },
+  armv7: { kind: "multiarch", debArch: "armhf" },
+  riscv64: {
+    kind: "none",
+    reason:
+      "Debian 12 has no riscv64 port, so there is no std for riscv64gc-unknown-linux-gnu: a riscv64 NF must be #![no_std]",
+  },
+};
 
 export const TARGET_INFO: Record<Target, TargetInfo> = {
   bpf: { triple: "bpfel-unknown-none", artifactTriple: "bpf", privateSysroot: true },
@@ -230,6 +255,61 @@ export async function sysrootKey(): Promise<string> {
 }
 
 const sysrootBuilds = new Map<string, Promise<string | undefined>>();
+
+export type StdStatus = { ok: true } | { ok: false; permanent: boolean; reason: string };
+
+const stdStatuses = new Map<Target, StdStatus>();
+
+/** The Debian package version of an installed package, or undefined when dpkg does not know it. */
+function debVersion(pkg: string): string | undefined {
+  try {
+    // dpkg-query's own ${Version} field syntax, not a template
+    return execFileSync("dpkg-query", ["-W", `-f=\${Version}`, pkg], { stdio: ["ignore", "pipe", "ignore"] })
+      .toString()
+      .trim();
+  } catch {
+    // not installed, or no dpkg (a rustc from elsewhere): the caller says what is missing
+    return undefined;
+  }
+}
+
+/**
+ * Whether a std NF can be built for `target` here, and if not, why and how to fix it
+ * (`permanent`: nothing to install, the target has no std at all).
+ */
+export function stdStatus(target: Target): StdStatus {
+  if (target === "bpf")
+    return { ok: false, permanent: true, reason: "std does not exist for BPF: an XDP NF must be #![no_std]" };
+  let status = stdStatuses.get(target);
+  if (status) return status;
+  const source = STD_SOURCE[target];
+  const triple = TARGET_INFO[target].triple;
+  if (source.kind === "host") status = { ok: true };
+  else if (source.kind === "none") status = { ok: false, permanent: true, reason: source.reason };
+  else {
+    const pkg = `libstd-rust-web-dev:${source.debArch}`;
+    const dir = `/usr/lib/rustlib/${triple}/lib`;
+    const howTo = `run \`make setup\` (it adds the architecture: dpkg --add-architecture ${source.debArch}; apt-get update; apt-get install ${pkg}=<rustc-web's version>)`;
+    const hasStd = existsSync(dir) && readdirSync(dir).some((f) => /^libstd-.*\.rlib$/.test(f));
+    const want = RUSTC === "/usr/bin/rustc" ? debVersion("rustc-web") : undefined;
+    const have = want ? debVersion(pkg) : undefined;
+    if (!hasStd)
+      status = {
+        ok: false,
+        permanent: false,
+        reason: `std for ${triple} is not installed (${pkg} is missing, no libstd in ${dir}): ${howTo}`,
+      };
+    else if (want && have !== want)
+      status = {
+        ok: false,
+        permanent: false,
+        reason: `std for ${triple} is ${pkg} ${have ?? "(unknown version)"}, but rustc-web is ${want} (they must be the same release): ${howTo}`,
+      };
+    else status = { ok: true };
+  }
+  stdStatuses.set(target, status);
+  return status;
+}
 
 /** The sysroot dir for a target (building it once if setup has not), or undefined for the installed one. */
 export function ensureSysroot(target: Target): Promise<string | undefined> {

@@ -143,10 +143,23 @@ const HARNESS_CC: Record<HarnessFlavour, string> = {
   riscv64: "riscv64-linux-gnu-gcc",
 };
 
+/**
+ * qemu-user with the cross toolchain's C library. LD_LIBRARY_PATH too: -L supplies the
+ * dynamic loader, but the loader searches /lib/<triple> first, where a multiarch libc6:<arch>
+ * (pulled in by libstd-rust-web-dev:<arch>) may be a different build, and a loader and libc
+ * of different builds hang in the first pthread_create.
+ */
+const qemuUser = (qemu: string, prefix: string) => [
+  qemu,
+  "-L",
+  prefix,
+  "-E",
+  `LD_LIBRARY_PATH=${prefix}/lib`,
+];
 export const QEMU: Partial<Record<HarnessFlavour, string[]>> = {
-  aarch64: ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"],
-  armv7: ["qemu-arm", "-L", "/usr/arm-linux-gnueabihf"],
-  riscv64: ["qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"],
+  aarch64: qemuUser("qemu-aarch64", "/usr/aarch64-linux-gnu"),
+  armv7: qemuUser("qemu-arm", "/usr/arm-linux-gnueabihf"),
+  riscv64: qemuUser("qemu-riscv64", "/usr/riscv64-linux-gnu"),
 };
 
 const harnessSrc = path.join(here, "..", "harness", "harness.c");

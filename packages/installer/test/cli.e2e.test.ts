@@ -1,46 +1,15 @@
-import { spawn } from "node:child_process";
-import path from "node:path";
-import { describeKernel, exchangeFrames, sleep, udpFrame, type VethPair } from "@galette/testkit";
+import {
+  describeKernel,
+  exchangeFrames,
+  spawnGalette as galette,
+  sleep,
+  udpFrame,
+  type VethPair,
+} from "@galette/testkit";
 import { queryXdp } from "@galette/xdp-native";
 import { beforeAll, expect, it } from "vitest";
 import { readRecord } from "../src/kernel";
-import { builtChainFile, repoRoot, vethFixture } from "./helpers";
-
-/** Runs `galette …` (node + tsx, so a signal reaches the CLI itself); resolves with its output. */
-function galette(
-  args: string[],
-  opts: { onStdout?: (text: string) => void; signalAfter?: Promise<unknown> } = {},
-) {
-  const child = spawn(
-    process.execPath,
-    ["--import", "tsx", path.join(repoRoot, "apps/controller/src/cli.ts"), ...args],
-    {
-      cwd: repoRoot,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, GALETTE_LOG: "warn" },
-    },
-  );
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d: Buffer) => {
-    stdout += d.toString();
-    opts.onStdout?.(stdout);
-  });
-  child.stderr.on("data", (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const killer = setTimeout(() => child.kill("SIGKILL"), 120_000);
-  return {
-    child,
-    done: new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
-      (resolve) =>
-        child.on("exit", (code, signal) => {
-          clearTimeout(killer);
-          resolve({ code, signal, stdout, stderr });
-        }),
-    ),
-  };
-}
+import { builtChainFile, vethFixture } from "./helpers";
 
 describeKernel("galette dataplane up|down", () => {
   const fixture = vethFixture("icli");

@@ -8,7 +8,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { describeKernel } from "@galette/testkit";
+import { describeKernel, galette } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { buildNfs, compilerStats, NfBuildError, type NfBuildResult, stdStatus, TARGETS } from "../src";
 import {
@@ -23,13 +23,10 @@ import {
   mapUpdate,
   parseHarnessOutput,
   QEMU,
-  repoRoot,
   run,
   writeCorpus,
 } from "./support";
 
-const tsx = path.join(repoRoot, "node_modules", ".bin", "tsx");
-const cli = path.join(repoRoot, "apps", "controller", "src", "cli.ts");
 /** armv7 builds of std NFs where Debian's libstd-rust-web-dev:armhf is installed (std-arm.test.ts covers its absence). */
 const DPI_ARMV7: "armv7"[] = stdStatus("armv7").ok ? ["armv7"] : [];
 const work = mkdtempSync(path.join(tmpdir(), "galette-nf-examples-"));
@@ -262,40 +259,29 @@ describeKernel("nf-build: example NFs on the real toolchain and kernel", () => {
   });
 
   it("`galette nf build --all-targets --json` lists five artifacts for macswap; errors exit 1 without a stack trace", async () => {
-    const out = await run(
-      "pnpm",
-      ["-s", "galette", "nf", "build", "nf-examples/macswap", "--all-targets", "--json"],
-      {
-        cwd: repoRoot,
-      },
-    );
+    const out = await galette(["nf", "build", "nf-examples/macswap", "--all-targets", "--json"]);
+    expect(out.code, out.stderr).toBe(0);
     const json = JSON.parse(out.stdout) as {
       nfs: { name: string; artifacts: { target: string; file: string }[] }[];
     };
     expect(json.nfs).toHaveLength(1);
     expect(json.nfs[0]?.name).toBe("macswap");
     expect(json.nfs[0]?.artifacts.map((a) => a.target)).toEqual([...TARGETS]);
-    // the error paths through the CLI entry directly (pnpm's own startup is slow on a busy machine)
-    const bad = await run(tsx, [cli, "nf", "build", fixtureDir("type-error"), "--target", "x86_64"], {
-      cwd: repoRoot,
-    }).catch((e: unknown) => e as Error);
-    expect(bad).toBeInstanceOf(Error);
-    const text = (bad as Error).message;
-    expect(text).toContain("galette nf build: NF type-error does not compile for x86_64:");
-    expect(text).not.toMatch(/\n\s+at /);
-    const badTarget = await run(tsx, [cli, "nf", "build", "nf-examples/macswap", "--target", "mips"], {
-      cwd: repoRoot,
-    }).catch((e: unknown) => e as Error);
-    expect((badTarget as Error).message).toContain('galette nf build: unknown target "mips"');
+    const bad = await galette(["nf", "build", fixtureDir("type-error"), "--target", "x86_64"]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("galette nf build: NF type-error does not compile for x86_64:");
+    expect(bad.stderr).not.toMatch(/\n\s+at /);
+    const badTarget = await galette(["nf", "build", "nf-examples/macswap", "--target", "mips"]);
+    expect(badTarget.code).toBe(1);
+    expect(badTarget.stderr).toContain('galette nf build: unknown target "mips"');
     // --sandbox: as the controller builds an upload; a host file the crate names does not exist
     const host = fixtureDir("reads-host-file");
-    await run(tsx, [cli, "nf", "build", host, "--target", "bpf"], { cwd: repoRoot });
-    const sandboxed = await run(tsx, [cli, "nf", "build", host, "--target", "bpf", "--sandbox"], {
-      cwd: repoRoot,
-    }).catch((e: unknown) => e as Error);
-    expect(sandboxed).toBeInstanceOf(Error);
-    expect((sandboxed as Error).message).toContain("couldn't read `/etc/passwd`: No such file or directory");
-    expect((sandboxed as Error).message).toContain("--> reads-host-file/src/lib.rs:6:");
-    expect((sandboxed as Error).message).not.toContain("root:x:0:0");
+    const unsandboxed = await galette(["nf", "build", host, "--target", "bpf"]);
+    expect(unsandboxed.code, unsandboxed.stderr).toBe(0);
+    const sandboxed = await galette(["nf", "build", host, "--target", "bpf", "--sandbox"]);
+    expect(sandboxed.code).toBe(1);
+    expect(sandboxed.stderr).toContain("couldn't read `/etc/passwd`: No such file or directory");
+    expect(sandboxed.stderr).toContain("--> reads-host-file/src/lib.rs:6:");
+    expect(sandboxed.stderr + sandboxed.stdout).not.toContain("root:x:0:0");
   });
 });

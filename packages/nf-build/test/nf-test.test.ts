@@ -4,18 +4,15 @@
  * frames, expectations and initial maps work, and bad input is refused clearly. Also the
  * author diagnostics: each construct BPF cannot run, located at the author's line.
  */
-import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { createVethPair, describeKernel } from "@galette/testkit";
+import { createVethPair, describeKernel, galette } from "@galette/testkit";
 import { ethFrame, udpFrame } from "@galette/testkit/frames";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildChain, buildNfs, loadChainOrThrow, NfBuildError, type NfTestResult, writePcap } from "../src";
 import { exampleDir, fixtureDir, here, repoRoot } from "./support";
 
-const tsx = path.join(repoRoot, "node_modules", ".bin", "tsx");
-const cli = path.join(repoRoot, "apps", "controller", "src", "cli.ts");
 const work = mkdtempSync(path.join(tmpdir(), "galette-nf-test-"));
 const file = (name: string) => path.join(work, name);
 
@@ -33,17 +30,9 @@ const frames = [
   udpFrame({ ...mac, srcIp: "192.168.1.1", dstIp: "10.9.8.7", payload: Buffer.from("b") }),
 ];
 
-/** The CLI as a child process: exit code, stdout and stderr, whatever the outcome. */
-const galette = (args: string[]) =>
-  new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    execFile(
-      tsx,
-      [cli, ...args],
-      { cwd: repoRoot, timeout: 240_000, maxBuffer: 16 << 20 },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? (typeof err.code === "number" ? err.code : -1) : 0, stdout, stderr }),
-    );
-  });
+/** `galette nf test NF --pcap WORK/PCAP …` */
+const nfTest = (nf: string, pcap: string, ...rest: string[]) =>
+  galette(["nf", "test", nf, "--pcap", file(pcap), ...rest]);
 
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
@@ -53,99 +42,50 @@ describeKernel("galette nf test", () => {
   });
 
   it("passes on macswap: both builds swap the MACs, verdict Tx on every frame", async () => {
-    const r = await galette(["nf", "test", "nf-examples/macswap", "--pcap", file("in.pcap"), "--json"]);
+    const r = await nfTest("nf-examples/macswap", "in.pcap", "--json");
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as NfTestResult;
     expect(out.passed).toBe(true);
     expect(out.frames.map((f) => f.xdp.verdict)).toEqual(["Tx", "Tx", "Tx"]);
     const first = Buffer.from(out.frames[0]?.native.bytes ?? "", "hex");
     expect(first.subarray(0, 6)).toEqual(frames[0]?.subarray(6, 12));
-    const text = await galette(["nf", "test", "nf-examples/macswap", "--pcap", file("in.pcap")]);
+    const text = await nfTest("nf-examples/macswap", "in.pcap");
     expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toContain("frame 3: Tx");
     expect(text.stdout).toContain("XDP and x86_64 builds agree");
   });
 
   it("fails on an NF whose XDP and native builds differ, naming the frame", async () => {
-    const r = await galette(["nf", "test", fixtureDir("differs-by-target"), "--pcap", file("in.pcap")]);
+    const r = await nfTest(fixtureDir("differs-by-target"), "in.pcap");
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("frame 2: verdict: XDP Drop, x86_64 Tx");
     expect(r.stderr).not.toMatch(/frame [13]:/);
   });
 
   it("checks an expectation written by --out, and names the frame that departs from it", async () => {
-    const w = await galette([
-      "nf",
-      "test",
-      "nf-examples/macswap",
-      "--pcap",
-      file("in.pcap"),
-      "--out",
-      file("out.pcap"),
-    ]);
+    const w = await nfTest("nf-examples/macswap", "in.pcap", "--out", file("out.pcap"));
     expect(w.code, w.stderr).toBe(0);
-    const ok = await galette([
-      "nf",
-      "test",
-      "nf-examples/macswap",
-      "--pcap",
-      file("in.pcap"),
-      "--expect",
-      file("out.pcap"),
-    ]);
+    const ok = await nfTest("nf-examples/macswap", "in.pcap", "--expect", file("out.pcap"));
     expect(ok.code, ok.stderr).toBe(0);
     expect(ok.stdout).toContain("match the expectation");
     // the input itself is not what macswap outputs: the MACs differ (first at byte 5)
-    const bad = await galette([
-      "nf",
-      "test",
-      "nf-examples/macswap",
-      "--pcap",
-      file("in.pcap"),
-      "--expect",
-      file("in.pcap"),
-    ]);
+    const bad = await nfTest("nf-examples/macswap", "in.pcap", "--expect", file("in.pcap"));
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain("frame 1: expected: output differs from the expected frame at byte 5");
     await writePcap(file("short.pcap"), frames.slice(0, 2));
-    const count = await galette([
-      "nf",
-      "test",
-      "nf-examples/macswap",
-      "--pcap",
-      file("in.pcap"),
-      "--expect",
-      file("short.pcap"),
-    ]);
+    const count = await nfTest("nf-examples/macswap", "in.pcap", "--expect", file("short.pcap"));
     expect(count.code).toBe(1);
     expect(count.stderr).toContain("2 frames");
   });
 
   it("starts from the maps file's entries (access-control's allow list)", async () => {
     writeFileSync(file("maps.toml"), '# 10.0.0.0/8 allowed\nallow_list = ["080000000a000000:01000000"]\n');
-    const r = await galette([
-      "nf",
-      "test",
-      exampleDir("access-control"),
-      "--pcap",
-      file("in.pcap"),
-      "--maps",
-      file("maps.toml"),
-      "--json",
-    ]);
+    const r = await nfTest(exampleDir("access-control"), "in.pcap", "--maps", file("maps.toml"), "--json");
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as NfTestResult;
     expect(out.frames.map((f) => f.native.verdict)).toEqual(["Allowed", "Denied", "Denied"]);
     writeFileSync(file("maps.json"), JSON.stringify({ allow_list: ["080000000a000000:01000000"] }));
-    const json = await galette([
-      "nf",
-      "test",
-      exampleDir("access-control"),
-      "--pcap",
-      file("in.pcap"),
-      "--maps",
-      file("maps.json"),
-    ]);
+    const json = await nfTest(exampleDir("access-control"), "in.pcap", "--maps", file("maps.json"));
     expect(json.code, json.stderr).toBe(0);
   });
 
@@ -159,40 +99,32 @@ describeKernel("galette nf test", () => {
     ];
     for (const [name, text, want] of cases) {
       writeFileSync(file(name), text);
-      const r = await galette([
-        "nf",
-        "test",
-        exampleDir("access-control"),
-        "--pcap",
-        file("in.pcap"),
-        "--maps",
-        file(name),
-      ]);
+      const r = await nfTest(exampleDir("access-control"), "in.pcap", "--maps", file(name));
       expect(r.code, name).toBe(1);
       expect(r.stderr, name).toMatch(want);
       expect(r.stderr, name).not.toMatch(/\n\s+at /); // no stack trace
     }
     writeFileSync(file("junk.pcap"), "not a capture");
-    const junk = await galette(["nf", "test", "nf-examples/macswap", "--pcap", file("junk.pcap")]);
+    const junk = await nfTest("nf-examples/macswap", "junk.pcap");
     expect(junk.code).toBe(1);
     expect(junk.stderr).toContain("not a pcap or pcapng capture");
     const ng = Buffer.alloc(28);
     ng.writeUInt32BE(0x0a0d0d0a, 0);
     writeFileSync(file("x.pcapng"), ng);
-    const pcapng = await galette(["nf", "test", "nf-examples/macswap", "--pcap", file("x.pcapng")]);
+    const pcapng = await nfTest("nf-examples/macswap", "x.pcapng");
     expect(pcapng.code).toBe(1);
     expect(pcapng.stderr).toContain("pcapng is not supported");
     await writePcap(file("tiny.pcap"), [frames[0] as Buffer, Buffer.alloc(10, 1)]);
-    const tiny = await galette(["nf", "test", "nf-examples/macswap", "--pcap", file("tiny.pcap")]);
+    const tiny = await nfTest("nf-examples/macswap", "tiny.pcap");
     expect(tiny.code).toBe(1);
     expect(tiny.stderr).toContain("frame 2 is 10 bytes");
-    const missing = await galette(["nf", "test", "nf-examples/macswap", "--pcap", file("missing.pcap")]);
+    const missing = await nfTest("nf-examples/macswap", "missing.pcap");
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain("cannot read the capture");
   });
 
   it("a loop the verifier cannot bound: the author's line and the verifier's last lines", async () => {
-    const r = await galette(["nf", "test", fixtureDir("unbounded-loop"), "--pcap", file("in.pcap")]);
+    const r = await nfTest(fixtureDir("unbounded-loop"), "in.pcap");
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(
       /unbounded-loop\/src\/lib\.rs:15: error: a program too complex for the verifier/,

@@ -7,8 +7,9 @@
  * controller; and a version held back after a rollback (`held.json`).
  */
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
+import { writeAtomic } from "@galette/files";
 import { describeZodError, RollbackReport, SignedDeviceAssignment } from "@galette/protocol";
 import { z } from "zod";
 
@@ -45,12 +46,6 @@ function readJson<T>(file: string, schema: z.ZodType<T>, what: string): T | unde
   if (!parsed.success)
     throw new Error(`${file}: invalid ${what}: ${describeZodError(parsed.error).join("; ")}`);
   return parsed.data;
-}
-
-function writeAtomic(file: string, data: string | Uint8Array, mode = 0o644): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, data, { mode });
-  renameSync(tmp, file);
 }
 
 export class AgentCache {
@@ -100,7 +95,7 @@ export class AgentCache {
         `${what}: artifact ${digest} as downloaded (${bytes.length} bytes) has sha256 ${actual}: corrupted or tampered with, refusing to load`,
       );
     const file = this.artifactPath(digest);
-    writeAtomic(file, bytes, 0o600);
+    writeAtomic(file, bytes, { mode: 0o600 });
     return file;
   }
 

@@ -19,6 +19,7 @@ import {
 } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
+import { writeAtomic } from "@galette/files";
 import { parse as parseToml } from "smol-toml";
 import { analyzeNf } from "./analyze";
 import { locateCalls } from "./debuglocs";
@@ -694,12 +695,6 @@ async function readManifest(file: string): Promise<NfManifest | undefined> {
   return JSON.parse(await readFile(file, "utf8")) as NfManifest;
 }
 
-async function writeAtomic(file: string, data: string | Buffer): Promise<void> {
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-  await writeFile(tmp, data);
-  await rename(tmp, file);
-}
-
 /** Serialises manifest updates per hash within this process (targets finish concurrently). */
 const manifestLocks = new Map<string, Promise<unknown>>();
 function withManifestLock<T>(hash: string, fn: () => Promise<T>): Promise<T> {
@@ -859,7 +854,7 @@ async function runJob(
       // the output dir was the sandbox's: take only a regular file, never through a link
       const bytes = await readOutput(tmpOut, ctx.sandbox?.limits.fileBytes ?? 0);
       await mkdir(artifactsDir(), { recursive: true });
-      await writeAtomic(cachePath, bytes);
+      writeAtomic(cachePath, bytes);
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -927,7 +922,7 @@ async function updateManifest(
     };
     if (changed) {
       await mkdir(artifactsDir(), { recursive: true });
-      await writeAtomic(file, `${JSON.stringify(manifest, null, 2)}\n`);
+      writeAtomic(file, `${JSON.stringify(manifest, null, 2)}\n`);
     }
     return { file, manifest };
   });

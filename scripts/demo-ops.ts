@@ -1,80 +1,144 @@
 /**
- * Tooling of `make demo` (scripts/demo.sh) for what the `galette` CLI does not offer: waiting
- * for devices to converge, sending frames through a device with @galette/testkit, and
- * printing the counters devices report.
+ * Tooling of `make demo` (scripts/demo.sh) for what the `galette` CLI does not offer: the
+ * devices' networks (@galette/testkit topologies), waiting for devices to converge or roll
+ * back, sending frames through a device with @galette/testkit, and printing the counters
+ * devices report.
  * Operator credentials come from GALETTE_URL, GALETTE_TOKEN and GALETTE_CA.
  */
 import { loadOperatorConfig, OperatorClient } from "@galette/controller";
 import { attachXdpPass, exchangeFrames, udpFrame } from "@galette/testkit/frames";
 import { sleep } from "@galette/testkit/time";
+import { createTwoPortTopology } from "@galette/testkit/topology";
 
 const [command, ...args] = process.argv.slice(2);
 const operator = () => new OperatorClient(loadOperatorConfig());
 const need = (n: number, usage: string) => {
-  if (args.length < n) throw new Error(`usage: ops.ts ${command} ${usage}`);
+  if (args.length < n) throw new Error(`usage: demo-ops.ts ${command} ${usage}`);
 };
+type Device = Awaited<ReturnType<OperatorClient["listDevices"]>>["devices"][number];
+
+/** Polls the device list every 200 ms until `done` returns a line to print, or fails after `timeoutS`. */
+async function waitDevices(
+  timeoutS: string,
+  names: string[],
+  done: (d: Device) => string | undefined,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + Number(timeoutS) * 1000;
+  for (;;) {
+    const { devices: all } = await operator().listDevices();
+    const found = names.map((name) => ({ name, d: all.find((x) => x.name === name) }));
+    const lines = found.map(({ d }) => (d ? done(d) : undefined));
+    if (lines.every((l) => l !== undefined)) {
+      for (const l of lines) console.log(`  ${l}`);
+      return;
+    }
+    if (Date.now() > deadline) {
+      const why = found
+        .filter((_, i) => lines[i] === undefined)
+        .map(
+          ({ name, d }) =>
+            `${name}: state ${d?.state ?? "-"}, installed ${d?.installed ? `${d.installed.chain} v${d.installed.version}` : "-"}, ${d?.errors.map((e) => e.message).join("; ") || "no errors"}`,
+        );
+      throw new Error(`${what} within ${timeoutS} s:\n  ${why.join("\n  ")}`);
+    }
+    await sleep(200);
+  }
+}
+
+/**
+ * A frame tagged with `tag` (the receiver keeps only frames carrying it). "udp": a UDP flow,
+ * whose first packets the weak classifier sends up to the userland DPI; "normal": IP
+ * protocol 1 (not TCP/UDP), which it calls Normal and XDP sends on at once.
+ */
+function demoFrame(o: {
+  srcMac: string;
+  dstMac: string;
+  srcIp: string;
+  dstIp: string;
+  tag: string;
+  kind: string;
+}) {
+  const frame = udpFrame({ ...o, srcPort: 4000 + (o.tag.length % 100), payload: Buffer.from(o.tag) });
+  if (o.kind === "normal") frame[23] = 1;
+  else if (o.kind !== "udp") throw new Error(`frame kind ${JSON.stringify(o.kind)}: normal|udp`);
+  return frame;
+}
 
 async function main(): Promise<void> {
   switch (command) {
+    case "two-port": {
+      // Prints the topology as shell assignments PREFIX_dev=… for demo.sh to eval.
+      need(2, "TAG PREFIX");
+      const [tag, prefix] = args as [string, string];
+      const t = await createTwoPortTopology(tag);
+      const vars = {
+        dev: t.device,
+        p1: t.p1,
+        p2: t.p2,
+        a_ns: t.a.ns,
+        a_if: t.a.iface,
+        a_ip: t.a.ip,
+        a_mac: t.a.mac,
+        b_ns: t.b.ns,
+        b_if: t.b.iface,
+        b_ip: t.b.ip,
+        b_mac: t.b.mac,
+      };
+      for (const [k, v] of Object.entries(vars)) console.log(`${prefix}_${k}=${v}`);
+      return;
+    }
     case "wait": {
       need(3, "CHAIN TIMEOUT_S DEVICE...");
       const [chain, timeout, ...devices] = args as [string, string, ...string[]];
-      const deadline = Date.now() + Number(timeout) * 1000;
-      for (;;) {
-        const { devices: all } = await operator().listDevices();
-        const pending = devices.filter((name) => {
-          const d = all.find((x) => x.name === name);
-          return !(d?.installed?.chain === chain && d.state === "converged");
-        });
-        if (pending.length === 0) {
-          for (const name of devices) {
-            const d = all.find((x) => x.name === name)!;
-            console.log(
-              `  ${name}: ${chain} v${d.installed!.version} converged (${d.arch}, kernel ${d.kernelVersion})`,
-            );
-          }
-          return;
-        }
-        if (Date.now() > deadline) {
-          const why = all
-            .filter((d) => pending.includes(d.name))
-            .map(
-              (d) =>
-                `${d.name}: state ${d.state ?? "-"}, ${d.errors.map((e) => e.message).join("; ") || "no errors"}`,
-            );
-          throw new Error(`devices did not converge on ${chain} within ${timeout} s:\n  ${why.join("\n  ")}`);
-        }
-        await sleep(200);
-      }
+      await waitDevices(
+        timeout,
+        devices,
+        (d) =>
+          d.installed?.chain === chain && d.state === "converged"
+            ? `${d.name}: ${chain} v${d.installed.version} converged (${d.arch}, kernel ${d.kernelVersion})`
+            : undefined,
+        `devices did not converge on ${chain}`,
+      );
+      return;
     }
     case "refused": {
       need(4, "CHAIN VERSION TIMEOUT_S DEVICE...");
       const [chain, version, timeout, ...devices] = args as [string, string, string, ...string[]];
-      const deadline = Date.now() + Number(timeout) * 1000;
-      const tag = `"${chain}" v${version}`;
-      for (;;) {
-        const { devices: all } = await operator().listDevices();
-        const refusals = devices.map((name) => {
-          const d = all.find((x) => x.name === name);
-          return { name, d, error: d?.errors.find((e) => e.message.startsWith(`refused chain ${tag}`)) };
-        });
-        if (refusals.every((r) => r.error)) {
-          for (const { name, d } of refusals)
-            console.log(
-              `  ${name}: refused ${chain} v${version}, still running v${d?.installed?.version ?? "-"}`,
-            );
-          return;
-        }
-        if (Date.now() > deadline) {
-          const why = refusals.map(
-            (r) => `${r.name}: state ${r.d?.state ?? "-"}, installed v${r.d?.installed?.version ?? "-"}`,
-          );
-          throw new Error(
-            `devices did not refuse ${chain} v${version} within ${timeout} s:\n  ${why.join("\n  ")}`,
-          );
-        }
-        await sleep(200);
-      }
+      await waitDevices(
+        timeout,
+        devices,
+        (d) =>
+          d.errors.some((e) => e.message.startsWith(`refused chain "${chain}" v${version}`))
+            ? `${d.name}: refused ${chain} v${version}, still running v${d.installed?.version ?? "-"}`
+            : undefined,
+        `devices did not refuse ${chain} v${version}`,
+      );
+      return;
+    }
+    case "rolled-back": {
+      // The dead-man's switch put `restored` back and holds CHAIN vVERSION.
+      need(5, "CHAIN VERSION RESTORED_VERSION TIMEOUT_S DEVICE...");
+      const [chain, version, restored, timeout, ...devices] = args as [
+        string,
+        string,
+        string,
+        string,
+        ...string[],
+      ];
+      await waitDevices(
+        timeout,
+        devices,
+        (d) =>
+          d.rollback?.chain === chain &&
+          d.rollback.version === Number(version) &&
+          d.installed?.chain === chain &&
+          d.installed.version === Number(restored)
+            ? `${d.name}: back on ${chain} v${restored}, holding v${version}: ${d.rollback.reason}`
+            : undefined,
+        `devices did not roll ${chain} v${version} back to v${restored}`,
+      );
+      return;
     }
     case "xdp-pass": {
       need(2, "NS IFACE");
@@ -82,37 +146,46 @@ async function main(): Promise<void> {
       return;
     }
     case "traffic": {
+      // Frames out of IFACE and back in on it (a device that reflects): prints "sent received".
       need(8, "NS IFACE SRC_MAC DST_MAC SRC_IP DST_IP COUNT TAG [normal|udp]");
-      const [ns, iface, srcMac, dstMac, srcIp, dstIp, count, tag, kind = "normal"] = args as string[] as [
-        string,
-        string,
-        string,
-        string,
-        string,
-        string,
-        string,
-        string,
-        string?,
-      ];
-      const frame = udpFrame({
-        srcMac,
-        dstMac,
-        srcIp,
-        dstIp,
-        srcPort: 4000 + (tag.length % 100),
-        payload: Buffer.from(tag),
-      });
-      // IP protocol 1 (not TCP/UDP): the weak classifier calls it Normal and XDP sends it back.
-      // A UDP flow's first packets go up to the userland DPI instead.
-      if (kind === "normal") frame[23] = 1;
-      const r = await exchangeFrames(ns, iface, {
-        send: [frame],
+      const [ns, iface, srcMac, dstMac, srcIp, dstIp, count, tag, kind = "normal"] = args as string[];
+      const r = await exchangeFrames(ns!, iface!, {
+        send: [
+          demoFrame({ srcMac: srcMac!, dstMac: dstMac!, srcIp: srcIp!, dstIp: dstIp!, tag: tag!, kind }),
+        ],
         repeat: Number(count),
         pps: 1000,
         listenMs: 500,
-        match: Buffer.from(tag),
+        match: Buffer.from(tag!),
       });
       console.log(`${r.sent} ${r.received.length}`);
+      return;
+    }
+    case "forward": {
+      // Frames from one host through a two-port device to the other: prints "sent received".
+      need(10, "FROM_NS FROM_IF SRC_MAC SRC_IP TO_NS TO_IF DST_MAC DST_IP COUNT TAG [normal|udp]");
+      const [fromNs, fromIf, srcMac, srcIp, toNs, toIf, dstMac, dstIp, count, tag, kind = "normal"] =
+        args as string[];
+      const n = Number(count);
+      const match = Buffer.from(tag!);
+      // the receiver opens its socket first (its Python starts in well under the head start)
+      const startMs = 1500;
+      const received = exchangeFrames(toNs!, toIf!, {
+        send: [],
+        expect: n,
+        listenMs: startMs + n + 1500,
+        match,
+      });
+      await sleep(startMs);
+      const sent = await exchangeFrames(fromNs!, fromIf!, {
+        send: [
+          demoFrame({ srcMac: srcMac!, dstMac: dstMac!, srcIp: srcIp!, dstIp: dstIp!, tag: tag!, kind }),
+        ],
+        repeat: n,
+        pps: 1000,
+        listenMs: 0,
+      });
+      console.log(`${sent.sent} ${(await received).received.length}`);
       return;
     }
     case "counters": {
@@ -133,7 +206,9 @@ async function main(): Promise<void> {
       return;
     }
     default:
-      throw new Error(`unknown command ${JSON.stringify(command)}: wait|refused|xdp-pass|traffic|counters`);
+      throw new Error(
+        `unknown command ${JSON.stringify(command)}: two-port|wait|refused|rolled-back|xdp-pass|traffic|forward|counters`,
+      );
   }
 }
 

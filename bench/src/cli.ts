@@ -8,12 +8,14 @@ import "./galette";
 import { runBuildSandboxSection } from "./build-sandbox";
 import { runCostSection } from "./cost";
 import { runFootprintSection } from "./footprint";
+import { runScaleSection } from "./scale";
 import { runSuite } from "./suite";
 
 const out = await runSuite({ outDir: process.env.BENCH_OUT || undefined });
 const cost = await runCostSection(out.reportPath);
 const buildSandbox = await runBuildSandboxSection(out.reportPath);
 const footprint = await runFootprintSection(out.reportPath);
+const scale = await runScaleSection(out.reportPath);
 const failed = out.results.outcomes.filter((o) => o.status === "failed");
 const ran = out.results.outcomes.filter((o) => o.status === "ok").length;
 process.stdout.write(
@@ -21,4 +23,4 @@ process.stdout.write(
     `report: ${out.reportPath}\nraw:    ${out.jsonPath}\nplots:  ${out.plotPaths.join("\n        ")}\n`,
 );
 for (const f of failed) process.stderr.write(`bench: ${f.scenario.name} failed: ${f.reason}\n`);
-process.exit(failed.length || !footprint || !buildSandbox || !cost ? 1 : 0);
+process.exit(failed.length || !footprint || !scale || !buildSandbox || !cost ? 1 : 0);

@@ -97,12 +97,12 @@ export async function measure(pid: number, ms: number): Promise<{ rssMb: number;
   };
 }
 
-interface Proc {
+export interface Proc {
   child: ChildProcess;
   output(): string;
 }
 
-function start(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+export function start(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   const child = spawn(process.execPath, args, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, GALETTE_LOG_LEVEL: "info", ...env },
@@ -117,7 +117,7 @@ function start(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   return { child, output: () => out };
 }
 
-async function stop(p: Proc | undefined): Promise<void> {
+export async function stop(p: Proc | undefined): Promise<void> {
   if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
   const exited = new Promise((r) => p.child.once("exit", r));
   p.child.kill("SIGTERM");
@@ -125,7 +125,7 @@ async function stop(p: Proc | undefined): Promise<void> {
   if (p.child.exitCode === null) p.child.kill("SIGKILL");
 }
 
-async function waitFor(what: string, ok: () => boolean | Promise<boolean>, ms: number, p?: Proc) {
+export async function waitFor(what: string, ok: () => boolean | Promise<boolean>, ms: number, p?: Proc) {
   const deadline = Date.now() + ms;
   while (!(await ok())) {
     if (p && p.child.exitCode !== null) throw new Error(`exited before ${what}:\n${p.output().slice(-2000)}`);
@@ -164,11 +164,11 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
     try {
       for (let i = 0; i < simulated; i++) {
         const b = join(work, "sim", String(i));
-        writeDeviceBundle(b, dir.enrolDevice(`sim-${i}`, { role: "sim" }, "https://127.0.0.1:1"));
+        writeDeviceBundle(b, await dir.enrolDevice(`sim-${i}`, { role: "sim" }, "https://127.0.0.1:1"));
         bundles.push(b);
       }
     } finally {
-      dir.close();
+      await dir.close();
     }
     log.info({ simulated }, "footprint: simulated devices enrolled");
 

@@ -19,7 +19,7 @@ describeKernel("make bench QUICK=1 (real veth, real frames)", () => {
     const { stdout } = await execFileP("bash", [join(repoRoot, "scripts", "bench.sh")], {
       cwd: repoRoot,
       env: { ...process.env, QUICK: "1", BENCH_OUT: outDir },
-      timeout: 420_000,
+      timeout: 570_000,
       maxBuffer: 64 << 20,
     });
     expect(stdout).toMatch(/bench: \d+ scenario\(s\) measured, 0 failed/);
@@ -63,6 +63,11 @@ describeKernel("make bench QUICK=1 (real veth, real frames)", () => {
           `\\| ${row.replace(/[()]/g, "\\$&")}[^|]* \\| \\d+ \\(\\d+–\\d+\\) \\| \\d+\\.\\d\\d× \\|`,
         ),
       );
+    // the controller scale rows: 1000 simulated devices, a push under load, kill -9 recovery
+    expect(md).toContain("## Controller scale");
+    expect(md).toMatch(/\| 1000 \| SQLite \| \d+\.\d \| \d+\.\d \|/);
+    expect(md).toMatch(/\| push \(assign to every device; artifacts fetched\) \| 1000 \|/);
+    expect(md).toMatch(/\| kill -9 \+ restart/);
   });
 
   it("galgen rejects a bad frame size by name", async () => {

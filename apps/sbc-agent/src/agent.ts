@@ -46,9 +46,9 @@ export const AGENT_VERSION = "0.1.0";
 /** First retry delay after a failed controller request, ws drop or install; doubles up to a cap. */
 const BACKOFF_START_MS = 500;
 /** Polls never wait longer than the poll interval, and at most this long. */
-const POLL_BACKOFF_CAP_MS = 30_000;
+export const POLL_BACKOFF_CAP_MS = 30_000;
 /** ws reconnects: cheap, and an open channel triggers a poll, so a restarted controller is seen soon. */
-const WS_BACKOFF_CAP_MS = 10_000;
+export const WS_BACKOFF_CAP_MS = 10_000;
 /** Retries of a failed install (e.g. a corrupted download) between polls. */
 const INSTALL_RETRY_CAP_MS = 8_000;
 /** Dead-man's switch: one attempt to reach the controller waits at most this long… */

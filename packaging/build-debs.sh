@@ -4,8 +4,9 @@
 #   galette_<version>_{amd64,arm64}.deb              the CLI and the controller
 # Each carries its bundled JavaScript (apps/*/dist), a Node runtime from npm's
 # node-linux-<cpu> package, the xdp-native addon compiled for that CPU (cross-compiled
-# against the multiarch libbpf-dev/libxdp-dev), the BPF objects (one bytecode for every
-# CPU), a systemd unit and its maintainer scripts. Needs `make setup` (packaging tools).
+# against Debian's libbpf/libxdp .debs for that CPU, unpacked into a private sysroot), the
+# BPF objects (one bytecode for every CPU), a systemd unit and its maintainer scripts.
+# Needs `make setup` (packaging tools).
 #
 #   AGENT_ARCHES="amd64"  GALETTE_ARCHES=""  GALETTE_VERSION=0.1.1  bash packaging/build-debs.sh
 set -euo pipefail
@@ -54,48 +55,50 @@ for f in galette_xdp.node root.bpf.o rx_upcall.bpf.o; do
   [ -f "$release/$f" ] || die "$release/$f is missing: run make setup"
 done
 
-# The libraries the addon and the worker link against, for a foreign CPU: the multiarch
-# packages make setup installs (libbpf-dev:ARCH …) when apt has them, else a private
-# sysroot of the same Debian packages, downloaded with a private apt state that reads only
-# the main and updates suites (a mirror mid-sync on one architecture's security index
-# makes multiarch installs impossible; these libraries are in main).
-# Prints extra linker/compiler flags ("" with the multiarch packages).
-cross_libs() {
-  local arch=$1 t root apt dir
+# The libraries the addon and the worker link against, for a foreign CPU: a private sysroot
+# of Debian's own arm64/armhf .debs of libbpf, libxdp, libseccomp and what they link
+# (libelf, zlib), fetched with a private apt state that reads only the main and updates
+# suites through their signed index (apt-get download checks every .deb against it), and
+# unpacked with dpkg-deb -x. Not the multiarch -dev packages: those must match the host's
+# versions of shared packages (linux-libc-dev, libssl3) exactly, which a mirror mid-sync on
+# one architecture's security index breaks. C library and libstdc++ come from the cross
+# toolchain. Prints the extra compiler/linker flags.
+sysroot_packages=(libbpf1 libbpf-dev libxdp1 libxdp-dev libseccomp2 libseccomp-dev libelf1 zlib1g)
+# Prints the sysroot's directory (built once per architecture and package list).
+cross_sysroot() {
+  local arch=$1 t root apt recipe
   t=$(triple "$arch")
-  if [ -f "/usr/lib/$t/libbpf.so" ] && [ -f "/usr/lib/$t/libxdp.so" ] && [ -f "/usr/lib/$t/libseccomp.so" ]; then
-    return
-  fi
-  root=$CACHE/sysroot/$arch
-  if [ ! -f "$root/usr/lib/$t/libbpf.so" ]; then
-    log "libbpf-dev:$arch etc. are not installed (make setup could not add $arch): fetching them into $root"
+  recipe=$(printf '%s\n' "$arch" "${sysroot_packages[@]}" main updates recipe=1 | sha256sum | cut -c1-12)
+  root=$CACHE/sysroot/$arch-$recipe
+  if [ ! -f "$root/.complete" ]; then
+    log "fetching Debian's $arch builds of ${sysroot_packages[*]} into $root"
     apt=$CACHE/apt-$arch
+    rm -rf "$root" "$apt"
     mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/etc" "$root"
     : >"$apt/status"
     {
-      echo "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main"
-      echo "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main"
+      echo "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${DEBIAN_MIRROR:-http://deb.debian.org/debian} bookworm main"
+      echo "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${DEBIAN_MIRROR:-http://deb.debian.org/debian} bookworm-updates main"
     } >"$apt/etc/sources.list"
     local opts=(-o "Dir::State=$apt" -o "Dir::State::Lists=$apt/lists" -o "Dir::State::status=$apt/status"
       -o "Dir::Cache=$apt" -o "Dir::Cache::archives=$apt/archives" -o "Dir::Etc::SourceList=$apt/etc/sources.list"
-      -o "Dir::Etc::SourceParts=/nonexistent" -o "APT::Architecture=$arch" -o "APT::Architectures=$arch" -q)
-    apt-get "${opts[@]}" update >"$apt/update.log" 2>&1 || {
+      -o "Dir::Etc::SourceParts=/nonexistent" -o "Dir::Etc::Preferences=/nonexistent"
+      -o "Dir::Etc::PreferencesParts=/nonexistent" -o "APT::Architecture=$arch" -o "APT::Architectures=$arch" -q)
+    apt-get "${opts[@]}" update >"$apt/update.log" 2>&1 && ! grep -qE '^(E|W): ' "$apt/update.log" || {
       cat "$apt/update.log" >&2
-      die "apt-get update for the $arch sysroot failed (above)"
+      die "apt-get update of the $arch sysroot's index (bookworm, bookworm-updates) failed (above)"
     }
-    (cd "$apt/archives" && apt-get "${opts[@]}" download libbpf1 libbpf-dev libxdp1 libxdp-dev libseccomp2 \
-      libseccomp-dev libelf1 zlib1g >"$apt/download.log" 2>&1) || {
+    (cd "$apt/archives" && apt-get "${opts[@]}" download "${sysroot_packages[@]}") >"$apt/download.log" 2>&1 || {
       cat "$apt/download.log" >&2
       die "downloading the $arch libraries failed (above)"
     }
+    local deb
     for deb in "$apt/archives"/*.deb; do dpkg-deb -x "$deb" "$root"; done
-    # the -dev symlinks point at absolute paths of the target system
-    for so in libbpf libxdp libseccomp libelf libz; do
-      dir="$root/usr/lib/$t"
-      [ -e "$dir/$so.so" ] || ln -sf "$(basename "$(ls "$dir/$so.so."* "$root/lib/$t/$so.so."* 2>/dev/null | head -1)")" "$dir/$so.so" 2>/dev/null || true
-    done
+    rm -rf "$apt"
+    [ -e "$root/usr/lib/$t/libbpf.so" ] || die "the $arch sysroot has no usr/lib/$t/libbpf.so"
+    touch "$root/.complete"
   fi
-  echo "-L$root/usr/lib/$t -L$root/lib/$t -Wl,-rpath-link,$root/usr/lib/$t:$root/lib/$t"
+  echo "$root"
 }
 
 # The addon for one CPU: the host's build for amd64, a cross build for the others.
@@ -108,18 +111,25 @@ addon_dir() {
     return
   fi
   t=$(triple "$arch")
-  key=$(cd packages/xdp-native && cat binding.gyp native/* include/* | sha256sum | cut -c1-16)
+  command -v "$t-g++" >/dev/null || die "$t-g++ is missing: run make setup"
+  local sysroot
+  sysroot=$(cross_sysroot "$arch")
+  key=$( (
+    cd packages/xdp-native && cat binding.gyp native/* include/*
+    basename "$sysroot"
+  ) | sha256sum | cut -c1-16)
   dir=$CACHE/addon/$arch-$key
   if [ ! -f "$dir/galette_xdp.node" ]; then
-    command -v "$t-g++" >/dev/null || die "$t-g++ is missing: run make setup"
-    local ldflags
-    ldflags=$(cross_libs "$arch")
-    log "cross-compiling the xdp-native addon for $arch ($t)"
+    # -isystem: the target's libbpf/libxdp headers before the host's /usr/include, which the
+    # Debian cross compilers also search; -rpath-link: libbpf's own libelf and zlib
+    local cflags="-isystem $sysroot/usr/include"
+    local ldflags="-L$sysroot/usr/lib/$t -L$sysroot/lib/$t -Wl,-rpath-link,$sysroot/usr/lib/$t:$sysroot/lib/$t"
+    log "cross-compiling the xdp-native addon for $arch ($t) against $sysroot"
     work=$(mktemp -d)
     cp -r packages/xdp-native/binding.gyp packages/xdp-native/native packages/xdp-native/include \
       packages/xdp-native/bpf "$work/"
     ln -s "$repo/packages/xdp-native/node_modules" "$work/node_modules"
-    if ! (cd "$work" && CC="$t-gcc" CXX="$t-g++" LINK="$t-g++" AR="$t-ar" LDFLAGS="$ldflags" \
+    if ! (cd "$work" && CC="$t-gcc" CXX="$t-g++" LINK="$t-g++" AR="$t-ar" CPPFLAGS="$cflags" LDFLAGS="$ldflags" \
       "$repo/packages/xdp-native/node_modules/.bin/node-gyp" rebuild --release \
       --arch="$(gyp_arch "$arch")" --nodedir="$(node_dir "$arch")") >"$work/build.log" 2>&1; then
       cat "$work/build.log" >&2
@@ -171,6 +181,7 @@ needed_depends() {
       libc.so.6 | libm.so.6 | libdl.so.2 | libpthread.so.0 | librt.so.1 | ld-linux*) echo "libc6 (>= 2.36)" ;;
       libstdc++.so.6) echo "libstdc++6 (>= 12)" ;;
       libgcc_s.so.1) echo "libgcc-s1 (>= 3.0)" ;;
+      libatomic.so.1) echo "libatomic1 (>= 4.8)" ;; # Node's armv7l build
       libbpf.so.1) echo "libbpf1 (>= 1:1.1.2)" ;;
       libxdp.so.1) echo "libxdp1 (>= 1.3.1)" ;;
       libelf.so.1) echo "libelf1 (>= 0.188)" ;;

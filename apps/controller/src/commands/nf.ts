@@ -16,6 +16,7 @@ import {
 } from "@galette/nf-build";
 import type { Command } from "commander";
 import { packCrateDir } from "../crate-archive";
+import { buildVerdicts, formatVerdicts, type KernelVerdict } from "../kernel-fit";
 import { client as operatorClient } from "./controller";
 import { registerNfInspect } from "./nf-inspect";
 import { registerNfRelease } from "./release";
@@ -48,12 +49,14 @@ export interface NfBuildJson {
     }>;
     skipped: Array<{ target: Target; reason: string }>;
     warnings: string[];
+    /** per kernel Galette knows: whether the NF is expected to load there, and why not */
+    kernels: KernelVerdict[];
   }>;
 }
 
-export function buildJson(results: NfBuildResult[]): NfBuildJson {
+export function buildJson(results: NfBuildResult[], verdicts: KernelVerdict[][]): NfBuildJson {
   return {
-    nfs: results.map((r) => ({
+    nfs: results.map((r, i) => ({
       name: r.name,
       hash: r.hash,
       crateDir: r.crateDir,
@@ -69,6 +72,7 @@ export function buildJson(results: NfBuildResult[]): NfBuildJson {
       })),
       skipped: r.skipped,
       warnings: r.warnings,
+      kernels: verdicts[i] ?? [],
     })),
   };
 }
@@ -131,17 +135,19 @@ export function registerNfCommands(program: Command): void {
             const obj = r.artifacts.find((a) => a.target === "bpf");
             if (obj) await verifyXdpObject(obj.file, r);
           }
+        const verdicts = await buildVerdicts(results);
         if (flags.json) {
-          process.stdout.write(`${JSON.stringify(buildJson(results), null, 2)}\n`);
+          process.stdout.write(`${JSON.stringify(buildJson(results, verdicts), null, 2)}\n`);
           return;
         }
-        for (const r of results) {
+        for (const [i, r] of results.entries()) {
           process.stdout.write(`${r.name} ${r.hash} (${r.manifest.variants.join(", ")})\n`);
           for (const a of r.artifacts)
             process.stdout.write(
               `  ${a.target.padEnd(8)} ${rel(a.file)} ${a.size} B${a.cached ? " (cached)" : ""}\n`,
             );
           for (const s of r.skipped) process.stdout.write(`  ${s.target.padEnd(8)} skipped: ${s.reason}\n`);
+          process.stdout.write(`  ${"kernels".padEnd(8)} loads on ${formatVerdicts(verdicts[i] ?? [])}\n`);
         }
       } catch (err) {
         // Build errors are for the NF author: the message, never a stack trace.

@@ -11,10 +11,12 @@ import {
   CSRF_HEADER,
   type ListChainsResponse,
   type ListDevicesResponse,
+  type ListRolloutsResponse,
   type MapEntriesDocument,
   type MapEntriesResponse,
   type MapEntry,
   RELEASE_ROUTES,
+  ROLLOUT_ROUTES,
   type Signature,
   type SignedMapEntries,
 } from "@galette/protocol";
@@ -119,29 +121,7 @@ export function subscribeEvents(onEvent: (event: ConsoleEvent) => void, onError:
 
 // ---- rollouts ----
 
-/**
- * What the rollouts page shows: a rollout's phases and the gate's verdict per device. A view
- * model, filled from the controller's rollout API once it has one; the wire types will
- * live in @galette/protocol beside that API.
- */
-export interface RolloutView {
-  id: string;
-  chain: string;
-  version: number;
-  state: string;
-  gate: string;
-  phases: Array<{
-    /** e.g. "1", "10%" */
-    size: string;
-    state: string;
-    devices: Array<{ name: string; gate: "pass" | "fail" | "pending"; reason?: string }>;
-  }>;
-}
-
-/** The rollouts seam: this controller has no rollout API yet, so there is nothing to list. */
+/** Staged rollouts, newest first (GET /v1/rollouts: read scope). */
 export const rollouts = {
-  available: false as boolean,
-  async list(): Promise<RolloutView[]> {
-    return [];
-  },
+  list: () => request<ListRolloutsResponse>("GET", ROLLOUT_ROUTES.rollouts).then((r) => r.rollouts),
 };

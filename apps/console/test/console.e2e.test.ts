@@ -269,4 +269,45 @@ describeKernel("web console in chromium: real controller, two agents on veth", (
     }
     await page.screenshot({ path: path.join(SHOTS, "fleet-refusal-desktop.png"), fullPage: true });
   });
+
+  it("lists a staged rollout: its phases, the devices each reached and the gate, reached by keyboard", async () => {
+    // a long soak keeps it in phase 1 while the page is looked at; aborted at the end
+    const started = await fleet.operator.startRollout({
+      chain: "security",
+      version: 1,
+      selector: { role: "edge" },
+      phases: ["1", "100%"],
+      soakSeconds: 3600,
+      gate: "installed && aborts == 0",
+    });
+    await page.goto(`${url()}/#/`);
+    await page.getByRole("heading", { name: "Fleet", level: 1 }).waitFor();
+    await page.getByRole("link", { name: "Rollouts" }).focus();
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Rollouts", level: 1 }).waitFor();
+    await expect
+      .poll(() => page.evaluate<string>("document.activeElement?.textContent ?? ''"))
+      .toBe("Rollouts");
+    const card = page.getByRole("article", { name: new RegExp(`#${started.id} security v1`) });
+    await card.waitFor();
+    expect(await card.getByTestId("rollout-state").textContent()).toBe("running");
+    expect(await card.textContent()).toContain("installed && aborts == 0");
+    const phase1 = card.locator('li[data-phase="1"]');
+    await expect.poll(() => phase1.textContent(), { timeout: 15_000 }).toMatch(/Phase 1: 1 .*in progress/);
+    const devices = phase1.getByRole("table", { name: `Phase 1 of rollout #${started.id}: 1` });
+    await devices.waitFor();
+    expect(await devices.locator("tr[data-device]").count()).toBe(1);
+    expect(await card.locator('li[data-phase="2"]').textContent()).toContain("pending");
+    await page.screenshot({ path: path.join(SHOTS, "rollouts-desktop.png"), fullPage: true });
+    await page.setViewportSize(PHONE);
+    await page.screenshot({ path: path.join(SHOTS, "rollouts-phone.png"), fullPage: true });
+    await page.setViewportSize(DESKTOP);
+
+    await fleet.operator.changeRollout(started.id, "abort");
+    await page.getByRole("button", { name: "Refresh" }).click();
+    await expect
+      .poll(() => card.getByTestId("rollout-state").textContent(), { timeout: 10_000 })
+      .toBe("aborted");
+    expect(await card.getByTestId("rollout-stop").textContent()).toMatch(/Stopped \(aborted\)/);
+  });
 });

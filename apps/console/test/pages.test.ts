@@ -13,6 +13,7 @@ import {
 } from "@galette/protocol";
 import { describe, expect, it } from "vitest";
 import { layoutChain } from "../src/graph";
+import { gateTermText, phaseStatus } from "../src/rollouts";
 import { parseRoute } from "../src/router";
 import { importReleaseKey, signMapEntries } from "../src/sign";
 
@@ -140,5 +141,25 @@ describe("hash routes", () => {
     expect(parseRoute("#/rollouts")).toEqual({ page: "rollouts" });
     expect(parseRoute("#/nope")).toEqual({ page: "fleet" });
     expect(parseRoute("#/devices/%E0%A4%A")).toEqual({ page: "fleet" });
+  });
+});
+
+describe("rollouts page", () => {
+  it("places each phase relative to the rollout's current phase and state", () => {
+    expect(phaseStatus({ state: "running", phase: 1 }, 0)).toBe("done");
+    expect(phaseStatus({ state: "running", phase: 1 }, 1)).toBe("in progress");
+    expect(phaseStatus({ state: "running", phase: 1 }, 2)).toBe("pending");
+    expect(phaseStatus({ state: "paused", phase: 0 }, 0)).toBe("paused");
+    expect(phaseStatus({ state: "aborted", phase: 0 }, 0)).toBe("stopped");
+    expect(phaseStatus({ state: "aborted", phase: 0 }, 1)).toBe("pending");
+    expect(phaseStatus({ state: "completed", phase: 1 }, 1)).toBe("done");
+  });
+
+  it("writes a failed gate term with the values it read", () => {
+    expect(gateTermText({ term: "aborts == 0", values: { aborts: 812 } })).toBe("aborts == 0 (aborts=812)");
+    expect(gateTermText({ term: "installed", values: { installed: false } })).toBe(
+      "installed (installed=false)",
+    );
+    expect(gateTermText({ term: "heartbeat", values: {} })).toBe("heartbeat");
   });
 });

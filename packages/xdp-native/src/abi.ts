@@ -1,19 +1,20 @@
-/** Mirror of include/galette_abi.h (the C header is the source of truth; keep in step). */
-export const GALETTE_ABI_VERSION = 1;
-export const GALETTE_MAX_ACTIONS = 16;
-export const GALETTE_MAX_INSTANCES = 256;
-export const GALETTE_MAX_XSKS = 64;
-export const GALETTE_MAX_MAPS = 16;
+/*
+ * The ABI of include/galette_abi.h as the TypeScript side sees it. Its numbers (version,
+ * limits, action codes) are the vocabulary's, which a test checks against the header;
+ * the object names below are this package's own.
+ */
+import { ACTION_CODES } from "@galette/vocabulary";
 
-export const ActionKind = {
-  abort: 0,
-  drop: 1,
-  pass: 2,
-  tx: 3,
-  redirect: 4,
-  tailcall: 100,
-  upcall: 101,
-} as const;
+export {
+  GALETTE_ABI_VERSION,
+  GALETTE_MAX_ACTIONS,
+  GALETTE_MAX_INSTANCES,
+  GALETTE_MAX_MAPS,
+  GALETTE_MAX_XSKS,
+} from "@galette/vocabulary";
+
+/** Action-table entry kinds by name (`enum galette_action_kind`). */
+export const ActionKind = ACTION_CODES;
 export type ActionKindName = keyof typeof ActionKind;
 
 /** Names every generated NF object carries (see the header's comment). */
@@ -28,4 +29,5 @@ export const AbiNames = {
   instanceId: "galette_instance_id",
   rootProgram: "galette_root",
   rootProgs: "galette_root_progs",
+  rootPorts: "galette_root_ports",
 } as const;

@@ -22,10 +22,8 @@ struct {
 SEC("xdp")
 int galette_root(struct xdp_md *ctx)
 {
-	/* tracing off: one test of a map value (array lookups are inlined by the verifier) */
-	__u32 trace_key = 0;
-	struct galette_trace_cfg *trace = bpf_map_lookup_elem(&galette_trace_cfg, &trace_key);
-	if (trace && trace->on) galette_trace_root(ctx, trace);
+	/* tracing off: one load of a global and a branch */
+	if (galette_trace_cfg.on) galette_trace_root(ctx, &galette_trace_cfg);
 	bpf_tail_call(ctx, &galette_root_progs, 0);
 	return XDP_PASS;
 }

@@ -142,12 +142,10 @@ static __always_inline int galette_upcall_meta_write(struct xdp_md *ctx, __u32 i
 
 #ifdef GALETTE_TRACE_ROOT_PROGRAM
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct galette_trace_cfg);
-} galette_trace_cfg SEC(".maps");
+/* A global in its own data section: libbpf makes it a one-entry array map named
+ * ".data.trace" (the installer pins it, the tracer writes entry 0). Reading a global is one
+ * load from a constant address, cheaper than a map lookup on every frame. */
+struct galette_trace_cfg galette_trace_cfg SEC(".data.trace");
 
 static __always_inline int galette_trace_match(struct xdp_md *ctx, const struct galette_trace_cfg *c)
 {

@@ -19,7 +19,7 @@ export const Trace = {
   queueMapType: 22,
   /** entries of the workers' queue the installer creates */
   queueEntries: 4096,
-  names: { ring: "galette_trace_ring", cfg: "galette_trace_cfg", queue: "galette_trace_q" },
+  names: { ring: "galette_trace_ring", cfg: ".data.trace", queue: "galette_trace_q" },
 } as const;
 
 export const TraceTerm = {

@@ -159,7 +159,9 @@ export function graphFromPlan(plan: ChainPlan, published: ReadonlyMap<string, Nf
       maps: nf.maps.map((m) => ({ field: m.name, map: m.map })),
     };
   });
-  return { entry: { kind: plan.entry.kind, target: uuid(plan.entry.target) }, nfs, maps };
+  const entry: ChainGraph["entry"] = { kind: plan.entry.kind, target: uuid(plan.entry.target) };
+  if (plan.entry.b) entry.b = { kind: plan.entry.b.kind, target: uuid(plan.entry.b.target) };
+  return { entry, nfs, maps };
 }
 
 /**
@@ -250,6 +252,10 @@ export function graphFitsDevice(graph: ChainGraph, capabilities: DeviceCapabilit
     const maps = graph.maps.filter((m) => m.type === type).map((m) => `"${m.id}"`);
     problems.push(`map ${maps.join(", ")} is a ${type}; ${kernel} does not create ${type} maps`);
   }
+  if (graph.entry.b && probe.interfaces.length < 2)
+    problems.push(
+      `the chain has a direction per port (rx.a, rx.b) and needs two ports; the device reports ${probe.interfaces.length === 1 ? `one interface (${probe.interfaces[0]!.name})` : "no interface"} (set ports: [A, B] in its agent config)`,
+    );
   for (const iface of probe.interfaces)
     if (iface.xdp === "none")
       problems.push(`interface ${iface.name} takes no XDP program (neither driver nor generic mode)`);

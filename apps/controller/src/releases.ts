@@ -115,6 +115,7 @@ export function chainDocument(
     chain: name,
     version,
     entry: graph.entry.target,
+    ...(graph.entry.b ? { entryB: graph.entry.b.target } : {}),
     nfs: graph.nfs
       .map((nf) => {
         const release = releases[nf.uuid];

@@ -24,6 +24,8 @@ import {
   type InterfaceTarget,
   planInstallation,
   probeCapabilities,
+  targetPorts,
+  xdpModeFor,
 } from "@galette/installer";
 import type { Logger } from "@galette/log";
 import type {
@@ -123,17 +125,20 @@ export class GaletteAgent {
     return this.#capabilities;
   }
 
-  /** The XDP mode installs use: the configured one, or with "auto" what the probe found. */
+  /**
+   * The XDP mode installs use: the configured one, or with "auto" what the probe found
+   * (generic when one of the ports only takes generic mode).
+   */
   get xdpMode(): "native" | "generic" {
     if (this.config.xdpMode !== "auto") return this.config.xdpMode;
-    return this.#capabilities?.interfaces[0]?.xdp === "generic" ? "generic" : "native";
+    return this.#capabilities ? xdpModeFor(this.#capabilities, targetPorts(this.target)) : "native";
   }
 
-  /** Probes the kernel and the interface (before anything is installed on it). */
+  /** Probes the kernel and every port (before anything is installed on them). */
   #probe(): void {
     try {
       const p = probeCapabilities({
-        interfaces: [this.config.interface],
+        interfaces: targetPorts(this.target),
         ...(this.config.netns ? { netns: this.config.netns } : {}),
       });
       const clip = (list: string[], n: number) => list.slice(0, n).map((m) => m.slice(0, 500));

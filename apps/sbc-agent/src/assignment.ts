@@ -69,7 +69,13 @@ export function toInstallerInput(chain: AssignedChain, files: (digest: string) =
     return nf.instance;
   };
 
-  const entry = { kind: chain.entry.kind, target: instanceOf(chain.entry.target, "the entry") };
+  const entry: InstallPlan["entry"] = {
+    kind: chain.entry.kind,
+    target: instanceOf(chain.entry.target, "the entry"),
+  };
+  // a chain per direction: rx.b's entry, carried as decided
+  if (chain.entry.b)
+    entry.b = { kind: chain.entry.b.kind, target: instanceOf(chain.entry.b.target, "the rx.b entry") };
   const nfs: InstallPlan["nfs"] = [];
   const artifacts = new Map<string, NfArtifacts>();
   for (const nf of chain.nfs) {

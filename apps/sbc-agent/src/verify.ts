@@ -90,6 +90,10 @@ export function verifyAssignment(
   }
   if (chain.entry.target !== doc.entry)
     throw new TrustError(`${where}: rx leads to ${chain.entry.target}, the signed chain says ${doc.entry}`);
+  if (chain.entry.b?.target !== doc.entryB)
+    throw new TrustError(
+      `${where}: rx.b (the second port's direction) leads to ${chain.entry.b?.target ?? "nothing"}, the signed chain says ${doc.entryB ?? "nothing"}`,
+    );
 
   for (const nf of chain.nfs) {
     const signed = signedNfs.get(nf.uuid)!;

@@ -28,11 +28,14 @@ export {
   EXITS,
   type Exit,
   findFunction,
+  isRxSource,
   type LinkTarget,
   MAP_TYPES,
   type MapBinding,
   type MapType,
   type NfInstance,
+  RX_SOURCES,
+  type RxSource,
 } from "./model";
 export { type ParseOptions, type ParseResult, parseChain } from "./parse";
 export {
@@ -42,6 +45,7 @@ export {
   type Placement,
   type PlanAction,
   type PlanEdge,
+  type PlanEntry,
   type PlanMap,
   type PlanNf,
   type PlanNfMap,

@@ -56,12 +56,24 @@ export interface NfInstance {
   linkLocation: SourceLocation;
 }
 
+/**
+ * Where frames enter the chain: `rx` (every port of the installation), or per direction on
+ * a two-port installation `rx.a` (frames arriving on the first port) and `rx.b` (on the
+ * second).
+ */
+export const RX_SOURCES = ["rx", "rx.a", "rx.b"] as const;
+export type RxSource = (typeof RX_SOURCES)[number];
+export const isRxSource = (s: string): s is RxSource => (RX_SOURCES as readonly string[]).includes(s);
+
 export interface Chain {
   name: string;
   file: string;
-  /** the `to` of the rx link */
+  /** the `to` of the rx link (both ports), or of the rx.a link when the chain has directions */
   entry: Extract<LinkTarget, { kind: "nf" }>;
   rxLocation: SourceLocation;
+  /** the `to` of the rx.b link: frames arriving on the second port enter here (two ports only) */
+  entryB?: Extract<LinkTarget, { kind: "nf" }>;
+  rxBLocation?: SourceLocation;
   /** declaration order */
   functions: NfInstance[];
   maps: ChainMap[];

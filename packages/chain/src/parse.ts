@@ -11,17 +11,20 @@ import {
   canonicalMapType,
   EXITS,
   isExit,
+  isRxSource,
   type LinkTarget,
   MAP_TYPES,
   type MapBinding,
   type NfInstance,
+  RX_SOURCES,
+  type RxSource,
 } from "./model";
 
 /** Instance and chain names: used in UUID seeds, bpffs pin paths and CLI output. */
 const INSTANCE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_-]*$/;
 /** Map names must be usable as Rust field names once `-` becomes `_`. */
 const MAP_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
-const RESERVED_NAMES = new Set<string>(["rx", ...EXITS]);
+const RESERVED_NAMES = new Set<string>([...RX_SOURCES, ...EXITS]);
 const SHARED_MARKER = "_";
 
 const TOP_KEYS = ["chain", "functions", "maps", "links"] as const;
@@ -292,11 +295,16 @@ class ChainValidator {
     }
     const rxTarget = links.rx.targets[0];
     if (rxTarget?.kind !== "nf") return undefined;
+    const rxBTarget = links.rxB?.targets[0];
+    if (links.rxB && rxBTarget?.kind !== "nf") return undefined;
     return {
       name: chainName,
       file: this.file,
       entry: rxTarget,
       rxLocation: links.rx.location,
+      ...(links.rxB && rxBTarget?.kind === "nf"
+        ? { entryB: rxBTarget, rxBLocation: links.rxB.location }
+        : {}),
       functions: functions.map((f) => f.instance),
       maps,
     };
@@ -494,7 +502,7 @@ class ChainValidator {
 
   private links(rawLinks: unknown[]): ParsedLinks {
     const result: ParsedLinks = { byFrom: new Map() };
-    const rxLinks: ParsedLink[] = [];
+    const rxLinks = new Map<RxSource, ParsedLink[]>(RX_SOURCES.map((r) => [r, []]));
     rawLinks.forEach((body, i) => {
       const path = ["links", i];
       if (!isTable(body)) {
@@ -516,8 +524,17 @@ class ChainValidator {
         const target = this.target(text, this.at([...path, "to", j], "value"));
         if (target) link.targets.push(target);
       });
-      if (from === "rx") {
-        rxLinks.push(link);
+      if (isRxSource(from)) {
+        rxLinks.get(from)!.push(link);
+        return;
+      }
+      if (/^rx[.:@]/i.test(from) || from.toLowerCase() === "rx") {
+        this.error(
+          fromLocation,
+          "invalid-link-source",
+          `[[links]] #${i + 1}: from = ${JSON.stringify(from)} is no entry: the entries are "rx" (frames from every port), "rx.a" (frames arriving on the first port) and "rx.b" (on the second)${didYouMean(from, RX_SOURCES)}`,
+          'one chain for both directions: from = "rx"; a chain per direction on two ports: one link from "rx.a" and one from "rx.b"',
+        );
         return;
       }
       if (from.startsWith("!") || isExit(from)) {
@@ -525,7 +542,7 @@ class ChainValidator {
           fromLocation,
           "invalid-link-source",
           `a link cannot start from ${JSON.stringify(from)}`,
-          "from is rx or the name of a function",
+          "from is rx, rx.a, rx.b or the name of a function",
         );
         return;
       }
@@ -552,43 +569,83 @@ class ChainValidator {
       result.byFrom.set(from, link);
     });
 
-    if (rxLinks.length === 0 && !this.linkedFunctions.has("rx") && !this.linksMalformed) {
+    const written = (source: RxSource) => rxLinks.get(source)!.length > 0 || this.linkedFunctions.has(source);
+    if (!RX_SOURCES.some(written) && !this.linksMalformed) {
       const where = this.index.hasKey(["links"]) ? this.at(["links"]) : this.at([]);
       this.error(
         where,
         "missing-rx-link",
         "no link from rx: the chain has no entry",
-        'add [[links]] from = "rx" to = ["<first function>"]',
+        'add [[links]] from = "rx" to = ["<first function>"] (or one link from "rx.a" and one from "rx.b" for a chain per direction on two ports)',
       );
     }
-    for (const extra of rxLinks.slice(1)) {
+    for (const source of RX_SOURCES) {
+      const list = rxLinks.get(source)!;
+      for (const extra of list.slice(1)) {
+        const d = this.error(
+          extra.location,
+          "multiple-rx-links",
+          `more than one link from ${source} (first at line ${list[0]!.location.line})`,
+          `a chain has exactly one entry per port; keep one ${source} link`,
+        );
+        d.related = [{ ...list[0]!.location, message: `first ${source} link` }];
+      }
+    }
+    const both = rxLinks.get("rx")![0];
+    const a = rxLinks.get("rx.a")![0];
+    const b = rxLinks.get("rx.b")![0];
+    if (both && (a || b)) {
+      const other = (a ?? b)!;
       const d = this.error(
-        extra.location,
-        "multiple-rx-links",
-        `more than one link from rx (first at line ${rxLinks[0]!.location.line})`,
-        "a chain has exactly one entry; keep one rx link",
+        other.location,
+        "mixed-rx-links",
+        `from = "${other.from}" next to from = "rx" (line ${both.location.line}): "rx" already serves frames from both ports`,
+        'either one link from "rx" (one chain for both directions) or one link from "rx.a" and one from "rx.b" (a chain per direction)',
       );
-      d.related = [{ ...rxLinks[0]!.location, message: "first rx link" }];
+      d.related = [{ ...both.location, message: "the rx link" }];
+      return result;
     }
-    const rx = rxLinks[0];
-    if (rx) {
-      const count = rx.targetCount;
+    if ((a && !b) || (b && !a)) {
+      const [present, missing, port] = a ? ["rx.a", "rx.b", "second"] : ["rx.b", "rx.a", "first"];
+      this.error(
+        (a ?? b)!.location,
+        "missing-rx-direction",
+        `there is a link from ${present} but none from ${missing}: frames arriving on the ${port} port would have no chain`,
+        `add [[links]] from = "${missing}" to = ["<first function of that direction>"], or write from = "rx" for one chain in both directions`,
+      );
+      return result;
+    }
+    const entry = (link: ParsedLink | undefined): ParsedLink | undefined => {
+      if (!link) return undefined;
+      const count = link.targetCount;
       if (count !== 1) {
         this.error(
-          rx.toLocation,
+          link.toLocation,
           "rx-target-count",
-          `the rx link must have exactly one target, it has ${count}`,
-          'rx hands every packet to the entry function: to = ["<first function>"]',
+          `the ${link.from} link must have exactly one target, it has ${count}`,
+          `${link.from} hands every packet to the entry function: to = ["<first function>"]`,
         );
-      } else if (rx.targets[0]?.kind === "exit") {
+      } else if (link.targets[0]?.kind === "exit") {
         this.error(
-          rx.targets[0].location,
+          link.targets[0].location,
           "rx-target-exit",
-          `rx links straight to the exit "${rx.targets[0].exit}": the chain would run no function`,
-          "link rx to the first function",
+          `${link.from} links straight to the exit "${link.targets[0].exit}": the chain would run no function`,
+          `link ${link.from} to the first function`,
         );
-      } else if (rx.targets.length === 1) {
-        result.rx = rx;
+      } else if (link.targets.length === 1) {
+        return link;
+      }
+      return undefined;
+    };
+    if (both) {
+      const rx = entry(both);
+      if (rx) result.rx = rx;
+    } else if (a && b) {
+      const rxA = entry(a);
+      const rxB = entry(b);
+      if (rxA && rxB) {
+        result.rx = rxA;
+        result.rxB = rxB;
       }
     }
     return result;
@@ -602,11 +659,11 @@ class ChainValidator {
       this.error(location, "invalid-target", `"${text}": exits cannot be upcalled`, `write "${name}"`);
       return undefined;
     }
-    if (name === "rx") {
+    if (isRxSource(name)) {
       this.error(
         location,
         "invalid-target",
-        `"${text}": a link cannot lead back to rx`,
+        `"${text}": a link cannot lead back to ${name}`,
         "use tx, pass, drop or abort",
       );
       return undefined;
@@ -702,8 +759,10 @@ class ChainValidator {
   private unreachable(functions: NfInstance[], links: ParsedLinks): void {
     const seen = new Set<string>();
     const queue: string[] = [];
-    const entry = links.rx?.targets[0];
-    if (entry?.kind === "nf") queue.push(entry.nf);
+    for (const link of [links.rx, links.rxB]) {
+      const entry = link?.targets[0];
+      if (entry?.kind === "nf") queue.push(entry.nf);
+    }
     for (let head = 0; head < queue.length; head++) {
       const nf = queue[head]!;
       if (seen.has(nf)) continue;
@@ -715,7 +774,7 @@ class ChainValidator {
         this.warning(
           f.location,
           "unreachable",
-          `function "${f.name}" is unreachable from rx and will not run`,
+          `function "${f.name}" is unreachable from ${links.rxB ? "rx.a and rx.b" : "rx"} and will not run`,
           "link to it from rx or another function, or remove it",
         );
       }
@@ -741,7 +800,7 @@ class ChainValidator {
 }
 
 const linkHints: Record<string, string> = {
-  from: 'from = "rx" or the name of a function',
+  from: 'from = "rx" (or "rx.a" / "rx.b", one chain per direction on two ports) or the name of a function',
   to: 'to = ["tx"]: one target per Action variant (function, !function, tx, reflect, pass, drop, abort)',
   "from:type": "a string",
   "to:type": "an array of strings",
@@ -757,7 +816,10 @@ interface ParsedLink {
 }
 
 interface ParsedLinks {
+  /** the rx link, or the rx.a link of a chain with directions */
   rx?: ParsedLink;
+  /** the rx.b link */
+  rxB?: ParsedLink;
   byFrom: Map<string, ParsedLink>;
 }
 

@@ -22,7 +22,7 @@ export type Placement = "xdp" | "userland";
 export type EdgeKind = "entry" | "tailcall" | "upcall" | "call" | "exit";
 
 export interface PlanEdge {
-  /** NF instance name, or "rx" */
+  /** NF instance name, or "rx" (rx.a / rx.b for a chain with directions) */
   from: string;
   /** NF instance name, or an exit (tx, pass, drop, abort) */
   to: string;
@@ -81,11 +81,21 @@ export interface PlanMap {
   users: string[];
 }
 
+/** How frames reach an entry NF: tailcall (it runs in XDP) or upcall (userland). */
+export interface PlanEntry {
+  kind: Transition;
+  target: string;
+}
+
 export interface ChainPlan {
   chain: string;
   file: string;
-  /** how rx reaches the entry NF: tailcall (it runs in XDP) or upcall (only in userland) */
-  entry: { kind: Transition; target: string };
+  /**
+   * How rx reaches the entry NF (frames from every port). With `b`, the chain has a
+   * direction per port: this entry serves frames arriving on the first port (`rx.a`) and
+   * `b` those arriving on the second (`rx.b`); it installs on two ports only.
+   */
+  entry: PlanEntry & { b?: PlanEntry };
   maxTailCalls: number;
   nfs: PlanNf[];
   edges: PlanEdge[];
@@ -134,30 +144,34 @@ export function planChain(chain: Chain, options: PlanOptions = {}): ChainPlan {
     reasons.set(nf, list);
   };
 
-  const entry = chain.entry;
-  const entryNf = byName.get(entry.nf)!;
-  if (entry.upcall || entryNf.disableXdp) {
-    userland.add(entry.nf);
-    reason(entry.nf, entry.upcall ? "entry, upcalled by rx (!)" : "entry, disable_xdp");
+  // Entries: rx (both ports), or rx.a and rx.b. Each is one tail call (depth 1) from the
+  // root program, or an upcall when written `!nf` or the NF is disable_xdp.
+  const sources: Array<{ from: string; target: Extract<LinkTarget, { kind: "nf" }> }> = chain.entryB
+    ? [
+        { from: "rx.a", target: chain.entry },
+        { from: "rx.b", target: chain.entryB },
+      ]
+    : [{ from: "rx", target: chain.entry }];
+  const entryKinds: Transition[] = [];
+  for (const { from, target } of sources) {
+    const entryNf = byName.get(target.nf)!;
+    const upcalled = target.upcall || entryNf.disableXdp;
+    entryKinds.push(upcalled ? "upcall" : "tailcall");
+    if (upcalled) {
+      userland.add(target.nf);
+      reason(target.nf, target.upcall ? `entry, upcalled by ${from} (!)` : "entry, disable_xdp");
+    } else {
+      xdp.add(target.nf);
+      depth.set(target.nf, 1);
+      reason(target.nf, `entry of ${from} (1 tail call from the root program)`);
+    }
     edges.push({
-      from: "rx",
-      to: entry.nf,
+      from,
+      to: target.nf,
       kind: "entry",
       action: 0,
       fromPlacement: "xdp",
-      toPlacement: "userland",
-    });
-  } else {
-    xdp.add(entry.nf);
-    depth.set(entry.nf, 1);
-    reason(entry.nf, "entry (1 tail call from the root program)");
-    edges.push({
-      from: "rx",
-      to: entry.nf,
-      kind: "entry",
-      action: 0,
-      fromPlacement: "xdp",
-      toPlacement: "xdp",
+      toPlacement: upcalled ? "userland" : "xdp",
     });
   }
 
@@ -249,11 +263,12 @@ export function planChain(chain: Chain, options: PlanOptions = {}): ChainPlan {
     if (m.owner) out.owner = m.owner;
     return out;
   });
-  const entryKind: Transition = xdp.has(entry.nf) ? "tailcall" : "upcall";
+  const entry: ChainPlan["entry"] = { kind: entryKinds[0]!, target: chain.entry.nf };
+  if (chain.entryB) entry.b = { kind: entryKinds[1]!, target: chain.entryB.nf };
   return {
     chain: chain.name,
     file: chain.file,
-    entry: { kind: entryKind, target: entry.nf },
+    entry,
     maxTailCalls,
     nfs,
     edges,
@@ -307,13 +322,29 @@ export function targetText(t: LinkTarget): string {
 }
 
 /**
- * NFs reachable from the entry, every NF after all its predecessors (the chain is
+ * NFs reachable from the entries, every NF after all its predecessors (the chain is
  * acyclic). Iterative depth-first post-order: chains from files can be long.
  */
 function topologicalOrder(chain: Chain, byName: Map<string, NfInstance>): string[] {
   const order: string[] = [];
-  const seen = new Set<string>([chain.entry.nf]);
-  const stack: Array<{ name: string; next: number }> = [{ name: chain.entry.nf, next: 0 }];
+  const seen = new Set<string>();
+  const stack: Array<{ name: string; next: number }> = [];
+  // One post-order over both entries: reversed, it is still a topological order.
+  for (const root of chain.entryB ? [chain.entry.nf, chain.entryB.nf] : [chain.entry.nf]) {
+    if (seen.has(root)) continue;
+    seen.add(root);
+    stack.push({ name: root, next: 0 });
+    postOrder(stack, seen, order, byName);
+  }
+  return order.reverse();
+}
+
+function postOrder(
+  stack: Array<{ name: string; next: number }>,
+  seen: Set<string>,
+  order: string[],
+  byName: Map<string, NfInstance>,
+): void {
   while (stack.length > 0) {
     const top = stack[stack.length - 1]!;
     const actions = byName.get(top.name)?.targets ?? [];
@@ -332,5 +363,4 @@ function topologicalOrder(chain: Chain, byName: Map<string, NfInstance>): string
       stack.pop();
     }
   }
-  return order.reverse();
 }

@@ -210,6 +210,8 @@ interface DeviceMaps {
   /** galette_ports: ingress ifindex → egress ifindex (empty on one port: `tx` reflects) */
   ports: BpfMap;
   rootProgs: BpfMap;
+  /** galette_root_ports[0]: the port whose frames take root slot 1 (absent: an older root) */
+  rootPorts?: BpfMap;
   /** packet tracing: the XDP records' ring buffer and the workers' queue (trace-maps.ts) */
   traceRing: BpfMap;
   traceQueue: BpfMap;
@@ -340,6 +342,7 @@ export class Dataplane {
       const root = BpfObject.load(rootProgramObjectPath(), {
         pinMaps: {
           [AbiNames.rootProgs]: spec.pins.rootProgs,
+          ...(spec.pins.rootPorts ? { [AbiNames.rootPorts]: spec.pins.rootPorts } : {}),
           [Trace.names.cfg]: trace.cfg,
           [Trace.names.ring]: trace.ring,
         },
@@ -349,6 +352,8 @@ export class Dataplane {
       pinOrReplace(rootFd, spec.pins.root);
       const rootProgs = BpfMap.openPinned(spec.pins.rootProgs);
       undo.push("close root_progs", () => rootProgs.close());
+      const rootPorts = spec.pins.rootPorts ? BpfMap.openPinned(spec.pins.rootPorts) : undefined;
+      if (rootPorts) undo.push("close root_ports", () => rootPorts.close());
       const traceRing = BpfMap.openPinned(trace.ring);
       undo.push("close trace ring", () => traceRing.close());
       const traceQueue = createTraceQueue();
@@ -374,7 +379,17 @@ export class Dataplane {
       };
       dp = new Dataplane(
         record,
-        { tables, progs, xsks, xskCount, ports, rootProgs, traceRing, traceQueue },
+        {
+          tables,
+          progs,
+          xsks,
+          xskCount,
+          ports,
+          rootProgs,
+          ...(rootPorts ? { rootPorts } : {}),
+          traceRing,
+          traceQueue,
+        },
         ownRootFd,
         log,
         stateDir,
@@ -397,7 +412,11 @@ export class Dataplane {
       if (ifindexes.length === 2) {
         record.peerIfindex = ifindexes[1]!;
         fillPorts(ports, ifindexes[0]!, ifindexes[1]!, netnsOf(spec.target));
+        rootPorts?.update(key32(0), key32(ifindexes[1]!));
       }
+      // a chain per direction: the second port's entry first, so no frame of it ever
+      // takes the first port's chain
+      if (spec.entryB !== undefined) rootProgs.update(key32(1), key32(dp.#progFdOf(spec.entryB)));
       rootProgs.update(key32(0), key32(dp.#progFdOf(spec.entry)));
       writeRecord(record, stateDir);
       log.info(
@@ -405,6 +424,7 @@ export class Dataplane {
           chain: spec.chain,
           instances: spec.instances.map((i) => `${i.name}#${i.id}`),
           entry: spec.entry,
+          ...(spec.entryB !== undefined ? { entryB: spec.entryB } : {}),
           mode,
           ports: targetPorts(spec.target),
         },
@@ -465,6 +485,8 @@ export class Dataplane {
               maxEntries: PORTS_MAP_SIZE,
             }),
         rootProgs: open(spec.pins.rootProgs),
+        // records written before chains per direction: a one-slot root without this map
+        ...(spec.pins.rootPorts ? { rootPorts: open(spec.pins.rootPorts) } : {}),
         ...openTraceMaps(tracePins(spec.pins.dir)),
       };
       opened.push(dev.ports, dev.traceRing, dev.traceQueue);
@@ -505,6 +527,7 @@ export class Dataplane {
         // an interface re-created since (same name, new ifindex) gets the right entries
         record.peerIfindex = ifindexes[1]!;
         fillPorts(dev.ports, ifindexes[0]!, ifindexes[1]!, netnsOf(spec.target));
+        dev.rootPorts?.update(key32(0), key32(ifindexes[1]!));
       }
       record.rootProgId = rootId;
       record.pid = process.pid;
@@ -581,6 +604,10 @@ export class Dataplane {
       throw new InstallError(
         `reconfiguration targets ${interfaceScope(next.target)}, this installation is ${interfaceScope(old.target)}`,
       );
+    if (next.entryB !== undefined && !this.#devMaps.rootPorts)
+      throw new InstallError(
+        `chain "${next.chain}" has a direction per port, but the installation on ${portsLabel(old.target)} has a root program from before chains per direction: remove it (\`galette dataplane down ${downFlags(old.target)}\`) and install again`,
+      );
     const undo = new Undo();
     const retiring = new Set(reconf.retired);
     try {
@@ -599,8 +626,13 @@ export class Dataplane {
       undo.run(this.log);
       throw wrap(err, `reconfiguring ${old.target.iface} from chain "${old.chain}" to "${next.chain}"`);
     }
-    // The switch: one PROG_ARRAY update, atomic for packets.
+    // The switch: one PROG_ARRAY update per direction, each atomic for packets. Slot 1 (the
+    // second port's chain) first; emptied after slot 0 when the chain has no directions
+    // any more, so those frames fall through to the new slot 0.
+    if (next.entryB !== undefined && next.entryB !== old.entryB)
+      this.#devMaps.rootProgs.update(key32(1), key32(this.#progFdOf(next.entryB)));
     if (next.entry !== old.entry) this.#devMaps.rootProgs.update(key32(0), key32(this.#progFdOf(next.entry)));
+    if (next.entryB === undefined && old.entryB !== undefined) this.#devMaps.rootProgs.delete(key32(1));
     try {
       // Resolves once no worker can still run a retired instance.
       await this.#syncPool(new Undo());
@@ -628,6 +660,7 @@ export class Dataplane {
         reused: reconf.reused,
         retired: reconf.retired,
         entry: next.entry,
+        ...(next.entryB !== undefined ? { entryB: next.entryB } : {}),
       },
       "chain reconfigured",
     );
@@ -979,7 +1012,7 @@ export class Dataplane {
     for (const m of this.#maps.values()) m.close();
     this.#maps.clear();
     const { tables, ...single } = this.#devMaps;
-    for (const m of [...tables, ...Object.values(single)]) m.close();
+    for (const m of [...tables, ...Object.values(single)]) m?.close();
     if (this.#rootFd >= 0) closeFd(this.#rootFd);
     this.#rootFd = -1;
   }

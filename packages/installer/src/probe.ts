@@ -247,3 +247,55 @@ export function probeCapabilities(options: ProbeOptions = {}): CapabilityProbe {
     problems,
   };
 }
+
+/**
+ * The XDP mode an installation on `ports` uses with xdpMode "auto": driver (native) mode
+ * when every port took it, generic when one only took generic. A port the probe did not
+ * cover counts as native (the attach then says what is wrong).
+ */
+export function xdpModeFor(
+  probe: { interfaces: ReadonlyArray<{ name: string; xdp: string }> },
+  ports: readonly string[],
+): "native" | "generic" {
+  const generic = ports.some((p) => probe.interfaces.find((i) => i.name === p)?.xdp === "generic");
+  return generic ? "generic" : "native";
+}
+
+/** What probeRefusals needs of a plan: where each NF runs and the types of its maps. */
+export interface ProbedPlan {
+  nfs: Array<{ name: string; xdp: boolean; userland: boolean; maps: Array<{ map: string; type: string }> }>;
+}
+
+/**
+ * Why this machine cannot run `plan` on `ports`, by its probe (empty: it can). The same
+ * checks the controller makes before sending a chain to a device: userland NFs need
+ * AF_XDP, XDP NFs tail calls, each map type must be creatable, each port must take XDP.
+ */
+export function probeRefusals(probe: CapabilityProbe, plan: ProbedPlan, ports: readonly string[]): string[] {
+  const reasons: string[] = [];
+  const kernel = `kernel ${probe.kernelRelease}`;
+  const userland = plan.nfs.filter((nf) => nf.userland).map((nf) => `"${nf.name}"`);
+  if (userland.length > 0 && !probe.afXdp)
+    reasons.push(
+      `NF ${userland.join(", ")} run${userland.length === 1 ? "s" : ""} in userland, which needs AF_XDP; ${kernel} has no AF_XDP (XSKMAP)`,
+    );
+  if (plan.nfs.some((nf) => nf.xdp) && !probe.tailCalls)
+    reasons.push(`the chain's XDP NFs are entered by tail calls; ${kernel} cannot create a PROG_ARRAY`);
+  const missing = new Map<string, string[]>();
+  for (const nf of plan.nfs)
+    for (const m of nf.maps) {
+      const type = m.type.replaceAll("-", "_");
+      if (!(probe.mapTypes as string[]).includes(type))
+        missing.set(type, [...new Set([...(missing.get(type) ?? []), `"${m.map}"`])]);
+    }
+  for (const [type, maps] of missing)
+    reasons.push(`map ${maps.join(", ")} is a ${type}; ${kernel} does not create ${type} maps`);
+  for (const port of ports) {
+    const probed = probe.interfaces.find((i) => i.name === port);
+    if (probed?.xdp === "none")
+      reasons.push(
+        `interface ${port} takes no XDP program (neither driver nor generic mode)${probed.problems.length ? `: ${probed.problems.join("; ")}` : ""}`,
+      );
+  }
+  return reasons;
+}

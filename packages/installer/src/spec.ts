@@ -107,7 +107,13 @@ export interface InstanceSpec {
   pins: { prog: string; actions: string; counts: string };
 }
 
-/** The rx pseudo-instance of a chain whose entry runs in userland. */
+/**
+ * The rx pseudo-instance of a chain whose entry runs in userland. The rx upcall program
+ * tags frames of a two-port installation's second port as variant 1, all others as
+ * variant 0: variant 0 leads to the first port's entry, variant 1 to the second's (the
+ * same NF unless the chain has a direction per port; a direction entered in XDP never
+ * reaches the rx program, so its variant repeats the other one).
+ */
 export interface RxSpec {
   id: typeof RX_INSTANCE;
   actions: ActionEntry[];
@@ -132,8 +138,16 @@ export interface DevicePins {
   dir: string;
   /** the attached root program */
   root: string;
-  /** its one-slot PROG_ARRAY: slot 0 = the chain's entry */
+  /**
+   * its PROG_ARRAY: slot 0 = the chain's entry, slot 1 = the entry of frames arriving on
+   * the port in rootPorts (a chain per direction; empty otherwise: they take slot 0)
+   */
   rootProgs: string;
+  /**
+   * galette_root_ports[0] = ifindex of the second port. Absent in records written before
+   * chains per direction (their root program has one slot and no such map).
+   */
+  rootPorts?: string;
   /** galette_progs (PROG_ARRAY, slot = instance id) */
   progs: string;
   xsks: string;
@@ -148,6 +162,11 @@ export interface InstallSpec {
   pins: DevicePins;
   /** the instance id the root slot points at (the entry NF, or RX_INSTANCE) */
   entry: number;
+  /**
+   * A chain per direction: the instance id root slot 1 points at (frames arriving on the
+   * second port; the entry NF of rx.b, or RX_INSTANCE). Absent: both ports take `entry`.
+   */
+  entryB?: number;
   rx?: RxSpec;
   instances: InstanceSpec[];
   maps: MapInstallSpec[];
@@ -158,6 +177,7 @@ export interface LiveState {
   instances: InstanceSpec[];
   maps: MapInstallSpec[];
   entry: number;
+  entryB?: number;
   rx?: RxSpec;
 }
 
@@ -206,6 +226,7 @@ export function devicePins(t: InterfaceTarget, root = BPFFS_ROOT): DevicePins {
     dir,
     root: `${dir}/root`,
     rootProgs: `${dir}/root_progs`,
+    rootPorts: `${dir}/root_ports`,
     progs: `${dir}/progs`,
     xsks: `${dir}/xsks`,
     xskCount: `${dir}/xsk_count`,
@@ -355,21 +376,34 @@ export function planInstallation(
     assigned.set(name, spec);
     return spec;
   };
-  const entryNf = byName.get(plan.entry.target);
-  if (!entryNf)
-    throw new InstallSpecError(`the chain's entry "${plan.entry.target}" is not placed by the plan`);
-  if ((plan.entry.kind === "tailcall") !== entryNf.xdp)
+  if (plan.entry.b && !target.peer)
     throw new InstallSpecError(
-      `the chain's entry "${entryNf.name}" is reached by ${plan.entry.kind} but runs ${entryNf.xdp ? "in XDP" : "only in userland"}`,
+      `chain "${plan.chain}" has a direction per port (rx.a, rx.b): install it on two ports (--ports A,B, or ports: [A, B] in the agent config), not on ${target.iface} alone`,
     );
-  const entry = visit(entryNf.name, []);
+  const entryOf = (entry: { kind: string; target: string }, role: string): InstanceSpec => {
+    const nf = byName.get(entry.target);
+    if (!nf) throw new InstallSpecError(`the chain's ${role} "${entry.target}" is not placed by the plan`);
+    const fits = entry.kind === "tailcall" ? nf.xdp : entry.kind === "upcall" && nf.userland;
+    if (!fits)
+      throw new InstallSpecError(
+        `the chain's ${role} "${nf.name}" is reached by ${entry.kind} but runs ${nf.xdp ? (nf.userland ? "in XDP and userland" : "only in XDP") : "only in userland"}`,
+      );
+    return visit(nf.name, []);
+  };
+  const entry = entryOf(plan.entry, plan.entry.b ? "rx.a entry" : "entry");
+  const entryB = plan.entry.b ? entryOf(plan.entry.b, "rx.b entry") : undefined;
   for (const nf of placed) visit(nf.name, []);
 
+  // rx variant 0: frames of the first port (or the only one), variant 1: of the second
+  const upcallTo = (kind: string, inst: InstanceSpec | undefined): ActionEntry | undefined =>
+    kind === "upcall" && inst ? { kind: "upcall", arg: inst.id, target: inst.name } : undefined;
+  const rxA = upcallTo(plan.entry.kind, entry);
+  const rxB = plan.entry.b ? upcallTo(plan.entry.b.kind, entryB) : rxA;
   let rx: RxSpec | undefined;
-  if (plan.entry.kind === "upcall") {
+  if (rxA || rxB) {
     rx = {
       id: RX_INSTANCE,
-      actions: [{ kind: "upcall", arg: entry.id, target: entryNf.name }],
+      actions: target.peer ? [(rxA ?? rxB)!, (rxB ?? rxA)!] : [rxA!],
       pins: { prog: `${pins.dir}/nf/rx/prog`, actions: slotTablePin(pins.dir, RX_INSTANCE) },
     };
   }
@@ -381,7 +415,8 @@ export function planInstallation(
       chain: plan.chain,
       target: { ...target },
       pins,
-      entry: rx ? RX_INSTANCE : entry.id,
+      entry: rxA ? RX_INSTANCE : entry.id,
+      ...(plan.entry.b ? { entryB: rxB ? RX_INSTANCE : entryB!.id } : {}),
       ...(rx ? { rx } : {}),
       instances,
       maps: [...maps.values()],

@@ -22,6 +22,16 @@ export const ChainEntry = z.strictObject({ kind: Transition, target: Uuid });
 export type ChainEntry = z.infer<typeof ChainEntry>;
 
 /**
+ * The chain's entry (frames from every port), or with `b` a chain per direction on a
+ * two-port device: the entry then serves frames arriving on the first port (`rx.a` in the
+ * chain file) and `b` those arriving on the second (`rx.b`). Strict on purpose: an agent
+ * that predates directions refuses such an assignment instead of running one direction's
+ * chain on both ports.
+ */
+export const ChainEntries = z.strictObject({ kind: Transition, target: Uuid, b: ChainEntry.optional() });
+export type ChainEntries = z.infer<typeof ChainEntries>;
+
+/**
  * What one Action variant does, as the controller's planner decided it: the agent writes
  * it into the instance's action table as it is. `variant` is the variant's name in the
  * NF's Action enum (for counters and logs); `target` is the NF instance that runs next and
@@ -93,7 +103,7 @@ export type AssignedNf = z.infer<typeof AssignedNf>;
  * it plus artifact digests for their CPU and the map entries (AssignedChain).
  */
 export const ChainGraph = z.object({
-  entry: ChainEntry,
+  entry: ChainEntries,
   nfs: z.array(AssignedNf.omit({ artifacts: true })),
   maps: z.array(MapSpec),
 });
@@ -164,7 +174,7 @@ export const AssignedChain = z.object({
   name: Name,
   /** monotonically increasing per chain name; each push stores a new version */
   version: z.number().int().positive(),
-  entry: ChainEntry,
+  entry: ChainEntries,
   nfs: z.array(AssignedNf),
   maps: z.array(MapSpec),
   /** entries operators set through the controller, applied by the agent after the maps exist */

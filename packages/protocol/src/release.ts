@@ -201,8 +201,10 @@ export const ChainTarget = z.union([Uuid, Exit]);
 export const ChainVersionDocument = z.object({
   chain: Name,
   version: z.number().int().positive(),
-  /** the NF instance rx leads to */
+  /** the NF instance rx leads to (rx.a for a chain per direction) */
   entry: Uuid,
+  /** the NF instance rx.b leads to: frames arriving on the second port (a chain per direction) */
+  entryB: Uuid.optional(),
   /** sorted by uuid */
   nfs: z.array(
     z.object({

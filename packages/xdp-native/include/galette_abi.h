@@ -69,7 +69,9 @@ struct galette_pkt {
  *   rodata   const volatile __u32 galette_instance_id (set per instance before load)
  *   maps     nf_map_<field>    one per #[maps] field, in declaration order
  * The device's fixed root program tail-calls slot 0 of its own PROG_ARRAY
- * (galette_root_progs[1]); swapping that one entry switches chains atomically. */
+ * (galette_root_progs[2]); swapping that one entry switches chains atomically. A chain
+ * with a direction per port fills slot 1 too: frames arriving on the port named by
+ * galette_root_ports[0] (ARRAY[1] u32 ifindex, the second port) take it. */
 
 /* Symbols every native NF library exports:
  *   __u32 galette_nf_abi_version(void);                 -> GALETTE_ABI_VERSION

@@ -273,6 +273,11 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].map((l) => `  ${l}`).join("\n");
 }
 
+const entryText = (e: ChainPlan["entry"]): string => {
+  const one = (x: { kind: string; target: string }) => `${x.target}${x.kind === "upcall" ? " (upcall)" : ""}`;
+  return e.b ? `entry rx.a ${one(e)}, rx.b ${one(e.b)}` : `entry ${one(e)}`;
+};
+
 /** The human-readable plan: one row per NF, then maps and warnings. */
 export function renderPlan(plan: ChainPlan): string {
   const yes = (b: boolean) => (b ? "yes" : "-");
@@ -280,7 +285,7 @@ export function renderPlan(plan: ChainPlan): string {
   const xdpCount = plan.nfs.filter((n) => n.xdp).length;
   const userCount = plan.nfs.filter((n) => n.userland).length;
   lines.push(
-    `chain ${plan.chain} (${plan.file}): ${plan.nfs.length} NFs, entry ${plan.entry.target}${plan.entry.kind === "upcall" ? " (upcall)" : ""}, ` +
+    `chain ${plan.chain} (${plan.file}): ${plan.nfs.length} NFs, ${entryText(plan.entry)}, ` +
       `${xdpCount} in XDP, ${userCount} in userland, tail-call limit ${plan.maxTailCalls}`,
   );
   const rows = plan.nfs.map((nf) => {

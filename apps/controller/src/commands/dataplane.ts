@@ -10,7 +10,11 @@ import {
   type NfCounters,
   parseMapSet,
   planInstallation,
+  probeCapabilities,
+  probeRefusals,
   readRecord,
+  targetPorts,
+  xdpModeFor,
 } from "@galette/installer";
 import { createLogger } from "@galette/log";
 import { buildChain, loadChainOrThrow } from "@galette/nf-build";
@@ -27,6 +31,7 @@ interface UpFlags extends TargetFlags {
   workers: string;
   mode: string;
   skb?: boolean;
+  xdpMode: string;
   stateDir: string;
   mapSet?: string[];
   interval: string;
@@ -94,6 +99,11 @@ async function up(chainFile: string, flags: UpFlags): Promise<void> {
   const intervalMs = positiveInt("--interval", flags.interval) * 1000;
   const durationMs = flags.duration ? positiveInt("--duration", flags.duration) * 1000 : undefined;
   const mapSets = (flags.mapSet ?? []).map(parseMapSet);
+  if (!["auto", "native", "generic"].includes(flags.xdpMode))
+    throw new Error(`--xdp-mode must be auto, native or generic, got "${flags.xdpMode}"`);
+  if (flags.skb && flags.xdpMode === "native")
+    throw new Error("--skb means --xdp-mode generic; it contradicts --xdp-mode native");
+  const requestedMode = flags.skb ? "generic" : flags.xdpMode;
 
   // From here on a signal stops the command cleanly: before anything is installed it just
   // exits; during the installation it uninstalls once the installation is complete.
@@ -110,7 +120,20 @@ async function up(chainFile: string, flags: UpFlags): Promise<void> {
     const chain = await loadChainOrThrow(chainFile);
     log.info({ chain: chain.name, nfs: chain.functions.length }, "building NFs");
     const built = await buildChain(chain);
-    const options = { stateDir: flags.stateDir, workers, skb: flags.skb === true, logger: log };
+    // What this kernel and these ports can run, as the agent checks it on a device.
+    const ports = targetPorts(target);
+    const probe = probeCapabilities({ interfaces: ports, ...(target.netns ? { netns: target.netns } : {}) });
+    const refusals = probeRefusals(probe, built.plan, ports);
+    if (refusals.length > 0)
+      throw new Error(
+        `chain "${built.plan.chain}" cannot run on ${label(target)} here:\n${refusals.map((r) => `  - ${r}`).join("\n")}`,
+      );
+    const mode = requestedMode === "auto" ? xdpModeFor(probe, ports) : requestedMode;
+    log.info(
+      { ports, xdpMode: mode, requested: requestedMode, kernel: probe.kernelRelease },
+      "capabilities probed",
+    );
+    const options = { stateDir: flags.stateDir, workers, skb: mode === "generic", logger: log };
     installing = true;
     let dp: Dataplane;
     if (readRecord(target, flags.stateDir)) {
@@ -183,7 +206,12 @@ export function registerDataplaneCommands(program: Command): void {
     .option("--netns <name>", "network namespace of the interface (under /run/netns)")
     .option("--workers <n>", "AF_XDP worker threads", "2")
     .option("--mode <mode>", "worker mode: blocking (poll) or busy-poll", "blocking")
-    .option("--skb", "generic (skb) XDP instead of native driver mode")
+    .option(
+      "--xdp-mode <mode>",
+      "auto (driver mode where every port takes it, else generic: probed), native or generic",
+      "auto",
+    )
+    .option("--skb", "generic (skb) XDP, the same as --xdp-mode generic")
     .option("--state-dir <dir>", "where installation records are kept", DEFAULT_STATE_DIR)
     .option("--map-set <NF.MAP=KEYHEX:VALUEHEX>", "set a map entry after installing (repeatable)", collect)
     .option("--interval <s>", "seconds between counter prints", "1")

@@ -339,7 +339,11 @@ export async function signAndPushChain(
     );
   out(`chain version to sign: ${document.chain} version ${document.version} (key ${key.keyId})`);
   const nameOf = new Map(document.nfs.map((n) => [n.uuid, n.instance]));
-  out(`  entry ${nameOf.get(document.entry)}`);
+  out(
+    document.entryB
+      ? `  entry rx.a ${nameOf.get(document.entry)}, rx.b ${nameOf.get(document.entryB)}`
+      : `  entry ${nameOf.get(document.entry)}`,
+  );
   const unreleased: string[] = [];
   for (const nf of document.nfs) {
     const m = manifests.get(nf.nf)!;

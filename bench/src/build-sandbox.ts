@@ -120,9 +120,9 @@ export async function runBuildSandbox(opts: { quick: boolean; log: Logger }): Pr
     await run(process.execPath, [galetteBundle, "pki", "init", "--data", data], { cwd: repoRoot });
     const dir = DataDir.open(data);
     try {
-      writeDeviceBundle(join(work, "device"), dir.enrolDevice("poller", {}, "https://127.0.0.1:1"));
+      writeDeviceBundle(join(work, "device"), await dir.enrolDevice("poller", {}, "https://127.0.0.1:1"));
     } finally {
-      dir.close();
+      await dir.close();
     }
     // only polled, never runs a chain: any interface name will do
     const agentJson = join(work, "device", "agent.json");

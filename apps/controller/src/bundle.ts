@@ -33,6 +33,9 @@ export function writeDeviceBundle(
   if (existsSync(keyPath)) throw new Error(`${keyPath} exists: choose an empty --out directory`);
   const config: AgentConfigInput = {
     controllerUrl: enrolled.controllerUrl,
+    ...(enrolled.controllerUrls && enrolled.controllerUrls.length > 1
+      ? { controllerUrls: enrolled.controllerUrls }
+      : {}),
     device: enrolled.name,
     certFile: BUNDLE_FILES.cert,
     keyFile: BUNDLE_FILES.key,

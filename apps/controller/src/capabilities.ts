@@ -3,7 +3,6 @@
  * (AF_XDP, bpf_loop, map types, XDP on its interface, memory). A chain that does not fit
  * is not sent: the device gets the chain it runs now, and operators see the refusal.
  */
-import { readFileSync } from "node:fs";
 import type { AssignmentRefusal } from "@galette/protocol";
 import { deviceCapabilities, graphFitsDevice } from "./chains";
 import { buildOfInstance } from "./releases";
@@ -50,21 +49,21 @@ export function bpfHelperCalls(elf: Buffer): Set<number> {
 const bpfLoopByDigest = new Map<string, boolean>();
 
 /** UUIDs of the chain's XDP NFs whose BPF object calls bpf_loop. */
-export function bpfLoopNfs(
+export async function bpfLoopNfs(
   repo: Repository,
   artifacts: ArtifactStore,
   chain: ChainVersionRecord,
-): Set<string> {
+): Promise<Set<string>> {
   const uses = new Set<string>();
   for (const nf of chain.graph.nfs) {
     if (!nf.xdp) continue;
-    const bpf = buildOfInstance(repo, chain, nf)?.artifacts.find((a) => a.kind === "bpf-object");
+    const bpf = (await buildOfInstance(repo, chain, nf))?.artifacts.find((a) => a.kind === "bpf-object");
     // missing from the store: the device's download fails with its own error
-    if (!bpf || !artifacts.has(bpf.digest)) continue;
+    if (!bpf || !(await artifacts.has(bpf.digest))) continue;
     let calls = bpfLoopByDigest.get(bpf.digest);
     if (calls === undefined) {
       try {
-        calls = bpfHelperCalls(readFileSync(artifacts.pathOf(bpf.digest))).has(BPF_FUNC_LOOP);
+        calls = bpfHelperCalls(await artifacts.read(bpf.digest)).has(BPF_FUNC_LOOP);
       } catch (err) {
         throw new Error(`NF "${nf.instance}": BPF object ${bpf.digest}: ${(err as Error).message}`);
       }
@@ -76,17 +75,17 @@ export function bpfLoopNfs(
 }
 
 /** Why `chain` cannot run on `device` by its reported capabilities; null when it fits or nothing was reported. */
-export function chainRefusal(
+export async function chainRefusal(
   repo: Repository,
   artifacts: ArtifactStore,
   device: DeviceRecord,
   chain: ChainVersionRecord,
-): AssignmentRefusal | null {
+): Promise<AssignmentRefusal | null> {
   const probe = device.status?.capabilities;
   if (!probe) return null;
   let loops: Set<string>;
   try {
-    loops = bpfLoopNfs(repo, artifacts, chain);
+    loops = await bpfLoopNfs(repo, artifacts, chain);
   } catch (err) {
     // an object the controller cannot read is not sent to a device it may not fit
     return { chain: chain.name, version: chain.version, reasons: [(err as Error).message] };
@@ -96,13 +95,13 @@ export function chainRefusal(
 }
 
 /** The refusal of the device's assigned chain, if it has one that does not fit. */
-export function assignmentRefusal(
+export async function assignmentRefusal(
   repo: Repository,
   artifacts: ArtifactStore,
   device: DeviceRecord,
-): AssignmentRefusal | null {
+): Promise<AssignmentRefusal | null> {
   if (!device.assignedChain) return null;
-  const chain = repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined);
+  const chain = await repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined);
   return chain ? chainRefusal(repo, artifacts, device, chain) : null;
 }
 
@@ -110,12 +109,12 @@ export function assignmentRefusal(
  * The device as its assignment is served: when its assigned chain is refused, it keeps
  * the chain version it reports installed (or none).
  */
-export function servedDevice(
+export async function servedDevice(
   repo: Repository,
   artifacts: ArtifactStore,
   device: DeviceRecord,
-): { device: DeviceRecord; refusal: AssignmentRefusal | null } {
-  const refusal = assignmentRefusal(repo, artifacts, device);
+): Promise<{ device: DeviceRecord; refusal: AssignmentRefusal | null }> {
+  const refusal = await assignmentRefusal(repo, artifacts, device);
   if (!refusal) return { device, refusal };
   const installed = device.status?.installed;
   return {

@@ -48,12 +48,12 @@ function fail(summary: string, diagnostics: Diagnostic[]): never {
  * interfaces (arity, map fields and sizes) → placement plan → the graph devices get.
  * Throws RequestError(400) naming file:line and the problem; stores nothing.
  */
-export function planChainForPush(
+export async function planChainForPush(
   repo: Pick<Repository, "latestNf">,
   toml: string,
   file: string,
   name?: string,
-): PlannedChain {
+): Promise<PlannedChain> {
   const parsed = parseChain(toml, file, name ? { chainName: name } : {});
   if (!parsed.chain || hasErrors(parsed.diagnostics)) fail(`chain ${file} is invalid`, parsed.diagnostics);
   let chain = parsed.chain;
@@ -63,7 +63,7 @@ export function planChainForPush(
   const missing: string[] = [];
   for (const fn of chain.functions) {
     const nfName = nfNameOf(fn.path);
-    const nf = repo.latestNf(nfName);
+    const nf = await repo.latestNf(nfName);
     if (!nf) {
       missing.push(
         `${file}:${fn.location.line}: [functions.${fn.name}] runs NF "${nfName}", which is not published (galette nf publish ${fn.path})`,

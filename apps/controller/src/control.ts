@@ -28,6 +28,7 @@ import {
 } from "@galette/protocol";
 import { assignmentTrust, buildOfInstance } from "./releases";
 import { ArtifactStore, sha256Hex } from "./storage/artifacts";
+import { isPostgresUrl, openPostgresRepository } from "./storage/postgres";
 import type { DeviceRecord, Repository } from "./storage/repository";
 import { DATABASE_FILE, openSqliteRepository } from "./storage/sqlite";
 import { createToken } from "./tokens";
@@ -65,23 +66,52 @@ export class DataDir {
   readonly artifacts: ArtifactStore;
   readonly pki: ControllerPki;
 
-  private constructor(dir: string) {
-    this.dir = isAbsolute(dir) ? dir : resolve(dir);
-    if (!existsSync(this.dir)) {
-      throw new Error(`${this.dir} does not exist: run \`galette pki init --data ${this.dir}\` first`);
-    }
-    checkDataDirPermissions(this.dir, DATABASE_FILES);
-    this.pki = loadPkiDir(this.dir);
-    // SQLite creates the database with the umask's mode (and its -wal/-shm with the
-    // database's): create it 0600 first.
-    const database = join(this.dir, DATABASE_FILE);
-    if (!existsSync(database)) writeFileSync(database, "", { mode: 0o600, flag: "wx" });
-    this.repo = openSqliteRepository(this.dir);
-    this.artifacts = new ArtifactStore(this.dir);
+  private constructor(dir: string, pki: ControllerPki, repo: Repository, artifacts: ArtifactStore) {
+    this.dir = dir;
+    this.pki = pki;
+    this.repo = repo;
+    this.artifacts = artifacts;
   }
 
+  static #checked(dir: string): { dir: string; pki: ControllerPki } {
+    const absolute = isAbsolute(dir) ? dir : resolve(dir);
+    if (!existsSync(absolute)) {
+      throw new Error(`${absolute} does not exist: run \`galette pki init --data ${absolute}\` first`);
+    }
+    checkDataDirPermissions(absolute, DATABASE_FILES);
+    return { dir: absolute, pki: loadPkiDir(absolute) };
+  }
+
+  /** DIR with its embedded SQLite database (DIR/galette.db). */
   static open(dir: string): DataDir {
-    return new DataDir(dir);
+    const checked = DataDir.#checked(dir);
+    // SQLite creates the database with the umask's mode (and its -wal/-shm with the
+    // database's): create it 0600 first.
+    const database = join(checked.dir, DATABASE_FILE);
+    if (!existsSync(database)) writeFileSync(database, "", { mode: 0o600, flag: "wx" });
+    return new DataDir(
+      checked.dir,
+      checked.pki,
+      openSqliteRepository(checked.dir),
+      new ArtifactStore(checked.dir),
+    );
+  }
+
+  /**
+   * DIR for its PKI, and the database `database` names: a postgres:// URL (shared by every
+   * replica; artifacts then live in it too, DIR only caches them), else DIR's SQLite.
+   */
+  static async connect(dir: string, options: { database?: string } = {}): Promise<DataDir> {
+    if (!options.database || !isPostgresUrl(options.database)) {
+      if (options.database)
+        throw new Error(
+          `--database ${JSON.stringify(options.database)}: expected a postgres:// or postgresql:// URL`,
+        );
+      return DataDir.open(dir);
+    }
+    const checked = DataDir.#checked(dir);
+    const repo = await openPostgresRepository(options.database);
+    return new DataDir(checked.dir, checked.pki, repo, new ArtifactStore(checked.dir, repo.blobs));
   }
 
   /** The root CA key's path if it was left in the data directory (never read here), else undefined. */
@@ -95,13 +125,13 @@ export class DataDir {
     return join(this.dir, "nf-sources");
   }
 
-  enrolDevice(
+  async enrolDevice(
     name: string,
     labels: Labels,
     controllerUrl: string,
     validityDays?: number,
-  ): EnrollDeviceResponse {
-    const checked = this.#checkEnrolment(name, labels);
+  ): Promise<EnrollDeviceResponse> {
+    const checked = await this.#checkEnrolment(name, labels);
     const issued = issueDeviceCert(this.pki.issuer, name, validityDays ? { validityDays } : {});
     return this.#recordEnrolment(name, checked, issued, controllerUrl);
   }
@@ -116,13 +146,13 @@ export class DataDir {
     controllerUrl: string,
     validityDays?: number,
   ): Promise<EnrollDeviceResponse> {
-    const checked = this.#checkEnrolment(name, labels);
+    const checked = await this.#checkEnrolment(name, labels);
     const issued = await issueDeviceCertAsync(this.pki.issuer, name, validityDays ? { validityDays } : {});
     // checked again: another enrolment of the same name may have finished meanwhile
-    return this.#recordEnrolment(name, this.#checkEnrolment(name, checked), issued, controllerUrl);
+    return this.#recordEnrolment(name, await this.#checkEnrolment(name, checked), issued, controllerUrl);
   }
 
-  #checkEnrolment(name: string, labels: Labels): Labels {
+  async #checkEnrolment(name: string, labels: Labels): Promise<Labels> {
     const checkedName = Name.safeParse(name);
     if (!checkedName.success)
       throw new RequestError(
@@ -136,7 +166,7 @@ export class DataDir {
         `labels: ${checkedLabels.error.issues.map((i) => `${i.path.join(".")} ${i.message}`).join("; ")}`,
       );
     }
-    const existing = this.repo.getDevice(name);
+    const existing = await this.repo.getDevice(name);
     if (existing && !existing.revokedAt) {
       throw new RequestError(
         409,
@@ -146,14 +176,14 @@ export class DataDir {
     return checkedLabels.data;
   }
 
-  #recordEnrolment(
+  async #recordEnrolment(
     name: string,
     labels: Labels,
     issued: IssuedCert,
     controllerUrl: string,
-  ): EnrollDeviceResponse {
+  ): Promise<EnrollDeviceResponse> {
     const serial = normaliseSerial(issued.serial);
-    this.repo.insertDevice({
+    await this.repo.insertDevice({
       name,
       labels,
       serial,
@@ -173,8 +203,8 @@ export class DataDir {
     };
   }
 
-  revokeDevice(name: string): DeviceRecord {
-    const device = this.repo.getDevice(name);
+  async revokeDevice(name: string): Promise<DeviceRecord> {
+    const device = await this.repo.getDevice(name);
     if (!device) throw new RequestError(404, `device ${name} is not enrolled`);
     if (device.revokedAt)
       throw new RequestError(409, `device ${name} was already revoked at ${device.revokedAt}`);
@@ -182,18 +212,18 @@ export class DataDir {
   }
 
   /** Creates a token, stores only its hash, returns the token (shown once). */
-  createToken(name: string, scopes: readonly TokenScope[], expiresAt?: string): CreateTokenResponse {
+  createToken(name: string, scopes: readonly TokenScope[], expiresAt?: string): Promise<CreateTokenResponse> {
     return createToken(this.repo, name, scopes, expiresAt);
   }
 
-  revokeTokens(name: string): { name: string; revoked: number } {
-    const revoked = this.repo.deleteTokens(name);
+  async revokeTokens(name: string): Promise<{ name: string; revoked: number }> {
+    const revoked = await this.repo.deleteTokens(name);
     if (revoked === 0) throw new RequestError(404, `no token named ${name}`);
     return { name, revoked };
   }
 
-  close(): void {
-    this.repo.close();
+  close(): Promise<void> {
+    return this.repo.close();
   }
 }
 
@@ -207,12 +237,12 @@ export function deviceTriple(device: DeviceRecord, arch?: string): CpuTriple | u
  * What GET /v1/device/assignment returns for this device: its chain's graph with the
  * artifacts of the latest published build of each NF for its triple, and the map entries.
  */
-export function buildAssignment(
+export async function buildAssignment(
   repo: Repository,
   device: DeviceRecord,
   triple?: CpuTriple,
-): SignedDeviceAssignment {
-  const deadMan = repo.getDeadMan(device.name);
+): Promise<SignedDeviceAssignment> {
+  const deadMan = await repo.getDeadMan(device.name);
   const base = {
     protocolVersion: PROTOCOL_VERSION,
     device: device.name,
@@ -223,10 +253,10 @@ export function buildAssignment(
     },
   };
   if (!device.assignedChain) return { ...base, chain: null };
-  const chain = repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined);
+  const chain = await repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined);
   if (!chain) return { ...base, chain: null };
   // The builds recorded at push: republishing an NF does not change a pushed version.
-  const builds = chain.graph.nfs.map((nf) => buildOfInstance(repo, chain, nf));
+  const builds = await Promise.all(chain.graph.nfs.map((nf) => buildOfInstance(repo, chain, nf)));
   const nfs: AssignedNf[] = chain.graph.nfs.map((nf, i) => {
     const published = builds[i];
     const artifacts: AssignedNf["artifacts"] = {};
@@ -240,13 +270,16 @@ export function buildAssignment(
     }
     return { ...nf, artifacts };
   });
-  const mapEntries = chain.graph.maps
-    .map((map) => ({ map: map.id, entries: repo.getMapEntries(chain.name, map.id) }))
+  const mapEntries: Array<{ map: string; entries: Awaited<ReturnType<Repository["getMapEntries"]>> }> = [];
+  for (const map of chain.graph.maps) {
+    const entries = await repo.getMapEntries(chain.name, map.id);
     // A map whose entries were signed goes out even when empty: devices expect its signed set.
-    .filter((m) => m.entries.length > 0 || repo.getSignedMapEntries(chain.name, m.map) !== undefined);
+    if (entries.length > 0 || (await repo.getSignedMapEntries(chain.name, map.id)) !== undefined)
+      mapEntries.push({ map: map.id, entries });
+  }
   return {
     ...base,
-    trust: assignmentTrust(
+    trust: await assignmentTrust(
       repo,
       chain,
       builds,
@@ -272,13 +305,16 @@ export function assignmentEtag(assignment: SignedDeviceAssignment): string {
  * Digests a device may download: every artifact of every NF in its assigned chain (any
  * triple: a device may legitimately fetch another CPU's build of its own NF; nothing else).
  */
-export function artifactsAllowedFor(repo: Repository, device: DeviceRecord): Set<Sha256Digest> {
+export async function artifactsAllowedFor(
+  repo: Repository,
+  device: DeviceRecord,
+): Promise<Set<Sha256Digest>> {
   const allowed = new Set<Sha256Digest>();
   if (!device.assignedChain) return allowed;
-  const chain = repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined);
+  const chain = await repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined);
   if (!chain) return allowed;
   for (const nf of chain.graph.nfs) {
-    const published = buildOfInstance(repo, chain, nf);
+    const published = await buildOfInstance(repo, chain, nf);
     for (const artifact of published?.artifacts ?? []) {
       if (artifact.kind !== "crate-source") allowed.add(artifact.digest);
     }

@@ -19,7 +19,7 @@ export class LastSeenBatch {
     private readonly log: FastifyBaseLogger,
     everyMs = LAST_SEEN_FLUSH_MS,
   ) {
-    this.#timer = setInterval(() => this.flush(), everyMs);
+    this.#timer = setInterval(() => void this.flush(), everyMs);
     this.#timer.unref();
   }
 
@@ -27,13 +27,13 @@ export class LastSeenBatch {
     this.#pending.set(device, at);
   }
 
-  flush(): void {
+  async flush(): Promise<void> {
     if (this.#pending.size === 0) return;
     const entries = [...this.#pending];
     this.#pending.clear();
     try {
-      this.repo.transaction(() => {
-        for (const [name, at] of entries) this.repo.touchDevice(name, at);
+      await this.repo.transaction(async (tx) => {
+        for (const [name, at] of entries) await tx.touchDevice(name, at);
       });
     } catch (err) {
       this.log.error(
@@ -44,8 +44,8 @@ export class LastSeenBatch {
     }
   }
 
-  close(): void {
+  close(): Promise<void> {
     clearInterval(this.#timer);
-    this.flush();
+    return this.flush();
   }
 }

@@ -109,7 +109,7 @@ export async function publishNf(
     for (const item of [...nfInterface.actions, ...nfInterface.maps])
       item.location.file = relocate(item.location.file);
 
-    const source = data.artifacts.put(archive);
+    const source = await data.artifacts.put(archive);
     let build: PublishNfResponse["build"] = "stored-unbuilt";
     let buildMessage: string | undefined = "no NF builder is configured on this controller";
     let buildHash = source.digest;
@@ -137,7 +137,7 @@ export async function publishNf(
       buildMessage = undefined;
       buildHash = output.buildHash;
       for (const artifact of output.artifacts) {
-        const stored = data.artifacts.put(artifact.bytes);
+        const stored = await data.artifacts.put(artifact.bytes);
         artifacts.push({
           digest: stored.digest,
           size: stored.size,
@@ -155,9 +155,9 @@ export async function publishNf(
     };
     const now = new Date().toISOString();
     const finalDir = join(data.nfSourceRoot, analysis.name, source.digest);
-    data.repo.transaction(() => {
-      for (const meta of [sourceMeta, ...artifacts]) data.repo.insertArtifact(meta, now);
-      data.repo.insertNf({
+    await data.repo.transaction(async (tx) => {
+      for (const meta of [sourceMeta, ...artifacts]) await tx.insertArtifact(meta, now);
+      await tx.insertNf({
         name: analysis.name,
         sourceDigest: source.digest,
         build,

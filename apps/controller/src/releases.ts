@@ -80,24 +80,33 @@ export function interfaceFromManifest(manifest: NfReleaseManifest): NfInterface 
 }
 
 /** The build of `name` whose manifest has this release digest. */
-export function buildByRelease(repo: Repository, name: string, digest: string): NfRecord | undefined {
-  return repo.listNfBuilds(name).find((b) => releaseDigest(manifestOf(b)) === digest);
+export async function buildByRelease(
+  repo: Repository,
+  name: string,
+  digest: string,
+): Promise<NfRecord | undefined> {
+  return (await repo.listNfBuilds(name)).find((b) => releaseDigest(manifestOf(b)) === digest);
 }
 
-export function releaseResponse(repo: Repository, build: NfRecord): NfReleaseResponse {
+export async function releaseResponse(repo: Repository, build: NfRecord): Promise<NfReleaseResponse> {
   const manifest = manifestOf(build);
   const digest = releaseDigest(manifest);
-  return { digest, manifest, signatures: repo.releaseSignatures(digest), publishedAt: build.publishedAt };
+  return {
+    digest,
+    manifest,
+    signatures: await repo.releaseSignatures(digest),
+    publishedAt: build.publishedAt,
+  };
 }
 
 /**
  * The release digest of the build each NF instance of a freshly planned graph runs: the
  * newest build of its NF with the graph's build hash (what planning used).
  */
-export function releasesOfGraph(repo: Repository, graph: ChainGraph): Record<string, string> {
+export async function releasesOfGraph(repo: Repository, graph: ChainGraph): Promise<Record<string, string>> {
   const releases: Record<string, string> = {};
   for (const nf of graph.nfs) {
-    const build = repo.listNfBuilds(nf.nf).find((b) => b.buildHash === nf.buildHash);
+    const build = (await repo.listNfBuilds(nf.nf)).find((b) => b.buildHash === nf.buildHash);
     if (!build) throw new RequestError(409, `NF ${nf.nf} build ${nf.buildHash} disappeared while pushing`);
     releases[nf.uuid] = releaseDigest(manifestOf(build));
   }
@@ -141,39 +150,43 @@ export function chainDocument(
  * Versions pushed before releases were recorded follow the newest build with their
  * build hash.
  */
-export function buildOfInstance(
+export async function buildOfInstance(
   repo: Repository,
   chain: ChainVersionRecord,
   nf: ChainGraph["nfs"][number],
-): NfRecord | undefined {
-  const recorded = repo.getChainRelease(chain.name, chain.version);
+): Promise<NfRecord | undefined> {
+  const recorded = await repo.getChainRelease(chain.name, chain.version);
   const digest = recorded?.releases[nf.uuid];
   if (digest) return buildByRelease(repo, nf.nf, digest);
-  return repo.listNfBuilds(nf.nf).find((b) => b.buildHash === nf.buildHash) ?? repo.latestNf(nf.nf);
+  return (
+    (await repo.listNfBuilds(nf.nf)).find((b) => b.buildHash === nf.buildHash) ?? (await repo.latestNf(nf.nf))
+  );
 }
 
 /** The signatures and signed documents a device needs to check its assignment offline. */
-export function assignmentTrust(
+export async function assignmentTrust(
   repo: Repository,
   chain: ChainVersionRecord,
   builds: ReadonlyArray<NfRecord | undefined>,
   mapIds: readonly string[],
-): AssignmentTrust {
-  const recorded = repo.getChainRelease(chain.name, chain.version);
+): Promise<AssignmentTrust> {
+  const recorded = await repo.getChainRelease(chain.name, chain.version);
   const releases = new Map<string, NfReleaseResponse>();
   for (const build of builds) {
     if (!build) continue;
-    const r = releaseResponse(repo, build);
+    const r = await releaseResponse(repo, build);
     releases.set(r.digest, r);
+  }
+  const mapEntries: AssignmentTrust["mapEntries"] = [];
+  for (const id of mapIds) {
+    const signed = await repo.getSignedMapEntries(chain.name, id);
+    if (signed) mapEntries.push(signed);
   }
   return {
     chain: recorded ? { document: recorded.document, signatures: recorded.signatures } : null,
     releases: [...releases.values()].map((r) => ({ manifest: r.manifest, signatures: r.signatures })),
-    keySet: repo.latestKeySet() ?? null,
-    mapEntries: mapIds.flatMap((id) => {
-      const signed = repo.getSignedMapEntries(chain.name, id);
-      return signed ? [signed] : [];
-    }),
+    keySet: (await repo.latestKeySet()) ?? null,
+    mapEntries,
   };
 }
 
@@ -209,14 +222,14 @@ export function checkUploadedSignature(
  * document with the operator's signature when there is one. A signature over anything
  * else (an NF republished since the plan was signed, a concurrent push) rolls the push back.
  */
-export function recordChainRelease(
+export async function recordChainRelease(
   repo: Repository,
   name: string,
   version: number,
   graph: ChainGraph,
   signed: UploadedSignature | undefined,
-): void {
-  const releases = releasesOfGraph(repo, graph);
+): Promise<void> {
+  const releases = await releasesOfGraph(repo, graph);
   const document = chainDocument(name, version, graph, releases);
   if (signed)
     checkUploadedSignature(
@@ -226,7 +239,11 @@ export function recordChainRelease(
       signed.publicKey,
       `chain ${name} version ${version}`,
     );
-  repo.saveChainRelease(name, version, { releases, document, signatures: signed ? [signed.signature] : [] });
+  await repo.saveChainRelease(name, version, {
+    releases,
+    document,
+    signatures: signed ? [signed.signature] : [],
+  });
 }
 
 /**
@@ -234,14 +251,14 @@ export function recordChainRelease(
  * holds after it, and newer than the last signed set. A map whose entries were signed
  * refuses unsigned changes (its devices would refuse them).
  */
-export function recordMapSignature(
+export async function recordMapSignature(
   repo: Repository,
   chain: string,
   map: string,
   signed: (UploadedSignature & { document: MapEntriesDocument }) | undefined,
   at: string,
-): void {
-  const previous = repo.getSignedMapEntries(chain, map);
+): Promise<void> {
+  const previous = await repo.getSignedMapEntries(chain, map);
   if (!signed) {
     if (previous)
       throw new RequestError(
@@ -258,7 +275,7 @@ export function recordMapSignature(
       409,
       `signed set #${doc.seq} is not newer than #${previous.document.seq}: sign again`,
     );
-  const now = repo.getMapEntries(chain, map);
+  const now = await repo.getMapEntries(chain, map);
   if (canonicalJson(now) !== canonicalJson(doc.entries))
     throw new RequestError(
       409,
@@ -271,5 +288,5 @@ export function recordMapSignature(
     signed.publicKey,
     `${chain}/${map}`,
   );
-  repo.saveSignedMapEntries({ document: doc, signatures: [signed.signature] }, at);
+  await repo.saveSignedMapEntries({ document: doc, signatures: [signed.signature] }, at);
 }

@@ -36,7 +36,7 @@ export interface RolloutEnvironment {
   log: FastifyBaseLogger;
   isOnline(device: string): boolean;
   /** tell these devices their assignment changed */
-  notify(devices: string[], reason: string): void;
+  notify(devices: string[], reason: string): Promise<void>;
   now?: () => number;
 }
 
@@ -169,25 +169,25 @@ export class RolloutEngine {
     return new Date(this.#now()).toISOString();
   }
 
-  #graph(chain: string, version: number): ChainGraph | null {
+  async #graph(repo: Repository, chain: string, version: number): Promise<ChainGraph | null> {
     const key = `${chain}@${version}`;
     if (!this.#graphs.has(key))
-      this.#graphs.set(key, this.#repo.getChainVersion(chain, version)?.graph ?? null);
+      this.#graphs.set(key, (await repo.getChainVersion(chain, version))?.graph ?? null);
     return this.#graphs.get(key)!;
   }
 
-  list(active = false): Rollout[] {
-    return this.#repo.listRollouts({ active }).map(publicView);
+  async list(active = false): Promise<Rollout[]> {
+    return (await this.#repo.listRollouts({ active })).map(publicView);
   }
 
-  get(id: number): Rollout {
-    const r = this.#repo.getRollout(id);
+  async get(id: number): Promise<Rollout> {
+    const r = await this.#repo.getRollout(id);
     if (!r) throw new RequestError(404, `rollout ${id} does not exist`);
     return publicView(r);
   }
 
   /** Validates and stores a rollout; the first phase starts on the next tick. */
-  start(request: StartRolloutRequest, actor: string): Rollout {
+  async start(request: StartRolloutRequest, actor: string): Promise<Rollout> {
     let gate: ReturnType<typeof parseGate>;
     try {
       gate = parseGate(request.gate);
@@ -195,81 +195,84 @@ export class RolloutEngine {
       if (err instanceof GateError) throw new RequestError(400, `--gate: ${err.message}`, [err.pointer]);
       throw err;
     }
-    const chain = this.#repo.getChainVersion(request.chain, request.version);
+    const chain = await this.#repo.getChainVersion(request.chain, request.version);
     if (!chain)
       throw new RequestError(
         404,
         `chain ${request.chain}${request.version ? ` version ${request.version}` : ""} does not exist (push it first)`,
       );
-    const devices = this.#repo
-      .listDevices()
-      .filter((d) => !d.revokedAt && selectorMatches(request.selector, d.labels));
+    const devices = (await this.#repo.listDevices()).filter(
+      (d) => !d.revokedAt && selectorMatches(request.selector, d.labels),
+    );
     const shown = Object.entries(request.selector)
       .map(([k, v]) => `${k}=${v}`)
       .join(",");
     if (devices.length === 0) throw new RequestError(400, `no enrolled device is labelled ${shown}`);
     const sizes = phaseSizes(request.phases, devices.length);
-    const active = this.#repo.listRollouts({ active: true });
-    const sameChain = active.find((r) => r.chain === chain.name);
-    if (sameChain)
-      throw new RequestError(
-        409,
-        `rollout ${sameChain.id} of ${sameChain.chain} is ${sameChain.state}: finish or abort it first`,
-      );
-    for (const r of active) {
-      const taken = r.devices.find((d) => devices.some((x) => x.name === d.name));
-      if (taken)
+    // checked and stored in one transaction: two controllers cannot both start one
+    const id = await this.#repo.transaction(async (tx) => {
+      const active = await tx.listRollouts({ active: true });
+      const sameChain = active.find((r) => r.chain === chain.name);
+      if (sameChain)
         throw new RequestError(
           409,
-          `device ${taken.name} is in rollout ${r.id} (${r.chain}, ${r.state}): abort it first`,
+          `rollout ${sameChain.id} of ${sameChain.chain} is ${sameChain.state}: finish or abort it first`,
         );
-    }
-    const at = this.#iso();
-    const ordered = [...devices].sort((a, b) => (a.name < b.name ? -1 : 1));
-    const rollout: Omit<StoredRollout, "id"> = {
-      chain: chain.name,
-      version: chain.version,
-      selector: request.selector as Labels,
-      phases: request.phases.map((spec, i) => ({ spec, devices: sizes[i]! })),
-      soakSeconds: request.soakSeconds,
-      gate: gate.source,
-      offline: request.offline ?? "wait",
-      state: "running",
-      phase: 0,
-      stop: null,
-      createdAt: at,
-      createdBy: actor,
-      updatedAt: at,
-      devices: ordered.map((d, i) => ({
-        name: d.name,
-        phase: sizes.findIndex((n) => i < n),
-        state: "pending",
-        ran: null,
-        assignedAt: null,
-        installedAt: null,
-        soakEndsAt: null,
-        failed: [],
-        note: null,
-        previous: { explicit: false, chain: null, version: null },
-        baseline: null,
-      })),
-      events: [
-        {
-          at,
-          message: `started by ${actor}: ${chain.name} v${chain.version} to ${ordered.length} device(s) labelled ${shown}, phases ${request.phases.join(",")}, soak ${request.soakSeconds}s, gate ${gate.source}`,
-        },
-      ],
-    };
-    const id = this.#repo.insertRollout(rollout as Omit<Rollout, "id">);
+      for (const r of active) {
+        const taken = r.devices.find((d) => devices.some((x) => x.name === d.name));
+        if (taken)
+          throw new RequestError(
+            409,
+            `device ${taken.name} is in rollout ${r.id} (${r.chain}, ${r.state}): abort it first`,
+          );
+      }
+      const at = this.#iso();
+      const ordered = [...devices].sort((a, b) => (a.name < b.name ? -1 : 1));
+      const rollout: Omit<StoredRollout, "id"> = {
+        chain: chain.name,
+        version: chain.version,
+        selector: request.selector as Labels,
+        phases: request.phases.map((spec, i) => ({ spec, devices: sizes[i]! })),
+        soakSeconds: request.soakSeconds,
+        gate: gate.source,
+        offline: request.offline ?? "wait",
+        state: "running",
+        phase: 0,
+        stop: null,
+        createdAt: at,
+        createdBy: actor,
+        updatedAt: at,
+        devices: ordered.map((d, i) => ({
+          name: d.name,
+          phase: sizes.findIndex((n) => i < n),
+          state: "pending",
+          ran: null,
+          assignedAt: null,
+          installedAt: null,
+          soakEndsAt: null,
+          failed: [],
+          note: null,
+          previous: { explicit: false, chain: null, version: null },
+          baseline: null,
+        })),
+        events: [
+          {
+            at,
+            message: `started by ${actor}: ${chain.name} v${chain.version} to ${ordered.length} device(s) labelled ${shown}, phases ${request.phases.join(",")}, soak ${request.soakSeconds}s, gate ${gate.source}`,
+          },
+        ],
+      };
+      return tx.insertRollout(rollout as Omit<Rollout, "id">);
+    });
     this.#env.log.info(
-      { rollout: id, chain: chain.name, version: chain.version, devices: ordered.length },
+      { rollout: id, chain: chain.name, version: chain.version, devices: devices.length },
       "rollout started",
     );
-    this.tick();
+    await this.tick();
     return this.get(id);
   }
 
-  pause(id: number, actor: string): Rollout {
+  pause(id: number, actor: string): Promise<Rollout> {
     return this.#change(id, (r) => {
       if (r.state !== "running") throw new RequestError(409, `rollout ${id} is ${r.state}, not running`);
       r.state = "paused";
@@ -279,8 +282,8 @@ export class RolloutEngine {
   }
 
   /** Continues a paused rollout; a phase stopped by its gate starts again (its devices get the version again). */
-  resume(id: number, actor: string): Rollout {
-    const r = this.#change(id, (r) => {
+  async resume(id: number, actor: string): Promise<Rollout> {
+    const r = await this.#change(id, (r) => {
       if (r.state !== "paused") throw new RequestError(409, `rollout ${id} is ${r.state}, not paused`);
       const soakEndsAt = new Date(this.#now() + r.soakSeconds * 1000).toISOString();
       for (const d of r.devices) {
@@ -292,19 +295,19 @@ export class RolloutEngine {
       r.stop = null;
       this.#event(r, `resumed by ${actor}: phase ${r.phase + 1} soaks again`);
     });
-    this.tick();
+    await this.tick();
     return this.get(r.id);
   }
 
   /** Stops the rollout and puts every device it moved back on what it ran before. */
-  abort(id: number, actor: string): Rollout {
+  async abort(id: number, actor: string): Promise<Rollout> {
     const moved: string[] = [];
-    const r = this.#change(id, (r) => {
+    const r = await this.#change(id, async (r, tx) => {
       if (r.state !== "running" && r.state !== "paused")
         throw new RequestError(409, `rollout ${id} is ${r.state} already`);
       for (const d of r.devices) {
         if (d.state === "updating" || d.state === "waiting" || d.state === "passed") {
-          this.#restore(d, `aborted by ${actor}`);
+          await this.#restore(tx, d, `aborted by ${actor}`);
           moved.push(d.name);
         }
       }
@@ -312,34 +315,58 @@ export class RolloutEngine {
       r.stop = { kind: "aborted", at: this.#iso(), message: `aborted by ${actor}`, by: actor };
       this.#event(r, `aborted by ${actor}; rolled back: ${moved.join(", ") || "none"}`);
     });
-    this.#audit(r, "aborted", moved);
-    this.#env.notify(moved, "rollout-abort");
+    await this.#audit(r, "aborted", moved);
+    await this.#env.notify(moved, "rollout-abort");
     return r;
   }
 
-  /** One step of every running rollout: start phases, read reports, judge gates, advance. */
-  tick(): void {
-    for (const active of this.#repo.listRollouts({ active: true })) {
-      if (active.state !== "running") continue;
+  /**
+   * One step of every running rollout: start phases, read reports, judge gates, advance.
+   * Each step is one serialised transaction that reads the stored state afresh, so
+   * controllers sharing a database may all tick: the first to step a rollout moves it on,
+   * the others find nothing left to do. Ticks of one controller never overlap.
+   */
+  tick(): Promise<void> {
+    this.#ticking ??= this.#tickOnce().finally(() => {
+      this.#ticking = undefined;
+    });
+    return this.#ticking;
+  }
+
+  #ticking: Promise<void> | undefined;
+
+  async #tickOnce(): Promise<void> {
+    let active: Rollout[];
+    try {
+      active = await this.#repo.listRollouts({ active: true });
+    } catch (err) {
+      this.#env.log.error({ err }, "rollouts not read; retrying on the next tick");
+      return;
+    }
+    for (const r of active) {
+      if (r.state !== "running") continue;
       try {
-        this.#step(active.id);
+        await this.#step(r.id);
       } catch (err) {
-        this.#env.log.error({ err, rollout: active.id }, "rollout step failed; retrying on the next tick");
+        this.#env.log.error({ err, rollout: r.id }, "rollout step failed; retrying on the next tick");
       }
     }
   }
 
-  #change(id: number, fn: (r: StoredRollout) => void): Rollout {
+  async #change(
+    id: number,
+    fn: (r: StoredRollout, tx: Repository) => void | Promise<void>,
+  ): Promise<Rollout> {
     return publicView(
-      this.#repo.transaction(() => {
-        const r = this.#repo.getRollout(id) as StoredRollout | undefined;
+      await this.#repo.transaction(async (tx) => {
+        const r = (await tx.getRollout(id)) as StoredRollout | undefined;
         if (!r) throw new RequestError(404, `rollout ${id} does not exist`);
         const before = JSON.stringify(r);
-        fn(r);
+        await fn(r, tx);
         // most ticks change nothing: no write then
         if (JSON.stringify(r) === before) return r as Rollout;
         r.updatedAt = this.#iso();
-        this.#repo.updateRollout(r as Rollout);
+        await tx.updateRollout(r as Rollout);
         return r as Rollout;
       }),
     );
@@ -352,9 +379,9 @@ export class RolloutEngine {
   }
 
   /** The controller's own steps go to the audit log beside the operators' calls. */
-  #audit(r: Rollout, step: string, devices: string[]): void {
+  async #audit(r: Rollout, step: string, devices: string[]): Promise<void> {
     try {
-      this.#repo.insertAudit({
+      await this.#repo.insertAudit({
         at: this.#iso(),
         actor: `rollout ${r.id}`,
         method: "ROLLOUT",
@@ -368,26 +395,26 @@ export class RolloutEngine {
     }
   }
 
-  #step(id: number): void {
+  async #step(id: number): Promise<void> {
     const notify: Array<[string[], string]> = [];
     const audits: Array<[string, string[]]> = [];
-    const r = this.#change(id, (r) => {
+    const r = await this.#change(id, async (r, tx) => {
       if (r.state !== "running") return;
       for (let guard = 0; guard < r.phases.length + 1; guard++) {
         const inPhase = r.devices.filter((d) => d.phase === r.phase);
         const pending = inPhase.filter((d) => d.state === "pending");
         if (pending.length > 0) {
-          this.#assign(r, pending);
+          await this.#assign(tx, r, pending);
           notify.push([pending.map((d) => d.name), "rollout"]);
           audits.push([`phase ${r.phase + 1} started`, pending.map((d) => d.name)]);
         }
-        const failure = this.#judge(r, inPhase);
+        const failure = await this.#judge(tx, r, inPhase);
         if (failure) {
           const back = inPhase.filter(
             (d) => d.state === "updating" || d.state === "waiting" || d.state === "passed",
           );
           for (const d of back)
-            this.#restore(d, d === failure.device ? "gate failed" : `phase ${r.phase + 1} failed`);
+            await this.#restore(tx, d, d === failure.device ? "gate failed" : `phase ${r.phase + 1} failed`);
           failure.device.failed = failure.failed;
           const why = failure.failed.map(formatGateTerm).join(", ");
           const message = `phase ${r.phase + 1}: ${failure.device.name} failed the gate: ${why}`;
@@ -420,15 +447,15 @@ export class RolloutEngine {
         r.phase++;
       }
     });
-    for (const [step, devices] of audits) this.#audit(r, step, devices);
-    for (const [devices, reason] of notify) if (devices.length) this.#env.notify(devices, reason);
+    for (const [step, devices] of audits) await this.#audit(r, step, devices);
+    for (const [devices, reason] of notify) if (devices.length) await this.#env.notify(devices, reason);
   }
 
-  #assign(r: StoredRollout, devices: StoredDevice[]): void {
+  async #assign(tx: Repository, r: StoredRollout, devices: StoredDevice[]): Promise<void> {
     const at = this.#iso();
     const soakEndsAt = new Date(this.#now() + r.soakSeconds * 1000).toISOString();
     for (const d of devices) {
-      const record = this.#repo.getDevice(d.name);
+      const record = await tx.getDevice(d.name);
       if (!record || record.revokedAt) {
         Object.assign(d, { state: "skipped", note: record ? "revoked" : "no longer enrolled" });
         continue;
@@ -445,7 +472,7 @@ export class RolloutEngine {
         record.assignedBy?.kind === "explicit"
           ? { explicit: true, chain: record.assignedChain, version: record.assignedVersion }
           : { explicit: false, chain: record.assignedChain, version: record.assignedVersion };
-      const ranGraph = d.ran ? this.#graph(d.ran.chain, d.ran.version) : null;
+      const ranGraph = d.ran ? await this.#graph(tx, d.ran.chain, d.ran.version) : null;
       const before = ranGraph ? framesOf(ranGraph, countersOf(status), "drop") : { sent: 0, packets: 0 };
       // Counting starts now, not at the first report of the version: frames it aborts
       // before that report count too.
@@ -453,7 +480,7 @@ export class RolloutEngine {
       Object.assign(d, { state: "updating", assignedAt: at, soakEndsAt, installedAt: null, failed: [] });
     }
     const names = devices.filter((d) => d.state === "updating").map((d) => d.name);
-    if (names.length) this.#repo.assignChain(names, r.chain, r.version);
+    if (names.length) await tx.assignChain(names, r.chain, r.version);
     this.#event(
       r,
       `phase ${r.phase + 1} started: ${names.join(", ") || "no device"} get ${r.chain} v${r.version}`,
@@ -461,16 +488,16 @@ export class RolloutEngine {
   }
 
   /** Puts a device back on what it had before the rollout. */
-  #restore(d: StoredDevice, note: string): void {
-    const record = this.#repo.getDevice(d.name);
+  async #restore(tx: Repository, d: StoredDevice, note: string): Promise<void> {
+    const record = await tx.getDevice(d.name);
     if (record && !record.revokedAt) {
       const p = d.previous;
-      if (p.explicit && p.chain && p.version !== null) this.#repo.assignChain([d.name], p.chain, p.version);
+      if (p.explicit && p.chain && p.version !== null) await tx.assignChain([d.name], p.chain, p.version);
       else if (d.ran && !(p.chain === d.ran.chain && p.version === d.ran.version)) {
         // it followed a rule or "latest", which may now name this very version: pin what it ran
-        this.#repo.assignChain([d.name], d.ran.chain, d.ran.version);
-      } else if (p.explicit && p.chain) this.#repo.assignChain([d.name], p.chain, p.version);
-      else this.#repo.clearExplicitAssignment([d.name]);
+        await tx.assignChain([d.name], d.ran.chain, d.ran.version);
+      } else if (p.explicit && p.chain) await tx.assignChain([d.name], p.chain, p.version);
+      else await tx.clearExplicitAssignment([d.name]);
     }
     d.state = d.state === "pending" ? "pending" : "rolled-back";
     d.note = d.ran
@@ -479,15 +506,16 @@ export class RolloutEngine {
   }
 
   /** Reads the phase's reports: the first gate failure, or undefined (and device states moved on). */
-  #judge(
+  async #judge(
+    tx: Repository,
     r: StoredRollout,
     devices: StoredDevice[],
-  ): { device: StoredDevice; failed: RolloutGateTerm[] } | undefined {
+  ): Promise<{ device: StoredDevice; failed: RolloutGateTerm[] } | undefined> {
     const gate = parseGate(r.gate);
     const now = this.#now();
     for (const d of devices) {
       if (d.state !== "updating" && d.state !== "waiting") continue;
-      const record = this.#repo.getDevice(d.name);
+      const record = await tx.getDevice(d.name);
       if (!record || record.revokedAt) {
         Object.assign(d, {
           state: "skipped",
@@ -505,7 +533,7 @@ export class RolloutEngine {
           d.soakEndsAt = new Date(now + r.soakSeconds * 1000).toISOString();
         }
       }
-      const values = this.#values(r, d, record, installed);
+      const values = await this.#values(tx, r, d, record, installed);
       const verdict = evaluateGate(gate, values);
       d.failed = verdict.failed;
       if (installed && !verdict.pass) return { device: d, failed: verdict.failed };
@@ -514,7 +542,7 @@ export class RolloutEngine {
         if (r.offline === "fail")
           return { device: d, failed: [{ term: "online (offline policy fail)", values: { online: false } }] };
         if (r.offline === "skip") {
-          this.#restore(d, "offline when its soak ended (policy skip)");
+          await this.#restore(tx, d, "offline when its soak ended (policy skip)");
           d.state = "skipped";
           this.#event(r, `${d.name} skipped: offline when its soak ended`);
           continue;
@@ -531,7 +559,13 @@ export class RolloutEngine {
     return undefined;
   }
 
-  #values(r: StoredRollout, d: StoredDevice, record: DeviceRecord, installed: boolean): GateValues {
+  async #values(
+    tx: Repository,
+    r: StoredRollout,
+    d: StoredDevice,
+    record: DeviceRecord,
+    installed: boolean,
+  ): Promise<GateValues> {
     const now = this.#now();
     const seen = record.statusAt ? Date.parse(record.statusAt) : Number.NaN;
     const lastSeen = Math.max(seen, record.lastSeenAt ? Date.parse(record.lastSeenAt) : Number.NaN);
@@ -545,7 +579,7 @@ export class RolloutEngine {
     let drops = 0;
     let crashes = 0;
     let dropRatio = 1;
-    const graph = this.#graph(r.chain, r.version);
+    const graph = await this.#graph(tx, r.chain, r.version);
     if (installed && graph && d.baseline?.snapshot) {
       const counted = delta(countersOf(record.status), d.baseline.snapshot);
       aborts = framesOf(graph, counted, "abort").sent;

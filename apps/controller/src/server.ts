@@ -27,13 +27,21 @@ import { tokensRoutes } from "./routes/tokens";
 export type { RouteAccess } from "./plugins/auth";
 
 export interface ControllerOptions {
+  /** PKI (and, without `database`, the SQLite database and artifacts) */
   dataDir: string;
+  /** a postgres:// URL: state and artifacts shared with every replica using the same database */
+  database?: string;
   /** default 127.0.0.1 */
   host?: string;
   /** default 8443; 0 picks a free port */
   port?: number;
   /** the URL written into device bundles; default https://HOST:PORT as listened */
   publicUrl?: string;
+  /**
+   * every replica's device API URL (publicUrl first), written into bundles so agents can
+   * move to another replica when theirs is gone
+   */
+  replicaUrls?: string[];
   logger?: FastifyBaseLogger;
   nfBuilder?: NfBuilder;
   maxNfArchiveBytes?: number;
@@ -66,6 +74,8 @@ export interface GaletteContext {
   maxNfArchiveBytes: number;
   /** the device API URL written into bundles */
   publicUrl(): string;
+  /** every replica's device API URL for bundles (empty: just publicUrl) */
+  replicaUrls: readonly string[];
 }
 
 declare module "fastify" {
@@ -129,6 +139,7 @@ export async function buildController(
     ...(options.nfBuilder ? { nfBuilder: options.nfBuilder } : {}),
     maxNfArchiveBytes: options.maxNfArchiveBytes ?? DEFAULT_MAX_NF_ARCHIVE_BYTES,
     publicUrl,
+    replicaUrls: options.replicaUrls ?? [],
   } satisfies GaletteContext);
 
   await app.register(errorsPlugin);
@@ -181,7 +192,7 @@ async function startMetricsListener(
  * API with bearer tokens), authentication bound to each matched route (plugins/auth.ts).
  */
 export async function startController(options: ControllerOptions): Promise<RunningController> {
-  const data = DataDir.open(options.dataDir);
+  const data = await DataDir.connect(options.dataDir, options.database ? { database: options.database } : {});
   const host = options.host ?? "127.0.0.1";
   let publicUrl = options.publicUrl ?? "";
   let app: FastifyInstance | undefined;
@@ -193,7 +204,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
   } catch (err) {
     await metrics?.app.close();
     await app?.close();
-    data.close();
+    await data.close();
     throw err;
   }
   const address = app.server.address();
@@ -202,7 +213,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
   const url = `https://${urlHost}:${port}`;
   if (!publicUrl) publicUrl = url;
   app.log.info(
-    { url, dataDir: data.dir, ...(metrics ? { metricsUrl: metrics.url } : {}) },
+    { url, dataDir: data.dir, database: data.repo.dialect, ...(metrics ? { metricsUrl: metrics.url } : {}) },
     "controller listening",
   );
   const rootKey = data.rootKeyLeftBehind;
@@ -223,7 +234,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
     async close() {
       await metrics?.app.close();
       await running.close();
-      data.close();
+      await data.close();
     },
   };
 }

@@ -70,12 +70,12 @@ export function tokenExpiry(requested: string | undefined, now = new Date()): st
 }
 
 /** Creates a token, stores only its hash, returns the token (shown once). */
-export function createToken(
+export async function createToken(
   repo: Repository,
   name: string,
   scopes: readonly TokenScope[],
   expiresAt?: string,
-): CreateTokenResponse {
+): Promise<CreateTokenResponse> {
   const checked = Name.safeParse(name);
   if (!checked.success)
     throw new RequestError(400, `token name ${JSON.stringify(name)}: ${checked.error.issues[0]?.message}`);
@@ -88,7 +88,7 @@ export function createToken(
   const expiry = tokenExpiry(expiresAt, now);
   const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
   const createdAt = now.toISOString();
-  repo.insertToken({ name, hash: hashToken(token), scopes: [...scopes], createdAt, expiresAt: expiry });
+  await repo.insertToken({ name, hash: hashToken(token), scopes: [...scopes], createdAt, expiresAt: expiry });
   return { name, token, scopes: [...scopes], createdAt, expiresAt: expiry };
 }
 

@@ -54,25 +54,29 @@ const smartSfp: DeviceCapabilities = {
   interfaces: [{ name: "gbe0", xdp: "generic", rxQueues: 1, zeroCopy: false, problems: [] }],
 };
 
+const capsRepo = openSqliteRepository(dir);
+for (const [name, i] of [
+  ["access-control", iface(["Allowed", "Denied"], [["allow_list", 8, 1]])],
+  ["weak-classifier", iface(["Normal", "Suspicious", "Malicious"], [["flow_state", 16, 8]])],
+  ["dpi", iface(["Clean", "Matched"], [["flow_state", 16, 8]])],
+] as const)
+  await capsRepo.insertNf({
+    name,
+    sourceDigest: "0".repeat(64),
+    build: "stored-unbuilt",
+    buildMessage: null,
+    buildHash: `hash-of-${name}`,
+    interface: i,
+    artifacts: [],
+    publishedAt: "t",
+  });
+const securityPlan = await planChainForPush(
+  capsRepo,
+  readFileSync(join(root, "chains/security.toml"), "utf8"),
+  "chains/security.toml",
+);
 describe("graph against a device's probed capabilities", () => {
-  const repo = openSqliteRepository(dir);
-  for (const [name, i] of [
-    ["access-control", iface(["Allowed", "Denied"], [["allow_list", 8, 1]])],
-    ["weak-classifier", iface(["Normal", "Suspicious", "Malicious"], [["flow_state", 16, 8]])],
-    ["dpi", iface(["Clean", "Matched"], [["flow_state", 16, 8]])],
-  ] as const)
-    repo.insertNf({
-      name,
-      sourceDigest: "0".repeat(64),
-      build: "stored-unbuilt",
-      buildMessage: null,
-      buildHash: `hash-of-${name}`,
-      interface: i,
-      artifacts: [],
-      publishedAt: "t",
-    });
-  const toml = readFileSync(join(root, "chains/security.toml"), "utf8");
-  const { graph } = planChainForPush(repo, toml, "chains/security.toml");
+  const { graph } = securityPlan;
   const uuidOf = (instance: string) => graph.nfs.find((n) => n.instance === instance)!.uuid;
 
   it("fits a device that has everything", () => {
@@ -131,9 +135,9 @@ describe("the served assignment of a probed device", () => {
       const plainObject = readFileSync(
         await compileBpfObject(join(import.meta.dirname, "fixtures/no-loop.c")),
       );
-      const publishWith = (name: string, object: Buffer) => {
-        const stored = store.put(object);
-        repo.insertNf({
+      const publishWith = async (name: string, object: Buffer) => {
+        const stored = await store.put(object);
+        await repo.insertNf({
           name,
           sourceDigest: "0".repeat(64),
           build: "built",
@@ -144,12 +148,12 @@ describe("the served assignment of a probed device", () => {
           publishedAt: "t",
         });
       };
-      publishWith("looper", loopObject);
-      publishWith("plain", plainObject);
-      const push = (nf: string) => {
+      await publishWith("looper", loopObject);
+      await publishWith("plain", plainObject);
+      const push = async (nf: string) => {
         const toml = `[chain]\nname = "${nf}-chain"\n\n[functions.${nf}]\n\n[[links]]\nfrom = "rx"\nto = ["${nf}"]\n\n[[links]]\nfrom = "${nf}"\nto = ["tx"]\n`;
-        const planned = planChainForPush(repo, toml, `${nf}.toml`);
-        const version = repo.insertChainVersion({
+        const planned = await planChainForPush(repo, toml, `${nf}.toml`);
+        const version = await repo.insertChainVersion({
           name: planned.name,
           toml,
           file: `${nf}.toml`,
@@ -157,33 +161,33 @@ describe("the served assignment of a probed device", () => {
           warnings: [],
           createdAt: "t",
         });
-        return repo.getChainVersion(planned.name, version)!;
+        return (await repo.getChainVersion(planned.name, version))!;
       };
-      const looper = push("looper");
-      const plain = push("plain");
+      const looper = await push("looper");
+      const plain = await push("plain");
       const device = {
         name: "sfp-old",
         status: { installed: { chain: "plain-chain", version: 1 }, capabilities: smartSfp },
       } as unknown as DeviceRecord;
-      expect(chainRefusal(repo, store, device, looper)).toEqual({
+      expect(await chainRefusal(repo, store, device, looper)).toEqual({
         chain: "looper-chain",
         version: 1,
         reasons: [
           'NF "looper" uses nf::repeat (the bpf_loop helper) in XDP; kernel 4.14.98 lacks bpf_loop (5.17 added it)',
         ],
       });
-      expect(chainRefusal(repo, store, device, plain)).toBeNull();
+      expect(await chainRefusal(repo, store, device, plain)).toBeNull();
       const assigned = { ...device, assignedChain: "looper-chain", assignedVersion: null } as DeviceRecord;
-      const served = servedDevice(repo, store, assigned);
+      const served = await servedDevice(repo, store, assigned);
       expect(served.refusal?.chain).toBe("looper-chain");
       expect(served.device).toMatchObject({ assignedChain: "plain-chain", assignedVersion: 1 });
       // the same device with bpf_loop takes it
       const modern = { ...assigned, status: { ...assigned.status, capabilities: probed } } as DeviceRecord;
-      expect(servedDevice(repo, store, modern)).toMatchObject({
+      expect(await servedDevice(repo, store, modern)).toMatchObject({
         refusal: null,
         device: { assignedChain: "looper-chain" },
       });
-      repo.close();
+      await repo.close();
     } finally {
       rmSync(data, { recursive: true, force: true });
     }

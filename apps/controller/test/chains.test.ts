@@ -22,7 +22,8 @@ function iface(actions: string[], maps: Array<[string, number, number]>): NfInte
   };
 }
 function publish(repo: Repository, name: string, nfInterface: NfInterface) {
-  repo.insertNf({
+  // SQLite runs the insert before the first await: the NF is there when this returns
+  void repo.insertNf({
     name,
     sourceDigest: "0".repeat(64),
     build: "stored-unbuilt",
@@ -40,9 +41,9 @@ describe("chain push planning", () => {
   publish(repo, "weak-classifier", iface(["Normal", "Suspicious", "Malicious"], [["flow_state", 16, 8]]));
   publish(repo, "dpi", iface(["Clean", "Matched"], [["flow_state", 16, 8]]));
 
-  it("turns the paper's security chain into a UUID graph with upcalls, shared maps and sizes", () => {
+  it("turns the paper's security chain into a UUID graph with upcalls, shared maps and sizes", async () => {
     const toml = readFileSync(join(root, "chains/security.toml"), "utf8");
-    const planned = planChainForPush(repo, toml, "chains/security.toml");
+    const planned = await planChainForPush(repo, toml, "chains/security.toml");
     const graph = AssignedChain.parse({
       ...planned.graph,
       nfs: planned.graph.nfs.map((nf) => ({ ...nf, artifacts: {} })),
@@ -88,9 +89,9 @@ describe("chain push planning", () => {
     expect(allow.type).toBe("lpm_trie");
   });
 
-  it("checks a graph against a device's capabilities, naming each limit (the per-device seam)", () => {
+  it("checks a graph against a device's capabilities, naming each limit (the per-device seam)", async () => {
     const toml = readFileSync(join(root, "chains/security.toml"), "utf8");
-    const { graph } = planChainForPush(repo, toml, "chains/security.toml");
+    const { graph } = await planChainForPush(repo, toml, "chains/security.toml");
     expect(graphFitsDevice(graph, STATIC_DEVICE_CAPABILITIES)).toEqual([]);
     const tiny = {
       limits: {
@@ -113,10 +114,10 @@ describe("chain push planning", () => {
     ]);
   });
 
-  it("keeps NF UUIDs across pushes while the NF build is unchanged", () => {
+  it("keeps NF UUIDs across pushes while the NF build is unchanged", async () => {
     const toml = readFileSync(join(root, "chains/security.toml"), "utf8");
-    const a = planChainForPush(repo, toml, "security.toml");
-    const b = planChainForPush(
+    const a = await planChainForPush(repo, toml, "security.toml");
+    const b = await planChainForPush(
       repo,
       toml.replace('to = ["tx", "drop"]', 'to = ["pass", "drop"]'),
       "security.toml",
@@ -124,7 +125,7 @@ describe("chain push planning", () => {
     expect(b.graph.nfs.map((n) => n.uuid)).toEqual(a.graph.nfs.map((n) => n.uuid));
   });
 
-  it("names a map whose key size the NF source does not give", () => {
+  it("names a map whose key size the NF source does not give", async () => {
     const sizeless = openSqliteRepository(mkdtempSync(join(dir, "x-")));
     publish(sizeless, "macswap", {
       file: "lib.rs",
@@ -132,13 +133,13 @@ describe("chain push planning", () => {
       maps: [{ name: "counters", valueSize: 8, location: at(2) }],
     });
     const toml = readFileSync(join(root, "chains/macswap.toml"), "utf8");
-    expect(() => planChainForPush(sizeless, toml, "macswap.toml")).toThrow(
+    await expect(planChainForPush(sizeless, toml, "macswap.toml")).rejects.toThrow(
       /map "macswap.counters" of chain macswap: the NF source does not give a computable key size/,
     );
-    sizeless.close();
+    await sizeless.close();
   });
 
-  it("creates an owned map the chain omits from the NF's #[map(type, size)]; refuses one the attribute leaves open", () => {
+  it("creates an owned map the chain omits from the NF's #[map(type, size)]; refuses one the attribute leaves open", async () => {
     const limiter: NfInterface = {
       ...iface(["Pass", "Drop"], []),
       maps: [
@@ -162,7 +163,7 @@ describe("chain push planning", () => {
       'from = "rate-limiter"',
       'to = ["tx", "drop"]',
     ].join("\n");
-    const planned = planChainForPush(repo, toml, "limiter.toml");
+    const planned = await planChainForPush(repo, toml, "limiter.toml");
     expect(planned.graph.maps).toEqual([
       expect.objectContaining({
         name: "buckets",
@@ -173,10 +174,10 @@ describe("chain push planning", () => {
       }),
     ]);
     publish(repo, "rate-limiter", { ...limiter, maps: [{ ...limiter.maps[0]!, maxEntries: undefined }] });
-    expect(() => planChainForPush(repo, toml, "limiter.toml")).toThrow(/does not match its NFs/);
+    await expect(planChainForPush(repo, toml, "limiter.toml")).rejects.toThrow(/does not match its NFs/);
   });
 
-  it("finds the published NF by the crate directory's name", () => {
+  it("finds the published NF by the crate directory's name", async () => {
     expect(nfNameOf("nf-examples/access-control")).toBe("access-control");
     expect(nfNameOf("../crates/dpi/")).toBe("dpi");
   });

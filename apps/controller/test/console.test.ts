@@ -62,19 +62,17 @@ describe("web console: static files, cookie sessions with CSRF, event stream", (
     writeFileSync(join(consoleDir, "assets", "app-1.js"), "console.log(1)");
     writeFileSync(join(dir, "secret.txt"), "not for the web");
     const direct = DataDir.open(dir);
-    tokens.all = direct.createToken("all", ["admin", "deploy", "read"]).token;
-    tokens.read = direct.createToken("reader", ["read"]).token;
-    tokens.deployOnly = direct.createToken("deployer", ["deploy"]).token;
-    tokens.short = direct.createToken(
-      "short",
-      ["read", "deploy"],
-      new Date(Date.now() + 3_600_000).toISOString(),
+    tokens.all = (await direct.createToken("all", ["admin", "deploy", "read"])).token;
+    tokens.read = (await direct.createToken("reader", ["read"])).token;
+    tokens.deployOnly = (await direct.createToken("deployer", ["deploy"])).token;
+    tokens.short = (
+      await direct.createToken("short", ["read", "deploy"], new Date(Date.now() + 3_600_000).toISOString())
     ).token;
-    tokens.revocable = direct.createToken("revocable", ["read", "deploy"]).token;
-    tokens.streamer = direct.createToken("streamer", ["read"]).token;
-    tokens.many = direct.createToken("many", ["read"]).token;
-    tokens.watcher = direct.createToken("watcher", ["read"]).token;
-    direct.close();
+    tokens.revocable = (await direct.createToken("revocable", ["read", "deploy"])).token;
+    tokens.streamer = (await direct.createToken("streamer", ["read"])).token;
+    tokens.many = (await direct.createToken("many", ["read"])).token;
+    tokens.watcher = (await direct.createToken("watcher", ["read"])).token;
+    await direct.close();
     controller = await startController({ dataDir: dir, port: 0, logger: logs.logger, consoleDir });
   });
   afterAll(async () => {

@@ -141,7 +141,7 @@ describe("device API over mTLS", () => {
       },
     });
     const secondPi1 = issueDeviceCert(data.pki.issuer, "pi-1");
-    data.close();
+    await data.close();
     expect((await h.call("/v1/device/assignment", { client: unenrolled })).status).toBe(403);
     const expiredRes = await h.call("/v1/device/assignment", { client: expired });
     expect(expiredRes.status).toBe(403);
@@ -350,8 +350,8 @@ describe("device API over mTLS", () => {
 
     // Revoked directly on the data dir (as `galette device revoke --data DIR` does), not through the server.
     const data = DataDir.open(h.dir);
-    data.revokeDevice("pi-2");
-    data.close();
+    await data.revokeDevice("pi-2");
+    await data.close();
 
     const res = await h.call("/v1/device/assignment", { client: h.asDevice("pi-2") });
     expect(res.status).toBe(403);

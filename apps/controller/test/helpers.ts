@@ -133,8 +133,14 @@ export async function startHarness(
   const crates = mkdtempSync(join(tmpdir(), "galette-crates-"));
   const pki = initPkiDir(dir);
   const direct = DataDir.open(dir);
-  const { token } = direct.createToken("test-operator", ["admin", "publish", "deploy", "read", "metrics"]);
-  direct.close();
+  const { token } = await direct.createToken("test-operator", [
+    "admin",
+    "publish",
+    "deploy",
+    "read",
+    "metrics",
+  ]);
+  await direct.close();
   const { logger, lines } = captureLogger();
   const start = () =>
     startController({

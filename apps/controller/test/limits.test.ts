@@ -138,8 +138,8 @@ describe("limits, expiry and hygiene", () => {
     const source = { digest: published.sourceDigest };
     const bpf = published.artifacts.find((a) => a.kind === "bpf-object");
     const data = DataDir.open(h.dir);
-    expect(data.artifacts.has(source.digest)).toBe(true);
-    data.close();
+    expect(await data.artifacts.has(source.digest)).toBe(true);
+    await data.close();
     await h.enrol("runs-macswap");
     const assigned = await op("/v1/assignments", {
       method: "POST",
@@ -175,7 +175,7 @@ describe("limits, expiry and hygiene", () => {
     const issued = issueDeviceCert(data.pki.issuer, "short-lived", {
       validity: { notBefore: new Date(Date.now() - 60_000), notAfter },
     });
-    data.repo.insertDevice({
+    await data.repo.insertDevice({
       name: "short-lived",
       labels: {},
       serial: issued.serial,
@@ -183,7 +183,7 @@ describe("limits, expiry and hygiene", () => {
       enrolledAt: new Date().toISOString(),
       notAfter: notAfter.toISOString(),
     });
-    data.close();
+    await data.close();
     const client = { certPem: issued.certPem, keyPem: issued.keyPem };
     const ws = connectWs(h, client);
     await ws.hello;
@@ -235,14 +235,14 @@ describe("limits, expiry and hygiene", () => {
 
   it("refuses expired and revoked tokens, and bad token requests, and lists tokens without secrets", async () => {
     const data = DataDir.open(h.dir);
-    data.repo.insertToken({
+    await data.repo.insertToken({
       name: "old",
       hash: hashToken("glt_old-token"),
       scopes: ["read"],
       createdAt: new Date(Date.now() - 100 * DAY).toISOString(),
       expiresAt: new Date(Date.now() - DAY).toISOString(),
     });
-    data.close();
+    await data.close();
     const expired = await h.call("/v1/devices", { token: "glt_old-token" });
     expect(expired.status).toBe(401);
     expect(expired.json().error).toMatch(/^token old expired at \d{4}-/);
@@ -352,8 +352,8 @@ describe("audit of a call whose client goes away", () => {
     while (!published && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
       const data = DataDir.open(h.dir);
-      published = data.repo.latestNf("macswap") !== undefined;
-      data.close();
+      published = (await data.repo.latestNf("macswap")) !== undefined;
+      await data.close();
     }
     expect(published, "the publish ran to the end").toBe(true);
     const audit = await h.call("/v1/audit", { token: h.token });
@@ -383,8 +383,8 @@ describe("rate limits, slow clients and internal errors", () => {
     await h.enrol("rl-1"); // the harness token's first request
     await h.enrol("rl-2");
     const data = DataDir.open(h.dir);
-    const other = data.createToken("other", ["read"]).token;
-    data.close();
+    const other = (await data.createToken("other", ["read"])).token;
+    await data.close();
     for (let i = 0; i < 3; i++) expect((await h.call("/v1/devices", { token: h.token })).status).toBe(200);
     const limited = await h.call("/v1/devices", { token: h.token });
     expect(limited.status).toBe(429);
@@ -429,10 +429,10 @@ describe("rate limits, slow clients and internal errors", () => {
 
   it("answers a 5xx with a request id only: no paths, no stack, no internals", async () => {
     const data = DataDir.open(h.dir);
-    const token = data.createToken("fresh", ["read"]).token;
-    data.close();
+    const token = (await data.createToken("fresh", ["read"])).token;
+    await data.close();
     // The database going away under the server is an internal error if anything is.
-    h.controller.data.repo.close();
+    await h.controller.data.repo.close();
     const res = await call(h.controller.url, h.caPem, "/v1/chains", { token });
     expect(res.status).toBe(500);
     const body = res.json<{ error: string; requestId: string }>();
@@ -446,12 +446,12 @@ describe("rate limits, slow clients and internal errors", () => {
 });
 
 describe("schema migration of tokens made before scopes", () => {
-  it("keeps their powers for 90 days after the upgrade, then they expire", () => {
+  it("keeps their powers for 90 days after the upgrade, then they expire", async () => {
     const dir = mkdtempSync(join(tmpdir(), "galette-migrate-"));
     try {
       mkdirSync(dir, { recursive: true });
       const db = new Database(join(dir, DATABASE_FILE));
-      for (const migration of MIGRATIONS.slice(0, 2)) db.exec(migration);
+      for (const migration of MIGRATIONS.slice(0, 2)) db.exec(migration.sqlite);
       db.pragma("user_version = 2");
       db.prepare("INSERT INTO tokens (token_hash, name, created_at) VALUES (?, ?, ?)").run(
         hashToken("glt_legacy"),
@@ -460,11 +460,11 @@ describe("schema migration of tokens made before scopes", () => {
       );
       db.close();
       const repo = openSqliteRepository(dir);
-      const token = repo.findTokenByHash(hashToken("glt_legacy"))!;
+      const token = (await repo.findTokenByHash(hashToken("glt_legacy")))!;
       expect(token.scopes).toEqual(["admin", "publish", "deploy", "read", "metrics"]);
       expect(Math.abs(Date.parse(token.expiresAt!) - (Date.now() + 90 * DAY))).toBeLessThan(60_000);
-      expect(repo.listAudit({ limit: 10 })).toEqual([]);
-      repo.close();
+      expect(await repo.listAudit({ limit: 10 })).toEqual([]);
+      await repo.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

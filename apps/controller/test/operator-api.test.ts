@@ -199,9 +199,9 @@ describe("operator API", () => {
 
     expect(storedNfDirs()).toEqual(before);
     const data = DataDir.open(h.dir);
-    expect(data.repo.latestNf("linked")).toBeUndefined();
-    expect(data.repo.latestNf("broken")).toBeUndefined();
-    data.close();
+    expect(await data.repo.latestNf("linked")).toBeUndefined();
+    expect(await data.repo.latestNf("broken")).toBeUndefined();
+    await data.close();
     rmSync(evil, { recursive: true, force: true });
   });
 

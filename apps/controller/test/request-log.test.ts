@@ -27,12 +27,12 @@ describe("device request logging and last-seen batching", () => {
     // the device's last-seen time is written in a batch, within one flush interval
     await expect
       .poll(
-        () => {
+        async () => {
           const data = DataDir.open(h.dir);
           try {
-            return data.repo.getDevice("pi-log")?.lastSeenAt ?? null;
+            return (await data.repo.getDevice("pi-log"))?.lastSeenAt ?? null;
           } finally {
-            data.close();
+            await data.close();
           }
         },
         { timeout: 10_000 },

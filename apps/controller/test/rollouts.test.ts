@@ -47,7 +47,9 @@ describe("staged rollouts (engine)", () => {
       repo,
       log: createLogger("rollouts-test", { level: "silent" }),
       isOnline: (d) => online.has(d),
-      notify: (devices) => notified.push(devices),
+      notify: async (devices) => {
+        notified.push(devices);
+      },
       now: () => now,
     });
   const push = (g: ChainGraph) =>
@@ -71,21 +73,21 @@ describe("staged rollouts (engine)", () => {
       errors: errors.map((message) => ({ message, at: new Date(now).toISOString() })),
       counters: [{ uuid: ACL, counters: { Allowed: allowed, Denied: denied, packets: allowed + denied } }],
     };
-    repo.saveDeviceStatus(name, status, new Date(now).toISOString());
+    return repo.saveDeviceStatus(name, status, new Date(now).toISOString());
   };
-  const assigned = (name: string) => {
-    const d = repo.getDevice(name)!;
+  const assigned = async (name: string) => {
+    const d = (await repo.getDevice(name))!;
     return `${d.assignedChain}@${d.assignedVersion ?? "latest"}`;
   };
 
-  beforeEach(() => {
+  beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), "galette-rollouts-"));
     repo = openSqliteRepository(dir);
     now = Date.parse("2026-01-01T00:00:00Z");
     notified.length = 0;
     online.clear();
     for (const name of ["edge-a", "edge-b", "edge-c", "core-a"]) {
-      repo.insertDevice({
+      await repo.insertDevice({
         name,
         labels: { role: name.startsWith("edge") ? "edge" : "core" },
         serial: name,
@@ -95,13 +97,13 @@ describe("staged rollouts (engine)", () => {
       });
       online.add(name);
     }
-    push(graph("drop")); // v1
-    repo.addSelectorRule("security", 1, { role: "edge" }, "");
-    repo.addSelectorRule("security", 1, { role: "core" }, "");
-    for (const name of ["edge-a", "edge-b", "edge-c", "core-a"]) report(name, 1, 100, 10);
+    await push(graph("drop")); // v1
+    await repo.addSelectorRule("security", 1, { role: "edge" }, "");
+    await repo.addSelectorRule("security", 1, { role: "core" }, "");
+    for (const name of ["edge-a", "edge-b", "edge-c", "core-a"]) await report(name, 1, 100, 10);
   });
-  afterEach(() => {
-    repo.close();
+  afterEach(async () => {
+    await repo.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -122,7 +124,7 @@ describe("staged rollouts (engine)", () => {
       "ops",
     );
 
-  it("phase sizes are cumulative, percentages round up, and the last phase must reach everyone", () => {
+  it("phase sizes are cumulative, percentages round up, and the last phase must reach everyone", async () => {
     expect(phaseSizes(["1", "10%", "50%", "100%"], 10)).toEqual([1, 1, 5, 10]);
     expect(phaseSizes(["1", "100%"], 1)).toEqual([1, 1]);
     expect(phaseSizes(["33%", "100%"], 3)).toEqual([1, 3]);
@@ -133,54 +135,54 @@ describe("staged rollouts (engine)", () => {
     expect(() => phaseSizes(["0%", "100%"], 10)).toThrow(RequestError);
   });
 
-  it("a good version goes phase by phase after each soak and ends on every selected device", () => {
-    push(graph("drop")); // v2
+  it("a good version goes phase by phase after each soak and ends on every selected device", async () => {
+    await push(graph("drop")); // v2
     const e = engine();
-    const r = start(e, "installed && aborts == 0 && drop_ratio <= 1.2");
+    const r = await start(e, "installed && aborts == 0 && drop_ratio <= 1.2");
     expect(r.version).toBe(2);
     expect(r.devices.map((d) => [d.name, d.phase, d.state])).toEqual([
       ["edge-a", 0, "updating"],
       ["edge-b", 1, "pending"],
       ["edge-c", 1, "pending"],
     ]);
-    expect(assigned("edge-a")).toBe("security@2");
-    expect(assigned("edge-b")).toBe("security@1");
-    expect(assigned("core-a")).toBe("security@1");
+    expect(await assigned("edge-a")).toBe("security@2");
+    expect(await assigned("edge-b")).toBe("security@1");
+    expect(await assigned("core-a")).toBe("security@1");
     expect(notified).toEqual([["edge-a"]]);
-    report("edge-a", 2, 0, 0);
-    e.tick();
+    await report("edge-a", 2, 0, 0);
+    await e.tick();
     now += 5_000;
-    report("edge-a", 2, 50, 5); // the same drop rate as before
-    e.tick();
-    expect(e.get(r.id).phase).toBe(0);
+    await report("edge-a", 2, 50, 5); // the same drop rate as before
+    await e.tick();
+    expect((await e.get(r.id)).phase).toBe(0);
     now += 5_000;
-    e.tick();
-    let s = e.get(r.id);
+    await e.tick();
+    let s = await e.get(r.id);
     expect(s.phase).toBe(1);
     expect(s.devices.map((d) => d.state)).toEqual(["passed", "updating", "updating"]);
-    for (const name of ["edge-b", "edge-c"]) report(name, 2);
-    e.tick();
+    for (const name of ["edge-b", "edge-c"]) await report(name, 2);
+    await e.tick();
     now += 10_000;
-    e.tick();
-    s = e.get(r.id);
+    await e.tick();
+    s = await e.get(r.id);
     expect(s.state).toBe("completed");
     expect(s.stop).toBeNull();
     expect(s.events.at(-1)?.message).toMatch(/completed: 3 device\(s\) run security v2/);
-    const audit = repo.listAudit({ limit: 100 }).filter((a) => a.method === "ROLLOUT");
+    const audit = (await repo.listAudit({ limit: 100 })).filter((a) => a.method === "ROLLOUT");
     expect(audit.map((a) => a.route)).toEqual(["phase 1 started", "phase 2 started", "completed"]);
     expect(audit[0]).toMatchObject({ actor: `rollout ${r.id}`, target: "security v2: edge-a" });
   });
 
-  it("a version whose NF aborts stops after phase 1, rolls the device back, and says which term failed with which values", () => {
-    push(graph("abort", "abort")); // v2: every frame aborts
+  it("a version whose NF aborts stops after phase 1, rolls the device back, and says which term failed with which values", async () => {
+    await push(graph("abort", "abort")); // v2: every frame aborts
     const e = engine();
-    const r = start(e, "installed && aborts == 0");
-    report("edge-a", 2, 0, 0);
-    e.tick();
+    const r = await start(e, "installed && aborts == 0");
+    await report("edge-a", 2, 0, 0);
+    await e.tick();
     now += 1000;
-    report("edge-a", 2, 40, 2);
-    e.tick();
-    const s = e.get(r.id);
+    await report("edge-a", 2, 40, 2);
+    await e.tick();
+    const s = await e.get(r.id);
     expect(s.state).toBe("paused");
     expect(s.stop).toMatchObject({
       kind: "gate-failed",
@@ -191,100 +193,104 @@ describe("staged rollouts (engine)", () => {
     expect(s.stop!.message).toBe("phase 1: edge-a failed the gate: aborts == 0 (aborts=42)");
     expect(s.devices[0]).toMatchObject({ state: "rolled-back", ran: { chain: "security", version: 1 } });
     // it followed the role=edge rule (pinned to v1): the explicit assignment is gone again
-    expect(repo.getDevice("edge-a")!.assignedBy?.kind).toBe("selector");
-    expect(assigned("edge-a")).toBe("security@1");
+    expect((await repo.getDevice("edge-a"))!.assignedBy?.kind).toBe("selector");
+    expect(await assigned("edge-a")).toBe("security@1");
     expect(notified.at(-1)).toEqual(["edge-a"]);
     // paused: nothing moves on
     now += 60_000;
-    e.tick();
-    expect(e.get(r.id).devices.map((d) => d.state)).toEqual(["rolled-back", "pending", "pending"]);
-    expect(() => e.pause(r.id, "ops")).toThrow(/is paused, not running/);
+    await e.tick();
+    expect((await e.get(r.id)).devices.map((d) => d.state)).toEqual(["rolled-back", "pending", "pending"]);
+    await expect(e.pause(r.id, "ops")).rejects.toThrow(/is paused, not running/);
     // resume runs the phase again; abort puts it back
-    expect(e.resume(r.id, "ops").devices[0]!.state).toBe("updating");
-    expect(assigned("edge-a")).toBe("security@2");
-    const aborted = e.abort(r.id, "ops");
+    expect((await e.resume(r.id, "ops")).devices[0]!.state).toBe("updating");
+    expect(await assigned("edge-a")).toBe("security@2");
+    const aborted = await e.abort(r.id, "ops");
     expect(aborted.state).toBe("aborted");
-    expect(assigned("edge-a")).toBe("security@1");
-    expect(() => e.resume(r.id, "ops")).toThrow(/is aborted, not paused/);
+    expect(await assigned("edge-a")).toBe("security@1");
+    await expect(e.resume(r.id, "ops")).rejects.toThrow(/is aborted, not paused/);
   });
 
-  it("the drop ratio compares with the device's own rate before the rollout", () => {
-    push(graph("drop")); // v2
+  it("the drop ratio compares with the device's own rate before the rollout", async () => {
+    await push(graph("drop")); // v2
     const e = engine();
-    const r = start(e, "drop_ratio <= 1.2");
-    report("edge-a", 2, 0, 0);
-    e.tick();
+    const r = await start(e, "drop_ratio <= 1.2");
+    await report("edge-a", 2, 0, 0);
+    await e.tick();
     now += 1000;
-    report("edge-a", 2, 50, 50); // before: 10 of 110 dropped; now half
-    e.tick();
-    const s = e.get(r.id);
+    await report("edge-a", 2, 50, 50); // before: 10 of 110 dropped; now half
+    await e.tick();
+    const s = await e.get(r.id);
     expect(s.stop?.failed?.[0]?.term).toBe("drop_ratio <= 1.2");
     expect(s.stop?.failed?.[0]?.values.drop_ratio).toBeCloseTo(5.5, 2);
   });
 
-  it("offline devices: wait holds the phase, skip leaves them out, fail stops the rollout", () => {
-    push(graph("drop")); // v2
+  it("offline devices: wait holds the phase, skip leaves them out, fail stops the rollout", async () => {
+    await push(graph("drop")); // v2
     for (const policy of ["fail", "skip", "wait"] as const) {
       const e = engine();
       online.delete("edge-a");
       now += 3_600_000; // the last report is an hour old
-      const r = start(e, "installed", { offline: policy, phases: ["1", "100%"] });
+      const r = await start(e, "installed", { offline: policy, phases: ["1", "100%"] });
       now += 11_000;
-      e.tick();
-      const s = e.get(r.id);
+      await e.tick();
+      const s = await e.get(r.id);
       if (policy === "fail") {
         expect(s.stop?.failed).toEqual([{ term: "online (offline policy fail)", values: { online: false } }]);
-        e.abort(r.id, "ops");
+        await e.abort(r.id, "ops");
       } else if (policy === "skip") {
         expect(s.devices[0]!.state).toBe("skipped");
-        expect(assigned("edge-a")).toBe("security@1");
+        expect(await assigned("edge-a")).toBe("security@1");
         expect(s.phase).toBe(1);
-        e.abort(r.id, "ops");
+        await e.abort(r.id, "ops");
       } else {
         expect(s.devices[0]!.state).toBe("waiting");
         expect(s.phase).toBe(0);
         // it comes back and installs: its own soak starts then
         online.add("edge-a");
-        report("edge-a", 2);
-        e.tick();
-        expect(e.get(r.id).devices[0]!.state).toBe("updating");
+        await report("edge-a", 2);
+        await e.tick();
+        expect((await e.get(r.id)).devices[0]!.state).toBe("updating");
         now += 10_000;
-        e.tick();
-        expect(e.get(r.id).phase).toBe(1);
+        await e.tick();
+        expect((await e.get(r.id)).phase).toBe(1);
       }
     }
   });
 
-  it("a restarted controller carries on from the stored state", () => {
-    push(graph("drop")); // v2
-    const r = start(engine(), "installed && errors == 0");
-    report("edge-a", 2);
+  it("a restarted controller carries on from the stored state", async () => {
+    await push(graph("drop")); // v2
+    const r = await start(engine(), "installed && errors == 0");
+    await report("edge-a", 2);
     // a new engine (as after a restart) on the same database
     const again = engine();
     now += 10_000;
-    again.tick();
-    expect(again.get(r.id).phase).toBe(1);
-    report("edge-b", 2, 0, 0, ["install failed: boom"]);
-    again.tick();
-    const s = again.get(r.id);
+    await again.tick();
+    expect((await again.get(r.id)).phase).toBe(1);
+    await report("edge-b", 2, 0, 0, ["install failed: boom"]);
+    await again.tick();
+    const s = await again.get(r.id);
     expect(s.stop?.failed).toEqual([{ term: "errors == 0", values: { errors: 1 } }]);
     // a rollback covers the whole failed phase
     expect(s.devices.map((d) => d.state)).toEqual(["passed", "rolled-back", "rolled-back"]);
   });
 
-  it("refuses bad requests before changing anything", () => {
+  it("refuses bad requests before changing anything", async () => {
     const e = engine();
-    expect(() => start(e, "installed && abort == 0")).toThrow(
+    await expect(start(e, "installed && abort == 0")).rejects.toThrow(
       /--gate: gate column 14: unknown identifier "abort"/,
     );
-    expect(() => start(e, "installed", { version: 9 })).toThrow(/chain security version 9 does not exist/);
-    expect(() => start(e, "installed", { selector: { role: "nope" } })).toThrow(
+    await expect(start(e, "installed", { version: 9 })).rejects.toThrow(
+      /chain security version 9 does not exist/,
+    );
+    await expect(start(e, "installed", { selector: { role: "nope" } })).rejects.toThrow(
       /no enrolled device is labelled role=nope/,
     );
-    expect(() => start(e, "installed", { phases: ["1", "2"] })).toThrow(/end with 100%/);
-    expect(repo.listRollouts({})).toEqual([]);
-    start(e, "installed");
-    expect(() => start(e, "installed")).toThrow(/rollout 1 of security is running: finish or abort it first/);
-    expect(assigned("edge-b")).toBe("security@1");
+    await expect(start(e, "installed", { phases: ["1", "2"] })).rejects.toThrow(/end with 100%/);
+    expect(await repo.listRollouts({})).toEqual([]);
+    await start(e, "installed");
+    await expect(start(e, "installed")).rejects.toThrow(
+      /rollout 1 of security is running: finish or abort it first/,
+    );
+    expect(await assigned("edge-b")).toBe("security@1");
   });
 });

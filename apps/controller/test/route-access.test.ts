@@ -374,7 +374,7 @@ describe("a route without an access declaration", () => {
       await app.ready();
       await app.close();
     } finally {
-      data.close();
+      await data.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });

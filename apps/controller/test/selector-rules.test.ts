@@ -87,9 +87,9 @@ describe("selector assignments are standing rules", () => {
     // Enrolled on the data dir by another process (`device enroll --data`) while the controller runs.
     const direct = DataDir.open(h.dir);
     try {
-      h.bundles.direct = direct.enrolDevice("direct", { site: "lab" }, h.controller.url);
+      h.bundles.direct = await direct.enrolDevice("direct", { site: "lab" }, h.controller.url);
     } finally {
-      direct.close();
+      await direct.close();
     }
     expect((await served("direct")).chain).toBe("macswap");
   });

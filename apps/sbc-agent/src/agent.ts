@@ -112,7 +112,7 @@ export class GaletteAgent {
       ...(config.netns ? { netns: config.netns } : {}),
     };
     this.#cache = new AgentCache(config.dataDir);
-    this.#client = new DeviceClient(config.controllerUrl, config);
+    this.#client = new DeviceClient([config.controllerUrl, ...(config.controllerUrls ?? [])], config);
     this.#trust = new TrustStore(config.dataDir, config.releaseKeys);
     try {
       this.#held = this.#cache.loadHeld();

@@ -40,14 +40,21 @@ export type AssignmentResult =
 
 const REQUEST_TIMEOUT_MS = 15_000;
 
+/**
+ * The device API of one controller, or of several replicas sharing one database: requests
+ * go to the current URL; when it cannot be reached (refused, reset, timed out — not an
+ * HTTP error, which is an answer) the client moves to the next URL and tries there, each
+ * URL at most once per request. The ws channel follows the current URL.
+ */
 export class DeviceClient {
   readonly #tls: { cert: Buffer; key: Buffer; ca: Buffer; minVersion: "TLSv1.3" };
   readonly #agent: Agent;
+  readonly urls: readonly string[];
+  #current = 0;
 
-  constructor(
-    readonly baseUrl: string,
-    creds: DeviceCredentials,
-  ) {
+  constructor(baseUrls: string | readonly string[], creds: DeviceCredentials) {
+    this.urls = [...new Set(typeof baseUrls === "string" ? [baseUrls] : baseUrls)];
+    if (this.urls.length === 0) throw new Error("no controller URL");
     const read = (what: string, file: string) => {
       try {
         return readFileSync(file);
@@ -65,6 +72,16 @@ export class DeviceClient {
     this.#agent = new Agent({ ...this.#tls, keepAlive: true, maxSockets: 4 });
   }
 
+  /** The controller URL in use now. */
+  get baseUrl(): string {
+    return this.urls[this.#current]!;
+  }
+
+  /** Moves on from `failed` (unless another request already moved on). */
+  #failOver(failed: number): void {
+    if (this.#current === failed && this.urls.length > 1) this.#current = (failed + 1) % this.urls.length;
+  }
+
   close(): void {
     this.#agent.destroy();
   }
@@ -77,7 +94,29 @@ export class DeviceClient {
     timeoutMs = REQUEST_TIMEOUT_MS,
     pooled = true,
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
-    const url = new URL(path, this.baseUrl);
+    const errors: string[] = [];
+    for (let attempt = 0; attempt < this.urls.length; attempt++) {
+      const index = this.#current;
+      try {
+        return await this.#requestOnce(this.urls[index]!, method, path, headers, body, timeoutMs, pooled);
+      } catch (err) {
+        errors.push((err as Error).message);
+        this.#failOver(index);
+      }
+    }
+    throw new Error(errors.length === 1 ? errors[0] : `no controller answered: ${errors.join("; ")}`);
+  }
+
+  #requestOnce(
+    baseUrl: string,
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    body: Buffer | undefined,
+    timeoutMs: number,
+    pooled: boolean,
+  ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
+    const url = new URL(path, baseUrl);
     return new Promise((resolve, reject) => {
       const req = httpsRequest(
         url,
@@ -175,15 +214,20 @@ export class DeviceClient {
     onInvalid: (text: string) => void;
     onClose: (reason: string) => void;
   }): WebSocket {
-    const url = new URL(DEVICE_ROUTES.notifications, this.baseUrl);
+    const index = this.#current;
+    const url = new URL(DEVICE_ROUTES.notifications, this.urls[index]);
     url.protocol = "wss:";
+    let opened = false;
     const ws = new WebSocket(url, {
       ...this.#tls,
       headers: { [PROTOCOL_VERSION_HEADER]: String(PROTOCOL_VERSION) },
       handshakeTimeout: REQUEST_TIMEOUT_MS,
     });
     let reason = "closed";
-    ws.on("open", handlers.onOpen);
+    ws.on("open", () => {
+      opened = true;
+      handlers.onOpen();
+    });
     ws.on("message", (data) => {
       const parsed = DeviceNotification.safeParse(safeJson(data.toString()));
       if (parsed.success) handlers.onNotification(parsed.data);
@@ -196,7 +240,11 @@ export class DeviceClient {
     ws.on("error", (err) => {
       reason = err.message;
     });
-    ws.on("close", () => handlers.onClose(reason));
+    ws.on("close", () => {
+      // never connected, or the replica went away: the next attempt goes to the next URL
+      if (!opened || reason !== "closed") this.#failOver(index);
+      handlers.onClose(reason);
+    });
     return ws;
   }
 }

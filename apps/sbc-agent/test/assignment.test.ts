@@ -20,7 +20,7 @@ const iface = (actions: string[], maps: Array<[string, number, number]>): NfInte
 });
 
 /** The security chain as the controller hands it to a device (real planning, fake digests). */
-function securityAssignment(): AssignedChain {
+async function securityAssignment(): Promise<AssignedChain> {
   const repo = openSqliteRepository(dir);
   const publish = (name: string, i: NfInterface) =>
     repo.insertNf({
@@ -37,8 +37,8 @@ function securityAssignment(): AssignedChain {
   publish("weak-classifier", iface(["Normal", "Suspicious", "Malicious"], [["flow_state", 16, 8]]));
   publish("dpi", iface(["Clean", "Matched"], [["flow_state", 16, 8]]));
   const toml = readFileSync(join(root, "chains/security.toml"), "utf8");
-  const planned = planChainForPush(repo, toml, "chains/security.toml");
-  repo.close();
+  const planned = await planChainForPush(repo, toml, "chains/security.toml");
+  await repo.close();
   const digest = (s: string) => s.padEnd(64, "0");
   return AssignedChainSchema.parse({
     ...planned.graph,
@@ -55,8 +55,10 @@ function securityAssignment(): AssignedChain {
   });
 }
 
+const security = await securityAssignment();
+
 describe("assignment → installer input", () => {
-  const chain = securityAssignment();
+  const chain = security;
   const uuid = (instance: string) => chain.nfs.find((n) => n.instance === instance)!.uuid;
 
   it("plans the security chain's installation: tail call, upcall to userland DPI, shared and owned maps", () => {

@@ -25,10 +25,10 @@ describe("device client (mutual TLS)", () => {
     initPkiDir(otherCa);
     controller = await startController({ dataDir: data, port: 0, logger: pino({ level: "silent" }) });
     const direct = DataDir.open(data);
-    writeDeviceBundle(join(dir, "dev-a"), direct.enrolDevice("dev-a", {}, controller.url));
-    writeDeviceBundle(join(dir, "dev-b"), direct.enrolDevice("dev-b", {}, controller.url));
-    direct.revokeDevice("dev-b");
-    direct.close();
+    writeDeviceBundle(join(dir, "dev-a"), await direct.enrolDevice("dev-a", {}, controller.url));
+    writeDeviceBundle(join(dir, "dev-b"), await direct.enrolDevice("dev-b", {}, controller.url));
+    await direct.revokeDevice("dev-b");
+    await direct.close();
   });
   afterAll(async () => {
     await controller?.close();

@@ -280,8 +280,8 @@ export class Fleet {
     const data = this.controller.dataDir;
     initPkiDir(data, options.serverHosts ? { serverHosts: options.serverHosts } : {});
     const direct = DataDir.open(data);
-    const { token } = direct.createToken("fleet-test", ["admin", "publish", "deploy", "read"]);
-    direct.close();
+    const { token } = await direct.createToken("fleet-test", ["admin", "publish", "deploy", "read"]);
+    await direct.close();
     this.token = token;
     this.releaseKeyFile = initReleaseKey(path.join(this.dir, "release")).keyFile;
     this.releaseKey = loadReleaseKey(this.releaseKeyFile);

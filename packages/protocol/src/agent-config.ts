@@ -16,6 +16,14 @@ export const BUNDLE_FILES = {
 export const AgentConfig = z.object({
   /** e.g. https://10.0.0.1:8443 — the controller's device API */
   controllerUrl: z.url({ protocol: /^https$/, error: "controllerUrl must be an https:// URL" }),
+  /**
+   * every controller replica's device API (sharing one database): the agent uses
+   * controllerUrl first and moves to the next of these when the one it uses stops answering
+   */
+  controllerUrls: z
+    .array(z.url({ protocol: /^https$/, error: "controllerUrls: each must be an https:// URL" }))
+    .max(16)
+    .optional(),
   /** the device name enrolled (= the certificate's CN) */
   device: z.string().min(1),
   certFile: z.string().min(1).default("device.crt"),

@@ -62,6 +62,8 @@ export const EnrollDeviceResponse = z.object({
   caPem: z.string(),
   /** the device API URL the agent config should point at */
   controllerUrl: z.string(),
+  /** every replica's device API URL (controllerUrl first), when the controller has several */
+  controllerUrls: z.array(z.string()).optional(),
 });
 export type EnrollDeviceResponse = z.infer<typeof EnrollDeviceResponse>;
 

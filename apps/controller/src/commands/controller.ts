@@ -6,6 +6,7 @@ import {
   type AuditEntry,
   DEFAULT_TOKEN_EXPIRY_DAYS,
   type DeviceSummary,
+  type EnrollDeviceResponse,
   type Labels,
   TOKEN_SCOPES,
   type TokenScope,
@@ -47,29 +48,48 @@ export function parseLabels(value: string | undefined): Labels {
   return labels;
 }
 
-function publicUrlOf(dataDir: string, override?: string): string {
-  if (override) return override;
+/** The device API URLs for a bundle: the flags', else what `controller serve` recorded, else the default. */
+function publicUrlsOf(dataDir: string, override: string[] = []): string[] {
+  if (override.length > 0) return override;
   const info = join(dataDir, SERVE_INFO_FILE);
-  if (existsSync(info)) return (JSON.parse(readFileSync(info, "utf8")) as { url: string }).url;
-  return `https://127.0.0.1:${DEFAULT_PORT}`;
+  if (existsSync(info)) {
+    const served = JSON.parse(readFileSync(info, "utf8")) as { url: string; urls?: string[] };
+    return served.urls && served.urls.length > 0 ? served.urls : [served.url];
+  }
+  return [`https://127.0.0.1:${DEFAULT_PORT}`];
 }
+
+/** The bundle's controller URLs: the first is where the agent starts, all are its fail-over list. */
+function withControllerUrls(enrolled: EnrollDeviceResponse, urls: string[]): EnrollDeviceResponse {
+  const list = [...new Set(urls)];
+  if (list.length === 0) return enrolled;
+  const { controllerUrls: _ignored, ...rest } = enrolled;
+  return { ...rest, controllerUrl: list[0]!, ...(list.length > 1 ? { controllerUrls: list } : {}) };
+}
+
+const repeatable = (value: string, all: string[] = []) => [...all, value];
 
 /**
  * Runs a mutating `--data DIR` operation and writes its audit row (who: local:USER, from:
  * this host), success or failure, like the server does for API calls.
  */
-function withLocalData<T>(dir: string, what: string, target: string, fn: (data: DataDir) => T): T {
+async function withLocalData<T>(
+  dir: string,
+  what: string,
+  target: string,
+  fn: (data: DataDir) => Promise<T>,
+): Promise<T> {
   const data = DataDir.open(dir);
   let status = 200;
   try {
-    return fn(data);
+    return await fn(data);
   } catch (err) {
     // A refusal the CLI itself made (bad flags, a rule) is a 400 like the API's.
     status = err instanceof RequestError ? err.statusCode : 400;
     throw err;
   } finally {
     try {
-      data.repo.insertAudit({
+      await data.repo.insertAudit({
         at: new Date().toISOString(),
         actor: `local:${userInfo().username}`,
         method: "CLI",
@@ -79,7 +99,7 @@ function withLocalData<T>(dir: string, what: string, target: string, fn: (data: 
         remote: `local:${hostname()}`,
       });
     } finally {
-      data.close();
+      await data.close();
     }
   }
 }
@@ -185,43 +205,60 @@ export function registerControllerCommands(program: Command): void {
     .description("Serve the device API (mTLS) and operator API (bearer tokens) over HTTPS")
     .requiredOption("--data <dir>", "controller data directory (from `galette pki init`)")
     .option("--listen <host:port>", "address to listen on", `127.0.0.1:${DEFAULT_PORT}`)
-    .option("--public-url <url>", "controller URL written into device bundles (default: the listen address)")
+    .option(
+      "--public-url <url>",
+      "controller URL written into device bundles (default: the listen address); repeat it to list every replica's URL, this one's or the shared address first",
+      repeatable,
+    )
+    .option(
+      "--database <url>",
+      "postgres://USER@HOST:PORT/DB: keep state and artifacts in PostgreSQL, shared by every replica serving that database (default: SQLite in --data)",
+    )
     .option(
       "--metrics-listen <host:port>",
       "also serve /metrics WITHOUT a token, plain HTTP, on this address (loopback or a management network)",
     )
-    .action(async (flags: { data: string; listen: string; publicUrl?: string; metricsListen?: string }) => {
-      const { host, port } = parseListen(flags.listen);
-      const metricsListen = flags.metricsListen
-        ? parseListen(flags.metricsListen, "--metrics-listen")
-        : undefined;
-      const log = createLogger("galette-controller");
-      const running = await startController({
-        dataDir: flags.data,
-        host,
-        port,
-        logger: log,
-        ...(flags.publicUrl ? { publicUrl: flags.publicUrl } : {}),
-        ...(metricsListen ? { metricsListen } : {}),
-        nfBuilder: nfBuilderForServe(),
-      });
-      writeFileSync(
-        join(flags.data, SERVE_INFO_FILE),
-        `${JSON.stringify({ url: flags.publicUrl ?? running.url }, null, 2)}\n`,
-      );
-      await new Promise<void>((done) => {
-        const shutdown = onShutdown((why) => {
-          log.info({ why }, "stopping: closing connections and the database");
-          running
-            .close()
-            .catch((err: unknown) => log.error({ err }, "closing the controller failed"))
-            .finally(() => {
-              shutdown.dispose();
-              done();
-            });
+    .action(
+      async (flags: {
+        data: string;
+        listen: string;
+        publicUrl?: string[];
+        database?: string;
+        metricsListen?: string;
+      }) => {
+        const { host, port } = parseListen(flags.listen);
+        const metricsListen = flags.metricsListen
+          ? parseListen(flags.metricsListen, "--metrics-listen")
+          : undefined;
+        const log = createLogger("galette-controller");
+        const running = await startController({
+          dataDir: flags.data,
+          host,
+          port,
+          logger: log,
+          ...(flags.publicUrl?.[0] ? { publicUrl: flags.publicUrl[0], replicaUrls: flags.publicUrl } : {}),
+          ...(flags.database ? { database: flags.database } : {}),
+          ...(metricsListen ? { metricsListen } : {}),
+          nfBuilder: nfBuilderForServe(),
         });
-      });
-    });
+        writeFileSync(
+          join(flags.data, SERVE_INFO_FILE),
+          `${JSON.stringify({ url: flags.publicUrl?.[0] ?? running.url, ...(flags.publicUrl && flags.publicUrl.length > 1 ? { urls: flags.publicUrl } : {}) }, null, 2)}\n`,
+        );
+        await new Promise<void>((done) => {
+          const shutdown = onShutdown((why) => {
+            log.info({ why }, "stopping: closing connections and the database");
+            running
+              .close()
+              .catch((err: unknown) => log.error({ err }, "closing the controller failed"))
+              .finally(() => {
+                shutdown.dispose();
+                done();
+              });
+          });
+        });
+      },
+    );
 
   const device = program.command("device").description("Enrol, revoke and list devices");
   device
@@ -236,7 +273,8 @@ export function registerControllerCommands(program: Command): void {
     .option("--data <dir>", "work directly on a controller data directory instead of the operator API")
     .option(
       "--controller-url <url>",
-      "controller URL for the agent config (default: what the controller serves)",
+      "controller URL for the agent config (default: what the controller serves); repeat it to list every replica: the agent fails over between them",
+      repeatable,
     )
     .option("--validity-days <n>", "certificate validity in days", (v) => Number.parseInt(v, 10))
     .option(
@@ -251,7 +289,7 @@ export function registerControllerCommands(program: Command): void {
           out: string;
           labels?: string;
           data?: string;
-          controllerUrl?: string;
+          controllerUrl?: string[];
           validityDays?: number;
           releaseKey?: string[];
         },
@@ -261,16 +299,20 @@ export function registerControllerCommands(program: Command): void {
         const releaseKeys = (flags.releaseKey ?? []).map(readReleasePublicKey);
         let enrolled: Awaited<ReturnType<OperatorClient["enrolDevice"]>>;
         if (flags.data) {
-          enrolled = withLocalData(flags.data, "device enroll", name, (data) =>
-            data.enrolDevice(name, labels, publicUrlOf(data.dir, flags.controllerUrl), flags.validityDays),
-          );
+          enrolled = await withLocalData(flags.data, "device enroll", name, async (data) => {
+            const urls = publicUrlsOf(data.dir, flags.controllerUrl);
+            return withControllerUrls(
+              await data.enrolDevice(name, labels, urls[0]!, flags.validityDays),
+              urls,
+            );
+          });
         } else {
           enrolled = await client().enrolDevice({
             name,
             labels,
             ...(flags.validityDays ? { validityDays: flags.validityDays } : {}),
           });
-          if (flags.controllerUrl) enrolled = { ...enrolled, controllerUrl: flags.controllerUrl };
+          if (flags.controllerUrl) enrolled = withControllerUrls(enrolled, flags.controllerUrl);
         }
         const files = writeDeviceBundle(resolve(flags.out), enrolled, releaseKeys);
         out(`enrolled ${name} (serial ${enrolled.serial}, valid until ${enrolled.notAfter})`);
@@ -286,7 +328,7 @@ export function registerControllerCommands(program: Command): void {
     .action(async (name: string, flags: { data?: string }) => {
       let revoked: { name: string; serial: string; revokedAt: string | null };
       if (flags.data) {
-        revoked = withLocalData(flags.data, "device revoke", name, (data) => data.revokeDevice(name));
+        revoked = await withLocalData(flags.data, "device revoke", name, (data) => data.revokeDevice(name));
       } else {
         revoked = await client().revokeDevice(name);
       }
@@ -303,9 +345,9 @@ export function registerControllerCommands(program: Command): void {
       if (flags.data) {
         const data = DataDir.open(flags.data);
         try {
-          devices = data.repo.listDevices().map((d) => deviceSummary(d, false));
+          devices = (await data.repo.listDevices()).map((d) => deviceSummary(d, false));
         } finally {
-          data.close();
+          await data.close();
         }
       } else {
         devices = (await client().listDevices()).devices;
@@ -360,10 +402,10 @@ export function registerControllerCommands(program: Command): void {
       const expiresAt = flags.expires ? parseExpiry(flags.expires) : undefined;
       let created: { token: string };
       if (flags.data) {
-        created = withLocalData(flags.data, "token create", flags.name, (data) => {
+        created = await withLocalData(flags.data, "token create", flags.name, async (data) => {
           let scopes: TokenScope[];
           if (flags.scopes) scopes = parseScopes(flags.scopes);
-          else if (data.repo.countTokens() === 0) scopes = ["admin"];
+          else if ((await data.repo.countTokens()) === 0) scopes = ["admin"];
           else throw new Error(`--scopes: give the token's scopes, among ${TOKEN_SCOPES.join(", ")}`);
           return data.createToken(flags.name, scopes, expiresAt);
         });
@@ -389,9 +431,9 @@ export function registerControllerCommands(program: Command): void {
       if (flags.data) {
         const data = DataDir.open(flags.data);
         try {
-          tokens = data.repo.listTokens().map(tokenSummary);
+          tokens = (await data.repo.listTokens()).map(tokenSummary);
         } finally {
-          data.close();
+          await data.close();
         }
       } else {
         tokens = (await client().listTokens()).tokens;
@@ -421,7 +463,7 @@ export function registerControllerCommands(program: Command): void {
     .action(async (name: string, flags: { data?: string }) => {
       let revoked: { name: string; revoked: number };
       if (flags.data) {
-        revoked = withLocalData(flags.data, "token revoke", name, (data) => data.revokeTokens(name));
+        revoked = await withLocalData(flags.data, "token revoke", name, (data) => data.revokeTokens(name));
       } else {
         revoked = await client().revokeToken(name);
       }
@@ -442,9 +484,9 @@ export function registerControllerCommands(program: Command): void {
       if (flags.data) {
         const data = DataDir.open(flags.data);
         try {
-          entries = data.repo.listAudit({ ...(since ? { since } : {}), limit: 10000 });
+          entries = await data.repo.listAudit({ ...(since ? { since } : {}), limit: 10000 });
         } finally {
-          data.close();
+          await data.close();
         }
       } else {
         entries = (await client().listAudit(since)).entries;

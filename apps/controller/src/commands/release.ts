@@ -302,9 +302,9 @@ export async function signAndPushChain(
     manifests.set(r.manifest.nf, { manifest: r.manifest, digest, mine });
   }
   // Plan locally from the manifests: the UUIDs, targets and map specs must come out the same.
-  const local = planChainForPush(
+  const local = await planChainForPush(
     {
-      latestNf: (name: string): NfRecord | undefined => {
+      latestNf: async (name: string): Promise<NfRecord | undefined> => {
         const m = manifests.get(name)?.manifest;
         return m
           ? {

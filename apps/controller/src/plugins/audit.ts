@@ -56,15 +56,15 @@ export const auditPlugin = fp(
 
     // No row, no call: if the audit log cannot be written, the call is not made.
     app.addHook("preHandler", async (request) => {
-      if (audited(request)) request.auditId = repo.insertAudit(row(request, AUDIT_NO_RESPONSE));
+      if (audited(request)) request.auditId = await repo.insertAudit(row(request, AUDIT_NO_RESPONSE));
     });
 
     app.addHook("onResponse", async (request, reply: FastifyReply) => {
       if (!audited(request)) return;
       try {
         // Refused before the handler (scope, body): the row is written now.
-        if (request.auditId === null) repo.insertAudit(row(request, reply.statusCode));
-        else repo.finishAudit(request.auditId, reply.statusCode, target(request));
+        if (request.auditId === null) await repo.insertAudit(row(request, reply.statusCode));
+        else await repo.finishAudit(request.auditId, reply.statusCode, target(request));
       } catch (err) {
         request.log.error(
           { err, operator: request.operator?.name, route: request.routeOptions.url },

@@ -157,7 +157,7 @@ export const authPlugin = fp(
       throw new RequestError(status, reason);
     };
 
-    const authenticateDevice = (request: FastifyRequest): DeviceRecord => {
+    const authenticateDevice = async (request: FastifyRequest): Promise<DeviceRecord> => {
       const socket = request.raw.socket as TLSSocket;
       const peer = socket.getPeerCertificate?.();
       if (!peer || Object.keys(peer).length === 0)
@@ -187,8 +187,8 @@ export const authPlugin = fp(
           },
         );
       }
-      const device = data.repo.getDevice(cn);
-      if (data.repo.isSerialRevoked(serial)) {
+      const device = await data.repo.getDevice(cn);
+      if (await data.repo.isSerialRevoked(serial)) {
         return refuseDevice(request, 403, `certificate of device ${cn} (serial ${serial}) is revoked`, {
           cn,
           serial,
@@ -231,7 +231,7 @@ export const authPlugin = fp(
      * its sessions); a mutating request must come from our own pages (no cross-site fetch
      * metadata, a same-host Origin when the browser sends one) and carry the session's CSRF token.
      */
-    const authenticateSession = (request: FastifyRequest, scope: TokenScope, cookie: string) => {
+    const authenticateSession = async (request: FastifyRequest, scope: TokenScope, cookie: string) => {
       const session = sessions.get(cookie);
       if (!session) {
         request.log.warn(
@@ -240,7 +240,7 @@ export const authPlugin = fp(
         );
         throw new RequestError(401, "console session expired or logged out: log in again");
       }
-      const token = data.repo.findTokenByHash(session.tokenHash);
+      const token = await data.repo.findTokenByHash(session.tokenHash);
       if (!token || isExpired(token)) {
         sessions.deleteForToken(session.tokenHash);
         request.log.warn(
@@ -277,12 +277,15 @@ export const authPlugin = fp(
           );
         }
       }
-      data.repo.touchToken(session.tokenHash, new Date().toISOString());
+      await data.repo.touchToken(session.tokenHash, new Date().toISOString());
       requireScope(request, identity, scope);
       return identity;
     };
 
-    const authenticateOperator = (request: FastifyRequest, scope: TokenScope): OperatorIdentity => {
+    const authenticateOperator = async (
+      request: FastifyRequest,
+      scope: TokenScope,
+    ): Promise<OperatorIdentity> => {
       if (request.headers.authorization === undefined) {
         const cookie = request.cookies[SESSION_COOKIE];
         if (cookie !== undefined) return authenticateSession(request, scope, cookie);
@@ -293,7 +296,7 @@ export const authPlugin = fp(
         throw new RequestError(401, "missing bearer token (Authorization: Bearer <token>)");
       }
       const tokenHash = hashToken(match[1]!);
-      const token = data.repo.findTokenByHash(tokenHash);
+      const token = await data.repo.findTokenByHash(tokenHash);
       if (!token) {
         request.log.warn({ url: request.url, remote: request.ip }, "operator request with unknown token");
         throw new RequestError(401, "invalid bearer token");
@@ -308,7 +311,7 @@ export const authPlugin = fp(
       const identity = { name: token.name, scopes: token.scopes, tokenHash };
       // Set before the scope check so a refused mutating call is still audited under its token.
       request.operator = identity;
-      data.repo.touchToken(tokenHash, new Date().toISOString());
+      await data.repo.touchToken(tokenHash, new Date().toISOString());
       requireScope(request, identity, scope);
       return identity;
     };
@@ -323,7 +326,7 @@ export const authPlugin = fp(
       if (!declared) throw new RequestError(403, "forbidden"); // deny by default (startup refuses this)
       if (declared.kind === "public") return;
       if (declared.kind === "device") {
-        const device = authenticateDevice(request);
+        const device = await authenticateDevice(request);
         request.device = device;
         const spoken = request.headers[PROTOCOL_VERSION_HEADER];
         if (spoken !== undefined && spoken !== String(PROTOCOL_VERSION)) {
@@ -335,7 +338,7 @@ export const authPlugin = fp(
         lastSeen.touch(device.name);
         return;
       }
-      authenticateOperator(request, declared.scope);
+      await authenticateOperator(request, declared.scope);
     });
   },
   { name: "galette-auth" },

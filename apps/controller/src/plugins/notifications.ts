@@ -32,8 +32,12 @@ export interface Notifications {
   attach(device: DeviceRecord, socket: WebSocket, request: FastifyRequest): void;
   /** Closes the device's ws at once (revocation through the API). */
   disconnect(device: string, code: number, reason: string): void;
-  /** After a push/assign/map change: tell each device and remember what it should converge to. */
-  assignmentChanged(names: string[], reason: string): void;
+  /**
+   * After a push/assign/map change (committed): tell each device and remember what it should
+   * converge to. Goes to every controller sharing the database (Repository.publishAssignmentChanged):
+   * whichever holds a device's connection tells it.
+   */
+  assignmentChanged(names: string[], reason: string): Promise<void>;
   /** A status report arrived: observe push-to-converged if it completes a pending change. */
   reported(device: string, status: DeviceStatusReport): void;
   /** Calls `listener` with a device's name when it reports or its connection opens or closes; returns the unsubscribe. */
@@ -49,7 +53,9 @@ declare module "fastify" {
 /**
  * Device notification connections (ws): at most one per device, re-checked every
  * `sweepMs` against revocation AND certificate expiry (a ws outlives the handshake that
- * authenticated it), and push-to-converged tracking.
+ * authenticated it), and push-to-converged tracking. Assignment changes arrive through the
+ * repository's change feed, so a change made through another replica reaches the devices
+ * connected here too.
  */
 export const notificationsPlugin = fp(
   async (app: FastifyInstance, options: { data: DataDir; sweepMs: number }) => {
@@ -73,10 +79,10 @@ export const notificationsPlugin = fp(
       },
     });
 
-    const notify = (device: DeviceRecord, reason: string) => {
+    const notify = async (device: DeviceRecord, reason: string) => {
       const connection = connections.get(device.name);
       if (!connection) return;
-      const assignment = buildAssignment(data.repo, device, deviceTriple(device));
+      const assignment = await buildAssignment(data.repo, device, deviceTriple(device));
       const message: DeviceNotification = { type: "assignment-changed", etag: assignmentEtag(assignment) };
       connection.socket.send(JSON.stringify(message));
       app.log.debug({ device: device.name, reason }, "notified device");
@@ -114,20 +120,8 @@ export const notificationsPlugin = fp(
         changed(device.name);
       },
       disconnect: close,
-      assignmentChanged(names, reason) {
-        const now = Date.now();
-        for (const name of names) {
-          const device = data.repo.getDevice(name);
-          if (!device || device.revokedAt) continue;
-          pendingConvergence.delete(name);
-          // A device left without a chain is told too, so it stops running the old one.
-          const chain = device.assignedChain
-            ? data.repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined)
-            : undefined;
-          if (chain) pendingConvergence.set(name, { chain: chain.name, version: chain.version, since: now });
-          notify(device, reason);
-        }
-      },
+      assignmentChanged: (names, reason) =>
+        names.length > 0 ? data.repo.publishAssignmentChanged(names, reason) : Promise.resolve(),
       reported(device, status) {
         const pending = pendingConvergence.get(device);
         if (
@@ -147,10 +141,34 @@ export const notificationsPlugin = fp(
     };
     app.decorate("notifications", notifications);
 
+    /**
+     * A change published by any controller: the devices connected here are told; every one
+     * is tracked for push-to-converged (a device that only polls may report here).
+     */
+    const changedHere = async (names: string[], reason: string) => {
+      const now = Date.now();
+      for (const name of names) {
+        const device = await data.repo.getDevice(name);
+        if (!device || device.revokedAt) continue;
+        pendingConvergence.delete(name);
+        // A device left without a chain is told too, so it stops running the old one.
+        const chain = device.assignedChain
+          ? await data.repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined)
+          : undefined;
+        if (chain) pendingConvergence.set(name, { chain: chain.name, version: chain.version, since: now });
+        await notify(device, reason);
+      }
+    };
+    const unlisten = data.repo.onAssignmentChanged((names, reason) => {
+      changedHere(names, reason).catch((err: unknown) =>
+        app.log.error({ err, devices: names.length, reason }, "devices not notified of an assignment change"),
+      );
+    });
+
     // Revoked (also by another process on the data dir) or expired: the ws goes too.
-    const sweep = setInterval(() => {
+    const sweepOnce = async () => {
       for (const [name, connection] of connections) {
-        const device = data.repo.getDevice(name);
+        const device = await data.repo.getDevice(name);
         if (!device || device.revokedAt !== null || connection.serial !== device.serial) {
           app.log.warn({ device: name }, "closing notification connection of a revoked device");
           close(name, WS_CLOSE.revoked, "revoked");
@@ -162,11 +180,22 @@ export const notificationsPlugin = fp(
           close(name, WS_CLOSE.certificateExpired, "certificate expired");
         }
       }
+    };
+    let sweeping = false;
+    const sweep = setInterval(() => {
+      if (sweeping) return;
+      sweeping = true;
+      sweepOnce()
+        .catch((err: unknown) => app.log.error({ err }, "notification connections not re-checked; retrying"))
+        .finally(() => {
+          sweeping = false;
+        });
     }, options.sweepMs);
     sweep.unref();
 
     app.addHook("onClose", async () => {
       clearInterval(sweep);
+      unlisten();
       for (const connection of connections.values()) connection.socket.terminate();
       connections.clear();
     });

@@ -15,31 +15,32 @@ export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
   const { data } = app.galette;
 
   /** Each device's effective assignment as a comparable string, to find whom a rule change affects. */
-  const effectiveAssignments = () =>
+  const effectiveAssignments = async () =>
     new Map(
-      data.repo
-        .listDevices()
+      (await data.repo.listDevices())
         .filter((d) => !d.revokedAt)
         .map((d) => [d.name, d.assignedChain ? `${d.assignedChain}@${d.assignedVersion ?? "latest"}` : ""]),
     );
-  const changedSince = (before: Map<string, string>) =>
-    [...effectiveAssignments()].filter(([name, now]) => before.get(name) !== now).map(([name]) => name);
+  const changedSince = async (before: Map<string, string>) =>
+    [...(await effectiveAssignments())]
+      .filter(([name, now]) => before.get(name) !== now)
+      .map(([name]) => name);
 
   app.get(OPERATOR_ROUTES.assignmentRules, { config: { access: access.operator("read") } }, async () => ({
-    rules: data.repo.listSelectorRules(),
+    rules: await data.repo.listSelectorRules(),
   }));
 
   app.post(OPERATOR_ROUTES.assign, { config: { access: access.operator("deploy") } }, async (request) => {
     const body = parse(AssignChainRequest, request.body, "assign request");
     request.auditTarget = body.chain;
-    const chain = data.repo.getChainVersion(body.chain, body.version);
+    const chain = await data.repo.getChainVersion(body.chain, body.version);
     if (!chain) {
       throw new RequestError(
         404,
         `chain ${body.chain}${body.version ? ` version ${body.version}` : ""} does not exist (push it first)`,
       );
     }
-    const all = data.repo.listDevices();
+    const all = await data.repo.listDevices();
     const explicit = new Set<string>();
     for (const name of body.devices ?? []) {
       const device = all.find((d) => d.name === name);
@@ -48,20 +49,20 @@ export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
       explicit.add(name);
     }
     const selector = body.selector ?? {};
-    const before = effectiveAssignments();
+    const before = await effectiveAssignments();
     const version = body.version ?? null;
     const at = new Date().toISOString();
     // A selector is stored as a rule (devices enrolled later match it too), never copied
     // into per-device assignments, so a newer rule can still take over those devices.
-    const rule = data.repo.transaction(() => {
-      if (explicit.size > 0) data.repo.assignChain([...explicit], body.chain, version);
+    const rule = await data.repo.transaction(async (tx) => {
+      if (explicit.size > 0) await tx.assignChain([...explicit], body.chain, version);
       if (body.graceSeconds !== undefined && explicit.size > 0)
-        data.repo.setGraceSeconds([...explicit], body.graceSeconds);
+        await tx.setGraceSeconds([...explicit], body.graceSeconds);
       return Object.keys(selector).length > 0
-        ? data.repo.addSelectorRule(body.chain, version, selector, at)
+        ? await tx.addSelectorRule(body.chain, version, selector, at)
         : undefined;
     });
-    const after = data.repo.listDevices().filter((d) => !d.revokedAt);
+    const after = (await data.repo.listDevices()).filter((d) => !d.revokedAt);
     const assigned = after
       .filter(
         (d) =>
@@ -79,17 +80,17 @@ export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
       : [];
     if (body.graceSeconds !== undefined && rule) {
       const matched = after.filter((d) => d.assignedBy?.kind === "selector" && d.assignedBy.rule === rule.id);
-      data.repo.setGraceSeconds(
+      await data.repo.setGraceSeconds(
         matched.map((d) => d.name),
         body.graceSeconds,
       );
     }
     // Devices whose reported capabilities the chain does not fit keep what they run.
-    const refused = after
-      .filter((d) => assigned.includes(d.name))
-      .map((d) => ({ device: d.name, refusal: assignmentRefusal(data.repo, data.artifacts, d) }))
-      .filter((r) => r.refusal !== null)
-      .map((r) => ({ device: r.device, reasons: r.refusal!.reasons }));
+    const refused: Array<{ device: string; reasons: string[] }> = [];
+    for (const d of after.filter((d) => assigned.includes(d.name))) {
+      const refusal = await assignmentRefusal(data.repo, data.artifacts, d);
+      if (refusal) refused.push({ device: d.name, reasons: refusal.reasons });
+    }
     request.log.info(
       {
         chain: body.chain,
@@ -102,7 +103,10 @@ export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
       "chain assigned",
     );
     // Named devices are notified even when unchanged (as before: "assign again" re-pokes them).
-    app.notifications.assignmentChanged([...new Set([...changedSince(before), ...explicit])], "assign");
+    await app.notifications.assignmentChanged(
+      [...new Set([...(await changedSince(before)), ...explicit])],
+      "assign",
+    );
     return {
       chain: body.chain,
       version,
@@ -123,13 +127,13 @@ export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
         ...Object.entries(selector).map(([k, v]) => `${k}=${v}`),
       ].join(",");
       for (const name of body.devices ?? []) {
-        if (!data.repo.getDevice(name)) throw new RequestError(404, `device ${name} is not enrolled`);
+        if (!(await data.repo.getDevice(name))) throw new RequestError(404, `device ${name} is not enrolled`);
       }
-      const before = effectiveAssignments();
-      const removedRules = data.repo.transaction(() => {
-        data.repo.clearExplicitAssignment(body.devices ?? []);
+      const before = await effectiveAssignments();
+      const removedRules = await data.repo.transaction(async (tx) => {
+        await tx.clearExplicitAssignment(body.devices ?? []);
         if (Object.keys(selector).length === 0) return [];
-        const removed = data.repo.removeSelectorRule(selector);
+        const removed = await tx.removeSelectorRule(selector);
         if (removed.length === 0) {
           // Throwing rolls back the cleared explicit assignments too: nothing changes on bad input.
           const shown = Object.entries(selector)
@@ -139,12 +143,12 @@ export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
         }
         return removed;
       });
-      const changed = changedSince(before);
+      const changed = await changedSince(before);
       request.log.info(
         { removedRules: removedRules.map((r) => r.id), cleared: body.devices ?? [], changed },
         "assignment removed",
       );
-      app.notifications.assignmentChanged(changed, "unassign");
+      await app.notifications.assignmentChanged(changed, "unassign");
       return { removedRules, cleared: [...(body.devices ?? [])].sort(), changed };
     },
   );

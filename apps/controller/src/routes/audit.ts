@@ -10,6 +10,6 @@ export async function auditRoutes(app: FastifyInstance): Promise<void> {
     const query = parse(AuditQuery, request.query, "query");
     // Rows store UTC ISO strings; compare in the same form.
     const since = query.since ? new Date(query.since).toISOString() : undefined;
-    return { entries: data.repo.listAudit({ ...(since ? { since } : {}), limit: query.limit }) };
+    return { entries: await data.repo.listAudit({ ...(since ? { since } : {}), limit: query.limit }) };
   });
 }

@@ -15,7 +15,7 @@ export async function chainsRoutes(app: FastifyInstance): Promise<void> {
   const { data } = app.galette;
 
   app.get("/v1/chains", { config: { access: access.operator("read") } }, async () => ({
-    chains: data.repo.listChains(),
+    chains: await data.repo.listChains(),
   }));
 
   app.get<{ Params: { name: string } }>(
@@ -23,7 +23,7 @@ export async function chainsRoutes(app: FastifyInstance): Promise<void> {
     { config: { access: access.operator("read") } },
     async (request) => {
       const { version } = parse(ChainVersionQuery, request.query, "query");
-      const chain = data.repo.getChainVersion(request.params.name, version);
+      const chain = await data.repo.getChainVersion(request.params.name, version);
       if (!chain) {
         throw new RequestError(
           404,
@@ -40,11 +40,11 @@ export async function chainsRoutes(app: FastifyInstance): Promise<void> {
     async (request, reply) => {
       const body = parse(PushChainRequest, request.body, "push request");
       const { signed } = parse(PushChainSignature, request.body, "push signature");
-      const planned = planChainForPush(data.repo, body.toml, body.file, body.name);
+      const planned = await planChainForPush(data.repo, body.toml, body.file, body.name);
       request.auditTarget = planned.name;
       // The version, the NF builds it runs and its signed document are stored together.
-      const version = data.repo.transaction(() => {
-        const v = data.repo.insertChainVersion({
+      const version = await data.repo.transaction(async (tx) => {
+        const v = await tx.insertChainVersion({
           name: planned.name,
           toml: body.toml,
           file: body.file,
@@ -52,16 +52,15 @@ export async function chainsRoutes(app: FastifyInstance): Promise<void> {
           warnings: planned.warnings,
           createdAt: new Date().toISOString(),
         });
-        recordChainRelease(data.repo, planned.name, v, planned.graph, signed);
+        await recordChainRelease(tx, planned.name, v, planned.graph, signed);
         return v;
       });
       request.auditTarget = `${planned.name} v${version}`;
-      const following = data.repo
-        .devicesAssignedTo(planned.name)
+      const following = (await data.repo.devicesAssignedTo(planned.name))
         .filter((d) => d.assignedVersion === null && !d.revokedAt)
         .map((d) => d.name);
       request.log.info({ chain: planned.name, version, operator: request.operator?.name }, "chain pushed");
-      app.notifications.assignmentChanged(following, "push");
+      await app.notifications.assignmentChanged(following, "push");
       return reply.code(201).send({
         name: planned.name,
         version,

@@ -155,7 +155,7 @@ export async function consoleRoutes(app: FastifyInstance, options: { distDir?: s
     }
     const body = parse(ConsoleLoginRequest, request.body, "login request");
     const tokenHash = hashToken(body.token);
-    const token = data.repo.findTokenByHash(tokenHash);
+    const token = await data.repo.findTokenByHash(tokenHash);
     if (!token || isExpired(token)) {
       request.log.warn({ remote: request.ip, known: Boolean(token) }, "console login refused");
       throw new RequestError(401, token ? `token ${token.name} has expired` : "invalid token");
@@ -165,7 +165,7 @@ export async function consoleRoutes(app: FastifyInstance, options: { distDir?: s
       throw new RequestError(403, `token ${token.name} lacks the read scope the console needs`);
     }
     const { id, session } = sessions.create(token, tokenHash);
-    data.repo.touchToken(tokenHash, new Date().toISOString());
+    await data.repo.touchToken(tokenHash, new Date().toISOString());
     request.log.info(
       { token: token.name, scopes: session.scopes, expiresAt: new Date(session.expiresAt).toISOString() },
       "console session opened",
@@ -217,19 +217,28 @@ export async function consoleRoutes(app: FastifyInstance, options: { distDir?: s
       );
     }
     // The stream outlives the request that authenticated it: re-check what the hook checked.
-    const stillAllowed = () => {
-      const token = data.repo.findTokenByHash(tokenHash);
+    const stillAllowed = async () => {
+      const token = await data.repo.findTokenByHash(tokenHash);
       if (!token || isExpired(token) || !token.scopes.includes("read")) return false;
       return cookie !== undefined && sessions.get(cookie) === session;
     };
-    const summary = (name: string) => {
-      const device = data.repo.getDevice(name);
+    const summary = async (name: string) => {
+      const device = await data.repo.getDevice(name);
       return device ? deviceSummary(device, app.notifications.isOnline(name)) : undefined;
     };
-    const snapshot = (): ConsoleEvent => ({
+    const snapshot = async (): Promise<ConsoleEvent> => ({
       type: "devices",
-      devices: data.repo.listDevices().map((d) => deviceSummary(d, app.notifications.isOnline(d.name))),
+      devices: (await data.repo.listDevices()).map((d) =>
+        deviceSummary(d, app.notifications.isOnline(d.name)),
+      ),
     });
+    /** A timer's step; a database error ends the stream (the console reconnects). */
+    const step = (fn: () => Promise<void>) => () => {
+      fn().catch((err: unknown) => {
+        request.log.error({ err, token: request.operator?.name }, "console event stream failed; closing it");
+        stop();
+      });
+    };
 
     streamsPerToken.set(tokenHash, open + 1);
     reply.hijack();
@@ -261,26 +270,34 @@ export async function consoleRoutes(app: FastifyInstance, options: { distDir?: s
     // Reports are coalesced: each device at most once per FLUSH_MS, however often it reports.
     const pending = new Set<string>();
     const unsubscribe = app.notifications.subscribe((name) => pending.add(name));
-    const flusher = setInterval(() => {
-      if (pending.size === 0) return;
-      if (!stillAllowed()) return stop();
-      for (const name of pending) {
-        const device = summary(name);
-        if (device) send({ type: "device", device });
-      }
-      pending.clear();
-    }, FLUSH_MS);
+    const flusher = setInterval(
+      step(async () => {
+        if (pending.size === 0) return;
+        if (!(await stillAllowed())) return stop();
+        const names = [...pending];
+        pending.clear();
+        for (const name of names) {
+          const device = await summary(name);
+          if (device && !closed) send({ type: "device", device });
+        }
+      }),
+      FLUSH_MS,
+    );
     flusher.unref();
-    const timer = setInterval(() => {
-      if (!stillAllowed()) return stop();
-      send(snapshot());
-    }, SNAPSHOT_MS);
+    const timer = setInterval(
+      step(async () => {
+        if (!(await stillAllowed())) return stop();
+        const event = await snapshot();
+        if (!closed) send(event);
+      }),
+      SNAPSHOT_MS,
+    );
     timer.unref();
     streams.add(stop);
     request.raw.on("close", () => {
       streams.delete(stop);
       stop();
     });
-    send(snapshot());
+    send(await snapshot());
   });
 }

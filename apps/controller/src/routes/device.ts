@@ -22,8 +22,8 @@ export async function deviceRoutes(app: FastifyInstance): Promise<void> {
     const self = deviceOf(request);
     const query = parse(AssignmentQuery, request.query, "query");
     // A chain its capabilities refuse is not sent: the device keeps what it runs.
-    const served = servedDevice(data.repo, data.artifacts, self).device;
-    const assignment = buildAssignment(data.repo, served, deviceTriple(self, query.arch));
+    const served = (await servedDevice(data.repo, data.artifacts, self)).device;
+    const assignment = await buildAssignment(data.repo, served, deviceTriple(self, query.arch));
     const etag = assignmentEtag(assignment);
     reply.header("etag", etag).header("cache-control", "no-cache");
     const ifNoneMatch = request.headers["if-none-match"];
@@ -35,17 +35,19 @@ export async function deviceRoutes(app: FastifyInstance): Promise<void> {
     const self = deviceOf(request);
     const digest = parse(Sha256Digest, request.params.digest, "artifact digest");
     // Only what its assignment runs, never crate sources (artifactsAllowedFor leaves them out).
-    if (!artifactsAllowedFor(data.repo, servedDevice(data.repo, data.artifacts, self).device).has(digest)) {
+    const served = (await servedDevice(data.repo, data.artifacts, self)).device;
+    if (!(await artifactsAllowedFor(data.repo, served)).has(digest)) {
       request.log.warn({ device: self.name, digest }, "artifact not in the device's assignment");
       throw new RequestError(403, `artifact ${digest} is not part of device ${self.name}'s assignment`);
     }
-    if (!data.artifacts.has(digest))
+    if (!(await data.artifacts.has(digest)))
       throw new RequestError(404, `artifact ${digest} is missing from the store`);
+    const stream = await data.artifacts.open(digest);
     reply
       .header("content-type", "application/octet-stream")
-      .header("content-length", data.artifacts.size(digest))
+      .header("content-length", stream.size)
       .header("x-galette-digest", digest);
-    return reply.send(data.artifacts.open(digest));
+    return reply.send(stream.stream);
   });
 
   app.post(
@@ -60,7 +62,7 @@ export async function deviceRoutes(app: FastifyInstance): Promise<void> {
           `protocol version ${status.protocolVersion} is not supported (controller speaks ${PROTOCOL_VERSION})`,
         );
       }
-      data.repo.saveDeviceStatus(self.name, status, new Date().toISOString());
+      await data.repo.saveDeviceStatus(self.name, status, new Date().toISOString());
       app.notifications.reported(self.name, status);
       return reply.code(204).send();
     },

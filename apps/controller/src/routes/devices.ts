@@ -16,21 +16,23 @@ import type { ChainVersionRecord, DeviceRecord } from "../storage/repository";
 /** Operator view of devices and a chain planned for one (read); confirm a rolled-back chain (deploy); enrol and revoke (admin). */
 export async function devicesRoutes(app: FastifyInstance): Promise<void> {
   const { data } = app.galette;
-  const summary = (device: DeviceRecord): DeviceSummary =>
+  const summary = async (device: DeviceRecord): Promise<DeviceSummary> =>
     deviceSummary(device, app.notifications.isOnline(device.name), {
-      refusal: assignmentRefusal(data.repo, data.artifacts, device),
-      graceSeconds: data.repo.getDeadMan(device.name).graceSeconds ?? DEFAULT_GRACE_SECONDS,
+      refusal: await assignmentRefusal(data.repo, data.artifacts, device),
+      graceSeconds: (await data.repo.getDeadMan(device.name)).graceSeconds ?? DEFAULT_GRACE_SECONDS,
     });
 
-  app.get("/v1/devices", { config: { access: access.operator("read") } }, async () => ({
-    devices: data.repo.listDevices().map(summary),
-  }));
+  app.get("/v1/devices", { config: { access: access.operator("read") } }, async () => {
+    const devices: DeviceSummary[] = [];
+    for (const device of await data.repo.listDevices()) devices.push(await summary(device));
+    return { devices };
+  });
 
   app.get<{ Params: { name: string } }>(
     "/v1/devices/:name",
     { config: { access: access.operator("read") } },
     async (request) => {
-      const device = data.repo.getDevice(request.params.name);
+      const device = await data.repo.getDevice(request.params.name);
       if (!device) throw new RequestError(404, `device ${request.params.name} is not enrolled`);
       return summary(device);
     },
@@ -39,24 +41,26 @@ export async function devicesRoutes(app: FastifyInstance): Promise<void> {
   app.post("/v1/devices", { config: { access: access.operator("admin") } }, async (request, reply) => {
     const body = parse(EnrollDeviceRequest, request.body, "enrol request");
     request.auditTarget = body.name;
-    const bundle = await data.enrolDeviceAsync(
+    const enrolled = await data.enrolDeviceAsync(
       body.name,
       body.labels,
       app.galette.publicUrl(),
       body.validityDays,
     );
-    const enrolled = data.repo.getDevice(body.name);
+    const replicas = [...new Set([enrolled.controllerUrl, ...app.galette.replicaUrls])];
+    const bundle = replicas.length > 1 ? { ...enrolled, controllerUrls: replicas } : enrolled;
+    const record = await data.repo.getDevice(body.name);
     request.log.info(
       {
         device: body.name,
         serial: bundle.serial,
         operator: request.operator?.name,
-        assignedBy: enrolled?.assignedBy ?? null,
+        assignedBy: record?.assignedBy ?? null,
       },
       "device enrolled",
     );
     // A matching selector rule gives it a chain at once (its first poll picks it up).
-    app.notifications.assignmentChanged([body.name], "enrol");
+    await app.notifications.assignmentChanged([body.name], "enrol");
     return reply.code(201).send(bundle);
   });
 
@@ -66,7 +70,7 @@ export async function devicesRoutes(app: FastifyInstance): Promise<void> {
     "/v1/devices/:name/confirm",
     { config: { access: access.operator("deploy") } },
     async (request) => {
-      const device = data.repo.getDevice(request.params.name);
+      const device = await data.repo.getDevice(request.params.name);
       if (!device) throw new RequestError(404, `device ${request.params.name} is not enrolled`);
       const rollback = device.status?.rollback;
       if (!rollback)
@@ -74,7 +78,7 @@ export async function devicesRoutes(app: FastifyInstance): Promise<void> {
           409,
           `device ${device.name} has no rolled-back chain to confirm (its agent reports none)`,
         );
-      data.repo.confirmRollback(device.name, rollback.chain, rollback.version);
+      await data.repo.confirmRollback(device.name, rollback.chain, rollback.version);
       request.log.info(
         {
           device: device.name,
@@ -84,7 +88,7 @@ export async function devicesRoutes(app: FastifyInstance): Promise<void> {
         },
         "rolled-back chain confirmed",
       );
-      app.notifications.assignmentChanged([device.name], "confirm");
+      await app.notifications.assignmentChanged([device.name], "confirm");
       return { name: device.name, confirmed: { chain: rollback.chain, version: rollback.version } };
     },
   );
@@ -94,17 +98,17 @@ export async function devicesRoutes(app: FastifyInstance): Promise<void> {
     "/v1/devices/:name/plan",
     { config: { access: access.operator("read") } },
     async (request): Promise<DevicePlanResponse> => {
-      const device = data.repo.getDevice(request.params.name);
+      const device = await data.repo.getDevice(request.params.name);
       if (!device) throw new RequestError(404, `device ${request.params.name} is not enrolled`);
       const body = parse(PushChainRequest, request.body, "plan request");
-      const planned = planChainForPush(data.repo, body.toml, body.file, body.name);
+      const planned = await planChainForPush(data.repo, body.toml, body.file, body.name);
       const probe = device.status?.capabilities ?? null;
       // version 0: no pushed version, so each NF's build is its latest published one
       const record = { name: planned.name, version: 0, graph: planned.graph } as ChainVersionRecord;
       const refusals = probe
         ? graphFitsDevice(
             planned.graph,
-            deviceCapabilities(probe, bpfLoopNfs(data.repo, data.artifacts, record)),
+            deviceCapabilities(probe, await bpfLoopNfs(data.repo, data.artifacts, record)),
           )
         : [];
       return {
@@ -128,7 +132,7 @@ export async function devicesRoutes(app: FastifyInstance): Promise<void> {
     "/v1/devices/:name/revoke",
     { config: { access: access.operator("admin") } },
     async (request) => {
-      const revoked = data.revokeDevice(request.params.name);
+      const revoked = await data.revokeDevice(request.params.name);
       request.log.info(
         { device: revoked.name, serial: revoked.serial, operator: request.operator?.name },
         "device revoked",

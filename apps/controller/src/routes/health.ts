@@ -6,7 +6,7 @@ import { access } from "../plugins/auth";
 export async function healthRoutes(app: FastifyInstance): Promise<void> {
   const { data } = app.galette;
   app.get("/healthz", { config: { access: access.public } }, async () => {
-    data.repo.listChains();
+    await data.repo.listChains();
     return { ok: true, protocolVersion: PROTOCOL_VERSION };
   });
 }

@@ -12,8 +12,8 @@ type Params = { chain: string; map: string };
 export async function mapsRoutes(app: FastifyInstance): Promise<void> {
   const { data } = app.galette;
 
-  const mapOf = (chainName: string, mapId: string) => {
-    const chain = data.repo.getChainVersion(chainName);
+  const mapOf = async (chainName: string, mapId: string) => {
+    const chain = await data.repo.getChainVersion(chainName);
     if (!chain) throw new RequestError(404, `chain ${chainName} does not exist`);
     const map = chain.graph.maps.find((m) => m.id === mapId);
     if (!map) {
@@ -27,11 +27,11 @@ export async function mapsRoutes(app: FastifyInstance): Promise<void> {
     "/v1/chains/:chain/maps/:map/entries",
     { config: { access: access.operator("read") } },
     async (request) => {
-      mapOf(request.params.chain, request.params.map);
+      await mapOf(request.params.chain, request.params.map);
       return {
         chain: request.params.chain,
         map: request.params.map,
-        entries: data.repo.getMapEntries(request.params.chain, request.params.map),
+        entries: await data.repo.getMapEntries(request.params.chain, request.params.map),
       };
     },
   );
@@ -41,7 +41,7 @@ export async function mapsRoutes(app: FastifyInstance): Promise<void> {
     { config: { access: access.operator("deploy") }, bodyLimit: BODY_LIMITS.mapEntries },
     async (request) => {
       const { chain, map: mapId } = request.params;
-      const map = mapOf(chain, mapId);
+      const map = await mapOf(chain, mapId);
       const body = parse(SetMapEntriesRequest, request.body, "map entries request");
       const { signed } = parse(MapEntriesSignature, request.body, "map entries signature");
       const problems: string[] = [];
@@ -60,9 +60,9 @@ export async function mapsRoutes(app: FastifyInstance): Promise<void> {
           problems.push(`delete.${i}: ${key.length / 2} bytes, map "${mapId}" has ${map.keySize}-byte keys`);
       });
       if (problems.length > 0) throw new RequestError(400, `invalid map entries: ${problems[0]}`, problems);
-      data.repo.transaction(() => {
+      await data.repo.transaction(async (tx) => {
         // The device's map holds maxEntries; more would fail there, entry by entry, after the push.
-        const keys = new Set(data.repo.getMapEntries(chain, mapId).map((e) => e.key));
+        const keys = new Set((await tx.getMapEntries(chain, mapId)).map((e) => e.key));
         for (const entry of body.set) keys.add(entry.key);
         for (const key of body.delete) keys.delete(key);
         if (keys.size > map.maxEntries) {
@@ -72,14 +72,14 @@ export async function mapsRoutes(app: FastifyInstance): Promise<void> {
           );
         }
         const at = new Date().toISOString();
-        data.repo.setMapEntries(chain, mapId, body.set, body.delete, at);
-        recordMapSignature(data.repo, chain, mapId, signed, at);
+        await tx.setMapEntries(chain, mapId, body.set, body.delete, at);
+        await recordMapSignature(tx, chain, mapId, signed, at);
       });
-      app.notifications.assignmentChanged(
-        data.repo.devicesAssignedTo(chain).map((d) => d.name),
+      await app.notifications.assignmentChanged(
+        (await data.repo.devicesAssignedTo(chain)).map((d) => d.name),
         "map entries",
       );
-      return { chain, map: mapId, entries: data.repo.getMapEntries(chain, mapId) };
+      return { chain, map: mapId, entries: await data.repo.getMapEntries(chain, mapId) };
     },
   );
 }

@@ -38,15 +38,13 @@ export async function nfsRoutes(app: FastifyInstance): Promise<void> {
         "NF published",
       );
       // Devices whose chain runs this NF get the new artifacts.
-      const affected = data.repo
-        .listDevices()
-        .filter((d) => {
-          if (!d.assignedChain) return false;
-          const chain = data.repo.getChainVersion(d.assignedChain, d.assignedVersion ?? undefined);
-          return chain?.graph.nfs.some((nf) => nf.nf === published.name) ?? false;
-        })
-        .map((d) => d.name);
-      app.notifications.assignmentChanged(affected, "nf publish");
+      const affected: string[] = [];
+      for (const d of await data.repo.listDevices()) {
+        if (!d.assignedChain) continue;
+        const chain = await data.repo.getChainVersion(d.assignedChain, d.assignedVersion ?? undefined);
+        if (chain?.graph.nfs.some((nf) => nf.nf === published.name)) affected.push(d.name);
+      }
+      await app.notifications.assignmentChanged(affected, "nf publish");
       return reply.code(201).send(published);
     },
   );

@@ -4,6 +4,7 @@ import {
   PushChainRequest,
   PutReleaseKeySetRequest,
   RELEASE_ROUTES,
+  releaseDigest,
   releaseKeyId,
   SIGNATURE_DOMAINS,
   SignNfReleaseRequest,
@@ -16,7 +17,13 @@ import { RequestError } from "../control";
 import { access } from "../plugins/auth";
 import { parse } from "../plugins/errors";
 import { BODY_LIMITS } from "../plugins/limits";
-import { buildByRelease, chainDocument, checkUploadedSignature, releaseResponse } from "../releases";
+import {
+  buildByRelease,
+  chainDocument,
+  checkUploadedSignature,
+  manifestOf,
+  releaseResponse,
+} from "../releases";
 import type { NfRecord } from "../storage/repository";
 
 /** `?build=`: a release digest, a build hash or a source digest (a unique prefix of 8+ hex digits will do). */
@@ -35,15 +42,15 @@ const ReleaseQuery = z.object({
 export async function releasesRoutes(app: FastifyInstance): Promise<void> {
   const { data } = app.galette;
 
-  const findBuild = (name: string, build: string | undefined): NfRecord => {
-    const builds = data.repo.listNfBuilds(name);
+  const findBuild = async (name: string, build: string | undefined): Promise<NfRecord> => {
+    const builds = await data.repo.listNfBuilds(name);
     if (builds.length === 0) throw new RequestError(404, `NF ${name} is not published`);
     if (!build) return builds[0]!;
     const matches = builds.filter((b) => {
-      const digest = releaseResponse(data.repo, b).digest;
+      const digest = releaseDigest(manifestOf(b));
       return [digest, b.buildHash, b.sourceDigest].some((d) => d.startsWith(build));
     });
-    const distinct = new Set(matches.map((b) => releaseResponse(data.repo, b).digest));
+    const distinct = new Set(matches.map((b) => releaseDigest(manifestOf(b))));
     if (distinct.size === 0) throw new RequestError(404, `NF ${name} has no build ${build}`);
     if (distinct.size > 1)
       throw new RequestError(400, `build ${build} of NF ${name} is ambiguous: give more digits`);
@@ -55,7 +62,7 @@ export async function releasesRoutes(app: FastifyInstance): Promise<void> {
     { config: { access: access.operator("read") } },
     async (request): Promise<NfReleaseResponse> => {
       const { build } = parse(ReleaseQuery, request.query, "query");
-      return releaseResponse(data.repo, findBuild(request.params.name, build));
+      return releaseResponse(data.repo, await findBuild(request.params.name, build));
     },
   );
 
@@ -66,10 +73,10 @@ export async function releasesRoutes(app: FastifyInstance): Promise<void> {
       const body = parse(SignNfReleaseRequest, request.body, "release request");
       const name = request.params.name;
       request.auditTarget = `${name} ${body.digest.slice(0, 12)}`;
-      const build = buildByRelease(data.repo, name, body.digest);
+      const build = await buildByRelease(data.repo, name, body.digest);
       if (!build)
         throw new RequestError(404, `NF ${name} has no build whose release digest is ${body.digest}`);
-      const released = releaseResponse(data.repo, build);
+      const released = await releaseResponse(data.repo, build);
       checkUploadedSignature(
         SIGNATURE_DOMAINS.nfRelease,
         released.manifest,
@@ -77,24 +84,22 @@ export async function releasesRoutes(app: FastifyInstance): Promise<void> {
         body.publicKey,
         `the manifest of ${name} build ${body.digest.slice(0, 12)}`,
       );
-      data.repo.addReleaseSignature(body.digest, name, body.signature, new Date().toISOString());
+      await data.repo.addReleaseSignature(body.digest, name, body.signature, new Date().toISOString());
       request.log.info(
         { nf: name, release: body.digest, keyId: body.signature.keyId, operator: request.operator?.name },
         "NF release signed",
       );
       // Devices whose chain version runs this build get the signature with their assignment.
-      const affected = data.repo
-        .listDevices()
-        .filter((d) => {
-          if (!d.assignedChain || d.revokedAt) return false;
-          const chain = data.repo.getChainVersion(d.assignedChain, d.assignedVersion ?? undefined);
-          if (!chain) return false;
-          const recorded = data.repo.getChainRelease(chain.name, chain.version);
-          return Object.values(recorded?.releases ?? {}).includes(body.digest);
-        })
-        .map((d) => d.name);
-      app.notifications.assignmentChanged(affected, "nf release");
-      return reply.code(201).send(releaseResponse(data.repo, build));
+      const affected: string[] = [];
+      for (const d of await data.repo.listDevices()) {
+        if (!d.assignedChain || d.revokedAt) continue;
+        const chain = await data.repo.getChainVersion(d.assignedChain, d.assignedVersion ?? undefined);
+        if (!chain) continue;
+        const recorded = await data.repo.getChainRelease(chain.name, chain.version);
+        if (Object.values(recorded?.releases ?? {}).includes(body.digest)) affected.push(d.name);
+      }
+      await app.notifications.assignmentChanged(affected, "nf release");
+      return reply.code(201).send(await releaseResponse(data.repo, build));
     },
   );
 
@@ -103,15 +108,15 @@ export async function releasesRoutes(app: FastifyInstance): Promise<void> {
     { config: { access: access.operator("deploy") }, bodyLimit: BODY_LIMITS.chainPush },
     async (request) => {
       const body = parse(PushChainRequest, request.body, "plan request");
-      const planned = planChainForPush(data.repo, body.toml, body.file, body.name);
-      const version = (data.repo.getChainVersion(planned.name)?.version ?? 0) + 1;
+      const planned = await planChainForPush(data.repo, body.toml, body.file, body.name);
+      const version = ((await data.repo.getChainVersion(planned.name))?.version ?? 0) + 1;
       const releases: Record<string, string> = {};
       const responses = new Map<string, NfReleaseResponse>();
       for (const nf of planned.graph.nfs) {
-        const build = data.repo.listNfBuilds(nf.nf).find((b) => b.buildHash === nf.buildHash);
+        const build = (await data.repo.listNfBuilds(nf.nf)).find((b) => b.buildHash === nf.buildHash);
         if (!build)
           throw new RequestError(409, `NF ${nf.nf} build ${nf.buildHash} disappeared while planning`);
-        const r = releaseResponse(data.repo, build);
+        const r = await releaseResponse(data.repo, build);
         releases[nf.uuid] = r.digest;
         responses.set(r.digest, r);
       }
@@ -126,17 +131,17 @@ export async function releasesRoutes(app: FastifyInstance): Promise<void> {
     "/v1/chains/:chain/maps/:map/signed",
     { config: { access: access.operator("read") } },
     async (request) => ({
-      signed: data.repo.getSignedMapEntries(request.params.chain, request.params.map) ?? null,
+      signed: (await data.repo.getSignedMapEntries(request.params.chain, request.params.map)) ?? null,
     }),
   );
 
   app.get(RELEASE_ROUTES.keySet, { config: { access: access.operator("read") } }, async () => ({
-    keySet: data.repo.latestKeySet() ?? null,
+    keySet: (await data.repo.latestKeySet()) ?? null,
   }));
 
   app.put(RELEASE_ROUTES.keySet, { config: { access: access.operator("deploy") } }, async (request) => {
     const { keySet } = parse(PutReleaseKeySetRequest, request.body, "key set");
-    const latest = data.repo.latestKeySet();
+    const latest = await data.repo.latestKeySet();
     if (latest && keySet.document.seq <= latest.document.seq)
       throw new RequestError(
         409,
@@ -150,7 +155,7 @@ export async function releasesRoutes(app: FastifyInstance): Promise<void> {
         400,
         `key set #${keySet.document.seq} is not signed by a key of ${latest ? `key set #${latest.document.seq}` : "itself"}`,
       );
-    data.repo.saveKeySet(keySet, new Date().toISOString());
+    await data.repo.saveKeySet(keySet, new Date().toISOString());
     request.log.info(
       {
         seq: keySet.document.seq,
@@ -159,11 +164,8 @@ export async function releasesRoutes(app: FastifyInstance): Promise<void> {
       },
       "release key set stored",
     );
-    app.notifications.assignmentChanged(
-      data.repo
-        .listDevices()
-        .filter((d) => !d.revokedAt)
-        .map((d) => d.name),
+    await app.notifications.assignmentChanged(
+      (await data.repo.listDevices()).filter((d) => !d.revokedAt).map((d) => d.name),
       "release key set",
     );
     return { keySet };

@@ -34,7 +34,7 @@ export async function rolloutsRoutes(app: FastifyInstance): Promise<void> {
   app.decorate("rollouts", engine);
 
   // Running rollouts (also ones a previous controller process left) carry on from their stored state.
-  const timer = setInterval(() => engine.tick(), ROLLOUT_TICK_MS);
+  const timer = setInterval(() => void engine.tick(), ROLLOUT_TICK_MS);
   timer.unref();
   app.addHook("onClose", async () => clearInterval(timer));
 
@@ -46,7 +46,7 @@ export async function rolloutsRoutes(app: FastifyInstance): Promise<void> {
   };
 
   app.get(ROLLOUT_ROUTES.rollouts, { config: { access: access.operator("read") } }, async () => ({
-    rollouts: engine.list(),
+    rollouts: await engine.list(),
   }));
 
   app.get("/v1/rollouts/:id", { config: { access: access.operator("read") } }, async (request) =>
@@ -59,7 +59,7 @@ export async function rolloutsRoutes(app: FastifyInstance): Promise<void> {
     async (request, reply) => {
       const body = parse(StartRolloutRequest, request.body, "rollout request");
       request.auditTarget = `${body.chain}${body.version ? ` v${body.version}` : ""}`;
-      const rollout: Rollout = engine.start(body, actor(request));
+      const rollout: Rollout = await engine.start(body, actor(request));
       request.auditTarget = `rollout ${rollout.id}: ${rollout.chain} v${rollout.version}`;
       return reply.code(201).send(rollout);
     },

@@ -9,12 +9,12 @@ export async function tokensRoutes(app: FastifyInstance): Promise<void> {
   const { data } = app.galette;
   const admin = { config: { access: access.operator("admin") } };
 
-  app.get("/v1/tokens", admin, async () => ({ tokens: data.repo.listTokens().map(tokenSummary) }));
+  app.get("/v1/tokens", admin, async () => ({ tokens: (await data.repo.listTokens()).map(tokenSummary) }));
 
   app.post("/v1/tokens", admin, async (request, reply) => {
     const body = parse(CreateTokenRequest, request.body, "token request");
     request.auditTarget = body.name;
-    const created = data.createToken(body.name, body.scopes, body.expiresAt);
+    const created = await data.createToken(body.name, body.scopes, body.expiresAt);
     request.log.info(
       {
         token: body.name,
@@ -28,7 +28,7 @@ export async function tokensRoutes(app: FastifyInstance): Promise<void> {
   });
 
   app.post<{ Params: { name: string } }>("/v1/tokens/:name/revoke", admin, async (request) => {
-    const revoked = data.revokeTokens(request.params.name);
+    const revoked = await data.revokeTokens(request.params.name);
     request.log.info(
       { token: revoked.name, count: revoked.revoked, operator: request.operator?.name },
       "token revoked",

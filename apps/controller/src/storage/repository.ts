@@ -85,107 +85,127 @@ export interface NfRecord {
   publishedAt: string;
 }
 
-/**
- * What the controller stores. One implementation (SQLite); every method reads the
- * database afresh so changes made by another process on the same data dir (the CLI's
- * `--data DIR` mode) are seen at once.
- */
 export interface DeadManSettings {
   graceSeconds: number | null;
   confirmed: { chain: string; version: number } | null;
 }
 
+/**
+ * What the controller stores. Two implementations behind this one interface: SQLite
+ * (sqlite.ts, the embedded default) and PostgreSQL (postgres.ts, shared by several
+ * controller replicas). Every method reads the database afresh, so changes made by another
+ * process (the CLI's `--data DIR` mode, another replica) are seen at once.
+ */
 export interface Repository {
-  /** Run `fn` in one transaction; a throw rolls everything back. */
-  transaction<T>(fn: () => T): T;
+  /** "sqlite" or "postgres": for logs and /healthz, never for behaviour. */
+  readonly dialect: "sqlite" | "postgres";
+
+  /**
+   * Runs `fn` in one transaction; a throw rolls everything back. `fn` must do its database
+   * work through `tx` (the same interface, bound to the transaction): calling the outer
+   * repository from inside waits for the transaction to end, i.e. for ever. Transactions are
+   * serialised (SQLite: one writer; PostgreSQL: a transaction-level advisory lock), so a
+   * read-then-write inside one never races another controller. A nested call joins the
+   * outer transaction. Keep `fn` to database work: no network waits inside.
+   */
+  transaction<T>(fn: (tx: Repository) => Promise<T>): Promise<T>;
+
+  /**
+   * Tells every controller sharing this database (itself included) that these devices'
+   * assignments changed. SQLite: this process only; PostgreSQL: NOTIFY on a channel every
+   * replica LISTENs to. Call it after the change committed.
+   */
+  publishAssignmentChanged(names: string[], reason: string): Promise<void>;
+  /** Calls `listener` for every publishAssignmentChanged (any replica); returns the unsubscribe. */
+  onAssignmentChanged(listener: (names: string[], reason: string) => void): () => void;
 
   insertDevice(
     device: Omit<
       DeviceRecord,
       "revokedAt" | "lastSeenAt" | "status" | "statusAt" | "assignedChain" | "assignedVersion" | "assignedBy"
     >,
-  ): void;
-  getDevice(name: string): DeviceRecord | undefined;
-  listDevices(): DeviceRecord[];
+  ): Promise<void>;
+  getDevice(name: string): Promise<DeviceRecord | undefined>;
+  listDevices(): Promise<DeviceRecord[]>;
   /** Marks the device and its certificate serial revoked. */
-  revokeDevice(name: string, at: string): DeviceRecord;
-  isSerialRevoked(serial: string): boolean;
-  touchDevice(name: string, at: string): void;
-  saveDeviceStatus(name: string, status: DeviceStatusReport, at: string): void;
+  revokeDevice(name: string, at: string): Promise<DeviceRecord>;
+  isSerialRevoked(serial: string): Promise<boolean>;
+  touchDevice(name: string, at: string): Promise<void>;
+  saveDeviceStatus(name: string, status: DeviceStatusReport, at: string): Promise<void>;
   /** The device's dead-man's switch settings (grace null: the default). */
-  getDeadMan(name: string): DeadManSettings;
+  getDeadMan(name: string): Promise<DeadManSettings>;
   /** The grace the devices' assignments carry from now on. */
-  setGraceSeconds(deviceNames: string[], seconds: number): void;
+  setGraceSeconds(deviceNames: string[], seconds: number): Promise<void>;
   /** The operator confirms the version the device rolled back: it may install it again. */
-  confirmRollback(name: string, chain: string, version: number): void;
+  confirmRollback(name: string, chain: string, version: number): Promise<void>;
   /** Explicit per-device assignment (wins over every selector rule). */
-  assignChain(deviceNames: string[], chain: string, version: number | null): void;
+  assignChain(deviceNames: string[], chain: string, version: number | null): Promise<void>;
   /** Removes the explicit assignment; the devices fall back to matching selector rules. */
-  clearExplicitAssignment(deviceNames: string[]): void;
+  clearExplicitAssignment(deviceNames: string[]): Promise<void>;
   /** Devices whose effective assignment is `chain`. */
-  devicesAssignedTo(chain: string): DeviceRecord[];
+  devicesAssignedTo(chain: string): Promise<DeviceRecord[]>;
 
   /** Stores a rule, replacing any rule with exactly the same selector; returns it. */
-  addSelectorRule(chain: string, version: number | null, selector: Labels, at: string): SelectorRule;
+  addSelectorRule(chain: string, version: number | null, selector: Labels, at: string): Promise<SelectorRule>;
   /** Removes the rule whose selector equals `selector` exactly; returns what was removed. */
-  removeSelectorRule(selector: Labels): SelectorRule[];
+  removeSelectorRule(selector: Labels): Promise<SelectorRule[]>;
   /** Oldest first. */
-  listSelectorRules(): SelectorRule[];
+  listSelectorRules(): Promise<SelectorRule[]>;
 
   insertToken(
     token: Omit<TokenRecord, "lastUsedAt" | "expiresAt"> & { hash: string; expiresAt: string },
-  ): void;
-  findTokenByHash(tokenHash: string): TokenRecord | undefined;
-  touchToken(tokenHash: string, at: string): void;
+  ): Promise<void>;
+  findTokenByHash(tokenHash: string): Promise<TokenRecord | undefined>;
+  touchToken(tokenHash: string, at: string): Promise<void>;
   /** Oldest first; never the hashes. */
-  listTokens(): TokenRecord[];
-  countTokens(): number;
+  listTokens(): Promise<TokenRecord[]>;
+  countTokens(): Promise<number>;
   /** Deletes every token of that name; returns how many. */
-  deleteTokens(name: string): number;
+  deleteTokens(name: string): Promise<number>;
 
   /** Returns the row's id. */
-  insertAudit(entry: AuditRecord): number;
+  insertAudit(entry: AuditRecord): Promise<number>;
   /** Sets the outcome of a row written before its call was answered. */
-  finishAudit(id: number, status: number, target: string | null): void;
+  finishAudit(id: number, status: number, target: string | null): Promise<void>;
   /** The newest `limit` rows from `since` (inclusive) when given, oldest first. */
-  listAudit(query: { since?: string; limit: number }): AuditEntry[];
+  listAudit(query: { since?: string; limit: number }): Promise<AuditEntry[]>;
 
   /** Stores a new version (previous + 1) and returns it. */
-  insertChainVersion(chain: Omit<ChainVersionRecord, "version">): number;
-  getChainVersion(name: string, version?: number): ChainVersionRecord | undefined;
-  listChains(): Array<{ name: string; latestVersion: number; createdAt: string }>;
+  insertChainVersion(chain: Omit<ChainVersionRecord, "version">): Promise<number>;
+  getChainVersion(name: string, version?: number): Promise<ChainVersionRecord | undefined>;
+  listChains(): Promise<Array<{ name: string; latestVersion: number; createdAt: string }>>;
 
-  insertNf(nf: NfRecord): void;
-  latestNf(name: string): NfRecord | undefined;
+  insertNf(nf: NfRecord): Promise<void>;
+  latestNf(name: string): Promise<NfRecord | undefined>;
 
-  insertArtifact(meta: ArtifactMeta, at: string): void;
-  getArtifact(digest: string): ArtifactMeta | undefined;
+  insertArtifact(meta: ArtifactMeta, at: string): Promise<void>;
+  getArtifact(digest: string): Promise<ArtifactMeta | undefined>;
 
-  setMapEntries(chain: string, map: string, set: MapEntry[], remove: string[], at: string): void;
-  getMapEntries(chain: string, map: string): MapEntry[];
+  setMapEntries(chain: string, map: string, set: MapEntry[], remove: string[], at: string): Promise<void>;
+  getMapEntries(chain: string, map: string): Promise<MapEntry[]>;
 
   // ---- release signing (the controller stores signatures; it never holds a release key) ----
   /** Every published build of an NF, newest first. */
-  listNfBuilds(name: string): NfRecord[];
+  listNfBuilds(name: string): Promise<NfRecord[]>;
   /** Adds (or replaces) the signature of key `signature.keyId` over the release `digest`. */
-  addReleaseSignature(digest: string, nf: string, signature: Signature, at: string): void;
-  releaseSignatures(digest: string): Signature[];
+  addReleaseSignature(digest: string, nf: string, signature: Signature, at: string): Promise<void>;
+  releaseSignatures(digest: string): Promise<Signature[]>;
   /** The NF builds a chain version runs and its (signed) document; written with the version. */
-  saveChainRelease(name: string, version: number, record: ChainReleaseRecord): void;
-  getChainRelease(name: string, version: number): ChainReleaseRecord | undefined;
+  saveChainRelease(name: string, version: number, record: ChainReleaseRecord): Promise<void>;
+  getChainRelease(name: string, version: number): Promise<ChainReleaseRecord | undefined>;
   /** Stores a key set; its seq must be higher than every stored one. */
-  saveKeySet(keySet: SignedReleaseKeySet, at: string): void;
-  latestKeySet(): SignedReleaseKeySet | undefined;
-  saveSignedMapEntries(signed: SignedMapEntries, at: string): void;
-  getSignedMapEntries(chain: string, map: string): SignedMapEntries | undefined;
+  saveKeySet(keySet: SignedReleaseKeySet, at: string): Promise<void>;
+  latestKeySet(): Promise<SignedReleaseKeySet | undefined>;
+  saveSignedMapEntries(signed: SignedMapEntries, at: string): Promise<void>;
+  getSignedMapEntries(chain: string, map: string): Promise<SignedMapEntries | undefined>;
 
   // ---- staged rollouts (rollouts.ts): one row per rollout, its state as a document ----
   /** Stores a new rollout; returns its id. */
-  insertRollout(rollout: Omit<Rollout, "id">): number;
-  updateRollout(rollout: Rollout): void;
-  getRollout(id: number): Rollout | undefined;
+  insertRollout(rollout: Omit<Rollout, "id">): Promise<number>;
+  updateRollout(rollout: Rollout): Promise<void>;
+  getRollout(id: number): Promise<Rollout | undefined>;
   /** Newest first; `active`: only running and paused ones. */
-  listRollouts(query: { active?: boolean; limit?: number }): Rollout[];
+  listRollouts(query: { active?: boolean; limit?: number }): Promise<Rollout[]>;
 
-  close(): void;
+  close(): Promise<void>;
 }

@@ -18,6 +18,7 @@ import type {
 import { chainGraphFromStored } from "@galette/protocol";
 import Database from "better-sqlite3";
 import { faultPoint } from "./fault-point";
+import { MIGRATIONS, migrationSql } from "./migrations";
 import type {
   AuditRecord,
   ChainReleaseRecord,
@@ -30,157 +31,7 @@ import type {
 } from "./repository";
 
 export const DATABASE_FILE = "galette.db";
-
-/**
- * Schema migrations, applied in order; PRAGMA user_version records how many ran.
- * Never edit a shipped migration: append a new one.
- */
-export const MIGRATIONS: readonly string[] = [
-  `CREATE TABLE devices (
-     name TEXT PRIMARY KEY,
-     labels TEXT NOT NULL,
-     serial TEXT NOT NULL,
-     cert_pem TEXT NOT NULL,
-     enrolled_at TEXT NOT NULL,
-     not_after TEXT NOT NULL,
-     revoked_at TEXT,
-     last_seen_at TEXT,
-     assigned_chain TEXT,
-     assigned_version INTEGER,
-     status TEXT,
-     status_at TEXT
-   );
-   CREATE TABLE revoked_serials (
-     serial TEXT PRIMARY KEY,
-     device TEXT NOT NULL,
-     revoked_at TEXT NOT NULL
-   );
-   CREATE TABLE tokens (
-     token_hash TEXT PRIMARY KEY,
-     name TEXT NOT NULL,
-     created_at TEXT NOT NULL
-   );
-   CREATE TABLE chain_versions (
-     name TEXT NOT NULL,
-     version INTEGER NOT NULL,
-     toml TEXT NOT NULL,
-     file TEXT NOT NULL,
-     graph TEXT NOT NULL,
-     warnings TEXT NOT NULL,
-     created_at TEXT NOT NULL,
-     PRIMARY KEY (name, version)
-   );
-   CREATE TABLE nfs (
-     name TEXT NOT NULL,
-     source_digest TEXT NOT NULL,
-     build TEXT NOT NULL,
-     build_message TEXT,
-     build_hash TEXT NOT NULL,
-     interface TEXT NOT NULL,
-     artifacts TEXT NOT NULL,
-     published_at TEXT NOT NULL,
-     seq INTEGER PRIMARY KEY AUTOINCREMENT
-   );
-   CREATE INDEX nfs_by_name ON nfs (name, seq);
-   CREATE TABLE artifacts (
-     digest TEXT PRIMARY KEY,
-     kind TEXT NOT NULL,
-     size INTEGER NOT NULL,
-     nf TEXT NOT NULL,
-     triple TEXT,
-     created_at TEXT NOT NULL
-   );
-   CREATE TABLE map_entries (
-     chain TEXT NOT NULL,
-     map TEXT NOT NULL,
-     key TEXT NOT NULL,
-     value TEXT NOT NULL,
-     updated_at TEXT NOT NULL,
-     PRIMARY KEY (chain, map, key)
-   );`,
-  // Selector assignments as standing rules; id order = creation order (newest wins).
-  // selector is canonical JSON (keys sorted) so "same selector" is a string compare.
-  `CREATE TABLE selector_rules (
-     id INTEGER PRIMARY KEY AUTOINCREMENT,
-     chain TEXT NOT NULL,
-     version INTEGER,
-     selector TEXT NOT NULL,
-     created_at TEXT NOT NULL
-   );
-   CREATE INDEX selector_rules_by_selector ON selector_rules (selector);`,
-  // Token scopes and expiry, and the audit log. Tokens made before scopes existed had
-  // every power: they keep it, but expire 90 days after the upgrade.
-  `ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '["admin","publish","deploy","read","metrics"]';
-   ALTER TABLE tokens ADD COLUMN expires_at TEXT;
-   ALTER TABLE tokens ADD COLUMN last_used_at TEXT;
-   UPDATE tokens SET expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+90 days');
-   CREATE TABLE audit (
-     id INTEGER PRIMARY KEY AUTOINCREMENT,
-     at TEXT NOT NULL,
-     actor TEXT NOT NULL,
-     method TEXT NOT NULL,
-     route TEXT NOT NULL,
-     target TEXT,
-     status INTEGER NOT NULL,
-     remote TEXT NOT NULL
-   );
-   CREATE INDEX audit_by_at ON audit (at);`,
-  // Release signing: signatures over NF build manifests (by release digest), the builds
-  // each chain version runs with its signed document, release key sets, signed map entries.
-  `CREATE TABLE release_signatures (
-     digest TEXT NOT NULL,
-     nf TEXT NOT NULL,
-     key_id TEXT NOT NULL,
-     signature TEXT NOT NULL,
-     created_at TEXT NOT NULL,
-     PRIMARY KEY (digest, key_id)
-   );
-   CREATE TABLE chain_releases (
-     name TEXT NOT NULL,
-     version INTEGER NOT NULL,
-     releases TEXT NOT NULL,
-     document TEXT NOT NULL,
-     signatures TEXT NOT NULL,
-     PRIMARY KEY (name, version)
-   );
-   CREATE TABLE release_key_sets (
-     seq INTEGER PRIMARY KEY,
-     document TEXT NOT NULL,
-     signatures TEXT NOT NULL,
-     created_at TEXT NOT NULL
-   );
-   CREATE TABLE signed_map_entries (
-     chain TEXT NOT NULL,
-     map TEXT NOT NULL,
-     seq INTEGER NOT NULL,
-     document TEXT NOT NULL,
-     signatures TEXT NOT NULL,
-     created_at TEXT NOT NULL,
-     PRIMARY KEY (chain, map)
-   );`,
-  // Dead-man's switch per device: the grace its assignments carry, and the rolled-back
-  // version the operator confirmed.
-  `CREATE TABLE device_dead_man (
-     device TEXT PRIMARY KEY,
-     grace_seconds INTEGER,
-     confirmed_chain TEXT,
-     confirmed_version INTEGER
-   );`,
-  // Staged rollouts: the whole state of one (phases, devices, verdicts, events) as a
-  // document; state is copied out to find the active ones.
-  `CREATE TABLE rollouts (
-     id INTEGER PRIMARY KEY AUTOINCREMENT,
-     chain TEXT NOT NULL,
-     state TEXT NOT NULL,
-     document TEXT NOT NULL,
-     created_at TEXT NOT NULL,
-     updated_at TEXT NOT NULL
-   );
-   CREATE INDEX rollouts_by_state ON rollouts (state);`,
-];
-
-/** The schema version this controller migrates to (PRAGMA user_version). */
-export const SCHEMA_VERSION = MIGRATIONS.length;
+export { MIGRATIONS, SCHEMA_VERSION } from "./migrations";
 
 /** Labels as JSON with sorted keys: equal selectors give equal strings. */
 export function canonicalSelector(selector: Labels): string {
@@ -309,7 +160,7 @@ export function migrate(db: Database.Database): void {
   }
   for (let version = current; version < MIGRATIONS.length; version++) {
     db.transaction(() => {
-      db.exec(MIGRATIONS[version]!);
+      db.exec(migrationSql(MIGRATIONS[version]!, "sqlite"));
       db.pragma(`user_version = ${version + 1}`);
     }).immediate();
   }
@@ -324,11 +175,233 @@ export function openSqliteRepository(dataDir: string): Repository {
   db.pragma("busy_timeout = 5000");
   db.pragma("foreign_keys = ON");
   migrate(db);
-  return new SqliteRepository(db);
+  return new SqliteRepository(new SqliteStore(db), { busy: undefined, listeners: new Set() }, false);
 }
 
+/** What the outer repository and its transaction views share. */
+interface SqliteShared {
+  /** resolves when the open transaction ends; undefined when none is open */
+  busy: Promise<void> | undefined;
+  listeners: Set<(names: string[], reason: string) => void>;
+}
+
+/**
+ * The Repository over better-sqlite3. Every call is synchronous underneath; while a
+ * transaction is open (its body awaits between statements) calls from outside it wait, so
+ * nothing from another request slips into it (one connection, one transaction at a time).
+ */
 class SqliteRepository implements Repository {
+  readonly dialect = "sqlite" as const;
+
+  constructor(
+    private readonly store: SqliteStore,
+    private readonly shared: SqliteShared,
+    /** a transaction's view: runs at once, never waits for itself */
+    private readonly inside: boolean,
+  ) {}
+
+  private async run<T>(fn: (store: SqliteStore) => T): Promise<T> {
+    if (!this.inside) while (this.shared.busy) await this.shared.busy;
+    return fn(this.store);
+  }
+
+  async transaction<T>(fn: (tx: Repository) => Promise<T>): Promise<T> {
+    if (this.inside) return fn(this);
+    while (this.shared.busy) await this.shared.busy;
+    let release: () => void = () => {};
+    this.shared.busy = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    try {
+      this.store.begin();
+      try {
+        const result = await fn(new SqliteRepository(this.store, this.shared, true));
+        this.store.commit();
+        return result;
+      } catch (err) {
+        this.store.rollback();
+        throw err;
+      }
+    } finally {
+      this.shared.busy = undefined;
+      release();
+    }
+  }
+
+  async publishAssignmentChanged(names: string[], reason: string): Promise<void> {
+    for (const listener of this.shared.listeners) listener(names, reason);
+  }
+
+  onAssignmentChanged(listener: (names: string[], reason: string) => void): () => void {
+    this.shared.listeners.add(listener);
+    return () => this.shared.listeners.delete(listener);
+  }
+
+  insertDevice(...a: Parameters<Repository["insertDevice"]>) {
+    return this.run((s) => s.insertDevice(...a));
+  }
+  getDevice(...a: Parameters<Repository["getDevice"]>) {
+    return this.run((s) => s.getDevice(...a));
+  }
+  listDevices(...a: Parameters<Repository["listDevices"]>) {
+    return this.run((s) => s.listDevices(...a));
+  }
+  revokeDevice(...a: Parameters<Repository["revokeDevice"]>) {
+    return this.run((s) => s.revokeDevice(...a));
+  }
+  isSerialRevoked(...a: Parameters<Repository["isSerialRevoked"]>) {
+    return this.run((s) => s.isSerialRevoked(...a));
+  }
+  touchDevice(...a: Parameters<Repository["touchDevice"]>) {
+    return this.run((s) => s.touchDevice(...a));
+  }
+  saveDeviceStatus(...a: Parameters<Repository["saveDeviceStatus"]>) {
+    return this.run((s) => s.saveDeviceStatus(...a));
+  }
+  getDeadMan(...a: Parameters<Repository["getDeadMan"]>) {
+    return this.run((s) => s.getDeadMan(...a));
+  }
+  setGraceSeconds(...a: Parameters<Repository["setGraceSeconds"]>) {
+    return this.run((s) => s.setGraceSeconds(...a));
+  }
+  confirmRollback(...a: Parameters<Repository["confirmRollback"]>) {
+    return this.run((s) => s.confirmRollback(...a));
+  }
+  assignChain(...a: Parameters<Repository["assignChain"]>) {
+    return this.run((s) => s.assignChain(...a));
+  }
+  clearExplicitAssignment(...a: Parameters<Repository["clearExplicitAssignment"]>) {
+    return this.run((s) => s.clearExplicitAssignment(...a));
+  }
+  devicesAssignedTo(...a: Parameters<Repository["devicesAssignedTo"]>) {
+    return this.run((s) => s.devicesAssignedTo(...a));
+  }
+  addSelectorRule(...a: Parameters<Repository["addSelectorRule"]>) {
+    return this.run((s) => s.addSelectorRule(...a));
+  }
+  removeSelectorRule(...a: Parameters<Repository["removeSelectorRule"]>) {
+    return this.run((s) => s.removeSelectorRule(...a));
+  }
+  listSelectorRules(...a: Parameters<Repository["listSelectorRules"]>) {
+    return this.run((s) => s.listSelectorRules(...a));
+  }
+  insertToken(...a: Parameters<Repository["insertToken"]>) {
+    return this.run((s) => s.insertToken(...a));
+  }
+  findTokenByHash(...a: Parameters<Repository["findTokenByHash"]>) {
+    return this.run((s) => s.findTokenByHash(...a));
+  }
+  touchToken(...a: Parameters<Repository["touchToken"]>) {
+    return this.run((s) => s.touchToken(...a));
+  }
+  listTokens(...a: Parameters<Repository["listTokens"]>) {
+    return this.run((s) => s.listTokens(...a));
+  }
+  countTokens(...a: Parameters<Repository["countTokens"]>) {
+    return this.run((s) => s.countTokens(...a));
+  }
+  deleteTokens(...a: Parameters<Repository["deleteTokens"]>) {
+    return this.run((s) => s.deleteTokens(...a));
+  }
+  insertAudit(...a: Parameters<Repository["insertAudit"]>) {
+    return this.run((s) => s.insertAudit(...a));
+  }
+  finishAudit(...a: Parameters<Repository["finishAudit"]>) {
+    return this.run((s) => s.finishAudit(...a));
+  }
+  listAudit(...a: Parameters<Repository["listAudit"]>) {
+    return this.run((s) => s.listAudit(...a));
+  }
+  insertChainVersion(...a: Parameters<Repository["insertChainVersion"]>) {
+    return this.run((s) => s.insertChainVersion(...a));
+  }
+  getChainVersion(...a: Parameters<Repository["getChainVersion"]>) {
+    return this.run((s) => s.getChainVersion(...a));
+  }
+  listChains(...a: Parameters<Repository["listChains"]>) {
+    return this.run((s) => s.listChains(...a));
+  }
+  insertNf(...a: Parameters<Repository["insertNf"]>) {
+    return this.run((s) => s.insertNf(...a));
+  }
+  latestNf(...a: Parameters<Repository["latestNf"]>) {
+    return this.run((s) => s.latestNf(...a));
+  }
+  insertArtifact(...a: Parameters<Repository["insertArtifact"]>) {
+    return this.run((s) => s.insertArtifact(...a));
+  }
+  getArtifact(...a: Parameters<Repository["getArtifact"]>) {
+    return this.run((s) => s.getArtifact(...a));
+  }
+  setMapEntries(...a: Parameters<Repository["setMapEntries"]>) {
+    return this.run((s) => s.setMapEntries(...a));
+  }
+  getMapEntries(...a: Parameters<Repository["getMapEntries"]>) {
+    return this.run((s) => s.getMapEntries(...a));
+  }
+  listNfBuilds(...a: Parameters<Repository["listNfBuilds"]>) {
+    return this.run((s) => s.listNfBuilds(...a));
+  }
+  addReleaseSignature(...a: Parameters<Repository["addReleaseSignature"]>) {
+    return this.run((s) => s.addReleaseSignature(...a));
+  }
+  releaseSignatures(...a: Parameters<Repository["releaseSignatures"]>) {
+    return this.run((s) => s.releaseSignatures(...a));
+  }
+  saveChainRelease(...a: Parameters<Repository["saveChainRelease"]>) {
+    return this.run((s) => s.saveChainRelease(...a));
+  }
+  getChainRelease(...a: Parameters<Repository["getChainRelease"]>) {
+    return this.run((s) => s.getChainRelease(...a));
+  }
+  saveKeySet(...a: Parameters<Repository["saveKeySet"]>) {
+    return this.run((s) => s.saveKeySet(...a));
+  }
+  latestKeySet(...a: Parameters<Repository["latestKeySet"]>) {
+    return this.run((s) => s.latestKeySet(...a));
+  }
+  saveSignedMapEntries(...a: Parameters<Repository["saveSignedMapEntries"]>) {
+    return this.run((s) => s.saveSignedMapEntries(...a));
+  }
+  getSignedMapEntries(...a: Parameters<Repository["getSignedMapEntries"]>) {
+    return this.run((s) => s.getSignedMapEntries(...a));
+  }
+  insertRollout(...a: Parameters<Repository["insertRollout"]>) {
+    return this.run((s) => s.insertRollout(...a));
+  }
+  updateRollout(...a: Parameters<Repository["updateRollout"]>) {
+    return this.run((s) => s.updateRollout(...a));
+  }
+  getRollout(...a: Parameters<Repository["getRollout"]>) {
+    return this.run((s) => s.getRollout(...a));
+  }
+  listRollouts(...a: Parameters<Repository["listRollouts"]>) {
+    return this.run((s) => s.listRollouts(...a));
+  }
+
+  async close(): Promise<void> {
+    if (this.inside) throw new Error("close() inside a transaction");
+    while (this.shared.busy) await this.shared.busy;
+    this.store.close();
+  }
+}
+
+/** The synchronous statements (better-sqlite3); SqliteRepository is its async face. */
+class SqliteStore {
   constructor(private readonly db: Database.Database) {}
+
+  begin(): void {
+    // IMMEDIATE takes the write lock up front, so two processes cannot both read-then-write stale state.
+    this.db.exec("BEGIN IMMEDIATE");
+  }
+
+  commit(): void {
+    this.db.exec("COMMIT");
+  }
+
+  rollback(): void {
+    if (this.db.inTransaction) this.db.exec("ROLLBACK");
+  }
 
   transaction<T>(fn: () => T): T {
     // IMMEDIATE takes the write lock up front, so two processes cannot both read-then-write stale state.

@@ -1,0 +1,867 @@
+import type { NfInterface } from "@galette/chain";
+import { createLogger, type Logger } from "@galette/log";
+import type {
+  ArtifactMeta,
+  AssignmentSource,
+  AuditEntry,
+  DeviceStatusReport,
+  Labels,
+  MapEntry,
+  Rollout,
+  SelectorRule,
+  Signature,
+  SignedMapEntries,
+  SignedReleaseKeySet,
+  TokenScope,
+} from "@galette/protocol";
+import { chainGraphFromStored } from "@galette/protocol";
+import pg from "pg";
+import type { SharedArtifacts } from "./artifacts";
+import { faultPoint } from "./fault-point";
+import { MIGRATIONS, migrationSql } from "./migrations";
+import type {
+  AuditRecord,
+  ChainReleaseRecord,
+  ChainVersionRecord,
+  DeadManSettings,
+  DeviceRecord,
+  NfRecord,
+  Repository,
+  TokenRecord,
+} from "./repository";
+import { canonicalSelector, selectorMatches } from "./sqlite";
+
+/** The channel every replica LISTENs on for "assignment changed". */
+export const ASSIGNMENT_CHANNEL = "galette_assignment";
+/**
+ * Advisory lock keys (any two constants the rest of a shared database leaves alone):
+ * every transaction takes TX_LOCK, so transactions run one at a time across all replicas
+ * (the guarantee SQLite's single writer gives); migrations take MIGRATE_LOCK.
+ */
+const TX_LOCK = 0x6761_6c01;
+const MIGRATE_LOCK = 0x6761_6c02;
+/** NOTIFY payloads must stay under 8000 bytes: device names go in chunks. */
+const NOTIFY_NAMES_PER_MESSAGE = 60;
+
+export function isPostgresUrl(value: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(value);
+}
+
+/** The URL without its password, for logs and errors. */
+export function redactedUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "***";
+    return u.toString();
+  } catch {
+    return "postgres://(unparsable URL)";
+  }
+}
+
+type Queryable = pg.Pool | pg.PoolClient;
+
+interface Shared {
+  pool: pg.Pool;
+  listeners: Set<(names: string[], reason: string) => void>;
+  listener: pg.Client | undefined;
+  closed: boolean;
+  log: Logger;
+}
+
+export type PostgresRepository = Repository & { readonly blobs: SharedArtifacts };
+
+async function migrate(pool: pg.Pool): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    // replicas starting together: one migrates, the others wait and find it done
+    await client.query("SELECT pg_advisory_xact_lock($1)", [MIGRATE_LOCK]);
+    await client.query("CREATE TABLE IF NOT EXISTS galette_schema (version INTEGER NOT NULL)");
+    const row = (await client.query<{ version: number }>("SELECT version FROM galette_schema")).rows[0];
+    if (!row) await client.query("INSERT INTO galette_schema (version) VALUES (0)");
+    const current = row?.version ?? 0;
+    if (current > MIGRATIONS.length) {
+      throw new Error(
+        `database schema version ${current} is newer than this controller knows (${MIGRATIONS.length}): upgrade galette`,
+      );
+    }
+    for (let version = current; version < MIGRATIONS.length; version++) {
+      await client.query(migrationSql(MIGRATIONS[version]!, "postgres"));
+      await client.query("UPDATE galette_schema SET version = $1", [version + 1]);
+    }
+    await client.query("COMMIT");
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/**
+ * Connects to `url`, migrates the schema (the same migrations as SQLite) and LISTENs for
+ * assignment changes. Several controller replicas may share the database.
+ */
+export async function openPostgresRepository(
+  url: string,
+  options: { log?: Logger; poolSize?: number } = {},
+): Promise<PostgresRepository> {
+  const log = options.log ?? createLogger("galette-postgres");
+  const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10 });
+  // An idle client's error (the server restarted) must not crash the controller: the pool replaces it.
+  pool.on("error", (err) => log.error({ err }, "PostgreSQL connection lost (idle); the pool reconnects"));
+  try {
+    await migrate(pool);
+  } catch (err) {
+    await pool.end().catch(() => undefined);
+    throw new Error(`PostgreSQL ${redactedUrl(url)}: ${(err as Error).message}`, { cause: err });
+  }
+  const shared: Shared = { pool, listeners: new Set(), listener: undefined, closed: false, log };
+  await listen(url, shared);
+  return new Postgres(pool, shared, false);
+}
+
+/** The dedicated LISTEN connection; reconnects (with a back-off) when it drops. */
+async function listen(url: string, shared: Shared, attempt = 0): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  const retry = (err: unknown) => {
+    if (shared.closed) return;
+    shared.listener = undefined;
+    const delay = Math.min(5000, 200 * 2 ** attempt);
+    // Meanwhile agents still poll: a change is picked up at their next poll, not lost.
+    shared.log.error({ err, retryInMs: delay }, "PostgreSQL LISTEN connection lost; reconnecting");
+    setTimeout(() => {
+      listen(url, shared, attempt + 1).catch((e: unknown) => retry(e));
+    }, delay).unref();
+  };
+  client.on("notification", (message) => {
+    if (message.channel !== ASSIGNMENT_CHANNEL || !message.payload) return;
+    let parsed: { names: string[]; reason: string };
+    try {
+      parsed = JSON.parse(message.payload) as { names: string[]; reason: string };
+    } catch (err) {
+      shared.log.error({ err }, "unreadable assignment notification ignored");
+      return;
+    }
+    for (const listener of shared.listeners) listener(parsed.names, parsed.reason);
+  });
+  let failed = false;
+  client.on("error", (err) => {
+    if (failed) return;
+    failed = true;
+    client.end().catch(() => undefined);
+    retry(err);
+  });
+  await client.connect();
+  await client.query(`LISTEN ${ASSIGNMENT_CHANNEL}`);
+  if (shared.closed) {
+    await client.end();
+    return;
+  }
+  shared.listener = client;
+  if (attempt > 0) shared.log.info("PostgreSQL LISTEN connection back");
+}
+
+interface DeviceRow {
+  name: string;
+  labels: string;
+  serial: string;
+  cert_pem: string;
+  enrolled_at: string;
+  not_after: string;
+  revoked_at: string | null;
+  last_seen_at: string | null;
+  assigned_chain: string | null;
+  assigned_version: number | null;
+  status: string | null;
+  status_at: string | null;
+}
+
+interface RuleRow {
+  id: number;
+  chain: string;
+  version: number | null;
+  selector: string;
+  created_at: string;
+}
+
+interface TokenRow {
+  name: string;
+  scopes: string;
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+}
+
+interface NfRow {
+  name: string;
+  source_digest: string;
+  build: NfRecord["build"];
+  build_message: string | null;
+  build_hash: string;
+  interface: string;
+  artifacts: string;
+  published_at: string;
+}
+
+function ruleFromRow(row: RuleRow): SelectorRule {
+  return {
+    id: row.id,
+    chain: row.chain,
+    version: row.version,
+    selector: JSON.parse(row.selector) as Labels,
+    createdAt: row.created_at,
+  };
+}
+
+function tokenFromRow(row: TokenRow): TokenRecord {
+  return {
+    name: row.name,
+    scopes: JSON.parse(row.scopes) as TokenScope[],
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    lastUsedAt: row.last_used_at,
+  };
+}
+
+function nfFromRow(row: NfRow): NfRecord {
+  return {
+    name: row.name,
+    sourceDigest: row.source_digest,
+    build: row.build,
+    buildMessage: row.build_message,
+    buildHash: row.build_hash,
+    interface: JSON.parse(row.interface) as NfInterface,
+    artifacts: JSON.parse(row.artifacts) as ArtifactMeta[],
+    publishedAt: row.published_at,
+  };
+}
+
+/** The same resolution as SQLite's: explicit assignment, else the newest matching rule. */
+function deviceFromRow(row: DeviceRow, rules: SelectorRule[]): DeviceRecord {
+  const labels = JSON.parse(row.labels) as Labels;
+  let assignedChain = row.assigned_chain;
+  let assignedVersion = row.assigned_version;
+  let assignedBy: AssignmentSource | null = assignedChain ? { kind: "explicit" } : null;
+  if (!assignedChain) {
+    const rule = rules.findLast((r) => selectorMatches(r.selector, labels));
+    if (rule) {
+      assignedChain = rule.chain;
+      assignedVersion = rule.version;
+      assignedBy = { kind: "selector", rule: rule.id, selector: rule.selector };
+    }
+  }
+  return {
+    name: row.name,
+    labels,
+    serial: row.serial,
+    certPem: row.cert_pem,
+    enrolledAt: row.enrolled_at,
+    notAfter: row.not_after,
+    revokedAt: row.revoked_at,
+    lastSeenAt: row.last_seen_at,
+    assignedChain,
+    assignedVersion,
+    assignedBy,
+    status: row.status ? (JSON.parse(row.status) as DeviceStatusReport) : null,
+    statusAt: row.status_at,
+  };
+}
+
+/**
+ * The Repository over PostgreSQL: the same tables and semantics as SQLite (TEXT timestamps
+ * in ISO form, JSON documents as TEXT), statements with $n parameters, transactions on one
+ * pooled connection serialised by an advisory lock.
+ */
+class Postgres implements PostgresRepository {
+  readonly dialect = "postgres" as const;
+
+  constructor(
+    private readonly db: Queryable,
+    private readonly shared: Shared,
+    /** a transaction's view: `db` is its connection */
+    private readonly inside: boolean,
+  ) {}
+
+  async #rows<R extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<R[]> {
+    return (await this.db.query<R>(sql, params)).rows;
+  }
+
+  async #run(sql: string, params: unknown[] = []): Promise<number> {
+    return (await this.db.query(sql, params)).rowCount ?? 0;
+  }
+
+  async transaction<T>(fn: (tx: Repository) => Promise<T>): Promise<T> {
+    if (this.inside) return fn(this);
+    const client = await this.shared.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query("BEGIN");
+      await client.query("SELECT pg_advisory_xact_lock($1)", [TX_LOCK]);
+      const result = await fn(new Postgres(client, this.shared, true));
+      await client.query("COMMIT");
+      return result;
+    } catch (err) {
+      await client.query("ROLLBACK").catch((rollbackError: unknown) => {
+        // the connection is in an unknown state: the pool must not hand it out again
+        broken = rollbackError as Error;
+      });
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async publishAssignmentChanged(names: string[], reason: string): Promise<void> {
+    for (let i = 0; i < names.length; i += NOTIFY_NAMES_PER_MESSAGE) {
+      const payload = JSON.stringify({ names: names.slice(i, i + NOTIFY_NAMES_PER_MESSAGE), reason });
+      // inside a transaction, PostgreSQL delivers it at COMMIT (never for a rollback)
+      await this.db.query("SELECT pg_notify($1, $2)", [ASSIGNMENT_CHANNEL, payload]);
+    }
+  }
+
+  onAssignmentChanged(listener: (names: string[], reason: string) => void): () => void {
+    this.shared.listeners.add(listener);
+    return () => this.shared.listeners.delete(listener);
+  }
+
+  readonly blobs: SharedArtifacts = {
+    put: async (digest, bytes) => {
+      await this.#run(
+        "INSERT INTO artifact_blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING",
+        [digest, Buffer.from(bytes)],
+      );
+    },
+    get: async (digest) =>
+      (await this.#rows<{ bytes: Buffer }>("SELECT bytes FROM artifact_blobs WHERE digest = $1", [digest]))[0]
+        ?.bytes,
+    has: async (digest) =>
+      (await this.#rows("SELECT 1 FROM artifact_blobs WHERE digest = $1", [digest])).length > 0,
+  };
+
+  async insertDevice(device: Parameters<Repository["insertDevice"]>[0]): Promise<void> {
+    await this.#run(
+      `INSERT INTO devices (name, labels, serial, cert_pem, enrolled_at, not_after)
+       VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, serial = excluded.serial,
+         cert_pem = excluded.cert_pem, enrolled_at = excluded.enrolled_at, not_after = excluded.not_after,
+         revoked_at = NULL, last_seen_at = NULL, status = NULL, status_at = NULL
+       WHERE devices.revoked_at IS NOT NULL`,
+      [
+        device.name,
+        JSON.stringify(device.labels),
+        device.serial,
+        device.certPem,
+        device.enrolledAt,
+        device.notAfter,
+      ],
+    );
+    const stored = await this.getDevice(device.name);
+    if (stored?.serial !== device.serial) {
+      throw new Error(`device ${device.name} is already enrolled (revoke it first to enrol it again)`);
+    }
+  }
+
+  async getDevice(name: string): Promise<DeviceRecord | undefined> {
+    const row = (await this.#rows<DeviceRow>("SELECT * FROM devices WHERE name = $1", [name]))[0];
+    return row ? deviceFromRow(row, await this.listSelectorRules()) : undefined;
+  }
+
+  async listDevices(): Promise<DeviceRecord[]> {
+    const rules = await this.listSelectorRules();
+    return (await this.#rows<DeviceRow>('SELECT * FROM devices ORDER BY name COLLATE "C"')).map((row) =>
+      deviceFromRow(row, rules),
+    );
+  }
+
+  revokeDevice(name: string, at: string): Promise<DeviceRecord> {
+    return this.transaction(async (tx) => {
+      const device = await tx.getDevice(name);
+      if (!device) throw new Error(`device ${name} is not enrolled`);
+      if (device.revokedAt) throw new Error(`device ${name} was already revoked at ${device.revokedAt}`);
+      const db = tx as Postgres;
+      await db.#run("UPDATE devices SET revoked_at = $1 WHERE name = $2", [at, name]);
+      await db.#run(
+        "INSERT INTO revoked_serials (serial, device, revoked_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        [device.serial, name, at],
+      );
+      return { ...device, revokedAt: at };
+    });
+  }
+
+  async isSerialRevoked(serial: string): Promise<boolean> {
+    return (await this.#rows("SELECT 1 FROM revoked_serials WHERE serial = $1", [serial])).length > 0;
+  }
+
+  async touchDevice(name: string, at: string): Promise<void> {
+    await this.#run("UPDATE devices SET last_seen_at = $1 WHERE name = $2", [at, name]);
+  }
+
+  async saveDeviceStatus(name: string, status: DeviceStatusReport, at: string): Promise<void> {
+    await this.#run("UPDATE devices SET status = $1, status_at = $2, last_seen_at = $2 WHERE name = $3", [
+      JSON.stringify(status),
+      at,
+      name,
+    ]);
+  }
+
+  async getDeadMan(name: string): Promise<DeadManSettings> {
+    const row = (
+      await this.#rows<{
+        grace_seconds: number | null;
+        confirmed_chain: string | null;
+        confirmed_version: number | null;
+      }>("SELECT grace_seconds, confirmed_chain, confirmed_version FROM device_dead_man WHERE device = $1", [
+        name,
+      ])
+    )[0];
+    return {
+      graceSeconds: row?.grace_seconds ?? null,
+      confirmed:
+        row?.confirmed_chain && row.confirmed_version
+          ? { chain: row.confirmed_chain, version: row.confirmed_version }
+          : null,
+    };
+  }
+
+  setGraceSeconds(deviceNames: string[], seconds: number): Promise<void> {
+    return this.transaction(async (tx) => {
+      for (const name of deviceNames)
+        await (tx as Postgres).#run(
+          `INSERT INTO device_dead_man (device, grace_seconds) VALUES ($1, $2)
+           ON CONFLICT (device) DO UPDATE SET grace_seconds = excluded.grace_seconds`,
+          [name, seconds],
+        );
+    });
+  }
+
+  async confirmRollback(name: string, chain: string, version: number): Promise<void> {
+    await this.#run(
+      `INSERT INTO device_dead_man (device, confirmed_chain, confirmed_version) VALUES ($1, $2, $3)
+       ON CONFLICT (device) DO UPDATE SET confirmed_chain = excluded.confirmed_chain,
+         confirmed_version = excluded.confirmed_version`,
+      [name, chain, version],
+    );
+  }
+
+  assignChain(deviceNames: string[], chain: string, version: number | null): Promise<void> {
+    return this.transaction(async (tx) => {
+      for (const name of deviceNames) {
+        const changed = await (tx as Postgres).#run(
+          "UPDATE devices SET assigned_chain = $1, assigned_version = $2 WHERE name = $3",
+          [chain, version, name],
+        );
+        if (changed !== 1) throw new Error(`device ${name} is not enrolled`);
+      }
+    });
+  }
+
+  clearExplicitAssignment(deviceNames: string[]): Promise<void> {
+    return this.transaction(async (tx) => {
+      for (const name of deviceNames) {
+        const changed = await (tx as Postgres).#run(
+          "UPDATE devices SET assigned_chain = NULL, assigned_version = NULL WHERE name = $1",
+          [name],
+        );
+        if (changed !== 1) throw new Error(`device ${name} is not enrolled`);
+      }
+    });
+  }
+
+  async devicesAssignedTo(chain: string): Promise<DeviceRecord[]> {
+    return (await this.listDevices()).filter((d) => d.assignedChain === chain);
+  }
+
+  addSelectorRule(
+    chain: string,
+    version: number | null,
+    selector: Labels,
+    at: string,
+  ): Promise<SelectorRule> {
+    const canonical = canonicalSelector(selector);
+    return this.transaction(async (tx) => {
+      const db = tx as Postgres;
+      await db.#run("DELETE FROM selector_rules WHERE selector = $1", [canonical]);
+      const row = (
+        await db.#rows<RuleRow>(
+          "INSERT INTO selector_rules (chain, version, selector, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
+          [chain, version, canonical, at],
+        )
+      )[0]!;
+      return ruleFromRow(row);
+    });
+  }
+
+  removeSelectorRule(selector: Labels): Promise<SelectorRule[]> {
+    const canonical = canonicalSelector(selector);
+    return this.transaction(async (tx) =>
+      (
+        await (tx as Postgres).#rows<RuleRow>("DELETE FROM selector_rules WHERE selector = $1 RETURNING *", [
+          canonical,
+        ])
+      )
+        .sort((a, b) => a.id - b.id)
+        .map(ruleFromRow),
+    );
+  }
+
+  async listSelectorRules(): Promise<SelectorRule[]> {
+    return (await this.#rows<RuleRow>("SELECT * FROM selector_rules ORDER BY id")).map(ruleFromRow);
+  }
+
+  async insertToken(token: Parameters<Repository["insertToken"]>[0]): Promise<void> {
+    await this.#run(
+      "INSERT INTO tokens (token_hash, name, scopes, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+      [token.hash, token.name, JSON.stringify(token.scopes), token.createdAt, token.expiresAt],
+    );
+  }
+
+  async findTokenByHash(tokenHash: string): Promise<TokenRecord | undefined> {
+    const row = (await this.#rows<TokenRow>("SELECT * FROM tokens WHERE token_hash = $1", [tokenHash]))[0];
+    return row ? tokenFromRow(row) : undefined;
+  }
+
+  async touchToken(tokenHash: string, at: string): Promise<void> {
+    await this.#run("UPDATE tokens SET last_used_at = $1 WHERE token_hash = $2", [at, tokenHash]);
+  }
+
+  async listTokens(): Promise<TokenRecord[]> {
+    return (await this.#rows<TokenRow>('SELECT * FROM tokens ORDER BY created_at, name COLLATE "C"')).map(
+      tokenFromRow,
+    );
+  }
+
+  async countTokens(): Promise<number> {
+    return (await this.#rows<{ n: number }>("SELECT COUNT(*)::int AS n FROM tokens"))[0]!.n;
+  }
+
+  async deleteTokens(name: string): Promise<number> {
+    return this.#run("DELETE FROM tokens WHERE name = $1", [name]);
+  }
+
+  async insertAudit(entry: AuditRecord): Promise<number> {
+    return (
+      await this.#rows<{ id: number }>(
+        `INSERT INTO audit (at, actor, method, route, target, status, remote)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+        [entry.at, entry.actor, entry.method, entry.route, entry.target, entry.status, entry.remote],
+      )
+    )[0]!.id;
+  }
+
+  async finishAudit(id: number, status: number, target: string | null): Promise<void> {
+    await this.#run("UPDATE audit SET status = $1, target = $2 WHERE id = $3", [status, target, id]);
+  }
+
+  async listAudit(query: { since?: string; limit: number }): Promise<AuditEntry[]> {
+    const rows = query.since
+      ? await this.#rows<AuditEntry>(
+          "SELECT * FROM (SELECT * FROM audit WHERE at >= $1 ORDER BY id DESC LIMIT $2) AS newest ORDER BY id",
+          [query.since, query.limit],
+        )
+      : await this.#rows<AuditEntry>(
+          "SELECT * FROM (SELECT * FROM audit ORDER BY id DESC LIMIT $1) AS newest ORDER BY id",
+          [query.limit],
+        );
+    return rows.map((r) => ({ ...r }));
+  }
+
+  insertChainVersion(chain: Omit<ChainVersionRecord, "version">): Promise<number> {
+    return this.transaction(async (tx) => {
+      const db = tx as Postgres;
+      const row = (
+        await db.#rows<{ v: number | null }>("SELECT MAX(version) AS v FROM chain_versions WHERE name = $1", [
+          chain.name,
+        ])
+      )[0];
+      const version = (row?.v ?? 0) + 1;
+      await db.#run(
+        `INSERT INTO chain_versions (name, version, toml, file, graph, warnings, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+        [
+          chain.name,
+          version,
+          chain.toml,
+          chain.file,
+          JSON.stringify(chain.graph),
+          JSON.stringify(chain.warnings),
+          chain.createdAt,
+        ],
+      );
+      faultPoint("chain-push"); // tests: SIGKILL lands here, before the commit
+      return version;
+    });
+  }
+
+  async getChainVersion(name: string, version?: number): Promise<ChainVersionRecord | undefined> {
+    const row = (
+      version === undefined
+        ? await this.#rows("SELECT * FROM chain_versions WHERE name = $1 ORDER BY version DESC LIMIT 1", [
+            name,
+          ])
+        : await this.#rows("SELECT * FROM chain_versions WHERE name = $1 AND version = $2", [name, version])
+    )[0] as
+      | {
+          name: string;
+          version: number;
+          toml: string;
+          file: string;
+          graph: string;
+          warnings: string;
+          created_at: string;
+        }
+      | undefined;
+    if (!row) return undefined;
+    return {
+      name: row.name,
+      version: row.version,
+      toml: row.toml,
+      file: row.file,
+      graph: chainGraphFromStored(JSON.parse(row.graph)),
+      warnings: JSON.parse(row.warnings) as string[],
+      createdAt: row.created_at,
+    };
+  }
+
+  async listChains(): Promise<Array<{ name: string; latestVersion: number; createdAt: string }>> {
+    return (
+      await this.#rows<{ name: string; latestVersion: number; createdAt: string }>(
+        `SELECT name, MAX(version) AS "latestVersion", MAX(created_at) AS "createdAt"
+         FROM chain_versions GROUP BY name ORDER BY name COLLATE "C"`,
+      )
+    ).map((r) => ({ ...r }));
+  }
+
+  async insertNf(nf: NfRecord): Promise<void> {
+    await this.#run(
+      `INSERT INTO nfs (name, source_digest, build, build_message, build_hash, interface, artifacts, published_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      [
+        nf.name,
+        nf.sourceDigest,
+        nf.build,
+        nf.buildMessage,
+        nf.buildHash,
+        JSON.stringify(nf.interface),
+        JSON.stringify(nf.artifacts),
+        nf.publishedAt,
+      ],
+    );
+  }
+
+  async latestNf(name: string): Promise<NfRecord | undefined> {
+    const row = (
+      await this.#rows<NfRow>("SELECT * FROM nfs WHERE name = $1 ORDER BY seq DESC LIMIT 1", [name])
+    )[0];
+    return row ? nfFromRow(row) : undefined;
+  }
+
+  async listNfBuilds(name: string): Promise<NfRecord[]> {
+    return (await this.#rows<NfRow>("SELECT * FROM nfs WHERE name = $1 ORDER BY seq DESC", [name])).map(
+      nfFromRow,
+    );
+  }
+
+  async addReleaseSignature(digest: string, nf: string, signature: Signature, at: string): Promise<void> {
+    await this.#run(
+      `INSERT INTO release_signatures (digest, nf, key_id, signature, created_at) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (digest, key_id) DO UPDATE SET signature = excluded.signature, created_at = excluded.created_at`,
+      [digest, nf, signature.keyId, signature.sig, at],
+    );
+  }
+
+  async releaseSignatures(digest: string): Promise<Signature[]> {
+    return (
+      await this.#rows<{ key_id: string; signature: string }>(
+        'SELECT key_id, signature FROM release_signatures WHERE digest = $1 ORDER BY created_at, key_id COLLATE "C"',
+        [digest],
+      )
+    ).map((r) => ({ keyId: r.key_id, sig: r.signature }));
+  }
+
+  async saveChainRelease(name: string, version: number, record: ChainReleaseRecord): Promise<void> {
+    await this.#run(
+      `INSERT INTO chain_releases (name, version, releases, document, signatures) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (name, version) DO UPDATE SET releases = excluded.releases,
+         document = excluded.document, signatures = excluded.signatures`,
+      [
+        name,
+        version,
+        JSON.stringify(record.releases),
+        JSON.stringify(record.document),
+        JSON.stringify(record.signatures),
+      ],
+    );
+  }
+
+  async getChainRelease(name: string, version: number): Promise<ChainReleaseRecord | undefined> {
+    const row = (
+      await this.#rows<{ releases: string; document: string; signatures: string }>(
+        "SELECT releases, document, signatures FROM chain_releases WHERE name = $1 AND version = $2",
+        [name, version],
+      )
+    )[0];
+    if (!row) return undefined;
+    return {
+      releases: JSON.parse(row.releases) as ChainReleaseRecord["releases"],
+      document: JSON.parse(row.document) as ChainReleaseRecord["document"],
+      signatures: JSON.parse(row.signatures) as Signature[],
+    };
+  }
+
+  saveKeySet(keySet: SignedReleaseKeySet, at: string): Promise<void> {
+    return this.transaction(async (tx) => {
+      const latest = await tx.latestKeySet();
+      if (latest && keySet.document.seq <= latest.document.seq)
+        throw new Error(
+          `key set #${keySet.document.seq} is not newer than the stored #${latest.document.seq}`,
+        );
+      await (tx as Postgres).#run(
+        "INSERT INTO release_key_sets (seq, document, signatures, created_at) VALUES ($1, $2, $3, $4)",
+        [keySet.document.seq, JSON.stringify(keySet.document), JSON.stringify(keySet.signatures), at],
+      );
+    });
+  }
+
+  async latestKeySet(): Promise<SignedReleaseKeySet | undefined> {
+    const row = (
+      await this.#rows<{ document: string; signatures: string }>(
+        "SELECT document, signatures FROM release_key_sets ORDER BY seq DESC LIMIT 1",
+      )
+    )[0];
+    return row
+      ? ({
+          document: JSON.parse(row.document),
+          signatures: JSON.parse(row.signatures),
+        } as SignedReleaseKeySet)
+      : undefined;
+  }
+
+  async saveSignedMapEntries(signed: SignedMapEntries, at: string): Promise<void> {
+    await this.#run(
+      `INSERT INTO signed_map_entries (chain, map, seq, document, signatures, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (chain, map) DO UPDATE SET seq = excluded.seq, document = excluded.document,
+         signatures = excluded.signatures, created_at = excluded.created_at`,
+      [
+        signed.document.chain,
+        signed.document.map,
+        signed.document.seq,
+        JSON.stringify(signed.document),
+        JSON.stringify(signed.signatures),
+        at,
+      ],
+    );
+  }
+
+  async getSignedMapEntries(chain: string, map: string): Promise<SignedMapEntries | undefined> {
+    const row = (
+      await this.#rows<{ document: string; signatures: string }>(
+        "SELECT document, signatures FROM signed_map_entries WHERE chain = $1 AND map = $2",
+        [chain, map],
+      )
+    )[0];
+    return row
+      ? ({ document: JSON.parse(row.document), signatures: JSON.parse(row.signatures) } as SignedMapEntries)
+      : undefined;
+  }
+
+  async insertRollout(rollout: Omit<Rollout, "id">): Promise<number> {
+    return (
+      await this.#rows<{ id: number }>(
+        "INSERT INTO rollouts (chain, state, document, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        [rollout.chain, rollout.state, JSON.stringify(rollout), rollout.createdAt, rollout.updatedAt],
+      )
+    )[0]!.id;
+  }
+
+  async updateRollout(rollout: Rollout): Promise<void> {
+    const { id, ...document } = rollout;
+    const changed = await this.#run(
+      "UPDATE rollouts SET state = $1, document = $2, updated_at = $3 WHERE id = $4",
+      [rollout.state, JSON.stringify(document), rollout.updatedAt, id],
+    );
+    if (changed !== 1) throw new Error(`rollout ${id} does not exist`);
+  }
+
+  async getRollout(id: number): Promise<Rollout | undefined> {
+    const row = (
+      await this.#rows<{ id: number; document: string }>("SELECT id, document FROM rollouts WHERE id = $1", [
+        id,
+      ])
+    )[0];
+    return row ? { ...(JSON.parse(row.document) as Omit<Rollout, "id">), id: row.id } : undefined;
+  }
+
+  async listRollouts(query: { active?: boolean; limit?: number }): Promise<Rollout[]> {
+    const rows = await this.#rows<{ id: number; document: string }>(
+      `SELECT id, document FROM rollouts ${query.active ? "WHERE state IN ('running', 'paused')" : ""}
+       ORDER BY id DESC LIMIT $1`,
+      [query.limit ?? 1000],
+    );
+    return rows.map((row) => ({ ...(JSON.parse(row.document) as Omit<Rollout, "id">), id: row.id }));
+  }
+
+  async insertArtifact(meta: ArtifactMeta, at: string): Promise<void> {
+    await this.#run(
+      `INSERT INTO artifacts (digest, kind, size, nf, triple, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (digest) DO NOTHING`,
+      [meta.digest, meta.kind, meta.size, meta.nf, meta.triple ?? null, at],
+    );
+  }
+
+  async getArtifact(digest: string): Promise<ArtifactMeta | undefined> {
+    const row = (
+      await this.#rows<{
+        digest: string;
+        kind: ArtifactMeta["kind"];
+        size: number;
+        nf: string;
+        triple: ArtifactMeta["triple"] | null;
+      }>("SELECT digest, kind, size, nf, triple FROM artifacts WHERE digest = $1", [digest])
+    )[0];
+    if (!row) return undefined;
+    return {
+      digest: row.digest,
+      kind: row.kind,
+      size: row.size,
+      nf: row.nf,
+      ...(row.triple ? { triple: row.triple } : {}),
+    };
+  }
+
+  setMapEntries(chain: string, map: string, set: MapEntry[], remove: string[], at: string): Promise<void> {
+    return this.transaction(async (tx) => {
+      const db = tx as Postgres;
+      for (const entry of set)
+        await db.#run(
+          `INSERT INTO map_entries (chain, map, key, value, updated_at) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (chain, map, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+          [chain, map, entry.key, entry.value, at],
+        );
+      for (const key of remove)
+        await db.#run("DELETE FROM map_entries WHERE chain = $1 AND map = $2 AND key = $3", [
+          chain,
+          map,
+          key,
+        ]);
+    });
+  }
+
+  async getMapEntries(chain: string, map: string): Promise<MapEntry[]> {
+    return this.#rows<MapEntry>(
+      'SELECT key, value FROM map_entries WHERE chain = $1 AND map = $2 ORDER BY key COLLATE "C"',
+      [chain, map],
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.inside) throw new Error("close() inside a transaction");
+    if (this.shared.closed) return;
+    this.shared.closed = true;
+    this.shared.listeners.clear();
+    await this.shared.listener?.end().catch((err: unknown) => {
+      this.shared.log.warn({ err }, "closing the LISTEN connection failed");
+    });
+    await this.shared.pool.end();
+  }
+}

@@ -1,0 +1,271 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { TracedFrame } from "@galette/protocol";
+import {
+  type CliRun,
+  describeKernel,
+  exchangeFrames,
+  spawnGalette as galette,
+  udpFrame,
+  type VethPair,
+} from "@galette/testkit";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { builtChainFile, lpmKeyV4, vethFixture } from "./helpers";
+
+/** Waits until a running CLI printed `text` on stderr (or it ended). */
+async function stderrShows(run: CliRun, text: string, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  let done = false;
+  void run.done.then(() => {
+    done = true;
+  });
+  while (Date.now() < end && !done) {
+    if ((run.child.stderr as unknown as { _galetteErr?: string })._galetteErr?.includes(text)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`galette did not print "${text}" on stderr within ${timeoutMs} ms`);
+}
+
+/** Collects a child's stderr where stderrShows can see it while it runs. */
+function watchStderr(run: CliRun): CliRun {
+  const s = run.child.stderr as unknown as NodeJS.ReadableStream & { _galetteErr?: string };
+  s._galetteErr = "";
+  s.on("data", (d: Buffer) => {
+    s._galetteErr += d.toString();
+  });
+  return run;
+}
+
+describeKernel("galette trace (chains/security.toml on a veth)", () => {
+  const fixture = vethFixture("itrc");
+  const { state } = fixture;
+  let veth: VethPair;
+  let up: CliRun;
+  const work = mkdtempSync(path.join(tmpdir(), "galette-trace-"));
+
+  beforeAll(async () => {
+    veth = fixture.veth;
+    await builtChainFile("security.toml");
+    const allow = `access-control.allow_list=${lpmKeyV4(veth.ipA).toString("hex")}:00000000`;
+    up = galette(
+      [
+        "dataplane",
+        "up",
+        "--iface",
+        veth.ifB,
+        "--netns",
+        veth.nsB,
+        "--state-dir",
+        state.dir,
+        "--map-set",
+        allow,
+        "chains/security.toml",
+      ],
+      { timeoutMs: 400_000 },
+    );
+    await new Promise<void>((resolve, reject) => {
+      const t = setInterval(() => {
+        if (up.stdout().includes('chain "security"')) {
+          clearInterval(t);
+          resolve();
+        }
+      }, 50);
+      void up.done.then((r) => {
+        clearInterval(t);
+        reject(new Error(`dataplane up ended: ${r.stderr}`));
+      });
+    });
+  }, 300_000);
+
+  afterAll(async () => {
+    up?.child.kill("SIGTERM");
+    await up?.done;
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  const base = () => ({ dstMac: veth.macB, srcMac: veth.macA, dstIp: veth.ipB });
+  const send = (frame: Buffer, repeat: number, tag: string, expect?: number) =>
+    exchangeFrames(veth.nsA, veth.ifA, {
+      send: [frame],
+      repeat,
+      pps: 2000,
+      listenMs: 400,
+      match: Buffer.from(tag),
+      ...(expect !== undefined ? { expect } : {}),
+    });
+
+  it("prints the path of a denied frame, of a cleared flow's frame and of a new clean flow's frame (--json)", async () => {
+    // a flow DPI inspects and clears (INSPECT_PACKETS clean frames) before the trace starts
+    const cleared = udpFrame({
+      ...base(),
+      srcIp: veth.ipA,
+      srcPort: 1111,
+      payload: Buffer.from("t-cleared"),
+    });
+    expect((await send(cleared, 8, "t-cleared", 8)).received).toHaveLength(8);
+
+    const trace = watchStderr(
+      galette([
+        "trace",
+        "--iface",
+        veth.ifB,
+        "--netns",
+        veth.nsB,
+        "--state-dir",
+        state.dir,
+        "--filter",
+        "udp",
+        "--count",
+        "3",
+        "--json",
+      ]),
+    );
+    await stderrShows(trace, "galette trace: tracing");
+    // not UDP: the filter leaves it out
+    const icmpish = udpFrame({ ...base(), srcIp: veth.ipA, payload: Buffer.from("t-notudp") });
+    icmpish[23] = 1;
+    await send(icmpish, 1, "t-notudp", 1);
+    await send(udpFrame({ ...base(), srcIp: "192.0.2.66", payload: Buffer.from("t-denied") }), 1, "t-denied");
+    expect((await send(cleared, 1, "t-cleared", 1)).received).toHaveLength(1);
+    const fresh = udpFrame({ ...base(), srcIp: veth.ipA, srcPort: 3333, payload: Buffer.from("t-fresh") });
+    expect((await send(fresh, 1, "t-fresh", 1)).received).toHaveLength(1);
+
+    const res = await trace.done;
+    expect(res.code, res.stderr).toBe(0);
+    const frames = res.stdout
+      .trim()
+      .split("\n")
+      .map((l) => TracedFrame.parse(JSON.parse(l)));
+    expect(frames.map((f) => f.summary)).toEqual([
+      "access-control→drop",
+      "access-control→weak-classifier→tx",
+      "access-control→weak-classifier→dpi (userland)→tx",
+    ]);
+    const [denied, allowed, clean] = frames as [TracedFrame, TracedFrame, TracedFrame];
+    expect(denied.path).toMatchObject([
+      { nf: "access-control", tier: "xdp", variant: "Denied", action: "drop" },
+    ]);
+    expect(denied.verdict).toBe("drop");
+    expect(allowed.path).toMatchObject([
+      {
+        nf: "access-control",
+        tier: "xdp",
+        variant: "Allowed",
+        action: "tailcall",
+        target: "weak-classifier",
+      },
+      { nf: "weak-classifier", tier: "xdp", variant: "Normal", action: "tx" },
+    ]);
+    expect(clean.path).toMatchObject([
+      {
+        nf: "access-control",
+        tier: "xdp",
+        variant: "Allowed",
+        action: "tailcall",
+        target: "weak-classifier",
+      },
+      { nf: "weak-classifier", tier: "xdp", variant: "Suspicious", action: "upcall", target: "dpi" },
+      { nf: "dpi", tier: "userland", variant: "Clean", action: "tx" },
+    ]);
+    for (const f of frames) {
+      expect(f.iface).toBe(veth.ifB);
+      expect(f.len).toBeGreaterThanOrEqual(42);
+      expect(f.data).toBeUndefined();
+      // timestamps: after arrival, in path order, within a second
+      const t = f.path.map((s) => s.elapsedNs);
+      expect(t).toEqual([...t].sort((a, b) => a - b));
+      expect(t[0]).toBeGreaterThanOrEqual(0);
+      expect(t.at(-1)).toBeLessThan(1e9);
+    }
+    // the frames are in the order they arrived
+    expect(frames.map((f) => f.frame)).toEqual([...frames.map((f) => f.frame)].sort((a, b) => a - b));
+  }, 120_000);
+
+  it("writes pcapng with each frame's path as its packet comment (read back by tshark)", async () => {
+    const file = path.join(work, "trace.pcapng");
+    const trace = watchStderr(
+      galette([
+        "trace",
+        "--iface",
+        veth.ifB,
+        "--netns",
+        veth.nsB,
+        "--state-dir",
+        state.dir,
+        "--filter",
+        "udp and port 4444",
+        "--count",
+        "2",
+        "--pcapng",
+        file,
+      ]),
+    );
+    await stderrShows(trace, "galette trace: tracing");
+    // another port: not traced
+    await send(
+      udpFrame({ ...base(), srcIp: veth.ipA, srcPort: 5555, payload: Buffer.from("t-other") }),
+      1,
+      "t-other",
+      1,
+    );
+    await send(
+      udpFrame({ ...base(), srcIp: "192.0.2.66", srcPort: 4444, payload: Buffer.from("t-pc1") }),
+      1,
+      "t-pc1",
+    );
+    await send(
+      udpFrame({ ...base(), srcIp: veth.ipA, dstPort: 4444, payload: Buffer.from("t-pc2") }),
+      1,
+      "t-pc2",
+      1,
+    );
+    const res = await trace.done;
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toContain("access-control→drop");
+    const fields = execFileSync(
+      "tshark",
+      ["-r", file, "-T", "fields", "-e", "udp.srcport", "-e", "udp.dstport", "-e", "frame.comment"],
+      {
+        encoding: "utf8",
+      },
+    )
+      .trim()
+      .split("\n");
+    expect(fields).toHaveLength(2);
+    expect(fields[0]).toMatch(/^4444\t\d+\tgalette trace frame \d+: access-control→drop/);
+    expect(fields[1]).toMatch(
+      /^\d+\t4444\tgalette trace frame \d+: access-control→weak-classifier→dpi \(userland\)→tx/,
+    );
+  }, 120_000);
+
+  it("refuses a bad filter, a second tracer and an interface without a chain, clearly and without switching anything on", async () => {
+    const common = ["trace", "--iface", veth.ifB, "--netns", veth.nsB, "--state-dir", state.dir];
+    const bad = await galette([...common, "--filter", "udp or tcp"]).done;
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('trace filter, column 5: "or" is not supported');
+
+    const first = watchStderr(galette([...common, "--timeout", "60"]));
+    await stderrShows(first, "galette trace: tracing");
+    const second = await galette([...common, "--count", "1"]).done;
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/a trace is already running on .* \(pid \d+\); one tracer per interface/);
+    first.child.kill("SIGTERM");
+    const stopped = await first.done;
+    expect(stopped.code).toBe(0);
+    expect(stopped.stderr).toContain("stopped (SIGTERM)");
+
+    // the slot is free again: the next tracer works
+    const next = watchStderr(galette([...common, "--count", "1", "--json"]));
+    await stderrShows(next, "galette trace: tracing");
+    await send(udpFrame({ ...base(), srcIp: "192.0.2.66", payload: Buffer.from("t-next") }), 1, "t-next");
+    const res = await next.done;
+    expect(res.code, res.stderr).toBe(0);
+    expect(TracedFrame.parse(JSON.parse(res.stdout)).summary).toBe("access-control→drop");
+
+    const none = await galette(["trace", "--iface", "nosuch0", "--state-dir", state.dir]).done;
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain("no chain is installed on nosuch0: nothing to trace");
+  }, 120_000);
+});

@@ -7,6 +7,7 @@
  */
 import { loadOperatorConfig, OperatorClient } from "@galette/controller";
 import { attachXdpPass, exchangeFrames, udpFrame } from "@galette/testkit/frames";
+import { nsRun } from "@galette/testkit/netns";
 import { sleep } from "@galette/testkit/time";
 import { createTwoPortTopology } from "@galette/testkit/topology";
 
@@ -168,15 +169,18 @@ async function main(): Promise<void> {
         args as string[];
       const n = Number(count);
       const match = Buffer.from(tag!);
-      // the receiver opens its socket first (its Python starts in well under the head start)
-      const startMs = 1500;
-      const received = exchangeFrames(toNs!, toIf!, {
-        send: [],
-        expect: n,
-        listenMs: startMs + n + 1500,
-        match,
-      });
-      await sleep(startMs);
+      // The receiver's packet socket must be open before the first frame leaves: wait until
+      // one more shows in its namespace (`ss -0`) than before it started. It listens 6 s
+      // (less once all arrived): ample for the sender to start and send, even on a busy host.
+      const packetSockets = async () =>
+        (await nsRun(toNs!, "ss", ["-0", "-H", "-n"])).stdout.split("\n").filter(Boolean).length;
+      const before = await packetSockets();
+      const started = Date.now();
+      const received = exchangeFrames(toNs!, toIf!, { send: [], expect: n, listenMs: 6000 + n, match });
+      while ((await packetSockets()) <= before) {
+        if (Date.now() - started > 10_000) throw new Error(`no packet socket in ${toNs} after 10 s`);
+        await sleep(50);
+      }
       const sent = await exchangeFrames(fromNs!, fromIf!, {
         send: [
           demoFrame({ srcMac: srcMac!, dstMac: dstMac!, srcIp: srcIp!, dstIp: dstIp!, tag: tag!, kind }),
@@ -205,9 +209,36 @@ async function main(): Promise<void> {
       }
       return;
     }
+    case "counters-agree": {
+      // The security chain's counters add up: every frame access-control Allowed reached the
+      // weak classifier, every one it found Suspicious reached the DPI. Reports lag the
+      // traffic by up to a status interval: polled for up to 10 s.
+      need(1, "DEVICE...");
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const { devices } = await operator().listDevices();
+        const verdicts = args.map((name) => {
+          const c = (instance: string) =>
+            devices.find((x) => x.name === name)?.counters.find((k) => k.instance === instance)?.counters ??
+            {};
+          const [ac, wc, dpi] = [c("access-control"), c("weak-classifier"), c("dpi")];
+          const ok = ac.Allowed === wc.packets && wc.Suspicious === dpi.packets && (wc.packets ?? 0) > 0;
+          return {
+            ok,
+            line: `${name}: access-control Allowed ${ac.Allowed} = weak-classifier ${wc.packets}; weak-classifier Suspicious ${wc.Suspicious} = dpi ${dpi.packets}`,
+          };
+        });
+        if (verdicts.every((v) => v.ok) || Date.now() > deadline) {
+          for (const v of verdicts) console.log(`  ${v.line}${v.ok ? "" : "  (they differ)"}`);
+          if (!verdicts.every((v) => v.ok)) process.exitCode = 1;
+          return;
+        }
+        await sleep(500);
+      }
+    }
     default:
       throw new Error(
-        `unknown command ${JSON.stringify(command)}: two-port|wait|refused|rolled-back|xdp-pass|traffic|forward|counters`,
+        `unknown command ${JSON.stringify(command)}: two-port|wait|refused|rolled-back|xdp-pass|traffic|forward|counters|counters-agree`,
       );
   }
 }

@@ -312,6 +312,7 @@ check "demo-2: the DPI drops a flow carrying the signature ($got/$sent back)" [ 
 step "10. Counters again: access-control now Allowed, the weak classifier sends new flows to DPI (Suspicious)"
 sleep 1.5
 ops counters demo-1 demo-2
+check "the counters add up on both devices (each NF saw what the one before sent it)" ops counters-agree demo-1 demo-2
 
 step "11. A chain version that uses an unreleased build of dpi: demo-1 and demo-2 refuse it"
 mkdir -p "$work/src"

@@ -5,6 +5,7 @@ import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DataDir } from "../src/control";
 import { ArtifactStore, sha256Hex } from "../src/storage/artifacts";
 import { openPostgresRepository, type PostgresRepository } from "../src/storage/postgres";
 import type { Repository } from "../src/storage/repository";
@@ -89,6 +90,12 @@ describe("PostgreSQL schema", () => {
       await client.end();
     }
     await expect(openPostgresRepository(url)).rejects.toThrow(/schema version 99 is newer/);
+  });
+
+  it("refuses a --database that is not a PostgreSQL URL, naming it", async () => {
+    await expect(DataDir.connect(tempDir(), { database: "mysql://db/galette" })).rejects.toThrow(
+      '--database "mysql://db/galette": expected a postgres:// or postgresql:// URL',
+    );
   });
 
   it("names the database it cannot reach, without the password", async () => {

@@ -52,6 +52,35 @@ describe("device client (mutual TLS)", () => {
     }
   });
 
+  it("moves on to the next controller URL when one cannot be reached, and names every failure when none can", async () => {
+    // a port nothing listens on: connection refused
+    const dead = "https://127.0.0.1:1";
+    const client = new DeviceClient([dead, controller.url], creds(join(dir, "dev-a")));
+    try {
+      expect(client.baseUrl).toBe(dead);
+      expect((await client.getAssignment(undefined, "x86_64")).changed).toBe(true);
+      expect(client.baseUrl).toBe(controller.url);
+    } finally {
+      client.close();
+    }
+    const none = new DeviceClient([dead, "https://127.0.0.1:2"], creds(join(dir, "dev-a")));
+    try {
+      await expect(none.getAssignment(undefined, "x86_64")).rejects.toThrow(
+        /no controller answered: GET https:\/\/127\.0\.0\.1:1\/.*ECONNREFUSED.*; GET https:\/\/127\.0\.0\.1:2\/.*ECONNREFUSED/,
+      );
+    } finally {
+      none.close();
+    }
+    // an HTTP error is an answer: no fail-over for a refused device
+    const revoked = new DeviceClient([controller.url, dead], creds(join(dir, "dev-b")));
+    try {
+      await expect(revoked.getAssignment(undefined, "x86_64")).rejects.toThrow(ControllerError);
+      expect(revoked.baseUrl).toBe(controller.url);
+    } finally {
+      revoked.close();
+    }
+  });
+
   it("refuses a controller whose certificate is not from the bundle's CA", async () => {
     const client = new DeviceClient(controller.url, creds(join(dir, "dev-a"), join(otherCa, "ca.crt")));
     try {

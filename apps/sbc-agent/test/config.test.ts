@@ -51,6 +51,20 @@ describe("agent config", () => {
     expect(message).toMatch(/workerThreads: /);
   });
 
+  it("takes every replica's URL, each https", () => {
+    const urls = ["https://10.0.0.1:8443", "https://10.0.0.2:8443"];
+    expect(loadAgentConfig(write("replicas.json", { ...base, controllerUrls: urls })).controllerUrls).toEqual(
+      urls,
+    );
+    const file = write("bad-replicas.json", {
+      ...base,
+      controllerUrls: ["https://10.0.0.1:8443", "http://10.0.0.2"],
+    });
+    expect(() => loadAgentConfig(file)).toThrow(
+      /controllerUrls\.1: controllerUrls: each must be an https:\/\/ URL/,
+    );
+  });
+
   it("takes a pair of ports instead of an interface, and refuses both or a bad pair", () => {
     const { interface: _, ...noIface } = base;
     const c = loadAgentConfig(write("ports.json", { ...noIface, ports: ["gbe0", "gbe1"] }));

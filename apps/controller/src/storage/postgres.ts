@@ -91,10 +91,12 @@ async function migrate(pool: pg.Pool): Promise<void> {
     }
     await client.query("COMMIT");
   } catch (err) {
+    // the migration's own error is what the operator needs; a failed ROLLBACK only means
+    // the connection is gone, and it is discarded below
     await client.query("ROLLBACK").catch(() => undefined);
     throw err;
   } finally {
-    client.release();
+    client.release(true);
   }
 }
 
@@ -113,6 +115,7 @@ export async function openPostgresRepository(
   try {
     await migrate(pool);
   } catch (err) {
+    // reported: the error that made us give up, not the pool's shutdown
     await pool.end().catch(() => undefined);
     throw new Error(`PostgreSQL ${redactedUrl(url)}: ${(err as Error).message}`, { cause: err });
   }
@@ -146,12 +149,15 @@ async function listen(url: string, shared: Shared, attempt = 0): Promise<void> {
     for (const listener of shared.listeners) listener(parsed.names, parsed.reason);
   });
   let failed = false;
-  client.on("error", (err) => {
-    if (failed) return;
+  const lost = (err: Error) => {
+    if (failed || shared.closed) return;
     failed = true;
-    client.end().catch(() => undefined);
+    client.end().catch((endError: unknown) => shared.log.debug({ err: endError }, "LISTEN connection end"));
     retry(err);
-  });
+  };
+  client.on("error", lost);
+  // the server closed it without an error (restart, pg_terminate_backend)
+  client.on("end", () => lost(new Error("the LISTEN connection ended")));
   await client.connect();
   await client.query(`LISTEN ${ASSIGNMENT_CHANNEL}`);
   if (shared.closed) {
@@ -295,6 +301,12 @@ class Postgres implements PostgresRepository {
     if (this.inside) return fn(this);
     const client = await this.shared.pool.connect();
     let broken: Error | undefined;
+    // a checked-out connection that dies emits "error": the statement in flight fails with
+    // it too, so here it is only kept, never left to crash the process
+    const onError = (err: Error) => {
+      broken = err;
+    };
+    client.on("error", onError);
     try {
       await client.query("BEGIN");
       await client.query("SELECT pg_advisory_xact_lock($1)", [TX_LOCK]);
@@ -308,6 +320,7 @@ class Postgres implements PostgresRepository {
       });
       throw err;
     } finally {
+      client.off("error", onError);
       client.release(broken);
     }
   }

@@ -1,0 +1,223 @@
+/**
+ * Two controller replicas (`galette controller serve --database postgres://…`, real
+ * processes) sharing a real PostgreSQL 15, and a device whose bundle lists both URLs,
+ * speaking the device API through the agent's own client: a push made through replica B
+ * reaches the device connected to replica A; replica A SIGKILLed, the device carries on
+ * with B and nothing is lost.
+ */
+import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DataDir, OperatorClient, writeDeviceBundle } from "@galette/controller";
+import { initPkiDir } from "@galette/pki";
+import type { DeviceNotification, DeviceStatusReport } from "@galette/protocol";
+import { PROTOCOL_VERSION } from "@galette/protocol";
+import { type CliRun, spawnGalette } from "@galette/testkit";
+import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type WebSocket from "ws";
+import { DeviceClient } from "../src/client";
+import { loadAgentConfig } from "../src/config";
+
+const CHAIN = `[chain]
+name = "relay"
+
+[functions.relay-nf]
+
+[[links]]
+from = "rx"
+to = ["relay-nf"]
+
+[[links]]
+from = "relay-nf"
+to = ["tx"]
+`;
+
+interface Replica {
+  dir: string;
+  run: CliRun;
+  url: string;
+}
+
+async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined> | T | undefined,
+  ms: number,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await fn();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what}: not within ${ms} ms${last ? ` (${(last as Error).message})` : ""}`);
+}
+
+describe("controller replicas on PostgreSQL", () => {
+  let pg: TestPostgres;
+  let work: string;
+  let database: string;
+  let token: string;
+  const replicas: Replica[] = [];
+
+  const startReplica = async (dir: string): Promise<Replica> => {
+    const serveInfo = join(dir, "controller.json");
+    rmSync(serveInfo, { force: true });
+    const run = spawnGalette(
+      ["controller", "serve", "--data", dir, "--database", database, "--listen", "127.0.0.1:0"],
+      { timeoutMs: 600_000 },
+    );
+    const url = await waitFor(
+      `replica ${dir} listening`,
+      () => {
+        if (run.child.exitCode !== null) throw new Error(`exited early: ${run.child.exitCode}`);
+        return existsSync(serveInfo)
+          ? (JSON.parse(readFileSync(serveInfo, "utf8")) as { url: string }).url
+          : undefined;
+      },
+      60_000,
+    );
+    const replica = { dir, run, url };
+    replicas.push(replica);
+    return replica;
+  };
+
+  beforeAll(async () => {
+    pg = await startPostgres();
+    database = pg.createDatabase("replicas");
+    work = mkdtempSync(join(tmpdir(), "galette-replicas-"));
+    // one PKI for both: each replica has its own copy of the issuing CA and server cert
+    const a = join(work, "a");
+    const b = join(work, "b");
+    initPkiDir(a);
+    cpSync(a, b, { recursive: true });
+    chmodSync(b, 0o700);
+    const seed = await DataDir.connect(a, { database });
+    try {
+      token = (await seed.createToken("replicas-test", ["admin", "publish", "deploy", "read"])).token;
+      // an analysed NF (no build needed: the device here only follows assignments)
+      await seed.repo.insertNf({
+        name: "relay-nf",
+        sourceDigest: "0".repeat(64),
+        build: "stored-unbuilt",
+        buildMessage: null,
+        buildHash: "hash-of-relay-nf",
+        interface: {
+          file: "lib.rs",
+          actions: [{ name: "Tx", location: { file: "lib.rs", line: 1, column: 1 } }],
+          maps: [],
+        },
+        artifacts: [],
+        publishedAt: new Date().toISOString(),
+      });
+    } finally {
+      await seed.close();
+    }
+    await startReplica(a);
+    await startReplica(b);
+  }, 240_000);
+
+  afterAll(async () => {
+    for (const r of replicas) {
+      r.run.child.kill("SIGTERM");
+      await r.run.done;
+    }
+    pg?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  }, 60_000);
+
+  it("a push through B reaches the device on A within 2 s; A killed, the device moves to B and loses nothing", async () => {
+    const [a, b] = replicas as [Replica, Replica];
+    const operator = (r: Replica) => new OperatorClient({ url: r.url, token, caFile: join(r.dir, "ca.crt") });
+    // enrolled through A; the bundle lists both replicas (as `device enroll --controller-url A --controller-url B`)
+    const enrolled = await operator(a).enrolDevice({ name: "edge-1", labels: { role: "edge" } });
+    const bundle = join(work, "bundle");
+    writeDeviceBundle(bundle, { ...enrolled, controllerUrl: a.url, controllerUrls: [a.url, b.url] });
+    const config = loadAgentConfig(join(bundle, "agent.json"), { interface: "lo" });
+    expect(config.controllerUrls).toEqual([a.url, b.url]);
+    const client = new DeviceClient([config.controllerUrl, ...(config.controllerUrls ?? [])], config);
+
+    // the agent's notification loop: reconnect when the channel closes
+    const notes: Array<{ at: number; n: DeviceNotification; via: string }> = [];
+    let ws: WebSocket | undefined;
+    let stopped = false;
+    const connect = () => {
+      const via = client.baseUrl;
+      ws = client.openNotifications({
+        onOpen: () => {},
+        onNotification: (n) => notes.push({ at: Date.now(), n, via }),
+        onInvalid: () => {},
+        onClose: () => {
+          if (!stopped) setTimeout(connect, 200);
+        },
+      });
+    };
+    try {
+      connect();
+      await waitFor("hello from A", () => notes.find((x) => x.n.type === "hello" && x.via === a.url), 10_000);
+
+      // push and assign through B
+      const pushed = await operator(b).pushChain({ toml: CHAIN, file: "relay.toml" });
+      expect(pushed.version).toBe(1);
+      const assignedAt = Date.now();
+      await operator(b).assignChain({ chain: "relay", devices: ["edge-1"] });
+      const told = await waitFor(
+        "assignment-changed on A",
+        () => notes.find((x) => x.n.type === "assignment-changed" && x.via === a.url),
+        5_000,
+      );
+      expect(told.at - assignedAt).toBeLessThan(2_000);
+      const first = await client.getAssignment(undefined, "x86_64");
+      if (!first.changed) throw new Error("expected an assignment");
+      expect(first.assignment.chain).toMatchObject({ name: "relay", version: 1 });
+
+      // replica A dies without a goodbye
+      a.run.child.kill("SIGKILL");
+      await a.run.done;
+      await waitFor("hello from B", () => notes.find((x) => x.n.type === "hello" && x.via === b.url), 15_000);
+      expect(client.baseUrl).toBe(b.url);
+      // nothing lost: B serves the very same assignment (304 on its ETag)
+      expect(await client.getAssignment(first.etag, "x86_64")).toEqual({ changed: false });
+      const report: DeviceStatusReport = {
+        protocolVersion: PROTOCOL_VERSION,
+        agentVersion: "test",
+        arch: "x86_64",
+        kernelVersion: "6.1",
+        installed: { chain: "relay", version: 1 },
+        state: "converged",
+        errors: [],
+        counters: [],
+      };
+      await client.postStatus(report);
+      const seen = await operator(b).getDevice("edge-1");
+      expect(seen).toMatchObject({ installed: { chain: "relay", version: 1 }, online: true });
+
+      // and B pushes on: a new version reaches the device now on B
+      const before = notes.length;
+      const second = await operator(b).pushChain({
+        toml: CHAIN.replace('to = ["tx"]', 'to = ["pass"]'),
+        file: "relay.toml",
+      });
+      expect(second.version).toBe(2);
+      const pushedAt = Date.now();
+      const again = await waitFor(
+        "assignment-changed on B",
+        () => notes.slice(before).find((x) => x.n.type === "assignment-changed" && x.via === b.url),
+        5_000,
+      );
+      expect(again.at - pushedAt).toBeLessThan(2_000);
+      const latest = await client.getAssignment(first.etag, "x86_64");
+      if (!latest.changed) throw new Error("expected the new version");
+      expect(latest.assignment.chain).toMatchObject({ name: "relay", version: 2 });
+    } finally {
+      stopped = true;
+      ws?.terminate();
+      client.close();
+    }
+  }, 120_000);
+});

@@ -1,5 +1,6 @@
 /**
- * The rollout engine against a real SQLite repository, with a fake clock and devices
+ * The rollout engine against a real SQLite repository (and two engines on one real
+ * PostgreSQL, as two controller replicas), with a fake clock and devices
  * whose status reports are written straight into the repository (the kernel e2e test in
  * apps/sbc-agent/test/rollout.e2e.test.ts runs real agents).
  */
@@ -8,9 +9,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "@galette/log";
 import { type ChainGraph, type DeviceStatusReport, PROTOCOL_VERSION } from "@galette/protocol";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { RequestError } from "../src/control";
 import { phaseSizes, RolloutEngine } from "../src/rollouts";
+import { openPostgresRepository } from "../src/storage/postgres";
 import type { Repository } from "../src/storage/repository";
 import { openSqliteRepository } from "../src/storage/sqlite";
 
@@ -293,4 +296,95 @@ describe("staged rollouts (engine)", () => {
     );
     expect(await assigned("edge-b")).toBe("security@1");
   });
+});
+
+describe("staged rollouts on controllers sharing one PostgreSQL", () => {
+  let pg: TestPostgres;
+  beforeAll(async () => {
+    pg = await startPostgres();
+  }, 120_000);
+  afterAll(() => pg?.stop());
+
+  it("two controllers ticking at once step each rollout once: one assignment, one audit row per step", async () => {
+    const url = pg.createDatabase("rollouts_two");
+    const [a, b] = await Promise.all([openPostgresRepository(url), openPostgresRepository(url)]);
+    try {
+      let now = Date.parse("2026-01-01T00:00:00Z");
+      const notified: string[][] = [];
+      const engineOn = (repo: Repository) =>
+        new RolloutEngine({
+          repo,
+          log: createLogger("rollouts-test", { level: "silent" }),
+          isOnline: () => true,
+          notify: async (devices) => {
+            notified.push(devices);
+          },
+          now: () => now,
+        });
+      for (const name of ["edge-a", "edge-b"])
+        await a.insertDevice({
+          name,
+          labels: { role: "edge" },
+          serial: name,
+          certPem: "",
+          enrolledAt: "",
+          notAfter: "",
+        });
+      for (const g of [graph("drop"), graph("drop")])
+        await a.insertChainVersion({
+          name: "security",
+          toml: "",
+          file: "s.toml",
+          graph: g,
+          warnings: [],
+          createdAt: "",
+        });
+      await a.addSelectorRule("security", 1, { role: "edge" }, "");
+      const report = (repo: Repository, name: string, version: number) =>
+        repo.saveDeviceStatus(
+          name,
+          {
+            protocolVersion: PROTOCOL_VERSION,
+            agentVersion: "test",
+            arch: "x86_64",
+            kernelVersion: "6.1",
+            installed: { chain: "security", version },
+            state: "converged",
+            errors: [],
+            counters: [{ uuid: ACL, counters: { Allowed: 10, Denied: 1, packets: 11 } }],
+          },
+          new Date(now).toISOString(),
+        );
+      for (const name of ["edge-a", "edge-b"]) await report(a, name, 1);
+      const [ea, eb] = [engineOn(a), engineOn(b)];
+      // stored, not yet stepped: both controllers tick together from here on
+      const started = await ea.start(
+        {
+          chain: "security",
+          selector: { role: "edge" },
+          phases: ["1", "100%"],
+          soakSeconds: 10,
+          gate: "installed",
+        },
+        "ops",
+      );
+      await Promise.all([ea.tick(), eb.tick(), ea.tick(), eb.tick()]);
+      await report(b, "edge-a", 2);
+      now += 11_000;
+      await Promise.all([ea.tick(), eb.tick()]);
+      await report(a, "edge-b", 2);
+      now += 11_000;
+      await Promise.all([ea.tick(), eb.tick(), ea.tick(), eb.tick()]);
+      const done = await eb.get(started.id);
+      expect(done.state).toBe("completed");
+      const steps = (await b.listAudit({ limit: 100 }))
+        .filter((e) => e.method === "ROLLOUT")
+        .map((e) => e.route);
+      expect(steps).toEqual(["phase 1 started", "phase 2 started", "completed"]);
+      expect(notified).toEqual([["edge-a"], ["edge-b"]]);
+      expect(done.events.filter((e) => e.message.startsWith("phase 1 started"))).toHaveLength(1);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  }, 60_000);
 });

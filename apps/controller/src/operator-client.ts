@@ -43,6 +43,8 @@ import {
   type SignedReleaseKeySet,
   type SignNfReleaseRequest,
   type StartRolloutRequest,
+  type TraceRequest,
+  TraceStreamLine,
   type UploadedSignature,
 } from "@galette/protocol";
 import type { z } from "zod";
@@ -143,6 +145,72 @@ export class OperatorClient {
       throw new Error(`${method} ${path}: unexpected response: ${describeZodError(parsed.error).join("; ")}`);
     }
     return parsed.data;
+  }
+
+  /**
+   * Starts a packet trace on a device and calls `onLine` with each line the controller
+   * streams (frames, then the end or an error) until it ends the response.
+   */
+  async traceDevice(
+    name: string,
+    request: Partial<TraceRequest>,
+    onLine: (line: TraceStreamLine) => void,
+  ): Promise<void> {
+    const path = OPERATOR_ROUTES.deviceTrace(name);
+    const url = new URL(path, this.config.url);
+    const payload = Buffer.from(JSON.stringify(request));
+    const headers = {
+      authorization: `Bearer ${this.config.token}`,
+      "content-type": "application/json",
+      "content-length": String(payload.length),
+    };
+    await new Promise<void>((resolve, reject) => {
+      const req = httpsRequest(
+        url,
+        { method: "POST", headers, ca: this.caPem, minVersion: "TLSv1.3" },
+        (res) => {
+          const status = res.statusCode ?? 0;
+          let buffered = "";
+          res.setEncoding("utf8");
+          res.on("data", (chunk: string) => {
+            buffered += chunk;
+            if (status >= 400) return;
+            let nl = buffered.indexOf("\n");
+            while (nl >= 0) {
+              const text = buffered.slice(0, nl);
+              buffered = buffered.slice(nl + 1);
+              nl = buffered.indexOf("\n");
+              if (!text) continue;
+              const line = TraceStreamLine.safeParse(JSON.parse(text));
+              if (!line.success) {
+                req.destroy();
+                reject(
+                  new Error(`POST ${path}: unexpected line: ${describeZodError(line.error).join("; ")}`),
+                );
+                return;
+              }
+              onLine(line.data);
+            }
+          });
+          res.on("end", () => {
+            if (status < 400) return resolve();
+            const error = (() => {
+              try {
+                return ErrorResponse.safeParse(JSON.parse(buffered));
+              } catch {
+                return undefined;
+              }
+            })();
+            reject(
+              new Error(`${error?.success ? error.data.error : buffered.slice(0, 200)} (HTTP ${status})`),
+            );
+          });
+          res.on("error", reject);
+        },
+      );
+      req.on("error", (err) => reject(new Error(`POST ${url.href}: ${err.message}`)));
+      req.end(payload);
+    });
   }
 
   listDevices() {

@@ -23,6 +23,7 @@ import { nfsRoutes } from "./routes/nfs";
 import { releasesRoutes } from "./routes/releases";
 import { rolloutsRoutes } from "./routes/rollouts";
 import { tokensRoutes } from "./routes/tokens";
+import { traceRoutes } from "./routes/trace";
 
 export type { RouteAccess } from "./plugins/auth";
 
@@ -162,6 +163,7 @@ export async function buildController(
   await app.register(nfsRoutes);
   await app.register(releasesRoutes);
   await app.register(rolloutsRoutes);
+  await app.register(traceRoutes);
   await app.register(consoleRoutes, options.consoleDir ? { distDir: options.consoleDir } : {});
   return app;
 }

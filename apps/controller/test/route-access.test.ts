@@ -22,6 +22,7 @@ const ROUTE_TABLE: Record<string, "public" | "device" | TokenScope> = {
   "GET /v1/device/artifacts/:digest": "device",
   "POST /v1/device/status": "device",
   "GET /v1/device/notifications": "device",
+  "POST /v1/device/traces/:id": "device",
   "GET /v1/devices": "read",
   "GET /v1/devices/:name": "read",
   "POST /v1/devices": "admin",
@@ -30,6 +31,8 @@ const ROUTE_TABLE: Record<string, "public" | "device" | TokenScope> = {
   "POST /v1/devices/:name/confirm": "deploy",
   // what a chain would become on one device (capabilities): plans, changes nothing
   "POST /v1/devices/:name/plan": "read",
+  // packet traces carry packet contents: their own scope
+  "POST /v1/devices/:name/trace": "trace",
   "GET /v1/tokens": "admin",
   "POST /v1/tokens": "admin",
   "POST /v1/tokens/:name/revoke": "admin",

@@ -21,6 +21,7 @@ import os from "node:os";
 import {
   Dataplane,
   type DataplaneOptions,
+  DEFAULT_STATE_DIR,
   type InterfaceTarget,
   planInstallation,
   probeCapabilities,
@@ -35,6 +36,8 @@ import type {
   DeviceState,
   DeviceStatusReport,
   SignedDeviceAssignment,
+  TraceRequest,
+  TraceUpload,
 } from "@galette/protocol";
 import { DEFAULT_GRACE_SECONDS, PROTOCOL_VERSION, tripleForMachine } from "@galette/protocol";
 import type WebSocket from "ws";
@@ -42,6 +45,7 @@ import { mapBinding, neededArtifacts, toInstallerInput } from "./assignment";
 import { AgentCache, type CachedAssignment, type HeldVersion } from "./cache";
 import { DeviceClient } from "./client";
 import type { ResolvedAgentConfig } from "./config";
+import { runDeviceTrace } from "./trace";
 import { TrustError, TrustStore, verifyAssignment } from "./verify";
 
 export const AGENT_VERSION = "0.1.0";
@@ -777,6 +781,31 @@ export class GaletteAgent {
     }
   }
 
+  // --- packet trace (galette trace --device) -------------------------------------------
+
+  #tracing = false;
+
+  #trace(id: string, request: TraceRequest): void {
+    const upload = (body: TraceUpload) => this.#client.postTrace(id, body);
+    if (this.#tracing) {
+      void upload({ frames: [], done: true, error: "a trace is already running on this device" }).catch(
+        (err) => this.log.warn({ err }, "trace refusal not delivered"),
+      );
+      return;
+    }
+    this.#tracing = true;
+    void runDeviceTrace({
+      id,
+      request,
+      target: this.target,
+      stateDir: this.#dataplaneOptions().stateDir ?? DEFAULT_STATE_DIR,
+      upload,
+      log: this.log,
+    }).finally(() => {
+      this.#tracing = false;
+    });
+  }
+
   // --- notifications -------------------------------------------------------------------
 
   #connectWs(): void {
@@ -793,6 +822,7 @@ export class GaletteAgent {
           this.log.info({ etag: n.etag }, "controller says the assignment changed");
           this.syncNow();
         }
+        if (n.type === "trace") this.#trace(n.id, n.request);
       },
       onInvalid: (text) => this.log.warn({ message: text }, "ignoring an unexpected notification"),
       onClose: (reason) => {

@@ -14,6 +14,7 @@ import {
   PROTOCOL_VERSION,
   PROTOCOL_VERSION_HEADER,
   SignedDeviceAssignment,
+  type TraceUpload,
 } from "@galette/protocol";
 import WebSocket from "ws";
 
@@ -205,6 +206,19 @@ export class DeviceClient {
       Buffer.from(JSON.stringify(report)),
     );
     if (res.status >= 300) this.#fail("POST", path, res.status, res.body);
+  }
+
+  /** Uploads traced frames to a trace session the controller opened; `more`: it still wants frames. */
+  async postTrace(id: string, body: TraceUpload): Promise<{ more: boolean }> {
+    const path = DEVICE_ROUTES.trace(id);
+    const res = await this.#request(
+      "POST",
+      path,
+      { "content-type": "application/json" },
+      Buffer.from(JSON.stringify(body)),
+    );
+    if (res.status >= 300) this.#fail("POST", path, res.status, res.body);
+    return { more: (JSON.parse(res.body.toString("utf8")) as { more?: boolean }).more === true };
   }
 
   /** Opens the notification channel (same mutual TLS). The caller handles reconnects. */

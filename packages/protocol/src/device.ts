@@ -1,6 +1,7 @@
 import { ACTION_KINDS, EXITS, TRANSITIONS } from "@galette/vocabulary";
 import { z } from "zod";
 import { CpuTriple, describeZodError, MapEntry, MapType, Name, Sha256Digest, Uuid } from "./common";
+import { TraceId, TraceRequest } from "./trace";
 
 /** Where a packet ends when an NF returns an Action bound to a verdict. */
 export const Exit = z.enum(EXITS);
@@ -317,6 +318,8 @@ export const DeviceNotification = z.discriminatedUnion("type", [
    * reported, so treat it as a hint: re-poll on every such message.
    */
   z.object({ type: z.literal("assignment-changed"), etag: z.string() }),
+  /** an operator asks for a packet trace: run it, POST the frames to DEVICE_ROUTES.trace(id) */
+  z.object({ type: z.literal("trace"), id: TraceId, request: TraceRequest }),
 ]);
 export type DeviceNotification = z.infer<typeof DeviceNotification>;
 
@@ -326,4 +329,5 @@ export const DEVICE_ROUTES = {
   artifact: (digest: string) => `/v1/device/artifacts/${digest}`,
   status: "/v1/device/status",
   notifications: "/v1/device/notifications",
+  trace: (id: string) => `/v1/device/traces/${id}`,
 } as const;

@@ -22,6 +22,7 @@ export const OPERATOR_ROUTES = {
   confirmDevice: (name: string) => `/v1/devices/${encodeURIComponent(name)}/confirm`,
   /** POST a chain file (PushChainRequest): its plan checked against the device's capabilities; nothing stored */
   devicePlan: (name: string) => `/v1/devices/${encodeURIComponent(name)}/plan`,
+  deviceTrace: (name: string) => `/v1/devices/${encodeURIComponent(name)}/trace`,
   /** POST creates a token, GET lists them (never their secrets) */
   tokens: "/v1/tokens",
   revokeToken: (name: string) => `/v1/tokens/${encodeURIComponent(name)}/revoke`,
@@ -156,8 +157,9 @@ export type RevokeDeviceResponse = z.infer<typeof RevokeDeviceResponse>;
  * - deploy: chain pushes, assignments, map entries
  * - read: every GET of devices, chains, assignments, map entries
  * - metrics: GET /metrics
+ * - trace: packet traces on devices (`galette trace --device`), which carry packet contents
  */
-export const TOKEN_SCOPES = ["admin", "publish", "deploy", "read", "metrics"] as const;
+export const TOKEN_SCOPES = ["admin", "publish", "deploy", "read", "metrics", "trace"] as const;
 export const TokenScope = z.enum(TOKEN_SCOPES);
 export type TokenScope = z.infer<typeof TokenScope>;
 

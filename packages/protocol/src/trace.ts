@@ -68,3 +68,24 @@ export const TraceRequest = z.object({
   withData: z.boolean().default(false),
 });
 export type TraceRequest = z.infer<typeof TraceRequest>;
+
+/** A trace session's id: the controller picks it, the device names it when it uploads. */
+export const TraceId = z.string().regex(/^[0-9a-f]{32}$/, "expected a trace id: 32 lowercase hex digits");
+
+/** POST /v1/device/traces/:id: frames the device traced since its last upload. */
+export const TraceUpload = z.object({
+  frames: z.array(TracedFrame).max(1000),
+  /** the trace ended on the device (count reached, timed out, or failed) */
+  done: z.boolean().default(false),
+  /** why it failed on the device (e.g. no chain installed) */
+  error: z.string().max(1000).optional(),
+});
+export type TraceUpload = z.infer<typeof TraceUpload>;
+
+/** One line of `POST /v1/devices/:name/trace`'s NDJSON response. */
+export const TraceStreamLine = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("frame"), frame: TracedFrame }),
+  z.object({ type: z.literal("end"), frames: z.number().int().nonnegative(), reason: z.string() }),
+  z.object({ type: z.literal("error"), error: z.string() }),
+]);
+export type TraceStreamLine = z.infer<typeof TraceStreamLine>;

@@ -4,14 +4,16 @@
  * timestamps, the final verdict — as text, JSON lines (`--json`) or pcapng with the path
  * as each packet's comment (`--pcapng FILE`).
  */
-import { DEFAULT_STATE_DIR, Tracer } from "@galette/installer";
+import { compileTraceFilter, DEFAULT_STATE_DIR, Tracer } from "@galette/installer";
 import type { TracedFrame } from "@galette/protocol";
 import type { Command } from "commander";
+import { loadOperatorConfig, OperatorClient } from "../operator-client";
 import { PcapngWriter } from "../pcapng";
 import { onShutdown } from "../signals";
 import { targetFromFlags } from "./dataplane";
 
 interface TraceFlags {
+  device?: string;
   iface?: string;
   ports?: string;
   netns?: string;
@@ -61,6 +63,18 @@ function wallNs(f: TracedFrame): bigint {
   return BigInt(Date.parse(f.time)) * 1_000_000n + (BigInt(f.monotonicNs) % 1_000_000n);
 }
 
+function emitFrame(f: TracedFrame, flags: TraceFlags, pcap: PcapngWriter | undefined): void {
+  if (pcap && f.data)
+    pcap.write(f.iface, {
+      timestampNs: wallNs(f),
+      data: Buffer.from(f.data, "base64"),
+      originalLength: f.len,
+      comments: [frameComment(f)],
+    });
+  const out = flags.withData ? f : { ...f, data: undefined };
+  process.stdout.write(`${flags.json ? JSON.stringify(out) : formatTracedFrame(f)}\n`);
+}
+
 async function traceLocal(flags: TraceFlags): Promise<void> {
   const target = targetFromFlags(flags);
   const sample = positiveInt("--sample", flags.sample);
@@ -83,17 +97,7 @@ async function traceLocal(flags: TraceFlags): Promise<void> {
     `galette trace: tracing ${target.peer ? `${target.iface},${target.peer}` : target.iface}${flags.filter ? ` (filter: ${flags.filter})` : ""}${count ? `, ${count} frame(s)` : ""}\n`,
   );
   let seen = 0;
-  const emit = (f: TracedFrame) => {
-    if (pcap && f.data)
-      pcap.write(f.iface, {
-        timestampNs: wallNs(f),
-        data: Buffer.from(f.data, "base64"),
-        originalLength: f.len,
-        comments: [frameComment(f)],
-      });
-    const out = flags.withData ? f : { ...f, data: undefined };
-    process.stdout.write(`${flags.json ? JSON.stringify(out) : formatTracedFrame(f)}\n`);
-  };
+  const emit = (f: TracedFrame) => emitFrame(f, flags, pcap);
   try {
     await new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
@@ -131,11 +135,52 @@ async function traceLocal(flags: TraceFlags): Promise<void> {
   }
 }
 
+/** `--device NAME`: through the controller (a token with the trace scope), streamed back. */
+async function traceDevice(flags: TraceFlags): Promise<void> {
+  if (flags.iface || flags.ports || flags.netns)
+    throw new Error("--device traces the device's own installation: leave out --iface, --ports and --netns");
+  const client = new OperatorClient(loadOperatorConfig());
+  const count = flags.count !== undefined ? positiveInt("--count", flags.count) : 10;
+  const timeoutSeconds = flags.timeout !== undefined ? positiveInt("--timeout", flags.timeout) : 30;
+  // checked here first for a clear message with the column; the device checks again
+  compileTraceFilter(flags.filter);
+  const pcap = flags.pcapng ? new PcapngWriter(flags.pcapng) : undefined;
+  const withData = Boolean(flags.withData || pcap);
+  let failed: string | undefined;
+  try {
+    process.stderr.write(
+      `galette trace: tracing on device ${flags.device}${flags.filter ? ` (filter: ${flags.filter})` : ""}, ${count} frame(s)\n`,
+    );
+    await client.traceDevice(
+      flags.device!,
+      {
+        filter: flags.filter,
+        sample: positiveInt("--sample", flags.sample),
+        count,
+        timeoutSeconds,
+        withData,
+      },
+      (line) => {
+        if (line.type === "frame") emitFrame(line.frame, flags, pcap);
+        else if (line.type === "error") failed = line.error;
+        else process.stderr.write(`galette trace: ${line.reason} after ${line.frames} frame(s)\n`);
+      },
+    );
+  } finally {
+    pcap?.close();
+  }
+  if (failed) throw new Error(`device ${flags.device}: ${failed}`);
+}
+
 export function registerTraceCommand(program: Command): void {
   program
     .command("trace")
     .description(
       "Trace frames through the chain installed on an interface: each frame's path NF by NF (tier, variant, action and target, timestamps, verdict), across the upcall",
+    )
+    .option(
+      "--device <name>",
+      "trace on an enrolled device, through the controller (a token with the trace scope)",
     )
     .option("--iface <name>", "the interface of the installation (one port)")
     .option("--ports <a,b>", "the two ports of the installation")
@@ -155,5 +200,5 @@ export function registerTraceCommand(program: Command): void {
     )
     .option("--with-data", "include each frame's first bytes (base64) in the output")
     .option("--state-dir <dir>", "where installation records are kept", DEFAULT_STATE_DIR)
-    .action((flags: TraceFlags) => traceLocal(flags));
+    .action((flags: TraceFlags) => (flags.device ? traceDevice(flags) : traceLocal(flags)));
 }

@@ -30,6 +30,8 @@ export interface Notifications {
   isOnline(device: string): boolean;
   /** Registers a device's ws; an older one of the same device is closed (newest wins). */
   attach(device: DeviceRecord, socket: WebSocket, request: FastifyRequest): void;
+  /** Sends a message on the device's ws held by this controller; false when it holds none. */
+  send(device: string, message: DeviceNotification): boolean;
   /** Closes the device's ws at once (revocation through the API). */
   disconnect(device: string, code: number, reason: string): void;
   /**
@@ -118,6 +120,12 @@ export const notificationsPlugin = fp(
           }
         });
         changed(device.name);
+      },
+      send(device, message) {
+        const connection = connections.get(device);
+        if (!connection) return false;
+        connection.socket.send(JSON.stringify(message));
+        return true;
       },
       disconnect: close,
       assignmentChanged: (names, reason) =>

@@ -172,6 +172,8 @@ export class AgentProcess {
   netns: string | undefined;
   /** the interface its chain goes on (in veth.nsB) */
   iface = "";
+  /** the second port of a two-port device */
+  peer: string | undefined;
   readonly logs: LogLine[] = [];
   readonly configFile: string;
   constructor(
@@ -242,6 +244,8 @@ export interface FleetOptions {
     inNamespace?: { veth: VethPair; controllerUrl: string };
     /** another interface in the device namespace (nsB) to install on, made by `setup` (default: the veth's) */
     iface?: { name: string; setup: (nsB: string) => Promise<void> };
+    /** a second port in the device namespace, made by `setup`: the agent gets ports: [iface, peer] */
+    peer?: { name: string; setup: (nsB: string) => Promise<void> };
     /** release keys (base64 SPKI) its bundle pins; default: the fleet's release key */
     releaseKeys?: string[];
   }>;
@@ -300,13 +304,16 @@ export class Fleet {
       // XDP_TX from the device side needs an XDP program on the receiving peer.
       await attachXdpPass(veth.nsA, veth.ifA);
       await d.iface?.setup(veth.nsB);
+      await d.peer?.setup(veth.nsB);
       const configFile = path.join(bundle, BUNDLE_FILES.config);
       const config = JSON.parse(readFileSync(configFile, "utf8")) as Record<string, unknown>;
       writeFileSync(
         configFile,
         JSON.stringify({
           ...config,
-          interface: d.iface?.name ?? veth.ifB,
+          ...(d.peer
+            ? { ports: [d.iface?.name ?? veth.ifB, d.peer.name] }
+            : { interface: d.iface?.name ?? veth.ifB }),
           // also when the agent runs in nsB: the installer's records then name the same target
           netns: veth.nsB,
           ...(d.inNamespace ? { controllerUrl: d.inNamespace.controllerUrl } : {}),
@@ -321,6 +328,7 @@ export class Fleet {
       );
       const agent = new AgentProcess(d.name, bundle, veth, path.join(this.dir, `${d.name}.log`));
       agent.iface = d.iface?.name ?? veth.ifB;
+      agent.peer = d.peer?.name;
       agent.netns = d.inNamespace ? veth.nsB : undefined;
       this.agents.set(d.name, agent);
       agent.start();
@@ -424,7 +432,7 @@ export class Fleet {
       const { stateDir } = a.config;
       try {
         Dataplane.remove(
-          { iface: a.iface || a.veth.ifB, netns: a.veth.nsB },
+          { iface: a.iface || a.veth.ifB, ...(a.peer ? { peer: a.peer } : {}), netns: a.veth.nsB },
           { stateDir: path.resolve(a.bundleDir, stateDir) },
         );
       } catch (err) {

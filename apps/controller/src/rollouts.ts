@@ -327,13 +327,22 @@ export class RolloutEngine {
    * the others find nothing left to do. Ticks of one controller never overlap.
    */
   tick(): Promise<void> {
-    this.#ticking ??= this.#tickOnce().finally(() => {
+    if (this.#ticking) {
+      // one running: one more after it (a rollout stored meanwhile is stepped by that one)
+      this.#again ??= this.#ticking.then(() => {
+        this.#again = undefined;
+        return this.tick();
+      });
+      return this.#again;
+    }
+    this.#ticking = this.#tickOnce().finally(() => {
       this.#ticking = undefined;
     });
     return this.#ticking;
   }
 
   #ticking: Promise<void> | undefined;
+  #again: Promise<void> | undefined;
 
   async #tickOnce(): Promise<void> {
     let active: Rollout[];

@@ -7,6 +7,7 @@ import fp from "fastify-plugin";
 import { Gauge } from "prom-client";
 import type { WebSocket } from "ws";
 import { assignmentEtag, buildAssignment, type DataDir, deviceTriple } from "../control";
+import { PacedFanout } from "../fanout";
 import type { DeviceRecord } from "../storage/repository";
 import { certificateExpired } from "./auth";
 
@@ -153,24 +154,25 @@ export const notificationsPlugin = fp(
      * A change published by any controller: the devices connected here are told; every one
      * is tracked for push-to-converged (a device that only polls may report here).
      */
-    const changedHere = async (names: string[], reason: string) => {
-      const now = Date.now();
-      for (const name of names) {
-        const device = await data.repo.getDevice(name);
-        if (!device || device.revokedAt) continue;
-        pendingConvergence.delete(name);
-        // A device left without a chain is told too, so it stops running the old one.
-        const chain = device.assignedChain
-          ? await data.repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined)
-          : undefined;
-        if (chain) pendingConvergence.set(name, { chain: chain.name, version: chain.version, since: now });
-        await notify(device, reason);
-      }
+    const changedHere = async (name: string, reason: string, since: number) => {
+      const device = await data.repo.getDevice(name);
+      if (!device || device.revokedAt) return;
+      pendingConvergence.delete(name);
+      // A device left without a chain is told too, so it stops running the old one.
+      const chain = device.assignedChain
+        ? await data.repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined)
+        : undefined;
+      if (chain) pendingConvergence.set(name, { chain: chain.name, version: chain.version, since });
+      await notify(device, reason);
     };
+    // Paced: every device told polls and downloads at once (fanout.ts).
+    const fanout = new PacedFanout<{ reason: string; since: number }>({
+      log: app.log,
+      deliver: (name, { reason, since }) => changedHere(name, reason, since),
+    });
     const unlisten = data.repo.onAssignmentChanged((names, reason) => {
-      changedHere(names, reason).catch((err: unknown) =>
-        app.log.error({ err, devices: names.length, reason }, "devices not notified of an assignment change"),
-      );
+      const since = Date.now();
+      for (const name of names) fanout.enqueue(name, { reason, since });
     });
 
     // Revoked (also by another process on the data dir) or expired: the ws goes too.
@@ -204,6 +206,7 @@ export const notificationsPlugin = fp(
     app.addHook("onClose", async () => {
       clearInterval(sweep);
       unlisten();
+      fanout.close();
       for (const connection of connections.values()) connection.socket.terminate();
       connections.clear();
     });

@@ -388,7 +388,20 @@ class SqliteRepository implements Repository {
 
 /** The synchronous statements (better-sqlite3); SqliteRepository is its async face. */
 class SqliteStore {
-  constructor(private readonly db: Database.Database) {}
+  constructor(private readonly db: Database.Database) {
+    // Each SQL text is prepared once: preparing costs more than running a small query, and
+    // every device request runs several. (Statements here take no per-call modes.)
+    const prepare = db.prepare.bind(db);
+    const statements = new Map<string, Database.Statement>();
+    db.prepare = ((sql: string) => {
+      let statement = statements.get(sql);
+      if (!statement) {
+        statement = prepare(sql);
+        statements.set(sql, statement);
+      }
+      return statement;
+    }) as Database.Database["prepare"];
+  }
 
   begin(): void {
     // IMMEDIATE takes the write lock up front, so two processes cannot both read-then-write stale state.

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { Agent, request as httpsRequest } from "node:https";
+import { createSecureContext, type SecureContext } from "node:tls";
 import {
   DEVICE_ROUTES,
   DeviceNotification,
@@ -48,7 +49,13 @@ const REQUEST_TIMEOUT_MS = 15_000;
  * URL at most once per request. The ws channel follows the current URL.
  */
 export class DeviceClient {
-  readonly #tls: { cert: Buffer; key: Buffer; ca: Buffer; minVersion: "TLSv1.3" };
+  readonly #tls: {
+    cert: Buffer;
+    key: Buffer;
+    ca: Buffer;
+    minVersion: "TLSv1.3";
+    secureContext: SecureContext;
+  };
   readonly #agent: Agent;
   readonly urls: readonly string[];
   #current = 0;
@@ -63,13 +70,15 @@ export class DeviceClient {
         throw new Error(`cannot read the ${what} ${file}: ${(err as Error).message}`);
       }
     };
-    this.#tls = {
+    const material = {
       cert: read("device certificate", creds.certFile),
       key: read("device key", creds.keyFile),
       ca: read("CA certificate", creds.caFile),
       // the controller speaks TLS 1.3 only; never negotiate down
-      minVersion: "TLSv1.3",
+      minVersion: "TLSv1.3" as const,
     };
+    // parsed once: otherwise every new connection (each reconnect) parses the key and certificates again
+    this.#tls = { ...material, secureContext: createSecureContext(material) };
     this.#agent = new Agent({ ...this.#tls, keepAlive: true, maxSockets: 4 });
   }
 

@@ -68,7 +68,15 @@ export type SimReply =
   | { type: "ready" }
   | { type: "stats"; id: number; stats: SimStats }
   /** `at`: epoch ms the last device was served; `missing`: devices never served before the timeout */
-  | { type: "served"; id: number; at: number; missing: number; unchangedFirst: number }
+  | {
+      type: "served";
+      id: number;
+      at: number;
+      missing: number;
+      unchangedFirst: number;
+      /** a few of the missing devices' states */
+      stuck: Array<Record<string, unknown>>;
+    }
   | { type: "chain"; id: number; at: number; missing: number }
   | { type: "stopped"; id: number }
   | { type: "error"; message: string };
@@ -103,8 +111,10 @@ class SimulatedDevice {
   /** epoch ms the current `installed` was taken */
   installedAt = 0;
   lastServedAt = 0;
-  /** whether the first answer after a given instant was a 304 (the controller kept its state) */
-  firstAfter: { since: number; unchanged: boolean | undefined } | undefined;
+  /** whether that answer was a 304 */
+  lastUnchanged = false;
+  /** the first answer after a given instant: when, and whether it was a 304 (the controller kept its state) */
+  firstAfter: { since: number; at: number; unchanged: boolean | undefined } | undefined;
   #pollTimer: NodeJS.Timeout | undefined;
   #statusTimer: NodeJS.Timeout | undefined;
   #wsTimer: NodeJS.Timeout | undefined;
@@ -139,6 +149,19 @@ class SimulatedDevice {
     this.client.close();
   }
 
+  /** what a device that is not served is doing (for the bench's warning) */
+  describe(): Record<string, unknown> {
+    return {
+      name: this.device.name,
+      syncing: this.#syncing,
+      again: this.#again,
+      pollFailures: this.#pollFailures,
+      wsFailures: this.#wsFailures,
+      ws: this.#ws ? "connecting or open" : "none",
+      lastServedAgoMs: Date.now() - this.lastServedAt,
+    };
+  }
+
   syncNow(): void {
     if (this.#syncing) this.#again = true;
     else this.#schedule(0);
@@ -159,8 +182,11 @@ class SimulatedDevice {
       this.sim.window.poll.push(performance.now() - t0);
       this.#pollFailures = 0;
       this.lastServedAt = Date.now();
-      if (this.firstAfter && this.firstAfter.unchanged === undefined)
+      this.lastUnchanged = !result.changed;
+      if (this.firstAfter && this.firstAfter.at === 0) {
         this.firstAfter.unchanged = !result.changed;
+        this.firstAfter.at = this.lastServedAt;
+      }
       if (!result.changed) this.sim.window.unchanged++;
       else {
         const chain = result.assignment.chain;
@@ -311,14 +337,23 @@ process.on("message", (raw) => {
         send({ type: "stats", id: cmd.id, stats: sim.stats() });
         return;
       case "await-served": {
-        for (const d of sim.devices) d.firstAfter = { since: cmd.since, unchanged: undefined };
+        // an answer already in (the command arrives late) counts as at `lastServedAt`
+        for (const d of sim.devices)
+          d.firstAfter =
+            d.lastServedAt > cmd.since
+              ? { since: cmd.since, at: d.lastServedAt, unchanged: d.lastUnchanged }
+              : { since: cmd.since, at: 0, unchanged: undefined };
         const r = await sim.awaitAll(
-          (d) => d.lastServedAt > cmd.since,
-          (d) => d.lastServedAt,
+          (d) => (d.firstAfter?.at ?? 0) > cmd.since,
+          (d) => d.firstAfter?.at ?? 0,
           cmd.timeoutMs,
         );
         const unchangedFirst = sim.devices.filter((d) => d.firstAfter?.unchanged === true).length;
-        send({ type: "served", id: cmd.id, ...r, unchangedFirst });
+        const stuck = sim.devices
+          .filter((d) => (d.firstAfter?.at ?? 0) <= cmd.since)
+          .slice(0, 5)
+          .map((d) => d.describe());
+        send({ type: "served", id: cmd.id, ...r, unchangedFirst, stuck });
         return;
       }
       case "await-chain": {

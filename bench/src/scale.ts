@@ -405,7 +405,8 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
         "served",
         180_000 + count * 10,
       );
-      if (all.missing > 0) log.warn({ missing: all.missing, count }, "scale: some devices were never served");
+      if (all.missing > 0)
+        log.warn({ missing: all.missing, count, stuck: all.stuck }, "scale: some devices were never served");
       await sleep(3000);
       await boost(controller.child.pid!);
       await boost(sim.pid);
@@ -439,6 +440,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
           backend,
           controller,
           boost,
+          log,
         );
         controller = recovered.controller;
         results.recovery = recovered.row;
@@ -518,6 +520,7 @@ async function killRecovery(
   backend: ScaleBackend,
   controller: Proc,
   boost: (pid: number) => Promise<void>,
+  log: Logger,
 ): Promise<{ controller: Proc; row: RecoveryRow }> {
   await sleep(3000);
   const exited = new Promise((r) => controller.child.once("exit", r));
@@ -534,6 +537,8 @@ async function killRecovery(
     90_000,
   );
   const servedS = (served.at - killedAt) / 1000;
+  if (served.missing > 0)
+    log.warn({ missing: served.missing, stuck: served.stuck }, "scale: devices not served again");
   return {
     controller: restarted,
     row: {

@@ -20,7 +20,6 @@ import {
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { writeAtomic } from "@galette/files";
-import { parse as parseToml } from "smol-toml";
 import { analyzeNf } from "./analyze";
 import { locateCalls } from "./debuglocs";
 import { llcDiagnostics, recursionDiagnostics, renderDiagnostics } from "./diagnostics";
@@ -198,18 +197,12 @@ interface CrateInfo {
 
 async function readCrate(crateDir: string, untrusted: boolean): Promise<CrateInfo> {
   const analysis = untrusted ? await analyzeUntrustedNf(crateDir) : await analyzeNf(crateDir);
-  const manifestPath = path.join(analysis.crateDir, "Cargo.toml");
-  const toml = parseToml(await readFile(manifestPath, "utf8")) as {
-    package?: { edition?: string; metadata?: { galette?: { xdp?: unknown } } };
-  };
-  const xdp = toml.package?.metadata?.galette?.xdp;
-  if (xdp !== undefined && typeof xdp !== "boolean")
-    throw new NfBuildError(`${manifestPath}: [package.metadata.galette] xdp must be true or false`);
+  const settings = analysis.settings ?? { edition: "2021" };
   return {
     analysis,
     warnings: new Set(),
-    edition: toml.package?.edition ?? "2021",
-    userlandOnly: analysis.usesStd || xdp === false,
+    edition: settings.edition,
+    userlandOnly: analysis.usesStd || settings.xdp === false,
     crateHash: await hashTree(analysis.crateDir),
   };
 }

@@ -44,8 +44,18 @@ export interface NfAnalysis {
   actions: NfActionVariant[];
   /** true if the crate is not #![no_std] (userland-only NF; must be disable_xdp) */
   usesStd: boolean;
+  /** from Cargo.toml, when the analysis read it */
+  settings?: CrateSettings;
   /** non-fatal findings of the analyser (e.g. a key/value type whose size cannot be computed) */
   warnings?: NfDiagnostic[];
+}
+
+/** What an NF crate's Cargo.toml says about how to build it. */
+export interface CrateSettings {
+  /** [package] edition (2021 when absent) */
+  edition: string;
+  /** [package.metadata.galette] xdp: false = userland only, whatever the source */
+  xdp?: boolean;
 }
 
 /** One finding of the NF analyser; the same shape as @galette/chain's Diagnostic so the two merge. */

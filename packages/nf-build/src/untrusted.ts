@@ -7,10 +7,10 @@
  */
 import { lstat, readFile, realpath } from "node:fs/promises";
 import path from "node:path";
-import { parse as parseToml, TomlError } from "smol-toml";
-import { analyzeNfSource, NfAnalysisError } from "./analyze";
+import { analyzeCrate } from "./analyze";
+import { crateSettings, isRecord, manifestFail, parseCargoToml } from "./crate-manifest";
 import { NF_CRATE_ROOT } from "./toolchain";
-import type { NfAnalysis, NfDiagnostic } from "./types";
+import type { CrateSettings, NfAnalysis } from "./types";
 
 /** NF names: a Rust crate name that is also a Galette name (paths, URLs, certificate CNs). */
 export const NF_NAME_PATTERN = /^[a-zA-Z][a-zA-Z0-9_-]{0,62}$/;
@@ -20,35 +20,21 @@ export const NF_NAME_RULE =
 /** Cargo.toml and lib.rs above this size are refused before they are parsed (on the event loop). */
 export const MAX_SOURCE_BYTES = 1024 * 1024;
 
-export interface UntrustedManifest {
+export interface UntrustedManifest extends CrateSettings {
   name: string;
   /** absolute path of the library file, inside the crate */
   libFile: string;
 }
 
-const isRecord = (v: unknown): v is Record<string, unknown> =>
-  typeof v === "object" && v !== null && !Array.isArray(v);
-
 /** Reads and checks `<crateDir>/Cargo.toml`; throws NfAnalysisError naming the first problem. */
 export async function checkUntrustedManifest(crateDir: string): Promise<UntrustedManifest> {
   const dir = path.resolve(crateDir);
   const file = path.join(dir, "Cargo.toml");
-  const fail = (message: string, hint?: string, line = 1, column = 1): never => {
-    const d: NfDiagnostic = { severity: "error", file, line, column, code: "nf-manifest", message };
-    if (hint) d.hint = hint;
-    throw new NfAnalysisError([d]);
-  };
+  const fail = manifestFail(file);
   const text = await readRegularFile(file).catch((err: Error) =>
     fail(`cannot read the NF crate's manifest: ${err.message}`),
   );
-  let toml: Record<string, unknown>;
-  try {
-    toml = parseToml(text) as Record<string, unknown>;
-  } catch (err) {
-    if (err instanceof TomlError)
-      return fail(`invalid TOML: ${err.message.split("\n")[0]}`, undefined, err.line, err.column);
-    throw err;
-  }
+  const toml = parseCargoToml(text, fail);
   const pkg = isRecord(toml.package) ? toml.package : undefined;
   const name = pkg?.name;
   if (typeof name !== "string" || !NF_NAME_PATTERN.test(name))
@@ -94,35 +80,14 @@ export async function checkUntrustedManifest(crateDir: string): Promise<Untruste
         "NFs are compiled without cargo or crates.io; put the code in the crate",
       );
   }
-  return { name, libFile };
+  return { name, libFile, ...crateSettings(toml, fail) };
 }
 
 /** Analyses an untrusted crate: its manifest checked, the nf crate's types taken from Galette's own copy. */
 export async function analyzeUntrustedNf(crateDir: string): Promise<NfAnalysis> {
   const dir = path.resolve(crateDir);
   const manifest = await checkUntrustedManifest(dir);
-  let source: string;
-  try {
-    source = await readRegularFile(manifest.libFile);
-  } catch (err) {
-    throw new NfAnalysisError([
-      {
-        severity: "error",
-        file: manifest.libFile,
-        line: 1,
-        column: 1,
-        code: "nf-no-lib",
-        message: `cannot read the crate's library source: ${(err as Error).message}`,
-        hint: "an NF crate is a library: put the NF in src/lib.rs",
-      },
-    ]);
-  }
-  return analyzeNfSource(source, {
-    file: manifest.libFile,
-    crateName: manifest.name,
-    crateDir: dir,
-    nfCrateDir: path.join(NF_CRATE_ROOT, "nf"),
-  });
+  return analyzeCrate(dir, { ...manifest, nfCrateDir: path.join(NF_CRATE_ROOT, "nf") }, readRegularFile);
 }
 
 async function exists(p: string): Promise<boolean> {

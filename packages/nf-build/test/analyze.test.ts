@@ -63,6 +63,7 @@ describe("analyzeNf: Listing 2 (macswap)", () => {
         { name: "Drop", location: { file, line: 13, column: 5 } },
       ],
       usesStd: false,
+      settings: { edition: "2021" },
       warnings: [],
     });
   });
@@ -214,6 +215,46 @@ describe("analyzeNf: std detection", () => {
     expect(a.maps).toEqual([]);
     expect(a.mapsStructName).toBeUndefined();
     expect(a.actions.map((x) => x.name)).toEqual(["Tx", "Drop"]);
+  });
+});
+
+describe("analyzeNf: Cargo.toml settings, read once with the source", () => {
+  /** listing2's source under a Cargo.toml with `extra` in its [package] */
+  const withManifest = async (extra: string) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "nf-analyze-settings-"));
+    const nf = JSON.stringify(NF_CRATE);
+    await writeFile(
+      path.join(dir, "Cargo.toml"),
+      `[package]\nname = "settings"\nversion = "0.1.0"\n${extra}\n[lib]\npath = "lib.rs"\n\n[dependencies]\nnf = { path = ${nf} }\n`,
+    );
+    await writeFile(path.join(dir, "lib.rs"), await readFile(libOf("listing2"), "utf8"));
+    return dir;
+  };
+
+  it("carries the edition and [package.metadata.galette] xdp into the analysis", async () => {
+    const dir = await withManifest('edition = "2024"\n[package.metadata.galette]\nxdp = false\n');
+    try {
+      expect((await analyzeNf(dir)).settings).toEqual({ edition: "2024", xdp: false });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses an xdp setting that is not a boolean, naming Cargo.toml", async () => {
+    const dir = await withManifest('[package.metadata.galette]\nxdp = "no"\n');
+    try {
+      const err = await analyzeNf(dir).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(NfAnalysisError);
+      expect((err as NfAnalysisError).diagnostics).toEqual([
+        expect.objectContaining({
+          code: "nf-manifest",
+          file: path.join(dir, "Cargo.toml"),
+          message: "[package.metadata.galette] xdp must be true or false",
+        }),
+      ]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -7,7 +7,7 @@
  */
 import { loadOperatorConfig, OperatorClient } from "@galette/controller";
 import { attachXdpPass, exchangeFrames, udpFrame } from "@galette/testkit/frames";
-import { nsRun } from "@galette/testkit/netns";
+import { createVethPair, nsRun } from "@galette/testkit/netns";
 import { sleep } from "@galette/testkit/time";
 import { createTwoPortTopology } from "@galette/testkit/topology";
 
@@ -47,6 +47,10 @@ async function waitDevices(
   }
 }
 
+const printVars = (prefix: string, vars: Record<string, string>) => {
+  for (const [k, v] of Object.entries(vars)) console.log(`${prefix}_${k}=${v}`);
+};
+
 /**
  * A frame tagged with `tag` (the receiver keeps only frames carrying it). "udp": a UDP flow,
  * whose first packets the weak classifier sends up to the userland DPI; "normal": IP
@@ -69,11 +73,10 @@ function demoFrame(o: {
 async function main(): Promise<void> {
   switch (command) {
     case "two-port": {
-      // Prints the topology as shell assignments PREFIX_dev=… for demo.sh to eval.
+      // host A | device (p1, p2) | host B, printed as shell assignments PREFIX_dev=… for demo.sh.
       need(2, "TAG PREFIX");
-      const [tag, prefix] = args as [string, string];
-      const t = await createTwoPortTopology(tag);
-      const vars = {
+      const t = await createTwoPortTopology(args[0]!);
+      printVars(args[1]!, {
         dev: t.device,
         p1: t.p1,
         p2: t.p2,
@@ -85,8 +88,27 @@ async function main(): Promise<void> {
         b_if: t.b.iface,
         b_ip: t.b.ip,
         b_mac: t.b.mac,
-      };
-      for (const [k, v] of Object.entries(vars)) console.log(`${prefix}_${k}=${v}`);
+      });
+      return;
+    }
+    case "veth": {
+      // generator ⇄ device (one port), printed like two-port; the generator end runs XDP_PASS.
+      need(2, "TAG PREFIX");
+      const v = await createVethPair(args[0]!);
+      await attachXdpPass(v.nsA, v.ifA).catch(async (err: unknown) => {
+        await v.cleanup();
+        throw err;
+      });
+      printVars(args[1]!, {
+        gen_ns: v.nsA,
+        gen_if: v.ifA,
+        gen_ip: v.ipA,
+        gen_mac: v.macA,
+        dev: v.nsB,
+        dev_if: v.ifB,
+        dev_ip: v.ipB,
+        dev_mac: v.macB,
+      });
       return;
     }
     case "wait": {
@@ -238,7 +260,7 @@ async function main(): Promise<void> {
     }
     default:
       throw new Error(
-        `unknown command ${JSON.stringify(command)}: two-port|wait|refused|rolled-back|xdp-pass|traffic|forward|counters|counters-agree`,
+        `unknown command ${JSON.stringify(command)}: two-port|veth|wait|refused|rolled-back|xdp-pass|traffic|forward|counters|counters-agree`,
       );
   }
 }

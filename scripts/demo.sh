@@ -20,10 +20,16 @@ repo=$(pwd)
 started=$SECONDS
 
 loader="$repo/node_modules/tsx/dist/loader.mjs"
+# ip(8) loads the hosts' XDP_PASS programs: name the bpffs, or it may take another bpf mount
+# it finds (e.g. one bound into a chroot) for the machine's
+export TC_BPF_MNT=/sys/fs/bpf
 ops() { node --import "$loader" "$repo/scripts/demo-ops.ts" "$@"; }
-galette() { pnpm -s galette "$@"; }
+galette() { # the `galette` CLI (as `pnpm galette`), each command shown on stderr
+  printf '\033[2m  $ galette %s\033[0m\n' "$*" >&2
+  node --import "$loader" "$repo/apps/controller/src/cli.ts" "$@"
+}
 agent_bin="$repo/apps/sbc-agent/bin/galette-agent"
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step() { printf '\n\033[1m== %s\033[0m  [%d s]\n' "$*" $((SECONDS - started)); }
 passed=0
 failed=0
 pass() {
@@ -53,13 +59,11 @@ host_target=$(node --import "$loader" "$repo/scripts/host-target.ts" "$(uname -m
 
 step "1. Chain plans"
 for f in chains/*.toml; do
-  galette chain validate --structure-only "$f"
   galette chain plan "$f"
   echo
 done
 
 # --- resources we create, removed by cleanup() whatever happens -------------------------
-id="$$"
 work=$(mktemp -d "/tmp/galette-demo-XXXXXX")
 controller_pid=""
 agent_pids=()
@@ -95,6 +99,14 @@ two_port() { # TAG PREFIX: host A | device (p1, p2) | host B, as PREFIX_* variab
   local dev="${2}_dev" a="${2}_a_ns" b="${2}_b_ns"
   namespaces+=("${!dev}" "${!a}" "${!b}")
 }
+logged() { # TIMEOUT_S DEVICE TEXT: the device's agent log has TEXT within TIMEOUT_S
+  local i
+  for ((i = 0; i < $1 * 10; i++)); do
+    grep -qF -- "$3" "$work/$2.log" && return 0
+    sleep 0.1
+  done
+  return 1
+}
 mac_of() { ip -n "$1" -j link show "$2" | node -e 'console.log(JSON.parse(require("fs").readFileSync(0))[0].address)'; }
 neigh() { ip -n "$1" neigh replace "$2" lladdr "$3" dev "$4" nud permanent; }
 
@@ -106,27 +118,10 @@ neigh "$d1_a_ns" "$d1_b_ip" "$d1_b_mac" "$d1_a_if"
 neigh "$d1_b_ns" "$d1_a_ip" "$d1_a_mac" "$d1_b_if"
 echo "  demo-1: host A $d1_a_ip ($d1_a_ns) | $d1_p1 [$d1_dev] $d1_p2 | host B $d1_b_ip ($d1_b_ns)"
 # demo-2: generator ⇄ device, each side in its own namespace
-gns="gdemo-$id-2-gen"
-dns="gdemo-$id-2-dev"
-gif="gd${id}2g"
-dif="gd${id}2d"
-ip netns add "$gns"
-namespaces+=("$gns")
-ip netns add "$dns"
-namespaces+=("$dns")
-for ns in "$gns" "$dns"; do
-  nsenter --net="/run/netns/$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-  ip -n "$ns" link set lo up
-done
-ip link add "$gif" netns "$gns" type veth peer name "$dif" netns "$dns"
-ip -n "$gns" link set "$gif" address 02:00:00:00:02:0a
-ip -n "$dns" link set "$dif" address 02:00:00:00:02:0b
-ip -n "$gns" link set "$gif" up
-ip -n "$dns" link set "$dif" up
-ops xdp-pass "$gns" "$gif" # XDP_TX from the device arrives only with an XDP program here
-gen_ip="10.99.2.1"
-dev_ip="10.99.2.2"
-echo "  demo-2: generator $gen_ip ($gns) | $dif [$dns]"
+vars=$(ops veth demo2 d2)
+eval "$vars"
+namespaces+=("$d2_gen_ns" "$d2_dev")
+echo "  demo-2: generator $d2_gen_ip ($d2_gen_ns) | $d2_dev_if [$d2_dev]"
 # demo-3: host C | P1 demo-3 P2 | host D. Its own address is on P2, and the controller is
 # reachable only through host D (a relay there): its control traffic crosses the chain.
 two_port demo3 d3
@@ -201,7 +196,7 @@ start_agent() { # NAME LABELS JSON-SETTINGS [NETNS to run the agent in]
   echo "  $name ($labels): bundle $work/$name, agent pid $!, settings $settings"
 }
 start_agent demo-1 role=edge "{\"ports\":[\"$d1_p1\",\"$d1_p2\"],\"netns\":\"$d1_dev\"}"
-start_agent demo-2 role=edge "{\"interface\":\"$dif\",\"netns\":\"$dns\"}"
+start_agent demo-2 role=edge "{\"interface\":\"$d2_dev_if\",\"netns\":\"$d2_dev\"}"
 start_agent demo-3 role=uplink "{\"ports\":[\"$d3_p1\",\"$d3_p2\"],\"netns\":\"$d3_dev\",\"controllerUrl\":\"https://$d3_b_ip:8443\",\"pollIntervalSeconds\":2}" "$d3_dev"
 
 step "5. Publish the security chain's NFs (the controller compiles them: eBPF + $host_target)"
@@ -260,7 +255,7 @@ forward() { # FROM(a|b) COUNT TAG KIND → "sent received" across demo-1
   fi
 }
 reflect() { # COUNT TAG KIND → "sent received" back from demo-2
-  ops traffic "$gns" "$gif" 02:00:00:00:02:0a 02:00:00:00:02:0b "$gen_ip" "$dev_ip" "$1" "$2" "$3"
+  ops traffic "$d2_gen_ns" "$d2_gen_if" "$d2_gen_mac" "$d2_dev_mac" "$d2_gen_ip" "$d2_dev_ip" "$1" "$2" "$3"
 }
 
 step "7. Traffic before the allow-list is set: access-control drops everything"
@@ -268,7 +263,7 @@ read -r sent got < <(forward a 20 demo-before-ab normal)
 echo "  demo-1: host A sent $sent frames to host B, $got arrived"
 check "demo-1 drops A → B before the allow-list (0/$sent arrived)" [ "$got" -eq 0 ]
 read -r sent got < <(reflect 20 demo-before-2 normal)
-echo "  demo-2: sent $sent frames from $gen_ip, $got came back"
+echo "  demo-2: sent $sent frames from $d2_gen_ip, $got came back"
 check "demo-2 drops them before the allow-list (0/$sent back)" [ "$got" -eq 0 ]
 sleep 1.5 # one status report later
 echo "  counters (per NF instance: packets, then per Action variant):"
@@ -276,18 +271,11 @@ ops counters demo-1 demo-2
 
 step "8. galette map set --key: allow hosts A and B and the generator (devices apply only signed entries)"
 galette map set security access-control.allow_list --key "$release/release.key" \
-  "$(lpm_key "$d1_a_ip")=01000000" "$(lpm_key "$d1_b_ip")=01000000" "$(lpm_key "$gen_ip")=01000000"
+  "$(lpm_key "$d1_a_ip")=01000000" "$(lpm_key "$d1_b_ip")=01000000" "$(lpm_key "$d2_gen_ip")=01000000"
 galette map get security access-control.allow_list
 # The change reaches each agent (ws notification → poll → apply): wait for it in their logs.
-applied() {
-  for _ in $(seq 1 100); do
-    grep -q '"map":"access-control.allow_list","entries":3' "$work/$1.log" && return 0
-    sleep 0.1
-  done
-  return 1
-}
-must "demo-1 applied the allow-list" applied demo-1
-must "demo-2 applied the allow-list" applied demo-2
+must "demo-1 applied the allow-list" logged 10 demo-1 '"map":"access-control.allow_list","entries":3'
+must "demo-2 applied the allow-list" logged 10 demo-2 '"map":"access-control.allow_list","entries":3'
 
 step "9. Traffic again: demo-1 forwards A ⇄ B, demo-2 sends it back; UDP flows go through the userland DPI"
 read -r sent got < <(forward a 20 demo-after-ab normal)
@@ -343,14 +331,8 @@ check "demo-3 holds v2 back while unconfirmed (still on v1 after three polls)" o
 check "demo-3's agent says why it does not install v2" \
   grep -qF "not installing the version the dead-man's switch rolled back until the operator confirms it" "$work/demo-3.log"
 galette device confirm demo-3
-confirmed() {
-  for _ in $(seq 1 300); do
-    grep -qF "the operator confirmed the held-back version: installing it without the dead-man's switch" "$work/demo-3.log" && return 0
-    sleep 0.1
-  done
-  return 1
-}
-check "after galette device confirm, demo-3 installs v2 without the switch (and is cut off, as confirmed)" confirmed
+check "after galette device confirm, demo-3 installs v2 without the switch (and is cut off, as confirmed)" \
+  logged 30 demo-3 "the operator confirmed the held-back version: installing it without the dead-man's switch"
 
 step "Summary"
 echo "  $passed checks passed, $failed failed, in $((SECONDS - started)) s"

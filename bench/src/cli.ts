@@ -1,6 +1,6 @@
 /**
  * `make bench` entry: runs the whole suite and writes bench/results/<date>.md (+ .json and
- * plots). Environment: QUICK=1 for the ~1-minute smoke run; BENCH_ONLY=a,b to run only
+ * plots). Environment: QUICK=1 for the smoke run (a few minutes); BENCH_ONLY=a,b to run only
  * scenarios whose name contains a or b; BENCH_GENERATOR=live for the BPF_PROG_RUN generator;
  * BENCH_OUT=dir to write elsewhere.
  */

@@ -21,6 +21,7 @@ import { DataDir } from "@galette/controller";
 import { createLogger, type Logger } from "@galette/log";
 import { hostTarget } from "@galette/nf-build";
 import { issueDeviceCertAsync, loadPkiDir, normaliseSerial, PKI_FILES } from "@galette/pki";
+import { startPostgres } from "@galette/testkit/postgres";
 import { galetteBundle as defaultBundle, measure, type Proc, start, stop, waitFor } from "./footprint";
 import { repoRoot } from "./galette";
 import { makePlan } from "./plan";
@@ -38,7 +39,8 @@ export const SCALE_P99_TARGET_MS = 100;
 /** kill -9 → every device served again */
 export const RECOVERY_TARGET_S = 5;
 
-export type ScaleBackend = { kind: "sqlite" } | { kind: "postgres"; url: string };
+/** SQLite in the data directory, or a PostgreSQL 15 the bench starts (a fresh database per size) */
+export type ScaleBackend = "sqlite" | "postgres";
 
 /** the last run's controller output */
 export const controllerLog = join(tmpdir(), "galette-scale-controller.log");
@@ -50,10 +52,11 @@ export interface ScaleOptions {
   quick: boolean;
   /** fleet sizes (default 1000, 5000, 10000; QUICK 1000) */
   counts?: number[];
-  backend?: ScaleBackend;
+  /** databases, each measured at every size (default SQLite only) */
+  backends?: ScaleBackend[];
   /** steady-state measurement window per size */
   windowMs?: number;
-  /** also measure push under load and kill -9 recovery (at the first size) */
+  /** also measure push under load and kill -9 recovery (at the first size, SQLite) */
   events?: boolean;
   /** nice -20 in autogroups of their own for the controller and the simulator (see the suite's boost) */
   boost?: boolean;
@@ -99,8 +102,9 @@ export interface ScaleResults {
   rows: ScaleRow[];
   push?: PushRow;
   recovery?: RecoveryRow;
-  /** the largest size whose poll p99 met the target */
+  /** the largest size whose poll p99 met the target, SQLite and PostgreSQL */
   largestMet?: number;
+  largestMetPostgres?: number;
   /** sizes this machine cannot run, and why */
   skipped: Array<{ devices: number; reason: string }>;
 }
@@ -169,6 +173,7 @@ async function prepareDataDir(
   fleetDir: string,
   devices: FleetDevice[],
   backend: ScaleBackend,
+  database: string | undefined,
 ): Promise<string> {
   const data = join(work, "controller");
   mkdirSync(data, { mode: 0o700 });
@@ -176,11 +181,7 @@ async function prepareDataDir(
   for (const f of Object.values(PKI_FILES))
     if (f !== PKI_FILES.caKey && existsSync(join(fleetDir, "pki", f)))
       cpSync(join(fleetDir, "pki", f), join(data, f), { preserveTimestamps: true });
-  if (backend.kind !== "sqlite")
-    throw new Error(
-      `scale: enrolling the cached fleet into ${backend.kind} is not supported yet (only the SQLite data directory)`,
-    );
-  const dir = DataDir.open(data);
+  const dir = backend === "postgres" ? await DataDir.connect(data, { database }) : DataDir.open(data);
   try {
     const enrolledAt = new Date().toISOString();
     for (const d of devices)
@@ -193,7 +194,7 @@ async function prepareDataDir(
         notAfter: d.notAfter,
       });
   } finally {
-    dir.close();
+    await dir.close();
   }
   return data;
 }
@@ -332,7 +333,7 @@ async function raiseFileLimit(devices: number, log: Logger): Promise<number> {
 }
 
 function backendName(b: ScaleBackend): string {
-  return b.kind === "sqlite" ? "SQLite" : "PostgreSQL";
+  return b === "sqlite" ? "SQLite" : "PostgreSQL";
 }
 
 export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
@@ -340,7 +341,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
   if (!existsSync(galetteBundle))
     throw new Error(`scale: ${galetteBundle} is missing (make setup builds it)`);
   const counts = opts.counts ?? (opts.quick ? [1000] : [1000, 5000, 10_000]);
-  const backend = opts.backend ?? { kind: "sqlite" };
+  const backends = opts.backends ?? (opts.quick ? ["sqlite"] : ["sqlite", "postgres"]);
   const windowMs = opts.windowMs ?? (opts.quick ? 10_000 : 20_000);
   const events = opts.events ?? true;
   const files = await raiseFileLimit(Math.max(...counts), log);
@@ -359,12 +360,32 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
       reason: `needs ${filesFor(devices)} open files per process; the limit here is ${files}`,
     })),
   };
-  for (const [i, count] of measured.entries()) {
+  const postgres = backends.includes("postgres") ? await startPostgres() : undefined;
+  try {
+    let first = true;
+    for (const backend of backends)
+      for (const count of measured) {
+        // the events at the first SQLite size (the embedded default)
+        const atFirst = first && backend === "sqlite";
+        if (atFirst) first = false;
+        await measureSize(backend, count, atFirst);
+      }
+  } finally {
+    postgres?.stop();
+  }
+  const met = results.rows.filter((r) => r.met && r.backend === "SQLite").map((r) => r.devices);
+  if (met.length) results.largestMet = Math.max(...met);
+  const metPg = results.rows.filter((r) => r.met && r.backend === "PostgreSQL").map((r) => r.devices);
+  if (metPg.length) results.largestMetPostgres = Math.max(...metPg);
+  return results;
+
+  async function measureSize(backend: ScaleBackend, count: number, withEvents: boolean): Promise<void> {
     const work = mkdtempSync(join(tmpdir(), "galette-scale-"));
+    const database = postgres?.createDatabase(`scale_${count}_${Date.now()}`);
     let controller: Proc | undefined;
     let sim: Simulator | undefined;
     try {
-      const data = await prepareDataDir(work, fleet.dir, fleet.devices.slice(0, count), backend);
+      const data = await prepareDataDir(work, fleet.dir, fleet.devices.slice(0, count), backend, database);
       const port = await freePort();
       const serveArgs = [
         galetteBundle,
@@ -374,7 +395,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
         data,
         "--listen",
         `127.0.0.1:${port}`,
-        ...(backend.kind === "postgres" ? ["--database", backend.url] : []),
+        ...(database && backend === "postgres" ? ["--database", database] : []),
       ];
       const serveEnv = { GALETTE_NF_TARGETS: `bpf,${hostTarget()}` };
       controller = start(serveArgs, serveEnv);
@@ -429,7 +450,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
       };
       log.info(row, "scale: steady state");
       results.rows.push(row);
-      if (events && i === 0) {
+      if (events && withEvents) {
         results.push = await pushUnderLoad(sim, data, url, count, backend, log);
         const recovered = await killRecovery(
           sim,
@@ -453,9 +474,6 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
       rmSync(work, { recursive: true, force: true });
     }
   }
-  const met = results.rows.filter((r) => r.met).map((r) => r.devices);
-  if (met.length) results.largestMet = Math.max(...met);
-  return results;
 }
 
 /** Publish the XDP-only macswap chain, then assign it to every simulated device under load. */
@@ -573,7 +591,12 @@ export function renderScale(r: ScaleResults): string {
     ),
     ...r.skipped.map((x) => `| ${x.devices} | | not measured: ${x.reason} | | | | | | | | |`),
     "",
-    `Largest fleet meeting the target: ${r.largestMet ?? "none of those measured"}.`,
+    `Largest fleet meeting the target: ${(["SQLite", "PostgreSQL"] as const)
+      .filter((b) => r.rows.some((x) => x.backend === b))
+      .map(
+        (b) => `${(b === "SQLite" ? r.largestMet : r.largestMetPostgres) ?? "none of those measured"} (${b})`,
+      )
+      .join(", ")}.`,
     "",
   ];
   if (r.push)
@@ -596,19 +619,21 @@ export function renderScale(r: ScaleResults): string {
   return lines.join("\n");
 }
 
-/** Parses BENCH_SCALE_DEVICES=1000,5000 and BENCH_SCALE_DATABASE=postgres://… */
-export function scaleOptionsFromEnv(env: NodeJS.ProcessEnv): Pick<ScaleOptions, "counts" | "backend"> {
-  const out: Pick<ScaleOptions, "counts" | "backend"> = {};
+/** Parses BENCH_SCALE_DEVICES=1000,5000 and BENCH_SCALE_DATABASES=sqlite,postgres. */
+export function scaleOptionsFromEnv(env: NodeJS.ProcessEnv): Pick<ScaleOptions, "counts" | "backends"> {
+  const out: Pick<ScaleOptions, "counts" | "backends"> = {};
   if (env.BENCH_SCALE_DEVICES) {
     const counts = env.BENCH_SCALE_DEVICES.split(",").map((s) => Number(s.trim()));
     if (counts.some((n) => !Number.isInteger(n) || n < 1 || n > 50_000))
       throw new Error(`BENCH_SCALE_DEVICES: comma-separated counts 1..50000, got ${env.BENCH_SCALE_DEVICES}`);
     out.counts = counts;
   }
-  if (env.BENCH_SCALE_DATABASE) {
-    if (!/^postgres(ql)?:\/\//.test(env.BENCH_SCALE_DATABASE))
-      throw new Error(`BENCH_SCALE_DATABASE: a postgres:// URL, got ${env.BENCH_SCALE_DATABASE}`);
-    out.backend = { kind: "postgres", url: env.BENCH_SCALE_DATABASE };
+  if (env.BENCH_SCALE_DATABASES) {
+    const backends = env.BENCH_SCALE_DATABASES.split(",").map((s) => s.trim());
+    const bad = backends.filter((b) => b !== "sqlite" && b !== "postgres");
+    if (bad.length > 0 || backends.length === 0)
+      throw new Error(`BENCH_SCALE_DATABASES: sqlite and/or postgres, got ${env.BENCH_SCALE_DATABASES}`);
+    out.backends = backends as ScaleBackend[];
   }
   return out;
 }

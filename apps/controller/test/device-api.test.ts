@@ -1,7 +1,12 @@
 import { Agent, request as httpsRequest } from "node:https";
 import type { TLSSocket } from "node:tls";
 import { createCa, issueDeviceCert } from "@galette/pki";
-import { type DeviceAssignment, DeviceNotification, PROTOCOL_VERSION } from "@galette/protocol";
+import {
+  type DeviceAssignment,
+  DeviceNotification,
+  PROTOCOL_VERSION,
+  PublishNfResponse,
+} from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { DataDir } from "../src/control";
@@ -18,6 +23,8 @@ import {
 
 describe("device API over mTLS", () => {
   let h: Harness;
+  /** sha256 of the macswap crate as published (stored beside the artifacts) */
+  let macswapSource: string;
 
   const assign = async (chain: string, devices: string[]) => {
     const res = await h.call("/v1/assignments", { method: "POST", token: h.token, body: { chain, devices } });
@@ -28,7 +35,7 @@ describe("device API over mTLS", () => {
     h = await startHarness({ nfBuilder: fakeBuilder });
     await h.enrol("pi-1", { role: "edge" });
     await h.enrol("pi-2", { role: "core" });
-    await h.publishNf("macswap", MACSWAP_RS);
+    macswapSource = PublishNfResponse.parse((await h.publishNf("macswap", MACSWAP_RS)).json()).sourceDigest;
     await h.publishNf("acl", ACL_RS);
     await h.pushChain(MACSWAP_TOML);
     await h.pushChain(ACL_TOML);
@@ -108,7 +115,17 @@ describe("device API over mTLS", () => {
     const denied = await h.call(`/v1/device/artifacts/${theirDigest}`, { client: h.asDevice("pi-1") });
     expect(denied.status).toBe(403);
     expect(denied.json().error).toMatch(/not part of device pi-1's assignment/);
-    // The crate source is stored as an artifact too, but it is never served to devices.
+    // The crate source is stored beside the artifacts, but never served to a device, not even
+    // the one running that NF, under any spelling of its digest.
+    for (const digest of [macswapSource, macswapSource.toUpperCase(), `${macswapSource}.tar`]) {
+      const source = await h.call(`/v1/device/artifacts/${digest}`, { client: h.asDevice("pi-1") });
+      expect(source.status, digest).toBeGreaterThanOrEqual(400);
+      expect(source.status, digest).toBeLessThan(500);
+      expect(source.body.toString(), digest).not.toContain("Cargo.toml");
+    }
+    const source = await h.call(`/v1/device/artifacts/${macswapSource}`, { client: h.asDevice("pi-1") });
+    expect(source.status).toBe(403);
+    expect(source.json().error).toMatch(/not part of device pi-1's assignment/);
     const bad = await h.call("/v1/device/artifacts/..%2F..%2Fca.key", { client: h.asDevice("pi-1") });
     expect(bad.status).toBe(400);
   });

@@ -8,9 +8,11 @@
 #   bundle and Node runtime, on this machine): it enrols from its bundle, converges on
 #   chains/macswap.toml and forwards frames on a veth pair. Then upgrade (keeps /etc and
 #   data), remove and purge.
-# arm64: the package's ELF files are aarch64, its Node runtime starts under
-#   qemu-user-static and the aarch64 dynamic loader resolves every library of its addon.
-#   (The agent itself under qemu: V8 does not finish starting within minutes here.)
+# arm64, in a debootstrapped arm64 Debian 12 root run through qemu-user-static (binfmt_misc):
+#   apt-get install ./galette-agent_*_arm64.deb, `galette-agent --version`, the addon loads
+#   (libbpf1/libxdp1 from the mirror), and the agent enrols from its bundle and reaches the
+#   controller over mTLS (reports its capabilities, polls its assignment), then stops on
+#   SIGTERM. qemu-user does not pass bpf() through: no chain is installed there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -226,28 +228,91 @@ inroot apt-get purge -y galette-agent >>"$work/apt.log" 2>&1 || fail "purge fail
 inroot dpkg -l galette-agent 2>/dev/null | grep -q '^ii' && fail "still installed after purge"
 ok "purge: configuration and data gone"
 
-step "7. arm64: aarch64 ELF files whose libraries all resolve; the runtime starts under qemu-user-static"
+step "7. arm64: apt-get install ./galette-agent_${VERSION}_arm64.deb in an arm64 Debian 12 root (qemu-user)"
+# The same newcomer path on an emulated CPU: a debootstrapped arm64 root (cached by recipe)
+# whose programs the kernel runs through qemu-user-static (binfmt_misc), the package installed
+# with apt (its dependencies from the mirror), then the agent from there.
 arm=$work/arm64
-dpkg-deb -x "$agent_arm64" "$arm"
-lib=$arm/usr/lib/galette-agent
-addon=$lib/packages/xdp-native/build/Release/galette_xdp.node
-for f in "$lib/node" "$addon"; do
+mkdir -p "$arm/pkg"
+dpkg-deb -x "$agent_arm64" "$arm/pkg"
+for f in "$arm/pkg/usr/lib/galette-agent/node" "$arm/pkg/usr/lib/galette-agent/packages/xdp-native/build/Release/"*; do
+  case $f in *.o) continue ;; esac
   file -b "$f" | grep -q "ARM aarch64" || fail "$f is not aarch64: $(file -b "$f")"
 done
-ok "node and galette_xdp.node are aarch64 ELF files"
-qemu=$(command -v qemu-aarch64-static) || fail "qemu-aarch64-static is missing: run make setup"
-# libc and libstdc++ for aarch64 come from the cross toolchain's tree, libbpf/libxdp/
-# libelf/libseccomp from the multiarch packages make setup installed
-prefix=/usr/aarch64-linux-gnu
-libpath=/usr/lib/aarch64-linux-gnu:/lib/aarch64-linux-gnu
-v=$(timeout 60 "$qemu" -L "$prefix" "$lib/node" --version) || fail "the arm64 Node runtime does not start under qemu"
-ok "the arm64 Node runtime runs under qemu: $v"
-# The aarch64 dynamic loader resolves every library the addon needs (libbpf, libxdp, …).
-deps=$(timeout 60 "$qemu" -L "$prefix" -E LD_LIBRARY_PATH="$libpath" "$prefix/lib/ld-linux-aarch64.so.1" --list "$addon") ||
-  fail "the arm64 addon's libraries do not resolve: $deps"
-grep -q "not found" <<<"$deps" && fail "the arm64 addon needs a library that is missing: $deps"
-ok "the arm64 addon's libraries resolve: $(grep -oE 'lib(bpf|xdp)\.so\.[0-9]+' <<<"$deps" | sort -u | tr '\n' ' ')"
-# Starting the agent itself (V8) under qemu-user 7.2 does not finish within minutes on
-# these machines (Node 20 and 22 alike): the agent's run is tested natively (step 5).
+ok "node, the addon and the worker in the package are aarch64 ELF files"
+# shellcheck source=packaging/debian-root.sh
+source "$repo/packaging/debian-root.sh"
+export DEBIAN_ROOT_LOG=$work/debootstrap-arm64.log
+arm_tarball=$(debian_root_tarball arm64 minbase "") || fail "debootstrap of the arm64 root failed"
+debian_root_binfmt arm64 || fail "binfmt_misc cannot run aarch64 programs (qemu-user-static)"
+aroot=$arm/root
+mkdir -p "$aroot"
+tar -C "$aroot" --zstd -xf "$arm_tarball"
+cp "$root/etc/apt/sources.list" "$aroot/etc/apt/sources.list"
+cp /etc/resolv.conf "$aroot/etc/resolv.conf"
+mount_into /proc "$aroot/proc"
+mkdir -p "$aroot/sys" && mount --bind /sys "$aroot/sys" && mounted+=("$aroot/sys")
+mount_into /dev "$aroot/dev"
+mount_into /run/netns "$aroot/run/netns"
+ainroot() {
+  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+    ${http_proxy:+http_proxy=$http_proxy} ${https_proxy:+https_proxy=$https_proxy} \
+    DEBIAN_FRONTEND=noninteractive chroot "$aroot" "$@"
+}
+[ "$(ainroot dpkg --print-architecture)" = arm64 ] || fail "the arm64 root's dpkg is not arm64"
+cp "$agent_arm64" "$aroot/tmp/"
+ainroot apt-get update -qq >"$work/apt-arm64.log" 2>&1 || fail "apt-get update in the arm64 root failed"
+ainroot apt-get install -y "/tmp/$(basename "$agent_arm64")" >>"$work/apt-arm64.log" 2>&1 ||
+  fail "apt-get install of the arm64 agent package failed"
+v=$(ainroot galette-agent --version 2>/dev/null) || fail "galette-agent --version failed under qemu-user"
+[ "$v" = "$VERSION" ] || fail "arm64 galette-agent --version printed '$v', expected $VERSION"
+ok "installed with apt; galette-agent --version under qemu-user → $v"
+n=$(ainroot /usr/lib/galette-agent/node -e '
+  const m = { exports: {} };
+  process.dlopen(m, "/usr/lib/galette-agent/packages/xdp-native/build/Release/galette_xdp.node");
+  console.log(Object.keys(m.exports).length);' 2>/dev/null) || fail "the arm64 addon does not load (libbpf/libxdp from the mirror)"
+[ "$n" -gt 10 ] || fail "the arm64 addon loaded with $n exports"
+ok "the arm64 Node runtime loads the addon ($n functions; libbpf1/libxdp1 from the mirror)"
+
+# The agent from the arm64 root: enrols from its bundle and reports to the controller over
+# mTLS. qemu-user passes neither bpf() nor setns() through, so it reports what it could not
+# probe and installs nothing (make test-devices runs the arm64 package on an emulated machine).
+g device enroll pkg-arm64 --labels role=pkgtest-arm64 --out "$work/bundle-arm64" --release-key "$work/release-key/release.pub" >/dev/null
+mkdir -p "$aroot/etc/galette"
+cp "$work/bundle-arm64"/* "$aroot/etc/galette/"
+aif="${dif}a"
+ip -n "$dns" link add "$aif" type veth peer name "${aif}p"
+ip -n "$dns" link set "$aif" up
+node -e '
+  const fs = require("fs"); const [file, iface, netns] = process.argv.slice(1);
+  const c = JSON.parse(fs.readFileSync(file));
+  Object.assign(c, { interface: iface, netns, pollIntervalSeconds: 5, statusIntervalSeconds: 2, workerThreads: 1 });
+  fs.writeFileSync(file, JSON.stringify(c, null, 2));
+' "$aroot/etc/galette/agent.json" "$aif" "$dns"
+mkdir -p "$aroot/run/galette" "$aroot/var/lib/galette-agent"
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+  chroot "$aroot" galette-agent --config /etc/galette/agent.json >"$work/agent-arm64.log" 2>&1 &
+agent_pid=$!
+seen=""
+for _ in $(seq 1 120); do
+  seen=$(g device list --json | node -e '
+    const d = JSON.parse(require("fs").readFileSync(0)).devices.find((x) => x.name === "pkg-arm64");
+    if (d && d.online && d.arch === "aarch64" && d.agentVersion && d.capabilities)
+      console.log(`${d.arch} agent ${d.agentVersion}, kernel ${d.kernelVersion}, last seen ${d.lastSeenAt}`);')
+  [ -n "$seen" ] && break
+  kill -0 "$agent_pid" 2>/dev/null || fail "the arm64 agent exited"
+  sleep 1
+done
+[ -n "$seen" ] || fail "the arm64 agent did not report to the controller within 120 s"
+ok "the arm64 agent reached the controller over mTLS: $seen"
+for _ in $(seq 1 60); do grep -q '"assignment received"' "$work/agent-arm64.log" && break; sleep 0.5; done
+grep -q '"assignment received"' "$work/agent-arm64.log" || fail "the arm64 agent did not poll its assignment"
+ok "it polls its assignment"
+kill -TERM "$agent_pid"
+for _ in $(seq 1 100); do kill -0 "$agent_pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$agent_pid" 2>/dev/null && fail "the arm64 agent did not stop within 10 s of SIGTERM"
+wait "$agent_pid" || true
+agent_pid=""
+ok "SIGTERM stopped it"
 
 step "passed in $(($(date +%s) - started)) s"

@@ -19,7 +19,7 @@ describeKernel("make bench QUICK=1 (real veth, real frames)", () => {
     const { stdout } = await execFileP("bash", [join(repoRoot, "scripts", "bench.sh")], {
       cwd: repoRoot,
       env: { ...process.env, QUICK: "1", BENCH_OUT: outDir },
-      timeout: 570_000,
+      timeout: 720_000,
       maxBuffer: 64 << 20,
     });
     expect(stdout).toMatch(/bench: \d+ scenario\(s\) measured, 0 failed/);

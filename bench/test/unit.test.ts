@@ -6,6 +6,7 @@ import { makePlan } from "../src/plan";
 import { buildPlots, renderPng } from "../src/plots";
 import { NOT_MEASURED, renderReport } from "../src/report";
 import { metaOf, runsFor } from "../src/runner";
+import { renderScale, scaleOptionsFromEnv } from "../src/scale";
 import {
   baselineScenarios,
   expensiveReferenceScenarios,
@@ -253,5 +254,55 @@ describe("per-packet cost section", () => {
       "| Galette, 1 NF | 55 (50–56) | 2.20× | 128 (128–128) | 2.00× | 5.0 (4.5–5.3) | 1.11× |",
     );
     expect(costPlan(true).repetitions).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe("controller scale options and report", () => {
+  it("parses the fleet sizes and databases, refusing anything else by name", () => {
+    expect(scaleOptionsFromEnv({})).toEqual({});
+    expect(
+      scaleOptionsFromEnv({ BENCH_SCALE_DEVICES: "1000, 5000", BENCH_SCALE_DATABASES: "sqlite,postgres" }),
+    ).toEqual({
+      counts: [1000, 5000],
+      backends: ["sqlite", "postgres"],
+    });
+    for (const bad of ["", "0", "10k", "1000,", "60000", "1.5"])
+      if (bad) expect(() => scaleOptionsFromEnv({ BENCH_SCALE_DEVICES: bad })).toThrow(/BENCH_SCALE_DEVICES/);
+    for (const bad of ["mysql", "sqlite,", "postgres://x"])
+      expect(() => scaleOptionsFromEnv({ BENCH_SCALE_DATABASES: bad })).toThrow(/BENCH_SCALE_DATABASES/);
+  });
+
+  it("renders measured, skipped and event rows with what was met", () => {
+    const latency = { count: 10, failures: 0, p50Ms: 2, p99Ms: 20, maxMs: 30 };
+    const md = renderScale({
+      rows: [
+        {
+          devices: 1000,
+          backend: "SQLite",
+          poll: latency,
+          status: latency,
+          wsOpen: 1000,
+          controllerCpuPct: 12,
+          controllerRssMb: 250,
+          simulatorCpuPct: 8,
+          met: true,
+        },
+      ],
+      skipped: [{ devices: 10_000, reason: "needs 20512 open files per process; the limit here is 20000" }],
+      largestMet: 1000,
+      recovery: {
+        devices: 1000,
+        backend: "SQLite",
+        listeningS: 0.7,
+        servedS: 9.9,
+        missing: 0,
+        unchanged: 1000,
+        met: false,
+      },
+    });
+    expect(md).toContain("| 1000 | SQLite | 2.0 | 20.0 | 20.0 | 0 | 1000 | 12.0 | 250.0 | 8.0 | yes |");
+    expect(md).toContain("| 10000 | | not measured: needs 20512 open files");
+    expect(md).toContain("Largest fleet meeting the target: 1000 (SQLite).");
+    expect(md).toMatch(/\| kill -9 \+ restart .* \| 9\.9 \| 0 \| \| ≤ 5 s \| \*\*no\*\* \|/);
   });
 });

@@ -16,5 +16,6 @@ export * from "./operator-client";
 export * from "./releases";
 export * from "./server";
 export * from "./storage/artifacts";
+export { openPostgresRepository } from "./storage/postgres";
 export type * from "./storage/repository";
 export { openSqliteRepository } from "./storage/sqlite";

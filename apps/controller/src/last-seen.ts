@@ -5,7 +5,7 @@ import type { Repository } from "./storage/repository";
 export const LAST_SEEN_FLUSH_MS = 2000;
 
 /**
- * Last-seen times of device requests, written in one transaction every `everyMs` instead
+ * Last-seen times of device requests, written in one batch every `everyMs` instead
  * of one UPDATE per request: with thousands of agents polling, a write per poll is most of
  * the controller's database work. `lastSeenAt` lags by at most one interval; a status
  * report still writes its own time at once.
@@ -32,9 +32,7 @@ export class LastSeenBatch {
     const entries = [...this.#pending];
     this.#pending.clear();
     try {
-      await this.repo.transaction(async (tx) => {
-        for (const [name, at] of entries) await tx.touchDevice(name, at);
-      });
+      await this.repo.touchDevices(entries);
     } catch (err) {
       this.log.error(
         { err, devices: entries.length },

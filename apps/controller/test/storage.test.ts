@@ -187,6 +187,23 @@ describe.each(BACKENDS)("repository contract: $name", (backend) => {
     await repo.close();
   });
 
+  it("writes a batch of last-seen times, skipping names that are not enrolled", async () => {
+    const { repo } = await backend.fresh();
+    await repo.insertDevice(device("a", "01"));
+    await repo.insertDevice(device("b", "02"));
+    await repo.touchDevices([
+      ["a", "2026-01-02T00:00:00.000Z"],
+      ["gone", "2026-01-02T00:00:01.000Z"],
+      ["b", "2026-01-02T00:00:02.000Z"],
+    ]);
+    await repo.touchDevices([]);
+    expect((await repo.listDevices()).map((d) => [d.name, d.lastSeenAt])).toEqual([
+      ["a", "2026-01-02T00:00:00.000Z"],
+      ["b", "2026-01-02T00:00:02.000Z"],
+    ]);
+    await repo.close();
+  });
+
   it("keeps a revoked serial revoked after the name is enrolled again", async () => {
     const { repo } = await backend.fresh();
     await repo.insertDevice(device("a", "01"));

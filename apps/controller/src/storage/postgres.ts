@@ -410,6 +410,16 @@ class Postgres implements PostgresRepository {
     await this.#run("UPDATE devices SET last_seen_at = $1 WHERE name = $2", [at, name]);
   }
 
+  async touchDevices(seen: ReadonlyArray<readonly [string, string]>): Promise<void> {
+    if (seen.length === 0) return;
+    // one statement for the whole batch: no round trip per device, no serialised transaction
+    await this.#run(
+      `UPDATE devices SET last_seen_at = batch.at
+       FROM unnest($1::text[], $2::text[]) AS batch(name, at) WHERE devices.name = batch.name`,
+      [seen.map(([name]) => name), seen.map(([, at]) => at)],
+    );
+  }
+
   async saveDeviceStatus(name: string, status: DeviceStatusReport, at: string): Promise<void> {
     await this.#run("UPDATE devices SET status = $1, status_at = $2, last_seen_at = $2 WHERE name = $3", [
       JSON.stringify(status),

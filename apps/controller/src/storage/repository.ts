@@ -131,6 +131,8 @@ export interface Repository {
   revokeDevice(name: string, at: string): Promise<DeviceRecord>;
   isSerialRevoked(serial: string): Promise<boolean>;
   touchDevice(name: string, at: string): Promise<void>;
+  /** Many last-seen times at once (the batched writes of device requests). */
+  touchDevices(seen: ReadonlyArray<readonly [name: string, at: string]>): Promise<void>;
   saveDeviceStatus(name: string, status: DeviceStatusReport, at: string): Promise<void>;
   /** The device's dead-man's switch settings (grace null: the default). */
   getDeadMan(name: string): Promise<DeadManSettings>;

@@ -255,6 +255,9 @@ class SqliteRepository implements Repository {
   touchDevice(...a: Parameters<Repository["touchDevice"]>) {
     return this.run((s) => s.touchDevice(...a));
   }
+  touchDevices(...a: Parameters<Repository["touchDevices"]>) {
+    return this.run((s) => s.touchDevices(...a));
+  }
   saveDeviceStatus(...a: Parameters<Repository["saveDeviceStatus"]>) {
     return this.run((s) => s.saveDeviceStatus(...a));
   }
@@ -469,6 +472,14 @@ class SqliteStore {
 
   touchDevice(name: string, at: string): void {
     this.db.prepare("UPDATE devices SET last_seen_at = ? WHERE name = ?").run(at, name);
+  }
+
+  touchDevices(seen: ReadonlyArray<readonly [string, string]>): void {
+    const update = this.db.prepare("UPDATE devices SET last_seen_at = ? WHERE name = ?");
+    // one transaction: one commit for the whole batch
+    this.db.transaction(() => {
+      for (const [name, at] of seen) update.run(at, name);
+    })();
   }
 
   getDeadMan(name: string): DeadManSettings {

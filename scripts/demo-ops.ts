@@ -5,14 +5,18 @@
  * devices report.
  * Operator credentials come from GALETTE_URL, GALETTE_TOKEN and GALETTE_CA.
  */
-import { loadOperatorConfig, OperatorClient } from "@galette/controller";
+import type { OperatorClient } from "@galette/controller";
 import { attachXdpPass, exchangeFrames, udpFrame } from "@galette/testkit/frames";
 import { createVethPair, nsRun } from "@galette/testkit/netns";
 import { sleep } from "@galette/testkit/time";
 import { createTwoPortTopology } from "@galette/testkit/topology";
 
 const [command, ...args] = process.argv.slice(2);
-const operator = () => new OperatorClient(loadOperatorConfig());
+// loaded only by the commands that call the controller: the traffic commands start faster
+const operator = async () => {
+  const { loadOperatorConfig, OperatorClient } = await import("@galette/controller");
+  return new OperatorClient(loadOperatorConfig());
+};
 const need = (n: number, usage: string) => {
   if (args.length < n) throw new Error(`usage: demo-ops.ts ${command} ${usage}`);
 };
@@ -27,7 +31,7 @@ async function waitDevices(
 ): Promise<void> {
   const deadline = Date.now() + Number(timeoutS) * 1000;
   for (;;) {
-    const { devices: all } = await operator().listDevices();
+    const { devices: all } = await (await operator()).listDevices();
     const found = names.map((name) => ({ name, d: all.find((x) => x.name === name) }));
     const lines = found.map(({ d }) => (d ? done(d) : undefined));
     if (lines.every((l) => l !== undefined)) {
@@ -216,7 +220,7 @@ async function main(): Promise<void> {
     }
     case "counters": {
       need(1, "DEVICE...");
-      const { devices } = await operator().listDevices();
+      const { devices } = await (await operator()).listDevices();
       for (const name of args) {
         const d = devices.find((x) => x.name === name);
         if (!d) throw new Error(`no device ${name}`);
@@ -238,7 +242,7 @@ async function main(): Promise<void> {
       need(1, "DEVICE...");
       const deadline = Date.now() + 10_000;
       for (;;) {
-        const { devices } = await operator().listDevices();
+        const { devices } = await (await operator()).listDevices();
         const verdicts = args.map((name) => {
           const c = (instance: string) =>
             devices.find((x) => x.name === name)?.counters.find((k) => k.instance === instance)?.counters ??

@@ -4,11 +4,13 @@
  * host B at rx.b (only forwarded). Blocking B's address stops A→B and leaves B→A flowing;
  * every frame each host sent is counted by its direction's first NF. Then live
  * reconfiguration (to one chain for both directions, to both entries in userland, back),
- * adoption after the owning process let go, and uninstall from both ports.
+ * adoption after the owning process let go, and uninstall from both ports; and the same
+ * chain by `galette dataplane up --ports`, SIGKILLed (XDP keeps both directions apart) and
+ * adopted by a new owner.
  */
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { describeKernel, nsRun, sleep, type TopologyHost } from "@galette/testkit";
+import { describeKernel, nsRun, sleep, spawnGalette, type TopologyHost } from "@galette/testkit";
 import { queryXdp } from "@galette/xdp-native";
 import { expect, it } from "vitest";
 import { Dataplane, readRecord } from "../src/kernel";
@@ -167,6 +169,54 @@ describeKernel("two ports, a chain per direction (rx.a / rx.b)", () => {
     expect(attached()).toEqual([0, 0]);
     expect(existsSync(pins)).toBe(false);
     expect(readRecord(fx.target(), fx.state.dir)).toBeUndefined();
+  });
+
+  it("galette dataplane up --ports with rx.a/rx.b: a SIGKILLed up keeps both directions apart; a new owner adopts them", async () => {
+    const { topo } = fx;
+    const key = `${lpmKeyV4(topo.b.ip).toString("hex")}:${ROUTE_ID.toString("hex")}`;
+    let printed: () => void = () => undefined;
+    const ready = new Promise<void>((r) => {
+      printed = r;
+    });
+    const up = spawnGalette(
+      [
+        "dataplane",
+        "up",
+        "--ports",
+        `${topo.p1},${topo.p2}`,
+        "--netns",
+        topo.device,
+        "--state-dir",
+        fx.state.dir,
+        "--map-set",
+        `guard.routes=${key}`,
+        "chains/bridge-directions.toml",
+      ],
+      { onStdout: (out) => out.includes('chain "bridge-directions"') && printed() },
+    );
+    let killed = false;
+    const exited = up.done.then((r) => {
+      if (!killed) throw new Error(`dataplane up exited (${r.code ?? r.signal}): ${r.stderr}`);
+    });
+    await Promise.race([ready, exited]);
+    killed = true;
+    up.child.kill("SIGKILL");
+    await exited;
+    // nobody owns it now: XDP keeps each direction on its own chain
+    expect(sequenceProblems(await udp(topo.b, topo.a, 6301, 100), 100)).toEqual([]);
+    expect(await udp(topo.a, topo.b, 6302, 20)).toEqual([]);
+    const dp = await Dataplane.adopt(fx.target(), { stateDir: fx.state.dir, logger: quietLogger() });
+    fx.dp = dp;
+    expect(dp.spec.entryB).toBe(dp.spec.instances.find((i) => i.name === "ttl-ba")!.id);
+    const before = counts(dp, "guard");
+    expect(sequenceProblems(await udp(topo.b, topo.a, 6303, 100), 100)).toEqual([]);
+    expect(await udp(topo.a, topo.b, 6304, 20)).toEqual([]);
+    expect(
+      (counts(dp, "guard").variants.Matched ?? 0) - (before.variants.Matched ?? 0),
+    ).toBeGreaterThanOrEqual(20);
+    dp.uninstall();
+    fx.dp = undefined;
+    expect(attached()).toEqual([0, 0]);
   });
 
   it("refuses a chain per direction on one port", async () => {

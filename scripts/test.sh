@@ -6,6 +6,8 @@ echo "== lint (biome)"
 pnpm -s lint
 echo "== lint (clang-format: C, C++ and BPF C)"
 git ls-files -z '*.c' '*.h' '*.cc' | xargs -0 clang-format-22 --dry-run --Werror
+echo "== lint (clang-tidy: the addon and worker C++)"
+bash scripts/lint-c.sh
 echo "== lint (rustfmt, clippy)"
 bash scripts/lint-rust.sh
 echo "== typecheck (tsc)"

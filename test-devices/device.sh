@@ -7,6 +7,9 @@ mark() { echo "$*" >>"$share/progress"; echo "galette-device: $*" >/dev/console;
 now=$(sed -n 's/.*galette\.now=\([0-9]*\).*/\1/p' /proc/cmdline)
 [ -n "$now" ] && date -s "@$now" >/dev/null
 ip link set lo up
+# systemd-tmpfiles creates /dev/net/tun at boot on a real system (kmod static nodes); the
+# agent's host delivery opens it
+modprobe tun || { mark "FAILED modprobe tun"; exit 1; }
 # interfaces by MAC: the host chose them (management, data0, data1)
 for dev in /sys/class/net/*; do
   name=${dev##*/}

@@ -12,8 +12,11 @@
 #     virtio-net data ports = tap devices, each moved into a namespace this run made.
 #   host ↔ device: a 9p share (device.sh, the bundle, progress markers, logs, commands).
 # Each step names itself on failure. Prints the kernel, the capability report, converge
-# time, frames through XDP and through the userland tier, the verifier matrix, and writes
-# the bench row (bench/results/emulated-arm64-device.json; emulated, not a performance claim).
+# time, frames through XDP and through the userland tier (chains/security.toml, dpi in the
+# AF_XDP workers, per-NF counters against what was sent), the verifier matrix, a live
+# reconfiguration under traffic (nothing lost), a dead-man's switch rollback of a chain that
+# cuts the management path, an unsigned chain refused, and writes the bench row
+# (bench/results/emulated-arm64-device.json; emulated, not a performance claim).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -48,11 +51,13 @@ tap0="gd${id}a"
 tap1="gd${id}b"
 controller_pid=""
 qemu_pid=""
+relay_pids=""
 cleanup() {
   local status=$?
   set +e
   trap '' INT TERM # a second signal must not cut the cleanup short (namespaces, taps left behind)
   [ -n "$qemu_pid" ] && kill -TERM "$qemu_pid" 2>/dev/null
+  for pid in $relay_pids; do kill -TERM "$pid" 2>/dev/null; done
   [ -n "$controller_pid" ] && kill -TERM "$controller_pid" 2>/dev/null && wait "$controller_pid" 2>/dev/null
   ip link del "$tap0" 2>/dev/null
   ip link del "$tap1" 2>/dev/null
@@ -127,6 +132,8 @@ if [ ! -f "$image/root.img" ]; then
   mkfs.ext4 -q -F -L galette-root -d "$r" "$image.tmp/root.img" "${size}M" || fail "mkfs.ext4 -d of the root"
   rm -rf "$r"
   rm -rf "$image" && mv "$image.tmp" "$image"
+  # images of other packages or roots are never booted again: ~0.5 GB each
+  find "$CACHE" -maxdepth 1 -name 'device-*' ! -name "device-$image_key" ! -name '*.tmp' -exec rm -rf {} +
 fi
 kver=$(cat "$image/kernel-version")
 ok "disk $image/root.img ($(du -h "$image/root.img" | cut -f1)), kernel $kver"
@@ -243,9 +250,11 @@ galette device list --json | node -e '
   console.log(JSON.stringify(d.capabilities ?? null, null, 2).replace(/^/gm, "    "));'
 
 step "8. Verifier matrix on the device's kernel (bpftool prog loadall, $kver)"
-cmd_n=0
 on_device() { # SCRIPT TIMEOUT_S: runs SCRIPT in the device (the 9p command channel), prints its output
-  cmd_n=$((cmd_n + 1))
+  # the sequence number lives in the share: callers run this in $(...) and pipelines (subshells)
+  local cmd_n
+  cmd_n=$(($(cat "$share/cmd/last" 2>/dev/null || echo 0) + 1))
+  echo "$cmd_n" >"$share/cmd/last"
   printf '%s\n' "$1" >"$share/cmd/$cmd_n.tmp" && mv "$share/cmd/$cmd_n.tmp" "$share/cmd/$cmd_n.sh"
   local deadline=$(($(date +%s) + $2))
   until [ -f "$share/cmd/$cmd_n.rc" ]; do
@@ -338,15 +347,13 @@ printf '  emulated arm64 device (%s aarch64, TCG, load %s): boot %s s, agent rep
   "$kver" "$(cut -d' ' -f1 /proc/loadavg)" "$boot_s" "$agent_s" "$converge_s" "$fps"
 ok "written to ${row#"$repo"/}"
 
-step "12. The userland tier: chains/security.toml's graph (signed) with an AF_XDP NF"
-# dpi needs Rust std, which this toolchain has only for x86_64: the device runs
-# chains/security.toml's graph with the core-only decrement-ttl as the userland NF
-nfs=(access-control weak-classifier decrement-ttl)
+step "12. The userland tier: chains/security.toml (signed), dpi in the AF_XDP workers"
+nfs=(access-control weak-classifier dpi)
 galette nf publish "${nfs[@]/#/$repo/nf-examples/}" >>"$work/publish.log" 2>&1 || fail "nf publish (aarch64 build) failed"
 for nf in "${nfs[@]}"; do
   galette nf release "$nf" --key "$rk" --trust-controller-build >>"$work/publish.log" 2>&1 || fail "nf release $nf failed"
 done
-galette chain push "$here/security-core.toml" --key "$rk" >>"$work/publish.log" 2>&1 || fail "chain push failed"
+galette chain push "$repo/chains/security.toml" --key "$rk" >>"$work/publish.log" 2>&1 || fail "chain push failed"
 security_started=$(date +%s.%N)
 galette chain assign security --selector role=arm64-device >>"$work/publish.log" 2>&1 || fail "chain assign failed"
 ops wait security "$CONVERGE_TIMEOUT" arm64-dev || fail "the device did not converge on security (its error above)"
@@ -362,20 +369,119 @@ done
 grep -q '"map":"access-control.allow_list","entries":1' "$share/agent.log" || fail "the device did not apply the allow-list within 120 s"
 user_n=${GALETTE_DEVICE_USER_FRAMES:-100}
 x=$(traffic "$xdp_n" tdev-sec-xdp xdp 200) || fail "sending frames (XDP)"
-u=$(traffic "$user_n" tdev-userland userland 100) || fail "sending frames (userland)"
+# each userland frame a flow of its own (source ports 20000 on): dpi judges every one
+u=$(traffic "$user_n" tdev-userland userland 100 20000) || fail "sending frames (userland)"
 sx=$(field "$x" sent) sr=$(field "$x" received) us=$(field "$u" sent) ur=$(field "$u" received)
 [ "$sr" = "$sx" ] || fail "security, XDP path: sent $sx frames, $sr came back"
 [ "$ur" = "$us" ] || fail "security, userland tier: sent $us frames, $ur came back"
-ok "XDP path: $sr/$sx back; userland tier (AF_XDP, decrement-ttl): $ur/$us back"
+ok "XDP path: $sr/$sx back; userland tier (AF_XDP, dpi): $ur/$us back"
+user_fps=$(node -p 'const r = JSON.parse(process.argv[1]); (r.received / r.seconds).toFixed(0)' "$u")
 deadline=$(($(date +%s) + 60))
 until counters=$(device_counters) && echo "$counters" | grep -q "^access-control .*\"Allowed\":$((sx + us))[,}]" &&
   echo "$counters" | grep -q "^weak-classifier .*\"Normal\":$sx[,}]" &&
   echo "$counters" | grep -q "^weak-classifier .*\"Suspicious\":$us[,}]" &&
-  echo "$counters" | grep -q "^decrement-ttl .*\"Next\":$us[,}]"; do
+  echo "$counters" | grep -q "^dpi .*\"Clean\":$us[,}]"; do
   [ "$(date +%s)" -lt "$deadline" ] || fail "counters do not match what was sent: $(echo "$counters" | tr '\n' ' ')"
   sleep 1
 done
 echo "$counters" | sed 's/^/    /'
-ok "access-control Allowed = $((sx + us)), weak-classifier Normal = $sx (XDP), Suspicious = $us → decrement-ttl Next = $us (userland)"
+ok "access-control Allowed = $((sx + us)), weak-classifier Normal = $sx (XDP), Suspicious = $us → dpi Clean = $us (userland)"
+
+step "13. Live reconfiguration under traffic: nothing lost, in XDP or in userland"
+# version 2 of the security chain sends Malicious flows through macswap before the drop: a
+# new NF instance loaded and weak-classifier relinked while frames of both tiers are in flight
+sed 's/^to = \["tx", "!dpi", "drop"\]$/to = ["tx", "!dpi", "macswap"]/' "$repo/chains/security.toml" >"$work/security-v2.toml"
+printf '\n[functions.macswap.maps]\ncounters = { type = "array", size = 1 }\n\n# macswap: Action { Tx }\n[[links]]\nfrom = "macswap"\nto = ["drop"]\n' >>"$work/security-v2.toml"
+grep -q '"!dpi", "macswap"' "$work/security-v2.toml" || fail "security v2 does not differ from v1"
+rn=${GALETTE_DEVICE_RECONFIG_FRAMES:-2400} # 60 s at 40 frames/s per tier
+traffic "$rn" tdev-reconf-xdp xdp 40 >"$work/reconf-xdp.json" 2>"$work/reconf-xdp.log" &
+rx_pid=$!
+traffic "$rn" tdev-reconf-user userland 40 30000 >"$work/reconf-user.json" 2>"$work/reconf-user.log" &
+ru_pid=$!
+sleep 3
+# the assignment follows the latest version: the push rolls v2 out
+reconf_started=$(date +%s.%N)
+galette chain push "$work/security-v2.toml" --key "$rk" >>"$work/publish.log" 2>&1 || fail "chain push (v2) failed"
+deadline=$(($(date +%s) + CONVERGE_TIMEOUT))
+until galette device list --json | node -e '
+    const d = JSON.parse(require("fs").readFileSync(0)).devices.find((x) => x.name === "arm64-dev");
+    process.exit(d.installed?.chain === "security" && d.installed.version === 2 && d.state === "converged" ? 0 : 1)'; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "the device did not converge on security v2 within $CONVERGE_TIMEOUT s"
+  sleep 0.5
+done
+reconf_s=$(awk -v a="$reconf_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+kill -0 "$rx_pid" 2>/dev/null && kill -0 "$ru_pid" 2>/dev/null ||
+  fail "the traffic ended before the reconfiguration did (${reconf_s} s): raise GALETTE_DEVICE_RECONFIG_FRAMES"
+wait "$rx_pid" || fail "sending frames during the reconfiguration (XDP; log: $work/reconf-xdp.log)"
+wait "$ru_pid" || fail "sending frames during the reconfiguration (userland; log: $work/reconf-user.log)"
+x=$(cat "$work/reconf-xdp.json") u=$(cat "$work/reconf-user.json")
+ok "security v1 → v2 in ${reconf_s} s while $(field "$x" sent) XDP and $(field "$u" sent) userland frames were in flight"
+[ "$(field "$x" received)" = "$(field "$x" sent)" ] || fail "reconfiguration, XDP path: sent $(field "$x" sent), $(field "$x" received) came back"
+[ "$(field "$u" received)" = "$(field "$u" sent)" ] || fail "reconfiguration, userland tier: sent $(field "$u" sent), $(field "$u" received) came back"
+ok "none lost: XDP $(field "$x" received)/$(field "$x" sent), userland $(field "$u" received)/$(field "$u" sent) back"
+
+step "14. Dead-man's switch: a chain that cuts the management path is rolled back"
+# The management path moves onto data0: the device reaches the controller's address
+# (10.0.2.2) on data0's link, where data0's far end holds that address and relays to the
+# controller on this machine's loopback (two relays joined by a unix socket).
+grace=${GALETTE_DEVICE_GRACE_S:-30}
+galette chain push "$here/deadman-ok.toml" --key "$rk" >>"$work/publish.log" 2>&1 || fail "chain push deadman-ok failed"
+galette chain push "$here/deadman-cut.toml" --key "$rk" >>"$work/publish.log" 2>&1 || fail "chain push deadman-cut failed"
+galette chain assign deadman-ok --selector role=arm64-device --grace "${grace}s" >>"$work/publish.log" 2>&1 || fail "chain assign deadman-ok failed"
+ops wait deadman-ok "$CONVERGE_TIMEOUT" arm64-dev >/dev/null || fail "the device did not converge on deadman-ok"
+relay() { node "$repo/packages/testkit/tools/relay.mjs" "$@"; }
+relay "unix:$work/relay.sock" "tcp:127.0.0.1:$port" >/dev/null 2>>"$work/relay.log" &
+relay_pids="$!"
+for _ in $(seq 1 100); do [ -S "$work/relay.sock" ] && break; sleep 0.1; done
+ip -n "$ns0" addr add 10.99.0.1/24 dev "$tap0"
+ip -n "$ns0" addr add 10.0.2.2/32 dev "$tap0"
+# the agent's open connections keep their source (mgmt0's 10.0.2.15): a reset reaches it
+# across data0 too, so it reconnects at once instead of waiting out a timeout
+ip -n "$ns0" route add 10.0.2.15/32 dev "$tap0"
+nsenter --net="/run/netns/$ns0" node "$repo/packages/testkit/tools/relay.mjs" "tcp:10.0.2.2:$port" "unix:$work/relay.sock" \
+  >/dev/null 2>>"$work/relay.log" &
+relay_pids="$relay_pids $!"
+route=$(on_device 'ip addr add 10.99.0.2/24 dev data0 && ip route replace 10.0.2.2/32 dev data0 src 10.99.0.2 && ip route get 10.0.2.2' 60) ||
+  fail "moving the management path onto data0: $route"
+case "$route" in *"dev data0"*) echo "  device: $route" | head -1 ;; *) fail "the device still routes 10.0.2.2 elsewhere: $route" ;; esac
+moved=$(date +%s)
+last_seen() {
+  galette device list --json | node -p '
+    const d = JSON.parse(require("fs").readFileSync(0)).devices.find((x) => x.name === "arm64-dev");
+    d.lastSeenAt ? Math.floor(Date.parse(d.lastSeenAt) / 1000) : 0'
+}
+across_data0() { nsenter --net="/run/netns/$ns0" ss -Htn state established "( sport = :$port )" | grep -c . || true; }
+deadline=$(($(date +%s) + 180))
+until [ "$(last_seen)" -gt "$((moved + 1))" ] && [ "$(across_data0)" -gt 0 ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "the device did not reach the controller across data0 within 180 s"
+  sleep 1
+done
+ok "the device reaches the controller across data0 ($(across_data0) connection(s) through the relay; deadman-ok passes every frame)"
+cut_started=$(date +%s.%N)
+galette chain assign deadman-cut --selector role=arm64-device --grace "${grace}s" >>"$work/publish.log" 2>&1 || fail "chain assign deadman-cut failed"
+deadline=$(($(date +%s) + grace + 240))
+until rb=$(galette device list --json | node -e '
+    const d = JSON.parse(require("fs").readFileSync(0)).devices.find((x) => x.name === "arm64-dev");
+    if (d.rollback?.chain === "deadman-cut" && d.installed?.chain === "deadman-ok") console.log(d.rollback.reason);') && [ -n "$rb" ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "no rollback of deadman-cut within $((grace + 240)) s: $(galette device list 2>&1 | tail -5 | tr '\n' ' ')"
+  sleep 2
+done
+rollback_s=$(awk -v a="$cut_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+ok "rolled back to deadman-ok, reported ${rollback_s} s after the assignment (grace ${grace} s): $rb"
+galette device list | grep -m1 "arm64-dev: rolled back" | sed 's/^/  /'
+on_device 'ip route del 10.0.2.2/32 dev data0' 60 >/dev/null || fail "moving the management path back to mgmt0"
+
+step "15. Bench row, completed (emulated)"
+node -e '
+  const fs = require("fs");
+  const [file, sec, ufps, us, reconf, rollback, grace] = process.argv.slice(1);
+  const row = JSON.parse(fs.readFileSync(file));
+  Object.assign(row, { securityConvergeSeconds: Number(sec), userlandForwardedFramesPerSecond: Number(ufps),
+    framesUserland: Number(us), userlandNf: "dpi", reconfigureSeconds: Number(reconf),
+    deadManRollbackSeconds: Number(rollback), deadManGraceSeconds: Number(grace) });
+  fs.writeFileSync(file, JSON.stringify(row, null, 2) + "\n");' "$row" "$security_s" "$user_fps" "$us" "$reconf_s" "$rollback_s" "$grace"
+printf '  security converge %s s, userland (dpi, paced 100/s) ≈ %s frames/s, live reconfiguration %s s, dead-man rollback reported after %s s (grace %s s)\n' \
+  "$security_s" "$user_fps" "$reconf_s" "$rollback_s" "$grace"
+ok "written to ${row#"$repo"/}"
 
 step "passed in $(($(date +%s) - started)) s"

@@ -5,14 +5,15 @@
  * reaches the device connected to replica A; replica A SIGKILLed, the device carries on
  * with B and nothing is lost.
  */
-import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DataDir, OperatorClient, writeDeviceBundle } from "@galette/controller";
 import { initPkiDir } from "@galette/pki";
 import type { DeviceNotification, DeviceStatusReport } from "@galette/protocol";
 import { PROTOCOL_VERSION } from "@galette/protocol";
-import { type CliRun, spawnGalette } from "@galette/testkit";
+import { type CliRun, galette, spawnGalette } from "@galette/testkit";
 import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type WebSocket from "ws";
@@ -32,6 +33,17 @@ to = ["relay-nf"]
 from = "relay-nf"
 to = ["tx"]
 `;
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
 
 interface Replica {
   dir: string;
@@ -65,23 +77,36 @@ describe("controller replicas on PostgreSQL", () => {
   let token: string;
   const replicas: Replica[] = [];
 
-  const startReplica = async (dir: string): Promise<Replica> => {
+  /** every replica's URL, in bundles through --public-url (repeated) */
+  const publicUrls: string[] = [];
+
+  const startReplica = async (dir: string, port: number): Promise<Replica> => {
     const serveInfo = join(dir, "controller.json");
     rmSync(serveInfo, { force: true });
     const run = spawnGalette(
-      ["controller", "serve", "--data", dir, "--database", database, "--listen", "127.0.0.1:0"],
+      [
+        "controller",
+        "serve",
+        "--data",
+        dir,
+        "--database",
+        database,
+        "--listen",
+        `127.0.0.1:${port}`,
+        ...publicUrls.flatMap((url) => ["--public-url", url]),
+      ],
       { timeoutMs: 600_000 },
     );
-    const url = await waitFor(
+    await waitFor(
       `replica ${dir} listening`,
       () => {
         if (run.child.exitCode !== null) throw new Error(`exited early: ${run.child.exitCode}`);
-        return existsSync(serveInfo)
-          ? (JSON.parse(readFileSync(serveInfo, "utf8")) as { url: string }).url
-          : undefined;
+        return existsSync(serveInfo) ? true : undefined;
       },
       60_000,
     );
+    // controller.json names the first --public-url (the bundles' first); this replica is at its port
+    const url = `https://127.0.0.1:${port}`;
     const replica = { dir, run, url };
     replicas.push(replica);
     return replica;
@@ -118,8 +143,10 @@ describe("controller replicas on PostgreSQL", () => {
     } finally {
       await seed.close();
     }
-    await startReplica(a);
-    await startReplica(b);
+    const ports = [await freePort(), await freePort()];
+    publicUrls.push(...ports.map((port) => `https://127.0.0.1:${port}`));
+    await startReplica(a, ports[0]!);
+    await startReplica(b, ports[1]!);
   }, 240_000);
 
   afterAll(async () => {
@@ -134,10 +161,11 @@ describe("controller replicas on PostgreSQL", () => {
   it("a push through B reaches the device on A within 2 s; A killed, the device moves to B and loses nothing", async () => {
     const [a, b] = replicas as [Replica, Replica];
     const operator = (r: Replica) => new OperatorClient({ url: r.url, token, caFile: join(r.dir, "ca.crt") });
-    // enrolled through A; the bundle lists both replicas (as `device enroll --controller-url A --controller-url B`)
-    const enrolled = await operator(a).enrolDevice({ name: "edge-1", labels: { role: "edge" } });
+    // enrolled through B: the bundle lists both replicas (their --public-url), A first
+    const enrolled = await operator(b).enrolDevice({ name: "edge-1", labels: { role: "edge" } });
+    expect(enrolled.controllerUrls).toEqual([a.url, b.url]);
     const bundle = join(work, "bundle");
-    writeDeviceBundle(bundle, { ...enrolled, controllerUrl: a.url, controllerUrls: [a.url, b.url] });
+    writeDeviceBundle(bundle, enrolled);
     const config = loadAgentConfig(join(bundle, "agent.json"), { interface: "lo" });
     expect(config.controllerUrls).toEqual([a.url, b.url]);
     const client = new DeviceClient([config.controllerUrl, ...(config.controllerUrls ?? [])], config);
@@ -219,5 +247,19 @@ describe("controller replicas on PostgreSQL", () => {
       ws?.terminate();
       client.close();
     }
+  }, 120_000);
+
+  it("`device enroll --controller-url` repeated writes every URL into agent.json", async () => {
+    const b = replicas[1]!;
+    const out = join(work, "cli-bundle");
+    const urls = ["https://ctl-a.example:8443", "https://ctl-b.example:8443"];
+    const r = await galette(
+      ["device", "enroll", "edge-2", "--out", out, ...urls.flatMap((url) => ["--controller-url", url])],
+      { env: { GALETTE_URL: b.url, GALETTE_TOKEN: token, GALETTE_CA: join(b.dir, "ca.crt") } },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const config = loadAgentConfig(join(out, "agent.json"), { interface: "lo" });
+    expect(config.controllerUrl).toBe(urls[0]);
+    expect(config.controllerUrls).toEqual(urls);
   }, 120_000);
 });

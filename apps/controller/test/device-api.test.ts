@@ -1,12 +1,7 @@
 import { Agent, request as httpsRequest } from "node:https";
 import type { TLSSocket } from "node:tls";
 import { createCa, issueDeviceCert } from "@galette/pki";
-import {
-  type DeviceAssignment,
-  DeviceNotification,
-  PROTOCOL_VERSION,
-  PublishNfResponse,
-} from "@galette/protocol";
+import { type DeviceAssignment, PROTOCOL_VERSION, PublishNfResponse } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { DataDir } from "../src/control";
@@ -14,6 +9,7 @@ import { sha256Hex } from "../src/storage/artifacts";
 import {
   ACL_RS,
   ACL_TOML,
+  deviceSocket,
   fakeBuilder,
   type Harness,
   MACSWAP_RS,
@@ -252,27 +248,7 @@ describe("device API over mTLS", () => {
   });
 
   it("notifies a connected device over ws when its chain is pushed or re-assigned", async () => {
-    const ws = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
-      ca: h.caPem,
-      cert: h.bundles["pi-1"]!.certPem,
-      key: h.bundles["pi-1"]!.keyPem,
-    });
-    const messages: DeviceNotification[] = [];
-    const waitFor = (n: number) =>
-      new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(
-          () => reject(new Error(`only ${messages.length} of ${n} messages arrived`)),
-          5000,
-        );
-        const check = () => {
-          if (messages.length >= n) {
-            clearTimeout(timer);
-            resolve();
-          } else setTimeout(check, 20);
-        };
-        check();
-      });
-    ws.on("message", (data) => messages.push(DeviceNotification.parse(JSON.parse(String(data)))));
+    const { ws, messages, received: waitFor } = deviceSocket(h, h.asDevice("pi-1"));
     await waitFor(1);
     expect(messages[0]).toEqual({ type: "hello", protocolVersion: PROTOCOL_VERSION, device: "pi-1" });
 
@@ -335,16 +311,8 @@ describe("device API over mTLS", () => {
   });
 
   it("refuses a device revoked while the controller runs, on its next request and its open ws", async () => {
-    const ws = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
-      ca: h.caPem,
-      cert: h.bundles["pi-2"]!.certPem,
-      key: h.bundles["pi-2"]!.keyPem,
-    });
-    await new Promise((resolve, reject) => {
-      ws.once("message", resolve);
-      ws.once("error", reject);
-    });
-    const closed = new Promise<number>((resolve) => ws.once("close", (code) => resolve(code)));
+    const socket = deviceSocket(h, h.asDevice("pi-2"));
+    await socket.hello;
     expect((await h.call("/v1/device/assignment", { client: h.asDevice("pi-2") })).status).toBe(200);
     // An agent that resumes its TLS session never re-sends its certificate: it must be refused too.
     const sessions = new Agent({ keepAlive: false, maxCachedSessions: 4 });
@@ -374,7 +342,7 @@ describe("device API over mTLS", () => {
     expect(res.status).toBe(403);
     expect(res.json().error).toMatch(/revoked/);
     expect(await resumable()).toEqual({ status: 403, resumed: true });
-    expect(await closed).toBe(4403);
+    expect((await socket.closed).code).toBe(4403);
     const reconnect = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
       ca: h.caPem,
       cert: h.bundles["pi-2"]!.certPem,

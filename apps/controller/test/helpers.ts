@@ -5,10 +5,11 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { connect as tlsConnect } from "node:tls";
 import { initPkiDir } from "@galette/pki";
-import type { EnrollDeviceResponse } from "@galette/protocol";
+import { DeviceNotification, type EnrollDeviceResponse } from "@galette/protocol";
 import { pino } from "pino";
 import { create as createTar } from "tar";
 import { expect } from "vitest";
+import WebSocket from "ws";
 import { DataDir } from "../src/control";
 import type { NfBuilder } from "../src/nf-publish";
 import { type ControllerOptions, type RunningController, startController } from "../src/server";
@@ -197,6 +198,44 @@ export async function startHarness(
     },
   };
   return harness;
+}
+
+export interface DeviceSocket {
+  ws: WebSocket;
+  /** every notification received so far, parsed */
+  messages: DeviceNotification[];
+  /** the first message (the controller's hello) arrived; rejects if the connection fails */
+  hello: Promise<void>;
+  closed: Promise<{ code: number; at: number }>;
+  /** resolves once `n` notifications arrived; fails naming how many did after `timeoutMs` */
+  received(n: number, timeoutMs?: number): Promise<void>;
+}
+
+/** A device's notification websocket, opened with its client certificate. */
+export function deviceSocket(
+  h: Pick<Harness, "controller" | "caPem">,
+  client: { certPem: string; keyPem: string },
+): DeviceSocket {
+  const ws = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
+    ca: h.caPem,
+    cert: client.certPem,
+    key: client.keyPem,
+  });
+  const messages: DeviceNotification[] = [];
+  ws.on("message", (data) => messages.push(DeviceNotification.parse(JSON.parse(String(data)))));
+  const hello = new Promise<void>((resolve, reject) => {
+    ws.once("message", () => resolve());
+    ws.once("error", reject);
+  });
+  const closed = new Promise<{ code: number; at: number }>((resolve) =>
+    ws.once("close", (code) => resolve({ code, at: Date.now() })),
+  );
+  const received = async (n: number, timeoutMs = 5000) => {
+    const deadline = Date.now() + timeoutMs;
+    while (messages.length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    if (messages.length < n) throw new Error(`only ${messages.length} of ${n} notifications arrived`);
+  };
+  return { ws, messages, hello, closed, received };
 }
 
 /** Writes a minimal NF crate (Cargo.toml + src/lib.rs) and returns its directory. */

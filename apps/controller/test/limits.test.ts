@@ -19,6 +19,7 @@ import type { NfBuilder } from "../src/nf-publish";
 import { DATABASE_FILE, MIGRATIONS, openSqliteRepository } from "../src/storage/sqlite";
 import {
   call,
+  deviceSocket,
   fakeBuilder,
   type Harness,
   MACSWAP_RS,
@@ -30,22 +31,6 @@ import {
 } from "./helpers";
 
 const DAY = 86_400_000;
-
-function connectWs(h: Harness, client: { certPem: string; keyPem: string }) {
-  const ws = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
-    ca: h.caPem,
-    cert: client.certPem,
-    key: client.keyPem,
-  });
-  const hello = new Promise<void>((resolve, reject) => {
-    ws.once("message", () => resolve());
-    ws.once("error", reject);
-  });
-  const closed = new Promise<{ code: number; at: number }>((resolve) =>
-    ws.once("close", (code) => resolve({ code, at: Date.now() })),
-  );
-  return { ws, hello, closed };
-}
 
 /** Plain HTTP GET (the separate metrics listener). */
 function httpGet(url: string): Promise<{ status: number; body: string }> {
@@ -158,9 +143,9 @@ describe("limits, expiry and hygiene", () => {
   it("keeps one notification connection per device: the newest wins", async () => {
     const bundle = await h.enrol("ws-1");
     const client = { certPem: bundle.certPem, keyPem: bundle.keyPem };
-    const first = connectWs(h, client);
+    const first = deviceSocket(h, client);
     await first.hello;
-    const second = connectWs(h, client);
+    const second = deviceSocket(h, client);
     await second.hello;
     expect((await first.closed).code).toBe(4409);
     expect(second.ws.readyState).toBe(WebSocket.OPEN);
@@ -185,7 +170,7 @@ describe("limits, expiry and hygiene", () => {
     });
     await data.close();
     const client = { certPem: issued.certPem, keyPem: issued.keyPem };
-    const ws = connectWs(h, client);
+    const ws = deviceSocket(h, client);
     await ws.hello;
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const get = () =>
@@ -305,7 +290,7 @@ describe("API revocation", () => {
 
   it("closes the device's websocket at once", async () => {
     await h.enrol("pi-ws");
-    const ws = connectWs(h, h.asDevice("pi-ws"));
+    const ws = deviceSocket(h, h.asDevice("pi-ws"));
     await ws.hello;
     const revokedAt = Date.now();
     expect((await h.call("/v1/devices/pi-ws/revoke", { method: "POST", token: h.token })).status).toBe(200);

@@ -1,17 +1,16 @@
 import {
   AssignChainResponse,
   type DeviceAssignment,
-  DeviceNotification,
   DeviceSummary,
   ListSelectorRulesResponse,
   RemoveAssignmentResponse,
 } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import WebSocket from "ws";
 import { DataDir } from "../src/control";
 import {
   ACL_RS,
   ACL_TOML,
+  deviceSocket,
   fakeBuilder,
   type Harness,
   MACSWAP_RS,
@@ -51,16 +50,7 @@ describe("selector assignments are standing rules", () => {
   });
 
   it("gives the chain to a device matching a rule, also one enrolled after the assign, and notifies it", async () => {
-    const ws = new WebSocket(`${h.controller.url.replace("https", "wss")}/v1/device/notifications`, {
-      ca: h.caPem,
-      ...{ cert: h.bundles.early!.certPem, key: h.bundles.early!.keyPem },
-    });
-    const messages: DeviceNotification[] = [];
-    ws.on("message", (data) => messages.push(DeviceNotification.parse(JSON.parse(String(data)))));
-    const waitFor = async (n: number) => {
-      for (let i = 0; i < 250 && messages.length < n; i++) await new Promise((r) => setTimeout(r, 20));
-      expect(messages.length, "ws notifications").toBeGreaterThanOrEqual(n);
-    };
+    const { ws, messages, received: waitFor } = deviceSocket(h, h.asDevice("early"));
     await waitFor(1);
     const before = await served("early");
     expect(before.chain).toBeNull();

@@ -80,7 +80,7 @@ describe("controller replicas on PostgreSQL", () => {
   /** every replica's URL, in bundles through --public-url (repeated) */
   const publicUrls: string[] = [];
 
-  const startReplica = async (dir: string, port: number): Promise<Replica> => {
+  const startReplica = async (dir: string, port: number, env: NodeJS.ProcessEnv = {}): Promise<Replica> => {
     const serveInfo = join(dir, "controller.json");
     rmSync(serveInfo, { force: true });
     const run = spawnGalette(
@@ -95,7 +95,7 @@ describe("controller replicas on PostgreSQL", () => {
         `127.0.0.1:${port}`,
         ...publicUrls.flatMap((url) => ["--public-url", url]),
       ],
-      { timeoutMs: 600_000 },
+      { timeoutMs: 600_000, env },
     );
     await waitFor(
       `replica ${dir} listening`,
@@ -247,6 +247,35 @@ describe("controller replicas on PostgreSQL", () => {
       ws?.terminate();
       client.close();
     }
+  }, 120_000);
+
+  it("a replica killed inside a chain push's transaction stores nothing of it, and holds no lock after", async () => {
+    const b = replicas[1]!;
+    const operator = (r: Replica) => new OperatorClient({ url: r.url, token, caFile: join(r.dir, "ca.crt") });
+    const before = (await operator(b).getChain("relay")).version;
+    // replica A again (it was killed above), told to stop dead inside the push's transaction
+    const pidFile = join(work, "fault.pid");
+    const port = Number(new URL(replicas[0]!.url).port);
+    const a = await startReplica(replicas[0]!.dir, port, { GALETTE_FAULT_PAUSE: `chain-push:${pidFile}` });
+    const push = operator(a)
+      .pushChain({ toml: CHAIN.replace('to = ["tx"]', 'to = ["drop"]'), file: "relay.toml" })
+      .then(
+        () => "answered",
+        (err: Error) => err.message,
+      );
+    await waitFor(
+      "the push paused in its transaction",
+      () => (existsSync(pidFile) ? true : undefined),
+      30_000,
+    );
+    a.run.child.kill("SIGKILL");
+    await a.run.done;
+    expect(await push).not.toBe("answered");
+    // nothing of it: the same latest version, through the other replica
+    expect((await operator(b).getChain("relay")).version).toBe(before);
+    // and the transaction lock died with the connection: B pushes at once
+    const next = await operator(b).pushChain({ toml: CHAIN, file: "relay.toml" });
+    expect(next.version).toBe(before + 1);
   }, 120_000);
 
   it("`device enroll --controller-url` repeated writes every URL into agent.json", async () => {

@@ -17,6 +17,19 @@ import {
   startHarness,
 } from "./helpers";
 
+/** A device's status report: converged on acl version 1 unless `fields` say otherwise. */
+const statusReport = (fields: Record<string, unknown> = {}) => ({
+  protocolVersion: PROTOCOL_VERSION,
+  agentVersion: "0.1.0",
+  arch: "x86_64",
+  kernelVersion: "6.18.0",
+  installed: { chain: "acl", version: 1 },
+  state: "converged",
+  errors: [],
+  counters: [],
+  ...fields,
+});
+
 describe("device API over mTLS", () => {
   let h: Harness;
   /** sha256 of the macswap crate as published (stored beside the artifacts) */
@@ -168,16 +181,9 @@ describe("device API over mTLS", () => {
   });
 
   it("stores status reports and shows them in the device list", async () => {
-    const report = {
-      protocolVersion: PROTOCOL_VERSION,
-      agentVersion: "0.1.0",
-      arch: "x86_64",
-      kernelVersion: "6.18.0",
-      installed: { chain: "acl", version: 1 },
-      state: "converged",
-      errors: [],
+    const report = statusReport({
       counters: [{ uuid: "6c0a6f1e-3b1d-4f5e-9a57-2f4d1c8e0b7a", counters: { packets: 42 } }],
-    };
+    });
     const res = await h.call("/v1/device/status", {
       method: "POST",
       client: h.asDevice("pi-2"),
@@ -201,16 +207,7 @@ describe("device API over mTLS", () => {
   });
 
   it("refuses bad capability and rollback reports, a grace out of range, and confirm without a rollback", async () => {
-    const report = {
-      protocolVersion: PROTOCOL_VERSION,
-      agentVersion: "0.1.0",
-      arch: "x86_64",
-      kernelVersion: "6.18.0",
-      installed: null,
-      state: "idle",
-      errors: [],
-      counters: [],
-    };
+    const report = statusReport({ installed: null, state: "idle" });
     const post = (body: object) =>
       h.call("/v1/device/status", { method: "POST", client: h.asDevice("pi-1"), body });
     const badCaps = await post({ ...report, capabilities: { afXdp: "maybe" } });
@@ -284,16 +281,7 @@ describe("device API over mTLS", () => {
     expect(after.json<DeviceAssignment>().chain!.mapEntries).toEqual([
       { map: "acl.allow_list", entries: [{ key, value: "01" }] },
     ]);
-    const report = {
-      protocolVersion: PROTOCOL_VERSION,
-      agentVersion: "0.1.0",
-      arch: "x86_64",
-      kernelVersion: "6.18.0",
-      installed: { chain: "acl", version: 1 },
-      state: "converged",
-      errors: [],
-      counters: [],
-    };
+    const report = statusReport();
     expect(
       (await h.call("/v1/device/status", { method: "POST", client: h.asDevice("pi-2"), body: report }))
         .status,

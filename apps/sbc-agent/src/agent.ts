@@ -17,12 +17,14 @@
  *   controller again within the assignment's grace, or roll back to the chain that ran
  *   before (from the cache) and hold the new version until the operator confirms it.
  */
+import type { Server } from "node:http";
 import os from "node:os";
 import {
   Dataplane,
   type DataplaneOptions,
   DEFAULT_STATE_DIR,
   type InterfaceTarget,
+  measureCost,
   planInstallation,
   probeCapabilities,
   targetPorts,
@@ -32,6 +34,7 @@ import type { Logger } from "@galette/log";
 import type {
   AssignedChain,
   DeviceCapabilities,
+  DeviceCost,
   DeviceError,
   DeviceState,
   DeviceStatusReport,
@@ -45,6 +48,7 @@ import { mapBinding, neededArtifacts, toInstallerInput } from "./assignment";
 import { AgentCache, type CachedAssignment, type HeldVersion } from "./cache";
 import { DeviceClient } from "./client";
 import type { ResolvedAgentConfig } from "./config";
+import { startMetricsServer } from "./metrics";
 import { runDeviceTrace } from "./trace";
 import { TrustError, TrustStore, verifyAssignment } from "./verify";
 
@@ -106,6 +110,10 @@ export class GaletteAgent {
   /** a version the dead-man's switch rolled back: not installed again until confirmed */
   #held: HeldVersion | undefined;
   #heldLogged: string | undefined;
+  /** the last per-NF cost window, and the timer of the next one */
+  #cost: DeviceCost | undefined;
+  #costTimer: NodeJS.Timeout | undefined;
+  #metrics: Server | undefined;
 
   constructor(config: ResolvedAgentConfig, log: Logger) {
     this.config = config;
@@ -174,6 +182,46 @@ export class GaletteAgent {
     return this.#dp;
   }
 
+  get state(): DeviceState {
+    return this.#state;
+  }
+
+  /** the chain installed now (undefined: none) */
+  get installed(): { chain: string; version: number } | undefined {
+    return this.#installed
+      ? { chain: this.#installed.chain.name, version: this.#installed.chain.version }
+      : undefined;
+  }
+
+  /** the last per-NF cost measurement (undefined: none yet) */
+  get cost(): DeviceCost | undefined {
+    return this.#cost;
+  }
+
+  /**
+   * Measures per-NF cost now: kernel bpf_stats on for costWindowMs, then off. Undefined when
+   * nothing is installed.
+   */
+  async measureCost(): Promise<DeviceCost | undefined> {
+    const dp = this.#dp;
+    if (!dp) return undefined;
+    const cost = await measureCost(dp, this.config.costWindowMs);
+    // a chain swapped during the window: its numbers belong to neither chain
+    if (this.#dp !== dp) return undefined;
+    this.#cost = cost;
+    this.log.debug({ nsPerFrame: cost.xdp.nsPerRun, windowMs: cost.windowMs }, "per-NF cost measured");
+    return cost;
+  }
+
+  #scheduleCost(): void {
+    if (this.#stopped || !(this.config.costIntervalSeconds > 0)) return;
+    this.#costTimer = setTimeout(() => {
+      this.measureCost()
+        .catch((err: Error) => this.#error(`measuring per-NF cost: ${err.message}`))
+        .finally(() => this.#scheduleCost());
+    }, this.config.costIntervalSeconds * 1000);
+  }
+
   #dataplaneOptions(): DataplaneOptions {
     return {
       stateDir: this.config.stateDir,
@@ -217,6 +265,14 @@ export class GaletteAgent {
       () => void this.#reportStatus(),
       this.config.statusIntervalSeconds * 1000,
     );
+    this.#scheduleCost();
+    if (this.config.metricsListen)
+      this.#metrics = await startMetricsServer(
+        this,
+        this.config.metricsListen,
+        this.config.metricsAllowRemote,
+        this.log.child({ component: "metrics" }),
+      );
   }
 
   /** Stops the loops and lets go of the dataplane; the chain stays installed (pinned). */
@@ -225,6 +281,8 @@ export class GaletteAgent {
     clearTimeout(this.#syncTimer);
     clearTimeout(this.#wsTimer);
     clearInterval(this.#statusTimer);
+    clearTimeout(this.#costTimer);
+    this.#metrics?.close();
     this.#ws?.terminate();
     await this.#syncing?.catch(() => undefined);
     this.#dp?.detachProcess();
@@ -767,6 +825,7 @@ export class GaletteAgent {
       counters,
       ...(this.#capabilities ? { capabilities: this.#capabilities } : {}),
       rollback: this.#held ?? null,
+      ...(this.#cost && this.#dp ? { cost: this.#cost } : {}),
     };
   }
 

@@ -1,3 +1,4 @@
+export * from "./cost";
 export * from "./kernel";
 export * from "./map-set";
 export * from "./probe";

@@ -23,8 +23,10 @@ import {
   netnsPath,
   openPinned,
   type PoolStats,
+  type ProgramRunStats,
   pinFd,
   programInfo,
+  programRunStats,
   queryXdp,
   rootProgramObjectPath,
   rxUpcallObjectPath,
@@ -680,14 +682,7 @@ export class Dataplane {
     const pool = this.#pool?.running ? this.#pool.stats() : undefined;
     const crashes = this.workerHealth()?.crashesByInstance ?? {};
     return this.spec.instances.map((i) => {
-      const sums = new Array<number>(i.variants.length).fill(0);
-      const inst = this.#instances.get(i.id);
-      if (inst?.counts) {
-        for (let v = 0; v < i.variants.length; v++) {
-          const per = inst.counts.lookupPerCpu(key32(v)) ?? [];
-          sums[v]! += per.reduce((a, b) => a + Number(b.readBigUInt64LE(0)), 0);
-        }
-      }
+      const sums = this.#xdpSums(i);
       const ps = pool?.instances.find((s) => s.id === i.id);
       if (ps) for (let v = 0; v < i.variants.length; v++) sums[v]! += ps.variants[v] ?? 0;
       return {
@@ -700,6 +695,29 @@ export class Dataplane {
         workerCrashes: crashes[i.id] ?? 0,
       };
     });
+  }
+
+  /** Frames each instance ran on in XDP (its galette_counts, every variant summed). */
+  xdpCounts(): { id: number; total: number }[] {
+    this.#open();
+    return this.spec.instances.map((i) => ({ id: i.id, total: this.#xdpSums(i).reduce((a, b) => a + b, 0) }));
+  }
+
+  #xdpSums(i: InstanceSpec): number[] {
+    const sums = new Array<number>(i.variants.length).fill(0);
+    const counts = this.#instances.get(i.id)?.counts;
+    if (counts)
+      for (let v = 0; v < i.variants.length; v++) {
+        const per = counts.lookupPerCpu(key32(v)) ?? [];
+        sums[v] = per.reduce((a, b) => a + Number(b.readBigUInt64LE(0)), 0);
+      }
+    return sums;
+  }
+
+  /** Kernel bpf_stats of the root program: the whole XDP path, every tail-called NF included. */
+  rootRunStats(): ProgramRunStats {
+    this.#open();
+    return programRunStats(this.#rootFd);
   }
 
   workerStats(): PoolStats | undefined {

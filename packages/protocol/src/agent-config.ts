@@ -55,6 +55,20 @@ export const AgentConfig = z.object({
    * key set from the controller replaces it (key rotation without re-enrolment).
    */
   releaseKeys: z.array(ReleasePublicKey).default([]),
+  /**
+   * Seconds between per-NF cost measurements (kernel bpf_stats on for `costWindowMs`, then
+   * off again; reported with the status); 0 turns measuring off.
+   */
+  costIntervalSeconds: z.number().nonnegative().default(60),
+  costWindowMs: z.number().int().min(10).max(10_000).default(1000),
+  /**
+   * host:port of the Prometheus metrics endpoint (GET /metrics, plain HTTP, no auth): a
+   * loopback address unless metricsAllowRemote, since the metrics name every NF and its
+   * traffic. Absent: no endpoint.
+   */
+  metricsListen: z.string().min(1).max(300).optional(),
+  /** serve metricsListen on a non-loopback address (put it behind a firewall or a proxy) */
+  metricsAllowRemote: z.boolean().default(false),
   /** development only: install unsigned chains (artifact digests are still checked); warns at every start */
   allowUnsigned: z.boolean().default(false),
 });

@@ -241,6 +241,45 @@ export const NfCounters = z.object({
 });
 export type NfCounters = z.infer<typeof NfCounters>;
 
+/** Kernel bpf_stats of one program over a measuring window. */
+export const ProgramRunCost = z.object({
+  runCount: z.number().nonnegative(),
+  runTimeNs: z.number().nonnegative(),
+  /** runTimeNs / runCount (absent when it did not run) */
+  nsPerRun: z.number().nonnegative().optional(),
+});
+export type ProgramRunCost = z.infer<typeof ProgramRunCost>;
+
+/** What one NF instance costs. */
+export const NfCost = z.object({
+  uuid: Uuid,
+  instance: z.string().optional(),
+  /** "xdp", "userland" or "xdp+userland" */
+  placement: z.string().max(32),
+  /** frames this NF ran on in XDP during the measuring window */
+  xdpRuns: z.number().nonnegative(),
+  /** calls of its native (userland) build and the time inside it, since the workers started */
+  userlandCalls: z.number().nonnegative(),
+  userlandNs: z.number().nonnegative(),
+  /** userlandNs / userlandCalls (absent before the first call) */
+  userlandNsPerCall: z.number().nonnegative().optional(),
+});
+export type NfCost = z.infer<typeof NfCost>;
+
+/**
+ * Per-NF cost, from the agent's last measuring window (kernel bpf_stats are on only during
+ * it). The kernel accounts a tail-called program to the program that entered it, so the XDP
+ * time is the chain's whole XDP path (the root program); per NF it is the frames run.
+ */
+export const DeviceCost = z.object({
+  /** ISO-8601 end of the window */
+  measuredAt: z.string().min(1),
+  windowMs: z.number().positive(),
+  xdp: ProgramRunCost,
+  nfs: z.array(NfCost).max(1024),
+});
+export type DeviceCost = z.infer<typeof DeviceCost>;
+
 /** What the probe found one interface takes. */
 export const InterfaceCapabilities = z.object({
   name: z.string().min(1).max(15),
@@ -307,6 +346,8 @@ export const DeviceStatusReport = z.object({
   capabilities: DeviceCapabilities.optional(),
   /** a version the dead-man's switch rolled back and holds until confirmed */
   rollback: RollbackReport.nullable().optional(),
+  /** per-NF cost from the last measuring window (absent: not measured yet, or an older agent) */
+  cost: DeviceCost.nullable().optional(),
 });
 export type DeviceStatusReport = z.infer<typeof DeviceStatusReport>;
 

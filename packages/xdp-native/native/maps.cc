@@ -108,7 +108,20 @@ Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
   char tag[2 * sizeof pi.tag + 1];
   for (size_t i = 0; i < sizeof pi.tag; i++) snprintf(tag + 2 * i, 3, "%02x", pi.tag[i]);
   o.Set("tag", std::string(tag));
+  // kernel bpf_stats: counted only while stats are enabled, and only for a program the kernel
+  // enters itself (not one reached by a tail call)
+  o.Set("runTimeNs", static_cast<double>(pi.run_time_ns));
+  o.Set("runCount", static_cast<double>(pi.run_cnt));
   return o;
+}
+
+// enableStats() -> fd: kernel bpf_stats (run time and count of every program) stay on while
+// this fd is open (BPF_ENABLE_STATS; refcounted, so concurrent measurers do not race).
+Napi::Value EnableStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+  if (fd < 0) ThrowErrno(env, errno, "enable bpf_stats (BPF_ENABLE_STATS)");
+  return Napi::Number::New(env, fd);
 }
 
 // mapLookup(fd, key, keySize, valueSize) -> Buffer | null (no entry)
@@ -190,6 +203,7 @@ void RegisterMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("mapInfo", Napi::Function::New(env, MapInfo));
   exports.Set("progInfo", Napi::Function::New(env, ProgInfo));
+  exports.Set("enableStats", Napi::Function::New(env, EnableStats));
   exports.Set("mapLookup", Napi::Function::New(env, MapLookup));
   exports.Set("mapUpdate", Napi::Function::New(env, MapUpdate));
   exports.Set("mapDelete", Napi::Function::New(env, MapDelete));

@@ -8,6 +8,7 @@ export * from "./maps";
 export { addonPath, type BpfError, isBpfError, workerExecutablePath } from "./native";
 export * from "./object";
 export * from "./pool";
+export * from "./stats";
 export * from "./trace";
 export * from "./xdp";
 

@@ -47,6 +47,9 @@ export interface NativeProgInfo {
   type: number;
   name: string;
   tag: string;
+  /** kernel bpf_stats since load (grow only while stats are enabled; a tail-called program's stay 0) */
+  runTimeNs: number;
+  runCount: number;
 }
 export interface NativeXdpQuery {
   ifindex: number;
@@ -163,6 +166,8 @@ export interface NativeAddon {
   closeFd(fd: number): void;
   mapInfo(fd: number): NativeMapInfo;
   progInfo(fd: number): NativeProgInfo;
+  /** BPF_ENABLE_STATS: bpf_stats stay on until the returned fd is closed */
+  enableStats(): number;
   mapLookup(fd: number, key: Buffer, keySize: number, valueSize: number): Buffer | null;
   mapUpdate(fd: number, key: Buffer, keySize: number, value: Buffer, valueSize: number, flags: number): void;
   mapDelete(fd: number, key: Buffer, keySize: number): boolean;

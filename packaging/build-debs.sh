@@ -54,6 +54,12 @@ release=packages/xdp-native/build/Release
 for f in galette_xdp.node root.bpf.o rx_upcall.bpf.o; do
   [ -f "$release/$f" ] || die "$release/$f is missing: run make setup"
 done
+# this run's own copy of the host's native files and BPF objects: a rebuild of the addon in
+# the tree (node-gyp empties build/ first) must not pull them from under a running build
+native=$(mktemp -d)
+trap 'rm -rf "$native"' EXIT
+cp "$release/galette_xdp.node" "$release/root.bpf.o" "$release/rx_upcall.bpf.o" "$native/"
+[ -f "$release/galette-nf-worker" ] && cp "$release/galette-nf-worker" "$native/"
 
 # The libraries the addon and the worker link against, for a foreign CPU: a private sysroot
 # of Debian's own arm64/armhf .debs of libbpf, libxdp, libseccomp and what they link
@@ -107,7 +113,7 @@ cross_sysroot() {
 addon_dir() {
   local arch=$1 t key dir work
   if [ "$arch" = amd64 ]; then
-    echo "$repo/$release"
+    echo "$native"
     return
   fi
   t=$(triple "$arch")
@@ -238,8 +244,10 @@ write_common() {
 build_deb() {
   local root=$1 file=$2
   mkdir -p "$OUT"
-  # zstd: a tenth of xz's time on the 100 MB Node binary, for a few MB more (dpkg ≥ 1.21.18)
-  dpkg-deb --root-owner-group -Zzstd --build "$root" "$OUT/$file" >/dev/null || die "dpkg-deb failed for $file"
+  # xz at level 1: lintian (and dpkg before 1.21.18) refuses zstd members; level 1 takes a
+  # fifth of the default level's time on the ~100 MB Node binary (about 10 s of CPU) and
+  # makes a package about 15 % larger
+  dpkg-deb --root-owner-group -Zxz -z1 --build "$root" "$OUT/$file" >/dev/null || die "dpkg-deb failed for $file"
   log "wrote dist/$file ($(du -h "$OUT/$file" | cut -f1))"
 }
 
@@ -260,12 +268,14 @@ build_agent() {
   # not a script of its own (the wrapper runs it with the packaged node): no #! line, not executable
   sed '1{/^#!/d}' apps/sbc-agent/dist/galette-agent.mjs >"$lib/galette-agent.mjs"
   mkdir -p "$lib/$release"
-  cp "$release/root.bpf.o" "$release/rx_upcall.bpf.o" "$lib/$release/"
+  cp "$native/root.bpf.o" "$native/rx_upcall.bpf.o" "$lib/$release/"
   install -m 0644 "$addon/galette_xdp.node" "$lib/$release/"
   [ -f "$addon/galette-nf-worker" ] && install -m 0755 "$addon/galette-nf-worker" "$lib/$release/"
   install -m 0755 "$(node_dir "$arch")/bin/node" "$lib/node"
   strip_for "$arch" "$lib/node" "$lib/$release/"*.node $([ -f "$lib/$release/galette-nf-worker" ] && echo "$lib/$release/galette-nf-worker")
   install -m 0755 packaging/debian/galette-agent/galette-agent.sh "$root/usr/bin/galette-agent"
+  # the V8 flags the launcher runs the agent with (one definition for every launcher)
+  install -m 0644 apps/sbc-agent/node-flags "$lib/node-flags"
   install -m 0644 packaging/debian/galette-agent/galette-agent.service "$root/lib/systemd/system/"
   install -m 0644 packaging/debian/galette-agent/default "$root/etc/default/galette-agent"
   check_elf_arch "$root" "$arch"

@@ -162,7 +162,7 @@ describe("galette pki/token/controller/device CLI", () => {
     const unknown = await galette(["token", "create", "--name", "x", "--scopes", "read,root"], operatorEnv());
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(
-      /--scopes: unknown scope "root" \(known: admin, publish, deploy, read, metrics\)/,
+      /--scopes: unknown scope "root" \(known: admin, publish, deploy, read, metrics, trace\)/,
     );
     const badExpiry = await galette(
       ["token", "create", "--name", "x", "--scopes", "read", "--expires", "soon"],

@@ -8,15 +8,15 @@
  *
  * - BPF_PROG_TEST_RUN with `repeat` (bpftool prog run): ns/packet with no generator at all;
  * - kernel bpf_stats (run_time_ns / run_cnt of the attached program, which includes the
- *   NFs it tail-calls) under live traffic; kernel.bpf_stats_enabled is on only while
- *   measuring and restored after;
+ *   NFs it tail-calls) under live traffic; bpf_stats are on only while measuring
+ *   (a BPF_ENABLE_STATS hold, shared with the agent's cost windows);
  * - round-trip latency on the same-CPU path: generator, sink and the veth's NAPI all on one
  *   CPU (no threaded NAPI), so no cross-CPU wake-up sits in the number.
  */
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Dataplane, planInstallation } from "@galette/installer";
+import { Dataplane, planInstallation, withBpfStats } from "@galette/installer";
 import { createLogger, type Logger } from "@galette/log";
 import { buildChain, loadChainOrThrow } from "@galette/nf-build";
 import { udpFrame } from "@galette/testkit/frames";
@@ -185,19 +185,6 @@ async function progStats(id: number): Promise<{ ns: number; count: number }> {
   const { stdout } = await run("bpftool", ["-j", "prog", "show", "id", String(id)]);
   const p = JSON.parse(stdout) as { run_time_ns?: number; run_cnt?: number };
   return { ns: p.run_time_ns ?? 0, count: p.run_cnt ?? 0 };
-}
-
-const STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled";
-
-/** Runs `fn` with kernel.bpf_stats_enabled = 1, restoring the previous value after. */
-async function withBpfStats<T>(fn: () => Promise<T>): Promise<T> {
-  const before = readFileSync(STATS_SYSCTL, "utf8").trim();
-  writeFileSync(STATS_SYSCTL, "1");
-  try {
-    return await fn();
-  } finally {
-    writeFileSync(STATS_SYSCTL, before);
-  }
 }
 
 export async function runCost(opts: { quick: boolean; log: Logger }): Promise<CostRow[]> {

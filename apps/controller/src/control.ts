@@ -356,6 +356,7 @@ export function deviceSummary(
     capabilities: status?.capabilities ?? null,
     refusal: extra.refusal ?? null,
     rollback: status?.rollback ?? null,
+    cost: status?.cost ?? null,
     ...(extra.graceSeconds !== undefined ? { graceSeconds: extra.graceSeconds } : {}),
   };
 }

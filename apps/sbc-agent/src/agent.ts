@@ -28,6 +28,7 @@ import {
   planInstallation,
   probeCapabilities,
   targetPorts,
+  trimHeap,
   xdpModeFor,
 } from "@galette/installer";
 import type { Logger } from "@galette/log";
@@ -48,7 +49,6 @@ import { mapBinding, neededArtifacts, toInstallerInput } from "./assignment";
 import { AgentCache, type CachedAssignment, type HeldVersion } from "./cache";
 import { DeviceClient } from "./client";
 import type { ResolvedAgentConfig } from "./config";
-import { startMetricsServer } from "./metrics";
 import { runDeviceTrace } from "./trace";
 import { TrustError, TrustStore, verifyAssignment } from "./verify";
 
@@ -97,6 +97,7 @@ export class GaletteAgent {
   #state: DeviceState = "idle";
   #errors: DeviceError[] = [];
   #pollFailures = 0;
+  #startupTrimmed = false;
   #applyFailures = 0;
   #wsFailures = 0;
   #ws: WebSocket | undefined;
@@ -257,6 +258,15 @@ export class GaletteAgent {
         { config: this.config.file },
         "no release key is pinned (releaseKeys): every chain will be refused",
       );
+    // first: a bad metricsListen stops the agent before it touches the interface
+    // loaded only when wanted: prom-client is most of the endpoint's memory
+    if (this.config.metricsListen)
+      this.#metrics = await (await import("./metrics")).startMetricsServer(
+        this,
+        this.config.metricsListen,
+        this.config.metricsAllowRemote,
+        this.log.child({ component: "metrics" }),
+      );
     this.#probe();
     await this.#restore();
     this.#scheduleSync(0);
@@ -266,13 +276,6 @@ export class GaletteAgent {
       this.config.statusIntervalSeconds * 1000,
     );
     this.#scheduleCost();
-    if (this.config.metricsListen)
-      this.#metrics = await startMetricsServer(
-        this,
-        this.config.metricsListen,
-        this.config.metricsAllowRemote,
-        this.log.child({ component: "metrics" }),
-      );
   }
 
   /** Stops the loops and lets go of the dataplane; the chain stays installed (pinned). */
@@ -430,6 +433,12 @@ export class GaletteAgent {
         this.#applyFailures++;
         next = Math.min(next, backoffMs(this.#applyFailures + 1, INSTALL_RETRY_CAP_MS));
       }
+    }
+    if (!this.#startupTrimmed) {
+      // Start-up is over (probe, restore, first poll): what it freed in the C heap (V8's
+      // compile zones, TLS set-up) goes back to the kernel instead of staying resident.
+      this.#startupTrimmed = true;
+      trimHeap();
     }
     this.#scheduleSync(next);
   }

@@ -248,6 +248,8 @@ export interface FleetOptions {
     peer?: { name: string; setup: (nsB: string) => Promise<void> };
     /** release keys (base64 SPKI) its bundle pins; default: the fleet's release key */
     releaseKeys?: string[];
+    /** more agent.json keys (e.g. metricsListen) */
+    agentConfig?: Record<string, unknown>;
   }>;
   /** names and addresses the controller's server certificate holds (default: localhost, 127.0.0.1) */
   serverHosts?: string[];
@@ -324,6 +326,7 @@ export class Fleet {
           workerThreads: 1,
           websocket: d.websocket,
           ...(d.xdpMode ? { xdpMode: d.xdpMode } : {}),
+          ...d.agentConfig,
         }),
       );
       const agent = new AgentProcess(d.name, bundle, veth, path.join(this.dir, `${d.name}.log`));

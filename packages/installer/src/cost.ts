@@ -10,6 +10,8 @@ import type { DeviceCost } from "@galette/protocol";
 import { enableBpfStats, runStatsDelta } from "@galette/xdp-native";
 import type { Dataplane } from "./kernel";
 
+export { withBpfStats } from "@galette/xdp-native";
+
 /** Measures `dp` for `windowMs` with bpf_stats on. */
 export async function measureCost(dp: Dataplane, windowMs: number): Promise<DeviceCost> {
   if (!(windowMs > 0) || windowMs > 60_000)

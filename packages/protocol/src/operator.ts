@@ -3,6 +3,7 @@ import { ArtifactMeta, CpuTriple, Labels, MapEntry, Name, Sha256Digest } from ".
 import {
   ChainGraph,
   DeviceCapabilities,
+  DeviceCost,
   DeviceError,
   DeviceState,
   GraceSeconds,
@@ -114,6 +115,8 @@ export const DeviceSummary = z.object({
   rollback: RollbackReport.nullable().optional(),
   /** the dead-man's switch grace this device gets with its assignment */
   graceSeconds: z.number().int().nonnegative().optional(),
+  /** per-NF cost from the agent's last measuring window (null: not measured yet) */
+  cost: DeviceCost.nullable().optional(),
 });
 export type DeviceSummary = z.infer<typeof DeviceSummary>;
 

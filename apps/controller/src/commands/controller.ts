@@ -177,6 +177,7 @@ function printDevices(devices: DeviceSummary[], onlineKnown: boolean): void {
 /** `device show`: one device with its capabilities. */
 function printDevice(d: DeviceSummary): void {
   printDevices([d], true);
+  printCost(d.cost);
   const c = d.capabilities;
   if (!c) {
     out("capabilities: not reported yet");
@@ -196,6 +197,28 @@ function printDevice(d: DeviceSummary): void {
   for (const p of c.problems) out(`probe: ${p}`);
   out(`probed at:    ${c.probedAt}`);
   if (d.graceSeconds !== undefined) out(`dead-man's switch grace: ${d.graceSeconds} s`);
+}
+
+/** Per-NF cost: the chain's XDP ns/frame (bpf_stats window) and each NF's frames and userland time. */
+function printCost(cost: DeviceSummary["cost"]): void {
+  if (!cost) {
+    out("cost:         not measured yet");
+    return;
+  }
+  const ns = (n: number | undefined) => (n === undefined ? "-" : `${n.toFixed(0)} ns`);
+  out(
+    `cost:         XDP path ${ns(cost.xdp.nsPerRun)}/frame over ${cost.xdp.runCount} frames (bpf_stats, ${cost.windowMs} ms window at ${cost.measuredAt})`,
+  );
+  printTable(
+    ["NF", "PLACEMENT", "XDP FRAMES (WINDOW)", "USERLAND CALLS", "USERLAND NS/CALL"],
+    cost.nfs.map((n) => [
+      n.instance ?? n.uuid,
+      n.placement,
+      String(n.xdpRuns),
+      String(n.userlandCalls),
+      ns(n.userlandNsPerCall),
+    ]),
+  );
 }
 
 export function registerControllerCommands(program: Command): void {

@@ -210,33 +210,11 @@ done
 lpm_key() { # IPv4 → nf::LpmKeyV4 {prefix_len: u32 LE = 32, addr} as hex
   printf '20000000%02x%02x%02x%02x' $(echo "$1" | tr . ' ')
 }
-uplink_chain() { # the chain demo-3 runs; $1: where frames from the management host go
-  cat <<EOF
-# demo-3's own traffic crosses its ports: frames from the management host (the
-# allow-list) go to the device's own stack, everything else is forwarded to the other port.
-[chain]
-name = "uplink"
-
-[functions.access-control.maps]
-allow_list = { type = "lpm-trie", size = 1024 }
-
-[[links]]
-from = "rx"
-to = ["access-control"]
-
-# access-control: Action { Allowed, Denied }
-[[links]]
-from = "access-control"
-to = ["$1", "tx"]
-EOF
-}
 
 step "6. Push chains/security.toml signed (devices check every signature), assign it to role=edge; demo-3 gets chain uplink"
 galette chain push chains/security.toml --key "$release/release.key"
 galette chain assign security --selector role=edge
-mkdir -p "$work/uplink"
-uplink_chain pass >"$work/uplink/uplink.toml"
-galette chain push "$work/uplink/uplink.toml" --key "$release/release.key"
+galette chain push chains/uplink.toml --key "$release/release.key"
 galette map set uplink access-control.allow_list --key "$release/release.key" "$(lpm_key "$d3_b_ip")=01000000"
 galette chain assign uplink --devices demo-3 --grace 10s
 must "demo-1 and demo-2 converge on security v1" ops wait security 90 demo-1 demo-2
@@ -316,8 +294,11 @@ read -r sent got < <(reflect 20 demo-refused-2 normal)
 check "demo-2 still sends frames back on v1 ($got/$sent)" [ "$got" -eq "$sent" ]
 
 step "12. Dead-man's switch: uplink v2 drops the management host's frames, cutting demo-3 off the controller"
-uplink_chain drop >"$work/uplink/uplink.toml"
-galette chain push "$work/uplink/uplink.toml" --key "$release/release.key"
+# the same chain with the management host's frames dropped instead of passed to the device
+mkdir -p "$work/uplink-v2"
+sed 's/^to = \["pass", "tx"\]$/to = ["drop", "tx"]/' chains/uplink.toml >"$work/uplink-v2/uplink.toml"
+grep -q '^to = \["drop", "tx"\]$' "$work/uplink-v2/uplink.toml" || { echo "chains/uplink.toml: no pass exit to turn into drop" >&2; exit 1; }
+galette chain push "$work/uplink-v2/uplink.toml" --key "$release/release.key"
 galette chain assign uplink --devices demo-3 --grace 10s
 must "demo-3 rolls uplink v2 back to v1 from its cache and reports why" ops rolled-back uplink 2 1 90 demo-3
 grep -F '"msg":"rolling back"' "$work/demo-3.log" |

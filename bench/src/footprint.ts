@@ -8,11 +8,25 @@
  * workers; the time from its start to its first poll of the controller. Controller: RSS
  * idle and while N simulated devices (the agent's own DeviceClient: mTLS polls, status
  * reports and a notification socket each) talk to it.
+ *
+ * The agent runs with the V8 flags its launchers use (apps/sbc-agent/node-flags), on this
+ * machine's node or on BENCH_AGENT_NODE (e.g. the packaged runtime: make packages caches it
+ * under /var/cache/galette/packaging/node). Beside RSS, the rows give PSS: a page shared
+ * with other processes counts by its share (the node binary's pages when several node
+ * processes run; the UMEM the agent and its worker process both map).
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { DataDir, writeDeviceBundle } from "@galette/controller";
 import { createLogger, type Logger } from "@galette/log";
@@ -31,10 +45,19 @@ const TICKS_PER_S = 100; // USER_HZ on Linux
 export const galetteBundle = join(repoRoot, "apps/controller/dist/galette.mjs");
 export const agentBundle = join(repoRoot, "apps/sbc-agent/dist/galette-agent.mjs");
 
+/** The V8 flags every launcher of the agent passes to node (dev, package, systemd). */
+export function agentNodeFlags(): string[] {
+  return readFileSync(join(repoRoot, "apps/sbc-agent/node-flags"), "utf8").split(/\s+/).filter(Boolean);
+}
+
 export interface FootprintRow {
   what: string;
   /** resident memory, MB (mean over the window) */
   rssMb?: number;
+  /** proportional set size, MB (mean over the window): shared pages counted by share */
+  pssMb?: number;
+  /** of rssMb: the processes below the root (the agent's NF workers) */
+  childRssMb?: number;
   /** CPU over the window, % of one core */
   cpuPct?: number;
   /** for timings */
@@ -49,6 +72,8 @@ export interface FootprintOptions {
   log: Logger;
   /** simulated devices for the controller row (default: 1000, QUICK 50) */
   devices?: number;
+  /** the node that runs the agent (default: this one) */
+  agentNode?: string;
 }
 
 /** Every process below and including `pid`. */
@@ -70,29 +95,44 @@ function rssBytes(pid: number): number {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
+function pssBytes(pid: number): number {
+  const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
 function cpuTicks(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return Number(fields[11]) + Number(fields[12]); // utime + stime
 }
 
-/** Mean RSS of the process tree and its CPU share over `ms`, sampled every 250 ms. */
-export async function measure(pid: number, ms: number): Promise<{ rssMb: number; cpuPct: number }> {
+/** Mean RSS and PSS of the process tree and its CPU share over `ms`, sampled every 250 ms. */
+export async function measure(
+  pid: number,
+  ms: number,
+): Promise<{ rssMb: number; pssMb: number; childRssMb: number; cpuPct: number }> {
   const tree0 = await processTree(pid);
   const ticks0 = tree0.reduce((s, p) => s + cpuTicks(p), 0);
   const start = Date.now();
   const samples: number[] = [];
+  const pss: number[] = [];
+  const children: number[] = [];
   while (Date.now() - start < ms) {
     const tree = await processTree(pid);
     samples.push(tree.reduce((s, p) => s + rssBytes(p), 0));
+    pss.push(tree.reduce((s, p) => s + pssBytes(p), 0));
+    children.push(tree.slice(1).reduce((s, p) => s + rssBytes(p), 0));
     await sleep(250);
   }
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length / MB;
   const tree1 = await processTree(pid);
   // processes that left during the window are not counted; those that came are, from 0
   const ticks1 = tree1.reduce((s, p) => s + cpuTicks(p), 0);
   const seconds = (Date.now() - start) / 1000;
   return {
-    rssMb: samples.reduce((a, b) => a + b, 0) / samples.length / MB,
+    rssMb: mean(samples),
+    pssMb: mean(pss),
+    childRssMb: mean(children),
     cpuPct: (((ticks1 - ticks0) / TICKS_PER_S) * 100) / seconds,
   };
 }
@@ -102,8 +142,8 @@ export interface Proc {
   output(): string;
 }
 
-export function start(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const child = spawn(process.execPath, args, {
+export function start(args: string[], env: NodeJS.ProcessEnv = {}, node = process.execPath): Proc {
+  const child = spawn(node, args, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, GALETTE_LOG_LEVEL: "info", ...env },
   });
@@ -136,12 +176,23 @@ export async function waitFor(what: string, ok: () => boolean | Promise<boolean>
 }
 
 export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow[]> {
-  for (const f of [galetteBundle, agentBundle])
-    if (!existsSync(f)) throw new Error(`footprint: ${f} is missing (make setup builds the bundles)`);
   const log = opts.log;
   const windowMs = opts.quick ? 3000 : 15_000;
+  const agentNode = [opts.agentNode ?? process.execPath, ...agentNodeFlags()] as const;
   const simulated = opts.devices ?? (opts.quick ? 50 : 1000);
   const work = mkdtempSync(join(tmpdir(), "galette-footprint-"));
+  // Own copies: a rebuild in the tree (tsup empties dist/ first) must not pull a bundle from
+  // under the run; each bundle runs on its own, with its files beside it.
+  const ownCopy = (bundle: string, name: string) => {
+    const dir = join(work, "bundles", name);
+    if (existsSync(bundle)) cpSync(dirname(bundle), dir, { recursive: true });
+    const copy = join(dir, basename(bundle));
+    if (existsSync(copy)) return copy;
+    rmSync(work, { recursive: true, force: true });
+    throw new Error(`footprint: ${bundle} is missing (make setup builds the bundles; a rebuild running?)`);
+  };
+  const galetteBin = ownCopy(galetteBundle, "controller");
+  const agentBin = ownCopy(agentBundle, "agent");
   const data = join(work, "controller");
   const rows: FootprintRow[] = [];
   let controller: Proc | undefined;
@@ -152,7 +203,7 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
   const timers: NodeJS.Timeout[] = [];
   let operatorEnv: Record<string, string> = {};
   const galette = (...args: string[]) =>
-    run(process.execPath, [galetteBundle, ...args], {
+    run(process.execPath, [galetteBin, ...args], {
       cwd: repoRoot,
       env: { ...process.env, ...operatorEnv },
     });
@@ -172,7 +223,7 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
     }
     log.info({ simulated }, "footprint: simulated devices enrolled");
 
-    controller = start([galetteBundle, "controller", "serve", "--data", data, "--listen", "127.0.0.1:0"], {
+    controller = start([galetteBin, "controller", "serve", "--data", data, "--listen", "127.0.0.1:0"], {
       GALETTE_NF_TARGETS: `bpf,${hostTarget()}`,
     });
     await waitFor("the controller", () => existsSync(join(data, "controller.json")), 60_000, controller);
@@ -235,7 +286,7 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
     };
     const startAgent = async () => {
       const t0 = Date.now();
-      const p = start([agentBundle, "--config", configFile]);
+      const p = start([...agentNode.slice(1), agentBin, "--config", configFile], {}, agentNode[0]);
       await waitFor("the agent's first poll", () => p.output().includes("assignment received"), 60_000, p);
       return { p, firstPollS: (Date.now() - t0) / 1000 };
     };
@@ -346,8 +397,9 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
     await stop(agent);
     if (veth) {
       // the agent leaves its chain pinned on exit; the bench removes it
-      await run(process.execPath, [
-        agentBundle,
+      await run(agentNode[0], [
+        ...agentNode.slice(1),
+        agentBin,
         "--config",
         join(work, "device", "agent.json"),
         "--uninstall",
@@ -360,16 +412,19 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
 }
 
 /** The report's footprint table. */
-export function renderFootprint(rows: FootprintRow[]): string {
+export function renderFootprint(
+  rows: FootprintRow[],
+  agent = { node: process.version, flags: agentNodeFlags() },
+): string {
   const fmt = (n: number | undefined, digits: number) => (n === undefined ? "" : n.toFixed(digits));
   const lines = [
-    `## Footprint (bundled executables, ${process.arch}, node ${process.version})`,
+    `## Footprint (bundled executables, ${process.arch}; controller on node ${process.version}, agent on node ${agent.node} ${agent.flags.join(" ")})`,
     "",
-    "| what | RSS (MB) | CPU (% of a core) | time (s) | target | met |",
-    "| --- | ---: | ---: | ---: | --- | --- |",
+    "| what | RSS (MB) | of it, workers (MB) | PSS (MB) | CPU (% of a core) | time (s) | target (RSS) | met |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ...rows.map(
       (r) =>
-        `| ${r.what} | ${fmt(r.rssMb, 1)} | ${fmt(r.cpuPct, 2)} | ${fmt(r.seconds, 2)} | ${r.target ?? ""} | ${
+        `| ${r.what} | ${fmt(r.rssMb, 1)} | ${r.childRssMb ? fmt(r.childRssMb, 1) : ""} | ${fmt(r.pssMb, 1)} | ${fmt(r.cpuPct, 2)} | ${fmt(r.seconds, 2)} | ${r.target ?? ""} | ${
           r.met === undefined ? "" : r.met ? "yes" : "**no**"
         } |`,
     ),
@@ -387,8 +442,10 @@ export async function runFootprintSection(reportPath: string): Promise<boolean> 
   if (only && !only.some((o) => "footprint".includes(o))) return true;
   const log = createLogger("bench");
   try {
-    const rows = await runFootprint({ quick: makePlan(process.env).quick, log });
-    const table = renderFootprint(rows);
+    const agentNode = process.env.BENCH_AGENT_NODE || process.execPath;
+    const node = (await run(agentNode, ["--version"])).stdout.trim();
+    const rows = await runFootprint({ quick: makePlan(process.env).quick, log, agentNode });
+    const table = renderFootprint(rows, { node, flags: agentNodeFlags() });
     process.stdout.write(`${table}\n`);
     appendFileSync(reportPath, `\n${table}`);
     return true;

@@ -2,7 +2,7 @@
  * The device carries `galette-agent` as one JavaScript file: what goes into it is the
  * agent's whole dependency closure, so the NF compiler (nf-build, tree-sitter) must not.
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -52,5 +52,29 @@ describe("the galette-agent bundle", () => {
       encoding: "utf8",
     });
     expect(version.trim()).toBe(pkg.version);
+  });
+
+  it("runs with the V8 flags of node-flags, which every launcher passes (dev, package, bench)", () => {
+    const flags = readFileSync(path.join(appDir, "node-flags"), "utf8").split(/\s+/).filter(Boolean);
+    expect(flags).toContain("--lite-mode");
+    // node accepts them without a word on stderr (lite mode alone warns about wasm on Node 20)
+    const r = spawnSync(process.execPath, [...flags, path.join(out, "galette-agent.mjs"), "--version"], {
+      cwd: tmpdir(),
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+      encoding: "utf8",
+    });
+    expect({ status: r.status, stdout: r.stdout.trim(), stderr: r.stderr }).toEqual({
+      status: 0,
+      stdout: pkg.version,
+      stderr: "",
+    });
+    const repo = path.resolve(appDir, "../..");
+    const read = (f: string) => readFileSync(path.join(repo, f), "utf8");
+    expect(read("apps/sbc-agent/bin/galette-agent")).toMatch(/exec node \$\(cat "\$here\/node-flags"\) /);
+    expect(read("packaging/debian/galette-agent/galette-agent.sh")).toMatch(
+      /exec \/usr\/lib\/galette-agent\/node \$\(cat \/usr\/lib\/galette-agent\/node-flags\) /,
+    );
+    expect(read("packaging/build-debs.sh")).toContain('apps/sbc-agent/node-flags "$lib/node-flags"');
+    expect(read("bench/src/footprint.ts")).toContain("apps/sbc-agent/node-flags");
   });
 });

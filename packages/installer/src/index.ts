@@ -1,3 +1,5 @@
+// the agent gives its start-up garbage back with it (packages/xdp-native: glibc malloc_trim)
+export { trimHeap } from "@galette/xdp-native";
 export * from "./cost";
 export * from "./kernel";
 export * from "./map-set";

@@ -1,6 +1,7 @@
 // BPF objects: open an ELF (path or bytes), prepare maps and read-only data, load, and
 // hand out program and map fds. Load failures carry the verifier log of the failing program.
 #include <linux/btf.h>
+#include <malloc.h>
 
 #include <map>
 #include <memory>
@@ -190,6 +191,12 @@ Napi::Value Load(const Napi::CallbackInfo& info) {
   Object* o = Get(info);
   uint32_t log_level = IsSet(info, 1) ? ArgU32(info, 1, "logLevel") : 0;
   if (o->loaded) ThrowType(env, o->source + " is already loaded");
+  // Declared first, so it runs last: glibc keeps freed heap pages for reuse, and what a load
+  // frees (the verifier log buffers, libbpf's parsed kernel BTF) is megabytes the
+  // long-running agent would hold for nothing.
+  struct TrimHeap {
+    ~TrimHeap() { malloc_trim(0); }
+  } trim;
   struct Free {
     void operator()(char* p) const { free(p); }
   };
@@ -268,6 +275,12 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// heapTrim(): returns the C heap's free pages to the kernel (glibc keeps them for reuse).
+Napi::Value HeapTrim(const Napi::CallbackInfo& info) {
+  malloc_trim(0);
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void RegisterObject(Napi::Env env, Napi::Object exports) {
@@ -281,6 +294,7 @@ void RegisterObject(Napi::Env env, Napi::Object exports) {
   exports.Set("objectProgramFd", Napi::Function::New(env, ProgramFd));
   exports.Set("objectMapFd", Napi::Function::New(env, MapFd));
   exports.Set("objectClose", Napi::Function::New(env, Close));
+  exports.Set("heapTrim", Napi::Function::New(env, HeapTrim));
 }
 
 }  // namespace galette

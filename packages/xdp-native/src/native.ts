@@ -152,6 +152,7 @@ export interface NativeAddon {
   objectProgramFd(h: ObjectHandle, program: string): number;
   objectMapFd(h: ObjectHandle, map: string): number;
   objectClose(h: ObjectHandle): void;
+  heapTrim(): void;
   mapCreate(
     type: number,
     name: string,

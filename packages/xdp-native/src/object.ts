@@ -147,3 +147,12 @@ export function pinFd(fd: number, path: string): void {
 export function closeFd(fd: number): void {
   native().closeFd(fd);
 }
+
+/**
+ * Gives the C heap's free pages back to the kernel. glibc keeps what was freed for reuse;
+ * a long-running process that allocated much once (start-up, an install) calls this after.
+ * (Every BPF object load already does, once it is done.)
+ */
+export function trimHeap(): void {
+  native().heapTrim();
+}

@@ -170,8 +170,14 @@ function ActionTables({ chain }: { chain: ChainVersionResponse }) {
   return (
     <div className="action-tables">
       <p>
-        Entry: rx → {instance(chain.graph.entry.target)} ({chain.graph.entry.kind})
+        Entry: {chain.graph.entry.b ? "rx.a" : "rx"} → {instance(chain.graph.entry.target)} (
+        {chain.graph.entry.kind})
       </p>
+      {chain.graph.entry.b && (
+        <p>
+          Entry: rx.b → {instance(chain.graph.entry.b.target)} ({chain.graph.entry.b.kind})
+        </p>
+      )}
       {chain.graph.nfs.map((nf) => (
         <table key={nf.uuid}>
           <caption>

@@ -1,5 +1,6 @@
 /**
- * A chain version's graph laid out for drawing: the entry (rx), one node per NF instance
+ * A chain version's graph laid out for drawing: the entry (rx; rx.a and rx.b for a chain
+ * per direction), one node per NF instance
  * (placed XDP, userland or both), one node per exit the chain uses, and one edge per action
  * table entry (tailcall, upcall or exit), labelled with the Action variant.
  */
@@ -56,12 +57,16 @@ export function layoutChain(graph: ChainGraph, direction: "LR" | "TB" = "LR"): C
     nodes.set(node.id, node);
     g.setNode(node.id, { width: node.width, height: node.height });
   };
-  add({ id: "rx", label: "rx", kind: "entry", ...NODE.entry });
+  // a chain per direction (entry.b) has one entry per port: rx.a and rx.b
+  const b = graph.entry.b;
+  add({ id: "rx", label: b ? "rx.a" : "rx", kind: "entry", ...NODE.entry });
+  if (b) add({ id: "rx.b", label: "rx.b", kind: "entry", ...NODE.entry });
   for (const nf of graph.nfs) {
     add({ id: nf.uuid, label: nf.instance, kind: "nf", placement: placementOf(nf), nf: nf.nf, ...NODE.nf });
   }
   const edges: Array<Omit<LaidOutEdge, "points" | "labelAt">> = [
     { id: "entry", from: "rx", to: graph.entry.target, kind: graph.entry.kind, label: "" },
+    ...(b ? [{ id: "entry.b", from: "rx.b", to: b.target, kind: b.kind, label: "" }] : []),
   ];
   for (const nf of graph.nfs) {
     nf.actions.forEach((action, i) => {

@@ -126,6 +126,27 @@ describe("chain graph layout", () => {
     expect(x("rx")).toBeLessThan(x("access-control"));
     expect(x("access-control")).toBeLessThan(x("dpi"));
   });
+
+  it("draws both entries of a chain per direction: rx.a → entry, rx.b → entry.b", () => {
+    const layout = layoutChain({
+      ...graph,
+      entry: { ...graph.entry, b: { kind: "upcall", target: uuid(2) } },
+    });
+    const label = (id: string) => layout.nodes.find((n) => n.id === id)?.label;
+    expect(layout.nodes.filter((n) => n.kind === "entry").map((n) => n.label)).toEqual(["rx.a", "rx.b"]);
+    expect(
+      layout.edges.filter((e) => e.id.startsWith("entry")).map((e) => [label(e.from), label(e.to), e.kind]),
+    ).toEqual([
+      ["rx.a", "access-control", "tailcall"],
+      ["rx.b", "dpi", "upcall"],
+    ]);
+    // one chain for both ports keeps its single rx
+    expect(
+      layoutChain(graph)
+        .nodes.filter((n) => n.kind === "entry")
+        .map((n) => n.label),
+    ).toEqual(["rx"]);
+  });
 });
 
 describe("hash routes", () => {

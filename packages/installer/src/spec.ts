@@ -199,6 +199,8 @@ export class InstallSpecError extends Error {
 
 /** BPF_F_NO_PREALLOC */
 const NO_PREALLOC = 1;
+/** BPF_F_MMAPABLE: native NFs read and write an array through a shared mapping, not bpf() */
+const MMAPABLE = 1 << 10;
 
 const canonicalType = (t: string): string => canonicalMapType(t) ?? t;
 
@@ -293,7 +295,7 @@ export function planInstallation(
         keySize: field.keySize,
         valueSize: field.valueSize,
         maxEntries: field.maxEntries,
-        flags: type === "lpm_trie" ? NO_PREALLOC : 0,
+        flags: type === "lpm_trie" ? NO_PREALLOC : type === "array" ? MMAPABLE : 0,
         shared: binding.shared,
         pin: `${pins.dir}/maps/${bpffsName(key)}`,
       };
@@ -310,6 +312,8 @@ export function planInstallation(
   const liveMaps = new Map(live.maps.map((m) => [m.key, m]));
   for (const m of maps.values()) {
     const old = liveMaps.get(m.key);
+    // An array created before BPF_F_MMAPABLE keeps its state; native NFs use bpf() on it.
+    if (old && (old.flags ^ m.flags) === MMAPABLE) m.flags = old.flags;
     if (old && !sameMap(old, m))
       throw new InstallSpecError(
         `map "${m.key}" conflicts with the live installation: the new chain needs ${describeMap(m)}, the live map is ${describeMap(old)} (uninstall first, or rename the map)`,

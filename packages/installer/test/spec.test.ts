@@ -76,11 +76,25 @@ describe("planInstallation: fresh install", () => {
       expect.objectContaining({
         key: "macswap.counters.array-1-4x8",
         type: "array",
-        flags: 0,
+        flags: 1024, // BPF_F_MMAPABLE: the native build reads it without bpf()
         pin: "/sys/fs/bpf/galette/veth0@dut/maps/macswap~counters~array-1-4x8",
       }),
     ]);
     expect(r).toMatchObject({ created: [0], reused: [], retired: [] });
+  });
+
+  it("an array a live installation created without BPF_F_MMAPABLE is kept as it is", () => {
+    const arts = new Map([
+      [
+        "macswap",
+        art("m1", ["Tx"], [{ name: "counters", type: "array", maxEntries: 1, keySize: 4, valueSize: 8 }]),
+      ],
+    ]);
+    const fresh = planInstallation(chainFile("macswap.toml"), arts, target).spec;
+    const live = { ...fresh, maps: fresh.maps.map((m) => ({ ...m, flags: 0 })) };
+    const r = planInstallation(chainFile("macswap.toml"), arts, target, { live });
+    expect(r.spec.maps[0]!.flags).toBe(0);
+    expect(r.maps).toMatchObject({ created: [], retired: [] });
   });
 
   it("security: tail call, upcall and exits resolve to instance ids; shared map once; lpm gets NO_PREALLOC", () => {

@@ -11,7 +11,7 @@ import { NfBuildError } from "./errors";
 import type { NfAnalysis } from "./types";
 
 /** Bump when generated code changes: it is part of every artifact's cache key. */
-export const GLUE_VERSION = "4";
+export const GLUE_VERSION = "5";
 
 /** GALETTE_ABI_VERSION in galette_abi.h. */
 export const ABI_VERSION = GALETTE_ABI_VERSION;
@@ -252,7 +252,20 @@ pub unsafe extern "C" fn galette_nf_packet(pkt: *mut nf::__private::GalettePkt, 
     let mut pkt = unsafe { nf::Packet::__from_raw(pkt) };
     ${bindMaps(
       analysis,
-      maps.map((_, i) => `*map_fds.add(${i})`),
+      maps.map((_, i) => `nf::__private::MapHandle::fd_only(*map_fds.add(${i}))`),
+    )}
+    ${callPacket(analysis)}
+}
+
+/// # Safety
+/// \`pkt\` points to a valid galette_pkt; \`maps\` to one galette_nf_map per #[maps] field, in order.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn galette_nf_packet_mapped(pkt: *mut nf::__private::GalettePkt, maps: *const nf::__private::MapHandle) -> u32 {
+    let _ = maps;
+    let mut pkt = unsafe { nf::Packet::__from_raw(pkt) };
+    ${bindMaps(
+      analysis,
+      maps.map((_, i) => `*maps.add(${i})`),
     )}
     ${callPacket(analysis)}
 }

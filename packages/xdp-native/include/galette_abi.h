@@ -78,6 +78,20 @@ struct galette_pkt {
  *   __u32 galette_nf_packet(struct galette_pkt *pkt, const int *map_fds);
  *       returns the Action variant index; map_fds holds one BPF map fd per #[maps]
  *       field, in declaration order. Map access uses libbpf's bpf_map_*_elem, left
- *       undefined in the library and resolved from the worker process. */
+ *       undefined in the library and resolved from the worker process.
+ * and optionally (workers prefer it when exported):
+ *   __u32 galette_nf_packet_mapped(struct galette_pkt *pkt, const struct galette_nf_map *maps);
+ *       the same, with one struct galette_nf_map per #[maps] field. */
+
+/* One map as a native NF sees it. `data` is the worker's shared mapping of a
+ * BPF_F_MMAPABLE ARRAY's values (element i at data + i * round_up(value_size, 8), the
+ * kernel's array layout), so lookups and updates are memory accesses; NULL for every
+ * other map (hash, LRU, LPM, per-CPU arrays, arrays created without the flag), which go
+ * through bpf() on `fd`. */
+struct galette_nf_map {
+	__s32 fd;
+	__u32 max_entries;
+	void *data;
+};
 
 #endif

@@ -42,6 +42,7 @@ extern "C" {
 #include <xdp/xsk.h>
 
 #include "galette_abi.h"
+#include "map_view.h"
 }
 
 namespace galette {
@@ -103,6 +104,7 @@ struct InstanceConfig {
 };
 
 using NfPacketFn = uint32_t (*)(galette_pkt*, const int*);
+using NfPacketMappedFn = uint32_t (*)(galette_pkt*, const galette_nf_map*);
 
 // One NF instance as the workers run it. Owns duplicates of the caller's fds (the caller
 // may close its own once the instance is retired) and a dlopen reference to its library;
@@ -113,14 +115,18 @@ struct LoadedInstance {
   std::string library;
   int actions_fd = -1;
   std::vector<int> map_fds;
+  std::vector<galette_nf_map> maps;  // one per map fd: mmapable arrays mapped
+  std::vector<uint32_t> value_sizes;
   void* handle = nullptr;
   NfPacketFn packet = nullptr;
+  NfPacketMappedFn packet_mapped = nullptr;
 
   LoadedInstance() = default;
   LoadedInstance(const LoadedInstance&) = delete;
   LoadedInstance& operator=(const LoadedInstance&) = delete;
   ~LoadedInstance() {
     if (actions_fd >= 0) close(actions_fd);
+    for (size_t i = 0; i < maps.size(); i++) UnviewMap(maps[i], value_sizes[i]);
     for (int fd : map_fds) close(fd);
     if (handle) dlclose(handle);
   }
@@ -129,11 +135,17 @@ struct LoadedInstance {
     static const int kNoMaps[1] = {-1};
     return map_fds.empty() ? kNoMaps : map_fds.data();
   }
+  const galette_nf_map* Maps() const {
+    static const galette_nf_map kNoMaps[1] = {{-1, 0, nullptr}};
+    return maps.empty() ? kNoMaps : maps.data();
+  }
 };
 
 struct NfEntry {
   NfPacketFn packet = nullptr;
   const int* map_fds = nullptr;
+  NfPacketMappedFn packet_mapped = nullptr;  // preferred when the library exports it
+  const galette_nf_map* maps = nullptr;
 };
 
 // What workers read per frame. Immutable once published.
@@ -354,7 +366,7 @@ bool Worker::Process(Pool* pool, const InstanceTable* table, uint64_t addr, uint
     }
     const NfEntry& nf = table->nf[next];
     uint64_t t0 = NowNs();
-    uint32_t variant = nf.packet(&pkt, nf.map_fds);
+    uint32_t variant = nf.packet_mapped ? nf.packet_mapped(&pkt, nf.maps) : nf.packet(&pkt, nf.map_fds);
     uint64_t t1 = NowNs();
     InstanceStats& is = instances[next];
     is.calls.Add(1);
@@ -517,8 +529,10 @@ std::shared_ptr<LoadedInstance> LoadInstance(Napi::Env env, const InstanceConfig
   li->actions_fd = DupFd(env, inst.actions_fd, table);
   for (size_t j = 0; j < inst.map_fds.size(); j++) {
     std::string what = "map " + std::to_string(j) + " of instance " + std::to_string(inst.id);
-    MapInfo(env, inst.map_fds[j], what);
+    bpf_map_info mi = MapInfo(env, inst.map_fds[j], what);
     li->map_fds.push_back(DupFd(env, inst.map_fds[j], what));
+    li->maps.push_back(ViewMap(li->map_fds.back(), mi.type, mi.map_flags, mi.value_size, mi.max_entries));
+    li->value_sizes.push_back(mi.value_size);
   }
   if (inst.library.empty()) return li;
   dlerror();
@@ -536,6 +550,7 @@ std::shared_ptr<LoadedInstance> LoadInstance(Napi::Env env, const InstanceConfig
         "ABI version " + std::to_string(v) + ", this worker speaks " + std::to_string(GALETTE_ABI_VERSION));
   li->packet = reinterpret_cast<NfPacketFn>(dlsym(li->handle, "galette_nf_packet"));
   if (!li->packet) ThrowLibraryError(env, ENOENT, inst, "does not export galette_nf_packet");
+  li->packet_mapped = reinterpret_cast<NfPacketMappedFn>(dlsym(li->handle, "galette_nf_packet_mapped"));
   return li;
 }
 
@@ -553,7 +568,7 @@ std::unique_ptr<InstanceTable> BuildTable(Napi::Env env, const std::vector<std::
   t->owners = instances;
   for (const auto& inst : instances) {
     t->known[inst->id] = true;
-    if (inst->packet) t->nf[inst->id] = NfEntry{inst->packet, inst->MapFds()};
+    if (inst->packet) t->nf[inst->id] = NfEntry{inst->packet, inst->MapFds(), inst->packet_mapped, inst->Maps()};
     for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) {
       galette_action a{};
       if (bpf_map_lookup_elem(inst->actions_fd, &v, &a) != 0) {

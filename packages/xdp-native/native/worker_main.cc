@@ -43,6 +43,7 @@
 #include <thread>
 #include <vector>
 
+#include "map_view.h"
 #include "worker_shm.h"
 extern "C" {
 #include "galette_trace.h"
@@ -236,14 +237,19 @@ void AttachRing(Ring* r, void* map, const xdp_ring_offset& off, uint32_t size, b
 // ---- process state -----------------------------------------------------------------------
 
 using NfPacketFn = uint32_t (*)(galette_pkt*, const int*);
+using NfPacketMappedFn = uint32_t (*)(galette_pkt*, const galette_nf_map*);
 
 // One NF instance as the threads run it: the fds received for it and a dlopen reference.
 struct LoadedInstance {
   uint32_t id = 0;
   std::vector<int> map_fds;
+  std::vector<galette_nf_map> maps;  // one per map fd: mmapable arrays mapped
+  std::vector<uint32_t> value_sizes;
   void* handle = nullptr;
   NfPacketFn packet = nullptr;
+  NfPacketMappedFn packet_mapped = nullptr;
   ~LoadedInstance() {
+    for (size_t i = 0; i < maps.size(); i++) UnviewMap(maps[i], value_sizes[i]);
     for (int fd : map_fds) close(fd);
     if (handle) dlclose(handle);
   }
@@ -251,11 +257,17 @@ struct LoadedInstance {
     static const int kNoMaps[1] = {-1};
     return map_fds.empty() ? kNoMaps : map_fds.data();
   }
+  const galette_nf_map* Maps() const {
+    static const galette_nf_map kNoMaps[1] = {{-1, 0, nullptr}};
+    return maps.empty() ? kNoMaps : maps.data();
+  }
 };
 
 struct NfEntry {
   NfPacketFn packet = nullptr;
   const int* map_fds = nullptr;
+  NfPacketMappedFn packet_mapped = nullptr;  // preferred when the library exports it
+  const galette_nf_map* maps = nullptr;
 };
 
 struct InstanceTable {
@@ -468,7 +480,7 @@ uint32_t Thread::Frame(Process* p, const InstanceTable* table, uint64_t addr, ui
     // Crash attribution: the agent reads this after the process died.
     __atomic_store_n(&shm->current_instance, next, __ATOMIC_RELAXED);
     uint64_t t0 = NowNs();
-    uint32_t variant = nf.packet(&pkt, nf.map_fds);
+    uint32_t variant = nf.packet_mapped ? nf.packet_mapped(&pkt, nf.maps) : nf.packet(&pkt, nf.map_fds);
     uint64_t t1 = NowNs();
     __atomic_store_n(&shm->current_instance, kNoInstance, __ATOMIC_RELAXED);
     InstanceCounters& is = inst[next];
@@ -963,6 +975,7 @@ struct Pending {
   galette_action actions[GALETTE_MAX_ACTIONS];
   std::string library;
   std::vector<int> fds;
+  std::vector<MsgMap> maps;  // one per fd
 };
 
 std::string ErrnoName(int err) {
@@ -982,6 +995,11 @@ void Reject(uint64_t generation, int err, int64_t instance, const std::string& l
 std::string Load(Pending& pi, LoadedInstance* li, int* err) {
   li->id = pi.id;
   li->map_fds.swap(pi.fds);
+  for (size_t i = 0; i < li->map_fds.size(); i++) {
+    const MsgMap& m = pi.maps[i];
+    li->maps.push_back(ViewMap(li->map_fds[i], m.type, m.flags, m.value_size, m.max_entries));
+    li->value_sizes.push_back(m.value_size);
+  }
   if (pi.library.empty()) return "";
   dlerror();
   li->handle = dlopen(pi.library.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -1005,6 +1023,7 @@ std::string Load(Pending& pi, LoadedInstance* li, int* err) {
     *err = ENOENT;
     return "does not export galette_nf_packet";
   }
+  li->packet_mapped = reinterpret_cast<NfPacketMappedFn>(dlsym(li->handle, "galette_nf_packet_mapped"));
   return "";
 }
 
@@ -1045,7 +1064,7 @@ void Commit(Process* p, std::vector<Pending>& pending, const MsgCommit& m) {
     }
     t->known[li->id] = true;
     memcpy(t->actions[li->id], pi.actions, sizeof pi.actions);
-    if (li->packet) t->nf[li->id] = NfEntry{li->packet, li->MapFds()};
+    if (li->packet) t->nf[li->id] = NfEntry{li->packet, li->MapFds(), li->packet_mapped, li->Maps()};
     t->owners.push_back(std::move(li));
   }
   InstanceTable* old = p->current.exchange(t.release());
@@ -1091,13 +1110,14 @@ void ControlLoop(Process* p) {
     if (type == kMsgInstance && static_cast<size_t>(n) >= sizeof(MsgInstance)) {
       MsgInstance mi;
       memcpy(&mi, buf.data(), sizeof mi);
-      if (mi.id >= GALETTE_MAX_INSTANCES || mi.map_count != fds.size() || mi.library_len > kMaxLibraryPath ||
-          sizeof mi + mi.library_len != static_cast<size_t>(n))
+      if (mi.id >= GALETTE_MAX_INSTANCES || mi.map_count != fds.size() || mi.map_count > GALETTE_MAX_MAPS ||
+          mi.library_len > kMaxLibraryPath || sizeof mi + mi.library_len != static_cast<size_t>(n))
         Fatal("malformed instance message");
       Pending pi;
       pi.id = mi.id;
       memcpy(pi.actions, mi.actions, sizeof pi.actions);
       pi.library.assign(reinterpret_cast<const char*>(buf.data()) + sizeof mi, mi.library_len);
+      pi.maps.assign(mi.maps, mi.maps + fds.size());
       pi.fds = std::move(fds);
       pending.push_back(std::move(pi));
     } else if (type == kMsgCommit && static_cast<size_t>(n) == sizeof(MsgCommit)) {

@@ -560,7 +560,8 @@ Napi::Value Send(const Napi::CallbackInfo& info) {
       for (uint32_t j = 0; j < fa.Length(); j++) {
         if (!fa.Get(j).IsNumber()) ThrowType(env, "instance " + std::to_string(b.m.id) + " mapFds must be numbers");
         int fd = fa.Get(j).As<Napi::Number>().Int32Value();
-        MapInfo(env, fd, "map " + std::to_string(j) + " of instance " + std::to_string(b.m.id));
+        bpf_map_info mi = MapInfo(env, fd, "map " + std::to_string(j) + " of instance " + std::to_string(b.m.id));
+        b.m.maps[j] = MsgMap{mi.type, mi.map_flags, mi.value_size, mi.max_entries};
         b.fds.push_back(fd);
       }
     }

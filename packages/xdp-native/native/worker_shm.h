@@ -154,12 +154,22 @@ constexpr uint32_t kMsgInstance = 1;
 constexpr uint32_t kMsgCommit = 2;
 constexpr uint32_t kMaxLibraryPath = 4096;
 
+// What the worker needs to map an attached map fd (the agent reads it with bpf(); the
+// worker's seccomp filter allows no BPF_OBJ_GET_INFO_BY_FD).
+struct MsgMap {
+  uint32_t type;
+  uint32_t flags;
+  uint32_t value_size;
+  uint32_t max_entries;
+};
+
 struct MsgInstance {
   uint32_t type;  // kMsgInstance
   uint32_t id;
   uint32_t map_count;    // fds attached
   uint32_t library_len;  // bytes of path following this struct (0: no library)
   galette_action actions[GALETTE_MAX_ACTIONS];
+  MsgMap maps[GALETTE_MAX_MAPS];  // [0, map_count): the attached fds, in order
 };
 
 struct MsgCommit {

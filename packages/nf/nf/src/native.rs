@@ -1,5 +1,6 @@
 //! Native backend: NF libraries run by AF_XDP userland workers. Mirrors `struct galette_pkt`
-//! from packages/xdp-native/include/galette_abi.h; map access goes through libbpf's
+//! from packages/xdp-native/include/galette_abi.h. A `BPF_F_MMAPABLE` array the worker has
+//! mapped is read and written in memory; every other map goes through libbpf's
 //! `bpf_map_*_elem`, resolved from the worker process when it dlopens the library.
 use crate::{Error, Result};
 use core::ffi::c_void;
@@ -15,8 +16,23 @@ pub struct GalettePkt {
     pub tailroom: u32,
 }
 
-/// A BPF map file descriptor.
-pub type MapHandle = i32;
+/// `struct galette_nf_map`: a map's fd and, for a mapped `BPF_F_MMAPABLE` array, its values.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MapHandle {
+    pub fd: i32,
+    pub max_entries: u32,
+    pub data: *mut u8,
+}
+
+impl MapHandle {
+    /// A map reached through bpf() only (workers that pass bare fds).
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn fd_only(fd: i32) -> Self {
+        MapHandle { fd, max_entries: 0, data: core::ptr::null_mut() }
+    }
+}
 
 unsafe extern "C" {
     fn bpf_map_lookup_elem(fd: i32, key: *const c_void, value: *mut c_void) -> i32;
@@ -33,6 +49,7 @@ struct Timespec {
 
 const CLOCK_MONOTONIC: i32 = 1;
 const EINVAL: i32 = 22;
+const E2BIG: i32 = 7;
 
 /// The frame being processed.
 pub struct Packet {
@@ -120,37 +137,63 @@ impl Packet {
 
 /// A BPF map shared with the NF's XDP instances.
 pub struct Map<K, V> {
-    fd: MapHandle,
+    h: MapHandle,
     _types: PhantomData<(K, V)>,
 }
 
 impl<K: Copy + 'static, V: Copy + 'static> Map<K, V> {
+    /// The kernel's array element stride: values rounded up to 8 bytes.
+    const STRIDE: usize = (core::mem::size_of::<V>() + 7) & !7;
+
     #[doc(hidden)]
     #[inline(always)]
-    pub unsafe fn __bind(fd: MapHandle) -> Self {
-        Map { fd, _types: PhantomData }
+    pub unsafe fn __bind(h: MapHandle) -> Self {
+        Map { h, _types: PhantomData }
     }
 
     #[doc(hidden)]
     #[inline(always)]
     pub fn __in_memory() -> Self {
-        Map { fd: -1, _types: PhantomData }
+        Map { h: MapHandle::fd_only(-1), _types: PhantomData }
+    }
+
+    /// The mapped slot of `key` when the map is a mapped array: `Some(None)` for an index out
+    /// of range, None when the map goes through bpf().
+    #[inline(always)]
+    fn slot(&self, key: &K) -> Option<Option<*mut u8>> {
+        if self.h.data.is_null() || core::mem::size_of::<K>() != 4 {
+            return None;
+        }
+        let idx = unsafe { core::ptr::read_unaligned(key as *const K as *const u32) };
+        if idx >= self.h.max_entries {
+            return Some(None);
+        }
+        Some(Some(unsafe { self.h.data.add(idx as usize * Self::STRIDE) }))
     }
 
     /// A copy of the value stored under `key`.
     #[inline(always)]
     pub fn get(&self, key: &K) -> Option<V> {
+        if let Some(slot) = self.slot(key) {
+            return slot.map(|p| unsafe { load::<V>(p) });
+        }
         let mut v = core::mem::MaybeUninit::<V>::uninit();
         let r =
-            unsafe { bpf_map_lookup_elem(self.fd, key as *const K as *const c_void, v.as_mut_ptr() as *mut c_void) };
+            unsafe { bpf_map_lookup_elem(self.h.fd, key as *const K as *const c_void, v.as_mut_ptr() as *mut c_void) };
         if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
     }
 
     /// Inserts or replaces the value under `key`.
     #[inline(always)]
     pub fn put(&self, key: &K, value: &V) -> Result<()> {
+        if let Some(slot) = self.slot(key) {
+            // bpf() answers E2BIG for an array index past the end
+            let p = slot.ok_or(Error(-E2BIG))?;
+            unsafe { store::<V>(p, value) };
+            return Ok(());
+        }
         let r = unsafe {
-            bpf_map_update_elem(self.fd, key as *const K as *const c_void, value as *const V as *const c_void, 0)
+            bpf_map_update_elem(self.h.fd, key as *const K as *const c_void, value as *const V as *const c_void, 0)
         };
         if r == 0 { Ok(()) } else { Err(Error(r)) }
     }
@@ -158,8 +201,39 @@ impl<K: Copy + 'static, V: Copy + 'static> Map<K, V> {
     /// Removes `key`.
     #[inline(always)]
     pub fn remove(&self, key: &K) -> Result<()> {
-        let r = unsafe { bpf_map_delete_elem(self.fd, key as *const K as *const c_void) };
+        let r = unsafe { bpf_map_delete_elem(self.h.fd, key as *const K as *const c_void) };
         if r == 0 { Ok(()) } else { Err(Error(r)) }
+    }
+}
+
+// Values of 1, 2, 4 and 8 bytes (8-byte aligned in the array) are read and written in one
+// access, so neither side sees half of the other's write. Larger values are copied byte-wise
+// and may tear against a concurrent writer, as with bpf(), which copies them with memcpy too.
+#[inline(always)]
+unsafe fn load<V: Copy>(p: *const u8) -> V {
+    use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32};
+    unsafe {
+        match core::mem::size_of::<V>() {
+            1 => core::mem::transmute_copy(&(*(p as *const AtomicU8)).load(Ordering::Relaxed)),
+            2 => core::mem::transmute_copy(&(*(p as *const AtomicU16)).load(Ordering::Relaxed)),
+            4 => core::mem::transmute_copy(&(*(p as *const AtomicU32)).load(Ordering::Relaxed)),
+            8 => core::mem::transmute_copy(&(*(p as *const AtomicU64)).load(Ordering::Relaxed)),
+            _ => core::ptr::read_unaligned(p as *const V),
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn store<V: Copy>(p: *mut u8, v: &V) {
+    use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32};
+    unsafe {
+        match core::mem::size_of::<V>() {
+            1 => (*(p as *const AtomicU8)).store(core::mem::transmute_copy(v), Ordering::Relaxed),
+            2 => (*(p as *const AtomicU16)).store(core::mem::transmute_copy(v), Ordering::Relaxed),
+            4 => (*(p as *const AtomicU32)).store(core::mem::transmute_copy(v), Ordering::Relaxed),
+            8 => (*(p as *const AtomicU64)).store(core::mem::transmute_copy(v), Ordering::Relaxed),
+            _ => core::ptr::write_unaligned(p as *mut V, *v),
+        }
     }
 }
 

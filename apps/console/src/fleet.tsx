@@ -353,6 +353,47 @@ export function DevicePage({ name, fleet }: { name: string; fleet: Fleet }) {
           ))}
         </section>
       )}
+
+      <h2 id="cost-title">Cost</h2>
+      <CostTable device={device} />
     </section>
+  );
+}
+
+/** Per-NF cost from the agent's last measuring window (kernel bpf_stats, worker timing). */
+function CostTable({ device }: { device: DeviceSummary }) {
+  const cost = device.cost;
+  if (!cost) return <p>Not measured yet.</p>;
+  const ns = (n: number | undefined) => (n === undefined ? "—" : `${n.toFixed(0)} ns`);
+  return (
+    <>
+      <p className="hint">
+        XDP path (every XDP NF together): {ns(cost.xdp.nsPerRun)} per frame over{" "}
+        {cost.xdp.runCount.toLocaleString()} frames, {cost.windowMs} ms window at{" "}
+        {new Date(cost.measuredAt).toLocaleTimeString()}.
+      </p>
+      <table className="counter-table" aria-labelledby="cost-title">
+        <thead>
+          <tr>
+            <th scope="col">NF</th>
+            <th scope="col">Placement</th>
+            <th scope="col">XDP frames (window)</th>
+            <th scope="col">Userland calls</th>
+            <th scope="col">Userland per call</th>
+          </tr>
+        </thead>
+        <tbody>
+          {cost.nfs.map((n) => (
+            <tr key={n.uuid} data-nf={n.instance ?? n.uuid}>
+              <th scope="row">{n.instance ?? n.uuid}</th>
+              <td>{n.placement}</td>
+              <td className="num">{n.xdpRuns.toLocaleString()}</td>
+              <td className="num">{n.userlandCalls.toLocaleString()}</td>
+              <td className="num">{ns(n.userlandNsPerCall)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </>
   );
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { createLogger } from "@galette/log";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import { AssignmentCache } from "./assignment-cache";
 import type { DataDir as DataDirType } from "./control";
 import { DataDir } from "./control";
 import { DEFAULT_MAX_NF_ARCHIVE_BYTES, type NfBuilder } from "./nf-publish";
@@ -77,6 +78,8 @@ export interface GaletteContext {
   publicUrl(): string;
   /** every replica's device API URL for bundles (empty: just publicUrl) */
   replicaUrls: readonly string[];
+  /** device assignments built once per chain version and triple (assignment-cache.ts) */
+  assignments: AssignmentCache;
 }
 
 declare module "fastify" {
@@ -141,7 +144,9 @@ export async function buildController(
     maxNfArchiveBytes: options.maxNfArchiveBytes ?? DEFAULT_MAX_NF_ARCHIVE_BYTES,
     publicUrl,
     replicaUrls: options.replicaUrls ?? [],
+    assignments: new AssignmentCache(data.repo, data.artifacts),
   } satisfies GaletteContext);
+  app.addHook("onClose", async () => app.galette.assignments.close());
 
   await app.register(errorsPlugin);
   await app.register(requestLogPlugin, { controller: requestLog });

@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import { Gauge } from "prom-client";
 import type { WebSocket } from "ws";
-import { assignmentEtag, buildAssignment, type DataDir, deviceTriple } from "../control";
+import type { DataDir } from "../control";
 import { PacedFanout } from "../fanout";
 import type { DeviceRecord } from "../storage/repository";
 import { certificateExpired } from "./auth";
@@ -85,8 +85,9 @@ export const notificationsPlugin = fp(
     const notify = async (device: DeviceRecord, reason: string) => {
       const connection = connections.get(device.name);
       if (!connection) return;
-      const assignment = await buildAssignment(data.repo, device, deviceTriple(device));
-      const message: DeviceNotification = { type: "assignment-changed", etag: assignmentEtag(assignment) };
+      // the ETag its next poll gets (assignment-cache.ts builds each chain part once for all)
+      const { etag } = await app.galette.assignments.assignment(device);
+      const message: DeviceNotification = { type: "assignment-changed", etag };
       connection.socket.send(JSON.stringify(message));
       app.log.debug({ device: device.name, reason }, "notified device");
     };

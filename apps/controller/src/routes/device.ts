@@ -7,39 +7,44 @@ import {
   Sha256Digest,
 } from "@galette/protocol";
 import type { FastifyInstance } from "fastify";
-import { servedDevice } from "../capabilities";
-import { artifactsAllowedFor, assignmentEtag, buildAssignment, deviceTriple, RequestError } from "../control";
+import { RequestError } from "../control";
 import { access, deviceOf } from "../plugins/auth";
 import { parse } from "../plugins/errors";
 import { BODY_LIMITS } from "../plugins/limits";
 
+/** If-None-Match names `etag` (a list, or `*`). */
+function etagMatches(ifNoneMatch: string | undefined, etag: string): boolean {
+  return ifNoneMatch?.split(",").some((tag) => tag.trim() === etag || tag.trim() === "*") ?? false;
+}
+
 /** The device API: mTLS, identity only from the certificate (no route names a device). */
 export async function deviceRoutes(app: FastifyInstance): Promise<void> {
-  const { data } = app.galette;
+  const { data, assignments } = app.galette;
   const device = { config: { access: access.device } };
 
   app.get(DEVICE_ROUTES.assignment, device, async (request, reply) => {
     const self = deviceOf(request);
     const query = parse(AssignmentQuery, request.query, "query");
     // A chain its capabilities refuse is not sent: the device keeps what it runs.
-    const served = (await servedDevice(data.repo, data.artifacts, self)).device;
-    const assignment = await buildAssignment(data.repo, served, deviceTriple(self, query.arch));
-    const etag = assignmentEtag(assignment);
+    const { body, etag } = await assignments.assignment(self, query.arch);
     reply.header("etag", etag).header("cache-control", "no-cache");
-    const ifNoneMatch = request.headers["if-none-match"];
-    if (ifNoneMatch?.split(",").some((tag) => tag.trim() === etag)) return reply.code(304).send();
-    return assignment;
+    if (etagMatches(request.headers["if-none-match"], etag)) return reply.code(304).send();
+    // already serialised: the chain part is shared by every device that runs it
+    return reply.type("application/json; charset=utf-8").send(body);
   });
 
   app.get<{ Params: { digest: string } }>("/v1/device/artifacts/:digest", device, async (request, reply) => {
     const self = deviceOf(request);
     const digest = parse(Sha256Digest, request.params.digest, "artifact digest");
     // Only what its assignment runs, never crate sources (artifactsAllowedFor leaves them out).
-    const served = (await servedDevice(data.repo, data.artifacts, self)).device;
-    if (!(await artifactsAllowedFor(data.repo, served)).has(digest)) {
+    if (!(await assignments.allowedArtifacts(self)).has(digest)) {
       request.log.warn({ device: self.name, digest }, "artifact not in the device's assignment");
       throw new RequestError(403, `artifact ${digest} is not part of device ${self.name}'s assignment`);
     }
+    // Content-addressed: a digest's bytes never change, so any copy a client keeps is good for ever.
+    const etag = `"${digest}"`;
+    reply.header("etag", etag).header("cache-control", "private, max-age=31536000, immutable");
+    if (etagMatches(request.headers["if-none-match"], etag)) return reply.code(304).send();
     if (!(await data.artifacts.has(digest)))
       throw new RequestError(404, `artifact ${digest} is missing from the store`);
     const stream = await data.artifacts.open(digest);

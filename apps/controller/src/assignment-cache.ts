@@ -1,0 +1,210 @@
+/**
+ * Device assignments served from memory. A push makes every device poll (and the
+ * controller notify each one with the new ETag) within seconds; building the chain part
+ * of an assignment (NF builds, release manifests and signatures, key set, map entries) per
+ * request is what made polls slow then. The chain part depends only on (chain, version,
+ * CPU triple), so it is built once, serialised once, and shared by every device that runs
+ * it; what is the device's own (name, triple, dead-man's switch, capability refusal) is
+ * computed per request and never cached.
+ *
+ * Invalidation: every change that alters a chain part (push, assign, map entries, NF
+ * publish or release, key set, rollouts, confirm) is published through
+ * Repository.publishAssignmentChanged, which reaches every replica (PostgreSQL: LISTEN/NOTIFY);
+ * any such event drops the whole cache. Chain versions are immutable, so a device moved to
+ * another version never meets the old entry. A TTL bounds what a lost notification could
+ * leave behind.
+ */
+import {
+  type AssignmentRefusal,
+  type CpuTriple,
+  DEFAULT_GRACE_SECONDS,
+  PROTOCOL_VERSION,
+  type Sha256Digest,
+} from "@galette/protocol";
+import { bpfLoopNfs } from "./capabilities";
+import { deviceCapabilities, graphFitsDevice } from "./chains";
+import { artifactsAllowedFor, buildAssignment, deviceTriple } from "./control";
+import { type ArtifactStore, sha256Hex } from "./storage/artifacts";
+import type { ChainVersionRecord, DeviceRecord, Repository } from "./storage/repository";
+
+/** What every device running (chain, version) on one triple gets: shared, never per device. */
+interface ChainPart {
+  /** `"trust":…,"chain":…` of the assignment body, serialised once */
+  json: string;
+}
+
+/** Per chain version, whatever the triple. */
+interface ChainVersionPart {
+  record: ChainVersionRecord;
+  /** NFs whose BPF object calls bpf_loop, or why the objects could not be read */
+  loops: Set<string> | string;
+  /** artifacts a device running it may download (any triple, never crate sources) */
+  allowed: Set<Sha256Digest>;
+}
+
+interface Entry<T> {
+  value: Promise<T>;
+  at: number;
+}
+
+export interface ServedAssignment {
+  /** the JSON body of GET /v1/device/assignment */
+  body: string;
+  /** its strong ETag: sha256 of the body, quoted */
+  etag: string;
+  /** why the assigned chain is not sent (the device keeps what it runs), if it is not */
+  refusal: AssignmentRefusal | null;
+}
+
+export interface AssignmentCacheOptions {
+  /** how long an entry lives without an invalidation (default 30 s) */
+  ttlMs?: number;
+  /** the entries kept at most; the oldest go first (default 512) */
+  maxEntries?: number;
+  now?: () => number;
+}
+
+export class AssignmentCache {
+  readonly #repo: Repository;
+  readonly #artifacts: ArtifactStore;
+  readonly #ttlMs: number;
+  readonly #maxEntries: number;
+  readonly #now: () => number;
+  readonly #entries = new Map<string, Entry<unknown>>();
+  readonly #unlisten: () => void;
+  /** chain parts built since start (tests and metrics: a hit builds nothing) */
+  builds = 0;
+
+  constructor(repo: Repository, artifacts: ArtifactStore, options: AssignmentCacheOptions = {}) {
+    this.#repo = repo;
+    this.#artifacts = artifacts;
+    this.#ttlMs = options.ttlMs ?? 30_000;
+    this.#maxEntries = options.maxEntries ?? 512;
+    this.#now = options.now ?? Date.now;
+    this.#unlisten = repo.onAssignmentChanged(() => this.invalidate());
+  }
+
+  /** Drops every entry (an assignment, map, release or key set changed somewhere). */
+  invalidate(): void {
+    this.#entries.clear();
+  }
+
+  close(): void {
+    this.#unlisten();
+    this.invalidate();
+  }
+
+  /**
+   * The assignment `device` is served: its assigned chain, or, when its reported
+   * capabilities refuse that chain, the version it reports installed (or none).
+   */
+  async assignment(device: DeviceRecord, arch?: string): Promise<ServedAssignment> {
+    const triple = deviceTriple(device, arch);
+    let version = await this.#version(device.assignedChain, device.assignedVersion);
+    let refusal: AssignmentRefusal | null = null;
+    if (version) {
+      refusal = this.#refusal(device, version);
+      if (refusal) {
+        const installed = device.status?.installed;
+        version = await this.#version(installed?.chain ?? null, installed?.version ?? null);
+      }
+    }
+    const deadMan = await this.#repo.getDeadMan(device.name);
+    const base = JSON.stringify({
+      protocolVersion: PROTOCOL_VERSION,
+      device: device.name,
+      ...(triple ? { triple } : {}),
+      deadMan: {
+        graceSeconds: deadMan.graceSeconds ?? DEFAULT_GRACE_SECONDS,
+        ...(deadMan.confirmed ? { confirmed: deadMan.confirmed } : {}),
+      },
+    });
+    const part = version ? await this.#chainPart(device, version.record, triple) : undefined;
+    // the same key order buildAssignment produces, so both give the same ETag
+    const body = `${base.slice(0, -1)},${part ? part.json : '"chain":null'}}`;
+    return { body, etag: `"${sha256Hex(body)}"`, refusal };
+  }
+
+  /** Digests `device` may download: every artifact of the chain it is served (any triple). */
+  async allowedArtifacts(device: DeviceRecord): Promise<Set<Sha256Digest>> {
+    const version = await this.#version(device.assignedChain, device.assignedVersion);
+    if (!version) return new Set();
+    if (!this.#refusal(device, version)) return version.allowed;
+    const installed = device.status?.installed;
+    return (await this.#version(installed?.chain ?? null, installed?.version ?? null))?.allowed ?? new Set();
+  }
+
+  #refusal(device: DeviceRecord, version: ChainVersionPart): AssignmentRefusal | null {
+    const probe = device.status?.capabilities;
+    if (!probe) return null;
+    const { record, loops } = version;
+    // an object the controller cannot read is not sent to a device it may not fit
+    const reasons =
+      typeof loops === "string" ? [loops] : graphFitsDevice(record.graph, deviceCapabilities(probe, loops));
+    return reasons.length > 0 ? { chain: record.name, version: record.version, reasons } : null;
+  }
+
+  async #version(chain: string | null, version: number | null): Promise<ChainVersionPart | undefined> {
+    if (!chain) return undefined;
+    // following the latest: which one that is changes with a push (which invalidates)
+    const resolved =
+      version ??
+      (await this.#cached(
+        `latest\0${chain}`,
+        async () => (await this.#repo.getChainVersion(chain))?.version,
+      ));
+    if (resolved === undefined) return undefined;
+    return this.#cached(`version\0${chain}\0${resolved}`, async () => {
+      const record = await this.#repo.getChainVersion(chain, resolved);
+      if (!record) return undefined;
+      let loops: Set<string> | string;
+      try {
+        loops = await bpfLoopNfs(this.#repo, this.#artifacts, record);
+      } catch (err) {
+        loops = (err as Error).message;
+      }
+      const allowed = await artifactsAllowedFor(this.#repo, {
+        name: "",
+        assignedChain: record.name,
+        assignedVersion: record.version,
+      } as DeviceRecord);
+      return { record, loops, allowed };
+    });
+  }
+
+  #chainPart(
+    device: DeviceRecord,
+    record: ChainVersionRecord,
+    triple: CpuTriple | undefined,
+  ): Promise<ChainPart> {
+    return this.#cached(`part\0${record.name}\0${record.version}\0${triple ?? ""}`, async () => {
+      this.builds++;
+      const built = await buildAssignment(
+        this.#repo,
+        { ...device, assignedChain: record.name, assignedVersion: record.version },
+        triple,
+      );
+      // only the chain's own fields: the device's (name, triple, dead-man) are added per request
+      const json = JSON.stringify({ ...(built.trust ? { trust: built.trust } : {}), chain: built.chain });
+      return { json: json.slice(1, -1) };
+    });
+  }
+
+  async #cached<T>(key: string, build: () => Promise<T>): Promise<T> {
+    const now = this.#now();
+    const hit = this.#entries.get(key) as Entry<T> | undefined;
+    if (hit && now - hit.at < this.#ttlMs) return hit.value;
+    // concurrent requests share one build (a push makes every device poll at once)
+    const entry: Entry<T> = { value: build(), at: now };
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    if (this.#entries.size > this.#maxEntries) {
+      const oldest = this.#entries.keys().next().value;
+      if (oldest !== undefined) this.#entries.delete(oldest);
+    }
+    entry.value.catch(() => {
+      if (this.#entries.get(key) === entry) this.#entries.delete(key);
+    });
+    return entry.value;
+  }
+}

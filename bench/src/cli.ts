@@ -8,6 +8,7 @@ import "./galette";
 import { runBuildSandboxSection } from "./build-sandbox";
 import { runCostSection } from "./cost";
 import { runFootprintSection } from "./footprint";
+import { labelledTargetLines } from "./report";
 import { runScaleSection } from "./scale";
 import { runSuite } from "./suite";
 
@@ -22,5 +23,6 @@ process.stdout.write(
   `bench: ${ran} scenario(s) measured, ${failed.length} failed\n` +
     `report: ${out.reportPath}\nraw:    ${out.jsonPath}\nplots:  ${out.plotPaths.join("\n        ")}\n`,
 );
+for (const line of labelledTargetLines(out.results)) process.stdout.write(`bench: ${line}\n`);
 for (const f of failed) process.stderr.write(`bench: ${f.scenario.name} failed: ${f.reason}\n`);
 process.exit(failed.length || !footprint || !scale || !buildSandbox || !cost ? 1 : 0);

@@ -44,6 +44,8 @@ export interface Target {
   against?: string;
   atLeast?: number;
   atMost?: number;
+  /** a short name for the row, printed on the console too (e.g. "mmap-map") */
+  label?: string;
 }
 
 export interface Scenario {

@@ -4,7 +4,7 @@ import { galetteScenarios } from "../src/galette";
 import { parseGenOutput } from "../src/gen";
 import { makePlan } from "../src/plan";
 import { buildPlots, renderPng } from "../src/plots";
-import { NOT_MEASURED, renderReport } from "../src/report";
+import { labelledTargetLines, NOT_MEASURED, renderReport } from "../src/report";
 import { metaOf, runsFor } from "../src/runner";
 import { renderScale, scaleOptionsFromEnv } from "../src/scale";
 import {
@@ -146,6 +146,25 @@ describe("report", () => {
     // throughput 0.8 < 0.9: not met (same DUT CPU in the fixtures: 0.8 per DUT CPU too); p50 1.1 <= 1.2: met
     expect(md).toMatch(/\| 0\.80 +\| 0\.80 +\| throughput ratio ≥ 0\.9 +\| \*\*NOT met\*\* +\|/);
     expect(md).toMatch(/\| 1\.10 +\| – +\| p50 ratio ≤ 1\.2 +\| met +\|/);
+  });
+  it("labels the mmap-map row: the counting macswap upcall against the bare one, on the console too", () => {
+    const byName = (n: string) => galetteScenarios.find((s) => s.name === n)!;
+    const results = resultsOf([
+      {
+        ...okOutcome(byName("galette/upcall-macswap-irq"), 200_000, 50, 80),
+        scenario: metaOf(byName("galette/upcall-macswap-irq")),
+      },
+      {
+        ...okOutcome(byName("galette/upcall-macswap-counting-irq"), 180_000, 50, 80),
+        scenario: metaOf(byName("galette/upcall-macswap-counting-irq")),
+      },
+    ]);
+    expect(renderReport(results, {})).toMatch(
+      /\| mmap-map: Galette nf-examples\/macswap .*\| 0\.90 +\| .*throughput ratio ≥ 0\.8 +\| met +\|/,
+    );
+    expect(labelledTargetLines(results)).toEqual([
+      expect.stringMatching(/^mmap-map: .* ratio 0\.90 \(throughput ratio ≥ 0\.8\) met$/),
+    ]);
   });
   it("puts the C reference and Galette expensive-NF rows side by side with upcall/XDP ratios", () => {
     const [xdpP, upcallP] = expensiveReferenceScenarios.filter((s) => s.params?.P === 0.5);

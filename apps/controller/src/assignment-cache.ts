@@ -57,7 +57,7 @@ export interface ServedAssignment {
 }
 
 export interface AssignmentCacheOptions {
-  /** how long an entry lives without an invalidation (default 30 s) */
+  /** how long an entry lives without an invalidation (default 10 s) */
   ttlMs?: number;
   /** the entries kept at most; the oldest go first (default 512) */
   maxEntries?: number;
@@ -78,7 +78,7 @@ export class AssignmentCache {
   constructor(repo: Repository, artifacts: ArtifactStore, options: AssignmentCacheOptions = {}) {
     this.#repo = repo;
     this.#artifacts = artifacts;
-    this.#ttlMs = options.ttlMs ?? 30_000;
+    this.#ttlMs = options.ttlMs ?? 10_000;
     this.#maxEntries = options.maxEntries ?? 512;
     this.#now = options.now ?? Date.now;
     this.#unlisten = repo.onAssignmentChanged(() => this.invalidate());

@@ -14,10 +14,12 @@ import {
   signDocument,
 } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ArtifactCache } from "../src/artifact-cache";
 import { AssignmentCache } from "../src/assignment-cache";
 import { initReleaseKey, loadReleaseKey } from "../src/commands/release";
 import { DataDir } from "../src/control";
 import { OperatorClient } from "../src/operator-client";
+import { ArtifactStore, sha256Hex } from "../src/storage/artifacts";
 import {
   ACL_RS,
   ACL_TOML,
@@ -175,6 +177,11 @@ describe("cached device assignments", () => {
     });
     expect(again.status).toBe(304);
     expect(again.body.length).toBe(0);
+    // the second download comes from memory: the same bytes
+    const cached = await h.call(`/v1/device/artifacts/${digest}`, { client: h.asDevice("a-2") });
+    expect(cached.status).toBe(200);
+    expect(sha256Hex(cached.body)).toBe(digest);
+    expect(cached.headers["content-length"]).toBe(String(ok.body.length));
     // a device not running it learns nothing from a conditional request
     for (const tag of [`"${digest}"`, "*"]) {
       const other = await h.call(`/v1/device/artifacts/${digest}`, {
@@ -234,6 +241,36 @@ describe("AssignmentCache on the repository", () => {
       }
     } finally {
       await h.cleanup();
+    }
+  });
+});
+
+describe("ArtifactCache", () => {
+  it("serves small artifacts from memory within its byte budget, streams large ones, and says when one is missing", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "galette-artifact-cache-"));
+    try {
+      const store = new ArtifactStore(dir);
+      const cache = new ArtifactCache(store, { maxBytes: 2048, maxItemBytes: 1024 });
+      const small = await Promise.all([1, 2, 3].map((n) => store.put(Buffer.alloc(1000, n))));
+      const large = await store.put(Buffer.alloc(4096, 9));
+      for (const { digest } of small) {
+        const body = await cache.open(digest);
+        expect(body && "bytes" in body && sha256Hex(body.bytes)).toBe(digest);
+      }
+      // the budget holds two: the first was evicted, its file is read again (and still right)
+      rmSync(store.pathOf(small[0]!.digest));
+      expect(await cache.open(small[0]!.digest)).toBeUndefined();
+      const kept = await cache.open(small[2]!.digest);
+      expect(kept && "bytes" in kept && sha256Hex(kept.bytes)).toBe(small[2]!.digest);
+      const streamed = await cache.open(large.digest);
+      expect(streamed && "stream" in streamed && streamed.size).toBe(4096);
+      const chunks: Buffer[] = [];
+      if (streamed && "stream" in streamed)
+        for await (const chunk of streamed.stream) chunks.push(chunk as Buffer);
+      expect(sha256Hex(Buffer.concat(chunks))).toBe(large.digest);
+      expect(await cache.open("0".repeat(64))).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

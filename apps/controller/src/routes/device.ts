@@ -7,6 +7,7 @@ import {
   Sha256Digest,
 } from "@galette/protocol";
 import type { FastifyInstance } from "fastify";
+import { ArtifactCache } from "../artifact-cache";
 import { RequestError } from "../control";
 import { access, deviceOf } from "../plugins/auth";
 import { parse } from "../plugins/errors";
@@ -20,6 +21,8 @@ function etagMatches(ifNoneMatch: string | undefined, etag: string): boolean {
 /** The device API: mTLS, identity only from the certificate (no route names a device). */
 export async function deviceRoutes(app: FastifyInstance): Promise<void> {
   const { data, assignments } = app.galette;
+  // small artifacts from memory: after a push every device fetches the same few at once
+  const artifacts = new ArtifactCache(data.artifacts);
   const device = { config: { access: access.device } };
 
   app.get(DEVICE_ROUTES.assignment, device, async (request, reply) => {
@@ -45,14 +48,13 @@ export async function deviceRoutes(app: FastifyInstance): Promise<void> {
     const etag = `"${digest}"`;
     reply.header("etag", etag).header("cache-control", "private, max-age=31536000, immutable");
     if (etagMatches(request.headers["if-none-match"], etag)) return reply.code(304).send();
-    if (!(await data.artifacts.has(digest)))
-      throw new RequestError(404, `artifact ${digest} is missing from the store`);
-    const stream = await data.artifacts.open(digest);
+    const artifact = await artifacts.open(digest);
+    if (!artifact) throw new RequestError(404, `artifact ${digest} is missing from the store`);
     reply
       .header("content-type", "application/octet-stream")
-      .header("content-length", stream.size)
+      .header("content-length", artifact.size)
       .header("x-galette-digest", digest);
-    return reply.send(stream.stream);
+    return reply.send("bytes" in artifact ? artifact.bytes : artifact.stream);
   });
 
   app.post(

@@ -303,7 +303,13 @@ galette chain assign uplink --devices demo-3 --grace 10s
 must "demo-3 rolls uplink v2 back to v1 from its cache and reports why" ops rolled-back uplink 2 1 90 demo-3
 grep -F '"msg":"rolling back"' "$work/demo-3.log" |
   node -e 'for (const l of require("fs").readFileSync(0, "utf8").trim().split("\n")) { const j = JSON.parse(l); const to = j.restore ? `${j.restore.chain} v${j.restore.version}` : "nothing"; console.log(`  agent log: rolling back ${j.chain} v${j.version} → ${to} (cached)`); }'
-listing=$(galette device list)
+# A status report the agent queued while cut off can land just after its rollback report
+# (its connection completes once the path is back); the next report, a second later, wins.
+for _ in 1 2 3 4 5; do
+  listing=$(galette device list)
+  grep -q "demo-3: rolled back uplink v2 .*galette device confirm demo-3" <<<"$listing" && break
+  sleep 1
+done
 echo "$listing"
 check "galette device list shows the rollback and how to confirm it" \
   grep -q "demo-3: rolled back uplink v2 .*galette device confirm demo-3" <<<"$listing"

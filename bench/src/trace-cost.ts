@@ -15,10 +15,10 @@
  *
  *   pnpm --filter @galette/bench exec tsx src/trace-cost.ts [chain.toml …]
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Dataplane, planInstallation, Tracer } from "@galette/installer";
+import { Dataplane, enableBpfStats, planInstallation, Tracer } from "@galette/installer";
 import { createLogger } from "@galette/log";
 import { buildChain, loadChainOrThrow } from "@galette/nf-build";
 import { exchangeFrames, udpFrame } from "@galette/testkit/frames";
@@ -30,7 +30,6 @@ import { createBenchTopology } from "./topology";
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const REPEAT = Number(process.env.REPEAT ?? 1_000_000);
 const LIVE_FRAMES = 1000;
-const STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled";
 
 async function progStats(id: number): Promise<{ ns: number; count: number }> {
   const { stdout } = await run("bpftool", ["-j", "prog", "show", "id", String(id)]);
@@ -108,8 +107,7 @@ async function measure(chainFile: string): Promise<void> {
       const miss: number[] = [];
       const liveOff: number[] = [];
       const every: number[] = [];
-      const statsBefore = readFileSync(STATS_SYSCTL, "utf8").trim();
-      writeFileSync(STATS_SYSCTL, "1");
+      const releaseStats = enableBpfStats();
       try {
         for (let r = 0; r < ROUNDS; r++) {
           off.push(await testRunNs(id, frameFile, REPEAT));
@@ -129,7 +127,7 @@ async function measure(chainFile: string): Promise<void> {
           }
         }
       } finally {
-        writeFileSync(STATS_SYSCTL, statsBefore);
+        releaseStats();
       }
       const s = (v: number[]) => {
         const x = spread(v)!;

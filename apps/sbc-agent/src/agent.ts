@@ -112,7 +112,7 @@ export class GaletteAgent {
   #held: HeldVersion | undefined;
   #heldLogged: string | undefined;
   /** the last per-NF cost window, and the timer of the next one */
-  #cost: DeviceCost | undefined;
+  #cost: { cost: DeviceCost; installed: Installed | undefined } | undefined;
   #costTimer: NodeJS.Timeout | undefined;
   #metrics: Server | undefined;
 
@@ -196,7 +196,8 @@ export class GaletteAgent {
 
   /** the last per-NF cost measurement (undefined: none yet) */
   get cost(): DeviceCost | undefined {
-    return this.#cost;
+    // measured on another chain than the one installed now: its NFs are not this chain's
+    return this.#cost && this.#cost.installed === this.#installed && this.#dp ? this.#cost.cost : undefined;
   }
 
   /**
@@ -205,11 +206,12 @@ export class GaletteAgent {
    */
   async measureCost(): Promise<DeviceCost | undefined> {
     const dp = this.#dp;
+    const installed = this.#installed;
     if (!dp) return undefined;
     const cost = await measureCost(dp, this.config.costWindowMs);
     // a chain swapped during the window: its numbers belong to neither chain
-    if (this.#dp !== dp) return undefined;
-    this.#cost = cost;
+    if (this.#dp !== dp || this.#installed !== installed) return undefined;
+    this.#cost = { cost, installed };
     this.log.debug({ nsPerFrame: cost.xdp.nsPerRun, windowMs: cost.windowMs }, "per-NF cost measured");
     return cost;
   }
@@ -834,7 +836,7 @@ export class GaletteAgent {
       counters,
       ...(this.#capabilities ? { capabilities: this.#capabilities } : {}),
       rollback: this.#held ?? null,
-      ...(this.#cost && this.#dp ? { cost: this.#cost } : {}),
+      ...(this.cost ? { cost: this.cost } : {}),
     };
   }
 

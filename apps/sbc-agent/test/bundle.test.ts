@@ -56,8 +56,8 @@ describe("the galette-agent bundle", () => {
 
   it("runs with the V8 flags of node-flags, which every launcher passes (dev, package, bench)", () => {
     const flags = readFileSync(path.join(appDir, "node-flags"), "utf8").split(/\s+/).filter(Boolean);
-    expect(flags).toContain("--lite-mode");
-    // node accepts them without a word on stderr (lite mode alone warns about wasm on Node 20)
+    expect(flags).toContain("--no-opt");
+    // node accepts them without a word on stderr
     const r = spawnSync(process.execPath, [...flags, path.join(out, "galette-agent.mjs"), "--version"], {
       cwd: tmpdir(),
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
@@ -68,6 +68,10 @@ describe("the galette-agent bundle", () => {
       stdout: pkg.version,
       stderr: "",
     });
+    // Flags that turn WebAssembly off (--lite-mode, --jitless) break the agent on Node 22:
+    // importing node:http as ESM loads undici, which compiles its HTTP parser to wasm.
+    const wasm = execFileSync(process.execPath, [...flags, "-p", "typeof WebAssembly"], { encoding: "utf8" });
+    expect(wasm.trim()).toBe("object");
     const repo = path.resolve(appDir, "../..");
     const read = (f: string) => readFileSync(path.join(repo, f), "utf8");
     expect(read("apps/sbc-agent/bin/galette-agent")).toMatch(/exec node \$\(cat "\$here\/node-flags"\) /);

@@ -10,7 +10,7 @@ import type { DeviceCost } from "@galette/protocol";
 import { enableBpfStats, runStatsDelta } from "@galette/xdp-native";
 import type { Dataplane } from "./kernel";
 
-export { withBpfStats } from "@galette/xdp-native";
+export { enableBpfStats, withBpfStats } from "@galette/xdp-native";
 
 /** Measures `dp` for `windowMs` with bpf_stats on. */
 export async function measureCost(dp: Dataplane, windowMs: number): Promise<DeviceCost> {

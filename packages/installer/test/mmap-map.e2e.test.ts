@@ -17,14 +17,18 @@ name = "mmap-probe"
 
 [functions.xdp-side]
 path = "packages/installer/test/fixtures/mmap-probe"
-maps = { cells = "_" }
+maps = { cells = "_", wide = "_" }
 
 [functions.user-side]
 path = "packages/installer/test/fixtures/mmap-probe"
-maps = { cells = "_" }
+maps = { cells = "_", wide = "_" }
 disable_xdp = true
 
 [maps.cells]
+type = "array"
+size = 4
+
+[maps.wide]
 type = "array"
 size = 4
 
@@ -60,7 +64,7 @@ describeKernel("installer: userland NFs reach BPF_F_MMAPABLE arrays through a sh
 
   const roundTrip = async (tag: number, value: bigint) => {
     const { veth } = fx;
-    const payload = Buffer.alloc(37);
+    const payload = Buffer.alloc(49);
     payload.writeBigUInt64LE(value, 1);
     payload.writeUInt32BE(tag, 33); // after the slots: unchanged
     const sent = udpFrame({
@@ -75,7 +79,7 @@ describeKernel("installer: userland NFs reach BPF_F_MMAPABLE arrays through a sh
       repeat: 1,
       pps: 100,
       listenMs: 600,
-      match: payload.subarray(33),
+      match: payload.subarray(33, 37),
       expect: 1,
     });
     expect(r.received).toHaveLength(1);
@@ -88,10 +92,13 @@ describeKernel("installer: userland NFs reach BPF_F_MMAPABLE arrays through a sh
     it(`XDP writes, userland reads, and back (${mode})`, async () => {
       const { veth, state } = fx;
       const reconf = planInstallation(built.plan, built.artifacts, { iface: veth.ifB, netns: veth.nsB });
-      const cells = reconf.spec.maps.find((m) => m.type === "array")!;
-      expect(cells.flags & BPF_F_MMAPABLE).toBe(BPF_F_MMAPABLE);
-      // an array an older installer created: no flag, so the worker cannot map it
-      if (mode !== "mmap") cells.flags = 0;
+      const arrays = reconf.spec.maps.filter((m) => m.type === "array");
+      expect(arrays).toHaveLength(2);
+      for (const m of arrays) {
+        expect(m.flags & BPF_F_MMAPABLE).toBe(BPF_F_MMAPABLE);
+        // an array an older installer created: no flag, so the worker cannot map it
+        if (mode !== "mmap") m.flags = 0;
+      }
       const dp = await Dataplane.install(reconf, {
         logger: quietLogger(),
         stateDir: state.dir,
@@ -113,9 +120,22 @@ describeKernel("installer: userland NFs reach BPF_F_MMAPABLE arrays through a sh
         key.writeUInt32LE(1);
         expect(map.lookup(key)?.readBigUInt64LE(0)).toBe(v2 + 1n);
 
+        // 12-byte values, 16 bytes apart: what XDP wrote at [3] is what userland read, and
+        // userland's write to [1] landed where bpf() finds it, [0] and [2] untouched
+        expect([...first.subarray(79, 91)]).toEqual(Array(12).fill(0x8b));
+        const wide = dp.nfMap("user-side", "wide");
+        const wideAt = (k: number) => {
+          const kb = Buffer.alloc(4);
+          kb.writeUInt32LE(k);
+          return [...(wide.lookup(kb) ?? [])];
+        };
+        expect(wideAt(1)).toEqual(Array(12).fill(0xee));
+        expect(wideAt(0)).toEqual(Array(12).fill(0x08));
+        expect(wideAt(2)).toEqual(Array(12).fill(0x0a));
+
         const pid = dp.workerHealth()?.pid;
         expect(pid).toBeTypeOf("number");
-        expect(mappedBpfMaps(pid!)).toBe(mode === "mmap" ? 1 : 0);
+        expect(mappedBpfMaps(pid!)).toBe(mode === "mmap" ? 2 : 0);
       } finally {
         dp.uninstall();
       }

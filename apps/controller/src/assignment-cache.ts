@@ -134,6 +134,11 @@ export class AssignmentCache {
     return (await this.#version(installed?.chain ?? null, installed?.version ?? null))?.allowed ?? new Set();
   }
 
+  /** The chain version a device assigned (chain, version) runs; null version: the latest. */
+  async chainVersion(chain: string | null, version: number | null): Promise<ChainVersionRecord | undefined> {
+    return (await this.#version(chain, version))?.record;
+  }
+
   #refusal(device: DeviceRecord, version: ChainVersionPart): AssignmentRefusal | null {
     const probe = device.status?.capabilities;
     if (!probe) return null;

@@ -160,9 +160,7 @@ export const notificationsPlugin = fp(
       if (!device || device.revokedAt) return;
       pendingConvergence.delete(name);
       // A device left without a chain is told too, so it stops running the old one.
-      const chain = device.assignedChain
-        ? await data.repo.getChainVersion(device.assignedChain, device.assignedVersion ?? undefined)
-        : undefined;
+      const chain = await app.galette.assignments.chainVersion(device.assignedChain, device.assignedVersion);
       if (chain) pendingConvergence.set(name, { chain: chain.name, version: chain.version, since });
       await notify(device, reason);
     };

@@ -1,17 +1,7 @@
-import { createServer } from "node:net";
 import { DeviceSummary } from "@galette/protocol";
-import { describeKernel, sleep } from "@galette/testkit";
+import { describeKernel, freeTcpPort, sleep } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { bounce, Fleet } from "./fleet";
-
-/** A free loopback TCP port (bound and released). */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
 
 /** Value of one sample in a Prometheus text exposition (undefined: absent). */
 function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
@@ -36,7 +26,7 @@ describeKernel("agent metrics and per-NF cost: a real agent, a real chain, real 
   };
 
   beforeAll(async () => {
-    port = await freePort();
+    port = await freeTcpPort();
     await fleet.start({
       devices: [
         {

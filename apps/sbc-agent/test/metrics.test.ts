@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { createLogger } from "@galette/log";
-import { repoRoot } from "@galette/testkit";
+import { freeTcpPort, repoRoot } from "@galette/testkit";
 import { describe, expect, it } from "vitest";
 import type { GaletteAgent } from "../src/agent";
-import { agentRegistry, parseMetricsListen } from "../src/metrics";
+import { agentRegistry, parseMetricsListen, startMetricsServer } from "../src/metrics";
 
 describe("metricsListen", () => {
   it("takes loopback addresses", () => {
@@ -46,15 +46,42 @@ describe("metricsListen", () => {
   });
 });
 
+// an agent with nothing installed (the registry reads only these members)
+const agent = {
+  statusReport: () => ({ agentVersion: "0", arch: "x86_64", kernelVersion: "6", errors: [] }),
+  state: "idle",
+  installed: undefined,
+  cost: undefined,
+  dataplane: undefined,
+} as unknown as GaletteAgent;
+
+describe("the metrics server", () => {
+  it("serves GET /metrics only, and refuses a taken port or a remote address with the address named", async () => {
+    const log = createLogger("test");
+    const port = await freeTcpPort();
+    const server = await startMetricsServer(agent, `127.0.0.1:${port}`, false, log);
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      expect(text).toContain('galette_agent_state{state="idle"} 1');
+      expect(text).toContain('galette_agent_info{version="0",arch="x86_64",kernel="6"} 1');
+      expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(404);
+      expect((await fetch(`http://127.0.0.1:${port}/metrics`, { method: "POST" })).status).toBe(404);
+      await expect(startMetricsServer(agent, `127.0.0.1:${port}`, false, log)).rejects.toThrow(
+        `metricsListen 127.0.0.1:${port}: listen EADDRINUSE`,
+      );
+    } finally {
+      server.close();
+    }
+    await expect(startMetricsServer(agent, "0.0.0.0:9469", false, log)).rejects.toThrow(
+      /not a loopback address/,
+    );
+  });
+});
+
 describe("the Grafana dashboard", () => {
   it("queries only metrics the agent serves", async () => {
-    const agent = {
-      statusReport: () => ({ agentVersion: "0", arch: "x86_64", kernelVersion: "6", errors: [] }),
-      state: "idle",
-      installed: undefined,
-      cost: undefined,
-      dataplane: undefined,
-    } as unknown as GaletteAgent;
     const served = new Set(
       (await agentRegistry(agent, createLogger("test")).getMetricsAsJSON()).map((m) => m.name),
     );

@@ -149,7 +149,12 @@ describe("glue generation", () => {
     );
     const native = generateNativeGlue(a, maps);
     expect(native).toContain('pub extern "C" fn galette_nf_abi_version() -> u32 {\n    1\n}');
-    expect(native).toContain("__galette_bind([*map_fds.add(0), *map_fds.add(1)])");
+    expect(native).toContain(
+      "__galette_bind([nf::__private::MapHandle::fd_only(*map_fds.add(0)), nf::__private::MapHandle::fd_only(*map_fds.add(1))])",
+    );
+    // the entry point workers prefer: mapped arrays, one struct galette_nf_map per field
+    expect(native).toContain('pub unsafe extern "C" fn galette_nf_packet_mapped(');
+    expect(native).toContain("__galette_bind([*maps.add(0), *maps.add(1)])");
     expect(native).toContain("#![no_std]");
     expect(native).toContain("fn abort() -> !;");
   });

@@ -133,7 +133,7 @@ if [ ! -f "$image/root.img" ]; then
   rm -rf "$r"
   rm -rf "$image" && mv "$image.tmp" "$image"
   # images of other packages or roots are never booted again: ~0.5 GB each
-  find "$CACHE" -maxdepth 1 -name 'device-*' ! -name "device-$image_key" ! -name '*.tmp' -exec rm -rf {} +
+  find "$CACHE" -mindepth 1 -maxdepth 1 -name 'device-*' ! -name "device-$image_key" ! -name '*.tmp' -exec rm -rf {} +
 fi
 kver=$(cat "$image/kernel-version")
 ok "disk $image/root.img ($(du -h "$image/root.img" | cut -f1)), kernel $kver"

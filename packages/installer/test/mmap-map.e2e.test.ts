@@ -88,7 +88,7 @@ describeKernel("installer: userland NFs reach BPF_F_MMAPABLE arrays through a sh
     return got;
   };
 
-  for (const mode of ["mmap", "bpf() fallback"] as const) {
+  for (const mode of ["mmap", "mmap, in-process workers", "bpf() fallback"] as const) {
     it(`XDP writes, userland reads, and back (${mode})`, async () => {
       const { veth, state } = fx;
       const reconf = planInstallation(built.plan, built.artifacts, { iface: veth.ifB, netns: veth.nsB });
@@ -97,12 +97,13 @@ describeKernel("installer: userland NFs reach BPF_F_MMAPABLE arrays through a sh
       for (const m of arrays) {
         expect(m.flags & BPF_F_MMAPABLE).toBe(BPF_F_MMAPABLE);
         // an array an older installer created: no flag, so the worker cannot map it
-        if (mode !== "mmap") m.flags = 0;
+        if (mode === "bpf() fallback") m.flags = 0;
       }
+      const mappedBefore = mappedBpfMaps(process.pid);
       const dp = await Dataplane.install(reconf, {
         logger: quietLogger(),
         stateDir: state.dir,
-        workers: { count: 1 },
+        workers: { count: 1, ...(mode === "mmap, in-process workers" ? { inProcess: true } : {}) },
       });
       try {
         const map = dp.nfMap("user-side", "cells");
@@ -133,12 +134,19 @@ describeKernel("installer: userland NFs reach BPF_F_MMAPABLE arrays through a sh
         expect(wideAt(0)).toEqual(Array(12).fill(0x08));
         expect(wideAt(2)).toEqual(Array(12).fill(0x0a));
 
-        const pid = dp.workerHealth()?.pid;
-        expect(pid).toBeTypeOf("number");
-        expect(mappedBpfMaps(pid!)).toBe(mode === "mmap" ? 2 : 0);
+        if (mode === "mmap, in-process workers") {
+          // the worker threads are ours: both arrays are mapped into this process
+          expect(mappedBpfMaps(process.pid) - mappedBefore).toBe(2);
+        } else {
+          const pid = dp.workerHealth()?.pid;
+          expect(pid).toBeTypeOf("number");
+          expect(mappedBpfMaps(pid!)).toBe(mode === "mmap" ? 2 : 0);
+        }
       } finally {
         dp.uninstall();
       }
+      // stopping the workers unmaps what they mapped
+      expect(mappedBpfMaps(process.pid)).toBe(mappedBefore);
     }, 120_000);
   }
 });

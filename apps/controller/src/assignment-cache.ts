@@ -21,8 +21,7 @@ import {
   PROTOCOL_VERSION,
   type Sha256Digest,
 } from "@galette/protocol";
-import { bpfLoopNfs } from "./capabilities";
-import { deviceCapabilities, graphFitsDevice } from "./chains";
+import { bpfLoopNfs, refusalOf } from "./capabilities";
 import { artifactsAllowedFor, buildAssignment, deviceTriple } from "./control";
 import { type ArtifactStore, sha256Hex } from "./storage/artifacts";
 import type { ChainVersionRecord, DeviceRecord, Repository } from "./storage/repository";
@@ -140,13 +139,7 @@ export class AssignmentCache {
   }
 
   #refusal(device: DeviceRecord, version: ChainVersionPart): AssignmentRefusal | null {
-    const probe = device.status?.capabilities;
-    if (!probe) return null;
-    const { record, loops } = version;
-    // an object the controller cannot read is not sent to a device it may not fit
-    const reasons =
-      typeof loops === "string" ? [loops] : graphFitsDevice(record.graph, deviceCapabilities(probe, loops));
-    return reasons.length > 0 ? { chain: record.name, version: record.version, reasons } : null;
+    return refusalOf(device, version.record, version.loops);
   }
 
   async #version(chain: string | null, version: number | null): Promise<ChainVersionPart | undefined> {

@@ -81,16 +81,30 @@ export async function chainRefusal(
   device: DeviceRecord,
   chain: ChainVersionRecord,
 ): Promise<AssignmentRefusal | null> {
-  const probe = device.status?.capabilities;
-  if (!probe) return null;
-  let loops: Set<string>;
+  if (!device.status?.capabilities) return null;
+  let loops: Set<string> | string;
   try {
     loops = await bpfLoopNfs(repo, artifacts, chain);
   } catch (err) {
-    // an object the controller cannot read is not sent to a device it may not fit
-    return { chain: chain.name, version: chain.version, reasons: [(err as Error).message] };
+    loops = (err as Error).message;
   }
-  const reasons = graphFitsDevice(chain.graph, deviceCapabilities(probe, loops));
+  return refusalOf(device, chain, loops);
+}
+
+/**
+ * chainRefusal with the chain's bpf_loop NFs known (bpfLoopNfs), or the message of why its
+ * objects could not be read.
+ */
+export function refusalOf(
+  device: DeviceRecord,
+  chain: ChainVersionRecord,
+  loops: ReadonlySet<string> | string,
+): AssignmentRefusal | null {
+  const probe = device.status?.capabilities;
+  if (!probe) return null;
+  // an object the controller cannot read is not sent to a device it may not fit
+  const reasons =
+    typeof loops === "string" ? [loops] : graphFitsDevice(chain.graph, deviceCapabilities(probe, loops));
   return reasons.length > 0 ? { chain: chain.name, version: chain.version, reasons } : null;
 }
 

@@ -90,7 +90,9 @@ struct galette_pkt {
  * through bpf() on `fd`. */
 struct galette_nf_map {
 	__s32 fd;
-	__u32 max_entries;
+	__u32 max_entries; /* with data: elements mapped */
+	__u32 value_size;  /* with data: the map's value size (the NF checks its type against it) */
+	__u32 reserved;
 	void *data;
 };
 

@@ -32,12 +32,13 @@ inline galette_nf_map ViewMap(int fd, uint32_t type, uint32_t flags, uint32_t va
   if (p == MAP_FAILED) return m;
   m.data = p;
   m.max_entries = max_entries;
+  m.value_size = value_size;
   return m;
 }
 
 // Undoes ViewMap's mapping (the fd stays the caller's).
-inline void UnviewMap(const galette_nf_map& m, uint32_t value_size) {
-  if (m.data) munmap(m.data, MappedArrayLength(value_size, m.max_entries));
+inline void UnviewMap(const galette_nf_map& m) {
+  if (m.data) munmap(m.data, MappedArrayLength(m.value_size, m.max_entries));
 }
 
 }  // namespace galette

@@ -116,7 +116,6 @@ struct LoadedInstance {
   int actions_fd = -1;
   std::vector<int> map_fds;
   std::vector<galette_nf_map> maps;  // one per map fd: mmapable arrays mapped
-  std::vector<uint32_t> value_sizes;
   void* handle = nullptr;
   NfPacketFn packet = nullptr;
   NfPacketMappedFn packet_mapped = nullptr;
@@ -126,7 +125,7 @@ struct LoadedInstance {
   LoadedInstance& operator=(const LoadedInstance&) = delete;
   ~LoadedInstance() {
     if (actions_fd >= 0) close(actions_fd);
-    for (size_t i = 0; i < maps.size(); i++) UnviewMap(maps[i], value_sizes[i]);
+    for (const galette_nf_map& m : maps) UnviewMap(m);
     for (int fd : map_fds) close(fd);
     if (handle) dlclose(handle);
   }
@@ -136,7 +135,7 @@ struct LoadedInstance {
     return map_fds.empty() ? kNoMaps : map_fds.data();
   }
   const galette_nf_map* Maps() const {
-    static const galette_nf_map kNoMaps[1] = {{-1, 0, nullptr}};
+    static const galette_nf_map kNoMaps[1] = {{-1, 0, 0, 0, nullptr}};
     return maps.empty() ? kNoMaps : maps.data();
   }
 };
@@ -532,7 +531,6 @@ std::shared_ptr<LoadedInstance> LoadInstance(Napi::Env env, const InstanceConfig
     bpf_map_info mi = MapInfo(env, inst.map_fds[j], what);
     li->map_fds.push_back(DupFd(env, inst.map_fds[j], what));
     li->maps.push_back(ViewMap(li->map_fds.back(), mi.type, mi.map_flags, mi.value_size, mi.max_entries));
-    li->value_sizes.push_back(mi.value_size);
   }
   if (inst.library.empty()) return li;
   dlerror();

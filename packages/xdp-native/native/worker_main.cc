@@ -244,12 +244,11 @@ struct LoadedInstance {
   uint32_t id = 0;
   std::vector<int> map_fds;
   std::vector<galette_nf_map> maps;  // one per map fd: mmapable arrays mapped
-  std::vector<uint32_t> value_sizes;
   void* handle = nullptr;
   NfPacketFn packet = nullptr;
   NfPacketMappedFn packet_mapped = nullptr;
   ~LoadedInstance() {
-    for (size_t i = 0; i < maps.size(); i++) UnviewMap(maps[i], value_sizes[i]);
+    for (const galette_nf_map& m : maps) UnviewMap(m);
     for (int fd : map_fds) close(fd);
     if (handle) dlclose(handle);
   }
@@ -258,7 +257,7 @@ struct LoadedInstance {
     return map_fds.empty() ? kNoMaps : map_fds.data();
   }
   const galette_nf_map* Maps() const {
-    static const galette_nf_map kNoMaps[1] = {{-1, 0, nullptr}};
+    static const galette_nf_map kNoMaps[1] = {{-1, 0, 0, 0, nullptr}};
     return maps.empty() ? kNoMaps : maps.data();
   }
 };
@@ -998,7 +997,6 @@ std::string Load(Pending& pi, LoadedInstance* li, int* err) {
   for (size_t i = 0; i < li->map_fds.size(); i++) {
     const MsgMap& m = pi.maps[i];
     li->maps.push_back(ViewMap(li->map_fds[i], m.type, m.flags, m.value_size, m.max_entries));
-    li->value_sizes.push_back(m.value_size);
   }
   if (pi.library.empty()) return "";
   dlerror();

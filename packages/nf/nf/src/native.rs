@@ -22,6 +22,8 @@ pub struct GalettePkt {
 pub struct MapHandle {
     pub fd: i32,
     pub max_entries: u32,
+    pub value_size: u32,
+    pub reserved: u32,
     pub data: *mut u8,
 }
 
@@ -30,7 +32,7 @@ impl MapHandle {
     #[doc(hidden)]
     #[inline(always)]
     pub fn fd_only(fd: i32) -> Self {
-        MapHandle { fd, max_entries: 0, data: core::ptr::null_mut() }
+        MapHandle { fd, max_entries: 0, value_size: 0, reserved: 0, data: core::ptr::null_mut() }
     }
 }
 
@@ -158,10 +160,14 @@ impl<K: Copy + 'static, V: Copy + 'static> Map<K, V> {
     }
 
     /// The mapped slot of `key` when the map is a mapped array: `Some(None)` for an index out
-    /// of range, None when the map goes through bpf().
+    /// of range, None when the map goes through bpf() (also when `V` is not the map's value:
+    /// never write past an element).
     #[inline(always)]
     fn slot(&self, key: &K) -> Option<Option<*mut u8>> {
-        if self.h.data.is_null() || core::mem::size_of::<K>() != 4 {
+        if self.h.data.is_null()
+            || core::mem::size_of::<K>() != 4
+            || core::mem::size_of::<V>() != self.h.value_size as usize
+        {
             return None;
         }
         let idx = unsafe { core::ptr::read_unaligned(key as *const K as *const u32) };

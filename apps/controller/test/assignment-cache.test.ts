@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  type DeviceCapabilities,
   PROTOCOL_VERSION,
   SIGNATURE_DOMAINS,
   type SignedDeviceAssignment,
@@ -29,6 +30,23 @@ import {
   MACSWAP_TOML,
   startHarness,
 } from "./helpers";
+
+/** What a device's probe reports. */
+const capabilities: DeviceCapabilities = {
+  probedAt: "2026-01-01T00:00:00.000Z",
+  kernelRelease: "6.18.0",
+  kernel: { major: 6, minor: 18 },
+  cpus: 4,
+  memoryBytes: 4 * 1024 ** 3,
+  availableMemoryBytes: 2 * 1024 ** 3,
+  btf: true,
+  bpfLoop: true,
+  tailCalls: true,
+  afXdp: true,
+  mapTypes: ["hash_map", "array", "lpm_trie", "percpu_array", "percpu_hash", "lru_hash"],
+  interfaces: [{ name: "eth0", xdp: "native", rxQueues: 4, zeroCopy: null, problems: [] }],
+  problems: [],
+};
 
 describe("cached device assignments", () => {
   let h: Harness;
@@ -147,6 +165,41 @@ describe("cached device assignments", () => {
       .json<SignedDeviceAssignment>()
       .trust!.releases.find((x) => x.manifest.nf === "acl")!;
     expect(release.signatures).toEqual([expect.objectContaining({ keyId: key.keyId })]);
+  });
+
+  it("applies each device's own capability refusal to the shared chain part, afresh on every report", async () => {
+    await h.enrol("a-5", { role: "cache" });
+    await assign({ chain: "macswap", devices: ["a-5"] });
+    const macswap = (await assignmentOf("a-5")).assignment.chain!.version;
+    await assign({ chain: "acl", devices: ["a-5", "a-2"] });
+    expect((await assignmentOf("a-2")).assignment.chain!.name).toBe("acl");
+    const report = async (mapTypes: string[] | undefined) => {
+      const res = await h.call("/v1/device/status", {
+        method: "POST",
+        client: h.asDevice("a-5"),
+        body: {
+          protocolVersion: PROTOCOL_VERSION,
+          agentVersion: "0.1.0",
+          arch: "x86_64",
+          kernelVersion: "6.18.0",
+          installed: { chain: "macswap", version: macswap },
+          state: "converged",
+          errors: [],
+          counters: [],
+          ...(mapTypes ? { capabilities: { ...capabilities, mapTypes } } : {}),
+        },
+      });
+      expect(res.status, res.body.toString()).toBe(204);
+    };
+    // refused (the fake builder's BPF objects are not ELF: nothing shows they fit): it keeps macswap
+    await report(capabilities.mapTypes);
+    expect((await assignmentOf("a-5")).assignment.chain!.name).toBe("macswap");
+    const other = await assignmentOf("a-2");
+    expect(other.assignment.chain!.name).toBe("acl");
+    // reported without capabilities: nothing to refuse by
+    await report(undefined);
+    expect((await assignmentOf("a-5")).assignment.chain!.name).toBe("acl");
+    expect((await assignmentOf("a-2")).etag).toBe(other.etag);
   });
 
   it("refuses a revoked device whose assignment is cached, and its artifacts", async () => {

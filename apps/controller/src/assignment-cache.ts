@@ -119,7 +119,7 @@ export class AssignmentCache {
       },
     });
     const part = version ? await this.#chainPart(device, version.record, triple) : undefined;
-    // the same key order buildAssignment produces, so both give the same ETag
+    // the fields, in the order, of the object buildAssignment returns
     const body = `${base.slice(0, -1)},${part ? part.json : '"chain":null'}}`;
     return { body, etag: `"${sha256Hex(body)}"`, refusal };
   }

@@ -27,7 +27,7 @@ import {
   tripleForMachine,
 } from "@galette/protocol";
 import { assignmentTrust, buildOfInstance } from "./releases";
-import { ArtifactStore, sha256Hex } from "./storage/artifacts";
+import { ArtifactStore } from "./storage/artifacts";
 import { isPostgresUrl, openPostgresRepository } from "./storage/postgres";
 import type { DeviceRecord, Repository } from "./storage/repository";
 import { DATABASE_FILE, openSqliteRepository } from "./storage/sqlite";
@@ -294,11 +294,6 @@ export async function buildAssignment(
       mapEntries,
     },
   };
-}
-
-/** Strong ETag of an assignment body: its sha256 in quotes. */
-export function assignmentEtag(assignment: SignedDeviceAssignment): string {
-  return `"${sha256Hex(JSON.stringify(assignment))}"`;
 }
 
 /**

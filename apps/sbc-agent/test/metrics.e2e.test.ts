@@ -75,7 +75,8 @@ describeKernel("agent metrics and per-NF cost: a real agent, a real chain, real 
     expect(sample(after, "galette_nf_xdp_window_frames", { nf: "macswap" })).toBeGreaterThanOrEqual(0);
 
     const shown = fleet.cli(["device", "show", DEVICE]);
-    expect(shown).toMatch(/cost: +XDP path \d+ ns\/frame over \d+ frames \(bpf_stats/);
+    // a later window may have seen no frames: the format, not the numbers (checked above)
+    expect(shown).toMatch(/cost: +XDP path (\d+ ns\/frame|idle) over \d+ frames \(bpf_stats, \d+ ms window/);
     expect(shown).toMatch(/macswap +xdp +\d+ +0 +-/);
 
     const notFound = await fetch(`http://127.0.0.1:${port}/other`);

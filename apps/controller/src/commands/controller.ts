@@ -207,7 +207,7 @@ function printCost(cost: DeviceSummary["cost"]): void {
   }
   const ns = (n: number | undefined) => (n === undefined ? "-" : `${n.toFixed(0)} ns`);
   out(
-    `cost:         XDP path ${ns(cost.xdp.nsPerRun)}/frame over ${cost.xdp.runCount} frames (bpf_stats, ${cost.windowMs} ms window at ${cost.measuredAt})`,
+    `cost:         XDP path ${cost.xdp.nsPerRun === undefined ? "idle" : `${ns(cost.xdp.nsPerRun)}/frame`} over ${cost.xdp.runCount} frames (bpf_stats, ${cost.windowMs} ms window at ${cost.measuredAt})`,
   );
   printTable(
     ["NF", "PLACEMENT", "XDP FRAMES (WINDOW)", "USERLAND CALLS", "USERLAND NS/CALL"],

@@ -223,8 +223,10 @@ describeKernel("xdp-native objects and maps", () => {
     const root = BpfObject.load(rootProgramObjectPath());
     try {
       expect(root.programs().map((p) => p.name)).toEqual(["galette_root"]);
+      // slot 0: the chain (or the first port's direction); slot 1: the second port's direction
       const slots = root.map("galette_root_progs");
-      expect(slots.info).toMatchObject({ type: MapType.prog_array, maxEntries: 1 });
+      expect(slots.info).toMatchObject({ type: MapType.prog_array, maxEntries: 2 });
+      expect(root.map("galette_root_ports").info).toMatchObject({ type: MapType.array, maxEntries: 1 });
     } finally {
       root.close();
     }

@@ -11,8 +11,9 @@
  * publish or release, key set, rollouts, confirm) is published through
  * Repository.publishAssignmentChanged, which reaches every replica (PostgreSQL: LISTEN/NOTIFY);
  * any such event drops the whole cache. Chain versions are immutable, so a device moved to
- * another version never meets the old entry. A TTL bounds what a lost notification could
- * leave behind.
+ * another version never meets the old entry. A TTL bounds what a missed notification could
+ * leave behind: a lost LISTEN connection, or a device kept on its installed version by a
+ * capability refusal, which the routes' change notifications (by assigned chain) do not name.
  */
 import {
   type AssignmentRefusal,

@@ -475,6 +475,10 @@ Napi::Value KillCall(const Napi::CallbackInfo& info) {
 }
 
 void SendAll(Napi::Env env, WPool* p, const void* data, size_t len, const int* fds, size_t nfds) {
+  if (nfds > GALETTE_MAX_MAPS) {
+    throw Napi::Error::New(env, "an NF instance passes " + std::to_string(nfds) + " map fds to the worker on " +
+                                    p->ifname + " (at most " + std::to_string(GALETTE_MAX_MAPS) + ")");
+  }
   iovec iov{const_cast<void*>(data), len};
   alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * GALETTE_MAX_MAPS)];
   msghdr msg{};
@@ -490,7 +494,14 @@ void SendAll(Napi::Env env, WPool* p, const void* data, size_t len, const int* f
     memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
   }
   for (int tries = 0;; tries++) {
-    if (sendmsg(p->ctl, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == static_cast<ssize_t>(len)) return;
+    const ssize_t sent = sendmsg(p->ctl, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent == static_cast<ssize_t>(len)) return;
+    if (sent >= 0) {
+      // SOCK_SEQPACKET sends a record whole or not at all: a short count (errno not set)
+      // means the control line is not what it should be.
+      throw Napi::Error::New(env, "sent " + std::to_string(sent) + " of " + std::to_string(len) +
+                                      " bytes of the instance table to the NF worker on " + p->ifname);
+    }
     if (errno == EINTR) continue;
     if (errno == EAGAIN && tries < 100) {
       // The worker reads as fast as it loads libraries; bounded so a hung worker cannot

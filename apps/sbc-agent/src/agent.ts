@@ -840,14 +840,34 @@ export class GaletteAgent {
     };
   }
 
+  #statusInFlight = false;
+  #statusAgain = false;
+
+  /**
+   * One report in flight at a time, each built when it is sent: a report queued behind a cut
+   * control path (say, "installed v2") must not reach the controller after a newer one (the
+   * rollback), which concurrent requests on a path coming back could do.
+   */
   async #reportStatus(): Promise<void> {
     if (this.#stopped) return;
-    const report = this.statusReport();
+    if (this.#statusInFlight) {
+      this.#statusAgain = true;
+      return;
+    }
+    this.#statusInFlight = true;
     try {
-      await this.#client.postStatus(report);
-      this.log.debug({ state: report.state, installed: report.installed }, "status reported");
-    } catch (err) {
-      this.log.debug({ err: (err as Error).message }, "status not reported (controller unreachable)");
+      do {
+        this.#statusAgain = false;
+        const report = this.statusReport();
+        try {
+          await this.#client.postStatus(report);
+          this.log.debug({ state: report.state, installed: report.installed }, "status reported");
+        } catch (err) {
+          this.log.debug({ err: (err as Error).message }, "status not reported (controller unreachable)");
+        }
+      } while (this.#statusAgain && !this.#stopped);
+    } finally {
+      this.#statusInFlight = false;
     }
   }
 

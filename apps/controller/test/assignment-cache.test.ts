@@ -4,7 +4,7 @@
  * (assignment, push, map entries, NF release, capabilities, revocation) is seen on the
  * next poll with a new ETag, never the cached one.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -322,6 +322,26 @@ describe("ArtifactCache", () => {
         for await (const chunk of streamed.stream) chunks.push(chunk as Buffer);
       expect(sha256Hex(Buffer.concat(chunks))).toBe(large.digest);
       expect(await cache.open("0".repeat(64))).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("never keeps bytes that do not match their digest: a repaired store file is served at once", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "galette-artifact-cache-"));
+    try {
+      const store = new ArtifactStore(dir);
+      const cache = new ArtifactCache(store);
+      const good = Buffer.alloc(1000, 7);
+      const { digest } = await store.put(good);
+      const bad = Buffer.from(good);
+      bad[500] = 0;
+      writeFileSync(store.pathOf(digest), bad);
+      const served = await cache.open(digest);
+      expect(served && "bytes" in served && sha256Hex(served.bytes)).not.toBe(digest);
+      writeFileSync(store.pathOf(digest), good);
+      const repaired = await cache.open(digest);
+      expect(repaired && "bytes" in repaired && sha256Hex(repaired.bytes)).toBe(digest);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

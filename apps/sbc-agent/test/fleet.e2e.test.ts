@@ -179,6 +179,10 @@ describeKernel("fleet: controller + two galette-agents on veth pairs", () => {
     const bad = Buffer.from(good);
     bad[bad.length >> 1]! ^= 0xff;
     writeFileSync(stored, bad);
+    // The controller serves small artifacts from memory once read: a restart makes it read
+    // (and serve) the corrupted file.
+    await fleet.controller.stop();
+    await fleet.controller.start();
     try {
       await fleet.operator.assignChain({ chain: "macswap", devices: [WS] });
       const d = await waitFor("edge-ws to report the corrupted artifact", 10_000, async () => {

@@ -196,6 +196,10 @@ describeKernel("device trust: only chains and NF builds signed by a pinned relea
     const swapped = Buffer.from(good);
     swapped[swapped.length >> 1]! ^= 0xff;
     writeFileSync(stored, swapped);
+    // The controller serves small artifacts from memory once read: a restart makes it read
+    // (and serve) the swapped file.
+    await fleet.controller.stop();
+    await fleet.controller.start();
     try {
       fleet.cli(["chain", "assign", "macswap", "--devices", DEV, "--version", "1"]);
       await refused(

@@ -63,6 +63,9 @@ describeKernel("make bench QUICK=1 (real veth, real frames)", () => {
           `\\| ${row.replace(/[()]/g, "\\$&")}[^|]* \\| \\d+ \\(\\d+–\\d+\\) \\| \\d+\\.\\d\\d× \\|`,
         ),
       );
+    // the footprint rows (agent and controller RSS/CPU) and the mapped-array row against the bare upcall
+    expect(md).toContain("## Footprint (bundled executables");
+    expect(md).toContain("mmap-map: ");
     // the controller scale rows: 1000 simulated devices, a push under load, kill -9 recovery
     expect(md).toContain("## Controller scale");
     expect(md).toMatch(/\| 1000 \| SQLite \| \d+\.\d \| \d+\.\d \|/);

@@ -95,9 +95,12 @@ export async function exchangeFrames(ns: string, iface: string, spec: ExchangeSp
     match: spec.match?.toString("hex"),
     pps: spec.pps ?? 0,
   });
+  // Bounded, but never shorter than the paced sending itself plus the listening after it.
+  const frames = spec.send.length * (spec.repeat ?? 1);
+  const pacedMs = spec.pps ? (frames / spec.pps) * 1000 : 0;
   const { stdout } = await nsRun(ns, "python3", [join(toolsDir, "frames.py"), iface], {
     input,
-    timeoutMs: 120_000,
+    timeoutMs: Math.max(120_000, pacedMs + (spec.listenMs ?? 300) + 60_000),
   });
   const out = JSON.parse(stdout) as { sent: number; received: string[] };
   return { sent: out.sent, received: out.received.map((h) => Buffer.from(h, "hex")) };

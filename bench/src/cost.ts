@@ -162,7 +162,8 @@ async function attachedProgId(ns: string, iface: string): Promise<number> {
   return id;
 }
 
-async function testRunNs(id: number, frameFile: string, repeat: number): Promise<number> {
+/** Mean ns per run of program `id` over `repeat` BPF_PROG_TEST_RUN runs on the frame in `frameFile`. */
+export async function testRunNs(id: number, frameFile: string, repeat: number): Promise<number> {
   const { stdout, stderr } = await run("bpftool", [
     "prog",
     "run",
@@ -181,7 +182,8 @@ async function testRunNs(id: number, frameFile: string, repeat: number): Promise
   return Number(m[1]);
 }
 
-async function progStats(id: number): Promise<{ ns: number; count: number }> {
+/** The kernel's bpf_stats of program `id` (zero while stats are off). */
+export async function progStats(id: number): Promise<{ ns: number; count: number }> {
   const { stdout } = await run("bpftool", ["-j", "prog", "show", "id", String(id)]);
   const p = JSON.parse(stdout) as { run_time_ns?: number; run_cnt?: number };
   return { ns: p.run_time_ns ?? 0, count: p.run_cnt ?? 0 };

@@ -22,6 +22,7 @@ import { Dataplane, enableBpfStats, planInstallation, Tracer } from "@galette/in
 import { createLogger } from "@galette/log";
 import { buildChain, loadChainOrThrow } from "@galette/nf-build";
 import { exchangeFrames, udpFrame } from "@galette/testkit/frames";
+import { progStats, testRunNs } from "./cost";
 import { repoRoot } from "./galette";
 import { spread } from "./stats";
 import { run } from "./testkit";
@@ -30,28 +31,6 @@ import { createBenchTopology } from "./topology";
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const REPEAT = Number(process.env.REPEAT ?? 1_000_000);
 const LIVE_FRAMES = 1000;
-
-async function progStats(id: number): Promise<{ ns: number; count: number }> {
-  const { stdout } = await run("bpftool", ["-j", "prog", "show", "id", String(id)]);
-  const p = JSON.parse(stdout) as { run_time_ns?: number; run_cnt?: number };
-  return { ns: p.run_time_ns ?? 0, count: p.run_cnt ?? 0 };
-}
-
-async function testRunNs(id: number, frameFile: string, repeat: number): Promise<number> {
-  const { stdout, stderr } = await run("bpftool", [
-    "prog",
-    "run",
-    "id",
-    String(id),
-    "data_in",
-    frameFile,
-    "repeat",
-    String(repeat),
-  ]);
-  const m = /duration \(average\): (\d+)ns/.exec(`${stdout}\n${stderr}`);
-  if (!m) throw new Error(`bpftool prog run printed no duration: ${(stdout + stderr).slice(0, 300)}`);
-  return Number(m[1]);
-}
 
 async function measure(chainFile: string): Promise<void> {
   const log = createLogger("galette-bench-trace-cost");

@@ -65,8 +65,17 @@ export function napiThreads(iface: string): number[] {
 }
 
 /**
+ * Whether `pid` is in an autogroup of its own session. Kernel threads have none, and so do
+ * tasks still in the root group (a CI runner's jobs started without setsid): the kernel
+ * shows those as an empty /proc/PID/autogroup and refuses a nice there with EINVAL.
+ */
+export function hasOwnAutogroup(pid: number): boolean {
+  return readFileSync(`/proc/${pid}/autogroup`, "utf8").trim() !== "";
+}
+
+/**
  * nice -20 and a short scheduling slice (bench/c/sched_boost.h) for every thread of the given
- * tasks, and nice -20 for their autogroups: with autogroup scheduling a plain nice only weighs
+ * tasks, and nice -20 for their autogroups (where they have one): with autogroup scheduling a plain nice only weighs
  * inside its session's group, so the group's nice is what competes with other jobs. Kernel
  * threads (NAPI) have no autogroup.
  */
@@ -78,8 +87,7 @@ export async function boostTasks(schedBoost: string, pids: number[]): Promise<vo
     } catch (err) {
       throw new Error(`cannot boost pid ${pid}: it is gone (${(err as Error).message})`, { cause: err });
     }
-    const isKernelThread = readFileSync(`/proc/${pid}/cmdline`).length === 0;
-    if (!isKernelThread) writeFileSync(`/proc/${pid}/autogroup`, "-20");
+    if (hasOwnAutogroup(pid)) writeFileSync(`/proc/${pid}/autogroup`, "-20");
   }
   if (tids.length) await run(schedBoost, tids);
 }

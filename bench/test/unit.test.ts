@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { costPlan, longChainToml, renderCost } from "../src/cost";
 import { galetteScenarios } from "../src/galette";
@@ -15,6 +16,7 @@ import {
   scenarios,
 } from "../src/scenarios";
 import { cdf, median, ratio, spread } from "../src/stats";
+import { hasOwnAutogroup } from "../src/topology";
 import { genResult, okOutcome, quickPlan, resultsOf } from "./fixtures";
 
 describe("stats", () => {
@@ -323,5 +325,20 @@ describe("controller scale options and report", () => {
     expect(md).toContain("| 10000 | | not measured: needs 20512 open files");
     expect(md).toContain("Largest fleet meeting the target: 1000 (SQLite).");
     expect(md).toMatch(/\| kill -9 \+ restart .* \| 9\.9 \| 0 \| \| ≤ 5 s \| \*\*no\*\* \|/);
+  });
+});
+
+describe("scheduling boost", () => {
+  it("tells a task with its own autogroup from one in the root group (CI jobs, kernel threads)", async () => {
+    // kthreadd (pid 2) and every task started without setsid share the root group, whose nice
+    // the kernel refuses with EINVAL; a setsid child has a group of its own
+    expect(hasOwnAutogroup(2)).toBe(false);
+    const child = spawn("setsid", ["sleep", "5"], { stdio: "ignore" });
+    try {
+      await new Promise((r) => setTimeout(r, 200));
+      expect(hasOwnAutogroup(child.pid!)).toBe(true);
+    } finally {
+      child.kill();
+    }
   });
 });

@@ -3,17 +3,10 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Dataplane } from "@galette/installer";
 import type { PublishNfResponse } from "@galette/protocol";
-import { describeKernel, ipv4Bytes } from "@galette/testkit";
+import { describeKernel } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { bounce, Fleet, repoRoot, waitFor } from "./fleet";
+import { bounce, Fleet, lpmKeyHex, repoRoot, waitFor } from "./fleet";
 
-/** nf::LpmKeyV4 { prefix_len: u32 LE, addr } as hex, for the allow-list. */
-const lpmKeyHex = (ip: string, prefix = 32) => {
-  const k = Buffer.alloc(8);
-  k.writeUInt32LE(prefix, 0);
-  ipv4Bytes(ip).copy(k, 4);
-  return k.toString("hex");
-};
 const securityToml = readFileSync(path.join(repoRoot, "chains/security.toml"), "utf8");
 /** security.toml with DPI's Matched → tx: a changed chain whose NF builds are all unchanged. */
 const securityV2 = securityToml.replace(

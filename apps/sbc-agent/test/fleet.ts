@@ -41,6 +41,7 @@ import {
   attachXdpPass,
   createVethPair,
   exchangeFrames,
+  ipv4Bytes,
   sleep,
   udpFrame,
   type VethPair,
@@ -142,6 +143,14 @@ export class ControllerProcess {
     this.child = undefined;
   }
 }
+
+/** nf::LpmKeyV4 { prefix_len: u32 LE, addr } as hex: a key of the security chain's allow-list. */
+export const lpmKeyHex = (ip: string, prefix = 32): string => {
+  const k = Buffer.alloc(8);
+  k.writeUInt32LE(prefix, 0);
+  ipv4Bytes(ip).copy(k, 4);
+  return k.toString("hex");
+};
 
 /** Sends `n` UDP frames through the device of `veth`; returns the ones that came back. */
 export async function bounce(veth: VethPair, tag: string, n = 10, srcIp = veth.ipA, expectN?: number) {

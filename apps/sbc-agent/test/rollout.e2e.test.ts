@@ -8,9 +8,9 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import type { Rollout } from "@galette/protocol";
-import { describeKernel, ipv4Bytes, sleep } from "@galette/testkit";
+import { describeKernel, sleep } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { bounce, Fleet, repoRoot, waitFor } from "./fleet";
+import { bounce, Fleet, lpmKeyHex, repoRoot, waitFor } from "./fleet";
 
 const A = "edge-a";
 const B = "edge-b";
@@ -20,13 +20,6 @@ const securityToml = readFileSync(path.join(repoRoot, "chains/security.toml"), "
 const aborting = securityToml.replace('to = ["tx", "!dpi", "drop"]', 'to = ["abort", "!dpi", "drop"]');
 /** DPI's Matched → tx: a harmless change */
 const good = securityToml.replace('from = "dpi"\nto = ["tx", "drop"]', 'from = "dpi"\nto = ["tx", "tx"]');
-
-const lpmKeyHex = (ip: string) => {
-  const k = Buffer.alloc(8);
-  k.writeUInt32LE(32, 0);
-  ipv4Bytes(ip).copy(k, 4);
-  return k.toString("hex");
-};
 
 describeKernel("staged rollouts: gate, automatic rollback, and a good version to every device", () => {
   const fleet = new Fleet();

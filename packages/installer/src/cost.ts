@@ -1,56 +1,104 @@
 /**
- * Per-NF cost of an installed chain. Kernel bpf_stats cost a little on every program run, so
- * they are on only for a short measuring window (BPF_ENABLE_STATS, released after). The
- * kernel accounts a tail-called program to the program it entered, so the XDP time is the
- * root program's (the chain's whole XDP path) and per NF the frames it ran on in the window;
- * userland NFs are timed by their worker all the time (calls and ns inside the NF).
+ * Per-NF cost of an installed chain, over a short measuring window. Kernel bpf_stats cost a
+ * little on every program run, so they are on only for the window (BPF_ENABLE_STATS,
+ * released after); they give the root program's time, which is the chain's whole XDP path
+ * (the kernel accounts a tail-called program to the program the frame entered). Each XDP NF
+ * times itself in its generated shim while the window's flag is set (cost-maps.ts), which
+ * gives every NF's own run count and run time. Userland NFs are timed by their worker all
+ * the time (calls and ns inside the NF).
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import type { DeviceCost } from "@galette/protocol";
+import type { DeviceCost, NfCost, ProgramRunCost } from "@galette/protocol";
 import { enableBpfStats, runStatsDelta } from "@galette/xdp-native";
+import { type CostMaps, type NfXdpTotals, openCostMaps, readNfCost, setMeasuring } from "./cost-maps";
 import type { Dataplane } from "./kernel";
 
 export { enableBpfStats, withBpfStats } from "@galette/xdp-native";
 
-/** Measures `dp` for `windowMs` with bpf_stats on. */
+/** Measures `dp` for `windowMs` with bpf_stats and the NF shims' timing on. */
 export async function measureCost(dp: Dataplane, windowMs: number): Promise<DeviceCost> {
   if (!(windowMs > 0) || windowMs > 60_000)
     throw new Error(`cost measuring window must be 1 ms to 60 s, got ${windowMs} ms`);
-  const release = enableBpfStats();
-  let before: ReturnType<Dataplane["rootRunStats"]>;
-  let after: ReturnType<Dataplane["rootRunStats"]>;
-  let countsBefore: Map<number, number>;
-  const started = Date.now();
+  const xdpIds = dp.spec.instances.filter((i) => i.xdp).map((i) => i.id);
+  const maps = openCostMaps(dp.spec.pins.dir);
   try {
-    before = dp.rootRunStats();
-    countsBefore = xdpFrames(dp);
-    await sleep(windowMs);
-    after = dp.rootRunStats();
-  } finally {
-    release();
-  }
-  const countsAfter = xdpFrames(dp);
-  const pool = dp.workerStats();
-  const nfs = dp.spec.instances.map((i) => {
-    const ps = pool?.instances.find((s) => s.id === i.id);
-    const calls = ps?.calls ?? 0;
-    const ns = ps?.nanoseconds ?? 0;
+    const release = enableBpfStats();
+    let before: ReturnType<Dataplane["rootRunStats"]>;
+    let after: ReturnType<Dataplane["rootRunStats"]>;
+    let countsBefore: Map<number, number>;
+    let timedBefore: Map<number, NfXdpTotals> | undefined;
+    let timedAfter: Map<number, NfXdpTotals> | undefined;
+    const started = Date.now();
+    try {
+      before = dp.rootRunStats();
+      countsBefore = xdpFrames(dp);
+      if (maps) {
+        timedBefore = readTimed(maps, xdpIds);
+        setMeasuring(maps, true);
+      }
+      try {
+        await sleep(windowMs);
+      } finally {
+        // closed first: frames timed after this are not in the window anyway
+        if (maps) setMeasuring(maps, false);
+      }
+      after = dp.rootRunStats();
+      if (maps) timedAfter = readTimed(maps, xdpIds);
+    } finally {
+      release();
+    }
+    const countsAfter = xdpFrames(dp);
+    const pool = dp.workerStats();
+    const nfs = dp.spec.instances.map((i): NfCost => {
+      const ps = pool?.instances.find((s) => s.id === i.id);
+      const calls = ps?.calls ?? 0;
+      const ns = ps?.nanoseconds ?? 0;
+      const xdpRuns = Math.max(0, (countsAfter.get(i.id) ?? 0) - (countsBefore.get(i.id) ?? 0));
+      const timed =
+        timedAfter && timedBefore
+          ? nfRunCost(timedBefore.get(i.id), timedAfter.get(i.id), xdpRuns)
+          : undefined;
+      return {
+        uuid: i.uuid,
+        instance: i.name,
+        placement: [i.xdp ? "xdp" : "", i.userland ? "userland" : ""].filter(Boolean).join("+"),
+        xdpRuns,
+        ...(timed ? { xdp: timed } : {}),
+        userlandCalls: calls,
+        userlandNs: ns,
+        ...(calls > 0 ? { userlandNsPerCall: ns / calls } : {}),
+      };
+    });
     return {
-      uuid: i.uuid,
-      instance: i.name,
-      placement: [i.xdp ? "xdp" : "", i.userland ? "userland" : ""].filter(Boolean).join("+"),
-      xdpRuns: Math.max(0, (countsAfter.get(i.id) ?? 0) - (countsBefore.get(i.id) ?? 0)),
-      userlandCalls: calls,
-      userlandNs: ns,
-      ...(calls > 0 ? { userlandNsPerCall: ns / calls } : {}),
+      measuredAt: new Date().toISOString(),
+      windowMs: Math.max(1, Date.now() - started),
+      xdp: runStatsDelta(before, after),
+      nfs,
     };
-  });
-  return {
-    measuredAt: new Date().toISOString(),
-    windowMs: Math.max(1, Date.now() - started),
-    xdp: runStatsDelta(before, after),
-    nfs,
-  };
+  } finally {
+    maps?.close();
+  }
+}
+
+/**
+ * An XDP NF's own runs and time over the window, from its shim's slot before and after.
+ * Undefined for a userland-only NF, and for an NF whose object does not time itself (built
+ * before per-NF timing): it ran on frames in the window (`frames`) yet its slot never moved.
+ */
+export function nfRunCost(
+  before: NfXdpTotals | undefined,
+  after: NfXdpTotals | undefined,
+  frames: number,
+): ProgramRunCost | undefined {
+  if (!before || !after) return undefined;
+  const runCount = Math.max(0, after.runs - before.runs);
+  const runTimeNs = Math.max(0, after.ns - before.ns);
+  if (runCount === 0 && frames > 0) return undefined;
+  return { runCount, runTimeNs, ...(runCount > 0 ? { nsPerRun: runTimeNs / runCount } : {}) };
+}
+
+function readTimed(maps: CostMaps, ids: number[]): Map<number, NfXdpTotals> {
+  return new Map(ids.map((id) => [id, readNfCost(maps, id)]));
 }
 
 /** Frames each XDP instance has counted (its galette_counts, every variant). */

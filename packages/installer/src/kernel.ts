@@ -55,6 +55,7 @@ import {
   slotTablePin,
   targetPorts,
 } from "./spec";
+import { costReuse, ensureCostMaps } from "./cost-maps";
 import { createTraceQueue, openTraceMaps, tracePins } from "./trace-maps";
 
 export const DEFAULT_STATE_DIR = "/run/galette";
@@ -858,19 +859,23 @@ export class Dataplane {
       reuseMaps[`nf_map_${field}`] = this.#maps.get(i.maps[k]!)!;
     });
     let obj: BpfObject;
+    const cost = ensureCostMaps(this.spec.pins.dir); // per-NF XDP timing, shared by every NF
     try {
       obj = BpfObject.load(i.bpfObject!, {
         name: `nf${i.id}`,
         rodata: { [AbiNames.instanceId]: i.id },
         reuseMaps,
-        // objects built before the ports map existed do not declare it (their tx reflects)
+        // objects built before the ports map (or per-NF timing) existed do not declare it
         reuseMapsIfDeclared: {
           [AbiNames.ports]: this.#devMaps.ports,
           [Trace.names.ring]: this.#devMaps.traceRing,
+          ...costReuse(cost),
         },
       });
     } catch (err) {
       throw wrap(err, `loading NF "${i.name}" (instance ${i.id}, ${i.bpfObject})`);
+    } finally {
+      cost.close();
     }
     undo.push(`close object ${i.id}`, () => obj.close());
     const progFd = obj.programFd(AbiNames.nfProgram);

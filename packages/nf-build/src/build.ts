@@ -227,6 +227,7 @@ async function nfHash(crate: CrateInfo, maps: MapSpec[], sandboxed: boolean): Pr
     abi: await readFile(path.join(ABI_INCLUDE_DIR, "galette_abi.h"), "utf8"),
     nfMaps: await readFile(path.join(ABI_INCLUDE_DIR, "galette_nf_maps.h"), "utf8"),
     trace: await readFile(path.join(ABI_INCLUDE_DIR, "galette_trace.h"), "utf8"),
+    cost: await readFile(path.join(ABI_INCLUDE_DIR, "galette_cost.h"), "utf8"),
     sysrootScript: await readFile(SYSROOT_SCRIPT, "utf8"),
     tools: await toolchainVersions(),
     nf: await nfSourcesHash(),

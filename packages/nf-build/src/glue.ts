@@ -11,7 +11,7 @@ import { NfBuildError } from "./errors";
 import type { NfAnalysis } from "./types";
 
 /** Bump when generated code changes: it is part of every artifact's cache key. */
-export const GLUE_VERSION = "5";
+export const GLUE_VERSION = "6";
 
 /** GALETTE_ABI_VERSION in galette_abi.h. */
 export const ABI_VERSION = GALETTE_ABI_VERSION;
@@ -184,16 +184,17 @@ export function generateShim(analysis: NfAnalysis, maps: MapSpec[]): string {
 #include <bpf/bpf_helpers.h>
 #include "galette_nf_maps.h"
 #include "galette_trace.h"
+#include "galette_cost.h"
 
 ${mapDefs}
 
 /* the NF (Rust): returns the index of its Action variant */
 extern __u32 galette_nf_main(struct xdp_md *ctx);
 
-SEC("xdp")
-int galette_nf(struct xdp_md *ctx)
+/* what the shim does with the variant the NF returned (the verdict, or a tail call that
+ * does not come back when the next instance is installed) */
+static __always_inline int galette_nf_act(struct xdp_md *ctx, __u32 variant, __u64 *start)
 {
-\t__u32 variant = galette_nf_main(ctx);
 \t__u64 *count = bpf_map_lookup_elem(&galette_counts, &variant);
 \tif (count)
 \t\t*count += 1;
@@ -205,6 +206,9 @@ int galette_nf(struct xdp_md *ctx)
 \tif (frame)
 \t\tgalette_trace_step(frame, galette_instance_id, variant, action->kind, action->arg);
 \tif (action->kind == GALETTE_ACT_TAILCALL) {
+\t\t/* timed before: a tail call that succeeds never returns here */
+\t\tgalette_cost_end(galette_instance_id, *start);
+\t\t*start = 0;
 \t\tbpf_tail_call(ctx, &galette_progs, action->arg);
 \t\treturn XDP_DROP; /* empty slot: the next instance is not installed */
 \t}
@@ -225,6 +229,17 @@ int galette_nf(struct xdp_md *ctx)
 \tif (action->kind <= GALETTE_ACT_PASS)
 \t\treturn action->kind;
 \treturn XDP_ABORTED; /* REDIRECT is reserved */
+}
+
+SEC("xdp")
+int galette_nf(struct xdp_md *ctx)
+{
+\t/* per-NF cost (galette_cost.h): 0 unless a measuring window is open */
+\t__u64 start = galette_cost_start();
+\t__u32 variant = galette_nf_main(ctx);
+\tint verdict = galette_nf_act(ctx, variant, &start);
+\tgalette_cost_end(galette_instance_id, start);
+\treturn verdict;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -139,6 +139,24 @@ describe("glue generation", () => {
     expect(shim.indexOf("nf_map_allow_list SEC")).toBeLessThan(shim.indexOf("nf_map_flows SEC"));
   });
 
+  it("times the NF only in a measuring window: entry before the NF, end before the tail call and at the verdict", () => {
+    const shim = generateShim(a, maps);
+    expect(shim).toContain('#include "galette_cost.h"');
+    const entry = shim.slice(shim.indexOf('SEC("xdp")'));
+    // the clock is read (galette_cost_start tests the flag) before the NF runs
+    expect(entry.indexOf("galette_cost_start()")).toBeLessThan(entry.indexOf("galette_nf_main(ctx)"));
+    expect(entry).toMatch(
+      /galette_nf_act\(ctx, variant, &start\);\n\tgalette_cost_end\(galette_instance_id, start\);\n\treturn verdict;/,
+    );
+    // a successful tail call never returns: its run is added before, and not again after
+    expect(shim).toMatch(
+      /galette_cost_end\(galette_instance_id, \*start\);\n\t\t\*start = 0;\n\t\tbpf_tail_call\(ctx, &galette_progs, action->arg\);/,
+    );
+    const header = readFileSync(path.join(ABI_INCLUDE_DIR, "galette_cost.h"), "utf8");
+    expect(header).toContain('volatile __u32 galette_cost_on SEC(".data.cost");');
+    expect(header).toContain('} galette_nf_cost SEC(".maps");');
+  });
+
   it("binds maps in declaration order and checks their sizes at compile time", () => {
     const bpf = generateBpfGlue(a, maps);
     expect(bpf).toContain("extern crate acl_nf as galette_user_nf;");

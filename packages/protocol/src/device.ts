@@ -256,8 +256,13 @@ export const NfCost = z.object({
   instance: z.string().optional(),
   /** "xdp", "userland" or "xdp+userland" */
   placement: z.string().max(32),
-  /** frames this NF ran on in XDP during the measuring window */
+  /** frames this NF ran on in XDP during the measuring window (its action counters) */
   xdpRuns: z.number().nonnegative(),
+  /**
+   * its own XDP program's runs and time during the window, timed by its generated shim from
+   * entry to tail call or verdict (absent: not in XDP, or an object built before per-NF timing)
+   */
+  xdp: ProgramRunCost.optional(),
   /** calls of its native (userland) build and the time inside it, since the workers started */
   userlandCalls: z.number().nonnegative(),
   userlandNs: z.number().nonnegative(),
@@ -267,9 +272,10 @@ export const NfCost = z.object({
 export type NfCost = z.infer<typeof NfCost>;
 
 /**
- * Per-NF cost, from the agent's last measuring window (kernel bpf_stats are on only during
- * it). The kernel accounts a tail-called program to the program that entered it, so the XDP
- * time is the chain's whole XDP path (the root program); per NF it is the frames run.
+ * Per-NF cost, from the agent's last measuring window (kernel bpf_stats and the NF shims'
+ * timing are on only during it). `xdp` is the root program's bpf_stats: the kernel accounts a
+ * tail-called program to the program that entered it, so that is the chain's whole XDP
+ * path; each NF's own share is its `nfs[].xdp`.
  */
 export const DeviceCost = z.object({
   /** ISO-8601 end of the window */

@@ -1,10 +1,13 @@
 /**
- * The kernel half of the installer: carries an InstallSpec out with @galette/xdp-native
- * (maps, programs, action tables, PROG_ARRAY slots, the root program and its swap slot,
- * AF_XDP workers), reconfigures a live installation beside itself, adopts one left by a
- * dead process, and removes it. See docs/dataplane.md "Installing chains".
+ * The kernel half of the installer: `Dataplane` carries an InstallSpec out with
+ * @galette/xdp-native (maps, programs, action tables, PROG_ARRAY slots, the root program
+ * and its swap slot, AF_XDP workers), reconfigures a live installation beside itself,
+ * adopts one left by a dead process, and removes it. What it leans on lives beside it:
+ * the installation record (record.ts), the undo journal of an attempt (undo.ts), the
+ * handles it owns and their clean-up (handles.ts), the maps it creates and fills
+ * (device-maps.ts). See docs/dataplane.md "Installing chains".
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { createLogger, type Logger } from "@galette/log";
 import { GALETTE_MAX_ACTIONS, GALETTE_MAX_INSTANCES, GALETTE_MAX_XSKS } from "@galette/vocabulary";
@@ -15,8 +18,6 @@ import {
   BpfObject,
   closeFd,
   detachXdp,
-  encode,
-  galetteAction,
   InProcessWorkerPool,
   ifIndex,
   type NfInstanceConfig,
@@ -24,30 +25,44 @@ import {
   openPinned,
   type PoolStats,
   type ProgramRunStats,
-  pinFd,
   programInfo,
   programRunStats,
   queryXdp,
   rootProgramObjectPath,
   rxUpcallObjectPath,
-  setDevmapEntry,
   Trace,
-  u32,
   WorkerCrashError,
   type WorkerError,
   type WorkerHealth,
   WorkerPool,
 } from "@galette/xdp-native";
 import {
-  ACTION_CODES,
-  type ActionEntry,
+  createActionTable,
+  createNfMap,
+  type DeviceMaps,
+  fillPorts,
+  fillTable,
+  key32,
+  PORTS_MAP_SIZE,
+} from "./device-maps";
+import { InstallError, withContext } from "./errors";
+import { LiveHandles, type LiveInstance, pinOrReplace, unpin } from "./handles";
+import {
+  DEFAULT_STATE_DIR,
+  type InstallationRecord,
+  processAlive,
+  readRecord,
+  recordPath,
+  type WorkerSettings,
+  writeRecord,
+} from "./record";
+import {
   devicePins,
   type InstallPlan,
   type InstallSpec,
   type InstanceSpec,
   type InterfaceTarget,
   interfaceScope,
-  type MapInstallSpec,
   type NfArtifacts,
   planInstallation,
   type Reconfiguration,
@@ -55,28 +70,19 @@ import {
   slotTablePin,
   targetPorts,
 } from "./spec";
-import { costReuse, ensureCostMaps } from "./cost-maps";
 import { createTraceQueue, openTraceMaps, tracePins } from "./trace-maps";
+import { Undo } from "./undo";
 
-export const DEFAULT_STATE_DIR = "/run/galette";
-
-export interface WorkerSettings {
-  /** AF_XDP worker threads (sockets); default 2 */
-  count: number;
-  mode: "busy-poll" | "blocking";
-  /**
-   * Run the worker threads and NF code inside this process (with its privileges) instead of
-   * the unprivileged worker process. Only for the bench baseline that measures the cost of
-   * isolation; never for a device.
-   */
-  inProcess?: boolean;
-  /**
-   * Frames a userland NF passes go to the host stack through a TAP device per port
-   * (`galh<ifindex>`, created with the workers); default true. false: they are dropped
-   * (`passUnsupported`). The in-process pool has no TAP.
-   */
-  hostDelivery?: boolean;
-}
+// The installation record and InstallError belong to the Dataplane's interface: callers import them here.
+export { InstallError } from "./errors";
+export {
+  DEFAULT_STATE_DIR,
+  type InstallationRecord,
+  processAlive,
+  readRecord,
+  recordPath,
+  type WorkerSettings,
+} from "./record";
 
 /** A userland NF's worker died (crash, seccomp kill) or failed; `nf` when attributable. */
 export interface NfWorkerError {
@@ -98,61 +104,6 @@ export interface DataplaneOptions {
   onNfError?: (err: NfWorkerError) => void;
 }
 
-/** What survives the process: enough to adopt or remove the installation from its pins. */
-export interface InstallationRecord {
-  version: 1;
-  spec: InstallSpec;
-  mode: "drv" | "skb";
-  /** ifindex of the first port */
-  ifindex: number;
-  /** ifindex of the second port of a two-port installation */
-  peerIfindex?: number;
-  /** kernel id of the attached root program */
-  rootProgId: number;
-  workers: WorkerSettings;
-  /** the process that runs the workers */
-  pid: number;
-  updatedAt: string;
-}
-
-/** An installation step the kernel refused; the live chain (if any) was left as it was. */
-export class InstallError extends Error {
-  override name = "InstallError";
-}
-
-export function recordPath(target: InterfaceTarget, stateDir = DEFAULT_STATE_DIR): string {
-  return path.join(stateDir, `${interfaceScope(target)}.json`);
-}
-
-export function readRecord(
-  target: InterfaceTarget,
-  stateDir = DEFAULT_STATE_DIR,
-): InstallationRecord | undefined {
-  const file = recordPath(target, stateDir);
-  if (!existsSync(file)) return undefined;
-  const rec = JSON.parse(readFileSync(file, "utf8")) as InstallationRecord;
-  if (rec.version !== 1)
-    throw new InstallError(`${file}: unknown installation record version ${String(rec.version)}`);
-  return rec;
-}
-
-function writeRecord(rec: InstallationRecord, stateDir: string): void {
-  const file = recordPath(rec.spec.target, stateDir);
-  mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(rec, null, 2)}\n`);
-  renameSync(tmp, file);
-}
-
-export const processAlive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-};
-
 const netnsOf = (t: InterfaceTarget): string | undefined => (t.netns ? netnsPath(t.netns) : undefined);
 
 /** The XDP targets of every port of an installation. */
@@ -164,68 +115,6 @@ const portsLabel = (t: InterfaceTarget): string => targetPorts(t).join(",");
 /** `--iface X` or `--ports A,B` (plus `--netns`), as `galette dataplane down` takes them. */
 const downFlags = (t: InterfaceTarget): string =>
   `${t.peer ? `--ports ${t.iface},${t.peer}` : `--iface ${t.iface}`}${t.netns ? ` --netns ${t.netns}` : ""}`;
-
-const actionsBuffer = (actions: ActionEntry[]): Buffer[] =>
-  Array.from({ length: GALETTE_MAX_ACTIONS }, (_, i) => {
-    const a = actions[i];
-    // Unused variants stay ABORT (0): an NF returning one is a bug worth seeing.
-    return encode(galetteAction, a ? { kind: ACTION_CODES[a.kind], arg: a.arg } : { kind: 0, arg: 0 });
-  });
-
-const key32 = (i: number): Buffer => encode(u32, i);
-
-/** Undo steps of one attempt, run newest first if it fails. */
-class Undo {
-  #steps: Array<[string, () => void]> = [];
-  push(what: string, step: () => void): void {
-    this.#steps.push([what, step]);
-  }
-  run(log: Logger): void {
-    for (const [what, step] of this.#steps.reverse()) {
-      try {
-        step();
-      } catch (err) {
-        log.error({ err, step: what }, "rollback step failed");
-      }
-    }
-    this.#steps = [];
-  }
-}
-
-function pinOrReplace(fd: number, pin: string): void {
-  mkdirSync(path.dirname(pin), { recursive: true });
-  if (existsSync(pin)) rmSync(pin);
-  pinFd(fd, pin);
-}
-
-const unpin = (pin: string) => rmSync(pin, { force: true });
-
-interface DeviceMaps {
-  /**
-   * One action table per slot (index = instance id), created with the installation and
-   * all registered with the workers: a new instance fills the table of its fresh slot and
-   * the workers pick it up with a reload, without a restart (see #syncPool).
-   */
-  tables: BpfMap[];
-  progs: BpfMap;
-  xsks: BpfMap;
-  xskCount: BpfMap;
-  /** galette_ports: ingress ifindex → egress ifindex (empty on one port: `tx` reflects) */
-  ports: BpfMap;
-  rootProgs: BpfMap;
-  /** galette_root_ports[0]: the port whose frames take root slot 1 (absent: an older root) */
-  rootPorts?: BpfMap;
-  /** packet tracing: the XDP records' ring buffer and the workers' queue (trace-maps.ts) */
-  traceRing: BpfMap;
-  traceQueue: BpfMap;
-}
-
-interface LiveInstance {
-  spec: InstanceSpec;
-  counts?: BpfMap;
-  progFd?: number;
-  object?: BpfObject;
-}
 
 export interface NfCounters {
   id: number;
@@ -246,14 +135,9 @@ export interface NfCounters {
  */
 export class Dataplane {
   #record: InstallationRecord;
-  #devMaps: DeviceMaps;
-  #rootFd: number;
-  #maps = new Map<string, BpfMap>();
-  #instances = new Map<number, LiveInstance>();
+  readonly #h: LiveHandles;
   #pool: WorkerPool | InProcessWorkerPool | undefined;
   readonly #onNfError: ((err: NfWorkerError) => void) | undefined;
-  /** the rx upcall program, when the chain's entry runs only in userland */
-  #rx: { progFd: number; object?: BpfObject } | undefined;
   #closed = false;
   readonly log: Logger;
   readonly #stateDir: string;
@@ -268,8 +152,7 @@ export class Dataplane {
   ) {
     this.#onNfError = onNfError;
     this.#record = record;
-    this.#devMaps = dev;
-    this.#rootFd = rootFd;
+    this.#h = new LiveHandles(dev, rootFd);
     this.log = log;
     this.#stateDir = stateDir;
   }
@@ -399,7 +282,7 @@ export class Dataplane {
         options.onNfError,
       );
       const created = dp;
-      undo.push("close dataplane handles", () => created.#closeHandles());
+      undo.push("close dataplane handles", () => created.#h.closeAll());
       await dp.#build(reconf, undo);
       if (spec.rx) await dp.#ensureRx(undo);
       await dp.#syncPool(undo);
@@ -437,7 +320,7 @@ export class Dataplane {
     } catch (err) {
       if (dp) dp.#pool?.stop();
       undo.run(log);
-      throw wrap(err, `installing chain "${spec.chain}" on ${portsLabel(spec.target)}`);
+      throw withContext(err, `installing chain "${spec.chain}" on ${portsLabel(spec.target)}`);
     }
   }
 
@@ -462,56 +345,57 @@ export class Dataplane {
         `chain "${record.spec.chain}" on ${portsLabel(target)} is run by live process ${record.pid}; stop it before adopting`,
       );
     const spec = record.spec;
-    const opened: Array<{ close(): void }> = [];
+    const undo = new Undo();
     try {
       const open = (pin: string) => {
         const m = BpfMap.openPinned(pin);
-        opened.push(m);
+        undo.push(`close ${pin}`, () => m.close());
         return m;
       };
-      const dev = {
+      // records written before two-port support have no ports map: their programs each
+      // hold a private, empty one (tx reflects), so an unshared empty map is equivalent
+      const ports = spec.pins.ports
+        ? open(spec.pins.ports)
+        : BpfMap.create({
+            type: "devmap_hash",
+            name: AbiNames.ports,
+            keySize: 4,
+            valueSize: 4,
+            maxEntries: PORTS_MAP_SIZE,
+          });
+      undo.push("close ports", () => ports.close());
+      const trace = openTraceMaps(tracePins(spec.pins.dir));
+      undo.push("close trace maps", () => {
+        trace.traceRing.close();
+        trace.traceQueue.close();
+      });
+      const dev: DeviceMaps = {
         tables: Array.from({ length: GALETTE_MAX_INSTANCES }, (_, id) =>
           open(slotTablePin(spec.pins.dir, id)),
         ),
         progs: open(spec.pins.progs),
         xsks: open(spec.pins.xsks),
         xskCount: open(spec.pins.xskCount),
-        // records written before two-port support have no ports map: their programs each
-        // hold a private, empty one (tx reflects), so an unshared empty map is equivalent
-        ports: spec.pins.ports
-          ? open(spec.pins.ports)
-          : BpfMap.create({
-              type: "devmap_hash",
-              name: AbiNames.ports,
-              keySize: 4,
-              valueSize: 4,
-              maxEntries: PORTS_MAP_SIZE,
-            }),
+        ports,
         rootProgs: open(spec.pins.rootProgs),
         // records written before chains per direction: a one-slot root without this map
         ...(spec.pins.rootPorts ? { rootPorts: open(spec.pins.rootPorts) } : {}),
-        ...openTraceMaps(tracePins(spec.pins.dir)),
+        ...trace,
       };
-      opened.push(dev.ports, dev.traceRing, dev.traceQueue);
       const rootFd = openPinned(spec.pins.root);
-      opened.push({ close: () => closeFd(rootFd) });
       const dp = new Dataplane(record, dev, rootFd, log, stateDir, options.onNfError);
-      for (const m of spec.maps) dp.#maps.set(m.key, open(m.pin));
+      // from here on every handle opened belongs to dp and is closed with the rest
+      undo.push("close dataplane handles", () => dp.#h.closeAll());
+      for (const m of spec.maps) dp.#h.maps.set(m.key, BpfMap.openPinned(m.pin));
       for (const i of spec.instances) {
         const inst: LiveInstance = { spec: i };
+        dp.#h.instances.set(i.id, inst);
         if (i.xdp) {
-          inst.counts = open(i.pins.counts);
+          inst.counts = BpfMap.openPinned(i.pins.counts);
           inst.progFd = openPinned(i.pins.prog);
-          const fd = inst.progFd;
-          opened.push({ close: () => closeFd(fd) });
         }
-        dp.#instances.set(i.id, inst);
       }
-      if (spec.rx) {
-        const fd = openPinned(spec.rx.pins.prog);
-        opened.push({ close: () => closeFd(fd) });
-        dp.#rx = { progFd: fd };
-      }
+      if (spec.rx) dp.#h.rx = { progFd: openPinned(spec.rx.pins.prog) };
       const rootId = programInfo(rootFd).id;
       const ifindexes = xdpTargets(spec.target).map((xdpTarget) => {
         const state = queryXdp(xdpTarget);
@@ -543,8 +427,8 @@ export class Dataplane {
       log.info({ chain: spec.chain, pid: process.pid }, "installation adopted");
       return dp;
     } catch (err) {
-      for (const o of opened.reverse()) o.close();
-      throw wrap(err, `adopting the installation on ${portsLabel(target)}`);
+      undo.run(log);
+      throw withContext(err, `adopting the installation on ${portsLabel(target)}`);
     }
   }
 
@@ -607,7 +491,7 @@ export class Dataplane {
       throw new InstallError(
         `reconfiguration targets ${interfaceScope(next.target)}, this installation is ${interfaceScope(old.target)}`,
       );
-    if (next.entryB !== undefined && !this.#devMaps.rootPorts)
+    if (next.entryB !== undefined && !this.#h.dev.rootPorts)
       throw new InstallError(
         `chain "${next.chain}" has a direction per port, but the installation on ${portsLabel(old.target)} has a root program from before chains per direction: remove it (\`galette dataplane down ${downFlags(old.target)}\`) and install again`,
       );
@@ -627,15 +511,18 @@ export class Dataplane {
     } catch (err) {
       this.#record.spec = old;
       undo.run(this.log);
-      throw wrap(err, `reconfiguring ${old.target.iface} from chain "${old.chain}" to "${next.chain}"`);
+      throw withContext(
+        err,
+        `reconfiguring ${old.target.iface} from chain "${old.chain}" to "${next.chain}"`,
+      );
     }
     // The switch: one PROG_ARRAY update per direction, each atomic for packets. Slot 1 (the
     // second port's chain) first; emptied after slot 0 when the chain has no directions
     // any more, so those frames fall through to the new slot 0.
     if (next.entryB !== undefined && next.entryB !== old.entryB)
-      this.#devMaps.rootProgs.update(key32(1), key32(this.#progFdOf(next.entryB)));
-    if (next.entry !== old.entry) this.#devMaps.rootProgs.update(key32(0), key32(this.#progFdOf(next.entry)));
-    if (next.entryB === undefined && old.entryB !== undefined) this.#devMaps.rootProgs.delete(key32(1));
+      this.#h.dev.rootProgs.update(key32(1), key32(this.#progFdOf(next.entryB)));
+    if (next.entry !== old.entry) this.#h.dev.rootProgs.update(key32(0), key32(this.#progFdOf(next.entry)));
+    if (next.entryB === undefined && old.entryB !== undefined) this.#h.dev.rootProgs.delete(key32(1));
     try {
       // Resolves once no worker can still run a retired instance.
       await this.#syncPool(new Undo());
@@ -650,8 +537,8 @@ export class Dataplane {
     if (old.rx && !next.rx) this.#retireRx(old);
     for (const key of reconf.maps.retired) {
       const m = old.maps.find((x) => x.key === key)!;
-      this.#maps.get(key)?.close();
-      this.#maps.delete(key);
+      this.#h.maps.get(key)?.close();
+      this.#h.maps.delete(key);
       unpin(m.pin);
     }
     this.#record.updatedAt = new Date().toISOString();
@@ -706,7 +593,7 @@ export class Dataplane {
 
   #xdpSums(i: InstanceSpec): number[] {
     const sums = new Array<number>(i.variants.length).fill(0);
-    const counts = this.#instances.get(i.id)?.counts;
+    const counts = this.#h.instances.get(i.id)?.counts;
     if (counts)
       for (let v = 0; v < i.variants.length; v++) {
         const per = counts.lookupPerCpu(key32(v)) ?? [];
@@ -718,7 +605,7 @@ export class Dataplane {
   /** Kernel bpf_stats of the root program: the whole XDP path, every tail-called NF included. */
   rootRunStats(): ProgramRunStats {
     this.#open();
-    return programRunStats(this.#rootFd);
+    return programRunStats(this.#h.rootFd);
   }
 
   workerStats(): PoolStats | undefined {
@@ -754,7 +641,7 @@ export class Dataplane {
       throw new InstallError(
         `NF "${nf}" has no map "${field}" (maps: ${inst.mapFields.join(", ") || "none"})`,
       );
-    return this.#maps.get(inst.maps[idx]!)!;
+    return this.#h.maps.get(inst.maps[idx]!)!;
   }
 
   /** Stops the workers and closes fds, leaving the chain in the kernel (pins keep it). */
@@ -762,7 +649,7 @@ export class Dataplane {
     if (this.#closed) return;
     this.#pool?.stop();
     this.#pool = undefined;
-    this.#closeHandles();
+    this.#h.closeAll();
     this.#closed = true;
   }
 
@@ -772,7 +659,7 @@ export class Dataplane {
     const t = this.spec.target;
     for (const xdpTarget of xdpTargets(t)) {
       try {
-        detachXdp(xdpTarget, { mode: this.#record.mode, expectedFd: this.#rootFd });
+        detachXdp(xdpTarget, { mode: this.#record.mode, expectedFd: this.#h.rootFd });
       } catch (err) {
         this.log.warn(
           { err, port: xdpTarget.ifname },
@@ -782,7 +669,7 @@ export class Dataplane {
     }
     this.#pool?.stop();
     this.#pool = undefined;
-    this.#closeHandles();
+    this.#h.closeAll();
     this.#closed = true;
     rmSync(this.spec.pins.dir, { recursive: true, force: true });
     rmSync(recordPath(t, this.#stateDir), { force: true });
@@ -797,10 +684,10 @@ export class Dataplane {
 
   #progFdOf(id: number): number {
     if (id === RX_INSTANCE) {
-      if (!this.#rx) throw new InstallError("the rx upcall program is not loaded");
-      return this.#rx.progFd;
+      if (!this.#h.rx) throw new InstallError("the rx upcall program is not loaded");
+      return this.#h.rx.progFd;
     }
-    const fd = this.#instances.get(id)?.progFd;
+    const fd = this.#h.instances.get(id)?.progFd;
     if (fd === undefined) throw new InstallError(`instance ${id} has no XDP program`);
     return fd;
   }
@@ -814,16 +701,16 @@ export class Dataplane {
       undo.push(`close map ${key}`, () => map.close());
       pinOrReplace(map.fd, m.pin);
       undo.push(`unpin map ${key}`, () => unpin(m.pin));
-      this.#maps.set(key, map);
-      undo.push(`forget map ${key}`, () => this.#maps.delete(key));
+      this.#h.maps.set(key, map);
+      undo.push(`forget map ${key}`, () => this.#h.maps.delete(key));
     }
     // Children before parents is not needed: a tail call into a slot filled a moment later
     // only happens once the root slot points at the new chain, which is the last step.
     for (const id of reconf.created) {
       const i = spec.instances.find((x) => x.id === id)!;
       const inst = this.#createInstance(i, undo);
-      this.#instances.set(id, inst);
-      undo.push(`forget instance ${id}`, () => this.#instances.delete(id));
+      this.#h.instances.set(id, inst);
+      undo.push(`forget instance ${id}`, () => this.#h.instances.delete(id));
     }
   }
 
@@ -832,7 +719,7 @@ export class Dataplane {
     mkdirSync(dir, { recursive: true });
     undo.push(`remove ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
     // A fresh slot: its table is idle (all ABORT) until now, nothing reads it yet.
-    const actions = this.#devMaps.tables[i.id]!;
+    const actions = this.#h.dev.tables[i.id]!;
     fillTable(actions, i.actions);
     undo.push(`clear table ${i.id}`, () => fillTable(actions, []));
     const inst: LiveInstance = { spec: i };
@@ -851,40 +738,36 @@ export class Dataplane {
     const reuseMaps: Record<string, BpfMap> = {
       [AbiNames.actions]: actions,
       [AbiNames.counts]: counts,
-      [AbiNames.progs]: this.#devMaps.progs,
-      [AbiNames.xsks]: this.#devMaps.xsks,
-      [AbiNames.xskCount]: this.#devMaps.xskCount,
+      [AbiNames.progs]: this.#h.dev.progs,
+      [AbiNames.xsks]: this.#h.dev.xsks,
+      [AbiNames.xskCount]: this.#h.dev.xskCount,
     };
     i.mapFields.forEach((field, k) => {
-      reuseMaps[`nf_map_${field}`] = this.#maps.get(i.maps[k]!)!;
+      reuseMaps[`nf_map_${field}`] = this.#h.maps.get(i.maps[k]!)!;
     });
     let obj: BpfObject;
-    const cost = ensureCostMaps(this.spec.pins.dir); // per-NF XDP timing, shared by every NF
     try {
       obj = BpfObject.load(i.bpfObject!, {
         name: `nf${i.id}`,
         rodata: { [AbiNames.instanceId]: i.id },
         reuseMaps,
-        // objects built before the ports map (or per-NF timing) existed do not declare it
+        // objects built before the ports map existed do not declare it (their tx reflects)
         reuseMapsIfDeclared: {
-          [AbiNames.ports]: this.#devMaps.ports,
-          [Trace.names.ring]: this.#devMaps.traceRing,
-          ...costReuse(cost),
+          [AbiNames.ports]: this.#h.dev.ports,
+          [Trace.names.ring]: this.#h.dev.traceRing,
         },
       });
     } catch (err) {
-      throw wrap(err, `loading NF "${i.name}" (instance ${i.id}, ${i.bpfObject})`);
-    } finally {
-      cost.close();
+      throw withContext(err, `loading NF "${i.name}" (instance ${i.id}, ${i.bpfObject})`);
     }
     undo.push(`close object ${i.id}`, () => obj.close());
     const progFd = obj.programFd(AbiNames.nfProgram);
     pinOrReplace(progFd, i.pins.prog);
     inst.object = obj;
     inst.progFd = progFd;
-    this.#devMaps.progs.update(key32(i.id), key32(progFd));
+    this.#h.dev.progs.update(key32(i.id), key32(progFd));
     undo.push(`clear slot ${i.id}`, () => {
-      this.#devMaps.progs.delete(key32(i.id));
+      this.#h.dev.progs.delete(key32(i.id));
     });
     return inst;
   }
@@ -896,7 +779,7 @@ export class Dataplane {
    */
   async #ensureRx(undo: Undo): Promise<void> {
     const rx = this.spec.rx!;
-    const table = this.#devMaps.tables[RX_INSTANCE]!;
+    const table = this.#h.dev.tables[RX_INSTANCE]!;
     const before = Array.from(
       { length: GALETTE_MAX_ACTIONS },
       (_, k) => table.lookup(key32(k)) ?? Buffer.alloc(8),
@@ -905,47 +788,42 @@ export class Dataplane {
     undo.push("restore the rx table", () => {
       for (const [k, v] of before.entries()) table.update(key32(k), v);
     });
-    if (this.#rx) return;
+    if (this.#h.rx) return;
     const file = rxUpcallObjectPath();
     let obj: BpfObject;
     try {
       obj = BpfObject.load(file, {
         name: "galette_rx",
-        reuseMaps: { [AbiNames.xsks]: this.#devMaps.xsks, [AbiNames.xskCount]: this.#devMaps.xskCount },
-        reuseMapsIfDeclared: { [Trace.names.ring]: this.#devMaps.traceRing },
+        reuseMaps: { [AbiNames.xsks]: this.#h.dev.xsks, [AbiNames.xskCount]: this.#h.dev.xskCount },
+        reuseMapsIfDeclared: { [Trace.names.ring]: this.#h.dev.traceRing },
       });
     } catch (err) {
-      throw wrap(err, `loading the rx upcall program (${file})`);
+      throw withContext(err, `loading the rx upcall program (${file})`);
     }
     const progFd = obj.programFd("galette_rx_upcall");
     pinOrReplace(progFd, rx.pins.prog);
-    this.#rx = { progFd, object: obj };
+    this.#h.rx = { progFd, object: obj };
     undo.push("unload the rx upcall program", () => {
       unpin(rx.pins.prog);
       obj.close();
-      this.#rx = undefined;
+      this.#h.rx = undefined;
     });
   }
 
   #retireRx(old: InstallSpec): void {
-    if (!this.#rx) return;
-    if (this.#rx.object) this.#rx.object.close();
-    else closeFd(this.#rx.progFd);
-    this.#rx = undefined;
+    if (!this.#h.rx) return;
+    this.#h.closeRx();
     unpin(old.rx!.pins.prog);
-    fillTable(this.#devMaps.tables[RX_INSTANCE]!, []);
+    fillTable(this.#h.dev.tables[RX_INSTANCE]!, []);
   }
 
   #retireInstance(id: number): void {
-    const inst = this.#instances.get(id);
+    const inst = this.#h.instances.get(id);
     if (!inst) return;
-    if (inst.spec.xdp) this.#devMaps.progs.delete(key32(id));
-    fillTable(this.#devMaps.tables[id]!, []);
-    inst.counts?.close();
-    if (inst.object) inst.object.close();
-    else if (inst.progFd !== undefined) closeFd(inst.progFd);
+    if (inst.spec.xdp) this.#h.dev.progs.delete(key32(id));
+    fillTable(this.#h.dev.tables[id]!, []);
+    this.#h.closeInstance(id);
     rmSync(path.dirname(inst.spec.pins.prog), { recursive: true, force: true });
-    this.#instances.delete(id);
   }
 
   /**
@@ -961,12 +839,12 @@ export class Dataplane {
     const upcalls = this.spec.instances.some((i) => i.actions.some((a) => a.kind === "upcall"));
     const needed = userland.length > 0 || upcalls || this.spec.rx !== undefined;
     const libraries = new Map(userland.map((i) => [i.id, i]));
-    const instances: NfInstanceConfig[] = this.#devMaps.tables.map((table, id) => {
+    const instances: NfInstanceConfig[] = this.#h.dev.tables.map((table, id) => {
       const i = libraries.get(id);
       return {
         id,
         actions: table,
-        ...(i ? { library: i.library!, maps: i.maps.map((k) => this.#maps.get(k)!) } : {}),
+        ...(i ? { library: i.library!, maps: i.maps.map((k) => this.#h.maps.get(k)!) } : {}),
       };
     });
     if (this.#pool?.running) {
@@ -991,10 +869,10 @@ export class Dataplane {
       ...(t.netns ? { netns: netnsPath(t.netns) } : {}),
       workers: this.#record.workers.count,
       mode: this.#record.workers.mode,
-      xskMap: this.#devMaps.xsks,
-      xskCountMap: this.#devMaps.xskCount,
+      xskMap: this.#h.dev.xsks,
+      xskCountMap: this.#h.dev.xskCount,
       instances,
-      traceQueue: this.#devMaps.traceQueue,
+      traceQueue: this.#h.dev.traceQueue,
       onError: (err: WorkerError) => this.#workerError(err),
     };
     // After a crash the kernel releases the dead owner's AF_XDP sockets asynchronously
@@ -1019,26 +897,6 @@ export class Dataplane {
       if (this.#pool === started) this.#pool = undefined;
     });
   }
-
-  #closeHandles(): void {
-    for (const inst of this.#instances.values()) {
-      inst.counts?.close();
-      if (inst.object) inst.object.close();
-      else if (inst.progFd !== undefined) closeFd(inst.progFd);
-    }
-    this.#instances.clear();
-    if (this.#rx) {
-      if (this.#rx.object) this.#rx.object.close();
-      else closeFd(this.#rx.progFd);
-      this.#rx = undefined;
-    }
-    for (const m of this.#maps.values()) m.close();
-    this.#maps.clear();
-    const { tables, ...single } = this.#devMaps;
-    for (const m of [...tables, ...Object.values(single)]) m?.close();
-    if (this.#rootFd >= 0) closeFd(this.#rootFd);
-    this.#rootFd = -1;
-  }
 }
 
 /** Waits until the workers received nothing new for a few polls (bounded: 1 s). */
@@ -1050,63 +908,4 @@ async function drainPool(pool: WorkerPool | InProcessWorkerPool): Promise<void> 
     quiet = now === last ? quiet + 1 : 0;
     last = now;
   }
-}
-
-/** Entries of galette_ports (the ABI's DEVMAP_HASH size; an installation has one or two ports). */
-const PORTS_MAP_SIZE = 8;
-
-/**
- * Two ports: a frame arriving on one leaves (`tx`) through the other. Written from inside
- * the ports' namespace: the kernel resolves DEVMAP ifindexes in the writer's.
- */
-function fillPorts(ports: BpfMap, a: number, b: number, netns: string | undefined): void {
-  setDevmapEntry(ports.fd, a, b, netns);
-  setDevmapEntry(ports.fd, b, a, netns);
-}
-
-function createActionTable(): BpfMap {
-  return BpfMap.create({
-    type: "array",
-    name: AbiNames.actions,
-    keySize: 4,
-    valueSize: galetteAction.size,
-    maxEntries: GALETTE_MAX_ACTIONS,
-  });
-}
-
-function fillTable(table: BpfMap, actions: ActionEntry[]): void {
-  for (const [k, v] of actionsBuffer(actions).entries()) table.update(key32(k), v);
-}
-
-function createNfMap(m: MapInstallSpec): BpfMap {
-  const type =
-    m.type === "hash_map"
-      ? "hash"
-      : m.type === "lru_hash"
-        ? "lru_hash"
-        : (m.type as "array" | "lpm_trie" | "percpu_array" | "percpu_hash");
-  try {
-    return BpfMap.create({
-      type,
-      name: m.name,
-      keySize: m.keySize,
-      valueSize: m.valueSize,
-      maxEntries: m.maxEntries,
-      flags: m.flags,
-    });
-  } catch (err) {
-    throw wrap(
-      err,
-      `creating map "${m.key}" (${m.type}[${m.maxEntries}], key ${m.keySize} B, value ${m.valueSize} B)`,
-    );
-  }
-}
-
-function wrap(err: unknown, context: string): Error {
-  if (err instanceof InstallError && err.message.startsWith(context)) return err;
-  const msg = err instanceof Error ? err.message : String(err);
-  const e = new InstallError(`${context}: ${msg}`, { cause: err });
-  const vlog = (err as { verifierLog?: unknown } | undefined)?.verifierLog;
-  if (typeof vlog === "string" && vlog && !msg.includes(vlog)) e.message += `\nverifier log:\n${vlog}`;
-  return e;
 }

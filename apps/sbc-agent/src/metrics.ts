@@ -7,6 +7,7 @@
  */
 import { createServer, type Server } from "node:http";
 import { isIP } from "node:net";
+import { nfXdpTotals } from "@galette/installer";
 import type { Logger } from "@galette/log";
 import { Counter, Gauge, Registry } from "prom-client";
 import type { GaletteAgent as Agent } from "./agent";
@@ -197,6 +198,36 @@ export function agentRegistry(agent: Agent, log: Logger): Registry {
     "Frames each NF ran on in XDP during the last cost window",
     ["nf", "uuid"],
     () => (agent.cost?.nfs ?? []).map((c) => [{ nf: c.instance ?? "", uuid: c.uuid }, c.xdpRuns]),
+  );
+  const xdpTotals = () => {
+    const dp = agent.dataplane;
+    return dp ? safe("per-NF XDP cost", () => nfXdpTotals(dp)) : [];
+  };
+  readCounter(
+    registry,
+    "galette_nf_xdp_runs_total",
+    "Runs of each NF's XDP program timed by its shim (only during cost windows)",
+    ["nf", "uuid"],
+    () => xdpTotals().map((t) => [{ nf: t.instance, uuid: t.uuid }, t.runs]),
+  );
+  readCounter(
+    registry,
+    "galette_nf_xdp_seconds_total",
+    "Time in each NF's XDP program, from its entry to its tail call or verdict (only during cost windows)",
+    ["nf", "uuid"],
+    () => xdpTotals().map((t) => [{ nf: t.instance, uuid: t.uuid }, t.ns / 1e9]),
+  );
+  readGauge(
+    registry,
+    "galette_nf_xdp_ns_per_frame",
+    "Each NF's own XDP ns per frame in the last cost window",
+    ["nf", "uuid"],
+    () =>
+      (agent.cost?.nfs ?? []).flatMap((c) =>
+        c.xdp?.nsPerRun === undefined
+          ? []
+          : [[{ nf: c.instance ?? "", uuid: c.uuid }, c.xdp.nsPerRun] as [Record<string, string>, number]],
+      ),
   );
   readCounter(registry, "galette_worker_frames_total", "AF_XDP worker frames by outcome", ["outcome"], () => {
     const t = safe("worker stats", () => [agent.dataplane?.workerStats()?.totals]).at(0);

@@ -56,7 +56,7 @@ describeKernel("agent metrics and per-NF cost: a real agent, a real chain, real 
     for (let i = 0; i < 40; i++) {
       await bounce(veth, `metrics-${i}`, 20, veth.ipA, 1);
       summary = DeviceSummary.parse(await fleet.operator.getDevice(DEVICE));
-      if ((summary.cost?.xdp.runCount ?? 0) > 0 && (summary.cost?.nfs[0]?.xdpRuns ?? 0) > 0) break;
+      if ((summary.cost?.xdp.runCount ?? 0) > 0 && (summary.cost?.nfs[0]?.xdp?.runCount ?? 0) > 0) break;
       await sleep(200);
     }
     const cost = summary?.cost;
@@ -65,6 +65,14 @@ describeKernel("agent metrics and per-NF cost: a real agent, a real chain, real 
     expect(cost!.xdp.nsPerRun).toBeGreaterThan(0);
     expect(cost!.nfs).toMatchObject([{ instance: "macswap", placement: "xdp" }]);
     expect(cost!.nfs[0]!.xdpRuns).toBeGreaterThan(0);
+    // the NF's own XDP program, timed by its shim during the window: one run per frame it ran
+    // on (frames arrive at any time here: one crossing an edge of the window may be in one
+    // count and not the other; the installer's e2e checks equality with frames mid-window)
+    const own = cost!.nfs[0]!.xdp!;
+    expect(own.runCount).toBeGreaterThan(0);
+    expect(Math.abs(own.runCount - cost!.nfs[0]!.xdpRuns)).toBeLessThanOrEqual(2);
+    expect(own.nsPerRun).toBeGreaterThan(0);
+    expect(own.runTimeNs).toBeLessThan(cost!.xdp.runTimeNs);
 
     const after = await scrape();
     expect(sample(after, "galette_nf_actions_total", { nf: "macswap", action: "Tx" })).toBeGreaterThanOrEqual(
@@ -73,11 +81,18 @@ describeKernel("agent metrics and per-NF cost: a real agent, a real chain, real 
     expect(sample(after, "galette_chain_xdp_runs_total")).toBeGreaterThan(0);
     expect(sample(after, "galette_chain_xdp_seconds_total")).toBeGreaterThan(0);
     expect(sample(after, "galette_nf_xdp_window_frames", { nf: "macswap" })).toBeGreaterThanOrEqual(0);
+    expect(sample(after, "galette_nf_xdp_runs_total", { nf: "macswap" })).toBeGreaterThanOrEqual(
+      own.runCount,
+    );
+    expect(sample(after, "galette_nf_xdp_seconds_total", { nf: "macswap" })).toBeGreaterThan(0);
 
     const shown = fleet.cli(["device", "show", DEVICE]);
     // a later window may have seen no frames: the format, not the numbers (checked above)
     expect(shown).toMatch(/cost: +XDP path (\d+ ns\/frame|idle) over \d+ frames \(bpf_stats, \d+ ms window/);
-    expect(shown).toMatch(/macswap +xdp +\d+ +0 +-/);
+    expect(shown).toMatch(
+      /NF +PLACEMENT +XDP FRAMES \(WINDOW\) +XDP NS\/FRAME +USERLAND CALLS +USERLAND NS\/CALL/,
+    );
+    expect(shown).toMatch(/macswap +xdp +\d+ +(\d+ ns|-) +0 +-/);
 
     const notFound = await fetch(`http://127.0.0.1:${port}/other`);
     expect(notFound.status).toBe(404);

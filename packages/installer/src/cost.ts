@@ -19,7 +19,8 @@ export { enableBpfStats, withBpfStats } from "@galette/xdp-native";
 export async function measureCost(dp: Dataplane, windowMs: number): Promise<DeviceCost> {
   if (!(windowMs > 0) || windowMs > 60_000)
     throw new Error(`cost measuring window must be 1 ms to 60 s, got ${windowMs} ms`);
-  const xdpIds = dp.spec.instances.filter((i) => i.xdp).map((i) => i.id);
+  const spec = dp.spec;
+  const xdpIds = spec.instances.filter((i) => i.xdp).map((i) => i.id);
   const maps = openCostMaps(dp.spec.pins.dir);
   try {
     const release = enableBpfStats();
@@ -49,7 +50,7 @@ export async function measureCost(dp: Dataplane, windowMs: number): Promise<Devi
     }
     const countsAfter = xdpFrames(dp);
     const pool = dp.workerStats();
-    const nfs = dp.spec.instances.map((i): NfCost => {
+    const nfs = spec.instances.map((i): NfCost => {
       const ps = pool?.instances.find((s) => s.id === i.id);
       const calls = ps?.calls ?? 0;
       const ns = ps?.nanoseconds ?? 0;
@@ -69,6 +70,8 @@ export async function measureCost(dp: Dataplane, windowMs: number): Promise<Devi
         ...(calls > 0 ? { userlandNsPerCall: ns / calls } : {}),
       };
     });
+    // a chain reconfigured during the window: its slots may hold another instance's runs
+    if (dp.spec === spec) addTotals(dp, nfs);
     return {
       measuredAt: new Date().toISOString(),
       windowMs: Math.max(1, Date.now() - started),
@@ -104,4 +107,38 @@ function readTimed(maps: CostMaps, ids: number[]): Map<number, NfXdpTotals> {
 /** Frames each XDP instance has counted (its galette_counts, every variant). */
 function xdpFrames(dp: Dataplane): Map<number, number> {
   return new Map(dp.xdpCounts().map((c) => [c.id, c.total]));
+}
+
+export interface NfXdpTotal {
+  uuid: string;
+  instance: string;
+  runs: number;
+  ns: number;
+}
+
+/** Per installation, each NF instance's timed XDP runs and ns summed over every window. */
+const totals = new WeakMap<Dataplane, Map<string, NfXdpTotal>>();
+
+function addTotals(dp: Dataplane, nfs: NfCost[]): void {
+  const t = totals.get(dp) ?? new Map<string, NfXdpTotal>();
+  totals.set(dp, t);
+  for (const n of nfs) {
+    if (!n.xdp) continue;
+    const cur = t.get(n.uuid) ?? { uuid: n.uuid, instance: n.instance ?? n.uuid, runs: 0, ns: 0 };
+    cur.runs += n.xdp.runCount;
+    cur.ns += n.xdp.runTimeNs;
+    t.set(n.uuid, cur);
+  }
+}
+
+/**
+ * Each XDP NF's own runs and time summed over the measuring windows taken on `dp` by this
+ * process (counters that grow only during windows), for the NFs installed now.
+ */
+export function nfXdpTotals(dp: Dataplane): NfXdpTotal[] {
+  const t = totals.get(dp);
+  if (!t) return [];
+  const live = new Set(dp.spec.instances.map((i) => i.uuid));
+  for (const uuid of t.keys()) if (!live.has(uuid)) t.delete(uuid);
+  return [...t.values()];
 }

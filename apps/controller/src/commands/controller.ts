@@ -199,7 +199,7 @@ function printDevice(d: DeviceSummary): void {
   if (d.graceSeconds !== undefined) out(`dead-man's switch grace: ${d.graceSeconds} s`);
 }
 
-/** Per-NF cost: the chain's XDP ns/frame (bpf_stats window) and each NF's frames and userland time. */
+/** Per-NF cost: the chain's XDP ns/frame (bpf_stats window), each NF's own XDP frames and ns/frame (its shim's timing in the window) and userland time. */
 function printCost(cost: DeviceSummary["cost"]): void {
   if (!cost) {
     out("cost:         not measured yet");
@@ -210,11 +210,12 @@ function printCost(cost: DeviceSummary["cost"]): void {
     `cost:         XDP path ${cost.xdp.nsPerRun === undefined ? "idle" : `${ns(cost.xdp.nsPerRun)}/frame`} over ${cost.xdp.runCount} frames (bpf_stats, ${cost.windowMs} ms window at ${cost.measuredAt})`,
   );
   printTable(
-    ["NF", "PLACEMENT", "XDP FRAMES (WINDOW)", "USERLAND CALLS", "USERLAND NS/CALL"],
+    ["NF", "PLACEMENT", "XDP FRAMES (WINDOW)", "XDP NS/FRAME", "USERLAND CALLS", "USERLAND NS/CALL"],
     cost.nfs.map((n) => [
       n.instance ?? n.uuid,
       n.placement,
       String(n.xdpRuns),
+      ns(n.xdp?.nsPerRun),
       String(n.userlandCalls),
       ns(n.userlandNsPerCall),
     ]),

@@ -23,7 +23,7 @@ import type { FastifyBaseLogger } from "fastify";
 import { RequestError } from "./control";
 import { evaluateGate, formatGateTerm, GateError, type GateValues, parseGate } from "./rollouts-gate";
 import type { DeviceRecord, Repository } from "./storage/repository";
-import { selectorMatches } from "./storage/sqlite";
+import { selectorMatches } from "./storage/rows";
 
 /** A device that neither holds a notification connection nor reported within this is offline. */
 export const OFFLINE_AFTER_SECONDS = 30;

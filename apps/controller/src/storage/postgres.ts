@@ -1,8 +1,6 @@
-import type { NfInterface } from "@galette/chain";
 import { createLogger, type Logger } from "@galette/log";
 import type {
   ArtifactMeta,
-  AssignmentSource,
   AuditEntry,
   DeviceStatusReport,
   Labels,
@@ -12,7 +10,6 @@ import type {
   Signature,
   SignedMapEntries,
   SignedReleaseKeySet,
-  TokenScope,
 } from "@galette/protocol";
 import { chainGraphFromStored } from "@galette/protocol";
 import pg from "pg";
@@ -29,7 +26,17 @@ import type {
   Repository,
   TokenRecord,
 } from "./repository";
-import { canonicalSelector, selectorMatches } from "./sqlite";
+import {
+  canonicalSelector,
+  type DeviceRow,
+  deviceFromRow,
+  type NfRow,
+  nfFromRow,
+  ruleFromRow,
+  type SelectorRuleRow,
+  type TokenRow,
+  tokenFromRow,
+} from "./rows";
 
 /** The channel every replica LISTENs on for "assignment changed". */
 export const ASSIGNMENT_CHANNEL = "galette_assignment";
@@ -166,112 +173,6 @@ async function listen(url: string, shared: Shared, attempt = 0): Promise<void> {
   }
   shared.listener = client;
   if (attempt > 0) shared.log.info("PostgreSQL LISTEN connection back");
-}
-
-interface DeviceRow {
-  name: string;
-  labels: string;
-  serial: string;
-  cert_pem: string;
-  enrolled_at: string;
-  not_after: string;
-  revoked_at: string | null;
-  last_seen_at: string | null;
-  assigned_chain: string | null;
-  assigned_version: number | null;
-  status: string | null;
-  status_at: string | null;
-}
-
-interface RuleRow {
-  id: number;
-  chain: string;
-  version: number | null;
-  selector: string;
-  created_at: string;
-}
-
-interface TokenRow {
-  name: string;
-  scopes: string;
-  created_at: string;
-  expires_at: string | null;
-  last_used_at: string | null;
-}
-
-interface NfRow {
-  name: string;
-  source_digest: string;
-  build: NfRecord["build"];
-  build_message: string | null;
-  build_hash: string;
-  interface: string;
-  artifacts: string;
-  published_at: string;
-}
-
-function ruleFromRow(row: RuleRow): SelectorRule {
-  return {
-    id: row.id,
-    chain: row.chain,
-    version: row.version,
-    selector: JSON.parse(row.selector) as Labels,
-    createdAt: row.created_at,
-  };
-}
-
-function tokenFromRow(row: TokenRow): TokenRecord {
-  return {
-    name: row.name,
-    scopes: JSON.parse(row.scopes) as TokenScope[],
-    createdAt: row.created_at,
-    expiresAt: row.expires_at,
-    lastUsedAt: row.last_used_at,
-  };
-}
-
-function nfFromRow(row: NfRow): NfRecord {
-  return {
-    name: row.name,
-    sourceDigest: row.source_digest,
-    build: row.build,
-    buildMessage: row.build_message,
-    buildHash: row.build_hash,
-    interface: JSON.parse(row.interface) as NfInterface,
-    artifacts: JSON.parse(row.artifacts) as ArtifactMeta[],
-    publishedAt: row.published_at,
-  };
-}
-
-/** The same resolution as SQLite's: explicit assignment, else the newest matching rule. */
-function deviceFromRow(row: DeviceRow, rules: SelectorRule[]): DeviceRecord {
-  const labels = JSON.parse(row.labels) as Labels;
-  let assignedChain = row.assigned_chain;
-  let assignedVersion = row.assigned_version;
-  let assignedBy: AssignmentSource | null = assignedChain ? { kind: "explicit" } : null;
-  if (!assignedChain) {
-    const rule = rules.findLast((r) => selectorMatches(r.selector, labels));
-    if (rule) {
-      assignedChain = rule.chain;
-      assignedVersion = rule.version;
-      assignedBy = { kind: "selector", rule: rule.id, selector: rule.selector };
-    }
-  }
-  return {
-    name: row.name,
-    labels,
-    serial: row.serial,
-    certPem: row.cert_pem,
-    enrolledAt: row.enrolled_at,
-    notAfter: row.not_after,
-    revokedAt: row.revoked_at,
-    lastSeenAt: row.last_seen_at,
-    assignedChain,
-    assignedVersion,
-    assignedBy,
-    status: row.status ? (JSON.parse(row.status) as DeviceStatusReport) : null,
-    statusAt: row.status_at,
-  };
 }
 
 /**
@@ -506,7 +407,7 @@ class Postgres implements PostgresRepository {
       const db = tx as Postgres;
       await db.#run("DELETE FROM selector_rules WHERE selector = $1", [canonical]);
       const row = (
-        await db.#rows<RuleRow>(
+        await db.#rows<SelectorRuleRow>(
           "INSERT INTO selector_rules (chain, version, selector, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
           [chain, version, canonical, at],
         )
@@ -519,9 +420,10 @@ class Postgres implements PostgresRepository {
     const canonical = canonicalSelector(selector);
     return this.transaction(async (tx) =>
       (
-        await (tx as Postgres).#rows<RuleRow>("DELETE FROM selector_rules WHERE selector = $1 RETURNING *", [
-          canonical,
-        ])
+        await (tx as Postgres).#rows<SelectorRuleRow>(
+          "DELETE FROM selector_rules WHERE selector = $1 RETURNING *",
+          [canonical],
+        )
       )
         .sort((a, b) => a.id - b.id)
         .map(ruleFromRow),
@@ -529,7 +431,7 @@ class Postgres implements PostgresRepository {
   }
 
   async listSelectorRules(): Promise<SelectorRule[]> {
-    return (await this.#rows<RuleRow>("SELECT * FROM selector_rules ORDER BY id")).map(ruleFromRow);
+    return (await this.#rows<SelectorRuleRow>("SELECT * FROM selector_rules ORDER BY id")).map(ruleFromRow);
   }
 
   async insertToken(token: Parameters<Repository["insertToken"]>[0]): Promise<void> {

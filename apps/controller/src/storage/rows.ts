@@ -1,0 +1,133 @@
+/**
+ * Rows as both databases return them (the same tables, TEXT timestamps in ISO form, JSON
+ * documents as TEXT) and their mapping to the repository's records: one definition for
+ * SQLite and PostgreSQL.
+ */
+import type { NfInterface } from "@galette/chain";
+import type {
+  ArtifactMeta,
+  AssignmentSource,
+  DeviceStatusReport,
+  Labels,
+  SelectorRule,
+  TokenScope,
+} from "@galette/protocol";
+import type { DeviceRecord, NfRecord, TokenRecord } from "./repository";
+
+/** Labels as JSON with sorted keys: equal selectors give equal strings. */
+export function canonicalSelector(selector: Labels): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(selector).sort(([a], [b]) => (a < b ? -1 : 1))));
+}
+
+export function selectorMatches(selector: Labels, labels: Labels): boolean {
+  return Object.entries(selector).every(([key, value]) => labels[key] === value);
+}
+
+export interface SelectorRuleRow {
+  id: number;
+  chain: string;
+  version: number | null;
+  selector: string;
+  created_at: string;
+}
+
+export function ruleFromRow(row: SelectorRuleRow): SelectorRule {
+  return {
+    id: row.id,
+    chain: row.chain,
+    version: row.version,
+    selector: JSON.parse(row.selector) as Labels,
+    createdAt: row.created_at,
+  };
+}
+
+export interface TokenRow {
+  name: string;
+  scopes: string;
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+}
+
+export function tokenFromRow(row: TokenRow): TokenRecord {
+  return {
+    name: row.name,
+    scopes: JSON.parse(row.scopes) as TokenScope[],
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    lastUsedAt: row.last_used_at,
+  };
+}
+
+export interface NfRow {
+  name: string;
+  source_digest: string;
+  build: NfRecord["build"];
+  build_message: string | null;
+  build_hash: string;
+  interface: string;
+  artifacts: string;
+  published_at: string;
+}
+
+export function nfFromRow(row: NfRow): NfRecord {
+  return {
+    name: row.name,
+    sourceDigest: row.source_digest,
+    build: row.build,
+    buildMessage: row.build_message,
+    buildHash: row.build_hash,
+    interface: JSON.parse(row.interface) as NfInterface,
+    artifacts: JSON.parse(row.artifacts) as ArtifactMeta[],
+    publishedAt: row.published_at,
+  };
+}
+
+export interface DeviceRow {
+  name: string;
+  labels: string;
+  serial: string;
+  cert_pem: string;
+  enrolled_at: string;
+  not_after: string;
+  revoked_at: string | null;
+  last_seen_at: string | null;
+  assigned_chain: string | null;
+  assigned_version: number | null;
+  status: string | null;
+  status_at: string | null;
+}
+
+/**
+ * Resolves the effective assignment: the explicit one if set, else the newest rule
+ * (rules are passed oldest first) whose selector the labels match.
+ */
+export function deviceFromRow(row: DeviceRow, rules: SelectorRule[]): DeviceRecord {
+  const labels = JSON.parse(row.labels) as Labels;
+  let assignedChain = row.assigned_chain;
+  let assignedVersion = row.assigned_version;
+  let assignedBy: AssignmentSource | null = assignedChain ? { kind: "explicit" } : null;
+  if (!assignedChain) {
+    const rule = rules.findLast((r) => selectorMatches(r.selector, labels));
+    if (rule) {
+      assignedChain = rule.chain;
+      assignedVersion = rule.version;
+      assignedBy = { kind: "selector", rule: rule.id, selector: rule.selector };
+    }
+  }
+  return {
+    name: row.name,
+    labels,
+    serial: row.serial,
+    certPem: row.cert_pem,
+    enrolledAt: row.enrolled_at,
+    notAfter: row.not_after,
+    revokedAt: row.revoked_at,
+    lastSeenAt: row.last_seen_at,
+    assignedChain,
+    assignedVersion,
+    assignedBy,
+    status: row.status ? (JSON.parse(row.status) as DeviceStatusReport) : null,
+    statusAt: row.status_at,
+  };
+}

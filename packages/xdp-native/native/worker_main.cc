@@ -144,6 +144,8 @@ struct Config {
   std::string keep_cap_bpf = "auto";
   // BPF queue map for packet-trace records (galette_trace.h); -1: tracing not wired
   int trace_fd = -1;
+  // how long a bind waits for a queue a closed socket still holds (EBUSY)
+  uint32_t bind_wait_ms = 3000;
 };
 
 uint32_t ParseU32(const char* s, const char* name) {
@@ -188,6 +190,8 @@ Config ParseArgs(int argc, char** argv) {
       c.read_dirs.push_back(next());
     else if (a == "--keep-cap-bpf")
       c.keep_cap_bpf = next();
+    else if (a == "--bind-wait-ms")
+      c.bind_wait_ms = ParseU32(next(), "--bind-wait-ms");
     else if (a == "--trace-fd")
       c.trace_fd = static_cast<int>(ParseU32(next(), "--trace-fd"));
     else
@@ -700,10 +704,11 @@ void BindSockets(Process* p, uint32_t from) {
       sa.sxdp_shared_umem_fd = static_cast<uint32_t>(p->sockets[g * c.workers].fd);
     }
     if (!sa.sxdp_ifindex) Fatal("shared header: no ifindex for port " + std::to_string(port));
-    // A queue a just-closed socket held stays busy until the kernel's deferred release: retry,
-    // bounded (3 s).
-    for (int tries = 0; bind(p->sockets[i].fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0; tries++) {
-      if (errno != EBUSY || tries >= 150)
+    // A queue a closed socket held stays busy until the kernel released that socket, which
+    // waits for every frame it transmitted to be freed (replaced sockets: at a slow receiver,
+    // that can take seconds): retry, bounded (--bind-wait-ms).
+    for (uint32_t tries = 0; bind(p->sockets[i].fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0; tries++) {
+      if (errno != EBUSY || tries >= c.bind_wait_ms / 20)
         Fatal("bind AF_XDP socket " + std::to_string(i) + " to ifindex " + std::to_string(sa.sxdp_ifindex) + " queue " +
                   std::to_string(sa.sxdp_queue_id),
               errno);

@@ -1,11 +1,15 @@
 // The agent's half of an out-of-process worker pool: the UMEM (a memfd both processes
 // map), the AF_XDP sockets, the XSKMAP entries and the shared counter region live here,
 // for the pool's life; the worker process (worker_main.cc, started by the TS side with
-// the fds from workerPoolChildFds) only runs the frame loop and the NF code. Because the
-// sockets outlive any worker, a restarted worker binds nothing: it maps the same rings and
-// goes on, and XDP keeps redirecting into the same sockets meanwhile. The sockets leave here
-// unbound, their rings sized: the first worker maps the rings, then binds (libxdp's order;
-// some kernels, 6.1 among them, refuse to map a bound socket's rings).
+// the fds from workerPoolChildFds) only runs the frame loop and the NF code. The sockets
+// leave here unbound, their rings sized: the first worker maps the rings, then binds
+// (libxdp's order; some kernels, 6.1 among them, refuse to map a bound socket's rings).
+// Where the kernel maps a bound socket's rings, a restarted worker takes the same sockets
+// over: it maps their rings and goes on, XDP redirecting into them meanwhile. Where it does
+// not (found by a probe after the first bind, see Publish), the supervisor replaces what the
+// dead worker held before starting the next one (workerPoolRebuild): a new UMEM and new
+// sockets for every queue of the pool, bound by the new worker and put into the XSKMAP
+// slots of the old ones; the XDP programs and other pools' slots are not touched.
 #include <fcntl.h>
 #include <linux/ethtool.h>
 #include <linux/if_tun.h>
@@ -21,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <functional>
 #include <memory>
 #include <set>
 
@@ -73,6 +78,29 @@ struct WPool {
   // group-major: socket of thread t in group g = g * workers + t; a group's first socket is
   // its UMEM's own fd (closed by xsk_umem__delete), the others are ours
   std::vector<int> xsks;
+  // Our read-only view of every socket's RX and TX ring (xsks order), mapped before bind:
+  // what a dead worker left in them is counted when its sockets are replaced.
+  struct RingView {
+    void* rx = nullptr;
+    void* tx = nullptr;
+    size_t rx_len = 0, tx_len = 0;
+    xdp_mmap_offsets off{};
+  };
+  std::vector<RingView> views;
+  // Socket takeover after a worker death: whether this kernel maps a bound socket's rings
+  // (-1: not probed yet), and whether the caller asked for replacement anyway.
+  int remap_bound = -1;
+  bool force_rebuild = false;
+  // the XSKMAP slots still point at replaced (closed) sockets until the next Publish
+  bool slots_stale = false;
+  uint64_t rebuilds = 0;
+  // frames the replaced sockets held for the dead worker (RX ring, unsent TX descriptors)
+  // or the kernel dropped on them after the death (ring full, fill ring empty)
+  uint64_t rebuild_lost = 0;
+  // the kernel's counters of replaced sockets (per worker thread) and of the current ones
+  // when the worker died
+  std::vector<xdp_statistics> retired_stats;
+  std::vector<xdp_statistics> at_death;
   uint32_t ifindex[kMaxPorts] = {};
   int ctl = -1;        // our end of the current worker's control channel
   int ctl_child = -1;  // its end, until the worker is spawned
@@ -123,32 +151,34 @@ void KillWorker(WPool* p) {
   p->pid = -1;
 }
 
-std::string Teardown(WPool* p) {
-  std::string first;
-  auto note = [&](const std::string& what) {
-    if (first.empty()) first = what + ": " + strerror(errno) + " (" + ErrnoName(errno) + ")";
-  };
-  if (p->published) {
-    p->published = false;
-    uint32_t zero = 0, key = 0;
-    if (bpf_map_update_elem(p->xsk_count_fd, &key, &zero, 0) != 0) note("reset socket count map");
-    for (key = 1; key < p->count_entries && key < 4; key++)
-      if (bpf_map_update_elem(p->xsk_count_fd, &key, &zero, 0) != 0)
-        note("reset galette_xsk_count[" + std::to_string(key) + "]");
-    for (uint32_t i = 0; i < p->xsks.size(); i++)
-      if (bpf_map_delete_elem(p->xsk_map_fd, &i) != 0 && errno != ENOENT)
-        note("clear XSKMAP slot " + std::to_string(i));
+void AddStats(xdp_statistics* to, const xdp_statistics& s) {
+  to->rx_dropped += s.rx_dropped;
+  to->rx_invalid_descs += s.rx_invalid_descs;
+  to->tx_invalid_descs += s.tx_invalid_descs;
+  to->rx_ring_full += s.rx_ring_full;
+  to->rx_fill_ring_empty_descs += s.rx_fill_ring_empty_descs;
+  to->tx_ring_empty_descs += s.tx_ring_empty_descs;
+}
+
+bool SocketStats(int fd, xdp_statistics* out) {
+  *out = xdp_statistics{};
+  socklen_t len = sizeof *out;
+  return fd >= 0 && getsockopt(fd, SOL_XDP, XDP_STATISTICS, out, &len) == 0;
+}
+
+// Closes the sockets and their UMEM registrations and unmaps the UMEM; the shared counters
+// and the TAP devices stay. The sockets' kernel counters go into retired_stats first, so a
+// thread's counters carry on over a replacement. Safe on a half-built set.
+void DestroySockets(WPool* p, const std::function<void(const std::string&)>& note) {
+  for (uint32_t i = 0; i < p->xsks.size(); i++) {
+    xdp_statistics st;
+    if (SocketStats(p->xsks[i], &st)) AddStats(&p->retired_stats[i % p->workers], st);
   }
-  if (p->ctl >= 0) close(p->ctl);
-  p->ctl = -1;
-  if (p->ctl_child >= 0) close(p->ctl_child);
-  p->ctl_child = -1;
-  KillWorker(p);
-  // A TAP device that is not persistent goes away with its last fd (the worker's died above).
-  for (int& fd : p->tap_fds) {
-    if (fd >= 0) close(fd);
-    fd = -1;
+  for (WPool::RingView& v : p->views) {
+    if (v.rx) munmap(v.rx, v.rx_len);
+    if (v.tx) munmap(v.tx, v.tx_len);
   }
+  p->views.clear();
   for (uint32_t i = 0; i < p->xsks.size(); i++)
     if (i % p->workers != 0 && p->xsks[i] >= 0) close(p->xsks[i]);
   p->xsks.clear();
@@ -165,6 +195,35 @@ std::string Teardown(WPool* p) {
   p->area = nullptr;
   if (p->umem_fd >= 0) close(p->umem_fd);
   p->umem_fd = -1;
+}
+
+std::string Teardown(WPool* p) {
+  std::string first;
+  auto note = [&](const std::string& what) {
+    if (first.empty()) first = what + ": " + strerror(errno) + " (" + ErrnoName(errno) + ")";
+  };
+  if (p->published) {
+    p->published = false;
+    uint32_t zero = 0, key = 0;
+    if (bpf_map_update_elem(p->xsk_count_fd, &key, &zero, 0) != 0) note("reset socket count map");
+    for (key = 1; key < p->count_entries && key < 4; key++)
+      if (bpf_map_update_elem(p->xsk_count_fd, &key, &zero, 0) != 0)
+        note("reset galette_xsk_count[" + std::to_string(key) + "]");
+    for (uint32_t i = 0; i < p->workers * p->groups; i++)
+      if (bpf_map_delete_elem(p->xsk_map_fd, &i) != 0 && errno != ENOENT)
+        note("clear XSKMAP slot " + std::to_string(i));
+  }
+  if (p->ctl >= 0) close(p->ctl);
+  p->ctl = -1;
+  if (p->ctl_child >= 0) close(p->ctl_child);
+  p->ctl_child = -1;
+  KillWorker(p);
+  // A TAP device that is not persistent goes away with its last fd (the worker's died above).
+  for (int& fd : p->tap_fds) {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  }
+  DestroySockets(p, note);
   if (p->shm_fd >= 0) close(p->shm_fd);
   p->shm_fd = -1;
   // The shared counters stay mapped: stats stay readable after stop.
@@ -251,6 +310,80 @@ uint32_t RxQueues(Napi::Env env, const std::string& ifname) {
   return n ? n : 1;
 }
 
+// The UMEM (a fresh memfd), one registration per group, the sockets with their rings sized
+// but neither mapped nor bound (the worker does both), each group's fill ring filled.
+void CreateSockets(Napi::Env env, WPool* p) {
+  std::string where = p->ifname + (p->ports > 1 ? "," + p->peer : "");
+  p->area_size = static_cast<size_t>(p->frame_count) * p->frame_size;
+  // The UMEM is a memfd so the worker process maps the very same pages.
+  p->umem_fd = static_cast<int>(syscall(SYS_memfd_create, "galette-umem", MFD_CLOEXEC));
+  if (p->umem_fd < 0) ThrowErrno(env, errno, "create the UMEM memfd");
+  if (ftruncate(p->umem_fd, static_cast<off_t>(p->area_size)) != 0) ThrowErrno(env, errno, "size the UMEM memfd");
+  p->area = mmap(nullptr, p->area_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, p->umem_fd, 0);
+  if (p->area == MAP_FAILED) {
+    p->area = nullptr;
+    ThrowErrno(env, errno, "map " + std::to_string(p->area_size) + " bytes of UMEM");
+  }
+  xsk_umem_config ucfg{};
+  ucfg.fill_size = p->frame_count;
+  ucfg.comp_size = p->frame_count;
+  ucfg.frame_size = p->frame_size;
+  for (uint32_t g = 0; g < kMaxGroups; g++) {
+    p->fq[g] = xsk_ring_prod{};
+    p->cq[g] = xsk_ring_cons{};
+  }
+  int err = 0;
+  for (uint32_t g = 0; g < p->groups; g++) {
+    err = xsk_umem__create(&p->umem[g], p->area, p->area_size, &p->fq[g], &p->cq[g], &ucfg);
+    if (err) {
+      p->umem[g] = nullptr;
+      ThrowErrno(env, err, "create UMEM for " + where, {{"ifname", p->ifname}});
+    }
+  }
+  // The sockets, rings sized; the worker maps them, then binds.
+  for (uint32_t g = 0; g < p->groups; g++) {
+    const uint32_t port = g < p->queues[0] ? 0 : 1;
+    const uint32_t queue = port ? g - p->queues[0] : g;
+    const std::string& ifname = port == 0 ? p->ifname : p->peer;
+    std::string at = ifname + " queue " + std::to_string(queue);
+    for (uint32_t t = 0; t < p->workers; t++) {
+      int fd = t == 0 ? xsk_umem__fd(p->umem[g]) : socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
+      if (fd < 0)
+        ThrowErrno(env, errno, "create AF_XDP socket " + std::to_string(t) + " on " + at, {{"ifname", ifname}});
+      p->xsks.push_back(fd);
+      for (int opt : {XDP_RX_RING, XDP_TX_RING})
+        if (setsockopt(fd, SOL_XDP, opt, &p->ring_size, sizeof p->ring_size) != 0)
+          ThrowErrno(env, errno, "size the rings of AF_XDP socket " + std::to_string(t) + " on " + at,
+                     {{"ifname", ifname}});
+      // our view of its RX and TX rings, while it is unbound (see WPool::views)
+      WPool::RingView& v = p->views.emplace_back();
+      socklen_t len = sizeof v.off;
+      if (getsockopt(fd, SOL_XDP, XDP_MMAP_OFFSETS, &v.off, &len) != 0)
+        ThrowErrno(env, errno, "read the ring offsets of AF_XDP socket " + std::to_string(t) + " on " + at);
+      v.rx_len = v.off.rx.desc + p->ring_size * sizeof(xdp_desc);
+      v.tx_len = v.off.tx.desc + p->ring_size * sizeof(xdp_desc);
+      const std::pair<size_t, off_t> rings[2] = {{v.rx_len, static_cast<off_t>(XDP_PGOFF_RX_RING)},
+                                                 {v.tx_len, static_cast<off_t>(XDP_PGOFF_TX_RING)}};
+      for (int r = 0; r < 2; r++) {
+        void* m = mmap(nullptr, rings[r].first, PROT_READ, MAP_SHARED, fd, rings[r].second);
+        if (m == MAP_FAILED)
+          ThrowErrno(env, errno, "map the rings of AF_XDP socket " + std::to_string(t) + " on " + at);
+        (r == 0 ? v.rx : v.tx) = m;
+      }
+    }
+  }
+  // Each group's fill ring gets that group's share of the frames (see worker_shm.h).
+  const uint32_t share = p->frame_count / p->groups;
+  for (uint32_t g = 0; g < p->groups; g++) {
+    uint32_t fidx = 0;
+    if (xsk_ring_prod__reserve(&p->fq[g], share, &fidx) != share)
+      ThrowErrno(env, ENOSPC, "fill ring of " + where + " cannot take " + std::to_string(share) + " frames");
+    for (uint32_t i = 0; i < share; i++)
+      *xsk_ring_prod__fill_addr(&p->fq[g], fidx + i) = static_cast<uint64_t>(g * share + i) * p->frame_size;
+    xsk_ring_prod__submit(&p->fq[g], share);
+  }
+}
+
 void SetUp(Napi::Env env, WPool* p) {
   NetnsScope ns(env, p->netns);
   // The layout: every RX queue of each port (or the first queues_opt), checked against the
@@ -281,32 +414,6 @@ void SetUp(Napi::Env env, WPool* p) {
     ThrowErrno(env, EINVAL,
                std::to_string(p->frame_count) + " UMEM frames are too few for " + std::to_string(p->groups) +
                    " RX queues on " + where + " (at least 64 each; raise frameCount)");
-  p->area_size = static_cast<size_t>(p->frame_count) * p->frame_size;
-  // The UMEM is a memfd so the worker process maps the very same pages.
-  p->umem_fd = static_cast<int>(syscall(SYS_memfd_create, "galette-umem", MFD_CLOEXEC));
-  if (p->umem_fd < 0) ThrowErrno(env, errno, "create the UMEM memfd");
-  if (ftruncate(p->umem_fd, static_cast<off_t>(p->area_size)) != 0) ThrowErrno(env, errno, "size the UMEM memfd");
-  p->area = mmap(nullptr, p->area_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, p->umem_fd, 0);
-  if (p->area == MAP_FAILED) {
-    p->area = nullptr;
-    ThrowErrno(env, errno, "map " + std::to_string(p->area_size) + " bytes of UMEM");
-  }
-  xsk_umem_config ucfg{};
-  ucfg.fill_size = p->frame_count;
-  ucfg.comp_size = p->frame_count;
-  ucfg.frame_size = p->frame_size;
-  for (uint32_t g = 0; g < kMaxGroups; g++) {
-    p->fq[g] = xsk_ring_prod{};
-    p->cq[g] = xsk_ring_cons{};
-  }
-  int err = 0;
-  for (uint32_t g = 0; g < p->groups; g++) {
-    err = xsk_umem__create(&p->umem[g], p->area, p->area_size, &p->fq[g], &p->cq[g], &ucfg);
-    if (err) {
-      p->umem[g] = nullptr;
-      ThrowErrno(env, err, "create UMEM for " + where, {{"ifname", p->ifname}});
-    }
-  }
   if (p->host_tap)
     for (uint32_t port = 0; port < p->ports; port++) p->tap_fds[port] = OpenTap(env, port == 0 ? p->ifname : p->peer);
   for (uint32_t port = 0; port < p->ports; port++) {
@@ -314,34 +421,7 @@ void SetUp(Napi::Env env, WPool* p) {
     p->ifindex[port] = if_nametoindex(ifname.c_str());
     if (!p->ifindex[port]) ThrowErrno(env, errno, "ifindex of " + ifname, {{"ifname", ifname}});
   }
-  // The sockets, rings sized but neither mapped nor bound (the worker does both).
-  for (uint32_t g = 0; g < p->groups; g++) {
-    const uint32_t port = g < p->queues[0] ? 0 : 1;
-    const uint32_t queue = port ? g - p->queues[0] : g;
-    const std::string& ifname = port == 0 ? p->ifname : p->peer;
-    std::string at = ifname + " queue " + std::to_string(queue);
-    for (uint32_t t = 0; t < p->workers; t++) {
-      int fd = t == 0 ? xsk_umem__fd(p->umem[g]) : socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
-      if (fd < 0)
-        ThrowErrno(env, errno, "create AF_XDP socket " + std::to_string(t) + " on " + at, {{"ifname", ifname}});
-      p->xsks.push_back(fd);
-      for (int opt : {XDP_RX_RING, XDP_TX_RING})
-        if (setsockopt(fd, SOL_XDP, opt, &p->ring_size, sizeof p->ring_size) != 0)
-          ThrowErrno(env, errno, "size the rings of AF_XDP socket " + std::to_string(t) + " on " + at,
-                     {{"ifname", ifname}});
-    }
-  }
-  // Each group's fill ring gets that group's share of the frames (see worker_shm.h).
-  const uint32_t share = p->frame_count / p->groups;
-  for (uint32_t g = 0; g < p->groups; g++) {
-    uint32_t fidx = 0;
-    if (xsk_ring_prod__reserve(&p->fq[g], share, &fidx) != share)
-      ThrowErrno(env, ENOSPC, "fill ring of " + where + " cannot take " + std::to_string(share) + " frames");
-    for (uint32_t i = 0; i < share; i++)
-      *xsk_ring_prod__fill_addr(&p->fq[g], fidx + i) = static_cast<uint64_t>(g * share + i) * p->frame_size;
-    xsk_ring_prod__submit(&p->fq[g], share);
-  }
-
+  CreateSockets(env, p);
   p->shm_size = RegionSize(p->workers);
   p->shm_fd = static_cast<int>(syscall(SYS_memfd_create, "galette-worker-shm", MFD_CLOEXEC));
   if (p->shm_fd < 0) ThrowErrno(env, errno, "create the worker counter memfd");
@@ -407,6 +487,8 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
   if (c.type != BPF_MAP_TYPE_ARRAY || c.key_size != 4 || c.value_size != 4)
     ThrowErrno(env, EINVAL, "xskCountMapFd must be an ARRAY u32 -> u32 (galette_xsk_count)");
   p->count_entries = c.max_entries;
+  p->force_rebuild = cfg.Get("rebuildSockets").IsBoolean() && cfg.Get("rebuildSockets").As<Napi::Boolean>().Value();
+  p->retired_stats.assign(p->workers, xdp_statistics{});
   p->open = true;
   LivePools().insert(p.get());
   try {
@@ -460,9 +542,12 @@ Napi::Value Spawned(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// workerPoolExited(handle): the TS side saw the worker exit.
+// workerPoolExited(handle): the TS side saw the worker exit. The sockets' kernel counters
+// now are where the frames lost until they are replaced (if they are) are counted from.
 Napi::Value Exited(const Napi::CallbackInfo& info) {
   WPool* p = Get(info);
+  p->at_death.assign(p->xsks.size(), xdp_statistics{});
+  for (uint32_t i = 0; i < p->xsks.size(); i++) SocketStats(p->xsks[i], &p->at_death[i]);
   if (p->pidfd >= 0) close(p->pidfd);
   p->pidfd = -1;
   p->pid = -1;
@@ -592,18 +677,115 @@ Napi::Value Send(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// What a dead worker left in the sockets about to be replaced, counted. Frames waiting in
+// an RX ring and TX descriptors the kernel never took go with the sockets (rebuild_lost),
+// as do frames the kernel dropped on them since the death (ring full, fill ring empty).
+// Frames of the UMEM in no ring at all died in the worker's hands (crash_recovered, as
+// RecoverFrames in worker_main.cc counts them when a worker takes sockets over). The ring
+// indices come from the worker's side of shared memory: each count is clamped to its ring.
+void CountLeftovers(WPool* p) {
+  const uint32_t share = p->frame_count / p->groups;  // groups >= 1: SetUp checked frames/group >= 64
+  const uint32_t used = share * p->groups;            // frames given to the fill rings
+  std::vector<uint8_t> seen(used, 0);
+  auto mark = [&](uint64_t addr) {
+    const uint64_t f = addr / p->frame_size;
+    if (f < used) seen[f] = 1;
+  };
+  auto visit = [&](const void* base, const xdp_ring_offset& off, uint32_t size, bool desc) -> uint32_t {
+    const uint8_t* b = static_cast<const uint8_t*>(base);
+    const uint32_t prod = __atomic_load_n(reinterpret_cast<const uint32_t*>(b + off.producer), __ATOMIC_ACQUIRE);
+    const uint32_t cons = __atomic_load_n(reinterpret_cast<const uint32_t*>(b + off.consumer), __ATOMIC_ACQUIRE);
+    const uint32_t n = prod - cons <= size ? prod - cons : size;
+    for (uint32_t i = 0; i < n; i++) {
+      const uint32_t k = (cons + i) & (size - 1);
+      mark(desc ? reinterpret_cast<const xdp_desc*>(b + off.desc)[k].addr
+                : reinterpret_cast<const uint64_t*>(b + off.desc)[k]);
+    }
+    return n;
+  };
+  uint64_t lost = 0;
+  for (uint32_t i = 0; i < p->views.size(); i++) {
+    const WPool::RingView& v = p->views[i];
+    lost += visit(v.rx, v.off.rx, p->ring_size, true);
+    lost += visit(v.tx, v.off.tx, p->ring_size, true);
+  }
+  for (uint32_t g = 0; g < p->groups; g++) {
+    // libxdp's ring structs point into our own mappings of the fill and completion rings
+    for (const auto& [prod, cons, ring, size] :
+         {std::tuple{p->fq[g].producer, p->fq[g].consumer, p->fq[g].ring, p->fq[g].size},
+          std::tuple{p->cq[g].producer, p->cq[g].consumer, p->cq[g].ring, p->cq[g].size}}) {
+      const uint32_t pr = __atomic_load_n(prod, __ATOMIC_ACQUIRE), co = __atomic_load_n(cons, __ATOMIC_ACQUIRE);
+      const uint32_t n = pr - co <= size ? pr - co : size;
+      for (uint32_t i = 0; i < n; i++) mark(static_cast<const uint64_t*>(ring)[(co + i) & (size - 1)]);
+    }
+  }
+  for (uint32_t i = 0; i < p->xsks.size() && i < p->at_death.size(); i++) {
+    xdp_statistics now;
+    if (!SocketStats(p->xsks[i], &now)) continue;
+    lost += (now.rx_dropped - p->at_death[i].rx_dropped) + (now.rx_ring_full - p->at_death[i].rx_ring_full);
+  }
+  p->rebuild_lost += lost;
+  uint64_t held = 0;
+  for (uint8_t b : seen) held += !b;
+  if (held) Add(&static_cast<Header*>(p->shm)->crash_recovered, held);
+}
+
+// workerPoolRebuild(handle): replaces what the dead worker held (see the top of this file):
+// counts what it left, closes its sockets and UMEM (the kernel takes them out of the
+// XSKMAP), and creates new ones for the next worker to map and bind. The next Publish
+// puts them into the same XSKMAP slots. Frames XDP upcalls in between find no socket.
+Napi::Value Rebuild(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  WPool* p = Get(info);
+  if (!p->open) ThrowType(env, "worker pool on " + p->ifname + " is stopped");
+  if (p->pid > 0) ThrowType(env, "worker pool on " + p->ifname + " still has a worker: its sockets stay");
+  std::string first;
+  auto note = [&](const std::string& what) {
+    if (first.empty()) first = what + ": " + strerror(errno) + " (" + ErrnoName(errno) + ")";
+  };
+  if (!p->xsks.empty()) {
+    CountLeftovers(p);
+    DestroySockets(p, note);
+    p->slots_stale = true;
+  }
+  p->at_death.clear();
+  if (!first.empty()) ThrowErrno(env, EIO, "replace the AF_XDP sockets on " + p->ifname + ": " + first);
+  // Nothing is bound now, and the journals describe rings that are gone.
+  Header* h = static_cast<Header*>(p->shm);
+  __atomic_store_n(&h->bound_sockets, 0, __ATOMIC_RELEASE);
+  ThreadShm* t = Threads(p->shm);
+  for (uint32_t i = 0; i < p->workers; i++) memset(&t[i].journal, 0, offsetof(Journal, rx_addr));
+  try {
+    NetnsScope ns(env, p->netns);
+    CreateSockets(env, p);
+  } catch (...) {
+    DestroySockets(p, note);  // a later call starts over
+    throw;
+  }
+  p->rebuilds++;
+  return env.Undefined();
+}
+
 // workerPoolPublish(handle): XDP starts choosing our sockets.
 Napi::Value Publish(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   WPool* p = Get(info);
-  if (p->published) return env.Undefined();
+  if (p->published && !p->slots_stale) return env.Undefined();
   // the worker binds before it reports ready; an unbound socket in the XSKMAP takes nothing
   uint32_t bound = __atomic_load_n(&static_cast<Header*>(p->shm)->bound_sockets, __ATOMIC_ACQUIRE);
-  if (bound < p->xsks.size())
+  if (p->xsks.empty() || bound < p->xsks.size())
     ThrowErrno(env, EINVAL,
                "the worker bound " + std::to_string(bound) + " of " + std::to_string(p->xsks.size()) +
                    " AF_XDP sockets on " + p->ifname);
+  // Whether the next worker can take these sockets over: does the kernel map the rings of a
+  // bound socket (6.1 does not)? Asked once, of the first socket.
+  if (p->remap_bound < 0) {
+    void* m = mmap(nullptr, p->views[0].rx_len, PROT_READ, MAP_SHARED, p->xsks[0], XDP_PGOFF_RX_RING);
+    p->remap_bound = m != MAP_FAILED;
+    if (m != MAP_FAILED) munmap(m, p->views[0].rx_len);
+  }
   p->published = true;
+  p->slots_stale = false;
   for (uint32_t i = 0; i < p->xsks.size(); i++) {
     int fd = p->xsks[i];
     if (bpf_map_update_elem(p->xsk_map_fd, &i, &fd, 0) != 0)
@@ -690,6 +872,9 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   out.Set("retiredTables", p->pid > 0 ? Load32(&h->retired_count) : 0);
   out.Set("crashRecovered", static_cast<double>(Load(&h->crash_recovered)));
   out.Set("keepsCapBpf", Load32(&h->keeps_cap_bpf) == 1);
+  out.Set("takeover", p->force_rebuild || p->remap_bound == 0 ? "rebuild" : "remap");
+  out.Set("socketRebuilds", static_cast<double>(p->rebuilds));
+  out.Set("framesLostInRebuilds", static_cast<double>(p->rebuild_lost));
   // frames received per RX queue of each port, summed over the threads
   Napi::Array per_port = Napi::Array::New(env);
   for (uint32_t port = 0, g = 0; port < p->ports; port++) {
@@ -713,21 +898,13 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
 #undef X
     if (p->open && i < p->xsks.size()) {
       // the thread's sockets of every group (port), summed
-      xdp_statistics ks{};
+      xdp_statistics ks = p->retired_stats[i];  // of the sockets this thread had before
       bool got = false;
       for (uint32_t g = 0; g < p->groups; g++) {
-        xdp_statistics one{};
-        socklen_t len = sizeof one;
-        if (g * p->workers + i >= p->xsks.size() ||
-            getsockopt(p->xsks[g * p->workers + i], SOL_XDP, XDP_STATISTICS, &one, &len) != 0)
-          continue;
+        xdp_statistics one;
+        if (g * p->workers + i >= p->xsks.size() || !SocketStats(p->xsks[g * p->workers + i], &one)) continue;
         got = true;
-        ks.rx_dropped += one.rx_dropped;
-        ks.rx_invalid_descs += one.rx_invalid_descs;
-        ks.tx_invalid_descs += one.tx_invalid_descs;
-        ks.rx_ring_full += one.rx_ring_full;
-        ks.rx_fill_ring_empty_descs += one.rx_fill_ring_empty_descs;
-        ks.tx_ring_empty_descs += one.tx_ring_empty_descs;
+        AddStats(&ks, one);
       }
       if (got) {
         Napi::Object k = Napi::Object::New(env);
@@ -791,6 +968,7 @@ void RegisterWorkerPool(Napi::Env env, Napi::Object exports) {
   exports.Set("workerPoolExited", Napi::Function::New(env, Exited));
   exports.Set("workerPoolKill", Napi::Function::New(env, KillCall));
   exports.Set("workerPoolSend", Napi::Function::New(env, Send));
+  exports.Set("workerPoolRebuild", Napi::Function::New(env, Rebuild));
   exports.Set("workerPoolPublish", Napi::Function::New(env, Publish));
   exports.Set("workerPoolQuiesced", Napi::Function::New(env, Quiesced));
   exports.Set("workerPoolCrashSite", Napi::Function::New(env, CrashSite));

@@ -191,18 +191,26 @@ export interface NativeAddon {
   poolUpdate(h: PoolHandle, instances: NativeInstanceConfig[]): number;
   poolQuiesced(h: PoolHandle, generation: number): boolean;
   poolStats(h: PoolHandle): NativePoolStats;
-  workerPoolOpen(config: Omit<NativePoolConfig, "instances" | "busyPoll">): WorkerPoolHandle;
+  workerPoolOpen(
+    config: Omit<NativePoolConfig, "instances" | "busyPoll"> & { rebuildSockets?: boolean },
+  ): WorkerPoolHandle;
   workerPoolChildFds(h: WorkerPoolHandle): number[];
   workerPoolSpawned(h: WorkerPoolHandle, pid: number): void;
   workerPoolExited(h: WorkerPoolHandle): void;
   workerPoolKill(h: WorkerPoolHandle): void;
   workerPoolSend(h: WorkerPoolHandle, instances: NativeInstanceConfig[], generation: number): void;
+  workerPoolRebuild(h: WorkerPoolHandle): void;
   workerPoolPublish(h: WorkerPoolHandle): void;
   workerPoolQuiesced(h: WorkerPoolHandle, generation: number): boolean;
   workerPoolCrashSite(h: WorkerPoolHandle): number[];
-  workerPoolStats(
-    h: WorkerPoolHandle,
-  ): NativePoolStats & { crashRecovered: number; keepsCapBpf: boolean; rxPerQueue: number[][] };
+  workerPoolStats(h: WorkerPoolHandle): NativePoolStats & {
+    crashRecovered: number;
+    keepsCapBpf: boolean;
+    rxPerQueue: number[][];
+    takeover: "remap" | "rebuild";
+    socketRebuilds: number;
+    framesLostInRebuilds: number;
+  };
   workerPoolClose(h: WorkerPoolHandle): void;
   ringbufOpen(mapFd: number): RingbufHandle;
   ringbufConsume(h: RingbufHandle): Buffer[];

@@ -105,6 +105,15 @@ export interface WorkerPoolOptions {
    * kernel (tests).
    */
   keepCapBpf?: "auto" | "always";
+  /**
+   * What the next worker gets after a death: "auto" (default) the same sockets where the
+   * kernel maps a bound socket's rings (probed after the first bind), else new ones;
+   * "rebuild" always new ones (the only way on Linux 6.1; tests force it on any kernel).
+   * New ones: this process closes the dead worker's sockets and UMEM and creates new ones for
+   * every queue of the pool, the new worker binds them and they take the XSKMAP slots of the
+   * old ones. The XDP programs stay as they are.
+   */
+  socketTakeover?: "auto" | "rebuild";
 }
 
 export class WorkerError extends Error {
@@ -197,6 +206,19 @@ export interface WorkerHealth {
   crashesByInstance: Record<number, number>;
   /** frames found in a dead worker's hands, dropped and returned to the fill ring */
   framesLostInCrashes: number;
+  /**
+   * How a worker takes over after a death: "remap" maps the dead one's sockets, "rebuild"
+   * gets new ones (kernels that map a socket's rings only before bind, or socketTakeover)
+   */
+  socketTakeover: "remap" | "rebuild";
+  /** times the sockets were replaced after a death */
+  socketRebuilds: number;
+  /**
+   * frames lost with replaced sockets: waiting in their RX rings, unsent TX descriptors, and
+   * what the kernel dropped on them after the death. Frames XDP upcalls while no socket
+   * is bound (from the close to the new worker's bind) are dropped by the upcall unseen.
+   */
+  framesLostInRebuilds: number;
   /** from a death to the next worker running the instance table again, last restart */
   lastRestartMs: number | undefined;
   /** the delay before the next restart when backing off */
@@ -306,7 +328,9 @@ interface Waiter {
  * AF_XDP workers running native NFs in a separate, unprivileged process
  * (galette-nf-worker) that this object starts and supervises. This process keeps the
  * UMEM, the AF_XDP sockets and the XSKMAP entries, so a worker that crashes or is killed
- * is replaced without touching XDP or rebinding anything. See docs/dataplane.md.
+ * is replaced without touching XDP: the next one takes the sockets over, or, where the
+ * kernel does not let it (6.1), gets new ones in the same XSKMAP slots (socketTakeover).
+ * See docs/dataplane.md.
  */
 export class WorkerPool {
   #handle: WorkerPoolHandle | undefined;
@@ -331,6 +355,8 @@ export class WorkerPool {
   #deaths: number[] = [];
   #restartTimer: NodeJS.Timeout | undefined;
   #diedAt = 0;
+  /** a worker could not map its inherited sockets' rings: replace them from now on */
+  #mapRefused = false;
   /**
    * The worker's only readable directory besides the system libraries: every NF library
    * is copied here (content-addressed, read-only) before the worker may load it, so the
@@ -347,6 +373,9 @@ export class WorkerPool {
     crashes: 0,
     crashesByInstance: {},
     framesLostInCrashes: 0,
+    socketTakeover: "remap",
+    socketRebuilds: 0,
+    framesLostInRebuilds: 0,
     lastRestartMs: undefined,
     backoffMs: 0,
     lastCrash: undefined,
@@ -394,6 +423,7 @@ export class WorkerPool {
         batchSize: o.batchSize,
         xskMapFd: fdOf(o.xskMap),
         xskCountMapFd: fdOf(o.xskCountMap),
+        ...(o.socketTakeover === "rebuild" ? { rebuildSockets: true } : {}),
       });
     } catch (err) {
       rmSync(this.#stageDir, { recursive: true, force: true });
@@ -404,6 +434,7 @@ export class WorkerPool {
       this.#confirmed = { instances: this.#instances, generation: 1 };
       await this.#launch();
       native().workerPoolPublish(this.#handle);
+      this.#readHealth();
       this.#started = true;
     } catch (err) {
       this.stop();
@@ -449,7 +480,7 @@ export class WorkerPool {
   }
 
   /** Starts a worker process, waits until it runs, and hands it the current instance set. */
-  async #launch(): Promise<void> {
+  async #launch(bindWaitMs = 3000): Promise<void> {
     const h = this.#handle!;
     const o = this.options;
     const fds = native().workerPoolChildFds(h);
@@ -476,6 +507,8 @@ export class WorkerPool {
       String(this.#user.uid),
       "--gid",
       String(this.#user.gid),
+      "--bind-wait-ms",
+      String(bindWaitMs),
       "--keep-cap-bpf",
       o.keepCapBpf === "always" ? "yes" : "auto",
       ...(o.mode === "busy-poll" ? ["--busy-poll"] : []),
@@ -533,9 +566,7 @@ export class WorkerPool {
     const timeoutMs = o.startTimeoutMs ?? 10_000;
     await withTimeout(ready, timeoutMs, `NF worker on ${o.ifname} not ready after ${timeoutMs} ms`);
     this.#ready = undefined;
-    const s = native().workerPoolStats(h);
-    this.#health.keepsCapBpf = s.keepsCapBpf;
-    this.#health.framesLostInCrashes = s.crashRecovered;
+    this.#readHealth();
     await this.#sendAndWait(this.#confirmed.instances, this.#confirmed.generation, timeoutMs);
   }
 
@@ -601,6 +632,8 @@ export class WorkerPool {
     if (h) native().workerPoolExited(h);
     if (this.#stopping || !h) return;
     this.#diedAt = Date.now();
+    // a kernel that maps a socket's rings only before bind (the probe should have said so)
+    if (this.#fatal.includes("of a bound AF_XDP socket")) this.#mapRefused = true;
     const instances = native().workerPoolCrashSite(h);
     const detail = this.#fatal || this.#stderr.trim().split("\n").slice(-1)[0] || undefined;
     const err = new WorkerCrashError(this.options.ifname, { instances, signal, exitCode: code, detail });
@@ -633,7 +666,7 @@ export class WorkerPool {
     this.#restartTimer = setTimeout(() => {
       this.#restartTimer = undefined;
       if (this.#stopping) return settle!();
-      this.#launch().then(
+      this.#relaunch().then(
         () => {
           this.#health.restarts++;
           this.#health.lastRestartMs = Date.now() - this.#diedAt;
@@ -671,6 +704,30 @@ export class WorkerPool {
     return delay;
   }
 
+  /**
+   * The next worker: on the dead one's sockets, or on new ones that then take their XSKMAP
+   * slots (see socketTakeover).
+   */
+  async #relaunch(): Promise<void> {
+    const h = this.#handle!;
+    const rebuild = this.#mapRefused || native().workerPoolStats(h).takeover === "rebuild";
+    if (rebuild) native().workerPoolRebuild(h);
+    // New sockets bind once the kernel released the old ones: it waits for every frame they
+    // transmitted to be freed, which a slow receiver can hold for seconds.
+    await this.#launch(rebuild ? Math.max(3000, (this.options.startTimeoutMs ?? 10_000) - 1000) : 3000);
+    native().workerPoolPublish(h);
+    this.#readHealth();
+  }
+
+  #readHealth(): void {
+    const s = native().workerPoolStats(this.#handle!);
+    this.#health.keepsCapBpf = s.keepsCapBpf;
+    this.#health.framesLostInCrashes = s.crashRecovered;
+    this.#health.socketTakeover = this.#mapRefused ? "rebuild" : s.takeover;
+    this.#health.socketRebuilds = s.socketRebuilds;
+    this.#health.framesLostInRebuilds = s.framesLostInRebuilds;
+  }
+
   #confirm(instances: readonly NfInstanceConfig[], generation: number): void {
     if (generation > this.#confirmed.generation) this.#confirmed = { instances: [...instances], generation };
   }
@@ -691,8 +748,7 @@ export class WorkerPool {
 
   /** The supervisor's view: restarts, crashes per NF instance, backoff, restart cost. */
   health(): WorkerHealth {
-    if (this.#handle)
-      this.#health.framesLostInCrashes = native().workerPoolStats(this.#handle).crashRecovered;
+    if (this.#handle) this.#readHealth();
     return { ...this.#health, crashesByInstance: { ...this.#health.crashesByInstance } };
   }
 

@@ -11,7 +11,6 @@ import type {
   SignedMapEntries,
   SignedReleaseKeySet,
 } from "@galette/protocol";
-import { chainGraphFromStored } from "@galette/protocol";
 import pg from "pg";
 import type { SharedArtifacts } from "./artifacts";
 import { faultPoint } from "./fault-point";
@@ -27,13 +26,21 @@ import type {
   TokenRecord,
 } from "./repository";
 import {
+  type ChainReleaseRow,
+  type ChainVersionRow,
   canonicalSelector,
+  chainReleaseFromRow,
+  chainVersionFromRow,
   type DeviceRow,
   deviceFromRow,
   type NfRow,
   nfFromRow,
+  type RolloutRow,
+  rolloutFromRow,
   ruleFromRow,
   type SelectorRuleRow,
+  type SignedRow,
+  signedFromRow,
   type TokenRow,
   tokenFromRow,
 } from "./rows";
@@ -525,27 +532,8 @@ class Postgres implements PostgresRepository {
             name,
           ])
         : await this.#rows("SELECT * FROM chain_versions WHERE name = $1 AND version = $2", [name, version])
-    )[0] as
-      | {
-          name: string;
-          version: number;
-          toml: string;
-          file: string;
-          graph: string;
-          warnings: string;
-          created_at: string;
-        }
-      | undefined;
-    if (!row) return undefined;
-    return {
-      name: row.name,
-      version: row.version,
-      toml: row.toml,
-      file: row.file,
-      graph: chainGraphFromStored(JSON.parse(row.graph)),
-      warnings: JSON.parse(row.warnings) as string[],
-      createdAt: row.created_at,
-    };
+    )[0] as ChainVersionRow | undefined;
+    return row ? chainVersionFromRow(row) : undefined;
   }
 
   async listChains(): Promise<Array<{ name: string; latestVersion: number; createdAt: string }>> {
@@ -621,17 +609,12 @@ class Postgres implements PostgresRepository {
 
   async getChainRelease(name: string, version: number): Promise<ChainReleaseRecord | undefined> {
     const row = (
-      await this.#rows<{ releases: string; document: string; signatures: string }>(
+      await this.#rows<ChainReleaseRow>(
         "SELECT releases, document, signatures FROM chain_releases WHERE name = $1 AND version = $2",
         [name, version],
       )
     )[0];
-    if (!row) return undefined;
-    return {
-      releases: JSON.parse(row.releases) as ChainReleaseRecord["releases"],
-      document: JSON.parse(row.document) as ChainReleaseRecord["document"],
-      signatures: JSON.parse(row.signatures) as Signature[],
-    };
+    return row ? chainReleaseFromRow(row) : undefined;
   }
 
   saveKeySet(keySet: SignedReleaseKeySet, at: string): Promise<void> {
@@ -650,16 +633,11 @@ class Postgres implements PostgresRepository {
 
   async latestKeySet(): Promise<SignedReleaseKeySet | undefined> {
     const row = (
-      await this.#rows<{ document: string; signatures: string }>(
+      await this.#rows<SignedRow>(
         "SELECT document, signatures FROM release_key_sets ORDER BY seq DESC LIMIT 1",
       )
     )[0];
-    return row
-      ? ({
-          document: JSON.parse(row.document),
-          signatures: JSON.parse(row.signatures),
-        } as SignedReleaseKeySet)
-      : undefined;
+    return row ? signedFromRow<SignedReleaseKeySet>(row) : undefined;
   }
 
   async saveSignedMapEntries(signed: SignedMapEntries, at: string): Promise<void> {
@@ -680,14 +658,12 @@ class Postgres implements PostgresRepository {
 
   async getSignedMapEntries(chain: string, map: string): Promise<SignedMapEntries | undefined> {
     const row = (
-      await this.#rows<{ document: string; signatures: string }>(
+      await this.#rows<SignedRow>(
         "SELECT document, signatures FROM signed_map_entries WHERE chain = $1 AND map = $2",
         [chain, map],
       )
     )[0];
-    return row
-      ? ({ document: JSON.parse(row.document), signatures: JSON.parse(row.signatures) } as SignedMapEntries)
-      : undefined;
+    return row ? signedFromRow<SignedMapEntries>(row) : undefined;
   }
 
   async insertRollout(rollout: Omit<Rollout, "id">): Promise<number> {
@@ -709,21 +685,17 @@ class Postgres implements PostgresRepository {
   }
 
   async getRollout(id: number): Promise<Rollout | undefined> {
-    const row = (
-      await this.#rows<{ id: number; document: string }>("SELECT id, document FROM rollouts WHERE id = $1", [
-        id,
-      ])
-    )[0];
-    return row ? { ...(JSON.parse(row.document) as Omit<Rollout, "id">), id: row.id } : undefined;
+    const row = (await this.#rows<RolloutRow>("SELECT id, document FROM rollouts WHERE id = $1", [id]))[0];
+    return row ? rolloutFromRow(row) : undefined;
   }
 
   async listRollouts(query: { active?: boolean; limit?: number }): Promise<Rollout[]> {
-    const rows = await this.#rows<{ id: number; document: string }>(
+    const rows = await this.#rows<RolloutRow>(
       `SELECT id, document FROM rollouts ${query.active ? "WHERE state IN ('running', 'paused')" : ""}
        ORDER BY id DESC LIMIT $1`,
       [query.limit ?? 1000],
     );
-    return rows.map((row) => ({ ...(JSON.parse(row.document) as Omit<Rollout, "id">), id: row.id }));
+    return rows.map(rolloutFromRow);
   }
 
   async insertArtifact(meta: ArtifactMeta, at: string): Promise<void> {

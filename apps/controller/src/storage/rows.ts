@@ -4,15 +4,26 @@
  * SQLite and PostgreSQL.
  */
 import type { NfInterface } from "@galette/chain";
-import type {
-  ArtifactMeta,
-  AssignmentSource,
-  DeviceStatusReport,
-  Labels,
-  SelectorRule,
-  TokenScope,
+import {
+  type ArtifactMeta,
+  type AssignmentSource,
+  chainGraphFromStored,
+  type DeviceStatusReport,
+  type Labels,
+  type Rollout,
+  type SelectorRule,
+  type Signature,
+  type SignedMapEntries,
+  type SignedReleaseKeySet,
+  type TokenScope,
 } from "@galette/protocol";
-import type { DeviceRecord, NfRecord, TokenRecord } from "./repository";
+import type {
+  ChainReleaseRecord,
+  ChainVersionRecord,
+  DeviceRecord,
+  NfRecord,
+  TokenRecord,
+} from "./repository";
 
 /** Labels as JSON with sorted keys: equal selectors give equal strings. */
 export function canonicalSelector(selector: Labels): string {
@@ -130,4 +141,61 @@ export function deviceFromRow(row: DeviceRow, rules: SelectorRule[]): DeviceReco
     status: row.status ? (JSON.parse(row.status) as DeviceStatusReport) : null,
     statusAt: row.status_at,
   };
+}
+
+export interface ChainVersionRow {
+  name: string;
+  version: number;
+  toml: string;
+  file: string;
+  graph: string;
+  warnings: string;
+  created_at: string;
+}
+
+export function chainVersionFromRow(row: ChainVersionRow): ChainVersionRecord {
+  return {
+    name: row.name,
+    version: row.version,
+    toml: row.toml,
+    file: row.file,
+    // a graph stored by a protocol-1 controller comes back in the current shape
+    graph: chainGraphFromStored(JSON.parse(row.graph)),
+    warnings: JSON.parse(row.warnings) as string[],
+    createdAt: row.created_at,
+  };
+}
+
+export interface ChainReleaseRow {
+  releases: string;
+  document: string;
+  signatures: string;
+}
+
+export function chainReleaseFromRow(row: ChainReleaseRow): ChainReleaseRecord {
+  return {
+    releases: JSON.parse(row.releases) as ChainReleaseRecord["releases"],
+    document: JSON.parse(row.document) as ChainReleaseRecord["document"],
+    signatures: JSON.parse(row.signatures) as Signature[],
+  };
+}
+
+/** A signed document as stored: release key sets and signed map entries. */
+export interface SignedRow {
+  document: string;
+  signatures: string;
+}
+
+export function signedFromRow<T extends SignedReleaseKeySet | SignedMapEntries>(row: SignedRow): T {
+  return { document: JSON.parse(row.document), signatures: JSON.parse(row.signatures) } as T;
+}
+
+/** A rollout is stored as its document beside its id. */
+export interface RolloutRow {
+  id: number;
+  document: string;
+}
+
+export function rolloutFromRow(row: RolloutRow): Rollout {
+  return { ...(JSON.parse(row.document) as Omit<Rollout, "id">), id: row.id };
 }

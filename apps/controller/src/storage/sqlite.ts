@@ -12,7 +12,6 @@ import type {
   SignedMapEntries,
   SignedReleaseKeySet,
 } from "@galette/protocol";
-import { chainGraphFromStored } from "@galette/protocol";
 import Database from "better-sqlite3";
 import { faultPoint } from "./fault-point";
 import { MIGRATIONS, migrationSql } from "./migrations";
@@ -27,13 +26,21 @@ import type {
   TokenRecord,
 } from "./repository";
 import {
+  type ChainReleaseRow,
+  type ChainVersionRow,
   canonicalSelector,
+  chainReleaseFromRow,
+  chainVersionFromRow,
   type DeviceRow,
   deviceFromRow,
   type NfRow,
   nfFromRow,
+  type RolloutRow,
+  rolloutFromRow,
   ruleFromRow,
   type SelectorRuleRow,
+  type SignedRow,
+  signedFromRow,
   type TokenRow,
   tokenFromRow,
 } from "./rows";
@@ -564,28 +571,8 @@ class SqliteStore {
             .prepare("SELECT * FROM chain_versions WHERE name = ? ORDER BY version DESC LIMIT 1")
             .get(name)
         : this.db.prepare("SELECT * FROM chain_versions WHERE name = ? AND version = ?").get(name, version)
-    ) as
-      | {
-          name: string;
-          version: number;
-          toml: string;
-          file: string;
-          graph: string;
-          warnings: string;
-          created_at: string;
-        }
-      | undefined;
-    if (!row) return undefined;
-    return {
-      name: row.name,
-      version: row.version,
-      toml: row.toml,
-      file: row.file,
-      // a graph stored by a protocol-1 controller comes back in the current shape
-      graph: chainGraphFromStored(JSON.parse(row.graph)),
-      warnings: JSON.parse(row.warnings) as string[],
-      createdAt: row.created_at,
-    };
+    ) as ChainVersionRow | undefined;
+    return row ? chainVersionFromRow(row) : undefined;
   }
 
   listChains(): Array<{ name: string; latestVersion: number; createdAt: string }> {
@@ -668,13 +655,8 @@ class SqliteStore {
   getChainRelease(name: string, version: number): ChainReleaseRecord | undefined {
     const row = this.db
       .prepare("SELECT releases, document, signatures FROM chain_releases WHERE name = ? AND version = ?")
-      .get(name, version) as { releases: string; document: string; signatures: string } | undefined;
-    if (!row) return undefined;
-    return {
-      releases: JSON.parse(row.releases) as ChainReleaseRecord["releases"],
-      document: JSON.parse(row.document) as ChainReleaseRecord["document"],
-      signatures: JSON.parse(row.signatures) as Signature[],
-    };
+      .get(name, version) as ChainReleaseRow | undefined;
+    return row ? chainReleaseFromRow(row) : undefined;
   }
 
   saveKeySet(keySet: SignedReleaseKeySet, at: string): void {
@@ -693,13 +675,8 @@ class SqliteStore {
   latestKeySet(): SignedReleaseKeySet | undefined {
     const row = this.db
       .prepare("SELECT document, signatures FROM release_key_sets ORDER BY seq DESC LIMIT 1")
-      .get() as { document: string; signatures: string } | undefined;
-    return row
-      ? ({
-          document: JSON.parse(row.document),
-          signatures: JSON.parse(row.signatures),
-        } as SignedReleaseKeySet)
-      : undefined;
+      .get() as SignedRow | undefined;
+    return row ? signedFromRow<SignedReleaseKeySet>(row) : undefined;
   }
 
   saveSignedMapEntries(signed: SignedMapEntries, at: string): void {
@@ -722,10 +699,8 @@ class SqliteStore {
   getSignedMapEntries(chain: string, map: string): SignedMapEntries | undefined {
     const row = this.db
       .prepare("SELECT document, signatures FROM signed_map_entries WHERE chain = ? AND map = ?")
-      .get(chain, map) as { document: string; signatures: string } | undefined;
-    return row
-      ? ({ document: JSON.parse(row.document), signatures: JSON.parse(row.signatures) } as SignedMapEntries)
-      : undefined;
+      .get(chain, map) as SignedRow | undefined;
+    return row ? signedFromRow<SignedMapEntries>(row) : undefined;
   }
 
   insertRollout(rollout: Omit<Rollout, "id">): number {
@@ -749,9 +724,9 @@ class SqliteStore {
 
   getRollout(id: number): Rollout | undefined {
     const row = this.db.prepare("SELECT id, document FROM rollouts WHERE id = ?").get(id) as
-      | { id: number; document: string }
+      | RolloutRow
       | undefined;
-    return row ? { ...(JSON.parse(row.document) as Omit<Rollout, "id">), id: row.id } : undefined;
+    return row ? rolloutFromRow(row) : undefined;
   }
 
   listRollouts(query: { active?: boolean; limit?: number }): Rollout[] {
@@ -760,8 +735,8 @@ class SqliteStore {
         `SELECT id, document FROM rollouts ${query.active ? "WHERE state IN ('running', 'paused')" : ""}
          ORDER BY id DESC LIMIT ?`,
       )
-      .all(query.limit ?? 1000) as Array<{ id: number; document: string }>;
-    return rows.map((row) => ({ ...(JSON.parse(row.document) as Omit<Rollout, "id">), id: row.id }));
+      .all(query.limit ?? 1000) as RolloutRow[];
+    return rows.map(rolloutFromRow);
   }
 
   insertArtifact(meta: ArtifactMeta, at: string): void {

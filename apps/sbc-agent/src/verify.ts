@@ -10,12 +10,15 @@
  *   download and in the cache);
  * - the NFs, each Action variant's target and the map specs are exactly the signed ones;
  *   only the XDP/userland placement (tailcall or upcall, xdp/userland flags) is left open;
+ * - the signed chain binds every #[maps] field of each signed release to a map it defines,
+ *   with the type and key/value sizes that release was built for;
  * - versions only move forward (TrustStore.checkVersion);
  * - map entries set by operators are signed (domain mapEntries) and never older than
  *   what this device applied.
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { canonicalMapName, canonicalMapType } from "@galette/chain";
 import {
   type AssignedChain,
   type AssignedNf,
@@ -79,6 +82,12 @@ export function verifyAssignment(
   }
 
   const signedNfs = new Map(doc.nfs.map((n) => [n.uuid, n]));
+  const docMaps = new Map(doc.maps.map((m) => [m.id, m]));
+  for (const m of doc.maps)
+    if (!m.shared && (!m.owner || !signedNfs.get(m.owner)?.maps.some((b) => b.map === m.id)))
+      throw new TrustError(
+        `${where}: owned map "${m.id}" is not bound by the NF instance that owns it in the signed chain`,
+      );
   if (signedNfs.size !== chain.nfs.length || chain.nfs.some((n) => !signedNfs.has(n.uuid))) {
     const extra = chain.nfs.filter((n) => !signedNfs.has(n.uuid)).map((n) => `${n.instance} (${n.uuid})`);
     const missing = doc.nfs.filter((n) => !chain.nfs.some((c) => c.uuid === n.uuid)).map((n) => n.instance);
@@ -125,6 +134,7 @@ export function verifyAssignment(
     });
     if (canonicalJson(nf.maps) !== canonicalJson(signed.maps))
       throw new TrustError(`${what}: its map bindings are not the signed ones`);
+    checkSignedMaps(what, signed, manifest, docMaps);
     for (const [kind, ref] of [
       ["bpf-object", nf.artifacts.bpfObject],
       ["native-lib", nf.artifacts.native],
@@ -158,6 +168,61 @@ export function verifyAssignment(
       throw new TrustError(`${where}: the entries of map "${m.map}" are not the signed ones`);
   }
   return { document: doc, signedBy: chainKey };
+}
+
+/**
+ * The signed chain's maps against the NF's signed release: every #[maps] field the build
+ * declares is bound exactly once, to a map the signed chain defines, of the type and key
+ * and value sizes the build was compiled for; an owned map belongs to this instance only.
+ * Equality with the signed documents alone does not give this: a chain signed from a
+ * wrong plan (or by hand) would otherwise have the build use a map it was not made for,
+ * or one the signature does not define.
+ */
+function checkSignedMaps(
+  what: string,
+  signed: ChainVersionDocument["nfs"][number],
+  manifest: NfReleaseManifest,
+  docMaps: ReadonlyMap<string, ChainVersionDocument["maps"][number]>,
+): void {
+  const declared = manifest.interface.maps.map((f) => canonicalMapName(f.name));
+  const bound = signed.maps.map((b) => b.field);
+  const missing = declared.filter((f) => !bound.includes(f));
+  const extra = bound.filter((f) => !declared.includes(f));
+  const twice = bound.filter((f, i) => bound.indexOf(f) !== i);
+  if (missing.length || extra.length || twice.length)
+    throw new TrustError(
+      `${what}: the signed chain binds map fields [${bound.join(", ")}], its signed release declares [${declared.join(", ")}]${
+        missing.length ? `; not bound: ${missing.join(", ")}` : ""
+      }${extra.length ? `; not in the release: ${extra.join(", ")}` : ""}${
+        twice.length ? `; bound twice: ${twice.join(", ")}` : ""
+      }`,
+    );
+  for (const field of manifest.interface.maps) {
+    const name = canonicalMapName(field.name);
+    const binding = signed.maps.find((b) => b.field === name)!;
+    const spec = docMaps.get(binding.map);
+    if (!spec)
+      throw new TrustError(
+        `${what}: map field "${name}" is bound to map "${binding.map}", which the signed chain does not define`,
+      );
+    if (!spec.shared && (spec.owner !== signed.uuid || spec.name !== name))
+      throw new TrustError(
+        `${what}: map field "${name}" is bound to map "${spec.id}", owned by ${spec.owner === signed.uuid ? `this instance's field "${spec.name}"` : "another NF instance"}`,
+      );
+    const type = field.mapType === null ? undefined : canonicalMapType(field.mapType);
+    if (field.mapType !== null && type !== spec.type)
+      throw new TrustError(
+        `${what}: map "${spec.id}" is ${spec.type} in the signed chain, ${field.mapType} in the signed release`,
+      );
+    for (const [label, fromRelease, fromChain] of [
+      ["key", field.keySize, spec.keySize],
+      ["value", field.valueSize, spec.valueSize],
+    ] as const)
+      if (fromRelease !== null && fromRelease !== fromChain)
+        throw new TrustError(
+          `${what}: map "${spec.id}" has ${fromChain}-byte ${label}s in the signed chain, the signed release was built for ${fromRelease}-byte ${label}s`,
+        );
+  }
 }
 
 // ---- state kept across restarts --------------------------------------------------------

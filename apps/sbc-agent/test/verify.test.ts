@@ -14,6 +14,7 @@ import {
   canonicalJson,
   documentDigest,
   encodeReleasePublicKey,
+  type MapSpec,
   type NfReleaseManifest,
   releaseDigest,
   SIGNATURE_DOMAINS,
@@ -197,6 +198,214 @@ describe("verifyAssignment", () => {
       { document: entries, signatures: [signDocument(SIGNATURE_DOMAINS.mapEntries, entries, k1.pem)] },
     ];
     refused(withEntries, t, /entries of map "m" are not the signed ones/);
+  });
+});
+
+/**
+ * A chain whose NF has an owned map (allow_list) and a shared one (flow_state), as the
+ * planner makes it; two instances of the same build, so one can reach for the other's map.
+ */
+describe("verifyAssignment: maps against the NF's signed release", () => {
+  const U1 = "11111111-2222-4333-8444-000000000001";
+  const U2 = "11111111-2222-4333-8444-000000000002";
+  const acl: NfReleaseManifest = {
+    nf: "access-control",
+    sourceDigest: d("a"),
+    buildHash: "c".repeat(64),
+    interface: {
+      actions: ["Allowed", "Denied"],
+      maps: [
+        { name: "allow_list", keySize: 8, valueSize: 4, mapType: "lpm-trie" },
+        { name: "flow_state", keySize: 16, valueSize: 24, mapType: null },
+      ],
+    },
+    artifacts: [{ kind: "bpf-object", digest: d("c"), size: 100 }],
+  };
+  const owned = (uuid: string, instance: string) => ({
+    id: `${instance}.allow_list`,
+    name: "allow_list",
+    type: "lpm_trie" as const,
+    keySize: 8,
+    valueSize: 4,
+    maxEntries: 1024,
+    shared: false,
+    owner: uuid,
+  });
+  const shared = {
+    id: "flow_state",
+    name: "flow_state",
+    type: "hash_map" as const,
+    keySize: 16,
+    valueSize: 24,
+    maxEntries: 4096,
+    shared: true,
+  };
+  const signedNf = (uuid: string, instance: string) => ({
+    uuid,
+    instance,
+    nf: "access-control",
+    release: releaseDigest(acl),
+    actions: ["Allowed", "Denied"],
+    next: [uuid === U1 ? U2 : "tx", "drop"],
+    maps: [
+      { field: "allow_list", map: `${instance}.allow_list` },
+      { field: "flow_state", map: "flow_state" },
+    ],
+  });
+  const doc2: ChainVersionDocument = {
+    chain: "security",
+    version: 1,
+    entry: U1,
+    nfs: [signedNf(U1, "ac"), signedNf(U2, "ac2")],
+    maps: [owned(U1, "ac"), owned(U2, "ac2"), shared],
+  };
+  /** What a controller sends for `doc`: exactly the signed graph and maps, placed in XDP. */
+  const assigned = (doc: ChainVersionDocument): AssignedChain => ({
+    name: doc.chain,
+    version: doc.version,
+    entry: { kind: "tailcall", target: doc.entry },
+    nfs: doc.nfs.map((n) => ({
+      uuid: n.uuid,
+      instance: n.instance,
+      nf: n.nf,
+      buildHash: acl.buildHash,
+      xdp: true,
+      userland: false,
+      actions: n.actions.map((variant, i) => {
+        const next = n.next[i]!;
+        return next === "tx" || next === "drop"
+          ? { variant, kind: next }
+          : { variant, kind: "tailcall" as const, target: next };
+      }),
+      maps: clone(n.maps),
+      artifacts: { bpfObject: { digest: d("c"), size: 100 } },
+    })),
+    maps: clone(doc.maps),
+    mapEntries: [],
+  });
+  /** `doc` changed by `edit` and signed with the pinned key: the signature is valid. */
+  const signed = (edit: (doc: ChainVersionDocument) => void) => {
+    const doc = clone(doc2);
+    edit(doc);
+    return { chain: assigned(doc), trust: trustBy(k1, doc, acl) };
+  };
+  const refusedSigned = (edit: (doc: ChainVersionDocument) => void, why: RegExp) => {
+    const { chain: c, trust } = signed(edit);
+    refused(c, trust, why);
+  };
+  const map = (doc: ChainVersionDocument, id: string) => doc.maps.find((m) => m.id === id)!;
+
+  it("accepts the chain as planned", () => {
+    expect(verifyAssignment(assigned(doc2), trustBy(k1, doc2, acl), [k1.pub]).document).toEqual(doc2);
+    // a release that does not state a field's type or sizes leaves them to the chain
+    const vague = clone(acl);
+    vague.interface.maps[0] = { name: "allow_list", keySize: null, valueSize: null, mapType: null };
+    const doc = clone(doc2);
+    for (const n of doc.nfs) n.release = releaseDigest(vague);
+    expect(() => verifyAssignment(assigned(doc), trustBy(k1, doc, vague), [k1.pub])).not.toThrow();
+  });
+
+  it("refuses a map omitted, renamed, retyped or resized after signing (the signed document unchanged)", () => {
+    const t = trustBy(k1, doc2, acl);
+    const omittedSpec = assigned(doc2);
+    omittedSpec.maps = omittedSpec.maps.filter((m) => m.id !== "ac.allow_list");
+    refused(omittedSpec, t, /map specs are not the signed ones/);
+    const omittedBinding = assigned(doc2);
+    omittedBinding.nfs[0]!.maps = omittedBinding.nfs[0]!.maps.slice(1);
+    refused(omittedBinding, t, /NF "ac" \(access-control\): its map bindings are not the signed ones/);
+    const renamed = assigned(doc2);
+    renamed.maps[0]!.id = "ac.allow";
+    renamed.nfs[0]!.maps[0]!.map = "ac.allow";
+    refused(renamed, t, /map bindings are not the signed ones/);
+    const renamedSpec = assigned(doc2);
+    renamedSpec.maps[0]!.name = "allow";
+    refused(renamedSpec, t, /map specs are not the signed ones/);
+    for (const change of [
+      (m: MapSpec) => {
+        m.type = "hash_map";
+      },
+      (m: MapSpec) => {
+        m.keySize = 4;
+      },
+      (m: MapSpec) => {
+        m.valueSize = 64;
+      },
+      (m: MapSpec) => {
+        m.maxEntries = 1;
+      },
+      (m: MapSpec) => {
+        m.shared = true;
+      },
+      (m: MapSpec) => {
+        m.owner = U2;
+      },
+    ]) {
+      const c = assigned(doc2);
+      change(c.maps[0]!);
+      refused(c, t, /map specs are not the signed ones/);
+    }
+    // another NF instance's owned map bound in place of its own
+    const crossed = assigned(doc2);
+    crossed.nfs[1]!.maps[0]!.map = "ac.allow_list";
+    refused(crossed, t, /NF "ac2" \(access-control\): its map bindings are not the signed ones/);
+  });
+
+  it("refuses a signed chain that does not bind every map its NF's signed release declares", () => {
+    refusedSigned((doc) => {
+      doc.nfs[0]!.maps = doc.nfs[0]!.maps.filter((b) => b.field !== "allow_list");
+      doc.maps = doc.maps.filter((m) => m.id !== "ac.allow_list");
+    }, /NF "ac" \(access-control\): the signed chain binds map fields \[flow_state\], its signed release declares \[allow_list, flow_state\]; not bound: allow_list/);
+    // renamed: the field the build uses is not bound, another name is
+    refusedSigned((doc) => {
+      doc.nfs[0]!.maps[0]!.field = "allow_lists";
+    }, /not bound: allow_list; not in the release: allow_lists/);
+    refusedSigned((doc) => {
+      doc.nfs[0]!.maps.push({ field: "flow_state", map: "flow_state" });
+    }, /bound twice: flow_state/);
+  });
+
+  it("refuses a signed chain whose signature does not define a map it binds", () => {
+    refusedSigned((doc) => {
+      doc.maps = doc.maps.filter((m) => m.id !== "flow_state");
+    }, /NF "ac" \(access-control\): map field "flow_state" is bound to map "flow_state", which the signed chain does not define/);
+    refusedSigned((doc) => {
+      doc.maps = doc.maps.filter((m) => m.id !== "ac2.allow_list");
+    }, /NF "ac2" .*map field "allow_list" is bound to map "ac2.allow_list", which the signed chain does not define/);
+  });
+
+  it("refuses a signed map of another type or key/value size than the release was built for", () => {
+    refusedSigned((doc) => {
+      map(doc, "ac.allow_list").type = "hash_map";
+    }, /map "ac.allow_list" is hash_map in the signed chain, lpm-trie in the signed release/);
+    refusedSigned((doc) => {
+      map(doc, "ac.allow_list").keySize = 4;
+    }, /map "ac.allow_list" has 4-byte keys in the signed chain, the signed release was built for 8-byte keys/);
+    // a shared map is checked against every NF that binds it
+    refusedSigned((doc) => {
+      map(doc, "flow_state").valueSize = 8;
+    }, /NF "ac" .*map "flow_state" has 8-byte values in the signed chain, the signed release was built for 24-byte values/);
+  });
+
+  it("refuses an owned map bound by another instance, or whose owner does not bind it", () => {
+    // ac2 uses ac's allow-list (and ac2's own stays unbound)
+    refusedSigned((doc) => {
+      doc.nfs[1]!.maps[0]!.map = "ac.allow_list";
+    }, /owned map "ac2.allow_list" is not bound by the NF instance that owns it/);
+    // …with ac2's own spec gone as well
+    refusedSigned((doc) => {
+      doc.nfs[1]!.maps[0]!.map = "ac.allow_list";
+      doc.maps = doc.maps.filter((m) => m.id !== "ac2.allow_list");
+    }, /NF "ac2" .*map field "allow_list" is bound to map "ac.allow_list", owned by another NF instance/);
+    refusedSigned((doc) => {
+      map(doc, "ac.allow_list").owner = "11111111-2222-4333-8444-000000000009";
+    }, /owned map "ac.allow_list" is not bound by the NF instance that owns it/);
+    refusedSigned((doc) => {
+      delete map(doc, "ac.allow_list").owner;
+    }, /owned map "ac.allow_list" is not bound by the NF instance that owns it/);
+    // an owned map under another field's name
+    refusedSigned((doc) => {
+      map(doc, "ac.allow_list").name = "flow_state";
+    }, /map field "allow_list" is bound to map "ac.allow_list", owned by this instance's field "flow_state"/);
   });
 });
 

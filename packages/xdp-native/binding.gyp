@@ -9,7 +9,10 @@
         "native/maps.cc",
         "native/xdp.cc",
         "native/pool.cc",
+        "native/pool_table.cc",
+        "native/pool_worker.cc",
         "native/worker_pool.cc",
+        "native/xsk_common.cc",
         "native/trace.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "include"],

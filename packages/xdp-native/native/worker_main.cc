@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "map_view.h"
+#include "nf_table.h"
 #include "worker_shm.h"
 extern "C" {
 #include "galette_trace.h"
@@ -239,47 +240,6 @@ void AttachRing(Ring* r, void* map, const xdp_ring_offset& off, uint32_t size, b
 }
 
 // ---- process state -----------------------------------------------------------------------
-
-using NfPacketFn = uint32_t (*)(galette_pkt*, const int*);
-using NfPacketMappedFn = uint32_t (*)(galette_pkt*, const galette_nf_map*);
-
-// One NF instance as the threads run it: the fds received for it and a dlopen reference.
-struct LoadedInstance {
-  uint32_t id = 0;
-  std::vector<int> map_fds;
-  std::vector<galette_nf_map> maps;  // one per map fd: mmapable arrays mapped
-  void* handle = nullptr;
-  NfPacketFn packet = nullptr;
-  NfPacketMappedFn packet_mapped = nullptr;
-  ~LoadedInstance() {
-    for (const galette_nf_map& m : maps) UnviewMap(m);
-    for (int fd : map_fds) close(fd);
-    if (handle) dlclose(handle);
-  }
-  const int* MapFds() const {
-    static const int kNoMaps[1] = {-1};
-    return map_fds.empty() ? kNoMaps : map_fds.data();
-  }
-  const galette_nf_map* Maps() const {
-    static const galette_nf_map kNoMaps[1] = {{-1, 0, 0, 0, nullptr}};
-    return maps.empty() ? kNoMaps : maps.data();
-  }
-};
-
-struct NfEntry {
-  NfPacketFn packet = nullptr;
-  const int* map_fds = nullptr;
-  NfPacketMappedFn packet_mapped = nullptr;  // preferred when the library exports it
-  const galette_nf_map* maps = nullptr;
-};
-
-struct InstanceTable {
-  uint64_t generation = 0;
-  bool known[GALETTE_MAX_INSTANCES] = {};
-  galette_action actions[GALETTE_MAX_INSTANCES][GALETTE_MAX_ACTIONS] = {};
-  NfEntry nf[GALETTE_MAX_INSTANCES] = {};
-  std::vector<std::shared_ptr<LoadedInstance>> owners;
-};
 
 struct Process;
 

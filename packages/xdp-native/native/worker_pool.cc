@@ -32,6 +32,7 @@
 #include "common.h"
 #include "exports.h"
 #include "worker_shm.h"
+#include "xsk_common.h"
 
 extern "C" {
 #include <bpf/bpf.h>
@@ -115,27 +116,6 @@ std::set<WPool*>& LivePools() {
   return pools;
 }
 
-uint32_t GetU32(Napi::Env env, Napi::Object o, const char* key, uint32_t fallback, uint32_t min, uint32_t max) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) ThrowType(env, std::string("worker pool option ") + key + " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (d < min || d > max || d != static_cast<double>(static_cast<uint64_t>(d)))
-    ThrowType(env, std::string("worker pool option ") + key + " must be an integer in [" + std::to_string(min) + ", " +
-                       std::to_string(max) + "], got " + std::to_string(d));
-  return static_cast<uint32_t>(d);
-}
-
-bool IsPow2(uint32_t v) { return v && !(v & (v - 1)); }
-
-bpf_map_info MapInfo(Napi::Env env, int fd, const std::string& what) {
-  bpf_map_info mi{};
-  uint32_t len = sizeof mi;
-  if (bpf_obj_get_info_by_fd(fd, &mi, &len) != 0)
-    ThrowErrno(env, errno, "inspect " + what + " (fd " + std::to_string(fd) + ")");
-  return mi;
-}
-
 void KillWorker(WPool* p) {
   if (p->pid > 0) {
     kill(p->pid, SIGKILL);
@@ -149,21 +129,6 @@ void KillWorker(WPool* p) {
   if (p->pidfd >= 0) close(p->pidfd);
   p->pidfd = -1;
   p->pid = -1;
-}
-
-void AddStats(xdp_statistics* to, const xdp_statistics& s) {
-  to->rx_dropped += s.rx_dropped;
-  to->rx_invalid_descs += s.rx_invalid_descs;
-  to->tx_invalid_descs += s.tx_invalid_descs;
-  to->rx_ring_full += s.rx_ring_full;
-  to->rx_fill_ring_empty_descs += s.rx_fill_ring_empty_descs;
-  to->tx_ring_empty_descs += s.tx_ring_empty_descs;
-}
-
-bool SocketStats(int fd, xdp_statistics* out) {
-  *out = xdp_statistics{};
-  socklen_t len = sizeof *out;
-  return fd >= 0 && getsockopt(fd, SOL_XDP, XDP_STATISTICS, out, &len) == 0;
 }
 
 // Closes the sockets and their UMEM registrations and unmaps the UMEM; the shared counters
@@ -324,10 +289,7 @@ void CreateSockets(Napi::Env env, WPool* p) {
     p->area = nullptr;
     ThrowErrno(env, errno, "map " + std::to_string(p->area_size) + " bytes of UMEM");
   }
-  xsk_umem_config ucfg{};
-  ucfg.fill_size = p->frame_count;
-  ucfg.comp_size = p->frame_count;
-  ucfg.frame_size = p->frame_size;
+  const xsk_umem_config ucfg = UmemConfig(p->frame_count, p->frame_size);
   for (uint32_t g = 0; g < kMaxGroups; g++) {
     p->fq[g] = xsk_ring_prod{};
     p->cq[g] = xsk_ring_cons{};
@@ -374,14 +336,9 @@ void CreateSockets(Napi::Env env, WPool* p) {
   }
   // Each group's fill ring gets that group's share of the frames (see worker_shm.h).
   const uint32_t share = p->frame_count / p->groups;
-  for (uint32_t g = 0; g < p->groups; g++) {
-    uint32_t fidx = 0;
-    if (xsk_ring_prod__reserve(&p->fq[g], share, &fidx) != share)
+  for (uint32_t g = 0; g < p->groups; g++)
+    if (!FillFrames(&p->fq[g], g * share, share, p->frame_size))
       ThrowErrno(env, ENOSPC, "fill ring of " + where + " cannot take " + std::to_string(share) + " frames");
-    for (uint32_t i = 0; i < share; i++)
-      *xsk_ring_prod__fill_addr(&p->fq[g], fidx + i) = static_cast<uint64_t>(g * share + i) * p->frame_size;
-    xsk_ring_prod__submit(&p->fq[g], share);
-  }
 }
 
 void SetUp(Napi::Env env, WPool* p) {
@@ -457,36 +414,25 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
   if (!cfg.Get("ifname").IsString()) ThrowType(env, "worker pool option ifname must be a string");
   p->ifname = cfg.Get("ifname").As<Napi::String>().Utf8Value();
   if (cfg.Get("netns").IsString()) p->netns = cfg.Get("netns").As<Napi::String>().Utf8Value();
-  p->queues_opt = GetU32(env, cfg, "queues", 0, 1, kMaxQueues);
+  p->queues_opt = PoolOptionU32(env, cfg, "queues", 0, 1, kMaxQueues);
   if (cfg.Get("peer").IsString()) {
     p->peer = cfg.Get("peer").As<Napi::String>().Utf8Value();
     if (p->peer == p->ifname) ThrowType(env, "worker pool option peer must differ from ifname");
     p->ports = 2;
   }
   p->host_tap = cfg.Get("hostTap").IsBoolean() && cfg.Get("hostTap").As<Napi::Boolean>().Value();
-  p->workers = GetU32(env, cfg, "workers", 1, 1, GALETTE_MAX_XSKS / p->ports);
-  p->frame_size = GetU32(env, cfg, "frameSize", XSK_UMEM__DEFAULT_FRAME_SIZE, 2048, 4096);
-  p->frame_count = GetU32(env, cfg, "frameCount", 4096, 64, 1u << 20);
-  p->ring_size = GetU32(env, cfg, "ringSize", 2048, 64, 1u << 16);
-  GetU32(env, cfg, "batchSize", 64, 1, kMaxBatch);
-  GetU32(env, cfg, "pollTimeoutMs", 1000, 1, 60000);
-  const std::pair<const char*, uint32_t> pow2[] = {
-      {"frameSize", p->frame_size}, {"frameCount", p->frame_count}, {"ringSize", p->ring_size}};
-  for (const auto& [name, v] : pow2)
-    if (!IsPow2(v))
-      ThrowType(env, std::string("worker pool option ") + name + " must be a power of two, got " + std::to_string(v));
-  p->xsk_map_fd = static_cast<int>(GetU32(env, cfg, "xskMapFd", UINT32_MAX, 0, INT32_MAX));
-  p->xsk_count_fd = static_cast<int>(GetU32(env, cfg, "xskCountMapFd", UINT32_MAX, 0, INT32_MAX));
-  if (p->xsk_map_fd < 0 || p->xsk_count_fd < 0)
-    ThrowType(env, "worker pool options xskMapFd and xskCountMapFd are required");
-  bpf_map_info x = MapInfo(env, p->xsk_map_fd, "XSKMAP");
-  if (x.type != BPF_MAP_TYPE_XSKMAP)
-    ThrowErrno(env, EINVAL, "xskMapFd " + std::to_string(p->xsk_map_fd) + " is not an XSKMAP");
-  p->xsk_slots = x.max_entries;
-  bpf_map_info c = MapInfo(env, p->xsk_count_fd, "socket count map");
-  if (c.type != BPF_MAP_TYPE_ARRAY || c.key_size != 4 || c.value_size != 4)
-    ThrowErrno(env, EINVAL, "xskCountMapFd must be an ARRAY u32 -> u32 (galette_xsk_count)");
-  p->count_entries = c.max_entries;
+  p->workers = PoolOptionU32(env, cfg, "workers", 1, 1, GALETTE_MAX_XSKS / p->ports);
+  p->frame_size = PoolOptionU32(env, cfg, "frameSize", XSK_UMEM__DEFAULT_FRAME_SIZE, 2048, 4096);
+  p->frame_count = PoolOptionU32(env, cfg, "frameCount", 4096, 64, 1u << 20);
+  p->ring_size = PoolOptionU32(env, cfg, "ringSize", 2048, 64, 1u << 16);
+  PoolOptionU32(env, cfg, "batchSize", 64, 1, kMaxBatch);
+  PoolOptionU32(env, cfg, "pollTimeoutMs", 1000, 1, 60000);
+  RequirePow2(env, {{"frameSize", p->frame_size}, {"frameCount", p->frame_count}, {"ringSize", p->ring_size}});
+  p->xsk_map_fd = static_cast<int>(PoolOptionU32(env, cfg, "xskMapFd", UINT32_MAX, 0, INT32_MAX));
+  p->xsk_count_fd = static_cast<int>(PoolOptionU32(env, cfg, "xskCountMapFd", UINT32_MAX, 0, INT32_MAX));
+  const XskMaps maps = CheckXskMaps(env, p->xsk_map_fd, p->xsk_count_fd);
+  p->xsk_slots = maps.slots;
+  p->count_entries = maps.count_entries;
   p->force_rebuild = cfg.Get("rebuildSockets").IsBoolean() && cfg.Get("rebuildSockets").As<Napi::Boolean>().Value();
   p->retired_stats.assign(p->workers, xdp_statistics{});
   p->open = true;
@@ -624,10 +570,10 @@ Napi::Value Send(const Napi::CallbackInfo& info) {
     Napi::Object e = arr.Get(i).As<Napi::Object>();
     Built b{};
     b.m.type = kMsgInstance;
-    b.m.id = GetU32(env, e, "id", UINT32_MAX, 0, GALETTE_MAX_INSTANCES - 1);
+    b.m.id = PoolOptionU32(env, e, "id", UINT32_MAX, 0, GALETTE_MAX_INSTANCES - 1);
     if (b.m.id == UINT32_MAX) ThrowType(env, at + ".id is required");
     if (!seen.insert(b.m.id).second) ThrowType(env, "instance id " + std::to_string(b.m.id) + " is listed twice");
-    int afd = static_cast<int>(GetU32(env, e, "actionsMapFd", UINT32_MAX, 0, INT32_MAX));
+    int afd = static_cast<int>(PoolOptionU32(env, e, "actionsMapFd", UINT32_MAX, 0, INT32_MAX));
     if (afd < 0) ThrowType(env, at + ".actionsMapFd is required");
     std::string table = "action table of instance " + std::to_string(b.m.id);
     bpf_map_info a = MapInfo(env, afd, table);
@@ -906,16 +852,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
         got = true;
         AddStats(&ks, one);
       }
-      if (got) {
-        Napi::Object k = Napi::Object::New(env);
-        k.Set("rxDropped", static_cast<double>(ks.rx_dropped));
-        k.Set("rxInvalidDescs", static_cast<double>(ks.rx_invalid_descs));
-        k.Set("txInvalidDescs", static_cast<double>(ks.tx_invalid_descs));
-        k.Set("rxRingFull", static_cast<double>(ks.rx_ring_full));
-        k.Set("rxFillRingEmpty", static_cast<double>(ks.rx_fill_ring_empty_descs));
-        k.Set("txRingEmpty", static_cast<double>(ks.tx_ring_empty_descs));
-        o.Set("kernel", k);
-      }
+      if (got) o.Set("kernel", KernelStatsObject(env, ks));
     }
     workers.Set(i, o);
   }

@@ -218,3 +218,21 @@ export const MIGRATIONS: readonly Migration[] = [
 
 /** The schema version this controller migrates to. */
 export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/**
+ * The migrations a database at schema `current` still needs, in order, each with the
+ * schema version it leaves behind. Refuses a database a newer controller migrated.
+ */
+export function pendingMigrations(
+  current: number,
+  dialect: "sqlite" | "postgres",
+): Array<{ version: number; sql: string }> {
+  if (current > MIGRATIONS.length)
+    throw new Error(
+      `database schema version ${current} is newer than this controller knows (${MIGRATIONS.length}): upgrade galette`,
+    );
+  return MIGRATIONS.slice(current).map((m, i) => ({
+    version: current + i + 1,
+    sql: migrationSql(m, dialect),
+  }));
+}

@@ -14,7 +14,7 @@ import type {
 import pg from "pg";
 import type { SharedArtifacts } from "./artifacts";
 import { faultPoint } from "./fault-point";
-import { MIGRATIONS, migrationSql } from "./migrations";
+import { pendingMigrations } from "./migrations";
 import type {
   AuditRecord,
   ChainReleaseRecord,
@@ -26,12 +26,16 @@ import type {
   TokenRecord,
 } from "./repository";
 import {
+  type ArtifactRow,
+  artifactFromRow,
   type ChainReleaseRow,
   type ChainVersionRow,
   canonicalSelector,
   chainReleaseFromRow,
   chainVersionFromRow,
+  type DeadManRow,
   type DeviceRow,
+  deadManFromRow,
   deviceFromRow,
   type NfRow,
   nfFromRow,
@@ -94,14 +98,9 @@ async function migrate(pool: pg.Pool): Promise<void> {
     const row = (await client.query<{ version: number }>("SELECT version FROM galette_schema")).rows[0];
     if (!row) await client.query("INSERT INTO galette_schema (version) VALUES (0)");
     const current = row?.version ?? 0;
-    if (current > MIGRATIONS.length) {
-      throw new Error(
-        `database schema version ${current} is newer than this controller knows (${MIGRATIONS.length}): upgrade galette`,
-      );
-    }
-    for (let version = current; version < MIGRATIONS.length; version++) {
-      await client.query(migrationSql(MIGRATIONS[version]!, "postgres"));
-      await client.query("UPDATE galette_schema SET version = $1", [version + 1]);
+    for (const step of pendingMigrations(current, "postgres")) {
+      await client.query(step.sql);
+      await client.query("UPDATE galette_schema SET version = $1", [step.version]);
     }
     await client.query("COMMIT");
   } catch (err) {
@@ -338,21 +337,12 @@ class Postgres implements PostgresRepository {
 
   async getDeadMan(name: string): Promise<DeadManSettings> {
     const row = (
-      await this.#rows<{
-        grace_seconds: number | null;
-        confirmed_chain: string | null;
-        confirmed_version: number | null;
-      }>("SELECT grace_seconds, confirmed_chain, confirmed_version FROM device_dead_man WHERE device = $1", [
-        name,
-      ])
+      await this.#rows<DeadManRow>(
+        "SELECT grace_seconds, confirmed_chain, confirmed_version FROM device_dead_man WHERE device = $1",
+        [name],
+      )
     )[0];
-    return {
-      graceSeconds: row?.grace_seconds ?? null,
-      confirmed:
-        row?.confirmed_chain && row.confirmed_version
-          ? { chain: row.confirmed_chain, version: row.confirmed_version }
-          : null,
-    };
+    return deadManFromRow(row);
   }
 
   setGraceSeconds(deviceNames: string[], seconds: number): Promise<void> {
@@ -708,22 +698,12 @@ class Postgres implements PostgresRepository {
 
   async getArtifact(digest: string): Promise<ArtifactMeta | undefined> {
     const row = (
-      await this.#rows<{
-        digest: string;
-        kind: ArtifactMeta["kind"];
-        size: number;
-        nf: string;
-        triple: ArtifactMeta["triple"] | null;
-      }>("SELECT digest, kind, size, nf, triple FROM artifacts WHERE digest = $1", [digest])
+      await this.#rows<ArtifactRow>(
+        "SELECT digest, kind, size, nf, triple FROM artifacts WHERE digest = $1",
+        [digest],
+      )
     )[0];
-    if (!row) return undefined;
-    return {
-      digest: row.digest,
-      kind: row.kind,
-      size: row.size,
-      nf: row.nf,
-      ...(row.triple ? { triple: row.triple } : {}),
-    };
+    return row ? artifactFromRow(row) : undefined;
   }
 
   setMapEntries(chain: string, map: string, set: MapEntry[], remove: string[], at: string): Promise<void> {

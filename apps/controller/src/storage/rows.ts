@@ -20,6 +20,7 @@ import {
 import type {
   ChainReleaseRecord,
   ChainVersionRecord,
+  DeadManSettings,
   DeviceRecord,
   NfRecord,
   TokenRecord,
@@ -198,4 +199,39 @@ export interface RolloutRow {
 
 export function rolloutFromRow(row: RolloutRow): Rollout {
   return { ...(JSON.parse(row.document) as Omit<Rollout, "id">), id: row.id };
+}
+
+export interface ArtifactRow {
+  digest: string;
+  kind: ArtifactMeta["kind"];
+  size: number;
+  nf: string;
+  triple: ArtifactMeta["triple"] | null;
+}
+
+export function artifactFromRow(row: ArtifactRow): ArtifactMeta {
+  return {
+    digest: row.digest,
+    kind: row.kind,
+    size: row.size,
+    nf: row.nf,
+    ...(row.triple ? { triple: row.triple } : {}),
+  };
+}
+
+export interface DeadManRow {
+  grace_seconds: number | null;
+  confirmed_chain: string | null;
+  confirmed_version: number | null;
+}
+
+/** No row: the defaults (grace from the controller, nothing confirmed). */
+export function deadManFromRow(row: DeadManRow | undefined): DeadManSettings {
+  return {
+    graceSeconds: row?.grace_seconds ?? null,
+    confirmed:
+      row?.confirmed_chain && row.confirmed_version
+        ? { chain: row.confirmed_chain, version: row.confirmed_version }
+        : null,
+  };
 }

@@ -14,7 +14,7 @@ import type {
 } from "@galette/protocol";
 import Database from "better-sqlite3";
 import { faultPoint } from "./fault-point";
-import { MIGRATIONS, migrationSql } from "./migrations";
+import { pendingMigrations } from "./migrations";
 import type {
   AuditRecord,
   ChainReleaseRecord,
@@ -26,12 +26,16 @@ import type {
   TokenRecord,
 } from "./repository";
 import {
+  type ArtifactRow,
+  artifactFromRow,
   type ChainReleaseRow,
   type ChainVersionRow,
   canonicalSelector,
   chainReleaseFromRow,
   chainVersionFromRow,
+  type DeadManRow,
   type DeviceRow,
+  deadManFromRow,
   deviceFromRow,
   type NfRow,
   nfFromRow,
@@ -50,15 +54,10 @@ export { MIGRATIONS, SCHEMA_VERSION } from "./migrations";
 
 export function migrate(db: Database.Database): void {
   const current = db.pragma("user_version", { simple: true }) as number;
-  if (current > MIGRATIONS.length) {
-    throw new Error(
-      `database schema version ${current} is newer than this controller knows (${MIGRATIONS.length}): upgrade galette`,
-    );
-  }
-  for (let version = current; version < MIGRATIONS.length; version++) {
+  for (const step of pendingMigrations(current, "sqlite")) {
     db.transaction(() => {
-      db.exec(migrationSql(MIGRATIONS[version]!, "sqlite"));
-      db.pragma(`user_version = ${version + 1}`);
+      db.exec(step.sql);
+      db.pragma(`user_version = ${step.version}`);
     }).immediate();
   }
 }
@@ -384,16 +383,8 @@ class SqliteStore {
       .prepare(
         "SELECT grace_seconds, confirmed_chain, confirmed_version FROM device_dead_man WHERE device = ?",
       )
-      .get(name) as
-      | { grace_seconds: number | null; confirmed_chain: string | null; confirmed_version: number | null }
-      | undefined;
-    return {
-      graceSeconds: row?.grace_seconds ?? null,
-      confirmed:
-        row?.confirmed_chain && row.confirmed_version
-          ? { chain: row.confirmed_chain, version: row.confirmed_version }
-          : null,
-    };
+      .get(name) as DeadManRow | undefined;
+    return deadManFromRow(row);
   }
 
   setGraceSeconds(deviceNames: string[], seconds: number): void {
@@ -750,23 +741,8 @@ class SqliteStore {
   getArtifact(digest: string): ArtifactMeta | undefined {
     const row = this.db
       .prepare("SELECT digest, kind, size, nf, triple FROM artifacts WHERE digest = ?")
-      .get(digest) as
-      | {
-          digest: string;
-          kind: ArtifactMeta["kind"];
-          size: number;
-          nf: string;
-          triple: ArtifactMeta["triple"] | null;
-        }
-      | undefined;
-    if (!row) return undefined;
-    return {
-      digest: row.digest,
-      kind: row.kind,
-      size: row.size,
-      nf: row.nf,
-      ...(row.triple ? { triple: row.triple } : {}),
-    };
+      .get(digest) as ArtifactRow | undefined;
+    return row ? artifactFromRow(row) : undefined;
   }
 
   setMapEntries(chain: string, map: string, set: MapEntry[], remove: string[], at: string): void {

@@ -44,13 +44,8 @@ describeKernel("galette trace --device: through the controller to a real agent",
     waitFor("the agent to start tracing", 60_000, () =>
       fleet.agent(DEVICE).logged("tracing for the controller", from).length > 0 ? true : undefined,
     );
-  const untilPrinted = (run: CliRun, text: string) => {
-    let stderr = "";
-    run.child.stderr!.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    return waitFor(`galette to print "${text}"`, 60_000, () => (stderr.includes(text) ? true : undefined));
-  };
+  const untilPrinted = (run: CliRun, text: string) =>
+    waitFor(`galette to print "${text}"`, 60_000, () => (run.stderr().includes(text) ? true : undefined));
 
   const veth = () => fleet.agent(DEVICE).veth;
   /** One UDP frame from `srcIp` (proto 1 when `notUdp`: weak-classifier calls it Normal) */

@@ -14,28 +14,17 @@ import {
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { builtChainFile, lpmKeyV4, vethFixture } from "./helpers";
 
-/** Waits until a running CLI printed `text` on stderr (or it ended). */
-async function stderrShows(run: CliRun, text: string, timeoutMs = 60_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  let done = false;
+/** Waits until a tracer says it is tracing; throws if it ends first or stays silent for a minute. */
+async function tracing(run: CliRun): Promise<void> {
+  let ended = false;
   void run.done.then(() => {
-    done = true;
+    ended = true;
   });
-  while (Date.now() < end && !done) {
-    if ((run.child.stderr as unknown as { _galetteErr?: string })._galetteErr?.includes(text)) return;
+  for (const end = Date.now() + 60_000; Date.now() < end && !ended; ) {
+    if (run.stderr().includes("galette trace: tracing")) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`galette did not print "${text}" on stderr within ${timeoutMs} ms`);
-}
-
-/** Collects a child's stderr where stderrShows can see it while it runs. */
-function watchStderr(run: CliRun): CliRun {
-  const s = run.child.stderr as unknown as NodeJS.ReadableStream & { _galetteErr?: string };
-  s._galetteErr = "";
-  s.on("data", (d: Buffer) => {
-    s._galetteErr += d.toString();
-  });
-  return run;
+  throw new Error(`galette trace did not start tracing: ${run.stderr()}`);
 }
 
 describeKernel("galette trace (chains/security.toml on a veth)", () => {
@@ -86,6 +75,9 @@ describeKernel("galette trace (chains/security.toml on a veth)", () => {
   });
 
   const base = () => ({ dstMac: veth.macB, srcMac: veth.macA, dstIp: veth.ipB });
+  /** `galette trace ARGS` on the installation dataplane up made */
+  const trace = (args: string[]) =>
+    galette(["trace", "--iface", veth.ifB, "--netns", veth.nsB, "--state-dir", state.dir, ...args]);
   const send = (frame: Buffer, repeat: number, tag: string, expect?: number) =>
     exchangeFrames(veth.nsA, veth.ifA, {
       send: [frame],
@@ -106,23 +98,8 @@ describeKernel("galette trace (chains/security.toml on a veth)", () => {
     });
     expect((await send(cleared, 8, "t-cleared", 8)).received).toHaveLength(8);
 
-    const trace = watchStderr(
-      galette([
-        "trace",
-        "--iface",
-        veth.ifB,
-        "--netns",
-        veth.nsB,
-        "--state-dir",
-        state.dir,
-        "--filter",
-        "udp",
-        "--count",
-        "3",
-        "--json",
-      ]),
-    );
-    await stderrShows(trace, "galette trace: tracing");
+    const run = trace(["--filter", "udp", "--count", "3", "--json"]);
+    await tracing(run);
     // not UDP: the filter leaves it out
     const icmpish = udpFrame({ ...base(), srcIp: veth.ipA, payload: Buffer.from("t-notudp") });
     icmpish[23] = 1;
@@ -132,7 +109,7 @@ describeKernel("galette trace (chains/security.toml on a veth)", () => {
     const fresh = udpFrame({ ...base(), srcIp: veth.ipA, srcPort: 3333, payload: Buffer.from("t-fresh") });
     expect((await send(fresh, 1, "t-fresh", 1)).received).toHaveLength(1);
 
-    const res = await trace.done;
+    const res = await run.done;
     expect(res.code, res.stderr).toBe(0);
     const frames = res.stdout
       .trim()
@@ -185,24 +162,8 @@ describeKernel("galette trace (chains/security.toml on a veth)", () => {
 
   it("writes pcapng with each frame's path as its packet comment (read back by tshark)", async () => {
     const file = path.join(work, "trace.pcapng");
-    const trace = watchStderr(
-      galette([
-        "trace",
-        "--iface",
-        veth.ifB,
-        "--netns",
-        veth.nsB,
-        "--state-dir",
-        state.dir,
-        "--filter",
-        "udp and port 4444",
-        "--count",
-        "2",
-        "--pcapng",
-        file,
-      ]),
-    );
-    await stderrShows(trace, "galette trace: tracing");
+    const run = trace(["--filter", "udp and port 4444", "--count", "2", "--pcapng", file]);
+    await tracing(run);
     // another port: not traced
     await send(
       udpFrame({ ...base(), srcIp: veth.ipA, srcPort: 5555, payload: Buffer.from("t-other") }),
@@ -221,7 +182,7 @@ describeKernel("galette trace (chains/security.toml on a veth)", () => {
       "t-pc2",
       1,
     );
-    const res = await trace.done;
+    const res = await run.done;
     expect(res.code, res.stderr).toBe(0);
     expect(res.stdout).toContain("access-control→drop");
     const fields = execFileSync(
@@ -241,14 +202,13 @@ describeKernel("galette trace (chains/security.toml on a veth)", () => {
   }, 120_000);
 
   it("refuses a bad filter, a second tracer and an interface without a chain, clearly and without switching anything on", async () => {
-    const common = ["trace", "--iface", veth.ifB, "--netns", veth.nsB, "--state-dir", state.dir];
-    const bad = await galette([...common, "--filter", "udp or tcp"]).done;
+    const bad = await trace(["--filter", "udp or tcp"]).done;
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain('trace filter, column 5: "or" is not supported');
 
-    const first = watchStderr(galette([...common, "--timeout", "60"]));
-    await stderrShows(first, "galette trace: tracing");
-    const second = await galette([...common, "--count", "1"]).done;
+    const first = trace(["--timeout", "60"]);
+    await tracing(first);
+    const second = await trace(["--count", "1"]).done;
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/a trace is already running on .* \(pid \d+\); one tracer per interface/);
     first.child.kill("SIGTERM");
@@ -257,8 +217,8 @@ describeKernel("galette trace (chains/security.toml on a veth)", () => {
     expect(stopped.stderr).toContain("stopped (SIGTERM)");
 
     // the slot is free again: the next tracer works
-    const next = watchStderr(galette([...common, "--count", "1", "--json"]));
-    await stderrShows(next, "galette trace: tracing");
+    const next = trace(["--count", "1", "--json"]);
+    await tracing(next);
     await send(udpFrame({ ...base(), srcIp: "192.0.2.66", payload: Buffer.from("t-next") }), 1, "t-next");
     const res = await next.done;
     expect(res.code, res.stderr).toBe(0);

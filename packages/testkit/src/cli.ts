@@ -32,6 +32,8 @@ export interface CliRun {
   /** the CLI's own process: a signal to it (SIGKILL too) reaches the CLI itself */
   child: ChildProcess;
   stdout(): string;
+  /** stderr so far, while it runs */
+  stderr(): string;
   done: Promise<CliResult>;
 }
 
@@ -79,7 +81,7 @@ export function spawnGalette(args: string[], opts: CliOptions = {}): CliRun {
       resolve({ code, signal, stdout, stderr });
     });
   });
-  return { child, stdout: () => stdout, done };
+  return { child, stdout: () => stdout, stderr: () => stderr, done };
 }
 
 /** `pnpm galette ARGS` to completion, whatever the outcome. */

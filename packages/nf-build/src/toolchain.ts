@@ -9,6 +9,7 @@ import { homedir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { CPU_TARGETS, type CpuTargetName } from "@galette/vocabulary";
 import { NfBuildError } from "./errors";
 import { BWRAP, bwrapArgs, limitFromExit, NfBuildLimitError, type SandboxRun } from "./sandbox";
 
@@ -22,10 +23,13 @@ export const LLC = "llc-22";
 export const LLVM_NM = "llvm-nm-22";
 export const LLVM_DIS = "llvm-dis-22";
 
-/** Build targets: "bpf" is the XDP object; the rest are native libraries for AF_XDP workers. */
-export const TARGETS = ["bpf", "x86_64", "aarch64", "armv7", "riscv64"] as const;
-export type Target = (typeof TARGETS)[number];
-export type NativeTarget = Exclude<Target, "bpf">;
+/**
+ * Build targets: "bpf" is the XDP object; the rest are native libraries for AF_XDP workers,
+ * one per CPU of @galette/vocabulary's table.
+ */
+export const TARGETS = ["bpf", ...CPU_TARGETS.map((c) => c.target)] as readonly ["bpf", ...CpuTargetName[]];
+export type NativeTarget = CpuTargetName;
+export type Target = "bpf" | NativeTarget;
 
 export interface TargetInfo {
   /** rustc target triple */
@@ -63,31 +67,22 @@ export const STD_SOURCE: Record<NativeTarget, StdSource> = {
   },
 };
 
+/** How each CPU's native library is linked (its triple comes from the CPU table). */
+const NATIVE_LINK: Record<NativeTarget, Pick<TargetInfo, "linker" | "privateSysroot">> = {
+  x86_64: { privateSysroot: false },
+  aarch64: { linker: "aarch64-linux-gnu-gcc", privateSysroot: true },
+  armv7: { linker: "arm-linux-gnueabihf-gcc", privateSysroot: true },
+  riscv64: { linker: "riscv64-linux-gnu-gcc", privateSysroot: true },
+};
+
 export const TARGET_INFO: Record<Target, TargetInfo> = {
   bpf: { triple: "bpfel-unknown-none", artifactTriple: "bpf", privateSysroot: true },
-  x86_64: {
-    triple: "x86_64-unknown-linux-gnu",
-    artifactTriple: "x86_64-unknown-linux-gnu",
-    privateSysroot: false,
-  },
-  aarch64: {
-    triple: "aarch64-unknown-linux-gnu",
-    artifactTriple: "aarch64-unknown-linux-gnu",
-    linker: "aarch64-linux-gnu-gcc",
-    privateSysroot: true,
-  },
-  armv7: {
-    triple: "armv7-unknown-linux-gnueabihf",
-    artifactTriple: "armv7-unknown-linux-gnueabihf",
-    linker: "arm-linux-gnueabihf-gcc",
-    privateSysroot: true,
-  },
-  riscv64: {
-    triple: "riscv64gc-unknown-linux-gnu",
-    artifactTriple: "riscv64gc-unknown-linux-gnu",
-    linker: "riscv64-linux-gnu-gcc",
-    privateSysroot: true,
-  },
+  ...(Object.fromEntries(
+    CPU_TARGETS.map((c) => [
+      c.target,
+      { triple: c.triple, artifactTriple: c.triple, ...NATIVE_LINK[c.target] },
+    ]),
+  ) as Record<NativeTarget, TargetInfo>),
 };
 
 export function parseTargets(spec: string): Target[] {

@@ -316,6 +316,7 @@ describe("controller scale options and report", () => {
         backend: "SQLite",
         listeningS: 0.7,
         servedS: 9.9,
+        controllerCpuS: 3.1,
         missing: 0,
         unchanged: 1000,
         met: false,

@@ -25,6 +25,7 @@ import { releasesRoutes } from "./routes/releases";
 import { rolloutsRoutes } from "./routes/rollouts";
 import { tokensRoutes } from "./routes/tokens";
 import { traceRoutes } from "./routes/trace";
+import { TLS_SESSION_CONTEXT, TLS_SESSION_LIFETIME_S, tlsTicketKeys } from "./tls-session";
 
 export type { RouteAccess } from "./plugins/auth";
 
@@ -88,6 +89,14 @@ declare module "fastify" {
   }
 }
 
+/**
+ * Connections the kernel queues for accept(). A restarted controller is met by its whole
+ * fleet reconnecting at once while it is still busy starting; with Node's default (511)
+ * the queue overflows, the kernel drops SYNs and those devices wait out TCP's 1 s, 3 s, …
+ * retransmission timers. The kernel caps this at net.core.somaxconn.
+ */
+export const LISTEN_BACKLOG = 4096;
+
 /** TLS of the one listener. Everything about certificates the server trusts is here. */
 function tlsOptions(data: DataDirType) {
   return {
@@ -101,6 +110,10 @@ function tlsOptions(data: DataDirType) {
     rejectUnauthorized: false,
     // Galette's own parts (agent, CLI) all speak TLS 1.3.
     minVersion: "TLSv1.3" as const,
+    // Sessions resume, also across a restart (tls-session.ts says why that is safe).
+    ticketKeys: tlsTicketKeys(data.pki),
+    sessionTimeout: TLS_SESSION_LIFETIME_S,
+    sessionIdContext: TLS_SESSION_CONTEXT,
   };
 }
 
@@ -206,7 +219,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
   let metrics: { app: FastifyInstance; url: string } | undefined;
   try {
     app = await buildController(data, options, () => publicUrl);
-    await app.listen({ host, port: options.port ?? 8443 });
+    await app.listen({ host, port: options.port ?? 8443, backlog: LISTEN_BACKLOG });
     if (options.metricsListen) metrics = await startMetricsListener(app, options.metricsListen);
   } catch (err) {
     await metrics?.app.close();

@@ -4,8 +4,9 @@
  * notification channel.
  */
 import { readFileSync } from "node:fs";
-import { Agent, request as httpsRequest } from "node:https";
-import { createSecureContext, type SecureContext } from "node:tls";
+import { Agent, request as httpsRequest, type RequestOptions } from "node:https";
+import type { Duplex } from "node:stream";
+import { createSecureContext, type SecureContext, type TLSSocket } from "node:tls";
 import {
   DEVICE_ROUTES,
   DeviceNotification,
@@ -41,6 +42,33 @@ export type AssignmentResult =
   | { changed: true; assignment: SignedDeviceAssignment; etag: string | undefined };
 
 const REQUEST_TIMEOUT_MS = 15_000;
+
+/**
+ * The device's connections (requests and the ws channel) offer the newest TLS session
+ * ticket each controller gave it, so a reconnect resumes the session: no certificate
+ * signing or chain verification on either side. That matters after a controller restart,
+ * when the whole fleet reconnects at once (the controller derives its ticket keys from its
+ * PKI, so its tickets outlive a restart). Node's own Agent forgets a host's session after
+ * any failed connection — e.g. every attempt while a restarted controller is not yet
+ * listening. A ticket the controller cannot use costs nothing: it does a full handshake,
+ * and requests are still checked against the device's certificate and revocation.
+ */
+class ResumingAgent extends Agent {
+  readonly #sessions = new Map<string, Buffer>();
+
+  override createConnection(
+    options: RequestOptions,
+    callback?: (err: Error | null, stream: Duplex) => void,
+  ): Duplex | null | undefined {
+    const key = `${options.host ?? options.hostname}:${options.port}`;
+    const session = this.#sessions.get(key);
+    // (Node passes `session` on to tls.connect; its RequestOptions type does not name it)
+    const resumed: RequestOptions & { session?: Buffer } = session ? { ...options, session } : options;
+    const socket = super.createConnection(resumed, callback) as TLSSocket | null | undefined;
+    socket?.on("session", (ticket: Buffer) => this.#sessions.set(key, ticket));
+    return socket;
+  }
+}
 
 /**
  * The device API of one controller, or of several replicas sharing one database: requests
@@ -79,7 +107,10 @@ export class DeviceClient {
     };
     // parsed once: otherwise every new connection (each reconnect) parses the key and certificates again
     this.#tls = { ...material, secureContext: createSecureContext(material) };
-    this.#agent = new Agent({ ...this.#tls, keepAlive: true, maxSockets: 4 });
+    // One kept-alive connection for the device's requests (they queue on it; the ws channel
+    // has its own): a controller holds two connections per device, and one reconnecting
+    // after a restart makes two handshakes, not one more per request that overlaps a poll.
+    this.#agent = new ResumingAgent({ ...this.#tls, keepAlive: true, maxSockets: 1 });
   }
 
   /** The controller URL in use now. */
@@ -243,6 +274,8 @@ export class DeviceClient {
     let opened = false;
     const ws = new WebSocket(url, {
       ...this.#tls,
+      // through the agent: the channel resumes the TLS session too (ResumingAgent)
+      agent: this.#agent,
       headers: { [PROTOCOL_VERSION_HEADER]: String(PROTOCOL_VERSION) },
       handshakeTimeout: REQUEST_TIMEOUT_MS,
     });

@@ -1,10 +1,15 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
 import { DataDir, type RunningController, startController, writeDeviceBundle } from "@galette/controller";
-import { initPkiDir } from "@galette/pki";
+import { initPkiDir, PKI_FILES } from "@galette/pki";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WebSocketServer } from "ws";
 import { ControllerError, DeviceClient } from "../src/client";
 
 // The agent's side of mutual TLS against a real controller (in-process here; the fleet
@@ -103,6 +108,76 @@ describe("device client (mutual TLS)", () => {
       );
     } finally {
       client.close();
+    }
+  });
+
+  it("resumes its TLS session on new connections and the ws channel, also after failed attempts while the controller restarts", async () => {
+    // A TLS server with the controller's certificate and fixed ticket keys (as the
+    // controller's survive its restarts), restarted on the same port.
+    const ticketKeys = randomBytes(48);
+    const pem = (f: string) => readFileSync(join(data, f));
+    const seen: Array<{ what: string; reused: boolean }> = [];
+    const listen = (port: number) =>
+      new Promise<Server>((resolve, reject) => {
+        const server = createServer(
+          {
+            key: pem(PKI_FILES.serverKey),
+            cert: pem(PKI_FILES.serverCert),
+            ca: [pem(PKI_FILES.caCert), pem(PKI_FILES.issuerCert)],
+            requestCert: true,
+            rejectUnauthorized: true,
+            minVersion: "TLSv1.3",
+            ticketKeys,
+          },
+          (req, res) => {
+            seen.push({ what: "request", reused: (req.socket as TLSSocket).isSessionReused() });
+            res.writeHead(304).end();
+          },
+        );
+        new WebSocketServer({ server }).on("connection", (_ws, req) =>
+          seen.push({ what: "ws", reused: (req.socket as TLSSocket).isSessionReused() }),
+        );
+        server.once("error", reject);
+        server.listen(port, "127.0.0.1", () => resolve(server));
+      });
+    const stop = (server: Server) =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      });
+    let server = await listen(0);
+    const port = (server.address() as AddressInfo).port;
+    const client = new DeviceClient(`https://127.0.0.1:${port}`, creds(join(dir, "dev-a")));
+    const openWs = () =>
+      new Promise<void>((resolve, reject) => {
+        const ws = client.openNotifications({
+          onOpen: () => {
+            ws.close();
+            resolve();
+          },
+          onNotification: () => undefined,
+          onInvalid: () => undefined,
+          onClose: (reason) => reject(new Error(reason)),
+        });
+      });
+    try {
+      expect(await client.getAssignment("x", "x86_64")).toEqual({ changed: false });
+      await stop(server);
+      // the controller is down: the kept-alive connection and a new one fail (Node's own
+      // agent forgets the session on each)
+      await expect(client.getAssignment("x", "x86_64")).rejects.toThrow(/hang up|ECONNRESET|ECONNREFUSED/);
+      await expect(client.getAssignment("x", "x86_64")).rejects.toThrow(/ECONNREFUSED/);
+      server = await listen(port);
+      expect(await client.getAssignment("x", "x86_64")).toEqual({ changed: false });
+      await openWs();
+      expect(seen).toEqual([
+        { what: "request", reused: false },
+        { what: "request", reused: true },
+        { what: "ws", reused: true },
+      ]);
+    } finally {
+      client.close();
+      await stop(server);
     }
   });
 

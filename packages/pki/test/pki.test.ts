@@ -127,6 +127,11 @@ describe("pki", () => {
       expect(
         isIssuedCertificate(der, "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----"),
       ).toBe(false);
+      // the same certificate with CRLF line ends is the same bytes; two certificates in one
+      // record, or the body with stray characters, match nothing
+      expect(isIssuedCertificate(der, second.certPem.replace(/\r?\n/g, "\r\n"))).toBe(true);
+      expect(isIssuedCertificate(der, `${second.certPem}${first.certPem}`)).toBe(false);
+      expect(isIssuedCertificate(der, second.certPem.replace(/\n(?!-----END)/, "\n*"))).toBe(false);
     }
   });
 

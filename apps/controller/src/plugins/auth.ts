@@ -1,4 +1,4 @@
-import type { TLSSocket } from "node:tls";
+import type { PeerCertificate, TLSSocket } from "node:tls";
 import fastifyCookie from "@fastify/cookie";
 import { isIssuedCertificate, normaliseSerial } from "@galette/pki";
 import {
@@ -120,6 +120,23 @@ export function fromAnotherOrigin(request: FastifyRequest): boolean {
   }
 }
 
+const peers = new WeakMap<TLSSocket, PeerCertificate>();
+
+/**
+ * The client certificate of a connection, read once per connection: Node builds a new
+ * object each call (names, key, three fingerprints), a cost every kept-alive device request
+ * paid again. A TLS 1.3 connection's peer certificate cannot change (no renegotiation).
+ */
+export function peerCertificate(socket: TLSSocket): PeerCertificate | undefined {
+  let peer = peers.get(socket);
+  if (!peer) {
+    peer = socket.getPeerCertificate?.();
+    if (!peer) return undefined;
+    peers.set(socket, peer);
+  }
+  return peer;
+}
+
 /** Methods that change nothing: the only ones a console session may use without its CSRF token. */
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
@@ -159,7 +176,7 @@ export const authPlugin = fp(
 
     const authenticateDevice = async (request: FastifyRequest): Promise<DeviceRecord> => {
       const socket = request.raw.socket as TLSSocket;
-      const peer = socket.getPeerCertificate?.();
+      const peer = peerCertificate(socket);
       if (!peer || Object.keys(peer).length === 0)
         return refuseDevice(request, 401, "client certificate required");
       const cn = typeof peer.subject?.CN === "string" ? peer.subject.CN : "";

@@ -1,4 +1,4 @@
-import type { TLSSocket } from "node:tls";
+import type { PeerCertificate, TLSSocket } from "node:tls";
 import fastifyWebsocket from "@fastify/websocket";
 import { normaliseSerial } from "@galette/pki";
 import type { DeviceNotification, DeviceStatusReport } from "@galette/protocol";
@@ -9,7 +9,7 @@ import type { WebSocket } from "ws";
 import type { DataDir } from "../control";
 import { PacedFanout } from "../fanout";
 import type { DeviceRecord } from "../storage/repository";
-import { certificateExpired } from "./auth";
+import { certificateExpired, peerCertificate } from "./auth";
 
 /** ws close codes the agent sees */
 export const WS_CLOSE = {
@@ -102,7 +102,7 @@ export const notificationsPlugin = fp(
     const notifications: Notifications = {
       isOnline: (device) => connections.has(device),
       attach(device, socket, request) {
-        const peer = (request.raw.socket as TLSSocket).getPeerCertificate();
+        const peer: Partial<PeerCertificate> = peerCertificate(request.raw.socket as TLSSocket) ?? {};
         const previous = connections.get(device.name);
         const connection: Connection = {
           socket,
@@ -176,8 +176,12 @@ export const notificationsPlugin = fp(
 
     // Revoked (also by another process on the data dir) or expired: the ws goes too.
     const sweepOnce = async () => {
+      if (connections.size === 0) return;
+      // one read of every device, not a query per connection (thousands every few seconds)
+      const devices = new Map((await data.repo.listDevices()).map((d) => [d.name, d]));
       for (const [name, connection] of connections) {
-        const device = await data.repo.getDevice(name);
+        // (a connection newer than that read is looked up on its own)
+        const device = devices.get(name) ?? (await data.repo.getDevice(name));
         if (!device || device.revokedAt !== null || connection.serial !== device.serial) {
           app.log.warn({ device: name }, "closing notification connection of a revoked device");
           close(name, WS_CLOSE.revoked, "revoked");

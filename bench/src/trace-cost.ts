@@ -13,12 +13,25 @@
  *   bpf_stats (run_time_ns / run_cnt of the root, NFs included) while LIVE_FRAMES frames
  *   arrive, the tracer draining, against the same measurement with tracing off.
  *
+ * - cost window open: the per-NF cost window's flag set (each NF shim reads the clock at
+ *   entry and at its tail call or verdict and adds to its per-CPU slot), test run; "off" is
+ *   the same installation with the window closed, the state every frame outside a window
+ *   is in.
+ *
  *   pnpm --filter @galette/bench exec tsx src/trace-cost.ts [chain.toml …]
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Dataplane, enableBpfStats, planInstallation, Tracer } from "@galette/installer";
+import {
+  Dataplane,
+  enableBpfStats,
+  openCostMaps,
+  planInstallation,
+  readNfCost,
+  setMeasuring,
+  Tracer,
+} from "@galette/installer";
 import { createLogger } from "@galette/log";
 import { buildChain, loadChainOrThrow } from "@galette/nf-build";
 import { exchangeFrames, udpFrame } from "@galette/testkit/frames";
@@ -86,6 +99,13 @@ async function measure(chainFile: string): Promise<void> {
       const miss: number[] = [];
       const liveOff: number[] = [];
       const every: number[] = [];
+      const costOpen: number[] = [];
+      const costMaps = openCostMaps(dp.spec.pins.dir);
+      if (!costMaps) throw new Error(`installation ${dp.spec.pins.dir} has no per-NF cost maps`);
+      const xdpNfs = dp.spec.instances.filter((i) => i.xdp);
+      const timed = () => xdpNfs.map((i) => readNfCost(costMaps, i.id));
+      /** each NF's own ns per run in the window's test runs (what device status reports) */
+      const nfNs = new Map<string, number[]>(xdpNfs.map((i) => [i.name, []]));
       const releaseStats = enableBpfStats();
       try {
         for (let r = 0; r < ROUNDS; r++) {
@@ -96,6 +116,18 @@ async function measure(chainFile: string): Promise<void> {
           } finally {
             t1.stop();
           }
+          const t0 = timed();
+          setMeasuring(costMaps, true);
+          try {
+            costOpen.push(await testRunNs(id, frameFile, REPEAT));
+          } finally {
+            setMeasuring(costMaps, false);
+          }
+          timed().forEach((t, k) => {
+            const runs = t.runs - t0[k]!.runs;
+            if (runs < REPEAT) throw new Error(`the cost window timed ${runs} runs of ${xdpNfs[k]!.name}`);
+            nfNs.get(xdpNfs[k]!.name)!.push(Math.round((t.ns - t0[k]!.ns) / runs));
+          });
           liveOff.push(await live());
           const t2 = Tracer.start(target, { stateDir: scratch });
           try {
@@ -107,6 +139,7 @@ async function measure(chainFile: string): Promise<void> {
         }
       } finally {
         releaseStats();
+        costMaps.close();
       }
       const s = (v: number[]) => {
         const x = spread(v)!;
@@ -121,6 +154,8 @@ async function measure(chainFile: string): Promise<void> {
         `${built.plan.chain} (${built.plan.nfs.length} NFs), median (min–max) of ${ROUNDS} rounds:\n` +
           `  test run, trace off                 ${s(off)}\n` +
           `  test run, trace on, no frame match  ${s(miss)}  ratio ${ratio(miss)}\n` +
+          `  test run, cost window open          ${s(costOpen)}  ratio ${ratio(costOpen)}\n` +
+          [...nfNs].map(([nf, v]) => `    ${nf} timed by its shim: ${s(v)} per run\n`).join("") +
           `  live (bpf_stats), trace off         ${ns(liveOff)}\n` +
           `  live (bpf_stats), every frame       ${ns(every)}  ratio ${ratio(every, liveOff)}  (${frames} frames joined)\n`,
       );

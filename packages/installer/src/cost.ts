@@ -14,6 +14,7 @@ import { type CostMaps, type NfXdpTotals, openCostMaps, readNfCost, setMeasuring
 import type { Dataplane } from "./kernel";
 
 export { enableBpfStats, withBpfStats } from "@galette/xdp-native";
+export { type CostMaps, openCostMaps, readNfCost, setMeasuring } from "./cost-maps";
 
 /** Measures `dp` for `windowMs` with bpf_stats and the NF shims' timing on. */
 export async function measureCost(dp: Dataplane, windowMs: number): Promise<DeviceCost> {

@@ -207,7 +207,7 @@ static __always_inline int galette_nf_act(struct xdp_md *ctx, __u32 variant, __u
 \t\tgalette_trace_step(frame, galette_instance_id, variant, action->kind, action->arg);
 \tif (action->kind == GALETTE_ACT_TAILCALL) {
 \t\t/* timed before: a tail call that succeeds never returns here */
-\t\tgalette_cost_end(galette_instance_id, *start);
+\t\tgalette_cost_end(*start);
 \t\t*start = 0;
 \t\tbpf_tail_call(ctx, &galette_progs, action->arg);
 \t\treturn XDP_DROP; /* empty slot: the next instance is not installed */
@@ -238,7 +238,7 @@ int galette_nf(struct xdp_md *ctx)
 \t__u64 start = galette_cost_start();
 \t__u32 variant = galette_nf_main(ctx);
 \tint verdict = galette_nf_act(ctx, variant, &start);
-\tgalette_cost_end(galette_instance_id, start);
+\tgalette_cost_end(start);
 \treturn verdict;
 }
 

@@ -146,11 +146,11 @@ describe("glue generation", () => {
     // the clock is read (galette_cost_start tests the flag) before the NF runs
     expect(entry.indexOf("galette_cost_start()")).toBeLessThan(entry.indexOf("galette_nf_main(ctx)"));
     expect(entry).toMatch(
-      /galette_nf_act\(ctx, variant, &start\);\n\tgalette_cost_end\(galette_instance_id, start\);\n\treturn verdict;/,
+      /galette_nf_act\(ctx, variant, &start\);\n\tgalette_cost_end\(start\);\n\treturn verdict;/,
     );
     // a successful tail call never returns: its run is added before, and not again after
     expect(shim).toMatch(
-      /galette_cost_end\(galette_instance_id, \*start\);\n\t\t\*start = 0;\n\t\tbpf_tail_call\(ctx, &galette_progs, action->arg\);/,
+      /galette_cost_end\(\*start\);\n\t\t\*start = 0;\n\t\tbpf_tail_call\(ctx, &galette_progs, action->arg\);/,
     );
     const header = readFileSync(path.join(ABI_INCLUDE_DIR, "galette_cost.h"), "utf8");
     expect(header).toContain('volatile __u32 galette_cost_on SEC(".data.cost");');

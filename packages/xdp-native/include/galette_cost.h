@@ -21,6 +21,8 @@ struct galette_nf_cost {
 
 #ifdef __bpf__
 
+#include "galette_nf_maps.h" /* galette_instance_id, GALETTE_MAX_INSTANCES */
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, GALETTE_MAX_INSTANCES);
@@ -36,10 +38,12 @@ static __always_inline __u64 galette_cost_start(void)
 	return galette_cost_on ? bpf_ktime_get_ns() : 0;
 }
 
-/* Adds this run to the instance's slot (nothing when `start` is 0: not measuring). */
-static __always_inline void galette_cost_end(__u32 instance, __u64 start)
+/* Adds this run to the instance's slot (nothing when `start` is 0: not measuring). The
+ * instance id (a volatile rodata global) is read only then: the closed window pays one test. */
+static __always_inline void galette_cost_end(__u64 start)
 {
 	if (!start) return;
+	__u32 instance = galette_instance_id;
 	struct galette_nf_cost *c = bpf_map_lookup_elem(&galette_nf_cost, &instance);
 	if (!c) return;
 	c->ns += bpf_ktime_get_ns() - start;

@@ -7,15 +7,28 @@ function plan(src: string, maxTailCalls?: number): ChainPlan {
   return planChain(chain, { maxTailCalls, warnings: diagnostics });
 }
 
+/**
+ * A chain's TOML: `[functions.NAME]` and its extra lines per NF, in order, then one
+ * `[[links]]` per entry of `links` (from → to).
+ */
+function chainToml(functions: Record<string, string>, links: Record<string, string[]>): string {
+  return (
+    Object.entries(functions)
+      .map(([name, extra]) => `[functions.${name}]\n${extra}`)
+      .join("") +
+    Object.entries(links)
+      .map(([from, to]) => `[[links]]\nfrom = "${from}"\nto = ${JSON.stringify(to)}\n`)
+      .join("")
+  );
+}
+
 /** a line of n NFs, each `to = [next, drop]`, last → tx */
 function line(n: number): string {
   const names = Array.from({ length: n }, (_, i) => `n${i + 1}`);
-  let src = names.map((x) => `[functions.${x}]\npath = "nf-examples/decrement-ttl"\n`).join("");
-  src += `[[links]]\nfrom = "rx"\nto = ["n1"]\n`;
-  names.forEach((x, i) => {
-    src += `[[links]]\nfrom = "${x}"\nto = ["${names[i + 1] ?? "tx"}", "drop"]\n`;
+  return chainToml(Object.fromEntries(names.map((x) => [x, 'path = "nf-examples/decrement-ttl"\n'])), {
+    rx: ["n1"],
+    ...Object.fromEntries(names.map((x, i) => [x, [names[i + 1] ?? "tx", "drop"]])),
   });
-  return src;
 }
 
 const place = (p: ChainPlan, nf: string) => {
@@ -60,28 +73,12 @@ describe("planChain", () => {
   });
 
   it("classifies entry, tailcall, upcall, call and exit edges", () => {
-    const p = plan(`
-[functions.a]
-[functions.b]
-[functions.c]
-disable_xdp = true
-[functions.d]
-[[links]]
-from = "rx"
-to = ["a"]
-[[links]]
-from = "a"
-to = ["b", "drop"]
-[[links]]
-from = "b"
-to = ["c", "tx"]
-[[links]]
-from = "c"
-to = ["d"]
-[[links]]
-from = "d"
-to = ["pass"]
-`);
+    const p = plan(
+      chainToml(
+        { a: "", b: "", c: "disable_xdp = true\n", d: "" },
+        { rx: ["a"], a: ["b", "drop"], b: ["c", "tx"], c: ["d"], d: ["pass"] },
+      ),
+    );
     expect(p.edges).toEqual([
       { from: "rx", to: "a", kind: "entry", action: 0, fromPlacement: "xdp", toPlacement: "xdp" },
       { from: "a", to: "b", kind: "tailcall", action: 0, fromPlacement: "xdp", toPlacement: "xdp" },
@@ -104,19 +101,9 @@ to = ["pass"]
   });
 
   it("places an NF reached both in XDP and through an upcall in both", () => {
-    const p = plan(`
-[functions.split]
-[functions.shared]
-[[links]]
-from = "rx"
-to = ["split"]
-[[links]]
-from = "split"
-to = ["shared", "!shared"]
-[[links]]
-from = "shared"
-to = ["tx"]
-`);
+    const p = plan(
+      chainToml({ split: "", shared: "" }, { rx: ["split"], split: ["shared", "!shared"], shared: ["tx"] }),
+    );
     expect(place(p, "shared")).toEqual({ xdp: true, userland: true });
     expect(edge(p, "shared", "tx").map((e) => e.fromPlacement)).toEqual(["xdp", "userland"]);
     expect(p.nfs.find((n) => n.name === "split")!.actions).toEqual([
@@ -127,34 +114,14 @@ to = ["tx"]
 
   it("uses the longest XDP path to an NF for its depth", () => {
     // d is reachable at depth 2 (a → d) and depth 3 (a → b → d); with 2 tail calls d must go to userland
-    const p = plan(
-      `
-[functions.a]
-[functions.b]
-[functions.d]
-[[links]]
-from = "rx"
-to = ["a"]
-[[links]]
-from = "a"
-to = ["d", "b"]
-[[links]]
-from = "b"
-to = ["d"]
-[[links]]
-from = "d"
-to = ["tx"]
-`,
-      2,
-    );
+    const p = plan(chainToml({ a: "", b: "", d: "" }, { rx: ["a"], a: ["d", "b"], b: ["d"], d: ["tx"] }), 2);
     expect(place(p, "d")).toEqual({ xdp: true, userland: true });
     expect(edge(p, "a", "d")[0]!.kind).toBe("tailcall");
     expect(edge(p, "b", "d")[0]!.kind).toBe("upcall");
   });
 
   it("puts a disable_xdp or upcalled entry in userland", () => {
-    const src = (entry: string, extra: string) =>
-      `[functions.e]\n${extra}[[links]]\nfrom = "rx"\nto = ["${entry}"]\n[[links]]\nfrom = "e"\nto = ["tx"]\n`;
+    const src = (entry: string, extra: string) => chainToml({ e: extra }, { rx: [entry], e: ["tx"] });
     for (const p of [plan(src("e", "disable_xdp = true\n")), plan(src("!e", ""))]) {
       expect(place(p, "e")).toEqual({ xdp: false, userland: true });
       expect(p.edges[0]).toMatchObject({ from: "rx", kind: "entry", toPlacement: "userland" });
@@ -163,7 +130,10 @@ to = ["tx"]
   });
 
   it("gives each instance its UUID, with the build hash when known, and lists maps", () => {
-    const src = `[functions.m.maps]\ncounters = { type = "array", size = 1 }\n[[links]]\nfrom = "rx"\nto = ["m"]\n[[links]]\nfrom = "m"\nto = ["tx"]\n`;
+    const src = chainToml(
+      { "m.maps": 'counters = { type = "array", size = 1 }\n' },
+      { rx: ["m"], m: ["tx"] },
+    );
     const { chain } = parseChain(src, "chains/mac.toml");
     const p = planChain(chain!, { buildHashes: new Map([["m", "h1"]]) });
     expect(p.nfs[0]!.uuid).toBe(instanceUuid("mac", "m", "h1"));
@@ -184,9 +154,7 @@ to = ["tx"]
   });
 
   it("leaves unreachable NFs unplaced and carries the validation warning", () => {
-    const p = plan(
-      `[functions.a]\n[functions.b]\n[[links]]\nfrom = "rx"\nto = ["a"]\n[[links]]\nfrom = "a"\nto = ["tx"]\n[[links]]\nfrom = "b"\nto = ["tx"]\n`,
-    );
+    const p = plan(chainToml({ a: "", b: "" }, { rx: ["a"], a: ["tx"], b: ["tx"] }));
     expect(place(p, "b")).toEqual({ xdp: false, userland: false });
     expect(p.warnings.map((w) => w.code)).toEqual(["unreachable"]);
   });

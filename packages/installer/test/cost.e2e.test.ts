@@ -1,78 +1,37 @@
 import type { BuiltChain } from "@galette/nf-build";
-import {
-  attachXdpPass,
-  createVethPair,
-  describeKernel,
-  exchangeFrames,
-  udpFrame,
-  type VethPair,
-} from "@galette/testkit";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { describeKernel, exchangeFrames, udpFrame } from "@galette/testkit";
+import { beforeAll, expect, it } from "vitest";
 import { measureCost } from "../src/cost";
-import { Dataplane } from "../src/kernel";
-import { builtChainText, install, stateDir } from "./helpers";
-
-// the entry runs only in userland: the root program upcalls every frame to dpi's worker
-const chain = `
-[chain]
-name = "cost-userland"
-
-[functions.dpi]
-maps = { flow_state = "_" }
-disable_xdp = true
-
-[maps.flow_state]
-type = "hash_map"
-size = 1024
-
-[[links]]
-from = "rx"
-to = ["dpi"]
-
-[[links]]
-from = "dpi"
-to = ["tx", "drop"]
-`;
+import { builtChainText, install, userlandEntryChain, vethFixture } from "./helpers";
 
 describeKernel("installer: per-NF cost (bpf_stats window, worker timing)", () => {
-  let veth: VethPair;
+  const fx = vethFixture("cst");
   let built: BuiltChain;
-  const state = stateDir();
 
   beforeAll(async () => {
-    built = await builtChainText(chain, "cost-userland.toml");
-    veth = await createVethPair("cst");
-    await attachXdpPass(veth.nsA, veth.ifA);
-  });
-  afterAll(async () => {
-    try {
-      if (veth) Dataplane.remove({ iface: veth.ifB, netns: veth.nsB }, { stateDir: state.dir });
-    } finally {
-      await veth?.cleanup();
-      state.cleanup();
-    }
+    built = await builtChainText(userlandEntryChain("cost-userland", 1024), "cost-userland.toml");
   });
 
   it("counts the root program's runs in the window and the userland NF's calls and time", async () => {
     const dp = await install(
       built,
-      { iface: veth.ifB, netns: veth.nsB },
-      { stateDir: state.dir, workers: { count: 1 } },
+      { iface: fx.veth.ifB, netns: fx.veth.nsB },
+      { stateDir: fx.state.dir, workers: { count: 1 } },
     );
     try {
       await expect(measureCost(dp, 0)).rejects.toThrow(/window must be 1 ms to 60 s, got 0 ms/);
       await expect(measureCost(dp, 120_000)).rejects.toThrow(/window must be 1 ms to 60 s/);
 
       const frame = udpFrame({
-        dstMac: veth.macB,
-        srcMac: veth.macA,
-        dstIp: veth.ipB,
-        srcIp: veth.ipA,
+        dstMac: fx.veth.macB,
+        srcMac: fx.veth.macA,
+        dstIp: fx.veth.ipB,
+        srcIp: fx.veth.ipA,
         srcPort: 5000,
         payload: Buffer.from("t-cost"),
       });
       const measuring = measureCost(dp, 2500);
-      const { received } = await exchangeFrames(veth.nsA, veth.ifA, {
+      const { received } = await exchangeFrames(fx.veth.nsA, fx.veth.ifA, {
         send: [frame],
         repeat: 20,
         pps: 1000,

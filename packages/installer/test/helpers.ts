@@ -24,6 +24,31 @@ export async function builtChainText(text: string, file = "test.toml"): Promise<
   return buildChain(parsed.chain, { baseDir: repoRoot });
 }
 
+/**
+ * A chain whose entry runs only in userland: the root program upcalls every frame to dpi
+ * (XDP disabled) in the workers, which sends it out or drops it.
+ */
+export const userlandEntryChain = (name: string, flowStateEntries: number) => `
+[chain]
+name = "${name}"
+
+[functions.dpi]
+maps = { flow_state = "_" }
+disable_xdp = true
+
+[maps.flow_state]
+type = "hash_map"
+size = ${flowStateEntries}
+
+[[links]]
+from = "rx"
+to = ["dpi"]
+
+[[links]]
+from = "dpi"
+to = ["tx", "drop"]
+`;
+
 export const quietLogger = () => pino({ level: process.env.GALETTE_TEST_LOG ?? "silent" });
 
 /** A private state dir per test file, removed by the returned cleanup. */

@@ -1,70 +1,37 @@
 import type { BuiltChain } from "@galette/nf-build";
-import {
-  attachXdpPass,
-  createVethPair,
-  describeKernel,
-  exchangeFrames,
-  udpFrame,
-  type VethPair,
-} from "@galette/testkit";
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { Dataplane } from "../src/kernel";
+import { describeKernel, exchangeFrames, udpFrame } from "@galette/testkit";
+import { beforeAll, expect, it } from "vitest";
 import { RX_INSTANCE } from "../src/spec";
-import { builtChainFile, builtChainText, install, lpmKeyV4, stateDir } from "./helpers";
-
-const userlandEntry = `
-[chain]
-name = "userland-entry"
-
-[functions.dpi]
-maps = { flow_state = "_" }
-disable_xdp = true
-
-[maps.flow_state]
-type = "hash_map"
-size = 65535
-
-[[links]]
-from = "rx"
-to = ["dpi"]
-
-[[links]]
-from = "dpi"
-to = ["tx", "drop"]
-`;
+import {
+  builtChainFile,
+  builtChainText,
+  install,
+  lpmKeyV4,
+  userlandEntryChain,
+  vethFixture,
+} from "./helpers";
 
 describeKernel("installer: a chain whose entry runs only in userland (rx upcall program)", () => {
-  let veth: VethPair;
+  const fx = vethFixture("iue");
   let built: BuiltChain;
   let security: BuiltChain;
-  const state = stateDir();
 
   beforeAll(async () => {
-    built = await builtChainText(userlandEntry, "userland-entry.toml");
+    built = await builtChainText(userlandEntryChain("userland-entry", 65535), "userland-entry.toml");
     security = await builtChainFile("security.toml");
-    veth = await createVethPair("iue");
-    await attachXdpPass(veth.nsA, veth.ifA);
-  });
-  afterAll(async () => {
-    try {
-      if (veth) Dataplane.remove({ iface: veth.ifB, netns: veth.nsB }, { stateDir: state.dir });
-    } finally {
-      await veth?.cleanup();
-      state.cleanup();
-    }
   });
 
   it("upcalls every frame to the entry NF in the workers, then moves to an XDP entry", async () => {
     const dp = await install(
       built,
-      { iface: veth.ifB, netns: veth.nsB },
-      { stateDir: state.dir, workers: { count: 1 } },
+      { iface: fx.veth.ifB, netns: fx.veth.nsB },
+      { stateDir: fx.state.dir, workers: { count: 1 } },
     );
     try {
       expect(dp.spec.entry).toBe(RX_INSTANCE);
-      const base = { dstMac: veth.macB, srcMac: veth.macA, dstIp: veth.ipB, srcIp: veth.ipA };
+      const base = { dstMac: fx.veth.macB, srcMac: fx.veth.macA, dstIp: fx.veth.ipB, srcIp: fx.veth.ipA };
       const send = (frame: Buffer, n: number, tag: string, expectN?: number) =>
-        exchangeFrames(veth.nsA, veth.ifA, {
+        exchangeFrames(fx.veth.nsA, fx.veth.ifA, {
           send: [frame],
           repeat: n,
           pps: 1000,
@@ -96,7 +63,7 @@ describeKernel("installer: a chain whose entry runs only in userland (rx upcall 
       expect(r.maps.reused).toEqual(["shared.flow_state"]);
       await dp.reconfigure(r);
       expect(dp.spec.rx).toBeUndefined();
-      dp.nfMap("access-control", "allow_list").update(lpmKeyV4(veth.ipA), Buffer.alloc(4));
+      dp.nfMap("access-control", "allow_list").update(lpmKeyV4(fx.veth.ipA), Buffer.alloc(4));
       const icmpish = udpFrame({ ...base, payload: Buffer.from("t-ue-xdp") });
       icmpish[23] = 1;
       expect((await send(icmpish, 10, "t-ue-xdp", 10)).received).toHaveLength(10);

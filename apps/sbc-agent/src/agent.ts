@@ -593,7 +593,18 @@ export class GaletteAgent {
     }
     const started = Date.now();
     const label = { chain: chain.name, version: chain.version, from };
-    if (!this.#trusted(desired.assignment, from)) {
+    // Phase durations (ms) of this apply, logged with its outcome: where a slow
+    // reconfiguration on a small device spends its time.
+    const phases: Record<string, number> = {};
+    let mark = started;
+    const phase = (name: string) => {
+      const now = Date.now();
+      phases[name] = (phases[name] ?? 0) + (now - mark);
+      mark = now;
+    };
+    const trusted = this.#trusted(desired.assignment, from);
+    phase("verifyMs");
+    if (!trusted) {
       // The cache's copy may be what was tampered with: the controller's is still worth a look.
       if (from === "controller") this.#refusedEtag = desired.etag;
       void this.#reportStatus();
@@ -614,6 +625,7 @@ export class GaletteAgent {
       }
     }
     this.#state = "installing";
+    let applied: { message: string; fields: Record<string, number> };
     try {
       const needed = neededArtifacts(chain, this.triple);
       let downloaded = 0;
@@ -632,37 +644,42 @@ export class GaletteAgent {
           throw new Error(
             `${what}: artifact ${ref.digest} is not in the cache and the controller is not asked`,
           );
+        const fetchStarted = Date.now();
         const bytes = await this.#client.fetchArtifact(ref.digest);
         this.#cache.put(ref.digest, bytes, what);
         downloaded++;
         this.log.info(
-          { digest: ref.digest, nf: nf.instance, kind, bytes: bytes.length },
+          { digest: ref.digest, nf: nf.instance, kind, bytes: bytes.length, ms: Date.now() - fetchStarted },
           "artifact downloaded",
         );
       }
+      phase("artifactsMs");
       const input = toInstallerInput(chain, (digest) => this.#cache.artifactPath(digest));
       if (this.#dp) {
         const reconf = this.#dp.replan(input.plan, input.artifacts);
+        phase("planMs");
+        this.log.debug(
+          { ...label, created: reconf.created, reused: reconf.reused, retired: reconf.retired },
+          "reconfiguring the dataplane",
+        );
         await this.#dp.reconfigure(reconf);
-        this.log.info(
-          {
-            ...label,
+        phase("dataplaneMs");
+        applied = {
+          message: "assignment applied (reconfigured)",
+          fields: {
             created: reconf.created.length,
             reused: reconf.reused.length,
             retired: reconf.retired.length,
-            downloaded,
-            ms: Date.now() - started,
           },
-          "assignment applied (reconfigured)",
-        );
+        };
       } else {
         const reconf = planInstallation(input.plan, input.artifacts, this.target, {});
+        phase("planMs");
         this.#dp = await Dataplane.install(reconf, this.#dataplaneOptions());
-        this.log.info(
-          { ...label, nfs: reconf.created.length, downloaded, ms: Date.now() - started },
-          "assignment applied (installed)",
-        );
+        phase("dataplaneMs");
+        applied = { message: "assignment applied (installed)", fields: { nfs: reconf.created.length } };
       }
+      applied.fields.downloaded = downloaded;
     } catch (err) {
       this.#state = "error";
       this.#error(`installing chain "${chain.name}" v${chain.version} failed: ${(err as Error).message}`);
@@ -687,6 +704,7 @@ export class GaletteAgent {
       this.#state = "error";
       this.#error(`chain "${chain.name}" v${chain.version}: map entries: ${(err as Error).message}`);
     }
+    phase("mapEntriesMs");
     if (prior?.assignment.chain && prior.etag !== desired.etag) this.#cache.savePrevious(prior);
     this.#cache.saveAssignment({
       ...desired,
@@ -703,6 +721,8 @@ export class GaletteAgent {
     );
     const pruned = this.#cache.prune(keep);
     if (pruned.length > 0) this.log.debug({ pruned }, "pruned unused cached artifacts");
+    phase("cacheMs");
+    this.log.info({ ...label, ...applied.fields, ms: Date.now() - started, phases }, applied.message);
     void this.#reportStatus();
     return true;
   }

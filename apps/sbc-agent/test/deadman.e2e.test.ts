@@ -173,6 +173,17 @@ describeKernel("dead-man's switch", () => {
           .logged("assignment applied (reconfigured)", from)
           .some((l) => l.chain === "deadman-cut" && l.version === 1) || undefined,
     );
+    // the line says where the reconfiguration's time went, phase by phase
+    const applied = agent.logged("assignment applied (reconfigured)", from).at(-1)!;
+    expect(Object.keys(applied.phases as object).sort()).toEqual([
+      "artifactsMs",
+      "cacheMs",
+      "dataplaneMs",
+      "mapEntriesMs",
+      "planMs",
+      "verifyMs",
+    ]);
+    expect(Object.values(applied.phases as object).every((ms) => Number.isInteger(ms) && ms >= 0)).toBe(true);
     expect(
       agent.logged(
         "the operator confirmed the held-back version: installing it without the dead-man's switch",

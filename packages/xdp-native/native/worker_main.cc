@@ -201,6 +201,11 @@ Config ParseArgs(int argc, char** argv) {
   if (c.ports < 1 || c.ports > kMaxPorts) Fatal("--ports out of range");
   if (c.workers < 1 || c.workers > GALETTE_MAX_XSKS) Fatal("--workers out of range");
   if (c.batch < 1 || c.batch > kMaxBatch) Fatal("--batch out of range");
+  // Frames are found by masking and dividing by the frame size, ring slots by masking.
+  auto pow2 = [](uint32_t v) { return v && !(v & (v - 1)); };
+  if (!pow2(c.frame_size) || c.frame_size < 2048 || c.frame_size > 4096) Fatal("--frame-size must be 2048 or 4096");
+  if (!pow2(c.frame_count) || c.frame_count < 64) Fatal("--frame-count must be a power of two >= 64");
+  if (!pow2(c.ring_size) || c.ring_size < 64) Fatal("--ring-size must be a power of two >= 64");
   if (c.uid == 0 || c.gid == 0) Fatal("refusing to run NF code as uid/gid 0");
   return c;
 }
@@ -289,6 +294,8 @@ struct Process {
   std::vector<std::unique_ptr<Thread>> threads;
   std::atomic<InstanceTable*> current{nullptr};
   std::vector<InstanceTable*> retired;
+  // frame_count / groups, set once main checked the layout: never 0
+  uint32_t frames_per_group = 1;
 
   uint64_t FrameOf(uint64_t addr) const { return addr & ~static_cast<uint64_t>(cfg.frame_size - 1); }
   uint32_t PortOf(uint32_t g) const { return g < cfg.queues[0] ? 0 : 1; }
@@ -300,7 +307,7 @@ struct Process {
   }
   // The group whose fill ring a frame returns to (its share of the UMEM, see worker_shm.h).
   uint32_t HomeOf(uint64_t addr) const {
-    uint64_t g = (addr / cfg.frame_size) / (cfg.frame_count / cfg.groups);
+    uint64_t g = (addr / cfg.frame_size) / frames_per_group;
     return g < cfg.groups ? static_cast<uint32_t>(g) : cfg.groups - 1;
   }
 
@@ -512,6 +519,8 @@ void Thread::Run(Process* p) {
   __atomic_store_n(&shm->state, kRunning, __ATOMIC_RELEASE);
   const uint32_t batch = p->cfg.batch;
   const uint32_t groups = p->cfg.groups;
+  // main checked the layout: every index and modulus below relies on it
+  if (groups == 0 || groups > kMaxGroups) Fatal("worker " + std::to_string(index) + ": no socket groups");
   Journal* j = &shm->journal;
   std::vector<uint64_t> dropped(batch);
   std::vector<xdp_desc> descs(batch);
@@ -1118,7 +1127,7 @@ int main(int argc, char** argv) {
   if (p->shm == MAP_FAILED) Fatal("map the shared counters", errno);
   p->header = static_cast<Header*>(p->shm);
   if (p->header->magic != kMagic || p->header->version != kVersion || p->header->workers != c.workers ||
-      p->header->ports != c.ports)
+      p->header->ports != c.ports || p->header->frame_count != c.frame_count || p->header->frame_size != c.frame_size)
     Fatal("shared counter region does not match this worker");
   // The queue layout, checked: every socket index below derives from it.
   p->cfg.groups = 0;
@@ -1129,8 +1138,11 @@ int main(int argc, char** argv) {
     p->cfg.queues[port] = q;
     p->cfg.groups += q;
   }
-  if (p->header->groups != c.groups || c.workers * c.groups > GALETTE_MAX_XSKS || c.frame_count / c.groups == 0)
+  // groups >= 1 (ports >= 1, each with >= 1 queue), said again for the divisions below
+  if (c.groups == 0 || p->header->groups != c.groups || c.workers * c.groups > GALETTE_MAX_XSKS ||
+      c.frame_count / c.groups == 0)
     Fatal("shared header: " + std::to_string(c.groups) + " socket groups do not fit this worker");
+  p->frames_per_group = c.frame_count / c.groups;
   p->sockets.resize(c.workers * c.groups);
   // Map every ring first, then bind the sockets not bound yet (by an earlier worker).
   const uint32_t bound = __atomic_load_n(&p->header->bound_sockets, __ATOMIC_ACQUIRE);

@@ -358,6 +358,9 @@ void SetUp(Napi::Env env, WPool* p) {
     p->groups += q;
   }
   std::string where = p->ifname + (p->ports > 1 ? "," + p->peer : "");
+  // Each port has at least one queue (RxQueues, queues >= 1): every division by groups
+  // (here, in CreateSockets and CountLeftovers) relies on it.
+  if (p->groups == 0) ThrowErrno(env, EINVAL, "no RX queue to serve on " + where);
   if (p->workers * p->groups > p->xsk_slots)
     ThrowErrno(env, EINVAL,
                "XSKMAP has " + std::to_string(p->xsk_slots) + " slots for " + std::to_string(p->workers) +

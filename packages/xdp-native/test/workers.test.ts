@@ -21,6 +21,7 @@ import {
   WorkerError,
   WorkerPool,
   type WorkerPoolOptions,
+  workerExecutablePath,
   XdpAttachment,
 } from "../src/index";
 import { macOf, seqOf, testFrames } from "./frames";
@@ -497,6 +498,25 @@ describeKernel("xdp-native NF worker process: isolation and supervision", () => 
     const h = pool.health();
     expect(h.socketRebuilds).toBe(h.socketTakeover === "rebuild" ? 1 : 0);
     await flows(d, 20, 100);
+  });
+
+  it.each([
+    ["--frame-size", "0", /--frame-size must be 2048 or 4096/],
+    ["--frame-size", "3000", /--frame-size must be 2048 or 4096/],
+    ["--frame-count", "100", /--frame-count must be a power of two >= 64/],
+    ["--ring-size", "0", /--ring-size must be a power of two >= 64/],
+  ] as const)("the worker refuses %s %s before it touches anything", async (flag, value, message) => {
+    const run = execFileP(workerExecutablePath(), ["--uid", "65534", "--gid", "65534", flag, value], {
+      env: {},
+    });
+    const err = (await run.then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as { code?: number; stdout?: string } | undefined;
+    expect(err?.code).toBe(2);
+    const line = JSON.parse(err!.stdout!.trim()) as { type: string; message: string };
+    expect(line.type).toBe("fatal");
+    expect(line.message).toMatch(message);
   });
 
   /** The AF_XDP sockets a worker holds (fds 6 onwards, one per thread and queue). */

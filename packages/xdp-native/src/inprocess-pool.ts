@@ -5,13 +5,15 @@
  */
 
 import { awaitQuiesced, diffInstances } from "./instance-update";
-import { isBpfError, type NativePoolEvent, native, type PoolHandle } from "./native";
+import { type NativePoolEvent, native, type PoolHandle } from "./native";
 import {
   asLibraryError,
   fdOf,
   type InstanceUpdate,
   type NfInstanceConfig,
   type PoolStats,
+  retryWhileQueueBusy,
+  stoppedError,
   summarise,
   toNative,
   type UpdateInstancesOptions,
@@ -33,7 +35,7 @@ export class InProcessWorkerPool {
     this.#instances = [...options.instances];
   }
 
-  static async start(options: WorkerPoolOptions): Promise<InProcessWorkerPool> {
+  static start(options: WorkerPoolOptions): Promise<InProcessWorkerPool> {
     if (options.peer)
       throw new Error(
         `the in-process pool (a benchmark baseline) serves one port; ${options.ifname},${options.peer} needs the worker process`,
@@ -42,20 +44,11 @@ export class InProcessWorkerPool {
       throw new Error(
         `the in-process pool (a benchmark baseline) serves RX queue 0 only; ${options.queues} queues on ${options.ifname} need the worker process`,
       );
-    // The kernel releases a queue's UMEM asynchronously after its last socket closes, so a
-    // pool started right after another stopped can see EBUSY for some ms: retry briefly.
-    const deadline = Date.now() + (options.queueBusyRetryMs ?? 2000);
-    for (;;) {
+    return retryWhileQueueBusy(options, async () => {
       const pool = new InProcessWorkerPool(options);
-      try {
-        await pool.#start();
-        return pool;
-      } catch (err) {
-        const busy = isBpfError(err) && err.code === "EBUSY" && err.message.includes("create AF_XDP socket");
-        if (!busy || Date.now() >= deadline) throw err;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
+      await pool.#start();
+      return pool;
+    });
   }
 
   #start(): Promise<void> {
@@ -129,7 +122,7 @@ export class InProcessWorkerPool {
 
   /** Counters read atomically from the running workers (no syscalls). */
   stats(): PoolStats {
-    if (!this.#handle) throw new Error(`worker pool on ${this.options.ifname} is stopped`);
+    if (!this.#handle) throw stoppedError(this.options.ifname);
     return withTotals(native().poolStats(this.#handle));
   }
 
@@ -139,7 +132,7 @@ export class InProcessWorkerPool {
    * updates at once, userland only through this. Returns the new generation.
    */
   reloadActions(): number {
-    if (!this.#handle) throw new Error(`worker pool on ${this.options.ifname} is stopped`);
+    if (!this.#handle) throw stoppedError(this.options.ifname);
     return native().poolReload(this.#handle);
   }
 
@@ -149,18 +142,10 @@ export class InProcessWorkerPool {
   }
 
   /**
-   * Replaces the set of NF instances while the workers keep running (no socket is closed,
-   * no frame is dropped for it). Synchronously, on this thread: checks every action map
-   * and NF map, dlopens and ABI-checks every library, reads every instance's action table
-   * (so this subsumes reloadActions), and publishes the result to the workers as one
-   * immutable table. Each worker switches between two batches: a frame runs entirely on
-   * the old table or entirely on the new one. Any error rejects (NfLibraryError for a bad
-   * library, an Error naming the instance/map otherwise) and leaves the pool exactly as it
-   * was. The promise then resolves once no worker can still run an older table: retired
-   * instances' libraries are dlclosed and the pool's duplicates of their map fds closed, so
-   * the caller may now delete what only they used. Counters of kept ids carry on.
-   * A library already loaded under the same path is reused, not reloaded: give a new
-   * build a new path.
+   * As WorkerPool.updateInstances, but the work happens here, synchronously: every action
+   * map and NF map is checked, every library dlopened and ABI-checked and every action
+   * table read (so this subsumes reloadActions) before one immutable table is published to
+   * the worker threads; any error leaves the pool exactly as it was.
    */
   async updateInstances(
     instances: NfInstanceConfig[],
@@ -168,7 +153,7 @@ export class InProcessWorkerPool {
   ): Promise<InstanceUpdate> {
     const h = this.#handle;
     const ifname = this.options.ifname;
-    if (!h) throw new Error(`worker pool on ${ifname} is stopped: cannot update its NF instances`);
+    if (!h) throw stoppedError(ifname, "update its NF instances");
     let generation: number;
     try {
       generation = native().poolUpdate(h, instances.map(toNative));

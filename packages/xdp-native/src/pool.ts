@@ -311,6 +311,33 @@ export function defaultWorkerUser(): { uid: number; gid: number } {
   return { uid: 65534, gid: 65534 };
 }
 
+/**
+ * Runs `attempt` (a pool start) again while it fails because the queue is still bound to a
+ * just-closed UMEM: the kernel releases it asynchronously after its last socket closes, so
+ * a pool started right after another stopped can see EBUSY for some ms
+ * (`queueBusyRetryMs`, 2 s by default).
+ */
+export async function retryWhileQueueBusy<T>(
+  options: Pick<WorkerPoolOptions, "queueBusyRetryMs">,
+  attempt: () => Promise<T>,
+): Promise<T> {
+  const deadline = Date.now() + (options.queueBusyRetryMs ?? 2000);
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (err) {
+      const busy = isBpfError(err) && err.code === "EBUSY" && err.message.includes("create AF_XDP socket");
+      if (!busy || Date.now() >= deadline) throw err;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+/** The refusal of a call on a stopped pool. */
+export function stoppedError(ifname: string, what = ""): Error {
+  return new Error(`worker pool on ${ifname} is stopped${what ? `: cannot ${what}` : ""}`);
+}
+
 /** Restarts within this window count towards backing off. */
 const CRASH_WINDOW_MS = 10_000;
 /** This many deaths within the window restart at once; more back off exponentially. */
@@ -391,19 +418,12 @@ export class WorkerPool {
     chmodSync(this.#stageDir, 0o755);
   }
 
-  static async start(options: WorkerPoolOptions): Promise<WorkerPool> {
-    const deadline = Date.now() + (options.queueBusyRetryMs ?? 2000);
-    for (;;) {
+  static start(options: WorkerPoolOptions): Promise<WorkerPool> {
+    return retryWhileQueueBusy(options, async () => {
       const pool = new WorkerPool(options);
-      try {
-        await pool.#start();
-        return pool;
-      } catch (err) {
-        const busy = isBpfError(err) && err.code === "EBUSY" && err.message.includes("create AF_XDP socket");
-        if (!busy || Date.now() >= deadline) throw err;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
+      await pool.#start();
+      return pool;
+    });
   }
 
   async #start(): Promise<void> {
@@ -759,7 +779,7 @@ export class WorkerPool {
 
   /** Counters read from memory shared with the worker (no syscalls but the kernel's socket stats). */
   stats(): PoolStats {
-    if (!this.#handle) throw new Error(`worker pool on ${this.options.ifname} is stopped`);
+    if (!this.#handle) throw stoppedError(this.options.ifname);
     return this.#stats(this.#handle);
   }
 
@@ -786,7 +806,7 @@ export class WorkerPool {
    * once, userland only through this. Returns the new generation.
    */
   reloadActions(): number {
-    if (!this.#handle) throw new Error(`worker pool on ${this.options.ifname} is stopped`);
+    if (!this.#handle) throw stoppedError(this.options.ifname);
     const g = ++this.#generation;
     // A restarting worker gets the current tables when it comes up.
     const instances = this.#instances;
@@ -833,10 +853,9 @@ export class WorkerPool {
   ): Promise<InstanceUpdate> {
     const h = this.#handle;
     const ifname = this.options.ifname;
-    if (!h) throw new Error(`worker pool on ${ifname} is stopped: cannot update its NF instances`);
+    if (!h) throw stoppedError(ifname, "update its NF instances");
     if (!this.#child || this.#health.state !== "running") await this.#up;
-    if (this.#handle !== h)
-      throw new Error(`worker pool on ${ifname} is stopped: cannot update its NF instances`);
+    if (this.#handle !== h) throw stoppedError(ifname, "update its NF instances");
     // Sent synchronously, in call order: overlapping updates are applied in that order.
     const generation = this.#generation + 1;
     const previous = this.#instances;
@@ -874,7 +893,7 @@ export class WorkerPool {
     this.#stopping = true;
     this.#health.state = "stopped";
     if (this.#restartTimer) clearTimeout(this.#restartTimer);
-    const err = new Error(`worker pool on ${this.options.ifname} is stopped`);
+    const err = stoppedError(this.options.ifname);
     this.#ready?.reject(err);
     for (const w of this.#published.values()) w.reject(err);
     this.#published.clear();

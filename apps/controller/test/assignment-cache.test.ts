@@ -8,7 +8,6 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  type DeviceCapabilities,
   PROTOCOL_VERSION,
   SIGNATURE_DOMAINS,
   type SignedDeviceAssignment,
@@ -28,25 +27,12 @@ import {
   type Harness,
   MACSWAP_RS,
   MACSWAP_TOML,
+  PROBED_CAPABILITIES,
   startHarness,
 } from "./helpers";
 
 /** What a device's probe reports. */
-const capabilities: DeviceCapabilities = {
-  probedAt: "2026-01-01T00:00:00.000Z",
-  kernelRelease: "6.18.0",
-  kernel: { major: 6, minor: 18 },
-  cpus: 4,
-  memoryBytes: 4 * 1024 ** 3,
-  availableMemoryBytes: 2 * 1024 ** 3,
-  btf: true,
-  bpfLoop: true,
-  tailCalls: true,
-  afXdp: true,
-  mapTypes: ["hash_map", "array", "lpm_trie", "percpu_array", "percpu_hash", "lru_hash"],
-  interfaces: [{ name: "eth0", xdp: "native", rxQueues: 4, zeroCopy: null, problems: [] }],
-  problems: [],
-};
+const capabilities = PROBED_CAPABILITIES;
 
 describe("cached device assignments", () => {
   let h: Harness;

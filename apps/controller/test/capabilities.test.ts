@@ -15,6 +15,7 @@ import { parseGrace } from "../src/commands/chain";
 import { ArtifactStore } from "../src/storage/artifacts";
 import type { DeviceRecord } from "../src/storage/repository";
 import { openSqliteRepository } from "../src/storage/sqlite";
+import { PROBED_CAPABILITIES } from "./helpers";
 
 const root = join(import.meta.dirname, "../../..");
 const dir = mkdtempSync(join(tmpdir(), "galette-caps-"));
@@ -28,21 +29,7 @@ const iface = (actions: string[], maps: Array<[string, number, number]>): NfInte
 });
 
 /** What this kernel's probe says, as an agent reports it. */
-const probed: DeviceCapabilities = {
-  probedAt: "2026-01-01T00:00:00.000Z",
-  kernelRelease: "6.18.0",
-  kernel: { major: 6, minor: 18 },
-  cpus: 4,
-  memoryBytes: 4 * 1024 ** 3,
-  availableMemoryBytes: 2 * 1024 ** 3,
-  btf: true,
-  bpfLoop: true,
-  tailCalls: true,
-  afXdp: true,
-  mapTypes: ["hash_map", "array", "lpm_trie", "percpu_array", "percpu_hash", "lru_hash"],
-  interfaces: [{ name: "eth0", xdp: "native", rxQueues: 4, zeroCopy: null, problems: [] }],
-  problems: [],
-};
+const probed = PROBED_CAPABILITIES;
 const smartSfp: DeviceCapabilities = {
   ...probed,
   kernelRelease: "4.14.98",

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { connect as tlsConnect } from "node:tls";
 import { initPkiDir } from "@galette/pki";
-import { DeviceNotification, type EnrollDeviceResponse } from "@galette/protocol";
+import { type DeviceCapabilities, DeviceNotification, type EnrollDeviceResponse } from "@galette/protocol";
 import { pino } from "pino";
 import { create as createTar } from "tar";
 import { expect } from "vitest";
@@ -334,6 +334,23 @@ to = ["tx", "drop"]
 `;
 
 /** A stand-in for the NF compiler at the controller's builder seam: deterministic bytes per NF and target. */
+/** A device probe as an agent reports it: a 6.18 kernel with every feature, one native-XDP port. */
+export const PROBED_CAPABILITIES: DeviceCapabilities = {
+  probedAt: "2026-01-01T00:00:00.000Z",
+  kernelRelease: "6.18.0",
+  kernel: { major: 6, minor: 18 },
+  cpus: 4,
+  memoryBytes: 4 * 1024 ** 3,
+  availableMemoryBytes: 2 * 1024 ** 3,
+  btf: true,
+  bpfLoop: true,
+  tailCalls: true,
+  afXdp: true,
+  mapTypes: ["hash_map", "array", "lpm_trie", "percpu_array", "percpu_hash", "lru_hash"],
+  interfaces: [{ name: "eth0", xdp: "native", rxQueues: 4, zeroCopy: null, problems: [] }],
+  problems: [],
+};
+
 export const fakeBuilder: NfBuilder = async ({ name, sourceDigest }) => ({
   buildHash: `test-${sourceDigest.slice(0, 16)}`,
   artifacts: [

@@ -16,12 +16,12 @@ import { gzipSync } from "node:zlib";
 import { DataDir, OperatorClient, packCrateDir, writeDeviceBundle } from "@galette/controller";
 import { createLogger, type Logger } from "@galette/log";
 import { DeviceClient, loadAgentConfig } from "@galette/sbc-agent";
+import { createBenchToken, galetteBundle } from "./footprint";
 import { repoRoot } from "./galette";
 import { makePlan } from "./plan";
 import { sleep } from "./testkit";
 
 const run = promisify(execFile);
-const galetteBundle = join(repoRoot, "apps/controller/dist/galette.mjs");
 
 export interface PollStats {
   polls: number;
@@ -152,19 +152,7 @@ export async function runBuildSandbox(opts: { quick: boolean; log: Logger }): Pr
       await sleep(100);
     }
     const url = (JSON.parse(readFileSync(info, "utf8")) as { url: string }).url;
-    const token = (
-      await run(process.execPath, [
-        galetteBundle,
-        "token",
-        "create",
-        "--data",
-        data,
-        "--name",
-        "bench",
-        "--scopes",
-        "publish",
-      ])
-    ).stdout.trim();
+    const token = await createBenchToken(galetteBundle, data, "publish");
     const operator = new OperatorClient({ url, token, caFile: join(data, "ca.crt") });
     client = new DeviceClient(url, loadAgentConfig(agentJson, { controllerUrl: url }));
     await client.getAssignment(undefined, "x86_64");

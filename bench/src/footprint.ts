@@ -45,6 +45,12 @@ const TICKS_PER_S = 100; // USER_HZ on Linux
 export const galetteBundle = join(repoRoot, "apps/controller/dist/galette.mjs");
 export const agentBundle = join(repoRoot, "apps/sbc-agent/dist/galette-agent.mjs");
 
+/** An operator token named "bench" with `scopes` (comma-separated), made by `cli` on the controller's data dir. */
+export async function createBenchToken(cli: string, data: string, scopes: string): Promise<string> {
+  const args = ["token", "create", "--data", data, "--name", "bench", "--scopes", scopes];
+  return (await run(process.execPath, [cli, ...args], { cwd: repoRoot })).stdout.trim();
+}
+
 /** The V8 flags every launcher of the agent passes to node (dev, package, systemd). */
 export function agentNodeFlags(): string[] {
   return readFileSync(join(repoRoot, "apps/sbc-agent/node-flags"), "utf8").split(/\s+/).filter(Boolean);
@@ -228,18 +234,7 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
     });
     await waitFor("the controller", () => existsSync(join(data, "controller.json")), 60_000, controller);
     const url = (JSON.parse(readFileSync(join(data, "controller.json"), "utf8")) as { url: string }).url;
-    const token = (
-      await galette(
-        "token",
-        "create",
-        "--data",
-        data,
-        "--name",
-        "bench",
-        "--scopes",
-        "admin,publish,deploy,read",
-      )
-    ).stdout.trim();
+    const token = await createBenchToken(galetteBin, data, "admin,publish,deploy,read");
     operatorEnv = { GALETTE_URL: url, GALETTE_TOKEN: token, GALETTE_CA: join(data, "ca.crt") };
     await sleep(1000);
     rows.push({ what: "controller, idle", ...(await measure(controller.child.pid!, windowMs)) });

@@ -3,6 +3,8 @@ import type { Repository } from "./storage/repository";
 
 /** How often the devices' last-seen times are written (ms). */
 export const LAST_SEEN_FLUSH_MS = 2000;
+/** devices written per transaction */
+const FLUSH_SLICE = 100;
 
 /**
  * Last-seen times of device requests, written in one batch every `everyMs` instead
@@ -29,16 +31,22 @@ export class LastSeenBatch {
 
   async flush(): Promise<void> {
     if (this.#pending.size === 0) return;
-    const entries = [...this.#pending];
+    const all = [...this.#pending];
     this.#pending.clear();
-    try {
-      await this.repo.touchDevices(entries);
-    } catch (err) {
-      this.log.error(
-        { err, devices: entries.length },
-        "last-seen times not written; retrying with the next batch",
-      );
-      for (const [name, at] of entries) if (!this.#pending.has(name)) this.#pending.set(name, at);
+    // in slices with other work between them: one SQLite write of a whole fleet's times
+    // blocks every request for its duration
+    for (let i = 0; i < all.length; i += FLUSH_SLICE) {
+      if (i > 0) await new Promise((r) => setImmediate(r));
+      const entries = all.slice(i, i + FLUSH_SLICE);
+      try {
+        await this.repo.touchDevices(entries);
+      } catch (err) {
+        this.log.error(
+          { err, devices: entries.length },
+          "last-seen times not written; retrying with the next batch",
+        );
+        for (const [name, at] of entries) if (!this.#pending.has(name)) this.#pending.set(name, at);
+      }
     }
   }
 

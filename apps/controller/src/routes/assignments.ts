@@ -5,26 +5,28 @@ import {
   type RemoveAssignmentResponse,
 } from "@galette/protocol";
 import type { FastifyInstance } from "fastify";
-import { assignmentRefusal } from "../capabilities";
+import { chainRefusal } from "../capabilities";
 import { RequestError } from "../control";
 import { access } from "../plugins/auth";
 import { parse } from "../plugins/errors";
+import type { ChainVersionRecord, DeviceRecord } from "../storage/repository";
 
 /** Assignments: explicit per device and selector rules (deploy); list the rules (read). */
 export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
   const { data } = app.galette;
 
   /** Each device's effective assignment as a comparable string, to find whom a rule change affects. */
-  const effectiveAssignments = async () =>
+  const effectiveOf = (devices: DeviceRecord[]) =>
     new Map(
-      (await data.repo.listDevices())
+      devices
         .filter((d) => !d.revokedAt)
         .map((d) => [d.name, d.assignedChain ? `${d.assignedChain}@${d.assignedVersion ?? "latest"}` : ""]),
     );
+  const effectiveAssignments = async () => effectiveOf(await data.repo.listDevices());
+  const changedBetween = (before: Map<string, string>, now: Map<string, string>) =>
+    [...now].filter(([name, value]) => before.get(name) !== value).map(([name]) => name);
   const changedSince = async (before: Map<string, string>) =>
-    [...(await effectiveAssignments())]
-      .filter(([name, now]) => before.get(name) !== now)
-      .map(([name]) => name);
+    changedBetween(before, await effectiveAssignments());
 
   app.get(OPERATOR_ROUTES.assignmentRules, { config: { access: access.operator("read") } }, async () => ({
     rules: await data.repo.listSelectorRules(),
@@ -49,7 +51,9 @@ export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
       explicit.add(name);
     }
     const selector = body.selector ?? {};
-    const before = await effectiveAssignments();
+    // (every device is read twice, before and after: with a large fleet each read is a
+    // noticeable block of the event loop, so no more often than that)
+    const before = effectiveOf(all);
     const version = body.version ?? null;
     const at = new Date().toISOString();
     // A selector is stored as a rule (devices enrolled later match it too), never copied
@@ -62,7 +66,8 @@ export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
         ? await tx.addSelectorRule(body.chain, version, selector, at)
         : undefined;
     });
-    const after = (await data.repo.listDevices()).filter((d) => !d.revokedAt);
+    const afterAll = await data.repo.listDevices();
+    const after = afterAll.filter((d) => !d.revokedAt);
     const assigned = after
       .filter(
         (d) =>
@@ -85,10 +90,21 @@ export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
         body.graceSeconds,
       );
     }
-    // Devices whose reported capabilities the chain does not fit keep what they run.
+    // Devices whose reported capabilities the chain does not fit keep what they run
+    // (each chain version read once, not once per device).
     const refused: Array<{ device: string; reasons: string[] }> = [];
-    for (const d of after.filter((d) => assigned.includes(d.name))) {
-      const refusal = await assignmentRefusal(data.repo, data.artifacts, d);
+    const assignedNames = new Set(assigned);
+    const chains = new Map<string, Promise<ChainVersionRecord | undefined>>();
+    for (const d of after) {
+      if (!assignedNames.has(d.name) || !d.assignedChain || !d.status?.capabilities) continue;
+      const key = `${d.assignedChain}@${d.assignedVersion ?? "latest"}`;
+      let read = chains.get(key);
+      if (!read) {
+        read = data.repo.getChainVersion(d.assignedChain, d.assignedVersion ?? undefined);
+        chains.set(key, read);
+      }
+      const chain = await read;
+      const refusal = chain ? await chainRefusal(data.repo, data.artifacts, d, chain) : null;
       if (refusal) refused.push({ device: d.name, reasons: refusal.reasons });
     }
     request.log.info(
@@ -104,7 +120,7 @@ export async function assignmentsRoutes(app: FastifyInstance): Promise<void> {
     );
     // Named devices are notified even when unchanged (as before: "assign again" re-pokes them).
     await app.notifications.assignmentChanged(
-      [...new Set([...(await changedSince(before)), ...explicit])],
+      [...new Set([...changedBetween(before, effectiveOf(afterAll)), ...explicit])],
       "assign",
     );
     return {

@@ -39,7 +39,14 @@ export async function runDeviceTrace(o: DeviceTraceOptions): Promise<void> {
   try {
     for (;;) {
       await new Promise((r) => setTimeout(r, POLL_MS));
-      const frames: TracedFrame[] = tracer.poll().slice(0, o.request.count - sent);
+      let frames: TracedFrame[];
+      try {
+        frames = tracer.poll().slice(0, o.request.count - sent);
+      } catch (err) {
+        log.warn({ err }, "trace failed");
+        await o.upload({ frames: [], done: true, error: (err as Error).message });
+        break;
+      }
       sent += frames.length;
       const done = sent >= o.request.count || Date.now() >= deadline;
       if (frames.length > 0 || done) {

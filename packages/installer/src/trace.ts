@@ -148,15 +148,18 @@ export class Tracer {
   readonly #queue: BpfMap;
   readonly #joiner: TraceJoiner;
   readonly #ringMap: BpfMap;
+  readonly #scope: string;
   #on = false;
 
   private constructor(
+    scope: string,
     cfg: BpfMap,
     ringMap: BpfMap,
     ring: RingBufferReader,
     queue: BpfMap,
     joiner: TraceJoiner,
   ) {
+    this.#scope = scope;
     this.#cfg = cfg;
     this.#ringMap = ringMap;
     this.#ring = ring;
@@ -195,6 +198,7 @@ export class Tracer {
           `a trace is already running on ${interfaceScope(target)} (pid ${current.owner}); one tracer per interface`,
         );
       const tracer = new Tracer(
+        interfaceScope(target),
         cfg,
         ringMap,
         ring,
@@ -228,8 +232,18 @@ export class Tracer {
     }
   }
 
-  /** Frames completed (or given up) since the last poll, in arrival order. */
+  /**
+   * Frames completed (or given up) since the last poll, in arrival order. Throws once
+   * another tracer holds the slot: two started at the same moment can both find it free,
+   * and two readers of one ring would each get a share of the records.
+   */
   poll(): TracedFrame[] {
+    const b = this.#cfg.lookup(key0());
+    const owner = b ? decodeTraceConfig(b).owner : 0;
+    if (this.#on && owner !== process.pid)
+      throw new InstallError(
+        `the trace slot on ${this.#scope} is now held by ${owner ? `pid ${owner}` : "no tracer"}; this trace stopped (one tracer per interface)`,
+      );
     this.#drain(true);
     return this.#joiner.take();
   }

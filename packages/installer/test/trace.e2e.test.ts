@@ -11,7 +11,10 @@ import {
   udpFrame,
   type VethPair,
 } from "@galette/testkit";
+import { BpfMap, decodeTraceConfig, encodeTraceConfig } from "@galette/xdp-native";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { devicePins } from "../src/spec";
+import { tracePins } from "../src/trace-maps";
 import { builtChainFile, lpmKeyV4, vethFixture } from "./helpers";
 
 /** Waits until a tracer says it is tracing; throws if it ends first or stays silent for a minute. */
@@ -227,5 +230,28 @@ describeKernel("galette trace (chains/security.toml on a veth)", () => {
     const none = await galette(["trace", "--iface", "nosuch0", "--state-dir", state.dir]).done;
     expect(none.code).toBe(1);
     expect(none.stderr).toContain("no chain is installed on nosuch0: nothing to trace");
+  }, 120_000);
+
+  it("a tracer that lost the slot (another one started at the same moment) stops, says so and leaves tracing to the holder", async () => {
+    const first = trace(["--timeout", "60"]);
+    await tracing(first);
+    const key = Buffer.alloc(4);
+    const cfg = BpfMap.openPinned(tracePins(devicePins({ iface: veth.ifB, netns: veth.nsB }).dir).cfg);
+    try {
+      const held = decodeTraceConfig(cfg.lookup(key)!);
+      expect(held).toMatchObject({ on: true, owner: first.child.pid });
+      // what the other tracer's start writes when both found the slot free
+      cfg.update(key, encodeTraceConfig({ ...held, owner: process.pid }));
+      const res = await first.done;
+      expect(res.code).toBe(1);
+      expect(res.stderr).toMatch(
+        new RegExp(`the trace slot on ${veth.ifB}.* is now held by pid ${process.pid}; this trace stopped`),
+      );
+      expect(decodeTraceConfig(cfg.lookup(key)!)).toMatchObject({ on: true, owner: process.pid });
+    } finally {
+      const c = decodeTraceConfig(cfg.lookup(key)!);
+      cfg.update(key, encodeTraceConfig({ ...c, on: false, owner: 0 }));
+      cfg.close();
+    }
   }, 120_000);
 });

@@ -325,21 +325,14 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   // Counters are per instance id for the pool's life: an instance kept across updates
   // keeps counting; only the current set is listed.
   for (uint32_t id : pool->instance_ids) {
-    uint64_t calls = 0, ns = 0, variants[GALETTE_MAX_ACTIONS] = {};
+    InstanceTotals t;
     for (auto& w : pool->workers) {
       InstanceStats& s = w->instances[id];
-      calls += s.calls.Get();
-      ns += s.nanoseconds.Get();
-      for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) variants[v] += s.variants[v].Get();
+      t.calls += s.calls.Get();
+      t.nanoseconds += s.nanoseconds.Get();
+      for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) t.variants[v] += s.variants[v].Get();
     }
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("id", id);
-    o.Set("calls", static_cast<double>(calls));
-    o.Set("nanoseconds", static_cast<double>(ns));
-    Napi::Array va = Napi::Array::New(env, GALETTE_MAX_ACTIONS);
-    for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) va.Set(v, static_cast<double>(variants[v]));
-    o.Set("variants", va);
-    instances.Set(k++, o);
+    instances.Set(k++, InstanceStatsObject(env, id, t));
   }
   out.Set("instances", instances);
   return out;

@@ -864,21 +864,14 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Array instances = Napi::Array::New(env);
   uint32_t k = 0;
   for (uint32_t id = 0; id < GALETTE_MAX_INSTANCES; id++) {
-    uint64_t calls = 0, ns = 0, variants[GALETTE_MAX_ACTIONS] = {};
+    InstanceTotals t;
     for (uint32_t w = 0; w < p->workers; w++) {
       InstanceCounters& s = Instances(p->shm, p->workers, w)[id];
-      calls += Load(&s.calls);
-      ns += Load(&s.nanoseconds);
-      for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) variants[v] += Load(&s.variants[v]);
+      t.calls += Load(&s.calls);
+      t.nanoseconds += Load(&s.nanoseconds);
+      for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) t.variants[v] += Load(&s.variants[v]);
     }
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("id", id);
-    o.Set("calls", static_cast<double>(calls));
-    o.Set("nanoseconds", static_cast<double>(ns));
-    Napi::Array va = Napi::Array::New(env, GALETTE_MAX_ACTIONS);
-    for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) va.Set(v, static_cast<double>(variants[v]));
-    o.Set("variants", va);
-    instances.Set(k++, o);
+    instances.Set(k++, InstanceStatsObject(env, id, t));
   }
   out.Set("instances", instances);
   return out;

@@ -87,4 +87,15 @@ Napi::Object KernelStatsObject(Napi::Env env, const xdp_statistics& s) {
   return k;
 }
 
+Napi::Object InstanceStatsObject(Napi::Env env, uint32_t id, const InstanceTotals& t) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", id);
+  o.Set("calls", static_cast<double>(t.calls));
+  o.Set("nanoseconds", static_cast<double>(t.nanoseconds));
+  Napi::Array va = Napi::Array::New(env, GALETTE_MAX_ACTIONS);
+  for (uint32_t v = 0; v < GALETTE_MAX_ACTIONS; v++) va.Set(v, static_cast<double>(t.variants[v]));
+  o.Set("variants", va);
+  return o;
+}
+
 }  // namespace galette

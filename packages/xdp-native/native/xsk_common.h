@@ -1,7 +1,7 @@
 // What both AF_XDP pools of the addon share (the in-process pool, pool.cc, and the agent's
 // half of the worker process pool, worker_pool.cc): their option readers, the checks of the
 // maps they write, the UMEM's configuration and first fill, and the kernel's per-socket
-// counters as JS sees them.
+// and the per-instance counters as JS sees them.
 #pragma once
 
 #include <napi.h>
@@ -12,6 +12,7 @@
 #include <utility>
 
 extern "C" {
+#include "galette_abi.h"
 #include <bpf/bpf.h>
 #include <linux/if_xdp.h>
 #include <xdp/xsk.h>
@@ -44,5 +45,14 @@ bool FillFrames(xsk_ring_prod* fq, uint32_t first, uint32_t n, uint32_t frame_si
 bool SocketStats(int fd, xdp_statistics* out);
 void AddStats(xdp_statistics* to, const xdp_statistics& s);
 Napi::Object KernelStatsObject(Napi::Env env, const xdp_statistics& s);
+
+// One NF instance's counters summed over worker threads, and their JS form (an entry of
+// `stats().instances`).
+struct InstanceTotals {
+  uint64_t calls = 0;
+  uint64_t nanoseconds = 0;
+  uint64_t variants[GALETTE_MAX_ACTIONS] = {};
+};
+Napi::Object InstanceStatsObject(Napi::Env env, uint32_t id, const InstanceTotals& t);
 
 }  // namespace galette

@@ -8,9 +8,11 @@ RUSTC=${GALETTE_RUSTC:-/usr/bin/rustc}
 [ -x "$RUSTC" ] || { echo "missing $RUSTC (apt-get install rustc-web)" >&2; exit 1; }
 cache=${GALETTE_CACHE_DIR:-$HOME/.cache/galette}
 key=$("$RUSTC" -vV | sha256sum | cut -c1-12)
+# the targets come from nf-build's table (bpfel and the cross CPUs), after pnpm install
+targets=$(node --import ./node_modules/tsx/dist/loader.mjs packages/nf-build/scripts/sysroot-targets.ts)
+[ -n "$targets" ] || { echo "no sysroot targets from packages/nf-build/scripts/sysroot-targets.ts" >&2; exit 1; }
 pids=()
-for target in bpfel-unknown-none aarch64-unknown-linux-gnu \
-  armv7-unknown-linux-gnueabihf riscv64gc-unknown-linux-gnu; do
+for target in $targets; do
   dir="${GALETTE_SYSROOT_DIR:-$cache/sysroots}/$key/$target"
   if [ -f "$dir/.complete" ]; then continue; fi
   echo "building Rust sysroot for $target (once, ~30 s)"

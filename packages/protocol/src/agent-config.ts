@@ -56,8 +56,8 @@ export const AgentConfig = z.object({
    */
   releaseKeys: z.array(ReleasePublicKey).default([]),
   /**
-   * Seconds between per-NF cost measurements (kernel bpf_stats on for `costWindowMs`, then
-   * off again; reported with the status); 0 turns measuring off.
+   * Seconds between per-NF cost measurements (kernel bpf_stats and the XDP NFs' own timing
+   * on for `costWindowMs`, then off again; reported with the status); 0 turns measuring off.
    */
   costIntervalSeconds: z.number().nonnegative().default(60),
   costWindowMs: z.number().int().min(10).max(10_000).default(1000),

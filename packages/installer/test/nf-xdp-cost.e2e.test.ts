@@ -5,7 +5,8 @@ import { BpfMap } from "@galette/xdp-native";
 import { beforeAll, expect, it } from "vitest";
 import { measureCost } from "../src/cost";
 import { costPins, ensureCostMaps, openCostMaps, readNfCost } from "../src/cost-maps";
-import { builtChainText, install, vethFixture } from "./helpers";
+import { Dataplane } from "../src/kernel";
+import { builtChainText, install, quietLogger, vethFixture } from "./helpers";
 
 // two XDP NFs: decrement-ttl drops (Expired) what macswap then never sees
 const chain = `
@@ -43,7 +44,7 @@ describeKernel("installer: per-XDP-NF run time and runs (shim timing in a cost w
   it("times each XDP NF on the frames it ran on, only while the window is open", async () => {
     const { veth } = fx;
     const target = { iface: veth.ifB, netns: veth.nsB };
-    const dp = await install(built, target, { stateDir: fx.state.dir, workers: { count: 1 } });
+    let dp = await install(built, target, { stateDir: fx.state.dir, workers: { count: 1 } });
     try {
       const frame = (ttl: number, tag: string) =>
         udpFrame({
@@ -65,7 +66,7 @@ describeKernel("installer: per-XDP-NF run time and runs (shim timing in a cost w
           expect: expectBack,
         });
 
-      const measuring = measureCost(dp, 3000);
+      const measuring = measureCost(dp, 8000); // long: a loaded machine starts the senders slowly
       // frames only in the middle of the window, so none crosses its edges
       await new Promise((r) => setTimeout(r, 300));
       const live = await send(20, 64, "t-xnc-live", 20);
@@ -104,6 +105,21 @@ describeKernel("installer: per-XDP-NF run time and runs (shim timing in a cost w
         expect(ids.map((id) => readNfCost(maps!, id))).toEqual(before);
       } finally {
         maps!.close();
+      }
+
+      // another process adopting the installation measures through the same pinned maps
+      dp.detachProcess();
+      dp = await Dataplane.adopt(target, {
+        stateDir: fx.state.dir,
+        workers: { count: 1 },
+        logger: quietLogger(),
+      });
+      const again = measureCost(dp, 5000);
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await send(10, 64, "t-xnc-adopted", 10)).received).toHaveLength(10);
+      for (const n of (await again).nfs) {
+        expect(n.xdpRuns).toBeGreaterThanOrEqual(10);
+        expect(n.xdp?.runCount).toBe(n.xdpRuns);
       }
     } finally {
       await dp.uninstall();

@@ -36,6 +36,7 @@ import {
   type WorkerHealth,
   WorkerPool,
 } from "@galette/xdp-native";
+import { costReuse, ensureCostMaps } from "./cost-maps";
 import {
   createActionTable,
   createNfMap,
@@ -746,19 +747,23 @@ export class Dataplane {
       reuseMaps[`nf_map_${field}`] = this.#h.maps.get(i.maps[k]!)!;
     });
     let obj: BpfObject;
+    const cost = ensureCostMaps(this.spec.pins.dir); // per-NF XDP timing, shared by every NF
     try {
       obj = BpfObject.load(i.bpfObject!, {
         name: `nf${i.id}`,
         rodata: { [AbiNames.instanceId]: i.id },
         reuseMaps,
-        // objects built before the ports map existed do not declare it (their tx reflects)
+        // objects built before the ports map (or per-NF timing) existed do not declare it
         reuseMapsIfDeclared: {
           [AbiNames.ports]: this.#h.dev.ports,
           [Trace.names.ring]: this.#h.dev.traceRing,
+          ...costReuse(cost),
         },
       });
     } catch (err) {
       throw withContext(err, `loading NF "${i.name}" (instance ${i.id}, ${i.bpfObject})`);
+    } finally {
+      cost.close();
     }
     undo.push(`close object ${i.id}`, () => obj.close());
     const progFd = obj.programFd(AbiNames.nfProgram);

@@ -629,7 +629,7 @@ Napi::Value Send(const Napi::CallbackInfo& info) {
 // What a dead worker left in the sockets about to be replaced, counted. Frames waiting in
 // an RX ring and TX descriptors the kernel never took go with the sockets (rebuild_lost),
 // as do frames the kernel dropped on them since the death (ring full, fill ring empty).
-// Frames of the UMEM in no ring at all died in the worker's hands (crash_recovered, as
+// Frames the worker had taken and not yet passed on died in its hands (crash_recovered, as
 // RecoverFrames in worker_main.cc counts them when a worker takes sockets over). The ring
 // indices come from the worker's side of shared memory: each count is clamped to its ring.
 void CountLeftovers(WPool* p) {
@@ -674,8 +674,40 @@ void CountLeftovers(WPool* p) {
     lost += (now.rx_dropped - p->at_death[i].rx_dropped) + (now.rx_ring_full - p->at_death[i].rx_ring_full);
   }
   p->rebuild_lost += lost;
+  // Frames a thread had taken off its RX ring (the batch's consumer move happened) and
+  // neither transmitted (its TX producer move) nor put back: they died with the worker.
+  // The journal is the worker's word: indices bounded, each frame counted once.
+  auto index_at = [](const void* base, uint64_t off) {
+    return __atomic_load_n(reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(base) + off),
+                           __ATOMIC_ACQUIRE);
+  };
+  ThreadShm* threads = Threads(p->shm);
   uint64_t held = 0;
-  for (uint8_t b : seen) held += !b;
+  for (uint32_t t = 0; t < p->workers; t++) {
+    const Journal& j = threads[t].journal;
+    const uint32_t in = j.rx_group * p->workers + t;
+    if (!__atomic_load_n(&j.rx_valid, __ATOMIC_ACQUIRE) || j.rx_group >= p->groups || in >= p->views.size() ||
+        index_at(p->views[in].rx, p->views[in].off.rx.consumer) == j.rx_start)
+      continue;
+    std::vector<uint8_t> sent(used, 0);
+    for (uint32_t g = 0; g < p->groups; g++) {
+      const uint32_t out = g * p->workers + t;
+      if (!j.tx_valid[g] || out >= p->views.size() ||
+          index_at(p->views[out].tx, p->views[out].off.tx.producer) == j.tx_start[g])
+        continue;
+      for (uint32_t i = 0; i < j.tx_n[g] && i < kMaxBatch; i++) {
+        const uint64_t f = j.tx_addr[g][i] / p->frame_size;
+        if (f < used) sent[f] = 1;
+      }
+    }
+    for (uint32_t i = 0; i < j.rx_n && i < kMaxBatch; i++) {
+      const uint64_t f = j.rx_addr[i] / p->frame_size;
+      if (f < used && !seen[f] && !sent[f]) {
+        seen[f] = 1;
+        held++;
+      }
+    }
+  }
   if (held) Add(&static_cast<Header*>(p->shm)->crash_recovered, held);
 }
 

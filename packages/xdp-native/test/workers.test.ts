@@ -573,6 +573,25 @@ describeKernel("xdp-native NF worker process: isolation and supervision", () => 
     expect(pool.stats().workers.every((w) => w.kernel !== undefined)).toBe(true);
   });
 
+  it("counts the frame an NF crashed on when the sockets are replaced (the dead worker's journal)", async () => {
+    const d = await device("wj", hostileLib);
+    const pool = await d.start({ socketTakeover: "rebuild" });
+    await flows(d, 20, 0);
+    await hostile(d, HOSTILE.crash, 1000);
+    expect(
+      await waitFor(() => pool.health().crashes === 1 && pool.health().state === "running", 10_000, 5),
+    ).toBe(true);
+    expect(pool.health()).toMatchObject({
+      socketRebuilds: 1,
+      framesLostInCrashes: 1,
+      framesLostInRebuilds: 0,
+    });
+    expect(pool.health().lastCrash).toMatchObject({ signal: "SIGSEGV", instances: [2] });
+    await flows(d, 50, 100);
+    const s = pool.stats();
+    expect(s.totals.rx).toBe(s.totals.tx + s.totals.dropped + 1);
+  });
+
   it("kills a worker that floods this process's status channel, and carries on", async () => {
     const d = await device("wf", hostileLib);
     const pool = await d.start();

@@ -114,5 +114,9 @@ export function xdpPassObject(): Promise<string> {
 /** Attach XDP_PASS in native mode on the sink interface so XDP_TX frames from the peer arrive. */
 export async function attachXdpPass(ns: string, iface: string): Promise<void> {
   const obj = await xdpPassObject();
-  await run("ip", ["-n", ns, "link", "set", "dev", iface, "xdpdrv", "obj", obj, "sec", "xdp"]);
+  // ip(8) pins the object's maps under a bpffs it looks up in the mount table: name ours, or
+  // it may take another one listed first (e.g. a sysfs bound into a chroot, without bpffs)
+  await run("ip", ["-n", ns, "link", "set", "dev", iface, "xdpdrv", "obj", obj, "sec", "xdp"], {
+    env: { TC_BPF_MNT: "/sys/fs/bpf" },
+  });
 }

@@ -3,8 +3,9 @@
  * another process to adopt or remove the installation from its pins. One JSON file per
  * interface scope in the state directory, replaced whole on every change.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { writeAtomic } from "@galette/files";
 import { InstallError } from "./errors";
 import { type InstallSpec, type InterfaceTarget, interfaceScope } from "./spec";
 
@@ -64,9 +65,7 @@ export function readRecord(
 export function writeRecord(rec: InstallationRecord, stateDir: string): void {
   const file = recordPath(rec.spec.target, stateDir);
   mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(rec, null, 2)}\n`);
-  renameSync(tmp, file);
+  writeAtomic(file, `${JSON.stringify(rec, null, 2)}\n`);
 }
 
 /** Whether the process a record names still runs (EPERM: it does, as another user). */

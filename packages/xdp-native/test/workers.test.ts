@@ -573,6 +573,38 @@ describeKernel("xdp-native NF worker process: isolation and supervision", () => 
     expect(pool.stats().workers.every((w) => w.kernel !== undefined)).toBe(true);
   });
 
+  it("replaces the sockets of every RX queue after a death: frames spread over 4 queues flow again, no socket left over", async () => {
+    const d = await device("wm", nfLib, 4);
+    const pool = await d.start({ socketTakeover: "rebuild", queues: 4 });
+    const spread = async (first: number) => {
+      const n = 128;
+      const { frames, tag } = testFrames(d.v, n, () => 0, first);
+      for (const [i, f] of frames.entries()) f.writeUInt16BE(4000 + (i % 64), 34);
+      const got = await exchangeFrames(d.v.nsA, d.v.ifA, {
+        send: frames,
+        match: tag,
+        expect: n,
+        listenMs: 3000,
+      });
+      expect(new Set(got.received.map(seqOf)).size).toBe(n);
+    };
+    await spread(0);
+    const before = pool.stats().rxPerQueue![0]!;
+    process.kill(pool.workerPid!, "SIGKILL");
+    expect(
+      await waitFor(() => pool.health().state === "running" && pool.health().restarts === 1, 10_000, 5),
+    ).toBe(true);
+    expect(pool.health().socketRebuilds).toBe(1);
+    // 4 queues x 2 workers, the old ones all closed
+    expect(await xdpSockets(d.v.nsB)).toBe(8);
+    await spread(1000);
+    const after = pool.stats().rxPerQueue![0]!;
+    for (const [q, n] of after.entries()) expect(n).toBeGreaterThan(before[q]!);
+    // the kernel's counters carry on over the replacement
+    for (const w of pool.stats().workers)
+      expect(w.kernel).toMatchObject({ rxInvalidDescs: 0, txInvalidDescs: 0 });
+  });
+
   it("counts the frame an NF crashed on when the sockets are replaced (the dead worker's journal)", async () => {
     const d = await device("wj", hostileLib);
     const pool = await d.start({ socketTakeover: "rebuild" });

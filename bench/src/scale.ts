@@ -310,9 +310,10 @@ class Simulator {
 }
 
 /**
- * Open files a process needs for `devices`: a websocket each and up to two device requests
- * at once (a poll and a status report), and slack. Fewer, and the simulator's connects fail
- * with EMFILE: devices backing off for a limit no real agent has.
+ * Open files a process needs for `devices`: a websocket and a kept-alive request connection
+ * each, one more each for connections closing or opening while the fleet reconnects, and slack.
+ * Two per device ran out: the simulator's connects failed with EMFILE, devices backing off
+ * for a limit no real agent has.
  */
 const filesFor = (devices: number) => devices * 3 + 1024;
 
@@ -563,17 +564,22 @@ async function killRecovery(
   controller.child.kill("SIGKILL");
   await exited;
   const restarted = start(serveArgs, serveEnv);
-  await boost(restarted.child.pid!);
-  await waitFor("the restarted controller", () => accepts(port), 60_000, restarted);
-  const listeningS = (Date.now() - killedAt) / 1000;
-  const served = await sim.ask(
-    { type: "await-served", since: killedAt, timeoutMs: 60_000 },
-    "served",
-    90_000,
-  );
+  let listeningS: number;
+  let served: Extract<SimReply, { type: "served" }>;
+  let controllerCpuS: number;
+  try {
+    await boost(restarted.child.pid!);
+    await waitFor("the restarted controller", () => accepts(port), 60_000, restarted);
+    listeningS = (Date.now() - killedAt) / 1000;
+    served = await sim.ask({ type: "await-served", since: killedAt, timeoutMs: 60_000 }, "served", 90_000);
+    // read at once: the restarted process's CPU until every device was served, start-up included
+    controllerCpuS = cpuSeconds(restarted.child.pid!);
+  } catch (err) {
+    // the caller only stops the controller it gets back
+    await stop(restarted);
+    throw err;
+  }
   const servedS = (served.at - killedAt) / 1000;
-  // read at once: the restarted process's CPU until every device was served, start-up included
-  const controllerCpuS = cpuSeconds(restarted.child.pid!);
   if (served.missing > 0)
     log.warn({ missing: served.missing, stuck: served.stuck }, "scale: devices not served again");
   return {

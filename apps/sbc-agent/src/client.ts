@@ -107,7 +107,10 @@ export class DeviceClient {
     };
     // parsed once: otherwise every new connection (each reconnect) parses the key and certificates again
     this.#tls = { ...material, secureContext: createSecureContext(material) };
-    this.#agent = new ResumingAgent({ ...this.#tls, keepAlive: true, maxSockets: 4 });
+    // One kept-alive connection for the device's requests (they queue on it; the ws channel
+    // has its own): a controller holds two connections per device, and one reconnecting
+    // after a restart makes two handshakes, not one more per request that overlaps a poll.
+    this.#agent = new ResumingAgent({ ...this.#tls, keepAlive: true, maxSockets: 1 });
   }
 
   /** The controller URL in use now. */

@@ -32,19 +32,23 @@ import {
   type ChainVersionRow,
   canonicalSelector,
   chainReleaseFromRow,
+  chainReleaseParams,
   chainVersionFromRow,
+  chainVersionParams,
   type DeadManRow,
   type DeviceRow,
   deadManFromRow,
   deviceFromRow,
   type NfRow,
   nfFromRow,
+  nfParams,
   type RolloutRow,
   rolloutFromRow,
   ruleFromRow,
   type SelectorRuleRow,
   type SignedRow,
   signedFromRow,
+  signedMapEntriesParams,
   type TokenRow,
   tokenFromRow,
 } from "./rows";
@@ -500,15 +504,7 @@ class Postgres implements PostgresRepository {
       await db.#run(
         `INSERT INTO chain_versions (name, version, toml, file, graph, warnings, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-        [
-          chain.name,
-          version,
-          chain.toml,
-          chain.file,
-          JSON.stringify(chain.graph),
-          JSON.stringify(chain.warnings),
-          chain.createdAt,
-        ],
+        chainVersionParams(chain, version),
       );
       faultPoint("chain-push"); // tests: SIGKILL lands here, before the commit
       return version;
@@ -539,16 +535,7 @@ class Postgres implements PostgresRepository {
     await this.#run(
       `INSERT INTO nfs (name, source_digest, build, build_message, build_hash, interface, artifacts, published_at)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-      [
-        nf.name,
-        nf.sourceDigest,
-        nf.build,
-        nf.buildMessage,
-        nf.buildHash,
-        JSON.stringify(nf.interface),
-        JSON.stringify(nf.artifacts),
-        nf.publishedAt,
-      ],
+      nfParams(nf),
     );
   }
 
@@ -587,13 +574,7 @@ class Postgres implements PostgresRepository {
       `INSERT INTO chain_releases (name, version, releases, document, signatures) VALUES ($1, $2, $3, $4, $5)
        ON CONFLICT (name, version) DO UPDATE SET releases = excluded.releases,
          document = excluded.document, signatures = excluded.signatures`,
-      [
-        name,
-        version,
-        JSON.stringify(record.releases),
-        JSON.stringify(record.document),
-        JSON.stringify(record.signatures),
-      ],
+      chainReleaseParams(name, version, record),
     );
   }
 
@@ -635,14 +616,7 @@ class Postgres implements PostgresRepository {
       `INSERT INTO signed_map_entries (chain, map, seq, document, signatures, created_at) VALUES ($1, $2, $3, $4, $5, $6)
        ON CONFLICT (chain, map) DO UPDATE SET seq = excluded.seq, document = excluded.document,
          signatures = excluded.signatures, created_at = excluded.created_at`,
-      [
-        signed.document.chain,
-        signed.document.map,
-        signed.document.seq,
-        JSON.stringify(signed.document),
-        JSON.stringify(signed.signatures),
-        at,
-      ],
+      signedMapEntriesParams(signed, at),
     );
   }
 

@@ -235,3 +235,49 @@ export function deadManFromRow(row: DeadManRow | undefined): DeadManSettings {
         : null,
   };
 }
+
+// Records → statement parameters, in the column order of each table's INSERT.
+
+type Params = Array<string | number | null>;
+
+/** chain_versions (name, version, toml, file, graph, warnings, created_at) */
+export const chainVersionParams = (chain: Omit<ChainVersionRecord, "version">, version: number): Params => [
+  chain.name,
+  version,
+  chain.toml,
+  chain.file,
+  JSON.stringify(chain.graph),
+  JSON.stringify(chain.warnings),
+  chain.createdAt,
+];
+
+/** nfs (name, source_digest, build, build_message, build_hash, interface, artifacts, published_at) */
+export const nfParams = (nf: NfRecord): Params => [
+  nf.name,
+  nf.sourceDigest,
+  nf.build,
+  nf.buildMessage,
+  nf.buildHash,
+  JSON.stringify(nf.interface),
+  JSON.stringify(nf.artifacts),
+  nf.publishedAt,
+];
+
+/** chain_releases (name, version, releases, document, signatures) */
+export const chainReleaseParams = (name: string, version: number, record: ChainReleaseRecord): Params => [
+  name,
+  version,
+  JSON.stringify(record.releases),
+  JSON.stringify(record.document),
+  JSON.stringify(record.signatures),
+];
+
+/** signed_map_entries (chain, map, seq, document, signatures, created_at) */
+export const signedMapEntriesParams = (signed: SignedMapEntries, at: string): Params => [
+  signed.document.chain,
+  signed.document.map,
+  signed.document.seq,
+  JSON.stringify(signed.document),
+  JSON.stringify(signed.signatures),
+  at,
+];

@@ -32,19 +32,23 @@ import {
   type ChainVersionRow,
   canonicalSelector,
   chainReleaseFromRow,
+  chainReleaseParams,
   chainVersionFromRow,
+  chainVersionParams,
   type DeadManRow,
   type DeviceRow,
   deadManFromRow,
   deviceFromRow,
   type NfRow,
   nfFromRow,
+  nfParams,
   type RolloutRow,
   rolloutFromRow,
   ruleFromRow,
   type SelectorRuleRow,
   type SignedRow,
   signedFromRow,
+  signedMapEntriesParams,
   type TokenRow,
   tokenFromRow,
 } from "./rows";
@@ -541,15 +545,7 @@ class SqliteStore {
           `INSERT INTO chain_versions (name, version, toml, file, graph, warnings, created_at)
            VALUES (?, ?, ?, ?, ?, ?, ?)`,
         )
-        .run(
-          chain.name,
-          version,
-          chain.toml,
-          chain.file,
-          JSON.stringify(chain.graph),
-          JSON.stringify(chain.warnings),
-          chain.createdAt,
-        );
+        .run(...chainVersionParams(chain, version));
       faultPoint("chain-push"); // tests: SIGKILL lands here, before the commit
       return version;
     });
@@ -583,16 +579,7 @@ class SqliteStore {
         `INSERT INTO nfs (name, source_digest, build, build_message, build_hash, interface, artifacts, published_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       )
-      .run(
-        nf.name,
-        nf.sourceDigest,
-        nf.build,
-        nf.buildMessage,
-        nf.buildHash,
-        JSON.stringify(nf.interface),
-        JSON.stringify(nf.artifacts),
-        nf.publishedAt,
-      );
+      .run(...nfParams(nf));
   }
 
   latestNf(name: string): NfRecord | undefined {
@@ -634,13 +621,7 @@ class SqliteStore {
          ON CONFLICT (name, version) DO UPDATE SET releases = excluded.releases,
            document = excluded.document, signatures = excluded.signatures`,
       )
-      .run(
-        name,
-        version,
-        JSON.stringify(record.releases),
-        JSON.stringify(record.document),
-        JSON.stringify(record.signatures),
-      );
+      .run(...chainReleaseParams(name, version, record));
   }
 
   getChainRelease(name: string, version: number): ChainReleaseRecord | undefined {
@@ -677,14 +658,7 @@ class SqliteStore {
          ON CONFLICT (chain, map) DO UPDATE SET seq = excluded.seq, document = excluded.document,
            signatures = excluded.signatures, created_at = excluded.created_at`,
       )
-      .run(
-        signed.document.chain,
-        signed.document.map,
-        signed.document.seq,
-        JSON.stringify(signed.document),
-        JSON.stringify(signed.signatures),
-        at,
-      );
+      .run(...signedMapEntriesParams(signed, at));
   }
 
   getSignedMapEntries(chain: string, map: string): SignedMapEntries | undefined {

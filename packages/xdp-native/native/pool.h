@@ -37,6 +37,7 @@
 
 #include "common.h"
 #include "nf_table.h"
+#include "worker_loop.h"
 #include "worker_shm.h"  // GALETTE_WORKER_COUNTERS: both pools count the same outcomes
 
 extern "C" {
@@ -46,16 +47,6 @@ extern "C" {
 
 namespace galette {
 namespace inproc {
-
-// Longest userland NF path; a cycle in the action tables ends here instead of spinning.
-constexpr uint32_t kMaxHops = 64;
-constexpr uint32_t kTxKickAttempts = 64;
-// A blocking worker keeps looping instead of sleeping while transmitted frames await their
-// completion (under load they come back, and the next RX batch arrives, within
-// microseconds; the C baseline does the same), but only while the count of frames in
-// flight keeps moving: when it has not moved for this long (peer gone, link down), the
-// worker sleeps as usual.
-constexpr uint64_t kInFlightSpinNs = 1000000;
 
 struct Counter {
   std::atomic<uint64_t> value{0};
@@ -121,9 +112,8 @@ struct Worker {
   WorkerStats stats;
   std::unique_ptr<InstanceStats[]> instances{new InstanceStats[GALETTE_MAX_INSTANCES]};
   bool tx_outstanding = false;
-  // Idle-loop bookkeeping for kInFlightSpinNs (worker thread only).
-  int64_t seen_in_flight = 0;
-  uint64_t in_flight_since = 0;
+  // Idle-loop bookkeeping (worker thread only).
+  InFlightSpin spin;
 
   void Run(Pool* pool);
   const InstanceTable* Enter(Pool* pool);
@@ -212,12 +202,6 @@ struct Pool {
   }
   uint64_t FrameOf(uint64_t addr) const { return addr & ~static_cast<uint64_t>(frame_size - 1); }
 };
-
-inline uint64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 // ---- instance tables (pool_table.cc; JS thread) ---------------------------------------------
 

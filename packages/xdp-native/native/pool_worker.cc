@@ -142,17 +142,7 @@ void Worker::Run(Pool* pool) {
       }
       // Sleeping now would leave sent frames uncompleted and this CPU to others while the
       // next RX batch is microseconds away; the C baseline sleeps only with nothing in flight.
-      int64_t in_flight = pool->tx_in_flight.load(std::memory_order_relaxed);
-      if (in_flight > 0) {
-        uint64_t now = NowNs();
-        if (in_flight != seen_in_flight) {
-          seen_in_flight = in_flight;
-          in_flight_since = now;
-        }
-        if (now - in_flight_since < kInFlightSpinNs) continue;
-      } else {
-        seen_in_flight = 0;
-      }
+      if (spin.KeepLooping(pool->tx_in_flight.load(std::memory_order_relaxed))) continue;
       // Holding no table while asleep lets updates complete without waking us.
       Leave();
       table = nullptr;

@@ -10,9 +10,14 @@
 // the agent restarts it and the next one returns the frames the dead one held (journal in
 // the shared region) to the fill ring before it starts.
 //
-// The frame loop is the one of the in-process pool (pool.cc): frame ownership, batching,
-// the in-flight spin and the per-batch table switch are the same; the instance tables now
-// arrive as control messages and are published to the threads with the same hazard scheme.
+// The frame loop is the one of the in-process pool (pool_worker.cc): frame ownership,
+// batching, the in-flight spin (worker_loop.h) and the per-batch table switch are the same;
+// the instance tables (nf_table.h) arrive as control messages and are published to the
+// threads with the same hazard scheme.
+//
+// Where the kernel maps a socket's rings only before bind (Linux 6.1), a restarted worker
+// does not get the dead one's sockets: the agent replaces them (worker_pool.cc), and this
+// process maps and binds the new ones as the first worker did.
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +50,7 @@
 
 #include "map_view.h"
 #include "nf_table.h"
+#include "worker_loop.h"
 #include "worker_shm.h"
 extern "C" {
 #include "galette_trace.h"
@@ -75,10 +81,6 @@ namespace galette {
 namespace {
 
 using namespace shm;
-
-constexpr uint32_t kMaxHops = 64;
-constexpr uint32_t kTxKickAttempts = 64;
-constexpr uint64_t kInFlightSpinNs = 1000000;
 
 // ---- reporting: one JSON object per line on stdout, read by the agent ---------------------
 
@@ -118,12 +120,6 @@ void Say(const std::string& json) {
   if (err) m += std::string(": ") + strerror(err);
   Say("{\"type\":\"fatal\",\"message\":" + Json(m) + ",\"errno\":" + std::to_string(err) + "}");
   _exit(2);
-}
-
-inline uint64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 // ---- configuration -----------------------------------------------------------------------
@@ -256,8 +252,7 @@ struct Thread {
   InstanceCounters* inst = nullptr;
   std::atomic<const InstanceTable*> holding{nullptr};
   bool tx_outstanding[kMaxGroups] = {};
-  int64_t seen_in_flight = 0;
-  uint64_t in_flight_since = 0;
+  InFlightSpin spin;
 
   void Count(CounterIndex k, uint64_t n) { Add(&shm->counters[k], n); }
   void Run(Process* p);
@@ -311,7 +306,7 @@ struct Process {
     return g < cfg.groups ? static_cast<uint32_t>(g) : cfg.groups - 1;
   }
 
-  // As in pool.cc, with the journal: completions are copied to the journal before the
+  // As in pool.h's Pool::Recycle, with the journal: completions are copied to the journal before the
   // completion ring is released, and the fill ring is submitted last, so a death anywhere
   // in between leaves the frames findable (see RecoverFrames).
   // A frame may complete on another group's completion ring (the other port's); it
@@ -557,17 +552,7 @@ void Thread::Run(Process* p) {
           }
         continue;
       }
-      int64_t in_flight = p->tx_in_flight.load(std::memory_order_relaxed);
-      if (in_flight > 0) {
-        uint64_t now = NowNs();
-        if (in_flight != seen_in_flight) {
-          seen_in_flight = in_flight;
-          in_flight_since = now;
-        }
-        if (now - in_flight_since < kInFlightSpinNs) continue;
-      } else {
-        seen_in_flight = 0;
-      }
+      if (spin.KeepLooping(p->tx_in_flight.load(std::memory_order_relaxed))) continue;
       Leave();
       table = nullptr;
       pollfd fds[kMaxGroups + 1];

@@ -1,4 +1,4 @@
-// What both AF_XDP pools of the addon share (the in-process pool, pool.cc, and the agent's
+// What both AF_XDP pools of the addon share (the in-process pool, pool.h, and the agent's
 // half of the worker process pool, worker_pool.cc): their option readers, the checks of the
 // maps they write, the UMEM's configuration and first fill, and the kernel's per-socket
 // and the per-instance counters as JS sees them.

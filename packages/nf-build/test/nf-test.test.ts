@@ -126,8 +126,10 @@ describeKernel("galette nf test", () => {
   it("a loop the verifier cannot bound: the author's line and the verifier's last lines", async () => {
     const r = await nfTest(fixtureDir("unbounded-loop"), "in.pcap");
     expect(r.code).toBe(1);
+    // a line of the loop (lib.rs 15-18): which one the verifier gives up on depends on the
+    // code generated around the NF, not on the author's
     expect(r.stderr).toMatch(
-      /unbounded-loop\/src\/lib\.rs:15: error: a program too complex for the verifier/,
+      /unbounded-loop\/src\/lib\.rs:1[5-8]: error: a program too complex for the verifier/,
     );
     expect(r.stderr).toContain("hint: bound every loop");
     expect(r.stderr).toContain("The verifier's last lines:");
@@ -136,7 +138,7 @@ describeKernel("galette nf test", () => {
     const built = await galette(["nf", "build", fixtureDir("unbounded-loop"), "--target", "bpf", "--verify"]);
     expect(built.code).toBe(1);
     expect(built.stderr).toMatch(
-      /unbounded-loop\/src\/lib\.rs:15: error: a program too complex for the verifier/,
+      /unbounded-loop\/src\/lib\.rs:1[5-8]: error: a program too complex for the verifier/,
     );
     const good = await galette(["nf", "build", "nf-examples/macswap", "--target", "bpf", "--verify"]);
     expect(good.code, good.stderr).toBe(0);

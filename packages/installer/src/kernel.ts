@@ -74,17 +74,6 @@ import {
 import { createTraceQueue, openTraceMaps, tracePins } from "./trace-maps";
 import { Undo } from "./undo";
 
-// The installation record and InstallError belong to the Dataplane's interface: callers import them here.
-export { InstallError } from "./errors";
-export {
-  DEFAULT_STATE_DIR,
-  type InstallationRecord,
-  processAlive,
-  readRecord,
-  recordPath,
-  type WorkerSettings,
-} from "./record";
-
 /** A userland NF's worker died (crash, seccomp kill) or failed; `nf` when attributable. */
 export interface NfWorkerError {
   message: string;

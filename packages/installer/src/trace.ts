@@ -17,7 +17,8 @@ import {
   Trace,
   type TraceRecord,
 } from "@galette/xdp-native";
-import { DEFAULT_STATE_DIR, InstallError, processAlive, readRecord } from "./kernel";
+import { InstallError } from "./errors";
+import { DEFAULT_STATE_DIR, processAlive, readRecord } from "./record";
 import { type InstanceSpec, type InterfaceTarget, interfaceScope, RX_INSTANCE } from "./spec";
 import { compileTraceFilter } from "./trace-filter";
 import { tracePins } from "./trace-maps";

@@ -2,7 +2,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import path from "node:path";
 import { describeKernel, exchangeFrames, udpFrame, type VethPair } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { Dataplane, readRecord } from "../src/kernel";
+import { Dataplane } from "../src/kernel";
+import { readRecord } from "../src/record";
 import { builtChainFile, install, repoRoot, vethFixture } from "./helpers";
 
 /** Resolves when the child prints READY; rejects with its stderr if it exits first. */

@@ -8,7 +8,7 @@ import {
 } from "@galette/testkit";
 import { queryXdp } from "@galette/xdp-native";
 import { beforeAll, expect, it } from "vitest";
-import { readRecord } from "../src/kernel";
+import { readRecord } from "../src/record";
 import { builtChainFile, vethFixture } from "./helpers";
 
 describeKernel("galette dataplane up|down", () => {

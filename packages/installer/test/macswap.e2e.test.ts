@@ -3,7 +3,8 @@ import type { BuiltChain } from "@galette/nf-build";
 import { describeKernel, exchangeFrames, udpFrame, type VethPair } from "@galette/testkit";
 import { queryXdp } from "@galette/xdp-native";
 import { beforeAll, expect, it } from "vitest";
-import { Dataplane, readRecord } from "../src/kernel";
+import { Dataplane } from "../src/kernel";
+import { readRecord } from "../src/record";
 import { builtChainFile, install, macOf, quietLogger, vethFixture } from "./helpers";
 
 describeKernel("installer: chains/macswap.toml on a veth pair", () => {

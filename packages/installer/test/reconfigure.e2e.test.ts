@@ -13,7 +13,8 @@ import {
   type VethPair,
 } from "@galette/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { Dataplane, readRecord } from "../src/kernel";
+import { Dataplane } from "../src/kernel";
+import { readRecord } from "../src/record";
 import {
   builtChainFile,
   builtChainText,

@@ -3,7 +3,8 @@ import type { BuiltChain } from "@galette/nf-build";
 import { attachXdpPass, describeKernel, type VethPair } from "@galette/testkit";
 import { detachXdp, queryXdp } from "@galette/xdp-native";
 import { beforeAll, expect, it } from "vitest";
-import { Dataplane, readRecord, recordPath } from "../src/kernel";
+import { Dataplane } from "../src/kernel";
+import { readRecord, recordPath } from "../src/record";
 import { devicePins } from "../src/spec";
 import { builtChainFile, compileTestBpf, install, quietLogger, vethFixture } from "./helpers";
 

@@ -18,7 +18,8 @@ import {
 } from "@galette/testkit";
 import { queryXdp } from "@galette/xdp-native";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { Dataplane, readRecord } from "../src/kernel";
+import { Dataplane } from "../src/kernel";
+import { readRecord } from "../src/record";
 import { builtChainFile, builtChainText, install, quietLogger, repoRoot, stateDir } from "./helpers";
 import { hostPackets, numberedUdp, sequenceProblems, tcpTransfer } from "./two-port-helpers";
 

@@ -116,16 +116,19 @@ async function main(): Promise<void> {
       return;
     }
     case "wait": {
-      need(3, "CHAIN TIMEOUT_S DEVICE...");
-      const [chain, timeout, ...devices] = args as [string, string, ...string[]];
+      need(3, "CHAIN[@VERSION] TIMEOUT_S DEVICE...");
+      const [which, timeout, ...devices] = args as [string, string, ...string[]];
+      const [chain, version] = which.split("@") as [string, string | undefined];
       await waitDevices(
         timeout,
         devices,
         (d) =>
-          d.installed?.chain === chain && d.state === "converged"
+          d.installed?.chain === chain &&
+          (version === undefined || d.installed.version === Number(version)) &&
+          d.state === "converged"
             ? `${d.name}: ${chain} v${d.installed.version} converged (${d.arch}, kernel ${d.kernelVersion})`
             : undefined,
-        `devices did not converge on ${chain}`,
+        `devices did not converge on ${which}`,
       );
       return;
     }

@@ -4,7 +4,11 @@
 set -u
 share=/mnt/host
 mark() { echo "$*" >>"$share/progress"; echo "galette-device: $*" >/dev/console; }
-now=$(sed -n 's/.*galette\.now=\([0-9]*\).*/\1/p' /proc/cmdline)
+# The host's clock, so the agent's log lines and the host's timings compare: QEMU's 9p server
+# stamps a touched file with the host's time (the command line's galette.now is when QEMU
+# started, a boot behind).
+now=$(touch "$share/.clock" && stat -c %.3Y "$share/.clock")
+[[ $now =~ ^[0-9]+(\.[0-9]+)?$ ]] || now=$(sed -n 's/.*galette\.now=\([0-9]*\).*/\1/p' /proc/cmdline)
 [ -n "$now" ] && date -s "@$now" >/dev/null
 ip link set lo up
 # systemd-tmpfiles creates /dev/net/tun at boot on a real system (kmod static nodes); the
@@ -29,12 +33,22 @@ mark "booted $(cut -d' ' -f1 /proc/uptime)"
 mkdir -p /etc/galette
 cp "$share"/bundle/* /etc/galette/
 [ -f /etc/default/galette-agent ] && set -a && . /etc/default/galette-agent && set +a
+# the test's settings for this run (the log level)
+[ -f "$share/agent.env" ] && set -a && . "$share/agent.env" && set +a
 /usr/bin/galette-agent --config /etc/galette/agent.json >"$share/agent.log" 2>&1 &
 mark "agent started $(cut -d' ' -f1 /proc/uptime)"
+# Waits without a process per wait (read's timeout on a FIFO nothing writes): under TCG a
+# sleep process every 0.2 s cost the device a tenth of a CPU, taken from the agent.
+if mkfifo /run/galette-nap && exec 9<>/run/galette-nap; then
+  nap() { read -rt "$1" -u 9; }
+else
+  nap() { sleep "$1"; }
+fi
 n=0
 while :; do
   n=$((n + 1))
-  while [ ! -f "$share/cmd/$n.sh" ]; do sleep 0.2; done
+  while [ ! -f "$share/cmd/$n.sh" ]; do nap 0.2; done
   bash "$share/cmd/$n.sh" >"$share/cmd/$n.out" 2>&1
-  echo $? >"$share/cmd/$n.rc"
+  # renamed into place: the host, waiting for the file, must not read it before its status
+  echo $? >"$share/cmd/$n.rc.tmp" && mv "$share/cmd/$n.rc.tmp" "$share/cmd/$n.rc"
 done

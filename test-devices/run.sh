@@ -172,7 +172,10 @@ node -e '
     pollIntervalSeconds: 5, statusIntervalSeconds: 2, workerThreads: 1 });
   fs.writeFileSync(file, JSON.stringify(c, null, 2));
 ' "$share/bundle/agent.json" "$port"
-cp "$here/device.sh" "$share/device.sh"
+cp "$here/device.sh" "$here/sample.sh" "$share/"
+# the agent's log level: debug by default here (each status report and its failure, each cost
+# window), so a failed step's log shows what the agent was doing
+echo "GALETTE_LOG_LEVEL=${GALETTE_DEVICE_LOG_LEVEL:-debug}" >"$share/agent.env"
 ok "bundle: $(ls "$share/bundle" | tr '\n' ' ')"
 
 step "6. Boot: qemu-system-aarch64 -M virt -cpu max (TCG), kernel $kver"
@@ -393,31 +396,49 @@ step "13. Live reconfiguration under traffic: nothing lost, in XDP or in userlan
 sed 's/^to = \["tx", "!dpi", "drop"\]$/to = ["tx", "!dpi", "macswap"]/' "$repo/chains/security.toml" >"$work/security-v2.toml"
 printf '\n[functions.macswap.maps]\ncounters = { type = "array", size = 1 }\n\n# macswap: Action { Tx }\n[[links]]\nfrom = "macswap"\nto = ["drop"]\n' >>"$work/security-v2.toml"
 grep -q '"!dpi", "macswap"' "$work/security-v2.toml" || fail "security v2 does not differ from v1"
-# 240 s at 40 frames/s per tier: under TCG, with both tiers loaded, a reconfiguration
-# measured 50–142 s on a quiet machine (the agent shares the emulated CPU with the traffic)
-rn=${GALETTE_DEVICE_RECONFIG_FRAMES:-9600}
+# GALETTE_DEVICE_RECONFIG_SECONDS of frames at 40/s per tier, from 3 s before the push: the traffic must
+# still flow when the agent has switched to v2 and retired v1's instances (checked against
+# its log below). The device's part (controller push → agent applied) took 7.6 s under TCG
+# on this 2-core machine at load 20, with the push CLI 12 s before it; the default is about
+# twice that whole span (3 + 12 + 7.6 s), so a reconfiguration that got much slower fails here.
+rsec=${GALETTE_DEVICE_RECONFIG_SECONDS:-60}
+rn=$((rsec * 40))
 traffic "$rn" tdev-reconf-xdp xdp 40 >"$work/reconf-xdp.json" 2>"$work/reconf-xdp.log" &
 rx_pid=$!
 traffic "$rn" tdev-reconf-user userland 40 30000 >"$work/reconf-user.json" 2>"$work/reconf-user.log" &
 ru_pid=$!
 sleep 3
+# where the device's CPU goes meanwhile (test-devices/sample.sh, summarised below)
+on_device 'nohup bash /mnt/host/sample.sh /mnt/host/reconf-sample.log /mnt/host/reconf-sample.stop 900 >/dev/null 2>&1 &' 30 >/dev/null ||
+  echo "  (the CPU sampler did not start on the device: no CPU summary below)"
 # the assignment follows the latest version: the push rolls v2 out
 reconf_started=$(date +%s.%N)
 galette chain push "$work/security-v2.toml" --key "$rk" >>"$work/publish.log" 2>&1 || fail "chain push (v2) failed"
-deadline=$(($(date +%s) + CONVERGE_TIMEOUT))
-until galette device list --json | node -e '
-    const d = JSON.parse(require("fs").readFileSync(0)).devices.find((x) => x.name === "arm64-dev");
-    process.exit(d.installed?.chain === "security" && d.installed.version === 2 && d.state === "converged" ? 0 : 1)'; do
-  [ "$(date +%s)" -lt "$deadline" ] || fail "the device did not converge on security v2 within $CONVERGE_TIMEOUT s"
-  sleep 0.5
-done
-reconf_s=$(awk -v a="$reconf_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-kill -0 "$rx_pid" 2>/dev/null && kill -0 "$ru_pid" 2>/dev/null ||
-  fail "the traffic ended before the reconfiguration did (${reconf_s} s): raise GALETTE_DEVICE_RECONFIG_FRAMES"
+converged=yes
+ops wait security@2 "$CONVERGE_TIMEOUT" arm64-dev >/dev/null 2>"$work/reconf-wait.log" || converged=""
+reconf_done=$(date +%s.%N)
+reconf_s=$(awk -v a="$reconf_started" -v b="$reconf_done" 'BEGIN { printf "%.1f", b - a }')
+touch "$share/reconf-sample.stop"
+# printed whether or not it converged: where the time went, on the host's clock
+applied=yes
+node "$here/reconf-timeline.mjs" "$share/agent.log" "$work/controller.log" security 2 "$reconf_started" "$reconf_done" \
+  "$work/reconf-agent.json" || applied=""
+sleep 1.5 # the sampler's last pass
+node "$here/cpu-summary.mjs" "$share/reconf-sample.log" "$reconf_started" "$reconf_done" ||
+  echo "  (no CPU summary: $share/reconf-sample.log unreadable)"
+[ -n "$converged" ] || fail "the device did not converge on security v2 within $CONVERGE_TIMEOUT s: $(tail -3 "$work/reconf-wait.log" | tr '\n' ' ')(timeline and the device's CPU above)"
+[ -n "$applied" ] || fail "the agent's log does not show security v2 applied"
 wait "$rx_pid" || fail "sending frames during the reconfiguration (XDP; log: $work/reconf-xdp.log)"
 wait "$ru_pid" || fail "sending frames during the reconfiguration (userland; log: $work/reconf-user.log)"
-x=$(cat "$work/reconf-xdp.json") u=$(cat "$work/reconf-user.json")
-ok "security v1 → v2 in ${reconf_s} s while $(field "$x" sent) XDP and $(field "$u" sent) userland frames were in flight"
+x=$(cat "$work/reconf-xdp.json") u=$(cat "$work/reconf-user.json") ra=$(cat "$work/reconf-agent.json")
+device_s=$(node -p 'const a = JSON.parse(process.argv[1]); a.pushedAt ? ((a.appliedAt - a.pushedAt) / 1000).toFixed(1) : "?"' "$ra")
+# the traffic was still due to flow for this long after the agent applied v2
+margin_s=$(node -p '
+  const [x, u, a] = process.argv.slice(1).map((j) => JSON.parse(j));
+  ((Math.min(x.pacedUntil, u.pacedUntil) - a.appliedAt) / 1000).toFixed(1)' "$x" "$u" "$ra")
+awk -v m="$margin_s" 'BEGIN { exit !(m > 0) }' ||
+  fail "the agent applied v2 $(awk -v m="$margin_s" 'BEGIN { print -m }') s after the traffic stopped (${rsec} s of it): the reconfiguration got slower (timeline above), or raise GALETTE_DEVICE_RECONFIG_SECONDS on a slower host"
+ok "security v1 → v2: applied on the device ${device_s} s after the controller took the push, ${reconf_s} s from push to converged seen here; the traffic went on ${margin_s} s after"
 [ "$(field "$x" received)" = "$(field "$x" sent)" ] || fail "reconfiguration, XDP path: sent $(field "$x" sent), $(field "$x" received) came back"
 [ "$(field "$u" received)" = "$(field "$u" sent)" ] || fail "reconfiguration, userland tier: sent $(field "$u" sent), $(field "$u" received) came back"
 ok "none lost: XDP $(field "$x" received)/$(field "$x" sent), userland $(field "$u" received)/$(field "$u" sent) back"
@@ -476,14 +497,15 @@ on_device 'ip route del 10.0.2.2/32 dev data0' 60 >/dev/null || fail "moving the
 step "15. Bench row, completed (emulated)"
 node -e '
   const fs = require("fs");
-  const [file, sec, ufps, us, reconf, rollback, grace] = process.argv.slice(1);
+  const [file, sec, ufps, us, reconf, rollback, grace, reconfDevice] = process.argv.slice(1);
   const row = JSON.parse(fs.readFileSync(file));
   Object.assign(row, { securityConvergeSeconds: Number(sec), userlandForwardedFramesPerSecond: Number(ufps),
     framesUserland: Number(us), userlandNf: "dpi", reconfigureSeconds: Number(reconf),
+    reconfigureOnDeviceSeconds: Number(reconfDevice),
     deadManRollbackSeconds: Number(rollback), deadManGraceSeconds: Number(grace) });
-  fs.writeFileSync(file, JSON.stringify(row, null, 2) + "\n");' "$row" "$security_s" "$user_fps" "$us" "$reconf_s" "$rollback_s" "$grace"
-printf '  security converge %s s, userland (dpi, paced 100/s) ≈ %s frames/s, live reconfiguration %s s, dead-man rollback reported after %s s (grace %s s)\n' \
-  "$security_s" "$user_fps" "$reconf_s" "$rollback_s" "$grace"
+  fs.writeFileSync(file, JSON.stringify(row, null, 2) + "\n");' "$row" "$security_s" "$user_fps" "$us" "$reconf_s" "$rollback_s" "$grace" "$device_s"
+printf '  security converge %s s, userland (dpi, paced 100/s) ≈ %s frames/s, live reconfiguration %s s (%s s on the device), dead-man rollback reported after %s s (grace %s s)\n' \
+  "$security_s" "$user_fps" "$reconf_s" "$device_s" "$rollback_s" "$grace"
 ok "written to ${row#"$repo"/}"
 
 step "passed in $(($(date +%s) - started)) s"

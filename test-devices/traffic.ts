@@ -4,7 +4,9 @@
  * flow dpi has not judged Suspicious, so every one goes through dpi), or, with kind "xdp",
  * COUNT IP protocol 1 frames the weak classifier calls Normal, which stay in XDP, from IFACE
  * in NS at PPS, and prints JSON {sent, received, seconds} where received counts the frames
- * carrying TAG that came back and seconds runs from the first frame sent to the last one back.
+ * carrying TAG that came back and seconds runs from the first frame sent to the last one back;
+ * with a pace, pacedUntil is when the last frame was due (epoch ms, the exchange's start plus
+ * COUNT / PPS): a step checks the traffic still flowed when something happened on the device.
  */
 import { exchangeFrames, udpFrame } from "@galette/testkit/frames";
 
@@ -38,6 +40,7 @@ const frame = (srcPort: number) => {
 };
 const send = kind === "xdp" ? [frame(base)] : Array.from({ length: n }, (_, i) => frame(base + i));
 const listenMs = 5000;
+const startedAt = Date.now();
 const started = process.hrtime.bigint();
 const r = await exchangeFrames(ns, iface, {
   send,
@@ -51,4 +54,12 @@ const r = await exchangeFrames(ns, iface, {
 // forwarding time
 const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
 const seconds = r.received.length < n ? Math.max(elapsed - listenMs / 1000, 0.001) : elapsed;
-console.log(JSON.stringify({ sent: r.sent, received: r.received.length, seconds }));
+const pace = Number(pps);
+console.log(
+  JSON.stringify({
+    sent: r.sent,
+    received: r.received.length,
+    seconds,
+    ...(pace > 0 ? { pacedUntil: startedAt + Math.round((n / pace) * 1000) } : {}),
+  }),
+);

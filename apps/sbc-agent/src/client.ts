@@ -44,6 +44,36 @@ export type AssignmentResult =
 const REQUEST_TIMEOUT_MS = 15_000;
 
 /**
+ * Bounds on what one request may take, whatever the other end does: an idle connection
+ * times out after `idleMs`, a whole request (waiting for the kept-alive connection
+ * included) after `deadlineMs`, and a body larger than the limit is cut off, so a slow or
+ * hostile peer can neither hold the device's requests nor fill its memory.
+ */
+export interface DeviceClientLimits {
+  idleMs: number;
+  deadlineMs: number;
+  maxResponseBytes: number;
+  /** NF artifacts (BPF objects, native libraries) may be larger and slower to arrive */
+  artifactDeadlineMs: number;
+  maxArtifactBytes: number;
+}
+
+export const DEFAULT_CLIENT_LIMITS: DeviceClientLimits = {
+  idleMs: REQUEST_TIMEOUT_MS,
+  deadlineMs: 4 * REQUEST_TIMEOUT_MS,
+  // an assignment carries signed map entries (up to 8 MiB of hex each push)
+  maxResponseBytes: 32 << 20,
+  artifactDeadlineMs: 600_000,
+  maxArtifactBytes: 64 << 20,
+};
+
+interface RequestBounds {
+  idleMs: number;
+  deadlineMs: number;
+  maxBytes: number;
+}
+
+/**
  * The device's connections (requests and the ws channel) offer the newest TLS session
  * ticket each controller gave it, so a reconnect resumes the session: no certificate
  * signing or chain verification on either side. That matters after a controller restart,
@@ -85,10 +115,16 @@ export class DeviceClient {
     secureContext: SecureContext;
   };
   readonly #agent: Agent;
+  readonly #limits: DeviceClientLimits;
   readonly urls: readonly string[];
   #current = 0;
 
-  constructor(baseUrls: string | readonly string[], creds: DeviceCredentials) {
+  constructor(
+    baseUrls: string | readonly string[],
+    creds: DeviceCredentials,
+    limits: Partial<DeviceClientLimits> = {},
+  ) {
+    this.#limits = { ...DEFAULT_CLIENT_LIMITS, ...limits };
     this.urls = [...new Set(typeof baseUrls === "string" ? [baseUrls] : baseUrls)];
     if (this.urls.length === 0) throw new Error("no controller URL");
     const read = (what: string, file: string) => {
@@ -132,14 +168,16 @@ export class DeviceClient {
     path: string,
     headers: Record<string, string> = {},
     body?: Buffer,
-    timeoutMs = REQUEST_TIMEOUT_MS,
+    bounds: Partial<RequestBounds> = {},
     pooled = true,
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
+    const { idleMs, deadlineMs, maxResponseBytes } = this.#limits;
+    const full: RequestBounds = { idleMs, deadlineMs, maxBytes: maxResponseBytes, ...bounds };
     const errors: string[] = [];
     for (let attempt = 0; attempt < this.urls.length; attempt++) {
       const index = this.#current;
       try {
-        return await this.#requestOnce(this.urls[index]!, method, path, headers, body, timeoutMs, pooled);
+        return await this.#requestOnce(this.urls[index]!, method, path, headers, body, full, pooled);
       } catch (err) {
         errors.push((err as Error).message);
         this.#failOver(index);
@@ -154,7 +192,7 @@ export class DeviceClient {
     path: string,
     headers: Record<string, string>,
     body: Buffer | undefined,
-    timeoutMs: number,
+    bounds: RequestBounds,
     pooled: boolean,
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
     const url = new URL(path, baseUrl);
@@ -166,19 +204,40 @@ export class DeviceClient {
           // unpooled: a one-off connection with the same TLS settings
           ...(pooled ? { agent: this.#agent } : { agent: false, ...this.#tls }),
           headers: { [PROTOCOL_VERSION_HEADER]: String(PROTOCOL_VERSION), ...headers },
-          timeout: timeoutMs,
+          timeout: bounds.idleMs,
         },
         (res) => {
           const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("end", () =>
-            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
-          );
+          let size = 0;
+          const declared = Number(res.headers["content-length"] ?? 0);
+          if (declared > bounds.maxBytes)
+            req.destroy(new Error(`the answer's ${declared} bytes are over the limit of ${bounds.maxBytes}`));
+          res.on("data", (c: Buffer) => {
+            size += c.length;
+            if (size > bounds.maxBytes)
+              req.destroy(new Error(`the answer is over the limit of ${bounds.maxBytes} bytes`));
+            else chunks.push(c);
+          });
+          res.on("end", () => {
+            clearTimeout(deadline);
+            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+          });
           res.on("error", (err) => reject(new Error(`${method} ${url.href}: ${err.message}`)));
         },
       );
-      req.on("timeout", () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));
-      req.on("error", (err) => reject(new Error(`${method} ${url.href}: ${err.message}`, { cause: err })));
+      // from now, so the wait for the kept-alive connection counts too (a request still
+      // queued for it reports no error when destroyed: reject here)
+      const deadline = setTimeout(() => {
+        const err = new Error(`did not complete within ${bounds.deadlineMs} ms`);
+        req.destroy(err);
+        reject(new Error(`${method} ${url.href}: ${err.message}`));
+      }, bounds.deadlineMs);
+      req.on("timeout", () => req.destroy(new Error(`timed out after ${bounds.idleMs} ms idle`)));
+      req.on("error", (err) => {
+        clearTimeout(deadline);
+        reject(new Error(`${method} ${url.href}: ${err.message}`, { cause: err }));
+      });
+      req.on("close", () => clearTimeout(deadline));
       req.end(body);
     });
   }
@@ -224,7 +283,7 @@ export class DeviceClient {
       DEVICE_ROUTES.assignment,
       { connection: "close" },
       undefined,
-      timeoutMs,
+      { idleMs: timeoutMs, deadlineMs: timeoutMs },
       false,
     );
   }
@@ -232,7 +291,10 @@ export class DeviceClient {
   /** The artifact's bytes, unverified: the caller checks the digest before using them. */
   async fetchArtifact(digest: string): Promise<Buffer> {
     const path = DEVICE_ROUTES.artifact(digest);
-    const res = await this.#request("GET", path);
+    const res = await this.#request("GET", path, {}, undefined, {
+      deadlineMs: this.#limits.artifactDeadlineMs,
+      maxBytes: this.#limits.maxArtifactBytes,
+    });
     if (res.status !== 200) this.#fail("GET", path, res.status, res.body);
     return res.body;
   }

@@ -181,6 +181,70 @@ describe("device client (mutual TLS)", () => {
     }
   });
 
+  it("bounds what a slow or hostile controller can hold: answer size, a trickling answer, a request queued behind it", async () => {
+    const pem = (f: string) => readFileSync(join(data, f));
+    const server = createServer(
+      {
+        key: pem(PKI_FILES.serverKey),
+        cert: pem(PKI_FILES.serverCert),
+        ca: [pem(PKI_FILES.caCert), pem(PKI_FILES.issuerCert)],
+        requestCert: true,
+        rejectUnauthorized: true,
+        minVersion: "TLSv1.3",
+      },
+      (req, res) => {
+        if (req.url?.includes("huge")) {
+          // chunked, no length announced: counted as it arrives
+          res.writeHead(200);
+          const chunk = Buffer.alloc(64 * 1024, 1);
+          const pump = () => {
+            while (res.write(chunk));
+            if (!res.destroyed) res.once("drain", pump);
+          };
+          pump();
+          return;
+        }
+        if (req.url?.includes("announced")) {
+          res.writeHead(200, { "content-length": String(1 << 30) }).write("x");
+          return;
+        }
+        // everything else trickles: a byte every 50 ms, never idle long enough to time out
+        res.writeHead(200);
+        const timer = setInterval(() => res.write("x"), 50);
+        res.on("close", () => clearInterval(timer));
+      },
+    );
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const client = new DeviceClient(url, creds(join(dir, "dev-a")), {
+      idleMs: 1000,
+      deadlineMs: 800,
+      maxResponseBytes: 1 << 20,
+      artifactDeadlineMs: 60_000,
+      maxArtifactBytes: 4 << 20,
+    });
+    try {
+      await expect(client.fetchArtifact("sha256:huge")).rejects.toThrow(/over the limit of 4194304 bytes/);
+      await expect(client.fetchArtifact("sha256:announced")).rejects.toThrow(
+        /1073741824 bytes are over the limit of 4194304/,
+      );
+      // a trickling artifact holds the one kept-alive connection; the poll queued behind it
+      // never gets the connection, and its deadline counts the wait
+      const artifact = client.fetchArtifact("sha256:slow").catch((e: Error) => e);
+      const started = Date.now();
+      await expect(client.getAssignment(undefined, "x86_64")).rejects.toThrow(
+        /did not complete within 800 ms/,
+      );
+      expect(Date.now() - started).toBeLessThan(5000);
+      client.close();
+      expect(await artifact).toBeInstanceOf(Error);
+    } finally {
+      client.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
   it("names the bundle file it cannot read", () => {
     expect(
       () =>

@@ -13,6 +13,7 @@ import {
   type DeviceStatusReport,
   describeZodError,
   ErrorResponse,
+  NOTIFICATION_MAX_BYTES,
   PROTOCOL_VERSION,
   PROTOCOL_VERSION_HEADER,
   SignedDeviceAssignment,
@@ -340,6 +341,8 @@ export class DeviceClient {
       agent: this.#agent,
       headers: { [PROTOCOL_VERSION_HEADER]: String(PROTOCOL_VERSION) },
       handshakeTimeout: REQUEST_TIMEOUT_MS,
+      // ws would take 100 MiB messages by default
+      maxPayload: NOTIFICATION_MAX_BYTES,
     });
     let reason = "closed";
     ws.on("open", () => {

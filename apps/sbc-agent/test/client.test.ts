@@ -181,7 +181,7 @@ describe("device client (mutual TLS)", () => {
     }
   });
 
-  it("bounds what a slow or hostile controller can hold: answer size, a trickling answer, a request queued behind it", async () => {
+  it("bounds what a slow or hostile controller can hold: a notification, answer size, a trickling answer, a request queued behind it", async () => {
     const pem = (f: string) => readFileSync(join(data, f));
     const server = createServer(
       {
@@ -214,6 +214,8 @@ describe("device client (mutual TLS)", () => {
         res.on("close", () => clearInterval(timer));
       },
     );
+    // a notification channel that sends one message far over what a notification needs
+    new WebSocketServer({ server }).on("connection", (ws) => ws.send(Buffer.alloc(1 << 20, 0x20)));
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const client = new DeviceClient(url, creds(join(dir, "dev-a")), {
@@ -224,6 +226,17 @@ describe("device client (mutual TLS)", () => {
       maxArtifactBytes: 4 << 20,
     });
     try {
+      const notified: string[] = [];
+      const closed = await new Promise<string>((resolve) =>
+        client.openNotifications({
+          onOpen: () => undefined,
+          onNotification: (n) => notified.push(n.type),
+          onInvalid: (text) => notified.push(text),
+          onClose: resolve,
+        }),
+      );
+      expect(closed).toMatch(/max payload size exceeded/i);
+      expect(notified).toEqual([]);
       await expect(client.fetchArtifact("sha256:huge")).rejects.toThrow(/over the limit of 4194304 bytes/);
       await expect(client.fetchArtifact("sha256:announced")).rejects.toThrow(
         /1073741824 bytes are over the limit of 4194304/,

@@ -370,6 +370,9 @@ export const DeviceNotification = z.discriminatedUnion("type", [
 ]);
 export type DeviceNotification = z.infer<typeof DeviceNotification>;
 
+/** The largest message either end of the notification channel accepts (notifications are a few hundred bytes). */
+export const NOTIFICATION_MAX_BYTES = 64 * 1024;
+
 /** Device API paths, so the agent and the server agree by construction. */
 export const DEVICE_ROUTES = {
   assignment: "/v1/device/assignment",

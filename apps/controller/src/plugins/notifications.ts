@@ -1,7 +1,7 @@
 import type { PeerCertificate, TLSSocket } from "node:tls";
 import fastifyWebsocket from "@fastify/websocket";
 import { normaliseSerial } from "@galette/pki";
-import type { DeviceNotification, DeviceStatusReport } from "@galette/protocol";
+import { type DeviceNotification, type DeviceStatusReport, NOTIFICATION_MAX_BYTES } from "@galette/protocol";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import { Gauge } from "prom-client";
@@ -74,7 +74,7 @@ export const notificationsPlugin = fp(
       for (const listener of listeners) listener(device);
     };
 
-    await app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
+    await app.register(fastifyWebsocket, { options: { maxPayload: NOTIFICATION_MAX_BYTES } });
 
     new Gauge({
       name: "galette_devices_online",

@@ -25,6 +25,19 @@ describe("device client (mutual TLS)", () => {
     caFile,
   });
 
+  /** A TLS server that presents the controller's certificate and asks for the device's, as the controller does. */
+  const controllerTls = () => {
+    const pem = (f: string) => readFileSync(join(data, f));
+    return {
+      key: pem(PKI_FILES.serverKey),
+      cert: pem(PKI_FILES.serverCert),
+      ca: [pem(PKI_FILES.caCert), pem(PKI_FILES.issuerCert)],
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: "TLSv1.3" as const,
+    };
+  };
+
   beforeAll(async () => {
     initPkiDir(data);
     initPkiDir(otherCa);
@@ -115,25 +128,13 @@ describe("device client (mutual TLS)", () => {
     // A TLS server with the controller's certificate and fixed ticket keys (as the
     // controller's survive its restarts), restarted on the same port.
     const ticketKeys = randomBytes(48);
-    const pem = (f: string) => readFileSync(join(data, f));
     const seen: Array<{ what: string; reused: boolean }> = [];
     const listen = (port: number) =>
       new Promise<Server>((resolve, reject) => {
-        const server = createServer(
-          {
-            key: pem(PKI_FILES.serverKey),
-            cert: pem(PKI_FILES.serverCert),
-            ca: [pem(PKI_FILES.caCert), pem(PKI_FILES.issuerCert)],
-            requestCert: true,
-            rejectUnauthorized: true,
-            minVersion: "TLSv1.3",
-            ticketKeys,
-          },
-          (req, res) => {
-            seen.push({ what: "request", reused: (req.socket as TLSSocket).isSessionReused() });
-            res.writeHead(304).end();
-          },
-        );
+        const server = createServer({ ...controllerTls(), ticketKeys }, (req, res) => {
+          seen.push({ what: "request", reused: (req.socket as TLSSocket).isSessionReused() });
+          res.writeHead(304).end();
+        });
         new WebSocketServer({ server }).on("connection", (_ws, req) =>
           seen.push({ what: "ws", reused: (req.socket as TLSSocket).isSessionReused() }),
         );
@@ -182,38 +183,27 @@ describe("device client (mutual TLS)", () => {
   });
 
   it("bounds what a slow or hostile controller can hold: a notification, answer size, a trickling answer, a request queued behind it", async () => {
-    const pem = (f: string) => readFileSync(join(data, f));
-    const server = createServer(
-      {
-        key: pem(PKI_FILES.serverKey),
-        cert: pem(PKI_FILES.serverCert),
-        ca: [pem(PKI_FILES.caCert), pem(PKI_FILES.issuerCert)],
-        requestCert: true,
-        rejectUnauthorized: true,
-        minVersion: "TLSv1.3",
-      },
-      (req, res) => {
-        if (req.url?.includes("huge")) {
-          // chunked, no length announced: counted as it arrives
-          res.writeHead(200);
-          const chunk = Buffer.alloc(64 * 1024, 1);
-          const pump = () => {
-            while (res.write(chunk));
-            if (!res.destroyed) res.once("drain", pump);
-          };
-          pump();
-          return;
-        }
-        if (req.url?.includes("announced")) {
-          res.writeHead(200, { "content-length": String(1 << 30) }).write("x");
-          return;
-        }
-        // everything else trickles: a byte every 50 ms, never idle long enough to time out
+    const server = createServer(controllerTls(), (req, res) => {
+      if (req.url?.includes("huge")) {
+        // chunked, no length announced: counted as it arrives
         res.writeHead(200);
-        const timer = setInterval(() => res.write("x"), 50);
-        res.on("close", () => clearInterval(timer));
-      },
-    );
+        const chunk = Buffer.alloc(64 * 1024, 1);
+        const pump = () => {
+          while (res.write(chunk));
+          if (!res.destroyed) res.once("drain", pump);
+        };
+        pump();
+        return;
+      }
+      if (req.url?.includes("announced")) {
+        res.writeHead(200, { "content-length": String(1 << 30) }).write("x");
+        return;
+      }
+      // everything else trickles: a byte every 50 ms, never idle long enough to time out
+      res.writeHead(200);
+      const timer = setInterval(() => res.write("x"), 50);
+      res.on("close", () => clearInterval(timer));
+    });
     // a notification channel that sends one message far over what a notification needs
     new WebSocketServer({ server }).on("connection", (ws) => ws.send(Buffer.alloc(1 << 20, 0x20)));
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));

@@ -235,20 +235,56 @@ export function agentRegistry(agent: Agent, log: Logger): Registry {
       ? Object.entries(t).map(([outcome, v]) => [{ outcome }, v] as [Record<string, string>, number])
       : [];
   });
+  const health = () => safe("worker health", () => [agent.dataplane?.workerHealth()]).at(0);
   readCounter(
     registry,
     "galette_worker_restarts_total",
     "NF worker processes started after the first",
     [],
     () => {
-      const h = safe("worker health", () => [agent.dataplane?.workerHealth()]).at(0);
+      const h = health();
       return h ? [[{}, h.restarts]] : [];
     },
   );
   readGauge(registry, "galette_worker_up", "1 when the NF worker process runs the instance table", [], () => {
-    const h = safe("worker health", () => [agent.dataplane?.workerHealth()]).at(0);
+    const h = health();
     return h ? [[{}, h.state === "running" ? 1 : 0]] : [];
   });
+  readCounter(
+    registry,
+    "galette_worker_socket_rebuilds_total",
+    "Times the AF_XDP sockets were replaced after a worker death",
+    [],
+    () => {
+      const h = health();
+      return h ? [[{}, h.socketRebuilds]] : [];
+    },
+  );
+  readGauge(
+    registry,
+    "galette_worker_socket_takeover",
+    "1 for how a new worker takes over the sockets after a death (remap or rebuild)",
+    ["mode"],
+    () => {
+      const h = health();
+      return h ? [[{ mode: h.socketTakeover }, 1]] : [];
+    },
+  );
+  readCounter(
+    registry,
+    "galette_worker_frames_lost_total",
+    "Frames lost to worker deaths: held by the dead worker (crash) or in replaced sockets (rebuild)",
+    ["cause"],
+    () => {
+      const h = health();
+      return h
+        ? [
+            [{ cause: "crash" }, h.framesLostInCrashes],
+            [{ cause: "rebuild" }, h.framesLostInRebuilds],
+          ]
+        : [];
+    },
+  );
   return registry;
 }
 

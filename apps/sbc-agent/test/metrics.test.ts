@@ -80,6 +80,48 @@ describe("the metrics server", () => {
   });
 });
 
+describe("worker health metrics", () => {
+  // a pool whose worker died twice on a kernel that made it rebuild the sockets
+  const health = {
+    state: "running",
+    restarts: 2,
+    crashes: 2,
+    crashesByInstance: {},
+    framesLostInCrashes: 3,
+    socketTakeover: "rebuild",
+    socketRebuilds: 2,
+    framesLostInRebuilds: 17,
+    backoffMs: 0,
+    keepsCapBpf: false,
+  };
+  const withPool = {
+    ...agent,
+    dataplane: {
+      spec: { instances: [] },
+      counters: () => [],
+      workerStats: () => undefined,
+      workerHealth: () => health,
+      rootRunStats: () => ({ runCount: 0, runTimeNs: 0 }),
+    },
+  } as unknown as GaletteAgent;
+
+  it("renders socket rebuilds, the takeover mode and frames lost by cause from the pool's health", async () => {
+    const text = await agentRegistry(withPool, createLogger("test")).metrics();
+    expect(text).toContain("galette_worker_restarts_total 2");
+    expect(text).toContain("galette_worker_socket_rebuilds_total 2");
+    expect(text).toContain('galette_worker_socket_takeover{mode="rebuild"} 1');
+    expect(text).toContain('galette_worker_frames_lost_total{cause="crash"} 3');
+    expect(text).toContain('galette_worker_frames_lost_total{cause="rebuild"} 17');
+    expect(text).toContain("galette_worker_up 1");
+  });
+
+  it("omits them when no pool runs", async () => {
+    const text = await agentRegistry(agent, createLogger("test")).metrics();
+    expect(text).not.toContain("galette_worker_socket_takeover{");
+    expect(text).not.toContain("galette_worker_frames_lost_total{");
+  });
+});
+
 describe("the Grafana dashboard", () => {
   it("queries only metrics the agent serves", async () => {
     const served = new Set(

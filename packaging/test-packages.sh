@@ -134,7 +134,9 @@ g() { "$gal/usr/lib/galette/node" "$gal/usr/lib/galette/galette.mjs" "$@"; }
 [ "$(g --version)" = "$VERSION" ] || fail "packaged galette --version"
 data=$work/controller
 g pki init --data "$data" >/dev/null
-GALETTE_NF_TARGETS=bpf,x86_64 g controller serve --data "$data" --listen 127.0.0.1:0 >"$work/controller.log" 2>&1 &
+# not through g: $! would be the function's subshell, and killing it would leave the controller running
+GALETTE_NF_TARGETS=bpf,x86_64 "$gal/usr/lib/galette/node" "$gal/usr/lib/galette/galette.mjs" \
+  controller serve --data "$data" --listen 127.0.0.1:0 >"$work/controller.log" 2>&1 &
 controller_pid=$!
 for _ in $(seq 1 300); do
   [ -f "$data/controller.json" ] && break

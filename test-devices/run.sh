@@ -144,7 +144,10 @@ galette() { node --import "$repo/node_modules/tsx/dist/loader.mjs" "$repo/apps/c
 data=$work/controller
 # the guest reaches this machine's loopback as 10.0.2.2 (QEMU user networking)
 galette pki init --data "$data" --hosts 10.0.2.2,127.0.0.1,localhost >/dev/null || fail "pki init"
-GALETTE_NF_TARGETS=bpf,aarch64 galette controller serve --data "$data" --listen 127.0.0.1:0 >"$work/controller.log" 2>&1 &
+# not through the galette function: $! would be the function's subshell, and killing it at
+# clean-up would leave the controller running
+GALETTE_NF_TARGETS=bpf,aarch64 node --import "$repo/node_modules/tsx/dist/loader.mjs" "$repo/apps/controller/src/cli.ts" \
+  controller serve --data "$data" --listen 127.0.0.1:0 >"$work/controller.log" 2>&1 &
 controller_pid=$!
 for _ in $(seq 1 600); do
   [ -f "$data/controller.json" ] && break
@@ -479,8 +482,7 @@ galette chain push "$here/deadman-ok.toml" --key "$rk" >>"$work/publish.log" 2>&
 galette chain push "$here/deadman-cut.toml" --key "$rk" >>"$work/publish.log" 2>&1 || fail "chain push deadman-cut failed"
 galette chain assign deadman-ok --selector role=arm64-device --grace "${grace}s" >>"$work/publish.log" 2>&1 || fail "chain assign deadman-ok failed"
 ops wait deadman-ok "$CONVERGE_TIMEOUT" arm64-dev >/dev/null || fail "the device did not converge on deadman-ok"
-relay() { node "$repo/packages/testkit/tools/relay.mjs" "$@"; }
-relay "unix:$work/relay.sock" "tcp:127.0.0.1:$port" >/dev/null 2>>"$work/relay.log" &
+node "$repo/packages/testkit/tools/relay.mjs" "unix:$work/relay.sock" "tcp:127.0.0.1:$port" >/dev/null 2>>"$work/relay.log" &
 relay_pids="$!"
 for _ in $(seq 1 100); do [ -S "$work/relay.sock" ] && break; sleep 0.1; done
 ip -n "$ns0" addr add 10.99.0.1/24 dev "$tap0"

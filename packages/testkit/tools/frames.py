@@ -55,6 +55,13 @@ def main() -> int:
     for _ in range(repeat):
         for f in frames:
             if gap:
+                # wait in select (draining replies) until ~1.5 ms before the frame is due, then
+                # spin the rest: a spin for the whole gap of a slow pace would take a host core
+                # for the run (two paced senders starved an emulated device of both)
+                while next_t - time.monotonic() > 0.002:
+                    r, _, _ = select.select([s], [], [], next_t - time.monotonic() - 0.0015)
+                    if r:
+                        drain()
                 while time.monotonic() < next_t:
                     pass
                 next_t += gap

@@ -3,7 +3,7 @@ import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { createVethPair, describeKernel, exchangeFrames, nsRun } from "@galette/testkit";
+import { createVethPair, describeKernel, exchangeFrames, nsRun, type VethPair } from "@galette/testkit";
 import { beforeAll, expect, it } from "vitest";
 import {
   ActionKind,
@@ -146,6 +146,16 @@ async function xdpSockets(ns: string): Promise<number> {
   return Number(row.trim().split(/\s+/)[2]);
 }
 
+/**
+ * `n` frames over 64 flows (UDP source ports 4000-4063) from A to B: the sender's flow hash
+ * picks the TX queue, and veth delivers on the RX queue with that number.
+ */
+function exchangeSpread(v: VethPair, n: number, firstSeq = 0) {
+  const { frames, tag } = testFrames(v, n, () => 0, firstSeq);
+  for (const [i, f] of frames.entries()) f.writeUInt16BE(4000 + (i % 64), 34);
+  return exchangeFrames(v.nsA, v.ifA, { send: frames, match: tag, expect: n, listenMs: 3000 });
+}
+
 describeKernel("xdp-native AF_XDP worker pool", () => {
   it.each(["blocking", "busy-poll"] as const)(
     "%s workers run upcalled frames through native NFs to completion and count every frame",
@@ -227,17 +237,8 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
       const count = d.xskCount.typed(u32, u32);
       expect([0, 1, 2, 3].map((k) => count.get(k))).toEqual([workers, 0, 4, 0]);
 
-      // many flows (UDP source ports): the sender's flow hash picks the TX queue, and veth
-      // delivers on the RX queue with that number
       const n = 256;
-      const { frames, tag } = testFrames(d.v, n);
-      for (const [i, f] of frames.entries()) f.writeUInt16BE(4000 + (i % 64), 34);
-      const got = await exchangeFrames(d.v.nsA, d.v.ifA, {
-        send: frames,
-        match: tag,
-        expect: n,
-        listenMs: 3000,
-      });
+      const got = await exchangeSpread(d.v, n);
       expect(new Set(got.received.map(seqOf)).size).toBe(n);
       expect(got.received).toHaveLength(n);
       expect(await waitFor(() => pool.stats().totals.tx === n)).toBe(true);
@@ -578,14 +579,7 @@ describeKernel("xdp-native NF worker process: isolation and supervision", () => 
     const pool = await d.start({ socketTakeover: "rebuild", queues: 4 });
     const spread = async (first: number) => {
       const n = 128;
-      const { frames, tag } = testFrames(d.v, n, () => 0, first);
-      for (const [i, f] of frames.entries()) f.writeUInt16BE(4000 + (i % 64), 34);
-      const got = await exchangeFrames(d.v.nsA, d.v.ifA, {
-        send: frames,
-        match: tag,
-        expect: n,
-        listenMs: 3000,
-      });
+      const got = await exchangeSpread(d.v, n, first);
       expect(new Set(got.received.map(seqOf)).size).toBe(n);
     };
     await spread(0);

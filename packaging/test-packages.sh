@@ -27,6 +27,8 @@ fail() {
   exit 1
 }
 ok() { printf '  ok: %s\n' "$*"; }
+# shellcheck source=packaging/lib-controller.sh
+source "$repo/packaging/lib-controller.sh"
 
 [ "$(id -u)" -eq 0 ] || fail "run as root"
 agent_deb=$repo/dist/galette-agent_${VERSION}_amd64.deb
@@ -134,17 +136,11 @@ g() { "$gal/usr/lib/galette/node" "$gal/usr/lib/galette/galette.mjs" "$@"; }
 [ "$(g --version)" = "$VERSION" ] || fail "packaged galette --version"
 data=$work/controller
 g pki init --data "$data" >/dev/null
-# not through g: $! would be the function's subshell, and killing it would leave the controller running
-GALETTE_NF_TARGETS=bpf,x86_64 "$gal/usr/lib/galette/node" "$gal/usr/lib/galette/galette.mjs" \
-  controller serve --data "$data" --listen 127.0.0.1:0 >"$work/controller.log" 2>&1 &
-controller_pid=$!
-for _ in $(seq 1 300); do
-  [ -f "$data/controller.json" ] && break
-  kill -0 "$controller_pid" 2>/dev/null || fail "controller exited"
-  sleep 0.1
-done
-[ -f "$data/controller.json" ] || fail "controller did not start within 30 s"
-GALETTE_URL=$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1])).url' "$data/controller.json")
+# the program itself, not g (see controller_start)
+controller_start "$data" "$work/controller.log" 30 env GALETTE_NF_TARGETS=bpf,x86_64 \
+  "$gal/usr/lib/galette/node" "$gal/usr/lib/galette/galette.mjs" controller serve --data "$data" --listen 127.0.0.1:0 ||
+  fail "the packaged controller did not start"
+GALETTE_URL=$controller_url
 GALETTE_TOKEN=$(g token create --data "$data" --name test-packages --scopes admin,publish,deploy,read)
 GALETTE_CA="$data/ca.crt"
 export GALETTE_URL GALETTE_TOKEN GALETTE_CA

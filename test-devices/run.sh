@@ -37,6 +37,8 @@ fail() {
   exit 1
 }
 ok() { printf '  ok: %s\n' "$*"; }
+# shellcheck source=../packaging/lib-controller.sh
+source "$repo/packaging/lib-controller.sh"
 
 [ "$(id -u)" -eq 0 ] || fail "run as root"
 agent_deb=$repo/dist/galette-agent_${VERSION}_arm64.deb
@@ -144,18 +146,11 @@ galette() { node --import "$repo/node_modules/tsx/dist/loader.mjs" "$repo/apps/c
 data=$work/controller
 # the guest reaches this machine's loopback as 10.0.2.2 (QEMU user networking)
 galette pki init --data "$data" --hosts 10.0.2.2,127.0.0.1,localhost >/dev/null || fail "pki init"
-# not through the galette function: $! would be the function's subshell, and killing it at
-# clean-up would leave the controller running
-GALETTE_NF_TARGETS=bpf,aarch64 node --import "$repo/node_modules/tsx/dist/loader.mjs" "$repo/apps/controller/src/cli.ts" \
-  controller serve --data "$data" --listen 127.0.0.1:0 >"$work/controller.log" 2>&1 &
-controller_pid=$!
-for _ in $(seq 1 600); do
-  [ -f "$data/controller.json" ] && break
-  kill -0 "$controller_pid" 2>/dev/null || fail "controller exited"
-  sleep 0.1
-done
-[ -f "$data/controller.json" ] || fail "controller did not start within 60 s"
-GALETTE_URL=$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1])).url' "$data/controller.json")
+# the program itself, not the galette function (see controller_start)
+controller_start "$data" "$work/controller.log" 60 env GALETTE_NF_TARGETS=bpf,aarch64 \
+  node --import "$repo/node_modules/tsx/dist/loader.mjs" "$repo/apps/controller/src/cli.ts" \
+  controller serve --data "$data" --listen 127.0.0.1:0 || fail "the controller did not start"
+GALETTE_URL=$controller_url
 GALETTE_TOKEN=$(galette token create --data "$data" --name test-devices --scopes admin,publish,deploy,read)
 GALETTE_CA="$data/ca.crt"
 export GALETTE_URL GALETTE_TOKEN GALETTE_CA

@@ -28,7 +28,7 @@ import {
 } from "@galette/protocol";
 import { assignmentTrust, buildOfInstance } from "./releases";
 import { ArtifactStore } from "./storage/artifacts";
-import { isPostgresUrl, openPostgresRepository } from "./storage/postgres";
+import { checkPostgresUrl, openPostgresRepository, type PostgresRepository } from "./storage/postgres";
 import type { DeviceRecord, Repository } from "./storage/repository";
 import { DATABASE_FILE, openSqliteRepository } from "./storage/sqlite";
 import { createToken } from "./tokens";
@@ -100,17 +100,13 @@ export class DataDir {
   /**
    * DIR for its PKI, and the database `database` names: a postgres:// URL (shared by every
    * replica; artifacts then live in it too, DIR only caches them), else DIR's SQLite.
+   * `direct`: a CLI command working on the state itself (openDatabase).
    */
-  static async connect(dir: string, options: { database?: string } = {}): Promise<DataDir> {
-    if (!options.database || !isPostgresUrl(options.database)) {
-      if (options.database)
-        throw new Error(
-          `--database ${JSON.stringify(options.database)}: expected a postgres:// or postgresql:// URL`,
-        );
-      return DataDir.open(dir);
-    }
+  static async connect(dir: string, options: { database?: string; direct?: boolean } = {}): Promise<DataDir> {
+    if (options.database === undefined) return DataDir.open(dir);
+    checkPostgresUrl(options.database);
     const checked = DataDir.#checked(dir);
-    const repo = await openPostgresRepository(options.database);
+    const repo = await openDatabase(options.database, options.direct ?? false);
     return new DataDir(checked.dir, checked.pki, repo, new ArtifactStore(checked.dir, repo.blobs));
   }
 
@@ -203,12 +199,8 @@ export class DataDir {
     };
   }
 
-  async revokeDevice(name: string): Promise<DeviceRecord> {
-    const device = await this.repo.getDevice(name);
-    if (!device) throw new RequestError(404, `device ${name} is not enrolled`);
-    if (device.revokedAt)
-      throw new RequestError(409, `device ${name} was already revoked at ${device.revokedAt}`);
-    return this.repo.revokeDevice(name, new Date().toISOString());
+  revokeDevice(name: string): Promise<DeviceRecord> {
+    return revokeDevice(this.repo, name);
   }
 
   /** Creates a token, stores only its hash, returns the token (shown once). */
@@ -216,15 +208,42 @@ export class DataDir {
     return createToken(this.repo, name, scopes, expiresAt);
   }
 
-  async revokeTokens(name: string): Promise<{ name: string; revoked: number }> {
-    const revoked = await this.repo.deleteTokens(name);
-    if (revoked === 0) throw new RequestError(404, `no token named ${name}`);
-    return { name, revoked };
+  revokeTokens(name: string): Promise<{ name: string; revoked: number }> {
+    return revokeTokens(this.repo, name);
   }
 
   close(): Promise<void> {
     return this.repo.close();
   }
+}
+
+/**
+ * A PostgreSQL database for `url`. `direct` (a CLI command on the state itself, no server):
+ * no LISTEN, a bounded connect, and a database no controller has migrated to this version
+ * is refused rather than migrated from the command line.
+ */
+export function openDatabase(url: string, direct: boolean): Promise<PostgresRepository> {
+  return openPostgresRepository(
+    url,
+    direct ? { migrate: false, listen: false, poolSize: 2, connectTimeoutMs: 10_000 } : {},
+  );
+}
+
+export async function revokeDevice(repo: Repository, name: string): Promise<DeviceRecord> {
+  const device = await repo.getDevice(name);
+  if (!device) throw new RequestError(404, `device ${name} is not enrolled`);
+  if (device.revokedAt)
+    throw new RequestError(409, `device ${name} was already revoked at ${device.revokedAt}`);
+  return repo.revokeDevice(name, new Date().toISOString());
+}
+
+export async function revokeTokens(
+  repo: Repository,
+  name: string,
+): Promise<{ name: string; revoked: number }> {
+  const revoked = await repo.deleteTokens(name);
+  if (revoked === 0) throw new RequestError(404, `no token named ${name}`);
+  return { name, revoked };
 }
 
 /** The device's CPU triple: from the request's `arch`, else from its last status report. */

@@ -14,12 +14,14 @@ import {
 } from "@galette/protocol";
 import type { Command } from "commander";
 import { writeDeviceBundle } from "../bundle";
-import { DataDir, deviceSummary, RequestError } from "../control";
+import { DataDir, deviceSummary, openDatabase, RequestError, revokeDevice, revokeTokens } from "../control";
 import { nfBuilderForServe } from "../nf-builder";
 import { loadOperatorConfig, OperatorClient } from "../operator-client";
 import { startController } from "../server";
 import { onShutdown } from "../signals";
-import { parseExpiry, parseScopes, tokenSummary } from "../tokens";
+import { checkPostgresUrl } from "../storage/postgres";
+import type { Repository } from "../storage/repository";
+import { createToken, parseExpiry, parseScopes, tokenSummary } from "../tokens";
 import { readReleasePublicKey, signAndSetMapEntries } from "./release";
 
 const out = (text: string) => process.stdout.write(`${text}\n`);
@@ -69,37 +71,85 @@ function withControllerUrls(enrolled: EnrollDeviceResponse, urls: string[]): Enr
 
 const repeatable = (value: string, all: string[] = []) => [...all, value];
 
+/** The flags of a command that can work on a controller's state directly (no API). */
+interface DirectFlags {
+  data?: string;
+  database?: string;
+}
+
+const DATABASE_FLAG = [
+  "--database <url>",
+  "with --data or alone: work directly on the PostgreSQL database a `controller serve --database` uses (postgres://USER[:PASSWORD]@HOST[:PORT]/DB)",
+] as const;
+
+const isDirect = (flags: DirectFlags) => flags.data !== undefined || flags.database !== undefined;
+
 /**
- * Runs a mutating `--data DIR` operation and writes its audit row (who: local:USER, from:
- * this host), success or failure, like the server does for API calls.
+ * A controller's state, opened for a direct command: `--data DIR` (its SQLite, or with
+ * `--database` its PKI and that PostgreSQL database), or `--database URL` alone for
+ * commands that need no PKI.
+ */
+interface Direct {
+  repo: Repository;
+  /** set with --data: the PKI (and the serve info) are there */
+  data?: DataDir;
+  close(): Promise<void>;
+}
+
+async function openDirect(flags: DirectFlags): Promise<Direct> {
+  if (flags.data) {
+    const data = await DataDir.connect(flags.data, {
+      ...(flags.database !== undefined ? { database: flags.database } : {}),
+      direct: true,
+    });
+    return { repo: data.repo, data, close: () => data.close() };
+  }
+  const repo = await openDatabase(checkPostgresUrl(flags.database!), true);
+  return { repo, close: () => repo.close() };
+}
+
+/** Reads the state directly, closing it after. */
+async function readDirect<T>(flags: DirectFlags, fn: (direct: Direct) => Promise<T>): Promise<T> {
+  const direct = await openDirect(flags);
+  try {
+    return await fn(direct);
+  } finally {
+    await direct.close();
+  }
+}
+
+/**
+ * Runs a mutating direct (`--data DIR` / `--database URL`) operation and writes its audit
+ * row (who: local:USER, from: this host), success or failure, like the server does for API
+ * calls.
  */
 async function withLocalData<T>(
-  dir: string,
+  flags: DirectFlags,
   what: string,
   target: string,
-  fn: (data: DataDir) => Promise<T>,
+  fn: (direct: Direct) => Promise<T>,
 ): Promise<T> {
-  const data = DataDir.open(dir);
+  const direct = await openDirect(flags);
   let status = 200;
   try {
-    return await fn(data);
+    return await fn(direct);
   } catch (err) {
     // A refusal the CLI itself made (bad flags, a rule) is a 400 like the API's.
     status = err instanceof RequestError ? err.statusCode : 400;
     throw err;
   } finally {
     try {
-      await data.repo.insertAudit({
+      await direct.repo.insertAudit({
         at: new Date().toISOString(),
         actor: `local:${userInfo().username}`,
         method: "CLI",
-        route: `galette ${what} --data`,
+        route: `galette ${what} ${flags.database !== undefined ? "--database" : "--data"}`,
         target,
         status,
         remote: `local:${hostname()}`,
       });
     } finally {
-      await data.close();
+      await direct.close();
     }
   }
 }
@@ -251,6 +301,8 @@ export function registerControllerCommands(program: Command): void {
         metricsListen?: string;
       }) => {
         const { host, port } = parseListen(flags.listen);
+        // before anything starts (an empty value must not mean SQLite)
+        if (flags.database !== undefined) checkPostgresUrl(flags.database);
         const metricsListen = flags.metricsListen
           ? parseListen(flags.metricsListen, "--metrics-listen")
           : undefined;
@@ -261,7 +313,7 @@ export function registerControllerCommands(program: Command): void {
           port,
           logger: log,
           ...(flags.publicUrl?.[0] ? { publicUrl: flags.publicUrl[0], replicaUrls: flags.publicUrl } : {}),
-          ...(flags.database ? { database: flags.database } : {}),
+          ...(flags.database !== undefined ? { database: flags.database } : {}),
           ...(metricsListen ? { metricsListen } : {}),
           nfBuilder: nfBuilderForServe(),
         });
@@ -295,6 +347,7 @@ export function registerControllerCommands(program: Command): void {
     .requiredOption("--out <dir>", "bundle directory to write")
     .option("--labels <k=v,...>", "labels for selecting devices, e.g. role=edge,site=lab")
     .option("--data <dir>", "work directly on a controller data directory instead of the operator API")
+    .option(...DATABASE_FLAG)
     .option(
       "--controller-url <url>",
       "controller URL for the agent config (default: what the controller serves); repeat it to list every replica: the agent fails over between them",
@@ -313,6 +366,7 @@ export function registerControllerCommands(program: Command): void {
           out: string;
           labels?: string;
           data?: string;
+          database?: string;
           controllerUrl?: string[];
           validityDays?: number;
           releaseKey?: string[];
@@ -322,8 +376,13 @@ export function registerControllerCommands(program: Command): void {
         // Read before enrolling: a bad key file must not leave a half-enrolled device.
         const releaseKeys = (flags.releaseKey ?? []).map(readReleasePublicKey);
         let enrolled: Awaited<ReturnType<OperatorClient["enrolDevice"]>>;
-        if (flags.data) {
-          enrolled = await withLocalData(flags.data, "device enroll", name, async (data) => {
+        if (flags.database !== undefined && flags.data === undefined)
+          throw new Error(
+            "device enroll --database needs --data DIR too: the controller's issuing CA there signs the device certificate",
+          );
+        if (isDirect(flags)) {
+          enrolled = await withLocalData(flags, "device enroll", name, async (direct) => {
+            const data = direct.data!;
             const urls = publicUrlsOf(data.dir, flags.controllerUrl);
             return withControllerUrls(
               await data.enrolDevice(name, labels, urls[0]!, flags.validityDays),
@@ -349,10 +408,13 @@ export function registerControllerCommands(program: Command): void {
     .description("Revoke a device: its certificate is refused from the next request on")
     .argument("<name>", "device name")
     .option("--data <dir>", "work directly on a controller data directory instead of the operator API")
-    .action(async (name: string, flags: { data?: string }) => {
+    .option(...DATABASE_FLAG)
+    .action(async (name: string, flags: DirectFlags) => {
       let revoked: { name: string; serial: string; revokedAt: string | null };
-      if (flags.data) {
-        revoked = await withLocalData(flags.data, "device revoke", name, (data) => data.revokeDevice(name));
+      if (isDirect(flags)) {
+        revoked = await withLocalData(flags, "device revoke", name, (direct) =>
+          revokeDevice(direct.repo, name),
+        );
       } else {
         revoked = await client().revokeDevice(name);
       }
@@ -363,21 +425,19 @@ export function registerControllerCommands(program: Command): void {
     .command("list")
     .description("List devices: state, assigned and installed chain, last seen, errors")
     .option("--data <dir>", "read a controller data directory directly (online state unknown)")
+    .option(...DATABASE_FLAG)
     .option("--json", "print JSON")
-    .action(async (flags: { data?: string; json?: boolean }) => {
+    .action(async (flags: DirectFlags & { json?: boolean }) => {
       let devices: DeviceSummary[];
-      if (flags.data) {
-        const data = DataDir.open(flags.data);
-        try {
-          devices = (await data.repo.listDevices()).map((d) => deviceSummary(d, false));
-        } finally {
-          await data.close();
-        }
+      if (isDirect(flags)) {
+        devices = await readDirect(flags, async (direct) =>
+          (await direct.repo.listDevices()).map((d) => deviceSummary(d, false)),
+        );
       } else {
         devices = (await client().listDevices()).devices;
       }
       if (flags.json) out(JSON.stringify({ devices }, null, 2));
-      else printDevices(devices, !flags.data);
+      else printDevices(devices, !isDirect(flags));
     });
 
   device
@@ -415,23 +475,24 @@ export function registerControllerCommands(program: Command): void {
     .option("--name <name>", "what the token is for", "operator")
     .option(
       "--scopes <list>",
-      `comma-separated scopes among ${TOKEN_SCOPES.join(", ")} (default with --data on a data directory without tokens: admin)`,
+      `comma-separated scopes among ${TOKEN_SCOPES.join(", ")} (default with --data/--database on a controller without tokens: admin)`,
     )
     .option(
       "--expires <when>",
       `a duration (90d, 12h, 30m) or an ISO date (default ${DEFAULT_TOKEN_EXPIRY_DAYS}d)`,
     )
     .option("--data <dir>", "work directly on a controller data directory (how the first token is made)")
-    .action(async (flags: { name: string; scopes?: string; expires?: string; data?: string }) => {
+    .option(...DATABASE_FLAG)
+    .action(async (flags: DirectFlags & { name: string; scopes?: string; expires?: string }) => {
       const expiresAt = flags.expires ? parseExpiry(flags.expires) : undefined;
       let created: { token: string };
-      if (flags.data) {
-        created = await withLocalData(flags.data, "token create", flags.name, async (data) => {
+      if (isDirect(flags)) {
+        created = await withLocalData(flags, "token create", flags.name, async ({ repo }) => {
           let scopes: TokenScope[];
           if (flags.scopes) scopes = parseScopes(flags.scopes);
-          else if ((await data.repo.countTokens()) === 0) scopes = ["admin"];
+          else if ((await repo.countTokens()) === 0) scopes = ["admin"];
           else throw new Error(`--scopes: give the token's scopes, among ${TOKEN_SCOPES.join(", ")}`);
-          return data.createToken(flags.name, scopes, expiresAt);
+          return createToken(repo, flags.name, scopes, expiresAt);
         });
       } else {
         if (!flags.scopes)
@@ -449,16 +510,12 @@ export function registerControllerCommands(program: Command): void {
     .command("list")
     .description("List tokens: name, scopes, created, last used, expires (never the secrets)")
     .option("--data <dir>", "read a controller data directory directly")
+    .option(...DATABASE_FLAG)
     .option("--json", "print JSON")
-    .action(async (flags: { data?: string; json?: boolean }) => {
+    .action(async (flags: DirectFlags & { json?: boolean }) => {
       let tokens: TokenSummary[];
-      if (flags.data) {
-        const data = DataDir.open(flags.data);
-        try {
-          tokens = (await data.repo.listTokens()).map(tokenSummary);
-        } finally {
-          await data.close();
-        }
+      if (isDirect(flags)) {
+        tokens = await readDirect(flags, async ({ repo }) => (await repo.listTokens()).map(tokenSummary));
       } else {
         tokens = (await client().listTokens()).tokens;
       }
@@ -484,10 +541,11 @@ export function registerControllerCommands(program: Command): void {
     .description("Revoke every token of NAME; requests with them fail from then on")
     .argument("<name>", "token name given at create")
     .option("--data <dir>", "work directly on a controller data directory")
-    .action(async (name: string, flags: { data?: string }) => {
+    .option(...DATABASE_FLAG)
+    .action(async (name: string, flags: DirectFlags) => {
       let revoked: { name: string; revoked: number };
-      if (flags.data) {
-        revoked = await withLocalData(flags.data, "token revoke", name, (data) => data.revokeTokens(name));
+      if (isDirect(flags)) {
+        revoked = await withLocalData(flags, "token revoke", name, ({ repo }) => revokeTokens(repo, name));
       } else {
         revoked = await client().revokeToken(name);
       }
@@ -501,17 +559,15 @@ export function registerControllerCommands(program: Command): void {
     )
     .option("--since <when>", "only calls since then: a duration back from now (24h, 7d) or an ISO date")
     .option("--data <dir>", "read a controller data directory directly")
+    .option(...DATABASE_FLAG)
     .option("--json", "print JSON")
-    .action(async (flags: { since?: string; data?: string; json?: boolean }) => {
+    .action(async (flags: DirectFlags & { since?: string; json?: boolean }) => {
       const since = flags.since ? parseSince(flags.since) : undefined;
       let entries: AuditEntry[];
-      if (flags.data) {
-        const data = DataDir.open(flags.data);
-        try {
-          entries = await data.repo.listAudit({ ...(since ? { since } : {}), limit: 10000 });
-        } finally {
-          await data.close();
-        }
+      if (isDirect(flags)) {
+        entries = await readDirect(flags, ({ repo }) =>
+          repo.listAudit({ ...(since ? { since } : {}), limit: 10000 }),
+        );
       } else {
         entries = (await client().listAudit(since)).entries;
       }

@@ -14,7 +14,7 @@ import type {
 import pg from "pg";
 import type { SharedArtifacts } from "./artifacts";
 import { faultPoint } from "./fault-point";
-import { pendingMigrations } from "./migrations";
+import { pendingMigrations, SCHEMA_VERSION } from "./migrations";
 import type {
   AuditRecord,
   ChainReleaseRecord,
@@ -80,6 +80,108 @@ export function redactedUrl(url: string): string {
   }
 }
 
+const URL_FORM = "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE";
+
+/**
+ * Checks a `--database` value before anything connects: a postgres:// or postgresql:// URL
+ * naming a host (or a socket directory in `?host=`) and a database. The errors never show
+ * the password: an unparsable value is not shown at all.
+ */
+export function checkPostgresUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new Error(
+      `--database: not a valid URL (expected ${URL_FORM}); the value is not shown, it may hold a password`,
+    );
+  }
+  const shown = JSON.stringify(redactedUrl(value));
+  if (!isPostgresUrl(value))
+    throw new Error(`--database ${shown}: expected a postgres:// or postgresql:// URL`);
+  if (!url.hostname && !url.searchParams.get("host"))
+    throw new Error(`--database ${shown}: no host (expected ${URL_FORM})`);
+  if (url.pathname.replace(/^\//, "") === "")
+    throw new Error(`--database ${shown}: no database name (expected ${URL_FORM})`);
+  return value;
+}
+
+/** `message` with the URL's password (as written and decoded) replaced, whatever produced it. */
+function withoutPassword(message: string, url: string): string {
+  let password = "";
+  try {
+    password = new URL(url).password;
+  } catch {
+    // an unparsable URL never reaches pg: checkPostgresUrl refused it
+  }
+  if (!password) return message;
+  let decoded = password;
+  try {
+    decoded = decodeURIComponent(password);
+  } catch {
+    // a malformed %-escape: only the raw form can appear
+  }
+  return message.split(password).join("***").split(decoded).join("***");
+}
+
+/** Network errors that mean no PostgreSQL server answered at that address. */
+const UNREACHABLE = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ECONNRESET",
+]);
+
+/** What went wrong connecting to `url`, said so an operator knows what to fix. */
+export function describeConnectError(err: unknown, url: string): string {
+  const e = err as Error & { code?: string };
+  const u = new URL(url);
+  const where = u.searchParams.get("host") ?? `${u.hostname}:${u.port || 5432}`;
+  const user = decodeURIComponent(u.username) || "(the login user)";
+  const database = decodeURIComponent(u.pathname.slice(1));
+  let why: string;
+  if ((e.code && UNREACHABLE.has(e.code)) || /connection timeout|timeout expired/i.test(e.message))
+    why = `cannot reach the PostgreSQL server at ${where} (${e.code ?? e.message}): is it running, and is the address right?`;
+  else if (e.code === "28P01" || e.code === "28000")
+    why = `PostgreSQL refused user ${JSON.stringify(user)}: ${e.message} (check the user and password)`;
+  else if (e.code === "3D000") why = `${e.message}: create it first (\`createdb -O ${user} ${database}\`)`;
+  else why = e.message;
+  return `PostgreSQL ${redactedUrl(url)}: ${withoutPassword(why, url)}`;
+}
+
+/** The refusal of a database the direct CLI commands find not (or differently) migrated. */
+class SchemaMismatch extends Error {}
+
+/**
+ * Checks the schema without changing it: the CLI's direct commands work on a database a
+ * controller migrated, never migrate one themselves (replicas of another version may be
+ * serving it).
+ */
+async function checkSchema(pool: pg.Pool, url: string): Promise<void> {
+  const serve = `\`galette controller serve --data DIR --database ${redactedUrl(url)}\``;
+  let version: number | undefined;
+  try {
+    version = (await pool.query<{ version: number }>("SELECT version FROM galette_schema")).rows[0]?.version;
+  } catch (err) {
+    if ((err as { code?: string }).code !== "42P01") throw err; // undefined_table
+  }
+  if (version === undefined || version === 0)
+    throw new SchemaMismatch(
+      `the database has no Galette schema yet: start ${serve} once (it creates the schema), then run this again`,
+    );
+  if (version > SCHEMA_VERSION)
+    throw new SchemaMismatch(
+      `database schema version ${version} is newer than this galette knows (${SCHEMA_VERSION}): use the galette version that serves it`,
+    );
+  if (version < SCHEMA_VERSION)
+    throw new SchemaMismatch(
+      `database schema version ${version} is older than this galette's (${SCHEMA_VERSION}): start ${serve} of this version once to migrate it, then run this again`,
+    );
+}
+
 type Queryable = pg.Pool | pg.PoolClient;
 
 interface Shared {
@@ -119,25 +221,51 @@ async function migrate(pool: pg.Pool): Promise<void> {
 
 /**
  * Connects to `url`, migrates the schema (the same migrations as SQLite) and LISTENs for
- * assignment changes. Several controller replicas may share the database.
+ * assignment changes. Several controller replicas may share the database. `migrate: false`
+ * (the CLI's direct commands): refuse a database whose schema is not this version's instead.
  */
 export async function openPostgresRepository(
   url: string,
-  options: { log?: Logger; poolSize?: number } = {},
+  options: {
+    log?: Logger;
+    poolSize?: number;
+    migrate?: boolean;
+    connectTimeoutMs?: number;
+    /** false: no LISTEN connection (a one-shot command has nothing to notify) */
+    listen?: boolean;
+  } = {},
 ): Promise<PostgresRepository> {
+  checkPostgresUrl(url);
   const log = options.log ?? createLogger("galette-postgres");
-  const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10 });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.poolSize ?? 10,
+    ...(options.connectTimeoutMs ? { connectionTimeoutMillis: options.connectTimeoutMs } : {}),
+  });
   // An idle client's error (the server restarted) must not crash the controller: the pool replaces it.
   pool.on("error", (err) => log.error({ err }, "PostgreSQL connection lost (idle); the pool reconnects"));
   try {
-    await migrate(pool);
+    if (options.migrate === false) await checkSchema(pool, url);
+    else await migrate(pool);
   } catch (err) {
     // reported: the error that made us give up, not the pool's shutdown
     await pool.end().catch(() => undefined);
-    throw new Error(`PostgreSQL ${redactedUrl(url)}: ${(err as Error).message}`, { cause: err });
+    const message =
+      err instanceof SchemaMismatch
+        ? `PostgreSQL ${redactedUrl(url)}: ${err.message}`
+        : describeConnectError(err, url);
+    throw new Error(message, { cause: err });
   }
   const shared: Shared = { pool, listeners: new Set(), listener: undefined, closed: false, log };
-  await listen(url, shared);
+  if (options.listen !== false) {
+    try {
+      await listen(url, shared);
+    } catch (err) {
+      shared.closed = true;
+      await pool.end().catch(() => undefined);
+      throw new Error(describeConnectError(err, url), { cause: err });
+    }
+  }
   return new Postgres(pool, shared, false);
 }
 

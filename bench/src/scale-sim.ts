@@ -8,6 +8,7 @@
  * on a changed assignment, the artifacts the agent would download; POST a status report
  * every `statusMs`; a ws notification channel reconnected with the agent's backoff.
  */
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { type DeviceStatusReport, PROTOCOL_VERSION } from "@galette/protocol";
 import {
   AGENT_VERSION,
@@ -62,6 +63,11 @@ export interface SimStats {
   wsOpen: number;
   /** polls answered 304 (unchanged) in the window */
   unchanged: number;
+  /**
+   * How late the simulator's own event loop ran in the window (ms): a latency it measured
+   * includes this much of its own waiting, not the controller's.
+   */
+  loopDelay: { p99Ms: number; maxMs: number };
 }
 
 export type SimReply =
@@ -94,7 +100,14 @@ function summarise(samples: number[], failures: number): LatencySummary {
   };
 }
 
+/** the loop-delay histogram's resolution (ms), which every sample also counts */
+const LOOP_RESOLUTION_MS = 10;
+
 class Window {
+  readonly loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
+  constructor() {
+    this.loop.enable();
+  }
   poll: number[] = [];
   status: number[] = [];
   artifact: number[] = [];
@@ -301,6 +314,10 @@ class Simulator {
       artifact: summarise(w.artifact, w.artifactFailures),
       wsOpen: this.wsOpen,
       unchanged: w.unchanged,
+      loopDelay: {
+        p99Ms: Math.max(0, w.loop.percentile(99) / 1e6 - LOOP_RESOLUTION_MS),
+        maxMs: Math.max(0, w.loop.max / 1e6 - LOOP_RESOLUTION_MS),
+      },
     };
   }
 
@@ -331,6 +348,7 @@ process.on("message", (raw) => {
         send({ type: "ready" });
         return;
       case "window":
+        sim.window.loop.disable();
         sim.window = new Window();
         return;
       case "stats":

@@ -71,6 +71,8 @@ export interface ScaleRow {
   controllerCpuPct: number;
   controllerRssMb: number;
   simulatorCpuPct: number;
+  /** the simulator's event-loop delay p99 (ms): its own share of the latencies it measured */
+  simulatorLoopP99Ms: number;
   met: boolean;
 }
 
@@ -397,8 +399,11 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
       // BENCH_SCALE_CPU_PROF=DIR: V8 CPU profiles of the controller, written when it exits
       // (the restarted one's covers the recovery; a kill -9'd one writes none)
       const profile = process.env.BENCH_SCALE_CPU_PROF;
+      // BENCH_SCALE_NODE_ARGS: more node options for the controller (e.g. --trace-gc)
+      const nodeArgs = process.env.BENCH_SCALE_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? [];
       const serveArgs = [
         ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`] : []),
+        ...nodeArgs,
         galetteBundle,
         "controller",
         "serve",
@@ -457,6 +462,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
         controllerCpuPct: controllerUse.cpuPct,
         controllerRssMb: controllerUse.rssMb,
         simulatorCpuPct: simUse.cpuPct,
+        simulatorLoopP99Ms: stats.loopDelay.p99Ms,
         met: stats.poll.p99Ms < SCALE_P99_TARGET_MS && stats.poll.failures === 0 && stats.wsOpen === count,
       };
       log.info(row, "scale: steady state");
@@ -607,15 +613,15 @@ export function renderScale(r: ScaleResults): string {
     "",
     `One controller (bundled \`galette\`, node ${process.version}) and a simulator process on the same machine. Target: device-poll p99 < ${SCALE_P99_TARGET_MS} ms.`,
     "",
-    "| devices | database | poll p50 (ms) | poll p99 (ms) | status p99 (ms) | failed requests | ws open | controller CPU (% core) | controller RSS (MB) | simulator CPU (% core) | met |",
-    "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    "| devices | database | poll p50 (ms) | poll p99 (ms) | status p99 (ms) | failed requests | ws open | controller CPU (% core) | controller RSS (MB) | simulator CPU (% core) | simulator loop delay p99 (ms) | met |",
+    "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ...r.rows.map(
       (x) =>
         `| ${x.devices} | ${x.backend} | ${f1(x.poll.p50Ms)} | ${f1(x.poll.p99Ms)} | ${f1(x.status.p99Ms)} | ${
           x.poll.failures + x.status.failures
-        } | ${x.wsOpen} | ${f1(x.controllerCpuPct)} | ${f1(x.controllerRssMb)} | ${f1(x.simulatorCpuPct)} | ${yes(x.met)} |`,
+        } | ${x.wsOpen} | ${f1(x.controllerCpuPct)} | ${f1(x.controllerRssMb)} | ${f1(x.simulatorCpuPct)} | ${f1(x.simulatorLoopP99Ms)} | ${yes(x.met)} |`,
     ),
-    ...r.skipped.map((x) => `| ${x.devices} | | not measured: ${x.reason} | | | | | | | | |`),
+    ...r.skipped.map((x) => `| ${x.devices} | | not measured: ${x.reason} | | | | | | | | | |`),
     "",
     `Largest fleet meeting the target: ${(["SQLite", "PostgreSQL"] as const)
       .filter((b) => r.rows.some((x) => x.backend === b))
@@ -645,9 +651,13 @@ export function renderScale(r: ScaleResults): string {
   return lines.join("\n");
 }
 
-/** Parses BENCH_SCALE_DEVICES=1000,5000 and BENCH_SCALE_DATABASES=sqlite,postgres. */
-export function scaleOptionsFromEnv(env: NodeJS.ProcessEnv): Pick<ScaleOptions, "counts" | "backends"> {
-  const out: Pick<ScaleOptions, "counts" | "backends"> = {};
+/** Parses BENCH_SCALE_DEVICES=1000,5000, BENCH_SCALE_DATABASES=sqlite,postgres and BENCH_SCALE_EVENTS=0. */
+export function scaleOptionsFromEnv(
+  env: NodeJS.ProcessEnv,
+): Pick<ScaleOptions, "counts" | "backends" | "events"> {
+  const out: Pick<ScaleOptions, "counts" | "backends" | "events"> = {};
+  // BENCH_SCALE_EVENTS=0: steady state only (e.g. for a profile of it)
+  if (env.BENCH_SCALE_EVENTS === "0") out.events = false;
   if (env.BENCH_SCALE_DEVICES) {
     const counts = env.BENCH_SCALE_DEVICES.split(",").map((s) => Number(s.trim()));
     if (counts.some((n) => !Number.isInteger(n) || n < 1 || n > 50_000))

@@ -306,6 +306,7 @@ describe("controller scale options and report", () => {
           controllerCpuPct: 12,
           controllerRssMb: 250,
           simulatorCpuPct: 8,
+          simulatorLoopP99Ms: 3,
           met: true,
         },
       ],
@@ -322,7 +323,7 @@ describe("controller scale options and report", () => {
         met: false,
       },
     });
-    expect(md).toContain("| 1000 | SQLite | 2.0 | 20.0 | 20.0 | 0 | 1000 | 12.0 | 250.0 | 8.0 | yes |");
+    expect(md).toContain("| 1000 | SQLite | 2.0 | 20.0 | 20.0 | 0 | 1000 | 12.0 | 250.0 | 8.0 | 3.0 | yes |");
     expect(md).toContain("| 10000 | | not measured: needs 20512 open files");
     expect(md).toContain("Largest fleet meeting the target: 1000 (SQLite).");
     expect(md).toMatch(/\| kill -9 \+ restart .* \| 9\.9 \| 0 \| \| ≤ 5 s \| \*\*no\*\* \|/);

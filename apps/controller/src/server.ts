@@ -4,6 +4,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { AssignmentCache } from "./assignment-cache";
 import type { DataDir as DataDirType } from "./control";
 import { DataDir } from "./control";
+import { watchConnectionCapacity } from "./file-limit";
 import { DEFAULT_MAX_NF_ARCHIVE_BYTES, type NfBuilder } from "./nf-publish";
 import { auditPlugin } from "./plugins/audit";
 import { authPlugin, type RouteAccess } from "./plugins/auth";
@@ -219,6 +220,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
   let metrics: { app: FastifyInstance; url: string } | undefined;
   try {
     app = await buildController(data, options, () => publicUrl);
+    watchConnectionCapacity(app.server, app.log);
     await app.listen({ host, port: options.port ?? 8443, backlog: LISTEN_BACKLOG });
     if (options.metricsListen) metrics = await startMetricsListener(app, options.metricsListen);
   } catch (err) {

@@ -339,5 +339,9 @@ describe("operator API", () => {
     expect(text).toContain("galette_http_requests_total");
     expect(text).toContain("galette_devices_online 0");
     expect(text).toContain("galette_push_to_converged_seconds_bucket");
+    // the process's own, for "why are device requests slow"
+    expect(text).toMatch(/^nodejs_eventloop_lag_p99_seconds \d/m);
+    expect(text).toMatch(/^process_cpu_seconds_total \d/m);
+    expect(text).toContain("nodejs_gc_duration_seconds");
   });
 });

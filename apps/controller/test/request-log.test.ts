@@ -48,5 +48,8 @@ describe("device request logging and last-seen batching", () => {
       statuses: { 200: 5, 401: 1 },
     });
     expect(summary!.p99Ms).toBeGreaterThanOrEqual(summary!.p50Ms as number);
+    // how late the event loop ran: what a request waited before the times above began
+    expect(summary!.loopDelayMaxMs).toBeGreaterThanOrEqual(summary!.loopDelayP99Ms as number);
+    expect(summary!.loopDelayP99Ms).toBeGreaterThanOrEqual(0);
   });
 });

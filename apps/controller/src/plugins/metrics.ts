@@ -1,6 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
-import { Counter, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
 import { access } from "./auth";
 
 export interface Metrics {
@@ -22,6 +22,9 @@ declare module "fastify" {
 export const metricsPlugin = fp(
   async (app: FastifyInstance) => {
     const registry = new Registry();
+    // the process's own: CPU, memory, heap, GC pauses and event-loop lag (nodejs_eventloop_lag_*),
+    // what an operator looks at first when device requests slow down
+    collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 10 });
     const requests = new Counter({
       name: "galette_http_requests_total",
       help: "HTTP requests handled, by route and status",

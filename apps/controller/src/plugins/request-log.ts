@@ -1,3 +1,4 @@
+import { type IntervalHistogram, monitorEventLoopDelay } from "node:perf_hooks";
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { LogController } from "fastify";
 import fp from "fastify-plugin";
@@ -40,6 +41,21 @@ const percentile = (sorted: number[], p: number) =>
  */
 export class RequestLogController extends LogController {
   #window = emptyWindow();
+  /**
+   * How late the event loop ran its callbacks this window: the server-side times above start
+   * when a request is parsed, so time a request waited behind other work shows only here.
+   */
+  readonly #loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 });
+
+  constructor() {
+    super();
+    this.#loopDelay.enable();
+  }
+
+  /** Stops measuring the event loop (the controller is closing). */
+  stop(): void {
+    this.#loopDelay.disable();
+  }
 
   override incomingRequest(
     request: FastifyRequest,
@@ -82,6 +98,11 @@ export class RequestLogController extends LogController {
   summarize(log: FastifyBaseLogger, seconds: number): void {
     const w = this.#window;
     this.#window = emptyWindow();
+    const loop = this.#loopDelay;
+    // ns; the histogram counts from its resolution, which is subtracted
+    const loopP99Ms = Math.max(0, loop.percentile(99) / 1e6 - 10);
+    const loopMaxMs = Math.max(0, loop.max / 1e6 - 10);
+    loop.reset();
     if (w.requests === 0) return;
     const sorted = w.times.sort((a, b) => a - b);
     log.info(
@@ -94,6 +115,8 @@ export class RequestLogController extends LogController {
         statuses: Object.fromEntries(w.byStatus),
         p50Ms: Math.round(percentile(sorted, 50) * 10) / 10,
         p99Ms: Math.round(percentile(sorted, 99) * 10) / 10,
+        loopDelayP99Ms: Math.round(loopP99Ms * 10) / 10,
+        loopDelayMaxMs: Math.round(loopMaxMs * 10) / 10,
       },
       "device requests",
     );
@@ -115,6 +138,7 @@ export const requestLogPlugin = fp(
     app.addHook("onClose", async () => {
       clearInterval(timer);
       summarize();
+      options.controller.stop();
     });
   },
   { name: "galette-request-log" },

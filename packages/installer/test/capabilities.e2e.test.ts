@@ -6,11 +6,13 @@
  * and checks the install fails: the list is exact.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describeKernel, exchangeFrames, udpFrame } from "@galette/testkit";
+import { queryXdp } from "@galette/xdp-native";
 import { beforeAll, expect, it } from "vitest";
-import { Dataplane } from "../src/kernel";
+import { readRecord } from "../src/record";
+import { devicePins } from "../src/spec";
 import { builtChainFile, repoRoot, vethFixture } from "./helpers";
 
 const unit = readFileSync(
@@ -72,20 +74,39 @@ describeKernel("the agent's systemd unit: exactly the capabilities it lists", ()
     return { proc, ready, stderr };
   }
 
+  /**
+   * The installation the child makes from inside the device's namespace: scoped to the
+   * interface alone (pins, record), its root attached there.
+   */
+  function leftovers(): string[] {
+    const { veth, state } = fx;
+    const target = { iface: veth.ifB };
+    const pins = devicePins(target).dir;
+    const xdp = queryXdp({ ifname: veth.ifB, netns: `/run/netns/${veth.nsB}` }).progId;
+    return [
+      ...(existsSync(pins) ? [`pins ${pins}`] : []),
+      ...(readRecord(target, state.dir) ? [`record in ${state.dir}`] : []),
+      ...(xdp !== 0 ? [`XDP program ${xdp} on ${veth.ifB}`] : []),
+    ];
+  }
+
+  /** Stops the child (SIGTERM: it uninstalls) and checks it left nothing for the next test. */
   async function stop(proc: ChildProcess): Promise<void> {
     if (proc.exitCode === null && proc.signalCode === null) {
       const exited = new Promise((r) => proc.on("exit", r));
-      proc.kill("SIGKILL");
+      proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
       await exited;
+      clearTimeout(timer);
+      expect(proc.exitCode, "the installer's exit on SIGTERM").toBe(0);
     }
-    const { veth, state } = fx;
-    // what the killed installer left (pins, record, attached root): as after a crash
-    Dataplane.remove({ iface: veth.ifB, netns: veth.nsB }, { stateDir: state.dir });
+    expect(leftovers()).toEqual([]);
   }
 
   it("forwards the security chain, DPI in the unprivileged worker included, with exactly the unit's capabilities", async () => {
     expect(unitCaps).toEqual(expect.arrayContaining(["CAP_BPF", "CAP_NET_ADMIN"]));
     expect(unitCaps).not.toContain("CAP_SYS_ADMIN");
+    expect(leftovers()).toEqual([]);
     const { proc, ready, stderr } = await installWith(unitCaps);
     try {
       expect(ready, stderr).toBe(true);
@@ -128,9 +149,12 @@ describeKernel("the agent's systemd unit: exactly the capabilities it lists", ()
   it.each(unitCaps)(
     "does not install without %s",
     async (missing) => {
-      const { proc, ready } = await installWith(unitCaps.filter((c) => c !== missing));
+      // on a clean interface: the install fails for want of the capability, nothing else
+      expect(leftovers()).toEqual([]);
+      const { proc, ready, stderr } = await installWith(unitCaps.filter((c) => c !== missing));
       try {
-        expect(ready).toBe(false);
+        expect(ready, stderr).toBe(false);
+        expect(stderr).not.toMatch(/already has chain/);
       } finally {
         await stop(proc);
       }

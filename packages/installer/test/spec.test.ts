@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import path, { join } from "node:path";
 import { type ChainPlan, parseChain, planChain } from "@galette/chain";
+import { INSTALLATION_PINS_ROOT, ownsScope } from "@galette/testkit";
 import { describe, expect, it } from "vitest";
 import {
   devicePins,
@@ -222,6 +223,14 @@ describe("planInstallation: bad input names the NF and the mismatch", () => {
     expect(() => interfaceScope({ iface: "../x" })).toThrow(/invalid interface name/);
     expect(() => devicePins({ iface: "eth0", netns: "a/b" })).toThrow(/invalid network namespace/);
     expect(devicePins({ iface: "eth0" }).dir).toBe("/sys/fs/bpf/galette/eth0");
+  });
+  it("the test topologies' leftover check looks where installations are pinned, by the same names", () => {
+    const own = { ifaces: ["p1x.7", "p2x"], namespaces: ["dut.1"] };
+    const scope = (t: Parameters<typeof devicePins>[0]) => path.basename(devicePins(t).dir);
+    expect(path.dirname(devicePins({ iface: "eth0" }).dir)).toBe(INSTALLATION_PINS_ROOT);
+    for (const t of [{ iface: "p1x.7" }, { iface: "p2x", peer: "q" }, { iface: "eth0", netns: "dut.1" }])
+      expect(ownsScope(own, scope(t)), JSON.stringify(t)).toBe(true);
+    expect(ownsScope(own, scope({ iface: "eth0", netns: "dut" }))).toBe(false);
   });
 });
 

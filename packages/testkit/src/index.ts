@@ -3,6 +3,7 @@ export * from "./cli";
 export * from "./frames";
 export * from "./kernel";
 export * from "./netns";
+export * from "./pins";
 export * from "./ports";
 export * from "./postgres";
 export * from "./relay";

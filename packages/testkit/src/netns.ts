@@ -1,6 +1,7 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { promisify } from "node:util";
+import { removeLeftoverPins } from "./pins";
 
 const execFileP = promisify(execFile);
 
@@ -109,6 +110,7 @@ export async function createVethPair(tag = "t", opts: { queues?: number } = {}):
   const cleanup = async () => {
     await run("ip", ["netns", "del", nsA]).catch(() => undefined);
     await run("ip", ["netns", "del", nsB]).catch(() => undefined);
+    removeLeftoverPins({ ifaces: [ifA, ifB], namespaces: [nsA, nsB] });
   };
   try {
     await run("ip", ["netns", "add", nsA]);

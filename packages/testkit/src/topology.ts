@@ -1,5 +1,6 @@
 import { attachXdpPass } from "./frames";
 import { nsRun, run, uniqueSuffix } from "./netns";
+import { removeLeftoverPins } from "./pins";
 
 /** One end host of a two-port topology: its namespace, interface and address. */
 export interface TopologyHost {
@@ -48,6 +49,9 @@ export async function createTwoPortTopology(
   };
   const cleanup = async () => {
     for (const ns of Object.values(names)) await run("ip", ["netns", "del", ns]).catch(() => undefined);
+    // ports named by the caller may share names with others': then only the namespace tells
+    const ports = opts.portNames ? [] : [p1, p2];
+    removeLeftoverPins({ ifaces: [...ports, a.iface, b.iface], namespaces: Object.values(names) });
   };
   const queues = opts.queues ? ["numtxqueues", String(opts.queues), "numrxqueues", String(opts.queues)] : [];
   try {

@@ -22,9 +22,6 @@ declare module "fastify" {
 export const metricsPlugin = fp(
   async (app: FastifyInstance) => {
     const registry = new Registry();
-    // the process's own: CPU, memory, heap, GC pauses and event-loop lag (nodejs_eventloop_lag_*),
-    // what an operator looks at first when device requests slow down
-    collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 10 });
     const requests = new Counter({
       name: "galette_http_requests_total",
       help: "HTTP requests handled, by route and status",
@@ -51,11 +48,32 @@ export const metricsPlugin = fp(
   { name: "galette-metrics" },
 );
 
+let processRegistry: Registry | undefined;
+
+/**
+ * The process's own metrics: CPU, memory, open files, heap, GC pauses and event-loop lag
+ * (`nodejs_eventloop_lag_*`), what an operator looks at first when device requests slow
+ * down. One collector per process (it samples the event loop for as long as it lives),
+ * whatever number of controllers the process runs.
+ */
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry, eventLoopMonitoringPrecision: 10 });
+  }
+  return processRegistry;
+}
+
+/** The controller's metrics and the process's, in Prometheus text format. */
+async function exposition(registry: Registry): Promise<string> {
+  return `${await registry.metrics()}\n${await processMetrics().metrics()}`;
+}
+
 /** GET /metrics with the `metrics` scope. */
 export async function metricsRoutes(app: FastifyInstance): Promise<void> {
   app.get("/metrics", { config: { access: access.operator("metrics") } }, async (_request, reply) => {
     reply.header("content-type", app.metrics.registry.contentType);
-    return app.metrics.registry.metrics();
+    return exposition(app.metrics.registry);
   });
 }
 
@@ -64,7 +82,7 @@ export function metricsOnlyRoutes(registry: Registry) {
   return async (app: FastifyInstance): Promise<void> => {
     app.get("/metrics", { config: { access: access.public } }, async (_request, reply) => {
       reply.header("content-type", registry.contentType);
-      return registry.metrics();
+      return exposition(registry);
     });
   };
 }

@@ -115,8 +115,10 @@ export async function hostPackets(h: TopologyHost): Promise<{ tx: number; rx: nu
 function startListener(ns: string, args: string[]) {
   const [nsenter, ...prefix] = inNs(ns);
   const child = spawn(nsenter!, [...prefix, process.execPath, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: ["pipe", "pipe", "pipe"],
   });
+  // a listener that already answered and exited has closed its stdin: EPIPE is expected
+  child.stdin!.on("error", () => undefined);
   let stdout = "";
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => {
@@ -178,6 +180,12 @@ export async function numberedUdp(
   const sent = nsRun(from.ns, process.execPath, [UDP, "send", to.ip, String(port), String(count)], {
     timeoutMs: 60_000,
   });
+  // the sender is done: the listener answers once nothing more arrived for its quiet time
+  // (a flow the chain drops would otherwise wait for the listener's 20 s bound)
+  const senderDone = () => {
+    if (listener.child.stdin!.writable) listener.child.stdin!.end("sent\n");
+  };
+  sent.then(senderDone, senderDone);
   const received = listener.exited.then(
     (out) => JSON.parse(out.split("\n").filter(Boolean).at(-1)!) as number[],
   );

@@ -37,6 +37,13 @@ describeKernel("device trust: a signed chain must bind the maps its NF releases 
     expect(await bounce(veth(), tag, 10, veth().ipA, 10)).toHaveLength(10);
 
   /**
+   * The controller serves assignments from memory (rebuilt after its own changes, else after
+   * a 10 s TTL): after an edit behind its back, assigning the same chain again makes it
+   * rebuild what it serves and re-pokes the device, as a compromised controller would.
+   */
+  const serveDatabase = () => fleet.operator.assignChain({ chain: "macswap", devices: [DEV] });
+
+  /**
    * Serves the running version with its signed document changed by `edit`, signed again by
    * the pinned key, and its graph made to agree (the same bindings and map specs);
    * waits for the device to refuse it with `why`; then restores the database.
@@ -69,6 +76,7 @@ describeKernel("device trust: a signed chain must bind the maps its NF releases 
       version,
     );
     try {
+      await serveDatabase();
       const d = await waitFor(`${DEV} to refuse the edited v${version}`, 30_000, async () => {
         const s = await fleet.device(DEV);
         return s.errors.length > errorsBefore || s.errors.some((e) => why.test(e.message)) ? s : undefined;
@@ -90,6 +98,7 @@ describeKernel("device trust: a signed chain must bind the maps its NF releases 
       );
       db.close();
     }
+    await serveDatabase();
     // offered what runs again: converged, no error
     const back = await fleet.converged(DEV, "macswap", version, 30_000);
     expect(back.errors).toEqual([]);

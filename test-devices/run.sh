@@ -253,17 +253,14 @@ galette device list --json | node -e '
 step "8. Verifier matrix on the device's kernel (bpftool prog loadall, $kver)"
 on_device() { # SCRIPT TIMEOUT_S: runs SCRIPT in the device (the 9p command channel), prints its output
   # the sequence number lives in the share: callers run this in $(...) and pipelines (subshells)
-  local cmd_n wait_s=$2
-  # never less than 240 s: the emulated guest's 9p channel (or the whole guest) has been seen
-  # to stall for ~30-160 s under TCG; a quick command still returns as soon as it is done
-  [ "$wait_s" -ge 240 ] || wait_s=240
+  local cmd_n
   cmd_n=$(($(cat "$share/cmd/last" 2>/dev/null || echo 0) + 1))
   echo "$cmd_n" >"$share/cmd/last"
   printf '%s\n' "$1" >"$share/cmd/$cmd_n.tmp" && mv "$share/cmd/$cmd_n.tmp" "$share/cmd/$cmd_n.sh"
-  local deadline=$(($(date +%s) + wait_s))
+  local deadline=$(($(date +%s) + $2))
   until [ -f "$share/cmd/$cmd_n.rc" ]; do
     kill -0 "$qemu_pid" 2>/dev/null || fail "qemu exited"
-    [ "$(date +%s)" -lt "$deadline" ] || fail "a command on the device did not finish within $wait_s s: $(head -c 200 "$share/cmd/$cmd_n.sh")"
+    [ "$(date +%s)" -lt "$deadline" ] || fail "a command on the device did not finish within $2 s: $(head -c 200 "$share/cmd/$cmd_n.sh")"
     sleep 0.3
   done
   cat "$share/cmd/$cmd_n.out"
@@ -394,13 +391,13 @@ ok "access-control Allowed = $((sx + us)), weak-classifier Normal = $sx (XDP), S
 step "12b. The NF worker killed under traffic: on $kver its sockets are replaced and frames flow again"
 # 6.1 maps an AF_XDP socket's rings only before bind, so a replacement worker cannot take over
 # the dead one's sockets: the pool builds new ones and republishes their XSKMAP slots
-worker_pid=$(on_device 'pidof galette-nf-worker' 30) || fail "no NF worker process on the device"
+worker_pid=$(on_device 'pidof galette-nf-worker' 60) || fail "no NF worker process on the device"
 traffic 2000 tdev-crash userland 100 40000 >"$work/crash.json" 2>"$work/crash.log" &
 crash_tp=$!
 sleep 3
-on_device "kill -KILL $worker_pid" 30 >/dev/null || fail "killing the NF worker (pid $worker_pid)"
+on_device "kill -KILL $worker_pid" 60 >/dev/null || fail "killing the NF worker (pid $worker_pid)"
 deadline=$(($(date +%s) + 120))
-until new_pid=$(on_device 'pidof galette-nf-worker' 30) && [ -n "$new_pid" ] && [ "$new_pid" != "$worker_pid" ]; do
+until new_pid=$(on_device 'pidof galette-nf-worker' 60) && [ -n "$new_pid" ] && [ "$new_pid" != "$worker_pid" ]; do
   [ "$(date +%s)" -lt "$deadline" ] || fail "no replacement NF worker within 120 s of the kill"
   sleep 1
 done
@@ -427,13 +424,13 @@ grep -q '"!dpi", "macswap"' "$work/security-v2.toml" || fail "security v2 does n
 # still flow when the agent has switched to v2 and retired v1's instances (checked against
 # its log below). The device's part (controller push → agent applied) took 7.6 s under TCG
 # on this 2-core machine at load 20, with the push CLI 12 s before it (~23 s in all); the
-# default leaves room for the emulated guest's stalls (seen ~30-160 s under TCG, cause not
-# yet found; the timeline below shows one) and still fails a reconfiguration that got far slower.
-rsec=${GALETTE_DEVICE_RECONFIG_SECONDS:-240}
+# default is about four times that, room for a loaded host, and still fails a reconfiguration
+# that got several times slower (the timeline below shows where its time went).
+rsec=${GALETTE_DEVICE_RECONFIG_SECONDS:-90}
 rn=$((rsec * 40))
 # where the device's CPU goes during the reconfiguration (test-devices/sample.sh, summarised
 # below), started before the traffic so that a slow start takes none of its time
-on_device 'nohup bash /mnt/host/sample.sh /mnt/host/reconf-sample.log /mnt/host/reconf-sample.stop 900 >/dev/null 2>&1 &' 30 >/dev/null ||
+on_device 'nohup bash /mnt/host/sample.sh /mnt/host/reconf-sample.log /mnt/host/reconf-sample.stop 900 >/dev/null 2>&1 &' 60 >/dev/null ||
   echo "  (the CPU sampler did not start on the device: no CPU summary below)"
 traffic "$rn" tdev-reconf-xdp xdp 40 >"$work/reconf-xdp.json" 2>"$work/reconf-xdp.log" &
 rx_pid=$!
@@ -444,7 +441,7 @@ sleep 3
 reconf_started=$(date +%s.%N)
 galette chain push "$work/security-v2.toml" --key "$rk" >>"$work/publish.log" 2>&1 || fail "chain push (v2) failed"
 converged=yes
-ops wait security@2 "$((rsec + 30))" arm64-dev >/dev/null 2>"$work/reconf-wait.log" || converged=""
+ops wait security@2 "$CONVERGE_TIMEOUT" arm64-dev >/dev/null 2>"$work/reconf-wait.log" || converged=""
 reconf_done=$(date +%s.%N)
 reconf_s=$(awk -v a="$reconf_started" -v b="$reconf_done" 'BEGIN { printf "%.1f", b - a }')
 touch "$share/reconf-sample.stop"
@@ -455,7 +452,7 @@ node "$here/reconf-timeline.mjs" "$share/agent.log" "$work/controller.log" secur
 sleep 1.5 # the sampler's last pass
 node "$here/cpu-summary.mjs" "$share/reconf-sample.log" "$reconf_started" "$reconf_done" ||
   echo "  (no CPU summary: $share/reconf-sample.log unreadable)"
-[ -n "$converged" ] || fail "the device did not converge on security v2 within $((rsec + 30)) s: $(tail -3 "$work/reconf-wait.log" | tr '\n' ' ')(timeline and the device's CPU above)"
+[ -n "$converged" ] || fail "the device did not converge on security v2 within $CONVERGE_TIMEOUT s: $(tail -3 "$work/reconf-wait.log" | tr '\n' ' ')(timeline and the device's CPU above)"
 [ -n "$applied" ] || fail "the agent's log does not show security v2 applied"
 wait "$rx_pid" || fail "sending frames during the reconfiguration (XDP; log: $work/reconf-xdp.log)"
 wait "$ru_pid" || fail "sending frames during the reconfiguration (userland; log: $work/reconf-user.log)"

@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyReply } from "fastify";
 import fp from "fastify-plugin";
 import type { z } from "zod";
 import { RequestError } from "../control";
+import { DatabaseUnavailable } from "../storage/repository";
 
 /** Validates `value` with a protocol schema; a mismatch is a 400 naming the first bad key. */
 export function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
@@ -64,6 +65,17 @@ export const errorsPlugin = fp(
           return reply
             .code(error.statusCode)
             .send({ error: error.message, ...(error.details ? { details: error.details } : {}) });
+        }
+        if (error instanceof DatabaseUnavailable) {
+          // the storage layer logged the database's error
+          request.log.warn(
+            { reason: error.message, url: request.url, reqId: request.id },
+            "database unavailable: 503",
+          );
+          return reply.code(503).header("retry-after", String(error.retryAfterSeconds)).send({
+            error: "the controller's database is unavailable for now; retry",
+            requestId: request.id,
+          });
         }
         if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
           return reply.code(413).send({

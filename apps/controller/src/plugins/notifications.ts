@@ -20,7 +20,7 @@ export const WS_CLOSE = {
 } as const;
 
 /** ws connections re-checked between two turns of the event loop */
-const SWEEP_SLICE = 50;
+const SWEEP_SLICE = 200;
 
 interface Connection {
   socket: WebSocket;
@@ -179,22 +179,27 @@ export const notificationsPlugin = fp(
 
     // Revoked (also by another process on the data dir) or expired: the ws goes too.
     const sweepOnce = async () => {
-      let checked = 0;
-      for (const [name, connection] of [...connections]) {
-        // A few at a time, then other work: with SQLite each read blocks the event loop, and
-        // a fleet's worth in one go (50–90 ms for 1000 devices) stalls every request behind it.
-        if (++checked % SWEEP_SLICE === 0) await new Promise((r) => setImmediate(r));
-        if (connections.get(name) !== connection) continue;
-        const device = await data.repo.getDevice(name);
-        if (!device || device.revokedAt !== null || connection.serial !== device.serial) {
-          app.log.warn({ device: name }, "closing notification connection of a revoked device");
-          close(name, WS_CLOSE.revoked, "revoked");
-        } else if (certificateExpired(connection.validTo, connection.validFrom)) {
-          app.log.warn(
-            { device: name, notAfter: connection.validTo },
-            "closing notification connection: certificate expired",
-          );
-          close(name, WS_CLOSE.certificateExpired, "certificate expired");
+      const open = [...connections];
+      // SWEEP_SLICE devices per read (one statement, not one per device: with PostgreSQL a
+      // round trip each was a fleet's worth of queries every sweep), other work between
+      // reads: with SQLite each read blocks the event loop.
+      for (let i = 0; i < open.length; i += SWEEP_SLICE) {
+        if (i > 0) await new Promise((r) => setImmediate(r));
+        const slice = open.slice(i, i + SWEEP_SLICE);
+        const current = await data.repo.deviceCertificates(slice.map(([name]) => name));
+        for (const [name, connection] of slice) {
+          if (connections.get(name) !== connection) continue;
+          const device = current.get(name);
+          if (!device || device.revokedAt !== null || connection.serial !== device.serial) {
+            app.log.warn({ device: name }, "closing notification connection of a revoked device");
+            close(name, WS_CLOSE.revoked, "revoked");
+          } else if (certificateExpired(connection.validTo, connection.validFrom)) {
+            app.log.warn(
+              { device: name, notAfter: connection.validTo },
+              "closing notification connection: certificate expired",
+            );
+            close(name, WS_CLOSE.certificateExpired, "certificate expired");
+          }
         }
       }
     };

@@ -20,11 +20,13 @@ import type {
   ChainReleaseRecord,
   ChainVersionRecord,
   DeadManSettings,
+  DeviceCertificateState,
   DeviceRecord,
   NfRecord,
   Repository,
   TokenRecord,
 } from "./repository";
+import { DatabaseUnavailable } from "./repository";
 import {
   type ArtifactRow,
   artifactFromRow,
@@ -184,6 +186,64 @@ async function checkSchema(pool: pg.Pool, url: string): Promise<void> {
 
 type Queryable = pg.Pool | pg.PoolClient;
 
+/** Statement texts → prepared statement names; bounded, though every text here is a constant. */
+const STATEMENT_NAMES = new Map<string, string>();
+const MAX_STATEMENT_NAMES = 500;
+
+function statementName(sql: string): string | undefined {
+  let name = STATEMENT_NAMES.get(sql);
+  if (name === undefined && STATEMENT_NAMES.size < MAX_STATEMENT_NAMES) {
+    name = `galette_${STATEMENT_NAMES.size}`;
+    STATEMENT_NAMES.set(sql, name);
+  }
+  return name;
+}
+
+/**
+ * What a log line needs of a pg error: pg-pool hangs the whole client object on the errors
+ * it emits, kilobytes a line when a server restart drops every connection.
+ */
+function brief(err: unknown): { message: string; code?: string; severity?: string } {
+  const e = err as Error & { code?: string; severity?: string };
+  return {
+    message: e?.message ?? String(err),
+    ...(e?.code ? { code: e.code } : {}),
+    ...(e?.severity ? { severity: e.severity } : {}),
+  };
+}
+
+/** Waits before the 2nd and 3rd attempt of a statement PostgreSQL did not run. */
+const RETRY_DELAYS_MS = [20, 100];
+
+/**
+ * SQLSTATEs after which the statement did not take effect and may simply run again:
+ * serialization failure, deadlock, lock not available, too many connections, the server
+ * starting or shutting down. (A connection lost mid-statement is not here: its outcome is
+ * unknown.)
+ */
+const NOT_RUN = new Set(["40001", "40P01", "55P03", "53300", "57P03", "57P01"]);
+/** No connection could be made or had from the pool: nothing was sent. */
+const NOT_CONNECTED = new Set(["ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
+
+function notRun(err: unknown): boolean {
+  const e = err as Error & { code?: string };
+  return (
+    (e.code !== undefined && (NOT_RUN.has(e.code) || NOT_CONNECTED.has(e.code))) ||
+    /timeout exceeded when trying to connect/i.test(e.message)
+  );
+}
+
+/** A failure of the moment (retrying later may succeed), as opposed to a wrong statement or row. */
+function momentary(err: unknown): boolean {
+  const e = err as Error & { code?: string };
+  return (
+    notRun(err) ||
+    // connection exceptions, insufficient resources, operator intervention (e.g. a restart)
+    (e.code !== undefined && /^(08|53|57|ECONNRESET$|EPIPE$)/.test(e.code)) ||
+    /Connection terminated|Client has encountered a connection error|not queryable/i.test(e.message)
+  );
+}
+
 interface Shared {
   pool: pg.Pool;
   listeners: Set<(names: string[], reason: string) => void>;
@@ -240,10 +300,17 @@ export async function openPostgresRepository(
   const pool = new pg.Pool({
     connectionString: url,
     max: options.poolSize ?? 10,
-    ...(options.connectTimeoutMs ? { connectionTimeoutMillis: options.connectTimeoutMs } : {}),
+    // also how long a statement waits for a free connection: past it, 503 (retryable)
+    // rather than requests piling up behind a database that does not answer
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+    // connections kept between bursts of device requests: a new one costs the server a
+    // process and the controller a login
+    idleTimeoutMillis: 60_000,
   });
   // An idle client's error (the server restarted) must not crash the controller: the pool replaces it.
-  pool.on("error", (err) => log.error({ err }, "PostgreSQL connection lost (idle); the pool reconnects"));
+  pool.on("error", (err) =>
+    log.error({ err: brief(err) }, "PostgreSQL connection lost (idle); the pool reconnects"),
+  );
   try {
     if (options.migrate === false) await checkSchema(pool, url);
     else await migrate(pool);
@@ -277,7 +344,10 @@ async function listen(url: string, shared: Shared, attempt = 0): Promise<void> {
     shared.listener = undefined;
     const delay = Math.min(5000, 200 * 2 ** attempt);
     // Meanwhile agents still poll: a change is picked up at their next poll, not lost.
-    shared.log.error({ err, retryInMs: delay }, "PostgreSQL LISTEN connection lost; reconnecting");
+    shared.log.error(
+      { err: brief(err), retryInMs: delay },
+      "PostgreSQL LISTEN connection lost; reconnecting",
+    );
     setTimeout(() => {
       listen(url, shared, attempt + 1).catch((e: unknown) => retry(e));
     }, delay).unref();
@@ -329,11 +399,46 @@ class Postgres implements PostgresRepository {
   ) {}
 
   async #rows<R extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<R[]> {
-    return (await this.db.query<R>(sql, params)).rows;
+    return (await this.#query<R>(sql, params)).rows;
   }
 
   async #run(sql: string, params: unknown[] = []): Promise<number> {
-    return (await this.db.query(sql, params)).rowCount ?? 0;
+    return (await this.#query(sql, params)).rowCount ?? 0;
+  }
+
+  /**
+   * One statement as a named prepared statement (parsed and planned once per connection).
+   * Outside a transaction, a statement PostgreSQL refused without running it (a conflict,
+   * no connection to be had) is tried again a few times; what still fails for a reason of
+   * the moment becomes DatabaseUnavailable (503, retryable), never a 500.
+   */
+  async #query<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    let named = statementName(sql);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return named
+          ? await this.db.query<R>({ name: named, text: sql, values: params })
+          : await this.db.query<R>(sql, params);
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        // another controller version changed the table under a prepared `SELECT *`
+        if (named && code === "0A000") {
+          named = undefined;
+          continue;
+        }
+        if (!this.inside && attempt < RETRY_DELAYS_MS.length + 1 && notRun(err)) {
+          await new Promise((r) => setTimeout(r, RETRY_DELAYS_MS[attempt - 1]));
+          continue;
+        }
+        if (momentary(err)) {
+          this.shared.log.warn({ err: brief(err), attempts: attempt }, "PostgreSQL statement failed for now");
+          throw new DatabaseUnavailable(`the database is unavailable for now: ${(err as Error).message}`, {
+            cause: err,
+          });
+        }
+        throw err;
+      }
+    }
   }
 
   async transaction<T>(fn: (tx: Repository) => Promise<T>): Promise<T> {
@@ -415,8 +520,15 @@ class Postgres implements PostgresRepository {
   }
 
   async getDevice(name: string): Promise<DeviceRecord | undefined> {
-    const row = (await this.#rows<DeviceRow>("SELECT * FROM devices WHERE name = $1", [name]))[0];
-    return row ? deviceFromRow(row, await this.listSelectorRules()) : undefined;
+    // one round trip, rules included: every device request reads its device
+    const row = (
+      await this.#rows<DeviceRow & { rules: SelectorRuleRow[] }>(
+        `SELECT devices.*, (SELECT COALESCE(json_agg(r ORDER BY r.id), '[]') FROM selector_rules r) AS rules
+         FROM devices WHERE name = $1`,
+        [name],
+      )
+    )[0];
+    return row ? deviceFromRow(row, row.rules.map(ruleFromRow)) : undefined;
   }
 
   async listDevices(): Promise<DeviceRecord[]> {
@@ -443,6 +555,14 @@ class Postgres implements PostgresRepository {
 
   async isSerialRevoked(serial: string): Promise<boolean> {
     return (await this.#rows("SELECT 1 FROM revoked_serials WHERE serial = $1", [serial])).length > 0;
+  }
+
+  async deviceCertificates(names: readonly string[]): Promise<Map<string, DeviceCertificateState>> {
+    const rows = await this.#rows<{ name: string; serial: string; revoked_at: string | null }>(
+      "SELECT name, serial, revoked_at FROM devices WHERE name = ANY($1::text[])",
+      [names],
+    );
+    return new Map(rows.map((r) => [r.name, { serial: r.serial, revokedAt: r.revoked_at }]));
   }
 
   async touchDevice(name: string, at: string): Promise<void> {

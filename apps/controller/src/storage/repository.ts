@@ -40,6 +40,21 @@ export interface DeviceRecord {
   statusAt: string | null;
 }
 
+/**
+ * The database could not answer for now (unreachable, restarting, out of connections, a
+ * conflict that outlived the retries): a request that meets it gets 503 with Retry-After,
+ * which clients retry, never a 500.
+ */
+export class DatabaseUnavailable extends Error {
+  readonly statusCode = 503;
+  readonly retryAfterSeconds = 1;
+}
+
+export interface DeviceCertificateState {
+  serial: string;
+  revokedAt: string | null;
+}
+
 export interface TokenRecord {
   name: string;
   scopes: TokenScope[];
@@ -130,6 +145,11 @@ export interface Repository {
   /** Marks the device and its certificate serial revoked. */
   revokeDevice(name: string, at: string): Promise<DeviceRecord>;
   isSerialRevoked(serial: string): Promise<boolean>;
+  /**
+   * The current certificate serial and revocation time of each named device that is
+   * enrolled (absent: not enrolled): one read for many, for re-checking open connections.
+   */
+  deviceCertificates(names: readonly string[]): Promise<Map<string, DeviceCertificateState>>;
   touchDevice(name: string, at: string): Promise<void>;
   /** Many last-seen times at once (the batched writes of device requests). */
   touchDevices(seen: ReadonlyArray<readonly [name: string, at: string]>): Promise<void>;

@@ -20,6 +20,7 @@ import type {
   ChainReleaseRecord,
   ChainVersionRecord,
   DeadManSettings,
+  DeviceCertificateState,
   DeviceRecord,
   NfRecord,
   Repository,
@@ -151,6 +152,9 @@ class SqliteRepository implements Repository {
   }
   isSerialRevoked(...a: Parameters<Repository["isSerialRevoked"]>) {
     return this.run((s) => s.isSerialRevoked(...a));
+  }
+  deviceCertificates(...a: Parameters<Repository["deviceCertificates"]>) {
+    return this.run((s) => s.deviceCertificates(...a));
   }
   touchDevice(...a: Parameters<Repository["touchDevice"]>) {
     return this.run((s) => s.touchDevice(...a));
@@ -368,6 +372,13 @@ class SqliteStore {
 
   isSerialRevoked(serial: string): boolean {
     return this.db.prepare("SELECT 1 FROM revoked_serials WHERE serial = ?").get(serial) !== undefined;
+  }
+
+  deviceCertificates(names: readonly string[]): Map<string, DeviceCertificateState> {
+    const rows = this.db
+      .prepare("SELECT name, serial, revoked_at FROM devices WHERE name IN (SELECT value FROM json_each(?))")
+      .all(JSON.stringify(names)) as Array<{ name: string; serial: string; revoked_at: string | null }>;
+    return new Map(rows.map((r) => [r.name, { serial: r.serial, revokedAt: r.revoked_at }]));
   }
 
   touchDevice(name: string, at: string): void {

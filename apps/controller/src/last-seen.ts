@@ -15,13 +15,18 @@ const FLUSH_SLICE = 100;
 export class LastSeenBatch {
   readonly #pending = new Map<string, string>();
   readonly #timer: NodeJS.Timeout;
+  #flushing: Promise<void> | undefined;
 
   constructor(
     private readonly repo: Repository,
     private readonly log: FastifyBaseLogger,
     everyMs = LAST_SEEN_FLUSH_MS,
   ) {
-    this.#timer = setInterval(() => void this.flush(), everyMs);
+    // one flush at a time: two overlapping batches of UPDATEs may lock the same rows in
+    // different orders (a PostgreSQL deadlock, a second's wait for every writer of those rows)
+    this.#timer = setInterval(() => {
+      if (!this.#flushing) void this.flush();
+    }, everyMs);
     this.#timer.unref();
   }
 
@@ -30,7 +35,17 @@ export class LastSeenBatch {
   }
 
   async flush(): Promise<void> {
+    while (this.#flushing) await this.#flushing;
     if (this.#pending.size === 0) return;
+    this.#flushing = this.#write();
+    try {
+      await this.#flushing;
+    } finally {
+      this.#flushing = undefined;
+    }
+  }
+
+  async #write(): Promise<void> {
     const all = [...this.#pending];
     this.#pending.clear();
     // in slices with other work between them: one SQLite write of a whole fleet's times

@@ -5,8 +5,10 @@ import { join } from "node:path";
 import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
 import Database from "better-sqlite3";
 import pg from "pg";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataDir } from "../src/control";
+import { LastSeenBatch } from "../src/last-seen";
 import { ArtifactStore, sha256Hex } from "../src/storage/artifacts";
 import { MIGRATIONS, migrationSql, postgresFromSqlite } from "../src/storage/migrations";
 import { openPostgresRepository, type PostgresRepository } from "../src/storage/postgres";
@@ -294,6 +296,21 @@ describe.each(BACKENDS)("repository contract: $name", (backend) => {
     await repo.close();
   });
 
+  it("reads the certificate state of many devices in one call (the notification sweep)", async () => {
+    const { repo } = await backend.fresh();
+    await repo.insertDevice(device("a", "01"));
+    await repo.insertDevice(device("b", "02"));
+    await repo.revokeDevice("b", "2026-01-03T00:00:00.000Z");
+    expect(await repo.deviceCertificates(["a", "b", "gone", "a'; --"])).toEqual(
+      new Map([
+        ["a", { serial: "01", revokedAt: null }],
+        ["b", { serial: "02", revokedAt: "2026-01-03T00:00:00.000Z" }],
+      ]),
+    );
+    expect(await repo.deviceCertificates([])).toEqual(new Map());
+    await repo.close();
+  });
+
   it("writes a batch of last-seen times, skipping names that are not enrolled", async () => {
     const { repo } = await backend.fresh();
     await repo.insertDevice(device("a", "01"));
@@ -450,5 +467,32 @@ describe.each(BACKENDS)("repository contract: $name", (backend) => {
       expect(await store.has("0".repeat(64))).toBe(false);
     }
     await repo.close();
+  });
+});
+
+describe("last-seen batches", () => {
+  it("never writes two batches at once, and loses no time touched meanwhile", async () => {
+    let inFlight = 0;
+    let most = 0;
+    const written: string[] = [];
+    // the repository's write, slowed: a flush still running when the next one is due
+    const repo = {
+      async touchDevices(seen: ReadonlyArray<readonly [string, string]>) {
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => setTimeout(r, 30));
+        written.push(...seen.map(([name]) => name));
+        inFlight--;
+      },
+    } as unknown as Repository;
+    const batch = new LastSeenBatch(repo, pino({ level: "silent" }), 60_000);
+    batch.touch("a");
+    const first = batch.flush();
+    batch.touch("b");
+    const second = batch.flush();
+    batch.touch("c");
+    await Promise.all([first, second]);
+    await batch.close();
+    expect(most).toBe(1);
+    expect(written.sort()).toEqual(["a", "b", "c"]);
   });
 });

@@ -11,7 +11,11 @@ import { DataDir } from "../src/control";
 import { LastSeenBatch } from "../src/last-seen";
 import { ArtifactStore, sha256Hex } from "../src/storage/artifacts";
 import { MIGRATIONS, migrationSql, postgresFromSqlite } from "../src/storage/migrations";
-import { openPostgresRepository, type PostgresRepository } from "../src/storage/postgres";
+import {
+  describeConnectError,
+  openPostgresRepository,
+  type PostgresRepository,
+} from "../src/storage/postgres";
 import type { Repository } from "../src/storage/repository";
 import { DATABASE_FILE, openSqliteRepository, SCHEMA_VERSION } from "../src/storage/sqlite";
 
@@ -211,6 +215,41 @@ describe("PostgreSQL schema", () => {
     await expect(
       openPostgresRepository(`postgres://galette:s3cret@127.0.0.1:${server.port}/no_such_db`),
     ).rejects.toThrow(/postgres:\/\/galette:\*\*\*@127\.0\.0\.1:\d+\/no_such_db: .*no_such_db/);
+  });
+
+  it("without migrating (the CLI's direct commands), refuses a schema older or newer than this version's", async () => {
+    const url = server.createDatabase("schema_direct");
+    const direct = () => openPostgresRepository(url, { migrate: false, listen: false });
+    await expect(direct()).rejects.toThrow(/has no Galette schema yet: start `galette controller serve/);
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      await client.query("CREATE TABLE galette_schema (version INTEGER NOT NULL)");
+      for (const m of MIGRATIONS.slice(0, 2)) await client.query(migrationSql(m, "postgres"));
+      await client.query("INSERT INTO galette_schema (version) VALUES (2)");
+      await expect(direct()).rejects.toThrow(
+        `database schema version 2 is older than this galette's (${SCHEMA_VERSION}): start`,
+      );
+      // nothing was migrated on the way
+      expect((await client.query("SELECT version FROM galette_schema")).rows).toEqual([{ version: 2 }]);
+      await client.query("UPDATE galette_schema SET version = $1", [SCHEMA_VERSION + 1]);
+      await expect(direct()).rejects.toThrow(
+        `database schema version ${SCHEMA_VERSION + 1} is newer than this galette knows (${SCHEMA_VERSION})`,
+      );
+    } finally {
+      await client.end();
+    }
+  });
+
+  it("says a login was refused, never with the password (whatever the server's message holds)", () => {
+    const url = "postgres://ops:p%40ss%2Fword@db.example:6432/galette";
+    const refused = Object.assign(new Error('password authentication failed for user "ops" (p@ss/word)'), {
+      code: "28P01",
+    });
+    const message = describeConnectError(refused, url);
+    expect(message).toBe(
+      'PostgreSQL postgres://ops:***@db.example:6432/galette: PostgreSQL refused user "ops": password authentication failed for user "ops" (***) (check the user and password)',
+    );
   });
 });
 

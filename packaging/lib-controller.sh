@@ -1,4 +1,4 @@
-# Sourced by packaging/test-packages.sh and test-devices/run.sh: a controller on this machine
+# Sourced by packaging/test-packages.sh, test-devices/run.sh and scripts/demo.sh: a controller on this machine
 # for the device under test.
 #
 # controller_start DATA LOG TIMEOUT_S COMMAND...: runs COMMAND (a `galette controller serve

@@ -135,16 +135,12 @@ step "3. Controller (data dir $work/controller)"
 data="$work/controller"
 # demo-3 reaches the controller at host D's address: the server certificate names it too
 galette pki init --data "$data" --hosts "localhost,127.0.0.1,$d3_b_ip" >/dev/null
-GALETTE_NF_TARGETS="bpf,$host_target" node --import "$loader" apps/controller/src/cli.ts \
-  controller serve --data "$data" --listen 127.0.0.1:0 >"$work/controller.log" 2>&1 &
-controller_pid=$!
-for _ in $(seq 1 300); do
-  [ -f "$data/controller.json" ] && break
-  kill -0 "$controller_pid" 2>/dev/null || { echo "controller exited" >&2; exit 1; }
-  sleep 0.1
-done
-[ -f "$data/controller.json" ] || { echo "controller did not start within 30 s" >&2; exit 1; }
-GALETTE_URL=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).url)' "$data/controller.json")
+# shellcheck source=../packaging/lib-controller.sh
+source "$repo/packaging/lib-controller.sh"
+controller_start "$data" "$work/controller.log" 30 \
+  env GALETTE_NF_TARGETS="bpf,$host_target" node --import "$loader" apps/controller/src/cli.ts \
+  controller serve --data "$data" --listen 127.0.0.1:0 || exit 1
+GALETTE_URL=$controller_url
 GALETTE_TOKEN=$(galette token create --data "$data" --name demo --scopes admin,publish,deploy,read)
 GALETTE_CA="$data/ca.crt"
 export GALETTE_URL GALETTE_TOKEN GALETTE_CA

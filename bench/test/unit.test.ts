@@ -7,7 +7,7 @@ import { makePlan } from "../src/plan";
 import { buildPlots, renderPng } from "../src/plots";
 import { labelledTargetLines, NOT_MEASURED, renderReport } from "../src/report";
 import { metaOf, runsFor } from "../src/runner";
-import { renderScale, scaleOptionsFromEnv } from "../src/scale";
+import { loopDelayFromMetrics, renderScale, scaleOptionsFromEnv } from "../src/scale";
 import {
   baselineScenarios,
   expensiveReferenceScenarios,
@@ -293,6 +293,20 @@ describe("controller scale options and report", () => {
       expect(() => scaleOptionsFromEnv({ BENCH_SCALE_DATABASES: bad })).toThrow(/BENCH_SCALE_DATABASES/);
   });
 
+  it("reads the controller's event-loop delay from its metrics, less the sampler's resolution", () => {
+    const text = [
+      "# HELP nodejs_eventloop_lag_p99_seconds The 99th percentile of the recorded event loop delays.",
+      "# TYPE nodejs_eventloop_lag_p99_seconds gauge",
+      "nodejs_eventloop_lag_p99_seconds 0.012",
+      "nodejs_eventloop_lag_max_seconds 0.2515",
+      "nodejs_eventloop_lag_p90_seconds 0.011",
+    ].join("\n");
+    const d = loopDelayFromMetrics(text);
+    expect(d.p99Ms).toBeCloseTo(2, 6);
+    expect(d.maxMs).toBeCloseTo(241.5, 6);
+    expect(() => loopDelayFromMetrics("nodejs_eventloop_lag_p99_seconds 0.01\n")).toThrow(/max_seconds/);
+  });
+
   it("renders measured, skipped and event rows with what was met", () => {
     const latency = { count: 10, failures: 0, p50Ms: 2, p99Ms: 20, maxMs: 30 };
     const md = renderScale({
@@ -307,6 +321,8 @@ describe("controller scale options and report", () => {
           controllerRssMb: 250,
           simulatorCpuPct: 8,
           simulatorLoopP99Ms: 3,
+          controllerLoopP99Ms: 4,
+          controllerLoopMaxMs: 41.5,
           met: true,
         },
       ],
@@ -323,7 +339,9 @@ describe("controller scale options and report", () => {
         met: false,
       },
     });
-    expect(md).toContain("| 1000 | SQLite | 2.0 | 20.0 | 20.0 | 0 | 1000 | 12.0 | 250.0 | 8.0 | 3.0 | yes |");
+    expect(md).toContain(
+      "| 1000 | SQLite | 2.0 | 20.0 | 20.0 | 0 | 1000 | 12.0 | 250.0 | 4.0 / 41.5 | 8.0 | 3.0 | yes |",
+    );
     expect(md).toContain("| 10000 | | not measured: needs 20512 open files");
     expect(md).toContain("Largest fleet meeting the target: 1000 (SQLite).");
     expect(md).toMatch(/\| kill -9 \+ restart .* \| 9\.9 \| 0 \| \| ≤ 5 s \| \*\*no\*\* \|/);

@@ -1,5 +1,5 @@
 # Sourced by packaging/test-packages.sh, test-devices/run.sh and scripts/demo.sh: a controller on this machine
-# for the device under test.
+# (for the device under test, or the demo).
 #
 # controller_start DATA LOG TIMEOUT_S COMMAND...: runs COMMAND (a `galette controller serve
 # --data DATA ...`, as `env VAR=... PROGRAM ARGS...`) in the background with its output in

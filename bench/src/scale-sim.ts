@@ -18,6 +18,7 @@ import {
   POLL_BACKOFF_CAP_MS,
   WS_BACKOFF_CAP_MS,
 } from "@galette/sbc-agent";
+import { failureReason } from "./scale-failure";
 
 export interface SimDevice {
   name: string;
@@ -68,6 +69,8 @@ export interface SimStats {
    * includes this much of its own waiting, not the controller's.
    */
   loopDelay: { p99Ms: number; maxMs: number };
+  /** failed requests of the window by what failed them ("HTTP 503", "ECONNRESET", …) */
+  failureReasons: Record<string, number>;
 }
 
 export type SimReply =
@@ -115,6 +118,11 @@ class Window {
   statusFailures = 0;
   artifactFailures = 0;
   unchanged = 0;
+  reasons = new Map<string, number>();
+  fail(err: unknown): void {
+    const reason = failureReason(err);
+    this.reasons.set(reason, (this.reasons.get(reason) ?? 0) + 1);
+  }
 }
 
 class SimulatedDevice {
@@ -211,6 +219,7 @@ class SimulatedDevice {
               this.sim.window.artifact.push(performance.now() - a0);
             } catch (err) {
               this.sim.window.artifactFailures++;
+              this.sim.window.fail(err);
               throw err;
             }
           }
@@ -221,8 +230,9 @@ class SimulatedDevice {
         // the agent reports at once after an install
         void this.#report();
       }
-    } catch {
+    } catch (err) {
       this.sim.window.pollFailures++;
+      this.sim.window.fail(err);
       this.#pollFailures++;
       next = backoffMs(this.#pollFailures, Math.min(POLL_BACKOFF_CAP_MS, next));
     } finally {
@@ -252,8 +262,9 @@ class SimulatedDevice {
     try {
       await this.client.postStatus(report);
       this.sim.window.status.push(performance.now() - t0);
-    } catch {
+    } catch (err) {
       this.sim.window.statusFailures++;
+      this.sim.window.fail(err);
     }
   }
 
@@ -314,6 +325,7 @@ class Simulator {
       artifact: summarise(w.artifact, w.artifactFailures),
       wsOpen: this.wsOpen,
       unchanged: w.unchanged,
+      failureReasons: Object.fromEntries(w.reasons),
       loopDelay: {
         p99Ms: Math.max(0, w.loop.percentile(99) / 1e6 - LOOP_RESOLUTION_MS),
         maxMs: Math.max(0, w.loop.max / 1e6 - LOOP_RESOLUTION_MS),

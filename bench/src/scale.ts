@@ -76,6 +76,8 @@ export interface ScaleRow {
   /** the controller's event-loop delay in the window (ms): how long requests waited behind other work */
   controllerLoopP99Ms: number;
   controllerLoopMaxMs: number;
+  /** failed requests by reason (HTTP status or error code) */
+  failureReasons: Record<string, number>;
   met: boolean;
 }
 
@@ -475,6 +477,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
         simulatorLoopP99Ms: stats.loopDelay.p99Ms,
         controllerLoopP99Ms: controllerLoop.p99Ms,
         controllerLoopMaxMs: controllerLoop.maxMs,
+        failureReasons: stats.failureReasons,
         met: stats.poll.p99Ms < SCALE_P99_TARGET_MS && stats.poll.failures === 0 && stats.wsOpen === count,
       };
       log.info(row, "scale: steady state");
@@ -659,6 +662,15 @@ export function renderScale(r: ScaleResults): string {
     ),
     ...r.skipped.map((x) => `| ${x.devices} | | not measured: ${x.reason} | | | | | | | | | | |`),
     "",
+    ...r.rows
+      .filter((x) => Object.keys(x.failureReasons).length > 0)
+      .map(
+        (x) =>
+          `Failed requests at ${x.devices} devices (${x.backend}): ${Object.entries(x.failureReasons)
+            .sort((a, b) => b[1] - a[1])
+            .map(([reason, n]) => `${reason} ×${n}`)
+            .join(", ")}.`,
+      ),
     `Largest fleet meeting the target: ${(["SQLite", "PostgreSQL"] as const)
       .filter((b) => r.rows.some((x) => x.backend === b))
       .map(

@@ -8,6 +8,7 @@ import { buildPlots, renderPng } from "../src/plots";
 import { labelledTargetLines, NOT_MEASURED, renderReport } from "../src/report";
 import { metaOf, runsFor } from "../src/runner";
 import { loopDelayFromMetrics, renderScale, scaleOptionsFromEnv } from "../src/scale";
+import { failureReason } from "../src/scale-failure";
 import {
   baselineScenarios,
   expensiveReferenceScenarios,
@@ -293,6 +294,21 @@ describe("controller scale options and report", () => {
       expect(() => scaleOptionsFromEnv({ BENCH_SCALE_DATABASES: bad })).toThrow(/BENCH_SCALE_DATABASES/);
   });
 
+  it("names what failed a simulated device's request", () => {
+    expect(
+      failureReason(
+        new Error("GET /v1/device/assignment: HTTP 503: the controller's database is unavailable"),
+      ),
+    ).toBe("HTTP 503");
+    expect(failureReason(Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }))).toBe(
+      "ECONNRESET",
+    );
+    expect(failureReason(new Error("no controller answered: connect EMFILE 127.0.0.1:1"))).toBe("EMFILE");
+    expect(failureReason(new Error("the answer did not arrive in time"))).toBe(
+      "the answer did not arrive in time",
+    );
+  });
+
   it("reads the controller's event-loop delay from its metrics, less the sampler's resolution", () => {
     const text = [
       "# HELP nodejs_eventloop_lag_p99_seconds The 99th percentile of the recorded event loop delays.",
@@ -323,7 +339,23 @@ describe("controller scale options and report", () => {
           simulatorLoopP99Ms: 3,
           controllerLoopP99Ms: 4,
           controllerLoopMaxMs: 41.5,
+          failureReasons: {},
           met: true,
+        },
+        {
+          devices: 5000,
+          backend: "PostgreSQL",
+          poll: { ...latency, failures: 3 },
+          status: { ...latency, failures: 1 },
+          wsOpen: 5000,
+          controllerCpuPct: 40,
+          controllerRssMb: 700,
+          simulatorCpuPct: 30,
+          simulatorLoopP99Ms: 50,
+          controllerLoopP99Ms: 20,
+          controllerLoopMaxMs: 250,
+          failureReasons: { ECONNRESET: 1, "HTTP 503": 3 },
+          met: false,
         },
       ],
       skipped: [{ devices: 10_000, reason: "needs 20512 open files per process; the limit here is 20000" }],
@@ -343,7 +375,11 @@ describe("controller scale options and report", () => {
       "| 1000 | SQLite | 2.0 | 20.0 | 20.0 | 0 | 1000 | 12.0 | 250.0 | 4.0 / 41.5 | 8.0 | 3.0 | yes |",
     );
     expect(md).toContain("| 10000 | | not measured: needs 20512 open files");
-    expect(md).toContain("Largest fleet meeting the target: 1000 (SQLite).");
+    expect(md).toContain("Failed requests at 5000 devices (PostgreSQL): HTTP 503 ×3, ECONNRESET ×1.");
+    expect(md).not.toContain("Failed requests at 1000");
+    expect(md).toContain(
+      "Largest fleet meeting the target: 1000 (SQLite), none of those measured (PostgreSQL).",
+    );
     expect(md).toMatch(/\| kill -9 \+ restart .* \| 9\.9 \| 0 \| \| ≤ 5 s \| \*\*no\*\* \|/);
   });
 });

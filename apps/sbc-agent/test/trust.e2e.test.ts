@@ -39,6 +39,12 @@ describeKernel("device trust: only chains and NF builds signed by a pinned relea
   const veth = () => fleet.agent(DEV).veth;
   const forwards = async (tag: string) =>
     expect(await bounce(veth(), tag, 10, veth().ipA, 10)).toHaveLength(10);
+  /**
+   * The controller serves assignments from memory (rebuilt after its own changes, else after
+   * a 10 s TTL): after an edit behind its back, assigning the same chain again makes it
+   * rebuild what it serves and re-pokes the device, as a compromised controller would.
+   */
+  const serveDatabase = () => fleet.operator.assignChain({ chain: "macswap", devices: [DEV] });
   const listed = (): DeviceSummary => {
     const { devices } = JSON.parse(fleet.cli(["device", "list", "--json"])) as { devices: DeviceSummary[] };
     return devices.find((d) => d.name === DEV)!;
@@ -157,8 +163,8 @@ describeKernel("device trust: only chains and NF builds signed by a pinned relea
       JSON.stringify(releases),
     );
     try {
-      // No notification: the agent sees it on its next poll. The signed v4 names build B;
-      // the controller now serves build A's artifacts and release.
+      // The signed v4 names build B; the controller now serves build A's artifacts and release.
+      await serveDatabase();
       await refused(
         4,
         /v4: NF "macswap" \(macswap\): (build [0-9a-f]{12} is not covered by a release signed by a pinned key|runs build)/,
@@ -172,6 +178,7 @@ describeKernel("device trust: only chains and NF builds signed by a pinned relea
       );
       db.close();
     }
+    await serveDatabase();
     // Offered what runs again: the device is back to converged with no error.
     const d = await fleet.converged(DEV, "macswap", 4, 20_000);
     expect(d.errors).toEqual([]);

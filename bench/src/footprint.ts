@@ -28,7 +28,7 @@ import {
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
-import { DataDir, writeDeviceBundle } from "@galette/controller";
+import { DataDir, OperatorClient, writeDeviceBundle } from "@galette/controller";
 import { createLogger, type Logger } from "@galette/log";
 import { hostTarget } from "@galette/nf-build";
 import { DeviceClient, loadAgentConfig } from "@galette/sbc-agent";
@@ -183,7 +183,9 @@ export async function waitFor(what: string, ok: () => boolean | Promise<boolean>
 
 export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow[]> {
   const log = opts.log;
-  const windowMs = opts.quick ? 3000 : 15_000;
+  // QUICK is a smoke run: every row, in short windows after short pauses
+  const windowMs = opts.quick ? 1000 : 15_000;
+  const settle = (fullMs: number) => sleep(opts.quick ? 250 : fullMs);
   const agentNode = [opts.agentNode ?? process.execPath, ...agentNodeFlags()] as const;
   const simulated = opts.devices ?? (opts.quick ? 50 : 1000);
   const work = mkdtempSync(join(tmpdir(), "galette-footprint-"));
@@ -215,18 +217,27 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
     });
   try {
     await galette("pki", "init", "--data", data);
-    // Enrolled before the controller starts (in-process: a CLI process per device is slow).
-    const dir = DataDir.open(data);
-    const bundles: string[] = [];
-    try {
-      for (let i = 0; i < simulated; i++) {
-        const b = join(work, "sim", String(i));
-        writeDeviceBundle(b, await dir.enrolDevice(`sim-${i}`, { role: "sim" }, "https://127.0.0.1:1"));
-        bundles.push(b);
+    const keys = join(work, "release");
+    const bundles = Array.from({ length: simulated }, (_, i) => join(work, "sim", String(i)));
+    // Enrolled before the controller starts (in-process: a CLI process per device is slow),
+    // a few at a time: the key pairs are generated off the event loop.
+    const enrolSimulated = async () => {
+      const dir = DataDir.open(data);
+      try {
+        let next = 0;
+        const enrolNext = async (): Promise<void> => {
+          for (let i = next++; i < simulated; i = next++) {
+            const enrolled = await dir.enrolDeviceAsync(`sim-${i}`, { role: "sim" }, "https://127.0.0.1:1");
+            writeDeviceBundle(bundles[i]!, enrolled);
+          }
+        };
+        await Promise.all([enrolNext(), enrolNext(), enrolNext(), enrolNext()]);
+      } finally {
+        await dir.close();
       }
-    } finally {
-      await dir.close();
-    }
+    };
+    // Devices load only what a pinned release key signed (made meanwhile: it needs no controller).
+    await Promise.all([enrolSimulated(), galette("release-key", "init", "--out", keys)]);
     log.info({ simulated }, "footprint: simulated devices enrolled");
 
     controller = start([galetteBin, "controller", "serve", "--data", data, "--listen", "127.0.0.1:0"], {
@@ -234,39 +245,48 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
     });
     await waitFor("the controller", () => existsSync(join(data, "controller.json")), 60_000, controller);
     const url = (JSON.parse(readFileSync(join(data, "controller.json"), "utf8")) as { url: string }).url;
-    const token = await createBenchToken(galetteBin, data, "admin,publish,deploy,read");
+    const bundle = join(work, "device");
+    // the operator token and the device's enrolment: independent, both on the data dir
+    const [token] = await Promise.all([
+      createBenchToken(galetteBin, data, "admin,publish,deploy,read"),
+      galette(
+        "device",
+        "enroll",
+        "fp-device",
+        "--labels",
+        "role=footprint",
+        "--out",
+        bundle,
+        "--data",
+        data,
+        "--controller-url",
+        url,
+        "--release-key",
+        join(keys, "release.pub"),
+      ),
+    ]);
     operatorEnv = { GALETTE_URL: url, GALETTE_TOKEN: token, GALETTE_CA: join(data, "ca.crt") };
-    await sleep(1000);
+    const operator = new OperatorClient({ url, token, caFile: join(data, "ca.crt") });
+    await settle(1000);
     rows.push({ what: "controller, idle", ...(await measure(controller.child.pid!, windowMs)) });
+
+    // Both chains published, released and pushed before the agent starts (no window runs
+    // meanwhile): the NFs at once, then their releases at once, then both chains.
+    const releaseKey = join(keys, "release.key");
+    const nfs = ["macswap", "access-control", "weak-classifier", "dpi"];
+    await galette("nf", "publish", ...nfs.map((n) => `nf-examples/${n}`));
+    await Promise.all(
+      nfs.map((n) => galette("nf", "release", n, "--key", releaseKey, "--trust-controller-build")),
+    );
+    await Promise.all(
+      ["chains/macswap.toml", "chains/security.toml"].map((f) =>
+        galette("chain", "push", f, "--key", releaseKey),
+      ),
+    );
 
     // The device: the agent on the B side of a veth pair (A answers XDP_TX with XDP_PASS).
     veth = await createVethPair("fp");
     await attachXdpPass(veth.nsA, veth.ifA);
-    const bundle = join(work, "device");
-    // Devices load only what a pinned release key signed.
-    const keys = join(work, "release");
-    await galette("release-key", "init", "--out", keys);
-    const releaseKey = join(keys, "release.key");
-    const publish = async (chainFile: string, nfs: string[]) => {
-      await galette("nf", "publish", ...nfs.map((n) => `nf-examples/${n}`));
-      for (const n of nfs) await galette("nf", "release", n, "--key", releaseKey, "--trust-controller-build");
-      await galette("chain", "push", chainFile, "--key", releaseKey);
-    };
-    await galette(
-      "device",
-      "enroll",
-      "fp-device",
-      "--labels",
-      "role=footprint",
-      "--out",
-      bundle,
-      "--data",
-      data,
-      "--controller-url",
-      url,
-      "--release-key",
-      join(keys, "release.pub"),
-    );
     const configFile = join(bundle, "agent.json");
     const writeConfig = (workerThreads: number) => {
       const c = JSON.parse(readFileSync(configFile, "utf8")) as Record<string, unknown>;
@@ -285,13 +305,11 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
       await waitFor("the agent's first poll", () => p.output().includes("assignment received"), 60_000, p);
       return { p, firstPollS: (Date.now() - t0) / 1000 };
     };
+    // asked over the operator API (a CLI process per check would add its start-up to each wait)
     const converged = async (chain: string, version?: number) => {
-      const { stdout } = await galette("device", "list", "--json");
-      const d = (JSON.parse(stdout) as { devices: Array<Record<string, unknown>> }).devices.find(
-        (x) => x.name === "fp-device",
-      ) as { state?: string; installed?: { chain: string; version: number } } | undefined;
+      const d = await operator.getDevice("fp-device");
       return (
-        d?.state === "converged" &&
+        d.state === "converged" &&
         d.installed?.chain === chain &&
         (!version || d.installed.version >= version)
       );
@@ -306,28 +324,26 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
       target: "≤ 2 s",
       met: first.firstPollS <= 2,
     });
-    await sleep(1000);
+    await settle(1000);
     const idle = await measure(agent.child.pid!, windowMs);
     rows.push({ what: "agent, idle, no chain", ...idle, target: "≤ 60 MB", met: idle.rssMb <= 60 });
 
-    await publish("chains/macswap.toml", ["macswap"]);
     await galette("chain", "assign", "macswap", "--devices", "fp-device");
     await waitFor("macswap to converge", () => converged("macswap"), 120_000, agent);
-    await sleep(1000);
+    await settle(1000);
     const xdp = await measure(agent.child.pid!, windowMs);
     rows.push({ what: "agent, XDP-only chain (macswap)", ...xdp, target: "≤ 60 MB", met: xdp.rssMb <= 60 });
 
-    await publish("chains/security.toml", ["access-control", "weak-classifier", "dpi"]);
     await galette("chain", "assign", "security", "--devices", "fp-device");
     await waitFor("security to converge", () => converged("security"), 180_000, agent);
-    await sleep(1000);
+    await settle(1000);
     rows.push({ what: "agent, security chain, 1 worker", ...(await measure(agent.child.pid!, windowMs)) });
 
     await stop(agent);
     writeConfig(2);
     agent = (await startAgent()).p;
     await waitFor("security to converge with 2 workers", () => converged("security"), 180_000, agent);
-    await sleep(2000);
+    await settle(2000);
     const two = await measure(agent.child.pid!, windowMs);
     rows.push({
       what: "agent, security chain, 2 workers",
@@ -337,6 +353,7 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
     });
 
     // Simulated devices: poll every 10 s (spread), report status, hold a notification socket.
+    // QUICK's 50 poll every second, so its short window sees polls and all have polled in 1 s.
     for (const b of bundles) {
       const c = loadAgentConfig(join(b, "agent.json"), { controllerUrl: url, interface: "lo" });
       const client = new DeviceClient(url, c);
@@ -361,14 +378,15 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
           failures++;
         },
       );
+    const pollMs = opts.quick ? 1000 : 10_000;
     clients.forEach((client, i) => {
       timers.push(
         setTimeout(
           () => {
             void poll(client);
-            timers.push(setInterval(() => void poll(client), 10_000));
+            timers.push(setInterval(() => void poll(client), pollMs));
           },
-          (i * 10_000) / clients.length,
+          (i * pollMs) / clients.length,
         ),
       );
     });
@@ -380,7 +398,7 @@ export async function runFootprint(opts: FootprintOptions): Promise<FootprintRow
     );
     const busy = await measure(controller.child.pid!, windowMs);
     rows.push({
-      what: `controller, ${simulated} simulated devices (poll/10 s + ws each)`,
+      what: `controller, ${simulated} simulated devices (poll/${pollMs / 1000} s + ws each)`,
       ...busy,
     });
     if (failures > 0) log.warn({ failures }, "footprint: some simulated polls failed");

@@ -127,11 +127,18 @@ export async function runBench({ plan, tools, scenarios, log }: RunBenchOptions)
       if (against) profiled.add(against);
     }
   }
+  const runnable = scenarios.filter(
+    (s) =>
+      (!plan.only.length || plan.only.some((o) => s.name.includes(o))) &&
+      (s.experiment !== "expensive" || plan.expensiveFractions.includes(s.params?.P ?? 0)),
+  );
+  // QUICK is a smoke run: one profile (the first scenario with a target of its own) shows
+  // perf works end to end; each profile window costs seconds
+  const quickProfiled = runnable.find((s) => s.targets?.length && profiled.has(s.name))?.name;
   const wantsProfile = (s: Scenario) =>
-    plan.profile === "all" || (plan.profile === "targets" && profiled.has(s.name));
-  for (const s of scenarios) {
-    if (plan.only.length && !plan.only.some((o) => s.name.includes(o))) continue;
-    if (s.experiment === "expensive" && !plan.expensiveFractions.includes(s.params?.P ?? 0)) continue;
+    plan.profile === "all" ||
+    (plan.profile === "targets" && (plan.quick ? s.name === quickProfiled : profiled.has(s.name)));
+  for (const s of runnable) {
     const t0 = Date.now();
     const outcome: ScenarioOutcome = { scenario: metaOf(s), status: "ok", runs: [] };
     try {

@@ -39,6 +39,7 @@ describeKernel("make bench QUICK=1 (real veth, real frames)", () => {
       status: string;
       scenario: { name: string; experiment: string };
       runs: Array<{ kind: string; result: { sent: number; received: number } }>;
+      profile?: { method: string; top: string[] };
     };
     const ok = (raw.outcomes as Outcome[]).filter((o) => o.status === "ok");
     expect(ok.length).toBeGreaterThanOrEqual(4);
@@ -55,6 +56,11 @@ describeKernel("make bench QUICK=1 (real veth, real frames)", () => {
     // Galette's real dataplane (installer + NFs), not only the C baselines
     expect(ok.map((o) => o.scenario.name)).toContain("galette/xdp-macswap");
     expect(md).toContain("Galette macswap chain in XDP");
+    // QUICK profiles one scenario (the first with a target): perf record and report ran on the DUT CPU
+    const profiled = (raw.outcomes as Outcome[]).filter((o) => o.profile);
+    expect(profiled.map((o) => o.scenario.name)).toEqual(["galette/xdp-macswap"]);
+    expect(profiled[0]!.profile!.method).toMatch(/^perf record -e cpu-clock .*, \d+ samples/);
+    expect(md).toContain("## Profiles of the DUT CPU at saturation");
     // per-packet cost without the generator: every program, each measurement with its spread and ratio
     expect(md).toContain("## Per-packet cost without the generator");
     for (const row of ["XDP_TX macswap (C)", "Galette, 1 NF", "Galette, 5 NFs", "Galette, 33 NFs"])

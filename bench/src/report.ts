@@ -404,7 +404,11 @@ export function renderReport(results: BenchResults, plots: PlotRefs): string {
     out.push(`## Profiles of the DUT CPU at saturation (${size0} B)`);
     out.push("");
     out.push(
-      "Where the DUT CPU's time went for the scenarios that carry a target and those they are compared with (BENCH_PROFILE=all profiles every scenario). XDP programs appear as `bpf_prog_<tag>_<name>`.",
+      `Where the DUT CPU's time went for ${
+        plan.quick && plan.profile === "targets"
+          ? "the first scenario that carries a target (QUICK profiles one; BENCH_PROFILE=all profiles every scenario)"
+          : "the scenarios that carry a target and those they are compared with (BENCH_PROFILE=all profiles every scenario)"
+      }. XDP programs appear as \`bpf_prog_<tag>_<name>\`.`,
     );
     out.push("");
     for (const o of profiled) {

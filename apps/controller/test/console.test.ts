@@ -3,18 +3,12 @@ import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initPkiDir } from "@galette/pki";
-import {
-  type ConsoleEvent,
-  type ConsoleSession,
-  CSRF_HEADER,
-  PROTOCOL_VERSION,
-  SESSION_COOKIE,
-} from "@galette/protocol";
+import { type ConsoleEvent, type ConsoleSession, CSRF_HEADER, SESSION_COOKIE } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataDir } from "../src/control";
 import { type RunningController, startController } from "../src/server";
 import { SESSION_MAX_MS } from "../src/sessions";
-import { call, captureLogger, type TestResponse } from "./helpers";
+import { call, captureLogger, statusReport, type TestResponse } from "./helpers";
 
 /** The cookie a login answered with: its value and its attributes, as the browser reads them. */
 function sessionCookie(res: TestResponse): { value: string; attributes: string[] } {
@@ -358,16 +352,12 @@ describe("web console: static files, cookie sessions with CSRF, event stream", (
       r.end();
     });
     try {
-      const report = (packets: number) => ({
-        protocolVersion: PROTOCOL_VERSION,
-        agentVersion: "test",
-        arch: "x86_64",
-        kernelVersion: "6.1.0",
-        installed: null,
-        state: "idle",
-        errors: [],
-        counters: [{ uuid: "6c0a6f1e-3b1d-4f5e-9a57-2f4d1c8e0b7a", instance: "acl", counters: { packets } }],
-      });
+      const report = (packets: number) =>
+        statusReport({
+          counters: [
+            { uuid: "6c0a6f1e-3b1d-4f5e-9a57-2f4d1c8e0b7a", instance: "acl", counters: { packets } },
+          ],
+        });
       await expect.poll(() => events.length, { timeout: 5000 }).toBeGreaterThanOrEqual(1);
       expect(events[0]!.type).toBe("devices");
       for (const packets of [1, 2, 3]) {

@@ -5,7 +5,13 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { connect as tlsConnect } from "node:tls";
 import { initPkiDir } from "@galette/pki";
-import { type DeviceCapabilities, DeviceNotification, type EnrollDeviceResponse } from "@galette/protocol";
+import {
+  type DeviceCapabilities,
+  DeviceNotification,
+  type DeviceStatusReport,
+  type EnrollDeviceResponse,
+  PROTOCOL_VERSION,
+} from "@galette/protocol";
 import { pino } from "pino";
 import { create as createTar } from "tar";
 import { expect } from "vitest";
@@ -447,4 +453,20 @@ export function rawRequest(
       resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), headers, body });
     });
   });
+}
+
+/** A device's status report as an agent sends it: idle, nothing installed, unless `fields` say otherwise. */
+export function statusReport(fields: Partial<DeviceStatusReport> = {}): DeviceStatusReport {
+  return {
+    protocolVersion: PROTOCOL_VERSION,
+    agentVersion: "0.1.0",
+    arch: "x86_64",
+    kernelVersion: "6.1.0",
+    installed: null,
+    state: "idle",
+    errors: [],
+    counters: [],
+    rollback: null,
+    ...fields,
+  };
 }

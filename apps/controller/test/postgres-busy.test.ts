@@ -8,14 +8,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initPkiDir } from "@galette/pki";
-import { PROTOCOL_VERSION } from "@galette/protocol";
 import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataDir } from "../src/control";
 import { type RunningController, startController } from "../src/server";
 import { DatabaseUnavailable } from "../src/storage/repository";
-import { call, captureLogger } from "./helpers";
+import { call, captureLogger, statusReport } from "./helpers";
 
 let server: TestPostgres;
 const dir = mkdtempSync(join(tmpdir(), "galette-pg-busy-"));
@@ -26,17 +25,7 @@ let caPem = "";
 let device: { certPem: string; keyPem: string };
 let url = "";
 
-const status = {
-  protocolVersion: PROTOCOL_VERSION,
-  agentVersion: "0.1.0",
-  arch: "x86_64",
-  kernelVersion: "6.1.0",
-  installed: null,
-  state: "idle",
-  errors: [],
-  counters: [],
-  rollback: null,
-};
+const status = statusReport();
 
 beforeAll(async () => {
   server = await startPostgres();

@@ -1,25 +1,25 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { DeviceStatusReport } from "@galette/protocol";
 import Database from "better-sqlite3";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { DATABASE_FILE, openSqliteRepository } from "../src/storage/sqlite";
+import { statusReport } from "./helpers";
 
 const dir = mkdtempSync(join(tmpdir(), "galette-sqlite-telemetry-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const status = {
-  protocolVersion: 1,
-  agentVersion: "test",
-  arch: "x86_64",
-  kernelVersion: "6.1.0",
-  installed: null,
-  state: "idle",
-  errors: [],
-  counters: [],
-  rollback: null,
-} as unknown as DeviceStatusReport;
+const status = statusReport();
+
+const enrol = (repo: ReturnType<typeof openSqliteRepository>, name: string, serial: string) =>
+  repo.insertDevice({
+    name,
+    labels: {},
+    serial,
+    certPem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+    enrolledAt: new Date().toISOString(),
+    notAfter: new Date(Date.now() + 86_400_000).toISOString(),
+  });
 
 /**
  * Device telemetry commits without an fsync (synchronous NORMAL), everything else with one
@@ -32,14 +32,7 @@ describe("SQLite durability of device telemetry", () => {
     const safety = () =>
       pragma.mock.calls.map((c) => String(c[0])).filter((sql) => sql.startsWith("synchronous"));
     try {
-      await repo.insertDevice({
-        name: "pi-1",
-        labels: {},
-        serial: "01",
-        certPem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
-        enrolledAt: new Date().toISOString(),
-        notAfter: new Date(Date.now() + 86_400_000).toISOString(),
-      });
+      await enrol(repo, "pi-1", "01");
       expect(safety()).toEqual([]);
       await repo.saveDeviceStatus("pi-1", status, "2026-12-01T00:00:01.000Z");
       await repo.touchDevices([["pi-1", "2026-12-01T00:00:02.000Z"]]);
@@ -61,14 +54,7 @@ describe("SQLite durability of device telemetry", () => {
         other.close();
       }
       // and the connection is back to FULL for the next write of anything else
-      await repo.insertDevice({
-        name: "pi-2",
-        labels: {},
-        serial: "02",
-        certPem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
-        enrolledAt: new Date().toISOString(),
-        notAfter: new Date(Date.now() + 86_400_000).toISOString(),
-      });
+      await enrol(repo, "pi-2", "02");
       expect((await repo.getDevice("pi-2"))?.serial).toBe("02");
       expect(safety()).toHaveLength(4);
     } finally {

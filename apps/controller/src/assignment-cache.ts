@@ -25,7 +25,7 @@ import {
 import { bpfLoopNfs, refusalOf } from "./capabilities";
 import { artifactsAllowedFor, buildAssignment, deviceTriple } from "./control";
 import { type ArtifactStore, sha256Hex } from "./storage/artifacts";
-import type { ChainVersionRecord, DeviceRecord, Repository } from "./storage/repository";
+import type { ChainVersionRecord, DeadManSettings, DeviceRecord, Repository } from "./storage/repository";
 
 /** What every device running (chain, version) on one triple gets: shared, never per device. */
 interface ChainPart {
@@ -96,9 +96,13 @@ export class AssignmentCache {
 
   /**
    * The assignment `device` is served: its assigned chain, or, when its reported
-   * capabilities refuse that chain, the version it reports installed (or none).
+   * capabilities refuse that chain, the version it reports installed (or none). A device
+   * read with its dead-man settings (a device request's) is served without reading them again.
    */
-  async assignment(device: DeviceRecord, arch?: string): Promise<ServedAssignment> {
+  async assignment(
+    device: DeviceRecord & { deadMan?: DeadManSettings },
+    arch?: string,
+  ): Promise<ServedAssignment> {
     const triple = deviceTriple(device, arch);
     let version = await this.#version(device.assignedChain, device.assignedVersion);
     let refusal: AssignmentRefusal | null = null;
@@ -109,7 +113,7 @@ export class AssignmentCache {
         version = await this.#version(installed?.chain ?? null, installed?.version ?? null);
       }
     }
-    const deadMan = await this.#repo.getDeadMan(device.name);
+    const deadMan = device.deadMan ?? (await this.#repo.getDeadMan(device.name));
     const base = JSON.stringify({
       protocolVersion: PROTOCOL_VERSION,
       device: device.name,

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type Labels, PROTOCOL_VERSION } from "@galette/protocol";
 import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
 import Database from "better-sqlite3";
 import pg from "pg";
@@ -17,6 +18,7 @@ import {
   type PostgresRepository,
 } from "../src/storage/postgres";
 import type { Repository } from "../src/storage/repository";
+import { selectorMatches } from "../src/storage/rows";
 import { DATABASE_FILE, openSqliteRepository, SCHEMA_VERSION } from "../src/storage/sqlite";
 
 const dirs: string[] = [];
@@ -455,6 +457,134 @@ describe.each(BACKENDS)("repository contract: $name", (backend) => {
     expect(await reopened.removeSelectorRule({ site: "lab", role: "edge" })).toEqual([]);
     expect((await reopened.getDevice("a"))?.assignedChain).toBe("two");
     await reopened.close();
+  });
+
+  it("matches selector rules in the database exactly as selectorMatches does, whatever the labels hold", async () => {
+    const { repo } = await backend.fresh();
+    // keys and values a JSON path or a careless comparison would get wrong
+    const labelSets: Labels[] = [
+      { role: "edge" },
+      { role: "edge", site: "lab" },
+      { role: "Edge" },
+      { role: "edge ", site: "lab" },
+      { "a.b": "1", 'q"k': "v'\\", $: "é" },
+      { "a.b": "1" },
+      { a: "1", b: "2" },
+      { "1": "1" },
+      { role: "" },
+      {},
+    ];
+    const rules: Labels[] = [
+      { role: "edge" },
+      { site: "lab" },
+      { "a.b": "1" },
+      { 'q"k': "v'\\", $: "é" },
+      { a: "1", b: "2", c: "3" },
+      { "1": "1" },
+      { role: "" },
+      { site: "lab", role: "edge " },
+    ];
+    for (const [i, labels] of labelSets.entries())
+      await repo.insertDevice({ ...device(`d${i}`, `0${i}`), labels });
+    const check = async () => {
+      const stored = await repo.listSelectorRules();
+      const expected = labelSets.map(
+        (labels) => stored.findLast((r) => selectorMatches(r.selector, labels))?.chain ?? null,
+      );
+      const listed = await repo.listDevices();
+      const one = await Promise.all(labelSets.map((_, i) => repo.getDevice(`d${i}`)));
+      const requests = await Promise.all(labelSets.map((_, i) => repo.deviceRequestState(`d${i}`, `0${i}`)));
+      expect(listed.map((d) => d.assignedChain)).toEqual(expected);
+      expect(one.map((d) => d?.assignedChain)).toEqual(expected);
+      expect(requests.map((r) => r.device?.assignedChain)).toEqual(expected);
+      expect(listed.map((d) => d.labels)).toEqual(labelSets);
+    };
+    await check();
+    for (const [i, selector] of rules.entries()) {
+      await repo.addSelectorRule(`r${i}`, i, selector, `2026-01-0${i + 1}T00:00:00.000Z`);
+      await check();
+    }
+    // an older rule takes over again when the newer one goes
+    await repo.removeSelectorRule({ site: "lab", role: "edge " });
+    await repo.removeSelectorRule({ site: "lab" });
+    await check();
+    await repo.close();
+  });
+
+  it("reads a device request's state in one call, afresh each time: another connection's changes apply at once", async () => {
+    const fresh = await backend.fresh();
+    const repo = fresh.repo;
+    const other = await fresh.second();
+    expect(await repo.deviceRequestState("a", "01")).toEqual({ serialRevoked: false, device: undefined });
+    await other.insertDevice({ ...device("a", "01"), labels: { role: "edge" } });
+    const first = await repo.deviceRequestState("a", "01");
+    expect(first.serialRevoked).toBe(false);
+    expect(first.device).toMatchObject({
+      name: "a",
+      serial: "01",
+      certPem: "-----BEGIN CERTIFICATE-----",
+      revokedAt: null,
+      labels: { role: "edge" },
+      status: null,
+      deadMan: { graceSeconds: null, confirmed: null },
+    });
+    // selector rules changed by the other connection, or rolled back here: the next read follows
+    expect(first.device?.assignedChain).toBeNull();
+    await other.addSelectorRule("by-rule", 2, { role: "edge" }, "2026-01-01T00:00:00.000Z");
+    expect((await repo.deviceRequestState("a", "01")).device).toMatchObject({
+      assignedChain: "by-rule",
+      assignedVersion: 2,
+    });
+    await expect(
+      repo.transaction(async (tx) => {
+        await tx.addSelectorRule("never", null, { role: "edge", x: "y" }, "2026-01-01T00:00:00.000Z");
+        await tx.removeSelectorRule({ role: "edge" });
+        expect((await tx.deviceRequestState("a", "01")).device?.assignedChain).toBeNull();
+        throw new Error("roll back");
+      }),
+    ).rejects.toThrow("roll back");
+    expect((await repo.deviceRequestState("a", "01")).device?.assignedChain).toBe("by-rule");
+    await other.removeSelectorRule({ role: "edge" });
+    expect((await repo.deviceRequestState("a", "01")).device?.assignedChain).toBeNull();
+    expect((await repo.getDevice("a"))?.assignedChain).toBeNull();
+    // dead-man settings and status written elsewhere: seen by the next read
+    await other.setGraceSeconds(["a"], 42);
+    await other.confirmRollback("a", "c", 3);
+    const report = {
+      protocolVersion: PROTOCOL_VERSION,
+      agentVersion: "0.1.0",
+      arch: "aarch64",
+      kernelVersion: "6.1.0",
+      installed: { chain: "c", version: 2 },
+      state: "converged" as const,
+      errors: [],
+      counters: [],
+    };
+    await other.saveDeviceStatus("a", report, "2026-01-02T00:00:00.000Z");
+    const second = (await repo.deviceRequestState("a", "01")).device;
+    expect(second?.deadMan).toEqual({ graceSeconds: 42, confirmed: { chain: "c", version: 3 } });
+    expect(second?.status).toEqual(report);
+    expect(second?.statusAt).toBe("2026-01-02T00:00:00.000Z");
+    // revoked by the other connection: the very next read says so
+    await other.revokeDevice("a", "2026-01-03T00:00:00.000Z");
+    expect(await repo.deviceRequestState("a", "01")).toMatchObject({
+      serialRevoked: true,
+      device: { serial: "01", revokedAt: "2026-01-03T00:00:00.000Z" },
+    });
+    // enrolled again with a new certificate: the old serial stays revoked, the new one is the device's
+    await other.insertDevice(device("a", "02"));
+    expect(await repo.deviceRequestState("a", "01")).toMatchObject({
+      serialRevoked: true,
+      device: { serial: "02", revokedAt: null },
+    });
+    expect(await repo.deviceRequestState("a", "02")).toMatchObject({
+      serialRevoked: false,
+      device: { serial: "02", revokedAt: null, status: null },
+    });
+    // a revoked serial is refused under any name, enrolled or not
+    expect(await repo.deviceRequestState("nobody", "01")).toEqual({ serialRevoked: true, device: undefined });
+    await repo.close();
+    await other.close();
   });
 
   it("keeps an audit row per call, completes it when answered, and lists the newest ones oldest first", async () => {

@@ -13,7 +13,7 @@ import fp from "fastify-plugin";
 import { RequestError } from "../control";
 import { LastSeenBatch } from "../last-seen";
 import { type ConsoleSessionRecord, ConsoleSessions, csrfMatches } from "../sessions";
-import type { DeviceRecord } from "../storage/repository";
+import type { RequestDevice } from "../storage/repository";
 import { hashToken, isExpired } from "../tokens";
 
 /**
@@ -63,7 +63,7 @@ declare module "fastify" {
     access?: Access;
   }
   interface FastifyRequest {
-    device: DeviceRecord | null;
+    device: RequestDevice | null;
     operator: OperatorIdentity | null;
     /** the console session the operator came with (null: bearer token or not an operator) */
     consoleSession: ConsoleSessionRecord | null;
@@ -86,7 +86,7 @@ function checkAccess(value: unknown): Access | undefined {
 }
 
 /** The device a device route runs for. Handlers call this; it cannot be null past the hook, and if it is, nothing runs. */
-export function deviceOf(request: FastifyRequest): DeviceRecord {
+export function deviceOf(request: FastifyRequest): RequestDevice {
   if (!request.device) throw new RequestError(401, "client certificate required");
   return request.device;
 }
@@ -174,7 +174,7 @@ export const authPlugin = fp(
       throw new RequestError(status, reason);
     };
 
-    const authenticateDevice = async (request: FastifyRequest): Promise<DeviceRecord> => {
+    const authenticateDevice = async (request: FastifyRequest): Promise<RequestDevice> => {
       const socket = request.raw.socket as TLSSocket;
       const peer = peerCertificate(socket);
       if (!peer || Object.keys(peer).length === 0)
@@ -204,8 +204,10 @@ export const authPlugin = fp(
           },
         );
       }
-      const device = await data.repo.getDevice(cn);
-      if (await data.repo.isSerialRevoked(serial)) {
+      // one statement: the device, its dead-man settings and the serial's revocation, read
+      // afresh for every request (never cached: a revocation applies to the next request)
+      const { device, serialRevoked } = await data.repo.deviceRequestState(cn, serial);
+      if (serialRevoked) {
         return refuseDevice(request, 403, `certificate of device ${cn} (serial ${serial}) is revoked`, {
           cn,
           serial,

@@ -22,6 +22,7 @@ import type {
   DeadManSettings,
   DeviceCertificateState,
   DeviceRecord,
+  DeviceRequestState,
   NfRecord,
   Repository,
   TokenRecord,
@@ -38,12 +39,16 @@ import {
   chainVersionFromRow,
   chainVersionParams,
   type DeadManRow,
+  type DeviceRequestRow,
   type DeviceRow,
   deadManFromRow,
   deviceFromRow,
+  deviceRequestStateFromRow,
   type NfRow,
   nfFromRow,
   nfParams,
+  POSTGRES_DEVICE_COLUMNS,
+  POSTGRES_DEVICE_RULE_JOIN,
   type RolloutRow,
   rolloutFromRow,
   ruleFromRow,
@@ -520,22 +525,37 @@ class Postgres implements PostgresRepository {
   }
 
   async getDevice(name: string): Promise<DeviceRecord | undefined> {
-    // one round trip, rules included: every device request reads its device
     const row = (
-      await this.#rows<DeviceRow & { rules: SelectorRuleRow[] }>(
-        `SELECT devices.*, (SELECT COALESCE(json_agg(r ORDER BY r.id), '[]') FROM selector_rules r) AS rules
-         FROM devices WHERE name = $1`,
+      await this.#rows<DeviceRow>(
+        `SELECT ${POSTGRES_DEVICE_COLUMNS} FROM devices d ${POSTGRES_DEVICE_RULE_JOIN} WHERE d.name = $1`,
         [name],
       )
     )[0];
-    return row ? deviceFromRow(row, row.rules.map(ruleFromRow)) : undefined;
+    return row ? deviceFromRow(row) : undefined;
   }
 
   async listDevices(): Promise<DeviceRecord[]> {
-    const rules = await this.listSelectorRules();
-    return (await this.#rows<DeviceRow>('SELECT * FROM devices ORDER BY name COLLATE "C"')).map((row) =>
-      deviceFromRow(row, rules),
-    );
+    return (
+      await this.#rows<DeviceRow>(
+        `SELECT ${POSTGRES_DEVICE_COLUMNS} FROM devices d ${POSTGRES_DEVICE_RULE_JOIN} ORDER BY d.name COLLATE "C"`,
+      )
+    ).map((row) => deviceFromRow(row));
+  }
+
+  async deviceRequestState(name: string, serial: string): Promise<DeviceRequestState> {
+    // one round trip; the outer row exists whether or not the device does
+    const row = (
+      await this.#rows<DeviceRequestRow>(
+        `SELECT ${POSTGRES_DEVICE_COLUMNS}, dm.grace_seconds, dm.confirmed_chain, dm.confirmed_version,
+           EXISTS (SELECT 1 FROM revoked_serials WHERE serial = $2) AS serial_revoked
+         FROM (SELECT 1) AS one
+         LEFT JOIN devices d ON d.name = $1
+         ${POSTGRES_DEVICE_RULE_JOIN}
+         LEFT JOIN device_dead_man dm ON dm.device = d.name`,
+        [name, serial],
+      )
+    )[0]!;
+    return deviceRequestStateFromRow(row);
   }
 
   revokeDevice(name: string, at: string): Promise<DeviceRecord> {

@@ -50,6 +50,19 @@ export class DatabaseUnavailable extends Error {
   readonly retryAfterSeconds = 1;
 }
 
+/** A device record with its dead-man's switch settings: what a device request runs with. */
+export type RequestDevice = DeviceRecord & { deadMan: DeadManSettings };
+
+/**
+ * What authenticating one device request reads, in one statement: whether the presented
+ * certificate serial is revoked, and the device enrolled under the certificate's name.
+ */
+export interface DeviceRequestState {
+  serialRevoked: boolean;
+  /** absent: no device of that name is enrolled */
+  device: RequestDevice | undefined;
+}
+
 export interface DeviceCertificateState {
   serial: string;
   revokedAt: string | null;
@@ -145,6 +158,13 @@ export interface Repository {
   /** Marks the device and its certificate serial revoked. */
   revokeDevice(name: string, at: string): Promise<DeviceRecord>;
   isSerialRevoked(serial: string): Promise<boolean>;
+  /**
+   * Everything a device request's authentication and handlers read, in one statement (one
+   * round trip on PostgreSQL): the device (its effective assignment resolved), its dead-man
+   * settings and whether `serial` is revoked. Read afresh on every call, never cached:
+   * a revocation or re-enrolment made anywhere applies to the very next request.
+   */
+  deviceRequestState(name: string, serial: string): Promise<DeviceRequestState>;
   /**
    * The current certificate serial and revocation time of each named device that is
    * enrolled (absent: not enrolled): one read for many, for re-checking open connections.

@@ -6,7 +6,6 @@
 import type { NfInterface } from "@galette/chain";
 import {
   type ArtifactMeta,
-  type AssignmentSource,
   chainGraphFromStored,
   type DeviceStatusReport,
   type Labels,
@@ -22,6 +21,7 @@ import type {
   ChainVersionRecord,
   DeadManSettings,
   DeviceRecord,
+  DeviceRequestState,
   NfRecord,
   TokenRecord,
 } from "./repository";
@@ -108,39 +108,114 @@ export interface DeviceRow {
   assigned_version: number | null;
   status: string | null;
   status_at: string | null;
+  /**
+   * PostgreSQL's reads: the newest selector rule matching the labels, when the device has
+   * no explicit assignment (POSTGRES_DEVICE_RULE_JOIN)
+   */
+  rule_id?: number | null;
+  rule_chain?: string | null;
+  rule_version?: number | null;
+  rule_selector?: string | null;
 }
 
+/** The devices columns (`devices` aliased `d`). */
+export const DEVICE_COLUMNS = `d.name, d.labels, d.serial, d.cert_pem, d.enrolled_at, d.not_after, d.revoked_at,
+  d.last_seen_at, d.assigned_chain, d.assigned_version, d.status, d.status_at`;
+
 /**
- * Resolves the effective assignment: the explicit one if set, else the newest rule
- * (rules are passed oldest first) whose selector the labels match.
+ * PostgreSQL: DEVICE_COLUMNS plus the selector rule that assigns the device, resolved by
+ * the database (the newest rule whose selector the labels contain, only without an explicit
+ * assignment), so a device read is one round trip that carries at most one rule.
+ * `selectorMatches` is the same test in TypeScript (SQLite's reads); the storage tests hold
+ * the two to the same answers.
  */
-export function deviceFromRow(row: DeviceRow, rules: SelectorRule[]): DeviceRecord {
-  const labels = JSON.parse(row.labels) as Labels;
-  let assignedChain = row.assigned_chain;
-  let assignedVersion = row.assigned_version;
-  let assignedBy: AssignmentSource | null = assignedChain ? { kind: "explicit" } : null;
-  if (!assignedChain) {
-    const rule = rules.findLast((r) => selectorMatches(r.selector, labels));
-    if (rule) {
-      assignedChain = rule.chain;
-      assignedVersion = rule.version;
-      assignedBy = { kind: "selector", rule: rule.id, selector: rule.selector };
-    }
+export const POSTGRES_DEVICE_COLUMNS = `${DEVICE_COLUMNS},
+  r.id AS rule_id, r.chain AS rule_chain, r.version AS rule_version, r.selector AS rule_selector`;
+
+/** PostgreSQL: jsonb containment (labels and selectors are flat objects of strings). */
+export const POSTGRES_DEVICE_RULE_JOIN = `LEFT JOIN LATERAL (
+    SELECT s.id, s.chain, s.version, s.selector FROM selector_rules s
+    WHERE COALESCE(d.assigned_chain, '') = '' AND d.labels::jsonb @> s.selector::jsonb
+    ORDER BY s.id DESC LIMIT 1) r ON true`;
+
+/**
+ * The record of a device row. The assigning rule: the newest of `rules` (oldest first) the
+ * labels match, or, without `rules`, the one the row carries (POSTGRES_DEVICE_COLUMNS).
+ * Labels (unless matched here) and status are parsed on first use: most device requests
+ * (status reports, traces, the notification socket) read neither.
+ */
+export function deviceFromRow(row: DeviceRow, rules?: readonly SelectorRule[]): DeviceRecord {
+  const explicit = row.assigned_chain ? row.assigned_chain : null;
+  let labels: Labels | undefined;
+  let rule: Pick<SelectorRule, "id" | "chain" | "version"> & { selector: Labels | string };
+  let byRule = false;
+  if (explicit) {
+    rule = { id: 0, chain: "", version: null, selector: "" };
+  } else if (rules) {
+    labels = JSON.parse(row.labels) as Labels;
+    const matched = rules.findLast((r) => selectorMatches(r.selector, labels!));
+    byRule = matched !== undefined;
+    rule = matched ?? { id: 0, chain: "", version: null, selector: "" };
+  } else {
+    byRule = row.rule_id != null && row.rule_chain != null;
+    rule = {
+      id: row.rule_id ?? 0,
+      chain: row.rule_chain ?? "",
+      version: row.rule_version ?? null,
+      selector: row.rule_selector ?? "",
+    };
   }
+  let status: DeviceStatusReport | null | undefined;
   return {
     name: row.name,
-    labels,
+    get labels(): Labels {
+      labels ??= JSON.parse(row.labels) as Labels;
+      return labels;
+    },
     serial: row.serial,
     certPem: row.cert_pem,
     enrolledAt: row.enrolled_at,
     notAfter: row.not_after,
     revokedAt: row.revoked_at,
     lastSeenAt: row.last_seen_at,
-    assignedChain,
-    assignedVersion,
-    assignedBy,
-    status: row.status ? (JSON.parse(row.status) as DeviceStatusReport) : null,
+    assignedChain: explicit ?? (byRule ? rule.chain : null),
+    assignedVersion: explicit || !byRule ? row.assigned_version : rule.version,
+    assignedBy: explicit
+      ? { kind: "explicit" }
+      : byRule
+        ? {
+            kind: "selector",
+            rule: rule.id,
+            selector:
+              typeof rule.selector === "string" ? (JSON.parse(rule.selector) as Labels) : rule.selector,
+          }
+        : null,
+    get status(): DeviceStatusReport | null {
+      if (status === undefined) status = row.status ? (JSON.parse(row.status) as DeviceStatusReport) : null;
+      return status;
+    },
     statusAt: row.status_at,
+  };
+}
+
+/** What authenticating a device request reads, beside the device row (one statement). */
+export interface DeviceRequestRow extends DeviceRow, DeadManRow {
+  /** the presented serial is revoked (SQLite 0/1, PostgreSQL boolean) */
+  serial_revoked: number | boolean;
+}
+
+/** No device row (the CN is not enrolled): name is null from the outer join. `rules`: as deviceFromRow's. */
+export function deviceRequestStateFromRow(
+  row: DeviceRequestRow,
+  rules?: readonly SelectorRule[],
+): DeviceRequestState {
+  return {
+    serialRevoked: Boolean(row.serial_revoked),
+    // Object.assign, not a spread: a spread would parse the lazy labels and status now
+    device:
+      row.name === null
+        ? undefined
+        : Object.assign(deviceFromRow(row, rules), { deadMan: deadManFromRow(row) }),
   };
 }
 

@@ -22,6 +22,7 @@ import type {
   DeadManSettings,
   DeviceCertificateState,
   DeviceRecord,
+  DeviceRequestState,
   NfRecord,
   Repository,
   TokenRecord,
@@ -36,10 +37,13 @@ import {
   chainReleaseParams,
   chainVersionFromRow,
   chainVersionParams,
+  DEVICE_COLUMNS,
   type DeadManRow,
+  type DeviceRequestRow,
   type DeviceRow,
   deadManFromRow,
   deviceFromRow,
+  deviceRequestStateFromRow,
   type NfRow,
   nfFromRow,
   nfParams,
@@ -154,6 +158,9 @@ class SqliteRepository implements Repository {
   }
   isSerialRevoked(...a: Parameters<Repository["isSerialRevoked"]>) {
     return this.run((s) => s.isSerialRevoked(...a));
+  }
+  deviceRequestState(...a: Parameters<Repository["deviceRequestState"]>) {
+    return this.run((s) => s.deviceRequestState(...a));
   }
   deviceCertificates(...a: Parameters<Repository["deviceCertificates"]>) {
     return this.run((s) => s.deviceCertificates(...a));
@@ -297,6 +304,9 @@ class SqliteRepository implements Repository {
 
 /** The synchronous statements (better-sqlite3); SqliteRepository is its async face. */
 class SqliteStore {
+  /** the selector rules as of PRAGMA data_version `version` (see selectorRules) */
+  private rules: { version: number; rules: readonly SelectorRule[] } | undefined;
+
   constructor(private readonly db: Database.Database) {
     // Each SQL text is prepared once: preparing costs more than running a small query, and
     // every device request runs several. (Statements here take no per-call modes.)
@@ -322,6 +332,8 @@ class SqliteStore {
   }
 
   rollback(): void {
+    // what was read inside may have been rolled back
+    this.rules = undefined;
     if (this.db.inTransaction) this.db.exec("ROLLBACK");
   }
 
@@ -348,15 +360,33 @@ class SqliteStore {
   }
 
   getDevice(name: string): DeviceRecord | undefined {
-    const row = this.db.prepare("SELECT * FROM devices WHERE name = ?").get(name) as DeviceRow | undefined;
-    return row ? deviceFromRow(row, this.listSelectorRules()) : undefined;
+    const row = this.db.prepare(`SELECT ${DEVICE_COLUMNS} FROM devices d WHERE d.name = ?`).get(name) as
+      | DeviceRow
+      | undefined;
+    return row ? deviceFromRow(row, this.selectorRules()) : undefined;
   }
 
   listDevices(): DeviceRecord[] {
-    const rules = this.listSelectorRules();
-    return (this.db.prepare("SELECT * FROM devices ORDER BY name").all() as DeviceRow[]).map((row) =>
-      deviceFromRow(row, rules),
-    );
+    const rules = this.selectorRules();
+    return (
+      this.db.prepare(`SELECT ${DEVICE_COLUMNS} FROM devices d ORDER BY d.name`).all() as DeviceRow[]
+    ).map((row) => deviceFromRow(row, rules));
+  }
+
+  deviceRequestState(name: string, serial: string): DeviceRequestState {
+    // the outer row exists whether or not the device does: the serial's answer always comes
+    // back; data_version rides along (see selectorRules), saving a statement per request
+    const row = this.db
+      .prepare(
+        `SELECT ${DEVICE_COLUMNS}, dm.grace_seconds, dm.confirmed_chain, dm.confirmed_version,
+           EXISTS (SELECT 1 FROM revoked_serials WHERE serial = @serial) AS serial_revoked,
+           (SELECT data_version FROM pragma_data_version) AS data_version
+         FROM (SELECT 1) AS one
+         LEFT JOIN devices d ON d.name = @name
+         LEFT JOIN device_dead_man dm ON dm.device = d.name`,
+      )
+      .get({ name, serial }) as DeviceRequestRow & { data_version: number };
+    return deviceRequestStateFromRow(row, this.selectorRules(row.data_version));
   }
 
   revokeDevice(name: string, at: string): DeviceRecord {
@@ -484,6 +514,7 @@ class SqliteStore {
 
   addSelectorRule(chain: string, version: number | null, selector: Labels, at: string): SelectorRule {
     const canonical = canonicalSelector(selector);
+    this.rules = undefined;
     return this.transaction(() => {
       this.db.prepare("DELETE FROM selector_rules WHERE selector = ?").run(canonical);
       const { lastInsertRowid } = this.db
@@ -497,6 +528,7 @@ class SqliteStore {
 
   removeSelectorRule(selector: Labels): SelectorRule[] {
     const canonical = canonicalSelector(selector);
+    this.rules = undefined;
     return this.transaction(() => {
       const removed = (
         this.db.prepare("SELECT * FROM selector_rules WHERE selector = ?").all(canonical) as SelectorRuleRow[]
@@ -510,6 +542,19 @@ class SqliteStore {
     return (this.db.prepare("SELECT * FROM selector_rules ORDER BY id").all() as SelectorRuleRow[]).map(
       ruleFromRow,
     );
+  }
+
+  /**
+   * The selector rules every device read resolves its assignment with, read again only when
+   * the database may have changed them: this connection changed them (add/remove, a rollback
+   * drops the copy too) or another connection committed anything (PRAGMA data_version: the
+   * CLI on the data dir). Reading and parsing every rule was the largest part of a device read.
+   */
+  private selectorRules(
+    version = (this.db.prepare("PRAGMA data_version").get() as { data_version: number }).data_version,
+  ): readonly SelectorRule[] {
+    if (this.rules?.version !== version) this.rules = { version, rules: this.listSelectorRules() };
+    return this.rules.rules;
   }
 
   insertToken(token: Parameters<Repository["insertToken"]>[0]): void {

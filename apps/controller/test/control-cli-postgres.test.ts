@@ -1,10 +1,10 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call } from "./helpers";
+import { call, runGalette } from "./helpers";
 
 const root = join(import.meta.dirname, "../../..");
 const scratch = mkdtempSync(join(tmpdir(), "galette-cli-pg-"));
@@ -14,22 +14,9 @@ writeFileSync(emptyConfig, "{}\n");
 /** In every URL the tests give: no output may ever show it (the test server trusts any password). */
 const PASSWORD = "s3cret-Pw";
 
-function galette(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      "pnpm",
-      ["-s", "galette", ...args],
-      { cwd: root, timeout: 120_000, env: { ...process.env, GALETTE_CONFIG: emptyConfig, ...env } },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+/** `pnpm galette ARGS` with an empty operator config (a developer's own never leaks in). */
+const galette = (args: string[], env: Record<string, string> = {}) =>
+  runGalette(args, { GALETTE_CONFIG: emptyConfig, ...env });
 
 /** A failed command: exit 1, `pattern` in its error, the password nowhere. */
 function expectRefused(r: { code: number; stdout: string; stderr: string }, pattern: RegExp): void {

@@ -1,10 +1,10 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AgentConfig } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call } from "./helpers";
+import { call, runGalette } from "./helpers";
 
 const root = join(import.meta.dirname, "../../..");
 const scratch = mkdtempSync(join(tmpdir(), "galette-control-cli-"));
@@ -13,23 +13,9 @@ const data = join(scratch, "data");
 const emptyConfig = join(scratch, "cli.json");
 writeFileSync(emptyConfig, "{}\n");
 
-/** Runs `pnpm galette ARGS` from the repository root, as an operator would. */
-function galette(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      "pnpm",
-      ["-s", "galette", ...args],
-      { cwd: root, timeout: 120_000, env: { ...process.env, GALETTE_CONFIG: emptyConfig, ...env } },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+/** `pnpm galette ARGS` with an empty operator config (a developer's own never leaks in). */
+const galette = (args: string[], env: Record<string, string> = {}) =>
+  runGalette(args, { GALETTE_CONFIG: emptyConfig, ...env });
 
 describe("galette pki/token/controller/device CLI", () => {
   let server: ChildProcess | undefined;

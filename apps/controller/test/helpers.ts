@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
@@ -469,4 +470,30 @@ export function statusReport(fields: Partial<DeviceStatusReport> = {}): DeviceSt
     rollback: null,
     ...fields,
   };
+}
+
+/** The repository's root, where `pnpm galette` runs. */
+export const repoRoot = join(import.meta.dirname, "../../..");
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `pnpm galette ARGS` from the repository root, as an operator would; `env` adds to
+ * (or, e.g. GALETTE_CONFIG, replaces) the test's environment.
+ */
+export function runGalette(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      "pnpm",
+      ["-s", "galette", ...args],
+      { cwd: repoRoot, timeout: 120_000, env: { ...process.env, ...env } },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
+      },
+    );
+  });
 }

@@ -1,4 +1,4 @@
-import { execFile, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,25 +18,12 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeDeviceBundle } from "../src/bundle";
 import { startController } from "../src/server";
-import { type Harness, startHarness } from "./helpers";
+import { type Harness, runGalette, startHarness } from "./helpers";
 
-const repoRoot = join(import.meta.dirname, "../../..");
 const scratch = mkdtempSync(join(tmpdir(), "galette-pki-layout-"));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-/** `pnpm galette ARGS` from the repository root, as an operator runs it. */
-function galette(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      "pnpm",
-      ["-s", "galette", ...args],
-      { cwd: repoRoot, timeout: 120_000 },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
-      },
-    );
-  });
-}
+const galette = (args: string[]) => runGalette(args);
 
 /**
  * A certificate with whatever extensions an attacker picks, signed by `ca` — built with

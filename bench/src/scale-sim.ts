@@ -16,6 +16,7 @@ import {
   DeviceClient,
   neededArtifacts,
   POLL_BACKOFF_CAP_MS,
+  pollDelayMs,
   WS_BACKOFF_CAP_MS,
 } from "@galette/sbc-agent";
 import { failureReason } from "./scale-failure";
@@ -196,7 +197,7 @@ class SimulatedDevice {
 
   async #sync(): Promise<void> {
     this.#syncing = true;
-    let next = this.sim.pollMs;
+    let next = pollDelayMs(this.sim.pollMs);
     const t0 = performance.now();
     try {
       const result = await this.client.getAssignment(this.etag, "x86_64");

@@ -1,7 +1,7 @@
 /**
  * The reconcile loop: keep the interface running the chain the controller assigns.
  *
- * - poll GET /v1/device/assignment (If-None-Match) every pollIntervalSeconds, and at once
+ * - poll GET /v1/device/assignment (If-None-Match) every pollIntervalSeconds (±10 %), and at once
  *   when the ws channel says it changed or (re)opens; polling alone converges;
  * - verify the assignment against the release keys pinned on this device (verify.ts)
  *   before fetching or loading anything; a refused one leaves the running chain alone;
@@ -70,6 +70,15 @@ const REACH_INTERVAL_MS = 1_000;
 export function backoffMs(failures: number, capMs: number): number {
   const base = Math.min(capMs, BACKOFF_START_MS * 2 ** Math.max(0, failures - 1));
   return Math.round(base * (0.8 + 0.4 * Math.random()));
+}
+
+/**
+ * The wait before the next regular poll: the interval ±10 %. Each poll is timed from the
+ * end of the one before, so devices whose answers a busy controller delayed together
+ * would otherwise poll together from then on, and their bursts grow with every stall.
+ */
+export function pollDelayMs(intervalMs: number): number {
+  return Math.round(intervalMs * (0.9 + 0.2 * Math.random()));
 }
 const MAX_ERRORS = 20;
 
@@ -369,7 +378,7 @@ export class GaletteAgent {
   }
 
   async #sync(): Promise<void> {
-    let next = this.config.pollIntervalSeconds * 1000;
+    let next = pollDelayMs(this.config.pollIntervalSeconds * 1000);
     try {
       const result = await this.#client.getAssignment(this.#desired?.etag, this.arch);
       if (this.#pollFailures > 0)

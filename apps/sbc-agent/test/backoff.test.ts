@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { backoffMs } from "../src/agent";
+import { backoffMs, pollDelayMs } from "../src/agent";
 
 describe("backoff", () => {
   it("doubles from 0.5 s with ±20 % jitter and stops at the cap", () => {
@@ -11,5 +11,14 @@ describe("backoff", () => {
       expect(backoffMs(40, 3000)).toBeLessThanOrEqual(3600);
       expect(backoffMs(40, 3000)).toBeGreaterThanOrEqual(2400);
     }
+  });
+
+  it("spreads regular polls over the interval ±10 %, so a fleet delayed together does not stay in step", () => {
+    const delays = Array.from({ length: 200 }, () => pollDelayMs(5000));
+    for (const d of delays) {
+      expect(d).toBeGreaterThanOrEqual(4500);
+      expect(d).toBeLessThanOrEqual(5500);
+    }
+    expect(new Set(delays).size).toBeGreaterThan(50);
   });
 });

@@ -1,12 +1,10 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call, runGalette } from "./helpers";
+import { call, runGalette, runServe, type ServeProcess, stopServe } from "./helpers";
 
-const root = join(import.meta.dirname, "../../..");
 const scratch = mkdtempSync(join(tmpdir(), "galette-cli-pg-"));
 const data = join(scratch, "data");
 const emptyConfig = join(scratch, "cli.json");
@@ -28,7 +26,7 @@ function expectRefused(r: { code: number; stdout: string; stderr: string }, patt
 describe("direct CLI commands on a controller's PostgreSQL database (--database)", () => {
   let postgres: TestPostgres;
   let database = "";
-  let server: ChildProcess | undefined;
+  let server: ServeProcess | undefined;
   let url = "";
   let adminToken = "";
   const operatorEnv = () => ({
@@ -47,11 +45,7 @@ describe("direct CLI commands on a controller's PostgreSQL database (--database)
   }, 180_000);
 
   afterAll(async () => {
-    if (server?.pid !== undefined && server.exitCode === null) {
-      const exited = new Promise((resolve) => server!.once("exit", resolve));
-      process.kill(-server.pid, "SIGTERM");
-      await exited;
-    }
+    await stopServe(server);
     postgres?.stop();
     rmSync(scratch, { recursive: true, force: true });
   });
@@ -68,33 +62,8 @@ describe("direct CLI commands on a controller's PostgreSQL database (--database)
   }, 120_000);
 
   it("makes the first (admin) token on the database; a controller serving it accepts the token", async () => {
-    server = spawn(
-      "pnpm",
-      [
-        "-s",
-        "galette",
-        "controller",
-        "serve",
-        "--data",
-        data,
-        "--database",
-        database,
-        "--listen",
-        "127.0.0.1:0",
-      ],
-      {
-        cwd: root,
-        stdio: ["ignore", "pipe", "pipe"],
-        env: { ...process.env, GALETTE_LOG_LEVEL: "warn" },
-        detached: true,
-      },
-    );
-    let output = "";
-    server.stdout?.on("data", (b: Buffer) => (output += b.toString()));
-    server.stderr?.on("data", (b: Buffer) => (output += b.toString()));
-    const deadline = Date.now() + 150_000;
-    while (!existsSync(join(data, "controller.json")) && Date.now() < deadline && server.exitCode === null)
-      await new Promise((r) => setTimeout(r, 100));
+    server = await runServe(data, ["--database", database, "--listen", "127.0.0.1:0"]);
+    const output = server.output();
     expect(existsSync(join(data, "controller.json")), output).toBe(true);
     expect(output).not.toContain(PASSWORD);
     url = (JSON.parse(readFileSync(join(data, "controller.json"), "utf8")) as { url: string }).url;

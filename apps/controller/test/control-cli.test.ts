@@ -1,12 +1,10 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AgentConfig } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call, runGalette } from "./helpers";
+import { call, runGalette, runServe, type ServeProcess, stopServe } from "./helpers";
 
-const root = join(import.meta.dirname, "../../..");
 const scratch = mkdtempSync(join(tmpdir(), "galette-control-cli-"));
 const data = join(scratch, "data");
 // An empty operator config, so a developer's ~/.config/galette/cli.json never leaks into the test.
@@ -18,7 +16,7 @@ const galette = (args: string[], env: Record<string, string> = {}) =>
   runGalette(args, { GALETTE_CONFIG: emptyConfig, ...env });
 
 describe("galette pki/token/controller/device CLI", () => {
-  let server: ChildProcess | undefined;
+  let server: ServeProcess | undefined;
   let url = "";
   let token = "";
   let adminToken = "";
@@ -38,21 +36,7 @@ describe("galette pki/token/controller/device CLI", () => {
     const first = await galette(["token", "create", "--data", data, "--name", "root"]);
     expect(first.code, first.stderr).toBe(0);
     adminToken = first.stdout.trim();
-    server = spawn(
-      "pnpm",
-      ["-s", "galette", "controller", "serve", "--data", data, "--listen", "127.0.0.1:0"],
-      {
-        cwd: root,
-        stdio: ["ignore", "pipe", "pipe"],
-        env: { ...process.env, GALETTE_LOG_LEVEL: "warn" },
-        // Its own process group: pnpm → tsx → node, and all of them must stop in afterAll.
-        detached: true,
-      },
-    );
-    const deadline = Date.now() + 150_000;
-    while (!existsSync(join(data, "controller.json")) && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    server = await runServe(data, ["--listen", "127.0.0.1:0"]);
     url = (JSON.parse(readFileSync(join(data, "controller.json"), "utf8")) as { url: string }).url;
     const created = await galette(
       ["token", "create", "--name", "ci", "--scopes", "admin,publish,deploy,read", "--expires", "30d"],
@@ -63,11 +47,7 @@ describe("galette pki/token/controller/device CLI", () => {
   }, 180_000);
 
   afterAll(async () => {
-    if (server?.pid !== undefined && server.exitCode === null) {
-      const exited = new Promise((resolve) => server!.once("exit", resolve));
-      process.kill(-server.pid, "SIGTERM");
-      await exited;
-    }
+    await stopServe(server);
     rmSync(scratch, { recursive: true, force: true });
   });
 

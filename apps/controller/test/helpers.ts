@@ -1,5 +1,5 @@
-import { execFile } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -496,4 +496,40 @@ export function runGalette(args: string[], env: Record<string, string> = {}): Pr
       },
     );
   });
+}
+
+/** A `galette controller serve` started by runServe, and everything it printed so far. */
+export interface ServeProcess {
+  child: ChildProcess;
+  output(): string;
+}
+
+/**
+ * Starts `pnpm galette controller serve ARGS` in a process group of its own (pnpm → tsx →
+ * node: stopServe stops them all) and waits until it wrote DATA/controller.json, it exited,
+ * or 150 s passed; the caller asserts which.
+ */
+export async function runServe(dataDir: string, args: string[]): Promise<ServeProcess> {
+  const child = spawn("pnpm", ["-s", "galette", "controller", "serve", "--data", dataDir, ...args], {
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, GALETTE_LOG_LEVEL: "warn" },
+    detached: true,
+  });
+  let output = "";
+  child.stdout?.on("data", (b: Buffer) => (output += b.toString()));
+  child.stderr?.on("data", (b: Buffer) => (output += b.toString()));
+  const deadline = Date.now() + 150_000;
+  while (!existsSync(join(dataDir, "controller.json")) && Date.now() < deadline && child.exitCode === null)
+    await new Promise((r) => setTimeout(r, 100));
+  return { child, output: () => output };
+}
+
+/** SIGTERM to a runServe process group, and its leader's exit. */
+export async function stopServe(serve: ServeProcess | undefined): Promise<void> {
+  const child = serve?.child;
+  if (child?.pid === undefined || child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  process.kill(-child.pid, "SIGTERM");
+  await exited;
 }

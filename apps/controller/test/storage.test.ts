@@ -162,6 +162,13 @@ describe("migrations in PostgreSQL's dialect", () => {
   });
 });
 
+/** What a controller two migrations in left behind in a PostgreSQL database. */
+async function migrateToSchema2(client: pg.Client): Promise<void> {
+  await client.query("CREATE TABLE galette_schema (version INTEGER NOT NULL)");
+  for (const m of MIGRATIONS.slice(0, 2)) await client.query(migrationSql(m, "postgres"));
+  await client.query("INSERT INTO galette_schema (version) VALUES (2)");
+}
+
 describe("PostgreSQL schema", () => {
   it("migrates a new database once (replicas starting together) and refuses one from a newer controller", async () => {
     const url = server.createDatabase("schema_check");
@@ -185,10 +192,7 @@ describe("PostgreSQL schema", () => {
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     try {
-      // what a controller two migrations in left behind
-      await client.query("CREATE TABLE galette_schema (version INTEGER NOT NULL)");
-      for (const m of MIGRATIONS.slice(0, 2)) await client.query(migrationSql(m, "postgres"));
-      await client.query("INSERT INTO galette_schema (version) VALUES (2)");
+      await migrateToSchema2(client);
       await client.query("INSERT INTO tokens (token_hash, name, created_at) VALUES ($1, 'ops', $2)", [
         "ab".repeat(32),
         "2026-01-02T00:00:00.000Z",
@@ -226,9 +230,7 @@ describe("PostgreSQL schema", () => {
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     try {
-      await client.query("CREATE TABLE galette_schema (version INTEGER NOT NULL)");
-      for (const m of MIGRATIONS.slice(0, 2)) await client.query(migrationSql(m, "postgres"));
-      await client.query("INSERT INTO galette_schema (version) VALUES (2)");
+      await migrateToSchema2(client);
       await expect(direct()).rejects.toThrow(
         `database schema version 2 is older than this galette's (${SCHEMA_VERSION}): start`,
       );

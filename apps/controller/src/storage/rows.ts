@@ -145,26 +145,20 @@ export const POSTGRES_DEVICE_RULE_JOIN = `LEFT JOIN LATERAL (
  * (status reports, traces, the notification socket) read neither.
  */
 export function deviceFromRow(row: DeviceRow, rules?: readonly SelectorRule[]): DeviceRecord {
-  const explicit = row.assigned_chain ? row.assigned_chain : null;
+  const explicit = row.assigned_chain || null;
   let labels: Labels | undefined;
-  let rule: Pick<SelectorRule, "id" | "chain" | "version"> & { selector: Labels | string };
-  let byRule = false;
-  if (explicit) {
-    rule = { id: 0, chain: "", version: null, selector: "" };
-  } else if (rules) {
-    labels = JSON.parse(row.labels) as Labels;
-    const matched = rules.findLast((r) => selectorMatches(r.selector, labels!));
-    byRule = matched !== undefined;
-    rule = matched ?? { id: 0, chain: "", version: null, selector: "" };
-  } else {
-    byRule = row.rule_id != null && row.rule_chain != null;
-    rule = {
-      id: row.rule_id ?? 0,
-      chain: row.rule_chain ?? "",
-      version: row.rule_version ?? null,
-      selector: row.rule_selector ?? "",
-    };
-  }
+  const rule: Pick<SelectorRule, "id" | "chain" | "version" | "selector"> | undefined = explicit
+    ? undefined
+    : rules
+      ? rules.findLast((r) => selectorMatches(r.selector, (labels ??= JSON.parse(row.labels) as Labels)))
+      : row.rule_id != null && row.rule_chain != null
+        ? {
+            id: row.rule_id,
+            chain: row.rule_chain,
+            version: row.rule_version ?? null,
+            selector: JSON.parse(row.rule_selector ?? "{}") as Labels,
+          }
+        : undefined;
   let status: DeviceStatusReport | null | undefined;
   return {
     name: row.name,
@@ -178,17 +172,12 @@ export function deviceFromRow(row: DeviceRow, rules?: readonly SelectorRule[]): 
     notAfter: row.not_after,
     revokedAt: row.revoked_at,
     lastSeenAt: row.last_seen_at,
-    assignedChain: explicit ?? (byRule ? rule.chain : null),
-    assignedVersion: explicit || !byRule ? row.assigned_version : rule.version,
+    assignedChain: explicit ?? rule?.chain ?? null,
+    assignedVersion: rule ? rule.version : row.assigned_version,
     assignedBy: explicit
       ? { kind: "explicit" }
-      : byRule
-        ? {
-            kind: "selector",
-            rule: rule.id,
-            selector:
-              typeof rule.selector === "string" ? (JSON.parse(rule.selector) as Labels) : rule.selector,
-          }
+      : rule
+        ? { kind: "selector", rule: rule.id, selector: rule.selector }
         : null,
     get status(): DeviceStatusReport | null {
       if (status === undefined) status = row.status ? (JSON.parse(row.status) as DeviceStatusReport) : null;

@@ -377,8 +377,8 @@ describe.each(BACKENDS)("repository contract: $name", (backend) => {
     await expect(repo.insertDevice(device("a", "02"))).rejects.toThrow(/already enrolled/);
     await repo.revokeDevice("a", "2026-01-02T00:00:00.000Z");
     await repo.insertDevice(device("a", "02"));
-    expect(await repo.isSerialRevoked("01")).toBe(true);
-    expect(await repo.isSerialRevoked("02")).toBe(false);
+    expect((await repo.deviceRequestState("a", "01")).serialRevoked).toBe(true);
+    expect((await repo.deviceRequestState("a", "02")).serialRevoked).toBe(false);
     expect(await repo.getDevice("a")).toMatchObject({ serial: "02", revokedAt: null });
     await repo.close();
   });
@@ -404,7 +404,7 @@ describe.each(BACKENDS)("repository contract: $name", (backend) => {
     expect((await server.getChainVersion("c"))?.version).toBe(2);
     await cli.insertDevice(device("d", "0a"));
     await cli.revokeDevice("d", "t");
-    expect(await server.isSerialRevoked("0a")).toBe(true);
+    expect((await server.deviceRequestState("d", "0a")).serialRevoked).toBe(true);
     await server.close();
     await cli.close();
     const reopened = await fresh.second();

@@ -573,10 +573,6 @@ class Postgres implements PostgresRepository {
     });
   }
 
-  async isSerialRevoked(serial: string): Promise<boolean> {
-    return (await this.#rows("SELECT 1 FROM revoked_serials WHERE serial = $1", [serial])).length > 0;
-  }
-
   async deviceCertificates(names: readonly string[]): Promise<Map<string, DeviceCertificateState>> {
     const rows = await this.#rows<{ name: string; serial: string; revoked_at: string | null }>(
       "SELECT name, serial, revoked_at FROM devices WHERE name = ANY($1::text[])",

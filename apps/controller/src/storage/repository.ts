@@ -157,7 +157,6 @@ export interface Repository {
   listDevices(): Promise<DeviceRecord[]>;
   /** Marks the device and its certificate serial revoked. */
   revokeDevice(name: string, at: string): Promise<DeviceRecord>;
-  isSerialRevoked(serial: string): Promise<boolean>;
   /**
    * Everything a device request's authentication and handlers read, in one statement (one
    * round trip on PostgreSQL): the device (its effective assignment resolved), its dead-man

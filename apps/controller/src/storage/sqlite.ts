@@ -156,9 +156,6 @@ class SqliteRepository implements Repository {
   revokeDevice(...a: Parameters<Repository["revokeDevice"]>) {
     return this.run((s) => s.revokeDevice(...a));
   }
-  isSerialRevoked(...a: Parameters<Repository["isSerialRevoked"]>) {
-    return this.run((s) => s.isSerialRevoked(...a));
-  }
   deviceRequestState(...a: Parameters<Repository["deviceRequestState"]>) {
     return this.run((s) => s.deviceRequestState(...a));
   }
@@ -400,10 +397,6 @@ class SqliteStore {
         .run(device.serial, name, at);
       return { ...device, revokedAt: at };
     });
-  }
-
-  isSerialRevoked(serial: string): boolean {
-    return this.db.prepare("SELECT 1 FROM revoked_serials WHERE serial = ?").get(serial) !== undefined;
   }
 
   deviceCertificates(names: readonly string[]): Map<string, DeviceCertificateState> {

@@ -147,10 +147,14 @@ export const POSTGRES_DEVICE_RULE_JOIN = `LEFT JOIN LATERAL (
 export function deviceFromRow(row: DeviceRow, rules?: readonly SelectorRule[]): DeviceRecord {
   const explicit = row.assigned_chain || null;
   let labels: Labels | undefined;
+  const parsedLabels = (): Labels => {
+    labels ??= JSON.parse(row.labels) as Labels;
+    return labels;
+  };
   const rule: Pick<SelectorRule, "id" | "chain" | "version" | "selector"> | undefined = explicit
     ? undefined
     : rules
-      ? rules.findLast((r) => selectorMatches(r.selector, (labels ??= JSON.parse(row.labels) as Labels)))
+      ? rules.findLast((r) => selectorMatches(r.selector, parsedLabels()))
       : row.rule_id != null && row.rule_chain != null
         ? {
             id: row.rule_id,
@@ -163,8 +167,7 @@ export function deviceFromRow(row: DeviceRow, rules?: readonly SelectorRule[]): 
   return {
     name: row.name,
     get labels(): Labels {
-      labels ??= JSON.parse(row.labels) as Labels;
-      return labels;
+      return parsedLabels();
     },
     serial: row.serial,
     certPem: row.cert_pem,

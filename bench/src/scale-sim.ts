@@ -1,12 +1,15 @@
 /**
- * The controller scale scenario's device simulator: a process of its own (forked by
- * scale.ts, commands over IPC) so its CPU is measured apart from the controller's.
+ * The controller scale scenario's device simulator: processes of their own (forked by
+ * scale.ts, commands over IPC, each simulating a share of the fleet) so their CPU is
+ * measured apart from the controller's and one process's event loop does not hold a whole
+ * fleet's requests.
  *
  * Each simulated device speaks as the agent does (the agent's own DeviceClient: mutual TLS,
  * a kept-alive connection per device): GET the assignment every `pollMs` with the ETag it
  * holds and at once when its notification socket opens or says the assignment changed;
  * on a changed assignment, the artifacts the agent would download; POST a status report
- * every `statusMs`; a ws notification channel reconnected with the agent's backoff.
+ * every `statusMs` (±10 %, as the agent); a ws notification channel reconnected with the
+ * agent's backoff.
  */
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { type DeviceStatusReport, PROTOCOL_VERSION } from "@galette/protocol";
@@ -14,9 +17,9 @@ import {
   AGENT_VERSION,
   backoffMs,
   DeviceClient,
+  jitteredDelayMs,
   neededArtifacts,
   POLL_BACKOFF_CAP_MS,
-  pollDelayMs,
   WS_BACKOFF_CAP_MS,
 } from "@galette/sbc-agent";
 import { failureReason } from "./scale-failure";
@@ -41,8 +44,8 @@ export type SimCommand =
     }
   /** start a new measurement window (latencies from now on) */
   | { type: "window"; id: number }
-  /** the window's numbers so far */
-  | { type: "stats"; id: number }
+  /** the window's samples so far */
+  | { type: "window-samples"; id: number }
   /** answer when every device got an answer (ok) that arrived after `since` (epoch ms) */
   | { type: "await-served"; id: number; since: number; timeoutMs: number }
   /** answer when every device holds an assignment of chain `chain` (downloaded, reported) */
@@ -57,6 +60,20 @@ export interface LatencySummary {
   maxMs: number;
 }
 
+/** One simulator process's window, raw: the bench merges its processes' windows (mergeWindows). */
+export interface SimWindow {
+  poll: number[];
+  status: number[];
+  artifact: number[];
+  pollFailures: number;
+  statusFailures: number;
+  artifactFailures: number;
+  unchanged: number;
+  wsOpen: number;
+  loopDelay: { p99Ms: number; maxMs: number };
+  failureReasons: Record<string, number>;
+}
+
 export interface SimStats {
   poll: LatencySummary;
   status: LatencySummary;
@@ -66,8 +83,8 @@ export interface SimStats {
   /** polls answered 304 (unchanged) in the window */
   unchanged: number;
   /**
-   * How late the simulator's own event loop ran in the window (ms): a latency it measured
-   * includes this much of its own waiting, not the controller's.
+   * How late the simulator's own event loop ran in the window (ms; its slowest process): a
+   * latency it measured includes this much of its own waiting, not the controller's.
    */
   loopDelay: { p99Ms: number; maxMs: number };
   /** failed requests of the window by what failed them ("HTTP 503", "ECONNRESET", …) */
@@ -76,7 +93,7 @@ export interface SimStats {
 
 export type SimReply =
   | { type: "ready" }
-  | { type: "stats"; id: number; stats: SimStats }
+  | { type: "window-samples"; id: number; window: SimWindow }
   /** `at`: epoch ms the last device was served; `missing`: devices never served before the timeout */
   | {
       type: "served";
@@ -90,19 +107,6 @@ export type SimReply =
   | { type: "chain"; id: number; at: number; missing: number }
   | { type: "stopped"; id: number }
   | { type: "error"; message: string };
-
-function summarise(samples: number[], failures: number): LatencySummary {
-  const sorted = Float64Array.from(samples).sort();
-  const at = (q: number) =>
-    sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : 0;
-  return {
-    count: sorted.length,
-    failures,
-    p50Ms: at(0.5),
-    p99Ms: at(0.99),
-    maxMs: sorted.length ? sorted[sorted.length - 1]! : 0,
-  };
-}
 
 /** the loop-delay histogram's resolution (ms), which every sample also counts */
 const LOOP_RESOLUTION_MS = 10;
@@ -159,14 +163,22 @@ class SimulatedDevice {
   start(): void {
     this.#schedule(0);
     if (this.sim.websocket) this.#connectWs();
-    this.#statusTimer = setInterval(() => void this.#report(), this.sim.statusMs);
+    this.#scheduleReport();
+  }
+
+  #scheduleReport(): void {
+    if (this.#stopped) return;
+    this.#statusTimer = setTimeout(() => {
+      void this.#report();
+      this.#scheduleReport();
+    }, jitteredDelayMs(this.sim.statusMs));
   }
 
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#pollTimer);
     clearTimeout(this.#wsTimer);
-    clearInterval(this.#statusTimer);
+    clearTimeout(this.#statusTimer);
     this.#ws?.terminate();
     this.client.close();
   }
@@ -197,7 +209,7 @@ class SimulatedDevice {
 
   async #sync(): Promise<void> {
     this.#syncing = true;
-    let next = pollDelayMs(this.sim.pollMs);
+    let next = jitteredDelayMs(this.sim.pollMs);
     const t0 = performance.now();
     try {
       const result = await this.client.getAssignment(this.etag, "x86_64");
@@ -318,12 +330,15 @@ class Simulator {
     });
   }
 
-  stats(): SimStats {
+  samples(): SimWindow {
     const w = this.window;
     return {
-      poll: summarise(w.poll, w.pollFailures),
-      status: summarise(w.status, w.statusFailures),
-      artifact: summarise(w.artifact, w.artifactFailures),
+      poll: w.poll,
+      status: w.status,
+      artifact: w.artifact,
+      pollFailures: w.pollFailures,
+      statusFailures: w.statusFailures,
+      artifactFailures: w.artifactFailures,
       wsOpen: this.wsOpen,
       unchanged: w.unchanged,
       failureReasons: Object.fromEntries(w.reasons),
@@ -364,8 +379,8 @@ process.on("message", (raw) => {
         sim.window.loop.disable();
         sim.window = new Window();
         return;
-      case "stats":
-        send({ type: "stats", id: cmd.id, stats: sim.stats() });
+      case "window-samples":
+        send({ type: "window-samples", id: cmd.id, window: sim.samples() });
         return;
       case "await-served": {
         // an answer already in (the command arrives late) counts as at `lastServedAt`

@@ -1,9 +1,9 @@
 /**
  * Controller scale: one controller (the bundled `galette` executable, as the package runs
- * it) and N simulated devices in a separate process (scale-sim.ts) speaking the agent's
+ * it) and N simulated devices in separate processes (scale-sim.ts) speaking the agent's
  * protocol over mutual TLS — a poll every 5 s, a status report every 10 s, a notification
  * websocket each. Per fleet size: device-request p50/p99, controller CPU and RSS, the
- * simulator's CPU. At the first size also: a push to every device under that load (poll
+ * simulators' CPU. At the first size also: a push to every device under that load (poll
  * p99 while it fans out) and `kill -9` recovery (controller killed and restarted: time
  * until every device was served again, and whether the controller kept their state).
  *
@@ -25,7 +25,7 @@ import { startPostgres } from "@galette/testkit/postgres";
 import { galetteBundle as defaultBundle, measure, type Proc, start, stop, waitFor } from "./footprint";
 import { repoRoot } from "./galette";
 import { makePlan } from "./plan";
-import type { SimCommand, SimDevice, SimReply, SimStats } from "./scale-sim";
+import type { LatencySummary, SimCommand, SimDevice, SimReply, SimStats, SimWindow } from "./scale-sim";
 import { buildTools } from "./tools";
 import { boostTasks } from "./topology";
 
@@ -60,6 +60,8 @@ export interface ScaleOptions {
   events?: boolean;
   /** nice -20 in autogroups of their own for the controller and the simulator (see the suite's boost) */
   boost?: boolean;
+  /** devices per simulator process (default SIM_DEVICES_PER_PROCESS) */
+  simDevicesPerProcess?: number;
 }
 
 export interface ScaleRow {
@@ -71,8 +73,11 @@ export interface ScaleRow {
   controllerCpuPct: number;
   controllerRssMb: number;
   simulatorCpuPct: number;
-  /** the simulator's event-loop delay p99 (ms): its own share of the latencies it measured */
+  /** simulator processes (each simulates its share of the fleet) */
+  simulatorProcesses: number;
+  /** the simulators' event-loop delay p99 and max (ms, the slowest process): their own share of the latencies they measured */
   simulatorLoopP99Ms: number;
+  simulatorLoopMaxMs: number;
   /** the controller's event-loop delay in the window (ms): how long requests waited behind other work */
   controllerLoopP99Ms: number;
   controllerLoopMaxMs: number;
@@ -232,8 +237,52 @@ function accepts(port: number): Promise<boolean> {
 
 type WithoutId<T> = T extends unknown ? Omit<T, "id"> : never;
 
-/** The simulator process and a request/answer helper over its IPC channel. */
-class Simulator {
+/** The fleet's numbers from its simulator processes' windows. */
+export function mergeWindows(windows: SimWindow[]): SimStats {
+  const all = (pick: (w: SimWindow) => number[]) => windows.flatMap(pick);
+  const sum = (pick: (w: SimWindow) => number) => windows.reduce((n, w) => n + pick(w), 0);
+  const failureReasons: Record<string, number> = {};
+  for (const w of windows)
+    for (const [reason, n] of Object.entries(w.failureReasons))
+      failureReasons[reason] = (failureReasons[reason] ?? 0) + n;
+  return {
+    poll: summarise(
+      all((w) => w.poll),
+      sum((w) => w.pollFailures),
+    ),
+    status: summarise(
+      all((w) => w.status),
+      sum((w) => w.statusFailures),
+    ),
+    artifact: summarise(
+      all((w) => w.artifact),
+      sum((w) => w.artifactFailures),
+    ),
+    wsOpen: sum((w) => w.wsOpen),
+    unchanged: sum((w) => w.unchanged),
+    failureReasons,
+    loopDelay: {
+      p99Ms: Math.max(0, ...windows.map((w) => w.loopDelay.p99Ms)),
+      maxMs: Math.max(0, ...windows.map((w) => w.loopDelay.maxMs)),
+    },
+  };
+}
+
+function summarise(samples: number[], failures: number): LatencySummary {
+  const sorted = Float64Array.from(samples).sort();
+  const at = (q: number) =>
+    sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : 0;
+  return {
+    count: sorted.length,
+    failures,
+    p50Ms: at(0.5),
+    p99Ms: at(0.99),
+    maxMs: sorted.length ? sorted[sorted.length - 1]! : 0,
+  };
+}
+
+/** One simulator process and a request/answer helper over its IPC channel. */
+class SimulatorProcess {
   readonly child: ChildProcess;
   #next = 1;
   #waiting = new Map<number, (r: SimReply) => void>();
@@ -317,6 +366,77 @@ class Simulator {
 }
 
 /**
+ * Devices per simulator process. One process for a whole 5000-device fleet ran its event
+ * loop up to ~85 ms late at p99 (its own TLS and timers), and every latency it measured
+ * carried that wait; BENCH_SCALE_SIM_DEVICES overrides it.
+ */
+export const SIM_DEVICES_PER_PROCESS = 2500;
+
+/** The fleet's simulator processes, each given every n-th device, driven as one. */
+class Simulator {
+  readonly processes: SimulatorProcess[];
+
+  constructor(devices: number, perProcess: number) {
+    this.processes = Array.from({ length: Math.ceil(devices / perProcess) }, () => new SimulatorProcess());
+  }
+
+  get pids(): number[] {
+    return this.processes.map((p) => p.pid);
+  }
+
+  async start(cmd: Omit<Extract<SimCommand, { type: "start" }>, "type">): Promise<void> {
+    const n = this.processes.length;
+    await Promise.all(
+      this.processes.map((p, k) => p.start({ ...cmd, devices: cmd.devices.filter((_, i) => i % n === k) })),
+    );
+  }
+
+  window(): void {
+    for (const p of this.processes) p.window();
+  }
+
+  async stats(): Promise<SimStats> {
+    const replies = await Promise.all(
+      this.processes.map((p) => p.ask({ type: "window-samples" }, "window-samples", 30_000)),
+    );
+    return mergeWindows(replies.map((r) => r.window));
+  }
+
+  /** every device answered after `since`: when the last one was, how many never were */
+  async awaitServed(
+    since: number,
+    timeoutMs: number,
+  ): Promise<Omit<Extract<SimReply, { type: "served" }>, "id">> {
+    const replies = await Promise.all(
+      this.processes.map((p) =>
+        p.ask({ type: "await-served", since, timeoutMs }, "served", timeoutMs + 60_000),
+      ),
+    );
+    return {
+      type: "served",
+      at: Math.max(...replies.map((r) => r.at)),
+      missing: replies.reduce((n, r) => n + r.missing, 0),
+      unchangedFirst: replies.reduce((n, r) => n + r.unchangedFirst, 0),
+      stuck: replies.flatMap((r) => r.stuck).slice(0, 5),
+    };
+  }
+
+  /** every device holds chain `chain`: when the last one took it, how many never did */
+  async awaitChain(chain: string, timeoutMs: number): Promise<{ at: number; missing: number }> {
+    const replies = await Promise.all(
+      this.processes.map((p) =>
+        p.ask({ type: "await-chain", chain, timeoutMs }, "chain", timeoutMs + 30_000),
+      ),
+    );
+    return { at: Math.max(...replies.map((r) => r.at)), missing: replies.reduce((n, r) => n + r.missing, 0) };
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.processes.map((p) => p.stop()));
+  }
+}
+
+/**
  * Open files a process needs for `devices`: a websocket and a kept-alive request connection
  * each, one more each for connections closing or opening while the fleet reconnects, and slack.
  * Two per device ran out: the simulator's connects failed with EMFILE, devices backing off
@@ -358,6 +478,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
   const backends = opts.backends ?? (opts.quick ? ["sqlite"] : ["sqlite", "postgres"]);
   const windowMs = opts.windowMs ?? (opts.quick ? 10_000 : 20_000);
   const events = opts.events ?? true;
+  const simDevicesPerProcess = opts.simDevicesPerProcess ?? SIM_DEVICES_PER_PROCESS;
   const files = await raiseFileLimit(Math.max(...counts), log);
   const skipped = counts.filter((c) => filesFor(c) > files);
   const measured = counts.filter((c) => filesFor(c) <= files);
@@ -427,8 +548,8 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
       await waitFor("the controller", () => accepts(port), 60_000, controller);
       const url = `https://127.0.0.1:${port}`;
       await boost(controller.child.pid!);
-      sim = new Simulator();
-      await boost(sim.pid);
+      sim = new Simulator(count, simDevicesPerProcess);
+      for (const pid of sim.pids) await boost(pid);
       const started = Date.now();
       await sim.start({
         url,
@@ -446,25 +567,21 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
         // connections opened at up to ~1000/s, as a fleet coming online would
         rampMs: Math.max(5000, count),
       });
-      const all = await sim.ask(
-        { type: "await-served", since: started, timeoutMs: 120_000 + count * 10 },
-        "served",
-        180_000 + count * 10,
-      );
+      const all = await sim.awaitServed(started, 120_000 + count * 10);
       if (all.missing > 0)
         log.warn({ missing: all.missing, count, stuck: all.stuck }, "scale: some devices were never served");
       await sleep(3000);
       await boost(controller.child.pid!);
-      await boost(sim.pid);
+      for (const pid of sim.pids) await boost(pid);
       sim.window();
       // a read starts the controller's loop-delay histogram afresh
       await controllerLoopDelay(metricsPort);
-      const [controllerUse, simUse] = await Promise.all([
+      const [controllerUse, ...simUse] = await Promise.all([
         measure(controller.child.pid!, windowMs),
-        measure(sim.pid, windowMs),
+        ...sim.pids.map((pid) => measure(pid, windowMs)),
       ]);
       const controllerLoop = await controllerLoopDelay(metricsPort);
-      const { stats } = await sim.ask({ type: "stats" }, "stats", 30_000);
+      const stats = await sim.stats();
       const row: ScaleRow = {
         devices: count,
         backend: backendName(backend),
@@ -473,8 +590,10 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
         wsOpen: stats.wsOpen,
         controllerCpuPct: controllerUse.cpuPct,
         controllerRssMb: controllerUse.rssMb,
-        simulatorCpuPct: simUse.cpuPct,
+        simulatorCpuPct: simUse.reduce((n, u) => n + u.cpuPct, 0),
+        simulatorProcesses: sim.pids.length,
         simulatorLoopP99Ms: stats.loopDelay.p99Ms,
+        simulatorLoopMaxMs: stats.loopDelay.maxMs,
         controllerLoopP99Ms: controllerLoop.p99Ms,
         controllerLoopMaxMs: controllerLoop.maxMs,
         failureReasons: stats.failureReasons,
@@ -543,10 +662,10 @@ async function pushUnderLoad(
   sim.window();
   const t0 = Date.now();
   await galette(env, "chain", "assign", "macswap", "--selector", "role=sim");
-  const done = await sim.ask({ type: "await-chain", chain: "macswap", timeoutMs: 60_000 }, "chain", 90_000);
+  const done = await sim.awaitChain("macswap", 60_000);
   // polls that were queued behind the fan-out still count
   await sleep(1000);
-  const { stats } = await sim.ask({ type: "stats" }, "stats", 30_000);
+  const stats = await sim.stats();
   const row: PushRow = {
     devices: count,
     backend: backendName(backend),
@@ -608,13 +727,13 @@ async function killRecovery(
   await exited;
   const restarted = start(serveArgs, serveEnv);
   let listeningS: number;
-  let served: Extract<SimReply, { type: "served" }>;
+  let served: Awaited<ReturnType<Simulator["awaitServed"]>>;
   let controllerCpuS: number;
   try {
     await boost(restarted.child.pid!);
     await waitFor("the restarted controller", () => accepts(port), 60_000, restarted);
     listeningS = (Date.now() - killedAt) / 1000;
-    served = await sim.ask({ type: "await-served", since: killedAt, timeoutMs: 60_000 }, "served", 90_000);
+    served = await sim.awaitServed(killedAt, 60_000);
     // read at once: the restarted process's CPU until every device was served, start-up included
     controllerCpuS = cpuSeconds(restarted.child.pid!);
   } catch (err) {
@@ -648,9 +767,9 @@ export function renderScale(r: ScaleResults): string {
   const lines = [
     "## Controller scale (simulated devices over mTLS: poll/5 s, status/10 s, a websocket each)",
     "",
-    `One controller (bundled \`galette\`, node ${process.version}) and a simulator process on the same machine. Target: device-poll p99 < ${SCALE_P99_TARGET_MS} ms.`,
+    `One controller (bundled \`galette\`, node ${process.version}) and simulator processes on the same machine. Target: device-poll p99 < ${SCALE_P99_TARGET_MS} ms.`,
     "",
-    "| devices | database | poll p50 (ms) | poll p99 (ms) | status p99 (ms) | failed requests | ws open | controller CPU (% core) | controller RSS (MB) | controller loop delay p99 / max (ms) | simulator CPU (% core) | simulator loop delay p99 (ms) | met |",
+    "| devices | database | poll p50 (ms) | poll p99 (ms) | status p99 (ms) | failed requests | ws open | controller CPU (% core) | controller RSS (MB) | controller loop delay p99 / max (ms) | simulator processes, CPU (% core) | simulator loop delay p99 / max (ms) | met |",
     "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ...r.rows.map(
       (x) =>
@@ -658,7 +777,9 @@ export function renderScale(r: ScaleResults): string {
           x.poll.failures + x.status.failures
         } | ${x.wsOpen} | ${f1(x.controllerCpuPct)} | ${f1(x.controllerRssMb)} | ${f1(x.controllerLoopP99Ms)} / ${f1(
           x.controllerLoopMaxMs,
-        )} | ${f1(x.simulatorCpuPct)} | ${f1(x.simulatorLoopP99Ms)} | ${yes(x.met)} |`,
+        )} | ${x.simulatorProcesses}, ${f1(x.simulatorCpuPct)} | ${f1(x.simulatorLoopP99Ms)} / ${f1(
+          x.simulatorLoopMaxMs,
+        )} | ${yes(x.met)} |`,
     ),
     ...r.skipped.map((x) => `| ${x.devices} | | not measured: ${x.reason} | | | | | | | | | | |`),
     "",
@@ -699,11 +820,22 @@ export function renderScale(r: ScaleResults): string {
   return lines.join("\n");
 }
 
-/** Parses BENCH_SCALE_DEVICES=1000,5000, BENCH_SCALE_DATABASES=sqlite,postgres and BENCH_SCALE_EVENTS=0. */
+/**
+ * Parses BENCH_SCALE_DEVICES=1000,5000, BENCH_SCALE_DATABASES=sqlite,postgres,
+ * BENCH_SCALE_EVENTS=0 and BENCH_SCALE_SIM_DEVICES=2500 (devices per simulator process).
+ */
 export function scaleOptionsFromEnv(
   env: NodeJS.ProcessEnv,
-): Pick<ScaleOptions, "counts" | "backends" | "events"> {
-  const out: Pick<ScaleOptions, "counts" | "backends" | "events"> = {};
+): Pick<ScaleOptions, "counts" | "backends" | "events" | "simDevicesPerProcess"> {
+  const out: Pick<ScaleOptions, "counts" | "backends" | "events" | "simDevicesPerProcess"> = {};
+  if (env.BENCH_SCALE_SIM_DEVICES) {
+    const n = Number(env.BENCH_SCALE_SIM_DEVICES);
+    if (!Number.isInteger(n) || n < 1)
+      throw new Error(
+        `BENCH_SCALE_SIM_DEVICES: devices per simulator process, got ${env.BENCH_SCALE_SIM_DEVICES}`,
+      );
+    out.simDevicesPerProcess = n;
+  }
   // BENCH_SCALE_EVENTS=0: steady state only (e.g. for a profile of it)
   if (env.BENCH_SCALE_EVENTS === "0") out.events = false;
   if (env.BENCH_SCALE_DEVICES) {

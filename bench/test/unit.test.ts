@@ -7,7 +7,7 @@ import { makePlan } from "../src/plan";
 import { buildPlots, renderPng } from "../src/plots";
 import { labelledTargetLines, NOT_MEASURED, renderReport } from "../src/report";
 import { metaOf, runsFor } from "../src/runner";
-import { loopDelayFromMetrics, renderScale, scaleOptionsFromEnv } from "../src/scale";
+import { loopDelayFromMetrics, mergeWindows, renderScale, scaleOptionsFromEnv } from "../src/scale";
 import { failureReason } from "../src/scale-failure";
 import {
   baselineScenarios,
@@ -282,6 +282,9 @@ describe("per-packet cost section", () => {
 describe("controller scale options and report", () => {
   it("parses the fleet sizes and databases, refusing anything else by name", () => {
     expect(scaleOptionsFromEnv({})).toEqual({});
+    expect(scaleOptionsFromEnv({ BENCH_SCALE_SIM_DEVICES: "1250" })).toEqual({ simDevicesPerProcess: 1250 });
+    for (const bad of ["0", "-1", "1.5", "many"])
+      expect(() => scaleOptionsFromEnv({ BENCH_SCALE_SIM_DEVICES: bad })).toThrow(/BENCH_SCALE_SIM_DEVICES/);
     expect(
       scaleOptionsFromEnv({ BENCH_SCALE_DEVICES: "1000, 5000", BENCH_SCALE_DATABASES: "sqlite,postgres" }),
     ).toEqual({
@@ -307,6 +310,33 @@ describe("controller scale options and report", () => {
     expect(failureReason(new Error("the answer did not arrive in time"))).toBe(
       "the answer did not arrive in time",
     );
+  });
+
+  it("merges the simulator processes' windows: percentiles over all samples, sums, the slowest loop", () => {
+    const window = (poll: number[], loopP99: number, reasons: Record<string, number>) => ({
+      poll,
+      status: [1],
+      artifact: [],
+      pollFailures: 1,
+      statusFailures: 0,
+      artifactFailures: 0,
+      unchanged: poll.length,
+      wsOpen: 10,
+      loopDelay: { p99Ms: loopP99, maxMs: loopP99 * 2 },
+      failureReasons: reasons,
+    });
+    // one process fast, the other slow: the fleet's p99 is the slow one's, not an average
+    const fast = Array.from({ length: 99 }, () => 1);
+    const stats = mergeWindows([
+      window(fast, 5, { "HTTP 503": 1 }),
+      window([500, 600], 40, { "HTTP 503": 2, ECONNRESET: 1 }),
+    ]);
+    expect(stats.poll).toEqual({ count: 101, failures: 2, p50Ms: 1, p99Ms: 500, maxMs: 600 });
+    expect(stats.artifact.count).toBe(0);
+    expect(stats.wsOpen).toBe(20);
+    expect(stats.unchanged).toBe(101);
+    expect(stats.loopDelay).toEqual({ p99Ms: 40, maxMs: 80 });
+    expect(stats.failureReasons).toEqual({ "HTTP 503": 3, ECONNRESET: 1 });
   });
 
   it("reads the controller's event-loop delay from its metrics, less the sampler's resolution", () => {
@@ -336,7 +366,9 @@ describe("controller scale options and report", () => {
           controllerCpuPct: 12,
           controllerRssMb: 250,
           simulatorCpuPct: 8,
+          simulatorProcesses: 1,
           simulatorLoopP99Ms: 3,
+          simulatorLoopMaxMs: 12,
           controllerLoopP99Ms: 4,
           controllerLoopMaxMs: 41.5,
           failureReasons: {},
@@ -351,7 +383,9 @@ describe("controller scale options and report", () => {
           controllerCpuPct: 40,
           controllerRssMb: 700,
           simulatorCpuPct: 30,
+          simulatorProcesses: 2,
           simulatorLoopP99Ms: 50,
+          simulatorLoopMaxMs: 90,
           controllerLoopP99Ms: 20,
           controllerLoopMaxMs: 250,
           failureReasons: { ECONNRESET: 1, "HTTP 503": 3 },
@@ -372,7 +406,7 @@ describe("controller scale options and report", () => {
       },
     });
     expect(md).toContain(
-      "| 1000 | SQLite | 2.0 | 20.0 | 20.0 | 0 | 1000 | 12.0 | 250.0 | 4.0 / 41.5 | 8.0 | 3.0 | yes |",
+      "| 1000 | SQLite | 2.0 | 20.0 | 20.0 | 0 | 1000 | 12.0 | 250.0 | 4.0 / 41.5 | 1, 8.0 | 3.0 / 12.0 | yes |",
     );
     expect(md).toContain("| 10000 | | not measured: needs 20512 open files");
     expect(md).toContain("Failed requests at 5000 devices (PostgreSQL): HTTP 503 ×3, ECONNRESET ×1.");

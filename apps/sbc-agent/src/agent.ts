@@ -73,11 +73,13 @@ export function backoffMs(failures: number, capMs: number): number {
 }
 
 /**
- * The wait before the next regular poll: the interval ±10 %. Each poll is timed from the
- * end of the one before, so devices whose answers a busy controller delayed together
- * would otherwise poll together from then on, and their bursts grow with every stall.
+ * The wait before the next regular poll or status report: the interval ±10 %. A poll is
+ * timed from the end of the one before, so devices whose answers a busy controller delayed
+ * together would otherwise poll together from then on, their bursts growing with every
+ * stall; devices that started together (a site's power coming back) would report status
+ * together for as long as they run.
  */
-export function pollDelayMs(intervalMs: number): number {
+export function jitteredDelayMs(intervalMs: number): number {
   return Math.round(intervalMs * (0.9 + 0.2 * Math.random()));
 }
 const MAX_ERRORS = 20;
@@ -282,10 +284,7 @@ export class GaletteAgent {
     await this.#restore();
     this.#scheduleSync(0);
     if (this.config.websocket) this.#connectWs();
-    this.#statusTimer = setInterval(
-      () => void this.#reportStatus(),
-      this.config.statusIntervalSeconds * 1000,
-    );
+    this.#scheduleStatus();
     this.#scheduleCost();
   }
 
@@ -294,7 +293,7 @@ export class GaletteAgent {
     this.#stopped = true;
     clearTimeout(this.#syncTimer);
     clearTimeout(this.#wsTimer);
-    clearInterval(this.#statusTimer);
+    clearTimeout(this.#statusTimer);
     clearTimeout(this.#costTimer);
     this.#metrics?.close();
     this.#ws?.terminate();
@@ -378,7 +377,7 @@ export class GaletteAgent {
   }
 
   async #sync(): Promise<void> {
-    let next = pollDelayMs(this.config.pollIntervalSeconds * 1000);
+    let next = jitteredDelayMs(this.config.pollIntervalSeconds * 1000);
     try {
       const result = await this.#client.getAssignment(this.#desired?.etag, this.arch);
       if (this.#pollFailures > 0)
@@ -871,6 +870,17 @@ export class GaletteAgent {
 
   #statusInFlight = false;
   #statusAgain = false;
+
+  #scheduleStatus(): void {
+    if (this.#stopped) return;
+    this.#statusTimer = setTimeout(
+      () => {
+        void this.#reportStatus();
+        this.#scheduleStatus();
+      },
+      jitteredDelayMs(this.config.statusIntervalSeconds * 1000),
+    );
+  }
 
   /**
    * One report in flight at a time, each built when it is sent: a report queued behind a cut

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { backoffMs, pollDelayMs } from "../src/agent";
+import { backoffMs, jitteredDelayMs } from "../src/agent";
 
 describe("backoff", () => {
   it("doubles from 0.5 s with ±20 % jitter and stops at the cap", () => {
@@ -13,8 +13,8 @@ describe("backoff", () => {
     }
   });
 
-  it("spreads regular polls over the interval ±10 %, so a fleet delayed together does not stay in step", () => {
-    const delays = Array.from({ length: 200 }, () => pollDelayMs(5000));
+  it("spreads regular polls and status reports over the interval ±10 %, so a fleet delayed or started together does not stay in step", () => {
+    const delays = Array.from({ length: 200 }, () => jitteredDelayMs(5000));
     for (const d of delays) {
       expect(d).toBeGreaterThanOrEqual(4500);
       expect(d).toBeLessThanOrEqual(5500);

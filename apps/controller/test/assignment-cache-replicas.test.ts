@@ -6,25 +6,19 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { AssignmentCache } from "../src/assignment-cache";
 import { ArtifactStore } from "../src/storage/artifacts";
 import { openPostgresRepository } from "../src/storage/postgres";
+import { usePostgres } from "./helpers";
 
-let server: TestPostgres;
+const postgres = usePostgres();
 const dir = mkdtempSync(join(tmpdir(), "galette-assignment-cache-pg-"));
-beforeAll(async () => {
-  server = await startPostgres();
-}, 120_000);
-afterAll(() => {
-  server?.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("assignment cache on PostgreSQL replicas", () => {
   it("drops what it holds when another replica publishes a change", async () => {
-    const url = server.createDatabase("assignment_cache");
+    const url = postgres().createDatabase("assignment_cache");
     const [a, b] = await Promise.all([openPostgresRepository(url), openPostgresRepository(url)]);
     const cache = new AssignmentCache(a, new ArtifactStore(dir, a.blobs), { ttlMs: 60_000 });
     try {

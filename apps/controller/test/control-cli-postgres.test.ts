@@ -1,9 +1,8 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call, runGalette, runServe, type ServeProcess, stopServe } from "./helpers";
+import { call, runGalette, runServe, type ServeProcess, stopServe, usePostgres } from "./helpers";
 
 const scratch = mkdtempSync(join(tmpdir(), "galette-cli-pg-"));
 const data = join(scratch, "data");
@@ -24,7 +23,7 @@ function expectRefused(r: { code: number; stdout: string; stderr: string }, patt
 }
 
 describe("direct CLI commands on a controller's PostgreSQL database (--database)", () => {
-  let postgres: TestPostgres;
+  const postgres = usePostgres();
   let database = "";
   let server: ServeProcess | undefined;
   let url = "";
@@ -36,8 +35,7 @@ describe("direct CLI commands on a controller's PostgreSQL database (--database)
   });
 
   beforeAll(async () => {
-    postgres = await startPostgres();
-    database = postgres
+    database = postgres()
       .createDatabase("cli_direct")
       .replace("postgres://galette@", `postgres://galette:${PASSWORD}@`);
     const init = await galette(["pki", "init", "--data", data, "--hosts", "127.0.0.1,localhost"]);
@@ -46,7 +44,6 @@ describe("direct CLI commands on a controller's PostgreSQL database (--database)
 
   afterAll(async () => {
     await stopServe(server);
-    postgres?.stop();
     rmSync(scratch, { recursive: true, force: true });
   });
 
@@ -160,12 +157,12 @@ describe("direct CLI commands on a controller's PostgreSQL database (--database)
         "token",
         "list",
         "--database",
-        withPassword(postgres.url("x")).replace(`:${postgres.port}/`, ":1/"),
+        withPassword(postgres().url("x")).replace(`:${postgres().port}/`, ":1/"),
       ]),
       /PostgreSQL postgres:\/\/galette:\*\*\*@127\.0\.0\.1:1\/x: cannot reach the PostgreSQL server at 127\.0\.0\.1:1 \(ECONNREFUSED\)/,
     );
     expectRefused(
-      await galette(["device", "list", "--database", withPassword(postgres.url("no_such_db"))]),
+      await galette(["device", "list", "--database", withPassword(postgres().url("no_such_db"))]),
       /database "no_such_db" does not exist: create it first \(`createdb -O galette no_such_db`\)/,
     );
     // the same checks for `controller serve`, before it starts anything

@@ -10,22 +10,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initPkiDir } from "@galette/pki";
 import { DEFAULT_GRACE_SECONDS, type DeviceAssignment, type EnrollDeviceResponse } from "@galette/protocol";
-import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { DataDir } from "../src/control";
 import { type RunningController, startController } from "../src/server";
 import { openPostgresRepository } from "../src/storage/postgres";
-import { call, captureLogger } from "./helpers";
+import { call, captureLogger, usePostgres } from "./helpers";
 
-let server: TestPostgres;
+const postgres = usePostgres();
 const dir = mkdtempSync(join(tmpdir(), "galette-device-auth-pg-"));
-beforeAll(async () => {
-  server = await startPostgres();
-}, 120_000);
-afterAll(() => {
-  server?.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** One request over `agent` (kept alive: the same TLS connection as the previous request). */
 function overAgent(
@@ -53,7 +46,7 @@ function overAgent(
 
 describe("device authentication on PostgreSQL replicas", () => {
   it("refuses, on the very next request on replica A, a device revoked or re-enrolled through replica B", async () => {
-    const database = server.createDatabase("device_auth");
+    const database = postgres().createDatabase("device_auth");
     const pki = initPkiDir(dir);
     const { logger } = captureLogger();
     const start = () =>

@@ -13,9 +13,10 @@ import {
   type EnrollDeviceResponse,
   PROTOCOL_VERSION,
 } from "@galette/protocol";
+import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
 import { pino } from "pino";
 import { create as createTar } from "tar";
-import { expect } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
 import WebSocket from "ws";
 import { DataDir } from "../src/control";
 import type { NfBuilder } from "../src/nf-publish";
@@ -532,4 +533,22 @@ export async function stopServe(serve: ServeProcess | undefined): Promise<void> 
   const exited = new Promise((resolve) => child.once("exit", resolve));
   process.kill(-child.pid, "SIGTERM");
   await exited;
+}
+
+/**
+ * One PostgreSQL 15 for the enclosing suite (file or describe): started in beforeAll, stopped
+ * in afterAll, which vitest runs even when a test or a later beforeAll failed. Call it before
+ * the suite's own hooks: afterAll hooks run in reverse order, so the server is stopped after
+ * whatever the suite connected to it. The returned accessor is for hooks and tests.
+ */
+export function usePostgres(): () => TestPostgres {
+  let server: TestPostgres | undefined;
+  beforeAll(async () => {
+    server = await startPostgres();
+  }, 120_000);
+  afterAll(() => server?.stop());
+  return () => {
+    if (!server) throw new Error("usePostgres(): no server yet (it starts in beforeAll)");
+    return server;
+  };
 }

@@ -8,15 +8,14 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initPkiDir } from "@galette/pki";
-import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataDir } from "../src/control";
 import { type RunningController, startController } from "../src/server";
 import { DatabaseUnavailable } from "../src/storage/repository";
-import { call, captureLogger, statusReport } from "./helpers";
+import { call, captureLogger, statusReport, usePostgres } from "./helpers";
 
-let server: TestPostgres;
+const postgres = usePostgres();
 const dir = mkdtempSync(join(tmpdir(), "galette-pg-busy-"));
 /** the superuser's connection: sets the controller role's connection limit */
 let admin: pg.Client;
@@ -28,13 +27,12 @@ let url = "";
 const status = statusReport();
 
 beforeAll(async () => {
-  server = await startPostgres();
-  admin = new pg.Client({ connectionString: server.url("postgres") });
+  admin = new pg.Client({ connectionString: postgres().url("postgres") });
   await admin.connect();
   // not a superuser (they ignore connection limits): the role the controller logs in as
   await admin.query("CREATE ROLE busy LOGIN");
   await admin.query("CREATE DATABASE busy OWNER busy");
-  url = `postgres://busy@127.0.0.1:${server.port}/busy`;
+  url = `postgres://busy@127.0.0.1:${postgres().port}/busy`;
   caPem = initPkiDir(dir).ca.certPem;
   controller = await startController({
     dataDir: dir,
@@ -55,7 +53,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await controller?.close();
   await admin?.end();
-  server?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 

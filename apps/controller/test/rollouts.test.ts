@@ -9,13 +9,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "@galette/log";
 import { type ChainGraph, type DeviceStatusReport, PROTOCOL_VERSION } from "@galette/protocol";
-import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RequestError } from "../src/control";
 import { phaseSizes, RolloutEngine } from "../src/rollouts";
 import { openPostgresRepository } from "../src/storage/postgres";
 import type { Repository } from "../src/storage/repository";
 import { openSqliteRepository } from "../src/storage/sqlite";
+import { usePostgres } from "./helpers";
 
 const ACL = "11111111-1111-4111-8111-111111111111";
 /** one NF; `denied` decides what its second variant does */
@@ -299,14 +299,10 @@ describe("staged rollouts (engine)", () => {
 });
 
 describe("staged rollouts on controllers sharing one PostgreSQL", () => {
-  let pg: TestPostgres;
-  beforeAll(async () => {
-    pg = await startPostgres();
-  }, 120_000);
-  afterAll(() => pg?.stop());
+  const postgres = usePostgres();
 
   it("two controllers ticking at once step each rollout once: one assignment, one audit row per step", async () => {
-    const url = pg.createDatabase("rollouts_two");
+    const url = postgres().createDatabase("rollouts_two");
     const [a, b] = await Promise.all([openPostgresRepository(url), openPostgresRepository(url)]);
     try {
       let now = Date.parse("2026-01-01T00:00:00Z");

@@ -3,11 +3,10 @@ import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Labels, PROTOCOL_VERSION } from "@galette/protocol";
-import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { DataDir } from "../src/control";
 import { LastSeenBatch } from "../src/last-seen";
 import { ArtifactStore, sha256Hex } from "../src/storage/artifacts";
@@ -20,6 +19,7 @@ import {
 import type { Repository } from "../src/storage/repository";
 import { selectorMatches } from "../src/storage/rows";
 import { DATABASE_FILE, openSqliteRepository, SCHEMA_VERSION } from "../src/storage/sqlite";
+import { usePostgres } from "./helpers";
 
 const dirs: string[] = [];
 const tempDir = () => {
@@ -27,13 +27,9 @@ const tempDir = () => {
   dirs.push(dir);
   return dir;
 };
-let server: TestPostgres;
+const postgres = usePostgres();
 let databases = 0;
-beforeAll(async () => {
-  server = await startPostgres();
-}, 120_000);
 afterAll(() => {
-  server?.stop();
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -66,7 +62,7 @@ const BACKENDS: Backend[] = [
   {
     name: "PostgreSQL",
     async fresh() {
-      const url = server.createDatabase(`contract_${++databases}`);
+      const url = postgres().createDatabase(`contract_${++databases}`);
       return { repo: await openPostgresRepository(url), second: () => openPostgresRepository(url) };
     },
   },
@@ -171,7 +167,7 @@ async function migrateToSchema2(client: pg.Client): Promise<void> {
 
 describe("PostgreSQL schema", () => {
   it("migrates a new database once (replicas starting together) and refuses one from a newer controller", async () => {
-    const url = server.createDatabase("schema_check");
+    const url = postgres().createDatabase("schema_check");
     const [a, b] = await Promise.all([openPostgresRepository(url), openPostgresRepository(url)]);
     await Promise.all([a.close(), b.close()]);
     const client = new pg.Client({ connectionString: url });
@@ -188,7 +184,7 @@ describe("PostgreSQL schema", () => {
   });
 
   it("applies the later migrations in order to a database an earlier release migrated", async () => {
-    const url = server.createDatabase("schema_upgrade");
+    const url = postgres().createDatabase("schema_upgrade");
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     try {
@@ -219,12 +215,12 @@ describe("PostgreSQL schema", () => {
 
   it("names the database it cannot reach, without the password", async () => {
     await expect(
-      openPostgresRepository(`postgres://galette:s3cret@127.0.0.1:${server.port}/no_such_db`),
+      openPostgresRepository(`postgres://galette:s3cret@127.0.0.1:${postgres().port}/no_such_db`),
     ).rejects.toThrow(/postgres:\/\/galette:\*\*\*@127\.0\.0\.1:\d+\/no_such_db: .*no_such_db/);
   });
 
   it("without migrating (the CLI's direct commands), refuses a schema older or newer than this version's", async () => {
-    const url = server.createDatabase("schema_direct");
+    const url = postgres().createDatabase("schema_direct");
     const direct = () => openPostgresRepository(url, { migrate: false, listen: false });
     await expect(direct()).rejects.toThrow(/has no Galette schema yet: start `galette controller serve/);
     const client = new pg.Client({ connectionString: url });

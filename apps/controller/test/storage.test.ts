@@ -367,6 +367,30 @@ describe.each(BACKENDS)("repository contract: $name", (backend) => {
     await repo.close();
   });
 
+  it("refuses to revoke a device never enrolled or already revoked, and a key set that is not newer", async () => {
+    const { repo } = await backend.fresh();
+    await expect(repo.revokeDevice("missing", "2026-01-02T00:00:00.000Z")).rejects.toThrow(
+      /device missing is not enrolled/,
+    );
+    await repo.insertDevice(device("a", "01"));
+    await repo.revokeDevice("a", "2026-01-02T00:00:00.000Z");
+    await expect(repo.revokeDevice("a", "2026-01-03T00:00:00.000Z")).rejects.toThrow(
+      /device a was already revoked at 2026-01-02T00:00:00.000Z/,
+    );
+    const keySet = (seq: number) => ({
+      document: { seq, keys: [`key${seq}`] },
+      signatures: [{ keyId: "0".repeat(64), sig: "c2ln" }],
+    });
+    await repo.saveKeySet(keySet(2), "2026-01-02T00:00:00.000Z");
+    for (const seq of [1, 2])
+      await expect(repo.saveKeySet(keySet(seq), "2026-01-03T00:00:00.000Z")).rejects.toThrow(
+        `key set #${seq} is not newer than the stored #2`,
+      );
+    await repo.saveKeySet(keySet(3), "2026-01-03T00:00:00.000Z");
+    expect((await repo.latestKeySet())?.document).toEqual(keySet(3).document);
+    await repo.close();
+  });
+
   it("keeps a revoked serial revoked after the name is enrolled again", async () => {
     const { repo } = await backend.fresh();
     await repo.insertDevice(device("a", "01"));

@@ -38,19 +38,24 @@ import {
   chainReleaseParams,
   chainVersionFromRow,
   chainVersionParams,
+  checkEnrolled,
+  checkNewerKeySet,
   type DeadManRow,
   type DeviceRequestRow,
   type DeviceRow,
   deadManFromRow,
   deviceFromRow,
   deviceRequestStateFromRow,
+  keySetParams,
   type NfRow,
   nfFromRow,
   nfParams,
   POSTGRES_DEVICE_COLUMNS,
   POSTGRES_DEVICE_RULE_JOIN,
   type RolloutRow,
+  revocableDevice,
   rolloutFromRow,
+  rolloutParams,
   ruleFromRow,
   type SelectorRuleRow,
   type SignedRow,
@@ -58,6 +63,7 @@ import {
   signedMapEntriesParams,
   type TokenRow,
   tokenFromRow,
+  tokenParams,
 } from "./rows";
 
 /** The channel every replica LISTENs on for "assignment changed". */
@@ -518,10 +524,7 @@ class Postgres implements PostgresRepository {
         device.notAfter,
       ],
     );
-    const stored = await this.getDevice(device.name);
-    if (stored?.serial !== device.serial) {
-      throw new Error(`device ${device.name} is already enrolled (revoke it first to enrol it again)`);
-    }
+    checkEnrolled(device, await this.getDevice(device.name));
   }
 
   async getDevice(name: string): Promise<DeviceRecord | undefined> {
@@ -560,9 +563,7 @@ class Postgres implements PostgresRepository {
 
   revokeDevice(name: string, at: string): Promise<DeviceRecord> {
     return this.transaction(async (tx) => {
-      const device = await tx.getDevice(name);
-      if (!device) throw new Error(`device ${name} is not enrolled`);
-      if (device.revokedAt) throw new Error(`device ${name} was already revoked at ${device.revokedAt}`);
+      const device = revocableDevice(name, await tx.getDevice(name));
       const db = tx as Postgres;
       await db.#run("UPDATE devices SET revoked_at = $1 WHERE name = $2", [at, name]);
       await db.#run(
@@ -702,7 +703,7 @@ class Postgres implements PostgresRepository {
   async insertToken(token: Parameters<Repository["insertToken"]>[0]): Promise<void> {
     await this.#run(
       "INSERT INTO tokens (token_hash, name, scopes, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-      [token.hash, token.name, JSON.stringify(token.scopes), token.createdAt, token.expiresAt],
+      tokenParams(token),
     );
   }
 
@@ -854,14 +855,10 @@ class Postgres implements PostgresRepository {
 
   saveKeySet(keySet: SignedReleaseKeySet, at: string): Promise<void> {
     return this.transaction(async (tx) => {
-      const latest = await tx.latestKeySet();
-      if (latest && keySet.document.seq <= latest.document.seq)
-        throw new Error(
-          `key set #${keySet.document.seq} is not newer than the stored #${latest.document.seq}`,
-        );
+      checkNewerKeySet(keySet, await tx.latestKeySet());
       await (tx as Postgres).#run(
         "INSERT INTO release_key_sets (seq, document, signatures, created_at) VALUES ($1, $2, $3, $4)",
-        [keySet.document.seq, JSON.stringify(keySet.document), JSON.stringify(keySet.signatures), at],
+        keySetParams(keySet, at),
       );
     });
   }
@@ -898,7 +895,7 @@ class Postgres implements PostgresRepository {
     return (
       await this.#rows<{ id: number }>(
         "INSERT INTO rollouts (chain, state, document, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        [rollout.chain, rollout.state, JSON.stringify(rollout), rollout.createdAt, rollout.updatedAt],
+        rolloutParams(rollout),
       )
     )[0]!.id;
   }

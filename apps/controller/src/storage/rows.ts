@@ -1,7 +1,8 @@
 /**
  * Rows as both databases return them (the same tables, TEXT timestamps in ISO form, JSON
- * documents as TEXT) and their mapping to the repository's records: one definition for
- * SQLite and PostgreSQL.
+ * documents as TEXT), their mapping to the repository's records and back to statement
+ * parameters, and the checks both make on what they read: one definition for SQLite and
+ * PostgreSQL.
  */
 import type { NfInterface } from "@galette/chain";
 import {
@@ -23,6 +24,7 @@ import type {
   DeviceRecord,
   DeviceRequestState,
   NfRecord,
+  Repository,
   TokenRecord,
 } from "./repository";
 
@@ -348,3 +350,56 @@ export const signedMapEntriesParams = (signed: SignedMapEntries, at: string): Pa
   JSON.stringify(signed.signatures),
   at,
 ];
+
+/** tokens (token_hash, name, scopes, created_at, expires_at) */
+export const tokenParams = (token: Parameters<Repository["insertToken"]>[0]): Params => [
+  token.hash,
+  token.name,
+  JSON.stringify(token.scopes),
+  token.createdAt,
+  token.expiresAt,
+];
+
+/** release_key_sets (seq, document, signatures, created_at) */
+export const keySetParams = (keySet: SignedReleaseKeySet, at: string): Params => [
+  keySet.document.seq,
+  JSON.stringify(keySet.document),
+  JSON.stringify(keySet.signatures),
+  at,
+];
+
+/** rollouts (chain, state, document, created_at, updated_at) */
+export const rolloutParams = (rollout: Omit<Rollout, "id">): Params => [
+  rollout.chain,
+  rollout.state,
+  JSON.stringify(rollout),
+  rollout.createdAt,
+  rollout.updatedAt,
+];
+
+// Checks on what a statement left or found, inside the same transaction.
+
+/**
+ * After the enrolment upsert, which replaces only a revoked device: another serial stored
+ * under the name means the name belongs to a device still enrolled.
+ */
+export function checkEnrolled(
+  device: { name: string; serial: string },
+  stored: DeviceRecord | undefined,
+): void {
+  if (stored?.serial !== device.serial)
+    throw new Error(`device ${device.name} is already enrolled (revoke it first to enrol it again)`);
+}
+
+/** The device to revoke: enrolled and not yet revoked. */
+export function revocableDevice(name: string, device: DeviceRecord | undefined): DeviceRecord {
+  if (!device) throw new Error(`device ${name} is not enrolled`);
+  if (device.revokedAt) throw new Error(`device ${name} was already revoked at ${device.revokedAt}`);
+  return device;
+}
+
+/** Key sets only move forward: a new one must have a higher seq than the stored latest. */
+export function checkNewerKeySet(keySet: SignedReleaseKeySet, latest: SignedReleaseKeySet | undefined): void {
+  if (latest && keySet.document.seq <= latest.document.seq)
+    throw new Error(`key set #${keySet.document.seq} is not newer than the stored #${latest.document.seq}`);
+}

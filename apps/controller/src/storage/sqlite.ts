@@ -37,6 +37,8 @@ import {
   chainReleaseParams,
   chainVersionFromRow,
   chainVersionParams,
+  checkEnrolled,
+  checkNewerKeySet,
   DEVICE_COLUMNS,
   type DeadManRow,
   type DeviceRequestRow,
@@ -44,11 +46,14 @@ import {
   deadManFromRow,
   deviceFromRow,
   deviceRequestStateFromRow,
+  keySetParams,
   type NfRow,
   nfFromRow,
   nfParams,
   type RolloutRow,
+  revocableDevice,
   rolloutFromRow,
+  rolloutParams,
   ruleFromRow,
   type SelectorRuleRow,
   type SignedRow,
@@ -56,6 +61,7 @@ import {
   signedMapEntriesParams,
   type TokenRow,
   tokenFromRow,
+  tokenParams,
 } from "./rows";
 
 export const DATABASE_FILE = "galette.db";
@@ -350,10 +356,7 @@ class SqliteStore {
          WHERE devices.revoked_at IS NOT NULL`,
       )
       .run({ ...device, labels: JSON.stringify(device.labels) });
-    const stored = this.getDevice(device.name);
-    if (stored?.serial !== device.serial) {
-      throw new Error(`device ${device.name} is already enrolled (revoke it first to enrol it again)`);
-    }
+    checkEnrolled(device, this.getDevice(device.name));
   }
 
   getDevice(name: string): DeviceRecord | undefined {
@@ -388,9 +391,7 @@ class SqliteStore {
 
   revokeDevice(name: string, at: string): DeviceRecord {
     return this.transaction(() => {
-      const device = this.getDevice(name);
-      if (!device) throw new Error(`device ${name} is not enrolled`);
-      if (device.revokedAt) throw new Error(`device ${name} was already revoked at ${device.revokedAt}`);
+      const device = revocableDevice(name, this.getDevice(name));
       this.db.prepare("UPDATE devices SET revoked_at = ? WHERE name = ?").run(at, name);
       this.db
         .prepare("INSERT OR IGNORE INTO revoked_serials (serial, device, revoked_at) VALUES (?, ?, ?)")
@@ -553,7 +554,7 @@ class SqliteStore {
   insertToken(token: Parameters<Repository["insertToken"]>[0]): void {
     this.db
       .prepare("INSERT INTO tokens (token_hash, name, scopes, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
-      .run(token.hash, token.name, JSON.stringify(token.scopes), token.createdAt, token.expiresAt);
+      .run(...tokenParams(token));
   }
 
   findTokenByHash(tokenHash: string): TokenRecord | undefined {
@@ -710,14 +711,10 @@ class SqliteStore {
 
   saveKeySet(keySet: SignedReleaseKeySet, at: string): void {
     this.transaction(() => {
-      const latest = this.latestKeySet();
-      if (latest && keySet.document.seq <= latest.document.seq)
-        throw new Error(
-          `key set #${keySet.document.seq} is not newer than the stored #${latest.document.seq}`,
-        );
+      checkNewerKeySet(keySet, this.latestKeySet());
       this.db
         .prepare("INSERT INTO release_key_sets (seq, document, signatures, created_at) VALUES (?, ?, ?, ?)")
-        .run(keySet.document.seq, JSON.stringify(keySet.document), JSON.stringify(keySet.signatures), at);
+        .run(...keySetParams(keySet, at));
     });
   }
 
@@ -751,8 +748,7 @@ class SqliteStore {
         .prepare(
           "INSERT INTO rollouts (chain, state, document, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
         )
-        .run(rollout.chain, rollout.state, JSON.stringify(rollout), rollout.createdAt, rollout.updatedAt)
-        .lastInsertRowid,
+        .run(...rolloutParams(rollout)).lastInsertRowid,
     );
   }
 

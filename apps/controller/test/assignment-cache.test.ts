@@ -25,7 +25,6 @@ import {
   ACL_TOML,
   fakeBuilder,
   type Harness,
-  MACSWAP_RS,
   MACSWAP_TOML,
   PROBED_CAPABILITIES,
   startHarness,
@@ -61,10 +60,7 @@ describe("cached device assignments", () => {
     scratch = mkdtempSync(join(tmpdir(), "galette-assignment-cache-"));
     client = new OperatorClient({ url: h.controller.url, token: h.token, caFile: join(h.dir, "ca.crt") });
     for (const name of ["a-1", "a-2", "a-3"]) await h.enrol(name, { role: "cache" });
-    await h.publishNf("macswap", MACSWAP_RS);
-    await h.publishNf("acl", ACL_RS);
-    await h.pushChain(MACSWAP_TOML);
-    await h.pushChain(ACL_TOML);
+    await h.publishExamples();
   });
   afterAll(async () => {
     await h?.cleanup();

@@ -1,34 +1,21 @@
 import { Agent, request as httpsRequest } from "node:https";
 import type { TLSSocket } from "node:tls";
 import { createCa, issueDeviceCert } from "@galette/pki";
-import { type DeviceAssignment, PROTOCOL_VERSION, PublishNfResponse } from "@galette/protocol";
+import { type DeviceAssignment, type DeviceStatusReport, PROTOCOL_VERSION } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { DataDir } from "../src/control";
 import { sha256Hex } from "../src/storage/artifacts";
-import {
-  ACL_RS,
-  ACL_TOML,
-  deviceSocket,
-  fakeBuilder,
-  type Harness,
-  MACSWAP_RS,
-  MACSWAP_TOML,
-  startHarness,
-} from "./helpers";
+import { deviceSocket, fakeBuilder, type Harness, MACSWAP_TOML, startHarness, statusReport } from "./helpers";
 
 /** A device's status report: converged on acl version 1 unless `fields` say otherwise. */
-const statusReport = (fields: Record<string, unknown> = {}) => ({
-  protocolVersion: PROTOCOL_VERSION,
-  agentVersion: "0.1.0",
-  arch: "x86_64",
-  kernelVersion: "6.18.0",
-  installed: { chain: "acl", version: 1 },
-  state: "converged",
-  errors: [],
-  counters: [],
-  ...fields,
-});
+const convergedReport = (fields: Partial<DeviceStatusReport> = {}) =>
+  statusReport({
+    kernelVersion: "6.18.0",
+    installed: { chain: "acl", version: 1 },
+    state: "converged",
+    ...fields,
+  });
 
 describe("device API over mTLS", () => {
   let h: Harness;
@@ -44,10 +31,7 @@ describe("device API over mTLS", () => {
     h = await startHarness({ nfBuilder: fakeBuilder });
     await h.enrol("pi-1", { role: "edge" });
     await h.enrol("pi-2", { role: "core" });
-    macswapSource = PublishNfResponse.parse((await h.publishNf("macswap", MACSWAP_RS)).json()).sourceDigest;
-    await h.publishNf("acl", ACL_RS);
-    await h.pushChain(MACSWAP_TOML);
-    await h.pushChain(ACL_TOML);
+    macswapSource = (await h.publishExamples()).macswap.sourceDigest;
   });
   afterAll(async () => {
     await h?.cleanup();
@@ -181,7 +165,7 @@ describe("device API over mTLS", () => {
   });
 
   it("stores status reports and shows them in the device list", async () => {
-    const report = statusReport({
+    const report = convergedReport({
       counters: [{ uuid: "6c0a6f1e-3b1d-4f5e-9a57-2f4d1c8e0b7a", counters: { packets: 42 } }],
     });
     const res = await h.call("/v1/device/status", {
@@ -207,7 +191,7 @@ describe("device API over mTLS", () => {
   });
 
   it("refuses bad capability and rollback reports, a grace out of range, and confirm without a rollback", async () => {
-    const report = statusReport({ installed: null, state: "idle" });
+    const report = convergedReport({ installed: null, state: "idle" });
     const post = (body: object) =>
       h.call("/v1/device/status", { method: "POST", client: h.asDevice("pi-1"), body });
     const badCaps = await post({ ...report, capabilities: { afXdp: "maybe" } });
@@ -281,7 +265,7 @@ describe("device API over mTLS", () => {
     expect(after.json<DeviceAssignment>().chain!.mapEntries).toEqual([
       { map: "acl.allow_list", entries: [{ key, value: "01" }] },
     ]);
-    const report = statusReport();
+    const report = convergedReport();
     expect(
       (await h.call("/v1/device/status", { method: "POST", client: h.asDevice("pi-2"), body: report }))
         .status,

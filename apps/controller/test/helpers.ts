@@ -12,6 +12,7 @@ import {
   type DeviceStatusReport,
   type EnrollDeviceResponse,
   PROTOCOL_VERSION,
+  PublishNfResponse,
 } from "@galette/protocol";
 import { startPostgres, type TestPostgres } from "@galette/testkit/postgres";
 import { pino } from "pino";
@@ -121,6 +122,8 @@ export interface Harness {
   publishNf(name: string, libRs: string): Promise<TestResponse>;
   /** pushes a chain version as the operator; expects 201 */
   pushChain(toml: string, file?: string): Promise<{ version: number }>;
+  /** publishes the macswap and acl NFs (MACSWAP_RS, ACL_RS) and pushes their chains (MACSWAP_TOML, ACL_TOML) */
+  publishExamples(): Promise<{ macswap: PublishNfResponse; acl: PublishNfResponse }>;
   restart(): Promise<void>;
   cleanup(): Promise<void>;
 }
@@ -194,6 +197,13 @@ export async function startHarness(
       const res = await harness.call("/v1/chains", { method: "POST", token, body: { toml, file } });
       expect(res.status, res.body.toString()).toBe(201);
       return res.json<{ version: number }>();
+    },
+    async publishExamples() {
+      const macswap = PublishNfResponse.parse((await harness.publishNf("macswap", MACSWAP_RS)).json());
+      const acl = PublishNfResponse.parse((await harness.publishNf("acl", ACL_RS)).json());
+      await harness.pushChain(MACSWAP_TOML);
+      await harness.pushChain(ACL_TOML);
+      return { macswap, acl };
     },
     async restart() {
       await harness.controller.close();
@@ -341,7 +351,6 @@ from = "acl"
 to = ["tx", "drop"]
 `;
 
-/** A stand-in for the NF compiler at the controller's builder seam: deterministic bytes per NF and target. */
 /** A device probe as an agent reports it: a 6.18 kernel with every feature, one native-XDP port. */
 export const PROBED_CAPABILITIES: DeviceCapabilities = {
   probedAt: "2026-01-01T00:00:00.000Z",
@@ -359,6 +368,7 @@ export const PROBED_CAPABILITIES: DeviceCapabilities = {
   problems: [],
 };
 
+/** A stand-in for the NF compiler at the controller's builder seam: deterministic bytes per NF and target. */
 export const fakeBuilder: NfBuilder = async ({ name, sourceDigest }) => ({
   buildHash: `test-${sourceDigest.slice(0, 16)}`,
   artifacts: [

@@ -7,16 +7,7 @@ import {
 } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataDir } from "../src/control";
-import {
-  ACL_RS,
-  ACL_TOML,
-  deviceSocket,
-  fakeBuilder,
-  type Harness,
-  MACSWAP_RS,
-  MACSWAP_TOML,
-  startHarness,
-} from "./helpers";
+import { deviceSocket, fakeBuilder, type Harness, startHarness } from "./helpers";
 
 describe("selector assignments are standing rules", () => {
   let h: Harness;
@@ -38,10 +29,7 @@ describe("selector assignments are standing rules", () => {
 
   beforeAll(async () => {
     h = await startHarness({ nfBuilder: fakeBuilder });
-    await h.publishNf("macswap", MACSWAP_RS);
-    await h.publishNf("acl", ACL_RS);
-    await h.pushChain(MACSWAP_TOML, "c.toml");
-    await h.pushChain(ACL_TOML, "c.toml");
+    await h.publishExamples();
     await h.enrol("early", { site: "lab" });
     await h.enrol("other", { site: "field" });
   });

@@ -43,15 +43,18 @@ describe("packCrateDir", () => {
   });
 });
 
+/** One tar entry (header and padded body) of a hand-made archive. */
+function entry(path: string, body: string, type: HeaderData["type"] = "File"): Buffer {
+  const header = new Header({ path, type, size: body.length, mode: 0o644 });
+  header.encode();
+  const data = Buffer.alloc(Math.ceil(body.length / 512) * 512);
+  data.write(body);
+  return Buffer.concat([header.block!, data]);
+}
+/** The entries and the two zero blocks that end an archive. */
+const tar = (...entries: Buffer[]) => Buffer.concat([...entries, Buffer.alloc(1024)]);
+
 describe("unpackCrateArchive", () => {
-  const entry = (path: string, body: string, type: HeaderData["type"] = "File") => {
-    const header = new Header({ path, type, size: body.length, mode: 0o644 });
-    header.encode();
-    const data = Buffer.alloc(Math.ceil(body.length / 512) * 512);
-    data.write(body);
-    return Buffer.concat([header.block!, data]);
-  };
-  const tar = (...entries: Buffer[]) => Buffer.concat([...entries, Buffer.alloc(1024)]);
   const dest = () => mkdtempSync(join(scratch, "unpack-"));
 
   it("unpacks regular files and directories, gzipped or not", async () => {
@@ -102,16 +105,9 @@ describe("unpackCrateArchive", () => {
 
 describe("unpackCrateArchive conflicts", () => {
   it("refuses a file where a directory is (and the reverse) without naming where it unpacks", async () => {
-    const entry = (path: string, body: string, type: HeaderData["type"] = "File") => {
-      const header = new Header({ path, type, size: body.length, mode: 0o644 });
-      header.encode();
-      const data = Buffer.alloc(Math.ceil(body.length / 512) * 512);
-      data.write(body);
-      return Buffer.concat([header.block!, data]);
-    };
     for (const archive of [
-      Buffer.concat([entry("c/src/", "", "Directory"), entry("c/src", "x"), Buffer.alloc(1024)]),
-      Buffer.concat([entry("c/a", "x"), entry("c/a/b", "y"), Buffer.alloc(1024)]),
+      tar(entry("c/src/", "", "Directory"), entry("c/src", "x")),
+      tar(entry("c/a", "x"), entry("c/a/b", "y")),
     ]) {
       const d = mkdtempSync(join(scratch, "conflict-"));
       const err = await unpackCrateArchive(archive, d).catch((e: Error) => e);

@@ -3,17 +3,13 @@
  * client certificates posting status reports): errors, the operator view, and a restart
  * in the middle of a rollout.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { PROTOCOL_VERSION, Rollout } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseChainRef, parseDuration } from "../src/commands/rollout";
-import { ACL_RS, ACL_TOML, fakeBuilder, type Harness, startHarness, tarOf, writeCrate } from "./helpers";
+import { ACL_RS, ACL_TOML, fakeBuilder, type Harness, startHarness } from "./helpers";
 
 describe("rollout API", () => {
   let h: Harness;
-  let crates: string;
   const op = (path: string, options: Parameters<Harness["call"]>[1] = {}) =>
     h.call(path, { token: h.token, ...options });
   const report = (name: string, version: number) =>
@@ -46,18 +42,8 @@ describe("rollout API", () => {
 
   beforeAll(async () => {
     h = await startHarness({ nfBuilder: fakeBuilder });
-    crates = mkdtempSync(join(tmpdir(), "galette-crates-"));
-    writeCrate(crates, "acl", ACL_RS);
-    const published = await op("/v1/nfs", {
-      method: "POST",
-      headers: { "content-type": "application/x-tar" },
-      body: tarOf(crates, "acl"),
-    });
-    expect(published.status, published.body.toString()).toBe(201);
-    for (let i = 0; i < 2; i++)
-      expect(
-        (await op("/v1/chains", { method: "POST", body: { toml: ACL_TOML, file: "acl.toml" } })).status,
-      ).toBe(201);
+    await h.publishNf("acl", ACL_RS);
+    for (let i = 0; i < 2; i++) await h.pushChain(ACL_TOML, "acl.toml");
     for (const name of ["edge-1", "edge-2"]) await h.enrol(name, { role: "edge" });
     expect(
       (
@@ -71,7 +57,6 @@ describe("rollout API", () => {
   });
   afterAll(async () => {
     await h?.cleanup();
-    rmSync(crates, { recursive: true, force: true });
   });
 
   it("refuses bad requests with the reason and stores nothing", async () => {

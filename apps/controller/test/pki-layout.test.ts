@@ -63,6 +63,9 @@ describe("two-tier PKI: root offline, issuing CA in the controller", () => {
   let h: Harness;
   const offlineRootKey = join(scratch, "offline-root.key");
   let firstIssuerCn = "";
+  /** `galette pki rotate-issuer` on the harness's data dir with the offline root key, plus `extra` */
+  const rotateIssuer = (...extra: string[]) =>
+    galette(["pki", "rotate-issuer", "--data", h.dir, "--root-key", offlineRootKey, ...extra]);
 
   beforeAll(async () => {
     h = await startHarness();
@@ -237,7 +240,7 @@ describe("two-tier PKI: root offline, issuing CA in the controller", () => {
   });
 
   it("rotate-issuer (root key from offline): earlier devices keep connecting, new ones get the new issuer", async () => {
-    const rotated = await galette(["pki", "rotate-issuer", "--data", h.dir, "--root-key", offlineRootKey]);
+    const rotated = await rotateIssuer();
     expect(rotated.code, rotated.stderr).toBe(0);
     expect(rotated.stdout).toMatch(/new issuing CA/);
     expect(rotated.stdout).toContain(firstIssuerCn);
@@ -254,15 +257,7 @@ describe("two-tier PKI: root offline, issuing CA in the controller", () => {
 
   it("rotate-issuer --drop-previous stops accepting every earlier issuer's devices", async () => {
     await h.enrol("before-2");
-    const rotated = await galette([
-      "pki",
-      "rotate-issuer",
-      "--data",
-      h.dir,
-      "--root-key",
-      offlineRootKey,
-      "--drop-previous",
-    ]);
+    const rotated = await rotateIssuer("--drop-previous");
     expect(rotated.code, rotated.stderr).toBe(0);
     await h.restart();
     const refused = await h.call(assignment, { client: h.asDevice("before-2") });
@@ -277,16 +272,7 @@ describe("two-tier PKI: root offline, issuing CA in the controller", () => {
     const res = await galette(["pki", "rotate-issuer", "--data", h.dir]);
     expect(res.code).not.toBe(0);
     expect(res.stderr).toContain("--root-key");
-    const bad = await galette([
-      "pki",
-      "rotate-issuer",
-      "--data",
-      h.dir,
-      "--root-key",
-      offlineRootKey,
-      "--validity-days",
-      "-3",
-    ]);
+    const bad = await rotateIssuer("--validity-days", "-3");
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/--validity-days must be a positive whole number/);
     expect(readFileSync(join(h.dir, PKI_FILES.issuerCert), "utf8")).toBe(issuerBefore);

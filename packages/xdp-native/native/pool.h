@@ -22,7 +22,8 @@
 // Files: this header (the types every part shares), pool_worker.cc (the hot path: a
 // worker thread's loop, one frame through the NFs), pool_table.cc (instance tables:
 // loading, publication, retirement) and pool.cc (the N-API surface: start, update, stats,
-// stop). The instance table itself is nf_table.h's, shared with the NF worker process.
+// stop). The instance table itself is nf_table.h's and one frame's hops through the NFs
+// nf_hops.h's, both shared with the NF worker process.
 #pragma once
 
 #include <napi.h>
@@ -59,6 +60,17 @@ struct WorkerStats {
 #define X(name, doc) Counter name;
   GALETTE_WORKER_COUNTERS(X)
 #undef X
+  // By the NF worker process's index (nf_hops.h counts that way); a constant k folds away.
+  Counter& At(shm::CounterIndex k) {
+    switch (k) {
+#define X(name, doc) \
+  case shm::k_##name: return name;
+      GALETTE_WORKER_COUNTERS(X)
+#undef X
+      case shm::kCounterCount: break;
+    }
+    return rx;  // unreachable: every index names a counter
+  }
 };
 
 struct InstanceStats {

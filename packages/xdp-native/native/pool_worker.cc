@@ -1,9 +1,10 @@
 // The in-process pool's hot path: a worker thread's loop and one frame through the NFs
-// (see pool.h).
+// (see pool.h; the hops themselves are nf_hops.h's).
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "nf_hops.h"
 #include "pool.h"
 
 namespace galette {
@@ -33,14 +34,32 @@ const InstanceTable* Worker::Enter(Pool* pool) {
   }
 }
 
+namespace {
+
+// RunHops's hooks for this pool: its counters, no host stack for PASS, no traces.
+struct PoolHops {
+  Worker* w;
+  bool CanPass() const { return false; }
+  void Count(shm::CounterIndex k, uint64_t n = 1) { w->stats.At(k).Add(n); }
+  void Calling(uint32_t) {}
+  void Returned() {}
+  void CountCall(uint32_t instance, uint64_t ns) {
+    InstanceStats& is = w->instances[instance];
+    is.calls.Add(1);
+    is.nanoseconds.Add(ns);
+  }
+  void CountVariant(uint32_t instance, uint32_t variant) { w->instances[instance].variants[variant].Add(1); }
+  void Hopped(uint32_t, uint32_t, const galette_action&, uint64_t) {}
+};
+
+}  // namespace
+
 // Runs one frame to completion. Returns true with `out` set when the frame is to be
 // transmitted; false when it is to be recycled (every such outcome is counted).
 bool Worker::Process(Pool* pool, const InstanceTable* table, uint64_t addr, uint32_t len, xdp_desc* out) {
   uint8_t* base = static_cast<uint8_t*>(pool->area);
   uint64_t frame = pool->FrameOf(addr);
   uint64_t offset = addr - frame;
-  uint8_t* frame_start = base + frame;
-  uint8_t* frame_end = frame_start + pool->frame_size;
   if (offset < sizeof(galette_upcall_meta) || offset + len > pool->frame_size) {
     stats.badMeta.Add(1);
     return false;
@@ -48,57 +67,8 @@ bool Worker::Process(Pool* pool, const InstanceTable* table, uint64_t addr, uint
   galette_upcall_meta meta;
   memcpy(&meta, base + addr - sizeof meta, sizeof meta);
   meta.action &= 0x7fffffffu;  // GALETTE_UPCALL_TRACED: this baseline pool writes no trace records
-  if (meta.instance >= GALETTE_MAX_INSTANCES || meta.action >= GALETTE_MAX_ACTIONS || !table->known[meta.instance]) {
-    stats.badMeta.Add(1);
-    return false;
-  }
-  galette_action act = table->actions[meta.instance][meta.action];
-  galette_pkt pkt{base + addr, len, static_cast<uint32_t>(offset),
-                  static_cast<uint32_t>(pool->frame_size - offset - len)};
-  for (uint32_t hops = 0;; hops++) {
-    switch (act.kind) {
-      case GALETTE_ACT_TX:
-      case GALETTE_ACT_REFLECT:
-        out->addr = static_cast<uint64_t>(pkt.data - base);
-        out->len = pkt.len;
-        out->options = 0;
-        return true;
-      case GALETTE_ACT_DROP: stats.drop.Add(1); return false;
-      case GALETTE_ACT_ABORT: stats.abort.Add(1); return false;
-      case GALETTE_ACT_PASS: stats.passUnsupported.Add(1); return false;
-      case GALETTE_ACT_TAILCALL:
-      case GALETTE_ACT_UPCALL: break;  // in userland both mean: run instance `arg` next
-      default: stats.redirectUnsupported.Add(1); return false;
-    }
-    if (hops >= kMaxHops) {
-      stats.hopLimit.Add(1);
-      return false;
-    }
-    uint32_t next = act.arg;
-    if (next >= GALETTE_MAX_INSTANCES || !table->nf[next].packet) {
-      stats.noNf.Add(1);
-      return false;
-    }
-    const NfEntry& nf = table->nf[next];
-    uint64_t t0 = NowNs();
-    uint32_t variant = nf.packet_mapped ? nf.packet_mapped(&pkt, nf.maps) : nf.packet(&pkt, nf.map_fds);
-    uint64_t t1 = NowNs();
-    InstanceStats& is = instances[next];
-    is.calls.Add(1);
-    is.nanoseconds.Add(t1 - t0);
-    stats.nfCalls.Add(1);
-    stats.nfNanoseconds.Add(t1 - t0);
-    if (variant >= GALETTE_MAX_ACTIONS || !table->known[next]) {
-      stats.badVariant.Add(1);
-      return false;
-    }
-    is.variants[variant].Add(1);
-    if (pkt.data < frame_start || pkt.len == 0 || pkt.data + pkt.len > frame_end) {
-      stats.badPacket.Add(1);
-      return false;
-    }
-    act = table->actions[next][variant];
-  }
+  PoolHops hooks{this};
+  return RunHops(table, meta, base, frame, pool->frame_size, addr, len, out, hooks) != kHopsDropped;
 }
 
 // In copy mode the kernel sends at most a small batch per sendto() and answers EAGAIN

@@ -11,9 +11,10 @@
 // the shared region) to the fill ring before it starts.
 //
 // The frame loop is the one of the in-process pool (pool_worker.cc): frame ownership,
-// batching, the in-flight spin (worker_loop.h) and the per-batch table switch are the same;
-// the instance tables (nf_table.h) arrive as control messages and are published to the
-// threads with the same hazard scheme.
+// batching, the in-flight spin (worker_loop.h) and the per-batch table switch are the same,
+// and so is the code taking one frame through the NFs (nf_hops.h); the instance tables
+// (nf_table.h) arrive as control messages and are published to the threads with the same
+// hazard scheme.
 //
 // Where the kernel maps a socket's rings only before bind (Linux 6.1), a restarted worker
 // does not get the dead one's sockets: the agent replaces them (worker_pool.cc), and this
@@ -49,6 +50,7 @@
 #include <vector>
 
 #include "map_view.h"
+#include "nf_hops.h"
 #include "nf_table.h"
 #include "worker_loop.h"
 #include "worker_shm.h"
@@ -261,7 +263,7 @@ struct Thread {
     holding.store(nullptr, std::memory_order_release);
     __atomic_store_n(&shm->holding, 0, __ATOMIC_RELEASE);
   }
-  // 0: dropped (counted), else the verdict's kind (TX or REFLECT) with `out` filled
+  // kHopsDropped (counted), else the verdict's kind (TX, REFLECT or PASS) with `out` filled
   uint32_t Frame(Process* p, const InstanceTable* t, uint64_t addr, uint32_t len, xdp_desc* out);
   void KickTx(uint32_t g);
   bool AnyTxOutstanding(uint32_t groups) const {
@@ -376,19 +378,49 @@ const InstanceTable* Thread::Enter(Process* p) {
   }
 }
 
+// RunHops's hooks for this process: counters in the shared region, PASS to the port's TAP
+// device when there is one, crash attribution, and a trace record per hop of a traced frame.
+struct ProcessHops {
+  Thread* t;
+  const Process* p;
+  uint32_t trace_frame;  // 0: not traced
+  bool CanPass() const { return p->tap_fd[0] >= 0; }
+  void Count(CounterIndex k, uint64_t n = 1) { t->Count(k, n); }
+  // Crash attribution: the agent reads this after the process died.
+  void Calling(uint32_t instance) { __atomic_store_n(&t->shm->current_instance, instance, __ATOMIC_RELAXED); }
+  void Returned() { __atomic_store_n(&t->shm->current_instance, kNoInstance, __ATOMIC_RELAXED); }
+  void CountCall(uint32_t instance, uint64_t ns) {
+    InstanceCounters& is = t->inst[instance];
+    Add(&is.calls, 1);
+    Add(&is.nanoseconds, ns);
+  }
+  void CountVariant(uint32_t instance, uint32_t variant) { Add(&t->inst[instance].variants[variant], 1); }
+  void Hopped(uint32_t instance, uint32_t variant, const galette_action& next, uint64_t now) {
+    if (!trace_frame || p->cfg.trace_fd < 0) return;
+    galette_trace_record r{};
+    r.ts = now;
+    r.frame = trace_frame;
+    r.instance = instance;
+    r.variant = variant;
+    r.kind = next.kind;
+    r.arg = next.arg;
+    r.tier = GALETTE_TIER_USERLAND;
+    // a full queue loses the record (the tracer reports the frame incomplete)
+    bpf_map_update_elem(p->cfg.trace_fd, nullptr, &r, BPF_ANY);
+  }
+};
+
 uint32_t Thread::Frame(Process* p, const InstanceTable* table, uint64_t addr, uint32_t len, xdp_desc* out) {
   uint8_t* base = p->area;
   uint64_t frame = p->FrameOf(addr);
   uint64_t offset = addr - frame;
   if (frame >= p->area_size) {
     Count(k_badMeta, 1);
-    return false;
+    return kHopsDropped;
   }
-  uint8_t* frame_start = base + frame;
-  uint8_t* frame_end = frame_start + p->cfg.frame_size;
   if (!table || offset < sizeof(galette_upcall_meta) || offset + len > p->cfg.frame_size) {
     Count(k_badMeta, 1);
-    return false;
+    return kHopsDropped;
   }
   galette_upcall_meta meta;
   memcpy(&meta, base + addr - sizeof meta, sizeof meta);
@@ -402,80 +434,8 @@ uint32_t Thread::Frame(Process* p, const InstanceTable* table, uint64_t addr, ui
       if (mark.magic == GALETTE_TRACE_MAGIC) trace_frame = mark.frame;
     }
   }
-  if (meta.instance >= GALETTE_MAX_INSTANCES || meta.action >= GALETTE_MAX_ACTIONS || !table->known[meta.instance]) {
-    Count(k_badMeta, 1);
-    return false;
-  }
-  galette_action act = table->actions[meta.instance][meta.action];
-  galette_pkt pkt{base + addr, len, static_cast<uint32_t>(offset),
-                  static_cast<uint32_t>(p->cfg.frame_size - offset - len)};
-  for (uint32_t hops = 0;; hops++) {
-    switch (act.kind) {
-      case GALETTE_ACT_TX:
-      case GALETTE_ACT_REFLECT:
-        out->addr = static_cast<uint64_t>(pkt.data - base);
-        out->len = pkt.len;
-        out->options = 0;
-        return act.kind;
-      case GALETTE_ACT_DROP: Count(k_drop, 1); return false;
-      case GALETTE_ACT_ABORT: Count(k_abort, 1); return false;
-      case GALETTE_ACT_PASS:
-        if (p->tap_fd[0] < 0) {
-          Count(k_passUnsupported, 1);
-          return false;
-        }
-        out->addr = static_cast<uint64_t>(pkt.data - base);
-        out->len = pkt.len;
-        out->options = 0;
-        return act.kind;
-      case GALETTE_ACT_TAILCALL:
-      case GALETTE_ACT_UPCALL: break;
-      default: Count(k_redirectUnsupported, 1); return false;
-    }
-    if (hops >= kMaxHops) {
-      Count(k_hopLimit, 1);
-      return false;
-    }
-    uint32_t next = act.arg;
-    if (next >= GALETTE_MAX_INSTANCES || !table->nf[next].packet) {
-      Count(k_noNf, 1);
-      return false;
-    }
-    const NfEntry& nf = table->nf[next];
-    // Crash attribution: the agent reads this after the process died.
-    __atomic_store_n(&shm->current_instance, next, __ATOMIC_RELAXED);
-    uint64_t t0 = NowNs();
-    uint32_t variant = nf.packet_mapped ? nf.packet_mapped(&pkt, nf.maps) : nf.packet(&pkt, nf.map_fds);
-    uint64_t t1 = NowNs();
-    __atomic_store_n(&shm->current_instance, kNoInstance, __ATOMIC_RELAXED);
-    InstanceCounters& is = inst[next];
-    Add(&is.calls, 1);
-    Add(&is.nanoseconds, t1 - t0);
-    Count(k_nfCalls, 1);
-    Count(k_nfNanoseconds, t1 - t0);
-    if (variant >= GALETTE_MAX_ACTIONS || !table->known[next]) {
-      Count(k_badVariant, 1);
-      return false;
-    }
-    Add(&is.variants[variant], 1);
-    if (pkt.data < frame_start || pkt.len == 0 || pkt.data + pkt.len > frame_end) {
-      Count(k_badPacket, 1);
-      return false;
-    }
-    act = table->actions[next][variant];
-    if (trace_frame && p->cfg.trace_fd >= 0) {
-      galette_trace_record r{};
-      r.ts = t1;
-      r.frame = trace_frame;
-      r.instance = next;
-      r.variant = variant;
-      r.kind = act.kind;
-      r.arg = act.arg;
-      r.tier = GALETTE_TIER_USERLAND;
-      // a full queue loses the record (the tracer reports the frame incomplete)
-      bpf_map_update_elem(p->cfg.trace_fd, nullptr, &r, BPF_ANY);
-    }
-  }
+  ProcessHops hooks{this, p, trace_frame};
+  return RunHops(table, meta, base, frame, p->cfg.frame_size, addr, len, out, hooks);
 }
 
 void Thread::KickTx(uint32_t g) {

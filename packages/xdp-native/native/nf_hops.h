@@ -5,8 +5,8 @@
 // next action, until a final verdict.
 //
 // Contract: the caller has checked that the frame's upcall meta lies inside the frame
-// (offset >= sizeof meta) and that `len` bytes from `addr` fit it, and holds `table` (see
-// nf_table.h). Every frame this returns as not sent is counted exactly once, under the
+// (offset >= sizeof meta) and that `len` bytes from `addr` fit it, and holds `table`, not
+// NULL (see nf_table.h). Every frame it drops is counted exactly once, under the
 // GALETTE_WORKER_COUNTERS name of its reason (worker_shm.h), so both pools report the same
 // outcomes. What differs between the pools (where counters live, whether PASS has a way
 // to the host stack, crash attribution, packet traces) is the `Hooks` type's, whose calls

@@ -4,24 +4,19 @@ import { describeKernel, exchangeFrames, sleep, type VethPair } from "@galette/t
 import { beforeAll, expect, it } from "vitest";
 import {
   ActionKind,
-  BpfMap,
-  BpfObject,
-  GALETTE_MAX_ACTIONS,
+  type BpfMap,
   GALETTE_MAX_INSTANCES,
-  GALETTE_MAX_XSKS,
   galetteAction,
   type NfInstanceConfig,
   NfLibraryError,
-  netnsPath,
-  rootProgramObjectPath,
   u32,
   WorkerPool,
-  XdpAttachment,
 } from "../src/index";
 import { macOf, seqOf, testFrames } from "./frames";
-import { compileBpf, compileNf, testCleanups, waitFor } from "./helpers";
+import { actionTable, compileBpf, compileNf, testCleanups, testMap, upcallDevice, waitFor } from "./helpers";
 
-const { own, defer, veth } = testCleanups();
+const cleanups = testCleanups();
+const { defer, veth } = cleanups;
 
 let shim: string;
 let nfLib: string;
@@ -53,38 +48,13 @@ const libraryMapped = (pool: WorkerPool, path: string) => {
  */
 async function device(tag: string, mode: "blocking" | "busy-poll" = "blocking") {
   const v = await veth(tag);
-  const netns = netnsPath(v.nsB);
-  const map = (type: "prog_array" | "xskmap", name: string, maxEntries: number) =>
-    own(BpfMap.create({ type, name, keySize: 4, valueSize: 4, maxEntries }));
-  const progs = map("prog_array", "gal_u_progs", GALETTE_MAX_INSTANCES);
-  const xsks = map("xskmap", "gal_u_xsks", GALETTE_MAX_XSKS);
-  const xskCount = own(
-    BpfMap.create({ type: "array", name: "gal_u_xskcnt", keySize: 4, valueSize: 4, maxEntries: 4 }),
-  );
-  const upcaller = own(
-    BpfObject.load(shim, {
-      rodata: { galette_instance_id: 1, nf_mode: 0 },
-      reuseMaps: { galette_progs: progs, galette_xsks: xsks, galette_xsk_count: xskCount },
-    }),
-  );
-  const act1 = upcaller.map("galette_actions");
-  act1.typed(u32, galetteAction).set(0, { kind: ActionKind.upcall, arg: 2 });
-  progs.typed(u32, u32).set(1, upcaller.programFd("galette_nf"));
-  const actionTable = (name: string) =>
-    own(BpfMap.create({ type: "array", name, keySize: 4, valueSize: 8, maxEntries: GALETTE_MAX_ACTIONS }));
-  const act2 = actionTable("gal_u_act2").typed(u32, galetteAction);
-  const act3Map = actionTable("gal_u_act3");
+  const { netns, xsks, xskCount, upcallerActions: act1 } = upcallDevice(cleanups, v, shim, "gal_u");
+  const act2 = actionTable(cleanups, "gal_u_act2").typed(u32, galetteAction);
+  const act3Map = actionTable(cleanups, "gal_u_act3");
   act2.set(0, { kind: ActionKind.tx, arg: 0 });
   act3Map.typed(u32, galetteAction).set(0, { kind: ActionKind.tx, arg: 0 });
-  const seenMap = (name: string) =>
-    own(BpfMap.create({ type: "hash", name, keySize: 4, valueSize: 1, maxEntries: 16384 }));
-  const seen2 = seenMap("gal_u_seen2");
-  const seen3 = seenMap("gal_u_seen3");
-
-  const root = own(BpfObject.load(rootProgramObjectPath()));
-  root.map("galette_root_progs").typed(u32, u32).set(0, upcaller.programFd("galette_nf"));
-  const attachment = XdpAttachment.attach({ ifname: v.ifB, netns }, root.programFd("galette_root"));
-  defer(() => attachment.detach());
+  const seen2 = testMap(cleanups, "hash", "gal_u_seen2", 16384, 1);
+  const seen3 = testMap(cleanups, "hash", "gal_u_seen3", 16384, 1);
 
   const base: NfInstanceConfig[] = [
     { id: 1, actions: act1 },

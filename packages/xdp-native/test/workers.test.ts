@@ -7,22 +7,15 @@ import { createVethPair, describeKernel, exchangeFrames, nsRun, type VethPair } 
 import { beforeAll, expect, it } from "vitest";
 import {
   ActionKind,
-  BpfMap,
-  BpfObject,
-  GALETTE_MAX_ACTIONS,
-  GALETTE_MAX_INSTANCES,
-  GALETTE_MAX_XSKS,
   galetteAction,
   NfLibraryError,
   netnsPath,
-  rootProgramObjectPath,
   u32,
   WorkerCrashError,
   WorkerError,
   WorkerPool,
   type WorkerPoolOptions,
   workerExecutablePath,
-  XdpAttachment,
 } from "../src/index";
 import { macOf, seqOf, testFrames } from "./frames";
 
@@ -30,12 +23,13 @@ import { macOf, seqOf, testFrames } from "./frames";
 const BAD_LENGTH = 0x40;
 const BAD_VARIANT = 0x80;
 
-import { compileBpf, compileNf, testCleanups, waitFor } from "./helpers";
+import { actionTable, compileBpf, compileNf, testCleanups, testMap, upcallDevice, waitFor } from "./helpers";
 
 const execFileP = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
 
-const { own, defer, veth } = testCleanups();
+const cleanups = testCleanups();
+const { defer, veth } = cleanups;
 
 let shim: string;
 let nfLib: string;
@@ -50,9 +44,6 @@ beforeAll(async () => {
   ]);
 });
 
-const actionTable = (name: string) =>
-  own(BpfMap.create({ type: "array", name, keySize: 4, valueSize: 8, maxEntries: GALETTE_MAX_ACTIONS }));
-
 /**
  * Device: root -> instance 1 (XDP shim, variant 0 upcalls to native instance 2) ->
  * AF_XDP workers running the C NF library as instances 2 and 3. The C NF swaps MACs,
@@ -62,40 +53,10 @@ const actionTable = (name: string) =>
  */
 async function device(tag: string, library = nfLib, queues?: number) {
   const v = await veth(tag, queues ? { queues } : {});
-  const netns = netnsPath(v.nsB);
-  const progs = own(
-    BpfMap.create({
-      type: "prog_array",
-      name: "gal_w_progs",
-      keySize: 4,
-      valueSize: 4,
-      maxEntries: GALETTE_MAX_INSTANCES,
-    }),
-  );
-  const xsks = own(
-    BpfMap.create({
-      type: "xskmap",
-      name: "gal_w_xsks",
-      keySize: 4,
-      valueSize: 4,
-      maxEntries: GALETTE_MAX_XSKS,
-    }),
-  );
-  const xskCount = own(
-    BpfMap.create({ type: "array", name: "gal_w_xskcnt", keySize: 4, valueSize: 4, maxEntries: 4 }),
-  );
-  const upcaller = own(
-    BpfObject.load(shim, {
-      rodata: { galette_instance_id: 1, nf_mode: 0 },
-      reuseMaps: { galette_progs: progs, galette_xsks: xsks, galette_xsk_count: xskCount },
-    }),
-  );
-  const upcallerActions = upcaller.map("galette_actions");
-  upcallerActions.typed(u32, galetteAction).set(0, { kind: ActionKind.upcall, arg: 2 });
-  progs.typed(u32, u32).set(1, upcaller.programFd("galette_nf"));
+  const { netns, xsks, xskCount, upcallerActions } = upcallDevice(cleanups, v, shim, "gal_w");
 
-  const act2 = actionTable("gal_w_act2");
-  const act3 = actionTable("gal_w_act3");
+  const act2 = actionTable(cleanups, "gal_w_act2");
+  const act3 = actionTable(cleanups, "gal_w_act3");
   const t2 = act2.typed(u32, galetteAction);
   t2.set(0, { kind: ActionKind.tx, arg: 0 });
   t2.set(1, { kind: ActionKind.drop, arg: 0 });
@@ -106,14 +67,7 @@ async function device(tag: string, library = nfLib, queues?: number) {
   const t3 = act3.typed(u32, galetteAction);
   t3.set(4, { kind: ActionKind.tx, arg: 0 });
   t3.set(5, { kind: ActionKind.upcall, arg: 2 });
-  const seen = own(
-    BpfMap.create({ type: "hash", name: "gal_w_seen", keySize: 4, valueSize: 1, maxEntries: 4096 }),
-  );
-
-  const root = own(BpfObject.load(rootProgramObjectPath()));
-  root.map("galette_root_progs").typed(u32, u32).set(0, upcaller.programFd("galette_nf"));
-  const link = XdpAttachment.attach({ ifname: v.ifB, netns }, root.programFd("galette_root"));
-  defer(() => link.detach());
+  const seen = testMap(cleanups, "hash", "gal_w_seen", 4096, 1);
 
   const options = (extra: Partial<WorkerPoolOptions> = {}): WorkerPoolOptions => ({
     ifname: v.ifB,
@@ -262,9 +216,7 @@ describeKernel("xdp-native AF_XDP worker pool", () => {
 
   it("serves only the queues asked for, and refuses a socket count map too small for the queues", async () => {
     const d = await device("wqo", nfLib, 4);
-    const small = own(
-      BpfMap.create({ type: "array", name: "gal_w_small", keySize: 4, valueSize: 4, maxEntries: 2 }),
-    );
+    const small = testMap(cleanups, "array", "gal_w_small", 2);
     await expect(d.start({ xskCountMap: small })).rejects.toThrow(/galette_xsk_count has 2 entries.*needs 4/);
     await expect(d.start({ queues: 17 })).rejects.toThrow(/queues must be an integer in \[1, 16\]/);
     const pool = await d.start({ queues: 1, xskCountMap: small });

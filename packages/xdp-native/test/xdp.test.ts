@@ -3,7 +3,7 @@ import { beforeAll, expect, it } from "vitest";
 import {
   ActionKind,
   attachXdp,
-  BpfMap,
+  type BpfMap,
   BpfObject,
   detachXdp,
   GALETTE_MAX_INSTANCES,
@@ -17,12 +17,15 @@ import {
   XdpAttachment,
 } from "../src/index";
 import { macOf, STAMP_OFFSET, seqOf, testFrames } from "./frames";
-import { compileBpf, testCleanups, waitFor } from "./helpers";
+import { compileBpf, testCleanups, testMap, waitFor } from "./helpers";
 
 const NF_SWAP = 1;
 const NF_STAMP = 2;
 
-const { own, defer, veth } = testCleanups();
+const cleanups = testCleanups();
+const { own, defer, veth } = cleanups;
+/** The device's PROG_ARRAY, shared by its NF instances. */
+const progArray = () => testMap(cleanups, "prog_array", "gal_t_progs", GALETTE_MAX_INSTANCES);
 
 let shim: string;
 beforeAll(async () => {
@@ -57,15 +60,7 @@ describeKernel("xdp-native XDP attach and tail-call chains", () => {
   it("attaches in native mode, refuses to clobber with noReplace, replaces atomically, detaches", async () => {
     const v = await veth("att");
     const target = { ifname: v.ifB, netns: netnsPath(v.nsB) };
-    const progs = own(
-      BpfMap.create({
-        type: "prog_array",
-        name: "gal_t_progs",
-        keySize: 4,
-        valueSize: 4,
-        maxEntries: GALETTE_MAX_INSTANCES,
-      }),
-    );
+    const progs = progArray();
     const a = instance(progs, 1, 0, { kind: ActionKind.pass });
     const b = instance(progs, 2, 0, { kind: ActionKind.pass });
     const idOf = (o: BpfObject) => o.programId("galette_nf");
@@ -112,15 +107,7 @@ describeKernel("xdp-native XDP attach and tail-call chains", () => {
   it("runs a two-NF PROG_ARRAY tail-call chain behind the root program on real frames", async () => {
     const v = await veth("tc");
     const target = { ifname: v.ifB, netns: netnsPath(v.nsB) };
-    const progs = own(
-      BpfMap.create({
-        type: "prog_array",
-        name: "gal_t_progs",
-        keySize: 4,
-        valueSize: 4,
-        maxEntries: GALETTE_MAX_INSTANCES,
-      }),
-    );
+    const progs = progArray();
     const first = instance(progs, 1, NF_SWAP, { kind: ActionKind.tailcall, arg: 2 });
     const second = instance(progs, 2, NF_STAMP, { kind: ActionKind.tx });
     const root = rootProgram();
@@ -153,15 +140,7 @@ describeKernel("xdp-native XDP attach and tail-call chains", () => {
   it("swaps chains atomically under continuous traffic: every frame goes through one chain, none lost", async () => {
     const v = await veth("swp");
     const target = { ifname: v.ifB, netns: netnsPath(v.nsB) };
-    const progs = own(
-      BpfMap.create({
-        type: "prog_array",
-        name: "gal_t_progs",
-        keySize: 4,
-        valueSize: 4,
-        maxEntries: GALETTE_MAX_INSTANCES,
-      }),
-    );
+    const progs = progArray();
     const chainA = instance(progs, 1, NF_SWAP | NF_STAMP, { kind: ActionKind.tx });
     const chainB = instance(progs, 2, NF_SWAP | NF_STAMP, { kind: ActionKind.tx });
     const root = rootProgram();

@@ -9,5 +9,7 @@ export function failureReason(err: unknown): string {
   if (typeof code === "string") return code;
   const named = /\b(E[A-Z]{3,})\b/.exec(message);
   if (named) return named[1]!;
-  return message.slice(0, 60);
+  // the client names the request first ("POST https://127.0.0.1:PORT/v1/device/status: …"):
+  // counted by what happened, not by where
+  return message.replace(/^[A-Z]+ \S+: /, "").slice(0, 60);
 }

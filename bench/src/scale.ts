@@ -437,18 +437,20 @@ class Simulator {
 }
 
 /**
- * Open files a process needs for `devices`: a websocket and a kept-alive request connection
- * each, one more each for connections closing or opening while the fleet reconnects, and slack.
- * Two per device ran out: the simulator's connects failed with EMFILE, devices backing off
- * for a limit no real agent has.
+ * Open files the most demanding process needs for a fleet of `devices`. The controller: a
+ * websocket and a kept-alive request connection per device, and slack. A simulator process
+ * (`perProcess` devices at most): one more per device for connections closing or opening
+ * while the fleet reconnects; two ran out, its connects failing with EMFILE, devices
+ * backing off for a limit no real agent has.
  */
-const filesFor = (devices: number) => devices * 3 + 1024;
+export const filesFor = (devices: number, perProcess: number) =>
+  Math.max(devices * 2, Math.min(devices, perProcess) * 3) + 1024;
 
 /**
  * Raise this process's open-file limit (children inherit it) as far as allowed; returns
  * the limit now in force. Raising the hard limit needs CAP_SYS_RESOURCE.
  */
-async function raiseFileLimit(devices: number, log: Logger): Promise<number> {
+async function raiseFileLimit(want: number, log: Logger): Promise<number> {
   const limit = async () =>
     Number(
       (
@@ -457,7 +459,6 @@ async function raiseFileLimit(devices: number, log: Logger): Promise<number> {
         .trim()
         .split(/\s+/)[1],
     );
-  const want = filesFor(devices);
   await run("prlimit", ["--pid", String(process.pid), `--nofile=${want}:${want}`]).catch(async () => {
     const hard = await limit();
     await run("prlimit", ["--pid", String(process.pid), `--nofile=${hard}:${hard}`]);
@@ -479,9 +480,9 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
   const windowMs = opts.windowMs ?? (opts.quick ? 10_000 : 20_000);
   const events = opts.events ?? true;
   const simDevicesPerProcess = opts.simDevicesPerProcess ?? SIM_DEVICES_PER_PROCESS;
-  const files = await raiseFileLimit(Math.max(...counts), log);
-  const skipped = counts.filter((c) => filesFor(c) > files);
-  const measured = counts.filter((c) => filesFor(c) <= files);
+  const files = await raiseFileLimit(filesFor(Math.max(...counts), simDevicesPerProcess), log);
+  const skipped = counts.filter((c) => filesFor(c, simDevicesPerProcess) > files);
+  const measured = counts.filter((c) => filesFor(c, simDevicesPerProcess) <= files);
   const fleet = await ensureFleet(Math.max(0, ...measured), log);
   const schedBoost = opts.boost ? (await buildTools()).schedBoost : undefined;
   // every thread of the process, again after start-up made its thread pool
@@ -492,7 +493,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
     rows: [],
     skipped: skipped.map((devices) => ({
       devices,
-      reason: `needs ${filesFor(devices)} open files per process; the limit here is ${files}`,
+      reason: `needs ${filesFor(devices, simDevicesPerProcess)} open files per process; the limit here is ${files}`,
     })),
   };
   const postgres = backends.includes("postgres") ? await startPostgres() : undefined;

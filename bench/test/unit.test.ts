@@ -7,7 +7,7 @@ import { makePlan } from "../src/plan";
 import { buildPlots, renderPng } from "../src/plots";
 import { labelledTargetLines, NOT_MEASURED, renderReport } from "../src/report";
 import { metaOf, runsFor } from "../src/runner";
-import { loopDelayFromMetrics, mergeWindows, renderScale, scaleOptionsFromEnv } from "../src/scale";
+import { filesFor, loopDelayFromMetrics, mergeWindows, renderScale, scaleOptionsFromEnv } from "../src/scale";
 import { failureReason } from "../src/scale-failure";
 import {
   baselineScenarios,
@@ -310,6 +310,19 @@ describe("controller scale options and report", () => {
     expect(failureReason(new Error("the answer did not arrive in time"))).toBe(
       "the answer did not arrive in time",
     );
+    expect(
+      failureReason(
+        new Error("POST https://127.0.0.1:35941/v1/device/status: did not complete within 10000 ms"),
+      ),
+    ).toBe("did not complete within 10000 ms");
+  });
+
+  it("sizes the open-file limit for the process that needs most: the controller, or one simulator", () => {
+    // the controller holds two connections per device; a simulator three per device it simulates
+    expect(filesFor(10_000, 2500)).toBe(21_024);
+    expect(filesFor(5000, 2500)).toBe(11_024);
+    expect(filesFor(1000, 2500)).toBe(4024);
+    expect(filesFor(5000, 5000)).toBe(16_024);
   });
 
   it("merges the simulator processes' windows: percentiles over all samples, sums, the slowest loop", () => {

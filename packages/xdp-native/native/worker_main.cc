@@ -38,15 +38,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "map_view.h"
@@ -155,6 +158,26 @@ uint32_t ParseU32(const char* s, const char* name) {
   return static_cast<uint32_t>(v);
 }
 
+// --uid and --gid set their uid_t/gid_t fields through kU32Options.
+static_assert(std::is_same<uid_t, uint32_t>::value && std::is_same<gid_t, uint32_t>::value, "uid_t/gid_t not u32");
+
+// The options that take a number, and the field each sets.
+constexpr struct {
+  const char* flag;
+  uint32_t Config::* field;
+} kU32Options[] = {
+    {"--workers", &Config::workers},
+    {"--ports", &Config::ports},
+    {"--frame-size", &Config::frame_size},
+    {"--frame-count", &Config::frame_count},
+    {"--ring-size", &Config::ring_size},
+    {"--batch", &Config::batch},
+    {"--poll-timeout-ms", &Config::poll_timeout_ms},
+    {"--uid", &Config::uid},
+    {"--gid", &Config::gid},
+    {"--bind-wait-ms", &Config::bind_wait_ms},
+};
+
 Config ParseArgs(int argc, char** argv) {
   Config c;
   for (int i = 1; i < argc; i++) {
@@ -163,34 +186,18 @@ Config ParseArgs(int argc, char** argv) {
       if (i + 1 >= argc) Fatal("missing value for " + a);
       return argv[++i];
     };
-    if (a == "--workers")
-      c.workers = ParseU32(next(), "--workers");
-    else if (a == "--ports")
-      c.ports = ParseU32(next(), "--ports");
+    const auto* numeric =
+        std::find_if(std::begin(kU32Options), std::end(kU32Options), [&](const auto& o) { return a == o.flag; });
+    if (numeric != std::end(kU32Options))
+      c.*numeric->field = ParseU32(next(), numeric->flag);
     else if (a == "--taps")
       c.taps = true;
-    else if (a == "--frame-size")
-      c.frame_size = ParseU32(next(), "--frame-size");
-    else if (a == "--frame-count")
-      c.frame_count = ParseU32(next(), "--frame-count");
-    else if (a == "--ring-size")
-      c.ring_size = ParseU32(next(), "--ring-size");
-    else if (a == "--batch")
-      c.batch = ParseU32(next(), "--batch");
-    else if (a == "--poll-timeout-ms")
-      c.poll_timeout_ms = ParseU32(next(), "--poll-timeout-ms");
     else if (a == "--busy-poll")
       c.busy_poll = true;
-    else if (a == "--uid")
-      c.uid = ParseU32(next(), "--uid");
-    else if (a == "--gid")
-      c.gid = ParseU32(next(), "--gid");
     else if (a == "--read-dir")
       c.read_dirs.push_back(next());
     else if (a == "--keep-cap-bpf")
       c.keep_cap_bpf = next();
-    else if (a == "--bind-wait-ms")
-      c.bind_wait_ms = ParseU32(next(), "--bind-wait-ms");
     else if (a == "--trace-fd")
       c.trace_fd = static_cast<int>(ParseU32(next(), "--trace-fd"));
     else

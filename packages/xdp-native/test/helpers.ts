@@ -35,7 +35,10 @@ export function compileBpf(name: string): Promise<string> {
 /** Builds the C NF library; abiVersion overrides what galette_nf_abi_version returns. */
 export function compileNf(name: string, abiVersion?: number): Promise<string> {
   const src = join(here, "nf", name);
-  const headers = ["galette_abi.h", "galette_nf_maps.h"].map((h) => join(includeDir, h));
+  const headers = [
+    ...["galette_abi.h", "galette_nf_maps.h"].map((h) => join(includeDir, h)),
+    join(here, "nf", "test_nf.h"),
+  ];
   const flags = ["-O2", "-fPIC", "-shared", `-I${includeDir}`];
   if (abiVersion !== undefined) flags.push(`-DTEST_ABI_VERSION=${abiVersion}`);
   // bpf_map_update_elem stays undefined: the worker process (libbpf) provides it.

@@ -12,17 +12,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <stdint.h>
-#include <string.h>
 #include <linux/bpf.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "galette_abi.h"
+#include "test_nf.h"
 
-#define VARIANT_OFFSET 43
-#define SEQ_OFFSET 44
 #define CRASH 0xc1
 #define SHADOW 0xc2
 #define SOCKET 0xc3
@@ -33,8 +29,6 @@
 #define PROBE_KEY 0xfffffff0u
 /* world-readable: only the worker's Landlock ruleset can refuse it */
 #define PROBE_FILE "/etc/passwd"
-
-int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags);
 
 static int probe_result = -1;
 
@@ -56,15 +50,7 @@ __u32 galette_nf_abi_version(void)
 
 __u32 galette_nf_packet(struct galette_pkt *pkt, const int *map_fds)
 {
-	if (pkt->len < SEQ_OFFSET + 4) return 0;
-	uint8_t tmp[6];
-	memcpy(tmp, pkt->data, 6);
-	memcpy(pkt->data, pkt->data + 6, 6);
-	memcpy(pkt->data + 6, tmp, 6);
-	__u32 seq;
-	__u8 seen = 1;
-	memcpy(&seq, pkt->data + SEQ_OFFSET, 4);
-	bpf_map_update_elem(map_fds[0], &seq, &seen, 0);
+	if (!swap_and_record(pkt, map_fds)) return 0;
 	__u32 key = PROBE_KEY;
 	__u8 probe = (__u8)probe_result;
 	bpf_map_update_elem(map_fds[0], &key, &probe, 0);

@@ -12,6 +12,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataDir } from "../src/control";
 import { type RunningController, startController } from "../src/server";
+import { openPostgresRepository, telemetryPoolConfig } from "../src/storage/postgres";
 import { DatabaseUnavailable } from "../src/storage/repository";
 import { call, captureLogger, statusReport, usePostgres } from "./helpers";
 
@@ -90,6 +91,47 @@ describe("device requests on a busy PostgreSQL", () => {
     const served = await call(controller.url, caPem, "/v1/device/assignment", { client: device });
     expect(served.status, served.body.toString()).toBe(200);
   }, 120_000);
+
+  it("writes device telemetry on connections of its own, without waiting for the WAL flush", async () => {
+    // the request pool's only connection held by a transaction: telemetry must not queue behind it
+    const repo = await openPostgresRepository(url, { poolSize: 1, listen: false });
+    let release: () => void = () => undefined;
+    let holding: () => void = () => undefined;
+    const held = new Promise<void>((r) => {
+      holding = r;
+    });
+    const transaction = repo.transaction(
+      () =>
+        new Promise<void>((r) => {
+          release = r;
+          holding();
+        }),
+    );
+    try {
+      await held;
+      const at = new Date().toISOString();
+      const written = Promise.all([
+        repo.saveDeviceStatus("pi-1", status, at),
+        repo.touchDevices([["pi-1", at]]),
+      ]).then(() => "written");
+      const late = new Promise((r) => setTimeout(() => r("waited for the request connection"), 5000));
+      expect(await Promise.race([written, late])).toBe("written");
+    } finally {
+      release();
+      await transaction;
+      await repo.close();
+    }
+    // the setting as the server applies it to those connections
+    const telemetry = new pg.Client(telemetryPoolConfig(url));
+    await telemetry.connect();
+    try {
+      expect((await telemetry.query("SHOW synchronous_commit")).rows[0]).toEqual({
+        synchronous_commit: "off",
+      });
+    } finally {
+      await telemetry.end();
+    }
+  }, 60_000);
 
   it("retries a statement PostgreSQL did not run, then names the database as unavailable", async () => {
     const data = await DataDir.connect(dir, { database: url, direct: true });

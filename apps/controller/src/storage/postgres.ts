@@ -257,6 +257,8 @@ function momentary(err: unknown): boolean {
 
 interface Shared {
   pool: pg.Pool;
+  /** device telemetry's writes (see telemetryPool) */
+  telemetry: pg.Pool;
   listeners: Set<(names: string[], reason: string) => void>;
   listener: pg.Client | undefined;
   closed: boolean;
@@ -334,17 +336,44 @@ export async function openPostgresRepository(
         : describeConnectError(err, url);
     throw new Error(message, { cause: err });
   }
-  const shared: Shared = { pool, listeners: new Set(), listener: undefined, closed: false, log };
+  const telemetry = telemetryPool(url, options.connectTimeoutMs ?? 10_000, log);
+  const shared: Shared = { pool, telemetry, listeners: new Set(), listener: undefined, closed: false, log };
   if (options.listen !== false) {
     try {
       await listen(url, shared);
     } catch (err) {
       shared.closed = true;
-      await pool.end().catch(() => undefined);
+      await Promise.all([pool.end(), telemetry.end()]).catch(() => undefined);
       throw new Error(describeConnectError(err, url), { cause: err });
     }
   }
   return new Postgres(pool, shared, false);
+}
+
+/**
+ * Connections of their own for device telemetry (status reports, last-seen batches), which
+ * commit with synchronous_commit off: a status report no longer waits for a WAL flush, nor
+ * holds one of the request pool's connections meanwhile (at 5000 devices, 500 reports a
+ * second did, and polls queued behind them). A crash of the PostgreSQL server may lose the
+ * last fraction of a second of telemetry, never corrupt anything; devices report again
+ * within their interval. Every other write still waits for its flush.
+ */
+export function telemetryPoolConfig(url: string, connectTimeoutMs = 10_000): pg.PoolConfig {
+  return {
+    connectionString: url,
+    max: 2,
+    options: "-c synchronous_commit=off",
+    connectionTimeoutMillis: connectTimeoutMs,
+    idleTimeoutMillis: 60_000,
+  };
+}
+
+function telemetryPool(url: string, connectTimeoutMs: number, log: Logger): pg.Pool {
+  const pool = new pg.Pool(telemetryPoolConfig(url, connectTimeoutMs));
+  pool.on("error", (err) =>
+    log.error({ err: brief(err) }, "PostgreSQL telemetry connection lost (idle); the pool reconnects"),
+  );
+  return pool;
 }
 
 /** The dedicated LISTEN connection; reconnects (with a back-off) when it drops. */
@@ -415,6 +444,15 @@ class Postgres implements PostgresRepository {
 
   async #run(sql: string, params: unknown[] = []): Promise<number> {
     return (await this.#query(sql, params)).rowCount ?? 0;
+  }
+
+  #telemetryView: Postgres | undefined;
+
+  /** A device-telemetry write: on the telemetry connections, unless inside a transaction. */
+  async #telemetry(sql: string, params: unknown[]): Promise<number> {
+    if (this.inside) return this.#run(sql, params);
+    this.#telemetryView ??= new Postgres(this.shared.telemetry, this.shared, false);
+    return this.#telemetryView.#run(sql, params);
   }
 
   /**
@@ -589,7 +627,7 @@ class Postgres implements PostgresRepository {
   async touchDevices(seen: ReadonlyArray<readonly [string, string]>): Promise<void> {
     if (seen.length === 0) return;
     // one statement for the whole batch: no round trip per device, no serialised transaction
-    await this.#run(
+    await this.#telemetry(
       `UPDATE devices SET last_seen_at = batch.at
        FROM unnest($1::text[], $2::text[]) AS batch(name, at) WHERE devices.name = batch.name`,
       [seen.map(([name]) => name), seen.map(([, at]) => at)],
@@ -597,11 +635,10 @@ class Postgres implements PostgresRepository {
   }
 
   async saveDeviceStatus(name: string, status: DeviceStatusReport, at: string): Promise<void> {
-    await this.#run("UPDATE devices SET status = $1, status_at = $2, last_seen_at = $2 WHERE name = $3", [
-      JSON.stringify(status),
-      at,
-      name,
-    ]);
+    await this.#telemetry(
+      "UPDATE devices SET status = $1, status_at = $2, last_seen_at = $2 WHERE name = $3",
+      [JSON.stringify(status), at, name],
+    );
   }
 
   async getDeadMan(name: string): Promise<DeadManSettings> {
@@ -974,6 +1011,6 @@ class Postgres implements PostgresRepository {
     await this.shared.listener?.end().catch((err: unknown) => {
       this.shared.log.warn({ err }, "closing the LISTEN connection failed");
     });
-    await this.shared.pool.end();
+    await Promise.all([this.shared.pool.end(), this.shared.telemetry.end()]);
   }
 }

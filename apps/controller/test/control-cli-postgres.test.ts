@@ -1,19 +1,15 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call, runGalette, runServe, type ServeProcess, stopServe, usePostgres } from "./helpers";
+import { call, galetteWithEmptyConfig, runServe, type ServeProcess, stopServe, usePostgres } from "./helpers";
 
 const scratch = mkdtempSync(join(tmpdir(), "galette-cli-pg-"));
 const data = join(scratch, "data");
-const emptyConfig = join(scratch, "cli.json");
-writeFileSync(emptyConfig, "{}\n");
 /** In every URL the tests give: no output may ever show it (the test server trusts any password). */
 const PASSWORD = "s3cret-Pw";
 
-/** `pnpm galette ARGS` with an empty operator config (a developer's own never leaks in). */
-const galette = (args: string[], env: Record<string, string> = {}) =>
-  runGalette(args, { GALETTE_CONFIG: emptyConfig, ...env });
+const galette = galetteWithEmptyConfig(scratch);
 
 /** A failed command: exit 1, `pattern` in its error, the password nowhere. */
 function expectRefused(r: { code: number; stdout: string; stderr: string }, pattern: RegExp): void {

@@ -3,17 +3,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AgentConfig } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call, runGalette, runServe, type ServeProcess, stopServe } from "./helpers";
+import { call, galetteWithEmptyConfig, runServe, type ServeProcess, stopServe } from "./helpers";
 
 const scratch = mkdtempSync(join(tmpdir(), "galette-control-cli-"));
 const data = join(scratch, "data");
-// An empty operator config, so a developer's ~/.config/galette/cli.json never leaks into the test.
-const emptyConfig = join(scratch, "cli.json");
-writeFileSync(emptyConfig, "{}\n");
-
-/** `pnpm galette ARGS` with an empty operator config (a developer's own never leaks in). */
-const galette = (args: string[], env: Record<string, string> = {}) =>
-  runGalette(args, { GALETTE_CONFIG: emptyConfig, ...env });
+const galette = galetteWithEmptyConfig(scratch);
 
 describe("galette pki/token/controller/device CLI", () => {
   let server: ServeProcess | undefined;

@@ -509,6 +509,18 @@ export function runGalette(args: string[], env: Record<string, string> = {}): Pr
   });
 }
 
+/**
+ * runGalette with an empty operator config (written to DIR/cli.json), so a developer's
+ * ~/.config/galette/cli.json never leaks into the test.
+ */
+export function galetteWithEmptyConfig(
+  dir: string,
+): (args: string[], env?: Record<string, string>) => Promise<CliResult> {
+  const config = join(dir, "cli.json");
+  writeFileSync(config, "{}\n");
+  return (args, env = {}) => runGalette(args, { GALETTE_CONFIG: config, ...env });
+}
+
 /** A `galette controller serve` started by runServe, and everything it printed so far. */
 export interface ServeProcess {
   child: ChildProcess;

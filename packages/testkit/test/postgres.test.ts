@@ -61,5 +61,5 @@ describe("startPostgres", () => {
         rmSync(server.dir, { recursive: true, force: true });
       }
     }
-  }, 15_000);
+  });
 });

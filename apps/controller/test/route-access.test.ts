@@ -135,37 +135,26 @@ describe("every route declares its access and is served only with it", () => {
       const path = concrete(url);
       const body = READS.has(method) ? undefined : "{}";
       const headers: Record<string, string> = body ? { "content-type": "application/json" } : {};
-      const none = await rawRequest(h.controller.url, h.caPem, path, { method, body, headers });
-      expect(none.status, `${method} ${path} without a credential`).toBe(401);
-      if (declared.kind === "operator") {
-        const asDevice = await rawRequest(h.controller.url, h.caPem, path, {
+      /** how the request is sent, its credential, the status it must get */
+      const attempts: Array<[string, Parameters<typeof rawRequest>[3], number]> = [
+        ["without a credential", {}, 401],
+      ];
+      if (declared.kind === "operator")
+        attempts.push(["with a device certificate", { client: h.asDevice("pi-1") }, 401]);
+      else
+        attempts.push(
+          ["with an operator token", { headers: { ...headers, authorization: `Bearer ${h.token}` } }, 401],
+          ["with a foreign certificate", { client: foreignDevice }, 403],
+          ["as a revoked device", { client: h.asDevice("pi-2") }, 403],
+        );
+      for (const [how, credential, status] of attempts) {
+        const res = await rawRequest(h.controller.url, h.caPem, path, {
           method,
           body,
           headers,
-          client: h.asDevice("pi-1"),
+          ...credential,
         });
-        expect(asDevice.status, `${method} ${path} with a device certificate`).toBe(401);
-      } else {
-        const withToken = await rawRequest(h.controller.url, h.caPem, path, {
-          method,
-          body,
-          headers: { ...headers, authorization: `Bearer ${h.token}` },
-        });
-        expect(withToken.status, `${method} ${path} with an operator token`).toBe(401);
-        const foreign = await rawRequest(h.controller.url, h.caPem, path, {
-          method,
-          body,
-          headers,
-          client: foreignDevice,
-        });
-        expect(foreign.status, `${method} ${path} with a foreign certificate`).toBe(403);
-        const revoked = await rawRequest(h.controller.url, h.caPem, path, {
-          method,
-          body,
-          headers,
-          client: h.asDevice("pi-2"),
-        });
-        expect(revoked.status, `${method} ${path} as a revoked device`).toBe(403);
+        expect(res.status, `${method} ${path} ${how}`).toBe(status);
       }
     }
   });

@@ -29,6 +29,13 @@ std::string IfLabel(const Napi::CallbackInfo& info, size_t i, int ifindex) {
   return label;
 }
 
+// With old_fd >= 0, the kernel attaches or detaches only while that program is attached.
+void ExpectAttached(int old_fd, bpf_xdp_attach_opts* opts, uint32_t* flags) {
+  if (old_fd < 0) return;
+  opts->old_prog_fd = old_fd;
+  *flags |= XDP_FLAGS_REPLACE;
+}
+
 // xdpAttach(netns, iface, progFd, flags, expectedOldFd): flags are XDP_FLAGS_*; with
 // expectedOldFd >= 0 the kernel swaps atomically only if that program is still attached.
 Napi::Value Attach(const Napi::CallbackInfo& info) {
@@ -39,10 +46,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   uint32_t flags = ArgU32(info, 3, "flags");
   int old_fd = ArgInt(info, 4, "expected old program fd");
   LIBBPF_OPTS(bpf_xdp_attach_opts, opts);
-  if (old_fd >= 0) {
-    opts.old_prog_fd = old_fd;
-    flags |= XDP_FLAGS_REPLACE;
-  }
+  ExpectAttached(old_fd, &opts, &flags);
   LibbpfCapture capture;  // netlink's extended ack ("Active program does not match expected")
   int err = bpf_xdp_attach(ifindex, prog_fd, flags, &opts);
   if (err)
@@ -61,10 +65,7 @@ Napi::Value Detach(const Napi::CallbackInfo& info) {
   uint32_t flags = ArgU32(info, 2, "flags");
   int old_fd = ArgInt(info, 3, "expected old program fd");
   LIBBPF_OPTS(bpf_xdp_attach_opts, opts);
-  if (old_fd >= 0) {
-    opts.old_prog_fd = old_fd;
-    flags |= XDP_FLAGS_REPLACE;
-  }
+  ExpectAttached(old_fd, &opts, &flags);
   LibbpfCapture capture;
   int err = bpf_xdp_detach(ifindex, flags, &opts);
   if (err)

@@ -647,17 +647,9 @@ uint64_t RecoverFrames(Process* p) {
     if (f >= p->area_size) return -1;
     return static_cast<int64_t>(f / c.frame_size);
   };
-  // Frames visible in a ring are owned by the ring (or the kernel).
-  auto mark_cons = [&](const xsk_ring_cons& r, bool desc) {
-    uint32_t cons = *r.consumer, prod = *r.producer;
-    for (uint32_t i = cons; i != prod && i - cons <= r.size; i++) {
-      uint64_t a = desc ? static_cast<const xdp_desc*>(r.ring)[i & r.mask].addr
-                        : static_cast<const uint64_t*>(r.ring)[i & r.mask];
-      int64_t s = slot(a);
-      if (s >= 0) seen[s] = 1;
-    }
-  };
-  auto mark_prod = [&](const xsk_ring_prod& r, bool desc) {
+  // Frames visible in a ring are owned by the ring (or the kernel). `r`: an xsk_ring_prod
+  // or xsk_ring_cons (the same fields), read through the shared indices.
+  auto mark = [&](const auto& r, bool desc) {
     uint32_t cons = *r.consumer, prod = *r.producer;
     for (uint32_t i = cons; i != prod && i - cons <= r.size; i++) {
       uint64_t a = desc ? static_cast<const xdp_desc*>(r.ring)[i & r.mask].addr
@@ -667,12 +659,12 @@ uint64_t RecoverFrames(Process* p) {
     }
   };
   for (uint32_t g = 0; g < c.groups; g++) {
-    mark_prod(p->fq[g], false);
-    mark_cons(p->cq[g], false);
+    mark(p->fq[g], false);
+    mark(p->cq[g], false);
   }
   for (Socket& s : p->sockets) {
-    mark_cons(s.rx, true);
-    mark_prod(s.tx, true);
+    mark(s.rx, true);
+    mark(s.tx, true);
   }
   std::vector<uint64_t> lost;
   auto take = [&](uint64_t addr) {

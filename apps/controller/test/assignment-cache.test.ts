@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  type DeviceCapabilities,
   PROTOCOL_VERSION,
   SIGNATURE_DOMAINS,
   type SignedDeviceAssignment,
@@ -28,6 +29,7 @@ import {
   MACSWAP_TOML,
   PROBED_CAPABILITIES,
   startHarness,
+  statusReport,
 } from "./helpers";
 
 /** What a device's probe reports. */
@@ -155,21 +157,16 @@ describe("cached device assignments", () => {
     const macswap = (await assignmentOf("a-5")).assignment.chain!.version;
     await assign({ chain: "acl", devices: ["a-5", "a-2"] });
     expect((await assignmentOf("a-2")).assignment.chain!.name).toBe("acl");
-    const report = async (mapTypes: string[] | undefined) => {
+    const report = async (mapTypes: DeviceCapabilities["mapTypes"] | undefined) => {
       const res = await h.call("/v1/device/status", {
         method: "POST",
         client: h.asDevice("a-5"),
-        body: {
-          protocolVersion: PROTOCOL_VERSION,
-          agentVersion: "0.1.0",
-          arch: "x86_64",
+        body: statusReport({
           kernelVersion: "6.18.0",
           installed: { chain: "macswap", version: macswap },
           state: "converged",
-          errors: [],
-          counters: [],
           ...(mapTypes ? { capabilities: { ...capabilities, mapTypes } } : {}),
-        },
+        }),
       });
       expect(res.status, res.body.toString()).toBe(204);
     };

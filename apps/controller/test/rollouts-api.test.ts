@@ -3,10 +3,10 @@
  * client certificates posting status reports): errors, the operator view, and a restart
  * in the middle of a rollout.
  */
-import { PROTOCOL_VERSION, Rollout } from "@galette/protocol";
+import { Rollout } from "@galette/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseChainRef, parseDuration } from "../src/commands/rollout";
-import { ACL_RS, ACL_TOML, fakeBuilder, type Harness, startHarness } from "./helpers";
+import { ACL_RS, ACL_TOML, fakeBuilder, type Harness, startHarness, statusReport } from "./helpers";
 
 describe("rollout API", () => {
   let h: Harness;
@@ -16,16 +16,7 @@ describe("rollout API", () => {
     h.call("/v1/device/status", {
       method: "POST",
       client: h.asDevice(name),
-      body: {
-        protocolVersion: PROTOCOL_VERSION,
-        agentVersion: "test",
-        arch: "x86_64",
-        kernelVersion: "6.1",
-        installed: { chain: "acl", version },
-        state: "converged",
-        errors: [],
-        counters: [],
-      },
+      body: statusReport({ installed: { chain: "acl", version }, state: "converged" }),
     });
   const start = (body: Record<string, unknown>) =>
     op("/v1/rollouts", {

@@ -8,14 +8,14 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "@galette/log";
-import { type ChainGraph, type DeviceStatusReport, PROTOCOL_VERSION } from "@galette/protocol";
+import type { ChainGraph } from "@galette/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RequestError } from "../src/control";
 import { phaseSizes, RolloutEngine } from "../src/rollouts";
 import { openPostgresRepository } from "../src/storage/postgres";
 import type { Repository } from "../src/storage/repository";
 import { openSqliteRepository } from "../src/storage/sqlite";
-import { usePostgres } from "./helpers";
+import { statusReport, usePostgres } from "./helpers";
 
 const ACL = "11111111-1111-4111-8111-111111111111";
 /** one NF; `denied` decides what its second variant does */
@@ -66,16 +66,12 @@ describe("staged rollouts (engine)", () => {
     });
   /** a status report: `version` installed, the NF's per-variant counts */
   const report = (name: string, version: number | null, allowed = 0, denied = 0, errors: string[] = []) => {
-    const status: DeviceStatusReport = {
-      protocolVersion: PROTOCOL_VERSION,
-      agentVersion: "test",
-      arch: "x86_64",
-      kernelVersion: "6.1",
+    const status = statusReport({
       installed: version ? { chain: "security", version } : null,
       state: "converged",
       errors: errors.map((message) => ({ message, at: new Date(now).toISOString() })),
       counters: [{ uuid: ACL, counters: { Allowed: allowed, Denied: denied, packets: allowed + denied } }],
-    };
+    });
     return repo.saveDeviceStatus(name, status, new Date(now).toISOString());
   };
   const assigned = async (name: string) => {
@@ -339,16 +335,11 @@ describe("staged rollouts on controllers sharing one PostgreSQL", () => {
       const report = (repo: Repository, name: string, version: number) =>
         repo.saveDeviceStatus(
           name,
-          {
-            protocolVersion: PROTOCOL_VERSION,
-            agentVersion: "test",
-            arch: "x86_64",
-            kernelVersion: "6.1",
+          statusReport({
             installed: { chain: "security", version },
             state: "converged",
-            errors: [],
             counters: [{ uuid: ACL, counters: { Allowed: 10, Denied: 1, packets: 11 } }],
-          },
+          }),
           new Date(now).toISOString(),
         );
       for (const name of ["edge-a", "edge-b"]) await report(a, name, 1);

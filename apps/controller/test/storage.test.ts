@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type Labels, PROTOCOL_VERSION } from "@galette/protocol";
+import type { Labels } from "@galette/protocol";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { pino } from "pino";
@@ -19,7 +19,7 @@ import {
 import type { Repository } from "../src/storage/repository";
 import { selectorMatches } from "../src/storage/rows";
 import { DATABASE_FILE, openSqliteRepository, SCHEMA_VERSION } from "../src/storage/sqlite";
-import { usePostgres } from "./helpers";
+import { statusReport, usePostgres } from "./helpers";
 
 const dirs: string[] = [];
 const tempDir = () => {
@@ -572,16 +572,11 @@ describe.each(BACKENDS)("repository contract: $name", (backend) => {
     // dead-man settings and status written elsewhere: seen by the next read
     await other.setGraceSeconds(["a"], 42);
     await other.confirmRollback("a", "c", 3);
-    const report = {
-      protocolVersion: PROTOCOL_VERSION,
-      agentVersion: "0.1.0",
+    const report = statusReport({
       arch: "aarch64",
-      kernelVersion: "6.1.0",
       installed: { chain: "c", version: 2 },
-      state: "converged" as const,
-      errors: [],
-      counters: [],
-    };
+      state: "converged",
+    });
     await other.saveDeviceStatus("a", report, "2026-01-02T00:00:00.000Z");
     const second = (await repo.deviceRequestState("a", "01")).device;
     expect(second?.deadMan).toEqual({ graceSeconds: 42, confirmed: { chain: "c", version: 3 } });

@@ -72,6 +72,8 @@ export interface ScaleRow {
   wsOpen: number;
   controllerCpuPct: number;
   controllerRssMb: number;
+  /** the PostgreSQL server's CPU (all its processes); SQLite runs inside the controller */
+  databaseCpuPct?: number;
   simulatorCpuPct: number;
   /** simulator processes (each simulates its share of the fleet) */
   simulatorProcesses: number;
@@ -498,6 +500,9 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
   };
   const postgres = backends.includes("postgres") ? await startPostgres() : undefined;
   try {
+    // part of the system under test: the same share of the machine as the controller (its
+    // backends, forked later, are in the postmaster's autogroup)
+    if (postgres) await boost(postgres.pid);
     let first = true;
     for (const backend of backends)
       for (const count of measured) {
@@ -577,8 +582,9 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
       sim.window();
       // a read starts the controller's loop-delay histogram afresh
       await controllerLoopDelay(metricsPort);
-      const [controllerUse, ...simUse] = await Promise.all([
+      const [controllerUse, databaseUse, ...simUse] = await Promise.all([
         measure(controller.child.pid!, windowMs),
+        backend === "postgres" && postgres ? measure(postgres.pid, windowMs) : undefined,
         ...sim.pids.map((pid) => measure(pid, windowMs)),
       ]);
       const controllerLoop = await controllerLoopDelay(metricsPort);
@@ -591,7 +597,8 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
         wsOpen: stats.wsOpen,
         controllerCpuPct: controllerUse.cpuPct,
         controllerRssMb: controllerUse.rssMb,
-        simulatorCpuPct: simUse.reduce((n, u) => n + u.cpuPct, 0),
+        ...(databaseUse ? { databaseCpuPct: databaseUse.cpuPct } : {}),
+        simulatorCpuPct: simUse.reduce((n, u) => n + (u?.cpuPct ?? 0), 0),
         simulatorProcesses: sim.pids.length,
         simulatorLoopP99Ms: stats.loopDelay.p99Ms,
         simulatorLoopMaxMs: stats.loopDelay.maxMs,
@@ -770,19 +777,19 @@ export function renderScale(r: ScaleResults): string {
     "",
     `One controller (bundled \`galette\`, node ${process.version}) and simulator processes on the same machine. Target: device-poll p99 < ${SCALE_P99_TARGET_MS} ms.`,
     "",
-    "| devices | database | poll p50 (ms) | poll p99 (ms) | status p99 (ms) | failed requests | ws open | controller CPU (% core) | controller RSS (MB) | controller loop delay p99 / max (ms) | simulator processes, CPU (% core) | simulator loop delay p99 / max (ms) | met |",
-    "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    "| devices | database | poll p50 (ms) | poll p99 (ms) | status p99 (ms) | failed requests | ws open | controller CPU (% core) | controller RSS (MB) | controller loop delay p99 / max (ms) | PostgreSQL CPU (% core) | simulator processes, CPU (% core) | simulator loop delay p99 / max (ms) | met |",
+    "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ...r.rows.map(
       (x) =>
         `| ${x.devices} | ${x.backend} | ${f1(x.poll.p50Ms)} | ${f1(x.poll.p99Ms)} | ${f1(x.status.p99Ms)} | ${
           x.poll.failures + x.status.failures
         } | ${x.wsOpen} | ${f1(x.controllerCpuPct)} | ${f1(x.controllerRssMb)} | ${f1(x.controllerLoopP99Ms)} / ${f1(
           x.controllerLoopMaxMs,
-        )} | ${x.simulatorProcesses}, ${f1(x.simulatorCpuPct)} | ${f1(x.simulatorLoopP99Ms)} / ${f1(
+        )} | ${x.databaseCpuPct === undefined ? "–" : f1(x.databaseCpuPct)} | ${x.simulatorProcesses}, ${f1(x.simulatorCpuPct)} | ${f1(x.simulatorLoopP99Ms)} / ${f1(
           x.simulatorLoopMaxMs,
         )} | ${yes(x.met)} |`,
     ),
-    ...r.skipped.map((x) => `| ${x.devices} | | not measured: ${x.reason} | | | | | | | | | | |`),
+    ...r.skipped.map((x) => `| ${x.devices} | | not measured: ${x.reason} | | | | | | | | | | | |`),
     "",
     ...r.rows
       .filter((x) => Object.keys(x.failureReasons).length > 0)

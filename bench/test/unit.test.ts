@@ -395,6 +395,7 @@ describe("controller scale options and report", () => {
           wsOpen: 5000,
           controllerCpuPct: 40,
           controllerRssMb: 700,
+          databaseCpuPct: 35,
           simulatorCpuPct: 30,
           simulatorProcesses: 2,
           simulatorLoopP99Ms: 50,
@@ -419,7 +420,10 @@ describe("controller scale options and report", () => {
       },
     });
     expect(md).toContain(
-      "| 1000 | SQLite | 2.0 | 20.0 | 20.0 | 0 | 1000 | 12.0 | 250.0 | 4.0 / 41.5 | 1, 8.0 | 3.0 / 12.0 | yes |",
+      "| 1000 | SQLite | 2.0 | 20.0 | 20.0 | 0 | 1000 | 12.0 | 250.0 | 4.0 / 41.5 | – | 1, 8.0 | 3.0 / 12.0 | yes |",
+    );
+    expect(md).toContain(
+      "| 5000 | PostgreSQL | 2.0 | 20.0 | 20.0 | 4 | 5000 | 40.0 | 700.0 | 20.0 / 250.0 | 35.0 | 2, 30.0 | 50.0 / 90.0 | **no** |",
     );
     expect(md).toContain("| 10000 | | not measured: needs 20512 open files");
     expect(md).toContain("Failed requests at 5000 devices (PostgreSQL): HTTP 503 ×3, ECONNRESET ×1.");

@@ -96,20 +96,33 @@ async function processTree(pid: number): Promise<number[]> {
   return [pid, ...below.flat()];
 }
 
+/** A /proc file of `pid`, or "" once the process is gone (a tree's processes come and go). */
+function procFile(pid: number, file: string): string {
+  try {
+    return readFileSync(`/proc/${pid}/${file}`, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ESRCH") return "";
+    throw err;
+  }
+}
+
 function rssBytes(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(procFile(pid, "status"));
   return m ? Number(m[1]) * 1024 : 0;
 }
 
 function pssBytes(pid: number): number {
-  const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
+  const m = /^Pss:\s+(\d+) kB/m.exec(procFile(pid, "smaps_rollup"));
   return m ? Number(m[1]) * 1024 : 0;
 }
 
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+/** utime + stime of `pid`, undefined once it is gone */
+function cpuTicks(pid: number): number | undefined {
+  const stat = procFile(pid, "stat");
+  if (!stat) return undefined;
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]); // utime + stime
+  return Number(fields[11]) + Number(fields[12]);
 }
 
 /** Mean RSS and PSS of the process tree and its CPU share over `ms`, sampled every 250 ms. */
@@ -117,29 +130,41 @@ export async function measure(
   pid: number,
   ms: number,
 ): Promise<{ rssMb: number; pssMb: number; childRssMb: number; cpuPct: number }> {
-  const tree0 = await processTree(pid);
-  const ticks0 = tree0.reduce((s, p) => s + cpuTicks(p), 0);
+  // CPU per process: from its ticks at the start (0 for one that came during the window) to
+  // the last ones read (a process that left counts until its last sample)
+  const firstTicks = new Map<number, number>();
+  const lastTicks = new Map<number, number>();
+  const readTicks = (tree: number[], initial: boolean) => {
+    for (const p of tree) {
+      const t = cpuTicks(p);
+      if (t === undefined) continue;
+      if (!firstTicks.has(p)) firstTicks.set(p, initial ? t : 0);
+      lastTicks.set(p, t);
+    }
+  };
+  readTicks(await processTree(pid), true);
   const start = Date.now();
   const samples: number[] = [];
   const pss: number[] = [];
   const children: number[] = [];
   while (Date.now() - start < ms) {
     const tree = await processTree(pid);
+    readTicks(tree, false);
     samples.push(tree.reduce((s, p) => s + rssBytes(p), 0));
     pss.push(tree.reduce((s, p) => s + pssBytes(p), 0));
     children.push(tree.slice(1).reduce((s, p) => s + rssBytes(p), 0));
     await sleep(250);
   }
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length / MB;
-  const tree1 = await processTree(pid);
-  // processes that left during the window are not counted; those that came are, from 0
-  const ticks1 = tree1.reduce((s, p) => s + cpuTicks(p), 0);
+  readTicks(await processTree(pid), false);
+  let ticks = 0;
+  for (const [p, last] of lastTicks) ticks += last - (firstTicks.get(p) ?? 0);
   const seconds = (Date.now() - start) / 1000;
   return {
     rssMb: mean(samples),
     pssMb: mean(pss),
     childRssMb: mean(children),
-    cpuPct: (((ticks1 - ticks0) / TICKS_PER_S) * 100) / seconds,
+    cpuPct: ((ticks / TICKS_PER_S) * 100) / seconds,
   };
 }
 

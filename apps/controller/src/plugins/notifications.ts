@@ -185,6 +185,8 @@ export const notificationsPlugin = fp(
       // reads: with SQLite each read blocks the event loop.
       for (let i = 0; i < open.length; i += SWEEP_SLICE) {
         if (i > 0) await new Promise((r) => setImmediate(r));
+        // closing: the database may be closed already, and every connection goes anyway
+        if (closing) return;
         const slice = open.slice(i, i + SWEEP_SLICE);
         const current = await data.repo.deviceCertificates(slice.map(([name]) => name));
         for (const [name, connection] of slice) {
@@ -203,20 +205,22 @@ export const notificationsPlugin = fp(
         }
       }
     };
-    let sweeping = false;
+    let sweeping: Promise<void> | undefined;
+    let closing = false;
     const sweep = setInterval(() => {
       if (sweeping) return;
-      sweeping = true;
-      sweepOnce()
+      sweeping = sweepOnce()
         .catch((err: unknown) => app.log.error({ err }, "notification connections not re-checked; retrying"))
         .finally(() => {
-          sweeping = false;
+          sweeping = undefined;
         });
     }, options.sweepMs);
     sweep.unref();
 
     app.addHook("onClose", async () => {
+      closing = true;
       clearInterval(sweep);
+      await sweeping;
       unlisten();
       fanout.close();
       for (const connection of connections.values()) connection.socket.terminate();

@@ -449,10 +449,12 @@ export const filesFor = (devices: number, perProcess: number) =>
   Math.max(devices * 2, Math.min(devices, perProcess) * 3) + 1024;
 
 /**
- * Raise this process's open-file limit (children inherit it) as far as allowed; returns
- * the limit now in force. Raising the hard limit needs CAP_SYS_RESOURCE.
+ * Raise this process's open-file limit (children inherit it) to at least `want` and never
+ * below the hard limit: a process at its exact need refuses the connections of a fleet
+ * reconnecting (EMFILE), devices waiting out TCP's retries. Returns the limit now in force.
+ * Raising the hard limit needs CAP_SYS_RESOURCE.
  */
-async function raiseFileLimit(want: number, log: Logger): Promise<number> {
+async function raiseFileLimit(need: number, log: Logger): Promise<number> {
   const limit = async () =>
     Number(
       (
@@ -461,6 +463,7 @@ async function raiseFileLimit(want: number, log: Logger): Promise<number> {
         .trim()
         .split(/\s+/)[1],
     );
+  const want = Math.max(need, await limit());
   await run("prlimit", ["--pid", String(process.pid), `--nofile=${want}:${want}`]).catch(async () => {
     const hard = await limit();
     await run("prlimit", ["--pid", String(process.pid), `--nofile=${hard}:${hard}`]);

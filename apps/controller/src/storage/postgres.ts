@@ -352,9 +352,9 @@ export async function openPostgresRepository(
 
 /**
  * Connections of their own for device telemetry (status reports, last-seen batches), which
- * commit with synchronous_commit off: a status report no longer waits for a WAL flush, nor
- * holds one of the request pool's connections meanwhile (at 5000 devices, 500 reports a
- * second did, and polls queued behind them). A crash of the PostgreSQL server may lose the
+ * commit with synchronous_commit off: a status report does not wait for a WAL flush, nor
+ * hold one of the connections device authentication needs meanwhile (a fleet of 5000
+ * reports 500 times a second). A crash of the PostgreSQL server may lose the
  * last fraction of a second of telemetry, never corrupt anything; devices report again
  * within their interval. Every other write still waits for its flush.
  */

@@ -34,6 +34,9 @@ const run = promisify(execFile);
 const galetteBundle = process.env.BENCH_GALETTE_BUNDLE || defaultBundle;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** simulated devices' status report interval (and poll every 5 s), as the agent's defaults */
+const STATUS_MS = 10_000;
+
 /** p99 of device requests the scale rows must stay under */
 export const SCALE_P99_TARGET_MS = 100;
 /** kill -9 → every device served again */
@@ -571,7 +574,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
           }),
         ),
         pollMs: 5000,
-        statusMs: 10_000,
+        statusMs: STATUS_MS,
         websocket: true,
         // connections opened at up to ~1000/s, as a fleet coming online would
         rampMs: Math.max(5000, count),
@@ -579,7 +582,10 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
       const all = await sim.awaitServed(started, 120_000 + count * 10);
       if (all.missing > 0)
         log.warn({ missing: all.missing, count, stuck: all.stuck }, "scale: some devices were never served");
-      await sleep(3000);
+      // steady state: the window opens once the fleet's coming online (a handshake, a first
+      // poll and status report per device, at up to 1000 devices a second) has been worked
+      // off, one status interval after the last device was served
+      await sleep(STATUS_MS);
       await boost(controller.child.pid!);
       for (const pid of sim.pids) await boost(pid);
       sim.window();

@@ -121,15 +121,24 @@ describe("device requests on a busy PostgreSQL", () => {
       await transaction;
       await repo.close();
     }
-    // the setting as the server applies it to those connections
-    const telemetry = new pg.Client(telemetryPoolConfig(url));
-    await telemetry.connect();
+    // the setting as the server applies it to those connections, against a role whose
+    // sessions wait for the flush (the test server's own default is off)
+    await admin.query("ALTER ROLE busy SET synchronous_commit = on");
+    const setting = async (config: pg.ClientConfig) => {
+      const client = new pg.Client(config);
+      await client.connect();
+      try {
+        return (await client.query<{ synchronous_commit: string }>("SHOW synchronous_commit")).rows[0]
+          ?.synchronous_commit;
+      } finally {
+        await client.end();
+      }
+    };
     try {
-      expect((await telemetry.query("SHOW synchronous_commit")).rows[0]).toEqual({
-        synchronous_commit: "off",
-      });
+      expect(await setting({ connectionString: url })).toBe("on");
+      expect(await setting(telemetryPoolConfig(url))).toBe("off");
     } finally {
-      await telemetry.end();
+      await admin.query("ALTER ROLE busy RESET synchronous_commit");
     }
   }, 60_000);
 

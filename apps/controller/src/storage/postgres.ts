@@ -310,19 +310,10 @@ export async function openPostgresRepository(
 ): Promise<PostgresRepository> {
   checkPostgresUrl(url);
   const log = options.log ?? createLogger("galette-postgres");
-  const pool = new pg.Pool({
-    connectionString: url,
-    max: options.poolSize ?? 10,
-    // also how long a statement waits for a free connection: past it, 503 (retryable)
-    // rather than requests piling up behind a database that does not answer
-    connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
-    // connections kept between bursts of device requests: a new one costs the server a
-    // process and the controller a login
-    idleTimeoutMillis: 60_000,
-  });
-  // An idle client's error (the server restarted) must not crash the controller: the pool replaces it.
-  pool.on("error", (err) =>
-    log.error({ err: brief(err) }, "PostgreSQL connection lost (idle); the pool reconnects"),
+  const pool = watchedPool(
+    { ...poolConfig(url, options.connectTimeoutMs), max: options.poolSize ?? 10 },
+    log,
+    "PostgreSQL connection lost (idle); the pool reconnects",
   );
   try {
     if (options.migrate === false) await checkSchema(pool, url);
@@ -336,7 +327,11 @@ export async function openPostgresRepository(
         : describeConnectError(err, url);
     throw new Error(message, { cause: err });
   }
-  const telemetry = telemetryPool(url, options.connectTimeoutMs ?? 10_000, log);
+  const telemetry = watchedPool(
+    telemetryPoolConfig(url, options.connectTimeoutMs),
+    log,
+    "PostgreSQL telemetry connection lost (idle); the pool reconnects",
+  );
   const shared: Shared = { pool, telemetry, listeners: new Set(), listener: undefined, closed: false, log };
   if (options.listen !== false) {
     try {
@@ -350,6 +345,26 @@ export async function openPostgresRepository(
   return new Postgres(pool, shared, false);
 }
 
+/** What every pool of a replica shares. */
+function poolConfig(url: string, connectTimeoutMs = 10_000): pg.PoolConfig {
+  return {
+    connectionString: url,
+    // also how long a statement waits for a free connection: past it, 503 (retryable)
+    // rather than requests piling up behind a database that does not answer
+    connectionTimeoutMillis: connectTimeoutMs,
+    // connections kept between bursts of device requests: a new one costs the server a
+    // process and the controller a login
+    idleTimeoutMillis: 60_000,
+  };
+}
+
+/** A pool whose idle clients' errors (the server restarted) are logged, never a crash: the pool replaces them. */
+function watchedPool(config: pg.PoolConfig, log: Logger, lost: string): pg.Pool {
+  const pool = new pg.Pool(config);
+  pool.on("error", (err) => log.error({ err: brief(err) }, lost));
+  return pool;
+}
+
 /**
  * Connections of their own for device telemetry (status reports, last-seen batches), which
  * commit with synchronous_commit off: a status report does not wait for a WAL flush, nor
@@ -358,24 +373,14 @@ export async function openPostgresRepository(
  * last fraction of a second of telemetry, never corrupt anything; devices report again
  * within their interval. Every other write still waits for its flush.
  */
-export function telemetryPoolConfig(url: string, connectTimeoutMs = 10_000): pg.PoolConfig {
+export function telemetryPoolConfig(url: string, connectTimeoutMs?: number): pg.PoolConfig {
   return {
-    connectionString: url,
+    ...poolConfig(url, connectTimeoutMs),
     // a fleet coming online reports at once: with 2 the backlog of 5000 devices' first
     // reports took seconds to work off (measured: 6 drains it within a status interval)
     max: 6,
     options: "-c synchronous_commit=off",
-    connectionTimeoutMillis: connectTimeoutMs,
-    idleTimeoutMillis: 60_000,
   };
-}
-
-function telemetryPool(url: string, connectTimeoutMs: number, log: Logger): pg.Pool {
-  const pool = new pg.Pool(telemetryPoolConfig(url, connectTimeoutMs));
-  pool.on("error", (err) =>
-    log.error({ err: brief(err) }, "PostgreSQL telemetry connection lost (idle); the pool reconnects"),
-  );
-  return pool;
 }
 
 /** The dedicated LISTEN connection; reconnects (with a back-off) when it drops. */

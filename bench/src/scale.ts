@@ -591,10 +591,10 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
       sim.window();
       // a read starts the controller's loop-delay histogram afresh
       await controllerLoopDelay(metricsPort);
-      const [controllerUse, databaseUse, ...simUse] = await Promise.all([
+      const [controllerUse, databaseUse, simUse] = await Promise.all([
         measure(controller.child.pid!, windowMs),
         backend === "postgres" && postgres ? measure(postgres.pid, windowMs) : undefined,
-        ...sim.pids.map((pid) => measure(pid, windowMs)),
+        Promise.all(sim.pids.map((pid) => measure(pid, windowMs))),
       ]);
       const controllerLoop = await controllerLoopDelay(metricsPort);
       const stats = await sim.stats();
@@ -607,7 +607,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResults> {
         controllerCpuPct: controllerUse.cpuPct,
         controllerRssMb: controllerUse.rssMb,
         ...(databaseUse ? { databaseCpuPct: databaseUse.cpuPct } : {}),
-        simulatorCpuPct: simUse.reduce((n, u) => n + (u?.cpuPct ?? 0), 0),
+        simulatorCpuPct: simUse.reduce((n, u) => n + u.cpuPct, 0),
         simulatorProcesses: sim.pids.length,
         simulatorLoopP99Ms: stats.loopDelay.p99Ms,
         simulatorLoopMaxMs: stats.loopDelay.maxMs,
